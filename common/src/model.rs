@@ -1,0 +1,225 @@
+//! The file model: what a node knows about each path, and the version vectors
+//! that order changes between nodes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::path::RelPath;
+
+/// Files are hashed in fixed-size blocks of this many bytes; the block list
+/// is what lets a receiver reuse data it already has.
+pub const BLOCK_SIZE: u64 = 128 * 1024;
+
+/// A node's permanent identity (generated once, kept in its state folder).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub Uuid);
+
+impl NodeId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        NodeId(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The first group is enough to tell nodes apart in logs.
+        let s = self.0.simple().to_string();
+        write!(f, "node:{}", &s[..8])
+    }
+}
+
+/// A BLAKE3 hash of a file's content or of one block.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    /// Hash of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        ContentHash(*blake3::hash(data).as_bytes())
+    }
+
+    /// Lowercase hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+/// How two version vectors relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VvOrder {
+    /// Same history.
+    Equal,
+    /// `self` happened before `other` (other dominates).
+    Before,
+    /// `self` happened after `other` (self dominates).
+    After,
+    /// Neither saw the other: a conflict.
+    Concurrent,
+}
+
+/// Node id → counter. A change made on top of a version dominates it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<NodeId, u64>);
+
+impl VersionVector {
+    /// The empty vector (no history).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counter of `node` (0 when absent).
+    pub fn get(&self, node: NodeId) -> u64 {
+        self.0.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Sets `node`'s counter.
+    pub fn set(&mut self, node: NodeId, counter: u64) {
+        self.0.insert(node, counter);
+    }
+
+    /// Largest counter of any node.
+    pub fn max_counter(&self) -> u64 {
+        self.0.values().copied().max().unwrap_or(0)
+    }
+
+    /// Element-wise maximum of the two vectors.
+    pub fn merge(&self, other: &VersionVector) -> VersionVector {
+        let mut out = self.clone();
+        for (&n, &c) in &other.0 {
+            let e = out.0.entry(n).or_insert(0);
+            *e = (*e).max(c);
+        }
+        out
+    }
+
+    /// How `self` relates to `other`.
+    pub fn compare(&self, other: &VersionVector) -> VvOrder {
+        let mut less = false;
+        let mut greater = false;
+        for n in self.0.keys().chain(other.0.keys()) {
+            let (a, b) = (self.get(*n), other.get(*n));
+            less |= a < b;
+            greater |= a > b;
+        }
+        match (less, greater) {
+            (false, false) => VvOrder::Equal,
+            (true, false) => VvOrder::Before,
+            (false, true) => VvOrder::After,
+            (true, true) => VvOrder::Concurrent,
+        }
+    }
+
+    /// Iterates over (node, counter).
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.0.iter().map(|(n, c)| (*n, *c))
+    }
+}
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory (tracked so that empty directories sync too).
+    Dir,
+}
+
+/// Everything a node knows about one path, as exchanged between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Where it lives, relative to the synced directory.
+    pub path: RelPath,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories and tombstones).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Unix permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// BLAKE3 of the whole content.
+    pub hash: ContentHash,
+    /// BLAKE3 of each `BLOCK_SIZE` block, in order.
+    pub blocks: Vec<ContentHash>,
+    /// Causal history of this version.
+    pub version: VersionVector,
+    /// A tombstone: the path was deleted in this version.
+    pub deleted: bool,
+}
+
+impl FileEntry {
+    /// True for a regular file that exists.
+    pub fn is_live_file(&self) -> bool {
+        !self.deleted && self.kind == EntryKind::File
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vv(pairs: &[(NodeId, u64)]) -> VersionVector {
+        let mut v = VersionVector::new();
+        for &(n, c) in pairs {
+            v.set(n, c);
+        }
+        v
+    }
+
+    #[test]
+    fn compare_table() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let cases = [
+            (vv(&[]), vv(&[]), VvOrder::Equal),
+            (vv(&[(a, 1)]), vv(&[(a, 1)]), VvOrder::Equal),
+            (vv(&[(a, 1)]), vv(&[(a, 2)]), VvOrder::Before),
+            (vv(&[(a, 2)]), vv(&[(a, 1)]), VvOrder::After),
+            (vv(&[(a, 1)]), vv(&[(a, 1), (b, 1)]), VvOrder::Before),
+            (vv(&[(a, 2)]), vv(&[(a, 1), (b, 1)]), VvOrder::Concurrent),
+            (vv(&[(a, 0)]), vv(&[]), VvOrder::Equal),
+        ];
+        for (x, y, want) in cases {
+            assert_eq!(x.compare(&y), want, "{x:?} vs {y:?}");
+        }
+    }
+
+    #[test]
+    fn merge_dominates_both() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let x = vv(&[(a, 3), (b, 1)]);
+        let y = vv(&[(a, 1), (b, 4)]);
+        let m = x.merge(&y);
+        assert_eq!(m, vv(&[(a, 3), (b, 4)]));
+        assert!(matches!(m.compare(&x), VvOrder::After));
+        assert!(matches!(m.compare(&y), VvOrder::After));
+        assert_eq!(m.max_counter(), 4);
+    }
+}

@@ -1,0 +1,299 @@
+//! Every message on the wire.
+//!
+//! A connection opens with a handshake: the connecting side sends a hello
+//! frame, the accepting side answers with a hello-reply frame. Both start
+//! with raw bytes, [`MAGIC`] then the protocol version as a big-endian `u32`,
+//! *before* any serialized body, so a version mismatch is detected and named
+//! even when the two sides could not decode each other's bodies.
+//!
+//! After the handshake the connection carries [`Request`] / [`NodeToClient`]
+//! (role client) or [`PeerMessage`] (role peer). Only append enum variants
+//! within a protocol version: bincode is not self-describing.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{self, CodecError};
+use crate::model::{ContentHash, FileEntry, NodeId};
+use crate::path::RelPath;
+
+/// First bytes of every connection.
+pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
+/// Version of this protocol; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What the connecting side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Another node, for sync.
+    Peer,
+    /// A client (CLI or UI).
+    Client,
+}
+
+/// The connecting side's introduction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// Peer or client.
+    pub role: Role,
+    /// Sender's id (node id for peers, client id for clients).
+    pub id: Uuid,
+    /// Human name of the sender.
+    pub name: String,
+}
+
+/// The accepting node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Accepted; here is who you are talking to.
+    Welcome {
+        /// The node's id.
+        node_id: NodeId,
+        /// The node's name.
+        name: String,
+    },
+    /// Refused, with the reason.
+    Refused(Refusal),
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// Different protocol versions.
+    #[error(
+        "protocol version mismatch: the node speaks version {node}, the connecting side speaks version {theirs}; run the same Tandem release on both"
+    )]
+    VersionMismatch {
+        /// The accepting node's version.
+        node: u32,
+        /// The connecting side's version.
+        theirs: u32,
+    },
+    /// A node connected to itself (its own id came back).
+    #[error("connected to itself")]
+    SelfConnection,
+    /// Any other reason, in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Handshake errors as seen by either side.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The first bytes were not Tandem's magic.
+    #[error("not a Tandem connection (bad magic bytes)")]
+    BadMagic,
+    /// Versions differ.
+    #[error(
+        "protocol version mismatch: we speak version {ours}, the other side speaks version {theirs}; run the same Tandem release on both"
+    )]
+    VersionMismatch {
+        /// Our version.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The node refused us.
+    #[error("refused by the node: {0}")]
+    Refused(Refusal),
+    /// Framing or decoding failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The other side closed before finishing the handshake.
+    #[error("connection closed during the handshake")]
+    Closed,
+}
+
+/// Encodes a handshake frame: magic, version, then the body.
+pub fn encode_hello<T: Serialize>(body: &T) -> Result<Bytes, CodecError> {
+    encode_hello_with_version(PROTOCOL_VERSION, body)
+}
+
+/// Like [`encode_hello`] with an explicit version (tests use other versions).
+pub fn encode_hello_with_version<T: Serialize>(
+    version: u32,
+    body: &T,
+) -> Result<Bytes, CodecError> {
+    let body = codec::encode(body)?;
+    let mut b = BytesMut::with_capacity(12 + body.len());
+    b.put_slice(&MAGIC);
+    b.put_u32(version);
+    b.put_slice(&body);
+    Ok(b.freeze())
+}
+
+/// Splits a handshake frame into (version, body). The body is decoded only
+/// when the version matches ours.
+pub fn decode_hello<T: DeserializeOwned>(frame: &[u8]) -> Result<(u32, Option<T>), HandshakeError> {
+    if frame.len() < 12 || frame[..8] != MAGIC {
+        return Err(HandshakeError::BadMagic);
+    }
+    let version = u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+    if version != PROTOCOL_VERSION {
+        return Ok((version, None));
+    }
+    Ok((version, Some(codec::decode(&frame[12..])?)))
+}
+
+/// A client's request, tagged so responses can be matched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; echoed in the response.
+    pub id: u64,
+    /// What is asked.
+    pub body: ClientRequest,
+}
+
+/// What a client can ask a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// The file table, streamed as one or more `Files` responses.
+    List,
+}
+
+/// Everything a node sends a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToClient {
+    /// The answer (or one part of it) to request `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ClientResponse,
+    },
+}
+
+/// Answers to client requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// Part of the file table; `more` says another part follows.
+    Files {
+        /// Rows, sorted by path.
+        files: Vec<ListedFile>,
+        /// Another `Files` part follows.
+        more: bool,
+    },
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// A typed error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// Anything else, in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One row of the file table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedFile {
+    /// The file's path.
+    pub path: RelPath,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Content hash.
+    pub hash: ContentHash,
+    /// Names of the nodes holding this (newest) version.
+    pub nodes: Vec<String>,
+    /// Name of the lock holder, if locked.
+    pub locked_by: Option<String>,
+}
+
+/// Messages between two nodes after the handshake.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// "I have seen your changes up to `since`; send me the rest."
+    Resume {
+        /// Highest of the receiver's sequence numbers already applied.
+        since: u64,
+    },
+    /// Index entries, each with the sender's local sequence number.
+    Index {
+        /// (sequence, entry), ascending by sequence.
+        entries: Vec<(u64, FileEntry)>,
+    },
+    /// Ask for blocks of the file at `path` whose content hash is `hash`.
+    GetBlocks {
+        /// Matches the answer to the question.
+        req: u64,
+        /// Which file.
+        path: RelPath,
+        /// Which version of it (whole-content hash).
+        hash: ContentHash,
+        /// Block indexes wanted.
+        blocks: Vec<u32>,
+    },
+    /// Block data, in the order asked.
+    Blocks {
+        /// The request answered.
+        req: u64,
+        /// `Ok(data per block)`, or why not (file changed or gone).
+        data: Result<Vec<BlockData>, String>,
+    },
+}
+
+/// One block's bytes.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BlockData {
+    /// Block index in the file.
+    pub index: u32,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for BlockData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockData(#{}, {} bytes)", self.index, self.bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trip_and_version_mismatch() {
+        let hello = Hello {
+            role: Role::Client,
+            id: Uuid::new_v4(),
+            name: "me".into(),
+        };
+        let frame = encode_hello(&hello).unwrap();
+        let (v, body) = decode_hello::<Hello>(&frame).unwrap();
+        assert_eq!(v, PROTOCOL_VERSION);
+        assert_eq!(body.unwrap().name, "me");
+
+        let other = encode_hello_with_version(99, &"anything").unwrap();
+        let (v, body) = decode_hello::<Hello>(&other).unwrap();
+        assert_eq!(v, 99);
+        assert!(
+            body.is_none(),
+            "a foreign version's body must not be decoded"
+        );
+
+        assert!(matches!(
+            decode_hello::<Hello>(b"GET / HTTP/1.1\r\n"),
+            Err(HandshakeError::BadMagic)
+        ));
+    }
+
+    #[test]
+    fn refusal_names_both_versions() {
+        let msg = Refusal::VersionMismatch { node: 1, theirs: 2 }.to_string();
+        assert!(
+            msg.contains("version 1") && msg.contains("version 2"),
+            "{msg}"
+        );
+    }
+}
