@@ -167,6 +167,13 @@ impl From<RelPath> for String {
     }
 }
 
+// Ord, Eq and Hash are derived from the inner String, so they agree with str's.
+impl std::borrow::Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -202,7 +209,8 @@ mod tests {
 
     #[test]
     fn refuses_hostile_paths() {
-        let cases: &[(&str, fn(&PathError) -> bool)] = &[
+        type Check = fn(&PathError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, PathError::Empty)),
             ("/etc/passwd", |e| matches!(e, PathError::Absolute(_))),
             ("..", |e| matches!(e, PathError::ParentDir(_))),

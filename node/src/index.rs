@@ -1,0 +1,373 @@
+//! The in-memory index: one [`Record`] per path the node knows, live or
+//! deleted, and the rules that turn what is seen on disk into new versions.
+//!
+//! Pure: callers stat and hash; this module only decides. Every record it
+//! touches is remembered until [`Index::take_dirty`] hands the batch to the
+//! store.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tandem_common::hashing::Hashed;
+use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+
+/// What the disk said about a file the last time it was indexed: if it still
+/// says the same, the content is not hashed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStat {
+    /// Inode number.
+    pub inode: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// One path as the node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The versioned entry, as exchanged with peers.
+    pub entry: FileEntry,
+    /// Local sequence number of the entry's last change.
+    pub seq: u64,
+    /// Disk stat at the last indexing (live files only).
+    pub stat: Option<LocalStat>,
+}
+
+/// What a change to the index was, for events and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A path that did not exist now does.
+    Added,
+    /// New content or metadata.
+    Modified,
+    /// Deleted (a tombstone was recorded).
+    Deleted,
+}
+
+/// The index of one node.
+pub struct Index {
+    me: NodeId,
+    records: BTreeMap<RelPath, Record>,
+    /// Largest version counter seen anywhere (Lamport clock).
+    clock: u64,
+    /// Last sequence number issued.
+    seq: u64,
+    dirty: BTreeSet<RelPath>,
+}
+
+impl Index {
+    /// Builds the index from stored records.
+    pub fn new(me: NodeId, records: Vec<Record>) -> Index {
+        let mut clock = 0;
+        let mut seq = 0;
+        let mut map = BTreeMap::new();
+        for r in records {
+            clock = clock.max(r.entry.version.max_counter());
+            seq = seq.max(r.seq);
+            map.insert(r.entry.path.clone(), r);
+        }
+        Index {
+            me,
+            records: map,
+            clock,
+            seq,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// The record at `path`.
+    pub fn get(&self, path: &RelPath) -> Option<&Record> {
+        self.records.get(path)
+    }
+
+    /// Every record, sorted by path.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    /// Number of records (live and deleted).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Live paths strictly inside `dir`.
+    pub fn live_under(&self, dir: &RelPath) -> Vec<RelPath> {
+        let start = format!("{}/", dir.as_str());
+        self.records
+            .range::<str, _>((
+                std::ops::Bound::Included(start.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(p, _)| p.as_str().starts_with(&start))
+            .filter(|(_, r)| !r.entry.deleted)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Every live path.
+    pub fn live_paths(&self) -> Vec<RelPath> {
+        self.records
+            .values()
+            .filter(|r| !r.entry.deleted)
+            .map(|r| r.entry.path.clone())
+            .collect()
+    }
+
+    /// True if a file with this stat must be (re)hashed.
+    pub fn needs_hash(&self, path: &RelPath, stat: &LocalStat) -> bool {
+        match self.records.get(path) {
+            Some(r) if r.entry.is_live_file() => r.stat.as_ref() != Some(stat),
+            _ => true,
+        }
+    }
+
+    fn next_version(&mut self, prev: Option<&VersionVector>) -> (VersionVector, u64) {
+        let mut v = prev.cloned().unwrap_or_default();
+        self.clock = self.clock.max(v.max_counter()) + 1;
+        v.set(self.me, self.clock);
+        self.seq += 1;
+        (v, self.seq)
+    }
+
+    fn put(&mut self, record: Record) {
+        self.dirty.insert(record.entry.path.clone());
+        self.records.insert(record.entry.path.clone(), record);
+    }
+
+    /// Records a file seen on disk with the given stat and content.
+    pub fn observe_file(
+        &mut self,
+        path: &RelPath,
+        stat: LocalStat,
+        h: &Hashed,
+    ) -> Option<ChangeKind> {
+        let prev = self.records.get(path);
+        if let Some(r) = prev
+            && r.entry.is_live_file()
+            && r.entry.hash == h.hash
+            && r.entry.size == h.size
+            && r.entry.mtime_ns == stat.mtime_ns
+            && r.entry.mode == stat.mode
+        {
+            if r.stat != Some(stat) {
+                let mut r = r.clone();
+                r.stat = Some(stat);
+                self.put(r);
+            }
+            return None;
+        }
+        let kind = match prev {
+            Some(r) if !r.entry.deleted => ChangeKind::Modified,
+            _ => ChangeKind::Added,
+        };
+        let prev_version = prev.map(|r| r.entry.version.clone());
+        let (version, seq) = self.next_version(prev_version.as_ref());
+        self.put(Record {
+            entry: FileEntry {
+                path: path.clone(),
+                kind: EntryKind::File,
+                size: h.size,
+                mtime_ns: stat.mtime_ns,
+                mode: stat.mode,
+                hash: h.hash,
+                blocks: h.blocks.clone(),
+                version,
+                deleted: false,
+            },
+            seq,
+            stat: Some(stat),
+        });
+        Some(kind)
+    }
+
+    /// Records a directory seen on disk. Directory mtimes are not versioned:
+    /// they change whenever a child does.
+    pub fn observe_dir(&mut self, path: &RelPath, mode: u32) -> Option<ChangeKind> {
+        let prev = self.records.get(path);
+        if let Some(r) = prev
+            && !r.entry.deleted
+            && r.entry.kind == EntryKind::Dir
+            && r.entry.mode == mode
+        {
+            return None;
+        }
+        let kind = match prev {
+            Some(r) if !r.entry.deleted => ChangeKind::Modified,
+            _ => ChangeKind::Added,
+        };
+        let prev_version = prev.map(|r| r.entry.version.clone());
+        let (version, seq) = self.next_version(prev_version.as_ref());
+        self.put(Record {
+            entry: FileEntry {
+                path: path.clone(),
+                kind: EntryKind::Dir,
+                size: 0,
+                mtime_ns: 0,
+                mode,
+                hash: ContentHash::default(),
+                blocks: Vec::new(),
+                version,
+                deleted: false,
+            },
+            seq,
+            stat: None,
+        });
+        Some(kind)
+    }
+
+    /// Records that `path` is gone: it and everything under it become
+    /// tombstones. Returns the paths deleted.
+    pub fn observe_missing(&mut self, path: &RelPath) -> Vec<RelPath> {
+        let mut gone = self.live_under(path);
+        if self.records.get(path).is_some_and(|r| !r.entry.deleted) {
+            gone.push(path.clone());
+        }
+        for p in &gone {
+            self.tombstone(p);
+        }
+        gone
+    }
+
+    fn tombstone(&mut self, path: &RelPath) {
+        let Some(prev) = self.records.get(path) else {
+            return;
+        };
+        let prev_entry = prev.entry.clone();
+        let (version, seq) = self.next_version(Some(&prev_entry.version));
+        self.put(Record {
+            entry: FileEntry {
+                size: 0,
+                hash: ContentHash::default(),
+                blocks: Vec::new(),
+                version,
+                deleted: true,
+                ..prev_entry
+            },
+            seq,
+            stat: None,
+        });
+    }
+
+    /// The records changed since the last call, for the store.
+    pub fn take_dirty(&mut self) -> Vec<&Record> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty.iter().filter_map(|p| self.records.get(p)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::VvOrder;
+    use tandem_common::hashing::hash_reader;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn stat(inode: u64, size: u64, mtime_ns: i64) -> LocalStat {
+        LocalStat {
+            inode,
+            size,
+            mtime_ns,
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn add_modify_touch_delete_bump_versions() {
+        let me = NodeId::random();
+        let mut ix = Index::new(me, vec![]);
+        let h1 = hash_reader(&b"one"[..]).unwrap();
+        let h2 = hash_reader(&b"two"[..]).unwrap();
+        let a = p("a");
+
+        assert_eq!(
+            ix.observe_file(&a, stat(1, 3, 10), &h1),
+            Some(ChangeKind::Added)
+        );
+        let v1 = ix.get(&a).unwrap().entry.version.clone();
+        assert_eq!(ix.take_dirty().len(), 1);
+
+        // Same content, same mtime, new inode (e.g. our own rename): stat only.
+        assert_eq!(ix.observe_file(&a, stat(2, 3, 10), &h1), None);
+        assert_eq!(ix.get(&a).unwrap().entry.version, v1);
+        assert_eq!(ix.take_dirty().len(), 1, "stat change must still be saved");
+        assert!(!ix.needs_hash(&a, &stat(2, 3, 10)));
+        assert!(ix.needs_hash(&a, &stat(2, 3, 11)));
+
+        // Only the mtime moved (touch): a new version, because mtime syncs.
+        assert_eq!(
+            ix.observe_file(&a, stat(2, 3, 11), &h1),
+            Some(ChangeKind::Modified)
+        );
+        let v2 = ix.get(&a).unwrap().entry.version.clone();
+        assert_eq!(v2.compare(&v1), VvOrder::After);
+
+        assert_eq!(
+            ix.observe_file(&a, stat(2, 3, 12), &h2),
+            Some(ChangeKind::Modified)
+        );
+        let seq_before = ix.get(&a).unwrap().seq;
+
+        assert_eq!(ix.observe_missing(&a), vec![a.clone()]);
+        let r = ix.get(&a).unwrap().clone();
+        assert!(r.entry.deleted && r.seq > seq_before && r.stat.is_none());
+        assert!(
+            ix.observe_missing(&a).is_empty(),
+            "deleting twice is a no-op"
+        );
+
+        // Re-creating after a delete is an add on top of the tombstone.
+        assert_eq!(
+            ix.observe_file(&a, stat(3, 3, 13), &h1),
+            Some(ChangeKind::Added)
+        );
+        assert_eq!(
+            ix.get(&a)
+                .unwrap()
+                .entry
+                .version
+                .compare(&r.entry.version.clone()),
+            VvOrder::After
+        );
+    }
+
+    #[test]
+    fn removing_a_directory_tombstones_its_subtree_only() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        ix.observe_dir(&p("d"), 0o755);
+        ix.observe_file(&p("d/x"), stat(1, 1, 1), &h);
+        ix.observe_file(&p("d/e/y"), stat(2, 1, 1), &h);
+        ix.observe_file(&p("d2"), stat(3, 1, 1), &h);
+        ix.observe_file(&p("d.txt"), stat(4, 1, 1), &h);
+        let mut gone = ix.observe_missing(&p("d"));
+        gone.sort();
+        assert_eq!(gone, vec![p("d"), p("d/e/y"), p("d/x")]);
+        assert!(!ix.get(&p("d2")).unwrap().entry.deleted);
+        assert!(!ix.get(&p("d.txt")).unwrap().entry.deleted);
+    }
+
+    #[test]
+    fn reload_continues_clock_and_sequence() {
+        let me = NodeId::random();
+        let mut ix = Index::new(me, vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        ix.observe_file(&p("a"), stat(1, 1, 1), &h);
+        ix.observe_file(&p("b"), stat(2, 1, 1), &h);
+        let saved: Vec<Record> = ix.records().cloned().collect();
+        let mut ix2 = Index::new(me, saved);
+        ix2.observe_file(&p("c"), stat(3, 1, 1), &h);
+        let c = ix2.get(&p("c")).unwrap();
+        assert_eq!(c.seq, 3);
+        assert_eq!(c.entry.version.get(me), 3);
+    }
+}

@@ -1,0 +1,91 @@
+//! Tandem node: owns a directory, keeps a persistent index of it, watches it,
+//! and answers clients. [`run`] is the composition root: it takes an
+//! already-bound listener and a shutdown future, so tests and benchmarks can
+//! choose ports and stop nodes cleanly.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod index;
+pub mod scan;
+pub mod statelock;
+pub mod store;
+pub mod watch;
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::core::{Core, CoreHandle, CoreMsg};
+use crate::store::Store;
+
+/// Runs a node until `shutdown` completes, then flushes the index and stops.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state folder {}", cfg.state_dir.display()))?;
+    let _lock = statelock::StateLock::acquire(&cfg.state_dir)?;
+    let db = cfg.state_dir.join("index.db");
+    let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let node_id = store.node_id()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Watch before the first scan, so nothing that happens during it is missed.
+    let watcher = watch::start(&cfg.dir, &cfg.state_dir, tx.clone(), CoreMsg::Watch)
+        .with_context(|| {
+            format!(
+                "cannot watch {} (if the error mentions a limit, raise fs.inotify.max_user_watches / max_user_instances)",
+                cfg.dir.display()
+            )
+        })?;
+    let core = Core::new(
+        cfg.dir.clone(),
+        cfg.state_dir.clone(),
+        cfg.name.clone(),
+        store,
+    )?;
+    let core_thread = std::thread::Builder::new()
+        .name("tandem-core".into())
+        .spawn(move || core.run(rx))
+        .context("cannot start the core thread")?;
+    let handle = CoreHandle::new(tx);
+    let ctx = api::Ctx {
+        core: handle.clone(),
+        node_id,
+        name: cfg.name.clone(),
+    };
+    let local = listener.local_addr()?;
+    tracing::info!(
+        "node {:?} ({node_id}) serving {} on {local}",
+        cfg.name,
+        cfg.dir.display()
+    );
+    let tasks = tokio_util::task::TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(api::serve_connection(stream, addr, ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    drop(watcher);
+    handle.shutdown();
+    tasks.close();
+    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    Ok(())
+}

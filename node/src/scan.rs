@@ -1,0 +1,176 @@
+//! Looking at the disk: stat a path, walk a tree, hash a file.
+//!
+//! The state folder is never entered. Names that are not UTF-8 (and other
+//! names `RelPath` refuses) are skipped with a warning. Symlinks, sockets and
+//! other special files are not synced: they are treated as absent.
+
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use tandem_common::RelPath;
+use tandem_common::hashing::{Hashed, hash_reader};
+
+use crate::index::LocalStat;
+
+/// What is at a path on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing we sync (absent, a symlink, or a special file).
+    Absent,
+    /// A directory with these permission bits.
+    Dir {
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A regular file.
+    File(LocalStat),
+}
+
+/// Converts metadata to what the index compares.
+pub fn local_stat(m: &Metadata) -> LocalStat {
+    LocalStat {
+        inode: m.ino(),
+        size: m.len(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        mode: m.mode() & 0o7777,
+    }
+}
+
+fn seen_from(m: &Metadata) -> Seen {
+    let ft = m.file_type();
+    if ft.is_dir() {
+        Seen::Dir {
+            mode: m.mode() & 0o7777,
+        }
+    } else if ft.is_file() {
+        Seen::File(local_stat(m))
+    } else {
+        Seen::Absent
+    }
+}
+
+/// Stats `full` without following symlinks.
+pub fn stat(full: &Path) -> io::Result<Seen> {
+    match fs::symlink_metadata(full) {
+        Ok(m) => Ok(seen_from(&m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Seen::Absent),
+        // A path under something that became a file: gone, for our purposes.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(Seen::Absent),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks the tree under `dir` (inclusive of `dir`'s children, not `dir`
+/// itself), skipping `skip` (the state folder) and names we cannot sync.
+pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Vec<(RelPath, Seen)> {
+    let mut out = Vec::new();
+    let it = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.path() != skip);
+    for item in it {
+        let entry = match item {
+            Ok(e) => e,
+            Err(e) => {
+                // Vanished while walking, or unreadable: the watcher or the
+                // next scan will see the final state.
+                tracing::debug!("walk: {e}");
+                continue;
+            }
+        };
+        let rel = match RelPath::from_disk(root, entry.path()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", entry.path().display());
+                continue;
+            }
+        };
+        match entry.metadata() {
+            Ok(m) => out.push((rel, seen_from(&m))),
+            Err(e) => tracing::debug!("walk: {}: {e}", entry.path().display()),
+        }
+    }
+    out
+}
+
+/// Why a file could not be hashed into a stable version.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// It changed while being read; try again once it settles.
+    #[error("changed while being read")]
+    Unstable,
+    /// It is no longer a regular file (or gone).
+    #[error("no longer a regular file")]
+    Gone,
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Hashes the file at `full`, and checks that it did not change meanwhile.
+/// Returns the stat the hash belongs to.
+pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
+    let f = match File::open(full) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HashError::Gone),
+        Err(e) => return Err(e.into()),
+    };
+    let before = f.metadata()?;
+    if !before.file_type().is_file() {
+        return Err(HashError::Gone);
+    }
+    let hashed = hash_reader(&f)?;
+    let after = f.metadata()?;
+    let (b, a) = (local_stat(&before), local_stat(&after));
+    if a != b || hashed.size != a.size {
+        return Err(HashError::Unstable);
+    }
+    Ok((a, hashed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_skips_state_dir_and_bad_names() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join(".tandem/tmp")).unwrap();
+        fs::write(root.join(".tandem/index.db"), b"x").unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/f"), b"hello").unwrap();
+        std::os::unix::fs::symlink("d/f", root.join("link")).unwrap();
+        use std::os::unix::ffi::OsStrExt;
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
+        let mut got: Vec<_> = walk(root, root, &root.join(".tandem"))
+            .into_iter()
+            .map(|(p, s)| {
+                (
+                    p.to_string(),
+                    matches!(s, Seen::File(_)),
+                    matches!(s, Seen::Dir { .. }),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("d".into(), false, true),
+                ("d/f".into(), true, false),
+                ("link".into(), false, false),
+            ]
+        );
+        let (st, h) = hash_file(&root.join("d/f")).unwrap();
+        assert_eq!((st.size, h.size), (5, 5));
+        assert!(matches!(
+            hash_file(&root.join("nope")),
+            Err(HashError::Gone)
+        ));
+        assert_eq!(stat(&root.join("d/f/x")).unwrap(), Seen::Absent);
+    }
+}

@@ -1,0 +1,239 @@
+//! The node's persistent state in SQLite (WAL, `synchronous=FULL`): the index
+//! of entries with their local sequence numbers and last-seen disk stat, and
+//! small metadata (the node's id).
+//!
+//! Every batch of changes is one transaction, so `kill -9` at any moment
+//! leaves the index either before or after the batch. The connection is
+//! owned by the core thread alone (`rusqlite::Connection` is not `Sync`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tandem_common::{FileEntry, NodeId, codec};
+use uuid::Uuid;
+
+use crate::index::{LocalStat, Record};
+
+/// Schema version written into `meta`; bumped on incompatible changes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("index database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored row did not decode.
+    #[error("index database row for {path:?} is corrupt: {reason}")]
+    Corrupt {
+        /// Which row.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by an incompatible version.
+    #[error(
+        "index database has schema version {0}, this build understands {SCHEMA_VERSION}; move the state folder aside to re-index"
+    )]
+    Schema(i64),
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS files(
+                 path TEXT PRIMARY KEY,
+                 seq INTEGER NOT NULL,
+                 entry BLOB NOT NULL,
+                 inode INTEGER, size INTEGER, mtime_ns INTEGER, mode INTEGER);
+             CREATE INDEX IF NOT EXISTS files_seq ON files(seq);",
+        )?;
+        let store = Store { conn };
+        match store.meta_i64("schema")? {
+            None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => return Err(StoreError::Schema(v)),
+        }
+        Ok(store)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn meta_i64(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .meta(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// This node's id, generated and saved on first use.
+    pub fn node_id(&self) -> Result<NodeId, StoreError> {
+        if let Some(v) = self.meta("node_id")?
+            && let Ok(u) = Uuid::from_slice(&v)
+        {
+            return Ok(NodeId(u));
+        }
+        let id = NodeId::random();
+        self.set_meta("node_id", id.0.as_bytes())?;
+        Ok(id)
+    }
+
+    /// Every stored record.
+    pub fn load(&self) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, seq, entry, inode, size, mtime_ns, mode FROM files")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, seq, blob, inode, size, mtime_ns, mode) = row?;
+            let entry: FileEntry = codec::decode(&blob).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let stat = match (inode, size, mtime_ns, mode) {
+                (Some(i), Some(s), Some(m), Some(md)) => Some(LocalStat {
+                    inode: i as u64,
+                    size: s as u64,
+                    mtime_ns: m,
+                    mode: md as u32,
+                }),
+                _ => None,
+            };
+            out.push(Record {
+                entry,
+                seq: seq as u64,
+                stat,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes `records` in one transaction.
+    pub fn save(&mut self, records: &[&Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO files(path, seq, entry, inode, size, mtime_ns, mode)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for r in records {
+                let blob = codec::encode(&r.entry).map_err(|e| StoreError::Corrupt {
+                    path: r.entry.path.to_string(),
+                    reason: e.to_string(),
+                })?;
+                let s = r.stat.as_ref();
+                stmt.execute(params![
+                    r.entry.path.as_str(),
+                    r.seq as i64,
+                    blob.as_ref(),
+                    s.map(|s| s.inode as i64),
+                    s.map(|s| s.size as i64),
+                    s.map(|s| s.mtime_ns),
+                    s.map(|s| s.mode as i64),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::{ContentHash, EntryKind, RelPath, VersionVector};
+
+    fn record(path: &str, seq: u64, deleted: bool) -> Record {
+        let mut version = VersionVector::new();
+        version.set(NodeId::random(), seq);
+        Record {
+            entry: FileEntry {
+                path: RelPath::new(path).unwrap(),
+                kind: EntryKind::File,
+                size: 5,
+                mtime_ns: 1_700_000_000_123_456_789,
+                mode: 0o644,
+                hash: ContentHash::of(b"hello"),
+                blocks: vec![ContentHash::of(b"hello")],
+                version,
+                deleted,
+            },
+            seq,
+            stat: (!deleted).then_some(LocalStat {
+                inode: 42,
+                size: 5,
+                mtime_ns: 1_700_000_000_123_456_789,
+                mode: 0o644,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let (a, b) = (record("a.txt", 1, false), record("d/b", 2, true));
+        let id = {
+            let mut s = Store::open(&db).unwrap();
+            s.save(&[&a, &b]).unwrap();
+            s.node_id().unwrap()
+        };
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.node_id().unwrap(), id, "node id must be stable");
+        let mut got = s.load().unwrap();
+        got.sort_by(|x, y| x.entry.path.cmp(&y.entry.path));
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn corrupt_row_is_reported_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let s = Store::open(&db).unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO files(path, seq, entry) VALUES ('x', 1, X'FFFF')",
+                [],
+            )
+            .unwrap();
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("\"x\""), "{err}");
+    }
+}

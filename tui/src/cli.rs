@@ -1,0 +1,114 @@
+//! One-shot subcommands: plain text for people, `--json` for scripts.
+
+use std::io::Write;
+
+use serde::Serialize;
+use tandem_common::display::{human_size, local_time, rfc3339};
+use tandem_common::proto::ListedFile;
+
+/// One row of `list --json`.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    index: usize,
+    path: &'a str,
+    size: u64,
+    mtime: String,
+    hash: String,
+    nodes: &'a [String],
+    locked_by: Option<&'a str>,
+}
+
+/// Prints the file table.
+pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let rows: Vec<JsonRow> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| JsonRow {
+                index: i + 1,
+                path: f.path.as_str(),
+                size: f.size,
+                mtime: rfc3339(f.mtime_ns),
+                hash: f.hash.to_hex(),
+                nodes: &f.nodes,
+                locked_by: f.locked_by.as_deref(),
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let width = files
+        .iter()
+        .map(|f| f.path.as_str().chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let iw = files.len().to_string().len().max(1);
+    writeln!(
+        out,
+        "{:>iw$}  {:<width$}  {:>10}  {:<19}  NODES",
+        "#", "NAME", "SIZE", "MODIFIED"
+    )?;
+    for (i, f) in files.iter().enumerate() {
+        writeln!(
+            out,
+            "{:>iw$}  {:<width$}  {:>10}  {:<19}  {}",
+            i + 1,
+            f.path.as_str(),
+            human_size(f.size),
+            local_time(f.mtime_ns),
+            f.nodes.join(",")
+        )?;
+    }
+    if files.is_empty() {
+        writeln!(out, "(no files)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::{ContentHash, RelPath};
+
+    fn file(p: &str, size: u64) -> ListedFile {
+        ListedFile {
+            path: RelPath::new(p).unwrap(),
+            size,
+            mtime_ns: 1_700_000_000_000_000_000,
+            hash: ContentHash::of(p.as_bytes()),
+            nodes: vec!["a".into()],
+            locked_by: None,
+        }
+    }
+
+    #[test]
+    fn text_and_json() {
+        let files = vec![file("a.txt", 1536), file("dir/b", 3)];
+        let mut out = Vec::new();
+        print_list(&files, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("NAME") && lines[0].contains("SIZE"));
+        assert!(
+            lines[1].starts_with("1  a.txt") && lines[1].contains("1.50 KiB"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("2  dir/b") && lines[2].contains("3 B"),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        print_list(&files, true, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[1]["index"], 2);
+        assert_eq!(v[1]["path"], "dir/b");
+        assert_eq!(v[0]["size"], 1536);
+        assert_eq!(v[0]["mtime"], "2023-11-14T22:13:20.000000000Z");
+        assert_eq!(v[0]["nodes"][0], "a");
+        assert!(v[0]["locked_by"].is_null());
+        assert_eq!(v[0]["hash"].as_str().unwrap().len(), 64);
+    }
+}
