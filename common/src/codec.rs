@@ -120,6 +120,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
     pub fn get_ref(&self) -> &S {
         self.inner.get_ref()
     }
+
+    /// Splits into a writing half and a reading half, so one task can send
+    /// while another receives.
+    pub fn split(self) -> (FrameWriter<S>, FrameReader<S>) {
+        let (sink, stream) = self.inner.split();
+        (FrameWriter { sink }, FrameReader { stream })
+    }
+}
+
+/// The sending half of a [`FrameIo`].
+pub struct FrameWriter<S> {
+    sink: futures::stream::SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
+    /// Sends one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
+        self.sink.send(encode(msg)?).await?;
+        Ok(())
+    }
+}
+
+/// The receiving half of a [`FrameIo`].
+pub struct FrameReader<S> {
+    stream: futures::stream::SplitStream<Framed<S, LengthDelimitedCodec>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
+    /// Receives and decodes one message; `None` on a clean close.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        match self.stream.next().await {
+            None => Ok(None),
+            Some(Ok(b)) => decode(&b).map(Some),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(CodecError::Truncated)
+            }
+            Some(Err(e)) => Err(CodecError::Io(e)),
+        }
+    }
 }
 
 #[cfg(test)]

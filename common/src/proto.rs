@@ -139,6 +139,27 @@ pub fn decode_hello<T: DeserializeOwned>(frame: &[u8]) -> Result<(u32, Option<T>
     Ok((version, Some(codec::decode(&frame[12..])?)))
 }
 
+/// The connecting side of the handshake: sends `hello`, reads the reply,
+/// and returns the accepting node's id and name.
+pub async fn connect_handshake<S>(
+    io: &mut crate::codec::FrameIo<S>,
+    hello: &Hello,
+) -> Result<(NodeId, String), HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    io.send_raw(encode_hello(hello)?).await?;
+    let frame = io.recv_raw().await?.ok_or(HandshakeError::Closed)?;
+    match decode_hello::<HelloReply>(&frame)? {
+        (theirs, None) => Err(HandshakeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        }),
+        (_, Some(HelloReply::Refused(r))) => Err(HandshakeError::Refused(r)),
+        (_, Some(HelloReply::Welcome { node_id, name })) => Ok((node_id, name)),
+    }
+}
+
 /// A client's request, tagged so responses can be matched.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {

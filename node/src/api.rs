@@ -29,12 +29,14 @@ pub struct Ctx {
     pub node_id: NodeId,
     /// This node's name.
     pub name: String,
+    /// What peer links need.
+    pub peer: crate::peer::PeerCtx,
 }
 
 /// Serves one accepted connection until it closes.
 pub async fn serve_connection<S>(io: S, addr: SocketAddr, ctx: Ctx)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut io = FrameIo::new(io);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut io, &ctx)).await {
@@ -57,10 +59,8 @@ where
             }
         }
         Role::Peer => {
-            tracing::warn!(
-                "peer {:?} from {addr}: peer sync is not available in this build",
-                hello.name
-            );
+            let peer = NodeId(hello.id);
+            crate::peer::run_link(io, peer, hello.name, peer, ctx.peer.clone()).await;
         }
     }
 }

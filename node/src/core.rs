@@ -7,21 +7,31 @@
 //! commits and file hashing block; async callers talk to it through
 //! [`CoreHandle`] and get answers on oneshot channels.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tandem_common::display::human_size;
 use tandem_common::proto::{ApiError, ListedFile};
-use tandem_common::{EntryKind, RelPath};
-use tokio::sync::oneshot;
+use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::index::{ChangeKind, Index};
+use crate::peer::Links;
+use crate::planner::{self, Decision};
 use crate::scan::{self, HashError, Seen};
-use crate::store::Store;
-use crate::watch::WatchMsg;
+use crate::store::{Batch, Store, Wanted};
+use crate::transfer::{self, BlockSource};
+use crate::watch::{Hint, WatchMsg};
+
+/// Transfers running at once.
+const MAX_TRANSFERS: usize = 16;
+/// Bytes of remote blocks in flight across all transfers, in KiB.
+const BUDGET_KIB: usize = 32 * 1024;
 
 /// How long a path must be quiet after a write without a close before it is
 /// looked at (the writer is probably still busy).
@@ -38,6 +48,47 @@ pub enum CoreMsg {
     Watch(WatchMsg),
     /// The file table, for a client.
     List(oneshot::Sender<Vec<ListedFile>>),
+    /// A link to a peer came up; answers the highest of its sequence
+    /// numbers already applied here.
+    PeerUp {
+        /// The peer.
+        peer: NodeId,
+        /// Its name.
+        name: String,
+        /// Where to answer.
+        reply: oneshot::Sender<u64>,
+    },
+    /// A link to a peer went down.
+    PeerDown(NodeId),
+    /// Entries changed after `since`, for a peer.
+    EntriesSince {
+        /// Sequence already sent.
+        since: u64,
+        /// Batch size limit.
+        max_bytes: usize,
+        /// Where to answer.
+        reply: oneshot::Sender<Vec<(u64, FileEntry)>>,
+    },
+    /// Entries announced by a peer; answered once decided (backpressure).
+    RemoteIndex {
+        /// The peer.
+        peer: NodeId,
+        /// (peer's sequence, entry).
+        entries: Vec<(u64, FileEntry)>,
+        /// Answered when processed.
+        reply: oneshot::Sender<()>,
+    },
+    /// Our current entry at a path, with its disk path, for serving blocks.
+    Entry(RelPath, oneshot::Sender<Option<(PathBuf, FileEntry)>>),
+    /// A transfer finished.
+    TransferDone {
+        /// Which path.
+        path: RelPath,
+        /// Which version it built.
+        version: VersionVector,
+        /// The outcome.
+        result: Result<transfer::Done, String>,
+    },
     /// Flush and stop.
     Shutdown,
 }
@@ -72,6 +123,80 @@ impl CoreHandle {
     pub fn shutdown(&self) {
         let _ = self.tx.send(CoreMsg::Shutdown);
     }
+
+    /// Reports a peer link up; returns its sequence to resume from.
+    pub async fn peer_up(&self, peer: NodeId, name: String) -> Result<u64, ApiError> {
+        self.ask(|reply| CoreMsg::PeerUp { peer, name, reply })
+            .await
+    }
+
+    /// Reports a peer link down.
+    pub fn peer_down(&self, peer: NodeId) {
+        let _ = self.tx.send(CoreMsg::PeerDown(peer));
+    }
+
+    /// Entries changed after `since`.
+    pub async fn entries_since(
+        &self,
+        since: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, FileEntry)>, ApiError> {
+        self.ask(|reply| CoreMsg::EntriesSince {
+            since,
+            max_bytes,
+            reply,
+        })
+        .await
+    }
+
+    /// Hands a peer's entries to the core; returns once they are decided.
+    pub async fn remote_index(
+        &self,
+        peer: NodeId,
+        entries: Vec<(u64, FileEntry)>,
+    ) -> Result<(), ApiError> {
+        self.ask(|reply| CoreMsg::RemoteIndex {
+            peer,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    /// Our entry at `path` and where it is on disk.
+    pub async fn entry(&self, path: RelPath) -> Result<Option<(PathBuf, FileEntry)>, ApiError> {
+        self.ask(|reply| CoreMsg::Entry(path, reply)).await
+    }
+
+    /// Asks the core to look at a disk path again.
+    pub fn recheck(&self, full: &Path) {
+        let _ = self.tx.send(CoreMsg::Watch(WatchMsg::Paths(vec![Hint {
+            path: full.to_path_buf(),
+            settle: false,
+        }])));
+    }
+}
+
+/// A remote version being fetched.
+struct Need {
+    w: Wanted,
+    in_flight: bool,
+    retry_at: Instant,
+    attempts: u32,
+    /// Local files this transfer reads blocks from (not deleted meanwhile).
+    sources: Vec<RelPath>,
+}
+
+/// Everything the core needs from the outside world.
+pub struct CoreIo {
+    /// Runtime to spawn transfers on.
+    pub rt: tokio::runtime::Handle,
+    /// Live peer links.
+    pub links: Links,
+    /// The core's own channel, for transfer results.
+    pub tx: Sender<CoreMsg>,
+    /// Publishes the latest sequence number to peer links.
+    pub seq_tx: watch::Sender<u64>,
 }
 
 /// The core's state.
@@ -83,6 +208,19 @@ pub struct Core {
     index: Index,
     /// Paths to look at again, and when.
     pending: HashMap<RelPath, Instant>,
+    io: CoreIo,
+    /// Peers: highest of their sequence numbers applied here, and name.
+    peers: HashMap<NodeId, (u64, String)>,
+    peers_dirty: HashSet<NodeId>,
+    needed: BTreeMap<RelPath, Need>,
+    wanted_dirty: HashSet<RelPath>,
+    unwanted: Vec<RelPath>,
+    /// Local files in use as block sources, with counts.
+    in_use: HashMap<RelPath, usize>,
+    /// Remote deletions waiting for a file to stop being a block source.
+    deferred: Vec<(NodeId, FileEntry)>,
+    budget: Arc<Semaphore>,
+    dirs_to_sync: HashSet<PathBuf>,
 }
 
 impl Core {
@@ -92,9 +230,39 @@ impl Core {
         state_dir: PathBuf,
         name: String,
         store: Store,
+        io: CoreIo,
     ) -> anyhow::Result<Core> {
         let me = store.node_id()?;
         let records = store.load()?;
+        let peers = store
+            .peers()?
+            .into_iter()
+            .map(|(id, seq, name)| (id, (seq, name)))
+            .collect();
+        let now = Instant::now();
+        let needed = store
+            .needed()?
+            .into_iter()
+            .map(|w| {
+                let need = Need {
+                    w,
+                    in_flight: false,
+                    retry_at: now,
+                    attempts: 0,
+                    sources: Vec::new(),
+                };
+                (need.w.entry.path.clone(), need)
+            })
+            .collect();
+        // Leftovers of transfers cut off by a crash: the pending downloads
+        // are in the store and start again from scratch.
+        let tmp = state_dir.join("tmp");
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        std::fs::create_dir_all(&tmp)?;
         Ok(Core {
             root,
             state_dir,
@@ -102,6 +270,16 @@ impl Core {
             index: Index::new(me, records),
             store,
             pending: HashMap::new(),
+            io,
+            peers,
+            peers_dirty: HashSet::new(),
+            needed,
+            wanted_dirty: HashSet::new(),
+            unwanted: Vec::new(),
+            in_use: HashMap::new(),
+            deferred: Vec::new(),
+            budget: Arc::new(Semaphore::new(BUDGET_KIB)),
+            dirs_to_sync: HashSet::new(),
         })
     }
 
@@ -117,9 +295,17 @@ impl Core {
             self.index.len()
         );
         loop {
+            let retry = self
+                .needed
+                .values()
+                .filter(|n| !n.in_flight)
+                .map(|n| n.retry_at)
+                .min();
             let timeout = self
                 .pending
                 .values()
+                .copied()
+                .chain(retry)
                 .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
@@ -142,6 +328,7 @@ impl Core {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.process_due();
+            self.start_transfers();
         }
         self.flush();
         tracing::info!("index saved; core stopped");
@@ -158,6 +345,7 @@ impl Core {
                 let now = Instant::now();
                 for h in hints {
                     match RelPath::from_disk(&self.root, &h.path) {
+                        Ok(rel) if scan::is_temp_name(&rel) => {}
                         Ok(rel) => {
                             let delay = if h.settle { SETTLE } else { QUICK };
                             self.pending.insert(rel, now + delay);
@@ -172,11 +360,52 @@ impl Core {
             CoreMsg::List(reply) => {
                 let _ = reply.send(self.list());
             }
+            CoreMsg::PeerUp { peer, name, reply } => {
+                let e = self.peers.entry(peer).or_insert((0, name.clone()));
+                if e.1 != name {
+                    e.1 = name;
+                    self.peers_dirty.insert(peer);
+                }
+                let _ = reply.send(e.0);
+                // Pending downloads may now have a source.
+                for n in self.needed.values_mut() {
+                    n.retry_at = n.retry_at.min(Instant::now());
+                }
+            }
+            CoreMsg::PeerDown(_) => {}
+            CoreMsg::EntriesSince {
+                since,
+                max_bytes,
+                reply,
+            } => {
+                let _ = reply.send(self.index.entries_since(since, max_bytes));
+            }
+            CoreMsg::RemoteIndex {
+                peer,
+                entries,
+                reply,
+            } => {
+                self.on_remote_index(peer, entries);
+                let _ = reply.send(());
+            }
+            CoreMsg::Entry(path, reply) => {
+                let r = self
+                    .index
+                    .get(&path)
+                    .map(|r| (path.to_disk(&self.root), r.entry.clone()));
+                let _ = reply.send(r);
+            }
+            CoreMsg::TransferDone {
+                path,
+                version,
+                result,
+            } => self.on_transfer_done(path, version, result),
         }
         true
     }
 
     fn list(&self) -> Vec<ListedFile> {
+        let _ = &self.io;
         self.index
             .records()
             .filter(|r| r.entry.is_live_file())
@@ -362,11 +591,511 @@ impl Core {
     }
 
     fn flush(&mut self) {
-        let dirty = self.index.take_dirty();
-        let n = dirty.len();
-        if let Err(e) = self.store.save(&dirty) {
+        // Directory entries of renamed-in files first: a crash after the
+        // index commit must not find the rename undone.
+        for d in self.dirs_to_sync.drain() {
+            if let Ok(f) = std::fs::File::open(&d) {
+                let _ = f.sync_all();
+            }
+        }
+        let records = self.index.take_dirty();
+        let peers: Vec<(NodeId, u64, String)> = self
+            .peers_dirty
+            .drain()
+            .filter_map(|id| self.peers.get(&id).map(|(s, n)| (id, *s, n.clone())))
+            .collect();
+        let wanted: Vec<&Wanted> = self
+            .wanted_dirty
+            .drain()
+            .filter_map(|p| self.needed.get(&p).map(|n| &n.w))
+            .collect();
+        let unwanted = std::mem::take(&mut self.unwanted);
+        let n = records.len();
+        let batch = Batch {
+            records: &records,
+            peers: &peers,
+            wanted: &wanted,
+            unwanted: &unwanted,
+        };
+        if let Err(e) = self.store.save_batch(&batch) {
             // Keep running: the disk is the truth, and the next start re-scans.
             tracing::error!("cannot save {n} index entries: {e}");
         }
+        let seq = self.index.seq();
+        self.io.seq_tx.send_if_modified(|s| {
+            let changed = *s != seq;
+            *s = seq;
+            changed
+        });
+    }
+
+    fn peer_name(&self, id: NodeId) -> String {
+        if id == self.index.me() {
+            return self.name.clone();
+        }
+        self.peers
+            .get(&id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| format!("{id:?}"))
+    }
+
+    /// Makes sure the index agrees with the disk at `p` before deciding
+    /// anything about it: a local change not yet indexed becomes a version
+    /// first, so it takes part in the decision instead of being overwritten.
+    fn refresh(&mut self, p: &RelPath) {
+        let seen = match scan::stat(&p.to_disk(&self.root)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot read {p}: {e}");
+                return;
+            }
+        };
+        let rec = self.index.get(p).filter(|r| !r.entry.deleted);
+        let stale = match (seen, rec) {
+            (Seen::File(st), _) => self.index.needs_hash(p, &st),
+            (Seen::Absent, Some(_)) => true,
+            (Seen::Absent, None) => false,
+            (Seen::Dir { mode }, Some(r)) => r.entry.kind != EntryKind::Dir || r.entry.mode != mode,
+            (Seen::Dir { .. }, None) => true,
+        };
+        if stale {
+            self.look_at(p, seen, true);
+        }
+    }
+
+    fn on_remote_index(&mut self, peer: NodeId, entries: Vec<(u64, FileEntry)>) {
+        let Some(max) = entries.iter().map(|(s, _)| *s).max() else {
+            return;
+        };
+        // Live entries first, so a rename's new name can reuse the old
+        // file's blocks before the old name is deleted; deletions deepest
+        // first, so directories are empty when their turn comes.
+        let (mut tombs, lives): (Vec<FileEntry>, Vec<FileEntry>) =
+            entries.into_iter().map(|(_, e)| e).partition(|e| e.deleted);
+        tombs.sort_by(|a, b| b.path.cmp(&a.path));
+        for e in lives.into_iter().chain(tombs) {
+            self.on_remote_entry(peer, e);
+        }
+        let name = self.peer_name(peer);
+        let e = self.peers.entry(peer).or_insert((0, name));
+        e.0 = e.0.max(max);
+        self.peers_dirty.insert(peer);
+        self.start_transfers();
+        self.flush();
+    }
+
+    fn on_remote_entry(&mut self, peer: NodeId, remote: FileEntry) {
+        let path = remote.path.clone();
+        if let Some(n) = self.needed.get(&path) {
+            match remote.version.compare(&n.w.entry.version) {
+                tandem_common::VvOrder::Equal | tandem_common::VvOrder::Before => return,
+                _ => {}
+            }
+        }
+        self.refresh(&path);
+        let local = self.index.get(&path).map(|r| r.entry.clone());
+        let Decision::Take {
+            version,
+            keep_ours_as_conflict,
+        } = planner::plan(local.as_ref(), &remote)
+        else {
+            return;
+        };
+        let entry = FileEntry {
+            version,
+            ..remote.clone()
+        };
+        let needs_data = entry.is_live_file()
+            && !local
+                .as_ref()
+                .is_some_and(|l| l.is_live_file() && l.hash == entry.hash);
+        if !needs_data && let Some(old) = self.needed.remove(&path) {
+            self.release_sources(&old.sources);
+            self.unwanted.push(path.clone());
+        }
+        let res = if entry.deleted {
+            self.apply_delete(peer, remote, entry, local)
+        } else if entry.kind == EntryKind::Dir {
+            self.apply_dir(peer, entry, local, keep_ours_as_conflict)
+        } else if !needs_data {
+            self.apply_meta(peer, entry)
+        } else {
+            let sources = self.claim_sources(&entry);
+            let need = Need {
+                w: Wanted {
+                    entry,
+                    keep_ours_as_conflict,
+                    from: peer,
+                    based_on: local.map(|l| l.version),
+                },
+                in_flight: false,
+                retry_at: Instant::now(),
+                attempts: 0,
+                sources,
+            };
+            self.wanted_dirty.insert(path.clone());
+            if let Some(old) = self.needed.insert(path.clone(), need) {
+                self.release_sources(&old.sources);
+            }
+            Ok(())
+        };
+        if let Err(e) = res {
+            tracing::error!("cannot apply {path} from {}: {e}", self.peer_name(peer));
+        }
+    }
+
+    fn apply_delete(
+        &mut self,
+        peer: NodeId,
+        remote: FileEntry,
+        entry: FileEntry,
+        local: Option<FileEntry>,
+    ) -> std::io::Result<()> {
+        let full = entry.path.to_disk(&self.root);
+        let path = entry.path.clone();
+        let mut keep_dir = None;
+        if let Some(l) = local.filter(|l| !l.deleted) {
+            match l.kind {
+                EntryKind::File => {
+                    if self.in_use.contains_key(&path) {
+                        self.deferred.push((peer, remote));
+                        return Ok(());
+                    }
+                    match std::fs::remove_file(&full) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                EntryKind::Dir => match std::fs::remove_dir(&full) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                        // Something new is inside: an edit beats a delete.
+                        keep_dir = Some(l.mode);
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            if let Some(parent) = full.parent() {
+                self.dirs_to_sync.insert(parent.to_path_buf());
+            }
+            if keep_dir.is_none() {
+                tracing::info!("deleted {path} (deleted on {})", self.peer_name(peer));
+            }
+        }
+        self.index.record_remote(entry, None);
+        if let Some(mode) = keep_dir {
+            tracing::info!(
+                "kept directory {path}: deleted on {}, but it holds files that are new here",
+                self.peer_name(peer)
+            );
+            self.index.observe_dir(&path, mode);
+        }
+        Ok(())
+    }
+
+    fn apply_dir(
+        &mut self,
+        peer: NodeId,
+        entry: FileEntry,
+        local: Option<FileEntry>,
+        keep: bool,
+    ) -> std::io::Result<()> {
+        let full = entry.path.to_disk(&self.root);
+        if let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
+            if keep {
+                self.keep_conflict(l, peer)?;
+            } else {
+                std::fs::remove_file(&full)?;
+            }
+        }
+        std::fs::create_dir_all(&full)?;
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(entry.mode))?;
+        if local.as_ref().is_none_or(|l| l.deleted) {
+            tracing::info!(
+                "created directory {} (from {})",
+                entry.path,
+                self.peer_name(peer)
+            );
+        }
+        self.index.record_remote(entry, None);
+        Ok(())
+    }
+
+    /// Same content, new metadata (mtime, mode) or just a newer version.
+    fn apply_meta(&mut self, peer: NodeId, entry: FileEntry) -> std::io::Result<()> {
+        let full = entry.path.to_disk(&self.root);
+        let f = std::fs::File::options().write(true).open(&full)?;
+        f.set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
+        filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
+        let st = scan::local_stat(&f.metadata()?);
+        if let Some(r) = self.index.get(&entry.path)
+            && (r.entry.mtime_ns != entry.mtime_ns || r.entry.mode != entry.mode)
+        {
+            tracing::info!(
+                "updated {} metadata (from {})",
+                entry.path,
+                self.peer_name(peer)
+            );
+        }
+        self.index.record_remote(entry, Some(st));
+        Ok(())
+    }
+
+    /// Moves our losing version of a file into the conflicts folder.
+    fn keep_conflict(
+        &mut self,
+        loser: &FileEntry,
+        winner_peer: NodeId,
+    ) -> std::io::Result<PathBuf> {
+        let author = loser
+            .version
+            .iter()
+            .max_by_key(|(_, c)| *c)
+            .map(|(n, _)| self.peer_name(n))
+            .unwrap_or_else(|| self.name.clone());
+        let when = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(loser.mtime_ns)
+            .format("%Y%m%d-%H%M%S");
+        let rel = loser.path.as_str();
+        let (dir, name) = rel.rsplit_once('/').map_or(("", rel), |(d, n)| (d, n));
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        let safe_author: String = author
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = self.state_dir.join("conflicts").join(dir);
+        std::fs::create_dir_all(&base)?;
+        let mut dest = base.join(format!("{stem}.conflict-{when}-{safe_author}{ext}"));
+        let mut n = 1;
+        while dest.exists() {
+            n += 1;
+            dest = base.join(format!("{stem}.conflict-{when}-{safe_author}-{n}{ext}"));
+        }
+        move_file(&loser.path.to_disk(&self.root), &dest)?;
+        tracing::warn!(
+            "conflict on {}: {}'s version wins; {}'s version kept as {}",
+            loser.path,
+            self.peer_name(winner_peer),
+            author,
+            dest.display()
+        );
+        Ok(dest)
+    }
+
+    /// Starts downloads that are due, up to the concurrency limit.
+    fn start_transfers(&mut self) {
+        let mut running = self.needed.values().filter(|n| n.in_flight).count();
+        if running >= MAX_TRANSFERS {
+            return;
+        }
+        let now = Instant::now();
+        let connected = self.io.links.peers();
+        let due: Vec<RelPath> = self
+            .needed
+            .iter()
+            .filter(|(_, n)| !n.in_flight && n.retry_at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            if running >= MAX_TRANSFERS {
+                break;
+            }
+            let Some(n) = self.needed.get(&path) else {
+                continue;
+            };
+            let entry = n.w.entry.clone();
+            let plan: Vec<BlockSource> = entry
+                .blocks
+                .iter()
+                .map(|h| match self.index.block_source(h) {
+                    Some((p, i)) => BlockSource::Local {
+                        path: p.to_disk(&self.root),
+                        index: *i,
+                    },
+                    None => BlockSource::Remote,
+                })
+                .collect();
+            let needs_peer = plan.iter().any(|b| matches!(b, BlockSource::Remote));
+            let mut peers = vec![n.w.from];
+            peers.extend(connected.iter().filter(|p| **p != n.w.from));
+            if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
+                continue;
+            }
+            let tmp = self
+                .state_dir
+                .join("tmp")
+                .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+            let job = transfer::Job {
+                entry: entry.clone(),
+                plan,
+                tmp,
+                peers,
+                links: self.io.links.clone(),
+                budget: self.budget.clone(),
+            };
+            if let Some(n) = self.needed.get_mut(&path) {
+                n.in_flight = true;
+            }
+            running += 1;
+            let tx = self.io.tx.clone();
+            self.io.rt.spawn(async move {
+                let result = transfer::run(job).await;
+                let _ = tx.send(CoreMsg::TransferDone {
+                    path,
+                    version: entry.version,
+                    result,
+                });
+            });
+        }
+    }
+
+    /// Marks the local files holding blocks of `entry` as in use, so a
+    /// deletion in the same batch (the other half of a rename) waits until
+    /// the blocks are copied.
+    fn claim_sources(&mut self, entry: &FileEntry) -> Vec<RelPath> {
+        let mut sources: Vec<RelPath> = entry
+            .blocks
+            .iter()
+            .filter_map(|h| self.index.block_source(h).map(|(p, _)| p.clone()))
+            .filter(|p| *p != entry.path)
+            .collect();
+        sources.sort();
+        sources.dedup();
+        for s in &sources {
+            *self.in_use.entry(s.clone()).or_insert(0) += 1;
+        }
+        sources
+    }
+
+    fn release_sources(&mut self, sources: &[RelPath]) {
+        for s in sources {
+            if let Some(c) = self.in_use.get_mut(s) {
+                *c -= 1;
+                if *c == 0 {
+                    self.in_use.remove(s);
+                }
+            }
+        }
+    }
+
+    fn on_transfer_done(
+        &mut self,
+        path: RelPath,
+        version: VersionVector,
+        result: Result<transfer::Done, String>,
+    ) {
+        let current = self
+            .needed
+            .get(&path)
+            .is_some_and(|n| n.in_flight && n.w.entry.version == version);
+        if !current {
+            // Superseded by a newer version while it ran.
+            if let Ok(done) = result {
+                let _ = std::fs::remove_file(&done.tmp);
+            }
+            return;
+        }
+        let Some(mut need) = self.needed.remove(&path) else {
+            return;
+        };
+        let sources = std::mem::take(&mut need.sources);
+        self.release_sources(&sources);
+        match result {
+            Err(e) => {
+                need.in_flight = false;
+                need.attempts += 1;
+                let backoff = Duration::from_millis(200 * (1u64 << need.attempts.min(7)));
+                need.retry_at = Instant::now() + backoff;
+                tracing::warn!(
+                    "fetching {path} failed (attempt {}): {e}; retrying in {backoff:?}",
+                    need.attempts
+                );
+                self.needed.insert(path, need);
+            }
+            Ok(done) => {
+                self.unwanted.push(path.clone());
+                if let Err(e) = self.install(&path, need.w, &done) {
+                    tracing::error!("cannot write {path}: {e}");
+                }
+                let _ = std::fs::remove_file(&done.tmp);
+            }
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        for (peer, e) in deferred {
+            if self.in_use.contains_key(&e.path) {
+                self.deferred.push((peer, e));
+            } else {
+                self.on_remote_entry(peer, e);
+            }
+        }
+        self.start_transfers();
+        self.flush();
+    }
+
+    /// Puts a verified temp file in place, unless our version changed since
+    /// the decision (then the peer will see ours and the rules run again).
+    fn install(&mut self, path: &RelPath, w: Wanted, done: &transfer::Done) -> std::io::Result<()> {
+        self.refresh(path);
+        let local = self.index.get(path).map(|r| r.entry.clone());
+        if local.as_ref().map(|l| &l.version) != w.based_on.as_ref() {
+            tracing::info!("not applying {path}: it changed here meanwhile; deciding again");
+            return Ok(());
+        }
+        let full = path.to_disk(&self.root);
+        if w.keep_ours_as_conflict
+            && let Some(l) = local.as_ref().filter(|l| l.is_live_file())
+        {
+            self.keep_conflict(l, w.from)?;
+        }
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)?;
+            self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        move_file(&done.tmp, &full)?;
+        let st = scan::local_stat(&std::fs::symlink_metadata(&full)?);
+        let from = self.peer_name(done.from.unwrap_or(w.from));
+        tracing::info!(
+            "received {path} from {from}: {} in {:.1?} ({} over the network, {} reused locally)",
+            human_size(w.entry.size),
+            done.took,
+            human_size(done.bytes_received),
+            human_size(done.bytes_reused),
+        );
+        self.index.record_remote(w.entry, Some(st));
+        Ok(())
+    }
+}
+
+/// Nanoseconds since the epoch as a `FileTime`.
+pub fn file_time(ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+/// Renames `from` to `to`; across filesystems (a state folder elsewhere),
+/// copies to a hidden temp beside the target and renames that instead.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+            let side = to.with_file_name(format!("{}{name}", scan::TEMP_PREFIX));
+            std::fs::copy(from, &side)?;
+            std::fs::File::open(&side)?.sync_all()?;
+            std::fs::rename(&side, to)?;
+            std::fs::remove_file(from)
+        }
+        r => r,
     }
 }

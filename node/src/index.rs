@@ -5,7 +5,7 @@
 //! touches is remembered until [`Index::take_dirty`] hands the batch to the
 //! store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tandem_common::hashing::Hashed;
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
@@ -54,27 +54,88 @@ pub struct Index {
     clock: u64,
     /// Last sequence number issued.
     seq: u64,
+    /// Sequence number → path, to send peers what they have not seen.
+    by_seq: BTreeMap<u64, RelPath>,
+    /// Where each block hash can be read locally (one place suffices; the
+    /// reader verifies, so a stale location only costs a network fetch).
+    blocks: HashMap<ContentHash, (RelPath, u32)>,
     dirty: BTreeSet<RelPath>,
 }
 
 impl Index {
     /// Builds the index from stored records.
     pub fn new(me: NodeId, records: Vec<Record>) -> Index {
-        let mut clock = 0;
-        let mut seq = 0;
-        let mut map = BTreeMap::new();
-        for r in records {
-            clock = clock.max(r.entry.version.max_counter());
-            seq = seq.max(r.seq);
-            map.insert(r.entry.path.clone(), r);
-        }
-        Index {
+        let mut ix = Index {
             me,
-            records: map,
-            clock,
-            seq,
+            records: BTreeMap::new(),
+            clock: 0,
+            seq: 0,
+            by_seq: BTreeMap::new(),
+            blocks: HashMap::new(),
             dirty: BTreeSet::new(),
+        };
+        for r in records {
+            ix.clock = ix.clock.max(r.entry.version.max_counter());
+            ix.seq = ix.seq.max(r.seq);
+            ix.insert(r);
         }
+        ix
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The last sequence number issued.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn insert(&mut self, record: Record) {
+        if let Some(old) = self.records.get(&record.entry.path) {
+            self.by_seq.remove(&old.seq);
+        }
+        self.by_seq.insert(record.seq, record.entry.path.clone());
+        if record.entry.is_live_file() {
+            for (i, b) in record.entry.blocks.iter().enumerate() {
+                self.blocks
+                    .insert(*b, (record.entry.path.clone(), i as u32));
+            }
+        }
+        self.records.insert(record.entry.path.clone(), record);
+    }
+
+    /// A local place to read the block with hash `h`, if any.
+    pub fn block_source(&self, h: &ContentHash) -> Option<&(RelPath, u32)> {
+        self.blocks.get(h)
+    }
+
+    /// Entries changed after sequence `since`, oldest first, up to roughly
+    /// `max_bytes` of block lists (at least one entry).
+    pub fn entries_since(&self, since: u64, max_bytes: usize) -> Vec<(u64, FileEntry)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (seq, path) in self.by_seq.range(since + 1..) {
+            let Some(r) = self.records.get(path) else {
+                continue;
+            };
+            bytes += 128 + r.entry.blocks.len() * 32;
+            out.push((*seq, r.entry.clone()));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Records a version received from a peer (already written to disk, or
+    /// a tombstone), with the local stat of what was written.
+    pub fn record_remote(&mut self, entry: FileEntry, stat: Option<LocalStat>) {
+        self.clock = self.clock.max(entry.version.max_counter());
+        self.seq += 1;
+        let seq = self.seq;
+        self.put(Record { entry, seq, stat });
     }
 
     /// The record at `path`.
@@ -138,7 +199,7 @@ impl Index {
 
     fn put(&mut self, record: Record) {
         self.dirty.insert(record.entry.path.clone());
-        self.records.insert(record.entry.path.clone(), record);
+        self.insert(record);
     }
 
     /// Records a file seen on disk with the given stat and content.
@@ -354,6 +415,38 @@ mod tests {
         assert_eq!(gone, vec![p("d"), p("d/e/y"), p("d/x")]);
         assert!(!ix.get(&p("d2")).unwrap().entry.deleted);
         assert!(!ix.get(&p("d.txt")).unwrap().entry.deleted);
+    }
+
+    #[test]
+    fn entries_since_and_block_sources() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        ix.observe_file(&p("a"), stat(1, 1, 1), &h);
+        ix.observe_file(&p("b"), stat(2, 1, 1), &h);
+        ix.observe_file(&p("a"), stat(1, 1, 2), &h);
+        let got: Vec<(u64, String)> = ix
+            .entries_since(0, usize::MAX)
+            .into_iter()
+            .map(|(s, e)| (s, e.path.to_string()))
+            .collect();
+        assert_eq!(got, vec![(2, "b".into()), (3, "a".into())]);
+        assert_eq!(ix.entries_since(2, usize::MAX).len(), 1);
+        assert_eq!(
+            ix.entries_since(0, 1).len(),
+            1,
+            "at least one entry per batch"
+        );
+        assert!(ix.block_source(&h.blocks[0]).is_some());
+        let mut remote = ix.get(&p("b")).unwrap().entry.clone();
+        remote.path = p("c");
+        let mut v = VersionVector::new();
+        v.set(NodeId::random(), 40);
+        remote.version = v;
+        ix.record_remote(remote, None);
+        assert_eq!(ix.get(&p("c")).unwrap().seq, 4);
+        // The clock moved past the remote counter: our next change dominates.
+        ix.observe_file(&p("c"), stat(9, 1, 9), &h);
+        assert_eq!(ix.get(&p("c")).unwrap().entry.version.get(ix.me()), 41);
     }
 
     #[test]

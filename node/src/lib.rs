@@ -8,9 +8,12 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod index;
+pub mod peer;
+pub mod planner;
 pub mod scan;
 pub mod statelock;
 pub mod store;
+pub mod transfer;
 pub mod watch;
 
 use std::future::Future;
@@ -43,29 +46,51 @@ pub async fn run(
                 cfg.dir.display()
             )
         })?;
+    let links = peer::Links::new(node_id);
+    let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
+    let io = core::CoreIo {
+        rt: tokio::runtime::Handle::current(),
+        links: links.clone(),
+        tx: tx.clone(),
+        seq_tx,
+    };
     let core = Core::new(
         cfg.dir.clone(),
         cfg.state_dir.clone(),
         cfg.name.clone(),
         store,
+        io,
     )?;
     let core_thread = std::thread::Builder::new()
         .name("tandem-core".into())
         .spawn(move || core.run(rx))
         .context("cannot start the core thread")?;
     let handle = CoreHandle::new(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peer_ctx = peer::PeerCtx {
+        core: handle.clone(),
+        links,
+        me: node_id,
+        name: cfg.name.clone(),
+        seq: seq_rx,
+        shutdown: stop.clone(),
+    };
     let ctx = api::Ctx {
         core: handle.clone(),
         node_id,
         name: cfg.name.clone(),
+        peer: peer_ctx.clone(),
     };
+    let tasks = tokio_util::task::TaskTracker::new();
+    for addr in &cfg.peers {
+        tasks.spawn(peer::dial_loop(*addr, peer_ctx.clone()));
+    }
     let local = listener.local_addr()?;
     tracing::info!(
         "node {:?} ({node_id}) serving {} on {local}",
         cfg.name,
         cfg.dir.display()
     );
-    let tasks = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -83,9 +108,11 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    stop.cancel();
     drop(watcher);
-    handle.shutdown();
     tasks.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await;
+    handle.shutdown();
     let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
     Ok(())
 }

@@ -14,6 +14,15 @@ use tandem_common::hashing::{Hashed, hash_reader};
 
 use crate::index::LocalStat;
 
+/// Prefix of the temp files written beside a target when the state folder
+/// is on another filesystem; never indexed.
+pub const TEMP_PREFIX: &str = ".tandem-tmp-";
+
+/// True for names that are our own temp files.
+pub fn is_temp_name(rel: &RelPath) -> bool {
+    rel.file_name().starts_with(TEMP_PREFIX)
+}
+
 /// What is at a path on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
@@ -82,6 +91,7 @@ pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Vec<(RelPath, Seen)> {
             }
         };
         let rel = match RelPath::from_disk(root, entry.path()) {
+            Ok(r) if is_temp_name(&r) => continue,
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("skipping {}: {e}", entry.path().display());

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_common::{FileEntry, NodeId, codec};
+use tandem_common::{FileEntry, NodeId, RelPath, codec};
 use uuid::Uuid;
 
 use crate::index::{LocalStat, Record};
@@ -56,7 +56,9 @@ impl Store {
                  seq INTEGER NOT NULL,
                  entry BLOB NOT NULL,
                  inode INTEGER, size INTEGER, mtime_ns INTEGER, mode INTEGER);
-             CREATE INDEX IF NOT EXISTS files_seq ON files(seq);",
+             CREATE INDEX IF NOT EXISTS files_seq ON files(seq);
+             CREATE TABLE IF NOT EXISTS peers(id BLOB PRIMARY KEY, seq INTEGER NOT NULL, name TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS needed(path TEXT PRIMARY KEY, wanted BLOB NOT NULL);",
         )?;
         let store = Store { conn };
         match store.meta_i64("schema")? {
@@ -142,12 +144,96 @@ impl Store {
         Ok(out)
     }
 
+    /// Every known peer: (id, highest of its sequence numbers applied, name).
+    pub fn peers(&self) -> Result<Vec<(NodeId, u64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, seq, name FROM peers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, seq, name) = row?;
+            if let Ok(u) = Uuid::from_slice(&id) {
+                out.push((NodeId(u), seq as u64, name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remote versions this node still has to fetch.
+    pub fn needed(&self) -> Result<Vec<Wanted>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT path, wanted FROM needed")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, blob) = row?;
+            match codec::decode::<Wanted>(&blob) {
+                Ok(w) => out.push(w),
+                // Not fatal: the peer will announce the version again.
+                Err(e) => tracing::warn!("dropping unreadable pending download {path:?}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch in one transaction: changed records, peer progress,
+    /// and additions/removals of pending downloads.
+    pub fn save_batch(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        if batch.records.is_empty()
+            && batch.peers.is_empty()
+            && batch.wanted.is_empty()
+            && batch.unwanted.is_empty()
+        {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO peers(id, seq, name) VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, seq, name) in batch.peers {
+                stmt.execute(params![id.0.as_bytes().as_slice(), *seq as i64, name])?;
+            }
+            let mut stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO needed(path, wanted) VALUES (?1, ?2)")?;
+            for w in batch.wanted {
+                let blob = codec::encode(w).map_err(|e| StoreError::Corrupt {
+                    path: w.entry.path.to_string(),
+                    reason: e.to_string(),
+                })?;
+                stmt.execute(params![w.entry.path.as_str(), blob.as_ref()])?;
+            }
+            let mut stmt = tx.prepare_cached("DELETE FROM needed WHERE path = ?1")?;
+            for p in batch.unwanted {
+                stmt.execute([p.as_str()])?;
+            }
+        }
+        Self::write_records(&tx, batch.records)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Writes `records` in one transaction.
     pub fn save(&mut self, records: &[&Record]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
+        Self::write_records(&tx, records)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn write_records(
+        tx: &rusqlite::Transaction<'_>,
+        records: &[&Record],
+    ) -> Result<(), StoreError> {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO files(path, seq, entry, inode, size, mtime_ns, mode)
@@ -170,15 +256,72 @@ impl Store {
                 ])?;
             }
         }
-        tx.commit()?;
         Ok(())
     }
+}
+
+/// One batch of state for [`Store::save_batch`].
+#[derive(Default)]
+pub struct Batch<'a> {
+    /// Changed index records.
+    pub records: &'a [&'a Record],
+    /// Peer progress: (id, highest sequence applied, name).
+    pub peers: &'a [(NodeId, u64, String)],
+    /// Pending downloads added or updated.
+    pub wanted: &'a [&'a Wanted],
+    /// Pending downloads finished or dropped.
+    pub unwanted: &'a [RelPath],
+}
+
+/// A remote version this node has decided to take but not yet written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Wanted {
+    /// The entry to end up with (its version already merged on a conflict).
+    pub entry: FileEntry,
+    /// Our current content loses a conflict: move it aside first.
+    pub keep_ours_as_conflict: bool,
+    /// The peer that announced it.
+    pub from: NodeId,
+    /// Our version when the decision was made; if ours changes meanwhile,
+    /// the decision is void (the peer will see our new version and resolve).
+    pub based_on: Option<tandem_common::VersionVector>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_common::{ContentHash, EntryKind, RelPath, VersionVector};
+    use tandem_common::{ContentHash, EntryKind, VersionVector};
+
+    #[test]
+    fn peers_and_needed_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let peer = NodeId::random();
+        let w = Wanted {
+            entry: record("x/y", 3, false).entry,
+            keep_ours_as_conflict: true,
+            from: peer,
+            based_on: None,
+        };
+        {
+            let mut s = Store::open(&db).unwrap();
+            s.save_batch(&Batch {
+                peers: &[(peer, 17, "B".into())],
+                wanted: &[&w],
+                ..Batch::default()
+            })
+            .unwrap();
+        }
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.peers().unwrap(), vec![(peer, 17, "B".to_string())]);
+        assert_eq!(s.needed().unwrap(), vec![w.clone()]);
+        s.save_batch(&Batch {
+            unwanted: &[w.entry.path.clone()],
+            ..Batch::default()
+        })
+        .unwrap();
+        assert!(s.needed().unwrap().is_empty());
+    }
 
     fn record(path: &str, seq: u64, deleted: bool) -> Record {
         let mut version = VersionVector::new();

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use tandem_common::codec::{CodecError, FrameIo};
 use tandem_common::proto::{
-    self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply, ListedFile,
-    NodeToClient, PROTOCOL_VERSION, Request, Role,
+    self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, ListedFile, NodeToClient,
+    Request, Role,
 };
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -78,36 +78,22 @@ impl Client {
         })?;
         let _ = stream.set_nodelay(true);
         let mut io = FrameIo::new(stream);
-        let hs = |reason| ClientError::Handshake {
-            addr: addr.to_string(),
-            reason,
-        };
         let hello = Hello {
             role: Role::Client,
             id: Uuid::new_v4(),
             name: default_name(),
         };
-        io.send_raw(proto::encode_hello(&hello).map_err(|e| hs(e.into()))?)
+        let (_, node_name) = proto::connect_handshake(&mut io, &hello)
             .await
-            .map_err(|e| hs(e.into()))?;
-        let frame = io
-            .recv_raw()
-            .await
-            .map_err(|e| hs(e.into()))?
-            .ok_or_else(|| hs(HandshakeError::Closed))?;
-        let (version, reply) = proto::decode_hello::<HelloReply>(&frame).map_err(hs)?;
-        match reply {
-            None => Err(hs(HandshakeError::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: version,
-            })),
-            Some(HelloReply::Refused(r)) => Err(hs(HandshakeError::Refused(r))),
-            Some(HelloReply::Welcome { name, .. }) => Ok(Client {
-                io,
-                next_id: 1,
-                node_name: name,
-            }),
-        }
+            .map_err(|reason| ClientError::Handshake {
+                addr: addr.to_string(),
+                reason,
+            })?;
+        Ok(Client {
+            io,
+            next_id: 1,
+            node_name,
+        })
     }
 
     async fn send(&mut self, body: ClientRequest) -> Result<u64, ClientError> {

@@ -1,0 +1,317 @@
+//! Building a file from blocks: reuse local blocks where any local file has
+//! them, fetch the rest from peers, write everything into a temp file in the
+//! state folder, verify each block and the whole-content BLAKE3 hash, set
+//! permissions and mtime, and fsync. The core then renames the temp file
+//! over the target, so a half-received file is never visible under its name.
+//!
+//! Memory is bounded: at most [`WINDOW`] segments of at most
+//! [`SEGMENT_BLOCKS`] blocks are in flight per transfer, and every remote
+//! segment also takes bytes from a node-wide budget.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_common::model::BLOCK_SIZE;
+use tandem_common::{ContentHash, FileEntry, NodeId};
+use tokio::sync::Semaphore;
+
+use crate::peer::Links;
+
+/// Blocks per remote request (1 MiB with 128 KiB blocks).
+pub const SEGMENT_BLOCKS: usize = 8;
+/// Segments in flight per transfer.
+pub const WINDOW: usize = 4;
+/// How long one block request may take before the transfer is retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where one block comes from.
+#[derive(Debug, Clone)]
+pub enum BlockSource {
+    /// Read it from a local file (verified; falls back to the network).
+    Local {
+        /// Absolute path of the local file.
+        path: PathBuf,
+        /// Block index in that file.
+        index: u32,
+    },
+    /// Ask a peer.
+    Remote,
+}
+
+/// A transfer to run.
+pub struct Job {
+    /// The version to build.
+    pub entry: FileEntry,
+    /// One source per block of `entry`.
+    pub plan: Vec<BlockSource>,
+    /// Temp file to write.
+    pub tmp: PathBuf,
+    /// Peers to ask, preferred first.
+    pub peers: Vec<NodeId>,
+    /// Live links.
+    pub links: Links,
+    /// Node-wide budget of bytes in flight, in KiB permits.
+    pub budget: Arc<Semaphore>,
+}
+
+/// A finished transfer.
+#[derive(Debug)]
+pub struct Done {
+    /// The temp file holding the verified content.
+    pub tmp: PathBuf,
+    /// Bytes received over the network.
+    pub bytes_received: u64,
+    /// Bytes reused from local files.
+    pub bytes_reused: u64,
+    /// The peer that sent the blocks (if any were fetched).
+    pub from: Option<NodeId>,
+    /// Wall time.
+    pub took: Duration,
+}
+
+fn block_len(size: u64, i: usize) -> usize {
+    (size - i as u64 * BLOCK_SIZE).min(BLOCK_SIZE) as usize
+}
+
+enum Segment {
+    Local(Vec<(usize, PathBuf, u32)>),
+    Remote(Vec<usize>),
+}
+
+fn segments(plan: &[BlockSource]) -> VecDeque<Segment> {
+    let mut out = VecDeque::new();
+    for (i, src) in plan.iter().enumerate() {
+        match (src, out.back_mut()) {
+            (BlockSource::Local { path, index }, Some(Segment::Local(v)))
+                if v.len() < SEGMENT_BLOCKS =>
+            {
+                v.push((i, path.clone(), *index))
+            }
+            (BlockSource::Local { path, index }, _) => {
+                out.push_back(Segment::Local(vec![(i, path.clone(), *index)]))
+            }
+            (BlockSource::Remote, Some(Segment::Remote(v))) if v.len() < SEGMENT_BLOCKS => {
+                v.push(i)
+            }
+            (BlockSource::Remote, _) => out.push_back(Segment::Remote(vec![i])),
+        }
+    }
+    out
+}
+
+/// Runs a transfer to completion or failure. On failure the temp file is
+/// removed.
+pub async fn run(job: Job) -> Result<Done, String> {
+    let tmp = job.tmp.clone();
+    let res = run_inner(job).await;
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+type SegmentResult = Result<(Vec<(usize, Vec<u8>)>, u64, Option<NodeId>), String>;
+
+async fn run_inner(job: Job) -> Result<Done, String> {
+    let started = Instant::now();
+    let entry = Arc::new(job.entry);
+    let tmp = job.tmp.clone();
+    let size = entry.size;
+    let file = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        if let Some(parent) = tmp.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let f = File::create(&tmp)?;
+        f.set_len(size)?;
+        Ok(f)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot create temp file {}: {e}", job.tmp.display()))?;
+    let file = Arc::new(file);
+
+    let mut segs = segments(&job.plan);
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    let mut whole = blake3::Hasher::new();
+    let (mut received, mut reused, mut from) = (0u64, 0u64, None);
+    loop {
+        while inflight.len() < WINDOW {
+            let Some(seg) = segs.pop_front() else { break };
+            let (entry, links, peers, budget) = (
+                entry.clone(),
+                job.links.clone(),
+                job.peers.clone(),
+                job.budget.clone(),
+            );
+            inflight.push_back(
+                async move { fetch_segment(seg, &entry, &links, &peers, &budget).await },
+            );
+        }
+        let Some(res): Option<SegmentResult> = futures::StreamExt::next(&mut inflight).await else {
+            break;
+        };
+        let (blocks, got, peer) = res?;
+        received += got;
+        if peer.is_some() {
+            from = peer;
+        }
+        for (_, data) in &blocks {
+            whole.update(data);
+        }
+        reused += blocks.iter().map(|(_, d)| d.len() as u64).sum::<u64>() - got;
+        let f = file.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for (i, data) in blocks {
+                f.write_all_at(&data, i as u64 * BLOCK_SIZE)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot write temp file: {e}"))?;
+    }
+    let got = ContentHash(*whole.finalize().as_bytes());
+    if got != entry.hash {
+        return Err(format!(
+            "content hash mismatch for {} (expected {:?}, got {got:?}); the file changed at the source",
+            entry.path, entry.hash
+        ));
+    }
+    let (mode, mtime) = (entry.mode, entry.mtime_ns);
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        let t = filetime::FileTime::from_unix_time(
+            mtime.div_euclid(1_000_000_000),
+            mtime.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_file_handle_times(&f, None, Some(t))?;
+        f.sync_all()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot finish temp file: {e}"))?;
+    Ok(Done {
+        tmp: job.tmp,
+        bytes_received: received,
+        bytes_reused: reused,
+        from,
+        took: started.elapsed(),
+    })
+}
+
+/// Reads or fetches one segment; returns (blocks, bytes from the network, peer).
+async fn fetch_segment(
+    seg: Segment,
+    entry: &FileEntry,
+    links: &Links,
+    peers: &[NodeId],
+    budget: &Semaphore,
+) -> SegmentResult {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    match seg {
+        Segment::Remote(v) => missing = v,
+        Segment::Local(v) => {
+            let wanted: Vec<(usize, PathBuf, u32, usize, ContentHash)> = v
+                .into_iter()
+                .map(|(i, p, at)| (i, p, at, block_len(entry.size, i), entry.blocks[i]))
+                .collect();
+            let read = tokio::task::spawn_blocking(move || {
+                wanted
+                    .into_iter()
+                    .map(|(i, p, at, len, h)| {
+                        let mut buf = vec![0u8; len];
+                        let ok = File::open(&p)
+                            .and_then(|f| f.read_exact_at(&mut buf, at as u64 * BLOCK_SIZE))
+                            .is_ok()
+                            && ContentHash::of(&buf) == h;
+                        (i, ok.then_some(buf))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            for (i, data) in read {
+                match data {
+                    Some(d) => out.push((i, d)),
+                    None => missing.push(i),
+                }
+            }
+        }
+    }
+    let mut received = 0;
+    let mut from = None;
+    if !missing.is_empty() {
+        let bytes: usize = missing.iter().map(|&i| block_len(entry.size, i)).sum();
+        let _permit = budget
+            .acquire_many((bytes / 1024 + 1) as u32)
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        let (peer, data) = fetch_remote(entry, &missing, links, peers).await?;
+        from = Some(peer);
+        for (i, d) in missing.iter().zip(data) {
+            received += d.len() as u64;
+            out.push((*i, d));
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok((out, received, from))
+}
+
+async fn fetch_remote(
+    entry: &FileEntry,
+    missing: &[usize],
+    links: &Links,
+    peers: &[NodeId],
+) -> Result<(NodeId, Vec<Vec<u8>>), String> {
+    let mut last = "no peer that has this version is connected".to_string();
+    for peer in peers {
+        let Some(link) = links.get(peer) else {
+            continue;
+        };
+        let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
+        let res = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            link.get_blocks(entry.path.clone(), entry.hash, idx),
+        )
+        .await
+        .unwrap_or_else(|_| Err("block request timed out".into()));
+        match res {
+            Ok(blocks) => {
+                if blocks.len() != missing.len() {
+                    last = format!(
+                        "{} sent {} blocks, {} asked",
+                        link.name,
+                        blocks.len(),
+                        missing.len()
+                    );
+                    continue;
+                }
+                let mut data = Vec::with_capacity(blocks.len());
+                let mut bad = None;
+                for (b, &i) in blocks.into_iter().zip(missing) {
+                    if b.index as usize != i
+                        || b.bytes.len() != block_len(entry.size, i)
+                        || ContentHash::of(&b.bytes) != entry.blocks[i]
+                    {
+                        bad = Some(i);
+                        break;
+                    }
+                    data.push(b.bytes);
+                }
+                if let Some(i) = bad {
+                    last = format!("block {i} from {} failed verification", link.name);
+                    continue;
+                }
+                return Ok((*peer, data));
+            }
+            Err(e) => last = format!("{}: {e}", link.name),
+        }
+    }
+    Err(last)
+}
