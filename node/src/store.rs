@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(s.peers().unwrap(), vec![(peer, 17, "B".to_string())]);
         assert_eq!(s.needed().unwrap(), vec![w.clone()]);
         s.save_batch(&Batch {
-            unwanted: &[w.entry.path.clone()],
+            unwanted: std::slice::from_ref(&w.entry.path),
             ..Batch::default()
         })
         .unwrap();
