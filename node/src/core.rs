@@ -41,6 +41,8 @@ const SETTLE: Duration = Duration::from_millis(100);
 const QUICK: Duration = Duration::from_millis(3);
 /// A full scan logs each change only when there are at most this many.
 const LOG_EACH_LIMIT: usize = 20;
+/// Messages handled per pass before the core acts and commits.
+const DRAIN_LIMIT: usize = 1024;
 
 /// Messages to the core.
 pub enum CoreMsg {
@@ -221,6 +223,8 @@ pub struct Core {
     deferred: Vec<(NodeId, FileEntry)>,
     budget: Arc<Semaphore>,
     dirs_to_sync: HashSet<PathBuf>,
+    /// Transfer tasks running (including superseded ones not yet finished).
+    running: usize,
 }
 
 impl Core {
@@ -280,6 +284,7 @@ impl Core {
             deferred: Vec::new(),
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             dirs_to_sync: HashSet::new(),
+            running: 0,
         })
     }
 
@@ -294,7 +299,9 @@ impl Core {
             started.elapsed(),
             self.index.len()
         );
-        loop {
+        self.flush();
+        let mut stop = false;
+        while !stop {
             let retry = self
                 .needed
                 .values()
@@ -310,25 +317,28 @@ impl Core {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
             match rx.recv_timeout(timeout) {
-                Ok(CoreMsg::Shutdown) => break,
                 Ok(msg) => {
-                    if !self.handle(msg) {
-                        break;
-                    }
-                    // Take everything already queued before acting.
-                    while let Ok(msg) = rx.try_recv() {
-                        if matches!(msg, CoreMsg::Shutdown) || !self.handle(msg) {
-                            self.process_due();
-                            self.flush();
-                            return;
+                    stop = !self.handle(msg);
+                    // Take what is already queued (bounded) before acting, so
+                    // a burst becomes one decision pass and one commit.
+                    for _ in 0..DRAIN_LIMIT {
+                        if stop {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(msg) => stop = !self.handle(msg),
+                            Err(_) => break,
                         }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => stop = true,
             }
             self.process_due();
-            self.start_transfers();
+            if !stop {
+                self.start_transfers();
+            }
+            self.flush();
         }
         self.flush();
         tracing::info!("index saved; core stopped");
@@ -437,7 +447,6 @@ impl Core {
         }
         due.sort();
         let mut covered: Option<RelPath> = None;
-        let mut changed = 0;
         for p in due {
             // A directory rescanned in this batch already covered its children.
             if covered.as_ref().is_some_and(|c| p.is_inside(c)) {
@@ -445,15 +454,14 @@ impl Core {
             }
             match scan::stat(&p.to_disk(&self.root)) {
                 Ok(Seen::Dir { .. }) => {
-                    changed += self.reconcile(Some(&p));
+                    self.reconcile(Some(&p));
                     covered = Some(p);
                 }
-                Ok(seen) => changed += self.look_at(&p, seen, true),
+                Ok(seen) => {
+                    self.look_at(&p, seen, true);
+                }
                 Err(e) => tracing::warn!("cannot read {p}: {e}"),
             }
-        }
-        if changed > 0 || !self.pending.is_empty() {
-            self.flush();
         }
     }
 
@@ -586,7 +594,6 @@ impl Core {
         if !log {
             tracing::info!("{changed} paths changed under {}", base.display());
         }
-        self.flush();
         changed
     }
 
@@ -680,8 +687,6 @@ impl Core {
         let e = self.peers.entry(peer).or_insert((0, name));
         e.0 = e.0.max(max);
         self.peers_dirty.insert(peer);
-        self.start_transfers();
-        self.flush();
     }
 
     fn on_remote_entry(&mut self, peer: NodeId, remote: FileEntry) {
@@ -894,8 +899,7 @@ impl Core {
 
     /// Starts downloads that are due, up to the concurrency limit.
     fn start_transfers(&mut self) {
-        let mut running = self.needed.values().filter(|n| n.in_flight).count();
-        if running >= MAX_TRANSFERS {
+        if self.running >= MAX_TRANSFERS {
             return;
         }
         let now = Instant::now();
@@ -905,9 +909,10 @@ impl Core {
             .iter()
             .filter(|(_, n)| !n.in_flight && n.retry_at <= now)
             .map(|(p, _)| p.clone())
+            .take(4 * MAX_TRANSFERS)
             .collect();
         for path in due {
-            if running >= MAX_TRANSFERS {
+            if self.running >= MAX_TRANSFERS {
                 break;
             }
             let Some(n) = self.needed.get(&path) else {
@@ -946,7 +951,7 @@ impl Core {
             if let Some(n) = self.needed.get_mut(&path) {
                 n.in_flight = true;
             }
-            running += 1;
+            self.running += 1;
             let tx = self.io.tx.clone();
             self.io.rt.spawn(async move {
                 let result = transfer::run(job).await;
@@ -994,6 +999,7 @@ impl Core {
         version: VersionVector,
         result: Result<transfer::Done, String>,
     ) {
+        self.running = self.running.saturating_sub(1);
         let current = self
             .needed
             .get(&path)
@@ -1038,8 +1044,6 @@ impl Core {
                 self.on_remote_entry(peer, e);
             }
         }
-        self.start_transfers();
-        self.flush();
     }
 
     /// Puts a verified temp file in place, unless our version changed since
