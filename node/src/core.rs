@@ -68,8 +68,10 @@ pub enum CoreMsg {
         since: u64,
         /// Batch size limit.
         max_bytes: usize,
-        /// Where to answer.
-        reply: oneshot::Sender<Vec<(u64, FileEntry)>>,
+        /// The peer asking (entries taken unchanged from it are skipped).
+        peer: NodeId,
+        /// Where to answer: entries, and the last sequence covered.
+        reply: oneshot::Sender<(Vec<(u64, FileEntry)>, u64)>,
     },
     /// Entries announced by a peer; answered once decided (backpressure).
     RemoteIndex {
@@ -137,15 +139,18 @@ impl CoreHandle {
         let _ = self.tx.send(CoreMsg::PeerDown(peer));
     }
 
-    /// Entries changed after `since`.
+    /// Entries changed after `since` that `peer` may not have, and the
+    /// last sequence covered.
     pub async fn entries_since(
         &self,
         since: u64,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, FileEntry)>, ApiError> {
+        peer: NodeId,
+    ) -> Result<(Vec<(u64, FileEntry)>, u64), ApiError> {
         self.ask(|reply| CoreMsg::EntriesSince {
             since,
             max_bytes,
+            peer,
             reply,
         })
         .await
@@ -386,9 +391,10 @@ impl Core {
             CoreMsg::EntriesSince {
                 since,
                 max_bytes,
+                peer,
                 reply,
             } => {
-                let _ = reply.send(self.index.entries_since(since, max_bytes));
+                let _ = reply.send(self.index.entries_since(since, max_bytes, Some(peer)));
             }
             CoreMsg::RemoteIndex {
                 peer,
@@ -706,6 +712,7 @@ impl Core {
         else {
             return;
         };
+        let origin = (version == remote.version).then_some(peer);
         let entry = FileEntry {
             version,
             ..remote.clone()
@@ -719,11 +726,11 @@ impl Core {
             self.unwanted.push(path.clone());
         }
         let res = if entry.deleted {
-            self.apply_delete(peer, remote, entry, local)
+            self.apply_delete(peer, remote, entry, local, origin)
         } else if entry.kind == EntryKind::Dir {
-            self.apply_dir(peer, entry, local, keep_ours_as_conflict)
+            self.apply_dir(peer, entry, local, keep_ours_as_conflict, origin)
         } else if !needs_data {
-            self.apply_meta(peer, entry)
+            self.apply_meta(peer, entry, origin)
         } else {
             let sources = self.claim_sources(&entry);
             let need = Need {
@@ -731,6 +738,7 @@ impl Core {
                     entry,
                     keep_ours_as_conflict,
                     from: peer,
+                    exact: origin.is_some(),
                     based_on: local.map(|l| l.version),
                 },
                 in_flight: false,
@@ -755,6 +763,7 @@ impl Core {
         remote: FileEntry,
         entry: FileEntry,
         local: Option<FileEntry>,
+        origin: Option<NodeId>,
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
         let path = entry.path.clone();
@@ -776,6 +785,12 @@ impl Core {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                        if self.deferred.iter().any(|(_, d)| d.path.is_inside(&path)) {
+                            // Its files wait to be copied elsewhere (a moved
+                            // directory): delete it after them.
+                            self.deferred.push((peer, remote));
+                            return Ok(());
+                        }
                         // Something new is inside: an edit beats a delete.
                         keep_dir = Some(l.mode);
                     }
@@ -789,7 +804,7 @@ impl Core {
                 tracing::info!("deleted {path} (deleted on {})", self.peer_name(peer));
             }
         }
-        self.index.record_remote(entry, None);
+        self.index.record_remote(entry, None, origin);
         if let Some(mode) = keep_dir {
             tracing::info!(
                 "kept directory {path}: deleted on {}, but it holds files that are new here",
@@ -806,6 +821,7 @@ impl Core {
         entry: FileEntry,
         local: Option<FileEntry>,
         keep: bool,
+        origin: Option<NodeId>,
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
         if let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
@@ -824,12 +840,17 @@ impl Core {
                 self.peer_name(peer)
             );
         }
-        self.index.record_remote(entry, None);
+        self.index.record_remote(entry, None, origin);
         Ok(())
     }
 
     /// Same content, new metadata (mtime, mode) or just a newer version.
-    fn apply_meta(&mut self, peer: NodeId, entry: FileEntry) -> std::io::Result<()> {
+    fn apply_meta(
+        &mut self,
+        peer: NodeId,
+        entry: FileEntry,
+        origin: Option<NodeId>,
+    ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
         let f = std::fs::File::options().write(true).open(&full)?;
         f.set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
@@ -844,7 +865,7 @@ impl Core {
                 self.peer_name(peer)
             );
         }
-        self.index.record_remote(entry, Some(st));
+        self.index.record_remote(entry, Some(st), origin);
         Ok(())
     }
 
@@ -1075,7 +1096,8 @@ impl Core {
             human_size(done.bytes_received),
             human_size(done.bytes_reused),
         );
-        self.index.record_remote(w.entry, Some(st));
+        let origin = w.exact.then_some(w.from);
+        self.index.record_remote(w.entry, Some(st), origin);
         Ok(())
     }
 }

@@ -59,6 +59,9 @@ pub struct Index {
     /// Where each block hash can be read locally (one place suffices; the
     /// reader verifies, so a stale location only costs a network fetch).
     blocks: HashMap<ContentHash, (RelPath, u32)>,
+    /// The peer a record was taken from unchanged: it need not be sent
+    /// back there. (Not persisted: after a restart it is sent once more.)
+    origin: HashMap<RelPath, NodeId>,
     dirty: BTreeSet<RelPath>,
 }
 
@@ -72,6 +75,7 @@ impl Index {
             seq: 0,
             by_seq: BTreeMap::new(),
             blocks: HashMap::new(),
+            origin: HashMap::new(),
             dirty: BTreeSet::new(),
         };
         for r in records {
@@ -112,30 +116,51 @@ impl Index {
     }
 
     /// Entries changed after sequence `since`, oldest first, up to roughly
-    /// `max_bytes` of block lists (at least one entry).
-    pub fn entries_since(&self, since: u64, max_bytes: usize) -> Vec<(u64, FileEntry)> {
+    /// `max_bytes` of block lists (at least one entry), leaving out those
+    /// taken unchanged from `peer`. Also returns the last sequence covered.
+    pub fn entries_since(
+        &self,
+        since: u64,
+        max_bytes: usize,
+        peer: Option<NodeId>,
+    ) -> (Vec<(u64, FileEntry)>, u64) {
         let mut out = Vec::new();
         let mut bytes = 0;
+        let mut upto = since;
         for (seq, path) in self.by_seq.range(since + 1..) {
+            upto = *seq;
             let Some(r) = self.records.get(path) else {
                 continue;
             };
+            if peer.is_some() && self.origin.get(path) == peer.as_ref() {
+                continue;
+            }
             bytes += 128 + r.entry.blocks.len() * 32;
             out.push((*seq, r.entry.clone()));
             if bytes >= max_bytes {
                 break;
             }
         }
-        out
+        (out, upto)
     }
 
     /// Records a version received from a peer (already written to disk, or
-    /// a tombstone), with the local stat of what was written.
-    pub fn record_remote(&mut self, entry: FileEntry, stat: Option<LocalStat>) {
+    /// a tombstone), with the local stat of what was written. `origin` is
+    /// the peer it came from when recorded exactly as that peer has it.
+    pub fn record_remote(
+        &mut self,
+        entry: FileEntry,
+        stat: Option<LocalStat>,
+        origin: Option<NodeId>,
+    ) {
         self.clock = self.clock.max(entry.version.max_counter());
         self.seq += 1;
         let seq = self.seq;
+        let path = entry.path.clone();
         self.put(Record { entry, seq, stat });
+        if let Some(o) = origin {
+            self.origin.insert(path, o);
+        }
     }
 
     /// The record at `path`.
@@ -198,6 +223,7 @@ impl Index {
     }
 
     fn put(&mut self, record: Record) {
+        self.origin.remove(&record.entry.path);
         self.dirty.insert(record.entry.path.clone());
         self.insert(record);
     }
@@ -425,14 +451,15 @@ mod tests {
         ix.observe_file(&p("b"), stat(2, 1, 1), &h);
         ix.observe_file(&p("a"), stat(1, 1, 2), &h);
         let got: Vec<(u64, String)> = ix
-            .entries_since(0, usize::MAX)
+            .entries_since(0, usize::MAX, None)
+            .0
             .into_iter()
             .map(|(s, e)| (s, e.path.to_string()))
             .collect();
         assert_eq!(got, vec![(2, "b".into()), (3, "a".into())]);
-        assert_eq!(ix.entries_since(2, usize::MAX).len(), 1);
+        assert_eq!(ix.entries_since(2, usize::MAX, None).0.len(), 1);
         assert_eq!(
-            ix.entries_since(0, 1).len(),
+            ix.entries_since(0, 1, None).0.len(),
             1,
             "at least one entry per batch"
         );
@@ -442,8 +469,12 @@ mod tests {
         let mut v = VersionVector::new();
         v.set(NodeId::random(), 40);
         remote.version = v;
-        ix.record_remote(remote, None);
+        let peer = NodeId::random();
+        ix.record_remote(remote, None, Some(peer));
         assert_eq!(ix.get(&p("c")).unwrap().seq, 4);
+        // Not echoed to the peer it came from, but the sequence still advances.
+        assert_eq!(ix.entries_since(3, usize::MAX, Some(peer)), (vec![], 4));
+        assert_eq!(ix.entries_since(3, usize::MAX, None).0.len(), 1);
         // The clock moved past the remote counter: our next change dominates.
         ix.observe_file(&p("c"), stat(9, 1, 9), &h);
         assert_eq!(ix.get(&p("c")).unwrap().entry.version.get(ix.me()), 41);

@@ -221,6 +221,7 @@ where
     let (resume_tx, resume_rx) = oneshot::channel();
     let push_task = tokio::spawn(push_index(
         ctx.clone(),
+        peer,
         tx.clone(),
         resume_rx,
         closed.clone(),
@@ -244,6 +245,7 @@ where
 /// Sends the peer every entry it has not seen, then each change as it happens.
 async fn push_index(
     ctx: PeerCtx,
+    peer: NodeId,
     tx: mpsc::Sender<PeerMessage>,
     resume: oneshot::Receiver<u64>,
     closed: CancellationToken,
@@ -255,12 +257,13 @@ async fn push_index(
     let mut seq = ctx.seq.clone();
     loop {
         seq.borrow_and_update();
-        let Ok(entries) = ctx.core.entries_since(sent, INDEX_BATCH_BYTES).await else {
+        let Ok((entries, upto)) = ctx.core.entries_since(sent, INDEX_BATCH_BYTES, peer).await
+        else {
             return;
         };
-        if let Some((last, _)) = entries.last() {
-            sent = *last;
-            if tx.send(PeerMessage::Index { entries }).await.is_err() {
+        if upto > sent {
+            sent = upto;
+            if !entries.is_empty() && tx.send(PeerMessage::Index { entries }).await.is_err() {
                 return;
             }
             continue;

@@ -282,6 +282,8 @@ pub struct Wanted {
     pub keep_ours_as_conflict: bool,
     /// The peer that announced it.
     pub from: NodeId,
+    /// `entry` is exactly the peer's version (not merged with ours).
+    pub exact: bool,
     /// Our version when the decision was made; if ours changes meanwhile,
     /// the decision is void (the peer will see our new version and resolve).
     pub based_on: Option<tandem_common::VersionVector>,
@@ -301,6 +303,7 @@ mod tests {
             entry: record("x/y", 3, false).entry,
             keep_ours_as_conflict: true,
             from: peer,
+            exact: true,
             based_on: None,
         };
         {
