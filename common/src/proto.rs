@@ -55,6 +55,9 @@ pub enum HelloReply {
         node_id: NodeId,
         /// The node's name.
         name: String,
+        /// A fresh random challenge: a client proves its token by a keyed
+        /// hash over it (see [`auth_proof`]), so a proof cannot be replayed.
+        nonce: [u8; 32],
     },
     /// Refused, with the reason.
     Refused(Refusal),
@@ -139,12 +142,23 @@ pub fn decode_hello<T: DeserializeOwned>(frame: &[u8]) -> Result<(u32, Option<T>
     Ok((version, Some(codec::decode(&frame[12..])?)))
 }
 
+/// What the accepting node said about itself in its welcome.
+#[derive(Debug, Clone)]
+pub struct Welcomed {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The node's name.
+    pub name: String,
+    /// The node's challenge for this connection.
+    pub nonce: [u8; 32],
+}
+
 /// The connecting side of the handshake: sends `hello`, reads the reply,
-/// and returns the accepting node's id and name.
+/// and returns what the accepting node said about itself.
 pub async fn connect_handshake<S>(
     io: &mut crate::codec::FrameIo<S>,
     hello: &Hello,
-) -> Result<(NodeId, String), HandshakeError>
+) -> Result<Welcomed, HandshakeError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -156,7 +170,18 @@ where
             theirs,
         }),
         (_, Some(HelloReply::Refused(r))) => Err(HandshakeError::Refused(r)),
-        (_, Some(HelloReply::Welcome { node_id, name })) => Ok((node_id, name)),
+        (
+            _,
+            Some(HelloReply::Welcome {
+                node_id,
+                name,
+                nonce,
+            }),
+        ) => Ok(Welcomed {
+            node_id,
+            name,
+            nonce,
+        }),
     }
 }
 
@@ -169,11 +194,51 @@ pub struct Request {
     pub body: ClientRequest,
 }
 
+/// Proof that a client holds `token`, bound to one node and one
+/// connection's challenge: BLAKE3 keyed by the token over nonce ‖ node id.
+pub fn auth_proof(token: &[u8; 32], nonce: &[u8; 32], node: NodeId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(token);
+    h.update(b"tandem-client-auth-v1");
+    h.update(nonce);
+    h.update(node.0.as_bytes());
+    *h.finalize().as_bytes()
+}
+
 /// What a client can ask a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// The file table, streamed as one or more `Files` responses.
     List,
+    /// First contact: issue me an identity.
+    Register {
+        /// Display name.
+        name: String,
+    },
+    /// Prove an identity issued earlier (by any node of the cluster).
+    Login {
+        /// The client id.
+        id: Uuid,
+        /// Display name (updated if changed).
+        name: String,
+        /// [`auth_proof`] of the token over this connection's nonce.
+        proof: [u8; 32],
+    },
+    /// Lock a file for the logged-in client.
+    Lock {
+        /// Which file.
+        path: RelPath,
+    },
+    /// Release a lock.
+    Unlock {
+        /// Which file.
+        path: RelPath,
+        /// Release someone else's lock (logged with who did it).
+        force: bool,
+    },
+    /// Every lock held in the cluster.
+    Locks,
+    /// Every change held back by a lock.
+    Held,
 }
 
 /// Everything a node sends a client.
@@ -200,6 +265,69 @@ pub enum ClientResponse {
     },
     /// The request failed.
     Error(ApiError),
+    /// A new identity; the client must keep the token secret.
+    Registered {
+        /// The client id.
+        id: Uuid,
+        /// The secret token.
+        token: [u8; 32],
+    },
+    /// The identity was accepted.
+    LoggedIn,
+    /// A lock was taken.
+    Locked(LockInfo),
+    /// A lock was released; the changes it held are now being reconciled.
+    Unlocked {
+        /// The lock that was released.
+        lock: LockInfo,
+        /// The held changes released with it.
+        released: Vec<HeldChange>,
+    },
+    /// The cluster's locks.
+    LockList(Vec<LockInfo>),
+    /// Changes held back by locks.
+    HeldList(Vec<HeldChange>),
+}
+
+/// A lock as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The locked file.
+    pub path: RelPath,
+    /// Owner's display name.
+    pub owner_name: String,
+    /// Owner's client id.
+    pub owner: Uuid,
+    /// When it was taken (ns since the epoch).
+    pub since_ns: i64,
+    /// The node it was taken through.
+    pub via: String,
+}
+
+/// What kind of change a lock is holding back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldKind {
+    /// New content or metadata.
+    Modify,
+    /// A deletion.
+    Delete,
+}
+
+/// A change held back by a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldChange {
+    /// Which file.
+    pub path: RelPath,
+    /// The node where the change was made.
+    pub node: String,
+    /// Modify or delete.
+    pub kind: HeldKind,
+    /// Size of the new content.
+    pub size: u64,
+    /// Its mtime (ns).
+    pub mtime_ns: i64,
+    /// When it was held (ns since the epoch).
+    pub since_ns: i64,
 }
 
 /// A typed error answer.
@@ -208,6 +336,24 @@ pub enum ApiError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The request needs a logged-in identity.
+    #[error("this request needs a client identity; log in first")]
+    NotLoggedIn,
+    /// Login refused.
+    #[error("identity refused: {0}")]
+    BadIdentity(String),
+    /// Someone else holds the lock.
+    #[error("{path} is locked by {owner_name} ({owner}) since {since}")]
+    LockedBy {
+        /// The file.
+        path: String,
+        /// Holder's name.
+        owner_name: String,
+        /// Holder's id.
+        owner: Uuid,
+        /// Since when, human-readable.
+        since: String,
+    },
     /// Anything else, in words.
     #[error("{0}")]
     Other(String),
@@ -228,6 +374,8 @@ pub struct ListedFile {
     pub nodes: Vec<String>,
     /// Name of the lock holder, if locked.
     pub locked_by: Option<String>,
+    /// Changes held back by the lock.
+    pub held: u32,
 }
 
 /// Messages between two nodes after the handshake.
@@ -243,6 +391,26 @@ pub enum PeerMessage {
         /// (sequence, entry), ascending by sequence.
         entries: Vec<(u64, FileEntry)>,
     },
+    /// Client identities known to the sender (replicated cluster-wide).
+    Identities(Vec<IdentityRecord>),
+    /// Every lock record the sender knows (sent on connect).
+    LockSync(Vec<LockRecord>),
+    /// A proposal to lock: vote yes if you have no other holder.
+    LockPropose {
+        /// Matches the vote.
+        req: u64,
+        /// The proposed lock.
+        lock: LockRecord,
+    },
+    /// The answer to a proposal: `Err` names the current holder.
+    LockVote {
+        /// The proposal answered.
+        req: u64,
+        /// Yes, or why not.
+        result: Result<(), String>,
+    },
+    /// A lock record changed state (granted, aborted or released).
+    LockUpdate(LockRecord),
     /// Ask for blocks of the file at `path` whose content hash is `hash`.
     GetBlocks {
         /// Matches the answer to the question.
@@ -261,6 +429,56 @@ pub enum PeerMessage {
         /// `Ok(data per block)`, or why not (file changed or gone).
         data: Result<Vec<BlockData>, String>,
     },
+}
+
+/// A client identity as replicated between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// The client id.
+    pub id: Uuid,
+    /// The secret token (nodes need it to check keyed-hash proofs).
+    pub token: [u8; 32],
+    /// Display name.
+    pub name: String,
+    /// When it was issued (ns).
+    pub created_ns: i64,
+}
+
+/// The state of a lock record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockState {
+    /// Proposed, waiting for every node's vote; expires if never decided.
+    Proposed,
+    /// Granted: held by the owner.
+    Held,
+    /// The proposal failed.
+    Aborted,
+    /// Released (by the owner, or forced by someone else).
+    Released {
+        /// Who released it.
+        by: String,
+        /// It was forced by someone other than the owner.
+        forced: bool,
+    },
+}
+
+/// One lock, as nodes agree on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// Unique per lock taken.
+    pub id: Uuid,
+    /// The locked file.
+    pub path: RelPath,
+    /// Owner's client id.
+    pub owner: Uuid,
+    /// Owner's display name.
+    pub owner_name: String,
+    /// When it was taken (ns).
+    pub since_ns: i64,
+    /// Name of the node it was taken through.
+    pub via: String,
+    /// Where it stands.
+    pub state: LockState,
 }
 
 /// One block's bytes.

@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tandem_common::NodeId;
+use tandem_common::RelPath;
 use tandem_common::codec::FrameIo;
 use tandem_common::proto::{
-    self, ClientResponse, HandshakeError, Hello, HelloReply, NodeToClient, PROTOCOL_VERSION,
-    Refusal, Request, Role,
+    self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply, LockInfo,
+    LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+use uuid::Uuid;
 
-use crate::core::CoreHandle;
+use crate::core::{CoreHandle, LockMsg};
 
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +33,8 @@ pub struct Ctx {
     pub name: String,
     /// What peer links need.
     pub peer: crate::peer::PeerCtx,
+    /// The configured peer addresses (all must agree to a lock).
+    pub configured: Vec<SocketAddr>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -39,7 +43,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut io = FrameIo::new(io);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut io, &ctx)).await {
+    let (hello, nonce) = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut io, &ctx)).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::warn!("closing connection from {addr}: {e}");
@@ -53,7 +57,11 @@ where
     match hello.role {
         Role::Client => {
             tracing::info!("client {:?} connected from {addr}", hello.name);
-            match client_session(&mut io, &ctx).await {
+            let session = Session {
+                nonce,
+                client: None,
+            };
+            match client_session(&mut io, &ctx, session).await {
                 Ok(()) => tracing::info!("client {:?} from {addr} disconnected", hello.name),
                 Err(e) => tracing::warn!("closing client {:?} from {addr}: {e}", hello.name),
             }
@@ -65,7 +73,7 @@ where
     }
 }
 
-async fn handshake<S>(io: &mut FrameIo<S>, ctx: &Ctx) -> Result<Hello, HandshakeError>
+async fn handshake<S>(io: &mut FrameIo<S>, ctx: &Ctx) -> Result<(Hello, [u8; 32]), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -87,12 +95,19 @@ where
         .await?;
         return Err(HandshakeError::Refused(Refusal::SelfConnection));
     }
+    let nonce = {
+        let mut n = [0u8; 32];
+        n[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        n[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        n
+    };
     let reply = HelloReply::Welcome {
         node_id: ctx.node_id,
         name: ctx.name.clone(),
+        nonce,
     };
     io.send_raw(proto::encode_hello(&reply)?).await?;
-    Ok(hello)
+    Ok((hello, nonce))
 }
 
 /// Errors that end a client session.
@@ -102,25 +117,31 @@ enum SessionError {
     Codec(#[from] tandem_common::codec::CodecError),
 }
 
-async fn client_session<S>(io: &mut FrameIo<S>, ctx: &Ctx) -> Result<(), SessionError>
+/// Who is on the other end of a client connection, once proven.
+struct Session {
+    nonce: [u8; 32],
+    client: Option<(Uuid, String)>,
+}
+
+async fn client_session<S>(
+    io: &mut FrameIo<S>,
+    ctx: &Ctx,
+    mut session: Session,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(req) = io.recv::<Request>().await? {
-        match req.body {
-            proto::ClientRequest::List => match ctx.core.list().await {
+        let body = match req.body {
+            ClientRequest::List => match ctx.core.list().await {
                 Ok(files) => {
                     let mut chunks = files.chunks(LIST_CHUNK).peekable();
                     if chunks.peek().is_none() {
-                        send(
-                            io,
-                            req.id,
-                            ClientResponse::Files {
-                                files: vec![],
-                                more: false,
-                            },
-                        )
-                        .await?;
+                        let empty = ClientResponse::Files {
+                            files: vec![],
+                            more: false,
+                        };
+                        send(io, req.id, empty).await?;
                     }
                     while let Some(chunk) = chunks.next() {
                         let more = chunks.peek().is_some();
@@ -130,14 +151,180 @@ where
                         };
                         send(io, req.id, body).await?;
                     }
+                    continue;
                 }
-                Err(e) => send(io, req.id, ClientResponse::Error(e)).await?,
+                Err(e) => ClientResponse::Error(e),
             },
-        }
+            ClientRequest::Register { name } => {
+                match ctx
+                    .core
+                    .ask_lock(|reply| LockMsg::Register {
+                        name: name.clone(),
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(rec) => {
+                        session.client = Some((rec.id, name));
+                        ClientResponse::Registered {
+                            id: rec.id,
+                            token: rec.token,
+                        }
+                    }
+                    Err(e) => ClientResponse::Error(e),
+                }
+            }
+            ClientRequest::Login { id, name, proof } => {
+                let nonce = session.nonce;
+                let res = ctx
+                    .core
+                    .ask_lock(|reply| LockMsg::Login {
+                        id,
+                        name: name.clone(),
+                        nonce,
+                        proof,
+                        reply,
+                    })
+                    .await
+                    .and_then(|r| r);
+                match res {
+                    Ok(()) => {
+                        tracing::info!("client {name:?} logged in as {id}");
+                        session.client = Some((id, name));
+                        ClientResponse::LoggedIn
+                    }
+                    Err(e) => {
+                        tracing::warn!("refused login as {id} ({name:?}): {e}");
+                        ClientResponse::Error(e)
+                    }
+                }
+            }
+            ClientRequest::Lock { path } => match &session.client {
+                None => ClientResponse::Error(ApiError::NotLoggedIn),
+                Some((id, name)) => match lock(ctx, path, *id, name).await {
+                    Ok(info) => ClientResponse::Locked(info),
+                    Err(e) => ClientResponse::Error(e),
+                },
+            },
+            ClientRequest::Unlock { path, force } => match &session.client {
+                None => ClientResponse::Error(ApiError::NotLoggedIn),
+                Some((id, name)) => {
+                    let res = ctx
+                        .core
+                        .ask_lock(|reply| LockMsg::Unlock {
+                            path,
+                            client: *id,
+                            name: name.clone(),
+                            force,
+                            reply,
+                        })
+                        .await
+                        .and_then(|r| r);
+                    match res {
+                        Ok((lock, released)) => ClientResponse::Unlocked { lock, released },
+                        Err(e) => ClientResponse::Error(e),
+                    }
+                }
+            },
+            ClientRequest::Locks => match ctx.core.ask_lock(LockMsg::List).await {
+                Ok(v) => ClientResponse::LockList(v),
+                Err(e) => ClientResponse::Error(e),
+            },
+            ClientRequest::Held => match ctx.core.ask_lock(LockMsg::Held).await {
+                Ok(v) => ClientResponse::HeldList(v),
+                Err(e) => ClientResponse::Error(e),
+            },
+        };
+        send(io, req.id, body).await?;
     }
     Ok(())
 }
 
+/// How long a peer has to vote on a lock proposal.
+const VOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Takes a lock: reserve here, then every known peer must vote yes; any
+/// refusal or unreachable peer aborts it everywhere.
+async fn lock(
+    ctx: &Ctx,
+    path: RelPath,
+    owner: Uuid,
+    owner_name: &str,
+) -> Result<LockInfo, ApiError> {
+    let mut rec = LockRecord {
+        id: Uuid::new_v4(),
+        path,
+        owner,
+        owner_name: owner_name.to_string(),
+        since_ns: crate::core::now_ns(),
+        via: ctx.name.clone(),
+        state: LockState::Proposed,
+    };
+    let r = rec.clone();
+    ctx.core
+        .ask_lock(|reply| LockMsg::Propose {
+            lock: r,
+            local: true,
+            reply,
+        })
+        .await??;
+    let abort = |rec: &LockRecord, why: String| {
+        ctx.core.tell_lock(LockMsg::Update(
+            LockRecord {
+                state: LockState::Aborted,
+                ..rec.clone()
+            },
+            None,
+        ));
+        ApiError::Other(why)
+    };
+    // Every configured peer address must be up, and every node ever linked.
+    let links = &ctx.peer.links;
+    for addr in &ctx.configured {
+        let up = links
+            .dialed(addr)
+            .is_some_and(|id| links.get(&id).is_some());
+        if !up {
+            return Err(abort(
+                &rec,
+                format!(
+                    "lock refused: peer node {addr} is unreachable, so it cannot agree (no split brain)"
+                ),
+            ));
+        }
+    }
+    let known = ctx.core.ask_lock(LockMsg::KnownPeers).await?;
+    let mut votes = Vec::new();
+    for (peer, name) in known {
+        let Some(link) = links.get(&peer) else {
+            return Err(abort(
+                &rec,
+                format!(
+                    "lock refused: peer node {name} is unreachable, so it cannot agree (no split brain)"
+                ),
+            ));
+        };
+        let r = rec.clone();
+        votes.push(async move {
+            let v = tokio::time::timeout(VOTE_TIMEOUT, link.propose(r))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".into()));
+            (name, v)
+        });
+    }
+    for (name, vote) in futures::future::join_all(votes).await {
+        if let Err(why) = vote {
+            return Err(abort(&rec, format!("lock refused by node {name}: {why}")));
+        }
+    }
+    rec.state = LockState::Held;
+    ctx.core.tell_lock(LockMsg::Update(rec.clone(), None));
+    tracing::info!(
+        "{owner_name} ({owner}) locked {} through this node",
+        rec.path
+    );
+    Ok(crate::locks::info(&rec))
+}
 async fn send<S>(io: &mut FrameIo<S>, id: u64, body: ClientResponse) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod index;
+pub mod locks;
 pub mod peer;
 pub mod planner;
 pub mod scan;
@@ -80,6 +81,7 @@ pub async fn run(
         node_id,
         name: cfg.name.clone(),
         peer: peer_ctx.clone(),
+        configured: cfg.peers.clone(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
     for addr in &cfg.peers {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::CoreHandle;
+use crate::core::{CoreHandle, LockMsg};
 
 /// Most blocks one `GetBlocks` may ask for (keeps answers under the frame limit).
 pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
@@ -29,6 +29,7 @@ pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
 const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 type BlockReply = oneshot::Sender<Result<Vec<BlockData>, String>>;
+type VoteReply = oneshot::Sender<Result<(), String>>;
 
 /// A live link, as the rest of the node sees it.
 pub struct LinkHandle {
@@ -38,8 +39,9 @@ pub struct LinkHandle {
     pub name: String,
     /// Who dialed this link.
     dialed_by: NodeId,
-    tx: mpsc::Sender<PeerMessage>,
+    tx: mpsc::UnboundedSender<PeerMessage>,
     pending: Mutex<HashMap<u64, BlockReply>>,
+    votes: Mutex<HashMap<u64, VoteReply>>,
     next_req: AtomicU64,
     closed: CancellationToken,
 }
@@ -61,10 +63,30 @@ impl LinkHandle {
             hash,
             blocks,
         };
-        if self.tx.send(msg).await.is_err() {
+        if self.tx.send(msg).is_err() {
             self.pending_map().remove(&req);
             return Err("link closed".into());
         }
+        tokio::select! {
+            r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
+            _ = self.closed.cancelled() => Err("link closed".into()),
+        }
+    }
+
+    /// Queues a message to the peer (in order; never blocks).
+    pub fn post(&self, msg: PeerMessage) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Asks the peer to vote on a lock proposal.
+    pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), String> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.votes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req, tx);
+        self.post(PeerMessage::LockPropose { req, lock });
         tokio::select! {
             r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
             _ = self.closed.cancelled() => Err("link closed".into()),
@@ -84,6 +106,8 @@ pub struct Links {
     me: NodeId,
     map: Arc<Mutex<HashMap<NodeId, Arc<LinkHandle>>>>,
     changed: Arc<watch::Sender<u64>>,
+    /// Which node answered at each configured peer address.
+    dialed: Arc<Mutex<HashMap<SocketAddr, NodeId>>>,
 }
 
 impl Links {
@@ -93,7 +117,17 @@ impl Links {
             me,
             map: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
+            dialed: Arc::default(),
         }
+    }
+
+    /// The node last seen at a configured peer address.
+    pub fn dialed(&self, addr: &SocketAddr) -> Option<NodeId> {
+        self.dialed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Arc<LinkHandle>>> {
@@ -182,13 +216,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut writer, reader) = io.split();
-    let (tx, mut rx) = mpsc::channel::<PeerMessage>(64);
+    let (tx, mut rx) = mpsc::unbounded_channel::<PeerMessage>();
     let handle = Arc::new(LinkHandle {
         peer,
         name: peer_name.clone(),
         dialed_by,
         tx: tx.clone(),
         pending: Mutex::new(HashMap::new()),
+        votes: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
         closed: ctx.shutdown.child_token(),
     });
@@ -226,14 +261,24 @@ where
         resume_rx,
         closed.clone(),
     ));
-    if tx.send(PeerMessage::Resume { since }).await.is_err() {
-        closed.cancel();
+    if let Ok((ids, locks)) = ctx.core.ask_lock(crate::core::LockMsg::Snapshot).await {
+        handle.post(PeerMessage::Identities(ids));
+        handle.post(PeerMessage::LockSync(locks));
     }
+    handle.post(PeerMessage::Resume { since });
     let why = read_loop(reader, peer, &peer_name, &ctx, &handle, tx, resume_tx).await;
     closed.cancel();
     let _ = writer_task.await;
     let _ = push_task.await;
     for (_, reply) in handle.pending_map().drain() {
+        let _ = reply.send(Err("link closed".into()));
+    }
+    for (_, reply) in handle
+        .votes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+    {
         let _ = reply.send(Err("link closed".into()));
     }
     ctx.links.unregister(&handle);
@@ -246,7 +291,7 @@ where
 async fn push_index(
     ctx: PeerCtx,
     peer: NodeId,
-    tx: mpsc::Sender<PeerMessage>,
+    tx: mpsc::UnboundedSender<PeerMessage>,
     resume: oneshot::Receiver<u64>,
     closed: CancellationToken,
 ) {
@@ -263,7 +308,7 @@ async fn push_index(
         };
         if upto > sent {
             sent = upto;
-            if !entries.is_empty() && tx.send(PeerMessage::Index { entries }).await.is_err() {
+            if !entries.is_empty() && tx.send(PeerMessage::Index { entries }).is_err() {
                 return;
             }
             continue;
@@ -281,7 +326,7 @@ async fn read_loop<S>(
     peer_name: &str,
     ctx: &PeerCtx,
     handle: &Arc<LinkHandle>,
-    tx: mpsc::Sender<PeerMessage>,
+    tx: mpsc::UnboundedSender<PeerMessage>,
     resume_tx: oneshot::Sender<u64>,
 ) -> String
 where
@@ -321,12 +366,48 @@ where
                 let (core, tx) = (ctx.core.clone(), tx.clone());
                 tokio::spawn(async move {
                     let data = serve_blocks(&core, path, hash, blocks).await;
-                    let _ = tx.send(PeerMessage::Blocks { req, data }).await;
+                    let _ = tx.send(PeerMessage::Blocks { req, data });
                 });
             }
             PeerMessage::Blocks { req, data } => {
                 if let Some(reply) = handle.pending_map().remove(&req) {
                     let _ = reply.send(data);
+                }
+            }
+            PeerMessage::Identities(ids) => {
+                ctx.core.tell_lock(LockMsg::Identities(ids, peer));
+            }
+            PeerMessage::LockSync(locks) => {
+                ctx.core.tell_lock(LockMsg::Sync(locks, peer));
+            }
+            PeerMessage::LockUpdate(lock) => {
+                ctx.core.tell_lock(LockMsg::Update(lock, Some(peer)));
+            }
+            PeerMessage::LockPropose { req, lock } => {
+                let (core, h) = (ctx.core.clone(), handle.clone());
+                tokio::spawn(async move {
+                    let result = match core
+                        .ask_lock(|reply| LockMsg::Propose {
+                            lock,
+                            local: false,
+                            reply,
+                        })
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) | Err(e) => Err(e.to_string()),
+                    };
+                    h.post(PeerMessage::LockVote { req, result });
+                });
+            }
+            PeerMessage::LockVote { req, result } => {
+                let reply = handle
+                    .votes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&req);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
                 }
             }
         }
@@ -435,12 +516,17 @@ async fn dial_once(addr: SocketAddr, ctx: &PeerCtx) -> anyhow::Result<(NodeId, L
         id: ctx.me.0,
         name: ctx.name.clone(),
     };
-    let (peer, name) = tokio::time::timeout(
+    let w = tokio::time::timeout(
         Duration::from_secs(10),
         proto::connect_handshake(&mut io, &hello),
     )
     .await
     .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
-    let end = run_link(io, peer, name, ctx.me, ctx.clone()).await;
-    Ok((peer, end))
+    ctx.links
+        .dialed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(addr, w.node_id);
+    let end = run_link(io, w.node_id, w.name, ctx.me, ctx.clone()).await;
+    Ok((w.node_id, end))
 }

@@ -9,10 +9,12 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tandem_common::proto::{IdentityRecord, LockRecord};
 use tandem_common::{FileEntry, NodeId, RelPath, codec};
 use uuid::Uuid;
 
 use crate::index::{LocalStat, Record};
+use crate::locks::Held;
 
 /// Schema version written into `meta`; bumped on incompatible changes.
 const SCHEMA_VERSION: i64 = 1;
@@ -58,7 +60,10 @@ impl Store {
                  inode INTEGER, size INTEGER, mtime_ns INTEGER, mode INTEGER);
              CREATE INDEX IF NOT EXISTS files_seq ON files(seq);
              CREATE TABLE IF NOT EXISTS peers(id BLOB PRIMARY KEY, seq INTEGER NOT NULL, name TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS needed(path TEXT PRIMARY KEY, wanted BLOB NOT NULL);",
+             CREATE TABLE IF NOT EXISTS needed(path TEXT PRIMARY KEY, wanted BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS locks(path TEXT PRIMARY KEY, record BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS identities(id BLOB PRIMARY KEY, record BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS held(n INTEGER PRIMARY KEY, item BLOB NOT NULL);",
         )?;
         let store = Store { conn };
         match store.meta_i64("schema")? {
@@ -164,6 +169,34 @@ impl Store {
         Ok(out)
     }
 
+    fn blobs<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            match codec::decode::<T>(&row?) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!("skipping an unreadable row ({sql}): {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every lock record.
+    pub fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
+        self.blobs("SELECT record FROM locks")
+    }
+
+    /// Every client identity.
+    pub fn identities(&self) -> Result<Vec<IdentityRecord>, StoreError> {
+        self.blobs("SELECT record FROM identities")
+    }
+
+    /// Remote changes held by locks.
+    pub fn held(&self) -> Result<Vec<Held>, StoreError> {
+        self.blobs("SELECT item FROM held ORDER BY n")
+    }
+
     /// Remote versions this node still has to fetch.
     pub fn needed(&self) -> Result<Vec<Wanted>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT path, wanted FROM needed")?;
@@ -189,11 +222,40 @@ impl Store {
             && batch.peers.is_empty()
             && batch.wanted.is_empty()
             && batch.unwanted.is_empty()
+            && batch.locks.is_empty()
+            && batch.identities.is_empty()
+            && batch.held.is_none()
         {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
         {
+            let enc = |path: &str, v: &dyn erased::Encode| {
+                v.encode().map_err(|e| StoreError::Corrupt {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })
+            };
+            let mut stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO locks(path, record) VALUES (?1, ?2)")?;
+            for l in batch.locks {
+                stmt.execute(params![l.path.as_str(), enc(l.path.as_str(), *l)?.as_ref()])?;
+            }
+            let mut stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO identities(id, record) VALUES (?1, ?2)")?;
+            for i in batch.identities {
+                stmt.execute(params![
+                    i.id.as_bytes().as_slice(),
+                    enc("identity", *i)?.as_ref()
+                ])?;
+            }
+            if let Some(held) = batch.held {
+                tx.execute("DELETE FROM held", [])?;
+                let mut stmt = tx.prepare_cached("INSERT INTO held(item) VALUES (?1)")?;
+                for h in held {
+                    stmt.execute([enc(h.info.path.as_str(), h)?.as_ref()])?;
+                }
+            }
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO peers(id, seq, name) VALUES (?1, ?2, ?3)",
             )?;
@@ -271,6 +333,26 @@ pub struct Batch<'a> {
     pub wanted: &'a [&'a Wanted],
     /// Pending downloads finished or dropped.
     pub unwanted: &'a [RelPath],
+    /// Lock records changed.
+    pub locks: &'a [&'a LockRecord],
+    /// Identities added or changed.
+    pub identities: &'a [&'a IdentityRecord],
+    /// The whole list of held remote changes, when it changed.
+    pub held: Option<&'a [Held]>,
+}
+
+/// Object-safe encoding for the batch writer.
+mod erased {
+    /// Anything serializable, encoded with the wire codec.
+    pub trait Encode {
+        /// The encoded bytes.
+        fn encode(&self) -> Result<bytes::Bytes, tandem_common::codec::CodecError>;
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<bytes::Bytes, tandem_common::codec::CodecError> {
+            tandem_common::codec::encode(self)
+        }
+    }
 }
 
 /// A remote version this node has decided to take but not yet written.

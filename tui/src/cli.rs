@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
-use tandem_common::proto::ListedFile;
+use tandem_common::proto::{HeldChange, HeldKind, ListedFile, LockInfo};
 
 /// One row of `list --json`.
 #[derive(Serialize)]
@@ -47,24 +47,135 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
     let iw = files.len().to_string().len().max(1);
     writeln!(
         out,
-        "{:>iw$}  {:<width$}  {:>10}  {:<19}  NODES",
-        "#", "NAME", "SIZE", "MODIFIED"
+        "{:>iw$}  {:<width$}  {:>10}  {:<19}  {:<12}  LOCK",
+        "#", "NAME", "SIZE", "MODIFIED", "NODES"
     )?;
     for (i, f) in files.iter().enumerate() {
-        writeln!(
-            out,
-            "{:>iw$}  {:<width$}  {:>10}  {:<19}  {}",
+        let lock = match (&f.locked_by, f.held) {
+            (Some(o), 0) => format!("locked by {o}"),
+            (Some(o), n) => format!("locked by {o}, {n} held"),
+            (None, 0) => String::new(),
+            (None, n) => format!("{n} held"),
+        };
+        let line = format!(
+            "{:>iw$}  {:<width$}  {:>10}  {:<19}  {:<12}  {}",
             i + 1,
             f.path.as_str(),
             human_size(f.size),
             local_time(f.mtime_ns),
-            f.nodes.join(",")
-        )?;
+            f.nodes.join(","),
+            lock
+        );
+        writeln!(out, "{}", line.trim_end())?;
     }
     if files.is_empty() {
         writeln!(out, "(no files)")?;
     }
     Ok(())
+}
+
+/// Prints the lock table.
+pub fn print_locks(locks: &[LockInfo], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = locks
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "path": l.path.as_str(),
+                    "owner": l.owner_name,
+                    "owner_id": l.owner.to_string(),
+                    "since": rfc3339(l.since_ns),
+                    "via": l.via,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        return writeln!(out);
+    }
+    if locks.is_empty() {
+        return writeln!(out, "(no locks)");
+    }
+    writeln!(
+        out,
+        "{:<30}  {:<20}  {:<36}  {:<19}  VIA",
+        "PATH", "OWNER", "OWNER ID", "SINCE"
+    )?;
+    for l in locks {
+        writeln!(
+            out,
+            "{:<30}  {:<20}  {:<36}  {:<19}  {}",
+            l.path.as_str(),
+            l.owner_name,
+            l.owner,
+            local_time(l.since_ns),
+            l.via
+        )?;
+    }
+    Ok(())
+}
+
+fn kind_word(k: HeldKind) -> &'static str {
+    match k {
+        HeldKind::Modify => "modify",
+        HeldKind::Delete => "delete",
+    }
+}
+
+/// Prints held changes.
+pub fn print_held(held: &[HeldChange], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = held
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "path": h.path.as_str(),
+                    "node": h.node,
+                    "kind": kind_word(h.kind),
+                    "size": h.size,
+                    "mtime": rfc3339(h.mtime_ns),
+                    "since": rfc3339(h.since_ns),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        return writeln!(out);
+    }
+    if held.is_empty() {
+        return writeln!(out, "(no held changes)");
+    }
+    writeln!(
+        out,
+        "{:<30}  {:<10}  {:<6}  {:>10}  {:<19}  SINCE",
+        "PATH", "NODE", "KIND", "SIZE", "MODIFIED"
+    )?;
+    for h in held {
+        writeln!(
+            out,
+            "{:<30}  {:<10}  {:<6}  {:>10}  {:<19}  {}",
+            h.path.as_str(),
+            h.node,
+            kind_word(h.kind),
+            human_size(h.size),
+            local_time(h.mtime_ns),
+            local_time(h.since_ns)
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per released change, for `unlock`.
+pub fn describe_released(held: &[HeldChange]) -> Vec<String> {
+    held.iter()
+        .map(|h| match h.kind {
+            HeldKind::Modify => format!(
+                "  released: change made on {} ({}, modified {})",
+                h.node,
+                human_size(h.size),
+                local_time(h.mtime_ns)
+            ),
+            HeldKind::Delete => format!("  released: DELETE made on {}", h.node),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -80,6 +191,7 @@ mod tests {
             hash: ContentHash::of(p.as_bytes()),
             nodes: vec!["a".into()],
             locked_by: None,
+            held: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the terminal UI: connect, handshake, request/response.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use tandem_common::codec::{CodecError, FrameIo};
 use tandem_common::proto::{
@@ -42,8 +43,14 @@ pub enum ClientError {
     #[error("the node closed the connection")]
     Closed,
     /// The node answered with an error.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
+    /// The node sent something that does not answer the request.
+    #[error("unexpected answer from the node: {0}")]
+    Unexpected(String),
+    /// The identity file could not be used.
+    #[error("{0}")]
+    Identity(String),
 }
 
 /// A connected, handshaken session with one node.
@@ -52,6 +59,90 @@ pub struct Client {
     next_id: u64,
     /// The node's name, from its welcome.
     pub node_name: String,
+    welcome: proto::Welcomed,
+}
+
+/// A client identity as saved on disk (TOML: `id`, `token` in hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The client id.
+    pub id: Uuid,
+    /// The secret token.
+    pub token: [u8; 32],
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdentityFile {
+    id: Uuid,
+    token: String,
+}
+
+impl Identity {
+    /// Reads `file`; `None` if it does not exist.
+    pub fn load(file: &Path) -> Result<Option<Identity>, ClientError> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ClientError::Identity(format!(
+                    "cannot read {}: {e}",
+                    file.display()
+                )));
+            }
+        };
+        let bad = |why: String| {
+            ClientError::Identity(format!(
+                "{} is not a valid identity file: {why}",
+                file.display()
+            ))
+        };
+        let f: IdentityFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let bytes = (0..f.token.len())
+            .step_by(2)
+            .map(|i| {
+                f.token
+                    .get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("token is not hex".into()))?;
+        let token: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| bad("token must be 32 bytes".into()))?;
+        Ok(Some(Identity { id: f.id, token }))
+    }
+
+    /// Writes `file` atomically, readable by the owner only.
+    pub fn save(&self, file: &Path) -> Result<(), ClientError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |e: std::io::Error| {
+            ClientError::Identity(format!("cannot save identity to {}: {e}", file.display()))
+        };
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let body = IdentityFile {
+            id: self.id,
+            token: self.token.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let text = format!(
+            "# Tandem client identity. Keep it private: the token proves who you are.\n{}",
+            toml::to_string(&body).map_err(|e| ClientError::Identity(e.to_string()))?
+        );
+        let tmp = file.with_extension("toml.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(fail)?;
+        f.write_all(text.as_bytes()).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+        std::fs::rename(&tmp, file).map_err(fail)?;
+        Ok(())
+    }
 }
 
 impl Client {
@@ -83,7 +174,7 @@ impl Client {
             id: Uuid::new_v4(),
             name: default_name(),
         };
-        let (_, node_name) = proto::connect_handshake(&mut io, &hello)
+        let welcome = proto::connect_handshake(&mut io, &hello)
             .await
             .map_err(|reason| ClientError::Handshake {
                 addr: addr.to_string(),
@@ -92,8 +183,58 @@ impl Client {
         Ok(Client {
             io,
             next_id: 1,
-            node_name,
+            node_name: welcome.name.clone(),
+            welcome,
         })
+    }
+
+    /// Sends one request and waits for its single answer; errors from the
+    /// node become `ClientError::Api`.
+    pub async fn call(&mut self, body: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let id = self.send(body).await?;
+        match self.recv_for(id).await? {
+            ClientResponse::Error(e) => Err(e.into()),
+            r => Ok(r),
+        }
+    }
+
+    /// Proves the identity in `file`, or registers a new one there when the
+    /// file does not exist yet.
+    pub async fn authenticate(&mut self, file: &Path, name: &str) -> Result<Identity, ClientError> {
+        match Identity::load(file)? {
+            Some(ident) => {
+                let proof =
+                    proto::auth_proof(&ident.token, &self.welcome.nonce, self.welcome.node_id);
+                self.call(ClientRequest::Login {
+                    id: ident.id,
+                    name: name.to_string(),
+                    proof,
+                })
+                .await
+                .map_err(|e| match e {
+                    ClientError::Api(ApiError::BadIdentity(why)) => {
+                        ClientError::Identity(format!("{why} (identity file {})", file.display()))
+                    }
+                    e => e,
+                })?;
+                Ok(ident)
+            }
+            None => match self
+                .call(ClientRequest::Register {
+                    name: name.to_string(),
+                })
+                .await?
+            {
+                ClientResponse::Registered { id, token } => {
+                    let ident = Identity { id, token };
+                    ident.save(file)?;
+                    Ok(ident)
+                }
+                other => Err(ClientError::Identity(format!(
+                    "unexpected answer {other:?}"
+                ))),
+            },
+        }
     }
 
     async fn send(&mut self, body: ClientRequest) -> Result<u64, ClientError> {
@@ -126,6 +267,7 @@ impl Client {
                     }
                 }
                 ClientResponse::Error(e) => return Err(e.into()),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
             }
         }
     }

@@ -28,6 +28,9 @@ use crate::store::{Batch, Store, Wanted};
 use crate::transfer::{self, BlockSource};
 use crate::watch::{Hint, WatchMsg};
 
+mod locking;
+pub use locking::LockMsg;
+
 /// Transfers running at once.
 const MAX_TRANSFERS: usize = 16;
 /// Bytes of remote blocks in flight across all transfers, in KiB.
@@ -93,6 +96,8 @@ pub enum CoreMsg {
         /// The outcome.
         result: Result<transfer::Done, String>,
     },
+    /// Lock, identity and held-change requests.
+    Lock(locking::LockMsg),
     /// Flush and stop.
     Shutdown,
 }
@@ -175,6 +180,19 @@ impl CoreHandle {
         self.ask(|reply| CoreMsg::Entry(path, reply)).await
     }
 
+    /// A lock/identity request that expects an answer.
+    pub async fn ask_lock<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LockMsg,
+    ) -> Result<T, ApiError> {
+        self.ask(|tx| CoreMsg::Lock(make(tx))).await
+    }
+
+    /// A lock/identity notice (no answer).
+    pub fn tell_lock(&self, m: LockMsg) {
+        let _ = self.tx.send(CoreMsg::Lock(m));
+    }
+
     /// Asks the core to look at a disk path again.
     pub fn recheck(&self, full: &Path) {
         let _ = self.tx.send(CoreMsg::Watch(WatchMsg::Paths(vec![Hint {
@@ -230,6 +248,12 @@ pub struct Core {
     dirs_to_sync: HashSet<PathBuf>,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
+    locks: crate::locks::LockTable,
+    held: crate::locks::HeldQueue,
+    identities: HashMap<uuid::Uuid, tandem_common::proto::IdentityRecord>,
+    locks_dirty: HashSet<RelPath>,
+    identities_dirty: HashSet<uuid::Uuid>,
+    held_dirty: bool,
 }
 
 impl Core {
@@ -263,6 +287,12 @@ impl Core {
                 (need.w.entry.path.clone(), need)
             })
             .collect();
+        let locks = store.locks()?;
+        let identities = store.identities()?.into_iter().map(|i| (i.id, i)).collect();
+        let mut held = crate::locks::HeldQueue::default();
+        for h in store.held()? {
+            held.hold(h);
+        }
         // Leftovers of transfers cut off by a crash: the pending downloads
         // are in the store and start again from scratch.
         let tmp = state_dir.join("tmp");
@@ -290,6 +320,12 @@ impl Core {
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             dirs_to_sync: HashSet::new(),
             running: 0,
+            locks: crate::locks::LockTable::new(locks, now_ns()),
+            held,
+            identities,
+            locks_dirty: HashSet::new(),
+            identities_dirty: HashSet::new(),
+            held_dirty: false,
         })
     }
 
@@ -416,12 +452,12 @@ impl Core {
                 version,
                 result,
             } => self.on_transfer_done(path, version, result),
+            CoreMsg::Lock(m) => self.on_lock_msg(m),
         }
         true
     }
 
     fn list(&self) -> Vec<ListedFile> {
-        let _ = &self.io;
         self.index
             .records()
             .filter(|r| r.entry.is_live_file())
@@ -431,7 +467,11 @@ impl Core {
                 mtime_ns: r.entry.mtime_ns,
                 hash: r.entry.hash,
                 nodes: vec![self.name.clone()],
-                locked_by: None,
+                locked_by: self
+                    .locks
+                    .holder(&r.entry.path)
+                    .map(|l| l.owner_name.clone()),
+                held: self.held.count(&r.entry.path) as u32,
             })
             .collect()
     }
@@ -473,6 +513,9 @@ impl Core {
 
     /// Re-examines one non-directory path. Returns the number of changes.
     fn look_at(&mut self, p: &RelPath, seen: Seen, log: bool) -> usize {
+        if self.hold_local(p, &seen) {
+            return 0;
+        }
         match seen {
             Seen::Absent => {
                 let gone = self.index.observe_missing(p);
@@ -558,10 +601,22 @@ impl Core {
         let to_hash: Vec<&RelPath> = seen
             .iter()
             .filter_map(|(p, s)| match s {
-                Seen::File(st) if self.index.needs_hash(p, st) => Some(p),
+                Seen::File(st)
+                    if self.index.needs_hash(p, st) && self.locks.holder(p).is_none() =>
+                {
+                    Some(p)
+                }
                 _ => None,
             })
             .collect();
+        let locked: Vec<(RelPath, Seen)> = seen
+            .iter()
+            .filter(|(p, _)| self.locks.holder(p).is_some())
+            .cloned()
+            .collect();
+        for (p, s) in &locked {
+            self.hold_local(p, s);
+        }
         let log = to_hash.len() + missing.len() <= LOG_EACH_LIMIT;
         let root = &self.root;
         let hashed: Vec<_> = to_hash
@@ -623,12 +678,26 @@ impl Core {
             .filter_map(|p| self.needed.get(&p).map(|n| &n.w))
             .collect();
         let unwanted = std::mem::take(&mut self.unwanted);
+        let locks: Vec<&tandem_common::proto::LockRecord> = self
+            .locks_dirty
+            .drain()
+            .filter_map(|p| self.locks.record(&p))
+            .collect();
+        let identities: Vec<&tandem_common::proto::IdentityRecord> = self
+            .identities_dirty
+            .drain()
+            .filter_map(|id| self.identities.get(&id))
+            .collect();
+        let held = std::mem::take(&mut self.held_dirty).then(|| self.held.remote());
         let n = records.len();
         let batch = Batch {
             records: &records,
             peers: &peers,
             wanted: &wanted,
             unwanted: &unwanted,
+            locks: &locks,
+            identities: &identities,
+            held: held.as_deref(),
         };
         if let Err(e) = self.store.save_batch(&batch) {
             // Keep running: the disk is the truth, and the next start re-scans.
@@ -712,6 +781,9 @@ impl Core {
         else {
             return;
         };
+        if self.hold_remote(peer, &remote) {
+            return;
+        }
         let origin = (version == remote.version).then_some(peer);
         let entry = FileEntry {
             version,
@@ -1070,6 +1142,9 @@ impl Core {
     /// Puts a verified temp file in place, unless our version changed since
     /// the decision (then the peer will see ours and the rules run again).
     fn install(&mut self, path: &RelPath, w: Wanted, done: &transfer::Done) -> std::io::Result<()> {
+        if self.hold_remote(w.from, &w.entry) {
+            return Ok(());
+        }
         self.refresh(path);
         let local = self.index.get(path).map(|r| r.entry.clone());
         if local.as_ref().map(|l| &l.version) != w.based_on.as_ref() {
@@ -1124,4 +1199,11 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         r => r,
     }
+}
+
+/// Now, in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
