@@ -342,6 +342,14 @@ pub enum ApiError {
     /// Login refused.
     #[error("identity refused: {0}")]
     BadIdentity(String),
+    /// Someone else is taking a lock on the same file right now; retry.
+    #[error("{path} is being locked by {owner_name} right now; try again")]
+    LockBusy {
+        /// The file.
+        path: String,
+        /// Who is taking it.
+        owner_name: String,
+    },
     /// Someone else holds the lock.
     #[error("{path} is locked by {owner_name} ({owner}) since {since}")]
     LockedBy {
@@ -407,7 +415,7 @@ pub enum PeerMessage {
         /// The proposal answered.
         req: u64,
         /// Yes, or why not.
-        result: Result<(), String>,
+        result: Result<(), ApiError>,
     },
     /// A lock record changed state (granted, aborted or released).
     LockUpdate(LockRecord),

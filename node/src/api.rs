@@ -308,13 +308,19 @@ async fn lock(
         votes.push(async move {
             let v = tokio::time::timeout(VOTE_TIMEOUT, link.propose(r))
                 .await
-                .unwrap_or_else(|_| Err("no answer in time".into()));
+                .unwrap_or_else(|_| Err(ApiError::Other("no answer in time".into())));
             (name, v)
         });
     }
     for (name, vote) in futures::future::join_all(votes).await {
-        if let Err(why) = vote {
-            return Err(abort(&rec, format!("lock refused by node {name}: {why}")));
+        match vote {
+            Ok(()) => {}
+            // The holder or the racing proposal, as the client should see it.
+            Err(e @ (ApiError::LockedBy { .. } | ApiError::LockBusy { .. })) => {
+                abort(&rec, String::new());
+                return Err(e);
+            }
+            Err(why) => return Err(abort(&rec, format!("lock refused by node {name}: {why}"))),
         }
     }
     rec.state = LockState::Held;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::{self, BlockData, Hello, PeerMessage, Role};
+use tandem_common::proto::{self, ApiError, BlockData, Hello, PeerMessage, Role};
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,7 +29,7 @@ pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
 const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 type BlockReply = oneshot::Sender<Result<Vec<BlockData>, String>>;
-type VoteReply = oneshot::Sender<Result<(), String>>;
+type VoteReply = oneshot::Sender<Result<(), ApiError>>;
 
 /// A live link, as the rest of the node sees it.
 pub struct LinkHandle {
@@ -79,7 +79,7 @@ impl LinkHandle {
     }
 
     /// Asks the peer to vote on a lock proposal.
-    pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), String> {
+    pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), ApiError> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.votes
@@ -87,9 +87,10 @@ impl LinkHandle {
             .unwrap_or_else(|e| e.into_inner())
             .insert(req, tx);
         self.post(PeerMessage::LockPropose { req, lock });
+        let closed = || ApiError::Other(format!("the link to {} closed", self.name));
         tokio::select! {
-            r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
-            _ = self.closed.cancelled() => Err("link closed".into()),
+            r = rx => r.unwrap_or_else(|_| Err(closed())),
+            _ = self.closed.cancelled() => Err(closed()),
         }
     }
 
@@ -279,7 +280,7 @@ where
         .unwrap_or_else(|e| e.into_inner())
         .drain()
     {
-        let _ = reply.send(Err("link closed".into()));
+        let _ = reply.send(Err(ApiError::Other("link closed".into())));
     }
     ctx.links.unregister(&handle);
     ctx.core.peer_down(peer);
@@ -394,8 +395,8 @@ where
                         })
                         .await
                     {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) | Err(e) => Err(e.to_string()),
+                        Ok(r) => r,
+                        Err(e) => Err(e),
                     };
                     h.post(PeerMessage::LockVote { req, result });
                 });

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tandem_common::RelPath;
-use tandem_common::proto::{ClientRequest, ClientResponse};
+use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
 
 /// Tandem client: look at and steer a Tandem cluster through any node.
 #[derive(Parser)]
@@ -134,6 +134,27 @@ async fn resolve(c: &mut client::Client, t: &Target) -> anyhow::Result<RelPath> 
     }
 }
 
+/// Locks `path`, retrying after a short random pause while another
+/// client's proposal for the same file is in flight (both can lose a race;
+/// never both win).
+async fn lock_with_retry(c: &mut client::Client, path: RelPath) -> anyhow::Result<ClientResponse> {
+    let mut last = None;
+    for _ in 0..30 {
+        match c.call(ClientRequest::Lock { path: path.clone() }).await {
+            Err(client::ClientError::Api(e @ ApiError::LockBusy { .. })) => {
+                last = Some(e);
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+                tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+            }
+            r => return Ok(r?),
+        }
+    }
+    Err(last.map_or_else(
+        || anyhow::anyhow!("cannot lock {path}"),
+        anyhow::Error::from,
+    ))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = &cli.command else {
         bail!("the terminal UI is not available in this build yet; try `tandem list`");
@@ -153,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Lock(t) => {
             let path = resolve(&mut c, t).await?;
-            match c.call(ClientRequest::Lock { path }).await? {
+            match lock_with_retry(&mut c, path).await? {
                 ClientResponse::Locked(l) => writeln!(
                     out,
                     "locked {} (owner {}, through node {})",

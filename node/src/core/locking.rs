@@ -226,6 +226,10 @@ impl Core {
                 self.locks_dirty.insert(path);
                 Ok(())
             }
+            Err(holder) if holder.state == LockState::Proposed => Err(ApiError::LockBusy {
+                path: holder.path.to_string(),
+                owner_name: holder.owner_name.clone(),
+            }),
             Err(holder) => Err(ApiError::LockedBy {
                 path: holder.path.to_string(),
                 owner_name: holder.owner_name.clone(),
