@@ -239,6 +239,8 @@ pub enum ClientRequest {
     Locks,
     /// Every change held back by a lock.
     Held,
+    /// The clients connected to this node now.
+    Clients,
 }
 
 /// Everything a node sends a client.
@@ -287,6 +289,21 @@ pub enum ClientResponse {
     LockList(Vec<LockInfo>),
     /// Changes held back by locks.
     HeldList(Vec<HeldChange>),
+    /// Live clients of the node.
+    ClientList(Vec<ClientInfo>),
+}
+
+/// A client connected to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Its proven identity, once logged in.
+    pub id: Option<Uuid>,
+    /// Its display name.
+    pub name: String,
+    /// Its address.
+    pub addr: String,
+    /// Connected since (ns).
+    pub since_ns: i64,
 }
 
 /// A lock as clients see it.

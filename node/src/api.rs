@@ -2,15 +2,17 @@
 //! answered through the core). Anything malformed closes that one
 //! connection with a log line; the node keeps serving everyone else.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_common::NodeId;
 use tandem_common::RelPath;
 use tandem_common::codec::FrameIo;
 use tandem_common::proto::{
-    self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply, LockInfo,
-    LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
+    self, ApiError, ClientInfo, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply,
+    LockInfo, LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
@@ -35,6 +37,45 @@ pub struct Ctx {
     pub peer: crate::peer::PeerCtx,
     /// The configured peer addresses (all must agree to a lock).
     pub configured: Vec<SocketAddr>,
+    /// Live client sessions.
+    pub clients: Clients,
+}
+
+/// The node's live clients, by connection.
+#[derive(Clone, Default)]
+pub struct Clients {
+    map: Arc<Mutex<HashMap<u64, ClientInfo>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ClientInfo>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, info: ClientInfo) -> u64 {
+        let k = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(k, info);
+        k
+    }
+
+    fn set_identity(&self, k: u64, id: Uuid, name: &str) {
+        if let Some(c) = self.lock().get_mut(&k) {
+            c.id = Some(id);
+            c.name = name.to_string();
+        }
+    }
+
+    fn remove(&self, k: u64) {
+        self.lock().remove(&k);
+    }
+
+    /// Every live client, oldest first.
+    pub fn list(&self) -> Vec<ClientInfo> {
+        let mut v: Vec<ClientInfo> = self.lock().values().cloned().collect();
+        v.sort_by_key(|c| c.since_ns);
+        v
+    }
 }
 
 /// Serves one accepted connection until it closes.
@@ -57,11 +98,20 @@ where
     match hello.role {
         Role::Client => {
             tracing::info!("client {:?} connected from {addr}", hello.name);
+            let key = ctx.clients.add(ClientInfo {
+                id: None,
+                name: hello.name.clone(),
+                addr: addr.to_string(),
+                since_ns: crate::core::now_ns(),
+            });
             let session = Session {
                 nonce,
                 client: None,
+                key,
             };
-            match client_session(&mut io, &ctx, session).await {
+            let res = client_session(&mut io, &ctx, session).await;
+            ctx.clients.remove(key);
+            match res {
                 Ok(()) => tracing::info!("client {:?} from {addr} disconnected", hello.name),
                 Err(e) => tracing::warn!("closing client {:?} from {addr}: {e}", hello.name),
             }
@@ -121,6 +171,8 @@ enum SessionError {
 struct Session {
     nonce: [u8; 32],
     client: Option<(Uuid, String)>,
+    /// Key in the live-client registry.
+    key: u64,
 }
 
 async fn client_session<S>(
@@ -165,6 +217,7 @@ where
                     .await
                 {
                     Ok(rec) => {
+                        ctx.clients.set_identity(session.key, rec.id, &name);
                         session.client = Some((rec.id, name));
                         ClientResponse::Registered {
                             id: rec.id,
@@ -190,6 +243,7 @@ where
                 match res {
                     Ok(()) => {
                         tracing::info!("client {name:?} logged in as {id}");
+                        ctx.clients.set_identity(session.key, id, &name);
                         session.client = Some((id, name));
                         ClientResponse::LoggedIn
                     }
@@ -234,6 +288,7 @@ where
                 Ok(v) => ClientResponse::HeldList(v),
                 Err(e) => ClientResponse::Error(e),
             },
+            ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
         };
         send(io, req.id, body).await?;
     }

@@ -82,6 +82,7 @@ pub async fn run(
         name: cfg.name.clone(),
         peer: peer_ctx.clone(),
         configured: cfg.peers.clone(),
+        clients: api::Clients::default(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
     for addr in &cfg.peers {

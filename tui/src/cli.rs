@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
-use tandem_common::proto::{HeldChange, HeldKind, ListedFile, LockInfo};
+use tandem_common::proto::{ClientInfo, HeldChange, HeldKind, ListedFile, LockInfo};
 
 /// One row of `list --json`.
 #[derive(Serialize)]
@@ -158,6 +158,47 @@ pub fn print_held(held: &[HeldChange], json: bool, out: &mut impl Write) -> std:
             human_size(h.size),
             local_time(h.mtime_ns),
             local_time(h.since_ns)
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints the node's live clients.
+pub fn print_clients(
+    clients: &[ClientInfo],
+    json: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = clients
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id.map(|i| i.to_string()),
+                    "name": c.name,
+                    "addr": c.addr,
+                    "since": rfc3339(c.since_ns),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "{:<24}  {:<36}  {:<21}  SINCE",
+        "NAME", "ID", "ADDRESS"
+    )?;
+    for c in clients {
+        let id =
+            c.id.map_or("(not logged in)".to_string(), |i| i.to_string());
+        writeln!(
+            out,
+            "{:<24}  {:<36}  {:<21}  {}",
+            c.name,
+            id,
+            c.addr,
+            local_time(c.since_ns)
         )?;
     }
     Ok(())

@@ -81,6 +81,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the clients connected to the node now.
+    #[command(after_help = "Example:\n  tandem clients --json")]
+    Clients {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every change held back by a lock.
     #[command(after_help = "Example:\n  tandem held")]
     Held {
@@ -209,6 +216,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Locks { json } => match c.call(ClientRequest::Locks).await? {
             ClientResponse::LockList(v) => cli::print_locks(&v, *json, &mut out)?,
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
+            ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Held { json } => match c.call(ClientRequest::Held).await? {
