@@ -241,6 +241,64 @@ pub enum ClientRequest {
     Held,
     /// The clients connected to this node now.
     Clients,
+    /// Stream events as they happen, after `after` when resuming.
+    Subscribe {
+        /// Where the client left off (from a previous `Event`).
+        after: Option<FeedCursor>,
+    },
+    /// Download a file (streamed as `Chunk` responses).
+    Fetch {
+        /// Which file.
+        path: RelPath,
+        /// From this node (by name); the best holder when `None`.
+        from: Option<String>,
+    },
+    /// The cache of a node (this one when `None`).
+    Cache {
+        /// Node name.
+        node: Option<String>,
+    },
+    /// Every node of the cluster with its figures.
+    Nodes,
+    /// Round-trip time to a node.
+    Ping {
+        /// Node name.
+        node: String,
+    },
+    /// A node's own files (streamed as `Files`).
+    Discover {
+        /// Node name.
+        node: String,
+    },
+    /// Upload a file: this header, then `PutData` requests with the bytes.
+    Put {
+        /// Where it goes in the cluster.
+        path: RelPath,
+        /// Total size.
+        size: u64,
+        /// BLAKE3 of the content.
+        hash: ContentHash,
+        /// Modification time to give it (ns).
+        mtime_ns: i64,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A piece of a `Put` upload, in order; empty `data` ends it.
+    PutData {
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// Where a feed left off: the node's run (it restarts at 0 on restart) and
+/// the last sequence seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedCursor {
+    /// Identifies one run of the node.
+    pub epoch: u64,
+    /// Last sequence received.
+    pub seq: u64,
 }
 
 /// Everything a node sends a client.
@@ -252,6 +310,145 @@ pub enum NodeToClient {
         id: u64,
         /// The answer.
         body: ClientResponse,
+    },
+    /// A feed event (after `Subscribe`).
+    Event(Event),
+    /// Events between two sequences were dropped (backlog exceeded or node
+    /// restarted); the client should refresh its view.
+    Missed {
+        /// The node's current run.
+        epoch: u64,
+        /// First sequence that can no longer be sent.
+        from: u64,
+        /// The next sequence that will be sent.
+        to: u64,
+    },
+}
+
+/// Something that happened, as the feed reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The reporting node's run.
+    pub epoch: u64,
+    /// Sequence within that run.
+    pub seq: u64,
+    /// When (ns since the epoch).
+    pub time_ns: i64,
+    /// The node reporting it.
+    pub node: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A file appeared on `node` (made there).
+    Added {
+        /// Which.
+        path: RelPath,
+        /// Size.
+        size: u64,
+    },
+    /// A file changed on `node` (made there).
+    Changed {
+        /// Which.
+        path: RelPath,
+        /// New size.
+        size: u64,
+    },
+    /// A file was deleted on `node` (there, or applying a peer's delete).
+    Deleted {
+        /// Which.
+        path: RelPath,
+        /// The node where the delete was made.
+        by: String,
+    },
+    /// A file was copied from one node to another.
+    Transferred {
+        /// Which.
+        path: RelPath,
+        /// Source node.
+        from: String,
+        /// Destination node.
+        to: String,
+        /// File size.
+        size: u64,
+        /// Bytes that crossed the network.
+        sent: u64,
+        /// How long it took (ms).
+        millis: u64,
+    },
+    /// A conflict was resolved; the loser was kept.
+    Conflict {
+        /// Which.
+        path: RelPath,
+        /// Node whose version won.
+        winner: String,
+        /// Node whose version lost.
+        loser: String,
+        /// Where the loser is kept (on `node`).
+        kept_as: String,
+    },
+    /// A file was locked.
+    Locked {
+        /// Which.
+        path: RelPath,
+        /// Owner name.
+        owner: String,
+        /// Node it was taken through.
+        via: String,
+    },
+    /// A file was unlocked.
+    Unlocked {
+        /// Which.
+        path: RelPath,
+        /// Who unlocked it.
+        by: String,
+        /// Forced by someone other than the owner.
+        forced: bool,
+    },
+    /// A change to a locked file was held.
+    Held {
+        /// Which.
+        path: RelPath,
+        /// Where the change was made.
+        from: String,
+        /// Modify or delete.
+        kind: HeldKind,
+    },
+    /// Held changes were released on unlock.
+    Released {
+        /// Which.
+        path: RelPath,
+        /// Where the change was made.
+        from: String,
+        /// Modify or delete.
+        kind: HeldKind,
+    },
+    /// A peer node came up.
+    NodeUp {
+        /// Its name.
+        name: String,
+    },
+    /// A peer node went away.
+    NodeDown {
+        /// Its name.
+        name: String,
+    },
+    /// A client connected.
+    ClientConnected {
+        /// Its name.
+        name: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A client disconnected.
+    ClientDisconnected {
+        /// Its name.
+        name: String,
+        /// Its address.
+        addr: String,
     },
 }
 
@@ -291,6 +488,97 @@ pub enum ClientResponse {
     HeldList(Vec<HeldChange>),
     /// Live clients of the node.
     ClientList(Vec<ClientInfo>),
+    /// The feed started; events follow as `NodeToClient::Event`.
+    Subscribed {
+        /// The node's current run.
+        epoch: u64,
+    },
+    /// Start of a fetched file.
+    FetchStart {
+        /// The version being sent.
+        file: ListedFile,
+        /// The node that serves it.
+        from: String,
+    },
+    /// Part of a fetched file; `last` ends it.
+    Chunk {
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// No more chunks follow.
+        last: bool,
+    },
+    /// A node's cache.
+    CacheReport(CacheReport),
+    /// The cluster's nodes.
+    NodeList(Vec<NodeStatus>),
+    /// A ping's round-trip time.
+    Pong {
+        /// Microseconds.
+        rtt_us: u64,
+    },
+    /// An upload was stored.
+    Stored {
+        /// Where.
+        path: RelPath,
+    },
+}
+
+/// One entry of a node's cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Which file.
+    pub path: RelPath,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hits since it was cached.
+    pub hits: u64,
+    /// Last access (ns).
+    pub last_access_ns: i64,
+}
+
+/// A node's cache and its totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// The node.
+    pub node: String,
+    /// Policy name.
+    pub policy: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Bytes in use.
+    pub used: u64,
+    /// Hits.
+    pub hits: u64,
+    /// Misses.
+    pub misses: u64,
+    /// Entries.
+    pub entries: Vec<CacheEntry>,
+}
+
+/// One node as `tandem nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Name.
+    pub name: String,
+    /// Address (as configured or seen).
+    pub addr: String,
+    /// Reachable now.
+    pub up: bool,
+    /// Round-trip time measured now (µs), when up.
+    pub rtt_us: Option<u64>,
+    /// Live files.
+    pub files: u64,
+    /// Bytes in live files.
+    pub bytes: u64,
+    /// Process CPU %.
+    pub cpu_percent: f32,
+    /// Resident memory (bytes).
+    pub rss: u64,
+    /// Uptime (s).
+    pub uptime_s: u64,
+    /// Its clock minus the asked node's clock (ms), when up.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A client connected to a node.

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use tandem_common::NodeId;
 use tandem_common::RelPath;
-use tandem_common::codec::FrameIo;
+use tandem_common::codec::{FrameIo, FrameReader, FrameWriter};
 use tandem_common::proto::{
-    self, ApiError, ClientInfo, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply,
-    LockInfo, LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
+    self, ApiError, ClientInfo, ClientRequest, ClientResponse, Event, EventKind, HandshakeError,
+    Hello, HelloReply, LockInfo, LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal,
+    Request, Role,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::core::{CoreHandle, LockMsg};
@@ -39,6 +41,8 @@ pub struct Ctx {
     pub configured: Vec<SocketAddr>,
     /// Live client sessions.
     pub clients: Clients,
+    /// The live feed.
+    pub events: Arc<crate::events::EventBus>,
 }
 
 /// The node's live clients, by connection.
@@ -108,9 +112,18 @@ where
                 nonce,
                 client: None,
                 key,
+                last_seq: 0,
             };
-            let res = client_session(&mut io, &ctx, session).await;
+            ctx.events.emit(EventKind::ClientConnected {
+                name: hello.name.clone(),
+                addr: addr.to_string(),
+            });
+            let res = client_session(io, &ctx, session).await;
             ctx.clients.remove(key);
+            ctx.events.emit(EventKind::ClientDisconnected {
+                name: hello.name.clone(),
+                addr: addr.to_string(),
+            });
             match res {
                 Ok(()) => tracing::info!("client {:?} from {addr} disconnected", hello.name),
                 Err(e) => tracing::warn!("closing client {:?} from {addr}: {e}", hello.name),
@@ -173,126 +186,198 @@ struct Session {
     client: Option<(Uuid, String)>,
     /// Key in the live-client registry.
     key: u64,
+    /// Last feed sequence sent.
+    last_seq: u64,
 }
 
 async fn client_session<S>(
-    io: &mut FrameIo<S>,
+    io: FrameIo<S>,
     ctx: &Ctx,
     mut session: Session,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(req) = io.recv::<Request>().await? {
-        let body = match req.body {
-            ClientRequest::List => match ctx.core.list().await {
-                Ok(files) => {
-                    let mut chunks = files.chunks(LIST_CHUNK).peekable();
-                    if chunks.peek().is_none() {
-                        let empty = ClientResponse::Files {
-                            files: vec![],
-                            more: false,
-                        };
-                        send(io, req.id, empty).await?;
+    let (mut w, mut r) = io.split();
+    let mut feed: Option<broadcast::Receiver<Event>> = None;
+    loop {
+        tokio::select! {
+            req = r.recv::<Request>() => {
+                let Some(req) = req? else { return Ok(()) };
+                handle_request(&mut w, &mut r, ctx, &mut session, &mut feed, req).await?;
+            }
+            ev = next_event(&mut feed) => match ev {
+                Ok(e) => {
+                    session.last_seq = e.seq;
+                    w.send(&NodeToClient::Event(e)).await?;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let from = session.last_seq + 1;
+                    session.last_seq += n;
+                    w.send(&NodeToClient::Missed {
+                        epoch: ctx.events.epoch(),
+                        from,
+                        to: from + n,
+                    })
+                    .await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => feed = None,
+            }
+        }
+    }
+}
+
+async fn next_event(
+    feed: &mut Option<broadcast::Receiver<Event>>,
+) -> Result<Event, broadcast::error::RecvError> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn handle_request<S>(
+    w: &mut FrameWriter<S>,
+    r: &mut FrameReader<S>,
+    ctx: &Ctx,
+    session: &mut Session,
+    feed: &mut Option<broadcast::Receiver<Event>>,
+    req: Request,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let body = match req.body {
+        ClientRequest::List => match ctx.core.list().await {
+            Ok(files) => {
+                let mut chunks = files.chunks(LIST_CHUNK).peekable();
+                if chunks.peek().is_none() {
+                    let empty = ClientResponse::Files {
+                        files: vec![],
+                        more: false,
+                    };
+                    send(w, req.id, empty).await?;
+                }
+                while let Some(chunk) = chunks.next() {
+                    let more = chunks.peek().is_some();
+                    let body = ClientResponse::Files {
+                        files: chunk.to_vec(),
+                        more,
+                    };
+                    send(w, req.id, body).await?;
+                }
+                return Ok(());
+            }
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::Register { name } => {
+            match ctx
+                .core
+                .ask_lock(|reply| LockMsg::Register {
+                    name: name.clone(),
+                    reply,
+                })
+                .await
+            {
+                Ok(rec) => {
+                    ctx.clients.set_identity(session.key, rec.id, &name);
+                    session.client = Some((rec.id, name));
+                    ClientResponse::Registered {
+                        id: rec.id,
+                        token: rec.token,
                     }
-                    while let Some(chunk) = chunks.next() {
-                        let more = chunks.peek().is_some();
-                        let body = ClientResponse::Files {
-                            files: chunk.to_vec(),
-                            more,
-                        };
-                        send(io, req.id, body).await?;
-                    }
-                    continue;
                 }
                 Err(e) => ClientResponse::Error(e),
-            },
-            ClientRequest::Register { name } => {
-                match ctx
-                    .core
-                    .ask_lock(|reply| LockMsg::Register {
-                        name: name.clone(),
-                        reply,
-                    })
-                    .await
-                {
-                    Ok(rec) => {
-                        ctx.clients.set_identity(session.key, rec.id, &name);
-                        session.client = Some((rec.id, name));
-                        ClientResponse::Registered {
-                            id: rec.id,
-                            token: rec.token,
-                        }
-                    }
-                    Err(e) => ClientResponse::Error(e),
+            }
+        }
+        ClientRequest::Login { id, name, proof } => {
+            let nonce = session.nonce;
+            let res = ctx
+                .core
+                .ask_lock(|reply| LockMsg::Login {
+                    id,
+                    name: name.clone(),
+                    nonce,
+                    proof,
+                    reply,
+                })
+                .await
+                .and_then(|r| r);
+            match res {
+                Ok(()) => {
+                    tracing::info!("client {name:?} logged in as {id}");
+                    ctx.clients.set_identity(session.key, id, &name);
+                    session.client = Some((id, name));
+                    ClientResponse::LoggedIn
+                }
+                Err(e) => {
+                    tracing::warn!("refused login as {id} ({name:?}): {e}");
+                    ClientResponse::Error(e)
                 }
             }
-            ClientRequest::Login { id, name, proof } => {
-                let nonce = session.nonce;
+        }
+        ClientRequest::Lock { path } => match &session.client {
+            None => ClientResponse::Error(ApiError::NotLoggedIn),
+            Some((id, name)) => match lock(ctx, path, *id, name).await {
+                Ok(info) => ClientResponse::Locked(info),
+                Err(e) => ClientResponse::Error(e),
+            },
+        },
+        ClientRequest::Unlock { path, force } => match &session.client {
+            None => ClientResponse::Error(ApiError::NotLoggedIn),
+            Some((id, name)) => {
                 let res = ctx
                     .core
-                    .ask_lock(|reply| LockMsg::Login {
-                        id,
+                    .ask_lock(|reply| LockMsg::Unlock {
+                        path,
+                        client: *id,
                         name: name.clone(),
-                        nonce,
-                        proof,
+                        force,
                         reply,
                     })
                     .await
                     .and_then(|r| r);
                 match res {
-                    Ok(()) => {
-                        tracing::info!("client {name:?} logged in as {id}");
-                        ctx.clients.set_identity(session.key, id, &name);
-                        session.client = Some((id, name));
-                        ClientResponse::LoggedIn
-                    }
-                    Err(e) => {
-                        tracing::warn!("refused login as {id} ({name:?}): {e}");
-                        ClientResponse::Error(e)
-                    }
+                    Ok((lock, released)) => ClientResponse::Unlocked { lock, released },
+                    Err(e) => ClientResponse::Error(e),
                 }
             }
-            ClientRequest::Lock { path } => match &session.client {
-                None => ClientResponse::Error(ApiError::NotLoggedIn),
-                Some((id, name)) => match lock(ctx, path, *id, name).await {
-                    Ok(info) => ClientResponse::Locked(info),
-                    Err(e) => ClientResponse::Error(e),
-                },
-            },
-            ClientRequest::Unlock { path, force } => match &session.client {
-                None => ClientResponse::Error(ApiError::NotLoggedIn),
-                Some((id, name)) => {
-                    let res = ctx
-                        .core
-                        .ask_lock(|reply| LockMsg::Unlock {
-                            path,
-                            client: *id,
-                            name: name.clone(),
-                            force,
-                            reply,
-                        })
-                        .await
-                        .and_then(|r| r);
-                    match res {
-                        Ok((lock, released)) => ClientResponse::Unlocked { lock, released },
-                        Err(e) => ClientResponse::Error(e),
-                    }
-                }
-            },
-            ClientRequest::Locks => match ctx.core.ask_lock(LockMsg::List).await {
-                Ok(v) => ClientResponse::LockList(v),
-                Err(e) => ClientResponse::Error(e),
-            },
-            ClientRequest::Held => match ctx.core.ask_lock(LockMsg::Held).await {
-                Ok(v) => ClientResponse::HeldList(v),
-                Err(e) => ClientResponse::Error(e),
-            },
-            ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
-        };
-        send(io, req.id, body).await?;
-    }
-    Ok(())
+        },
+        ClientRequest::Locks => match ctx.core.ask_lock(LockMsg::List).await {
+            Ok(v) => ClientResponse::LockList(v),
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::Held => match ctx.core.ask_lock(LockMsg::Held).await {
+            Ok(v) => ClientResponse::HeldList(v),
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
+        ClientRequest::Subscribe { after } => {
+            let sub = ctx.events.subscribe(after);
+            let epoch = ctx.events.epoch();
+            send(w, req.id, ClientResponse::Subscribed { epoch }).await?;
+            if let Some((from, to)) = sub.missed {
+                w.send(&NodeToClient::Missed { epoch, from, to }).await?;
+            }
+            for e in sub.replay {
+                session.last_seq = e.seq;
+                w.send(&NodeToClient::Event(e)).await?;
+            }
+            *feed = Some(sub.live);
+            return Ok(());
+        }
+        ClientRequest::Fetch { .. }
+        | ClientRequest::Cache { .. }
+        | ClientRequest::Nodes
+        | ClientRequest::Ping { .. }
+        | ClientRequest::Discover { .. }
+        | ClientRequest::Put { .. }
+        | ClientRequest::PutData { .. } => {
+            let _ = r;
+            ClientResponse::Error(ApiError::Other("not available in this build yet".into()))
+        }
+    };
+    send(w, req.id, body).await
 }
 
 /// How long a peer has to vote on a lock proposal.
@@ -386,10 +471,10 @@ async fn lock(
     );
     Ok(crate::locks::info(&rec))
 }
-async fn send<S>(io: &mut FrameIo<S>, id: u64, body: ClientResponse) -> Result<(), SessionError>
+async fn send<S>(w: &mut FrameWriter<S>, id: u64, body: ClientResponse) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    io.send(&NodeToClient::Response { id, body }).await?;
+    w.send(&NodeToClient::Response { id, body }).await?;
     Ok(())
 }

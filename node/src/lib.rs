@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod events;
 pub mod index;
 pub mod locks;
 pub mod peer;
@@ -49,11 +50,13 @@ pub async fn run(
         })?;
     let links = peer::Links::new(node_id);
     let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
+    let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
     let io = core::CoreIo {
         rt: tokio::runtime::Handle::current(),
         links: links.clone(),
         tx: tx.clone(),
         seq_tx,
+        events: events.clone(),
     };
     let core = Core::new(
         cfg.dir.clone(),
@@ -83,6 +86,7 @@ pub async fn run(
         peer: peer_ctx.clone(),
         configured: cfg.peers.clone(),
         clients: api::Clients::default(),
+        events,
     };
     let tasks = tokio_util::task::TaskTracker::new();
     for addr in &cfg.peers {

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
-use tandem_common::proto::{ClientInfo, HeldChange, HeldKind, ListedFile, LockInfo};
+use tandem_common::proto::{
+    ClientInfo, Event, EventKind, HeldChange, HeldKind, ListedFile, LockInfo,
+};
 
 /// One row of `list --json`.
 #[derive(Serialize)]
@@ -202,6 +204,122 @@ pub fn print_clients(
         )?;
     }
     Ok(())
+}
+
+/// One event in words (without time and node), for the feed and the UI.
+pub fn describe_event(e: &EventKind) -> String {
+    match e {
+        EventKind::Added { path, size } => format!("added {path} ({})", human_size(*size)),
+        EventKind::Changed { path, size } => format!("changed {path} ({})", human_size(*size)),
+        EventKind::Deleted { path, by } => format!("deleted {path} (deleted on {by})"),
+        EventKind::Transferred {
+            path,
+            from,
+            to,
+            size,
+            sent,
+            millis,
+        } => format!(
+            "{path} {from} → {to}: {} in {millis} ms ({} sent)",
+            human_size(*size),
+            human_size(*sent)
+        ),
+        EventKind::Conflict {
+            path,
+            winner,
+            loser,
+            kept_as,
+        } => format!("conflict on {path}: {winner}'s version wins; {loser}'s kept as {kept_as}"),
+        EventKind::Locked { path, owner, via } => {
+            format!("{path} locked by {owner} (through {via})")
+        }
+        EventKind::Unlocked { path, by, forced } => {
+            if *forced {
+                format!("{path} unlocked by force by {by}")
+            } else {
+                format!("{path} unlocked by {by}")
+            }
+        }
+        EventKind::Held { path, from, kind } => {
+            format!("held {} of {path} from {from} (locked)", kind_word(*kind))
+        }
+        EventKind::Released { path, from, kind } => match kind {
+            HeldKind::Delete => format!("released held DELETE of {path} from {from}"),
+            HeldKind::Modify => format!("released held change of {path} from {from}"),
+        },
+        EventKind::NodeUp { name } => format!("node {name} is up"),
+        EventKind::NodeDown { name } => format!("node {name} is down"),
+        EventKind::ClientConnected { name, addr } => format!("client {name} connected from {addr}"),
+        EventKind::ClientDisconnected { name, addr } => {
+            format!("client {name} ({addr}) disconnected")
+        }
+    }
+}
+
+/// Short name of an event's kind, for JSON and colours.
+pub fn event_kind_name(e: &EventKind) -> &'static str {
+    match e {
+        EventKind::Added { .. } => "added",
+        EventKind::Changed { .. } => "changed",
+        EventKind::Deleted { .. } => "deleted",
+        EventKind::Transferred { .. } => "transferred",
+        EventKind::Conflict { .. } => "conflict",
+        EventKind::Locked { .. } => "locked",
+        EventKind::Unlocked { .. } => "unlocked",
+        EventKind::Held { .. } => "held",
+        EventKind::Released { .. } => "released",
+        EventKind::NodeUp { .. } => "node_up",
+        EventKind::NodeDown { .. } => "node_down",
+        EventKind::ClientConnected { .. } => "client_connected",
+        EventKind::ClientDisconnected { .. } => "client_disconnected",
+    }
+}
+
+/// Prints one feed event: a line of text, or one JSON object per line.
+pub fn print_event(e: &Event, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let mut v = serde_json::json!({
+            "seq": e.seq,
+            "epoch": e.epoch,
+            "time": rfc3339(e.time_ns),
+            "node": e.node,
+            "kind": event_kind_name(&e.kind),
+            "text": describe_event(&e.kind),
+        });
+        if let Some(p) = event_path(&e.kind) {
+            v["path"] = serde_json::Value::String(p.to_string());
+        }
+        serde_json::to_writer(&mut *out, &v)?;
+        writeln!(out)?;
+    } else {
+        let t = chrono::DateTime::<chrono::Local>::from(
+            chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(e.time_ns),
+        );
+        writeln!(
+            out,
+            "{} [{}] {}",
+            t.format("%H:%M:%S%.3f"),
+            e.node,
+            describe_event(&e.kind)
+        )?;
+    }
+    out.flush()
+}
+
+/// The file an event is about, if any.
+pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
+    match e {
+        EventKind::Added { path, .. }
+        | EventKind::Changed { path, .. }
+        | EventKind::Deleted { path, .. }
+        | EventKind::Transferred { path, .. }
+        | EventKind::Conflict { path, .. }
+        | EventKind::Locked { path, .. }
+        | EventKind::Unlocked { path, .. }
+        | EventKind::Held { path, .. }
+        | EventKind::Released { path, .. } => Some(path),
+        _ => None,
+    }
 }
 
 /// One line per released change, for `unlock`.

@@ -1,15 +1,19 @@
 //! The async client library shared by the one-shot subcommands and (later)
 //! the terminal UI: connect, handshake, request/response.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tandem_common::codec::{CodecError, FrameIo};
 use tandem_common::proto::{
-    self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, ListedFile, NodeToClient,
-    Request, Role,
+    self, ApiError, ClientRequest, ClientResponse, Event, FeedCursor, HandshakeError, Hello,
+    ListedFile, NodeToClient, Request, Role,
 };
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Client-side failures.
@@ -53,13 +57,262 @@ pub enum ClientError {
     Identity(String),
 }
 
-/// A connected, handshaken session with one node.
+/// A connected, handshaken session with one node. Requests may run
+/// concurrently (`&self`); a background task routes each answer to its
+/// request and feed events to [`Client::events`].
 pub struct Client {
-    io: FrameIo<TcpStream>,
-    next_id: u64,
+    out: mpsc::UnboundedSender<Request>,
+    pending: Pending,
+    next_id: AtomicU64,
+    events: Mutex<Option<mpsc::UnboundedReceiver<FeedItem>>>,
     /// The node's name, from its welcome.
     pub node_name: String,
     welcome: proto::Welcomed,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ClientResponse>>>>;
+
+/// Something from the feed.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// An event.
+    Event(Event),
+    /// Events were lost between two sequences; refresh the view.
+    Missed {
+        /// The node's run.
+        epoch: u64,
+        /// First lost sequence.
+        from: u64,
+        /// Next sequence to come.
+        to: u64,
+    },
+    /// The connection ended.
+    Closed(String),
+}
+
+/// The answers to one request, as they arrive.
+pub struct Answers {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<ClientResponse>,
+    pending: Pending,
+}
+
+impl Answers {
+    /// The next answer; `Closed` if the connection ended.
+    pub async fn next(&mut self) -> Result<ClientResponse, ClientError> {
+        match self.rx.recv().await {
+            Some(ClientResponse::Error(e)) => Err(e.into()),
+            Some(r) => Ok(r),
+            None => Err(ClientError::Closed),
+        }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    /// Connects to `addr` (host:port) and says hello as a client.
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        Self::connect_as(addr, &default_name()).await
+    }
+
+    /// Like [`Client::connect`], introducing itself as `name`.
+    pub async fn connect_as(addr: &str, name: &str) -> Result<Client, ClientError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| ClientError::Resolve(addr.to_string(), e))?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for a in &addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let stream = stream.ok_or_else(|| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: last.unwrap_or_else(|| std::io::Error::other("no addresses")),
+        })?;
+        let _ = stream.set_nodelay(true);
+        let mut io = FrameIo::new(stream);
+        let hello = Hello {
+            role: Role::Client,
+            id: Uuid::new_v4(),
+            name: name.to_string(),
+        };
+        let welcome = proto::connect_handshake(&mut io, &hello)
+            .await
+            .map_err(|reason| ClientError::Handshake {
+                addr: addr.to_string(),
+                reason,
+            })?;
+        let (mut writer, mut reader) = io.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Request>();
+        tokio::spawn(async move {
+            while let Some(r) = out_rx.recv().await {
+                if writer.send(&r).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pending: Pending = Arc::default();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let p = pending.clone();
+        let reader = tokio::spawn(async move {
+            let why = loop {
+                match reader.recv::<NodeToClient>().await {
+                    Ok(Some(NodeToClient::Response { id, body })) => {
+                        if let Some(tx) = lock(&p).get(&id) {
+                            let _ = tx.send(body);
+                        }
+                    }
+                    Ok(Some(NodeToClient::Event(e))) => {
+                        let _ = ev_tx.send(FeedItem::Event(e));
+                    }
+                    Ok(Some(NodeToClient::Missed { epoch, from, to })) => {
+                        let _ = ev_tx.send(FeedItem::Missed { epoch, from, to });
+                    }
+                    Ok(None) => break "the node closed the connection".to_string(),
+                    Err(e) => break format!("connection to the node failed: {e}"),
+                }
+            };
+            // Dropping the senders wakes every waiting request with `Closed`.
+            lock(&p).clear();
+            let _ = ev_tx.send(FeedItem::Closed(why));
+        });
+        Ok(Client {
+            out,
+            pending,
+            next_id: AtomicU64::new(1),
+            events: Mutex::new(Some(ev_rx)),
+            node_name: welcome.name.clone(),
+            welcome,
+            reader,
+        })
+    }
+
+    /// Sends a request; its answers arrive on the returned stream.
+    pub fn start(&self, body: ClientRequest) -> Result<Answers, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.pending).insert(id, tx);
+        if self.out.send(Request { id, body }).is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(ClientError::Closed);
+        }
+        Ok(Answers {
+            id,
+            rx,
+            pending: self.pending.clone(),
+        })
+    }
+
+    /// Sends one request and waits for its single answer; errors from the
+    /// node become `ClientError::Api`.
+    pub async fn call(&self, body: ClientRequest) -> Result<ClientResponse, ClientError> {
+        self.start(body)?.next().await
+    }
+
+    /// The feed's receiving end (once; `None` after it was taken).
+    pub fn events(&self) -> Option<mpsc::UnboundedReceiver<FeedItem>> {
+        lock(&self.events).take()
+    }
+
+    /// Starts the feed, resuming after `after` if given; returns the node's run.
+    pub async fn subscribe(&self, after: Option<FeedCursor>) -> Result<u64, ClientError> {
+        match self.call(ClientRequest::Subscribe { after }).await? {
+            ClientResponse::Subscribed { epoch } => Ok(epoch),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Proves the identity in `file`, or registers a new one there when the
+    /// file does not exist yet.
+    pub async fn authenticate(&self, file: &Path, name: &str) -> Result<Identity, ClientError> {
+        match Identity::load(file)? {
+            Some(ident) => {
+                let proof =
+                    proto::auth_proof(&ident.token, &self.welcome.nonce, self.welcome.node_id);
+                self.call(ClientRequest::Login {
+                    id: ident.id,
+                    name: name.to_string(),
+                    proof,
+                })
+                .await
+                .map_err(|e| match e {
+                    ClientError::Api(ApiError::BadIdentity(why)) => {
+                        ClientError::Identity(format!("{why} (identity file {})", file.display()))
+                    }
+                    e => e,
+                })?;
+                Ok(ident)
+            }
+            None => match self
+                .call(ClientRequest::Register {
+                    name: name.to_string(),
+                })
+                .await?
+            {
+                ClientResponse::Registered { id, token } => {
+                    let ident = Identity { id, token };
+                    ident.save(file)?;
+                    Ok(ident)
+                }
+                other => Err(ClientError::Identity(format!(
+                    "unexpected answer {other:?}"
+                ))),
+            },
+        }
+    }
+
+    /// A streamed file table (`List` or `Discover`).
+    async fn files(&self, body: ClientRequest) -> Result<Vec<ListedFile>, ClientError> {
+        let mut answers = self.start(body)?;
+        let mut out = Vec::new();
+        loop {
+            match answers.next().await? {
+                ClientResponse::Files { files, more } => {
+                    out.extend(files);
+                    if !more {
+                        return Ok(out);
+                    }
+                }
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
+    /// The cluster's file table, sorted by path.
+    pub async fn list(&self) -> Result<Vec<ListedFile>, ClientError> {
+        self.files(ClientRequest::List).await
+    }
+
+    /// One node's own files.
+    pub async fn discover(&self, node: &str) -> Result<Vec<ListedFile>, ClientError> {
+        self.files(ClientRequest::Discover {
+            node: node.to_string(),
+        })
+        .await
+    }
 }
 
 /// A client identity as saved on disk (TOML: `id`, `token` in hex).
@@ -142,134 +395,6 @@ impl Identity {
         f.sync_all().map_err(fail)?;
         std::fs::rename(&tmp, file).map_err(fail)?;
         Ok(())
-    }
-}
-
-impl Client {
-    /// Connects to `addr` (host:port) and says hello as a client.
-    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| ClientError::Resolve(addr.to_string(), e))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in &addrs {
-            match TcpStream::connect(a).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| ClientError::Connect {
-            addr: addr.to_string(),
-            reason: last.unwrap_or_else(|| std::io::Error::other("no addresses")),
-        })?;
-        let _ = stream.set_nodelay(true);
-        let mut io = FrameIo::new(stream);
-        let hello = Hello {
-            role: Role::Client,
-            id: Uuid::new_v4(),
-            name: default_name(),
-        };
-        let welcome = proto::connect_handshake(&mut io, &hello)
-            .await
-            .map_err(|reason| ClientError::Handshake {
-                addr: addr.to_string(),
-                reason,
-            })?;
-        Ok(Client {
-            io,
-            next_id: 1,
-            node_name: welcome.name.clone(),
-            welcome,
-        })
-    }
-
-    /// Sends one request and waits for its single answer; errors from the
-    /// node become `ClientError::Api`.
-    pub async fn call(&mut self, body: ClientRequest) -> Result<ClientResponse, ClientError> {
-        let id = self.send(body).await?;
-        match self.recv_for(id).await? {
-            ClientResponse::Error(e) => Err(e.into()),
-            r => Ok(r),
-        }
-    }
-
-    /// Proves the identity in `file`, or registers a new one there when the
-    /// file does not exist yet.
-    pub async fn authenticate(&mut self, file: &Path, name: &str) -> Result<Identity, ClientError> {
-        match Identity::load(file)? {
-            Some(ident) => {
-                let proof =
-                    proto::auth_proof(&ident.token, &self.welcome.nonce, self.welcome.node_id);
-                self.call(ClientRequest::Login {
-                    id: ident.id,
-                    name: name.to_string(),
-                    proof,
-                })
-                .await
-                .map_err(|e| match e {
-                    ClientError::Api(ApiError::BadIdentity(why)) => {
-                        ClientError::Identity(format!("{why} (identity file {})", file.display()))
-                    }
-                    e => e,
-                })?;
-                Ok(ident)
-            }
-            None => match self
-                .call(ClientRequest::Register {
-                    name: name.to_string(),
-                })
-                .await?
-            {
-                ClientResponse::Registered { id, token } => {
-                    let ident = Identity { id, token };
-                    ident.save(file)?;
-                    Ok(ident)
-                }
-                other => Err(ClientError::Identity(format!(
-                    "unexpected answer {other:?}"
-                ))),
-            },
-        }
-    }
-
-    async fn send(&mut self, body: ClientRequest) -> Result<u64, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.io.send(&Request { id, body }).await?;
-        Ok(id)
-    }
-
-    async fn recv_for(&mut self, id: u64) -> Result<ClientResponse, ClientError> {
-        loop {
-            match self.io.recv::<NodeToClient>().await? {
-                None => return Err(ClientError::Closed),
-                Some(NodeToClient::Response { id: rid, body }) if rid == id => return Ok(body),
-                Some(NodeToClient::Response { .. }) => continue,
-            }
-        }
-    }
-
-    /// The node's file table, sorted by path.
-    pub async fn list(&mut self) -> Result<Vec<ListedFile>, ClientError> {
-        let id = self.send(ClientRequest::List).await?;
-        let mut out = Vec::new();
-        loop {
-            match self.recv_for(id).await? {
-                ClientResponse::Files { files, more } => {
-                    out.extend(files);
-                    if !more {
-                        return Ok(out);
-                    }
-                }
-                ClientResponse::Error(e) => return Err(e.into()),
-                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-            }
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tandem_common::RelPath;
-use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
+use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, FeedCursor};
 
 /// Tandem client: look at and steer a Tandem cluster through any node.
 #[derive(Parser)]
@@ -81,6 +81,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow the live feed of events (Ctrl-C to stop); reconnects and resumes.
+    #[command(after_help = "Example:\n  tandem feed\n  tandem feed --json | jq -r .text")]
+    Feed {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the clients connected to the node now.
     #[command(after_help = "Example:\n  tandem clients --json")]
     Clients {
@@ -126,7 +133,7 @@ fn identity_file(cli: &Cli) -> anyhow::Result<PathBuf> {
 }
 
 /// Turns an index or `--path` into a path, using the node's list.
-async fn resolve(c: &mut client::Client, t: &Target) -> anyhow::Result<RelPath> {
+async fn resolve(c: &client::Client, t: &Target) -> anyhow::Result<RelPath> {
     if let Some(p) = &t.path {
         return RelPath::new(p.as_str()).with_context(|| format!("invalid path {p:?}"));
     }
@@ -144,7 +151,7 @@ async fn resolve(c: &mut client::Client, t: &Target) -> anyhow::Result<RelPath> 
 /// Locks `path`, retrying after a short random pause while another
 /// client's proposal for the same file is in flight (both can lose a race;
 /// never both win).
-async fn lock_with_retry(c: &mut client::Client, path: RelPath) -> anyhow::Result<ClientResponse> {
+async fn lock_with_retry(c: &client::Client, path: RelPath) -> anyhow::Result<ClientResponse> {
     let mut last = None;
     for _ in 0..30 {
         match c.call(ClientRequest::Lock { path: path.clone() }).await {
@@ -162,11 +169,64 @@ async fn lock_with_retry(c: &mut client::Client, path: RelPath) -> anyhow::Resul
     ))
 }
 
+/// Follows the feed, reconnecting (and resuming after the last event seen)
+/// when the node goes away.
+async fn feed(node: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut cursor: Option<FeedCursor> = None;
+    let mut first = true;
+    loop {
+        let c = match client::Client::connect(node).await {
+            Ok(c) => c,
+            Err(e) if first => return Err(e.into()),
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        first = false;
+        let Some(mut events) = c.events() else {
+            bail!("feed already taken");
+        };
+        let epoch = c.subscribe(cursor).await?;
+        if cursor.is_some_and(|k| k.epoch != epoch) {
+            eprintln!("(the node restarted; events from its previous run may be missing)");
+        }
+        while let Some(item) = events.recv().await {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match item {
+                client::FeedItem::Event(e) => {
+                    cursor = Some(FeedCursor {
+                        epoch: e.epoch,
+                        seq: e.seq,
+                    });
+                    cli::print_event(&e, json, &mut out)?;
+                }
+                client::FeedItem::Missed { epoch, from, to } => {
+                    cursor = Some(FeedCursor {
+                        epoch,
+                        seq: to.saturating_sub(1),
+                    });
+                    eprintln!("(missed events {from}..{to}: the feed fell behind)");
+                }
+                client::FeedItem::Closed(why) => {
+                    eprintln!("({why}; reconnecting…)");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = &cli.command else {
         bail!("the terminal UI is not available in this build yet; try `tandem list`");
     };
-    let mut c = client::Client::connect(&cli.node).await?;
+    if let Command::Feed { json } = command {
+        return feed(&cli.node, *json).await;
+    }
+    let c = client::Client::connect(&cli.node).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let needs_identity = matches!(command, Command::Lock(_) | Command::Unlock { .. });
@@ -180,8 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::print_list(&files, *json, &mut out).context("cannot write the list")?;
         }
         Command::Lock(t) => {
-            let path = resolve(&mut c, t).await?;
-            match lock_with_retry(&mut c, path).await? {
+            let path = resolve(&c, t).await?;
+            match lock_with_retry(&c, path).await? {
                 ClientResponse::Locked(l) => writeln!(
                     out,
                     "locked {} (owner {}, through node {})",
@@ -191,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Unlock { target, force } => {
-            let path = resolve(&mut c, target).await?;
+            let path = resolve(&c, target).await?;
             match c
                 .call(ClientRequest::Unlock {
                     path,
@@ -218,6 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ClientResponse::LockList(v) => cli::print_locks(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
         },
+        Command::Feed { .. } => unreachable!("handled above"),
         Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
             ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),

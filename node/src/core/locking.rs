@@ -3,7 +3,8 @@
 //! state, persists them, and tells peers.
 
 use tandem_common::proto::{
-    ApiError, HeldChange, HeldKind, IdentityRecord, LockInfo, LockRecord, LockState, PeerMessage,
+    ApiError, EventKind, HeldChange, HeldKind, IdentityRecord, LockInfo, LockRecord, LockState,
+    PeerMessage,
 };
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath};
 use tokio::sync::oneshot;
@@ -162,6 +163,11 @@ impl Core {
                             tracing::info!("{name} unlocked {path}");
                         }
                         self.locks_dirty.insert(path.clone());
+                        self.io.events.emit(EventKind::Unlocked {
+                            path: path.clone(),
+                            by: name.clone(),
+                            forced: rec.owner != client,
+                        });
                         self.broadcast(PeerMessage::LockUpdate(rec.clone()), None);
                         let released = self.release_held(&path);
                         Ok((info(&rec), released))
@@ -247,13 +253,25 @@ impl Core {
         }
         self.locks_dirty.insert(path.clone());
         match &rec.state {
-            LockState::Held => tracing::info!(
-                "{} locked by {} (through {})",
-                path,
-                rec.owner_name,
-                rec.via
-            ),
+            LockState::Held => {
+                tracing::info!(
+                    "{} locked by {} (through {})",
+                    path,
+                    rec.owner_name,
+                    rec.via
+                );
+                self.io.events.emit(EventKind::Locked {
+                    path: path.clone(),
+                    owner: rec.owner_name.clone(),
+                    via: rec.via.clone(),
+                });
+            }
             LockState::Released { by, forced } => {
+                self.io.events.emit(EventKind::Unlocked {
+                    path: path.clone(),
+                    by: by.clone(),
+                    forced: *forced,
+                });
                 if *forced {
                     tracing::warn!(
                         "lock on {path} held by {} was forced open by {by}",
@@ -307,6 +325,11 @@ impl Core {
             Seen::Dir { .. } => return false,
         };
         tracing::info!("held local {kind:?} of {p}: locked by {owner}");
+        self.io.events.emit(EventKind::Held {
+            path: p.clone(),
+            from: self.name.clone(),
+            kind,
+        });
         self.held.hold(Held {
             info: HeldChange {
                 path: p.clone(),
@@ -337,6 +360,11 @@ impl Core {
             self.peer_name(peer),
             lock.owner_name
         );
+        self.io.events.emit(EventKind::Held {
+            path: remote.path.clone(),
+            from: self.peer_name(peer),
+            kind,
+        });
         self.held.hold(Held {
             info: HeldChange {
                 path: remote.path.clone(),
@@ -371,6 +399,11 @@ impl Core {
                     h.info.node
                 ),
             }
+            self.io.events.emit(EventKind::Released {
+                path: path.clone(),
+                from: h.info.node.clone(),
+                kind: h.info.kind,
+            });
             match h.remote {
                 Some((peer, entry)) => self.on_remote_entry(peer, entry),
                 None => {

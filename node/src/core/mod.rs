@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tandem_common::display::human_size;
-use tandem_common::proto::{ApiError, ListedFile};
+use tandem_common::proto::{ApiError, EventKind, ListedFile};
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
@@ -222,6 +222,8 @@ pub struct CoreIo {
     pub tx: Sender<CoreMsg>,
     /// Publishes the latest sequence number to peer links.
     pub seq_tx: watch::Sender<u64>,
+    /// The live feed.
+    pub events: Arc<crate::events::EventBus>,
 }
 
 /// The core's state.
@@ -412,6 +414,9 @@ impl Core {
                 let _ = reply.send(self.list());
             }
             CoreMsg::PeerUp { peer, name, reply } => {
+                self.io
+                    .events
+                    .emit(EventKind::NodeUp { name: name.clone() });
                 let e = self.peers.entry(peer).or_insert((0, name.clone()));
                 if e.1 != name {
                     e.1 = name;
@@ -423,7 +428,10 @@ impl Core {
                     n.retry_at = n.retry_at.min(Instant::now());
                 }
             }
-            CoreMsg::PeerDown(_) => {}
+            CoreMsg::PeerDown(peer) => {
+                let name = self.peer_name(peer);
+                self.io.events.emit(EventKind::NodeDown { name });
+            }
             CoreMsg::EntriesSince {
                 since,
                 max_bytes,
@@ -523,6 +531,16 @@ impl Core {
                     if log {
                         tracing::info!("deleted {g}");
                     }
+                    if self
+                        .index
+                        .get(g)
+                        .is_some_and(|r| r.entry.kind == EntryKind::File)
+                    {
+                        self.io.events.emit(EventKind::Deleted {
+                            path: g.clone(),
+                            by: self.name.clone(),
+                        });
+                    }
                 }
                 gone.len()
             }
@@ -558,12 +576,22 @@ impl Core {
 
     fn log_change(&self, p: &RelPath, c: Option<ChangeKind>, log: bool) -> usize {
         let Some(c) = c else { return 0 };
+        let (size, dir) = self
+            .index
+            .get(p)
+            .map(|r| (r.entry.size, r.entry.kind == EntryKind::Dir))
+            .unwrap_or((0, false));
+        let path = p.clone();
+        match (c, dir) {
+            (_, true) => {}
+            (ChangeKind::Added, false) => self.io.events.emit(EventKind::Added { path, size }),
+            (ChangeKind::Modified, false) => self.io.events.emit(EventKind::Changed { path, size }),
+            (ChangeKind::Deleted, false) => self.io.events.emit(EventKind::Deleted {
+                path,
+                by: self.name.clone(),
+            }),
+        }
         if log {
-            let (size, dir) = self
-                .index
-                .get(p)
-                .map(|r| (r.entry.size, r.entry.kind == EntryKind::Dir))
-                .unwrap_or((0, false));
             match (c, dir) {
                 (ChangeKind::Added, true) => tracing::info!("added directory {p}"),
                 (ChangeKind::Modified, true) => tracing::info!("changed directory {p}"),
@@ -874,6 +902,12 @@ impl Core {
             }
             if keep_dir.is_none() {
                 tracing::info!("deleted {path} (deleted on {})", self.peer_name(peer));
+                if l.kind == EntryKind::File {
+                    self.io.events.emit(EventKind::Deleted {
+                        path: path.clone(),
+                        by: self.peer_name(peer),
+                    });
+                }
             }
         }
         self.index.record_remote(entry, None, origin);
@@ -980,6 +1014,12 @@ impl Core {
             dest = base.join(format!("{stem}.conflict-{when}-{safe_author}-{n}{ext}"));
         }
         move_file(&loser.path.to_disk(&self.root), &dest)?;
+        self.io.events.emit(EventKind::Conflict {
+            path: loser.path.clone(),
+            winner: self.peer_name(winner_peer),
+            loser: author.clone(),
+            kept_as: dest.display().to_string(),
+        });
         tracing::warn!(
             "conflict on {}: {}'s version wins; {}'s version kept as {}",
             loser.path,
@@ -1171,6 +1211,14 @@ impl Core {
             human_size(done.bytes_received),
             human_size(done.bytes_reused),
         );
+        self.io.events.emit(EventKind::Transferred {
+            path: path.clone(),
+            from,
+            to: self.name.clone(),
+            size: w.entry.size,
+            sent: done.bytes_received,
+            millis: done.took.as_millis() as u64,
+        });
         let origin = w.exact.then_some(w.from);
         self.index.record_remote(w.entry, Some(st), origin);
         Ok(())
