@@ -689,6 +689,94 @@ pub struct ListedFile {
     pub locked_by: Option<String>,
     /// Changes held back by the lock.
     pub held: u32,
+    /// Each node's state for this file.
+    pub states: Vec<NodeFileState>,
+}
+
+/// How one node stands with one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFileState {
+    /// The node.
+    pub node: String,
+    /// Its state.
+    pub state: FileState,
+}
+
+/// A node's state for a file, relative to the newest version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileState {
+    /// Holds the newest version.
+    InSync,
+    /// Fetching the newest version now.
+    Syncing,
+    /// A change to it is held by a lock.
+    Held,
+    /// Has an older version and is not fetching (yet).
+    Stale,
+    /// Does not have it.
+    Missing,
+}
+
+impl FileState {
+    /// Lowercase words for tables and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileState::InSync => "in sync",
+            FileState::Syncing => "syncing",
+            FileState::Held => "held",
+            FileState::Stale => "stale",
+            FileState::Missing => "missing",
+        }
+    }
+}
+
+/// One node's view of one of its files, for merging tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    /// The file.
+    pub path: RelPath,
+    /// Size.
+    pub size: u64,
+    /// Modification time (ns).
+    pub mtime_ns: i64,
+    /// Content hash.
+    pub hash: ContentHash,
+    /// Version.
+    pub version: crate::model::VersionVector,
+    /// Name of the lock holder, if locked.
+    pub locked_by: Option<String>,
+    /// Changes held on this node.
+    pub held: u32,
+    /// This node is fetching a newer version.
+    pub syncing: bool,
+    /// The node has it (false: only known as wanted).
+    pub present: bool,
+}
+
+/// Questions a node asks a peer on behalf of a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerQuery {
+    /// Your files (for the merged table).
+    Files,
+    /// Your figures (for `nodes`), and your clock.
+    Status,
+    /// Nothing: measures the round trip.
+    Ping,
+    /// Your cache.
+    Cache,
+}
+
+/// Answers to [`PeerQuery`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerAnswer {
+    /// Files.
+    Files(Vec<FileSummary>),
+    /// Figures; `addr` and `rtt_us`/`clock_offset_ms` are filled by the asker.
+    Status(NodeStatus, i64),
+    /// Pong.
+    Pong,
+    /// Cache.
+    Cache(CacheReport),
 }
 
 /// Messages between two nodes after the handshake.
@@ -734,6 +822,20 @@ pub enum PeerMessage {
         hash: ContentHash,
         /// Block indexes wanted.
         blocks: Vec<u32>,
+    },
+    /// A question for the peer.
+    Query {
+        /// Matches the answer.
+        req: u64,
+        /// What.
+        q: PeerQuery,
+    },
+    /// The answer to a question.
+    Answer {
+        /// The question answered.
+        req: u64,
+        /// The answer, or why not.
+        a: Result<PeerAnswer, String>,
     },
     /// Block data, in the order asked.
     Blocks {

@@ -20,6 +20,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::core::{CoreHandle, LockMsg};
+use tandem_common::ContentHash;
+use tandem_common::proto::{PeerAnswer, PeerQuery};
 
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +45,14 @@ pub struct Ctx {
     pub clients: Clients,
     /// The live feed.
     pub events: Arc<crate::events::EventBus>,
+    /// Figures.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Files served to clients.
+    pub cache: Arc<crate::cache::FileCache>,
+    /// Answers about this node.
+    pub answerer: Arc<crate::cluster::NodeAnswerer>,
+    /// Where uploads are written before they are put in place.
+    pub tmp_dir: std::path::PathBuf,
 }
 
 /// The node's live clients, by connection.
@@ -248,28 +258,30 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let body = match req.body {
-        ClientRequest::List => match ctx.core.list().await {
-            Ok(files) => {
-                let mut chunks = files.chunks(LIST_CHUNK).peekable();
-                if chunks.peek().is_none() {
-                    let empty = ClientResponse::Files {
-                        files: vec![],
-                        more: false,
-                    };
-                    send(w, req.id, empty).await?;
+        ClientRequest::List => {
+            match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
+                Ok(files) => {
+                    let mut chunks = files.chunks(LIST_CHUNK).peekable();
+                    if chunks.peek().is_none() {
+                        let empty = ClientResponse::Files {
+                            files: vec![],
+                            more: false,
+                        };
+                        send(w, req.id, empty).await?;
+                    }
+                    while let Some(chunk) = chunks.next() {
+                        let more = chunks.peek().is_some();
+                        let body = ClientResponse::Files {
+                            files: chunk.to_vec(),
+                            more,
+                        };
+                        send(w, req.id, body).await?;
+                    }
+                    return Ok(());
                 }
-                while let Some(chunk) = chunks.next() {
-                    let more = chunks.peek().is_some();
-                    let body = ClientResponse::Files {
-                        files: chunk.to_vec(),
-                        more,
-                    };
-                    send(w, req.id, body).await?;
-                }
-                return Ok(());
+                Err(e) => ClientResponse::Error(e),
             }
-            Err(e) => ClientResponse::Error(e),
-        },
+        }
         ClientRequest::Register { name } => {
             match ctx
                 .core
@@ -366,15 +378,49 @@ where
             *feed = Some(sub.live);
             return Ok(());
         }
-        ClientRequest::Fetch { .. }
-        | ClientRequest::Cache { .. }
-        | ClientRequest::Nodes
-        | ClientRequest::Ping { .. }
-        | ClientRequest::Discover { .. }
-        | ClientRequest::Put { .. }
-        | ClientRequest::PutData { .. } => {
-            let _ = r;
-            ClientResponse::Error(ApiError::Other("not available in this build yet".into()))
+        ClientRequest::Fetch { path, from } => {
+            if let Err(e) = fetch(w, ctx, req.id, path, from).await? {
+                send(w, req.id, ClientResponse::Error(e)).await?;
+            }
+            return Ok(());
+        }
+        ClientRequest::Cache { node } => match node {
+            None => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
+            Some(n) if n == ctx.name => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
+            Some(n) => match crate::cluster::link_by_name(&ctx.peer.links, &n) {
+                None => ClientResponse::Error(ApiError::Other(format!(
+                    "no connected node named {n:?} (see `tandem nodes`)"
+                ))),
+                Some(l) => match l.query(PeerQuery::Cache).await {
+                    Ok(PeerAnswer::Cache(r)) => ClientResponse::CacheReport(r),
+                    Ok(_) => ClientResponse::Error(ApiError::Other("unexpected answer".into())),
+                    Err(e) => ClientResponse::Error(ApiError::Other(format!("{n}: {e}"))),
+                },
+            },
+        },
+        ClientRequest::Nodes => ClientResponse::NodeList(
+            crate::cluster::nodes(&ctx.answerer, &ctx.core, &ctx.peer.links, &ctx.configured).await,
+        ),
+        ClientRequest::Ping { node } => ping(ctx, &node).await,
+        ClientRequest::Discover { node } => match discover(ctx, &node).await {
+            Ok(files) => {
+                send_files(w, req.id, files).await?;
+                return Ok(());
+            }
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::Put {
+            path,
+            size,
+            hash,
+            mtime_ns,
+            mode,
+        } => match put(r, ctx, session, path, size, hash, mtime_ns, mode).await? {
+            Ok(path) => ClientResponse::Stored { path },
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::PutData { .. } => {
+            ClientResponse::Error(ApiError::Other("upload data without a Put header".into()))
         }
     };
     send(w, req.id, body).await
@@ -477,4 +523,395 @@ where
 {
     w.send(&NodeToClient::Response { id, body }).await?;
     Ok(())
+}
+
+async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
+    if node == ctx.name {
+        return ClientResponse::Pong { rtt_us: 0 };
+    }
+    let Some(l) = crate::cluster::link_by_name(&ctx.peer.links, node) else {
+        return ClientResponse::Error(ApiError::Other(format!(
+            "node {node:?} is not connected to {} (see `tandem nodes`)",
+            ctx.name
+        )));
+    };
+    let t0 = std::time::Instant::now();
+    match tokio::time::timeout(crate::cluster::QUERY_TIMEOUT, l.query(PeerQuery::Ping)).await {
+        Ok(Ok(_)) => ClientResponse::Pong {
+            rtt_us: t0.elapsed().as_micros() as u64,
+        },
+        Ok(Err(e)) => ClientResponse::Error(ApiError::Other(e)),
+        Err(_) => ClientResponse::Error(ApiError::Other(format!(
+            "{node} did not answer within {:?}",
+            crate::cluster::QUERY_TIMEOUT
+        ))),
+    }
+}
+
+async fn discover(
+    ctx: &Ctx,
+    node: &str,
+) -> Result<Vec<tandem_common::proto::ListedFile>, ApiError> {
+    if node == ctx.name {
+        return ctx.core.list().await;
+    }
+    let Some(l) = crate::cluster::link_by_name(&ctx.peer.links, node) else {
+        return Err(ApiError::Other(format!(
+            "node {node:?} is not connected to {} (see `tandem nodes`)",
+            ctx.name
+        )));
+    };
+    match l.query(PeerQuery::Files).await {
+        Ok(PeerAnswer::Files(v)) => {
+            let table = crate::cluster::merge(&[(node.to_string(), v)]);
+            Ok(table.into_iter().filter(|f| !f.nodes.is_empty()).collect())
+        }
+        Ok(_) => Err(ApiError::Other("unexpected answer".into())),
+        Err(e) => Err(ApiError::Other(e)),
+    }
+}
+
+async fn send_files<S>(
+    w: &mut FrameWriter<S>,
+    id: u64,
+    files: Vec<tandem_common::proto::ListedFile>,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut chunks = files.chunks(LIST_CHUNK).peekable();
+    if chunks.peek().is_none() {
+        let empty = ClientResponse::Files {
+            files: vec![],
+            more: false,
+        };
+        return send(w, id, empty).await;
+    }
+    while let Some(chunk) = chunks.next() {
+        let more = chunks.peek().is_some();
+        let body = ClientResponse::Files {
+            files: chunk.to_vec(),
+            more,
+        };
+        send(w, id, body).await?;
+    }
+    Ok(())
+}
+
+/// Bytes per `Chunk` of a fetch.
+const CHUNK: usize = 1024 * 1024;
+
+/// Serves a fetch: the newest version, from the cache or this node's disk
+/// when it holds it, else from a peer that does. Every block sent is checked
+/// against the version's block hashes first, so a file that changes while
+/// it is being read ends the fetch with an error instead of mixing versions.
+/// The outer `Result` is the connection; the inner one goes to the client.
+async fn fetch<S>(
+    w: &mut FrameWriter<S>,
+    ctx: &Ctx,
+    id: u64,
+    path: RelPath,
+    from: Option<String>,
+) -> Result<Result<(), ApiError>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let missing = || ApiError::Other(format!("{path} does not exist"));
+    let table = match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(file) = table.into_iter().find(|f| f.path == path) else {
+        return Ok(Err(missing()));
+    };
+    let source = match from {
+        Some(n) if file.nodes.contains(&n) => n,
+        Some(n) => {
+            return Ok(Err(ApiError::Other(format!(
+                "node {n} does not hold the newest version of {path} (it is on: {})",
+                file.nodes.join(", ")
+            ))));
+        }
+        None if file.nodes.contains(&ctx.name) => ctx.name.clone(),
+        None => match file.nodes.first() {
+            Some(n) => n.clone(),
+            None => return Ok(Err(missing())),
+        },
+    };
+    let start = ClientResponse::FetchStart {
+        file: file.clone(),
+        from: source.clone(),
+    };
+    send(w, id, start).await?;
+    if source == ctx.name {
+        return serve_local(w, ctx, id, &file).await;
+    }
+    let Some(link) = crate::cluster::link_by_name(&ctx.peer.links, &source) else {
+        return Ok(Err(ApiError::Other(format!("node {source} went away"))));
+    };
+    let blocks = file.size.div_ceil(tandem_common::model::BLOCK_SIZE) as u32;
+    let mut hasher = blake3::Hasher::new();
+    let mut i = 0u32;
+    if blocks == 0 {
+        send(
+            w,
+            id,
+            ClientResponse::Chunk {
+                data: vec![],
+                last: true,
+            },
+        )
+        .await?;
+    }
+    while i < blocks {
+        let n = (blocks - i).min(8);
+        let want: Vec<u32> = (i..i + n).collect();
+        let got = match link.get_blocks(path.clone(), file.hash, want).await {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(ApiError::Other(format!("fetching from {source}: {e}")))),
+        };
+        let mut data = Vec::with_capacity(n as usize * tandem_common::model::BLOCK_SIZE as usize);
+        for b in got {
+            data.extend_from_slice(&b.bytes);
+        }
+        hasher.update(&data);
+        i += n;
+        let last = i >= blocks;
+        if last && ContentHash(*hasher.finalize().as_bytes()) != file.hash {
+            return Ok(Err(ApiError::Other(format!(
+                "{path} changed on {source} while being sent; try again"
+            ))));
+        }
+        send(w, id, ClientResponse::Chunk { data, last }).await?;
+    }
+    Ok(Ok(()))
+}
+
+async fn serve_local<S>(
+    w: &mut FrameWriter<S>,
+    ctx: &Ctx,
+    id: u64,
+    file: &tandem_common::proto::ListedFile,
+) -> Result<Result<(), ApiError>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let path = file.path.clone();
+    let Ok(Some((full, entry))) = ctx.core.entry(path.clone()).await else {
+        return Ok(Err(ApiError::Other(format!("{path} does not exist"))));
+    };
+    if entry.hash != file.hash || !entry.is_live_file() {
+        return Ok(Err(ApiError::Other(format!("{path} changed; try again"))));
+    }
+    if entry.size <= ctx.cache.capacity() {
+        let key = (path.clone(), entry.hash);
+        let (f2, e2) = (full.clone(), entry.clone());
+        let res = ctx
+            .cache
+            .get_or_load(&key, || async move {
+                tokio::task::spawn_blocking(move || {
+                    let data = std::fs::read(&f2).map_err(|e| e.to_string())?;
+                    if ContentHash::of(&data) != e2.hash {
+                        return Err(format!("{} changed while being read; try again", e2.path));
+                    }
+                    Ok(bytes::Bytes::from(data))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+            .await;
+        let data = match res {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.core.recheck(&full);
+                return Ok(Err(ApiError::Other(e)));
+            }
+        };
+        let mut chunks = data.chunks(CHUNK).peekable();
+        if chunks.peek().is_none() {
+            send(
+                w,
+                id,
+                ClientResponse::Chunk {
+                    data: vec![],
+                    last: true,
+                },
+            )
+            .await?;
+        }
+        while let Some(c) = chunks.next() {
+            let last = chunks.peek().is_none();
+            let chunk = ClientResponse::Chunk {
+                data: c.to_vec(),
+                last,
+            };
+            send(w, id, chunk).await?;
+        }
+        return Ok(Ok(()));
+    }
+    // Larger than the cache: stream from disk, block by block, verified.
+    ctx.cache.count_uncached();
+    let f = match std::fs::File::open(&full) {
+        Ok(f) => Arc::new(f),
+        Err(e) => return Ok(Err(ApiError::Other(format!("cannot read {path}: {e}")))),
+    };
+    let bs = tandem_common::model::BLOCK_SIZE;
+    let per_chunk = (CHUNK as u64 / bs).max(1) as usize;
+    let mut i = 0usize;
+    while i < entry.blocks.len() {
+        let n = (entry.blocks.len() - i).min(per_chunk);
+        let (f2, e2) = (f.clone(), entry.clone());
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            use std::os::unix::fs::FileExt;
+            let mut out = Vec::new();
+            for b in i..i + n {
+                let off = b as u64 * bs;
+                let len = (e2.size - off).min(bs) as usize;
+                let mut buf = vec![0u8; len];
+                f2.read_exact_at(&mut buf, off).map_err(|e| e.to_string())?;
+                if ContentHash::of(&buf) != e2.blocks[b] {
+                    return Err(String::new());
+                }
+                out.extend_from_slice(&buf);
+            }
+            Ok(out)
+        })
+        .await;
+        let data = match read {
+            Ok(Ok(d)) => d,
+            _ => {
+                ctx.core.recheck(&full);
+                return Ok(Err(ApiError::Other(format!(
+                    "{path} changed while being read; try again"
+                ))));
+            }
+        };
+        i += n;
+        let last = i >= entry.blocks.len();
+        send(w, id, ClientResponse::Chunk { data, last }).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Receives an upload into a temp file, checks its hash, and hands it to
+/// the core to put in place like a local change.
+#[allow(clippy::too_many_arguments)]
+async fn put<S>(
+    r: &mut FrameReader<S>,
+    ctx: &Ctx,
+    session: &Session,
+    path: RelPath,
+    size: u64,
+    hash: ContentHash,
+    mtime_ns: i64,
+    mode: u32,
+) -> Result<Result<RelPath, ApiError>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use std::io::Write;
+    let tmp = ctx
+        .tmp_dir
+        .join(format!("put-{}.part", Uuid::new_v4().simple()));
+    let mut file = std::fs::File::create(&tmp);
+    let mut hasher = blake3::Hasher::new();
+    let mut got = 0u64;
+    let mut failed = file
+        .as_ref()
+        .err()
+        .map(|e| format!("cannot store the upload: {e}"));
+    // Read every data frame up to the end marker, even after a failure, so
+    // the connection stays in step.
+    loop {
+        let Some(req) = r.recv::<Request>().await? else {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(Err(ApiError::Other("upload cut off".into())));
+        };
+        let ClientRequest::PutData { data } = req.body else {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SessionError::Codec(
+                tandem_common::codec::CodecError::Decode("expected upload data".into()),
+            ));
+        };
+        if data.is_empty() {
+            break;
+        }
+        got += data.len() as u64;
+        hasher.update(&data);
+        if failed.is_none()
+            && let Ok(f) = file.as_mut()
+            && let Err(e) = f.write_all(&data)
+        {
+            failed = Some(format!("cannot store the upload: {e}"));
+        }
+    }
+    let res = match (failed, file) {
+        (Some(f), _) => Err(ApiError::Other(f)),
+        (None, Err(e)) => Err(ApiError::Other(format!("cannot store the upload: {e}"))),
+        (None, Ok(f)) => {
+            if got != size || ContentHash(*hasher.finalize().as_bytes()) != hash {
+                Err(ApiError::Other(format!(
+                    "upload of {path} arrived damaged ({got} of {size} bytes, or a hash mismatch); nothing was changed"
+                )))
+            } else {
+                f.sync_all()
+                    .map_err(|e| ApiError::Other(format!("cannot store the upload: {e}")))
+            }
+        }
+    };
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(Err(e));
+    }
+    let who = session
+        .client
+        .as_ref()
+        .map_or("an anonymous client".to_string(), |(_, n)| n.clone());
+    let res = ctx
+        .core
+        .put(path.clone(), tmp.clone(), mtime_ns, mode, who)
+        .await
+        .and_then(|r| r);
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(res.map(|()| path))
+}
+
+/// Serves the Prometheus text format (on any path).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    ctx: Ctx,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut s, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+            _ = stop.cancelled() => return,
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            // One read is enough for a GET; the request is not otherwise used.
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            let (files, bytes) = ctx.core.counts().await.unwrap_or((0, 0));
+            let (hits, misses, used) = ctx.cache.totals();
+            let g = crate::metrics::Gauges {
+                files,
+                bytes,
+                peers_up: ctx.peer.links.peers().len() as u64,
+                cache_hits: hits,
+                cache_misses: misses,
+                cache_bytes: used,
+            };
+            let body = crate::metrics::prometheus(&ctx.metrics, &g);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+    }
 }

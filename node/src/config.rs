@@ -33,6 +33,41 @@ pub struct Args {
     /// Where the index and temp files live [default: DIR/.tandem].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Memory for caching files served to clients, e.g. 64MiB, 512KiB, 1GiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Cache eviction policy.
+    #[arg(long, value_enum, default_value = "moka")]
+    pub cache_policy: crate::cache::Policy,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Parses `64MiB`, `512KiB`, `1GiB`, `100MB`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 64MiB, 512KiB or 1GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Validated configuration of a node.
@@ -46,6 +81,12 @@ pub struct Config {
     pub name: String,
     /// Peers to dial.
     pub peers: Vec<SocketAddr>,
+    /// Cache capacity in bytes.
+    pub cache_size: u64,
+    /// Cache policy.
+    pub cache_policy: crate::cache::Policy,
+    /// Prometheus endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -94,6 +135,26 @@ impl Config {
             state_dir,
             name,
             peers: args.peers.clone(),
+            cache_size: args.cache_size,
+            cache_policy: args.cache_policy,
+            metrics_listen: args.metrics_listen,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 }

@@ -5,11 +5,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod api;
+pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod events;
 pub mod index;
 pub mod locks;
+pub mod metrics;
 pub mod peer;
 pub mod planner;
 pub mod scan;
@@ -19,6 +22,7 @@ pub mod transfer;
 pub mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -71,6 +75,16 @@ pub async fn run(
         .context("cannot start the core thread")?;
     let handle = CoreHandle::new(tx);
     let stop = tokio_util::sync::CancellationToken::new();
+    let local = listener.local_addr()?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let cache = Arc::new(cache::FileCache::new(cfg.cache_size, cfg.cache_policy));
+    let answerer = Arc::new(cluster::NodeAnswerer {
+        core: handle.clone(),
+        metrics: metrics.clone(),
+        name: cfg.name.clone(),
+        addr: local.to_string(),
+        cache: cache.clone(),
+    });
     let peer_ctx = peer::PeerCtx {
         core: handle.clone(),
         links,
@@ -78,6 +92,7 @@ pub async fn run(
         name: cfg.name.clone(),
         seq: seq_rx,
         shutdown: stop.clone(),
+        answerer: answerer.clone(),
     };
     let ctx = api::Ctx {
         core: handle.clone(),
@@ -87,12 +102,26 @@ pub async fn run(
         configured: cfg.peers.clone(),
         clients: api::Clients::default(),
         events,
+        metrics: metrics.clone(),
+        cache,
+        answerer,
+        tmp_dir: cfg.state_dir.join("tmp"),
     };
     let tasks = tokio_util::task::TaskTracker::new();
+    {
+        let (m, s) = (metrics.clone(), stop.clone());
+        tasks.spawn(async move { m.sample_loop(s).await });
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+        tasks.spawn(api::serve_metrics(l, ctx.clone(), stop.clone()));
+    }
     for addr in &cfg.peers {
         tasks.spawn(peer::dial_loop(*addr, peer_ctx.clone()));
     }
-    let local = listener.local_addr()?;
     tracing::info!(
         "node {:?} ({node_id}) serving {} on {local}",
         cfg.name,

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::{self, ApiError, BlockData, Hello, PeerMessage, Role};
+use tandem_common::proto::{
+    self, ApiError, BlockData, Hello, PeerAnswer, PeerMessage, PeerQuery, Role,
+};
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +32,16 @@ const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 type BlockReply = oneshot::Sender<Result<Vec<BlockData>, String>>;
 type VoteReply = oneshot::Sender<Result<(), ApiError>>;
+type AnswerReply = oneshot::Sender<Result<PeerAnswer, String>>;
+
+/// Answers peers' questions (the merged table, node figures, the cache).
+pub trait Answerer: Send + Sync {
+    /// Answers `q`.
+    fn answer(
+        &self,
+        q: PeerQuery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PeerAnswer, String>> + Send + '_>>;
+}
 
 /// A live link, as the rest of the node sees it.
 pub struct LinkHandle {
@@ -42,6 +54,7 @@ pub struct LinkHandle {
     tx: mpsc::UnboundedSender<PeerMessage>,
     pending: Mutex<HashMap<u64, BlockReply>>,
     votes: Mutex<HashMap<u64, VoteReply>>,
+    answers: Mutex<HashMap<u64, AnswerReply>>,
     next_req: AtomicU64,
     closed: CancellationToken,
 }
@@ -91,6 +104,21 @@ impl LinkHandle {
         tokio::select! {
             r = rx => r.unwrap_or_else(|_| Err(closed())),
             _ = self.closed.cancelled() => Err(closed()),
+        }
+    }
+
+    /// Asks the peer a question.
+    pub async fn query(&self, q: PeerQuery) -> Result<PeerAnswer, String> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req, tx);
+        self.post(PeerMessage::Query { req, q });
+        tokio::select! {
+            r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
+            _ = self.closed.cancelled() => Err("link closed".into()),
         }
     }
 
@@ -194,6 +222,8 @@ pub struct PeerCtx {
     pub seq: watch::Receiver<u64>,
     /// Stops everything.
     pub shutdown: CancellationToken,
+    /// Answers peers' questions.
+    pub answerer: Arc<dyn Answerer>,
 }
 
 /// How a link ended.
@@ -225,6 +255,7 @@ where
         tx: tx.clone(),
         pending: Mutex::new(HashMap::new()),
         votes: Mutex::new(HashMap::new()),
+        answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
         closed: ctx.shutdown.child_token(),
     });
@@ -400,6 +431,23 @@ where
                     };
                     h.post(PeerMessage::LockVote { req, result });
                 });
+            }
+            PeerMessage::Query { req, q } => {
+                let (answerer, h) = (ctx.answerer.clone(), handle.clone());
+                tokio::spawn(async move {
+                    let a = answerer.answer(q).await;
+                    h.post(PeerMessage::Answer { req, a });
+                });
+            }
+            PeerMessage::Answer { req, a } => {
+                let reply = handle
+                    .answers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&req);
+                if let Some(reply) = reply {
+                    let _ = reply.send(a);
+                }
             }
             PeerMessage::LockVote { req, result } => {
                 let reply = handle

@@ -60,6 +60,33 @@ fn seen_from(m: &Metadata) -> Seen {
     }
 }
 
+/// True when every directory between `root` and `rel` that exists is a
+/// real directory (not a symlink, not a file), so nothing is read or
+/// written outside the tree through a link.
+pub fn parents_are_dirs(root: &Path, rel: &RelPath) -> io::Result<bool> {
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = rel.as_str().split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        cur.push(part);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Stats `rel` under `root` without following symlinks anywhere: a path
+/// whose parent is a symlink (or a file) is absent, for our purposes.
+pub fn stat_rel(root: &Path, rel: &RelPath) -> io::Result<Seen> {
+    if !parents_are_dirs(root, rel)? {
+        return Ok(Seen::Absent);
+    }
+    stat(&rel.to_disk(root))
+}
+
 /// Stats `full` without following symlinks.
 pub fn stat(full: &Path) -> io::Result<Seen> {
     match fs::symlink_metadata(full) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tandem_common::display::human_size;
-use tandem_common::proto::{ApiError, EventKind, ListedFile};
+use tandem_common::proto::{ApiError, EventKind, FileSummary, ListedFile};
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
@@ -53,6 +53,25 @@ pub enum CoreMsg {
     Watch(WatchMsg),
     /// The file table, for a client.
     List(oneshot::Sender<Vec<ListedFile>>),
+    /// This node's files for a merged table.
+    Summary(oneshot::Sender<Vec<FileSummary>>),
+    /// Number of live files and their bytes.
+    Counts(oneshot::Sender<(u64, u64)>),
+    /// A verified upload to put in place as a local change.
+    Put {
+        /// Where.
+        path: RelPath,
+        /// The verified temp file.
+        tmp: PathBuf,
+        /// mtime to give it.
+        mtime_ns: i64,
+        /// Permission bits.
+        mode: u32,
+        /// Who uploaded it (for the log).
+        who: String,
+        /// Ok or why not.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// A link to a peer came up; answers the highest of its sequence
     /// numbers already applied here.
     PeerUp {
@@ -126,6 +145,36 @@ impl CoreHandle {
     /// The node's file table, sorted by path.
     pub async fn list(&self) -> Result<Vec<ListedFile>, ApiError> {
         self.ask(CoreMsg::List).await
+    }
+
+    /// This node's files for a merged table.
+    pub async fn summary(&self) -> Result<Vec<FileSummary>, ApiError> {
+        self.ask(CoreMsg::Summary).await
+    }
+
+    /// Puts an uploaded file in place.
+    pub async fn put(
+        &self,
+        path: RelPath,
+        tmp: PathBuf,
+        mtime_ns: i64,
+        mode: u32,
+        who: String,
+    ) -> Result<Result<(), ApiError>, ApiError> {
+        self.ask(|reply| CoreMsg::Put {
+            path,
+            tmp,
+            mtime_ns,
+            mode,
+            who,
+            reply,
+        })
+        .await
+    }
+
+    /// Number of live files and their total size.
+    pub async fn counts(&self) -> Result<(u64, u64), ApiError> {
+        self.ask(CoreMsg::Counts).await
     }
 
     /// Asks the core to flush and stop.
@@ -413,6 +462,27 @@ impl Core {
             CoreMsg::List(reply) => {
                 let _ = reply.send(self.list());
             }
+            CoreMsg::Summary(reply) => {
+                let _ = reply.send(self.summary());
+            }
+            CoreMsg::Put {
+                path,
+                tmp,
+                mtime_ns,
+                mode,
+                who,
+                reply,
+            } => {
+                let _ = reply.send(self.put(&path, &tmp, mtime_ns, mode, &who));
+            }
+            CoreMsg::Counts(reply) => {
+                let (mut files, mut bytes) = (0u64, 0u64);
+                for r in self.index.records().filter(|r| r.entry.is_live_file()) {
+                    files += 1;
+                    bytes += r.entry.size;
+                }
+                let _ = reply.send((files, bytes));
+            }
             CoreMsg::PeerUp { peer, name, reply } => {
                 self.io
                     .events
@@ -480,8 +550,97 @@ impl Core {
                     .holder(&r.entry.path)
                     .map(|l| l.owner_name.clone()),
                 held: self.held.count(&r.entry.path) as u32,
+                states: vec![tandem_common::proto::NodeFileState {
+                    node: self.name.clone(),
+                    state: tandem_common::proto::FileState::InSync,
+                }],
             })
             .collect()
+    }
+
+    /// Puts an upload in place (replacing what is there by the normal
+    /// rules: it becomes a new local version) unless the path is locked.
+    fn put(
+        &mut self,
+        path: &RelPath,
+        tmp: &Path,
+        mtime_ns: i64,
+        mode: u32,
+        who: &str,
+    ) -> Result<(), ApiError> {
+        if let Some(l) = self.locks.holder(path) {
+            return Err(ApiError::LockedBy {
+                path: path.to_string(),
+                owner_name: l.owner_name.clone(),
+                owner: l.owner,
+                since: tandem_common::display::local_time(l.since_ns),
+            });
+        }
+        let full = path.to_disk(&self.root);
+        let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));
+        if !scan::parents_are_dirs(&self.root, path).map_err(io)? {
+            return Err(ApiError::Other(format!(
+                "{path} is under a symlink or a file here; refusing to write through it"
+            )));
+        }
+        if full.is_dir() {
+            return Err(ApiError::Other(format!("{path} is a directory here")));
+        }
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io)?;
+        filetime::set_file_mtime(tmp, file_time(mtime_ns)).map_err(io)?;
+        // Anything on disk not yet indexed is indexed first, so it is a
+        // version that the upload replaces, not something silently lost.
+        self.refresh(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+            self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        move_file(tmp, &full).map_err(io)?;
+        tracing::info!("{who} put {path}");
+        let seen = scan::stat(&full).map_err(io)?;
+        self.look_at(path, seen, true);
+        Ok(())
+    }
+
+    /// This node's files for a merged table: live files, plus files it is
+    /// fetching but does not have yet.
+    fn summary(&self) -> Vec<FileSummary> {
+        let mut out: Vec<FileSummary> = self
+            .index
+            .records()
+            .filter(|r| r.entry.is_live_file())
+            .map(|r| FileSummary {
+                path: r.entry.path.clone(),
+                size: r.entry.size,
+                mtime_ns: r.entry.mtime_ns,
+                hash: r.entry.hash,
+                version: r.entry.version.clone(),
+                locked_by: self
+                    .locks
+                    .holder(&r.entry.path)
+                    .map(|l| l.owner_name.clone()),
+                held: self.held.count(&r.entry.path) as u32,
+                syncing: self.needed.contains_key(&r.entry.path),
+                present: true,
+            })
+            .collect();
+        for (p, n) in &self.needed {
+            if self.index.get(p).is_none_or(|r| !r.entry.is_live_file()) {
+                out.push(FileSummary {
+                    path: p.clone(),
+                    size: n.w.entry.size,
+                    mtime_ns: n.w.entry.mtime_ns,
+                    hash: n.w.entry.hash,
+                    version: n.w.entry.version.clone(),
+                    locked_by: None,
+                    held: 0,
+                    syncing: true,
+                    present: false,
+                });
+            }
+        }
+        out
     }
 
     /// Looks at every pending path whose time has come.
@@ -506,7 +665,7 @@ impl Core {
             if covered.as_ref().is_some_and(|c| p.is_inside(c)) {
                 continue;
             }
-            match scan::stat(&p.to_disk(&self.root)) {
+            match scan::stat_rel(&self.root, &p) {
                 Ok(Seen::Dir { .. }) => {
                     self.reconcile(Some(&p));
                     covered = Some(p);
@@ -613,7 +772,7 @@ impl Core {
         let base = dir.map_or(self.root.clone(), |d| d.to_disk(&self.root));
         if let Some(d) = dir {
             // The directory itself.
-            match scan::stat(&base) {
+            match scan::stat_rel(&self.root, d) {
                 Ok(seen) => changed += self.look_at(d, seen, true),
                 Err(e) => tracing::warn!("cannot read {d}: {e}"),
             }
@@ -753,7 +912,7 @@ impl Core {
     /// anything about it: a local change not yet indexed becomes a version
     /// first, so it takes part in the decision instead of being overwritten.
     fn refresh(&mut self, p: &RelPath) {
-        let seen = match scan::stat(&p.to_disk(&self.root)) {
+        let seen = match scan::stat_rel(&self.root, p) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot read {p}: {e}");
@@ -801,6 +960,13 @@ impl Core {
             }
         }
         self.refresh(&path);
+        if !scan::parents_are_dirs(&self.root, &path).unwrap_or(false) {
+            tracing::warn!(
+                "not applying {path} from {}: a parent directory here is a symlink or a file",
+                self.peer_name(peer)
+            );
+            return;
+        }
         let local = self.index.get(&path).map(|r| r.entry.clone());
         let Decision::Take {
             version,
@@ -1192,6 +1358,10 @@ impl Core {
             return Ok(());
         }
         let full = path.to_disk(&self.root);
+        if !scan::parents_are_dirs(&self.root, path)? {
+            tracing::warn!("not writing {path}: a parent directory here is a symlink or a file");
+            return Ok(());
+        }
         if w.keep_ours_as_conflict
             && let Some(l) = local.as_ref().filter(|l| l.is_live_file())
         {

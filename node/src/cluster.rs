@@ -1,0 +1,309 @@
+//! The cluster as clients see it: the merged file table, the node list with
+//! round-trip times and clock offsets, and answers to peers' questions. The
+//! merge itself is pure ([`merge`]); gathering asks each connected peer.
+//!
+//! Scope: a node merges its own view with its directly connected peers'.
+//! In a chain A–B–C, asking A shows A and B; nodes further away are listed
+//! by name (as known peers) but their files are reached through sync.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_common::proto::{
+    FileState, FileSummary, ListedFile, NodeFileState, NodeStatus, PeerAnswer, PeerQuery,
+};
+use tandem_common::{NodeId, VvOrder};
+
+use crate::core::{CoreHandle, LockMsg, now_ns};
+use crate::metrics::Metrics;
+use crate::peer::{Answerer, Links};
+
+/// How long a peer has to answer a question.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers peers' questions from this node's state.
+pub struct NodeAnswerer {
+    /// The core.
+    pub core: CoreHandle,
+    /// Figures.
+    pub metrics: Arc<Metrics>,
+    /// This node's name.
+    pub name: String,
+    /// This node's listen address.
+    pub addr: String,
+    /// The file cache.
+    pub cache: Arc<crate::cache::FileCache>,
+}
+
+impl NodeAnswerer {
+    /// This node's own line of `tandem nodes`.
+    pub async fn status(&self) -> Result<NodeStatus, String> {
+        let (files, bytes) = self.core.counts().await.map_err(|e| e.to_string())?;
+        Ok(NodeStatus {
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            up: true,
+            rtt_us: None,
+            files,
+            bytes,
+            cpu_percent: self.metrics.cpu_percent(),
+            rss: self.metrics.rss(),
+            uptime_s: self.metrics.uptime_s(),
+            clock_offset_ms: Some(0),
+        })
+    }
+}
+
+impl Answerer for NodeAnswerer {
+    fn answer(
+        &self,
+        q: PeerQuery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PeerAnswer, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            match q {
+                PeerQuery::Files => self
+                    .core
+                    .summary()
+                    .await
+                    .map(PeerAnswer::Files)
+                    .map_err(|e| e.to_string()),
+                PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
+                PeerQuery::Ping => Ok(PeerAnswer::Pong),
+                PeerQuery::Cache => Ok(PeerAnswer::Cache(self.cache.report(&self.name))),
+            }
+        })
+    }
+}
+
+/// Merges per-node views into one table: per path, the newest version
+/// (the one whose version vector dominates; concurrent ones by the
+/// conflict rule), the nodes holding it, and each node's state.
+pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
+    let mut by_path: BTreeMap<&tandem_common::RelPath, Vec<(&str, &FileSummary)>> = BTreeMap::new();
+    for (node, files) in views {
+        for f in files {
+            by_path.entry(&f.path).or_default().push((node.as_str(), f));
+        }
+    }
+    let mut out = Vec::with_capacity(by_path.len());
+    for (path, cands) in by_path {
+        let newest =
+            cands
+                .iter()
+                .map(|(_, f)| *f)
+                .reduce(|a, b| match b.version.compare(&a.version) {
+                    VvOrder::After => b,
+                    VvOrder::Concurrent if (b.mtime_ns, b.hash) > (a.mtime_ns, a.hash) => b,
+                    _ => a,
+                });
+        let Some(newest) = newest else { continue };
+        let holds =
+            |f: &FileSummary| f.present && f.hash == newest.hash && f.mtime_ns == newest.mtime_ns;
+        let mut nodes: Vec<String> = cands
+            .iter()
+            .filter(|(_, f)| holds(f))
+            .map(|(n, _)| n.to_string())
+            .collect();
+        nodes.sort();
+        let states = views
+            .iter()
+            .map(|(node, _)| {
+                let mine = cands.iter().find(|(n, _)| n == node).map(|(_, f)| *f);
+                let state = match mine {
+                    None => FileState::Missing,
+                    Some(f) if f.held > 0 => FileState::Held,
+                    Some(f) if holds(f) => FileState::InSync,
+                    Some(f) if f.syncing => FileState::Syncing,
+                    Some(f) if !f.present => FileState::Missing,
+                    Some(_) => FileState::Stale,
+                };
+                NodeFileState {
+                    node: node.clone(),
+                    state,
+                }
+            })
+            .collect();
+        out.push(ListedFile {
+            path: path.clone(),
+            size: newest.size,
+            mtime_ns: newest.mtime_ns,
+            hash: newest.hash,
+            nodes,
+            locked_by: cands.iter().find_map(|(_, f)| f.locked_by.clone()),
+            held: cands.iter().map(|(_, f)| f.held).sum(),
+            states,
+        });
+    }
+    // Files only wanted somewhere (nobody has them yet) are not listed.
+    out.retain(|f| !f.nodes.is_empty() || f.states.iter().any(|s| s.state != FileState::Missing));
+    out
+}
+
+/// The merged table, asking every connected peer.
+pub async fn merged_list(
+    core: &CoreHandle,
+    links: &Links,
+    me: &str,
+) -> Result<Vec<ListedFile>, tandem_common::proto::ApiError> {
+    let own = core.summary().await?;
+    let mut views = vec![(me.to_string(), own)];
+    let asks = links
+        .peers()
+        .into_iter()
+        .filter_map(|p| links.get(&p))
+        .map(|l| async move {
+            let r = tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Files)).await;
+            (l.name.clone(), r)
+        });
+    for (name, r) in futures::future::join_all(asks).await {
+        match r {
+            Ok(Ok(PeerAnswer::Files(v))) => views.push((name, v)),
+            Ok(Ok(_)) => tracing::warn!("peer {name} answered the file query with something else"),
+            Ok(Err(e)) => tracing::warn!("peer {name} could not list its files: {e}"),
+            Err(_) => tracing::warn!("peer {name} did not list its files in time"),
+        }
+    }
+    Ok(merge(&views))
+}
+
+/// Every node: this one, connected peers (with RTT and clock offset), and
+/// known or configured peers that are down.
+pub async fn nodes(
+    answerer: &NodeAnswerer,
+    core: &CoreHandle,
+    links: &Links,
+    configured: &[std::net::SocketAddr],
+) -> Vec<NodeStatus> {
+    let mut out = Vec::new();
+    if let Ok(me) = answerer.status().await {
+        out.push(me);
+    }
+    let known = core.ask_lock(LockMsg::KnownPeers).await.unwrap_or_default();
+    let mut seen: Vec<NodeId> = Vec::new();
+    let asks = links
+        .peers()
+        .into_iter()
+        .filter_map(|p| links.get(&p))
+        .map(|l| async move {
+            let t0 = Instant::now();
+            let sent_ns = now_ns();
+            let r = tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Status)).await;
+            let rtt = t0.elapsed();
+            (l.peer, l.name.clone(), r, rtt, sent_ns)
+        });
+    for (id, name, r, rtt, sent_ns) in futures::future::join_all(asks).await {
+        seen.push(id);
+        let addr = configured
+            .iter()
+            .find(|a| links.dialed(a) == Some(id))
+            .map_or_else(|| "(connected to us)".to_string(), |a| a.to_string());
+        match r {
+            Ok(Ok(PeerAnswer::Status(mut st, their_now))) => {
+                let mid = sent_ns + rtt.as_nanos() as i64 / 2;
+                st.addr = addr;
+                st.rtt_us = Some(rtt.as_micros() as u64);
+                st.clock_offset_ms = Some((their_now - mid) / 1_000_000);
+                out.push(st);
+            }
+            _ => out.push(down(name, addr)),
+        }
+    }
+    for (id, name) in known {
+        if !seen.contains(&id) {
+            let addr = configured
+                .iter()
+                .find(|a| links.dialed(a) == Some(id))
+                .map_or_else(|| "(unknown)".to_string(), |a| a.to_string());
+            out.push(down(name, addr));
+        }
+    }
+    for a in configured {
+        if links.dialed(a).is_none() {
+            out.push(down(format!("(never reached) {a}"), a.to_string()));
+        }
+    }
+    out
+}
+
+fn down(name: String, addr: String) -> NodeStatus {
+    NodeStatus {
+        name,
+        addr,
+        up: false,
+        rtt_us: None,
+        files: 0,
+        bytes: 0,
+        cpu_percent: 0.0,
+        rss: 0,
+        uptime_s: 0,
+        clock_offset_ms: None,
+    }
+}
+
+/// Finds the link to the node named `name`.
+pub fn link_by_name(links: &Links, name: &str) -> Option<Arc<crate::peer::LinkHandle>> {
+    links
+        .peers()
+        .into_iter()
+        .filter_map(|p| links.get(&p))
+        .find(|l| l.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::{ContentHash, RelPath, VersionVector};
+
+    fn f(path: &str, v: &[(NodeId, u64)], content: &str, mtime: i64) -> FileSummary {
+        let mut version = VersionVector::new();
+        for &(n, c) in v {
+            version.set(n, c);
+        }
+        FileSummary {
+            path: RelPath::new(path).unwrap(),
+            size: content.len() as u64,
+            mtime_ns: mtime,
+            hash: ContentHash::of(content.as_bytes()),
+            version,
+            locked_by: None,
+            held: 0,
+            syncing: false,
+            present: true,
+        }
+    }
+
+    #[test]
+    fn merge_picks_newest_and_lists_holders_and_states() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let old = f("x", &[(a, 1)], "old", 100);
+        let new = f("x", &[(a, 1), (b, 1)], "new", 50);
+        let mut syncing = old.clone();
+        syncing.syncing = true;
+        let views = vec![
+            (
+                "A".to_string(),
+                vec![syncing, f("only-a", &[(a, 2)], "a", 1)],
+            ),
+            ("B".to_string(), vec![new.clone()]),
+            ("C".to_string(), vec![new.clone()]),
+        ];
+        let t = merge(&views);
+        assert_eq!(t.len(), 2);
+        let x = t.iter().find(|r| r.path.as_str() == "x").unwrap();
+        assert_eq!(
+            x.hash, new.hash,
+            "dominating version wins even with an older mtime"
+        );
+        assert_eq!(x.nodes, vec!["B", "C"]);
+        let state =
+            |row: &ListedFile, n: &str| row.states.iter().find(|s| s.node == n).unwrap().state;
+        assert_eq!(state(x, "A"), FileState::Syncing);
+        assert_eq!(state(x, "B"), FileState::InSync);
+        let only = t.iter().find(|r| r.path.as_str() == "only-a").unwrap();
+        assert_eq!(only.nodes, vec!["A"]);
+        assert_eq!(state(only, "B"), FileState::Missing);
+        assert_eq!(t[0].path.as_str(), "only-a", "sorted by path");
+    }
+}
