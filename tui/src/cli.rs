@@ -5,7 +5,8 @@ use std::io::Write;
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
 use tandem_common::proto::{
-    ClientInfo, Event, EventKind, HeldChange, HeldKind, ListedFile, LockInfo,
+    CacheReport, ClientInfo, Event, EventKind, HeldChange, HeldKind, ListedFile, LockInfo,
+    NodeStatus,
 };
 
 /// One row of `list --json`.
@@ -161,6 +162,123 @@ pub fn print_held(held: &[HeldChange], json: bool, out: &mut impl Write) -> std:
             local_time(h.mtime_ns),
             local_time(h.since_ns)
         )?;
+    }
+    Ok(())
+}
+
+/// Prints a node's cache.
+pub fn print_cache(r: &CacheReport, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    let ratio = if r.hits + r.misses == 0 {
+        0.0
+    } else {
+        r.hits as f64 / (r.hits + r.misses) as f64
+    };
+    if json {
+        let v = serde_json::json!({
+            "node": r.node,
+            "policy": r.policy,
+            "capacity": r.capacity,
+            "used": r.used,
+            "hits": r.hits,
+            "misses": r.misses,
+            "hit_ratio": ratio,
+            "entries": r.entries.iter().map(|e| serde_json::json!({
+                "path": e.path.as_str(),
+                "size": e.size,
+                "hits": e.hits,
+                "last_access": rfc3339(e.last_access_ns),
+            })).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &v)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "cache of {} ({}): {} of {} used, {} hits, {} misses, hit ratio {:.1}%",
+        r.node,
+        r.policy,
+        human_size(r.used),
+        human_size(r.capacity),
+        r.hits,
+        r.misses,
+        ratio * 100.0
+    )?;
+    if r.entries.is_empty() {
+        return writeln!(out, "(empty)");
+    }
+    writeln!(
+        out,
+        "{:<40}  {:>10}  {:>6}  LAST ACCESS",
+        "PATH", "SIZE", "HITS"
+    )?;
+    for e in &r.entries {
+        writeln!(
+            out,
+            "{:<40}  {:>10}  {:>6}  {}",
+            e.path.as_str(),
+            human_size(e.size),
+            e.hits,
+            local_time(e.last_access_ns)
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints the cluster's nodes; flags clock skew over a second.
+pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name,
+                    "addr": n.addr,
+                    "up": n.up,
+                    "rtt_ms": n.rtt_us.map(|u| u as f64 / 1000.0),
+                    "files": n.files,
+                    "bytes": n.bytes,
+                    "cpu_percent": n.cpu_percent,
+                    "rss": n.rss,
+                    "uptime_s": n.uptime_s,
+                    "clock_offset_ms": n.clock_offset_ms,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "{:<12}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>6}  {:>10}  {:>8}  CLOCK",
+        "NAME", "ADDRESS", "UP", "RTT", "FILES", "BYTES", "CPU", "MEMORY", "UPTIME"
+    )?;
+    for n in nodes {
+        let rtt = n
+            .rtt_us
+            .map_or("-".into(), |u| format!("{:.2}ms", u as f64 / 1000.0));
+        let clock = match n.clock_offset_ms {
+            None => "-".to_string(),
+            Some(o) if o.abs() > 1000 => format!("{o:+} ms  SKEW: newest-mtime-wins is unreliable"),
+            Some(o) => format!("{o:+} ms"),
+        };
+        if n.up {
+            writeln!(
+                out,
+                "{:<12}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>5.1}%  {:>10}  {:>7}s  {}",
+                n.name,
+                n.addr,
+                "up",
+                rtt,
+                n.files,
+                human_size(n.bytes),
+                n.cpu_percent,
+                human_size(n.rss),
+                n.uptime_s,
+                clock
+            )?;
+        } else {
+            writeln!(out, "{:<12}  {:<21}  {:<4}", n.name, n.addr, "DOWN")?;
+        }
     }
     Ok(())
 }
@@ -351,6 +469,7 @@ mod tests {
             nodes: vec!["a".into()],
             locked_by: None,
             held: 0,
+            states: vec![],
         }
     }
 

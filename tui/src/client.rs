@@ -226,6 +226,14 @@ impl Client {
         })
     }
 
+    /// Sends a request that gets no answer of its own (upload data).
+    pub fn post(&self, body: ClientRequest) -> Result<(), ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.out
+            .send(Request { id, body })
+            .map_err(|_| ClientError::Closed)
+    }
+
     /// Sends one request and waits for its single answer; errors from the
     /// node become `ClientError::Api`.
     pub async fn call(&self, body: ClientRequest) -> Result<ClientResponse, ClientError> {

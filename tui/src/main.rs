@@ -1,7 +1,8 @@
 //! `tandem`: the Tandem client. A subcommand does one thing and exits (for
 //! scripts); the terminal UI comes with a later release.
 
-use tandem_tui::{cli, client};
+use tandem_common::display::human_size;
+use tandem_tui::{cli, client, transfer};
 
 use std::process::ExitCode;
 
@@ -22,12 +23,12 @@ use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, FeedCursor};
     after_help = "Example:\n  tandem --node 127.0.0.1:7001 list\n  TANDEM_NODE=127.0.0.1:7002 tandem lock 3"
 )]
 struct Cli {
-    /// Node to talk to (host:port).
+    /// Node to talk to (host:port); give it before the subcommand.
     #[arg(
         long,
-        global = true,
         env = "TANDEM_NODE",
-        default_value = "127.0.0.1:7001"
+        default_value = "127.0.0.1:7001",
+        value_name = "ADDR"
     )]
     node: String,
     /// Identity file [default: ~/.config/tandem/identity.toml].
@@ -85,6 +86,65 @@ enum Command {
     #[command(after_help = "Example:\n  tandem feed\n  tandem feed --json | jq -r .text")]
     Feed {
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a file from the cluster (newest version) into a directory.
+    #[command(
+        after_help = "Example:\n  tandem fetch docs/plan.md --to /tmp\n  tandem fetch big.iso --from B"
+    )]
+    Fetch {
+        /// The file's path in the cluster.
+        path: String,
+        /// Directory to save it in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        to: PathBuf,
+        /// Download from this node (by name) instead of the best one.
+        #[arg(long, value_name = "NODE")]
+        from: Option<String>,
+    },
+    /// Upload a local file into the cluster (sync carries it to every node).
+    #[command(
+        after_help = "Example:\n  tandem put report.pdf\n  tandem put ./build/app --as releases/app-1.2"
+    )]
+    Put {
+        /// The local file.
+        file: PathBuf,
+        /// Its path in the cluster [default: the file's name].
+        #[arg(long = "as", value_name = "PATH")]
+        as_path: Option<String>,
+    },
+    /// Show a node's file cache: entries and hit ratio.
+    #[command(after_help = "Example:\n  tandem cache\n  tandem cache --node B --json")]
+    Cache {
+        /// The node (by name) [default: the one connected to].
+        #[arg(long = "node", value_name = "NAME")]
+        of: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every node: up/down, round-trip time, files, CPU, memory, clock offset.
+    #[command(after_help = "Example:\n  tandem nodes\n  tandem nodes --json")]
+    Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the round-trip time to a node.
+    #[command(after_help = "Example:\n  tandem ping B")]
+    Ping {
+        /// The node's name.
+        #[arg(value_name = "NODE")]
+        target: String,
+    },
+    /// List one node's own files.
+    #[command(after_help = "Example:\n  tandem discover B")]
+    Discover {
+        /// The node's name.
+        #[arg(value_name = "NODE")]
+        target: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -229,7 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let c = client::Client::connect(&cli.node).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let needs_identity = matches!(command, Command::Lock(_) | Command::Unlock { .. });
+    let needs_identity = matches!(
+        command,
+        Command::Lock(_) | Command::Unlock { .. } | Command::Put { .. }
+    );
     if needs_identity {
         let name = cli.name.clone().unwrap_or_else(client::default_name);
         c.authenticate(&identity_file(&cli)?, &name).await?;
@@ -279,6 +342,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Feed { .. } => unreachable!("handled above"),
+        Command::Fetch { path, to, from } => {
+            let rel =
+                RelPath::new(path.as_str()).with_context(|| format!("invalid path {path:?}"))?;
+            let t0 = std::time::Instant::now();
+            let done = transfer::fetch(&c, &rel, to, from.clone()).await?;
+            writeln!(
+                out,
+                "{} saved to {} ({}, {:.2?}, from {})",
+                rel,
+                done.dest.display(),
+                human_size(done.file.size),
+                t0.elapsed(),
+                done.from
+            )?;
+        }
+        Command::Put { file, as_path } => {
+            let name = match as_path {
+                Some(p) => p.clone(),
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{} has no usable file name; give --as PATH",
+                            file.display()
+                        )
+                    })?
+                    .to_string(),
+            };
+            let rel = RelPath::new(name.as_str())
+                .with_context(|| format!("invalid cluster path {name:?}"))?;
+            let t0 = std::time::Instant::now();
+            let size = transfer::put(&c, file, &rel).await?;
+            writeln!(
+                out,
+                "{} stored as {} on {} ({}, {:.2?})",
+                file.display(),
+                rel,
+                c.node_name,
+                human_size(size),
+                t0.elapsed()
+            )?;
+        }
+        Command::Cache { of, json } => {
+            match c.call(ClientRequest::Cache { node: of.clone() }).await? {
+                ClientResponse::CacheReport(r) => cli::print_cache(&r, *json, &mut out)?,
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Command::Nodes { json } => match c.call(ClientRequest::Nodes).await? {
+            ClientResponse::NodeList(v) => cli::print_nodes(&v, *json, &mut out)?,
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Ping { target } => match c
+            .call(ClientRequest::Ping {
+                node: target.clone(),
+            })
+            .await?
+        {
+            ClientResponse::Pong { rtt_us } => {
+                writeln!(out, "{target}: round trip {:.3} ms", rtt_us as f64 / 1000.0)?
+            }
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Discover { target, json } => {
+            let files = c.discover(target).await?;
+            cli::print_list(&files, *json, &mut out)?;
+        }
         Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
             ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
@@ -289,4 +420,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn node_flag_and_cache_node_flag_coexist() {
+        let cli = Cli::try_parse_from(["tandem", "--node", "127.0.0.1:9", "cache", "--node", "B"])
+            .unwrap();
+        assert_eq!(cli.node, "127.0.0.1:9");
+        assert!(matches!(cli.command, Some(Command::Cache { of: Some(ref n), .. }) if n == "B"));
+        assert!(
+            Cli::try_parse_from(["tandem", "lock"]).is_err(),
+            "lock needs an index or --path"
+        );
+        assert!(Cli::try_parse_from(["tandem", "lock", "3", "--path", "x"]).is_err());
+    }
 }
