@@ -1,40 +1,148 @@
 #!/usr/bin/env bash
-# Tandem demo: builds the binaries, starts two nodes on sample folders under
-# demo/, and shows the merged file table. Stops the nodes it started (by PID)
-# on exit or Ctrl-C. Usage: scripts/demo.sh [--clean]
+# Tandem demo launcher.
+#
+#   scripts/demo.sh              build, start two nodes on sample folders, open the UI on A
+#   scripts/demo.sh --headless   the same nodes, then a scripted tour that checks each step
+#   scripts/demo.sh --clean      start from fresh sample folders (combine with --headless)
+#
+# Nodes: A on 127.0.0.1:7001 (demo/serverA), B on 127.0.0.1:7002 (demo/serverB);
+# logs in demo/logs/. The nodes this script starts are stopped (by PID) when
+# the UI quits, the tour ends, or the script is interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEMO=$ROOT/demo
-[[ "${1:-}" == "--clean" ]] && rm -rf "$DEMO"
+HEADLESS=0
+for arg in "$@"; do
+    case "$arg" in
+        --headless) HEADLESS=1 ;;
+        --clean) rm -rf "$DEMO" ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "demo.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+A_ADDR=${TANDEM_DEMO_A:-127.0.0.1:7001}
+B_ADDR=${TANDEM_DEMO_B:-127.0.0.1:7002}
+BIG_MB=${TANDEM_DEMO_BIG_MB:-300}
 
-cargo build --release --bin tandem-node --bin tandem
+echo "==> building release binaries"
+cargo build --release --quiet --bin tandem-node --bin tandem
 BIN=$ROOT/target/release
-mkdir -p "$DEMO/serverA/docs" "$DEMO/serverB" "$DEMO/logs"
-[[ -f "$DEMO/serverA/readme.txt" ]] || echo "Hello from server A" > "$DEMO/serverA/readme.txt"
-[[ -f "$DEMO/serverA/docs/notes.md" ]] || printf '# Notes\n\nSynced by Tandem.\n' > "$DEMO/serverA/docs/notes.md"
-[[ -f "$DEMO/serverB/only-on-b.txt" ]] || echo "Only on B" > "$DEMO/serverB/only-on-b.txt"
+export TANDEM_IDENTITY=$DEMO/identity.toml
+
+A=$DEMO/serverA
+B=$DEMO/serverB
+mkdir -p "$A/docs/notes" "$A/images" "$B/reports" "$DEMO/logs"
+if [[ ! -f "$A/README.txt" ]]; then
+    echo "==> creating sample files"
+    printf 'Hello from server A.\nEdit me on either side and watch the other.\n' > "$A/README.txt"
+    printf '# Meeting notes\n\n- ship the demo\n- lock files before editing\n' > "$A/docs/notes/meeting.md"
+    # A 1x1 PNG and a one-page PDF, written byte for byte.
+    printf '\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff\xa5\xf6E@\x00\x00\x00\x00IEND\xaeB`\x82' > "$A/images/pixel.png"
+    printf '%%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj 3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%%%EOF\n' > "$B/reports/q3.pdf"
+    printf 'Only on B at first.\n' > "$B/only-on-b.txt"
+    printf 'Only on A at first.\n' > "$A/only-on-a.txt"
+    # The same file with different content on each side: the newer one wins,
+    # the other is kept in .tandem/conflicts/ on the node that had it.
+    printf 'plan, version from A\n' > "$A/plan.txt"
+    touch -d '1 hour ago' "$A/plan.txt"
+    printf 'plan, version from B (newer)\n' > "$B/plan.txt"
+    echo "==> making a ${BIG_MB} MB file on A"
+    head -c "$((BIG_MB * 1024 * 1024))" /dev/urandom > "$A/big.bin"
+fi
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$BIN/tandem-node" --dir "$DEMO/serverA" --name A --listen 127.0.0.1:7001 --peer 127.0.0.1:7002 \
-    2>"$DEMO/logs/serverA.log" & PIDS+=($!)
-"$BIN/tandem-node" --dir "$DEMO/serverB" --name B --listen 127.0.0.1:7002 --peer 127.0.0.1:7001 \
-    2>"$DEMO/logs/serverB.log" & PIDS+=($!)
+echo "==> starting node A on $A_ADDR and node B on $B_ADDR (logs in demo/logs/)"
+"$BIN/tandem-node" --dir "$A" --name A --listen "$A_ADDR" --peer "$B_ADDR" 2>"$DEMO/logs/serverA.log" &
+PIDS+=($!)
+"$BIN/tandem-node" --dir "$B" --name B --listen "$B_ADDR" --peer "$A_ADDR" 2>"$DEMO/logs/serverB.log" &
+PIDS+=($!)
 
-for addr in 127.0.0.1:7001 127.0.0.1:7002; do
-    for _ in $(seq 1 100); do
-        "$BIN/tandem" --node "$addr" list >/dev/null 2>&1 && break
+t() { "$BIN/tandem" "$@"; }
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+    local what=$1 secs=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            echo "FAILED: $what (waited ${secs}s); see demo/logs/" >&2
+            return 1
+        fi
+        for p in "${PIDS[@]}"; do
+            kill -0 "$p" 2>/dev/null || { echo "FAILED: a node exited; see demo/logs/" >&2; return 1; }
+        done
         sleep 0.1
     done
-done
-echo "== node A (127.0.0.1:7001) =="
-"$BIN/tandem" --node 127.0.0.1:7001 list
-echo "== node B (127.0.0.1:7002) =="
-"$BIN/tandem" --node 127.0.0.1:7002 list
+}
+wait_for "node A answers" 60 t --node "$A_ADDR" list
+wait_for "node B answers" 60 t --node "$B_ADDR" list
+
+if ((HEADLESS == 0)); then
+    echo "==> opening the UI on node A (q quits; the nodes stop with it)"
+    t --node "$A_ADDR"
+    exit 0
+fi
+
+step() { echo; echo "==> $*"; }
+ok() { echo "    ok: $*"; }
+in_sync() { cmp -s "$A/$1" "$B/$1"; }
+
+step "waiting for the two folders to converge (includes the ${BIG_MB} MB file)"
+wait_for "big.bin reaches B" 300 in_sync big.bin
+wait_for "only-on-a.txt reaches B" 30 in_sync only-on-a.txt
+wait_for "only-on-b.txt reaches A" 30 in_sync only-on-b.txt
+wait_for "plan.txt converges" 30 in_sync plan.txt
+grep -q "version from B" "$A/plan.txt" || { echo "FAILED: plan.txt: the newer version (B) should win" >&2; exit 1; }
+ls "$A/.tandem/conflicts/" | grep -q plan || { echo "FAILED: A's losing plan.txt was not kept in conflicts" >&2; exit 1; }
+ok "both folders hold the same files; plan.txt: B's newer version won, A's kept as $(ls "$A/.tandem/conflicts/")"
+
+step "the merged table (tandem --node $A_ADDR list)"
+t --node "$A_ADDR" list
+
+step "create a file on B, see it on A"
+echo "made on B at $(date +%T)" > "$B/hello-from-b.txt"
+wait_for "hello-from-b.txt reaches A" 10 in_sync hello-from-b.txt
+ok "A has hello-from-b.txt: $(cat "$A/hello-from-b.txt")"
+
+step "lock README.txt through A, edit it on B: the change is held"
+t --node "$A_ADDR" --name demo lock --path README.txt
+before=$(cat "$A/README.txt")
+echo "edited on B while locked" >> "$B/README.txt"
+has_held() { t --node "$B_ADDR" held --json | grep -q README.txt; }
+wait_for "B holds the change" 10 has_held
+t --node "$B_ADDR" held
+[[ "$(cat "$A/README.txt")" == "$before" ]] || { echo "FAILED: A's README.txt changed while locked" >&2; exit 1; }
+ok "A's copy is unchanged while locked"
+
+step "unlock: the held change is released and arrives on A"
+t --node "$A_ADDR" --name demo unlock --path README.txt
+wait_for "the released change reaches A" 10 in_sync README.txt
+ok "A now has: $(tail -1 "$A/README.txt")"
+
+step "fetch a file through A's cache, twice, and show the cache"
+mkdir -p "$DEMO/downloads"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads"
+t --node "$A_ADDR" cache
+t --node "$A_ADDR" cache --json | grep -q '"hits": [1-9]' || { echo "FAILED: the second fetch was not a cache hit" >&2; exit 1; }
+ok "second fetch served from the cache"
+
+step "put a local file into the cluster through A, see it on B"
+echo "deposited at $(date +%T)" > "$DEMO/deposit.txt"
+t --node "$A_ADDR" --name demo put "$DEMO/deposit.txt" --as inbox/deposit.txt
+wait_for "inbox/deposit.txt reaches B" 10 in_sync inbox/deposit.txt
+ok "B has inbox/deposit.txt"
+
+step "the nodes"
+t --node "$A_ADDR" nodes
+
 echo
-echo "Nodes are running (logs in demo/logs/). Edit files under demo/serverA or demo/serverB"
-echo "and run: $BIN/tandem --node 127.0.0.1:7001 list     Press Ctrl-C to stop both nodes."
-wait
+echo "tour complete: every step behaved"

@@ -756,8 +756,12 @@ pub struct FileSummary {
 /// Questions a node asks a peer on behalf of a client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerQuery {
-    /// Your files (for the merged table).
-    Files,
+    /// Your files (for the merged table), sorted by path, the page after
+    /// `after`.
+    Files {
+        /// Last path of the previous page.
+        after: Option<RelPath>,
+    },
     /// Your figures (for `nodes`), and your clock.
     Status,
     /// Nothing: measures the round trip.
@@ -769,8 +773,8 @@ pub enum PeerQuery {
 /// Answers to [`PeerQuery`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerAnswer {
-    /// Files.
-    Files(Vec<FileSummary>),
+    /// A page of files, and whether more follow.
+    Files(Vec<FileSummary>, bool),
     /// Figures; `addr` and `rtt_us`/`clock_offset_ms` are filled by the asker.
     Status(NodeStatus, i64),
     /// Pong.

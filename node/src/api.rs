@@ -561,13 +561,12 @@ async fn discover(
             ctx.name
         )));
     };
-    match l.query(PeerQuery::Files).await {
-        Ok(PeerAnswer::Files(v)) => {
+    match crate::cluster::peer_files(&l).await {
+        Ok(v) => {
             let table = crate::cluster::merge(&[(node.to_string(), v)]);
             Ok(table.into_iter().filter(|f| !f.nodes.is_empty()).collect())
         }
-        Ok(_) => Err(ApiError::Other("unexpected answer".into())),
-        Err(e) => Err(ApiError::Other(e)),
+        Err(e) => Err(ApiError::Other(format!("{node}: {e}"))),
     }
 }
 

@@ -19,6 +19,28 @@ use crate::core::{CoreHandle, LockMsg, now_ns};
 use crate::metrics::Metrics;
 use crate::peer::{Answerer, Links};
 
+/// Files per answer page (keeps each frame a few MiB).
+const FILES_PAGE: usize = 20_000;
+
+/// All of a peer's files, page by page.
+pub async fn peer_files(link: &crate::peer::LinkHandle) -> Result<Vec<FileSummary>, String> {
+    let mut out: Vec<FileSummary> = Vec::new();
+    loop {
+        let after = out.last().map(|f| f.path.clone());
+        match tokio::time::timeout(QUERY_TIMEOUT, link.query(PeerQuery::Files { after })).await {
+            Ok(Ok(PeerAnswer::Files(page, more))) => {
+                out.extend(page);
+                if !more {
+                    return Ok(out);
+                }
+            }
+            Ok(Ok(_)) => return Err("unexpected answer".into()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(format!("no answer within {QUERY_TIMEOUT:?}")),
+        }
+    }
+}
+
 /// How long a peer has to answer a question.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -63,12 +85,15 @@ impl Answerer for NodeAnswerer {
     {
         Box::pin(async move {
             match q {
-                PeerQuery::Files => self
-                    .core
-                    .summary()
-                    .await
-                    .map(PeerAnswer::Files)
-                    .map_err(|e| e.to_string()),
+                PeerQuery::Files { after } => {
+                    let all = self.core.summary().await.map_err(|e| e.to_string())?;
+                    let start = match &after {
+                        None => 0,
+                        Some(a) => all.partition_point(|f| &f.path <= a),
+                    };
+                    let end = (start + FILES_PAGE).min(all.len());
+                    Ok(PeerAnswer::Files(all[start..end].to_vec(), end < all.len()))
+                }
                 PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
                 PeerQuery::Ping => Ok(PeerAnswer::Pong),
                 PeerQuery::Cache => Ok(PeerAnswer::Cache(self.cache.report(&self.name))),
@@ -153,16 +178,11 @@ pub async fn merged_list(
         .peers()
         .into_iter()
         .filter_map(|p| links.get(&p))
-        .map(|l| async move {
-            let r = tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Files)).await;
-            (l.name.clone(), r)
-        });
+        .map(|l| async move { (l.name.clone(), peer_files(&l).await) });
     for (name, r) in futures::future::join_all(asks).await {
         match r {
-            Ok(Ok(PeerAnswer::Files(v))) => views.push((name, v)),
-            Ok(Ok(_)) => tracing::warn!("peer {name} answered the file query with something else"),
-            Ok(Err(e)) => tracing::warn!("peer {name} could not list its files: {e}"),
-            Err(_) => tracing::warn!("peer {name} did not list its files in time"),
+            Ok(v) => views.push((name, v)),
+            Err(e) => tracing::warn!("peer {name} could not list its files: {e}"),
         }
     }
     Ok(merge(&views))

@@ -640,6 +640,7 @@ impl Core {
                 });
             }
         }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
 
