@@ -768,6 +768,8 @@ pub enum PeerQuery {
     Ping,
     /// Your cache.
     Cache,
+    /// Your held changes.
+    Held,
 }
 
 /// Answers to [`PeerQuery`].
@@ -781,6 +783,8 @@ pub enum PeerAnswer {
     Pong,
     /// Cache.
     Cache(CacheReport),
+    /// Held changes.
+    Held(Vec<HeldChange>),
 }
 
 /// Messages between two nodes after the handshake.

@@ -338,6 +338,13 @@ where
         ClientRequest::Unlock { path, force } => match &session.client {
             None => ClientResponse::Error(ApiError::NotLoggedIn),
             Some((id, name)) => {
+                // What the lock holds anywhere in the cluster, so the client
+                // is told exactly what this unlock releases.
+                let elsewhere: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links)
+                    .await
+                    .into_iter()
+                    .filter(|h| h.path == path)
+                    .collect();
                 let res = ctx
                     .core
                     .ask_lock(|reply| LockMsg::Unlock {
@@ -350,7 +357,14 @@ where
                     .await
                     .and_then(|r| r);
                 match res {
-                    Ok((lock, released)) => ClientResponse::Unlocked { lock, released },
+                    Ok((lock, mut released)) => {
+                        for h in elsewhere {
+                            if !released.contains(&h) {
+                                released.push(h);
+                            }
+                        }
+                        ClientResponse::Unlocked { lock, released }
+                    }
                     Err(e) => ClientResponse::Error(e),
                 }
             }
@@ -359,10 +373,9 @@ where
             Ok(v) => ClientResponse::LockList(v),
             Err(e) => ClientResponse::Error(e),
         },
-        ClientRequest::Held => match ctx.core.ask_lock(LockMsg::Held).await {
-            Ok(v) => ClientResponse::HeldList(v),
-            Err(e) => ClientResponse::Error(e),
-        },
+        ClientRequest::Held => ClientResponse::HeldList(
+            crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links).await,
+        ),
         ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
         ClientRequest::Subscribe { after } => {
             let sub = ctx.events.subscribe(after);

@@ -97,6 +97,12 @@ impl Answerer for NodeAnswerer {
                 PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
                 PeerQuery::Ping => Ok(PeerAnswer::Pong),
                 PeerQuery::Cache => Ok(PeerAnswer::Cache(self.cache.report(&self.name))),
+                PeerQuery::Held => self
+                    .core
+                    .ask_lock(LockMsg::Held)
+                    .await
+                    .map(PeerAnswer::Held)
+                    .map_err(|e| e.to_string()),
             }
         })
     }
@@ -260,6 +266,29 @@ fn down(name: String, addr: String) -> NodeStatus {
         uptime_s: 0,
         clock_offset_ms: None,
     }
+}
+
+/// Every held change in the cluster: this node's and each connected peer's.
+pub async fn held_everywhere(
+    core: &CoreHandle,
+    links: &Links,
+) -> Vec<tandem_common::proto::HeldChange> {
+    let mut out = core.ask_lock(LockMsg::Held).await.unwrap_or_default();
+    let asks = links
+        .peers()
+        .into_iter()
+        .filter_map(|p| links.get(&p))
+        .map(
+            |l| async move { tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Held)).await },
+        );
+    for r in futures::future::join_all(asks).await {
+        if let Ok(Ok(PeerAnswer::Held(v))) = r {
+            out.extend(v);
+        }
+    }
+    out.sort_by(|a, b| (&a.path, &a.node).cmp(&(&b.path, &b.node)));
+    out.dedup();
+    out
 }
 
 /// Finds the link to the node named `name`.
