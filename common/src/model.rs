@@ -143,6 +143,36 @@ impl fmt::Debug for VersionVector {
     }
 }
 
+/// The identity of one write: the node that made it and the counter it
+/// gave itself. A node whose version vector covers a write's dot has seen
+/// that content, even when vectors were merged since (a conflict's winner
+/// keeps its dot while its vector grows).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Dot {
+    /// The writing node.
+    pub node: Option<NodeId>,
+    /// Its counter for this write.
+    pub counter: u64,
+}
+
+impl Dot {
+    /// True if `v` has seen a *later* write by the same node to the same
+    /// path: that node moved on from this content, so it is obsolete.
+    pub fn superseded_in(&self, v: &VersionVector) -> bool {
+        self.node.is_some_and(|n| v.get(n) > self.counter)
+    }
+
+    /// True if `v` has seen this write.
+    pub fn seen_by(&self, v: &VersionVector) -> bool {
+        match self.node {
+            Some(n) => v.get(n) >= self.counter,
+            None => true,
+        }
+    }
+}
+
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -171,6 +201,9 @@ pub struct FileEntry {
     pub blocks: Vec<ContentHash>,
     /// Causal history of this version.
     pub version: VersionVector,
+    /// The write that produced this content (unchanged when only the
+    /// vector grows by a merge).
+    pub written: Dot,
     /// A tombstone: the path was deleted in this version.
     pub deleted: bool,
 }

@@ -128,7 +128,11 @@ where
                 name: hello.name.clone(),
                 addr: addr.to_string(),
             });
+            crate::metrics::Metrics::add(&ctx.metrics.clients, 1);
             let res = client_session(io, &ctx, session).await;
+            ctx.metrics
+                .clients
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             ctx.clients.remove(key);
             ctx.events.emit(EventKind::ClientDisconnected {
                 name: hello.name.clone(),

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tandem_common::hashing::Hashed;
+use tandem_common::model::Dot;
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
 /// What the disk said about a file the last time it was indexed: if it still
@@ -222,6 +223,34 @@ impl Index {
         (v, self.seq)
     }
 
+    /// The dot of the write just versioned by [`Index::next_version`].
+    fn dot(&self) -> Dot {
+        Dot {
+            node: Some(self.me),
+            counter: self.clock,
+        }
+    }
+
+    /// Adds an event of this node to `v` (settling a conflict).
+    pub fn bump(&mut self, v: &mut VersionVector) {
+        self.clock = self.clock.max(v.max_counter()) + 1;
+        v.set(self.me, self.clock);
+    }
+
+    /// Keeps our content but records `version` (ours merged with a peer's
+    /// that had only seen an older write), so the peer takes ours.
+    pub fn reassert(&mut self, path: &RelPath, version: VersionVector) {
+        let Some(r) = self.records.get(path) else {
+            return;
+        };
+        let mut r = r.clone();
+        self.clock = self.clock.max(version.max_counter());
+        self.seq += 1;
+        r.entry.version = version;
+        r.seq = self.seq;
+        self.put(r);
+    }
+
     fn put(&mut self, record: Record) {
         self.origin.remove(&record.entry.path);
         self.dirty.insert(record.entry.path.clone());
@@ -266,6 +295,7 @@ impl Index {
                 hash: h.hash,
                 blocks: h.blocks.clone(),
                 version,
+                written: self.dot(),
                 deleted: false,
             },
             seq,
@@ -301,6 +331,7 @@ impl Index {
                 hash: ContentHash::default(),
                 blocks: Vec::new(),
                 version,
+                written: self.dot(),
                 deleted: false,
             },
             seq,
@@ -334,6 +365,7 @@ impl Index {
                 hash: ContentHash::default(),
                 blocks: Vec::new(),
                 version,
+                written: self.dot(),
                 deleted: true,
                 ..prev_entry
             },

@@ -55,12 +55,14 @@ pub async fn run(
     let links = peer::Links::new(node_id);
     let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
     let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
+    let metrics = Arc::new(metrics::Metrics::default());
     let io = core::CoreIo {
         rt: tokio::runtime::Handle::current(),
         links: links.clone(),
         tx: tx.clone(),
         seq_tx,
         events: events.clone(),
+        metrics: metrics.clone(),
     };
     let core = Core::new(
         cfg.dir.clone(),
@@ -76,7 +78,6 @@ pub async fn run(
     let handle = CoreHandle::new(tx);
     let stop = tokio_util::sync::CancellationToken::new();
     let local = listener.local_addr()?;
-    let metrics = Arc::new(metrics::Metrics::default());
     let cache = Arc::new(cache::FileCache::new(cfg.cache_size, cfg.cache_policy));
     let answerer = Arc::new(cluster::NodeAnswerer {
         core: handle.clone(),
@@ -93,6 +94,7 @@ pub async fn run(
         seq: seq_rx,
         shutdown: stop.clone(),
         answerer: answerer.clone(),
+        answerer_metrics: metrics.clone(),
     };
     let ctx = api::Ctx {
         core: handle.clone(),

@@ -224,6 +224,8 @@ pub struct PeerCtx {
     pub shutdown: CancellationToken,
     /// Answers peers' questions.
     pub answerer: Arc<dyn Answerer>,
+    /// Traffic counters.
+    pub answerer_metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How a link ended.
@@ -396,8 +398,13 @@ where
                 blocks,
             } => {
                 let (core, tx) = (ctx.core.clone(), tx.clone());
+                let metrics = ctx.answerer_metrics.clone();
                 tokio::spawn(async move {
                     let data = serve_blocks(&core, path, hash, blocks).await;
+                    if let Ok(d) = &data {
+                        let n: usize = d.iter().map(|b| b.bytes.len()).sum();
+                        crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    }
                     let _ = tx.send(PeerMessage::Blocks { req, data });
                 });
             }

@@ -421,6 +421,7 @@ mod tests {
                 hash: ContentHash::of(b"hello"),
                 blocks: vec![ContentHash::of(b"hello")],
                 version,
+                written: Default::default(),
                 deleted,
             },
             seq,

@@ -1,5 +1,6 @@
 //! One-shot subcommands: plain text for people, `--json` for scripts.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -19,6 +20,8 @@ struct JsonRow<'a> {
     hash: String,
     nodes: &'a [String],
     locked_by: Option<&'a str>,
+    held: u32,
+    states: BTreeMap<&'a str, &'static str>,
 }
 
 /// Prints the file table.
@@ -35,6 +38,12 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
                 hash: f.hash.to_hex(),
                 nodes: &f.nodes,
                 locked_by: f.locked_by.as_deref(),
+                held: f.held,
+                states: f
+                    .states
+                    .iter()
+                    .map(|s| (s.node.as_str(), s.state.as_str()))
+                    .collect(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut *out, &rows)?;

@@ -295,7 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Feed { json } = command {
         return feed(&cli.node, *json).await;
     }
-    let c = client::Client::connect(&cli.node).await?;
+    let display_name = cli.name.clone().unwrap_or_else(client::default_name);
+    let c = client::Client::connect_as(&cli.node, &display_name).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let needs_identity = matches!(

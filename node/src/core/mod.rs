@@ -273,6 +273,8 @@ pub struct CoreIo {
     pub seq_tx: watch::Sender<u64>,
     /// The live feed.
     pub events: Arc<crate::events::EventBus>,
+    /// Counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The core's state.
@@ -969,19 +971,38 @@ impl Core {
             return;
         }
         let local = self.index.get(&path).map(|r| r.entry.clone());
-        let Decision::Take {
-            version,
-            keep_ours_as_conflict,
-        } = planner::plan(local.as_ref(), &remote)
-        else {
-            return;
+        let (version, keep_ours_as_conflict, written) = match planner::plan(local.as_ref(), &remote)
+        {
+            Decision::Ignore => return,
+            Decision::Reassert { version } => {
+                if self.locks.holder(&path).is_none() {
+                    tracing::debug!(
+                        "{path}: {} has only seen an older write; re-announcing ours",
+                        self.peer_name(peer)
+                    );
+                    self.index.reassert(&path, version);
+                }
+                return;
+            }
+            Decision::Take {
+                mut version,
+                keep_ours_as_conflict,
+                written,
+                bump,
+            } => {
+                if bump {
+                    self.index.bump(&mut version);
+                }
+                (version, keep_ours_as_conflict, written)
+            }
         };
         if self.hold_remote(peer, &remote) {
             return;
         }
-        let origin = (version == remote.version).then_some(peer);
+        let origin = (version == remote.version && written == remote.written).then_some(peer);
         let entry = FileEntry {
             version,
+            written,
             ..remote.clone()
         };
         let needs_data = entry.is_live_file()
@@ -1181,6 +1202,7 @@ impl Core {
             dest = base.join(format!("{stem}.conflict-{when}-{safe_author}-{n}{ext}"));
         }
         move_file(&loser.path.to_disk(&self.root), &dest)?;
+        crate::metrics::Metrics::add(&self.io.metrics.conflicts, 1);
         self.io.events.emit(EventKind::Conflict {
             path: loser.path.clone(),
             winner: self.peer_name(winner_peer),
@@ -1329,9 +1351,22 @@ impl Core {
                 self.needed.insert(path, need);
             }
             Ok(done) => {
-                self.unwanted.push(path.clone());
-                if let Err(e) = self.install(&path, need.w, &done) {
-                    tracing::error!("cannot write {path}: {e}");
+                match self.install(&path, need.w.clone(), &done) {
+                    Ok(()) => self.unwanted.push(path.clone()),
+                    Err(e) if need.attempts < 10 => {
+                        // E.g. a directory here still holds files whose
+                        // deletion is on its way: try again shortly.
+                        need.in_flight = false;
+                        need.attempts += 1;
+                        let backoff = Duration::from_millis(200 * (1u64 << need.attempts.min(7)));
+                        need.retry_at = Instant::now() + backoff;
+                        tracing::warn!("cannot write {path} yet: {e}; retrying in {backoff:?}");
+                        self.needed.insert(path.clone(), need);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot write {path}: {e}; giving up on this version");
+                        self.unwanted.push(path.clone());
+                    }
                 }
                 let _ = std::fs::remove_file(&done.tmp);
             }
@@ -1372,6 +1407,18 @@ impl Core {
             std::fs::create_dir_all(parent)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
         }
+        if local
+            .as_ref()
+            .is_some_and(|l| !l.deleted && l.kind == EntryKind::Dir)
+        {
+            // A directory replaced by a file: it must be empty by now (its
+            // files' deletions come first); if not, the caller retries.
+            match std::fs::remove_dir(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         move_file(&done.tmp, &full)?;
         let st = scan::local_stat(&std::fs::symlink_metadata(&full)?);
         let from = self.peer_name(done.from.unwrap_or(w.from));
@@ -1382,6 +1429,8 @@ impl Core {
             human_size(done.bytes_received),
             human_size(done.bytes_reused),
         );
+        crate::metrics::Metrics::add(&self.io.metrics.transfers, 1);
+        crate::metrics::Metrics::add(&self.io.metrics.bytes_received, done.bytes_received);
         self.io.events.emit(EventKind::Transferred {
             path: path.clone(),
             from,

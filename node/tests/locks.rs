@@ -1,0 +1,1005 @@
+//! Locks and client identities (issue 4), tested through the real
+//! `tandem-node` and `tandem` binaries on a two-node cluster A <-> B:
+//! a locked file is left alone by sync and its changes are held until
+//! unlock (then reconciled by the normal rules, a held delete announced);
+//! racing lockers through two nodes, exactly one winner; locks survive a
+//! restart and belong to an identity, which every node recognises; bad
+//! identities, bad targets and a peer that is down are refused and change
+//! nothing.
+//!
+//! Every client runs with `--identity <temp dir>/<name>.toml`, never the
+//! user's own identity file.
+
+mod harness;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use harness::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// How long a lock, unlock or identity takes to reach the other node.
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long two nodes may take to link up (and to re-link after a restart).
+const LINK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a change takes to travel to the other node.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Two nodes, A and B, each configured with the other as its peer, linked.
+fn pair() -> (Node, Node) {
+    let (aa, ba) = (free_addr(), free_addr());
+    let mut nodes = start_all(vec![
+        Node::builder("A").listen(aa).peer(ba),
+        Node::builder("B").listen(ba).peer(aa),
+    ]);
+    let b = nodes.pop().expect("B");
+    let a = nodes.pop().expect("A");
+    wait_linked(&a, &b);
+    (a, b)
+}
+
+/// `tandem nodes --json` of `node`, parsed.
+fn nodes_json(node: &Node) -> Result<Vec<Value>, String> {
+    let out = tandem(node.addr(), &["nodes", "--json"])?;
+    if !out.status.success() {
+        return Err(format!(
+            "`tandem nodes --json` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("nodes --json: {e}"))
+}
+
+/// Waits until each node lists the other as up.
+fn wait_linked(a: &Node, b: &Node) {
+    wait_until(LINK_TIMEOUT, "A and B linked", &[a, b], || {
+        for (n, other) in [(a, b), (b, a)] {
+            let v = nodes_json(n)?;
+            let up = v
+                .iter()
+                .any(|r| r["name"] == other.name() && r["up"] == true);
+            if !up {
+                return Err(format!(
+                    "{} does not see {} up: {v:?}",
+                    n.name(),
+                    other.name()
+                ));
+            }
+        }
+        Ok::<(), String>(())
+    });
+}
+
+/// A client: a display name and an identity file in a temp dir.
+struct Who {
+    name: String,
+    ident: PathBuf,
+}
+
+impl Who {
+    fn new(dir: &TempDir, name: &str) -> Who {
+        Who {
+            name: name.to_string(),
+            ident: dir.path().join(format!("{name}.toml")),
+        }
+    }
+
+    /// Another client name using the identity file `ident`.
+    fn with_file(name: &str, ident: PathBuf) -> Who {
+        Who {
+            name: name.to_string(),
+            ident,
+        }
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let ident = self.ident.to_str().expect("UTF-8 temp path");
+        let mut v = vec!["--identity", ident, "--name", self.name.as_str()];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// Runs `tandem --node <node> --identity F --name N ARGS...`.
+    fn run(&self, node: &Node, args: &[&str]) -> Output {
+        node.tandem(&self.args(args))
+    }
+
+    /// The same, expected to succeed; returns stdout.
+    fn ok(&self, node: &Node, args: &[&str], logs: &[&Node]) -> String {
+        let out = self.run(node, args);
+        expect_ok(
+            &out,
+            &format!("{} via {}: tandem {args:?}", self.name, node.name()),
+            logs,
+        )
+    }
+
+    /// The same, expected to fail; returns stderr.
+    fn refused(&self, node: &Node, args: &[&str], logs: &[&Node]) -> String {
+        let out = self.run(node, args);
+        expect_refused(
+            &out,
+            &format!("{} via {}: tandem {args:?}", self.name, node.name()),
+            logs,
+        )
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn expect_ok(out: &Output, what: &str, logs: &[&Node]) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        fail_with_logs(
+            &format!(
+                "{what} failed with {}\nstdout: {}\nstderr: {}",
+                out.status,
+                text(&out.stdout),
+                text(&out.stderr)
+            ),
+            logs
+        )
+    );
+    text(&out.stdout)
+}
+
+fn expect_refused(out: &Output, what: &str, logs: &[&Node]) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        fail_with_logs(
+            &format!(
+                "{what} should have been refused but succeeded\nstdout: {}",
+                text(&out.stdout)
+            ),
+            logs
+        )
+    );
+    assert_eq!(out.status.code(), Some(1), "{what}: exit code");
+    text(&out.stderr)
+}
+
+fn json_of(node: &Node, args: &[&str]) -> Result<Vec<Value>, String> {
+    let out = tandem(node.addr(), args)?;
+    if !out.status.success() {
+        return Err(format!("tandem {args:?} failed: {}", text(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("tandem {args:?}: not JSON: {e}"))
+}
+
+/// `tandem locks --json` of `node`.
+fn locks(node: &Node) -> Vec<Value> {
+    json_of(node, &["locks", "--json"]).unwrap_or_else(|e| panic!("{}", node.fail(&e)))
+}
+
+/// `tandem held --json` of `node`.
+fn held(node: &Node) -> Vec<Value> {
+    json_of(node, &["held", "--json"]).unwrap_or_else(|e| panic!("{}", node.fail(&e)))
+}
+
+/// The (path, owner, owner_id) of each lock, for comparing lock states.
+fn lock_state(node: &Node) -> Vec<(String, String, String)> {
+    locks(node)
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap_or_default().to_string(),
+                l["owner"].as_str().unwrap_or_default().to_string(),
+                l["owner_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every node in `nodes` lists exactly `expected` as locks
+/// (path, owner name).
+fn wait_locks(nodes: &[&Node], expected: &[(&str, &str)]) -> Vec<Value> {
+    let want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, o)| (p.to_string(), o.to_string()))
+        .collect();
+    let mut last = Vec::new();
+    for n in nodes {
+        last = wait_until(
+            SPREAD_TIMEOUT,
+            &format!("locks on {} to be {expected:?}", n.name()),
+            nodes,
+            || {
+                let v = json_of(n, &["locks", "--json"])?;
+                let got: Vec<(String, String)> = v
+                    .iter()
+                    .map(|l| {
+                        (
+                            l["path"].as_str().unwrap_or_default().to_string(),
+                            l["owner"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                if got == want {
+                    Ok(v)
+                } else {
+                    Err(format!("locks: {v:?}"))
+                }
+            },
+        );
+    }
+    last
+}
+
+/// Content of `node`'s copy of `rel`, if any.
+fn read(node: &Node, rel: &str) -> Option<Vec<u8>> {
+    fs::read(node.path(rel)).ok()
+}
+
+/// Waits until `rel` has `content` on disk on each node and is listed with
+/// its hash.
+fn wait_content(nodes: &[&Node], rel: &str, content: &[u8]) {
+    let hash = blake3_hex(content);
+    for n in nodes {
+        wait_until(
+            SYNC_TIMEOUT,
+            &format!(
+                "{rel} = {:?} on {}",
+                String::from_utf8_lossy(content),
+                n.name()
+            ),
+            nodes,
+            || {
+                let disk = read(n, rel);
+                if disk.as_deref() != Some(content) {
+                    return Err(format!(
+                        "on disk: {:?}",
+                        disk.map(|d| String::from_utf8_lossy(&d).into_owned())
+                    ));
+                }
+                let list = n.try_list()?;
+                match find(&list, rel) {
+                    Some(r) if r["hash"] == hash.as_str() => Ok(()),
+                    r => Err(format!("listed: {r:?}")),
+                }
+            },
+        );
+    }
+}
+
+/// Waits until `rel` is gone from disk and from the list on each node.
+fn wait_gone(nodes: &[&Node], rel: &str) {
+    for n in nodes {
+        wait_until(
+            SYNC_TIMEOUT,
+            &format!("{rel} gone on {}", n.name()),
+            nodes,
+            || {
+                if n.path(rel).exists() {
+                    return Err("still on disk".to_string());
+                }
+                let list = n.try_list()?;
+                match find(&list, rel) {
+                    None => Ok(()),
+                    Some(r) => Err(format!("still listed: {r}")),
+                }
+            },
+        );
+    }
+}
+
+/// Writes `content` to `rel` on `node`, atomically, with the mtime `mtime`
+/// (written next to the directory, then renamed in).
+fn write_with_mtime(node: &Node, scratch: &TempDir, rel: &str, content: &[u8], mtime: SystemTime) {
+    let tmp = scratch
+        .path()
+        .join(format!("staging-{}-{}", node.name(), rel.replace('/', "_")));
+    fs::write(&tmp, content).expect("write staging file");
+    filetime::set_file_mtime(&tmp, filetime::FileTime::from_system_time(mtime)).expect("set mtime");
+    fs::rename(&tmp, node.path(rel)).expect("rename into the node's directory");
+}
+
+/// A file created on A and synced to B.
+fn shared_file(a: &Node, b: &Node, rel: &str, content: &[u8]) {
+    put(a.path(rel), content);
+    wait_content(&[a, b], rel, content);
+}
+
+/// Checks for `window` that `rel` on `node` keeps `content` (disk and list).
+fn stays_for(node: &Node, rel: &str, content: &[u8], window: Duration) {
+    let hash = blake3_hex(content);
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let disk = read(node, rel);
+        assert!(
+            disk.as_deref() == Some(content),
+            "{}",
+            node.fail(&format!(
+                "{rel} on {} changed while locked: {:?}",
+                node.name(),
+                disk.map(|d| String::from_utf8_lossy(&d).into_owned())
+            ))
+        );
+        let own = json_of(node, &["discover", node.name(), "--json"])
+            .unwrap_or_else(|e| panic!("{}", node.fail(&e)));
+        let row = find(&own, rel).unwrap_or_else(|| panic!("{rel} not on {}", node.name()));
+        assert_eq!(
+            row["hash"],
+            hash.as_str(),
+            "{rel} on {} re-indexed",
+            node.name()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The text line of `tandem list` for `rel`.
+fn list_line(node: &Node, rel: &str) -> String {
+    let out = tandem(node.addr(), &["list"]).unwrap_or_else(|e| panic!("{}", node.fail(&e)));
+    let stdout = expect_ok(&out, "tandem list", &[node]);
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(rel))
+        .unwrap_or_else(|| panic!("{rel} not in `tandem list`:\n{stdout}"))
+        .to_string()
+}
+
+/// Every file under the node's conflicts folder, with its content.
+fn conflicts(node: &Node) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(d: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(rd) = fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if let Ok(c) = fs::read(&p) {
+                out.push((p, c));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&node.path(".tandem/conflicts"), &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// 1. A lock holds remote changes until unlock
+
+#[test]
+fn locked_file_is_left_alone_until_unlock() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "plan.md", b"version 1\n");
+
+    let out = alice.ok(&a, &["lock", "--path", "plan.md"], &nodes);
+    assert!(
+        out.contains("locked plan.md (owner alice, through node A)"),
+        "lock output: {out}"
+    );
+    let l = wait_locks(&nodes, &[("plan.md", "alice")]);
+    assert_eq!(l[0]["via"], "A");
+    assert!(alice.ident.exists(), "the identity file was not saved");
+
+    // Edit on B: held there, not sent to A.
+    put(b.path("plan.md"), "version 2, edited on B while locked\n");
+    let h = wait_until(SYNC_TIMEOUT, "B holds its change", &nodes, || {
+        let h = held(&b);
+        let ok = h.len() == 1
+            && h[0]["path"] == "plan.md"
+            && h[0]["kind"] == "modify"
+            && h[0]["node"] == "B";
+        if ok {
+            Ok(h)
+        } else {
+            Err(format!("held on B: {h:?}"))
+        }
+    });
+    assert_eq!(h[0]["size"], 36);
+    stays_for(&a, "plan.md", b"version 1\n", Duration::from_millis(1500));
+    // `held` is the cluster's: asked through A, it shows B's held change.
+    assert_eq!(held(&a), h, "held through A");
+    // The merged table: locked, by alice, one change held.
+    for n in nodes {
+        let line = list_line(n, "plan.md");
+        assert!(
+            line.contains("locked by alice, 1 held"),
+            "list on {}: {line}",
+            n.name()
+        );
+        let row = find(&n.list(), "plan.md").cloned().unwrap();
+        assert_eq!(row["locked_by"], "alice", "list --json on {}", n.name());
+    }
+
+    // Unlock: the held change goes to A.
+    let out = alice.ok(&a, &["unlock", "--path", "plan.md"], &nodes);
+    assert!(
+        out.contains("unlocked plan.md (was locked by alice)"),
+        "unlock: {out}"
+    );
+    wait_locks(&nodes, &[]);
+    wait_content(&nodes, "plan.md", b"version 2, edited on B while locked\n");
+    wait_until(SPREAD_TIMEOUT, "no held changes", &nodes, || {
+        held(&a).is_empty() && held(&b).is_empty()
+    });
+    let row = find(&a.list(), "plan.md").cloned().unwrap();
+    assert!(row["locked_by"].is_null(), "still locked: {row}");
+    assert_eq!(row["nodes"], serde_json::json!(["A", "B"]));
+}
+
+#[test]
+fn edits_on_both_sides_while_locked_newest_mtime_wins_after_unlock() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "doc.txt", b"original\n");
+
+    alice.ok(&b, &["lock", "--path", "doc.txt"], &nodes);
+    wait_locks(&nodes, &[("doc.txt", "alice")]);
+
+    let now = SystemTime::now();
+    let older = now - Duration::from_secs(100);
+    let newer = now - Duration::from_secs(50);
+    write_with_mtime(&a, &scratch, "doc.txt", b"A's edit (older)\n", older);
+    write_with_mtime(&b, &scratch, "doc.txt", b"B's edit (newer)\n", newer);
+    for n in nodes {
+        wait_until(
+            SYNC_TIMEOUT,
+            &format!("{} holds its edit", n.name()),
+            &nodes,
+            || {
+                let h = held(n);
+                h.iter()
+                    .any(|c| c["node"] == n.name() && c["kind"] == "modify")
+            },
+        );
+    }
+    assert_eq!(read(&a, "doc.txt").unwrap(), b"A's edit (older)\n");
+    assert_eq!(read(&b, "doc.txt").unwrap(), b"B's edit (newer)\n");
+    assert!(list_line(&a, "doc.txt").contains("locked by alice, 2 held"));
+
+    alice.ok(&b, &["unlock", "--path", "doc.txt"], &nodes);
+    wait_content(&nodes, "doc.txt", b"B's edit (newer)\n");
+    let loser = wait_until(
+        SYNC_TIMEOUT,
+        "A's edit in a conflicts folder",
+        &nodes,
+        || {
+            let all: Vec<_> = conflicts(&a).into_iter().chain(conflicts(&b)).collect();
+            all.into_iter()
+                .find(|(_, c)| c == b"A's edit (older)\n")
+                .map(|(p, _)| p)
+        },
+    );
+    assert!(
+        loser.starts_with(a.path(".tandem/conflicts")),
+        "the loser is kept where it was made (A): {}",
+        loser.display()
+    );
+    // The winner keeps its mtime everywhere.
+    for n in nodes {
+        let m = fs::metadata(n.path("doc.txt")).unwrap().modified().unwrap();
+        assert_eq!(m, newer, "mtime of doc.txt on {}", n.name());
+    }
+}
+
+#[test]
+fn held_delete_is_announced_and_applied_on_unlock() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "old.log", b"keep me until unlock\n");
+
+    alice.ok(&b, &["lock", "--path", "old.log"], &nodes);
+    wait_locks(&nodes, &[("old.log", "alice")]);
+
+    fs::remove_file(b.path("old.log")).unwrap();
+    wait_until(SYNC_TIMEOUT, "B holds the delete", &nodes, || {
+        let h = held(&b);
+        let ok = h.len() == 1 && h[0]["path"] == "old.log" && h[0]["kind"] == "delete";
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("held on B: {h:?}"))
+        }
+    });
+    stays_for(
+        &a,
+        "old.log",
+        b"keep me until unlock\n",
+        Duration::from_millis(1000),
+    );
+    assert!(list_line(&a, "old.log").contains("locked by alice, 1 held"));
+
+    let out = alice.ok(&b, &["unlock", "--path", "old.log"], &nodes);
+    assert!(
+        out.contains("1 held change(s) released") && out.contains("released: DELETE made on B"),
+        "the unlock must announce the released delete:\n{out}"
+    );
+    b.wait_log("released a held DELETE of old.log made on B");
+    wait_gone(&nodes, "old.log");
+}
+
+/// The same held delete, unlocked through the other node: whoever unlocks
+/// must be told that a delete was released, whichever node they ask.
+#[test]
+fn held_delete_on_the_other_node_is_announced_on_unlock() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "old.log", b"keep me until unlock\n");
+    alice.ok(&a, &["lock", "--path", "old.log"], &nodes);
+    wait_locks(&nodes, &[("old.log", "alice")]);
+    fs::remove_file(b.path("old.log")).unwrap();
+    wait_until(SYNC_TIMEOUT, "B holds the delete", &nodes, || {
+        held(&b).iter().any(|h| h["kind"] == "delete")
+    });
+    let out = alice.ok(&a, &["unlock", "--path", "old.log"], &nodes);
+    wait_gone(&nodes, "old.log");
+    assert!(
+        out.contains("released: DELETE made on B"),
+        "unlock through A did not announce the delete released on B:\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Exactly one holder
+
+#[test]
+fn racing_lockers_through_two_nodes_have_exactly_one_winner() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    let bob = Who::new(&ids, "bob");
+    shared_file(&a, &b, "race.txt", b"contested\n");
+    // Register both identities first, so each round is only the race.
+    shared_file(&a, &b, "warmup.txt", b"w\n");
+    for (w, n) in [(&alice, &a), (&bob, &b)] {
+        w.ok(n, &["lock", "--path", "warmup.txt"], &nodes);
+        wait_locks(&nodes, &[("warmup.txt", w.name.as_str())]);
+        w.ok(n, &["unlock", "--path", "warmup.txt"], &nodes);
+        wait_locks(&nodes, &[]);
+    }
+
+    let mut wins = [0usize; 2];
+    for round in 1..=20 {
+        let barrier = Arc::new(Barrier::new(2));
+        let racers = [(&alice, &a), (&bob, &b)];
+        let outs: Vec<Output> = thread::scope(|s| {
+            let handles: Vec<_> = racers
+                .iter()
+                .map(|(w, n)| {
+                    let args = w.args(&["lock", "--path", "race.txt"]);
+                    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                    let (addr, barrier) = (n.addr(), barrier.clone());
+                    s.spawn(move || {
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        barrier.wait();
+                        tandem(addr, &args)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .expect("racer thread")
+                        .unwrap_or_else(|e| panic!("{}", fail_with_logs(&e, &nodes)))
+                })
+                .collect()
+        });
+        let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+        let report = || {
+            fail_with_logs(
+                &format!(
+                    "round {round}: {} winners\nalice via A: {} {} {}\nbob via B: {} {} {}",
+                    won.len(),
+                    outs[0].status,
+                    text(&outs[0].stdout),
+                    text(&outs[0].stderr),
+                    outs[1].status,
+                    text(&outs[1].stdout),
+                    text(&outs[1].stderr)
+                ),
+                &nodes,
+            )
+        };
+        assert!(won.len() == 1, "{}", report());
+        let (w, l) = (won[0], 1 - won[0]);
+        wins[w] += 1;
+        let (winner, winner_node) = racers[w];
+        let loser_err = text(&outs[l].stderr);
+        assert!(
+            loser_err.contains(&format!("locked by {}", winner.name))
+                && loser_err.contains(" since "),
+            "round {round}: the loser is not told who holds it: {loser_err}\n{}",
+            report()
+        );
+        assert!(
+            text(&outs[w].stdout).contains(&format!("owner {}", winner.name)),
+            "{}",
+            report()
+        );
+        wait_locks(&nodes, &[("race.txt", winner.name.as_str())]);
+        winner.ok(winner_node, &["unlock", "--path", "race.txt"], &nodes);
+        wait_locks(&nodes, &[]);
+    }
+    eprintln!(
+        "20 rounds: alice (via A) won {}, bob (via B) won {}",
+        wins[0], wins[1]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. Locks survive restarts and belong to identities
+
+#[test]
+fn lock_survives_restarts_and_only_its_owner_or_force_unlocks() {
+    let (mut a, mut b) = pair();
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    let bob = Who::new(&ids, "bob");
+    shared_file(&a, &b, "kept.txt", b"kept\n");
+    shared_file(&a, &b, "forced.txt", b"forced\n");
+
+    alice.ok(&a, &["lock", "--path", "kept.txt"], &[&a, &b]);
+    let before = wait_locks(&[&a, &b], &[("kept.txt", "alice")]);
+
+    // Each node alone after a restart, so it cannot have relearned the lock
+    // from the other: B after a crash, A (the node the lock was taken
+    // through) after a clean stop.
+    b.kill9();
+    a.stop();
+    b.restart();
+    let alone = locks(&b);
+    assert!(
+        alone.len() == 1 && alone[0]["path"] == "kept.txt",
+        "{}",
+        b.fail(&format!("B forgot the lock over a crash: {alone:?}"))
+    );
+    b.stop();
+    a.restart();
+    let alone = locks(&a);
+    assert!(
+        alone.len() == 1 && alone[0]["path"] == "kept.txt",
+        "{}",
+        a.fail(&format!("A forgot the lock over a restart: {alone:?}"))
+    );
+    b.restart();
+    wait_linked(&a, &b);
+    let nodes = [&a, &b];
+    for n in nodes {
+        let after = locks(n);
+        assert_eq!(
+            after.len(),
+            1,
+            "locks on {} after restarts: {after:?}",
+            n.name()
+        );
+        for k in ["path", "owner", "owner_id", "since", "via"] {
+            assert_eq!(
+                after[0][k],
+                before[0][k],
+                "{k} of the lock on {} after restarts",
+                n.name()
+            );
+        }
+    }
+
+    // Another identity cannot unlock it, through either node.
+    bob.ok(&b, &["lock", "--path", "forced.txt"], &nodes);
+    wait_locks(&nodes, &[("forced.txt", "bob"), ("kept.txt", "alice")]);
+    for n in nodes {
+        let err = bob.refused(n, &["unlock", "--path", "kept.txt"], &nodes);
+        assert!(
+            err.contains("locked by alice") && err.contains("only the owner can unlock it"),
+            "bob unlocking alice's lock via {}: {err}",
+            n.name()
+        );
+    }
+    assert_eq!(lock_state(&a).len(), 2);
+    // Its owner, reconnecting with its identity file, can.
+    let out = alice.ok(&b, &["unlock", "--path", "kept.txt"], &nodes);
+    assert!(
+        out.contains("unlocked kept.txt (was locked by alice)"),
+        "{out}"
+    );
+    wait_locks(&nodes, &[("forced.txt", "bob")]);
+
+    // --force opens someone else's lock, and the node logs who did it.
+    let err = alice.refused(&a, &["unlock", "--path", "forced.txt"], &nodes);
+    assert!(err.contains("only the owner"), "{err}");
+    let out = alice.ok(&a, &["unlock", "--path", "forced.txt", "--force"], &nodes);
+    assert!(
+        out.contains("unlocked forced.txt (was locked by bob)"),
+        "{out}"
+    );
+    wait_locks(&nodes, &[]);
+    let line = a.wait_log("forced.txt");
+    let forced = a
+        .log()
+        .lines()
+        .find(|l| l.contains("forced.txt") && l.contains("FORCED open by alice"))
+        .map(str::to_string);
+    assert!(
+        forced.is_some(),
+        "{}",
+        a.fail(&format!(
+            "A's log does not say alice forced the lock open (first line: {line})"
+        ))
+    );
+    b.wait_log("lock on forced.txt held by bob was forced open by alice");
+}
+
+#[test]
+fn identity_registered_through_one_node_works_through_the_other() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let carol = Who::new(&ids, "carol");
+    shared_file(&a, &b, "x.txt", b"x\n");
+    shared_file(&a, &b, "y.txt", b"y\n");
+
+    assert!(!carol.ident.exists());
+    carol.ok(&a, &["lock", "--path", "x.txt"], &nodes);
+    let saved = fs::read_to_string(&carol.ident).expect("identity file saved");
+    let l = wait_locks(&nodes, &[("x.txt", "carol")]);
+    assert!(
+        saved.contains(l[0]["owner_id"].as_str().unwrap()),
+        "{saved}"
+    );
+    // B never saw carol connect, but knows her identity.
+    let out = carol.ok(&b, &["unlock", "--path", "x.txt"], &nodes);
+    assert!(out.contains("unlocked x.txt"), "{out}");
+    carol.ok(&b, &["lock", "--path", "y.txt"], &nodes);
+    let l = wait_locks(&nodes, &[("y.txt", "carol")]);
+    assert_eq!(l[0]["via"], "B");
+    carol.ok(&a, &["unlock", "--path", "y.txt"], &nodes);
+    wait_locks(&nodes, &[]);
+    assert_eq!(
+        fs::read_to_string(&carol.ident).unwrap(),
+        saved,
+        "the identity is reused, not reissued"
+    );
+    // A display name follows the identity (same id, new name).
+    let renamed = Who::with_file("caroline", carol.ident.clone());
+    renamed.ok(&b, &["lock", "--path", "x.txt"], &nodes);
+    let l = wait_locks(&nodes, &[("x.txt", "caroline")]);
+    assert!(saved.contains(l[0]["owner_id"].as_str().unwrap()));
+    carol.ok(&a, &["unlock", "--path", "x.txt"], &nodes);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Refusals
+
+/// Writes an identity file by hand (the client's TOML format).
+fn write_identity(path: &Path, id: &str, token_hex: &str) {
+    fs::write(path, format!("id = \"{id}\"\ntoken = \"{token_hex}\"\n")).unwrap();
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut s = String::new();
+    while s.len() < bytes * 2 {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(bytes * 2);
+    s
+}
+
+/// The id and token of an identity file written by the client.
+fn read_identity(path: &Path) -> (String, String) {
+    let t = fs::read_to_string(path).unwrap();
+    let field = |k: &str| {
+        t.lines()
+            .find_map(|l| {
+                let (key, v) = l.split_once('=')?;
+                (key.trim() == k).then(|| v.trim().trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| panic!("no {k} in identity file:\n{t}"))
+    };
+    (field("id"), field("token"))
+}
+
+#[test]
+fn bad_identities_are_refused_and_change_nothing() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "held.txt", b"h\n");
+    shared_file(&a, &b, "free.txt", b"f\n");
+    alice.ok(&a, &["lock", "--path", "held.txt"], &nodes);
+    wait_locks(&nodes, &[("held.txt", "alice")]);
+    let state = (lock_state(&a), lock_state(&b));
+    let (id, token) = read_identity(&alice.ident);
+    assert_eq!(token.len(), 64, "token is 32 bytes of hex");
+
+    // Alice's id with her token altered by one hex digit.
+    let wrong = ids.path().join("wrong-token.toml");
+    let mut t: Vec<char> = token.chars().collect();
+    t[10] = if t[10] == '0' { '1' } else { '0' };
+    write_identity(&wrong, &id, &t.into_iter().collect::<String>());
+    // A syntactically valid identity no node ever issued.
+    let unknown = ids.path().join("unknown.toml");
+    let unknown_id = uuid::Uuid::new_v4().to_string();
+    write_identity(&unknown, &unknown_id, &random_hex(32));
+    // Alice's id copied, with a made-up token.
+    let forged = ids.path().join("forged.toml");
+    write_identity(&forged, &id, &random_hex(32));
+
+    let cases = [
+        (&wrong, "wrong token for client id", id.as_str()),
+        (&unknown, "unknown client id", unknown_id.as_str()),
+        (&forged, "wrong token for client id", id.as_str()),
+    ];
+    for (file, why, named) in cases {
+        let content = fs::read(file).unwrap();
+        let mallory = Who::with_file("mallory", file.clone());
+        for n in nodes {
+            for args in [
+                &["unlock", "--path", "held.txt"][..],
+                &["unlock", "--path", "held.txt", "--force"][..],
+                &["lock", "--path", "free.txt"][..],
+                &["put", file.to_str().unwrap(), "--as", "planted.txt"][..],
+            ] {
+                let err = mallory.refused(n, args, &nodes);
+                assert!(
+                    err.contains(why)
+                        && err.contains(named)
+                        && err.contains(&format!("identity file {}", file.display())),
+                    "{} via {} with {}: {err}",
+                    args.join(" "),
+                    n.name(),
+                    file.display()
+                );
+            }
+        }
+        assert_eq!(
+            fs::read(file).unwrap(),
+            content,
+            "the client rewrote {}",
+            file.display()
+        );
+    }
+    // Nothing changed: the same lock, the same owner name, no new file.
+    assert_eq!((lock_state(&a), lock_state(&b)), state);
+    for n in nodes {
+        assert!(find(&n.list(), "planted.txt").is_none());
+        assert!(!n.path("planted.txt").exists());
+        assert!(
+            n.log_count("refused login as") >= 8,
+            "{}",
+            n.fail("refusals not logged")
+        );
+    }
+    // Alice herself is unaffected.
+    alice.ok(&b, &["unlock", "--path", "held.txt"], &nodes);
+    wait_locks(&nodes, &[]);
+}
+
+#[test]
+fn invalid_lock_targets_are_refused() {
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "one.txt", b"1\n");
+    put(a.path("sub/two.txt"), b"2\n");
+    wait_content(&nodes, "sub/two.txt", b"2\n");
+    let count = a.list().len();
+    assert_eq!(count, 2);
+
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["lock", "--path", "missing.txt"],
+            "missing.txt does not exist",
+        ),
+        (&["lock", "--path", "sub"], "sub is a directory"),
+        (
+            &["lock", "99"],
+            "there is no file #99: the list has 2 files",
+        ),
+        (&["lock", "3"], "there is no file #3"),
+        (&["lock", "0"], "there is no file #0"),
+    ];
+    for n in nodes {
+        for (args, msg) in cases {
+            let err = alice.refused(n, args, &nodes);
+            assert!(err.contains(msg), "{args:?} via {}: {err}", n.name());
+        }
+        let err = alice.refused(n, &["unlock", "--path", "one.txt"], &nodes);
+        assert!(err.contains("one.txt is not locked"), "{err}");
+        let err = alice.refused(n, &["unlock", "7"], &nodes);
+        assert!(err.contains("there is no file #7"), "{err}");
+    }
+    for n in nodes {
+        assert!(locks(n).is_empty(), "locks on {}: {:?}", n.name(), locks(n));
+        assert_eq!(n.list().len(), 2);
+    }
+    // Nothing was left reserved: the refused paths can be locked once valid.
+    put(a.path("missing.txt"), b"now here\n");
+    wait_content(&nodes, "missing.txt", b"now here\n");
+    alice.ok(&b, &["lock", "--path", "missing.txt"], &nodes);
+    // By index: `#` of `tandem list` (missing.txt, one.txt, sub/two.txt).
+    let out = alice.ok(&a, &["lock", "3"], &nodes);
+    assert!(out.contains("locked sub/two.txt"), "{out}");
+    wait_locks(
+        &nodes,
+        &[("missing.txt", "alice"), ("sub/two.txt", "alice")],
+    );
+    alice.ok(&a, &["unlock", "1"], &nodes);
+    alice.ok(&b, &["unlock", "3"], &nodes);
+    wait_locks(&nodes, &[]);
+}
+
+#[test]
+fn lock_is_refused_while_a_configured_peer_is_down() {
+    let (a, mut b) = pair();
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "solo.txt", b"s\n");
+
+    b.stop();
+    wait_until(LINK_TIMEOUT, "A sees B down", &[&a], || {
+        nodes_json(&a).map(|v| v.iter().any(|r| r["name"] == "B" && r["up"] == false))
+    });
+    let err = alice.refused(&a, &["lock", "--path", "solo.txt"], &[&a]);
+    let b_addr = b.addr().to_string();
+    assert!(
+        err.contains("lock refused") && (err.contains(&b_addr) || err.contains("node B")),
+        "the refusal must name the peer that is down: {err}"
+    );
+    assert!(locks(&a).is_empty(), "{:?}", locks(&a));
+    let row = find(&a.list(), "solo.txt").cloned().unwrap();
+    assert!(row["locked_by"].is_null(), "{row}");
+
+    // When B is back, the same lock is granted (nothing was left reserved).
+    b.restart();
+    wait_linked(&a, &b);
+    alice.ok(&a, &["lock", "--path", "solo.txt"], &[&a, &b]);
+    wait_locks(&[&a, &b], &[("solo.txt", "alice")]);
+}
+
+#[test]
+fn unlock_while_a_peer_is_down_reaches_it_when_it_returns() {
+    let (a, mut b) = pair();
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "late.txt", b"before\n");
+    alice.ok(&a, &["lock", "--path", "late.txt"], &[&a, &b]);
+    wait_locks(&[&a, &b], &[("late.txt", "alice")]);
+    // A change held on B, then B goes down with it.
+    put(b.path("late.txt"), "edited on B, held\n");
+    wait_until(SYNC_TIMEOUT, "B holds its change", &[&a, &b], || {
+        held(&b)
+            .iter()
+            .any(|h| h["node"] == "B" && h["kind"] == "modify")
+    });
+    b.stop();
+
+    let out = alice.ok(&a, &["unlock", "--path", "late.txt"], &[&a]);
+    assert!(out.contains("unlocked late.txt"), "{out}");
+    assert!(locks(&a).is_empty());
+
+    // B comes back still holding the lock on disk, learns of the unlock,
+    // and releases its held change, which reaches A.
+    b.restart();
+    wait_linked(&a, &b);
+    wait_locks(&[&a, &b], &[]);
+    wait_content(&[&a, &b], "late.txt", b"edited on B, held\n");
+    wait_until(SPREAD_TIMEOUT, "no held changes", &[&a, &b], || {
+        held(&a).is_empty() && held(&b).is_empty()
+    });
+}
