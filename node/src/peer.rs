@@ -316,7 +316,10 @@ where
         let _ = reply.send(Err(ApiError::Other("link closed".into())));
     }
     ctx.links.unregister(&handle);
-    ctx.core.peer_down(peer);
+    // A link replaced by a newer one to the same peer is not the peer going down.
+    if ctx.links.get(&peer).is_none() {
+        ctx.core.peer_down(peer);
+    }
     tracing::info!("peer {peer_name} disconnected: {why}");
     LinkEnd::Closed
 }

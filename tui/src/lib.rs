@@ -1,7 +1,13 @@
-//! The Tandem client library: the connection to a node ([`client`]) and the
-//! one-shot subcommands' output ([`cli`]), shared by the `tandem` binary and
-//! (later) its terminal UI.
+//! The Tandem client library: the connection to a node ([`client`]), the
+//! one-shot subcommands' output ([`cli`]) and transfers ([`transfer`]), and
+//! the terminal UI ([`app`] state, [`ui`] views, [`keys`], [`term`],
+//! [`ui_main`] event loop), all used by the `tandem` binary.
 
+pub mod app;
 pub mod cli;
 pub mod client;
+pub mod keys;
+pub mod term;
 pub mod transfer;
+pub mod ui;
+pub mod ui_main;

@@ -1,5 +1,5 @@
 //! `tandem`: the Tandem client. A subcommand does one thing and exits (for
-//! scripts); the terminal UI comes with a later release.
+//! scripts); with no subcommand it opens the terminal UI.
 
 use tandem_common::display::human_size;
 use tandem_tui::{cli, client, transfer};
@@ -290,7 +290,9 @@ async fn feed(node: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = &cli.command else {
-        bail!("the terminal UI is not available in this build yet; try `tandem list`");
+        let name = cli.name.clone().unwrap_or_else(client::default_name);
+        tandem_tui::ui_main::run_ui(cli.node.clone(), identity_file(&cli)?, name).await?;
+        return Ok(ExitCode::SUCCESS);
     };
     if let Command::Feed { json } = command {
         return feed(&cli.node, *json).await;

@@ -1,0 +1,547 @@
+//! The terminal UI's event loop: terminal events, the node's answers and a
+//! clock become [`Msg`]s for the pure [`update`]; the [`Effect`]s it
+//! returns become requests to the node, whose results come back as `Msg`s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures::StreamExt;
+use ratatui::DefaultTerminal;
+use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
+use tandem_common::{ContentHash, RelPath};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use crate::app::{AppState, Effect, Msg, Zone, update};
+use crate::client::{Client, ClientError, FeedItem};
+use crate::{term, ui};
+
+/// Redraws at least this often (clock, reconnect countdown).
+const TICK: Duration = Duration::from_millis(250);
+/// Give up a connection attempt after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages handled before the next frame is drawn, at most.
+const BATCH: usize = 1024;
+
+/// Runs the full-screen UI on the node at `node` until the user quits.
+/// `identity` and `name` are used to log in before locking. Needs the
+/// multi-thread tokio runtime.
+pub async fn run_ui(node: String, identity: PathBuf, name: String) -> anyhow::Result<()> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        != tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        bail!("the terminal UI needs tokio's multi-thread runtime");
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut terminal =
+        term::init().context("cannot start the terminal UI (is this a terminal?)")?;
+    let result = event_loop(&mut terminal, node, identity, name, cwd).await;
+    term::restore();
+    result
+}
+
+/// Nanoseconds since the Unix epoch, now.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What background tasks send the loop.
+enum Incoming {
+    /// A message for `update`.
+    Msg(Msg),
+    /// Connection attempt `generation` succeeded.
+    Connected { generation: u64, client: Client },
+    /// Connection `generation` ended.
+    Lost { generation: u64, reason: String },
+}
+
+async fn event_loop(
+    terminal: &mut DefaultTerminal,
+    node: String,
+    identity: PathBuf,
+    name: String,
+    cwd: PathBuf,
+) -> anyhow::Result<()> {
+    let size = terminal.size()?;
+    let mut state = AppState::new(&node, Zone::Local, cwd, now_ns(), (size.width, size.height));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut runner = Runner {
+        node,
+        name,
+        identity,
+        tx,
+        conn: None,
+        generation: 0,
+    };
+    // Raw mode is on (term::init): only now is EventStream safe to create.
+    let mut input = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = state.start();
+    if runner.run_all(start) {
+        return Ok(());
+    }
+    loop {
+        terminal
+            .draw(|f| ui::render(f, &state))
+            .context("cannot draw")?;
+        let first = tokio::select! {
+            ev = input.next() => match ev {
+                Some(Ok(ev)) => match translate(ev) {
+                    Some(m) => Incoming::Msg(m),
+                    None => continue,
+                },
+                Some(Err(e)) => return Err(e).context("cannot read the terminal"),
+                None => return Ok(()),
+            },
+            inc = rx.recv() => match inc {
+                Some(i) => i,
+                None => continue,
+            },
+            _ = tick.tick() => Incoming::Msg(Msg::Tick(now_ns())),
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(i) => batch.push(i),
+                Err(_) => break,
+            }
+        }
+        for inc in batch {
+            let Some(msg) = runner.accept(inc) else {
+                continue;
+            };
+            let effects = update(&mut state, msg);
+            if runner.run_all(effects) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn translate(ev: TermEvent) -> Option<Msg> {
+    match ev {
+        TermEvent::Key(k) => Some(Msg::Key(k)),
+        TermEvent::Mouse(m) => Some(Msg::Mouse(m)),
+        TermEvent::Resize(w, h) => Some(Msg::Resize(w, h)),
+        _ => None,
+    }
+}
+
+/// The live connection.
+struct Live {
+    client: Arc<Client>,
+    /// Logged in on this connection (done once, before the first lock).
+    login: Arc<tokio::sync::Mutex<bool>>,
+}
+
+/// Carries out effects; owns the connection.
+struct Runner {
+    node: String,
+    name: String,
+    identity: PathBuf,
+    tx: UnboundedSender<Incoming>,
+    conn: Option<Live>,
+    /// Bumped on each attempt, so a late answer of an old one is ignored.
+    generation: u64,
+}
+
+impl Runner {
+    /// Turns what a task sent into a message, handling connections.
+    fn accept(&mut self, inc: Incoming) -> Option<Msg> {
+        match inc {
+            Incoming::Msg(m) => Some(m),
+            Incoming::Connected { generation, client } => {
+                if generation != self.generation {
+                    return None;
+                }
+                let node_name = client.node_name.clone();
+                if let Some(events) = client.events() {
+                    spawn_feed_pump(events, self.tx.clone(), generation);
+                }
+                self.conn = Some(Live {
+                    client: Arc::new(client),
+                    login: Arc::default(),
+                });
+                Some(Msg::Connected {
+                    node_name,
+                    now: now_ns(),
+                })
+            }
+            Incoming::Lost { generation, reason } => {
+                if generation != self.generation || self.conn.is_none() {
+                    return None;
+                }
+                self.conn = None;
+                Some(Msg::ConnectionLost {
+                    reason,
+                    now: now_ns(),
+                })
+            }
+        }
+    }
+
+    /// Runs `effects`; `true` means quit.
+    fn run_all(&mut self, effects: Vec<Effect>) -> bool {
+        for e in effects {
+            if e == Effect::Quit {
+                return true;
+            }
+            self.run(e);
+        }
+        false
+    }
+
+    fn send(&self, m: Msg) {
+        let _ = self.tx.send(Incoming::Msg(m));
+    }
+
+    fn run(&mut self, e: Effect) {
+        if e == Effect::Connect {
+            self.generation += 1;
+            let (generation, node, name, tx) = (
+                self.generation,
+                self.node.clone(),
+                self.name.clone(),
+                self.tx.clone(),
+            );
+            tokio::spawn(async move {
+                let r =
+                    tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_as(&node, &name)).await;
+                let inc = match r {
+                    Ok(Ok(client)) => Incoming::Connected { generation, client },
+                    Ok(Err(e)) => Incoming::Msg(Msg::ConnectFailed {
+                        reason: short_reason(&e),
+                        now: now_ns(),
+                    }),
+                    Err(_) => Incoming::Msg(Msg::ConnectFailed {
+                        reason: "no answer in 5 s".into(),
+                        now: now_ns(),
+                    }),
+                };
+                let _ = tx.send(inc);
+            });
+            return;
+        }
+        let Some(live) = &self.conn else {
+            self.not_connected(e);
+            return;
+        };
+        let c = live.client.clone();
+        let tx = self.tx.clone();
+        let send = move |m: Msg| {
+            let _ = tx.send(Incoming::Msg(m));
+        };
+        match e {
+            Effect::Connect | Effect::Quit => {}
+            Effect::Subscribe(cursor) => {
+                tokio::spawn(async move {
+                    send(Msg::Subscribed(
+                        c.subscribe(cursor).await.map_err(|e| e.to_string()),
+                    ));
+                });
+            }
+            Effect::RefreshList => {
+                tokio::spawn(async move {
+                    let result = c.list().await.map_err(|e| e.to_string());
+                    send(Msg::ListLoaded {
+                        result,
+                        now: now_ns(),
+                    });
+                });
+            }
+            Effect::RefreshCache => {
+                tokio::spawn(async move {
+                    let r = match c.call(ClientRequest::Cache { node: None }).await {
+                        Ok(ClientResponse::CacheReport(r)) => Ok(r),
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    send(Msg::CacheLoaded(r));
+                });
+            }
+            Effect::RefreshNodes => {
+                tokio::spawn(async move {
+                    let r = match c.call(ClientRequest::Nodes).await {
+                        Ok(ClientResponse::NodeList(v)) => Ok(v),
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    send(Msg::NodesLoaded(r));
+                });
+            }
+            Effect::Discover(node) => {
+                tokio::spawn(async move {
+                    let result = c.discover(&node).await.map_err(|e| e.to_string());
+                    send(Msg::Discovered { node, result });
+                });
+            }
+            Effect::Lock(path) => {
+                let (login, identity, name) =
+                    (live.login.clone(), self.identity.clone(), self.name.clone());
+                tokio::spawn(async move {
+                    let r = async {
+                        log_in(&c, &login, &identity, &name).await?;
+                        lock_with_retry(&c, path).await
+                    }
+                    .await;
+                    send(Msg::LockDone(r));
+                });
+            }
+            Effect::Unlock { path, force } => {
+                let (login, identity, name) =
+                    (live.login.clone(), self.identity.clone(), self.name.clone());
+                tokio::spawn(async move {
+                    let r = async {
+                        log_in(&c, &login, &identity, &name).await?;
+                        match c.call(ClientRequest::Unlock { path, force }).await {
+                            Ok(ClientResponse::Unlocked { lock, released }) => {
+                                Ok((lock.path, lock.owner_name, released.len()))
+                            }
+                            Ok(other) => Err(unexpected(&other)),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    .await;
+                    send(Msg::UnlockDone(r));
+                });
+            }
+            Effect::Fetch { path, dest } => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let progress = |m: Msg| {
+                        let _ = tx.send(Incoming::Msg(m));
+                    };
+                    let dest = expand_home(&dest);
+                    let r = fetch_with_retry(&c, &path, &dest, &progress).await;
+                    progress(Msg::FetchDone(r));
+                });
+            }
+        }
+    }
+
+    /// Answers an effect that needs the node while there is none, so the
+    /// state does not wait for it.
+    fn not_connected(&self, e: Effect) {
+        let why = || format!("not connected to {}", self.node);
+        match e {
+            Effect::RefreshList => self.send(Msg::ListLoaded {
+                result: Err(why()),
+                now: now_ns(),
+            }),
+            Effect::RefreshCache => self.send(Msg::CacheLoaded(Err(why()))),
+            Effect::RefreshNodes => self.send(Msg::NodesLoaded(Err(why()))),
+            Effect::Discover(node) => self.send(Msg::Discovered {
+                node,
+                result: Err(why()),
+            }),
+            Effect::Lock(_) => self.send(Msg::LockDone(Err(why()))),
+            Effect::Unlock { .. } => self.send(Msg::UnlockDone(Err(why()))),
+            Effect::Fetch { .. } => self.send(Msg::FetchDone(Err(why()))),
+            Effect::Subscribe(_) | Effect::Connect | Effect::Quit => {}
+        }
+    }
+}
+
+/// The connect error without the long hint meant for the command line.
+fn short_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { reason, .. } => reason.to_string(),
+        e => e.to_string(),
+    }
+}
+
+fn unexpected(r: &ClientResponse) -> String {
+    let s = format!("{r:?}");
+    format!(
+        "unexpected answer from the node: {}",
+        s.chars().take(80).collect::<String>()
+    )
+}
+
+fn spawn_feed_pump(
+    mut events: mpsc::UnboundedReceiver<FeedItem>,
+    tx: UnboundedSender<Incoming>,
+    generation: u64,
+) {
+    tokio::spawn(async move {
+        while let Some(item) = events.recv().await {
+            let inc = match item {
+                FeedItem::Event(e) => Incoming::Msg(Msg::Event(e)),
+                FeedItem::Missed { epoch, from, to } => Incoming::Msg(Msg::Missed {
+                    epoch,
+                    from,
+                    to,
+                    now: now_ns(),
+                }),
+                FeedItem::Closed(reason) => {
+                    let _ = tx.send(Incoming::Lost { generation, reason });
+                    return;
+                }
+            };
+            if tx.send(inc).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Incoming::Lost {
+            generation,
+            reason: "the node closed the connection".into(),
+        });
+    });
+}
+
+/// Logs in once per connection (registering an identity on first use).
+async fn log_in(
+    c: &Client,
+    done: &tokio::sync::Mutex<bool>,
+    identity: &Path,
+    name: &str,
+) -> Result<(), String> {
+    let mut done = done.lock().await;
+    if !*done {
+        c.authenticate(identity, name)
+            .await
+            .map_err(|e| format!("cannot log in: {e}"))?;
+        *done = true;
+    }
+    Ok(())
+}
+
+/// Locks `path`, retrying while another client's proposal for the same
+/// file is in flight (the node answers "busy").
+async fn lock_with_retry(c: &Client, path: RelPath) -> Result<(RelPath, String), String> {
+    let mut last = String::new();
+    for _ in 0..30 {
+        match c.call(ClientRequest::Lock { path: path.clone() }).await {
+            Ok(ClientResponse::Locked(l)) => return Ok((l.path, l.owner_name)),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(ClientError::Api(e @ ApiError::LockBusy { .. })) => {
+                last = e.to_string();
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+                tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Fetches, trying again (up to 3 times) when the file changed while it
+/// was being sent.
+async fn fetch_with_retry(
+    c: &Client,
+    path: &RelPath,
+    dest: &Path,
+    progress: &impl Fn(Msg),
+) -> Result<PathBuf, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match fetch_once(c, path, dest, progress).await {
+            Err(e) if e.contains("try again") => last = e,
+            r => return r,
+        }
+    }
+    Err(last)
+}
+
+/// Downloads `path` into the directory `dest`: a temp file there, BLAKE3
+/// checked against the node's hash, fsynced, given the file's mtime, then
+/// renamed, so a partial file never appears under the real name.
+async fn fetch_once(
+    c: &Client,
+    path: &RelPath,
+    dest: &Path,
+    progress: &impl Fn(Msg),
+) -> Result<PathBuf, String> {
+    match tokio::fs::metadata(dest).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", dest.display())),
+        Err(e) => return Err(format!("cannot use {}: {e}", dest.display())),
+    }
+    let mut answers = c
+        .start(ClientRequest::Fetch {
+            path: path.clone(),
+            from: None,
+        })
+        .map_err(|e| e.to_string())?;
+    let (file, from) = match answers.next().await {
+        Ok(ClientResponse::FetchStart { file, from }) => (file, from),
+        Ok(other) => return Err(unexpected(&other)),
+        Err(e) => return Err(e.to_string()),
+    };
+    progress(Msg::FetchStarted {
+        total: file.size,
+        from,
+    });
+    let target = dest.join(path.file_name());
+    let tmp = dest.join(format!(
+        ".{}.tandem-part-{}",
+        path.file_name(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = async {
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("cannot write in {}: {e}", dest.display()))?;
+        let mut hasher = blake3::Hasher::new();
+        let (mut done, mut shown) = (0u64, 0u64);
+        let step = (file.size / 200).max(1);
+        loop {
+            match answers.next().await {
+                Ok(ClientResponse::Chunk { data, last }) => {
+                    hasher.update(&data);
+                    out.write_all(&data)
+                        .await
+                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    done += data.len() as u64;
+                    if last || done - shown >= step {
+                        shown = done;
+                        progress(Msg::FetchProgress(done));
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                Ok(other) => return Err(unexpected(&other)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
+            return Err(format!(
+                "{path} arrived damaged (BLAKE3 mismatch); nothing was saved"
+            ));
+        }
+        out.sync_all()
+            .await
+            .map_err(|e| format!("cannot save {}: {e}", tmp.display()))?;
+        drop(out);
+        let mtime = filetime::FileTime::from_unix_time(
+            file.mtime_ns.div_euclid(1_000_000_000),
+            file.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        // The modification time is a courtesy: keep the file without it.
+        let _ = filetime::set_file_mtime(&tmp, mtime);
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| format!("cannot save {}: {e}", target.display()))?;
+        Ok(target.clone())
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}

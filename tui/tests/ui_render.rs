@@ -1,0 +1,598 @@
+//! Rendering tests: every view at 80×24 and 160×48 with ratatui's
+//! TestBackend, snapshotted with insta. Data and "now" are fixed and times
+//! are shown in UTC, so the snapshots are the same on every machine.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use tandem_common::proto::{
+    CacheEntry, CacheReport, Event, EventKind, FileState, HeldKind, ListedFile, NodeFileState,
+    NodeStatus,
+};
+use tandem_common::{ContentHash, RelPath};
+use tandem_tui::app::{AppState, Msg, Zone, update};
+use tandem_tui::ui;
+
+/// 2026-11-24 12:00:00 UTC.
+const NOW: i64 = 1_795_521_600_000_000_000;
+const SEC: i64 = 1_000_000_000;
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn file(path: &str, size: u64, age_s: i64, states: &[(&str, FileState)]) -> ListedFile {
+    ListedFile {
+        path: p(path),
+        size,
+        mtime_ns: NOW - age_s * SEC,
+        hash: ContentHash::of(path.as_bytes()),
+        nodes: states
+            .iter()
+            .filter(|(_, s)| *s == FileState::InSync)
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        locked_by: None,
+        held: 0,
+        states: states
+            .iter()
+            .map(|(n, s)| NodeFileState {
+                node: n.to_string(),
+                state: *s,
+            })
+            .collect(),
+    }
+}
+
+fn files() -> Vec<ListedFile> {
+    use FileState::*;
+    let both = [("alpha", InSync), ("beta", InSync)];
+    let mut v = vec![
+        file("README.md", 2_048, 86_400 * 3, &both),
+        file(
+            "docs/architecture/overview-of-the-sync-protocol.md",
+            48_213,
+            7_200,
+            &both,
+        ),
+        file("docs/plan.md", 1_536, 600, &both),
+        file(
+            "music/album/01 - opening.flac",
+            31_457_280,
+            86_400 * 40,
+            &[("alpha", InSync), ("beta", Syncing)],
+        ),
+        file(
+            "photos/2026/beach.jpg",
+            3_500_000,
+            86_400 * 12,
+            &[("alpha", InSync), ("beta", Stale)],
+        ),
+        file(
+            "photos/2026/hills.jpg",
+            4_100_000,
+            86_400 * 12,
+            &[("alpha", InSync), ("beta", Missing)],
+        ),
+        file("src/main.rs", 12_345, 30, &both),
+        file("src/lib.rs", 999, 45, &both),
+        file(
+            "notes/todo.txt",
+            77,
+            90,
+            &[("alpha", Held), ("beta", InSync)],
+        ),
+    ];
+    v[6].locked_by = Some("ana@laptop".into());
+    v[8].locked_by = Some("bo@desk".into());
+    v[8].held = 2;
+    for i in 0..20 {
+        v.push(file(
+            &format!("data/batch-{i:02}.csv"),
+            1_000 * (i + 1),
+            3_600 + i as i64,
+            &both,
+        ));
+    }
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+fn nodes(skew: bool) -> Vec<NodeStatus> {
+    vec![
+        NodeStatus {
+            name: "alpha".into(),
+            addr: "127.0.0.1:7001".into(),
+            up: true,
+            rtt_us: Some(0),
+            files: 29,
+            bytes: 39_131_205,
+            cpu_percent: 1.5,
+            rss: 24 << 20,
+            uptime_s: 7_380,
+            clock_offset_ms: Some(0),
+        },
+        NodeStatus {
+            name: "beta".into(),
+            addr: "127.0.0.1:7002".into(),
+            up: true,
+            rtt_us: Some(412),
+            files: 27,
+            bytes: 7_673_925,
+            cpu_percent: 0.3,
+            rss: 22 << 20,
+            uptime_s: 7_200,
+            clock_offset_ms: Some(if skew { 1_520 } else { 12 }),
+        },
+        NodeStatus {
+            name: "gamma".into(),
+            addr: "10.0.0.9:7001".into(),
+            up: false,
+            rtt_us: None,
+            files: 0,
+            bytes: 0,
+            cpu_percent: 0.0,
+            rss: 0,
+            uptime_s: 0,
+            clock_offset_ms: None,
+        },
+    ]
+}
+
+fn event(seq: u64, age_s: i64, node: &str, kind: EventKind) -> Msg {
+    Msg::Event(Event {
+        epoch: 7,
+        seq,
+        time_ns: NOW - age_s * SEC,
+        node: node.into(),
+        kind,
+    })
+}
+
+fn events() -> Vec<Msg> {
+    vec![
+        event(
+            1,
+            300,
+            "beta",
+            EventKind::NodeUp {
+                name: "beta".into(),
+            },
+        ),
+        event(
+            2,
+            240,
+            "alpha",
+            EventKind::ClientConnected {
+                name: "ana@laptop".into(),
+                addr: "127.0.0.1:50112".into(),
+            },
+        ),
+        event(
+            3,
+            200,
+            "beta",
+            EventKind::Changed {
+                path: p("docs/plan.md"),
+                size: 1_536,
+            },
+        ),
+        event(
+            4,
+            199,
+            "alpha",
+            EventKind::Transferred {
+                path: p("docs/plan.md"),
+                from: "beta".into(),
+                to: "alpha".into(),
+                size: 1_536,
+                sent: 512,
+                millis: 3,
+            },
+        ),
+        event(
+            5,
+            120,
+            "alpha",
+            EventKind::Locked {
+                path: p("src/main.rs"),
+                owner: "ana@laptop".into(),
+                via: "alpha".into(),
+            },
+        ),
+        event(
+            6,
+            90,
+            "beta",
+            EventKind::Held {
+                path: p("notes/todo.txt"),
+                from: "beta".into(),
+                kind: HeldKind::Modify,
+            },
+        ),
+        event(
+            7,
+            60,
+            "alpha",
+            EventKind::Conflict {
+                path: p("README.md"),
+                winner: "alpha".into(),
+                loser: "beta".into(),
+                kept_as: "README.conflict-beta.md".into(),
+            },
+        ),
+        event(
+            8,
+            30,
+            "beta",
+            EventKind::Deleted {
+                path: p("old.txt"),
+                by: "beta".into(),
+            },
+        ),
+        event(
+            9,
+            10,
+            "gamma",
+            EventKind::NodeDown {
+                name: "gamma".into(),
+            },
+        ),
+    ]
+}
+
+/// A connected UI with the fixed table, nodes and feed.
+fn state(w: u16, h: u16) -> AppState {
+    let mut s = AppState::new(
+        "127.0.0.1:7001",
+        Zone::Utc,
+        PathBuf::from("/home/ana/work"),
+        NOW - 400 * SEC,
+        (w, h),
+    );
+    s.start();
+    update(
+        &mut s,
+        Msg::Connected {
+            node_name: "alpha".into(),
+            now: NOW - 400 * SEC,
+        },
+    );
+    update(
+        &mut s,
+        Msg::ListLoaded {
+            result: Ok(files()),
+            now: NOW - 400 * SEC,
+        },
+    );
+    update(&mut s, Msg::NodesLoaded(Ok(nodes(false))));
+    for m in events() {
+        update(&mut s, m);
+    }
+    update(
+        &mut s,
+        Msg::ListLoaded {
+            result: Ok(files()),
+            now: NOW,
+        },
+    );
+    update(&mut s, Msg::Tick(NOW));
+    s
+}
+
+fn key(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+fn code(c: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn draw(s: &AppState) -> String {
+    let mut t = Terminal::new(TestBackend::new(s.size.0, s.size.1)).unwrap();
+    t.draw(|f| ui::render(f, s)).unwrap();
+    t.backend().to_string()
+}
+
+/// Snapshots `setup` at both sizes as `name_WxH`.
+fn check(name: &str, setup: impl Fn(&mut AppState)) {
+    for (w, h) in SIZES {
+        let mut s = state(w, h);
+        setup(&mut s);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), draw(&s));
+    }
+}
+
+#[test]
+fn files_view() {
+    check("files", |s| {
+        for _ in 0..3 {
+            update(s, key('j'));
+        }
+    });
+}
+
+fn typed(s: &mut AppState, text: &str) {
+    for c in text.chars() {
+        update(s, key(c));
+    }
+}
+
+#[test]
+fn feed_scrolled_back() {
+    check("feed_scrolled", |s| {
+        for i in 0..40 {
+            update(
+                s,
+                event(
+                    100 + i,
+                    5,
+                    "beta",
+                    EventKind::Changed {
+                        path: p("src/lib.rs"),
+                        size: 1_000 + i,
+                    },
+                ),
+            );
+        }
+        update(s, key('['));
+        update(s, key('['));
+    });
+}
+
+#[test]
+fn filter_being_typed() {
+    check("filter", |s| {
+        update(s, key('/'));
+        typed(s, "PHOTO");
+    });
+}
+
+#[test]
+fn filter_matching_nothing() {
+    check("filter_empty", |s| {
+        update(s, key('/'));
+        typed(s, "zzz");
+        update(s, code(KeyCode::Enter));
+    });
+}
+
+#[test]
+fn sorted_by_size() {
+    check("sort_size", |s| {
+        update(s, key('s'));
+    });
+}
+
+#[test]
+fn command_line() {
+    check("command", |s| {
+        update(s, key(':'));
+        typed(s, "lock 3");
+    });
+}
+
+#[test]
+fn locked_with_status() {
+    check("locked", |s| {
+        update(s, key('l'));
+        update(s, Msg::LockDone(Ok((p("README.md"), "ana@laptop".into()))));
+    });
+}
+
+#[test]
+fn command_error() {
+    check("command_error", |s| {
+        update(s, key(':'));
+        typed(s, "lock 99");
+        update(s, code(KeyCode::Enter));
+    });
+}
+
+#[test]
+fn fetch_prompt() {
+    check("fetch_prompt", |s| {
+        update(s, key('j'));
+        update(s, key('f'));
+    });
+}
+
+#[test]
+fn fetch_progress() {
+    check("fetch_progress", |s| {
+        update(s, key('f'));
+        update(s, code(KeyCode::Enter));
+        update(
+            s,
+            Msg::FetchStarted {
+                total: 4_000_000,
+                from: "beta".into(),
+            },
+        );
+        update(s, Msg::FetchProgress(1_500_000));
+    });
+}
+
+#[test]
+fn help_overlay() {
+    check("help", |s| {
+        update(s, key('?'));
+    });
+}
+
+fn cache_report() -> CacheReport {
+    CacheReport {
+        node: "alpha".into(),
+        policy: "lru".into(),
+        capacity: 256 << 20,
+        used: 35_000_000,
+        hits: 1_234,
+        misses: 56,
+        entries: (0..30)
+            .map(|i| CacheEntry {
+                path: p(&format!("photos/2026/img-{i:03}.jpg")),
+                size: 1_000_000 + i * 12_345,
+                hits: 100 - i,
+                last_access_ns: NOW - (i as i64) * 61 * SEC,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn cache_view() {
+    check("cache", |s| {
+        update(s, key('2'));
+        update(s, Msg::CacheLoaded(Ok(cache_report())));
+        update(s, key('j'));
+    });
+}
+
+#[test]
+fn cache_view_unavailable() {
+    check("cache_unavailable", |s| {
+        update(s, key('2'));
+        update(
+            s,
+            Msg::CacheLoaded(Err("not available in this build yet".into())),
+        );
+    });
+}
+
+#[test]
+fn nodes_view_with_clock_skew() {
+    check("nodes", |s| {
+        update(s, key('3'));
+        update(s, Msg::NodesLoaded(Ok(nodes(true))));
+        update(s, key('j'));
+    });
+}
+
+#[test]
+fn discover_popup() {
+    check("discover", |s| {
+        update(s, key('3'));
+        update(s, key('j'));
+        update(s, code(KeyCode::Enter));
+        update(
+            s,
+            Msg::Discovered {
+                node: "beta".into(),
+                result: Ok(files().into_iter().skip(3).collect()),
+            },
+        );
+    });
+}
+
+#[test]
+fn disconnected() {
+    check("disconnected", |s| {
+        update(
+            s,
+            Msg::ConnectionLost {
+                reason: "the node closed the connection".into(),
+                now: NOW + 5 * SEC,
+            },
+        );
+        update(
+            s,
+            Msg::ConnectFailed {
+                reason: "Connection refused (os error 111)".into(),
+                now: NOW + 6 * SEC,
+            },
+        );
+    });
+}
+
+#[test]
+fn never_connected() {
+    for (w, h) in SIZES {
+        let mut s = AppState::new(
+            "127.0.0.1:7001",
+            Zone::Utc,
+            PathBuf::from("/tmp"),
+            NOW,
+            (w, h),
+        );
+        s.start();
+        update(
+            &mut s,
+            Msg::ConnectFailed {
+                reason: "Connection refused (os error 111)".into(),
+                now: NOW,
+            },
+        );
+        insta::assert_snapshot!(format!("never_connected_{w}x{h}"), draw(&s));
+    }
+}
+
+/// Puts a state into a view or popup.
+type Setup = Box<dyn Fn(&mut AppState)>;
+
+/// Every view and popup draws at any size, down to a single cell, without
+/// panicking (resizes can produce anything).
+#[test]
+fn any_size_draws() {
+    let setups: Vec<(&str, Setup)> = vec![
+        ("files", Box::new(|_| {})),
+        (
+            "help",
+            Box::new(|s| {
+                update(s, key('?'));
+            }),
+        ),
+        (
+            "fetch",
+            Box::new(|s| {
+                update(s, key('f'));
+            }),
+        ),
+        (
+            "command",
+            Box::new(|s| {
+                update(s, key(':'));
+            }),
+        ),
+        (
+            "cache",
+            Box::new(|s| {
+                update(s, key('2'));
+                update(s, Msg::CacheLoaded(Ok(cache_report())));
+            }),
+        ),
+        (
+            "nodes",
+            Box::new(|s| {
+                update(s, key('3'));
+                update(s, Msg::NodesLoaded(Ok(nodes(true))));
+                update(s, code(KeyCode::Enter));
+                update(
+                    s,
+                    Msg::Discovered {
+                        node: "alpha".into(),
+                        result: Ok(files()),
+                    },
+                );
+            }),
+        ),
+    ];
+    for (name, setup) in &setups {
+        for w in [0u16, 1, 2, 5, 13, 40, 79, 119, 120, 121] {
+            for h in [0u16, 1, 2, 3, 5, 7, 12, 13, 24] {
+                let mut s = state(w.max(1), h.max(1));
+                setup(&mut s);
+                update(&mut s, Msg::Resize(w, h));
+                let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+                t.draw(|f| ui::render(f, &s))
+                    .unwrap_or_else(|e| panic!("{name} at {w}x{h}: {e}"));
+                for k in ['j', 'G', 'k'] {
+                    update(&mut s, key(k));
+                }
+                t.draw(|f| ui::render(f, &s)).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,1010 @@
+//! State tests of the terminal UI: keys, filter, sort, selection stability,
+//! feed patching, refresh scheduling and reconnection, all through the pure
+//! `update` function (no terminal, no node).
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use tandem_common::proto::{
+    Event, EventKind, FeedCursor, FileState, HeldKind, ListedFile, NodeFileState, NodeStatus,
+};
+use tandem_common::{ContentHash, RelPath};
+use tandem_tui::app::{
+    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, Level, Mode, Msg, RECONNECT_NS, REFRESH_NS,
+    SortKey, View, Zone, update,
+};
+
+const NOW: i64 = 1_795_521_600_000_000_000;
+const SEC: i64 = 1_000_000_000;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn file(path: &str, size: u64, mtime_s: i64) -> ListedFile {
+    ListedFile {
+        path: p(path),
+        size,
+        mtime_ns: NOW - mtime_s * SEC,
+        hash: ContentHash::of(path.as_bytes()),
+        nodes: vec!["alpha".into(), "beta".into()],
+        locked_by: None,
+        held: 0,
+        states: vec![
+            NodeFileState {
+                node: "alpha".into(),
+                state: FileState::InSync,
+            },
+            NodeFileState {
+                node: "beta".into(),
+                state: FileState::InSync,
+            },
+        ],
+    }
+}
+
+/// b.txt (30 B), d.txt (10 B), f.txt (20 B), h.txt (40 B).
+fn four() -> Vec<ListedFile> {
+    vec![
+        file("b.txt", 30, 400),
+        file("d.txt", 10, 100),
+        file("f.txt", 20, 300),
+        file("h.txt", 40, 200),
+    ]
+}
+
+fn connected(files: Vec<ListedFile>) -> AppState {
+    let mut s = AppState::new(
+        "127.0.0.1:7001",
+        Zone::Utc,
+        PathBuf::from("/home/ana"),
+        NOW,
+        (80, 24),
+    );
+    assert_eq!(s.start(), vec![Effect::Connect]);
+    let fx = update(
+        &mut s,
+        Msg::Connected {
+            node_name: "alpha".into(),
+            now: NOW,
+        },
+    );
+    assert!(fx.contains(&Effect::Subscribe(None)), "{fx:?}");
+    assert!(fx.contains(&Effect::RefreshList), "{fx:?}");
+    update(
+        &mut s,
+        Msg::ListLoaded {
+            result: Ok(files),
+            now: NOW,
+        },
+    );
+    s
+}
+
+fn key(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+fn code(c: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn typed(s: &mut AppState, text: &str) -> Vec<Effect> {
+    let mut fx = Vec::new();
+    for c in text.chars() {
+        fx.extend(update(s, key(c)));
+    }
+    fx
+}
+
+fn ev(seq: u64, kind: EventKind) -> Msg {
+    Msg::Event(Event {
+        epoch: 1,
+        seq,
+        time_ns: NOW + seq as i64 * 1_000_000,
+        node: "beta".into(),
+        kind,
+    })
+}
+
+fn selected(s: &AppState) -> String {
+    s.files
+        .selected()
+        .map(|f| f.path.to_string())
+        .unwrap_or_default()
+}
+
+fn shown(s: &AppState) -> Vec<String> {
+    (0..s.files.view_len())
+        .map(|i| s.files.row(i).unwrap().path.to_string())
+        .collect()
+}
+
+#[test]
+fn moving_keys() {
+    let names: Vec<ListedFile> = (0..100)
+        .map(|i| file(&format!("f{i:03}"), i, i as i64))
+        .collect();
+    let mut s = connected(names);
+    assert_eq!(selected(&s), "f000");
+    update(&mut s, key('j'));
+    update(&mut s, code(KeyCode::Down));
+    assert_eq!(selected(&s), "f002");
+    update(&mut s, key('k'));
+    assert_eq!(selected(&s), "f001");
+    let page = s.table_height();
+    update(&mut s, code(KeyCode::PageDown));
+    assert_eq!(s.files.selected_pos(), 1 + page);
+    update(&mut s, code(KeyCode::End));
+    assert_eq!(selected(&s), "f099");
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "f099", "clamped at the end");
+    update(&mut s, code(KeyCode::Home));
+    assert_eq!(selected(&s), "f000");
+    update(&mut s, code(KeyCode::PageUp));
+    assert_eq!(selected(&s), "f000");
+    update(&mut s, key('G'));
+    assert_eq!(selected(&s), "f099");
+    update(&mut s, key('g'));
+    assert_eq!(selected(&s), "f000");
+}
+
+#[test]
+fn quit_help_and_tabs() {
+    let mut s = connected(four());
+    assert_eq!(update(&mut s, key('q')), vec![Effect::Quit]);
+    let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    update(&mut s, key('/'));
+    assert_eq!(s.mode, Mode::Filter);
+    assert_eq!(
+        update(&mut s, ctrl_c.clone()),
+        vec![Effect::Quit],
+        "Ctrl-C quits even while typing"
+    );
+
+    let mut s = connected(four());
+    update(&mut s, key('?'));
+    assert_eq!(s.mode, Mode::Help);
+    assert!(
+        update(&mut s, key('q')).is_empty(),
+        "q closes the help, not the UI"
+    );
+    assert_eq!(s.mode, Mode::Normal);
+
+    let fx = update(&mut s, code(KeyCode::Tab));
+    assert_eq!(s.view, View::Cache);
+    assert_eq!(fx, vec![Effect::RefreshCache]);
+    update(&mut s, code(KeyCode::Tab));
+    assert_eq!(s.view, View::Nodes);
+    update(&mut s, code(KeyCode::Tab));
+    assert_eq!(s.view, View::Files);
+    update(&mut s, code(KeyCode::BackTab));
+    assert_eq!(s.view, View::Nodes);
+    update(&mut s, key('1'));
+    assert_eq!(s.view, View::Files);
+    update(&mut s, key('2'));
+    assert_eq!(s.view, View::Cache);
+    // l does nothing outside the Files view.
+    assert!(update(&mut s, key('l')).is_empty());
+}
+
+#[test]
+fn filter_is_a_case_insensitive_substring_and_keeps_the_selection() {
+    let mut s = connected(vec![
+        file("docs/Plan.md", 1, 1),
+        file("docs/notes.txt", 1, 1),
+        file("photos/plane.jpg", 1, 1),
+        file("src/main.rs", 1, 1),
+    ]);
+    update(&mut s, key('j'));
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "photos/plane.jpg");
+    update(&mut s, key('/'));
+    typed(&mut s, "PLAN");
+    assert_eq!(shown(&s), ["docs/Plan.md", "photos/plane.jpg"]);
+    assert_eq!(
+        selected(&s),
+        "photos/plane.jpg",
+        "the selection stays on its file"
+    );
+    update(&mut s, code(KeyCode::Backspace));
+    assert_eq!(s.files.filter(), "PLA");
+    update(&mut s, code(KeyCode::Enter));
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(s.files.filter(), "PLA", "Enter keeps the filter");
+    // A new file that matches appears in place; one that does not, not.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Added {
+                path: p("a/planet.txt"),
+                size: 3,
+            },
+        ),
+    );
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Added {
+                path: p("zzz.txt"),
+                size: 3,
+            },
+        ),
+    );
+    assert_eq!(
+        shown(&s),
+        ["a/planet.txt", "docs/Plan.md", "photos/plane.jpg"]
+    );
+    assert_eq!(selected(&s), "photos/plane.jpg");
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(s.files.filter(), "");
+    assert_eq!(s.files.view_len(), 6);
+    assert_eq!(selected(&s), "photos/plane.jpg");
+}
+
+#[test]
+fn sort_cycles_and_keeps_the_selection() {
+    let mut s = connected(four());
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "d.txt");
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::Size);
+    assert_eq!(shown(&s), ["h.txt", "b.txt", "f.txt", "d.txt"]);
+    assert_eq!(selected(&s), "d.txt");
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::Modified);
+    assert_eq!(
+        shown(&s),
+        ["d.txt", "h.txt", "f.txt", "b.txt"],
+        "newest first"
+    );
+    assert_eq!(selected(&s), "d.txt");
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::Name);
+    assert_eq!(shown(&s), ["b.txt", "d.txt", "f.txt", "h.txt"]);
+}
+
+#[test]
+fn selection_stays_on_its_file_when_rows_come_and_go_above_it() {
+    let mut s = connected(four());
+    update(&mut s, key('j'));
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "f.txt");
+    let pos = s.files.selected_pos();
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Added {
+                path: p("a.txt"),
+                size: 1,
+            },
+        ),
+    );
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Added {
+                path: p("c.txt"),
+                size: 1,
+            },
+        ),
+    );
+    assert_eq!(selected(&s), "f.txt");
+    assert_eq!(s.files.selected_pos(), pos + 2);
+    update(
+        &mut s,
+        ev(
+            3,
+            EventKind::Added {
+                path: p("z.txt"),
+                size: 1,
+            },
+        ),
+    );
+    assert_eq!(s.files.selected_pos(), pos + 2, "rows below do not move it");
+    update(
+        &mut s,
+        ev(
+            4,
+            EventKind::Deleted {
+                path: p("b.txt"),
+                by: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(selected(&s), "f.txt");
+    assert_eq!(s.files.selected_pos(), pos + 1);
+    // Sorted by size, a change of size moves rows (and the selected one).
+    update(&mut s, key('s'));
+    update(
+        &mut s,
+        ev(
+            5,
+            EventKind::Changed {
+                path: p("a.txt"),
+                size: 1_000,
+            },
+        ),
+    );
+    assert_eq!(selected(&s), "f.txt");
+    assert_eq!(shown(&s)[0], "a.txt");
+    update(
+        &mut s,
+        ev(
+            6,
+            EventKind::Changed {
+                path: p("f.txt"),
+                size: 5_000,
+            },
+        ),
+    );
+    assert_eq!(selected(&s), "f.txt", "the selection follows its file");
+    assert_eq!(s.files.selected_pos(), 0);
+    // Deleting the selected file selects the row that takes its place.
+    update(
+        &mut s,
+        ev(
+            7,
+            EventKind::Deleted {
+                path: p("f.txt"),
+                by: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(selected(&s), "a.txt");
+    // A full reload keeps the selection on its path.
+    update(&mut s, key('j'));
+    let sel = selected(&s);
+    let mut files = four();
+    files.push(file("a.txt", 1_000, 1));
+    files.push(file("c.txt", 1, 1));
+    files.push(file("0-first.txt", 99_999, 1));
+    update(
+        &mut s,
+        Msg::ListLoaded {
+            result: Ok(files),
+            now: NOW,
+        },
+    );
+    assert_eq!(selected(&s), sel);
+}
+
+#[test]
+fn feed_events_patch_rows_in_place() {
+    let mut s = connected(four());
+    let rebuilds = s.files.rebuilds;
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Locked {
+                path: p("d.txt"),
+                owner: "ana".into(),
+                via: "alpha".into(),
+            },
+        ),
+    );
+    assert_eq!(
+        s.files.get("d.txt").unwrap().locked_by.as_deref(),
+        Some("ana")
+    );
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Held {
+                path: p("d.txt"),
+                from: "beta".into(),
+                kind: HeldKind::Modify,
+            },
+        ),
+    );
+    update(
+        &mut s,
+        ev(
+            3,
+            EventKind::Held {
+                path: p("d.txt"),
+                from: "beta".into(),
+                kind: HeldKind::Delete,
+            },
+        ),
+    );
+    assert_eq!(s.files.get("d.txt").unwrap().held, 2);
+    update(
+        &mut s,
+        ev(
+            4,
+            EventKind::Released {
+                path: p("d.txt"),
+                from: "beta".into(),
+                kind: HeldKind::Modify,
+            },
+        ),
+    );
+    assert_eq!(s.files.get("d.txt").unwrap().held, 1);
+    update(
+        &mut s,
+        ev(
+            5,
+            EventKind::Unlocked {
+                path: p("d.txt"),
+                by: "ana".into(),
+                forced: false,
+            },
+        ),
+    );
+    let d = s.files.get("d.txt").unwrap();
+    assert_eq!((d.locked_by.as_deref(), d.held), (None, 0));
+    // A change made on beta: only beta holds the new version...
+    update(
+        &mut s,
+        ev(
+            6,
+            EventKind::Changed {
+                path: p("h.txt"),
+                size: 41,
+            },
+        ),
+    );
+    let h = s.files.get("h.txt").unwrap();
+    assert_eq!((h.size, h.nodes.clone()), (41, vec!["beta".to_string()]));
+    assert!(
+        h.states
+            .iter()
+            .any(|x| x.node == "alpha" && x.state == FileState::Stale)
+    );
+    // ...until it is copied to alpha.
+    update(
+        &mut s,
+        Msg::Event(Event {
+            epoch: 1,
+            seq: 7,
+            time_ns: NOW,
+            node: "alpha".into(),
+            kind: EventKind::Transferred {
+                path: p("h.txt"),
+                from: "beta".into(),
+                to: "alpha".into(),
+                size: 41,
+                sent: 41,
+                millis: 1,
+            },
+        }),
+    );
+    let h = s.files.get("h.txt").unwrap();
+    assert_eq!(h.nodes, ["beta", "alpha"]);
+    assert!(h.states.iter().all(|x| x.state == FileState::InSync));
+    update(
+        &mut s,
+        ev(
+            8,
+            EventKind::Deleted {
+                path: p("b.txt"),
+                by: "beta".into(),
+            },
+        ),
+    );
+    assert!(s.files.get("b.txt").is_none());
+    assert_eq!(s.files.len(), 3);
+    assert_eq!(s.files.total_bytes(), 10 + 20 + 41);
+    assert_eq!(s.files.rebuilds, rebuilds, "patches never rebuild the view");
+    assert_eq!(s.cursor, Some(FeedCursor { epoch: 1, seq: 8 }));
+    assert_eq!(s.feed.lines.len(), 8);
+    assert_eq!(s.feed.lines[0].kind, "deleted", "newest first");
+}
+
+#[test]
+fn changes_without_details_schedule_one_debounced_throttled_reload() {
+    let mut s = connected(four());
+    // The list was just requested (on connect): a change now waits for
+    // the debounce and for REFRESH_NS after that request.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Added {
+                path: p("new.txt"),
+                size: 5,
+            },
+        ),
+    );
+    assert!(
+        s.files.get("new.txt").is_some(),
+        "shown at once, before the reload"
+    );
+    let mut refreshes = 0;
+    let mut t = NOW;
+    while t <= NOW + 5 * SEC {
+        if t < NOW + 3 * SEC {
+            update(
+                &mut s,
+                ev(
+                    2 + ((t - NOW) / (100 * 1_000_000)) as u64,
+                    EventKind::Changed {
+                        path: p("new.txt"),
+                        size: 6,
+                    },
+                ),
+            );
+        }
+        let fx = update(&mut s, Msg::Tick(t));
+        if fx.contains(&Effect::RefreshList) {
+            refreshes += 1;
+            assert!(t >= NOW + REFRESH_NS, "throttled: at most every 2 s ({t})");
+            update(
+                &mut s,
+                Msg::ListLoaded {
+                    result: Ok(four()),
+                    now: t,
+                },
+            );
+        }
+        t += 100 * 1_000_000;
+    }
+    assert!(
+        (1..=3).contains(&refreshes),
+        "{refreshes} reloads for 30 changes in 3 s"
+    );
+    // Lock events carry everything: no reload.
+    let mut s = connected(four());
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Locked {
+                path: p("d.txt"),
+                owner: "ana".into(),
+                via: "alpha".into(),
+            },
+        ),
+    );
+    for i in 0..40 {
+        assert!(!update(&mut s, Msg::Tick(NOW + i * DEBOUNCE_NS)).contains(&Effect::RefreshList));
+    }
+}
+
+#[test]
+fn feed_is_bounded_and_scrolls() {
+    let mut s = connected(four());
+    for i in 0..(FEED_CAP as u64 + 50) {
+        update(
+            &mut s,
+            ev(
+                i,
+                EventKind::NodeUp {
+                    name: "beta".into(),
+                },
+            ),
+        );
+    }
+    assert_eq!(s.feed.lines.len(), FEED_CAP);
+    assert!(s.feed.lines[0].time_ns > s.feed.lines[1].time_ns);
+    update(&mut s, key('['));
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 2);
+    // New events keep the reader's place.
+    update(
+        &mut s,
+        ev(
+            5_000,
+            EventKind::NodeUp {
+                name: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(s.feed.scroll, 3);
+    update(&mut s, key(']'));
+    assert_eq!(s.feed.scroll, 2);
+}
+
+#[test]
+fn losing_the_node_greys_out_and_reconnects_every_second() {
+    let mut s = connected(four());
+    update(
+        &mut s,
+        ev(
+            41,
+            EventKind::NodeUp {
+                name: "beta".into(),
+            },
+        ),
+    );
+    update(
+        &mut s,
+        Msg::ConnectionLost {
+            reason: "closed".into(),
+            now: NOW + SEC,
+        },
+    );
+    assert!(matches!(s.conn, Conn::Down { was_up: true, .. }));
+    assert_eq!(s.files.len(), 4, "the last table stays");
+    assert!(update(&mut s, Msg::Tick(NOW + SEC + RECONNECT_NS / 2)).is_empty());
+    assert_eq!(
+        update(&mut s, Msg::Tick(NOW + SEC + RECONNECT_NS)),
+        vec![Effect::Connect]
+    );
+    assert!(
+        update(&mut s, Msg::Tick(NOW + SEC + RECONNECT_NS + 1)).is_empty(),
+        "one attempt at a time"
+    );
+    update(
+        &mut s,
+        Msg::ConnectFailed {
+            reason: "refused".into(),
+            now: NOW + 2 * SEC,
+        },
+    );
+    assert!(update(&mut s, Msg::Tick(NOW + 2 * SEC + RECONNECT_NS / 2)).is_empty());
+    assert_eq!(
+        update(&mut s, Msg::Tick(NOW + 3 * SEC)),
+        vec![Effect::Connect]
+    );
+    // Actions while away say so instead of failing silently.
+    assert!(update(&mut s, key('l')).is_empty());
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+    // Back: resume the feed after the last event, reload the table.
+    let fx = update(
+        &mut s,
+        Msg::Connected {
+            node_name: "alpha".into(),
+            now: NOW + 3 * SEC,
+        },
+    );
+    assert_eq!(
+        fx[0],
+        Effect::Subscribe(Some(FeedCursor { epoch: 1, seq: 41 }))
+    );
+    assert!(fx.contains(&Effect::RefreshList));
+    assert!(s.is_up());
+    // The node restarted meanwhile (another epoch): say so, start over.
+    update(&mut s, Msg::Subscribed(Ok(2)));
+    assert_eq!(s.cursor, None);
+    assert!(s.feed.lines[0].text.contains("restarted"));
+}
+
+#[test]
+fn missed_events_reload_the_table() {
+    let mut s = connected(four());
+    update(&mut s, Msg::Tick(NOW + 3 * SEC));
+    update(
+        &mut s,
+        Msg::Missed {
+            epoch: 1,
+            from: 5,
+            to: 90,
+            now: NOW + 3 * SEC,
+        },
+    );
+    assert_eq!(s.cursor, Some(FeedCursor { epoch: 1, seq: 89 }));
+    let fx = update(&mut s, Msg::Tick(NOW + 3 * SEC + DEBOUNCE_NS));
+    assert!(fx.contains(&Effect::RefreshList), "{fx:?}");
+}
+
+#[test]
+fn lock_unlock_and_the_command_line() {
+    let mut s = connected(four());
+    update(&mut s, key('j'));
+    assert_eq!(update(&mut s, key('l')), vec![Effect::Lock(p("d.txt"))]);
+    update(&mut s, Msg::LockDone(Ok((p("d.txt"), "ana".into()))));
+    assert_eq!(
+        s.files.get("d.txt").unwrap().locked_by.as_deref(),
+        Some("ana")
+    );
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Ok);
+    assert_eq!(
+        update(&mut s, key('u')),
+        vec![Effect::Unlock {
+            path: p("d.txt"),
+            force: false
+        }]
+    );
+    update(&mut s, Msg::UnlockDone(Err("d.txt is locked by bo".into())));
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Error);
+    assert!(st.text.contains("locked by bo"), "{}", st.text);
+
+    let run = |s: &mut AppState, line: &str| {
+        update(s, key(':'));
+        typed(s, line);
+        update(s, code(KeyCode::Enter))
+    };
+    assert_eq!(run(&mut s, "lock 3"), vec![Effect::Lock(p("f.txt"))]);
+    assert_eq!(
+        run(&mut s, "unlock 4 --force"),
+        vec![Effect::Unlock {
+            path: p("h.txt"),
+            force: true
+        }]
+    );
+    assert_eq!(
+        run(&mut s, "unlock 1"),
+        vec![Effect::Unlock {
+            path: p("b.txt"),
+            force: false
+        }]
+    );
+    assert_eq!(
+        run(&mut s, "fetch 2 /tmp/x"),
+        vec![Effect::Fetch {
+            path: p("d.txt"),
+            dest: PathBuf::from("/tmp/x")
+        }]
+    );
+    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+    assert_eq!(
+        run(&mut s, "fetch docs/plan.md"),
+        vec![Effect::Fetch {
+            path: p("docs/plan.md"),
+            dest: PathBuf::from("/home/ana")
+        }]
+    );
+    update(
+        &mut s,
+        Msg::FetchDone(Err("docs/plan.md does not exist".into())),
+    );
+    assert!(s.status.as_ref().unwrap().text.contains("does not exist"));
+    update(&mut s, Msg::Tick(NOW + 10 * SEC));
+    assert_eq!(run(&mut s, "list"), vec![Effect::RefreshList]);
+    assert!(run(&mut s, "lock 9").is_empty());
+    assert!(s.status.as_ref().unwrap().text.contains("no file #9"));
+    assert!(run(&mut s, "frobnicate").is_empty());
+    assert!(s.status.as_ref().unwrap().text.contains("unknown command"));
+    assert_eq!(run(&mut s, "quit"), vec![Effect::Quit]);
+    // Esc abandons a command.
+    update(&mut s, key(':'));
+    typed(&mut s, "lock 1");
+    assert!(update(&mut s, code(KeyCode::Esc)).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+}
+
+#[test]
+fn fetch_prompts_for_the_destination() {
+    let mut s = connected(four());
+    update(&mut s, key('f'));
+    assert_eq!(
+        s.mode,
+        Mode::FetchPrompt {
+            path: p("b.txt"),
+            input: "/home/ana".into()
+        }
+    );
+    for _ in 0.."ana".len() {
+        update(&mut s, code(KeyCode::Backspace));
+    }
+    typed(&mut s, "bo");
+    let fx = update(&mut s, code(KeyCode::Enter));
+    assert_eq!(
+        fx,
+        vec![Effect::Fetch {
+            path: p("b.txt"),
+            dest: PathBuf::from("/home/bo")
+        }]
+    );
+    update(
+        &mut s,
+        Msg::FetchStarted {
+            total: 100,
+            from: "beta".into(),
+        },
+    );
+    update(&mut s, Msg::FetchProgress(40));
+    let f = s.fetch.clone().unwrap();
+    assert_eq!(
+        (f.done, f.total, f.from.as_deref()),
+        (40, 100, Some("beta"))
+    );
+    // One fetch at a time.
+    update(&mut s, key('f'));
+    assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/home/bo/b.txt"))));
+    assert!(s.fetch.is_none());
+    assert!(s.status.as_ref().unwrap().text.contains("/home/bo/b.txt"));
+}
+
+fn node(name: &str, skew: i64) -> NodeStatus {
+    NodeStatus {
+        name: name.into(),
+        addr: "127.0.0.1:1".into(),
+        up: true,
+        rtt_us: Some(100),
+        files: 4,
+        bytes: 100,
+        cpu_percent: 0.0,
+        rss: 1,
+        uptime_s: 1,
+        clock_offset_ms: Some(skew),
+    }
+}
+
+#[test]
+fn cache_and_nodes_refresh_every_two_seconds_while_visible() {
+    let mut s = connected(four());
+    update(
+        &mut s,
+        Msg::NodesLoaded(Ok(vec![node("alpha", 0), node("beta", 1_500)])),
+    );
+    assert_eq!(s.node_counts(), (2, 0));
+    // Not visible: not asked.
+    assert!(!update(&mut s, Msg::Tick(NOW + 10 * SEC)).contains(&Effect::RefreshCache));
+    assert_eq!(update(&mut s, key('2')), vec![Effect::RefreshCache]);
+    update(
+        &mut s,
+        Msg::CacheLoaded(Err("not available in this build yet".into())),
+    );
+    assert!(
+        s.status.as_ref().unwrap().text.contains("not available"),
+        "errors show in the status line"
+    );
+    assert!(update(&mut s, Msg::Tick(NOW + 11 * SEC)).is_empty());
+    assert_eq!(
+        update(&mut s, Msg::Tick(NOW + 10 * SEC + REFRESH_NS)),
+        vec![Effect::RefreshCache]
+    );
+    assert_eq!(update(&mut s, key('3')), vec![Effect::RefreshNodes]);
+    update(
+        &mut s,
+        Msg::NodesLoaded(Ok(vec![node("alpha", 0), node("beta", 1_500)])),
+    );
+    update(&mut s, key('j'));
+    assert_eq!(s.nodes_sel, 1);
+    // Enter lists that node's own files in a popup.
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::Discover("beta".into())]
+    );
+    assert!(matches!(&s.mode, Mode::Discover(p) if p.node == "beta" && p.files.is_none()));
+    update(
+        &mut s,
+        Msg::Discovered {
+            node: "beta".into(),
+            result: Ok(four()),
+        },
+    );
+    assert!(matches!(&s.mode, Mode::Discover(p) if p.files == Some(Ok(four()))));
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(s.mode, Mode::Normal);
+    // A node going down in the feed counts in the header at once.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::NodeDown {
+                name: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(s.node_counts(), (1, 1));
+}
+
+#[test]
+fn mouse_wheel_moves_the_selection_or_scrolls_the_feed() {
+    let names: Vec<ListedFile> = (0..50)
+        .map(|i| file(&format!("f{i:03}"), i, i as i64))
+        .collect();
+    let mut s = connected(names);
+    for i in 0..10 {
+        update(
+            &mut s,
+            ev(
+                i,
+                EventKind::NodeUp {
+                    name: "beta".into(),
+                },
+            ),
+        );
+    }
+    let wheel = |kind, row| {
+        Msg::Mouse(MouseEvent {
+            kind,
+            column: 10,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let table = s.areas().main;
+    update(&mut s, wheel(MouseEventKind::ScrollDown, table.y + 3));
+    assert_eq!(selected(&s), "f003");
+    update(&mut s, wheel(MouseEventKind::ScrollUp, table.y + 3));
+    assert_eq!(selected(&s), "f000");
+    let feed = s.areas().feed.unwrap();
+    update(&mut s, wheel(MouseEventKind::ScrollDown, feed.y + 1));
+    assert!(s.feed.scroll > 0);
+    assert_eq!(selected(&s), "f000");
+    // A click on a row selects it (border and header come first).
+    update(
+        &mut s,
+        wheel(
+            MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            table.y + 2 + 4,
+        ),
+    );
+    assert_eq!(selected(&s), "f004");
+}
+
+/// 100,000 rows: load, filter, sort and patch stay correct (the benchmark,
+/// `examples/ui_bench.rs`, measures the time).
+#[test]
+fn hundred_thousand_rows() {
+    let n = 100_000u64;
+    let files: Vec<ListedFile> = (0..n)
+        .map(|i| {
+            file(
+                &format!("dir{:02}/file-{i:06}.dat", i % 97),
+                (i * 7_919) % 1_000_003,
+                (i * 31 % 100_000) as i64,
+            )
+        })
+        .collect();
+    let mut s = connected(files);
+    assert_eq!(s.files.len(), n as usize);
+    assert_eq!(s.files.view_len(), n as usize);
+    update(&mut s, code(KeyCode::End));
+    assert_eq!(selected(&s), "dir96/file-099909.dat");
+    update(&mut s, key('/'));
+    typed(&mut s, "file-0999");
+    update(&mut s, code(KeyCode::Enter));
+    assert_eq!(s.files.view_len(), 100);
+    assert!(shown(&s).iter().all(|p| p.contains("file-0999")));
+    update(&mut s, code(KeyCode::Esc));
+    update(&mut s, key('s'));
+    let sizes: Vec<u64> = (0..s.files.view_len())
+        .map(|i| s.files.row(i).unwrap().size)
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by size, largest first"
+    );
+    // Patches keep the order without a rebuild.
+    let rebuilds = s.files.rebuilds;
+    for i in 0..200u64 {
+        update(
+            &mut s,
+            ev(
+                i,
+                EventKind::Changed {
+                    path: p(&format!("dir{:02}/file-{i:06}.dat", i % 97)),
+                    size: i * 13,
+                },
+            ),
+        );
+        update(
+            &mut s,
+            ev(
+                1_000 + i,
+                EventKind::Added {
+                    path: p(&format!("new/{i}.dat")),
+                    size: i,
+                },
+            ),
+        );
+    }
+    for i in 0..100u64 {
+        update(
+            &mut s,
+            ev(
+                2_000 + i,
+                EventKind::Deleted {
+                    path: p(&format!("new/{i}.dat")),
+                    by: "beta".into(),
+                },
+            ),
+        );
+    }
+    assert_eq!(s.files.rebuilds, rebuilds);
+    assert_eq!(s.files.view_len(), n as usize + 100);
+    let rows: Vec<&ListedFile> = (0..s.files.view_len())
+        .map(|i| s.files.row(i).unwrap())
+        .collect();
+    assert!(
+        rows.windows(2)
+            .all(|w| SortKey::Size.cmp(w[0], w[1]).is_lt())
+    );
+    let total: u64 = rows.iter().map(|f| f.size).sum();
+    assert_eq!(s.files.total_bytes(), total);
+}

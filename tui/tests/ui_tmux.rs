@@ -1,0 +1,333 @@
+//! End-to-end: the real `tandem` UI inside tmux against two real nodes.
+//!
+//! Starts `tandem-node` twice on free loopback ports (peers of each other),
+//! runs `tandem --node A` in a detached 160×48 tmux session on a private
+//! tmux server (its socket in the test's temp dir), then drives it with `send-keys` and reads it with
+//! `capture-pane`, polling with deadlines (no sleeps as synchronisation).
+//! A guard kills the tmux server and both nodes by PID, also on failure.
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const READY: Duration = Duration::from_secs(60);
+const CHANGE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+/// Width of the screen; the table takes the first `TABLE_W` columns and the
+/// feed the rest (the UI's wide layout: feed = 38% of the width).
+const WIDTH: u16 = 160;
+const TABLE_W: usize = 100;
+
+fn tandem_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tui/ has a parent")
+        .to_path_buf()
+}
+
+fn newest_mtime(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+    let Ok(meta) = fs::metadata(path) else { return };
+    if meta.is_dir() {
+        for e in fs::read_dir(path).into_iter().flatten().flatten() {
+            newest_mtime(&e.path(), newest);
+        }
+    } else if let Ok(m) = meta.modified() {
+        *newest = Some(newest.map_or(m, |n| n.max(m)));
+    }
+}
+
+/// `tandem-node`, next to `tandem`; built (same profile) when missing or
+/// older than its sources, since `cargo test -p tandem-tui` does not build
+/// other packages' binaries.
+fn node_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_tandem")).with_file_name("tandem-node");
+    let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let mut newest = None;
+    for p in ["node/src", "node/Cargo.toml", "common/src", "Cargo.lock"] {
+        newest_mtime(&workspace_root().join(p), &mut newest);
+    }
+    if built.is_none() || newest > built {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "-p",
+            "tandem-node",
+            "--bin",
+            "tandem-node",
+        ]);
+        if bin
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "release")
+        {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cannot run cargo to build tandem-node");
+        assert!(st.success(), "building tandem-node failed: {st}");
+    }
+    bin
+}
+
+/// Two free loopback ports (bound then released).
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    )
+}
+
+/// Everything the test started; dropping it stops all of it.
+struct Cluster {
+    dirs: TempDir,
+    nodes: Vec<(String, Child)>,
+    tmux_started: bool,
+}
+
+impl Cluster {
+    fn dir(&self, name: &str) -> PathBuf {
+        self.dirs.path().join(name)
+    }
+
+    fn log(&self, name: &str) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(self.dirs.path().join(format!("{name}.log"))) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn start_node(&mut self, name: &str, port: u16, peer: u16) {
+        let dir = self.dir(name);
+        fs::create_dir_all(&dir).expect("node dir");
+        let log = fs::File::create(self.dirs.path().join(format!("{name}.log"))).expect("log");
+        let child = Command::new(node_bin())
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .args(["--name", name])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start tandem-node");
+        self.nodes.push((name.to_string(), child));
+    }
+
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("/usr/bin/tmux");
+        // A private server whose socket lives (and goes) with the temp dir.
+        c.arg("-S")
+            .arg(self.dirs.path().join("tmux.sock"))
+            .args(["-f", "/dev/null"])
+            .env_remove("TMUX");
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-t", "ui"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let st = self
+            .tmux()
+            .args(["send-keys", "-t", "ui"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(st.success());
+    }
+
+    fn session_alive(&self) -> bool {
+        self.tmux()
+            .args(["has-session", "-t", "ui"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Polls `f` until it gives a value; fails with the screen and logs.
+    fn wait<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Cluster) -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            for (name, child) in &mut self.nodes {
+                if let Ok(Some(st)) = child.try_wait() {
+                    panic!("node {name} exited ({st}) while waiting for {what}");
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- screen ---\n{}\n--- alpha log ---\n{}\n--- beta log ---\n{}",
+                    self.screen(),
+                    self.log("alpha"),
+                    self.log("beta")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.tmux_started {
+            let _ = self
+                .tmux()
+                .arg("kill-server")
+                .stderr(Stdio::null())
+                .status();
+        }
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The table part of each screen line.
+fn table_lines(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .map(|l| l.chars().take(TABLE_W).collect())
+        .collect()
+}
+
+/// The feed part of each screen line.
+fn feed_lines(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .map(|l| l.chars().skip(TABLE_W).collect())
+        .collect()
+}
+
+/// The table row showing `name`.
+fn row_of(screen: &str, name: &str) -> Option<String> {
+    table_lines(screen)
+        .into_iter()
+        .find(|l| l.starts_with('│') && l.contains(&format!(" {name} ")))
+}
+
+#[test]
+fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
+    let (pa, pb) = free_ports();
+    let mut c = Cluster {
+        dirs: tempfile::Builder::new()
+            .prefix("tandem-ui-tmux-")
+            .tempdir()
+            .expect("temp dir"),
+        nodes: Vec::new(),
+        tmux_started: false,
+    };
+    fs::create_dir_all(c.dir("alpha")).expect("dir");
+    fs::write(c.dir("alpha").join("hello.txt"), b"hello from alpha\n").expect("write");
+    c.start_node("alpha", pa, pb);
+    c.start_node("beta", pb, pa);
+    for port in [pa, pb] {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        c.wait(&format!("a node listening on {addr}"), READY, |_| {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        });
+    }
+
+    let identity = c.dirs.path().join("identity.toml");
+    let cmd = format!(
+        "'{}' --node 127.0.0.1:{pa} --identity '{}' --name tester 2>'{}'",
+        tandem_bin().display(),
+        identity.display(),
+        c.dirs.path().join("ui.stderr").display()
+    );
+    let st = c
+        .tmux()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "ui",
+            "-x",
+            &WIDTH.to_string(),
+            "-y",
+            "48",
+            &cmd,
+        ])
+        .status()
+        .expect("cannot run tmux");
+    assert!(st.success(), "tmux new-session failed");
+    c.tmux_started = true;
+
+    // The table appears, with the file alpha holds.
+    c.wait("the table with hello.txt", READY, |c| {
+        let s = c.screen();
+        (s.contains("Files ·") && s.contains("● alpha") && row_of(&s, "hello.txt").is_some())
+            .then_some(())
+    });
+
+    // A file made on the other node shows up in the table, and in the feed.
+    fs::write(c.dir("beta").join("from-beta.txt"), b"made on beta\n").expect("write");
+    c.wait("from-beta.txt in the table", CHANGE, |c| {
+        row_of(&c.screen(), "from-beta.txt")
+    });
+    c.wait("a feed line about from-beta.txt", CHANGE, |c| {
+        feed_lines(&c.screen())
+            .into_iter()
+            .find(|l| l.contains("from-beta.txt"))
+    });
+
+    // `l` locks the selected row: its lock column shows the owner.
+    let selected = c.wait("a selected row", CHANGE, |c| {
+        table_lines(&c.screen())
+            .into_iter()
+            .find(|l| l.starts_with("│▶"))
+            .and_then(|l| {
+                ["hello.txt", "from-beta.txt"]
+                    .into_iter()
+                    .find(|n| l.contains(&format!(" {n} ")))
+            })
+    });
+    assert!(
+        !row_of(&c.screen(), selected).is_some_and(|r| r.contains("tester")),
+        "not locked yet"
+    );
+    c.keys(&["l"]);
+    c.wait("the lock owner in the lock column", CHANGE, |c| {
+        row_of(&c.screen(), selected).filter(|r| r.contains("tester"))
+    });
+    c.wait("the status line", CHANGE, |c| {
+        c.screen()
+            .contains(&format!("locked {selected} (owner tester)"))
+            .then_some(())
+    });
+
+    // `q` quits (the session ends with the process).
+    c.keys(&["q"]);
+    c.wait("the UI to exit", CHANGE, |c| {
+        (!c.session_alive()).then_some(())
+    });
+    let stderr = fs::read_to_string(c.dirs.path().join("ui.stderr")).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "the UI panicked:\n{stderr}");
+}
