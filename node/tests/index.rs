@@ -613,12 +613,14 @@ fn list_json_has_the_documented_shape() {
             keys,
             [
                 "hash",
+                "held",
                 "index",
                 "locked_by",
                 "mtime",
                 "nodes",
                 "path",
-                "size"
+                "size",
+                "states",
             ],
             "{r}"
         );
