@@ -1,7 +1,6 @@
 //! The file model: what a node knows about each path, and the version vectors
 //! that order changes between nodes.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -80,8 +79,23 @@ pub enum VvOrder {
 }
 
 /// Node id → counter. A change made on top of a version dominates it.
+///
+/// Kept as a vector sorted by node id: vectors have a handful of entries,
+/// and a node indexes one per path, so a map's per-entry allocation would
+/// dominate the index's memory. Deserialization normalises (sorts, merges
+/// duplicates, drops zeros), so a peer cannot hand us a malformed vector.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+#[serde(from = "Vec<(NodeId, u64)>")]
+pub struct VersionVector(Vec<(NodeId, u64)>);
+
+impl From<Vec<(NodeId, u64)>> for VersionVector {
+    fn from(mut v: Vec<(NodeId, u64)>) -> Self {
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        v.dedup_by_key(|(n, _)| *n);
+        v.retain(|(_, c)| *c > 0);
+        VersionVector(v)
+    }
+}
 
 impl VersionVector {
     /// The empty vector (no history).
@@ -91,25 +105,36 @@ impl VersionVector {
 
     /// Counter of `node` (0 when absent).
     pub fn get(&self, node: NodeId) -> u64 {
-        self.0.get(&node).copied().unwrap_or(0)
+        match self.0.binary_search_by(|(n, _)| n.cmp(&node)) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
     }
 
     /// Sets `node`'s counter.
     pub fn set(&mut self, node: NodeId, counter: u64) {
-        self.0.insert(node, counter);
+        match self.0.binary_search_by(|(n, _)| n.cmp(&node)) {
+            Ok(i) if counter == 0 => {
+                self.0.remove(i);
+            }
+            Ok(i) => self.0[i].1 = counter,
+            Err(_) if counter == 0 => {}
+            Err(i) => self.0.insert(i, (node, counter)),
+        }
     }
 
     /// Largest counter of any node.
     pub fn max_counter(&self) -> u64 {
-        self.0.values().copied().max().unwrap_or(0)
+        self.0.iter().map(|(_, c)| *c).max().unwrap_or(0)
     }
 
     /// Element-wise maximum of the two vectors.
     pub fn merge(&self, other: &VersionVector) -> VersionVector {
         let mut out = self.clone();
-        for (&n, &c) in &other.0 {
-            let e = out.0.entry(n).or_insert(0);
-            *e = (*e).max(c);
+        for &(n, c) in &other.0 {
+            if c > out.get(n) {
+                out.set(n, c);
+            }
         }
         out
     }
@@ -118,7 +143,7 @@ impl VersionVector {
     pub fn compare(&self, other: &VersionVector) -> VvOrder {
         let mut less = false;
         let mut greater = false;
-        for n in self.0.keys().chain(other.0.keys()) {
+        for (n, _) in self.0.iter().chain(other.0.iter()) {
             let (a, b) = (self.get(*n), other.get(*n));
             less |= a < b;
             greater |= a > b;
@@ -131,15 +156,17 @@ impl VersionVector {
         }
     }
 
-    /// Iterates over (node, counter).
+    /// Iterates over (node, counter), sorted by node.
     pub fn iter(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
-        self.0.iter().map(|(n, c)| (*n, *c))
+        self.0.iter().copied()
     }
 }
 
 impl fmt::Debug for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(n, c)| (n, c)))
+            .finish()
     }
 }
 
@@ -242,6 +269,21 @@ mod tests {
         for (x, y, want) in cases {
             assert_eq!(x.compare(&y), want, "{x:?} vs {y:?}");
         }
+    }
+
+    #[test]
+    fn decoding_normalises_hostile_vectors() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let v: VersionVector = vec![(b, 2), (a, 1), (b, 5), (a, 0)].into();
+        assert_eq!(v.get(b), 5);
+        assert_eq!(v.get(a), 1);
+        assert_eq!(v.iter().count(), 2);
+        let mut w = VersionVector::new();
+        w.set(a, 1);
+        w.set(b, 5);
+        assert_eq!(v, w, "one canonical form");
+        w.set(a, 0);
+        assert_eq!(w.iter().count(), 1, "zero counters are dropped");
     }
 
     #[test]

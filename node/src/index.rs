@@ -69,22 +69,38 @@ pub struct Index {
 impl Index {
     /// Builds the index from stored records.
     pub fn new(me: NodeId, records: Vec<Record>) -> Index {
-        let mut ix = Index {
+        let mut clock = 0;
+        let mut seq = 0;
+        let mut seqs: Vec<(u64, RelPath)> = Vec::with_capacity(records.len());
+        let mut blocks = HashMap::new();
+        for r in &records {
+            clock = clock.max(r.entry.version.max_counter());
+            seq = seq.max(r.seq);
+            seqs.push((r.seq, r.entry.path.clone()));
+            if r.entry.is_live_file() {
+                for (i, b) in r.entry.blocks.iter().enumerate() {
+                    blocks.insert(*b, (r.entry.path.clone(), i as u32));
+                }
+            }
+        }
+        seqs.sort_unstable_by_key(|(s, _)| *s);
+        // Built from sorted input in bulk: full tree nodes, far less memory
+        // than inserting one by one.
+        let mut records = records;
+        records.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        Index {
             me,
-            records: BTreeMap::new(),
-            clock: 0,
-            seq: 0,
-            by_seq: BTreeMap::new(),
-            blocks: HashMap::new(),
+            records: records
+                .into_iter()
+                .map(|r| (r.entry.path.clone(), r))
+                .collect(),
+            clock,
+            seq,
+            by_seq: seqs.into_iter().collect(),
+            blocks,
             origin: HashMap::new(),
             dirty: BTreeSet::new(),
-        };
-        for r in records {
-            ix.clock = ix.clock.max(r.entry.version.max_counter());
-            ix.seq = ix.seq.max(r.seq);
-            ix.insert(r);
         }
-        ix
     }
 
     /// This node's id.

@@ -300,7 +300,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let display_name = cli.name.clone().unwrap_or_else(client::default_name);
     let c = client::Client::connect_as(&cli.node, &display_name).await?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: a 100,000-row listing is one write, not a million.
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let needs_identity = matches!(
         command,
         Command::Lock(_) | Command::Unlock { .. } | Command::Put { .. }
@@ -431,6 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer: {other:?}"),
         },
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

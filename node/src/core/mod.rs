@@ -394,6 +394,13 @@ impl Core {
             self.index.len()
         );
         self.flush();
+        // The start-up scan's temporary buffers are freed now; hand the
+        // memory back instead of keeping it for the node's lifetime.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let mut stop = false;
         while !stop {
             let retry = self
