@@ -770,6 +770,11 @@ pub enum PeerQuery {
     Cache,
     /// Your held changes.
     Held,
+    /// Your view of one file.
+    File {
+        /// Which.
+        path: RelPath,
+    },
 }
 
 /// Answers to [`PeerQuery`].
@@ -785,6 +790,8 @@ pub enum PeerAnswer {
     Cache(CacheReport),
     /// Held changes.
     Held(Vec<HeldChange>),
+    /// One file (if the node knows it).
+    File(Option<FileSummary>),
 }
 
 /// Messages between two nodes after the handshake.

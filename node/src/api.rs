@@ -633,12 +633,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let missing = || ApiError::Other(format!("{path} does not exist"));
-    let table = match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
-        Ok(t) => t,
+    let file = match crate::cluster::merged_row(&ctx.core, &ctx.peer.links, &ctx.name, &path).await
+    {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(Err(missing())),
         Err(e) => return Ok(Err(e)),
-    };
-    let Some(file) = table.into_iter().find(|f| f.path == path) else {
-        return Ok(Err(missing()));
     };
     let source = match from {
         Some(n) if file.nodes.contains(&n) => n,

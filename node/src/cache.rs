@@ -47,6 +47,8 @@ pub struct LargestFirst {
     capacity: u64,
     used: u64,
     entries: HashMap<Key, Bytes>,
+    /// (size, key), so the largest entry is found in O(log n).
+    by_size: std::collections::BTreeSet<(usize, Key)>,
 }
 
 impl LargestFirst {
@@ -73,16 +75,12 @@ impl LargestFirst {
         }
         if let Some(old) = self.entries.remove(&k) {
             self.used -= old.len() as u64;
+            self.by_size.remove(&(old.len(), k.clone()));
         }
         while self.used + size > self.capacity {
-            // The largest entry; if any cached file is larger than the new
-            // one, this is one of them.
-            let Some(victim) = self
-                .entries
-                .iter()
-                .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)))
-                .map(|(k, _)| k.clone())
-            else {
+            // The largest entry (ties: the largest key); if any cached
+            // file is larger than the new one, this is one of them.
+            let Some((_, victim)) = self.by_size.pop_last() else {
                 break;
             };
             if let Some(v) = self.entries.remove(&victim) {
@@ -91,6 +89,7 @@ impl LargestFirst {
             evicted.push(victim);
         }
         self.used += size;
+        self.by_size.insert((v.len(), k.clone()));
         self.entries.insert(k, v);
         evicted
     }

@@ -97,6 +97,12 @@ impl Answerer for NodeAnswerer {
                 PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
                 PeerQuery::Ping => Ok(PeerAnswer::Pong),
                 PeerQuery::Cache => Ok(PeerAnswer::Cache(self.cache.report(&self.name))),
+                PeerQuery::File { path } => self
+                    .core
+                    .summary_of(path)
+                    .await
+                    .map(PeerAnswer::File)
+                    .map_err(|e| e.to_string()),
                 PeerQuery::Held => self
                     .core
                     .ask_lock(LockMsg::Held)
@@ -192,6 +198,36 @@ pub async fn merged_list(
         }
     }
     Ok(merge(&views))
+}
+
+/// One row of the merged table, asking every connected peer about that
+/// path only (what `fetch` needs).
+pub async fn merged_row(
+    core: &CoreHandle,
+    links: &Links,
+    me: &str,
+    path: &tandem_common::RelPath,
+) -> Result<Option<ListedFile>, tandem_common::proto::ApiError> {
+    let own = core.summary_of(path.clone()).await?;
+    let mut views = vec![(me.to_string(), own.into_iter().collect::<Vec<_>>())];
+    let asks = links
+        .peers()
+        .into_iter()
+        .filter_map(|p| links.get(&p))
+        .map(|l| async move {
+            let q = PeerQuery::File { path: path.clone() };
+            (
+                l.name.clone(),
+                tokio::time::timeout(QUERY_TIMEOUT, l.query(q)).await,
+            )
+        });
+    for (name, r) in futures::future::join_all(asks).await {
+        match r {
+            Ok(Ok(PeerAnswer::File(f))) => views.push((name, f.into_iter().collect())),
+            _ => tracing::warn!("peer {name} did not say whether it has {path}"),
+        }
+    }
+    Ok(merge(&views).into_iter().next())
 }
 
 /// Every node: this one, connected peers (with RTT and clock offset), and

@@ -55,6 +55,8 @@ pub enum CoreMsg {
     List(oneshot::Sender<Vec<ListedFile>>),
     /// This node's files for a merged table.
     Summary(oneshot::Sender<Vec<FileSummary>>),
+    /// This node's view of one file.
+    SummaryOf(RelPath, oneshot::Sender<Option<FileSummary>>),
     /// Number of live files and their bytes.
     Counts(oneshot::Sender<(u64, u64)>),
     /// A verified upload to put in place as a local change.
@@ -150,6 +152,11 @@ impl CoreHandle {
     /// This node's files for a merged table.
     pub async fn summary(&self) -> Result<Vec<FileSummary>, ApiError> {
         self.ask(CoreMsg::Summary).await
+    }
+
+    /// This node's view of one file.
+    pub async fn summary_of(&self, path: RelPath) -> Result<Option<FileSummary>, ApiError> {
+        self.ask(|reply| CoreMsg::SummaryOf(path, reply)).await
     }
 
     /// Puts an uploaded file in place.
@@ -474,6 +481,9 @@ impl Core {
             CoreMsg::Summary(reply) => {
                 let _ = reply.send(self.summary());
             }
+            CoreMsg::SummaryOf(path, reply) => {
+                let _ = reply.send(self.summary_of(&path));
+            }
             CoreMsg::Put {
                 path,
                 tmp,
@@ -610,6 +620,34 @@ impl Core {
         let seen = scan::stat(&full).map_err(io)?;
         self.look_at(path, seen, true);
         Ok(())
+    }
+
+    /// This node's view of one path (see [`Core::summary`]).
+    fn summary_of(&self, path: &RelPath) -> Option<FileSummary> {
+        if let Some(r) = self.index.get(path).filter(|r| r.entry.is_live_file()) {
+            return Some(FileSummary {
+                path: path.clone(),
+                size: r.entry.size,
+                mtime_ns: r.entry.mtime_ns,
+                hash: r.entry.hash,
+                version: r.entry.version.clone(),
+                locked_by: self.locks.holder(path).map(|l| l.owner_name.clone()),
+                held: self.held.count(path) as u32,
+                syncing: self.needed.contains_key(path),
+                present: true,
+            });
+        }
+        self.needed.get(path).map(|n| FileSummary {
+            path: path.clone(),
+            size: n.w.entry.size,
+            mtime_ns: n.w.entry.mtime_ns,
+            hash: n.w.entry.hash,
+            version: n.w.entry.version.clone(),
+            locked_by: None,
+            held: 0,
+            syncing: true,
+            present: false,
+        })
     }
 
     /// This node's files for a merged table: live files, plus files it is
