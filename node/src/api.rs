@@ -265,21 +265,10 @@ where
         ClientRequest::List => {
             match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
                 Ok(files) => {
-                    let mut chunks = files.chunks(LIST_CHUNK).peekable();
-                    if chunks.peek().is_none() {
-                        let empty = ClientResponse::Files {
-                            files: vec![],
-                            more: false,
-                        };
-                        send(w, req.id, empty).await?;
-                    }
-                    while let Some(chunk) = chunks.next() {
-                        let more = chunks.peek().is_some();
-                        let body = ClientResponse::Files {
-                            files: chunk.to_vec(),
-                            more,
-                        };
-                        send(w, req.id, body).await?;
+                    let big = files.len() > 10_000;
+                    send_files(w, req.id, files).await?;
+                    if big {
+                        tokio::task::spawn_blocking(crate::metrics::release_memory);
                     }
                     return Ok(());
                 }
@@ -595,20 +584,18 @@ async fn send_files<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut chunks = files.chunks(LIST_CHUNK).peekable();
-    if chunks.peek().is_none() {
+    if files.is_empty() {
         let empty = ClientResponse::Files {
             files: vec![],
             more: false,
         };
         return send(w, id, empty).await;
     }
-    while let Some(chunk) = chunks.next() {
-        let more = chunks.peek().is_some();
-        let body = ClientResponse::Files {
-            files: chunk.to_vec(),
-            more,
-        };
+    let mut rest = files.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<_> = rest.by_ref().take(LIST_CHUNK).collect();
+        let more = rest.peek().is_some();
+        let body = ClientResponse::Files { files: chunk, more };
         send(w, id, body).await?;
     }
     Ok(())

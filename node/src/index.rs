@@ -103,6 +103,16 @@ impl Index {
         }
     }
 
+    /// Rebuilds the maps in bulk: after many single inserts (a cold scan)
+    /// the trees are half empty; this gives the memory back.
+    pub fn compact(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        self.records = records.into_iter().collect();
+        let by_seq = std::mem::take(&mut self.by_seq);
+        self.by_seq = by_seq.into_iter().collect();
+        self.blocks.shrink_to_fit();
+    }
+
     /// This node's id.
     pub fn me(&self) -> NodeId {
         self.me

@@ -401,13 +401,12 @@ impl Core {
             self.index.len()
         );
         self.flush();
+        if n > 1000 {
+            self.index.compact();
+        }
         // The start-up scan's temporary buffers are freed now; hand the
         // memory back instead of keeping it for the node's lifetime.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::metrics::release_memory();
         let mut stop = false;
         while !stop {
             let retry = self
