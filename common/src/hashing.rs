@@ -16,11 +16,27 @@ pub struct Hashed {
     pub blocks: Vec<ContentHash>,
 }
 
+thread_local! {
+    /// One block buffer per thread, reused: a scan hashes many small files,
+    /// and a fresh 128 KiB allocation each time fragments the heap.
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads `r` to the end, hashing as it goes. Memory use is one block.
-pub fn hash_reader(mut r: impl Read) -> io::Result<Hashed> {
+pub fn hash_reader(r: impl Read) -> io::Result<Hashed> {
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.resize(BLOCK_SIZE as usize, 0);
+            hash_with(r, &mut buf)
+        }
+        // Re-entered on this thread (not expected): use a fresh buffer.
+        Err(_) => hash_with(r, &mut vec![0u8; BLOCK_SIZE as usize]),
+    })
+}
+
+fn hash_with(mut r: impl Read, buf: &mut [u8]) -> io::Result<Hashed> {
     let mut whole = blake3::Hasher::new();
     let mut blocks = Vec::new();
-    let mut buf = vec![0u8; BLOCK_SIZE as usize];
     let mut size = 0u64;
     loop {
         // Fill a whole block (short reads happen) so block boundaries are fixed.

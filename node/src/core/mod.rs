@@ -394,12 +394,6 @@ impl Core {
     pub fn run(mut self, rx: Receiver<CoreMsg>) {
         let started = Instant::now();
         let n = self.reconcile(None);
-        tracing::info!(
-            "indexed {} in {:.2?}: {} entries, {n} changed since last run",
-            self.root.display(),
-            started.elapsed(),
-            self.index.len()
-        );
         self.flush();
         if n > 1000 {
             self.index.compact();
@@ -407,6 +401,12 @@ impl Core {
         // The start-up scan's temporary buffers are freed now; hand the
         // memory back instead of keeping it for the node's lifetime.
         crate::metrics::release_memory();
+        tracing::info!(
+            "indexed {} in {:.2?}: {} entries, {n} changed since last run",
+            self.root.display(),
+            started.elapsed(),
+            self.index.len()
+        );
         let mut stop = false;
         while !stop {
             let retry = self
