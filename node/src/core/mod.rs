@@ -409,12 +409,18 @@ impl Core {
         );
         let mut stop = false;
         while !stop {
-            let retry = self
-                .needed
-                .values()
-                .filter(|n| !n.in_flight)
-                .map(|n| n.retry_at)
-                .min();
+            // Queued downloads only matter for the wake-up time when a
+            // transfer slot is free; otherwise a finishing transfer wakes us
+            // (waking for them anyway would spin on a due-but-blocked queue).
+            let retry = if self.running < MAX_TRANSFERS {
+                self.needed
+                    .values()
+                    .filter(|n| !n.in_flight)
+                    .map(|n| n.retry_at)
+                    .min()
+            } else {
+                None
+            };
             let timeout = self
                 .pending
                 .values()
@@ -1300,6 +1306,10 @@ impl Core {
             let mut peers = vec![n.w.from];
             peers.extend(connected.iter().filter(|p| **p != n.w.from));
             if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
+                // Nobody to ask now; a peer coming up makes it due again.
+                if let Some(n) = self.needed.get_mut(&path) {
+                    n.retry_at = now + Duration::from_secs(5);
+                }
                 continue;
             }
             let tmp = self
@@ -1386,7 +1396,13 @@ impl Core {
             Err(e) => {
                 need.in_flight = false;
                 need.attempts += 1;
-                let backoff = Duration::from_millis(200 * (1u64 << need.attempts.min(7)));
+                // A link replaced by a newer one fails its transfers: retry
+                // those at once; anything else backs off.
+                let backoff = if e.contains("link closed") && need.attempts < 3 {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::from_millis(200 * (1u64 << need.attempts.min(7)))
+                };
                 need.retry_at = Instant::now() + backoff;
                 tracing::warn!(
                     "fetching {path} failed (attempt {}): {e}; retrying in {backoff:?}",
