@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Node-to-node sync benchmarks for tandem-node on loopback. See bench/SYNC.md.
+#
+#   bench/sync.sh                       # every case, default run counts
+#   CASES="1 4" RUNS=3 bench/sync.sh    # some cases only
+#
+# Cases: 1 latency of a new 4 KiB file; 2 1 GiB as 256 x 4 MiB into an empty
+# peer; 3 20,000 x 4 KiB in 200 folders into an empty peer, followed by 6 idle
+# CPU; 4 4 KiB changed inside a 256 MiB file; 5 a 100 MiB file renamed.
+#
+# Environment:
+#   CASES="1 2 3 4 5"  which cases (6, idle CPU, runs inside 3; IDLE=0 skips it)
+#   RUNS=5             runs of the fast cases (3, 4, 5); each printed, then the median
+#   RUNS_BIG=3         runs of the 1 GiB case
+#   SAMPLES=50         latency samples per write mode (case 1)
+#   IDLE=20            seconds of idle CPU measurement after each 20k run
+#   DIAL=both          both nodes get --peer for the other (as a cluster is set up);
+#                      b = only B dials A (shows the cost of the duplicate-link race)
+#   SETTLE=1           seconds to let the link go quiet before reading TCP counters
+#   TIMEOUT=600        seconds any single wait may take before the case fails
+#   BUILD=1            0 = use the existing target/release binaries as they are
+#   BIN_DIR=           take tandem-node from here instead of target/release
+#   KEEP_LOGS=0        1 = keep the node logs (path printed at exit)
+#   JSON=              also write all results as JSON to this file
+#   RUST_LOG=info      passed to the nodes (the "received" lines are at info)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CASES=${CASES:-1 2 3 4 5}
+RUNS=${RUNS:-5}
+RUNS_BIG=${RUNS_BIG:-3}
+SAMPLES=${SAMPLES:-50}
+IDLE=${IDLE:-20}
+SETTLE=${SETTLE:-1}
+TIMEOUT=${TIMEOUT:-600}
+DIAL=${DIAL:-both}
+if [[ -n ${BIN_DIR:-} ]]; then BUILD=${BUILD:-0}; else BUILD=${BUILD:-1}; fi
+BIN=${BIN_DIR:-$ROOT/target/release}
+export RUST_LOG=${RUST_LOG:-info}
+export NO_COLOR=1
+
+WORK=
+PY_PID=
+KEPT=
+alive() {
+    local st
+    st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z ]]
+}
+stop_pid() { # PID [seconds]: SIGTERM, wait with a deadline, then SIGKILL
+    local pid=$1 secs=${2:-20} i
+    alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < secs * 10; i++)); do alive "$pid" || return 0; sleep 0.1; done
+    echo "sync.sh: pid $pid ignored SIGTERM for ${secs}s; killing" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $PY_PID ]]; then
+        stop_pid "$PY_PID" 60
+        wait "$PY_PID" 2>/dev/null || true
+    fi
+    # Nodes the helper started (it stops them itself; this is for when it died).
+    if [[ -n $WORK && -f $WORK/pids ]]; then
+        while read -r pid; do
+            [[ -n $pid ]] || continue
+            if alive "$pid" && grep -q tandem-node "/proc/$pid/cmdline" 2>/dev/null; then
+                stop_pid "$pid" 20
+            fi
+        done <"$WORK/pids"
+    fi
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${KEEP_LOGS:-0} == 1 && -d $WORK/logs ]]; then
+            KEPT=$(mktemp -d /tmp/tandem-sync-logs.XXXXXX)
+            cp -a "$WORK/logs/." "$KEPT/"
+            echo "sync.sh: node logs kept in $KEPT" >&2
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() { echo "sync.sh: error: $*" >&2; exit 1; }
+
+command -v python3 >/dev/null || die "python3 is required"
+command -v ss >/dev/null || die "ss (iproute2) is required"
+if [[ $BUILD == 1 ]]; then
+    echo "building (release)..."
+    # tandem-tui is not needed here: if it does not build, build the node alone.
+    if ! cargo build --release -p tandem-node -p tandem-tui; then
+        echo "sync.sh: building both failed; building tandem-node alone" >&2
+        cargo build --release -p tandem-node
+    fi
+fi
+[[ -x $BIN/tandem-node ]] || die "no $BIN/tandem-node (build it or set BIN_DIR)"
+if ! command -v rsync >/dev/null; then
+    echo "rsync is missing; installing it for the comparison column..."
+    if ! (apt-get install -y rsync >/dev/null 2>&1 ||
+        (apt-get update >/dev/null 2>&1 && apt-get install -y rsync >/dev/null 2>&1)); then
+        echo "sync.sh: could not install rsync; the rsync -a column stays empty" >&2
+    fi
+fi
+
+df -h /tmp
+WORK=$(mktemp -d /tmp/tandem-sync-bench.XXXXXX)
+: >"$WORK/pids"
+
+echo
+echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(nproc) CPUs, kernel $(uname -r), /tmp on $(findmnt -no FSTYPE -T /tmp 2>/dev/null || stat -f -c %T /tmp)," \
+    "$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+echo "node:    $BIN/tandem-node ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -z $(git -C "$ROOT" status --porcelain -- node common 2>/dev/null) ]] || echo ', with uncommitted changes in node/ or common/'))"
+echo "tools:   $(cp --version | sed -n 1p); $({ rsync --version 2>/dev/null || echo 'no rsync'; } | sed -n 1p)"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg); CPU pressure: $(sed -n 1p /proc/pressure/cpu 2>/dev/null); IO pressure: $(sed -n 1p /proc/pressure/io 2>/dev/null)"
+echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG SAMPLES=$SAMPLES IDLE=$IDLE SETTLE=$SETTLE DIAL=$DIAL"
+
+# Run a private copy: other people rebuilding target/release mid-run must not
+# swap the binary under the benchmark.
+mkdir -p "$WORK/bin"
+cp "$BIN/tandem-node" "$WORK/bin/tandem-node"
+
+python3 "$ROOT/bench/sync_helpers.py" \
+    --bin "$WORK/bin" --work "$WORK" --pidfile "$WORK/pids" --cases "$CASES" \
+    --runs "$RUNS" --runs-big "$RUNS_BIG" --samples "$SAMPLES" --idle "$IDLE" \
+    --settle "$SETTLE" --timeout "$TIMEOUT" --dial "$DIAL" ${JSON:+--json "$JSON"} &
+PY_PID=$!
+rc=0
+wait "$PY_PID" || rc=$?
+PY_PID=
+exit "$rc"
