@@ -108,6 +108,11 @@ impl Store {
         Ok(id)
     }
 
+    /// Frees SQLite's caches (after the start-up scan's big transaction).
+    pub fn release_memory(&self) {
+        let _ = self.conn.execute_batch("PRAGMA shrink_memory");
+    }
+
     /// Every stored record.
     pub fn load(&self) -> Result<Vec<Record>, StoreError> {
         let mut stmt = self

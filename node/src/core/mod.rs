@@ -400,6 +400,7 @@ impl Core {
         }
         // The start-up scan's temporary buffers are freed now; hand the
         // memory back instead of keeping it for the node's lifetime.
+        self.store.release_memory();
         crate::metrics::release_memory();
         tracing::info!(
             "indexed {} in {:.2?}: {} entries, {n} changed since last run",
