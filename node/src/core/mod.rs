@@ -1007,6 +1007,22 @@ impl Core {
 
     fn on_remote_entry(&mut self, peer: NodeId, remote: FileEntry) {
         let path = remote.path.clone();
+        // A live file's block list must match its size; anything else is a
+        // malformed entry from a broken or hostile peer: ignore it.
+        let blocks_ok = if remote.is_live_file() {
+            remote.blocks.len() as u64 == remote.size.div_ceil(tandem_common::model::BLOCK_SIZE)
+        } else {
+            remote.blocks.is_empty() || remote.deleted
+        };
+        if !blocks_ok {
+            tracing::warn!(
+                "ignoring a malformed entry for {path} from {}: {} block hashes for {} bytes",
+                self.peer_name(peer),
+                remote.blocks.len(),
+                remote.size
+            );
+            return;
+        }
         if let Some(n) = self.needed.get(&path) {
             match remote.version.compare(&n.w.entry.version) {
                 tandem_common::VvOrder::Equal | tandem_common::VvOrder::Before => return,

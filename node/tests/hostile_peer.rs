@@ -1,0 +1,104 @@
+//! A peer that speaks the protocol but sends nonsense: malformed entries,
+//! oversized and bogus block requests, then garbage. The node answers with
+//! errors, logs, and keeps serving.
+
+mod harness;
+
+use harness::{Node, list_json};
+use tandem_common::codec::FrameIo;
+use tandem_common::model::Dot;
+use tandem_common::proto::{self, Hello, PeerMessage, Role};
+use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+
+fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
+    let me = NodeId::random();
+    let mut version = VersionVector::new();
+    version.set(me, 1);
+    FileEntry {
+        path: RelPath::new(path).expect("valid path"),
+        kind: EntryKind::File,
+        size,
+        mtime_ns: 1,
+        mode: 0o644,
+        hash: ContentHash::of(b"x"),
+        blocks: vec![ContentHash::of(b"x"); blocks],
+        version,
+        written: Dot {
+            node: Some(me),
+            counter: 1,
+        },
+        deleted: false,
+    }
+}
+
+#[test]
+fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
+    let node = Node::start("victim");
+    std::fs::write(node.path("real.txt"), b"hello").expect("write");
+    let addr = node.addr();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut io = FrameIo::new(stream);
+        let hello = Hello {
+            role: Role::Peer,
+            id: NodeId::random().0,
+            name: "evil".into(),
+        };
+        proto::connect_handshake(&mut io, &hello)
+            .await
+            .expect("handshake as a peer");
+        io.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        // Ten block hashes for a 100-byte file: inconsistent.
+        io.send(&PeerMessage::Index {
+            entries: vec![(1, entry("evil.bin", 100, 10))],
+        })
+        .await
+        .expect("send");
+        // Far too many blocks, and a file that does not exist here.
+        io.send(&PeerMessage::GetBlocks {
+            req: 1,
+            path: RelPath::new("real.txt").expect("path"),
+            hash: ContentHash::of(b"x"),
+            blocks: (0..10_000).collect(),
+        })
+        .await
+        .expect("send");
+        io.send(&PeerMessage::GetBlocks {
+            req: 2,
+            path: RelPath::new("nope.bin").expect("path"),
+            hash: ContentHash::of(b"x"),
+            blocks: vec![0],
+        })
+        .await
+        .expect("send");
+        // Both requests are answered with errors, not data and not silence.
+        let mut answered = 0;
+        while answered < 2 {
+            match tokio::time::timeout(std::time::Duration::from_secs(20), io.recv::<PeerMessage>())
+                .await
+            {
+                Ok(Ok(Some(PeerMessage::Blocks { req, data }))) => {
+                    assert!(data.is_err(), "request {req} must be refused, got {data:?}");
+                    answered += 1;
+                }
+                Ok(Ok(Some(_))) => {}
+                other => panic!("no answer to the bogus block requests: {other:?}"),
+            }
+        }
+        // Then plain garbage inside a valid frame.
+        io.send_raw(bytes::Bytes::from_static(&[0xff, 0xfe, 0xfd]))
+            .await
+            .expect("send");
+    });
+    node.wait_log("ignoring a malformed entry for evil.bin");
+    node.wait_log("closing link to evil");
+    assert!(!node.path("evil.bin").exists(), "nothing was written");
+    let files = list_json(addr);
+    assert!(
+        files.iter().any(|f| f["path"] == "real.txt"),
+        "the node still serves clients: {files:?}"
+    );
+}
