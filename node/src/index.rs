@@ -305,29 +305,21 @@ impl Index {
             }
             return None;
         }
-        let kind = match prev {
-            Some(r) if !r.entry.deleted => ChangeKind::Modified,
-            _ => ChangeKind::Added,
-        };
-        let prev_version = prev.map(|r| r.entry.version.clone());
-        let (version, seq) = self.next_version(prev_version.as_ref());
-        self.put(Record {
-            entry: FileEntry {
+        let (size, hash, blocks) = (h.size, h.hash, h.blocks.clone());
+        Some(
+            self.local_change(path, Some(stat), |version, written| FileEntry {
                 path: path.clone(),
                 kind: EntryKind::File,
-                size: h.size,
+                size,
                 mtime_ns: stat.mtime_ns,
                 mode: stat.mode,
-                hash: h.hash,
-                blocks: h.blocks.clone(),
+                hash,
+                blocks,
                 version,
-                written: self.dot(),
+                written,
                 deleted: false,
-            },
-            seq,
-            stat: Some(stat),
-        });
-        Some(kind)
+            }),
+        )
     }
 
     /// Records a directory seen on disk. Directory mtimes are not versioned:
@@ -341,29 +333,38 @@ impl Index {
         {
             return None;
         }
+        Some(self.local_change(path, None, |version, written| FileEntry {
+            path: path.clone(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 0,
+            mode,
+            hash: ContentHash::default(),
+            blocks: Vec::new(),
+            version,
+            written,
+            deleted: false,
+        }))
+    }
+
+    /// Records a change made here at `path`: a new version on top of ours,
+    /// built by `make` from that version and the write's dot.
+    fn local_change(
+        &mut self,
+        path: &RelPath,
+        stat: Option<LocalStat>,
+        make: impl FnOnce(VersionVector, Dot) -> FileEntry,
+    ) -> ChangeKind {
+        let prev = self.records.get(path);
         let kind = match prev {
             Some(r) if !r.entry.deleted => ChangeKind::Modified,
             _ => ChangeKind::Added,
         };
         let prev_version = prev.map(|r| r.entry.version.clone());
         let (version, seq) = self.next_version(prev_version.as_ref());
-        self.put(Record {
-            entry: FileEntry {
-                path: path.clone(),
-                kind: EntryKind::Dir,
-                size: 0,
-                mtime_ns: 0,
-                mode,
-                hash: ContentHash::default(),
-                blocks: Vec::new(),
-                version,
-                written: self.dot(),
-                deleted: false,
-            },
-            seq,
-            stat: None,
-        });
-        Some(kind)
+        let entry = make(version, self.dot());
+        self.put(Record { entry, seq, stat });
+        kind
     }
 
     /// Records that `path` is gone: it and everything under it become

@@ -630,30 +630,13 @@ impl Core {
 
     /// This node's view of one path (see [`Core::summary`]).
     fn summary_of(&self, path: &RelPath) -> Option<FileSummary> {
-        if let Some(r) = self.index.get(path).filter(|r| r.entry.is_live_file()) {
-            return Some(FileSummary {
-                path: path.clone(),
-                size: r.entry.size,
-                mtime_ns: r.entry.mtime_ns,
-                hash: r.entry.hash,
-                version: r.entry.version.clone(),
-                locked_by: self.locks.holder(path).map(|l| l.owner_name.clone()),
-                held: self.held.count(path) as u32,
-                syncing: self.needed.contains_key(path),
-                present: true,
-            });
+        match self.index.get(path).filter(|r| r.entry.is_live_file()) {
+            Some(r) => Some(self.summarise(&r.entry, true)),
+            None => self
+                .needed
+                .get(path)
+                .map(|n| self.summarise(&n.w.entry, false)),
         }
-        self.needed.get(path).map(|n| FileSummary {
-            path: path.clone(),
-            size: n.w.entry.size,
-            mtime_ns: n.w.entry.mtime_ns,
-            hash: n.w.entry.hash,
-            version: n.w.entry.version.clone(),
-            locked_by: None,
-            held: 0,
-            syncing: true,
-            present: false,
-        })
     }
 
     /// This node's files for a merged table: live files, plus files it is
@@ -663,38 +646,37 @@ impl Core {
             .index
             .records()
             .filter(|r| r.entry.is_live_file())
-            .map(|r| FileSummary {
-                path: r.entry.path.clone(),
-                size: r.entry.size,
-                mtime_ns: r.entry.mtime_ns,
-                hash: r.entry.hash,
-                version: r.entry.version.clone(),
-                locked_by: self
-                    .locks
-                    .holder(&r.entry.path)
-                    .map(|l| l.owner_name.clone()),
-                held: self.held.count(&r.entry.path) as u32,
-                syncing: self.needed.contains_key(&r.entry.path),
-                present: true,
-            })
+            .map(|r| self.summarise(&r.entry, true))
             .collect();
         for (p, n) in &self.needed {
             if self.index.get(p).is_none_or(|r| !r.entry.is_live_file()) {
-                out.push(FileSummary {
-                    path: p.clone(),
-                    size: n.w.entry.size,
-                    mtime_ns: n.w.entry.mtime_ns,
-                    hash: n.w.entry.hash,
-                    version: n.w.entry.version.clone(),
-                    locked_by: None,
-                    held: 0,
-                    syncing: true,
-                    present: false,
-                });
+                out.push(self.summarise(&n.w.entry, false));
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
+    }
+
+    /// One file for a merged table: `present` when it is on disk here, else
+    /// the version being fetched.
+    fn summarise(&self, e: &FileEntry, present: bool) -> FileSummary {
+        FileSummary {
+            path: e.path.clone(),
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            hash: e.hash,
+            version: e.version.clone(),
+            locked_by: present
+                .then(|| self.locks.holder(&e.path).map(|l| l.owner_name.clone()))
+                .flatten(),
+            held: if present {
+                self.held.count(&e.path) as u32
+            } else {
+                0
+            },
+            syncing: !present || self.needed.contains_key(&e.path),
+            present,
+        }
     }
 
     /// Looks at every pending path whose time has come.
