@@ -27,30 +27,10 @@ use tempfile::TempDir;
 // Helpers
 
 /// How long two nodes may take to link up (and to re-link after a restart).
-const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a change takes to travel to the other node.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an event takes to reach a feed.
 const FEED_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Two nodes, A and B, each configured with the other as its peer, linked;
-/// `a_args` are extra arguments of A.
-fn pair_with(a_args: &[&str]) -> (Node, Node) {
-    let (aa, ba) = (free_addr(), free_addr());
-    let mut ab = Node::builder("A").listen(aa).peer(ba);
-    for x in a_args {
-        ab = ab.arg(x);
-    }
-    let mut nodes = start_all(vec![ab, Node::builder("B").listen(ba).peer(aa)]);
-    let b = nodes.pop().expect("B");
-    let a = nodes.pop().expect("A");
-    wait_linked(&a, &b);
-    (a, b)
-}
-
-fn pair() -> (Node, Node) {
-    pair_with(&[])
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -105,26 +85,6 @@ fn json<T: serde::de::DeserializeOwned>(node: &Node, args: &[&str]) -> T {
     try_json(node, args).unwrap_or_else(|e| panic!("{}", node.fail(&e)))
 }
 
-/// Waits until each node lists the other as up.
-fn wait_linked(a: &Node, b: &Node) {
-    wait_until(LINK_TIMEOUT, "A and B linked", &[a, b], || {
-        for (n, other) in [(a, b), (b, a)] {
-            let v: Vec<Value> = try_json(n, &["nodes", "--json"])?;
-            let up = v
-                .iter()
-                .any(|r| r["name"] == other.name() && r["up"] == true);
-            if !up {
-                return Err(format!(
-                    "{} does not see {} up: {v:?}",
-                    n.name(),
-                    other.name()
-                ));
-            }
-        }
-        Ok::<(), String>(())
-    });
-}
-
 /// Waits until `rel` has `content` on disk on each node and is listed by
 /// each node with its hash, held by both.
 fn wait_content(nodes: &[&Node], rel: &str, content: &[u8]) {
@@ -152,19 +112,6 @@ fn wait_content(nodes: &[&Node], rel: &str, content: &[u8]) {
             },
         );
     }
-}
-
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// The names of the entries of `dir` (to check that nothing else was left).
@@ -331,7 +278,7 @@ fn ident(dir: &TempDir, name: &str) -> (PathBuf, String) {
 
 #[test]
 fn list_discover_nodes_ping_and_clients() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     put(a.path("from-a.txt"), "made on A\n");
     put(b.path("dir/from-b.txt"), "made on B, longer\n");
@@ -499,7 +446,7 @@ fn clients_lists_the_connection_under_its_name() {
 
 #[test]
 fn feed_reports_transfers_locks_and_survives_a_restart() {
-    let (mut a, b) = pair();
+    let (mut a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let (id_file, name) = ident(&ids, "alice");
@@ -597,7 +544,7 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
 
 #[test]
 fn fetch_saves_whole_verified_files() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let data = pattern(300_000, 1);
     put(a.path("docs/report.bin"), &data);
@@ -806,7 +753,7 @@ fn fetch_of_a_file_being_rewritten_gets_one_whole_version() {
 
 #[test]
 fn cache_counts_hits_and_lists_entries() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let data = pattern(200_000, 3);
     put(a.path("cached.bin"), &data);
@@ -864,7 +811,7 @@ fn cache_counts_hits_and_lists_entries() {
 
 #[test]
 fn largest_first_cache_never_exceeds_its_capacity() {
-    let (a, b) = pair_with(&["--cache-policy", "largest-first", "--cache-size", "1MiB"]);
+    let (a, b) = linked_pair(&["--cache-policy", "largest-first", "--cache-size", "1MiB"]);
     let nodes = [&a, &b];
     let sizes = [
         300 << 10,
@@ -939,7 +886,7 @@ fn largest_first_cache_never_exceeds_its_capacity() {
 
 #[test]
 fn put_publishes_a_file_on_every_node() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let (id_file, name) = ident(&ids, "uploader");
@@ -1101,7 +1048,7 @@ fn metric(body: &str, name: &str) -> Option<f64> {
 fn metrics_endpoint_serves_prometheus_text() {
     let maddr = free_addr();
     let ml = maddr.to_string();
-    let (a, b) = pair_with(&["--metrics-listen", &ml]);
+    let (a, b) = linked_pair(&["--metrics-listen", &ml]);
     let nodes = [&a, &b];
     put(b.path("m1.txt"), "metrics\n");
     put(a.path("m2.txt"), "more metrics\n");
@@ -1201,7 +1148,7 @@ fn metrics_count_transfers_bytes_and_clients() {
 
 #[test]
 fn fifty_clients_at_once_while_200_files_sync() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let seed = pattern(100_000, 77);
     put(a.path("seed.bin"), &seed);

@@ -45,19 +45,6 @@ fn assert_paths(node: &Node, list: &[Value], expected: &[&str]) {
     );
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A scenario: each step acts on the disk, then waits until the node's list
 /// equals the disk (path, size, mtime, hash), recording how long it took.
 struct Steps<'a> {

@@ -28,55 +28,8 @@ use tempfile::TempDir;
 
 /// How long a lock, unlock or identity takes to reach the other node.
 const SPREAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long two nodes may take to link up (and to re-link after a restart).
-const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a change takes to travel to the other node.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Two nodes, A and B, each configured with the other as its peer, linked.
-fn pair() -> (Node, Node) {
-    let (aa, ba) = (free_addr(), free_addr());
-    let mut nodes = start_all(vec![
-        Node::builder("A").listen(aa).peer(ba),
-        Node::builder("B").listen(ba).peer(aa),
-    ]);
-    let b = nodes.pop().expect("B");
-    let a = nodes.pop().expect("A");
-    wait_linked(&a, &b);
-    (a, b)
-}
-
-/// `tandem nodes --json` of `node`, parsed.
-fn nodes_json(node: &Node) -> Result<Vec<Value>, String> {
-    let out = tandem(node.addr(), &["nodes", "--json"])?;
-    if !out.status.success() {
-        return Err(format!(
-            "`tandem nodes --json` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("nodes --json: {e}"))
-}
-
-/// Waits until each node lists the other as up.
-fn wait_linked(a: &Node, b: &Node) {
-    wait_until(LINK_TIMEOUT, "A and B linked", &[a, b], || {
-        for (n, other) in [(a, b), (b, a)] {
-            let v = nodes_json(n)?;
-            let up = v
-                .iter()
-                .any(|r| r["name"] == other.name() && r["up"] == true);
-            if !up {
-                return Err(format!(
-                    "{} does not see {} up: {v:?}",
-                    n.name(),
-                    other.name()
-                ));
-            }
-        }
-        Ok::<(), String>(())
-    });
-}
 
 /// A client: a display name and an identity file in a temp dir.
 struct Who {
@@ -373,7 +326,7 @@ fn conflicts(node: &Node) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn locked_file_is_left_alone_until_unlock() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -436,7 +389,7 @@ fn locked_file_is_left_alone_until_unlock() {
 
 #[test]
 fn edits_on_both_sides_while_locked_newest_mtime_wins_after_unlock() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -494,7 +447,7 @@ fn edits_on_both_sides_while_locked_newest_mtime_wins_after_unlock() {
 
 #[test]
 fn held_delete_is_announced_and_applied_on_unlock() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -534,7 +487,7 @@ fn held_delete_is_announced_and_applied_on_unlock() {
 /// must be told that a delete was released, whichever node they ask.
 #[test]
 fn held_delete_on_the_other_node_is_announced_on_unlock() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -558,7 +511,7 @@ fn held_delete_on_the_other_node_is_announced_on_unlock() {
 
 #[test]
 fn racing_lockers_through_two_nodes_have_exactly_one_winner() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -647,7 +600,7 @@ fn racing_lockers_through_two_nodes_have_exactly_one_winner() {
 
 #[test]
 fn lock_survives_restarts_and_only_its_owner_or_force_unlocks() {
-    let (mut a, mut b) = pair();
+    let (mut a, mut b) = linked_pair(&[]);
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
     let bob = Who::new(&ids, "bob");
@@ -745,7 +698,7 @@ fn lock_survives_restarts_and_only_its_owner_or_force_unlocks() {
 
 #[test]
 fn identity_registered_through_one_node_works_through_the_other() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let carol = Who::new(&ids, "carol");
@@ -814,7 +767,7 @@ fn read_identity(path: &Path) -> (String, String) {
 
 #[test]
 fn bad_identities_are_refused_and_change_nothing() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -891,7 +844,7 @@ fn bad_identities_are_refused_and_change_nothing() {
 
 #[test]
 fn invalid_lock_targets_are_refused() {
-    let (a, b) = pair();
+    let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
@@ -946,7 +899,7 @@ fn invalid_lock_targets_are_refused() {
 
 #[test]
 fn lock_is_refused_while_a_configured_peer_is_down() {
-    let (a, mut b) = pair();
+    let (a, mut b) = linked_pair(&[]);
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
     shared_file(&a, &b, "solo.txt", b"s\n");
@@ -974,7 +927,7 @@ fn lock_is_refused_while_a_configured_peer_is_down() {
 
 #[test]
 fn unlock_while_a_peer_is_down_reaches_it_when_it_returns() {
-    let (a, mut b) = pair();
+    let (a, mut b) = linked_pair(&[]);
     let ids = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
     shared_file(&a, &b, "late.txt", b"before\n");

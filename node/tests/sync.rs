@@ -294,19 +294,6 @@ fn conflict_files(node: &Node) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Writes a `size`-byte file (a multiple of 1 MiB) whose every 4 KiB is
 /// unique (so no block can be deduplicated), cheaply: one random MiB,
 /// stamped with a counter every 4 KiB. Written outside the synced

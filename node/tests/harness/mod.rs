@@ -1111,3 +1111,66 @@ pub fn paths(list: &[Value]) -> Vec<String> {
 pub fn pretty(list: &[Value]) -> String {
     serde_json::to_string_pretty(list).unwrap_or_else(|e| format!("<{e}>"))
 }
+
+/// Deterministic, incompressible-looking bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// How long two nodes may take to link up (and to re-link after a restart).
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `tandem nodes --json` of `node`, parsed.
+pub fn nodes_json(node: &Node) -> Result<Vec<Value>, String> {
+    let out = tandem(node.addr(), &["nodes", "--json"])?;
+    if !out.status.success() {
+        return Err(format!(
+            "`tandem nodes --json` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("nodes --json: {e}"))
+}
+
+/// Waits until each node lists the other as up.
+pub fn wait_linked(a: &Node, b: &Node) {
+    wait_until(scaled(LINK_TIMEOUT), "A and B linked", &[a, b], || {
+        for (n, other) in [(a, b), (b, a)] {
+            let v = nodes_json(n)?;
+            let up = v
+                .iter()
+                .any(|r| r["name"] == other.name() && r["up"] == true);
+            if !up {
+                return Err(format!(
+                    "{} does not see {} up: {v:?}",
+                    n.name(),
+                    other.name()
+                ));
+            }
+        }
+        Ok::<(), String>(())
+    });
+}
+
+/// Two nodes, A and B, each configured with the other as its peer, linked;
+/// `a_args` are extra arguments of A.
+pub fn linked_pair(a_args: &[&str]) -> (Node, Node) {
+    let (aa, ba) = (free_addr(), free_addr());
+    let mut ab = Node::builder("A").listen(aa).peer(ba);
+    for x in a_args {
+        ab = ab.arg(x);
+    }
+    let mut nodes = start_all(vec![ab, Node::builder("B").listen(ba).peer(aa)]);
+    let b = nodes.pop().expect("B");
+    let a = nodes.pop().expect("A");
+    wait_linked(&a, &b);
+    (a, b)
+}
