@@ -24,7 +24,7 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -838,6 +838,22 @@ pub enum PeerMessage {
         /// Block indexes wanted.
         blocks: Vec<u32>,
     },
+    /// Ask for the whole content of several small files at once, so many
+    /// small files cost one round trip instead of one each.
+    GetFiles {
+        /// Matches the answer.
+        req: u64,
+        /// (path, whole-content hash of the version wanted).
+        files: Vec<(RelPath, ContentHash)>,
+    },
+    /// Whole contents, in the order asked.
+    Files {
+        /// The request answered.
+        req: u64,
+        /// `Ok(content)` per file or why that file is not available; an
+        /// `Err` for the whole request when it was refused.
+        data: Result<Vec<Result<FileData, String>>, String>,
+    },
     /// A question for the peer.
     Query {
         /// Matches the answer.
@@ -919,6 +935,16 @@ pub struct BlockData {
     /// The bytes.
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
+}
+
+/// One small file's whole content (answer to `GetFiles`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct FileData(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl fmt::Debug for FileData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileData({} bytes)", self.0.len())
+    }
 }
 
 impl fmt::Debug for BlockData {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{
-    self, ApiError, BlockData, Hello, PeerAnswer, PeerMessage, PeerQuery, Role,
+    self, ApiError, BlockData, FileData, Hello, PeerAnswer, PeerMessage, PeerQuery, Role,
 };
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,12 +27,24 @@ use crate::core::{CoreHandle, LockMsg};
 
 /// Most blocks one `GetBlocks` may ask for (keeps answers under the frame limit).
 pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
+/// Most files one `GetFiles` may ask for.
+pub const MAX_FILES_PER_REQUEST: usize = 128;
+/// Largest file `GetFiles` serves (with the count limit, answers stay far
+/// under the frame limit).
+pub const SMALL_FILE_MAX: u64 = 64 * 1024;
 /// Index batches are cut at about this many bytes.
 const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
-type BlockReply = oneshot::Sender<Result<Vec<BlockData>, String>>;
-type VoteReply = oneshot::Sender<Result<(), ApiError>>;
-type AnswerReply = oneshot::Sender<Result<PeerAnswer, String>>;
+/// Requests waiting for their answer, by request number.
+type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
+type BlockAnswer = Result<Vec<BlockData>, String>;
+type FilesAnswer = Result<Vec<Result<FileData, String>>, String>;
+
+/// Removes and returns the waiter for `req` (a poisoned map only means
+/// another task panicked mid-insert; the map itself is still usable).
+fn take_waiter<T>(map: &Pending<T>, req: u64) -> Option<oneshot::Sender<T>> {
+    map.lock().unwrap_or_else(|e| e.into_inner()).remove(&req)
+}
 
 /// Answers peers' questions (the merged table, node figures, the cache).
 pub trait Answerer: Send + Sync {
@@ -52,14 +64,41 @@ pub struct LinkHandle {
     /// Who dialed this link.
     dialed_by: NodeId,
     tx: mpsc::UnboundedSender<PeerMessage>,
-    pending: Mutex<HashMap<u64, BlockReply>>,
-    votes: Mutex<HashMap<u64, VoteReply>>,
-    answers: Mutex<HashMap<u64, AnswerReply>>,
+    blocks: Pending<BlockAnswer>,
+    files: Pending<FilesAnswer>,
+    votes: Pending<Result<(), ApiError>>,
+    answers: Pending<Result<PeerAnswer, String>>,
     next_req: AtomicU64,
     closed: CancellationToken,
 }
 
 impl LinkHandle {
+    /// Sends the request `msg(req)` and waits for the answer registered in
+    /// `map` under `req`, or `closed()` when the link goes away first.
+    async fn request<T>(
+        &self,
+        map: &Pending<T>,
+        msg: impl FnOnce(u64) -> PeerMessage,
+        closed: impl Fn() -> T,
+    ) -> T {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req, tx);
+        if self.tx.send(msg(req)).is_err() {
+            take_waiter(map, req);
+            return closed();
+        }
+        tokio::select! {
+            r = rx => r.unwrap_or_else(|_| closed()),
+            _ = self.closed.cancelled() => {
+                take_waiter(map, req);
+                closed()
+            }
+        }
+    }
+
     /// Asks the peer for blocks of the version `hash` of `path`.
     pub async fn get_blocks(
         &self,
@@ -67,23 +106,21 @@ impl LinkHandle {
         hash: ContentHash,
         blocks: Vec<u32>,
     ) -> Result<Vec<BlockData>, String> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending_map().insert(req, tx);
-        let msg = PeerMessage::GetBlocks {
+        let msg = |req| PeerMessage::GetBlocks {
             req,
             path,
             hash,
             blocks,
         };
-        if self.tx.send(msg).is_err() {
-            self.pending_map().remove(&req);
-            return Err("link closed".into());
-        }
-        tokio::select! {
-            r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
-            _ = self.closed.cancelled() => Err("link closed".into()),
-        }
+        self.request(&self.blocks, msg, || Err("link closed".into()))
+            .await
+    }
+
+    /// Asks the peer for the whole content of several small files.
+    pub async fn get_files(&self, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
+        let msg = |req| PeerMessage::GetFiles { req, files };
+        self.request(&self.files, msg, || Err("link closed".into()))
+            .await
     }
 
     /// Queues a message to the peer (in order; never blocks).
@@ -93,39 +130,16 @@ impl LinkHandle {
 
     /// Asks the peer to vote on a lock proposal.
     pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), ApiError> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.votes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(req, tx);
-        self.post(PeerMessage::LockPropose { req, lock });
-        let closed = || ApiError::Other(format!("the link to {} closed", self.name));
-        tokio::select! {
-            r = rx => r.unwrap_or_else(|_| Err(closed())),
-            _ = self.closed.cancelled() => Err(closed()),
-        }
+        let msg = |req| PeerMessage::LockPropose { req, lock };
+        let closed = || Err(ApiError::Other(format!("the link to {} closed", self.name)));
+        self.request(&self.votes, msg, closed).await
     }
 
     /// Asks the peer a question.
     pub async fn query(&self, q: PeerQuery) -> Result<PeerAnswer, String> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.answers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(req, tx);
-        self.post(PeerMessage::Query { req, q });
-        tokio::select! {
-            r = rx => r.unwrap_or_else(|_| Err("link closed".into())),
-            _ = self.closed.cancelled() => Err("link closed".into()),
-        }
-    }
-
-    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, BlockReply>> {
-        // A poisoned map only means another task panicked mid-insert; the
-        // map itself is still usable.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        let msg = |req| PeerMessage::Query { req, q };
+        self.request(&self.answers, msg, || Err("link closed".into()))
+            .await
     }
 }
 
@@ -255,7 +269,8 @@ where
         name: peer_name.clone(),
         dialed_by,
         tx: tx.clone(),
-        pending: Mutex::new(HashMap::new()),
+        blocks: Mutex::new(HashMap::new()),
+        files: Mutex::new(HashMap::new()),
         votes: Mutex::new(HashMap::new()),
         answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
@@ -304,17 +319,6 @@ where
     closed.cancel();
     let _ = writer_task.await;
     let _ = push_task.await;
-    for (_, reply) in handle.pending_map().drain() {
-        let _ = reply.send(Err("link closed".into()));
-    }
-    for (_, reply) in handle
-        .votes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-    {
-        let _ = reply.send(Err(ApiError::Other("link closed".into())));
-    }
     ctx.links.unregister(&handle);
     // A link replaced by a newer one to the same peer is not the peer going down.
     if ctx.links.get(&peer).is_none() {
@@ -411,8 +415,25 @@ where
                     let _ = tx.send(PeerMessage::Blocks { req, data });
                 });
             }
+            PeerMessage::GetFiles { req, files } => {
+                let (core, tx) = (ctx.core.clone(), tx.clone());
+                let metrics = ctx.answerer_metrics.clone();
+                tokio::spawn(async move {
+                    let data = serve_files(&core, files).await;
+                    if let Ok(d) = &data {
+                        let n: usize = d.iter().flatten().map(|f| f.0.len()).sum();
+                        crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    }
+                    let _ = tx.send(PeerMessage::Files { req, data });
+                });
+            }
             PeerMessage::Blocks { req, data } => {
-                if let Some(reply) = handle.pending_map().remove(&req) {
+                if let Some(reply) = take_waiter(&handle.blocks, req) {
+                    let _ = reply.send(data);
+                }
+            }
+            PeerMessage::Files { req, data } => {
+                if let Some(reply) = take_waiter(&handle.files, req) {
                     let _ = reply.send(data);
                 }
             }
@@ -450,22 +471,12 @@ where
                 });
             }
             PeerMessage::Answer { req, a } => {
-                let reply = handle
-                    .answers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&req);
-                if let Some(reply) = reply {
+                if let Some(reply) = take_waiter(&handle.answers, req) {
                     let _ = reply.send(a);
                 }
             }
             PeerMessage::LockVote { req, result } => {
-                let reply = handle
-                    .votes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&req);
-                if let Some(reply) = reply {
+                if let Some(reply) = take_waiter(&handle.votes, req) {
                     let _ = reply.send(result);
                 }
             }
@@ -524,6 +535,62 @@ async fn serve_blocks(
         core.recheck(&full);
     }
     res
+}
+
+/// Reads the whole content of small files for `GetFiles`: each must still
+/// be our current version (`hash`) and still match it on disk.
+async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
+    if files.len() > MAX_FILES_PER_REQUEST {
+        return Err(format!("at most {MAX_FILES_PER_REQUEST} files per request"));
+    }
+    let (paths, hashes): (Vec<RelPath>, Vec<ContentHash>) = files.into_iter().unzip();
+    let found = core
+        .entries(paths.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (data, changed) = tokio::task::spawn_blocking(move || {
+        let mut changed = Vec::new();
+        let data: Vec<Result<FileData, String>> = paths
+            .into_iter()
+            .zip(hashes)
+            .zip(found)
+            .map(|((path, hash), found)| match found {
+                Some((_, e)) if e.hash != hash || !e.is_live_file() => {
+                    Err(format!("{path} has changed here"))
+                }
+                Some((_, e)) if e.size > SMALL_FILE_MAX => Err(format!(
+                    "{path} is larger than {SMALL_FILE_MAX} bytes; ask for its blocks"
+                )),
+                Some((full, e)) => match read_at_most(&full, e.size) {
+                    Ok(bytes) if ContentHash::of(&bytes) == hash => Ok(FileData(bytes)),
+                    Ok(_) => {
+                        changed.push(full);
+                        Err(format!("{path} changed on disk while being sent"))
+                    }
+                    Err(e) => Err(format!("cannot read {path}: {e}")),
+                },
+                None => Err(format!("{path} is not available here")),
+            })
+            .collect();
+        (data, changed)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    for full in changed {
+        core.recheck(&full);
+    }
+    Ok(data)
+}
+
+/// Reads `full`, but never more than one byte past `size` (a file that
+/// grew meanwhile fails the hash check without being read whole).
+fn read_at_most(full: &std::path::Path, size: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(size as usize);
+    std::fs::File::open(full)?
+        .take(size + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Dials `addr` and keeps a link to it up, reconnecting with backoff.

@@ -1,6 +1,6 @@
 //! A peer that speaks the protocol but sends nonsense: malformed entries,
-//! oversized and bogus block requests, then garbage. The node answers with
-//! errors, logs, and keeps serving.
+//! oversized and bogus block and file requests, then garbage. The node
+//! answers with errors, logs, and keeps serving.
 
 mod harness;
 
@@ -35,6 +35,9 @@ fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
 fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
     let node = Node::start("victim");
     std::fs::write(node.path("real.txt"), b"hello").expect("write");
+    node.wait_list("real.txt indexed", |l| {
+        l.iter().any(|f| f["path"] == "real.txt")
+    });
     let addr = node.addr();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -86,6 +89,53 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                 }
                 Ok(Ok(Some(_))) => {}
                 other => panic!("no answer to the bogus block requests: {other:?}"),
+            }
+        }
+        // Too many files in one request: refused whole.
+        let real = RelPath::new("real.txt").expect("path");
+        io.send(&PeerMessage::GetFiles {
+            req: 3,
+            files: vec![(real.clone(), ContentHash::of(b"hello")); 129],
+        })
+        .await
+        .expect("send");
+        // A good file, a stale hash and a missing file: answered per file.
+        io.send(&PeerMessage::GetFiles {
+            req: 4,
+            files: vec![
+                (real.clone(), ContentHash::of(b"hello")),
+                (real, ContentHash::of(b"x")),
+                (
+                    RelPath::new("nope.bin").expect("path"),
+                    ContentHash::of(b"x"),
+                ),
+            ],
+        })
+        .await
+        .expect("send");
+        let mut answered = 0;
+        while answered < 2 {
+            match tokio::time::timeout(std::time::Duration::from_secs(20), io.recv::<PeerMessage>())
+                .await
+            {
+                Ok(Ok(Some(PeerMessage::Files { req: 3, data }))) => {
+                    let e = data.expect_err("129 files must be refused");
+                    assert!(e.contains("at most 128 files"), "{e}");
+                    answered += 1;
+                }
+                Ok(Ok(Some(PeerMessage::Files { req: 4, data }))) => {
+                    let files = data.expect("a request of 3 files is answered");
+                    assert_eq!(files.len(), 3, "{files:?}");
+                    let good = files[0].as_ref().expect("real.txt at its hash");
+                    assert_eq!(good.0, b"hello");
+                    let stale = files[1].as_ref().expect_err("stale hash");
+                    assert!(stale.contains("has changed here"), "{stale}");
+                    let gone = files[2].as_ref().expect_err("missing file");
+                    assert!(gone.contains("not available"), "{gone}");
+                    answered += 1;
+                }
+                Ok(Ok(Some(_))) => {}
+                other => panic!("no answer to the file requests: {other:?}"),
             }
         }
         // Then plain garbage inside a valid frame.

@@ -867,12 +867,16 @@ fn malformed_connections_are_closed_and_others_still_served() {
         b"TANDEM\r\n",
         "reply starts with the magic: {reply:?}"
     );
-    assert_eq!(body[8..12], 1u32.to_be_bytes(), "reply carries version 1");
+    assert_eq!(
+        body[8..12],
+        proto::PROTOCOL_VERSION.to_be_bytes(),
+        "reply carries our version"
+    );
     match proto::decode_hello::<HelloReply>(body) {
         Ok((
-            1,
+            proto::PROTOCOL_VERSION,
             Some(HelloReply::Refused(Refusal::VersionMismatch {
-                node: 1,
+                node: proto::PROTOCOL_VERSION,
                 theirs: 99,
             })),
         )) => {}
@@ -903,7 +907,9 @@ fn malformed_connections_are_closed_and_others_still_served() {
     let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut welcome).expect("welcome");
     match proto::decode_hello::<HelloReply>(&welcome) {
-        Ok((1, Some(HelloReply::Welcome { name, .. }))) => assert_eq!(name, "wire"),
+        Ok((proto::PROTOCOL_VERSION, Some(HelloReply::Welcome { name, .. }))) => {
+            assert_eq!(name, "wire")
+        }
         other => panic!(
             "{}",
             node.fail(&format!("{what}: welcome decodes as {other:?}"))

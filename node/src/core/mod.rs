@@ -21,7 +21,7 @@ use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::index::{ChangeKind, Index};
-use crate::peer::Links;
+use crate::peer::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 use crate::planner::{self, Decision};
 use crate::scan::{self, HashError, Seen};
 use crate::store::{Batch, Store, Wanted};
@@ -106,17 +106,15 @@ pub enum CoreMsg {
         /// Answered when processed.
         reply: oneshot::Sender<()>,
     },
-    /// Our current entry at a path, with its disk path, for serving blocks.
-    Entry(RelPath, oneshot::Sender<Option<(PathBuf, FileEntry)>>),
-    /// A transfer finished.
-    TransferDone {
-        /// Which path.
-        path: RelPath,
-        /// Which version it built.
-        version: VersionVector,
-        /// The outcome.
-        result: Result<transfer::Done, String>,
-    },
+    /// Our current entries at some paths, with their disk paths, for
+    /// serving blocks and files (in the order asked).
+    Entries(
+        Vec<RelPath>,
+        oneshot::Sender<Vec<Option<(PathBuf, FileEntry)>>>,
+    ),
+    /// A transfer (one file) or a batch (several small files) finished:
+    /// (path, version it built, outcome) per file.
+    TransfersDone(Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>),
     /// Lock, identity and held-change requests.
     Lock(locking::LockMsg),
     /// Flush and stop.
@@ -233,7 +231,15 @@ impl CoreHandle {
 
     /// Our entry at `path` and where it is on disk.
     pub async fn entry(&self, path: RelPath) -> Result<Option<(PathBuf, FileEntry)>, ApiError> {
-        self.ask(|reply| CoreMsg::Entry(path, reply)).await
+        Ok(self.entries(vec![path]).await?.pop().flatten())
+    }
+
+    /// Our entries at `paths` and where they are on disk, in that order.
+    pub async fn entries(
+        &self,
+        paths: Vec<RelPath>,
+    ) -> Result<Vec<Option<(PathBuf, FileEntry)>>, ApiError> {
+        self.ask(|reply| CoreMsg::Entries(paths, reply)).await
     }
 
     /// A lock/identity request that expects an answer.
@@ -543,18 +549,17 @@ impl Core {
                 self.on_remote_index(peer, entries);
                 let _ = reply.send(());
             }
-            CoreMsg::Entry(path, reply) => {
-                let r = self
-                    .index
-                    .get(&path)
-                    .map(|r| (path.to_disk(&self.root), r.entry.clone()));
+            CoreMsg::Entries(paths, reply) => {
+                let r = paths
+                    .into_iter()
+                    .map(|p| {
+                        let e = self.index.get(&p).map(|r| r.entry.clone())?;
+                        Some((p.to_disk(&self.root), e))
+                    })
+                    .collect();
                 let _ = reply.send(r);
             }
-            CoreMsg::TransferDone {
-                path,
-                version,
-                result,
-            } => self.on_transfer_done(path, version, result),
+            CoreMsg::TransfersDone(results) => self.on_transfers_done(results),
             CoreMsg::Lock(m) => self.on_lock_msg(m),
         }
         true
@@ -1268,7 +1273,9 @@ impl Core {
         Ok(dest)
     }
 
-    /// Starts downloads that are due, up to the concurrency limit.
+    /// Starts downloads that are due, up to the concurrency limit. Small
+    /// files whose content must come from a peer go in batches (one request
+    /// and one filesystem sync per batch); a batch takes one slot.
     fn start_transfers(&mut self) {
         if self.running >= MAX_TRANSFERS {
             return;
@@ -1280,8 +1287,10 @@ impl Core {
             .iter()
             .filter(|(_, n)| !n.in_flight && n.retry_at <= now)
             .map(|(p, _)| p.clone())
-            .take(4 * MAX_TRANSFERS)
+            .take(MAX_TRANSFERS * MAX_FILES_PER_REQUEST)
             .collect();
+        // Open batches by preferred peer.
+        let mut batches: BTreeMap<NodeId, Vec<(FileEntry, PathBuf)>> = BTreeMap::new();
         for path in due {
             if self.running >= MAX_TRANSFERS {
                 break;
@@ -1289,7 +1298,7 @@ impl Core {
             let Some(n) = self.needed.get(&path) else {
                 continue;
             };
-            let entry = n.w.entry.clone();
+            let (entry, from) = (n.w.entry.clone(), n.w.from);
             let plan: Vec<BlockSource> = entry
                 .blocks
                 .iter()
@@ -1302,8 +1311,7 @@ impl Core {
                 })
                 .collect();
             let needs_peer = plan.iter().any(|b| matches!(b, BlockSource::Remote));
-            let mut peers = vec![n.w.from];
-            peers.extend(connected.iter().filter(|p| **p != n.w.from));
+            let peers = self.peers_to_ask(from, &connected);
             if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
                 // Nobody to ask now; a peer coming up makes it due again.
                 if let Some(n) = self.needed.get_mut(&path) {
@@ -1311,10 +1319,21 @@ impl Core {
                 }
                 continue;
             }
-            let tmp = self
-                .state_dir
-                .join("tmp")
-                .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+            if let Some(n) = self.needed.get_mut(&path) {
+                n.in_flight = true;
+            }
+            let tmp = self.temp_path();
+            let whole_from_peer = plan.iter().all(|b| matches!(b, BlockSource::Remote));
+            if needs_peer && whole_from_peer && entry.size <= SMALL_FILE_MAX {
+                let batch = batches.entry(from).or_default();
+                batch.push((entry, tmp));
+                if batch.len() == MAX_FILES_PER_REQUEST
+                    && let Some(files) = batches.remove(&from)
+                {
+                    self.spawn_batch(files, peers);
+                }
+                continue;
+            }
             let job = transfer::Job {
                 entry: entry.clone(),
                 plan,
@@ -1323,20 +1342,62 @@ impl Core {
                 links: self.io.links.clone(),
                 budget: self.budget.clone(),
             };
-            if let Some(n) = self.needed.get_mut(&path) {
-                n.in_flight = true;
-            }
-            self.running += 1;
-            let tx = self.io.tx.clone();
-            self.io.rt.spawn(async move {
-                let result = transfer::run(job).await;
-                let _ = tx.send(CoreMsg::TransferDone {
-                    path,
-                    version: entry.version,
-                    result,
-                });
-            });
+            self.spawn_transfer(
+                async move { vec![(path, entry.version, transfer::run(job).await)] },
+            );
         }
+        for (from, files) in batches {
+            let peers = self.peers_to_ask(from, &connected);
+            self.spawn_batch(files, peers);
+        }
+    }
+
+    /// `from` first, then every other connected peer.
+    fn peers_to_ask(&self, from: NodeId, connected: &[NodeId]) -> Vec<NodeId> {
+        let mut peers = vec![from];
+        peers.extend(connected.iter().filter(|p| **p != from));
+        peers
+    }
+
+    /// A fresh temp file name in the state folder.
+    fn temp_path(&self) -> PathBuf {
+        self.state_dir
+            .join("tmp")
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {
+        let keys: Vec<(RelPath, VersionVector)> = files
+            .iter()
+            .map(|(e, _)| (e.path.clone(), e.version.clone()))
+            .collect();
+        let batch = transfer::Batch {
+            files,
+            peers,
+            links: self.io.links.clone(),
+        };
+        self.spawn_transfer(async move {
+            let results = transfer::run_batch(batch).await;
+            keys.into_iter()
+                .zip(results)
+                .map(|((p, v), r)| (p, v, r))
+                .collect()
+        });
+    }
+
+    /// Runs a transfer (one slot) and reports its results to the core.
+    fn spawn_transfer(
+        &mut self,
+        work: impl std::future::Future<
+            Output = Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>,
+        > + Send
+        + 'static,
+    ) {
+        self.running += 1;
+        let tx = self.io.tx.clone();
+        self.io.rt.spawn(async move {
+            let _ = tx.send(CoreMsg::TransfersDone(work.await));
+        });
     }
 
     /// Marks the local files holding blocks of `entry` as in use, so a
@@ -1368,13 +1429,30 @@ impl Core {
         }
     }
 
-    fn on_transfer_done(
+    fn on_transfers_done(
+        &mut self,
+        results: Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>,
+    ) {
+        self.running = self.running.saturating_sub(1);
+        for (path, version, result) in results {
+            self.finish_transfer(path, version, result);
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        for (peer, e) in deferred {
+            if self.in_use.contains_key(&e.path) {
+                self.deferred.push((peer, e));
+            } else {
+                self.on_remote_entry(peer, e);
+            }
+        }
+    }
+
+    fn finish_transfer(
         &mut self,
         path: RelPath,
         version: VersionVector,
         result: Result<transfer::Done, String>,
     ) {
-        self.running = self.running.saturating_sub(1);
         let current = self
             .needed
             .get(&path)
@@ -1428,14 +1506,6 @@ impl Core {
                     }
                 }
                 let _ = std::fs::remove_file(&done.tmp);
-            }
-        }
-        let deferred = std::mem::take(&mut self.deferred);
-        for (peer, e) in deferred {
-            if self.in_use.contains_key(&e.path) {
-                self.deferred.push((peer, e));
-            } else {
-                self.on_remote_entry(peer, e);
             }
         }
     }
