@@ -8,11 +8,11 @@
 //! hostile length cannot make a node allocate.
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Largest frame either side accepts or sends (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -71,34 +71,172 @@ pub fn length_codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// A message whose bulk bytes travel as one raw frame right after it
+/// instead of inside its serialized form, so they are never copied in user
+/// space on the way out (written straight from the sender's buffers) or in
+/// (sliced out of the received frame). The fields holding the bytes are
+/// skipped by serde; these methods move them.
+pub trait Body {
+    /// Length of the raw frame that follows this message, if one does.
+    fn body_len(&self) -> Option<usize>;
+    /// Moves the bulk bytes out, in order (sending side).
+    fn take_body(&mut self) -> Vec<Bytes>;
+    /// Puts the received raw frame back (receiving side); it is exactly
+    /// `body_len()` bytes long.
+    fn put_body(&mut self, body: Bytes);
+}
+
 /// A framed, typed message stream over any byte stream (TCP now; an
 /// encrypted stream can be slotted in underneath without touching messages).
 pub struct FrameIo<S> {
-    inner: Framed<S, LengthDelimitedCodec>,
+    reader: FrameReader<S>,
+    writer: FrameWriter<S>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
+impl<S: AsyncRead + AsyncWrite> FrameIo<S> {
     /// Wraps a byte stream.
     pub fn new(io: S) -> Self {
+        let (r, w) = tokio::io::split(io);
         FrameIo {
-            inner: Framed::new(io, length_codec()),
+            reader: FrameReader {
+                stream: FramedRead::new(r, length_codec()),
+            },
+            writer: FrameWriter { sink: w },
         }
     }
 
     /// Sends one message.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
-        self.send_raw(encode(msg)?).await
+        self.writer.send(msg).await
     }
 
     /// Sends one already-encoded payload.
     pub async fn send_raw(&mut self, payload: Bytes) -> Result<(), CodecError> {
-        self.inner.send(payload).await?;
-        Ok(())
+        self.writer.write_frames(vec![payload], None).await
     }
 
     /// Receives one raw payload; `None` on a clean close between frames.
     pub async fn recv_raw(&mut self) -> Result<Option<bytes::BytesMut>, CodecError> {
-        match self.inner.next().await {
+        self.reader.recv_raw().await
+    }
+
+    /// Receives and decodes one message; `None` on a clean close.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        self.reader.recv().await
+    }
+
+    /// Receives one message and the raw frame that follows it, if any.
+    pub async fn recv_msg<T: DeserializeOwned + Body>(&mut self) -> Result<Option<T>, CodecError> {
+        self.reader.recv_msg().await
+    }
+
+    /// Splits into a writing half and a reading half, so one task can send
+    /// while another receives.
+    pub fn split(self) -> (FrameWriter<S>, FrameReader<S>) {
+        (self.writer, self.reader)
+    }
+}
+
+/// The sending half of a [`FrameIo`]. It writes frames straight to the
+/// stream (vectored), without an intermediate buffer.
+pub struct FrameWriter<S> {
+    sink: WriteHalf<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite> FrameWriter<S> {
+    /// Sends one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
+        self.write_frames(vec![encode(msg)?], None).await
+    }
+
+    /// Sends one message, then its bulk bytes as one raw frame (see [`Body`]).
+    pub async fn send_msg<T: Serialize + Body>(&mut self, mut msg: T) -> Result<(), CodecError> {
+        let body = msg.take_body();
+        let head = encode(&msg)?;
+        match msg.body_len() {
+            Some(n) if n == body.iter().map(Bytes::len).sum::<usize>() => {
+                self.write_frames(vec![head], Some(body)).await
+            }
+            None if body.is_empty() => self.write_frames(vec![head], None).await,
+            _ => Err(CodecError::Encode(
+                "a message's body does not match its stated length".into(),
+            )),
+        }
+    }
+
+    /// Writes each payload as a frame, then `body`'s parts as one frame.
+    async fn write_frames(
+        &mut self,
+        payloads: Vec<Bytes>,
+        body: Option<Vec<Bytes>>,
+    ) -> Result<(), CodecError> {
+        let mut parts = Vec::with_capacity(2 * payloads.len() + 2);
+        for p in payloads {
+            parts.push(frame_len(p.len())?);
+            parts.push(p);
+        }
+        if let Some(body) = body {
+            parts.push(frame_len(body.iter().map(Bytes::len).sum())?);
+            parts.extend(body);
+        }
+        parts.retain(|p| !p.is_empty());
+        write_all_vectored(&mut self.sink, parts).await?;
+        self.sink.flush().await?;
+        Ok(())
+    }
+}
+
+/// The 4-byte length prefix of a frame of `len` bytes.
+fn frame_len(len: usize) -> Result<Bytes, CodecError> {
+    if len > MAX_FRAME {
+        return Err(CodecError::Encode(format!(
+            "{len} bytes exceeds the {MAX_FRAME}-byte frame limit"
+        )));
+    }
+    Ok(Bytes::copy_from_slice(&(len as u32).to_be_bytes()))
+}
+
+/// Writes every part, in order, with as few (vectored) writes as the
+/// stream allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut parts: Vec<Bytes>,
+) -> std::io::Result<()> {
+    use bytes::Buf;
+    let mut i = 0;
+    while i < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts[i..]
+            .iter()
+            .take(64)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = parts[i].len();
+            if n >= len {
+                n -= len;
+                i += 1;
+            } else {
+                parts[i].advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The receiving half of a [`FrameIo`].
+pub struct FrameReader<S> {
+    stream: FramedRead<ReadHalf<S>, LengthDelimitedCodec>,
+}
+
+impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
+    /// Receives one raw payload; `None` on a clean close between frames.
+    pub async fn recv_raw(&mut self) -> Result<Option<bytes::BytesMut>, CodecError> {
+        match self.stream.next().await {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b)),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -116,48 +254,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         }
     }
 
-    /// The underlying stream.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-
-    /// Splits into a writing half and a reading half, so one task can send
-    /// while another receives.
-    pub fn split(self) -> (FrameWriter<S>, FrameReader<S>) {
-        let (sink, stream) = self.inner.split();
-        (FrameWriter { sink }, FrameReader { stream })
-    }
-}
-
-/// The sending half of a [`FrameIo`].
-pub struct FrameWriter<S> {
-    sink: futures::stream::SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
-    /// Sends one message.
-    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
-        self.sink.send(encode(msg)?).await?;
-        Ok(())
-    }
-}
-
-/// The receiving half of a [`FrameIo`].
-pub struct FrameReader<S> {
-    stream: futures::stream::SplitStream<Framed<S, LengthDelimitedCodec>>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
-    /// Receives and decodes one message; `None` on a clean close.
-    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        match self.stream.next().await {
-            None => Ok(None),
-            Some(Ok(b)) => decode(&b).map(Some),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(CodecError::Truncated)
+    /// Receives one message and, when it says one follows, its raw body
+    /// frame (see [`Body`]).
+    pub async fn recv_msg<T: DeserializeOwned + Body>(&mut self) -> Result<Option<T>, CodecError> {
+        let Some(mut msg) = self.recv::<T>().await? else {
+            return Ok(None);
+        };
+        if let Some(n) = msg.body_len() {
+            let body = self.recv_raw().await?.ok_or(CodecError::Truncated)?;
+            if body.len() != n {
+                return Err(CodecError::Decode(format!(
+                    "body of {} bytes where the message announced {n}",
+                    body.len()
+                )));
             }
-            Some(Err(e)) => Err(CodecError::Io(e)),
+            msg.put_body(body.freeze());
         }
+        Ok(Some(msg))
     }
 }
 
@@ -205,6 +318,56 @@ mod tests {
             decode::<Request>(&longer),
             Err(CodecError::Trailing(1))
         ));
+    }
+
+    #[tokio::test]
+    async fn bodies_travel_as_raw_frames_and_are_checked() {
+        use crate::proto::{BlockData, PeerMessage};
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (mut w, _) = FrameIo::new(a).split();
+        let mut r = FrameIo::new(b);
+        let whole = Bytes::from((0..=255u8).cycle().take(3000).collect::<Vec<u8>>());
+        let blocks = vec![
+            BlockData::new(4, whole.slice(..1000)),
+            BlockData::new(5, whole.slice(1000..)),
+        ];
+        w.send_msg(PeerMessage::Blocks {
+            req: 9,
+            data: Ok(blocks),
+        })
+        .await
+        .unwrap();
+        w.send(&PeerMessage::Resume { since: 3 }).await.unwrap();
+        match r.recv_msg::<PeerMessage>().await.unwrap() {
+            Some(PeerMessage::Blocks {
+                req: 9,
+                data: Ok(b),
+            }) => {
+                assert_eq!(b.len(), 2);
+                assert_eq!((b[0].index, &b[0].bytes[..]), (4, &whole[..1000]));
+                assert_eq!((b[1].index, &b[1].bytes[..]), (5, &whole[1000..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.recv_msg::<PeerMessage>().await.unwrap(),
+            Some(PeerMessage::Resume { since: 3 })
+        ));
+
+        // A header announcing 1000 bytes followed by a 10-byte frame.
+        let mut header = PeerMessage::Blocks {
+            req: 1,
+            data: Ok(vec![BlockData::new(0, Bytes::from(vec![1u8; 1000]))]),
+        };
+        let _ = Body::take_body(&mut header);
+        w.write_frames(
+            vec![encode(&header).unwrap()],
+            Some(vec![Bytes::from(vec![0u8; 10])]),
+        )
+        .await
+        .unwrap();
+        let err = r.recv_msg::<PeerMessage>().await.unwrap_err();
+        assert!(err.to_string().contains("announced 1000"), "{err}");
     }
 
     #[test]

@@ -500,11 +500,15 @@ pub enum ClientResponse {
         /// The node that serves it.
         from: String,
     },
-    /// Part of a fetched file; `last` ends it.
+    /// Part of a fetched file; `last` ends it. Build it with
+    /// [`ClientResponse::chunk`].
     Chunk {
-        /// The bytes.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// Bytes in `data`.
+        len: u32,
+        /// The bytes; they travel as the raw frame after this message
+        /// (see [`codec::Body`]).
+        #[serde(skip)]
+        data: Bytes,
         /// No more chunks follow.
         last: bool,
     },
@@ -927,14 +931,98 @@ pub struct LockRecord {
     pub state: LockState,
 }
 
-/// One block's bytes.
+/// One block's bytes. Build it with [`BlockData::new`].
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BlockData {
     /// Block index in the file.
     pub index: u32,
-    /// The bytes.
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
+    /// Bytes in `bytes`.
+    pub len: u32,
+    /// The bytes; the blocks of one answer travel together as the raw
+    /// frame after it (see [`codec::Body`]).
+    #[serde(skip)]
+    pub bytes: Bytes,
+}
+
+impl BlockData {
+    /// Block `index` holding `bytes`.
+    pub fn new(index: u32, bytes: Bytes) -> Self {
+        BlockData {
+            index,
+            len: bytes.len() as u32,
+            bytes,
+        }
+    }
+}
+
+impl ClientResponse {
+    /// A part of a fetched file.
+    pub fn chunk(data: Bytes, last: bool) -> Self {
+        ClientResponse::Chunk {
+            len: data.len() as u32,
+            data,
+            last,
+        }
+    }
+}
+
+impl codec::Body for PeerMessage {
+    fn body_len(&self) -> Option<usize> {
+        match self {
+            PeerMessage::Blocks { data: Ok(b), .. } => Some(b.iter().map(|b| b.len as usize).sum()),
+            _ => None,
+        }
+    }
+
+    fn take_body(&mut self) -> Vec<Bytes> {
+        match self {
+            PeerMessage::Blocks { data: Ok(b), .. } => {
+                b.iter_mut().map(|b| std::mem::take(&mut b.bytes)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn put_body(&mut self, mut body: Bytes) {
+        if let PeerMessage::Blocks { data: Ok(b), .. } = self {
+            for block in b {
+                // body_len() summed these lengths, so each split fits.
+                block.bytes = body.split_to(block.len as usize);
+            }
+        }
+    }
+}
+
+impl codec::Body for NodeToClient {
+    fn body_len(&self) -> Option<usize> {
+        match self {
+            NodeToClient::Response {
+                body: ClientResponse::Chunk { len, .. },
+                ..
+            } => Some(*len as usize),
+            _ => None,
+        }
+    }
+
+    fn take_body(&mut self) -> Vec<Bytes> {
+        match self {
+            NodeToClient::Response {
+                body: ClientResponse::Chunk { data, .. },
+                ..
+            } => vec![std::mem::take(data)],
+            _ => Vec::new(),
+        }
+    }
+
+    fn put_body(&mut self, body: Bytes) {
+        if let NodeToClient::Response {
+            body: ClientResponse::Chunk { data, .. },
+            ..
+        } = self
+        {
+            *data = body;
+        }
+    }
 }
 
 /// One small file's whole content (answer to `GetFiles`).

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tandem_common::NodeId;
 use tandem_common::RelPath;
 use tandem_common::codec::{FrameIo, FrameReader, FrameWriter};
@@ -527,7 +528,7 @@ async fn send<S>(w: &mut FrameWriter<S>, id: u64, body: ClientResponse) -> Resul
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    w.send(&NodeToClient::Response { id, body }).await?;
+    w.send_msg(NodeToClient::Response { id, body }).await?;
     Ok(())
 }
 
@@ -652,19 +653,11 @@ where
         return Ok(Err(ApiError::Other(format!("node {source} went away"))));
     };
     let blocks = file.size.div_ceil(tandem_common::model::BLOCK_SIZE) as u32;
+    if blocks == 0 {
+        send(w, id, ClientResponse::chunk(Bytes::new(), true)).await?;
+    }
     let mut hasher = blake3::Hasher::new();
     let mut i = 0u32;
-    if blocks == 0 {
-        send(
-            w,
-            id,
-            ClientResponse::Chunk {
-                data: vec![],
-                last: true,
-            },
-        )
-        .await?;
-    }
     while i < blocks {
         let n = (blocks - i).min(8);
         let want: Vec<u32> = (i..i + n).collect();
@@ -672,19 +665,18 @@ where
             Ok(b) => b,
             Err(e) => return Ok(Err(ApiError::Other(format!("fetching from {source}: {e}")))),
         };
-        let mut data = Vec::with_capacity(n as usize * tandem_common::model::BLOCK_SIZE as usize);
-        for b in got {
-            data.extend_from_slice(&b.bytes);
-        }
-        hasher.update(&data);
         i += n;
-        let last = i >= blocks;
-        if last && ContentHash(*hasher.finalize().as_bytes()) != file.hash {
-            return Ok(Err(ApiError::Other(format!(
-                "{path} changed on {source} while being sent; try again"
-            ))));
+        let count = got.len();
+        for (k, b) in got.into_iter().enumerate() {
+            hasher.update(&b.bytes);
+            let last = i >= blocks && k + 1 == count;
+            if last && ContentHash(*hasher.finalize().as_bytes()) != file.hash {
+                return Ok(Err(ApiError::Other(format!(
+                    "{path} changed on {source} while being sent; try again"
+                ))));
+            }
+            send(w, id, ClientResponse::chunk(b.bytes, last)).await?;
         }
-        send(w, id, ClientResponse::Chunk { data, last }).await?;
     }
     Ok(Ok(()))
 }
@@ -729,25 +721,16 @@ where
                 return Ok(Err(ApiError::Other(e)));
             }
         };
-        let mut chunks = data.chunks(CHUNK).peekable();
-        if chunks.peek().is_none() {
-            send(
-                w,
-                id,
-                ClientResponse::Chunk {
-                    data: vec![],
-                    last: true,
-                },
-            )
-            .await?;
+        if data.is_empty() {
+            send(w, id, ClientResponse::chunk(Bytes::new(), true)).await?;
         }
-        while let Some(c) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let chunk = ClientResponse::Chunk {
-                data: c.to_vec(),
-                last,
-            };
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + CHUNK).min(data.len());
+            // A slice of the cached bytes: nothing is copied on the way out.
+            let chunk = ClientResponse::chunk(data.slice(at..end), end == data.len());
             send(w, id, chunk).await?;
+            at = end;
         }
         return Ok(Ok(()));
     }
@@ -763,7 +746,7 @@ where
     while i < entry.blocks.len() {
         let n = (entry.blocks.len() - i).min(per_chunk);
         let (f2, e2) = (f.clone(), entry.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let read = tokio::task::spawn_blocking(move || -> Result<Bytes, String> {
             use std::os::unix::fs::FileExt;
             let mut out = Vec::new();
             for b in i..i + n {
@@ -776,7 +759,7 @@ where
                 }
                 out.extend_from_slice(&buf);
             }
-            Ok(out)
+            Ok(Bytes::from(out))
         })
         .await;
         let data = match read {
@@ -790,7 +773,7 @@ where
         };
         i += n;
         let last = i >= entry.blocks.len();
-        send(w, id, ClientResponse::Chunk { data, last }).await?;
+        send(w, id, ClientResponse::chunk(data, last)).await?;
     }
     Ok(Ok(()))
 }

@@ -290,7 +290,7 @@ where
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => if let Err(e) = writer.send(&m).await {
+                        Some(m) => if let Err(e) = writer.send_msg(m).await {
                             tracing::debug!("send failed: {e}");
                             break;
                         },
@@ -376,7 +376,7 @@ where
     let mut resume_tx = Some(resume_tx);
     loop {
         let msg = tokio::select! {
-            m = reader.recv::<PeerMessage>() => m,
+            m = reader.recv_msg::<PeerMessage>() => m,
             _ = handle.closed.cancelled() => return "closed".into(),
         };
         let msg = match msg {
@@ -507,24 +507,33 @@ async fn serve_blocks(
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<BlockData>, String> {
         let f = std::fs::File::open(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
-        let mut out = Vec::with_capacity(blocks.len());
-        for i in blocks {
-            let Some(expected) = entry.blocks.get(i as usize) else {
+        let mut spans = Vec::with_capacity(blocks.len());
+        let mut total = 0usize;
+        for &i in &blocks {
+            if i as usize >= entry.blocks.len() {
                 return Err(format!("{path} has no block {i}"));
-            };
+            }
             let off = i as u64 * BLOCK_SIZE;
             let len = (entry.size - off).min(BLOCK_SIZE) as usize;
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, off)
+            spans.push((i, off, total, len));
+            total += len;
+        }
+        // One buffer for the whole answer: its blocks go out as slices of
+        // it, without further copies.
+        let mut buf = vec![0u8; total];
+        for &(i, off, at, len) in &spans {
+            let b = &mut buf[at..at + len];
+            f.read_exact_at(b, off)
                 .map_err(|e| format!("cannot read {path}: {e}"))?;
-            if ContentHash::of(&buf) != *expected {
+            if ContentHash::of(b) != entry.blocks[i as usize] {
                 return Err(format!("{path} changed on disk while being sent"));
             }
-            out.push(BlockData {
-                index: i,
-                bytes: buf,
-            });
         }
+        let buf = bytes::Bytes::from(buf);
+        let out: Vec<BlockData> = spans
+            .into_iter()
+            .map(|(i, _, at, len)| BlockData::new(i, buf.slice(at..at + len)))
+            .collect();
         Ok(out)
     })
     .await

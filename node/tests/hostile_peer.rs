@@ -80,8 +80,11 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         // Both requests are answered with errors, not data and not silence.
         let mut answered = 0;
         while answered < 2 {
-            match tokio::time::timeout(std::time::Duration::from_secs(20), io.recv::<PeerMessage>())
-                .await
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                io.recv_msg::<PeerMessage>(),
+            )
+            .await
             {
                 Ok(Ok(Some(PeerMessage::Blocks { req, data }))) => {
                     assert!(data.is_err(), "request {req} must be refused, got {data:?}");
@@ -115,8 +118,11 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         .expect("send");
         let mut answered = 0;
         while answered < 2 {
-            match tokio::time::timeout(std::time::Duration::from_secs(20), io.recv::<PeerMessage>())
-                .await
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                io.recv_msg::<PeerMessage>(),
+            )
+            .await
             {
                 Ok(Ok(Some(PeerMessage::Files { req: 3, data }))) => {
                     let e = data.expect_err("129 files must be refused");

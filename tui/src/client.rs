@@ -179,7 +179,7 @@ impl Client {
         let p = pending.clone();
         let reader = tokio::spawn(async move {
             let why = loop {
-                match reader.recv::<NodeToClient>().await {
+                match reader.recv_msg::<NodeToClient>().await {
                     Ok(Some(NodeToClient::Response { id, body })) => {
                         if let Some(tx) = lock(&p).get(&id) {
                             let _ = tx.send(body);

@@ -96,7 +96,7 @@ async fn fetch_once(
     let mut hasher = blake3::Hasher::new();
     loop {
         match answers.next().await {
-            Ok(ClientResponse::Chunk { data, last }) => {
+            Ok(ClientResponse::Chunk { data, last, .. }) => {
                 hasher.update(&data);
                 out.write_all(&data)
                     .with_context(|| format!("cannot write {}", tmp.display()))

@@ -501,7 +501,7 @@ async fn fetch_once(
         let step = (file.size / 200).max(1);
         loop {
             match answers.next().await {
-                Ok(ClientResponse::Chunk { data, last }) => {
+                Ok(ClientResponse::Chunk { data, last, .. }) => {
                     hasher.update(&data);
                     out.write_all(&data)
                         .await
