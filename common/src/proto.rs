@@ -858,6 +858,9 @@ pub enum PeerMessage {
         /// `Err` for the whole request when it was refused.
         data: Result<Vec<Result<FileData, String>>, String>,
     },
+    /// Feed events, numbered by the node that reported them (relayed
+    /// through the cluster; see the node's `events` module).
+    Events(Vec<Event>),
     /// A question for the peer.
     Query {
         /// Matches the answer.

@@ -2,8 +2,14 @@
 //! published here, with a sequence number, for the live feed. A bounded
 //! backlog lets a client that reconnects resume after its last sequence; if
 //! it fell too far behind (or the node restarted) it is told what it missed.
+//!
+//! The feed is the cluster's: each node passes its events to its peers,
+//! which publish them (under their own sequence numbers, keeping the
+//! reporting node's name and time) and pass them on, so a chain's far end is
+//! heard too. An event is identified by its reporter's run and sequence;
+//! one that arrives again by another path is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +36,10 @@ pub struct EventBus {
     next: AtomicU64,
     backlog: Mutex<VecDeque<Event>>,
     tx: broadcast::Sender<Event>,
+    /// Events to pass on to peers, numbered by the node that reported them.
+    relay_tx: broadcast::Sender<Event>,
+    /// Newest (run, sequence) seen per reporting node.
+    seen: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl EventBus {
@@ -41,6 +51,8 @@ impl EventBus {
             next: AtomicU64::new(1),
             backlog: Mutex::new(VecDeque::new()),
             tx: broadcast::channel(4096).0,
+            relay_tx: broadcast::channel(4096).0,
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -49,14 +61,50 @@ impl EventBus {
         self.epoch
     }
 
-    /// Publishes an event.
+    /// Publishes an event of this node (and passes it to peers).
     pub fn emit(&self, kind: EventKind) {
+        let ev = self.publish(self.node.clone(), crate::core::now_ns(), kind);
+        let _ = self.relay_tx.send(ev);
+    }
+
+    /// Publishes an event another node reported, unless it was seen before
+    /// (it arrives once per path); true when it was new. New events are
+    /// passed on to peers as the reporter numbered them.
+    pub fn relay(&self, ev: Event) -> bool {
+        if ev.node == self.node {
+            return false;
+        }
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = match seen.get(&ev.node) {
+                // A restarted node numbers from 1 again in a new run.
+                Some(&(epoch, seq)) => ev.epoch != epoch || ev.seq > seq,
+                None => true,
+            };
+            if !newer {
+                return false;
+            }
+            seen.insert(ev.node.clone(), (ev.epoch, ev.seq));
+        }
+        self.publish(ev.node.clone(), ev.time_ns, ev.kind.clone());
+        let _ = self.relay_tx.send(ev);
+        true
+    }
+
+    /// Events to pass on to a peer, from now on.
+    pub fn relayed(&self) -> broadcast::Receiver<Event> {
+        self.relay_tx.subscribe()
+    }
+
+    /// Numbers an event in this bus, keeps it for resuming, and sends it to
+    /// subscribers.
+    fn publish(&self, node: String, time_ns: i64, kind: EventKind) -> Event {
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
         let ev = Event {
             epoch: self.epoch,
             seq: self.next.fetch_add(1, Ordering::Relaxed),
-            time_ns: crate::core::now_ns(),
-            node: self.node.clone(),
+            time_ns,
+            node,
             kind,
         };
         if backlog.len() == BACKLOG {
@@ -64,7 +112,8 @@ impl EventBus {
         }
         backlog.push_back(ev.clone());
         // No subscribers is fine.
-        let _ = self.tx.send(ev);
+        let _ = self.tx.send(ev.clone());
+        ev
     }
 
     /// Subscribes, replaying what came after `after` when possible.
@@ -129,6 +178,52 @@ mod tests {
         let s = bus.subscribe(Some(FeedCursor { epoch: 7, seq: 3 }));
         assert_eq!(s.missed, Some((4, 6)));
         assert_eq!(s.replay.first().unwrap().seq, 6);
+    }
+
+    #[test]
+    fn relayed_events_are_published_once_and_passed_on() {
+        let bus = EventBus::new("A", 7);
+        let mut sub = bus.subscribe(None);
+        let mut out = bus.relayed();
+        let from_b = |epoch, seq| Event {
+            epoch,
+            seq,
+            time_ns: 42,
+            node: "B".into(),
+            kind: added(seq),
+        };
+        assert!(bus.relay(from_b(3, 1)));
+        assert!(!bus.relay(from_b(3, 1)), "the same event by another path");
+        assert!(bus.relay(from_b(3, 2)));
+        assert!(!bus.relay(from_b(3, 1)), "older than one seen");
+        assert!(bus.relay(from_b(4, 1)), "B restarted: a new run");
+        bus.emit(added(9));
+
+        let got: Vec<(String, u64, i64)> = std::iter::from_fn(|| sub.live.try_recv().ok())
+            .map(|e| (e.node, e.seq, e.time_ns))
+            .collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(
+            got[0],
+            ("B".into(), 1, 42),
+            "renumbered here, B's time kept"
+        );
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(got[3].0, "A");
+        let passed: Vec<Event> = std::iter::from_fn(|| out.try_recv().ok()).collect();
+        assert_eq!(
+            passed
+                .iter()
+                .map(|e| (e.node.as_str(), e.epoch, e.seq))
+                .collect::<Vec<_>>(),
+            vec![("B", 3, 1), ("B", 3, 2), ("B", 4, 1), ("A", 7, 4)],
+            "peers get B's events as B numbered them"
+        );
+        let echo = passed.last().cloned().expect("our own event");
+        assert!(!bus.relay(echo), "our own event coming back is dropped");
     }
 
     #[tokio::test]

@@ -95,6 +95,7 @@ pub async fn run(
         shutdown: stop.clone(),
         answerer: answerer.clone(),
         answerer_metrics: metrics.clone(),
+        events: events.clone(),
     };
     let ctx = api::Ctx {
         core: handle.clone(),

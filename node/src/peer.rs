@@ -240,6 +240,8 @@ pub struct PeerCtx {
     pub answerer: Arc<dyn Answerer>,
     /// Traffic counters.
     pub answerer_metrics: Arc<crate::metrics::Metrics>,
+    /// The feed (events are relayed across links).
+    pub events: Arc<crate::events::EventBus>,
 }
 
 /// How a link ended.
@@ -310,6 +312,11 @@ where
         resume_rx,
         closed.clone(),
     ));
+    let relay_task = tokio::spawn(relay_events(
+        ctx.events.relayed(),
+        handle.clone(),
+        closed.clone(),
+    ));
     if let Ok((ids, locks)) = ctx.core.ask_lock(crate::core::LockMsg::Snapshot).await {
         handle.post(PeerMessage::Identities(ids));
         handle.post(PeerMessage::LockSync(locks));
@@ -319,6 +326,7 @@ where
     closed.cancel();
     let _ = writer_task.await;
     let _ = push_task.await;
+    let _ = relay_task.await;
     ctx.links.unregister(&handle);
     // A link replaced by a newer one to the same peer is not the peer going down.
     if ctx.links.get(&peer).is_none() {
@@ -437,6 +445,11 @@ where
                     let _ = reply.send(data);
                 }
             }
+            PeerMessage::Events(events) => {
+                for ev in events {
+                    ctx.events.relay(ev);
+                }
+            }
             PeerMessage::Identities(ids) => {
                 ctx.core.tell_lock(LockMsg::Identities(ids, peer));
             }
@@ -481,6 +494,38 @@ where
                 }
             }
         }
+    }
+}
+
+/// Passes feed events on to the peer, in batches, until the link closes.
+/// Events missed because the link was too slow are skipped (the feed says
+/// so to clients that fall behind; peers only lose a part of the history).
+async fn relay_events(
+    mut rx: tokio::sync::broadcast::Receiver<tandem_common::proto::Event>,
+    link: Arc<LinkHandle>,
+    closed: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = closed.cancelled() => return,
+        };
+        let mut batch = match first {
+            Ok(ev) => vec![ev],
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!("{n} feed events not passed on to {}", link.name);
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        link.post(PeerMessage::Events(batch));
     }
 }
 

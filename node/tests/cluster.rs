@@ -539,6 +539,45 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
     assert!(feed.running(), "the feed exited: {err}");
 }
 
+#[test]
+fn feed_relays_every_nodes_events_once_along_a_chain() {
+    // A - B - C: A and C have no link; A's feed still hears C.
+    let (aa, ab, ac) = (free_addr(), free_addr(), free_addr());
+    let nodes = start_all(vec![
+        Node::builder("A").listen(aa).peer(ab),
+        Node::builder("B").listen(ab).peer(aa).peer(ac),
+        Node::builder("C").listen(ac).peer(ab),
+    ]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_linked(a, b);
+    wait_linked(b, c);
+    let all = [a, b, c];
+    let mut feed = Feed::start(a.addr());
+    feed.wait_subscribed(a, None);
+
+    put(c.path("far.txt"), "from the far end\n");
+    let e = feed.wait_event("C's own event on A's feed", &all, 0, |e| {
+        e["node"] == "C" && e["kind"] == "added" && e["path"] == "far.txt"
+    });
+    assert!(e["text"].as_str().is_some(), "{e}");
+    feed.wait_event("B's transfer on A's feed", &all, 0, |e| {
+        e["node"] == "B" && e["kind"] == "transferred" && e["path"] == "far.txt"
+    });
+    feed.wait_event("A's own transfer", &all, 0, |e| {
+        e["node"] == "A" && e["kind"] == "transferred" && e["path"] == "far.txt"
+    });
+    // The mesh has one path here, but B passes A's events back to A and C's
+    // on to A: nothing is shown twice, and A's numbering stays in order.
+    let ev = feed.events();
+    let added_on_c = ev
+        .iter()
+        .filter(|e| e["node"] == "C" && e["kind"] == "added" && e["path"] == "far.txt")
+        .count();
+    assert_eq!(added_on_c, 1, "{ev:?}");
+    let seqs: Vec<u64> = ev.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
 // ---------------------------------------------------------------------------
 // 3. Fetch
 

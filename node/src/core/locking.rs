@@ -252,6 +252,9 @@ impl Core {
             return;
         }
         self.locks_dirty.insert(path.clone());
+        // The node that decided reports it on the feed; the others hear of
+        // it through the relayed feed instead of each saying it again.
+        let report = from.is_none();
         match &rec.state {
             LockState::Held => {
                 tracing::info!(
@@ -260,18 +263,22 @@ impl Core {
                     rec.owner_name,
                     rec.via
                 );
-                self.io.events.emit(EventKind::Locked {
-                    path: path.clone(),
-                    owner: rec.owner_name.clone(),
-                    via: rec.via.clone(),
-                });
+                if report {
+                    self.io.events.emit(EventKind::Locked {
+                        path: path.clone(),
+                        owner: rec.owner_name.clone(),
+                        via: rec.via.clone(),
+                    });
+                }
             }
             LockState::Released { by, forced } => {
-                self.io.events.emit(EventKind::Unlocked {
-                    path: path.clone(),
-                    by: by.clone(),
-                    forced: *forced,
-                });
+                if report {
+                    self.io.events.emit(EventKind::Unlocked {
+                        path: path.clone(),
+                        by: by.clone(),
+                        forced: *forced,
+                    });
+                }
                 if *forced {
                     tracing::warn!(
                         "lock on {path} held by {} was forced open by {by}",
