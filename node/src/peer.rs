@@ -123,6 +123,11 @@ impl LinkHandle {
             .await
     }
 
+    /// Whether this link has closed (its requests fail).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
     /// Queues a message to the peer (in order; never blocks).
     pub fn post(&self, msg: PeerMessage) {
         let _ = self.tx.send(msg);

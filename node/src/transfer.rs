@@ -23,7 +23,7 @@ use tandem_common::proto::FileData;
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::Semaphore;
 
-use crate::peer::Links;
+use crate::peer::{LinkHandle, Links};
 #[cfg(doc)]
 use crate::peer::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 
@@ -254,12 +254,13 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
     let mut last = "no peer that has these files is connected".to_string();
     let mut answer = None;
     for peer in &batch.peers {
-        let Some(link) = batch.links.get(peer) else {
+        let ask = |link: Arc<LinkHandle>| {
+            let asked = asked.clone();
+            async move { link.get_files(asked).await }
+        };
+        let Some((link, res)) = ask_peer(&batch.links, peer, ask).await else {
             continue;
         };
-        let res = tokio::time::timeout(REQUEST_TIMEOUT, link.get_files(asked.clone()))
-            .await
-            .unwrap_or_else(|_| Err("file request timed out".into()));
         match res {
             Ok(data) if data.len() == asked.len() => {
                 tracing::debug!(
@@ -367,6 +368,55 @@ fn syncfs(f: &File) -> std::io::Result<()> {
     }
 }
 
+/// Asks `peer` over its link, with a deadline. When both nodes dialed at
+/// once, the link a request went out on may be replaced by the one both
+/// keep; the request is then asked again on that one instead of failing.
+/// `None` when the peer is not connected.
+async fn ask_peer<T, F, Fut>(
+    links: &Links,
+    peer: &NodeId,
+    ask: F,
+) -> Option<(Arc<LinkHandle>, Result<T, String>)>
+where
+    F: Fn(Arc<LinkHandle>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut link = links.get(peer)?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let res = tokio::time::timeout(REQUEST_TIMEOUT, ask(link.clone()))
+            .await
+            .unwrap_or_else(|_| Err(format!("request to {} timed out", link.name)));
+        if res.is_ok() || tries == 3 || !link.is_closed() {
+            return Some((link, res));
+        }
+        match replacement(links, peer, &link).await {
+            Some(newer) => link = newer,
+            None => return Some((link, res)),
+        }
+    }
+}
+
+/// A newer link to `peer` than `old`, waiting briefly for the other dial
+/// of a simultaneous pair to finish its handshake.
+async fn replacement(
+    links: &Links,
+    peer: &NodeId,
+    old: &Arc<LinkHandle>,
+) -> Option<Arc<LinkHandle>> {
+    for _ in 0..50 {
+        if let Some(l) = links
+            .get(peer)
+            .filter(|l| !Arc::ptr_eq(l, old) && !l.is_closed())
+        {
+            return Some(l);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 /// Reads or fetches one segment; returns (blocks, bytes from the network, peer).
 async fn fetch_segment(
     seg: Segment,
@@ -434,16 +484,14 @@ async fn fetch_remote(
 ) -> Result<(NodeId, Vec<Bytes>), String> {
     let mut last = "no peer that has this version is connected".to_string();
     for peer in peers {
-        let Some(link) = links.get(peer) else {
+        let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
+        let ask = |link: Arc<LinkHandle>| {
+            let (path, idx) = (entry.path.clone(), idx.clone());
+            async move { link.get_blocks(path, entry.hash, idx).await }
+        };
+        let Some((link, res)) = ask_peer(links, peer, ask).await else {
             continue;
         };
-        let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
-        let res = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            link.get_blocks(entry.path.clone(), entry.hash, idx),
-        )
-        .await
-        .unwrap_or_else(|_| Err("block request timed out".into()));
         match res {
             Ok(blocks) => {
                 if blocks.len() != missing.len() {
