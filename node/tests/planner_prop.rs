@@ -109,13 +109,11 @@ const CONTENTS: u8 = 3;
 const MTIMES: i64 = 3;
 const MODES: [u32; 2] = [0o644, 0o755];
 const MAX_OPS: usize = 40;
-/// Nodes per scenario. KNOWN LIMIT: with 4 nodes, rare chains of conflicts
-/// (a node settles a conflict, a second node writes on top of the winner,
-/// a third settles differently) can bring back content that a node other
-/// than its author overwrote; dots only record the author's own later
-/// writes. Raise this to 4 to reproduce; fixing it needs per-value causal
-/// contexts (dotted version vectors).
-const MAX_NODES: usize = 3;
+/// Nodes per scenario. Four is what it takes for chains of conflicts (a
+/// node settles a conflict, a second writes on top of the winner, a third
+/// settles differently) to bring back overwritten content when entries
+/// record a single dot; `minimal_cases_found` has such cases.
+const MAX_NODES: usize = 4;
 const MAX_ROUNDS: usize = 50;
 
 fn config() -> ProptestConfig {
