@@ -185,18 +185,75 @@ pub struct Dot {
 }
 
 impl Dot {
-    /// True if `v` has seen a *later* write by the same node to the same
-    /// path: that node moved on from this content, so it is obsolete.
-    pub fn superseded_in(&self, v: &VersionVector) -> bool {
-        self.node.is_some_and(|n| v.get(n) > self.counter)
-    }
-
     /// True if `v` has seen this write.
     pub fn seen_by(&self, v: &VersionVector) -> bool {
         match self.node {
             Some(n) => v.get(n) >= self.counter,
             None => true,
         }
+    }
+}
+
+/// A set of writes ([`Dot`]s) to one path: those whose content an entry
+/// shows, or those still live in its history beside it.
+///
+/// Sorted and without duplicates; decoding normalises, like
+/// [`VersionVector`]. Small: the writes shown are concurrent (at most one
+/// per node), and a loser is added per conflict on the path, until someone
+/// writes over it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<Dot>")]
+pub struct Writes(Vec<Dot>);
+
+impl From<Vec<Dot>> for Writes {
+    fn from(mut v: Vec<Dot>) -> Self {
+        v.sort_unstable();
+        v.dedup();
+        Writes(v)
+    }
+}
+
+impl From<Dot> for Writes {
+    fn from(d: Dot) -> Self {
+        Writes(vec![d])
+    }
+}
+
+impl Writes {
+    /// True if `d` is one of these writes.
+    pub fn contains(&self, d: &Dot) -> bool {
+        self.0.binary_search(d).is_ok()
+    }
+
+    /// Both sets of writes.
+    pub fn union(&self, other: &Writes) -> Writes {
+        self.0
+            .iter()
+            .chain(other.0.iter())
+            .copied()
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// The writes for which `keep` is true.
+    pub fn filter(&self, mut keep: impl FnMut(&Dot) -> bool) -> Writes {
+        Writes(self.0.iter().copied().filter(|d| keep(d)).collect())
+    }
+
+    /// True when there are no writes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The writes, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl fmt::Debug for Writes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.iter()).finish()
     }
 }
 
@@ -226,11 +283,19 @@ pub struct FileEntry {
     pub hash: ContentHash,
     /// BLAKE3 of each `BLOCK_SIZE` block, in order.
     pub blocks: Vec<ContentHash>,
-    /// Causal history of this version.
+    /// Causal history of this version: every write and conflict settling
+    /// it includes.
     pub version: VersionVector,
-    /// The write that produced this content (unchanged when only the
-    /// vector grows by a merge).
-    pub written: Dot,
+    /// The writes that produced this content: one, or several when nodes
+    /// wrote the same bytes concurrently (unchanged when only the vector
+    /// grows by a merge).
+    pub written: Writes,
+    /// Other writes still live in this history: content that lost a
+    /// conflict (and was kept aside) and that no one has written over yet.
+    /// Usually empty. With `written` and `version` this is a dotted version
+    /// vector: a write that `version` covers but that is in neither set was
+    /// replaced, whichever node replaced it.
+    pub losers: Writes,
     /// A tombstone: the path was deleted in this version.
     pub deleted: bool,
 }
@@ -239,6 +304,28 @@ impl FileEntry {
     /// True for a regular file that exists.
     pub fn is_live_file(&self) -> bool {
         !self.deleted && self.kind == EntryKind::File
+    }
+
+    /// True if write `d` is live in this history: not seen yet, or seen
+    /// and not replaced since.
+    pub fn keeps(&self, d: &Dot) -> bool {
+        !d.seen_by(&self.version) || self.written.contains(d) || self.losers.contains(d)
+    }
+
+    /// True if `other`'s history replaced this content: `other` has seen
+    /// every write of it and keeps none of them live. Such content never
+    /// wins against `other` again, whatever its mtime.
+    pub fn replaced_in(&self, other: &FileEntry) -> bool {
+        self.written.iter().all(|d| !other.keeps(&d))
+    }
+
+    /// The writes live in both histories merged: those live in one that the
+    /// other keeps too (has not seen, or has not replaced).
+    pub fn merged_live(&self, other: &FileEntry) -> Writes {
+        let mine = self.written.union(&self.losers);
+        let theirs = other.written.union(&other.losers);
+        mine.filter(|d| other.keeps(d))
+            .union(&theirs.filter(|d| self.keeps(d)))
     }
 }
 
@@ -284,6 +371,52 @@ mod tests {
         assert_eq!(v, w, "one canonical form");
         w.set(a, 0);
         assert_eq!(w.iter().count(), 1, "zero counters are dropped");
+    }
+
+    #[test]
+    fn writes_decode_sorted_without_duplicates() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let d = |n, c| Dot {
+            node: Some(n),
+            counter: c,
+        };
+        let w: Writes = vec![d(b, 2), d(a, 1), d(b, 2)].into();
+        assert_eq!(w.iter().count(), 2);
+        assert_eq!(w, Writes::from(vec![d(a, 1), d(b, 2)]));
+        assert!(w.contains(&d(b, 2)) && !w.contains(&d(b, 1)));
+    }
+
+    #[test]
+    fn replaced_means_seen_and_not_kept() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let d = |n, c| Dot {
+            node: Some(n),
+            counter: c,
+        };
+        let entry = |v: &[(NodeId, u64)], written: Dot, losers: Vec<Dot>| FileEntry {
+            path: RelPath::new("f").unwrap(),
+            kind: EntryKind::File,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0o644,
+            hash: ContentHash::default(),
+            blocks: vec![],
+            version: vv(v),
+            written: written.into(),
+            losers: losers.into(),
+            deleted: false,
+        };
+        // a wrote a:1; b wrote over it (b:2), on top of a:1.
+        let old = entry(&[(a, 1)], d(a, 1), vec![]);
+        let over = entry(&[(a, 1), (b, 2)], d(b, 2), vec![]);
+        assert!(old.replaced_in(&over));
+        assert!(!over.replaced_in(&old), "not seen");
+        // a:1 lost a conflict instead: still live, as a loser.
+        let beat = entry(&[(a, 1), (b, 2)], d(b, 2), vec![d(a, 1)]);
+        assert!(!old.replaced_in(&beat));
+        // Merged, a:1 stays live only where neither side replaced it.
+        assert_eq!(beat.merged_live(&old), vec![d(a, 1), d(b, 2)].into());
+        assert_eq!(over.merged_live(&beat), d(b, 2).into());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tandem_common::hashing::Hashed;
-use tandem_common::model::Dot;
+use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
 /// What the disk said about a file the last time it was indexed: if it still
@@ -249,12 +249,14 @@ impl Index {
         (v, self.seq)
     }
 
-    /// The dot of the write just versioned by [`Index::next_version`].
-    fn dot(&self) -> Dot {
+    /// The write just versioned by [`Index::next_version`]: it replaces
+    /// every write shown before.
+    fn dot(&self) -> Writes {
         Dot {
             node: Some(self.me),
             counter: self.clock,
         }
+        .into()
     }
 
     /// Adds an event of this node to `v` (settling a conflict).
@@ -264,8 +266,15 @@ impl Index {
     }
 
     /// Keeps our content but records `version` (ours merged with a peer's
-    /// that had only seen an older write), so the peer takes ours.
-    pub fn reassert(&mut self, path: &RelPath, version: VersionVector) {
+    /// that had only seen an older write) and the writes still live in it,
+    /// so the peer takes ours.
+    pub fn reassert(
+        &mut self,
+        path: &RelPath,
+        version: VersionVector,
+        written: Writes,
+        losers: Writes,
+    ) {
         let Some(r) = self.records.get(path) else {
             return;
         };
@@ -273,6 +282,8 @@ impl Index {
         self.clock = self.clock.max(version.max_counter());
         self.seq += 1;
         r.entry.version = version;
+        r.entry.written = written;
+        r.entry.losers = losers;
         r.seq = self.seq;
         self.put(r);
     }
@@ -317,6 +328,7 @@ impl Index {
                 blocks,
                 version,
                 written,
+                losers: Writes::default(),
                 deleted: false,
             }),
         )
@@ -343,17 +355,20 @@ impl Index {
             blocks: Vec::new(),
             version,
             written,
+            losers: Writes::default(),
             deleted: false,
         }))
     }
 
     /// Records a change made here at `path`: a new version on top of ours,
-    /// built by `make` from that version and the write's dot.
+    /// built by `make` from that version and the write's dot. It replaces
+    /// the writes shown before; conflict losers stay live (the user did not
+    /// write over them, they are in the conflicts folder).
     fn local_change(
         &mut self,
         path: &RelPath,
         stat: Option<LocalStat>,
-        make: impl FnOnce(VersionVector, Dot) -> FileEntry,
+        make: impl FnOnce(VersionVector, Writes) -> FileEntry,
     ) -> ChangeKind {
         let prev = self.records.get(path);
         let kind = match prev {
@@ -361,8 +376,12 @@ impl Index {
             _ => ChangeKind::Added,
         };
         let prev_version = prev.map(|r| r.entry.version.clone());
+        let losers = prev.map(|r| r.entry.losers.clone()).unwrap_or_default();
         let (version, seq) = self.next_version(prev_version.as_ref());
-        let entry = make(version, self.dot());
+        let entry = FileEntry {
+            losers,
+            ..make(version, self.dot())
+        };
         self.put(Record { entry, seq, stat });
         kind
     }

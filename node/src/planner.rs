@@ -5,34 +5,38 @@
 //! Rules (see ARCHITECTURE.md, "How sync decides"):
 //! - remote dominates ours (version vectors) → take it, whatever its mtime;
 //! - ours dominates, or equal → nothing;
-//! - concurrent vectors, but one side's *content* was already seen by the
-//!   other (its write's dot is covered by the other's vector) → the side
-//!   that saw it and moved on wins, without a conflict copy. This happens
-//!   after a conflict: the winner's vector is a merge, so a later change
-//!   made on top of the winning content would otherwise look concurrent
-//!   with it and the old content (or a deleted file) could come back;
+//! - concurrent vectors, but one side's content was *replaced* in the
+//!   other's history (the other has seen every write of it and keeps none
+//!   live: someone overwrote or deleted it) → the other side wins, without a
+//!   conflict copy. This happens after a conflict: the winner's vector is a
+//!   merge, so a later change made on top of the winning content would
+//!   otherwise look concurrent with it and old content (or a deleted file)
+//!   could come back;
 //! - a true conflict → a live version beats a deletion, then the newer
 //!   mtime, the larger content hash, the kind, the mode, and finally the
 //!   larger version vector; every node computes the same winner. The
 //!   winner's version becomes the merge of both vectors, dominating both.
+//!
+//! "Replaced" needs more than a vector: each entry also lists the writes
+//! whose content it shows ([`FileEntry::written`]; several when the same
+//! bytes were written concurrently) and the writes that lost a conflict but
+//! that no one has written over yet ([`FileEntry::losers`]). Together that
+//! is a dotted version vector with its live set: a write the vector covers
+//! that is in neither list was replaced, by whichever node. A loser stays
+//! live because the content that beat it may itself be overwritten or
+//! deleted later; then the loser, not the replaced winner, is what the
+//! merged histories keep. A local change replaces all of them (the user saw
+//! the winner, and every loser was kept aside as a conflict copy).
+//!
+//! Both sides replaced in each other's history is a cycle (each side's
+//! content was overwritten by a change that itself lost a conflict to it);
+//! what is live then is content neither side shows, so it is decided like a
+//! conflict and the loser is kept.
 
 use std::cmp::Ordering;
 
-use tandem_common::model::Dot;
+use tandem_common::model::Writes;
 use tandem_common::{EntryKind, FileEntry, VersionVector, VvOrder};
-
-/// Of two writes of the same bytes, the one to remember: a write not yet
-/// overwritten by its author (in `v`), the later one first; the same choice
-/// on every node.
-fn best_dot(a: Dot, b: Dot, v: &VersionVector) -> Dot {
-    let alive = |d: &Dot| !d.superseded_in(v);
-    let key = |d: &Dot| (alive(d), d.counter, d.node);
-    if key(&a) >= key(&b) { a } else { b }
-}
-
-fn same_bytes(a: &FileEntry, b: &FileEntry) -> bool {
-    a.deleted == b.deleted && a.kind == b.kind && a.hash == b.hash
-}
 
 /// What to do with a remote entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +49,11 @@ pub enum Decision {
         version: VersionVector,
         /// This was a conflict and our current content loses: keep it aside.
         keep_ours_as_conflict: bool,
-        /// The write to record as this content's origin (the remote's,
-        /// unless both sides wrote the same bytes and the remote's write was
-        /// already overwritten).
-        written: Dot,
+        /// The writes to record as this content's origin: the remote's,
+        /// plus ours when both sides wrote the same bytes concurrently.
+        written: Writes,
+        /// The other live writes of the merged history.
+        losers: Writes,
         /// This settles a conflict: the taking node adds an event of its own
         /// to `version` (merge + increment), so two nodes that settle the
         /// same pair of histories differently never end up with equal
@@ -61,6 +66,10 @@ pub enum Decision {
     Reassert {
         /// Our new version.
         version: VersionVector,
+        /// Our writes still live in the merged history.
+        written: Writes,
+        /// The other live writes of the merged history.
+        losers: Writes,
     },
 }
 
@@ -79,67 +88,73 @@ pub fn wins(a: &FileEntry, b: &FileEntry) -> bool {
     conflict_key(a).cmp(&conflict_key(b)) == Ordering::Greater
 }
 
+fn same_bytes(a: &FileEntry, b: &FileEntry) -> bool {
+    a.deleted == b.deleted && a.kind == b.kind && a.hash == b.hash
+}
+
+fn take_as_is(remote: &FileEntry) -> Decision {
+    Decision::Take {
+        version: remote.version.clone(),
+        keep_ours_as_conflict: false,
+        written: remote.written.clone(),
+        losers: remote.losers.clone(),
+        bump: false,
+    }
+}
+
 /// Decides what to do with `remote`, given our entry at the same path.
 pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
     let Some(local) = local else {
-        return Decision::Take {
-            version: remote.version.clone(),
-            keep_ours_as_conflict: false,
-            written: remote.written,
-            bump: false,
-        };
+        return take_as_is(remote);
     };
     match remote.version.compare(&local.version) {
         VvOrder::Equal | VvOrder::Before => Decision::Ignore,
-        VvOrder::After => Decision::Take {
-            version: remote.version.clone(),
-            keep_ours_as_conflict: false,
-            written: remote.written,
-            bump: false,
-        },
+        VvOrder::After => take_as_is(remote),
         VvOrder::Concurrent => {
             let merged = remote.version.merge(&local.version);
-            // Obsolete: the content's own author wrote over it later, and
-            // the other side knows. Strongest evidence, checked first.
-            let theirs_dead = remote.written.superseded_in(&local.version);
-            let ours_dead = local.written.superseded_in(&remote.version);
-            let we_saw_theirs = remote.written.seen_by(&local.version);
-            let they_saw_ours = local.written.seen_by(&remote.version);
-            let remote_wins = match (theirs_dead, ours_dead, we_saw_theirs, they_saw_ours) {
-                (true, false, _, _) => false,
-                (false, true, _, _) => true,
-                (_, _, true, false) => false,
-                (_, _, false, true) => true,
-                // Both or neither: a real conflict (or the same knowledge
-                // twice): decide it the same way everywhere.
-                _ => wins(remote, local),
+            let live = remote.merged_live(local);
+            let theirs_replaced = remote.replaced_in(local);
+            let ours_replaced = local.replaced_in(remote);
+            // Neither replaced: a real conflict. Both: a cycle, decided the
+            // same way (and the loser kept) since no history orders it.
+            let true_conflict = theirs_replaced == ours_replaced;
+            let remote_wins = if true_conflict {
+                wins(remote, local)
+            } else {
+                ours_replaced
             };
-            // Both dead: each side's content was overwritten by a change
-            // that itself lost a conflict (a cycle no rule can order); decide
-            // by the conflict rule and keep the loser, so nothing is lost.
-            let both_dead = theirs_dead && ours_dead;
-            let we_saw_theirs = we_saw_theirs || theirs_dead;
-            let they_saw_ours = they_saw_ours || ours_dead;
-            let true_conflict = both_dead || (!we_saw_theirs && !they_saw_ours);
+            let (winner, loser) = if remote_wins {
+                (remote, local)
+            } else {
+                (local, remote)
+            };
+            // The winner's writes that stay live; the same bytes written on
+            // the other side too live on in it (neither was overwritten).
+            // In a cycle none is live: keep them shown all the same.
+            let mut written = winner.written.filter(|d| live.contains(d));
+            if true_conflict && !theirs_replaced && same_bytes(winner, loser) {
+                written = written.union(&loser.written.filter(|d| live.contains(d)));
+            }
+            if written.is_empty() {
+                written = winner.written.clone();
+            }
+            let losers = live.filter(|d| !written.contains(d));
             if remote_wins {
-                // Our own dots die with the bump below, so the remote's write
-                // is the one to remember whenever it is still alive.
-                let written = if same_bytes(remote, local) && remote.written.superseded_in(&merged)
-                {
-                    best_dot(remote.written, local.written, &merged)
-                } else {
-                    remote.written
-                };
                 Decision::Take {
                     keep_ours_as_conflict: true_conflict
                         && local.is_live_file()
                         && !(remote.kind == EntryKind::File && remote.hash == local.hash),
                     version: merged,
                     written,
+                    losers,
                     bump: true,
                 }
-            } else if (theirs_dead && !ours_dead) || (we_saw_theirs && !they_saw_ours) {
-                Decision::Reassert { version: merged }
+            } else if !true_conflict {
+                Decision::Reassert {
+                    version: merged,
+                    written,
+                    losers,
+                }
             } else {
                 Decision::Ignore
             }
@@ -150,6 +165,7 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_common::model::Dot;
     use tandem_common::{ContentHash, NodeId, RelPath};
 
     fn entry(vv: &[(NodeId, u64)], mtime: i64, content: &str, deleted: bool) -> FileEntry {
@@ -160,13 +176,16 @@ mod tests {
         // The write is the last pair's: the node that made this version.
         let written = vv
             .last()
-            .map(|&(n, c)| tandem_common::model::Dot {
+            .map(|&(n, c)| Dot {
                 node: Some(n),
                 counter: c,
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into();
+        let losers = Default::default();
         FileEntry {
             written,
+            losers,
             path: RelPath::new("f").unwrap(),
             kind: EntryKind::File,
             size: content.len() as u64,
@@ -185,7 +204,8 @@ mod tests {
         let take = |v: &FileEntry| Decision::Take {
             version: v.version.clone(),
             keep_ours_as_conflict: false,
-            written: v.written,
+            written: v.written.clone(),
+            losers: v.losers.clone(),
             bump: false,
         };
         // Unknown path: take whatever comes, tombstones included.
@@ -248,12 +268,12 @@ mod tests {
         // a wrote c1 ({a:1}); b took it in a conflict and merged: {a:1, b:1},
         // still a's write.
         let mut merged = entry(&[(b, 1), (a, 1)], 10, "c1", false);
-        assert_eq!(merged.written.node, Some(a));
+        assert_eq!(merged.written.iter().collect::<Vec<_>>(), vec![dot(a, 1)]);
         // Meanwhile a deleted it on top of c1: {a:2}.
         let deleted = entry(&[(a, 2)], 10, "", true);
         // At a: b's merged entry brings nothing new; a re-asserts its delete.
         match plan(Some(&deleted), &merged) {
-            Decision::Reassert { version } => {
+            Decision::Reassert { version, .. } => {
                 assert_eq!(version.compare(&merged.version), VvOrder::After);
             }
             d => panic!("expected reassert, got {d:?}"),
@@ -265,7 +285,8 @@ mod tests {
             Decision::Take {
                 version: merged.version.merge(&deleted.version),
                 keep_ours_as_conflict: false,
-                written: deleted.written,
+                written: deleted.written.clone(),
+                losers: Default::default(),
                 bump: true,
             }
         );
@@ -282,6 +303,88 @@ mod tests {
                 keep_ours_as_conflict: false,
                 ..
             }
+        ));
+    }
+
+    fn dot(n: NodeId, c: u64) -> Dot {
+        Dot {
+            node: Some(n),
+            counter: c,
+        }
+    }
+
+    #[test]
+    fn an_overwrite_survives_taking_the_same_bytes_from_elsewhere() {
+        // The 4-node chain proptest found. n1 wrote c1 (n1@1). n3 took it and
+        // wrote c0 over it (n3@2); then took n0's concurrent write of the
+        // same bytes c0 (n0@1, winning on mode).
+        let (n0, n1, n2, n3) = (
+            NodeId::random(),
+            NodeId::random(),
+            NodeId::random(),
+            NodeId::random(),
+        );
+        let ours = entry(&[(n1, 1), (n3, 2)], 0, "c0", false);
+        let mut zero = entry(&[(n0, 1)], 0, "c0", false);
+        zero.mode = 0o755;
+        let Decision::Take {
+            version, written, ..
+        } = plan(Some(&ours), &zero)
+        else {
+            panic!("expected take");
+        };
+        assert_eq!(written, vec![dot(n0, 1), dot(n3, 2)].into(), "both live");
+        let n3_now = FileEntry {
+            version,
+            written,
+            ..zero.clone()
+        };
+        // n2 settled n1's c1 (newer mtime) against n0's c0: c0 is a loser.
+        let mut settled = entry(&[(n0, 1), (n1, 1), (n2, 2)], 1, "c1", false);
+        settled.written = dot(n1, 1).into();
+        settled.losers = dot(n0, 1).into();
+        // At n3, c1 is content it wrote over: it must not come back.
+        assert!(matches!(
+            plan(Some(&n3_now), &settled),
+            Decision::Reassert { .. }
+        ));
+        assert!(matches!(
+            plan(Some(&settled), &n3_now),
+            Decision::Take {
+                keep_ours_as_conflict: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_loser_comes_back_when_its_winner_is_deleted() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        // At a: b's c0 (b@1, newer) beat a's c1 (a@1), kept aside.
+        let mut at_a = entry(&[(a, 2), (b, 1)], 1, "c0", false);
+        at_a.written = dot(b, 1).into();
+        at_a.losers = dot(a, 1).into();
+        // At b: b deleted c0 (b@2); a's c1 then beat the delete.
+        let mut at_b = entry(&[(a, 1), (b, 3)], 0, "c1", false);
+        at_b.written = dot(a, 1).into();
+        at_b.losers = dot(b, 2).into();
+        // c0 was deleted by b; c1 only lost to it: c1 is what lives on.
+        match plan(Some(&at_a), &at_b) {
+            Decision::Take {
+                keep_ours_as_conflict,
+                written,
+                losers,
+                ..
+            } => {
+                assert!(!keep_ours_as_conflict);
+                assert_eq!(written, dot(a, 1).into());
+                assert_eq!(losers, dot(b, 2).into());
+            }
+            d => panic!("expected take, got {d:?}"),
+        }
+        assert!(matches!(
+            plan(Some(&at_b), &at_a),
+            Decision::Reassert { .. }
         ));
     }
 

@@ -17,7 +17,9 @@ use crate::index::{LocalStat, Record};
 use crate::locks::Held;
 
 /// Schema version written into `meta`; bumped on incompatible changes.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: entries (bincode in `files`, `needed` and `held`) list the writes they
+/// show and the live conflict losers (`FileEntry::written`, `losers`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +429,7 @@ mod tests {
                 blocks: vec![ContentHash::of(b"hello")],
                 version,
                 written: Default::default(),
+                losers: Default::default(),
                 deleted,
             },
             seq,
@@ -454,6 +457,18 @@ mod tests {
         let mut got = s.load().unwrap();
         got.sort_by(|x, y| x.entry.path.cmp(&y.entry.path));
         assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn an_older_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        Store::open(&db)
+            .unwrap()
+            .set_meta("schema", &1i64.to_be_bytes())
+            .unwrap();
+        let err = Store::open(&db).err().expect("refused");
+        assert!(matches!(err, StoreError::Schema(1)), "{err}");
     }
 
     #[test]

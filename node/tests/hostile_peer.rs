@@ -26,7 +26,9 @@ fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
         written: Dot {
             node: Some(me),
             counter: 1,
-        },
+        }
+        .into(),
+        losers: Default::default(),
         deleted: false,
     }
 }

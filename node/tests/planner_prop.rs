@@ -12,12 +12,16 @@
 //!   that path (tombstones included). Re-observing the same content, mtime
 //!   and mode is not a change (`Index::observe_file` returns `None`).
 //!   A delete keeps the previous mtime and mode (`Index::tombstone`).
+//!   The new entry lists only its own write, and keeps the conflict losers
+//!   of the previous one (`Index::local_change`).
 //! - A rename is what the watcher sees: the new name appears with the same
 //!   content, mtime and mode, and the old name becomes a tombstone.
 //! - A delivery is one `on_remote_entry`: the receiver runs
 //!   `plan(local, remote)`; on `Take` it first keeps its current content as a
 //!   conflict copy if told to, then records the remote entry with the
-//!   planned version and moves its clock forward (`Index::record_remote`).
+//!   planned version, writes and losers and moves its clock forward
+//!   (`Index::record_remote`); on `Reassert` it keeps its content with the
+//!   planned version, writes and losers (`Index::reassert`).
 //!   A `Sync` op delivers the sender's whole index in `on_remote_index`
 //!   order (live entries first, then tombstones deepest path first). An
 //!   entry taken unchanged from a peer is not announced back to that peer
@@ -51,7 +55,10 @@
 //!   "history beats clocks": a conflict is never won, with
 //!   other content, by an entry showing a write that the receiving node's
 //!   history has already overwritten or deleted (its version vector covers
-//!   a change made on top of that write).
+//!   a change made on top of that write), unless the receiver's own content
+//!   (or delete) is just as overwritten in the remote's history: a cycle
+//!   that no history orders (deletes are tracked like writes for this: a
+//!   file created again on top of a tombstone overwrites its deletes).
 //! - At the end: (1) convergence: every node has the same (deleted, hash,
 //!   mtime, size, and mode of live files) and the same version vector at
 //!   every path; (2) no loss: every write is the current live content of its
@@ -102,13 +109,11 @@ const CONTENTS: u8 = 3;
 const MTIMES: i64 = 3;
 const MODES: [u32; 2] = [0o644, 0o755];
 const MAX_OPS: usize = 40;
-/// Nodes per scenario. KNOWN LIMIT: with 4 nodes, rare chains of conflicts
-/// (a node settles a conflict, a second node writes on top of the winner,
-/// a third settles differently) can bring back content that a node other
-/// than its author overwrote; dots only record the author's own later
-/// writes. Raise this to 4 to reproduce; fixing it needs per-value causal
-/// contexts (dotted version vectors).
-const MAX_NODES: usize = 3;
+/// Nodes per scenario. Four is what it takes for chains of conflicts (a
+/// node settles a conflict, a second writes on top of the winner, a third
+/// settles differently) to bring back overwritten content when entries
+/// record a single dot; `minimal_cases_found` has such cases.
+const MAX_NODES: usize = 4;
 const MAX_ROUNDS: usize = 50;
 
 fn config() -> ProptestConfig {
@@ -228,6 +233,8 @@ fn scenario(modes: bool) -> impl Strategy<Value = (usize, Vec<Op>)> {
 // The simulator
 
 type WriteId = usize;
+/// A delete (or a rename's old name), numbered in order.
+type DeleteId = usize;
 
 /// One version of a path written by a user (an edit, or a rename's target).
 #[derive(Clone, Debug)]
@@ -247,6 +254,9 @@ struct Slot {
     /// For a live file, the write whose content and mtime it shows (on a
     /// conflict the winner's).
     shown: Option<WriteId>,
+    /// For a tombstone, the deletes it records (two concurrent deletes
+    /// merge, like two writes of the same content).
+    deletes: BTreeSet<DeleteId>,
     /// The node this entry was taken from unchanged (same version): it is
     /// not announced back to it (`Index::entries_since` skips it).
     origin: Option<usize>,
@@ -275,6 +285,11 @@ struct Sim {
     /// Write → every local change made on top of it while it was current
     /// somewhere: (node, op, version of that change).
     superseded: BTreeMap<WriteId, Vec<(usize, usize, VersionVector)>>,
+    /// Number of deletes so far.
+    deletes: usize,
+    /// Delete → every local change made on top of it while it was current
+    /// somewhere (a file created again): (node, op, version of that change).
+    undeleted: BTreeMap<DeleteId, Vec<(usize, usize, VersionVector)>>,
     /// Write → node that first kept it as a conflict copy.
     kept: BTreeMap<WriteId, usize>,
     /// Human-readable log of everything that happened.
@@ -308,6 +323,8 @@ impl Sim {
             down: BTreeSet::new(),
             writes: Vec::new(),
             superseded: BTreeMap::new(),
+            deletes: 0,
+            undeleted: BTreeMap::new(),
             kept: BTreeMap::new(),
             trace: Vec::new(),
             step: 0,
@@ -341,16 +358,20 @@ impl Sim {
 
     /// The current live content at `path` on `node` is replaced by a local
     /// change with version `by`: its writes were seen, so their loss is
-    /// legitimate.
+    /// legitimate. Likewise a tombstone's deletes, when the file is created
+    /// again.
     fn supersede(&mut self, node: usize, path: usize, by: &VersionVector) {
-        if let Some(s) = self.nodes[node].index.get(&path)
-            && s.entry.is_live_file()
-        {
+        let Some(s) = self.nodes[node].index.get(&path) else {
+            return;
+        };
+        let by = (node, self.step, by.clone());
+        if s.entry.is_live_file() {
             for w in s.writes.clone() {
-                self.superseded
-                    .entry(w)
-                    .or_default()
-                    .push((node, self.step, by.clone()));
+                self.superseded.entry(w).or_default().push(by.clone());
+            }
+        } else if s.entry.deleted {
+            for d in s.deletes.clone() {
+                self.undeleted.entry(d).or_default().push(by.clone());
             }
         }
     }
@@ -385,7 +406,10 @@ impl Sim {
             mode,
             hash,
             blocks: vec![hash],
-            written: self.dot(node),
+            written: self.dot(node).into(),
+            // Conflict losers stay live: the user wrote over the shown
+            // content only (`Index::local_change`).
+            losers: prev.map(|p| p.entry.losers).unwrap_or_default(),
             version,
             deleted: false,
         };
@@ -400,6 +424,7 @@ impl Sim {
                 entry,
                 writes: BTreeSet::from([id]),
                 shown: Some(id),
+                deletes: BTreeSet::new(),
                 origin: None,
             },
         );
@@ -411,17 +436,19 @@ impl Sim {
         };
         let version = self.next_version(node, Some(&prev.entry.version));
         self.supersede(node, path, &version);
+        let delete = self.deletes;
+        self.deletes += 1;
         let entry = FileEntry {
             size: 0,
             hash: ContentHash::default(),
             blocks: Vec::new(),
-            written: self.dot(node),
+            written: self.dot(node).into(),
             version,
             deleted: true,
             ..prev.entry
         };
         self.log(format!(
-            "n{node} {}: delete -> {}",
+            "n{node} {}: delete d{delete} -> {}",
             PATHS[path],
             self.entry_str(&entry)
         ));
@@ -431,6 +458,7 @@ impl Sim {
                 entry,
                 writes: BTreeSet::new(),
                 shown: None,
+                deletes: BTreeSet::from([delete]),
                 origin: None,
             },
         );
@@ -479,7 +507,12 @@ impl Sim {
                 ));
             }
         }
-        if let Decision::Reassert { version } = &decision {
+        if let Decision::Reassert {
+            version,
+            written,
+            losers,
+        } = &decision
+        {
             // Core::on_remote_entry → Index::reassert: keep our content,
             // record the merged vector so the peer takes ours.
             let Some(l) = &local else {
@@ -498,6 +531,8 @@ impl Sim {
             n.clock = n.clock.max(version.max_counter());
             if let Some(slot) = n.index.get_mut(&path) {
                 slot.entry.version = version.clone();
+                slot.entry.written = written.clone();
+                slot.entry.losers = losers.clone();
                 slot.origin = None;
             }
             return Ok(true);
@@ -506,6 +541,7 @@ impl Sim {
             mut version,
             keep_ours_as_conflict,
             written,
+            losers,
             bump,
         } = decision
         else {
@@ -541,22 +577,35 @@ impl Sim {
             && !(l.entry.is_live_file() && l.entry.hash == remote.entry.hash)
             && !remote.writes.is_empty()
         {
-            let seen_dead = |w: &usize| {
-                self.superseded.get(w).and_then(|by| {
+            // A change made on top of write or delete `w` (its changes in
+            // `on_top`) that history `h` includes.
+            let dead_in = |on_top: &BTreeMap<usize, Vec<(usize, usize, VersionVector)>>,
+                           w: &usize,
+                           h: &VersionVector| {
+                on_top.get(w).and_then(|by| {
                     by.iter()
-                        .find(|(_, _, v)| {
-                            matches!(
-                                v.compare(&l.entry.version),
-                                VvOrder::Before | VvOrder::Equal
-                            )
-                        })
+                        .find(|(_, _, v)| matches!(v.compare(h), VvOrder::Before | VvOrder::Equal))
                         .cloned()
                 })
             };
-            // When our own content is just as dead in the remote's history
-            // (each side overwrote the other's, and those changes lost
-            // conflicts), no order exists; the planner keeps the loser.
-            let ours_dead_too = l.entry.written.superseded_in(&remote.entry.version);
+            let seen_dead = |w: &usize| dead_in(&self.superseded, w, &l.entry.version);
+            // When our own content (or delete) is just as dead in the
+            // remote's history (each side overwrote the other's, and those
+            // changes lost conflicts), no order exists; the planner keeps
+            // the loser.
+            let rv = &remote.entry.version;
+            let ours_dead_too = if l.entry.deleted {
+                !l.deletes.is_empty()
+                    && l.deletes
+                        .iter()
+                        .all(|d| dead_in(&self.undeleted, d, rv).is_some())
+            } else {
+                l.entry.is_live_file()
+                    && !l.writes.is_empty()
+                    && l.writes
+                        .iter()
+                        .all(|w| dead_in(&self.superseded, w, rv).is_some())
+            };
             if !ours_dead_too
                 && remote.writes.iter().all(|w| seen_dead(w).is_some())
                 && let Some(&w) = remote.writes.iter().next()
@@ -623,8 +672,18 @@ impl Sim {
         if remote.entry.is_live_file() {
             writes.extend(remote.writes.iter().copied());
         }
-        let origin =
-            (version == remote.entry.version && written == remote.entry.written).then_some(from);
+        // Two tombstones: both deletes live on in the one taken.
+        let mut deletes = remote.deletes.clone();
+        if let Some(l) = &local
+            && l.entry.deleted
+            && remote.entry.deleted
+        {
+            deletes.extend(l.deletes.iter().copied());
+        }
+        let origin = (version == remote.entry.version
+            && written == remote.entry.written
+            && losers == remote.entry.losers)
+            .then_some(from);
         let n = &mut self.nodes[to];
         n.clock = n.clock.max(version.max_counter());
         n.index.insert(
@@ -633,10 +692,12 @@ impl Sim {
                 entry: FileEntry {
                     version,
                     written,
+                    losers,
                     ..remote.entry
                 },
                 writes,
                 shown: remote.shown,
+                deletes,
                 origin,
             },
         );
@@ -866,13 +927,19 @@ impl Sim {
     }
 
     fn entry_str(&self, e: &FileEntry) -> String {
-        let dot = match e.written.node {
-            Some(id) => {
-                let n = self.nodes.iter().position(|x| x.id == id).unwrap_or(99);
-                format!("n{n}@{}", e.written.counter)
-            }
-            None => "-".into(),
+        let dots = |w: &tandem_common::model::Writes| {
+            w.iter()
+                .map(|d| match d.node {
+                    Some(id) => format!("{}@{}", self.node_name(id), d.counter),
+                    None => "-".into(),
+                })
+                .collect::<Vec<_>>()
+                .join("+")
         };
+        let mut dot = dots(&e.written);
+        if !e.losers.is_empty() {
+            let _ = write!(dot, " (losers {})", dots(&e.losers));
+        }
         if e.deleted {
             format!(
                 "deleted(mtime {}) {} by {dot}",
@@ -894,7 +961,12 @@ impl Sim {
         match self.nodes[node].index.get(&path) {
             None => "nothing".into(),
             Some(s) => {
-                let ws: Vec<String> = s.writes.iter().map(|w| format!("w{w}")).collect();
+                let ws: Vec<String> = s
+                    .writes
+                    .iter()
+                    .map(|w| format!("w{w}"))
+                    .chain(s.deletes.iter().map(|d| format!("d{d}")))
+                    .collect();
                 format!("{} [{}]", self.entry_str(&s.entry), ws.join(","))
             }
         }
@@ -1073,7 +1145,8 @@ fn edit(node: usize, path: usize, content: u8, mtime: i64, mode: u32) -> Op {
 /// The minimal cases proptest found, written out so that they stay
 /// readable and are checked even if the strategies change (the saved seeds
 /// in the regression file only replay the same cases with the same
-/// strategies). Every one fails with the planner as it is; see the messages.
+/// strategies). Each one failed with the planner of its time; the comments
+/// say how.
 #[test]
 fn minimal_cases_found() {
     let deliver = |from, to, path| Op::Deliver { from, to, path };
@@ -1140,6 +1213,81 @@ fn minimal_cases_found() {
                 edit(0, 0, 0, 2, 0o755),
                 edit(1, 0, 0, 2, 0o644),
                 Op::Sync { from: 1, to: 2 },
+            ],
+        ),
+        (
+            // The 4-node limit of a single dot per entry. n3 takes n1's c1
+            // and writes c0 over it (n3@2). n0's concurrent write of the
+            // same bytes c0 wins at n3 on mode, and n3 recorded only n0's
+            // dot: that c1 was overwritten at n3 was forgotten. n2 settles
+            // c1 (newer mtime) against n0's c0; at n3, c1 then looked like
+            // a conflict winner, and came back. Fixed by listing every
+            // write of the shown bytes (n0@1 and n3@2).
+            "a same-bytes merge forgets an overwrite; 4 nodes",
+            4,
+            vec![
+                edit(1, 0, 1, 1, 0o644),
+                edit(0, 0, 0, 0, 0o755),
+                deliver(1, 3, 0),
+                edit(3, 0, 0, 0, 0o644),
+            ],
+        ),
+        (
+            // Why losers stay live. n0 keeps c1 aside when n2's c0 (newer)
+            // wins; n2 had deleted c0, and its delete lost to n0's c1. c1
+            // must win at n0 (c0 was deleted); forgetting losers made both
+            // sides look replaced in the other's history.
+            "a conflict loser outlives its deleted winner",
+            3,
+            vec![
+                edit(2, 0, 0, 1, 0o644),
+                Op::Sync { from: 2, to: 1 },
+                edit(0, 0, 1, 0, 0o644),
+                Op::Delete { node: 2, path: 0 },
+            ],
+        ),
+        (
+            // Why a local change leaves losers live. At n2, n0's c1 loses
+            // to n3's c0, and n2 then writes over c0; n3 deletes c2 (n1's,
+            // which beat n3's c0 there) and the delete loses to c1. If the
+            // write at n2 had replaced c1 too, both sides would look
+            // replaced, and c2, which n3 deleted, would win at n3.
+            "a local change does not replace conflict losers",
+            4,
+            vec![
+                edit(0, 2, 1, 0, 0o644),
+                edit(1, 2, 2, 1, 0o644),
+                edit(3, 2, 0, 0, 0o644),
+                Op::Sync { from: 0, to: 2 },
+                deliver(3, 2, 2),
+                Op::Sync { from: 1, to: 3 },
+                edit(2, 2, 0, 1, 0o644),
+                Op::Rename {
+                    node: 3,
+                    from: 2,
+                    to: 0,
+                },
+            ],
+        ),
+        (
+            // A cycle: at n1, c2 (n1's own, overwritten by it) came back
+            // through n2's write of the same bytes and n2 then deleted it;
+            // at n2, the file was created again and lost to n1's c2. Each
+            // side shows what the other replaced; the merged history keeps
+            // only conflict losers, which neither shows. The conflict rule
+            // decides (a live file beats the delete).
+            "a cycle with a tombstone",
+            3,
+            vec![
+                edit(1, 1, 2, 0, 0o644),
+                edit(2, 1, 2, 0, 0o644),
+                Op::Sync { from: 1, to: 0 },
+                edit(1, 1, 0, 0, 0o644),
+                deliver(2, 1, 1),
+                Op::Delete { node: 2, path: 1 },
+                Op::Sync { from: 2, to: 1 },
+                edit(2, 1, 0, 0, 0o644),
+                Op::Delete { node: 0, path: 0 },
             ],
         ),
     ];

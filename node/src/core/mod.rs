@@ -1025,38 +1025,46 @@ impl Core {
             return;
         }
         let local = self.index.get(&path).map(|r| r.entry.clone());
-        let (version, keep_ours_as_conflict, written) = match planner::plan(local.as_ref(), &remote)
-        {
-            Decision::Ignore => return,
-            Decision::Reassert { version } => {
-                if self.locks.holder(&path).is_none() {
-                    tracing::debug!(
-                        "{path}: {} has only seen an older write; re-announcing ours",
-                        self.peer_name(peer)
-                    );
-                    self.index.reassert(&path, version);
+        let (version, keep_ours_as_conflict, written, losers) =
+            match planner::plan(local.as_ref(), &remote) {
+                Decision::Ignore => return,
+                Decision::Reassert {
+                    version,
+                    written,
+                    losers,
+                } => {
+                    if self.locks.holder(&path).is_none() {
+                        tracing::debug!(
+                            "{path}: {} has only seen an older write; re-announcing ours",
+                            self.peer_name(peer)
+                        );
+                        self.index.reassert(&path, version, written, losers);
+                    }
+                    return;
                 }
-                return;
-            }
-            Decision::Take {
-                mut version,
-                keep_ours_as_conflict,
-                written,
-                bump,
-            } => {
-                if bump {
-                    self.index.bump(&mut version);
+                Decision::Take {
+                    mut version,
+                    keep_ours_as_conflict,
+                    written,
+                    losers,
+                    bump,
+                } => {
+                    if bump {
+                        self.index.bump(&mut version);
+                    }
+                    (version, keep_ours_as_conflict, written, losers)
                 }
-                (version, keep_ours_as_conflict, written)
-            }
-        };
+            };
         if self.hold_remote(peer, &remote) {
             return;
         }
-        let origin = (version == remote.version && written == remote.written).then_some(peer);
+        let origin =
+            (version == remote.version && written == remote.written && losers == remote.losers)
+                .then_some(peer);
         let entry = FileEntry {
             version,
             written,
+            losers,
             ..remote.clone()
         };
         let needs_data = entry.is_live_file()
