@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, ListedFile};
 use tandem_common::{ContentHash, RelPath};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Answers, Client, ClientError};
 
 /// Upload pieces.
 const PUT_CHUNK: usize = 1024 * 1024;
@@ -80,57 +80,149 @@ async fn fetch_once(
         }
         Err(e) => return Err(e.into()),
     };
-    let dest = to.join(path.file_name());
-    let tmp = to.join(format!(
-        ".{}.tandem-part-{}",
-        path.file_name(),
-        std::process::id()
-    ));
-    let mut out =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let cleanup = |e: anyhow::Error| {
-        let _ = std::fs::remove_file(&tmp);
-        e
-    };
     let pb = progress(file.size, path.as_str());
-    let mut hasher = blake3::Hasher::new();
-    loop {
-        match answers.next().await {
-            Ok(ClientResponse::Chunk { data, last, .. }) => {
-                hasher.update(&data);
-                out.write_all(&data)
-                    .with_context(|| format!("cannot write {}", tmp.display()))
-                    .map_err(cleanup)?;
-                pb.inc(data.len() as u64);
-                if last {
-                    break;
-                }
-            }
-            Ok(other) => return Err(cleanup(anyhow::anyhow!("unexpected answer: {other:?}"))),
-            Err(e) => return Err(cleanup(e.into())),
-        }
-    }
+    let dest = receive(&mut answers, &file, to, |n| pb.set_position(n)).await;
     pb.finish_and_clear();
-    if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
-        return Err(cleanup(anyhow::anyhow!(
-            "{path} arrived damaged (hash mismatch); nothing was saved"
-        )));
-    }
-    out.sync_all().map_err(|e| cleanup(e.into()))?;
-    drop(out);
-    let t = filetime::FileTime::from_unix_time(
-        file.mtime_ns.div_euclid(1_000_000_000),
-        file.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    filetime::set_file_mtime(&tmp, t).map_err(|e| cleanup(e.into()))?;
-    std::fs::rename(&tmp, &dest)
-        .with_context(|| format!("cannot save {}", dest.display()))
-        .map_err(cleanup)?;
+    let dest = dest?;
     Ok(Fetched {
         file,
         dest,
         from: source,
     })
+}
+
+/// Receives the chunks of a fetch that started (`file` is what the node
+/// sends) into a temp file in the directory `to`, checks the BLAKE3 hash,
+/// fsyncs, gives it the file's mtime and renames it: a partial file never
+/// appears under the real name, and on any error the temp file is removed.
+/// `on_progress` gets the bytes received so far. Returns where it was saved.
+pub async fn receive(
+    answers: &mut Answers,
+    file: &ListedFile,
+    to: &Path,
+    mut on_progress: impl FnMut(u64),
+) -> anyhow::Result<PathBuf> {
+    let name = file.path.file_name();
+    let dest = to.join(name);
+    let tmp = to.join(format!(
+        ".{name}.tandem-part-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let out =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let res = receive_into(answers, file, out, &tmp, &dest, &mut on_progress).await;
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map(|()| dest)
+}
+
+async fn receive_into(
+    answers: &mut Answers,
+    file: &ListedFile,
+    out: std::fs::File,
+    tmp: &Path,
+    dest: &Path,
+    on_progress: &mut impl FnMut(u64),
+) -> anyhow::Result<()> {
+    // Writing (and starting the disk writeback) runs on its own thread
+    // while this one receives and hashes: the three overlap.
+    let writer = Writer::start(out);
+    let mut hasher = blake3::Hasher::new();
+    let mut done = 0u64;
+    let received = loop {
+        match answers.next().await {
+            Ok(ClientResponse::Chunk { data, last, .. }) => {
+                done += data.len() as u64;
+                on_progress(done);
+                hasher.update(&data);
+                if !writer.write(data) || last {
+                    break Ok(());
+                }
+            }
+            Ok(other) => break Err(anyhow::anyhow!("unexpected answer: {other:?}")),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let written = writer.finish();
+    received?;
+    let written = written.with_context(|| format!("cannot write {}", tmp.display()))?;
+    if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
+        bail!(
+            "{} arrived damaged (BLAKE3 mismatch); nothing was saved",
+            file.path
+        );
+    }
+    written
+        .sync_all()
+        .with_context(|| format!("cannot save {}", tmp.display()))?;
+    drop(written);
+    let t = filetime::FileTime::from_unix_time(
+        file.mtime_ns.div_euclid(1_000_000_000),
+        file.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_mtime(tmp, t)
+        .with_context(|| format!("cannot set the mtime of {}", tmp.display()))?;
+    std::fs::rename(tmp, dest).with_context(|| format!("cannot save {}", dest.display()))?;
+    Ok(())
+}
+
+/// Writes a download on a thread of its own, asking the kernel to start
+/// writing each few MiB to disk as it goes, so the final fsync finds little
+/// left to do.
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+    done: std::thread::JoinHandle<std::io::Result<std::fs::File>>,
+}
+
+impl Writer {
+    /// Starts writing into `out`.
+    fn start(mut out: std::fs::File) -> Writer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        let done = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
+            const FLUSH_EVERY: u64 = 8 << 20;
+            let (mut written, mut flushed) = (0u64, 0u64);
+            for data in rx {
+                out.write_all(&data)?;
+                written += data.len() as u64;
+                if written - flushed >= FLUSH_EVERY {
+                    start_writeback(&out, flushed, written - flushed);
+                    flushed = written;
+                }
+            }
+            Ok(out)
+        });
+        Writer { tx, done }
+    }
+
+    /// Queues `data`; false when the writer has stopped (its error comes
+    /// from [`Writer::finish`]).
+    fn write(&self, data: bytes::Bytes) -> bool {
+        self.tx.send(data).is_ok()
+    }
+
+    /// Waits for every queued write; the file, or the first write error.
+    fn finish(self) -> std::io::Result<std::fs::File> {
+        drop(self.tx);
+        self.done
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))
+    }
+}
+
+/// Asks the kernel to start writing a range of `f` to disk now (a hint: the
+/// fsync at the end is what makes it durable).
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: only reads the descriptor, which `f` keeps open.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// Uploads `local` as `path`.

@@ -10,9 +10,8 @@ use anyhow::{Context, bail};
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
+use tandem_common::RelPath;
 use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
-use tandem_common::{ContentHash, RelPath};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::app::{AppState, Effect, Msg, Zone, update};
@@ -486,62 +485,15 @@ async fn fetch_once(
         total: file.size,
         from,
     });
-    let target = dest.join(path.file_name());
-    let tmp = dest.join(format!(
-        ".{}.tandem-part-{}",
-        path.file_name(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = async {
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| format!("cannot write in {}: {e}", dest.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        let (mut done, mut shown) = (0u64, 0u64);
-        let step = (file.size / 200).max(1);
-        loop {
-            match answers.next().await {
-                Ok(ClientResponse::Chunk { data, last, .. }) => {
-                    hasher.update(&data);
-                    out.write_all(&data)
-                        .await
-                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                    done += data.len() as u64;
-                    if last || done - shown >= step {
-                        shown = done;
-                        progress(Msg::FetchProgress(done));
-                    }
-                    if last {
-                        break;
-                    }
-                }
-                Ok(other) => return Err(unexpected(&other)),
-                Err(e) => return Err(e.to_string()),
-            }
+    let step = (file.size / 200).max(1);
+    let mut shown = 0u64;
+    let on_progress = |done: u64| {
+        if done == file.size || done - shown >= step {
+            shown = done;
+            progress(Msg::FetchProgress(done));
         }
-        if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
-            return Err(format!(
-                "{path} arrived damaged (BLAKE3 mismatch); nothing was saved"
-            ));
-        }
-        out.sync_all()
-            .await
-            .map_err(|e| format!("cannot save {}: {e}", tmp.display()))?;
-        drop(out);
-        let mtime = filetime::FileTime::from_unix_time(
-            file.mtime_ns.div_euclid(1_000_000_000),
-            file.mtime_ns.rem_euclid(1_000_000_000) as u32,
-        );
-        // The modification time is a courtesy: keep the file without it.
-        let _ = filetime::set_file_mtime(&tmp, mtime);
-        tokio::fs::rename(&tmp, &target)
-            .await
-            .map_err(|e| format!("cannot save {}: {e}", target.display()))?;
-        Ok(target.clone())
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
+    };
+    crate::transfer::receive(&mut answers, &file, dest, on_progress)
+        .await
+        .map_err(|e| format!("{e:#}"))
 }
