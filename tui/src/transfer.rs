@@ -178,7 +178,7 @@ struct Writer {
 impl Writer {
     /// Starts writing into `out`.
     fn start(mut out: std::fs::File) -> Writer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
         let done = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             const FLUSH_EVERY: u64 = 8 << 20;
             let (mut written, mut flushed) = (0u64, 0u64);

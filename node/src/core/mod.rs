@@ -621,7 +621,7 @@ impl Core {
         filetime::set_file_mtime(tmp, file_time(mtime_ns)).map_err(io)?;
         // Anything on disk not yet indexed is indexed first, so it is a
         // version that the upload replaces, not something silently lost.
-        self.refresh(path);
+        let _ = self.refresh(path);
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
@@ -952,12 +952,21 @@ impl Core {
     /// Makes sure the index agrees with the disk at `p` before deciding
     /// anything about it: a local change not yet indexed becomes a version
     /// first, so it takes part in the decision instead of being overwritten.
-    fn refresh(&mut self, p: &RelPath) {
-        let seen = match scan::stat_rel(&self.root, p) {
+    /// Answers whether every parent of `p` is a directory (or missing), as
+    /// `scan::parents_are_dirs` would.
+    fn refresh(&mut self, p: &RelPath) -> std::io::Result<bool> {
+        let parents_ok = scan::parents_are_dirs(&self.root, p).inspect_err(|e| {
+            tracing::warn!("cannot read {p}: {e}");
+        })?;
+        let seen = match parents_ok {
+            true => scan::stat(&p.to_disk(&self.root)),
+            false => Ok(Seen::Absent),
+        };
+        let seen = match seen {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot read {p}: {e}");
-                return;
+                return Ok(parents_ok);
             }
         };
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
@@ -971,6 +980,7 @@ impl Core {
         if stale {
             self.look_at(p, seen, true);
         }
+        Ok(parents_ok)
     }
 
     fn on_remote_index(&mut self, peer: NodeId, entries: Vec<(u64, FileEntry)>) {
@@ -1016,7 +1026,7 @@ impl Core {
                 _ => {}
             }
         }
-        self.refresh(&path);
+        let _ = self.refresh(&path);
         if !scan::parents_are_dirs(&self.root, &path).unwrap_or(false) {
             tracing::warn!(
                 "not applying {path} from {}: a parent directory here is a symlink or a file",
@@ -1496,8 +1506,12 @@ impl Core {
                 self.needed.insert(path, need);
             }
             Ok(done) => {
+                let mut moved = false;
                 match self.install(&path, need.w.clone(), &done) {
-                    Ok(()) => self.unwanted.push(path.clone()),
+                    Ok(m) => {
+                        moved = m;
+                        self.unwanted.push(path.clone());
+                    }
                     Err(e) if need.attempts < 10 => {
                         // E.g. a directory here still holds files whose
                         // deletion is on its way: try again shortly.
@@ -1513,27 +1527,35 @@ impl Core {
                         self.unwanted.push(path.clone());
                     }
                 }
-                let _ = std::fs::remove_file(&done.tmp);
+                if !moved {
+                    let _ = std::fs::remove_file(&done.tmp);
+                }
             }
         }
     }
 
     /// Puts a verified temp file in place, unless our version changed since
     /// the decision (then the peer will see ours and the rules run again).
-    fn install(&mut self, path: &RelPath, w: Wanted, done: &transfer::Done) -> std::io::Result<()> {
+    /// True when the temp file was moved into place.
+    fn install(
+        &mut self,
+        path: &RelPath,
+        w: Wanted,
+        done: &transfer::Done,
+    ) -> std::io::Result<bool> {
         if self.hold_remote(w.from, &w.entry) {
-            return Ok(());
+            return Ok(false);
         }
-        self.refresh(path);
+        let parents_ok = self.refresh(path)?;
         let local = self.index.get(path).map(|r| r.entry.clone());
         if local.as_ref().map(|l| &l.version) != w.based_on.as_ref() {
             tracing::info!("not applying {path}: it changed here meanwhile; deciding again");
-            return Ok(());
+            return Ok(false);
         }
         let full = path.to_disk(&self.root);
-        if !scan::parents_are_dirs(&self.root, path)? {
+        if !parents_ok {
             tracing::warn!("not writing {path}: a parent directory here is a symlink or a file");
-            return Ok(());
+            return Ok(false);
         }
         if w.keep_ours_as_conflict
             && let Some(l) = local.as_ref().filter(|l| l.is_live_file())
@@ -1578,7 +1600,7 @@ impl Core {
         });
         let origin = w.exact.then_some(w.from);
         self.index.record_remote(w.entry, Some(st), origin);
-        Ok(())
+        Ok(true)
     }
 }
 
