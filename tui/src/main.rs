@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Follow the live feed of events (Ctrl-C to stop); reconnects and resumes.
+    /// Follow the live feed of events of every node (Ctrl-C to stop); reconnects and resumes.
     #[command(after_help = "Example:\n  tandem feed\n  tandem feed --json | jq -r .text")]
     Feed {
         /// One JSON object per line.
