@@ -1026,8 +1026,7 @@ impl Core {
                 _ => {}
             }
         }
-        let _ = self.refresh(&path);
-        if !scan::parents_are_dirs(&self.root, &path).unwrap_or(false) {
+        if !self.refresh(&path).unwrap_or(false) {
             tracing::warn!(
                 "not applying {path} from {}: a parent directory here is a symlink or a file",
                 self.peer_name(peer)
