@@ -119,7 +119,13 @@ impl VersionVector {
             }
             Ok(i) => self.0[i].1 = counter,
             Err(_) if counter == 0 => {}
-            Err(i) => self.0.insert(i, (node, counter)),
+            Err(i) => {
+                // Exactly one more slot: a plain insert would round an empty
+                // vector up to four (96 bytes instead of 24), and the index
+                // holds one vector per path.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (node, counter))
+            }
         }
     }
 
@@ -339,6 +345,15 @@ mod tests {
             v.set(n, c);
         }
         v
+    }
+
+    #[test]
+    fn set_allocates_no_slack() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let v = vv(&[(a, 1)]);
+        assert_eq!(v.0.capacity(), 1);
+        let v = vv(&[(a, 1), (b, 2)]);
+        assert_eq!(v.0.capacity(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! touches is remembered until [`Index::take_dirty`] hands the batch to the
 //! store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use tandem_common::hashing::Hashed;
 use tandem_common::model::{Dot, Writes};
@@ -63,7 +63,12 @@ pub struct Index {
     /// The peer a record was taken from unchanged: it need not be sent
     /// back there. (Not persisted: after a restart it is sent once more.)
     origin: HashMap<RelPath, NodeId>,
-    dirty: BTreeSet<RelPath>,
+    /// Sequence numbers of the records changed since the last save (a
+    /// record changed again leaves a stale number, skipped when taken).
+    /// Numbers, not paths: a copy of every path seen by a cold scan, freed
+    /// at the save, would leave holes between the records that pin most of
+    /// the heap's pages.
+    dirty: Vec<u64>,
 }
 
 impl Index {
@@ -99,7 +104,7 @@ impl Index {
             by_seq: seqs.into_iter().collect(),
             blocks,
             origin: HashMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -290,7 +295,7 @@ impl Index {
 
     fn put(&mut self, record: Record) {
         self.origin.remove(&record.entry.path);
-        self.dirty.insert(record.entry.path.clone());
+        self.dirty.push(record.seq);
         self.insert(record);
     }
 
@@ -421,9 +426,18 @@ impl Index {
     }
 
     /// The records changed since the last call, for the store.
+    /// Sorted by path, as the store's table is.
     pub fn take_dirty(&mut self) -> Vec<&Record> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty.iter().filter_map(|p| self.records.get(p)).collect()
+        let mut seqs = std::mem::take(&mut self.dirty);
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut out: Vec<&Record> = seqs
+            .iter()
+            .filter_map(|s| self.by_seq.get(s))
+            .filter_map(|p| self.records.get(p))
+            .collect();
+        out.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        out
     }
 }
 
@@ -556,6 +570,23 @@ mod tests {
         // The clock moved past the remote counter: our next change dominates.
         ix.observe_file(&p("c"), stat(9, 1, 9), &h);
         assert_eq!(ix.get(&p("c")).unwrap().entry.version.get(ix.me()), 41);
+    }
+
+    #[test]
+    fn dirty_records_are_taken_once_in_path_order() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        ix.observe_file(&p("b"), stat(1, 1, 1), &h);
+        ix.observe_file(&p("a"), stat(2, 1, 1), &h);
+        ix.observe_file(&p("b"), stat(1, 1, 2), &h);
+        ix.observe_file(&p("b"), stat(3, 1, 2), &h); // stat only: same seq
+        let taken: Vec<(String, u64)> = ix
+            .take_dirty()
+            .into_iter()
+            .map(|r| (r.entry.path.to_string(), r.seq))
+            .collect();
+        assert_eq!(taken, vec![("a".into(), 2), ("b".into(), 3)]);
+        assert!(ix.take_dirty().is_empty());
     }
 
     #[test]

@@ -6,7 +6,23 @@ use anyhow::Context;
 use clap::Parser;
 use tandem_node::config::{Args, Config};
 
+/// Fixes glibc's mmap and trim thresholds. Left dynamic, freeing one big
+/// mmapped buffer (the start-up scan's path list, a hash table) raises the
+/// trim threshold to twice its size, and every thread's arena then keeps
+/// that much free memory resident for good: 17 MB more after a cold start
+/// of 100,000 files. 4 MiB keeps transfer buffers (128 KiB blocks, batched
+/// frames) in the heap, as the dynamic thresholds would.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
