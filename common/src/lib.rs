@@ -5,6 +5,7 @@
 //! `tokio_util` codec so either side can drive it over any byte stream
 //! (TCP today, an encrypted transport later).
 
+pub mod blocklist;
 pub mod codec;
 pub mod display;
 pub mod hashing;
