@@ -287,7 +287,11 @@ pub struct FileEntry {
     pub mode: u32,
     /// BLAKE3 of the whole content.
     pub hash: ContentHash,
-    /// BLAKE3 of each `BLOCK_SIZE` block, in order.
+    /// BLAKE3 of each `BLOCK_SIZE` block, in order. Always complete in a
+    /// node's index and store; empty on the wire for files of more than
+    /// [`INLINE_BLOCKS`](crate::blocklist::INLINE_BLOCKS) blocks, whose
+    /// receivers ask for the list when they need it (see
+    /// [`crate::blocklist`]).
     pub blocks: Vec<ContentHash>,
     /// Causal history of this version: every write and conflict settling
     /// it includes.

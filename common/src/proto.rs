@@ -24,7 +24,7 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -882,6 +882,37 @@ pub enum PeerMessage {
         /// `Ok(data per block)`, or why not (file changed or gone).
         data: Result<Vec<BlockData>, String>,
     },
+    /// Ask for (part of) the block list of the file at `path` whose content
+    /// hash is `hash` (entries of large files travel without their list;
+    /// see [`crate::blocklist`]).
+    GetBlockList {
+        /// Matches the answer.
+        req: u64,
+        /// Which file.
+        path: RelPath,
+        /// Which version of it (whole-content hash).
+        hash: ContentHash,
+        /// `None`: the group hashes. `Some(groups)`: the block hashes of
+        /// these groups (at most
+        /// [`MAX_GROUPS_PER_REQUEST`](crate::blocklist::MAX_GROUPS_PER_REQUEST)).
+        groups: Option<Vec<u32>>,
+    },
+    /// The answer to `GetBlockList`.
+    BlockList {
+        /// The request answered.
+        req: u64,
+        /// The list part asked, or why not (file changed or gone).
+        data: Result<BlockListPart, String>,
+    },
+}
+
+/// Part of a block list, as asked by `GetBlockList`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockListPart {
+    /// The hash of every group, in order.
+    Groups(Vec<ContentHash>),
+    /// The block hashes of each group asked, in the order asked.
+    Blocks(Vec<Vec<ContentHash>>),
 }
 
 /// A client identity as replicated between nodes.

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tandem_common::blocklist;
 use tandem_common::hashing::Hashed;
 use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
@@ -60,6 +61,11 @@ pub struct Index {
     /// Where each block hash can be read locally (one place suffices; the
     /// reader verifies, so a stale location only costs a network fetch).
     blocks: HashMap<ContentHash, (RelPath, u32)>,
+    /// A live file holding each whole content whose block list is not sent
+    /// inline: a peer's entry for it (a rename, a copy) arrives without a
+    /// list, and this file's list is the same. Only large files are here,
+    /// so many small files cost nothing; a stale path is checked on use.
+    by_content: HashMap<ContentHash, RelPath>,
     /// The peer a record was taken from unchanged: it need not be sent
     /// back there. (Not persisted: after a restart it is sent once more.)
     origin: HashMap<RelPath, NodeId>,
@@ -78,6 +84,7 @@ impl Index {
         let mut seq = 0;
         let mut seqs: Vec<(u64, RelPath)> = Vec::with_capacity(records.len());
         let mut blocks = HashMap::new();
+        let mut by_content = HashMap::new();
         for r in &records {
             clock = clock.max(r.entry.version.max_counter());
             seq = seq.max(r.seq);
@@ -85,6 +92,9 @@ impl Index {
             if r.entry.is_live_file() {
                 for (i, b) in r.entry.blocks.iter().enumerate() {
                     blocks.insert(*b, (r.entry.path.clone(), i as u32));
+                }
+                if !blocklist::sent_inline(r.entry.blocks.len()) {
+                    by_content.insert(r.entry.hash, r.entry.path.clone());
                 }
             }
         }
@@ -103,6 +113,7 @@ impl Index {
             seq,
             by_seq: seqs.into_iter().collect(),
             blocks,
+            by_content,
             origin: HashMap::new(),
             dirty: Vec::new(),
         }
@@ -116,6 +127,7 @@ impl Index {
         let by_seq = std::mem::take(&mut self.by_seq);
         self.by_seq = by_seq.into_iter().collect();
         self.blocks.shrink_to_fit();
+        self.by_content.shrink_to_fit();
     }
 
     /// This node's id.
@@ -129,14 +141,22 @@ impl Index {
     }
 
     fn insert(&mut self, record: Record) {
-        if let Some(old) = self.records.get(&record.entry.path) {
+        let path = &record.entry.path;
+        if let Some(old) = self.records.get(path) {
             self.by_seq.remove(&old.seq);
+            if old.entry.hash != record.entry.hash
+                && self.by_content.get(&old.entry.hash) == Some(path)
+            {
+                self.by_content.remove(&old.entry.hash);
+            }
         }
-        self.by_seq.insert(record.seq, record.entry.path.clone());
+        self.by_seq.insert(record.seq, path.clone());
         if record.entry.is_live_file() {
             for (i, b) in record.entry.blocks.iter().enumerate() {
-                self.blocks
-                    .insert(*b, (record.entry.path.clone(), i as u32));
+                self.blocks.insert(*b, (path.clone(), i as u32));
+            }
+            if !blocklist::sent_inline(record.entry.blocks.len()) {
+                self.by_content.insert(record.entry.hash, path.clone());
             }
         }
         self.records.insert(record.entry.path.clone(), record);
@@ -147,9 +167,46 @@ impl Index {
         self.blocks.get(h)
     }
 
+    /// The complete block list of content `hash` of `size` bytes, if a live
+    /// local file holds that content (preferring the one at `path`).
+    pub fn blocks_of_content(
+        &self,
+        path: &RelPath,
+        hash: &ContentHash,
+        size: u64,
+    ) -> Option<&[ContentHash]> {
+        let fits = |r: &&Record| {
+            r.entry.is_live_file()
+                && r.entry.hash == *hash
+                && r.entry.size == size
+                && r.entry.blocks.len() == blocklist::block_count(size)
+        };
+        let at = |p: &RelPath| self.records.get(p).filter(fits);
+        at(path)
+            .or_else(|| self.by_content.get(hash).and_then(at))
+            .map(|r| r.entry.blocks.as_slice())
+    }
+
+    /// Fills in the block list of a live file's entry that arrived without
+    /// one, from local content with the same hash. False when no local
+    /// file has it (the list must be fetched).
+    pub fn fill_blocks(&self, entry: &mut FileEntry) -> bool {
+        if !entry.is_live_file() || entry.blocks.len() == blocklist::block_count(entry.size) {
+            return true;
+        }
+        match self.blocks_of_content(&entry.path, &entry.hash, entry.size) {
+            Some(b) => {
+                entry.blocks = b.to_vec();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Entries changed after sequence `since`, oldest first, up to roughly
-    /// `max_bytes` of block lists (at least one entry), leaving out those
-    /// taken unchanged from `peer`. Also returns the last sequence covered.
+    /// `max_bytes` (at least one entry), leaving out those taken unchanged
+    /// from `peer`. They are in their wire form: without long block lists
+    /// (see [`blocklist::for_wire`]); the index keeps them whole. Also returns the last sequence covered.
     pub fn entries_since(
         &self,
         since: u64,
@@ -167,8 +224,12 @@ impl Index {
             if peer.is_some() && self.origin.get(path) == peer.as_ref() {
                 continue;
             }
-            bytes += 128 + r.entry.blocks.len() * 32;
-            out.push((*seq, r.entry.clone()));
+            // What the entry costs on the wire: large lists are not sent.
+            if blocklist::sent_inline(r.entry.blocks.len()) {
+                bytes += r.entry.blocks.len() * 32;
+            }
+            bytes += 128;
+            out.push((*seq, blocklist::for_wire(&r.entry)));
             if bytes >= max_bytes {
                 break;
             }
@@ -179,12 +240,23 @@ impl Index {
     /// Records a version received from a peer (already written to disk, or
     /// a tombstone), with the local stat of what was written. `origin` is
     /// the peer it came from when recorded exactly as that peer has it.
+    /// An entry that arrived without its block list gets the list of the
+    /// local content with the same hash: the index (and the store) always
+    /// keep complete lists, since this node serves them to others.
     pub fn record_remote(
         &mut self,
-        entry: FileEntry,
+        mut entry: FileEntry,
         stat: Option<LocalStat>,
         origin: Option<NodeId>,
     ) {
+        if !self.fill_blocks(&mut entry) {
+            // Not expected: callers record only content they hold. The
+            // file is then served as "changed here" until rescanned.
+            tracing::error!(
+                "recording {} without its block list: no local file has its content",
+                entry.path
+            );
+        }
         self.clock = self.clock.max(entry.version.max_counter());
         self.seq += 1;
         let seq = self.seq;
@@ -587,6 +659,44 @@ mod tests {
             .collect();
         assert_eq!(taken, vec![("a".into(), 2), ("b".into(), 3)]);
         assert!(ix.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn stripped_entries_take_the_list_of_local_content() {
+        use tandem_common::model::BLOCK_SIZE;
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let data: Vec<u8> = (0..BLOCK_SIZE as usize * 9 + 7).map(|i| i as u8).collect();
+        let h = hash_reader(&data[..]).unwrap();
+        assert!(!blocklist::sent_inline(h.blocks.len()));
+        ix.observe_file(&p("big"), stat(1, h.size, 1), &h);
+        // A rename elsewhere: same content under another name, no list.
+        let mut moved = ix.get(&p("big")).unwrap().entry.clone();
+        moved.path = p("moved");
+        moved.blocks.clear();
+        assert!(ix.fill_blocks(&mut moved));
+        assert_eq!(moved.blocks, h.blocks);
+        // Unknown content: nothing to fill from.
+        let mut other = moved.clone();
+        other.hash = ContentHash::of(b"other");
+        other.blocks.clear();
+        assert!(!ix.fill_blocks(&mut other));
+        // Recording a stripped entry stores the complete list.
+        moved.blocks.clear();
+        let mut v = VersionVector::new();
+        v.set(NodeId::random(), 5);
+        moved.version = v;
+        ix.record_remote(moved, None, None);
+        assert_eq!(ix.get(&p("moved")).unwrap().entry.blocks, h.blocks);
+        // The lookup follows the content: once both names are gone, or
+        // hold something else, there is nothing to take.
+        ix.observe_missing(&p("big"));
+        ix.observe_missing(&p("moved"));
+        let mut again = ix.get(&p("moved")).unwrap().entry.clone();
+        again.hash = h.hash;
+        again.size = h.size;
+        again.deleted = false;
+        again.path = p("third");
+        assert!(!ix.fill_blocks(&mut again));
     }
 
     #[test]

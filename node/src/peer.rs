@@ -1,7 +1,9 @@
 //! Links to peer nodes: one task pair per link, generic over the byte
 //! stream. A link exchanges indexes (only what the other has not seen, by
 //! sequence number), then streams changes as they happen, and serves and
-//! requests blocks for transfers.
+//! requests blocks for transfers. Entries of large files travel without
+//! their block list; the link serves lists (group hashes, or the block
+//! hashes of some groups) to receivers that need them.
 //!
 //! One link per pair of nodes: when both dial at once, both keep the link
 //! dialed by the node with the smaller id and close the other.
@@ -13,10 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tandem_common::blocklist::{self, MAX_GROUPS_PER_REQUEST};
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{
-    self, ApiError, BlockData, FileData, Hello, PeerAnswer, PeerMessage, PeerQuery, Role,
+    self, ApiError, BlockData, BlockListPart, FileData, Hello, PeerAnswer, PeerMessage, PeerQuery,
+    Role,
 };
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -39,6 +43,7 @@ const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
 type BlockAnswer = Result<Vec<BlockData>, String>;
 type FilesAnswer = Result<Vec<Result<FileData, String>>, String>;
+type ListAnswer = Result<BlockListPart, String>;
 
 /// Removes and returns the waiter for `req` (a poisoned map only means
 /// another task panicked mid-insert; the map itself is still usable).
@@ -66,6 +71,7 @@ pub struct LinkHandle {
     tx: mpsc::UnboundedSender<PeerMessage>,
     blocks: Pending<BlockAnswer>,
     files: Pending<FilesAnswer>,
+    lists: Pending<ListAnswer>,
     votes: Pending<Result<(), ApiError>>,
     answers: Pending<Result<PeerAnswer, String>>,
     next_req: AtomicU64,
@@ -120,6 +126,24 @@ impl LinkHandle {
     pub async fn get_files(&self, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
         let msg = |req| PeerMessage::GetFiles { req, files };
         self.request(&self.files, msg, || Err("link closed".into()))
+            .await
+    }
+
+    /// Asks the peer for part of the block list of the version `hash` of
+    /// `path`: the group hashes (`None`) or the block hashes of some groups.
+    pub async fn get_block_list(
+        &self,
+        path: RelPath,
+        hash: ContentHash,
+        groups: Option<Vec<u32>>,
+    ) -> ListAnswer {
+        let msg = |req| PeerMessage::GetBlockList {
+            req,
+            path,
+            hash,
+            groups,
+        };
+        self.request(&self.lists, msg, || Err("link closed".into()))
             .await
     }
 
@@ -278,6 +302,7 @@ where
         tx: tx.clone(),
         blocks: Mutex::new(HashMap::new()),
         files: Mutex::new(HashMap::new()),
+        lists: Mutex::new(HashMap::new()),
         votes: Mutex::new(HashMap::new()),
         answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
@@ -356,6 +381,8 @@ async fn push_index(
     let mut seq = ctx.seq.clone();
     loop {
         seq.borrow_and_update();
+        // In their wire form: long block lists are left out (the receiver
+        // usually has most of the list, or all of it, and asks for the rest).
         let Ok((entries, upto)) = ctx.core.entries_since(sent, INDEX_BATCH_BYTES, peer).await
         else {
             return;
@@ -439,6 +466,30 @@ where
                     }
                     let _ = tx.send(PeerMessage::Files { req, data });
                 });
+            }
+            PeerMessage::GetBlockList {
+                req,
+                path,
+                hash,
+                groups,
+            } => {
+                let (core, tx) = (ctx.core.clone(), tx.clone());
+                let metrics = ctx.answerer_metrics.clone();
+                tokio::spawn(async move {
+                    let data = serve_block_list(&core, path, hash, groups).await;
+                    let n = match &data {
+                        Ok(BlockListPart::Groups(g)) => g.len(),
+                        Ok(BlockListPart::Blocks(b)) => b.iter().map(Vec::len).sum(),
+                        Err(_) => 0,
+                    };
+                    crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64 * 32);
+                    let _ = tx.send(PeerMessage::BlockList { req, data });
+                });
+            }
+            PeerMessage::BlockList { req, data } => {
+                if let Some(reply) = take_waiter(&handle.lists, req) {
+                    let _ = reply.send(data);
+                }
             }
             PeerMessage::Blocks { req, data } => {
                 if let Some(reply) = take_waiter(&handle.blocks, req) {
@@ -594,6 +645,48 @@ async fn serve_blocks(
         core.recheck(&full);
     }
     res
+}
+
+/// Answers a `GetBlockList` from our current entry for `path`, which must
+/// still be the version `hash`.
+async fn serve_block_list(
+    core: &CoreHandle,
+    path: RelPath,
+    hash: ContentHash,
+    groups: Option<Vec<u32>>,
+) -> ListAnswer {
+    if groups
+        .as_ref()
+        .is_some_and(|g| g.len() > MAX_GROUPS_PER_REQUEST)
+    {
+        return Err(format!(
+            "at most {MAX_GROUPS_PER_REQUEST} groups per block list request"
+        ));
+    }
+    let entry = match core.entry(path.clone()).await {
+        Ok(Some((_, e))) => e,
+        _ => return Err(format!("{path} is not available here")),
+    };
+    if entry.hash != hash || !entry.is_live_file() {
+        return Err(format!("{path} has changed here"));
+    }
+    let blocks = &entry.blocks;
+    if blocks.len() != blocklist::block_count(entry.size) {
+        return Err(format!("the block list of {path} is not available here"));
+    }
+    let count = blocklist::group_count(blocks.len());
+    match groups {
+        // Group hashes are 1/64 of the list: even a 4 TiB file's fit a frame.
+        None => Ok(BlockListPart::Groups(blocklist::group_hashes(blocks))),
+        Some(gs) => gs
+            .into_iter()
+            .map(|g| match g as usize {
+                g if g < count => Ok(blocklist::group(blocks, g).to_vec()),
+                _ => Err(format!("{path} has no block group {g} ({count} groups)")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(BlockListPart::Blocks),
+    }
 }
 
 /// Reads the whole content of small files for `GetFiles`: each must still

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tandem_common::blocklist;
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::FileData;
+use tandem_common::proto::{BlockListPart, FileData};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::Semaphore;
 
@@ -415,6 +416,83 @@ async fn replacement(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     None
+}
+
+/// Gets the complete block list of `entry` (announced without one) from
+/// the first of `peers` that can give it. With `ours` (our block list of
+/// another version of the path) the peer's group hashes are asked first,
+/// and only the groups that differ are fetched; the others are taken from
+/// `ours`. Without it, every group is fetched (a new file: the group round
+/// would only add a round trip). Each part is checked (group hashes,
+/// lengths); the whole-content hash of the built file is the final check.
+pub async fn fetch_block_list(
+    links: &Links,
+    peers: &[NodeId],
+    entry: &FileEntry,
+    ours: &[ContentHash],
+) -> Result<Vec<ContentHash>, String> {
+    if !blocklist::list_fits(entry.size) {
+        return Err(format!("{} is too large to sync", entry.path));
+    }
+    let mut last = "no peer that has this version is connected".to_string();
+    for peer in peers {
+        match list_from(links, peer, entry, ours).await {
+            Some(Ok(list)) => return Ok(list),
+            Some(Err(e)) => last = e,
+            None => {}
+        }
+    }
+    Err(last)
+}
+
+/// One peer's try of [`fetch_block_list`]; `None` when it is not connected.
+async fn list_from(
+    links: &Links,
+    peer: &NodeId,
+    entry: &FileEntry,
+    ours: &[ContentHash],
+) -> Option<Result<Vec<ContentHash>, String>> {
+    let ask = |groups: Option<Vec<u32>>| {
+        move |link: Arc<LinkHandle>| {
+            let (path, groups) = (entry.path.clone(), groups.clone());
+            async move { link.get_block_list(path, entry.hash, groups).await }
+        }
+    };
+    let blocks = blocklist::block_count(entry.size);
+    let theirs = if ours.is_empty() {
+        None
+    } else {
+        let (link, res) = ask_peer(links, peer, ask(None)).await?;
+        match res {
+            Ok(BlockListPart::Groups(g)) => Some(g),
+            Ok(_) => return Some(Err(format!("{} answered groups with blocks", link.name))),
+            Err(e) => return Some(Err(format!("{}: {e}", link.name))),
+        }
+    };
+    let want: Vec<u32> = match &theirs {
+        Some(g) => blocklist::differing_groups(g, ours),
+        None => (0..blocklist::group_count(blocks) as u32).collect(),
+    };
+    let mut received = Vec::with_capacity(want.len());
+    for chunk in want.chunks(blocklist::MAX_GROUPS_PER_REQUEST) {
+        let (link, res) = ask_peer(links, peer, ask(Some(chunk.to_vec()))).await?;
+        match res {
+            Ok(BlockListPart::Blocks(lists)) if lists.len() == chunk.len() => {
+                received.extend(chunk.iter().copied().zip(lists));
+            }
+            Ok(_) => {
+                return Some(Err(format!(
+                    "{} did not answer the {} groups asked",
+                    link.name,
+                    chunk.len()
+                )));
+            }
+            Err(e) => return Some(Err(format!("{}: {e}", link.name))),
+        }
+    }
+    let merged = blocklist::merge(blocks, theirs.as_deref(), ours, received)
+        .map_err(|e| format!("bad block list of {} from {peer:?}: {e}", entry.path));
+    Some(merged)
 }
 
 /// Reads or fetches one segment; returns (blocks, bytes from the network, peer).

@@ -1,5 +1,5 @@
 //! A peer that speaks the protocol but sends nonsense: malformed entries,
-//! oversized and bogus block and file requests, then garbage. The node
+//! oversized and bogus block, file and block list requests, then garbage. The node
 //! answers with errors, logs, and keeps serving.
 
 mod harness;
@@ -59,6 +59,12 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         // Ten block hashes for a 100-byte file: inconsistent.
         io.send(&PeerMessage::Index {
             entries: vec![(1, entry("evil.bin", 100, 10))],
+        })
+        .await
+        .expect("send");
+        // No block list (fine for a large file), but a size no list fits.
+        io.send(&PeerMessage::Index {
+            entries: vec![(2, entry("huge.bin", u64::MAX, 0))],
         })
         .await
         .expect("send");
@@ -146,12 +152,55 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                 other => panic!("no answer to the file requests: {other:?}"),
             }
         }
+        // Block list requests: too many groups, a missing file, a stale
+        // hash, a group past the end; then a good one.
+        let real = RelPath::new("real.txt").expect("path");
+        let hello_hash = ContentHash::of(b"hello");
+        let list_requests = [
+            (5, real.clone(), hello_hash, Some((0..10_000).collect())),
+            (6, RelPath::new("nope.bin").expect("path"), hello_hash, None),
+            (7, real.clone(), ContentHash::of(b"x"), None),
+            (8, real.clone(), hello_hash, Some(vec![0, u32::MAX])),
+            (9, real, hello_hash, Some(vec![0])),
+        ];
+        for (req, path, hash, groups) in list_requests {
+            io.send(&PeerMessage::GetBlockList {
+                req,
+                path,
+                hash,
+                groups,
+            })
+            .await
+            .expect("send");
+        }
+        let mut answered = 0;
+        while answered < 5 {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                io.recv_msg::<PeerMessage>(),
+            )
+            .await
+            {
+                Ok(Ok(Some(PeerMessage::BlockList { req: 9, data }))) => {
+                    let want = proto::BlockListPart::Blocks(vec![vec![hello_hash]]);
+                    assert_eq!(data, Ok(want), "the good request is answered");
+                    answered += 1;
+                }
+                Ok(Ok(Some(PeerMessage::BlockList { req, data }))) => {
+                    assert!(data.is_err(), "request {req} must be refused, got {data:?}");
+                    answered += 1;
+                }
+                Ok(Ok(Some(_))) => {}
+                other => panic!("no answer to the block list requests: {other:?}"),
+            }
+        }
         // Then plain garbage inside a valid frame.
         io.send_raw(bytes::Bytes::from_static(&[0xff, 0xfe, 0xfd]))
             .await
             .expect("send");
     });
     node.wait_log("ignoring a malformed entry for evil.bin");
+    node.wait_log("ignoring a malformed entry for huge.bin");
     node.wait_log("closing link to evil");
     assert!(!node.path("evil.bin").exists(), "nothing was written");
     let files = list_json(addr);

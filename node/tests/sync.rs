@@ -1045,6 +1045,29 @@ fn chain_of_three_relays_through_the_middle_node() {
     wait_same_where(SYNC, "a's file on c", &nodes, |t| {
         has_content(t, "from-a/hello.txt", b"hello from a\n")
     });
+    // A file large enough to travel without its block list: b serves the
+    // list it recorded to c, and c's edit travels back the same way.
+    let mut big = pattern(3 * MIB as usize, 5);
+    put(a.path("big.bin"), &big);
+    wait_same_where(SYNC, "a's big file on c", &nodes, |t| {
+        has_content(t, "big.bin", &big)
+    });
+    big[MIB as usize + 10..MIB as usize + 20].copy_from_slice(b"edit on c!");
+    put(c.path("big.bin"), &big);
+    wait_same_where(SYNC, "c's edit of the big file on a", &nodes, |t| {
+        has_content(t, "big.bin", &big)
+    });
+    for n in [a, c] {
+        assert!(
+            n.log_count("got the block list of big.bin") >= 1,
+            "{}",
+            n.fail("the big file's block list must have been asked for")
+        );
+    }
+    remove(a.path("big.bin"));
+    wait_same_where(SYNC, "a's delete of the big file on c", &nodes, |t| {
+        is_absent(t, "big.bin")
+    });
     put(c.path("from-c.txt"), "hello from c\n");
     wait_same_where(SYNC, "c's file on a", &nodes, |t| {
         has_content(t, "from-c.txt", b"hello from c\n")
@@ -1760,4 +1783,194 @@ fn file_rewritten_while_being_sent_is_fetched_again() {
         .and_then(|mut f| f.read_exact(&mut head))
         .expect("read b's copy");
     assert_ne!(head[16..], first[16..], "b must not keep the first version");
+}
+
+// ---------------------------------------------------------------------------
+// Bytes on the wire for edits and renames of large files
+
+/// A TCP relay between a dialing node and the node it dials that counts
+/// the bytes each way (payload, as the nodes write them).
+struct CountingProxy {
+    addr: std::net::SocketAddr,
+    /// Bytes the dialed node sent.
+    from_target: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes the dialing node sent.
+    to_target: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingProxy {
+    /// Relays every connection made to it to `target`.
+    fn start(target: std::net::SocketAddr) -> CountingProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (from_target, to_target) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ft, tt) = (from_target.clone(), to_target.clone());
+        // Pump threads end when the nodes close their sockets; the accept
+        // thread lives as long as the test process.
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let pump = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            n: Arc<AtomicU64>| {
+                    thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(k) = from.read(&mut buf) {
+                            if k == 0 || to.write_all(&buf[..k]).is_err() {
+                                break;
+                            }
+                            n.fetch_add(k as u64, Ordering::Relaxed);
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone socket"),
+                    server.try_clone().expect("clone socket"),
+                );
+                pump(client, server, tt.clone());
+                pump(s2, c2, ft.clone());
+            }
+        });
+        CountingProxy {
+            addr,
+            from_target,
+            to_target,
+        }
+    }
+
+    /// (bytes from the dialed node, bytes to it) so far.
+    fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.from_target.load(Ordering::Relaxed),
+            self.to_target.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits until nothing has crossed for `quiet`, then returns the counts
+    /// (so a measurement starts after the previous step's stragglers).
+    fn settled(&self, quiet: Duration) -> (u64, u64) {
+        let deadline = Instant::now() + scaled(SYNC);
+        let mut last = self.counts();
+        loop {
+            thread::sleep(quiet);
+            let now = self.counts();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+/// Waits until `node` has logged `needle` at least `n` times (reading its
+/// log: unlike `tandem list`, this sends nothing over the link measured).
+fn wait_log_count(node: &Node, needle: &str, n: usize, nodes: &[&Node]) {
+    wait_until(
+        SYNC,
+        &format!("{n} log lines of {} containing {needle:?}", node.name()),
+        nodes,
+        || -> Result<(), String> {
+            match node.log_count(needle) {
+                k if k >= n => Ok(()),
+                k => Err(format!("{k} so far")),
+            }
+        },
+    );
+}
+
+#[test]
+fn edits_and_renames_of_large_files_send_only_what_changed() {
+    const SIZE: u64 = 64 * MIB;
+    const KIB: u64 = 1024;
+    // b dials a through the proxy; a dials no one, so every byte between
+    // them crosses it. While bytes are measured, the test waits on the
+    // nodes' logs, not on `tandem list` (which asks the peer for its files).
+    let a = Node::builder("a").start();
+    let proxy = CountingProxy::start(a.addr());
+    let b = Node::builder("b").peer(proxy.addr).start();
+    let nodes = [&a, &b];
+    let outside = tempfile::tempdir().expect("temp dir");
+    write_big(&a.path("big.bin"), SIZE, 12, Some(outside.path()));
+    let list = a.wait_list("big.bin indexed on a", |l| {
+        held_hash(l, "big.bin", "a").is_some()
+    });
+    let hash = held_hash(&list, "big.bin", "a").expect("hash");
+    wait_hash(BIG, &b, "big.bin", &hash, &nodes);
+
+    // A rename: b builds the new name from its own copy; only two entries
+    // (the new name without its 16 KiB block list, the old name's
+    // tombstone) and feed events cross.
+    let before = proxy.settled(Duration::from_millis(300));
+    rename(a.path("big.bin"), a.path("renamed.bin"));
+    wait_log_count(&b, "deleted big.bin (deleted on a)", 1, &nodes);
+    wait_log_count(&b, "received renamed.bin from a:", 1, &nodes);
+    let after = proxy.settled(Duration::from_millis(300));
+    let (down, up) = (after.0 - before.0, after.1 - before.1);
+    eprintln!(
+        "rename of a {} MiB file: a->b {down} B, b->a {up} B",
+        SIZE / MIB
+    );
+    assert!(
+        down + up < 2 * KIB,
+        "{}",
+        fail_with_logs(
+            &format!("a rename sent {down} B a->b and {up} B b->a (under 2 KiB in all expected)"),
+            &nodes
+        )
+    );
+    wait_hash(SYNC, &b, "renamed.bin", &hash, &nodes);
+    assert!(!b.path("big.bin").exists(), "the old name is gone on b");
+
+    // 4 KiB changed in place in the middle: one 128 KiB block, the group
+    // hashes (256 B) and one group's block hashes (2 KiB), not the whole
+    // 16 KiB list (which made it 144 KiB and more).
+    let before = proxy.settled(Duration::from_millis(300));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(a.path("renamed.bin"))
+            .expect("open for the edit");
+        f.write_all_at(&pattern(4096, 77), 37 * MIB + 5000)
+            .expect("edit");
+    }
+    wait_log_count(&b, "received renamed.bin from a:", 2, &nodes);
+    let after = proxy.settled(Duration::from_millis(300));
+    let (down, up) = (after.0 - before.0, after.1 - before.1);
+    eprintln!(
+        "4 KiB edit in a {} MiB file: a->b {down} B, b->a {up} B",
+        SIZE / MIB
+    );
+    assert!(
+        down + up < 132 * KIB,
+        "{}",
+        fail_with_logs(
+            &format!(
+                "a 4 KiB edit sent {down} B a->b and {up} B b->a (under 132 KiB in all expected)"
+            ),
+            &nodes
+        )
+    );
+    let lines = log_lines(&b, &["received renamed.bin from a:"]);
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("(128 KiB over the network")),
+        "{}",
+        fail_with_logs(
+            &format!("the edit must fetch one block; b logged {lines:#?}"),
+            &nodes
+        )
+    );
+    let edited = held_hash(&a.list(), "renamed.bin", "a").expect("hash");
+    assert_ne!(edited, hash);
+    wait_hash(SYNC, &b, "renamed.bin", &edited, &nodes);
+    same_bytes(&a.path("renamed.bin"), &b.path("renamed.bin")).unwrap();
 }

@@ -115,6 +115,16 @@ pub enum CoreMsg {
     /// A transfer (one file) or a batch (several small files) finished:
     /// (path, version it built, outcome) per file.
     TransfersDone(Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>),
+    /// The block list of a wanted version that arrived without one was
+    /// fetched from a peer (or could not be).
+    BlockList {
+        /// Which file.
+        path: RelPath,
+        /// The version it is for (a newer one wanted meanwhile ignores it).
+        version: VersionVector,
+        /// The complete list, or why not.
+        result: Result<Vec<tandem_common::ContentHash>, String>,
+    },
     /// Lock, identity and held-change requests.
     Lock(locking::LockMsg),
     /// Flush and stop.
@@ -264,7 +274,10 @@ impl CoreHandle {
     }
 }
 
-/// A remote version being fetched.
+/// A remote version being fetched. Its entry may lack its block list (a
+/// large file's entry travels without one): the list is then completed
+/// first, from local content with the same hash or from a peer, and the
+/// transfer is planned from the complete list.
 struct Need {
     w: Wanted,
     in_flight: bool,
@@ -272,6 +285,16 @@ struct Need {
     attempts: u32,
     /// Local files this transfer reads blocks from (not deleted meanwhile).
     sources: Vec<RelPath>,
+    /// The entry's block list was fetched from a peer (not taken from
+    /// local content): a transfer that fails the content check fetches it
+    /// again instead of trusting it.
+    list_fetched: bool,
+}
+
+/// True when a wanted entry has its whole block list (entries of large
+/// files arrive without one; see [`tandem_common::blocklist`]).
+fn has_list(e: &FileEntry) -> bool {
+    !e.is_live_file() || e.blocks.len() == tandem_common::blocklist::block_count(e.size)
 }
 
 /// Everything the core needs from the outside world.
@@ -349,6 +372,7 @@ impl Core {
                     retry_at: now,
                     attempts: 0,
                     sources: Vec::new(),
+                    list_fetched: false,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -560,6 +584,11 @@ impl Core {
                 let _ = reply.send(r);
             }
             CoreMsg::TransfersDone(results) => self.on_transfers_done(results),
+            CoreMsg::BlockList {
+                path,
+                version,
+                result,
+            } => self.on_block_list(path, version, result),
             CoreMsg::Lock(m) => self.on_lock_msg(m),
         }
         true
@@ -1004,10 +1033,12 @@ impl Core {
 
     fn on_remote_entry(&mut self, peer: NodeId, remote: FileEntry) {
         let path = remote.path.clone();
-        // A live file's block list must match its size; anything else is a
+        // A live file's block list must match its size, or be left out (a
+        // large file's list is fetched when needed); anything else is a
         // malformed entry from a broken or hostile peer: ignore it.
         let blocks_ok = if remote.is_live_file() {
-            remote.blocks.len() as u64 == remote.size.div_ceil(tandem_common::model::BLOCK_SIZE)
+            (remote.blocks.is_empty() && tandem_common::blocklist::list_fits(remote.size))
+                || remote.blocks.len() == tandem_common::blocklist::block_count(remote.size)
         } else {
             remote.blocks.is_empty() || remote.deleted
         };
@@ -1070,12 +1101,16 @@ impl Core {
         let origin =
             (version == remote.version && written == remote.written && losers == remote.losers)
                 .then_some(peer);
-        let entry = FileEntry {
+        let mut entry = FileEntry {
             version,
             written,
             losers,
             ..remote.clone()
         };
+        // A list left out is the same as that of local content with the same
+        // hash (a rename or a copy): take it now, so the transfer's sources
+        // are claimed before the old name's deletion in this batch runs.
+        self.index.fill_blocks(&mut entry);
         let needs_data = entry.is_live_file()
             && !local
                 .as_ref()
@@ -1104,6 +1139,7 @@ impl Core {
                 retry_at: Instant::now(),
                 attempts: 0,
                 sources,
+                list_fetched: false,
             };
             self.wanted_dirty.insert(path.clone());
             if let Some(old) = self.needed.insert(path.clone(), need) {
@@ -1315,6 +1351,10 @@ impl Core {
             let Some(n) = self.needed.get(&path) else {
                 continue;
             };
+            if !has_list(&n.w.entry) {
+                self.get_block_list(&path, &connected);
+                continue;
+            }
             let (entry, from) = (n.w.entry.clone(), n.w.from);
             let plan: Vec<BlockSource> = entry
                 .blocks
@@ -1367,6 +1407,104 @@ impl Core {
             let peers = self.peers_to_ask(from, &connected);
             self.spawn_batch(files, peers);
         }
+    }
+
+    /// Completes the block list of the wanted version at `path`: from local
+    /// content with the same hash if some appeared meanwhile, else from a
+    /// peer, in the background (the answer comes back as
+    /// [`CoreMsg::BlockList`]). Transfers are planned from complete lists.
+    fn get_block_list(&mut self, path: &RelPath, connected: &[NodeId]) {
+        let now = Instant::now();
+        let Some(n) = self.needed.get(path) else {
+            return;
+        };
+        let mut entry = n.w.entry.clone();
+        if self.index.fill_blocks(&mut entry) {
+            self.set_block_list(path, entry.blocks, false);
+            return;
+        }
+        let peers = self.peers_to_ask(n.w.from, connected);
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        if !peers.iter().any(|p| connected.contains(p)) {
+            // Nobody to ask now; a peer coming up makes it due again.
+            n.retry_at = now + Duration::from_secs(5);
+            return;
+        }
+        n.in_flight = true;
+        // Our own version of the path: the groups that did not change are
+        // taken from it instead of being sent.
+        let ours = self
+            .index
+            .get(path)
+            .filter(|r| r.entry.is_live_file())
+            .map(|r| r.entry.blocks.clone())
+            .unwrap_or_default();
+        let (links, tx, path) = (self.io.links.clone(), self.io.tx.clone(), path.clone());
+        self.io.rt.spawn(async move {
+            let result = transfer::fetch_block_list(&links, &peers, &entry, &ours).await;
+            let _ = tx.send(CoreMsg::BlockList {
+                path,
+                version: entry.version,
+                result,
+            });
+        });
+    }
+
+    /// A block list fetched for a wanted version arrived.
+    fn on_block_list(
+        &mut self,
+        path: RelPath,
+        version: VersionVector,
+        result: Result<Vec<tandem_common::ContentHash>, String>,
+    ) {
+        let Some(n) = self.needed.get_mut(&path) else {
+            return;
+        };
+        if n.w.entry.version != version || !n.in_flight || has_list(&n.w.entry) {
+            // Superseded by a newer version while it was asked for.
+            return;
+        }
+        n.in_flight = false;
+        match result {
+            Ok(blocks) => {
+                tracing::debug!("got the block list of {path} ({} blocks)", blocks.len());
+                self.set_block_list(&path, blocks, true);
+            }
+            Err(e) => {
+                n.attempts += 1;
+                let backoff = Duration::from_millis(200 * (1u64 << n.attempts.min(7)));
+                n.retry_at = Instant::now() + backoff;
+                tracing::warn!(
+                    "getting the block list of {path} failed (attempt {}): {e}; retrying in {backoff:?}",
+                    n.attempts
+                );
+            }
+        }
+    }
+
+    /// Gives the wanted version at `path` its complete block list and
+    /// claims the local files it reads blocks from; the transfer is due.
+    fn set_block_list(
+        &mut self,
+        path: &RelPath,
+        blocks: Vec<tandem_common::ContentHash>,
+        fetched: bool,
+    ) {
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        n.w.entry.blocks = blocks;
+        n.list_fetched = fetched;
+        n.retry_at = Instant::now();
+        let entry = n.w.entry.clone();
+        let sources = self.claim_sources(&entry);
+        if let Some(n) = self.needed.get_mut(path) {
+            let old = std::mem::replace(&mut n.sources, sources);
+            self.release_sources(&old);
+        }
+        self.wanted_dirty.insert(path.clone());
     }
 
     /// `from` first, then every other connected peer.
@@ -1490,6 +1628,11 @@ impl Core {
             Err(e) => {
                 need.in_flight = false;
                 need.attempts += 1;
+                if need.list_fetched && e.contains("content hash mismatch") {
+                    // The list may be what was wrong: ask for it again.
+                    need.w.entry.blocks.clear();
+                    need.list_fetched = false;
+                }
                 // A link replaced by a newer one fails its transfers: retry
                 // those at once; anything else backs off.
                 let backoff = if e.contains("link closed") && need.attempts < 3 {
