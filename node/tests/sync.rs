@@ -1974,3 +1974,30 @@ fn edits_and_renames_of_large_files_send_only_what_changed() {
     wait_hash(SYNC, &b, "renamed.bin", &edited, &nodes);
     same_bytes(&a.path("renamed.bin"), &b.path("renamed.bin")).unwrap();
 }
+
+#[test]
+fn many_new_large_files_get_their_block_lists() {
+    // More files than block list requests may run at once, each too large
+    // for its list to travel inline (10 blocks).
+    const FILES: usize = 40;
+    let (a, b) = pair();
+    let nodes = [&a, &b];
+    for i in 0..FILES {
+        put(
+            a.path(format!("large/f{i:02}.bin")),
+            pattern(1280 * 1024, 1000 + i as u64),
+        );
+    }
+    let tree = wait_same("40 large files a -> b", &nodes);
+    assert_eq!(
+        tree.keys().filter(|k| k.ends_with(".bin")).count(),
+        FILES,
+        "every file arrived"
+    );
+    assert_eq!(
+        b.log_count("got the block list of large/"),
+        FILES,
+        "{}",
+        b.fail("each file's list is asked for once")
+    );
+}

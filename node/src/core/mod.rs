@@ -33,6 +33,10 @@ pub use locking::LockMsg;
 
 /// Transfers running at once.
 const MAX_TRANSFERS: usize = 16;
+/// Block lists being asked for at once. Bounded because a node catching up
+/// may want thousands of large files: their lists (up to 256 KiB per GiB)
+/// would otherwise all be queued on the peer's link at the same time.
+const MAX_LIST_FETCHES: usize = 16;
 /// Bytes of remote blocks in flight across all transfers, in KiB.
 const BUDGET_KIB: usize = 32 * 1024;
 
@@ -337,6 +341,8 @@ pub struct Core {
     dirs_to_sync: HashSet<PathBuf>,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
+    /// Block list requests running (see [`MAX_LIST_FETCHES`]).
+    lists_running: usize,
     locks: crate::locks::LockTable,
     held: crate::locks::HeldQueue,
     identities: HashMap<uuid::Uuid, tandem_common::proto::IdentityRecord>,
@@ -410,6 +416,7 @@ impl Core {
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             dirs_to_sync: HashSet::new(),
             running: 0,
+            lists_running: 0,
             locks: crate::locks::LockTable::new(locks, now_ns()),
             held,
             identities,
@@ -1432,6 +1439,12 @@ impl Core {
             n.retry_at = now + Duration::from_secs(5);
             return;
         }
+        if self.lists_running >= MAX_LIST_FETCHES {
+            // Looked at again shortly (a finishing request frees a slot).
+            n.retry_at = now + Duration::from_millis(20);
+            return;
+        }
+        self.lists_running += 1;
         n.in_flight = true;
         // Our own version of the path: the groups that did not change are
         // taken from it instead of being sent.
@@ -1459,6 +1472,7 @@ impl Core {
         version: VersionVector,
         result: Result<Vec<tandem_common::ContentHash>, String>,
     ) {
+        self.lists_running = self.lists_running.saturating_sub(1);
         let Some(n) = self.needed.get_mut(&path) else {
             return;
         };
