@@ -289,10 +289,6 @@ struct Need {
     attempts: u32,
     /// Local files this transfer reads blocks from (not deleted meanwhile).
     sources: Vec<RelPath>,
-    /// The entry's block list was fetched from a peer (not taken from
-    /// local content): a transfer that fails the content check fetches it
-    /// again instead of trusting it.
-    list_fetched: bool,
 }
 
 /// True when a wanted entry has its whole block list (entries of large
@@ -378,7 +374,6 @@ impl Core {
                     retry_at: now,
                     attempts: 0,
                     sources: Vec::new(),
-                    list_fetched: false,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -1146,7 +1141,6 @@ impl Core {
                 retry_at: Instant::now(),
                 attempts: 0,
                 sources,
-                list_fetched: false,
             };
             self.wanted_dirty.insert(path.clone());
             if let Some(old) = self.needed.insert(path.clone(), need) {
@@ -1427,7 +1421,7 @@ impl Core {
         };
         let mut entry = n.w.entry.clone();
         if self.index.fill_blocks(&mut entry) {
-            self.set_block_list(path, entry.blocks, false);
+            self.set_block_list(path, entry.blocks);
             return;
         }
         let peers = self.peers_to_ask(n.w.from, connected);
@@ -1484,7 +1478,7 @@ impl Core {
         match result {
             Ok(blocks) => {
                 tracing::debug!("got the block list of {path} ({} blocks)", blocks.len());
-                self.set_block_list(&path, blocks, true);
+                self.set_block_list(&path, blocks);
             }
             Err(e) => {
                 n.attempts += 1;
@@ -1500,17 +1494,11 @@ impl Core {
 
     /// Gives the wanted version at `path` its complete block list and
     /// claims the local files it reads blocks from; the transfer is due.
-    fn set_block_list(
-        &mut self,
-        path: &RelPath,
-        blocks: Vec<tandem_common::ContentHash>,
-        fetched: bool,
-    ) {
+    fn set_block_list(&mut self, path: &RelPath, blocks: Vec<tandem_common::ContentHash>) {
         let Some(n) = self.needed.get_mut(path) else {
             return;
         };
         n.w.entry.blocks = blocks;
-        n.list_fetched = fetched;
         n.retry_at = Instant::now();
         let entry = n.w.entry.clone();
         let sources = self.claim_sources(&entry);
@@ -1642,10 +1630,13 @@ impl Core {
             Err(e) => {
                 need.in_flight = false;
                 need.attempts += 1;
-                if need.list_fetched && e.contains("content hash mismatch") {
-                    // The list may be what was wrong: ask for it again.
+                if e.contains("content hash mismatch")
+                    && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
+                {
+                    // A list that came from a peer may be what was wrong
+                    // (only some of it is checked against group hashes):
+                    // complete it again (from local content first, free).
                     need.w.entry.blocks.clear();
-                    need.list_fetched = false;
                 }
                 // A link replaced by a newer one fails its transfers: retry
                 // those at once; anything else backs off.
