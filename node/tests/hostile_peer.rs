@@ -33,6 +33,30 @@ fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
     }
 }
 
+/// Receives until `answer` has accepted `n` messages (it asserts on each and
+/// returns false for messages that are not answers, such as index updates).
+async fn expect_answers<S>(
+    io: &mut FrameIo<S>,
+    n: usize,
+    what: &str,
+    mut answer: impl FnMut(PeerMessage) -> bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let mut answered = 0;
+    while answered < n {
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            io.recv_msg::<PeerMessage>(),
+        )
+        .await;
+        match got {
+            Ok(Ok(Some(m))) => answered += usize::from(answer(m)),
+            other => panic!("no answer to {what}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
     let node = Node::start("victim");
@@ -86,22 +110,14 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         .await
         .expect("send");
         // Both requests are answered with errors, not data and not silence.
-        let mut answered = 0;
-        while answered < 2 {
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(20),
-                io.recv_msg::<PeerMessage>(),
-            )
-            .await
-            {
-                Ok(Ok(Some(PeerMessage::Blocks { req, data }))) => {
-                    assert!(data.is_err(), "request {req} must be refused, got {data:?}");
-                    answered += 1;
-                }
-                Ok(Ok(Some(_))) => {}
-                other => panic!("no answer to the bogus block requests: {other:?}"),
+        expect_answers(&mut io, 2, "the bogus block requests", |m| match m {
+            PeerMessage::Blocks { req, data } => {
+                assert!(data.is_err(), "request {req} must be refused, got {data:?}");
+                true
             }
-        }
+            _ => false,
+        })
+        .await;
         // Too many files in one request: refused whole.
         let real = RelPath::new("real.txt").expect("path");
         io.send(&PeerMessage::GetFiles {
@@ -124,34 +140,26 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         })
         .await
         .expect("send");
-        let mut answered = 0;
-        while answered < 2 {
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(20),
-                io.recv_msg::<PeerMessage>(),
-            )
-            .await
-            {
-                Ok(Ok(Some(PeerMessage::Files { req: 3, data }))) => {
-                    let e = data.expect_err("129 files must be refused");
-                    assert!(e.contains("at most 128 files"), "{e}");
-                    answered += 1;
-                }
-                Ok(Ok(Some(PeerMessage::Files { req: 4, data }))) => {
-                    let files = data.expect("a request of 3 files is answered");
-                    assert_eq!(files.len(), 3, "{files:?}");
-                    let good = files[0].as_ref().expect("real.txt at its hash");
-                    assert_eq!(good.0, b"hello");
-                    let stale = files[1].as_ref().expect_err("stale hash");
-                    assert!(stale.contains("has changed here"), "{stale}");
-                    let gone = files[2].as_ref().expect_err("missing file");
-                    assert!(gone.contains("not available"), "{gone}");
-                    answered += 1;
-                }
-                Ok(Ok(Some(_))) => {}
-                other => panic!("no answer to the file requests: {other:?}"),
+        expect_answers(&mut io, 2, "the file requests", |m| match m {
+            PeerMessage::Files { req: 3, data } => {
+                let e = data.expect_err("129 files must be refused");
+                assert!(e.contains("at most 128 files"), "{e}");
+                true
             }
-        }
+            PeerMessage::Files { req: 4, data } => {
+                let files = data.expect("a request of 3 files is answered");
+                assert_eq!(files.len(), 3, "{files:?}");
+                let good = files[0].as_ref().expect("real.txt at its hash");
+                assert_eq!(good.0, b"hello");
+                let stale = files[1].as_ref().expect_err("stale hash");
+                assert!(stale.contains("has changed here"), "{stale}");
+                let gone = files[2].as_ref().expect_err("missing file");
+                assert!(gone.contains("not available"), "{gone}");
+                true
+            }
+            _ => false,
+        })
+        .await;
         // Block list requests: too many groups, a missing file, a stale
         // hash, a group past the end; then a good one.
         let real = RelPath::new("real.txt").expect("path");
@@ -173,27 +181,19 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             .await
             .expect("send");
         }
-        let mut answered = 0;
-        while answered < 5 {
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(20),
-                io.recv_msg::<PeerMessage>(),
-            )
-            .await
-            {
-                Ok(Ok(Some(PeerMessage::BlockList { req: 9, data }))) => {
-                    let want = proto::BlockListPart::Blocks(vec![vec![hello_hash]]);
-                    assert_eq!(data, Ok(want), "the good request is answered");
-                    answered += 1;
-                }
-                Ok(Ok(Some(PeerMessage::BlockList { req, data }))) => {
-                    assert!(data.is_err(), "request {req} must be refused, got {data:?}");
-                    answered += 1;
-                }
-                Ok(Ok(Some(_))) => {}
-                other => panic!("no answer to the block list requests: {other:?}"),
+        expect_answers(&mut io, 5, "the block list requests", |m| match m {
+            PeerMessage::BlockList { req: 9, data } => {
+                let want = proto::BlockListPart::Blocks(vec![vec![hello_hash]]);
+                assert_eq!(data, Ok(want), "the good request is answered");
+                true
             }
-        }
+            PeerMessage::BlockList { req, data } => {
+                assert!(data.is_err(), "request {req} must be refused, got {data:?}");
+                true
+            }
+            _ => false,
+        })
+        .await;
         // Then plain garbage inside a valid frame.
         io.send_raw(bytes::Bytes::from_static(&[0xff, 0xfe, 0xfd]))
             .await
