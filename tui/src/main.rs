@@ -371,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rel =
                 RelPath::new(path.as_str()).with_context(|| format!("invalid path {path:?}"))?;
             let t0 = std::time::Instant::now();
-            let done = transfer::fetch(&c, &rel, to, from.clone()).await?;
+            let done = transfer::fetch_with_bar(&c, &rel, to, from.clone()).await?;
             writeln!(
                 out,
                 "{} saved to {} ({}, {:.2?}, from {})",

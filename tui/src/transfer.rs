@@ -39,17 +39,26 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// How a fetch is going, for a progress display.
+pub enum FetchProgress<'a> {
+    /// The node answered: this file, from that node.
+    Started(&'a ListedFile, &'a str),
+    /// Bytes received so far.
+    Received(u64),
+}
+
 /// Fetches `path` into the directory `to`, retrying when the file changes
-/// while it is being sent.
+/// while it is being sent. `progress` hears how it goes.
 pub async fn fetch(
     c: &Client,
     path: &RelPath,
     to: &Path,
     from: Option<String>,
+    progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let mut last = None;
     for _ in 0..3 {
-        match fetch_once(c, path, to, from.clone()).await {
+        match fetch_once(c, path, to, from.clone(), progress).await {
             Err(e) if e.to_string().contains("try again") => last = Some(e),
             r => return r,
         }
@@ -57,11 +66,35 @@ pub async fn fetch(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot fetch {path}")))
 }
 
+/// [`fetch`] with a progress bar on a terminal (for the subcommand).
+pub async fn fetch_with_bar(
+    c: &Client,
+    path: &RelPath,
+    to: &Path,
+    from: Option<String>,
+) -> anyhow::Result<Fetched> {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let res = fetch(c, path, to, from, &mut |p| match p {
+        FetchProgress::Started(file, _) => bar = Some(progress(file.size, path.as_str())),
+        FetchProgress::Received(n) => {
+            if let Some(b) = &bar {
+                b.set_position(n)
+            }
+        }
+    })
+    .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    res
+}
+
 async fn fetch_once(
     c: &Client,
     path: &RelPath,
     to: &Path,
     from: Option<String>,
+    progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let meta = std::fs::metadata(to)
         .with_context(|| format!("cannot use {} as the destination", to.display()))?;
@@ -80,10 +113,11 @@ async fn fetch_once(
         }
         Err(e) => return Err(e.into()),
     };
-    let pb = progress(file.size, path.as_str());
-    let dest = receive(&mut answers, &file, to, |n| pb.set_position(n)).await;
-    pb.finish_and_clear();
-    let dest = dest?;
+    progress(FetchProgress::Started(&file, &source));
+    let dest = receive(&mut answers, &file, to, |n| {
+        progress(FetchProgress::Received(n))
+    })
+    .await?;
     Ok(Fetched {
         file,
         dest,

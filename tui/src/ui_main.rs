@@ -318,7 +318,7 @@ impl Runner {
                         let _ = tx.send(Incoming::Msg(m));
                     };
                     let dest = expand_home(&dest);
-                    let r = fetch_with_retry(&c, &path, &dest, &progress).await;
+                    let r = fetch_reporting(&c, &path, &dest, &progress).await;
                     progress(Msg::FetchDone(r));
                 });
             }
@@ -438,62 +438,33 @@ fn expand_home(p: &Path) -> PathBuf {
     }
 }
 
-/// Fetches, trying again (up to 3 times) when the file changed while it
-/// was being sent.
-async fn fetch_with_retry(
+/// Downloads `path` into the directory `dest` (see [`crate::transfer::fetch`]),
+/// reporting progress as messages (about 200 steps).
+async fn fetch_reporting(
     c: &Client,
     path: &RelPath,
     dest: &Path,
-    progress: &impl Fn(Msg),
+    progress: &(impl Fn(Msg) + Sync),
 ) -> Result<PathBuf, String> {
-    let mut last = String::new();
-    for _ in 0..3 {
-        match fetch_once(c, path, dest, progress).await {
-            Err(e) if e.contains("try again") => last = e,
-            r => return r,
+    let (mut total, mut shown) = (0u64, 0u64);
+    let mut on_progress = |p: crate::transfer::FetchProgress<'_>| match p {
+        crate::transfer::FetchProgress::Started(file, from) => {
+            total = file.size;
+            shown = 0;
+            progress(Msg::FetchStarted {
+                total,
+                from: from.to_string(),
+            });
         }
-    }
-    Err(last)
-}
-
-/// Downloads `path` into the directory `dest`: a temp file there, BLAKE3
-/// checked against the node's hash, fsynced, given the file's mtime, then
-/// renamed, so a partial file never appears under the real name.
-async fn fetch_once(
-    c: &Client,
-    path: &RelPath,
-    dest: &Path,
-    progress: &impl Fn(Msg),
-) -> Result<PathBuf, String> {
-    match tokio::fs::metadata(dest).await {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("{} is not a directory", dest.display())),
-        Err(e) => return Err(format!("cannot use {}: {e}", dest.display())),
-    }
-    let mut answers = c
-        .start(ClientRequest::Fetch {
-            path: path.clone(),
-            from: None,
-        })
-        .map_err(|e| e.to_string())?;
-    let (file, from) = match answers.next().await {
-        Ok(ClientResponse::FetchStart { file, from }) => (file, from),
-        Ok(other) => return Err(unexpected(&other)),
-        Err(e) => return Err(e.to_string()),
-    };
-    progress(Msg::FetchStarted {
-        total: file.size,
-        from,
-    });
-    let step = (file.size / 200).max(1);
-    let mut shown = 0u64;
-    let on_progress = |done: u64| {
-        if done == file.size || done - shown >= step {
-            shown = done;
-            progress(Msg::FetchProgress(done));
+        crate::transfer::FetchProgress::Received(done) => {
+            if done == total || done - shown >= (total / 200).max(1) {
+                shown = done;
+                progress(Msg::FetchProgress(done));
+            }
         }
     };
-    crate::transfer::receive(&mut answers, &file, dest, on_progress)
+    crate::transfer::fetch(c, path, dest, None, &mut on_progress)
         .await
+        .map(|f| f.dest)
         .map_err(|e| format!("{e:#}"))
 }

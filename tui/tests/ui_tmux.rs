@@ -323,6 +323,28 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
             .then_some(())
     });
 
+    // `f` fetches the selected row into a directory typed at the prompt:
+    // the file arrives whole and the status line says so.
+    let dest = c.dirs.path().join("fetched");
+    fs::create_dir_all(&dest).expect("dest dir");
+    c.keys(&["f", "C-u"]);
+    c.keys(&["-l", &dest.display().to_string()]);
+    c.keys(&["Enter"]);
+    let source = if selected == "hello.txt" {
+        c.dir("alpha").join("hello.txt")
+    } else {
+        c.dir("beta").join("from-beta.txt")
+    };
+    let want = fs::read(&source).expect("source file");
+    c.wait("the fetched file in the destination", CHANGE, |_| {
+        fs::read(dest.join(selected))
+            .ok()
+            .filter(|got| *got == want)
+    });
+    c.wait("the fetch status line", CHANGE, |c| {
+        c.screen().contains("(hash verified)").then_some(())
+    });
+
     // `q` quits (the session ends with the process).
     c.keys(&["q"]);
     c.wait("the UI to exit", CHANGE, |c| {
