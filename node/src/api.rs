@@ -661,21 +661,26 @@ where
     while i < blocks {
         let n = (blocks - i).min(8);
         let want: Vec<u32> = (i..i + n).collect();
-        let got = match link.get_blocks(path.clone(), file.hash, want).await {
+        let asked: Vec<usize> = want.iter().map(|&b| b as usize).collect();
+        let got = link
+            .get_blocks(path.clone(), file.hash, want)
+            .await
+            .and_then(|b| crate::transfer::check_blocks(file.size, &asked, b));
+        let got = match got {
             Ok(b) => b,
             Err(e) => return Ok(Err(ApiError::Other(format!("fetching from {source}: {e}")))),
         };
         i += n;
         let count = got.len();
-        for (k, b) in got.into_iter().enumerate() {
-            hasher.update(&b.bytes);
+        for (k, data) in got.into_iter().enumerate() {
+            hasher.update(&data);
             let last = i >= blocks && k + 1 == count;
             if last && ContentHash(*hasher.finalize().as_bytes()) != file.hash {
                 return Ok(Err(ApiError::Other(format!(
                     "{path} changed on {source} while being sent; try again"
                 ))));
             }
-            send(w, id, ClientResponse::chunk(b.bytes, last)).await?;
+            send(w, id, ClientResponse::chunk(data, last)).await?;
         }
     }
     Ok(Ok(()))

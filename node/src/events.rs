@@ -18,6 +18,11 @@ use tokio::sync::broadcast;
 
 /// Events kept for resuming clients.
 pub const BACKLOG: usize = 10_000;
+/// Reporting nodes whose events are relayed (a bound against a peer that
+/// makes up names).
+const MAX_REPORTERS: usize = 1024;
+/// Longest reporting node name relayed.
+const MAX_NODE_NAME: usize = 255;
 
 /// What a new subscriber gets.
 pub struct Subscription {
@@ -71,15 +76,16 @@ impl EventBus {
     /// (it arrives once per path); true when it was new. New events are
     /// passed on to peers as the reporter numbered them.
     pub fn relay(&self, ev: Event) -> bool {
-        if ev.node == self.node {
+        if ev.node == self.node || ev.node.len() > MAX_NODE_NAME {
             return false;
         }
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let newer = match seen.get(&ev.node) {
-                // A restarted node numbers from 1 again in a new run.
-                Some(&(epoch, seq)) => ev.epoch != epoch || ev.seq > seq,
-                None => true,
+                // Runs are numbered by their start time, and a restarted
+                // node numbers its events from 1 again in its new run.
+                Some(&(epoch, seq)) => (ev.epoch, ev.seq) > (epoch, seq),
+                None => seen.len() < MAX_REPORTERS,
             };
             if !newer {
                 return false;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub struct LinkHandle {
     votes: Pending<Result<(), ApiError>>,
     answers: Pending<Result<PeerAnswer, String>>,
     next_req: AtomicU64,
+    /// Feed event batches queued for this peer and not yet written.
+    events_queued: AtomicUsize,
     closed: CancellationToken,
 }
 
@@ -87,21 +89,26 @@ impl LinkHandle {
         msg: impl FnOnce(u64) -> PeerMessage,
         closed: impl Fn() -> T,
     ) -> T {
+        /// Forgets the waiter when the request ends any way, including
+        /// being dropped by a caller's timeout.
+        struct Forget<'a, T>(&'a Pending<T>, u64);
+        impl<T> Drop for Forget<'_, T> {
+            fn drop(&mut self) {
+                take_waiter(self.0, self.1);
+            }
+        }
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         map.lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(req, tx);
+        let _forget = Forget(map, req);
         if self.tx.send(msg(req)).is_err() {
-            take_waiter(map, req);
             return closed();
         }
         tokio::select! {
             r = rx => r.unwrap_or_else(|_| closed()),
-            _ = self.closed.cancelled() => {
-                take_waiter(map, req);
-                closed()
-            }
+            _ = self.closed.cancelled() => closed(),
         }
     }
 
@@ -306,6 +313,7 @@ where
         votes: Mutex::new(HashMap::new()),
         answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
+        events_queued: AtomicUsize::new(0),
         closed: ctx.shutdown.child_token(),
     });
     if !ctx.links.register(handle.clone()) {
@@ -318,14 +326,21 @@ where
 
     let writer_task = {
         let closed = closed.clone();
+        let link = handle.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => if let Err(e) = writer.send_msg(m).await {
-                            tracing::debug!("send failed: {e}");
-                            break;
-                        },
+                        Some(m) => {
+                            let events = matches!(m, PeerMessage::Events(_));
+                            if let Err(e) = writer.send_msg(m).await {
+                                tracing::debug!("send failed: {e}");
+                                break;
+                            }
+                            if events {
+                                link.events_queued.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
                         None => break,
                     },
                     _ = closed.cancelled() => break,
@@ -553,9 +568,14 @@ where
     }
 }
 
+/// Feed event batches queued for one peer at most; more are dropped.
+const MAX_QUEUED_EVENT_BATCHES: usize = 16;
+
 /// Passes feed events on to the peer, in batches, until the link closes.
-/// Events missed because the link was too slow are skipped (the feed says
-/// so to clients that fall behind; peers only lose a part of the history).
+/// Events are dropped, not queued without end, when the link is too slow
+/// (more than [`MAX_QUEUED_EVENT_BATCHES`] batches waiting) or this task
+/// falls behind the bus: peers then lose a part of the history, which is
+/// only a feed's.
 async fn relay_events(
     mut rx: tokio::sync::broadcast::Receiver<tandem_common::proto::Event>,
     link: Arc<LinkHandle>,
@@ -581,6 +601,15 @@ async fn relay_events(
                 Err(_) => break,
             }
         }
+        if link.events_queued.load(Ordering::Relaxed) >= MAX_QUEUED_EVENT_BATCHES {
+            tracing::debug!(
+                "{} feed events not passed on to {}: link busy",
+                batch.len(),
+                link.name
+            );
+            continue;
+        }
+        link.events_queued.fetch_add(1, Ordering::Relaxed);
         link.post(PeerMessage::Events(batch));
     }
 }

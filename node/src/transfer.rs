@@ -269,6 +269,11 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
                     asked.len(),
                     link.name
                 );
+                // A file's error is the peer's ("has changed here"): say whose.
+                let data: Vec<_> = data
+                    .into_iter()
+                    .map(|r| r.map_err(|e| format!("{}: {e}", link.name)))
+                    .collect();
                 answer = Some((*peer, data));
                 break;
             }
@@ -288,7 +293,9 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
     };
     let n = batch.files.len();
     let written = tokio::task::spawn_blocking(move || write_batch(batch.files, data)).await;
-    let written = written.unwrap_or_else(|e| vec![Err(e.to_string()); n]);
+    let written = written.unwrap_or_else(|e| {
+        vec![Err(format!("writing a batch of {n} small files failed: {e}")); n]
+    });
     let took = started.elapsed();
     written
         .into_iter()
@@ -367,6 +374,30 @@ fn syncfs(f: &File) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// The bytes of an answer to a block request for `asked` blocks of a file
+/// of `size` bytes, if it has exactly those blocks, in order, each of the
+/// right length. Block contents are not hashed here: the sender checked each
+/// against its hash, and the whole-content hash of the finished file catches
+/// anything else (one hashing pass instead of two).
+pub fn check_blocks(
+    size: u64,
+    asked: &[usize],
+    got: Vec<tandem_common::proto::BlockData>,
+) -> Result<Vec<Bytes>, String> {
+    if got.len() != asked.len() {
+        return Err(format!("sent {} blocks, {} asked", got.len(), asked.len()));
+    }
+    got.into_iter()
+        .zip(asked)
+        .map(|(b, &i)| {
+            if b.index as usize != i || b.bytes.len() != block_len(size, i) {
+                return Err(format!("block {i} has the wrong index or size"));
+            }
+            Ok(b.bytes)
+        })
+        .collect()
 }
 
 /// Asks `peer` over its link, with a deadline. When both nodes dialed at
@@ -464,7 +495,15 @@ async fn list_from(
     } else {
         let (link, res) = ask_peer(links, peer, ask(None)).await?;
         match res {
-            Ok(BlockListPart::Groups(g)) => Some(g),
+            Ok(BlockListPart::Groups(g)) if g.len() == blocklist::group_count(blocks) => Some(g),
+            Ok(BlockListPart::Groups(g)) => {
+                return Some(Err(format!(
+                    "{} sent {} group hashes for {} groups",
+                    link.name,
+                    g.len(),
+                    blocklist::group_count(blocks)
+                )));
+            }
             Ok(_) => return Some(Err(format!("{} answered groups with blocks", link.name))),
             Err(e) => return Some(Err(format!("{}: {e}", link.name))),
         }
@@ -571,37 +610,45 @@ async fn fetch_remote(
             continue;
         };
         match res {
-            Ok(blocks) => {
-                if blocks.len() != missing.len() {
-                    last = format!(
-                        "{} sent {} blocks, {} asked",
-                        link.name,
-                        blocks.len(),
-                        missing.len()
-                    );
-                    continue;
-                }
-                let mut data = Vec::with_capacity(blocks.len());
-                let mut bad = None;
-                // Block contents are not hashed here: the sender checked
-                // each against its hash, and the whole-content hash of the
-                // finished file catches anything else (one hashing pass
-                // instead of two; see `run_inner`).
-                for (b, &i) in blocks.into_iter().zip(missing) {
-                    if b.index as usize != i || b.bytes.len() != block_len(entry.size, i) {
-                        bad = Some(i);
-                        break;
-                    }
-                    data.push(b.bytes);
-                }
-                if let Some(i) = bad {
-                    last = format!("block {i} from {} has the wrong index or size", link.name);
-                    continue;
-                }
-                return Ok((*peer, data));
-            }
+            Ok(blocks) => match check_blocks(entry.size, missing, blocks) {
+                Ok(data) => return Ok((*peer, data)),
+                Err(e) => last = format!("{}: {e}", link.name),
+            },
             Err(e) => last = format!("{}: {e}", link.name),
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::proto::BlockData;
+
+    #[test]
+    fn block_answers_must_match_what_was_asked() {
+        // A file of two full blocks and 10 bytes.
+        let size = 2 * BLOCK_SIZE + 10;
+        let full = || Bytes::from(vec![1u8; BLOCK_SIZE as usize]);
+        let good = vec![
+            BlockData::new(1, full()),
+            BlockData::new(2, Bytes::from(vec![2u8; 10])),
+        ];
+        let data = check_blocks(size, &[1, 2], good).expect("a good answer");
+        assert_eq!(
+            data.iter().map(Bytes::len).sum::<usize>(),
+            BLOCK_SIZE as usize + 10
+        );
+
+        let e = check_blocks(size, &[1, 2], vec![BlockData::new(1, full())]).unwrap_err();
+        assert!(e.contains("sent 1 blocks, 2 asked"), "{e}");
+        let e = check_blocks(size, &[1, 2], vec![]).unwrap_err();
+        assert!(e.contains("sent 0 blocks"), "{e}");
+        let swapped = vec![BlockData::new(2, full()), BlockData::new(1, full())];
+        let e = check_blocks(size, &[1, 2], swapped).unwrap_err();
+        assert!(e.contains("block 1 has the wrong index or size"), "{e}");
+        let short = vec![BlockData::new(0, Bytes::from(vec![0u8; 5]))];
+        let e = check_blocks(size, &[0], short).unwrap_err();
+        assert!(e.contains("block 0"), "{e}");
+    }
 }

@@ -168,9 +168,16 @@ async fn receive_into(
         match answers.next().await {
             Ok(ClientResponse::Chunk { data, last, .. }) => {
                 done += data.len() as u64;
+                if done > file.size {
+                    break Err(anyhow::anyhow!(
+                        "the node sent more than the {} bytes of {}",
+                        file.size,
+                        file.path
+                    ));
+                }
                 on_progress(done);
                 hasher.update(&data);
-                if !writer.write(data) || last {
+                if !writer.write(data).await || last {
                     break Ok(());
                 }
             }
@@ -178,19 +185,15 @@ async fn receive_into(
             Err(e) => break Err(e.into()),
         }
     };
-    let written = writer.finish();
+    let written = writer.finish().await;
     received?;
-    let written = written.with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(written.with_context(|| format!("cannot write {}", tmp.display()))?);
     if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
         bail!(
             "{} arrived damaged (BLAKE3 mismatch); nothing was saved",
             file.path
         );
     }
-    written
-        .sync_all()
-        .with_context(|| format!("cannot save {}", tmp.display()))?;
-    drop(written);
     let t = filetime::FileTime::from_unix_time(
         file.mtime_ns.div_euclid(1_000_000_000),
         file.mtime_ns.rem_euclid(1_000_000_000) as u32,
@@ -205,18 +208,18 @@ async fn receive_into(
 /// writing each few MiB to disk as it goes, so the final fsync finds little
 /// left to do.
 struct Writer {
-    tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
     done: std::thread::JoinHandle<std::io::Result<std::fs::File>>,
 }
 
 impl Writer {
     /// Starts writing into `out`.
     fn start(mut out: std::fs::File) -> Writer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
         let done = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             const FLUSH_EVERY: u64 = 8 << 20;
             let (mut written, mut flushed) = (0u64, 0u64);
-            for data in rx {
+            while let Some(data) = rx.blocking_recv() {
                 out.write_all(&data)?;
                 written += data.len() as u64;
                 if written - flushed >= FLUSH_EVERY {
@@ -224,22 +227,26 @@ impl Writer {
                     flushed = written;
                 }
             }
+            out.sync_all()?;
             Ok(out)
         });
         Writer { tx, done }
     }
 
-    /// Queues `data`; false when the writer has stopped (its error comes
-    /// from [`Writer::finish`]).
-    fn write(&self, data: bytes::Bytes) -> bool {
-        self.tx.send(data).is_ok()
+    /// Queues `data` (waiting while the queue is full); false when the
+    /// writer has stopped (its error comes from [`Writer::finish`]).
+    async fn write(&self, data: bytes::Bytes) -> bool {
+        self.tx.send(data).await.is_ok()
     }
 
-    /// Waits for every queued write; the file, or the first write error.
-    fn finish(self) -> std::io::Result<std::fs::File> {
+    /// Waits until everything queued is written and fsynced; the file, or
+    /// the first error.
+    async fn finish(self) -> std::io::Result<std::fs::File> {
         drop(self.tx);
-        self.done
-            .join()
+        let done = self.done;
+        tokio::task::spawn_blocking(move || done.join())
+            .await
+            .map_err(std::io::Error::other)?
             .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))
     }
 }

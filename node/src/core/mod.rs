@@ -1726,7 +1726,12 @@ impl Core {
             }
         }
         move_file(&done.tmp, &full)?;
-        let st = scan::local_stat(&std::fs::symlink_metadata(&full)?);
+        // In place now: whatever happens next must not retry the install.
+        // Without a stat, the next look at the path hashes it again.
+        let st = std::fs::symlink_metadata(&full)
+            .map(|m| scan::local_stat(&m))
+            .inspect_err(|e| tracing::warn!("cannot stat {path} after writing it: {e}"))
+            .ok();
         let from = self.peer_name(done.from.unwrap_or(w.from));
         tracing::info!(
             "received {path} from {from}: {} in {:.1?} ({} over the network, {} reused locally)",
@@ -1746,7 +1751,7 @@ impl Core {
             millis: done.took.as_millis() as u64,
         });
         let origin = w.exact.then_some(w.from);
-        self.index.record_remote(w.entry, Some(st), origin);
+        self.index.record_remote(w.entry, st, origin);
         Ok(true)
     }
 }
@@ -1769,7 +1774,9 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::copy(from, &side)?;
             std::fs::File::open(&side)?.sync_all()?;
             std::fs::rename(&side, to)?;
-            std::fs::remove_file(from)
+            // In place: a temp file left behind is removed at the next start.
+            let _ = std::fs::remove_file(from);
+            Ok(())
         }
         r => r,
     }
