@@ -413,6 +413,19 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Waits until `node` has no temp files left in its state folder.
+fn wait_tmp_empty(node: &Node, nodes: &[&Node]) {
+    let tmp = node.path(".tandem/tmp");
+    wait_until(SYNC, "no temp files left in .tandem/tmp/", nodes, || {
+        let left = dir_entries(&tmp);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left in .tandem/tmp: {left:?}"))
+        }
+    });
+}
+
 /// Free bytes on the filesystem holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -1370,14 +1383,67 @@ fn receiver_killed_mid_transfer_recovers_without_debris() {
         SIZE,
         "complete under its real name"
     );
-    wait_until(SYNC, "b's .tandem/tmp/ empty", &[&a, &b], || {
-        let left = dir_entries(&tmp);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("left in .tandem/tmp: {left:?}"))
+    wait_tmp_empty(&b, &[&a, &b]);
+}
+
+#[test]
+fn receiver_killed_mid_batches_of_small_files_keeps_only_whole_files() {
+    const DIRS: usize = 40;
+    const PER_DIR: usize = 100;
+    let adir = tempfile::Builder::new()
+        .prefix("tandem-test-crash-small-a-")
+        .tempdir()
+        .expect("temp dir");
+    for d in 0..DIRS {
+        let dir = adir.path().join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..PER_DIR {
+            fs::write(
+                dir.join(format!("f{i:03}")),
+                pattern(3000 + i, (d * PER_DIR + i) as u64),
+            )
+            .expect("write");
         }
-    });
+    }
+    let a = Node::builder("a").dir(adir.path()).start();
+    let mut b = Node::builder("b").peer(a.addr()).start();
+    // Kill b as soon as the first batch has landed (a tight poll).
+    let deadline = Instant::now() + scaled(SYNC);
+    while b.log_count("received ") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            fail_with_logs("no small file arrived on b", &[&a, &b])
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    b.kill9();
+    let arrived = b.log_count("received ");
+    eprintln!("killed b after {arrived} of {} files", DIRS * PER_DIR);
+    // Whatever is under a real name is whole: the same bytes as on a.
+    let mut seen = 0;
+    for d in 0..DIRS {
+        let Ok(rd) = fs::read_dir(b.path(format!("d{d:02}"))) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = format!("d{d:02}/{name}");
+            let theirs = fs::read(adir.path().join(&rel));
+            assert_eq!(
+                fs::read(e.path()).ok(),
+                theirs.ok(),
+                "{}",
+                b.fail(&format!("{rel} on b after kill -9 is not a's whole file"))
+            );
+            seen += 1;
+        }
+    }
+    eprintln!("{seen} whole files under their real names on b");
+    b.restart();
+    let tree = wait_same("b converges after its restart", &[&a, &b]);
+    assert_eq!(tree.len(), DIRS * PER_DIR + DIRS, "every file and folder");
+    wait_tmp_empty(&b, &[&a, &b]);
 }
 
 // ---------------------------------------------------------------------------
