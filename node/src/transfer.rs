@@ -80,6 +80,45 @@ pub struct Done {
     pub took: Duration,
 }
 
+/// Why a transfer failed, as far as trying again is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The link to the peer closed under the request (often: replaced by
+    /// the pair's kept link when both nodes dialed at once).
+    LinkClosed,
+    /// What was built does not match the version's content hash.
+    ContentMismatch,
+    /// Anything else.
+    Other,
+}
+
+/// A failed transfer: the cause, and what to log.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// For deciding how to retry.
+    pub cause: Cause,
+    /// What failed, on what.
+    pub msg: String,
+}
+
+impl Failure {
+    fn new(cause: Cause, msg: String) -> Self {
+        Failure { cause, msg }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Self {
+        Failure::new(Cause::Other, msg)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
 fn block_len(size: u64, i: usize) -> usize {
     (size - i as u64 * BLOCK_SIZE).min(BLOCK_SIZE) as usize
 }
@@ -112,7 +151,7 @@ fn segments(plan: &[BlockSource]) -> VecDeque<Segment> {
 
 /// Runs a transfer to completion or failure. On failure the temp file is
 /// removed.
-pub async fn run(job: Job) -> Result<Done, String> {
+pub async fn run(job: Job) -> Result<Done, Failure> {
     let tmp = job.tmp.clone();
     let res = run_inner(job).await;
     if res.is_err() {
@@ -121,9 +160,9 @@ pub async fn run(job: Job) -> Result<Done, String> {
     res
 }
 
-type SegmentResult = Result<(Vec<(usize, Bytes)>, u64, Option<NodeId>), String>;
+type SegmentResult = Result<(Vec<(usize, Bytes)>, u64, Option<NodeId>), Failure>;
 
-async fn run_inner(job: Job) -> Result<Done, String> {
+async fn run_inner(job: Job) -> Result<Done, Failure> {
     let started = Instant::now();
     let entry = Arc::new(job.entry);
     let tmp = job.tmp.clone();
@@ -190,9 +229,12 @@ async fn run_inner(job: Job) -> Result<Done, String> {
             .ok()
             .flatten();
         let which = bad.map_or(String::new(), |i| format!(", first wrong block {i}"));
-        return Err(format!(
-            "content hash mismatch for {} (expected {:?}, got {got:?}{which}); the file changed at the source",
-            entry.path, entry.hash
+        return Err(Failure::new(
+            Cause::ContentMismatch,
+            format!(
+                "content hash mismatch for {} (expected {:?}, got {got:?}{which}); the file changed at the source",
+                entry.path, entry.hash
+            ),
         ));
     }
     let (mode, mtime) = (entry.mode, entry.mtime_ns);
@@ -245,14 +287,14 @@ pub struct Batch {
 /// durable with one `syncfs` instead of an fsync per file: per-file fsyncs
 /// are what made many small files slow. One result per file, in order; a
 /// failed file's temp file is removed.
-pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
+pub async fn run_batch(batch: Batch) -> Vec<Result<Done, Failure>> {
     let started = Instant::now();
     let asked: Vec<(RelPath, ContentHash)> = batch
         .files
         .iter()
         .map(|(e, _)| (e.path.clone(), e.hash))
         .collect();
-    let mut last = "no peer that has these files is connected".to_string();
+    let mut last = Failure::from("no peer that has these files is connected".to_string());
     let mut answer = None;
     for peer in &batch.peers {
         let ask = |link: Arc<LinkHandle>| {
@@ -278,14 +320,14 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
                 break;
             }
             Ok(data) => {
-                last = format!(
+                last = Failure::from(format!(
                     "{} sent {} files, {} asked",
                     link.name,
                     data.len(),
                     asked.len()
-                )
+                ))
             }
-            Err(e) => last = format!("{}: {e}", link.name),
+            Err(e) => last = link_failure(&link, e),
         }
     }
     let Some((peer, data)) = answer else {
@@ -294,7 +336,8 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
     let n = batch.files.len();
     let written = tokio::task::spawn_blocking(move || write_batch(batch.files, data)).await;
     let written = written.unwrap_or_else(|e| {
-        vec![Err(format!("writing a batch of {n} small files failed: {e}")); n]
+        let e = Failure::from(format!("writing a batch of {n} small files failed: {e}"));
+        vec![Err(e); n]
     });
     let took = started.elapsed();
     written
@@ -316,15 +359,18 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, String>> {
 fn write_batch(
     files: Vec<(FileEntry, PathBuf)>,
     data: Vec<Result<FileData, String>>,
-) -> Vec<Result<(PathBuf, u64), String>> {
+) -> Vec<Result<(PathBuf, u64), Failure>> {
     let mut out = Vec::with_capacity(files.len());
     let mut written = None;
     for ((entry, tmp), d) in files.into_iter().zip(data) {
-        let r = d.and_then(|FileData(bytes)| {
+        let r = d.map_err(Failure::from).and_then(|FileData(bytes)| {
             if bytes.len() as u64 != entry.size || ContentHash::of(&bytes) != entry.hash {
-                return Err(format!(
-                    "content hash mismatch for {}; the file changed at the source",
-                    entry.path
+                return Err(Failure::new(
+                    Cause::ContentMismatch,
+                    format!(
+                        "content hash mismatch for {}; the file changed at the source",
+                        entry.path
+                    ),
                 ));
             }
             let f = write_temp(&tmp, &bytes, entry.mode, entry.mtime_ns)
@@ -343,7 +389,7 @@ fn write_batch(
         for r in &mut out {
             if let Ok((tmp, _)) = r {
                 let _ = std::fs::remove_file(&*tmp);
-                *r = Err(format!("cannot sync the temp files: {e}"));
+                *r = Err(Failure::from(format!("cannot sync the temp files: {e}")));
             }
         }
     }
@@ -398,6 +444,16 @@ pub fn check_blocks(
             Ok(b.bytes)
         })
         .collect()
+}
+
+/// A request to a peer failed: say which peer, and whether its link closed.
+fn link_failure(link: &LinkHandle, e: String) -> Failure {
+    let cause = if link.is_closed() {
+        Cause::LinkClosed
+    } else {
+        Cause::Other
+    };
+    Failure::new(cause, format!("{}: {e}", link.name))
 }
 
 /// Asks `peer` over its link, with a deadline. When both nodes dialed at
@@ -598,8 +654,8 @@ async fn fetch_remote(
     missing: &[usize],
     links: &Links,
     peers: &[NodeId],
-) -> Result<(NodeId, Vec<Bytes>), String> {
-    let mut last = "no peer that has this version is connected".to_string();
+) -> Result<(NodeId, Vec<Bytes>), Failure> {
+    let mut last = Failure::from("no peer that has this version is connected".to_string());
     for peer in peers {
         let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
         let ask = |link: Arc<LinkHandle>| {
@@ -612,9 +668,9 @@ async fn fetch_remote(
         match res {
             Ok(blocks) => match check_blocks(entry.size, missing, blocks) {
                 Ok(data) => return Ok((*peer, data)),
-                Err(e) => last = format!("{}: {e}", link.name),
+                Err(e) => last = Failure::from(format!("{}: {e}", link.name)),
             },
-            Err(e) => last = format!("{}: {e}", link.name),
+            Err(e) => last = link_failure(&link, e),
         }
     }
     Err(last)

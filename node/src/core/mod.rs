@@ -118,7 +118,13 @@ pub enum CoreMsg {
     ),
     /// A transfer (one file) or a batch (several small files) finished:
     /// (path, version it built, outcome) per file.
-    TransfersDone(Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>),
+    TransfersDone(
+        Vec<(
+            RelPath,
+            VersionVector,
+            Result<transfer::Done, transfer::Failure>,
+        )>,
+    ),
     /// The block list of a wanted version that arrived without one was
     /// fetched from a peer (or could not be).
     BlockList {
@@ -1546,7 +1552,11 @@ impl Core {
     fn spawn_transfer(
         &mut self,
         work: impl std::future::Future<
-            Output = Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>,
+            Output = Vec<(
+                RelPath,
+                VersionVector,
+                Result<transfer::Done, transfer::Failure>,
+            )>,
         > + Send
         + 'static,
     ) {
@@ -1588,7 +1598,11 @@ impl Core {
 
     fn on_transfers_done(
         &mut self,
-        results: Vec<(RelPath, VersionVector, Result<transfer::Done, String>)>,
+        results: Vec<(
+            RelPath,
+            VersionVector,
+            Result<transfer::Done, transfer::Failure>,
+        )>,
     ) {
         self.running = self.running.saturating_sub(1);
         for (path, version, result) in results {
@@ -1608,7 +1622,7 @@ impl Core {
         &mut self,
         path: RelPath,
         version: VersionVector,
-        result: Result<transfer::Done, String>,
+        result: Result<transfer::Done, transfer::Failure>,
     ) {
         let current = self
             .needed
@@ -1630,7 +1644,7 @@ impl Core {
             Err(e) => {
                 need.in_flight = false;
                 need.attempts += 1;
-                if e.contains("content hash mismatch")
+                if e.cause == transfer::Cause::ContentMismatch
                     && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
                 {
                     // A list that came from a peer may be what was wrong
@@ -1640,7 +1654,7 @@ impl Core {
                 }
                 // A link replaced by a newer one fails its transfers: retry
                 // those at once; anything else backs off.
-                let backoff = if e.contains("link closed") && need.attempts < 3 {
+                let backoff = if e.cause == transfer::Cause::LinkClosed && need.attempts < 3 {
                     Duration::from_millis(20)
                 } else {
                     Duration::from_millis(200 * (1u64 << need.attempts.min(7)))
