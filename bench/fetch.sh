@@ -100,42 +100,17 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 die() { echo "fetch.sh: error: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # the script has cd-ed to the repository root
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? n / s / 1e6 : 0) }'; }
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-cpu_s() {  # user+system CPU seconds of PID so far
-    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
-busy_check() {  # warns when something else keeps the CPUs busy (sampled 0.5 s)
-    local a b busy
-    a=$(head -1 /proc/stat)
-    sleep 0.5
-    b=$(head -1 /proc/stat)
-    busy=$(awk -v a="$a" -v b="$b" 'BEGIN {
-        n = split(a, x); split(b, y); t = 0
-        for (i = 2; i <= n; i++) t += y[i] - x[i]
-        idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }')
-    if ((busy > 20)); then
-        echo "   WARNING: CPUs ${busy}% busy with other work: numbers are unreliable" >&2
-    fi
-}
 
 # --- build ------------------------------------------------------------------
-if [[ $BUILD == 1 ]]; then
-    echo "== building (release)"
-    cargo build --release -q -p tandem-node -p tandem-tui
-fi
-[[ -x $BIN/tandem-node && -x $BIN/tandem ]] || die "no binaries in $BIN (run with BUILD=1)"
-BUILT=$(date -r "$BIN/tandem-node" '+%F %T')
-SCRATCH=$(mktemp -d /tmp/tandem-fetch-logs.XXXXXX)
-mkdir "$SCRATCH/bin"
-# Private copies: a concurrent `cargo build` must not swap binaries mid-run.
-cp "$BIN/tandem-node" "$BIN/tandem" "$SCRATCH/bin/"
-BIN=$SCRATCH/bin
+private_binaries /tmp/tandem-fetch-logs.XXXXXX
 if [[ $PERF == 1 ]]; then
     command -v perf >/dev/null || die "PERF=1 needs perf"
 fi

@@ -68,6 +68,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 die() { echo "index.sh: error: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # the script has cd-ed to the repository root
 now() { echo "$EPOCHREALTIME"; }
 # Seconds between two $EPOCHREALTIME stamps, 3 decimals.
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -85,10 +87,6 @@ mem_mib() {
     awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 }
          END { printf "%.1f %.1f", r / 1024, h / 1024 }' "/proc/$1/status"
 }
-# User+system CPU seconds the process has used so far.
-cpu_s() {
-    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
 # Converts Rust's Debug Duration ("1.23s", "456.7ms", "89µs") to seconds.
 dur_s() {
     python3 -c '
@@ -98,33 +96,9 @@ print("%.3f" % (float(m[1]) * {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, 
 ' "$1"
 }
 
-busy_check() {  # warns when something else keeps the CPUs busy (sampled 0.5 s)
-    local a b busy
-    a=$(head -1 /proc/stat)
-    sleep 0.5
-    b=$(head -1 /proc/stat)
-    busy=$(awk -v a="$a" -v b="$b" 'BEGIN {
-        n = split(a, x); split(b, y); t = 0
-        for (i = 2; i <= n; i++) t += y[i] - x[i]
-        idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }')
-    if ((busy > 20)); then
-        echo "   WARNING: CPUs ${busy}% busy with other work: numbers are unreliable" >&2
-    fi
-}
 
 # --- build ------------------------------------------------------------------
-if [[ $BUILD == 1 ]]; then
-    echo "== building (release)"
-    cargo build --release -q -p tandem-node -p tandem-tui
-fi
-[[ -x $BIN/tandem-node && -x $BIN/tandem ]] || die "no binaries in $BIN (run with BUILD=1)"
-BUILT=$(date -r "$BIN/tandem-node" '+%F %T')
-# Private copies: a concurrent `cargo build` must not swap binaries mid-run.
-SCRATCH=$(mktemp -d /tmp/tandem-bench-logs.XXXXXX)
-mkdir "$SCRATCH/bin"
-cp "$BIN/tandem-node" "$BIN/tandem" "$SCRATCH/bin/"
-BIN=$SCRATCH/bin
+private_binaries /tmp/tandem-bench-logs.XXXXXX
 
 # --- data set ---------------------------------------------------------------
 if [[ -n ${DATA:-} ]]; then
