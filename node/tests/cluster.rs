@@ -12,7 +12,7 @@ mod harness;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,19 +112,6 @@ fn wait_content(nodes: &[&Node], rel: &str, content: &[u8]) {
             },
         );
     }
-}
-
-/// The names of the entries of `dir` (to check that nothing else was left).
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A `tandem feed --json` process, killed by PID when dropped.
@@ -617,7 +604,7 @@ fn fetch_saves_whole_verified_files() {
     );
     assert_eq!(fs::read(&dest).unwrap(), data);
     assert_eq!(fs::metadata(&dest).unwrap().modified().unwrap(), mtime);
-    assert_eq!(dir_names(to.path()), ["report.bin"]);
+    assert_eq!(dir_entries(to.path()), ["report.bin"]);
 
     // --from B: through A, from B's copy.
     let to_b = tempfile::tempdir().unwrap();
@@ -642,7 +629,7 @@ fn fetch_saves_whole_verified_files() {
             .unwrap(),
         mtime
     );
-    assert_eq!(dir_names(to_b.path()), ["report.bin"]);
+    assert_eq!(dir_entries(to_b.path()), ["report.bin"]);
     let out = run_refused(
         &a,
         &[
@@ -678,7 +665,7 @@ fn fetch_saves_whole_verified_files() {
         assert!(err.contains("docs/nope.bin does not exist"), "{err}");
         assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
         assert_eq!(
-            dir_names(empty.path()),
+            dir_entries(empty.path()),
             Vec::<String>::new(),
             "fetch of a missing file wrote something"
         );
@@ -710,7 +697,7 @@ fn fetch_saves_whole_verified_files() {
         fs::read(to.path().join("live.txt")).unwrap(),
         b"second version\n"
     );
-    assert_eq!(dir_names(to.path()), ["live.txt"]);
+    assert_eq!(dir_entries(to.path()), ["live.txt"]);
 }
 
 #[test]
@@ -744,7 +731,7 @@ fn fetch_of_a_file_being_rewritten_gets_one_whole_version() {
         round += 1;
         let to = tempfile::tempdir().unwrap();
         let out = a.tandem(&["fetch", "hot.bin", "--to", to.path().to_str().unwrap()]);
-        let names = dir_names(to.path());
+        let names = dir_entries(to.path());
         if out.status.success() {
             assert_eq!(names, ["hot.bin"], "only the file is left");
             let got = fs::read(to.path().join("hot.bin")).unwrap();
@@ -1037,7 +1024,7 @@ fn put_publishes_a_file_on_every_node() {
             "a refused put changed the file"
         );
         let tmp = n.path(".tandem/tmp");
-        let leftovers: Vec<String> = dir_names(&tmp)
+        let leftovers: Vec<String> = dir_entries(&tmp)
             .into_iter()
             .filter(|x| x.starts_with("put-"))
             .collect();

@@ -65,49 +65,30 @@ type Tree = BTreeMap<String, Item>;
 /// Every directory (empty ones too) and regular file under `dir`, with
 /// permission bits, exact mtimes and BLAKE3 of the content. For small trees.
 fn tree(dir: &Path) -> Tree {
-    fn walk(dir: &Path, prefix: &str, out: &mut Tree) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if prefix.is_empty() && name == ".tandem" {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                continue; // vanished meanwhile
-            };
-            if meta.is_dir() {
-                out.insert(
-                    rel.clone(),
-                    Item::Dir {
-                        mode: meta.mode() & 0o7777,
-                    },
-                );
-                walk(&e.path(), &rel, out);
-            } else if meta.is_file() {
-                let Ok(data) = fs::read(e.path()) else {
-                    continue;
-                };
-                out.insert(
-                    rel,
-                    Item::File {
-                        size: data.len() as u64,
-                        mtime: mtime_rfc3339(&meta),
-                        mode: meta.mode() & 0o7777,
-                        hash: blake3_hex(&data),
-                    },
-                );
-            }
-        }
-    }
     let mut out = Tree::new();
-    walk(dir, "", &mut out);
+    walk_tree(dir, &mut |rel, path, meta| {
+        if meta.is_dir() {
+            out.insert(
+                rel.to_string(),
+                Item::Dir {
+                    mode: meta.mode() & 0o7777,
+                },
+            );
+        } else if meta.is_file() {
+            let Ok(data) = fs::read(path) else {
+                return;
+            };
+            out.insert(
+                rel.to_string(),
+                Item::File {
+                    size: data.len() as u64,
+                    mtime: mtime_rfc3339(meta),
+                    mode: meta.mode() & 0o7777,
+                    hash: blake3_hex(&data),
+                },
+            );
+        }
+    });
     out
 }
 
@@ -399,18 +380,6 @@ fn names(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// Waits until `node` has no temp files left in its state folder.

@@ -999,11 +999,12 @@ pub fn put(path: impl AsRef<Path>, data: impl AsRef<[u8]>) {
     fs::write(path, data).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
-/// The regular files under `dir` as a node should list them: `/`-separated
-/// relative paths, skipping `.tandem` at the top, names that are not UTF-8,
-/// symlinks and special files.
-pub fn disk_files(dir: &Path) -> BTreeMap<String, FileInfo> {
-    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, FileInfo>) {
+/// Calls `visit(relative path, full path, metadata)` for every entry under
+/// `dir` as a node sees the tree: `/`-separated relative paths, `.tandem` at
+/// the top and names that are not UTF-8 skipped, directories (not symlinks
+/// to them) entered after their own visit.
+pub fn walk_tree(dir: &Path, visit: &mut impl FnMut(&str, &Path, &fs::Metadata)) {
+    fn walk(dir: &Path, prefix: &str, visit: &mut impl FnMut(&str, &Path, &fs::Metadata)) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd.flatten() {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
@@ -1020,26 +1021,49 @@ pub fn disk_files(dir: &Path) -> BTreeMap<String, FileInfo> {
             let Ok(meta) = fs::symlink_metadata(e.path()) else {
                 continue; // vanished meanwhile
             };
+            visit(&rel, &e.path(), &meta);
             if meta.is_dir() {
-                walk(&e.path(), &rel, out);
-            } else if meta.is_file() {
-                let Ok(data) = fs::read(e.path()) else {
-                    continue;
-                };
-                out.insert(
-                    rel,
-                    FileInfo {
-                        size: data.len() as u64,
-                        mtime: mtime_rfc3339(&meta),
-                        hash: blake3_hex(&data),
-                    },
-                );
+                walk(&e.path(), &rel, visit);
             }
         }
     }
+    walk(dir, "", visit)
+}
+
+/// The regular files under `dir` as a node should list them (see
+/// [`walk_tree`]; symlinks and special files are skipped).
+pub fn disk_files(dir: &Path) -> BTreeMap<String, FileInfo> {
     let mut out = BTreeMap::new();
-    walk(dir, "", &mut out);
+    walk_tree(dir, &mut |rel, path, meta| {
+        if !meta.is_file() {
+            return;
+        }
+        let Ok(data) = fs::read(path) else {
+            return;
+        };
+        out.insert(
+            rel.to_string(),
+            FileInfo {
+                size: data.len() as u64,
+                mtime: mtime_rfc3339(meta),
+                hash: blake3_hex(&data),
+            },
+        );
+    });
     out
+}
+
+/// The sorted names of the entries of `dir` itself (to check what was left).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// The rows of a `tandem list --json` by path. Panics on a malformed row.
