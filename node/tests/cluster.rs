@@ -260,6 +260,13 @@ fn ident(dir: &TempDir, name: &str) -> (PathBuf, String) {
     (dir.path().join(format!("{name}.toml")), name.to_string())
 }
 
+/// `args` run as the client whose identity is in `id_file`, called `name`.
+fn as_client<'a>(id_file: &'a str, name: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--identity", id_file, "--name", name];
+    v.extend_from_slice(args);
+    v
+}
+
 // ---------------------------------------------------------------------------
 // 1. Tables: list, discover, nodes, ping, clients
 
@@ -437,16 +444,7 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let (id_file, name) = ident(&ids, "alice");
-    let as_alice = |args: &[&str]| -> Vec<String> {
-        let mut v = vec![
-            "--identity".to_string(),
-            id_file.to_str().unwrap().to_string(),
-            "--name".to_string(),
-            name.clone(),
-        ];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
+    let idf = id_file.to_str().unwrap();
     let mut feed = Feed::start(a.addr());
     feed.wait_subscribed(&a, None);
 
@@ -464,10 +462,9 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
 
     // Lock through B (A's feed hears of it from B), a change held on A,
     // unlock: the feed says what was released.
-    let args = as_alice(&["lock", "--path", "news.txt"]);
     run_ok(
         &b,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &as_client(idf, &name, &["lock", "--path", "news.txt"]),
         &nodes,
     );
     let e = feed.wait_event("locked", &nodes, 0, |e| {
@@ -479,10 +476,9 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
         e["kind"] == "held" && e["path"] == "news.txt"
     });
     assert_eq!(e["text"], "held modify of news.txt from A (locked)", "{e}");
-    let args = as_alice(&["unlock", "--path", "news.txt"]);
     run_ok(
         &b,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &as_client(idf, &name, &["unlock", "--path", "news.txt"]),
         &nodes,
     );
     let e = feed.wait_event("unlocked", &nodes, 0, |e| {
@@ -925,7 +921,7 @@ fn put_publishes_a_file_on_every_node() {
     filetime::set_file_mtime(&file, filetime::FileTime::from_system_time(mtime)).unwrap();
     let f = file.to_str().unwrap();
 
-    let out = run_ok(&a, &["--identity", idf, "--name", &name, "put", f], &nodes);
+    let out = run_ok(&a, &as_client(idf, &name, &["put", f]), &nodes);
     assert!(
         out.starts_with(&format!("{f} stored as upload.bin on A (")),
         "{out}"
@@ -943,16 +939,7 @@ fn put_publishes_a_file_on_every_node() {
 
     let out = run_ok(
         &b,
-        &[
-            "--identity",
-            idf,
-            "--name",
-            &name,
-            "put",
-            f,
-            "--as",
-            "sub/name.bin",
-        ],
+        &as_client(idf, &name, &["put", f, "--as", "sub/name.bin"]),
         &nodes,
     );
     assert!(out.contains("stored as sub/name.bin on B"), "{out}");
@@ -962,16 +949,7 @@ fn put_publishes_a_file_on_every_node() {
     fs::write(&file, b"replacement\n").unwrap();
     run_ok(
         &b,
-        &[
-            "--identity",
-            idf,
-            "--name",
-            &name,
-            "put",
-            f,
-            "--as",
-            "sub/name.bin",
-        ],
+        &as_client(idf, &name, &["put", f, "--as", "sub/name.bin"]),
         &nodes,
     );
     wait_content(&nodes, "sub/name.bin", b"replacement\n");
@@ -981,15 +959,7 @@ fn put_publishes_a_file_on_every_node() {
     let of = owner_file.to_str().unwrap();
     run_ok(
         &a,
-        &[
-            "--identity",
-            of,
-            "--name",
-            "owner",
-            "lock",
-            "--path",
-            "upload.bin",
-        ],
+        &as_client(of, "owner", &["lock", "--path", "upload.bin"]),
         &nodes,
     );
     wait_until(SYNC_TIMEOUT, "the lock on both nodes", &nodes, || {
@@ -1001,16 +971,7 @@ fn put_publishes_a_file_on_every_node() {
         for who in [(idf, name.as_str()), (of, "owner")] {
             let out = run_refused(
                 n,
-                &[
-                    "--identity",
-                    who.0,
-                    "--name",
-                    who.1,
-                    "put",
-                    f,
-                    "--as",
-                    "upload.bin",
-                ],
+                &as_client(who.0, who.1, &["put", f, "--as", "upload.bin"]),
                 &nodes,
             );
             let err = text(&out.stderr);
