@@ -185,7 +185,7 @@ impl FileCache {
             Stat {
                 size: v.len() as u64,
                 hits: 0,
-                last_ns: crate::core::now_ns(),
+                last_ns: crate::clock::now_ns(),
             },
         );
         match &self.store {
@@ -214,7 +214,7 @@ impl FileCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = lock(&self.stats).get_mut(k) {
                 s.hits += 1;
-                s.last_ns = crate::core::now_ns();
+                s.last_ns = crate::clock::now_ns();
             }
             return Ok(v);
         }

@@ -68,7 +68,7 @@ impl EventBus {
 
     /// Publishes an event of this node (and passes it to peers).
     pub fn emit(&self, kind: EventKind) {
-        let ev = self.publish(self.node.clone(), crate::core::now_ns(), kind);
+        let ev = self.publish(self.node.clone(), crate::clock::now_ns(), kind);
         let _ = self.relay_tx.send(ev);
     }
 

@@ -1,0 +1,372 @@
+//! Downloads: the queue of wanted remote versions, block lists, transfer
+//! slots, batches of small files, retries with backoff.
+
+use super::*;
+
+impl Core {
+    /// Starts downloads that are due, up to the concurrency limit. Small
+    /// files whose content must come from a peer go in batches (one request
+    /// and one filesystem sync per batch); a batch takes one slot.
+    pub(super) fn start_transfers(&mut self) {
+        if self.running >= MAX_TRANSFERS {
+            return;
+        }
+        let now = Instant::now();
+        let connected = self.io.links.peers();
+        let due: Vec<RelPath> = self
+            .needed
+            .iter()
+            .filter(|(_, n)| !n.in_flight && n.retry_at <= now)
+            .map(|(p, _)| p.clone())
+            .take(MAX_TRANSFERS * MAX_FILES_PER_REQUEST)
+            .collect();
+        // Open batches by preferred peer.
+        let mut batches: BTreeMap<NodeId, Vec<(FileEntry, PathBuf)>> = BTreeMap::new();
+        for path in due {
+            if self.running >= MAX_TRANSFERS {
+                break;
+            }
+            let Some(n) = self.needed.get(&path) else {
+                continue;
+            };
+            if !has_list(&n.w.entry) {
+                self.get_block_list(&path, &connected);
+                continue;
+            }
+            let (entry, from) = (n.w.entry.clone(), n.w.from);
+            let plan: Vec<BlockSource> = entry
+                .blocks
+                .iter()
+                .map(|h| match self.index.block_source(h) {
+                    Some((p, i)) => BlockSource::Local {
+                        path: p.to_disk(&self.root),
+                        index: *i,
+                    },
+                    None => BlockSource::Remote,
+                })
+                .collect();
+            let needs_peer = plan.iter().any(|b| matches!(b, BlockSource::Remote));
+            let peers = self.peers_to_ask(from, &connected);
+            if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
+                // Nobody to ask now; a peer coming up makes it due again.
+                if let Some(n) = self.needed.get_mut(&path) {
+                    n.retry_at = now + Duration::from_secs(5);
+                }
+                continue;
+            }
+            if let Some(n) = self.needed.get_mut(&path) {
+                n.in_flight = true;
+            }
+            let tmp = self.temp_path();
+            let whole_from_peer = plan.iter().all(|b| matches!(b, BlockSource::Remote));
+            if needs_peer && whole_from_peer && entry.size <= SMALL_FILE_MAX {
+                let batch = batches.entry(from).or_default();
+                batch.push((entry, tmp));
+                if batch.len() == MAX_FILES_PER_REQUEST
+                    && let Some(files) = batches.remove(&from)
+                {
+                    self.spawn_batch(files, peers);
+                }
+                continue;
+            }
+            let job = transfer::Job {
+                entry: entry.clone(),
+                plan,
+                tmp,
+                peers,
+                links: self.io.links.clone(),
+                budget: self.budget.clone(),
+            };
+            self.spawn_transfer(
+                async move { vec![(path, entry.version, transfer::run(job).await)] },
+            );
+        }
+        for (from, files) in batches {
+            let peers = self.peers_to_ask(from, &connected);
+            self.spawn_batch(files, peers);
+        }
+    }
+
+    /// Completes the block list of the wanted version at `path`: from local
+    /// content with the same hash if some appeared meanwhile, else from a
+    /// peer, in the background (the answer comes back as
+    /// [`CoreMsg::BlockList`]). Transfers are planned from complete lists.
+    pub(super) fn get_block_list(&mut self, path: &RelPath, connected: &[NodeId]) {
+        let now = Instant::now();
+        let Some(n) = self.needed.get(path) else {
+            return;
+        };
+        let mut entry = n.w.entry.clone();
+        if self.index.fill_blocks(&mut entry) {
+            self.set_block_list(path, entry.blocks);
+            return;
+        }
+        let peers = self.peers_to_ask(n.w.from, connected);
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        if !peers.iter().any(|p| connected.contains(p)) {
+            // Nobody to ask now; a peer coming up makes it due again.
+            n.retry_at = now + Duration::from_secs(5);
+            return;
+        }
+        if self.lists_running >= MAX_LIST_FETCHES {
+            // Looked at again shortly (a finishing request frees a slot).
+            n.retry_at = now + Duration::from_millis(20);
+            return;
+        }
+        self.lists_running += 1;
+        n.in_flight = true;
+        // Our own version of the path: the groups that did not change are
+        // taken from it instead of being sent.
+        let ours = self
+            .index
+            .get(path)
+            .filter(|r| r.entry.is_live_file())
+            .map(|r| r.entry.blocks.clone())
+            .unwrap_or_default();
+        let (links, tx, path) = (self.io.links.clone(), self.io.tx.clone(), path.clone());
+        self.io.rt.spawn(async move {
+            let result = transfer::fetch_block_list(&links, &peers, &entry, &ours).await;
+            let _ = tx.send(CoreMsg::BlockList {
+                path,
+                version: entry.version,
+                result,
+            });
+        });
+    }
+
+    /// A block list fetched for a wanted version arrived.
+    pub(super) fn on_block_list(
+        &mut self,
+        path: RelPath,
+        version: VersionVector,
+        result: Result<Vec<tandem_common::ContentHash>, String>,
+    ) {
+        self.lists_running = self.lists_running.saturating_sub(1);
+        let Some(n) = self.needed.get_mut(&path) else {
+            return;
+        };
+        if n.w.entry.version != version || !n.in_flight || has_list(&n.w.entry) {
+            // Superseded by a newer version while it was asked for.
+            return;
+        }
+        n.in_flight = false;
+        match result {
+            Ok(blocks) => {
+                tracing::debug!("got the block list of {path} ({} blocks)", blocks.len());
+                self.set_block_list(&path, blocks);
+            }
+            Err(e) => {
+                n.attempts += 1;
+                let backoff = Duration::from_millis(200 * (1u64 << n.attempts.min(7)));
+                n.retry_at = Instant::now() + backoff;
+                tracing::warn!(
+                    "getting the block list of {path} failed (attempt {}): {e}; retrying in {backoff:?}",
+                    n.attempts
+                );
+            }
+        }
+    }
+
+    /// Gives the wanted version at `path` its complete block list and
+    /// claims the local files it reads blocks from; the transfer is due.
+    pub(super) fn set_block_list(
+        &mut self,
+        path: &RelPath,
+        blocks: Vec<tandem_common::ContentHash>,
+    ) {
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        n.w.entry.blocks = blocks;
+        n.retry_at = Instant::now();
+        let entry = n.w.entry.clone();
+        let sources = self.claim_sources(&entry);
+        if let Some(n) = self.needed.get_mut(path) {
+            let old = std::mem::replace(&mut n.sources, sources);
+            self.release_sources(&old);
+        }
+        self.wanted_dirty.insert(path.clone());
+    }
+
+    /// `from` first, then every other connected peer.
+    pub(super) fn peers_to_ask(&self, from: NodeId, connected: &[NodeId]) -> Vec<NodeId> {
+        let mut peers = vec![from];
+        peers.extend(connected.iter().filter(|p| **p != from));
+        peers
+    }
+
+    /// A fresh temp file name in the state folder.
+    pub(super) fn temp_path(&self) -> PathBuf {
+        self.state_dir
+            .join("tmp")
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    pub(super) fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {
+        let keys: Vec<(RelPath, VersionVector)> = files
+            .iter()
+            .map(|(e, _)| (e.path.clone(), e.version.clone()))
+            .collect();
+        let batch = transfer::Batch {
+            files,
+            peers,
+            links: self.io.links.clone(),
+        };
+        self.spawn_transfer(async move {
+            let results = transfer::run_batch(batch).await;
+            keys.into_iter()
+                .zip(results)
+                .map(|((p, v), r)| (p, v, r))
+                .collect()
+        });
+    }
+
+    /// Runs a transfer (one slot) and reports its results to the core.
+    pub(super) fn spawn_transfer(
+        &mut self,
+        work: impl std::future::Future<
+            Output = Vec<(
+                RelPath,
+                VersionVector,
+                Result<transfer::Done, transfer::Failure>,
+            )>,
+        > + Send
+        + 'static,
+    ) {
+        self.running += 1;
+        let tx = self.io.tx.clone();
+        self.io.rt.spawn(async move {
+            let _ = tx.send(CoreMsg::TransfersDone(work.await));
+        });
+    }
+
+    /// Marks the local files holding blocks of `entry` as in use, so a
+    /// deletion in the same batch (the other half of a rename) waits until
+    /// the blocks are copied.
+    pub(super) fn claim_sources(&mut self, entry: &FileEntry) -> Vec<RelPath> {
+        let mut sources: Vec<RelPath> = entry
+            .blocks
+            .iter()
+            .filter_map(|h| self.index.block_source(h).map(|(p, _)| p.clone()))
+            .filter(|p| *p != entry.path)
+            .collect();
+        sources.sort();
+        sources.dedup();
+        for s in &sources {
+            *self.in_use.entry(s.clone()).or_insert(0) += 1;
+        }
+        sources
+    }
+
+    pub(super) fn release_sources(&mut self, sources: &[RelPath]) {
+        for s in sources {
+            if let Some(c) = self.in_use.get_mut(s) {
+                *c -= 1;
+                if *c == 0 {
+                    self.in_use.remove(s);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_transfers_done(
+        &mut self,
+        results: Vec<(
+            RelPath,
+            VersionVector,
+            Result<transfer::Done, transfer::Failure>,
+        )>,
+    ) {
+        self.running = self.running.saturating_sub(1);
+        for (path, version, result) in results {
+            self.finish_transfer(path, version, result);
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        for (peer, e) in deferred {
+            if self.in_use.contains_key(&e.path) {
+                self.deferred.push((peer, e));
+            } else {
+                self.on_remote_entry(peer, e);
+            }
+        }
+    }
+
+    pub(super) fn finish_transfer(
+        &mut self,
+        path: RelPath,
+        version: VersionVector,
+        result: Result<transfer::Done, transfer::Failure>,
+    ) {
+        let current = self
+            .needed
+            .get(&path)
+            .is_some_and(|n| n.in_flight && n.w.entry.version == version);
+        if !current {
+            // Superseded by a newer version while it ran.
+            if let Ok(done) = result {
+                let _ = std::fs::remove_file(&done.tmp);
+            }
+            return;
+        }
+        let Some(mut need) = self.needed.remove(&path) else {
+            return;
+        };
+        let sources = std::mem::take(&mut need.sources);
+        self.release_sources(&sources);
+        match result {
+            Err(e) => {
+                need.in_flight = false;
+                need.attempts += 1;
+                if e.cause == transfer::Cause::ContentMismatch
+                    && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
+                {
+                    // A list that came from a peer may be what was wrong
+                    // (only some of it is checked against group hashes):
+                    // complete it again (from local content first, free).
+                    need.w.entry.blocks.clear();
+                }
+                // A link replaced by a newer one fails its transfers: retry
+                // those at once; anything else backs off.
+                let backoff = if e.cause == transfer::Cause::LinkClosed && need.attempts < 3 {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::from_millis(200 * (1u64 << need.attempts.min(7)))
+                };
+                need.retry_at = Instant::now() + backoff;
+                tracing::warn!(
+                    "fetching {path} failed (attempt {}): {e}; retrying in {backoff:?}",
+                    need.attempts
+                );
+                self.needed.insert(path, need);
+            }
+            Ok(done) => {
+                let mut moved = false;
+                match self.install(&path, need.w.clone(), &done) {
+                    Ok(m) => {
+                        moved = m;
+                        self.unwanted.push(path.clone());
+                    }
+                    Err(e) if need.attempts < 10 => {
+                        // E.g. a directory here still holds files whose
+                        // deletion is on its way: try again shortly.
+                        need.in_flight = false;
+                        need.attempts += 1;
+                        let backoff = Duration::from_millis(200 * (1u64 << need.attempts.min(7)));
+                        need.retry_at = Instant::now() + backoff;
+                        tracing::warn!("cannot write {path} yet: {e}; retrying in {backoff:?}");
+                        self.needed.insert(path.clone(), need);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot write {path}: {e}; giving up on this version");
+                        self.unwanted.push(path.clone());
+                    }
+                }
+                if !moved {
+                    let _ = std::fs::remove_file(&done.tmp);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Local changes: watcher hints and scans become observations in the
+//! index (never the other way round), and uploads (`put`) become local
+//! versions.
+
+use super::apply::move_file;
+use super::*;
+
+impl Core {
+    /// Puts an upload in place (replacing what is there by the normal
+    /// rules: it becomes a new local version) unless the path is locked.
+    pub(super) fn put(
+        &mut self,
+        path: &RelPath,
+        tmp: &Path,
+        mtime_ns: i64,
+        mode: u32,
+        who: &str,
+    ) -> Result<(), ApiError> {
+        if let Some(l) = self.locks.holder(path) {
+            return Err(ApiError::LockedBy {
+                path: path.to_string(),
+                owner_name: l.owner_name.clone(),
+                owner: l.owner,
+                since: tandem_common::display::local_time(l.since_ns),
+            });
+        }
+        let full = path.to_disk(&self.root);
+        let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));
+        if !scan::parents_are_dirs(&self.root, path).map_err(io)? {
+            return Err(ApiError::Other(format!(
+                "{path} is under a symlink or a file here; refusing to write through it"
+            )));
+        }
+        if full.is_dir() {
+            return Err(ApiError::Other(format!("{path} is a directory here")));
+        }
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io)?;
+        filetime::set_file_mtime(tmp, file_time(mtime_ns)).map_err(io)?;
+        // Anything on disk not yet indexed is indexed first, so it is a
+        // version that the upload replaces, not something silently lost.
+        let _ = self.refresh(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+            self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        move_file(tmp, &full).map_err(io)?;
+        tracing::info!("{who} put {path}");
+        let seen = scan::stat(&full).map_err(io)?;
+        self.look_at(path, seen, true);
+        Ok(())
+    }
+
+    /// Looks at every pending path whose time has come.
+    pub(super) fn process_due(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<RelPath> = self
+            .pending
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for p in &due {
+            self.pending.remove(p);
+        }
+        due.sort();
+        let mut covered: Option<RelPath> = None;
+        for p in due {
+            // A directory rescanned in this batch already covered its children.
+            if covered.as_ref().is_some_and(|c| p.is_inside(c)) {
+                continue;
+            }
+            match scan::stat_rel(&self.root, &p) {
+                Ok(Seen::Dir { .. }) => {
+                    self.reconcile(Some(&p));
+                    covered = Some(p);
+                }
+                Ok(seen) => {
+                    self.look_at(&p, seen, true);
+                }
+                Err(e) => tracing::warn!("cannot read {p}: {e}"),
+            }
+        }
+    }
+
+    /// Re-examines one non-directory path. Returns the number of changes.
+    pub(super) fn look_at(&mut self, p: &RelPath, seen: Seen, log: bool) -> usize {
+        if self.hold_local(p, &seen) {
+            return 0;
+        }
+        match seen {
+            Seen::Absent => {
+                let gone = self.index.observe_missing(p);
+                for g in &gone {
+                    if log {
+                        tracing::info!("deleted {g}");
+                    }
+                    if self
+                        .index
+                        .get(g)
+                        .is_some_and(|r| r.entry.kind == EntryKind::File)
+                    {
+                        self.io.events.emit(EventKind::Deleted {
+                            path: g.clone(),
+                            by: self.name.clone(),
+                        });
+                    }
+                }
+                gone.len()
+            }
+            Seen::Dir { mode } => {
+                let c = self.index.observe_dir(p, mode);
+                self.log_change(p, c, log)
+            }
+            Seen::File(st) => {
+                if !self.index.needs_hash(p, &st) {
+                    return 0;
+                }
+                match scan::hash_file(&p.to_disk(&self.root)) {
+                    Ok((st, h)) => {
+                        let c = self.index.observe_file(p, st, &h);
+                        self.log_change(p, c, log)
+                    }
+                    Err(HashError::Unstable) => {
+                        self.pending.insert(p.clone(), Instant::now() + SETTLE);
+                        0
+                    }
+                    Err(HashError::Gone) => {
+                        self.pending.insert(p.clone(), Instant::now() + QUICK);
+                        0
+                    }
+                    Err(HashError::Io(e)) => {
+                        tracing::warn!("cannot read {p}: {e}; will retry when it changes");
+                        0
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn log_change(&self, p: &RelPath, c: Option<ChangeKind>, log: bool) -> usize {
+        let Some(c) = c else { return 0 };
+        let (size, dir) = self
+            .index
+            .get(p)
+            .map(|r| (r.entry.size, r.entry.kind == EntryKind::Dir))
+            .unwrap_or((0, false));
+        let path = p.clone();
+        match (c, dir) {
+            (_, true) => {}
+            (ChangeKind::Added, false) => self.io.events.emit(EventKind::Added { path, size }),
+            (ChangeKind::Modified, false) => self.io.events.emit(EventKind::Changed { path, size }),
+            (ChangeKind::Deleted, false) => self.io.events.emit(EventKind::Deleted {
+                path,
+                by: self.name.clone(),
+            }),
+        }
+        if log {
+            match (c, dir) {
+                (ChangeKind::Added, true) => tracing::info!("added directory {p}"),
+                (ChangeKind::Modified, true) => tracing::info!("changed directory {p}"),
+                (ChangeKind::Added, false) => tracing::info!("added {p} ({})", human_size(size)),
+                (ChangeKind::Modified, false) => {
+                    tracing::info!("changed {p} ({})", human_size(size))
+                }
+                (ChangeKind::Deleted, _) => tracing::info!("deleted {p}"),
+            }
+        }
+        1
+    }
+
+    /// Brings the index in line with the disk for the whole tree (`None`) or
+    /// one directory and everything under it. Files whose stat matches the
+    /// index are not read; the others are hashed in parallel.
+    pub(super) fn reconcile(&mut self, dir: Option<&RelPath>) -> usize {
+        let mut changed = 0;
+        let base = dir.map_or(self.root.clone(), |d| d.to_disk(&self.root));
+        if let Some(d) = dir {
+            // The directory itself.
+            match scan::stat_rel(&self.root, d) {
+                Ok(seen) => changed += self.look_at(d, seen, true),
+                Err(e) => tracing::warn!("cannot read {d}: {e}"),
+            }
+        }
+        let seen = scan::walk(&self.root, &base, &self.state_dir);
+        let known = match dir {
+            None => self.index.live_paths(),
+            Some(d) => self.index.live_under(d),
+        };
+        let present: HashSet<&RelPath> = seen.iter().map(|(p, _)| p).collect();
+        let missing: Vec<RelPath> = known.into_iter().filter(|p| !present.contains(p)).collect();
+
+        let to_hash: Vec<&RelPath> = seen
+            .iter()
+            .filter_map(|(p, s)| match s {
+                Seen::File(st)
+                    if self.index.needs_hash(p, st) && self.locks.holder(p).is_none() =>
+                {
+                    Some(p)
+                }
+                _ => None,
+            })
+            .collect();
+        let locked: Vec<(RelPath, Seen)> = seen
+            .iter()
+            .filter(|(p, _)| self.locks.holder(p).is_some())
+            .cloned()
+            .collect();
+        for (p, s) in &locked {
+            self.hold_local(p, s);
+        }
+        let log = to_hash.len() + missing.len() <= LOG_EACH_LIMIT;
+        let root = &self.root;
+        let hashed: Vec<_> = to_hash
+            .par_iter()
+            .map(|p| (*p, scan::hash_file(&p.to_disk(root))))
+            .collect();
+        let hashed: Vec<(RelPath, _)> = hashed.into_iter().map(|(p, r)| (p.clone(), r)).collect();
+        for (p, s) in &seen {
+            if let Seen::Dir { mode } = s {
+                let c = self.index.observe_dir(p, *mode);
+                changed += self.log_change(p, c, log);
+            }
+        }
+        for (p, r) in hashed {
+            match r {
+                Ok((st, h)) => {
+                    let c = self.index.observe_file(&p, st, &h);
+                    changed += self.log_change(&p, c, log);
+                }
+                Err(HashError::Unstable) => {
+                    self.pending.insert(p, Instant::now() + SETTLE);
+                }
+                Err(HashError::Gone) => {
+                    self.pending.insert(p, Instant::now() + QUICK);
+                }
+                Err(HashError::Io(e)) => tracing::warn!("cannot read {p}: {e}"),
+            }
+        }
+        for p in missing {
+            // Already tombstoned as part of a removed parent.
+            if self.index.get(&p).is_some_and(|r| r.entry.deleted) {
+                continue;
+            }
+            changed += self.look_at(&p, Seen::Absent, log);
+        }
+        if !log {
+            tracing::info!("{changed} paths changed under {}", base.display());
+        }
+        changed
+    }
+
+    /// Makes sure the index agrees with the disk at `p` before deciding
+    /// anything about it: a local change not yet indexed becomes a version
+    /// first, so it takes part in the decision instead of being overwritten.
+    /// Answers whether every parent of `p` is a directory (or missing), as
+    /// `scan::parents_are_dirs` would.
+    pub(super) fn refresh(&mut self, p: &RelPath) -> std::io::Result<bool> {
+        let parents_ok = scan::parents_are_dirs(&self.root, p).inspect_err(|e| {
+            tracing::warn!("cannot read {p}: {e}");
+        })?;
+        let seen = match parents_ok {
+            true => scan::stat(&p.to_disk(&self.root)),
+            false => Ok(Seen::Absent),
+        };
+        let seen = match seen {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot read {p}: {e}");
+                return Ok(parents_ok);
+            }
+        };
+        let rec = self.index.get(p).filter(|r| !r.entry.deleted);
+        let stale = match (seen, rec) {
+            (Seen::File(st), _) => self.index.needs_hash(p, &st),
+            (Seen::Absent, Some(_)) => true,
+            (Seen::Absent, None) => false,
+            (Seen::Dir { mode }, Some(r)) => r.entry.kind != EntryKind::Dir || r.entry.mode != mode,
+            (Seen::Dir { .. }, None) => true,
+        };
+        if stale {
+            self.look_at(p, seen, true);
+        }
+        Ok(parents_ok)
+    }
+}

@@ -1,0 +1,80 @@
+//! Read-only answers about this node's files: the table for clients and
+//! the per-node summaries that merged tables are built from.
+
+use super::*;
+
+impl Core {
+    pub(super) fn list(&self) -> Vec<ListedFile> {
+        self.index
+            .records()
+            .filter(|r| r.entry.is_live_file())
+            .map(|r| ListedFile {
+                path: r.entry.path.clone(),
+                size: r.entry.size,
+                mtime_ns: r.entry.mtime_ns,
+                hash: r.entry.hash,
+                nodes: vec![self.name.clone()],
+                locked_by: self
+                    .locks
+                    .holder(&r.entry.path)
+                    .map(|l| l.owner_name.clone()),
+                held: self.held.count(&r.entry.path) as u32,
+                states: vec![tandem_common::proto::NodeFileState {
+                    node: self.name.clone(),
+                    state: tandem_common::proto::FileState::InSync,
+                }],
+            })
+            .collect()
+    }
+
+    /// This node's view of one path (see [`Core::summary`]).
+    pub(super) fn summary_of(&self, path: &RelPath) -> Option<FileSummary> {
+        match self.index.get(path).filter(|r| r.entry.is_live_file()) {
+            Some(r) => Some(self.summarise(&r.entry, true)),
+            None => self
+                .needed
+                .get(path)
+                .map(|n| self.summarise(&n.w.entry, false)),
+        }
+    }
+
+    /// This node's files for a merged table: live files, plus files it is
+    /// fetching but does not have yet.
+    pub(super) fn summary(&self) -> Vec<FileSummary> {
+        let mut out: Vec<FileSummary> = self
+            .index
+            .records()
+            .filter(|r| r.entry.is_live_file())
+            .map(|r| self.summarise(&r.entry, true))
+            .collect();
+        for (p, n) in &self.needed {
+            if self.index.get(p).is_none_or(|r| !r.entry.is_live_file()) {
+                out.push(self.summarise(&n.w.entry, false));
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// One file for a merged table: `present` when it is on disk here, else
+    /// the version being fetched.
+    pub(super) fn summarise(&self, e: &FileEntry, present: bool) -> FileSummary {
+        FileSummary {
+            path: e.path.clone(),
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            hash: e.hash,
+            version: e.version.clone(),
+            locked_by: present
+                .then(|| self.locks.holder(&e.path).map(|l| l.owner_name.clone()))
+                .flatten(),
+            held: if present {
+                self.held.count(&e.path) as u32
+            } else {
+                0
+            },
+            syncing: !present || self.needed.contains_key(&e.path),
+            present,
+        }
+    }
+}
