@@ -24,7 +24,10 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
+/// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`. An older node or client is refused at the hello
+/// with both versions named.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +453,28 @@ pub enum EventKind {
         /// Its address.
         addr: String,
     },
+    /// A node could not apply a change to its disk; it keeps retrying.
+    ApplyFailed {
+        /// Which file.
+        path: RelPath,
+        /// Where the change came from.
+        from: String,
+        /// Why, as the node's disk said it.
+        error: String,
+    },
+    /// A change that had failed to apply is now applied (or no longer wanted).
+    ApplyRecovered {
+        /// Which file.
+        path: RelPath,
+    },
+    /// The node cannot watch every folder (the inotify limit) and rescans
+    /// the tree periodically instead.
+    Unwatched {
+        /// Why.
+        reason: String,
+        /// Seconds between rescans.
+        rescan_secs: u64,
+    },
 }
 
 /// Answers to client requests.
@@ -583,6 +608,8 @@ pub struct NodeStatus {
     pub uptime_s: u64,
     /// Its clock minus the asked node's clock (ms), when up.
     pub clock_offset_ms: Option<i64>,
+    /// Problems that need a person, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// A client connected to a node.
@@ -719,6 +746,8 @@ pub enum FileState {
     Stale,
     /// Does not have it.
     Missing,
+    /// A change to it could not be applied here (retried until it is).
+    Error,
 }
 
 impl FileState {
@@ -730,6 +759,7 @@ impl FileState {
             FileState::Held => "held",
             FileState::Stale => "stale",
             FileState::Missing => "missing",
+            FileState::Error => "error",
         }
     }
 }
@@ -755,6 +785,8 @@ pub struct FileSummary {
     pub syncing: bool,
     /// The node has it (false: only known as wanted).
     pub present: bool,
+    /// A change to it could not be applied here: why (retried until it is).
+    pub error: Option<String>,
 }
 
 /// Questions a node asks a peer on behalf of a client.

@@ -885,7 +885,8 @@ pub async fn serve_metrics(
             let mut buf = [0u8; 2048];
             // One read is enough for a GET; the request is not otherwise used.
             let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-            let (files, bytes) = ctx.core.counts().await.unwrap_or((0, 0));
+            let c = ctx.core.counts().await.unwrap_or_default();
+            let (files, bytes) = (c.files, c.bytes);
             let (hits, misses, used) = ctx.cache.totals();
             let g = crate::metrics::Gauges {
                 files,

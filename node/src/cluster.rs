@@ -61,14 +61,15 @@ pub struct NodeAnswerer {
 impl NodeAnswerer {
     /// This node's own line of `tandem nodes`.
     pub async fn status(&self) -> Result<NodeStatus, String> {
-        let (files, bytes) = self.core.counts().await.map_err(|e| e.to_string())?;
+        let c = self.core.counts().await.map_err(|e| e.to_string())?;
         Ok(NodeStatus {
             name: self.name.clone(),
             addr: self.addr.clone(),
             up: true,
             rtt_us: None,
-            files,
-            bytes,
+            files: c.files,
+            bytes: c.bytes,
+            warnings: c.warnings,
             cpu_percent: self.metrics.cpu_percent(),
             rss: self.metrics.rss(),
             uptime_s: self.metrics.uptime_s(),
@@ -150,6 +151,7 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
                 let mine = cands.iter().find(|(n, _)| n == node).map(|(_, f)| *f);
                 let state = match mine {
                     None => FileState::Missing,
+                    Some(f) if f.error.is_some() => FileState::Error,
                     Some(f) if f.held > 0 => FileState::Held,
                     Some(f) if holds(f) => FileState::InSync,
                     Some(f) if f.syncing => FileState::Syncing,
@@ -301,6 +303,7 @@ fn down(name: String, addr: String) -> NodeStatus {
         rss: 0,
         uptime_s: 0,
         clock_offset_ms: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -356,6 +359,7 @@ mod tests {
             held: 0,
             syncing: false,
             present: true,
+            error: None,
         }
     }
 

@@ -42,6 +42,21 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How often to compare the whole folder with the index (a stat walk;
+    /// only changed files are read), to catch what the watcher missed,
+    /// e.g. 1h, 10m, 30s.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_interval)]
+    pub verify_every: std::time::Duration,
+}
+
+/// Parses an interval such as `1h`, `10m`, `30s` (at least one second).
+pub fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 1h, 10m or 30s"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short; use at least 1s"));
+    }
+    Ok(d)
 }
 
 /// Parses `64MiB`, `512KiB`, `1GiB`, `100MB`, or plain bytes.
@@ -87,6 +102,8 @@ pub struct Config {
     pub cache_policy: crate::cache::Policy,
     /// Prometheus endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the tree is compared with the index.
+    pub verify_every: std::time::Duration,
 }
 
 impl Config {
@@ -138,6 +155,7 @@ impl Config {
             cache_size: args.cache_size,
             cache_policy: args.cache_policy,
             metrics_listen: args.metrics_listen,
+            verify_every: args.verify_every,
         })
     }
 }
@@ -156,5 +174,23 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5XB").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(
+            parse_interval("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_interval("30s"),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        assert!(parse_interval("10ms").unwrap_err().contains("too short"));
+        assert!(
+            parse_interval("often")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 }

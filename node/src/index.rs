@@ -320,7 +320,7 @@ impl Index {
 
     fn next_version(&mut self, prev: Option<&VersionVector>) -> (VersionVector, u64) {
         let mut v = prev.cloned().unwrap_or_default();
-        self.clock = self.clock.max(v.max_counter()) + 1;
+        self.clock = self.clock.max(v.max_counter()).saturating_add(1);
         v.set(self.me, self.clock);
         self.seq += 1;
         (v, self.seq)
@@ -338,7 +338,7 @@ impl Index {
 
     /// Adds an event of this node to `v` (settling a conflict).
     pub fn bump(&mut self, v: &mut VersionVector) {
-        self.clock = self.clock.max(v.max_counter()) + 1;
+        self.clock = self.clock.max(v.max_counter()).saturating_add(1);
         v.set(self.me, self.clock);
     }
 

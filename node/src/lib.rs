@@ -10,12 +10,12 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod engine;
 pub mod events;
 pub mod index;
 pub mod locks;
 pub mod metrics;
 pub mod peer;
-pub mod planner;
 pub mod scan;
 pub mod statelock;
 pub mod store;
@@ -46,7 +46,7 @@ pub async fn run(
     let node_id = store.node_id()?;
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first scan, so nothing that happens during it is missed.
-    let watcher = watch::start(&cfg.dir, &cfg.state_dir, tx.clone(), CoreMsg::Watch)
+    let (watcher, unwatched) = watch::start(&cfg.dir, &cfg.state_dir, tx.clone(), CoreMsg::Watch)
         .with_context(|| {
             format!(
                 "cannot watch {} (if the error mentions a limit, raise fs.inotify.max_user_watches / max_user_instances)",
@@ -71,7 +71,9 @@ pub async fn run(
         cfg.name.clone(),
         store,
         io,
-    )?;
+    )?
+    .verify_every(cfg.verify_every)
+    .unwatched(unwatched);
     let core_thread = std::thread::Builder::new()
         .name("tandem-core".into())
         .spawn(move || core.run(rx))

@@ -2,12 +2,16 @@
 //!
 //! The state folder is never entered. Names that are not UTF-8 (and other
 //! names `RelPath` refuses) are skipped with a warning. Symlinks, sockets and
-//! other special files are not synced: they are treated as absent.
+//! other special files are not synced: they are [`Seen::Other`], which the
+//! index treats as absent but which nothing is ever written through.
+//!
+//! A folder that cannot be read is reported, never taken as empty: what
+//! was under it is not known, so nothing under it may become a delete.
 
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tandem_common::RelPath;
 use tandem_common::hashing::{Hashed, hash_reader};
@@ -26,8 +30,11 @@ pub fn is_temp_name(rel: &RelPath) -> bool {
 /// What is at a path on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// Nothing we sync (absent, a symlink, or a special file).
+    /// Nothing there.
     Absent,
+    /// Something we do not sync: a symlink, a socket, a device. For the
+    /// index it is as good as absent; nothing is written through it.
+    Other,
     /// A directory with these permission bits.
     Dir {
         /// Permission bits.
@@ -56,7 +63,7 @@ fn seen_from(m: &Metadata) -> Seen {
     } else if ft.is_file() {
         Seen::File(local_stat(m))
     } else {
-        Seen::Absent
+        Seen::Other
     }
 }
 
@@ -98,10 +105,29 @@ pub fn stat(full: &Path) -> io::Result<Seen> {
     }
 }
 
+/// What a walk saw.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Every path found, with what it is.
+    pub seen: Vec<(RelPath, Seen)>,
+    /// Paths that could not be read (a folder's listing, or an entry's
+    /// metadata), with why. What is under them is unknown, not absent.
+    pub unreadable: Vec<(PathBuf, io::Error)>,
+}
+
+impl Walk {
+    /// True when `p` (under `root`) is, or is inside, a path that could not
+    /// be read.
+    pub fn unknown(&self, root: &Path, p: &RelPath) -> bool {
+        let full = p.to_disk(root);
+        self.unreadable.iter().any(|(u, _)| full.starts_with(u))
+    }
+}
+
 /// Walks the tree under `dir` (inclusive of `dir`'s children, not `dir`
 /// itself), skipping `skip` (the state folder) and names we cannot sync.
-pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Vec<(RelPath, Seen)> {
-    let mut out = Vec::new();
+pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Walk {
+    let mut out = Walk::default();
     let it = walkdir::WalkDir::new(dir)
         .min_depth(1)
         .follow_links(false)
@@ -111,9 +137,15 @@ pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Vec<(RelPath, Seen)> {
         let entry = match item {
             Ok(e) => e,
             Err(e) => {
-                // Vanished while walking, or unreadable: the watcher or the
-                // next scan will see the final state.
-                tracing::debug!("walk: {e}");
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                let err = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("symlink loop"));
+                // Vanished while walking: the watcher or the next scan sees
+                // the final state. Anything else is not knowing.
+                if err.kind() != io::ErrorKind::NotFound {
+                    out.unreadable.push((path, err));
+                }
                 continue;
             }
         };
@@ -126,8 +158,15 @@ pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Vec<(RelPath, Seen)> {
             }
         };
         match entry.metadata() {
-            Ok(m) => out.push((rel, seen_from(&m))),
-            Err(e) => tracing::debug!("walk: {}: {e}", entry.path().display()),
+            Ok(m) => out.seen.push((rel, seen_from(&m))),
+            Err(e) => {
+                let err = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("symlink loop"));
+                if err.kind() != io::ErrorKind::NotFound {
+                    out.unreadable.push((entry.path().to_path_buf(), err));
+                }
+            }
         }
     }
     out
@@ -184,6 +223,7 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
         let mut got: Vec<_> = walk(root, root, &root.join(".tandem"))
+            .seen
             .into_iter()
             .map(|(p, s)| {
                 (

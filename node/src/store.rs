@@ -19,7 +19,12 @@ use crate::locks::Held;
 /// Schema version written into `meta`; bumped on incompatible changes.
 /// 2: entries (bincode in `files`, `needed` and `held`) list the writes they
 /// show and the live conflict losers (`FileEntry::written`, `losers`).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: `needed` holds the peer's entry as announced (the decision is made
+/// again before it is carried out) and also remote deletes, folders and
+/// metadata changes not yet applied. A schema-2 folder is migrated on
+/// open: its pending downloads are dropped and every peer's progress is
+/// reset, so peers announce everything again and it is decided anew.
+const SCHEMA_VERSION: i64 = 3;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,15 @@ impl Store {
         match store.meta_i64("schema")? {
             None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(SCHEMA_VERSION) => {}
+            Some(2) => {
+                tracing::info!(
+                    "migrating the index database from schema 2 to {SCHEMA_VERSION}: peers will announce everything again"
+                );
+                store.conn.execute_batch(
+                    "BEGIN; DELETE FROM needed; UPDATE peers SET seq = 0; COMMIT;",
+                )?;
+                store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
+            }
             Some(v) => return Err(StoreError::Schema(v)),
         }
         Ok(store)
@@ -362,20 +376,15 @@ mod erased {
     }
 }
 
-/// A remote version this node has decided to take but not yet written.
+/// A remote version this node has decided to take but not yet applied
+/// (fetched and installed, deleted, made, or its metadata set). The
+/// decision is made again, from this entry, just before it is carried out.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Wanted {
-    /// The entry to end up with (its version already merged on a conflict).
+    /// The peer's entry as announced (its block list completed once known).
     pub entry: FileEntry,
-    /// Our current content loses a conflict: move it aside first.
-    pub keep_ours_as_conflict: bool,
     /// The peer that announced it.
     pub from: NodeId,
-    /// `entry` is exactly the peer's version (not merged with ours).
-    pub exact: bool,
-    /// Our version when the decision was made; if ours changes meanwhile,
-    /// the decision is void (the peer will see our new version and resolve).
-    pub based_on: Option<tandem_common::VersionVector>,
 }
 
 #[cfg(test)]
@@ -390,10 +399,7 @@ mod tests {
         let peer = NodeId::random();
         let w = Wanted {
             entry: record("x/y", 3, false).entry,
-            keep_ours_as_conflict: true,
             from: peer,
-            exact: true,
-            based_on: None,
         };
         {
             let mut s = Store::open(&db).unwrap();

@@ -28,16 +28,21 @@ pub enum WatchMsg {
     Paths(Vec<Hint>),
     /// Events were lost: rescan everything.
     Rescan,
+    /// A folder could not be watched (the inotify watch limit): rescan
+    /// everything, and keep rescanning periodically.
+    Unwatched(String),
 }
 
 /// Starts watching `root` recursively; hints go to `tx` as `wrap(msg)`.
-/// Events inside `skip` (the state folder) are dropped.
+/// Events inside `skip` (the state folder) are dropped. When the inotify
+/// watch limit stops it part of the way, the watcher is still returned
+/// (what it watches keeps working), with why some folders are not watched.
 pub fn start<M: Send + 'static>(
     root: &Path,
     skip: &Path,
     tx: Sender<M>,
     wrap: fn(WatchMsg) -> M,
-) -> notify::Result<RecommendedWatcher> {
+) -> notify::Result<(RecommendedWatcher, Option<String>)> {
     let skip = skip.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let msg = match res {
@@ -62,6 +67,9 @@ pub fn start<M: Send + 'static>(
                 }
                 WatchMsg::Paths(paths)
             }
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                WatchMsg::Unwatched(format!("the inotify watch limit is reached ({e})"))
+            }
             Err(e) => {
                 tracing::warn!("file watcher error: {e}; rescanning");
                 WatchMsg::Rescan
@@ -70,6 +78,12 @@ pub fn start<M: Send + 'static>(
         // The core has stopped: nothing left to tell.
         let _ = tx.send(wrap(msg));
     })?;
-    watcher.watch(root, RecursiveMode::Recursive)?;
-    Ok(watcher)
+    match watcher.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => Ok((watcher, None)),
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => Ok((
+            watcher,
+            Some(format!("the inotify watch limit is reached ({e})")),
+        )),
+        Err(e) => Err(e),
+    }
 }

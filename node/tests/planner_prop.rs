@@ -1,4 +1,4 @@
-//! Property test of the sync decision logic (`tandem_node::planner`), with
+//! Property test of the sync decision logic (`tandem_node::engine`), with
 //! no I/O: a small pure simulator of 2–4 nodes runs random sequences of
 //! edits, deletes, renames, link failures and deliveries in random orders,
 //! then brings every link up and delivers everything until nothing changes.
@@ -99,7 +99,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use tandem_common::model::Dot;
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector, VvOrder};
-use tandem_node::planner::{Decision, plan};
+use tandem_node::engine::{Decision, plan};
 
 /// Few paths, so that nodes collide on them often.
 const PATHS: [&str; 3] = ["a", "b", "d/c"];

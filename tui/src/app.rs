@@ -1407,6 +1407,10 @@ fn on_event(s: &mut AppState, e: Event) {
             s.nodes_due_ns.get_or_insert(s.now_ns + 2 * DEBOUNCE_NS);
         }
         EventKind::ClientConnected { .. } | EventKind::ClientDisconnected { .. } => {}
+        // The table's state column comes from the next reload.
+        EventKind::ApplyFailed { .. }
+        | EventKind::ApplyRecovered { .. }
+        | EventKind::Unwatched { .. } => {}
     }
     s.settle();
 }

@@ -250,6 +250,7 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
                     "rss": n.rss,
                     "uptime_s": n.uptime_s,
                     "clock_offset_ms": n.clock_offset_ms,
+                    "warnings": n.warnings,
                 })
             })
             .collect();
@@ -285,6 +286,9 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
                 n.uptime_s,
                 clock
             )?;
+            for w in &n.warnings {
+                writeln!(out, "  ! {}: {w}", n.name)?;
+            }
         } else {
             writeln!(out, "{:<12}  {:<21}  {:<4}", n.name, n.addr, "DOWN")?;
         }
@@ -380,6 +384,14 @@ pub fn describe_event(e: &EventKind) -> String {
         EventKind::ClientDisconnected { name, addr } => {
             format!("client {name} ({addr}) disconnected")
         }
+        EventKind::ApplyFailed { path, from, error } => {
+            format!("cannot apply {path} (from {from}): {error}; retrying")
+        }
+        EventKind::ApplyRecovered { path } => format!("{path} applied after earlier failures"),
+        EventKind::Unwatched {
+            reason,
+            rescan_secs,
+        } => format!("{reason}: some folders are not watched; rescanning every {rescan_secs}s"),
     }
 }
 
@@ -399,6 +411,9 @@ pub fn event_kind_name(e: &EventKind) -> &'static str {
         EventKind::NodeDown { .. } => "node_down",
         EventKind::ClientConnected { .. } => "client_connected",
         EventKind::ClientDisconnected { .. } => "client_disconnected",
+        EventKind::ApplyFailed { .. } => "apply_failed",
+        EventKind::ApplyRecovered { .. } => "apply_recovered",
+        EventKind::Unwatched { .. } => "unwatched",
     }
 }
 
@@ -444,7 +459,9 @@ pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
         | EventKind::Locked { path, .. }
         | EventKind::Unlocked { path, .. }
         | EventKind::Held { path, .. }
-        | EventKind::Released { path, .. } => Some(path),
+        | EventKind::Released { path, .. }
+        | EventKind::ApplyFailed { path, .. }
+        | EventKind::ApplyRecovered { path } => Some(path),
         _ => None,
     }
 }

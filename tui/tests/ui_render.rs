@@ -114,6 +114,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             rss: 24 << 20,
             uptime_s: 7_380,
             clock_offset_ms: Some(0),
+            warnings: Vec::new(),
         },
         NodeStatus {
             name: "beta".into(),
@@ -126,6 +127,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             rss: 22 << 20,
             uptime_s: 7_200,
             clock_offset_ms: Some(if skew { 1_520 } else { 12 }),
+            warnings: Vec::new(),
         },
         NodeStatus {
             name: "gamma".into(),
@@ -138,6 +140,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             rss: 0,
             uptime_s: 0,
             clock_offset_ms: None,
+            warnings: Vec::new(),
         },
     ]
 }

@@ -819,6 +819,7 @@ fn node(name: &str, skew: i64) -> NodeStatus {
         rss: 1,
         uptime_s: 1,
         clock_offset_ms: Some(skew),
+        warnings: Vec::new(),
     }
 }
 

@@ -1,17 +1,20 @@
 //! Carrying out decisions on the disk: install a fetched file, delete,
 //! make a directory, set metadata, move a conflict's loser aside.
 
+use super::remote::Settled;
 use super::*;
 
 impl Core {
+    /// Removes our file or (empty) folder and records the tombstone. A file
+    /// that a running transfer reads blocks from (the other half of a
+    /// rename) waits for it; so does a folder whose files are still to go.
     pub(super) fn apply_delete(
         &mut self,
         peer: NodeId,
-        remote: FileEntry,
         entry: FileEntry,
         local: Option<FileEntry>,
         origin: Option<NodeId>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Settled> {
         let full = entry.path.to_disk(&self.root);
         let path = entry.path.clone();
         let mut keep_dir = None;
@@ -19,8 +22,7 @@ impl Core {
             match l.kind {
                 EntryKind::File => {
                     if self.in_use.contains_key(&path) {
-                        self.deferred.push((peer, remote));
-                        return Ok(());
+                        return Ok(Settled::Wait);
                     }
                     match std::fs::remove_file(&full) {
                         Ok(()) => {}
@@ -32,11 +34,15 @@ impl Core {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                        if self.deferred.iter().any(|(_, d)| d.path.is_inside(&path)) {
-                            // Its files wait to be copied elsewhere (a moved
-                            // directory): delete it after them.
-                            self.deferred.push((peer, remote));
-                            return Ok(());
+                        if self
+                            .needed
+                            .range(path.clone()..)
+                            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+                            .any(|(p, n)| p.is_inside(&path) && n.w.entry.deleted)
+                        {
+                            // Its files are still to be deleted (some wait to
+                            // be copied elsewhere: a moved folder): after them.
+                            return Ok(Settled::Wait);
                         }
                         // Something new is inside: an edit beats a delete.
                         keep_dir = Some(l.mode);
@@ -65,7 +71,7 @@ impl Core {
             );
             self.index.observe_dir(&path, mode);
         }
-        Ok(())
+        Ok(Settled::Done)
     }
 
     pub(super) fn apply_dir(
@@ -178,33 +184,23 @@ impl Core {
         Ok(dest)
     }
 
-    /// Puts a verified temp file in place, unless our version changed since
-    /// the decision (then the peer will see ours and the rules run again).
-    /// True when the temp file was moved into place.
+    /// Puts a verified temp file in place as `entry` (the engine has just
+    /// decided, with fresh disk facts, that it is to be taken), keeping our
+    /// content aside first if it lost a conflict. The temp file is moved
+    /// (or removed by the caller when this fails).
     pub(super) fn install(
         &mut self,
-        path: &RelPath,
-        w: Wanted,
+        from: NodeId,
+        entry: FileEntry,
+        local: Option<FileEntry>,
+        keep_ours_as_conflict: bool,
+        origin: Option<NodeId>,
         done: &transfer::Done,
-    ) -> std::io::Result<bool> {
-        if self.hold_remote(w.from, &w.entry) {
-            return Ok(false);
-        }
-        let parents_ok = self.refresh(path)?;
-        let local = self.index.get(path).map(|r| r.entry.clone());
-        if local.as_ref().map(|l| &l.version) != w.based_on.as_ref() {
-            tracing::info!("not applying {path}: it changed here meanwhile; deciding again");
-            return Ok(false);
-        }
+    ) -> std::io::Result<()> {
+        let path = &entry.path;
         let full = path.to_disk(&self.root);
-        if !parents_ok {
-            tracing::warn!("not writing {path}: a parent directory here is a symlink or a file");
-            return Ok(false);
-        }
-        if w.keep_ours_as_conflict
-            && let Some(l) = local.as_ref().filter(|l| l.is_live_file())
-        {
-            self.keep_conflict(l, w.from)?;
+        if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
+            self.keep_conflict(l, from)?;
         }
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent)?;
@@ -229,10 +225,10 @@ impl Core {
             .map(|m| scan::local_stat(&m))
             .inspect_err(|e| tracing::warn!("cannot stat {path} after writing it: {e}"))
             .ok();
-        let from = self.peer_name(done.from.unwrap_or(w.from));
+        let from = self.peer_name(done.from.unwrap_or(from));
         tracing::info!(
             "received {path} from {from}: {} in {:.1?} ({} over the network, {} reused locally)",
-            human_size(w.entry.size),
+            human_size(entry.size),
             done.took,
             human_size(done.bytes_received),
             human_size(done.bytes_reused),
@@ -243,13 +239,12 @@ impl Core {
             path: path.clone(),
             from,
             to: self.name.clone(),
-            size: w.entry.size,
+            size: entry.size,
             sent: done.bytes_received,
             millis: done.took.as_millis() as u64,
         });
-        let origin = w.exact.then_some(w.from);
-        self.index.record_remote(w.entry, st, origin);
-        Ok(true)
+        self.index.record_remote(entry, st, origin);
+        Ok(())
     }
 }
 

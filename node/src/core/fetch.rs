@@ -29,6 +29,17 @@ impl Core {
             let Some(n) = self.needed.get(&path) else {
                 continue;
             };
+            // Deletes, folders and metadata (which need no data) and
+            // anything that failed before are carried out, or found to
+            // need a fetch, by deciding again now.
+            if (!n.w.entry.is_live_file() || n.error.is_some())
+                && !matches!(self.settle(&path, None), super::remote::Settled::Fetch)
+            {
+                continue;
+            }
+            let Some(n) = self.needed.get(&path) else {
+                continue;
+            };
             if !has_list(&n.w.entry) {
                 self.get_block_list(&path, &connected);
                 continue;
@@ -283,12 +294,15 @@ impl Core {
         for (path, version, result) in results {
             self.finish_transfer(path, version, result);
         }
-        let deferred = std::mem::take(&mut self.deferred);
-        for (peer, e) in deferred {
-            if self.in_use.contains_key(&e.path) {
-                self.deferred.push((peer, e));
-            } else {
-                self.on_remote_entry(peer, e);
+        // Deletions that waited for a file to stop being a block source.
+        let now = Instant::now();
+        for (p, n) in self.needed.iter_mut() {
+            if n.w.entry.deleted
+                && !n.in_flight
+                && n.error.is_none()
+                && !self.in_use.contains_key(p)
+            {
+                n.retry_at = n.retry_at.min(now);
             }
         }
     }
@@ -310,14 +324,17 @@ impl Core {
             }
             return;
         }
-        let Some(mut need) = self.needed.remove(&path) else {
+        let Some(need) = self.needed.get_mut(&path) else {
             return;
         };
+        need.in_flight = false;
         let sources = std::mem::take(&mut need.sources);
         self.release_sources(&sources);
         match result {
             Err(e) => {
-                need.in_flight = false;
+                let Some(need) = self.needed.get_mut(&path) else {
+                    return;
+                };
                 need.attempts += 1;
                 if e.cause == transfer::Cause::ContentMismatch
                     && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
@@ -339,33 +356,12 @@ impl Core {
                     "fetching {path} failed (attempt {}): {e}; retrying in {backoff:?}",
                     need.attempts
                 );
-                self.needed.insert(path, need);
             }
             Ok(done) => {
-                let mut moved = false;
-                match self.install(&path, need.w.clone(), &done) {
-                    Ok(m) => {
-                        moved = m;
-                        self.unwanted.push(path.clone());
-                    }
-                    Err(e) if need.attempts < 10 => {
-                        // E.g. a directory here still holds files whose
-                        // deletion is on its way: try again shortly.
-                        need.in_flight = false;
-                        need.attempts += 1;
-                        let backoff = Duration::from_millis(200 * (1u64 << need.attempts.min(7)));
-                        need.retry_at = Instant::now() + backoff;
-                        tracing::warn!("cannot write {path} yet: {e}; retrying in {backoff:?}");
-                        self.needed.insert(path.clone(), need);
-                    }
-                    Err(e) => {
-                        tracing::error!("cannot write {path}: {e}; giving up on this version");
-                        self.unwanted.push(path.clone());
-                    }
-                }
-                if !moved {
-                    let _ = std::fs::remove_file(&done.tmp);
-                }
+                // Decided again with fresh disk facts; whatever happens, the
+                // temp file is not needed afterwards (moved or useless).
+                self.settle(&path, Some(&done));
+                let _ = std::fs::remove_file(&done.tmp);
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use super::apply::move_file;
 use super::*;
+use crate::engine::DiskFacts;
 
 impl Core {
     /// Puts an upload in place (replacing what is there by the normal
@@ -39,7 +40,9 @@ impl Core {
         filetime::set_file_mtime(tmp, file_time(mtime_ns)).map_err(io)?;
         // Anything on disk not yet indexed is indexed first, so it is a
         // version that the upload replaces, not something silently lost.
-        let _ = self.refresh(path);
+        if let Err(e) = self.refresh(path) {
+            return Err(io(e));
+        }
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
@@ -81,9 +84,21 @@ impl Core {
                 Ok(seen) => {
                     self.look_at(&p, seen, true);
                 }
-                Err(e) => tracing::warn!("cannot read {p}: {e}"),
+                Err(e) => self.retry_later(&p, &e),
             }
         }
+    }
+
+    /// A path could not be looked at (EACCES, EMFILE, EIO...): that is not
+    /// knowing, never a change. Look again later, backing off per path.
+    pub(super) fn retry_later(&mut self, p: &RelPath, e: &dyn std::fmt::Display) {
+        let n = self.io_retries.entry(p.clone()).or_insert(0);
+        *n += 1;
+        let delay = Duration::from_millis(250 * (1u64 << (*n).min(7)));
+        tracing::warn!(
+            "cannot read {p}: {e}; nothing is changed for it, looking again in {delay:?} (attempt {n})"
+        );
+        self.pending.insert(p.clone(), Instant::now() + delay);
     }
 
     /// Re-examines one non-directory path. Returns the number of changes.
@@ -91,8 +106,11 @@ impl Core {
         if self.hold_local(p, &seen) {
             return 0;
         }
+        if !matches!(seen, Seen::File(_)) {
+            self.io_retries.remove(p);
+        }
         match seen {
-            Seen::Absent => {
+            Seen::Absent | Seen::Other => {
                 let gone = self.index.observe_missing(p);
                 for g in &gone {
                     if log {
@@ -121,6 +139,7 @@ impl Core {
                 }
                 match scan::hash_file(&p.to_disk(&self.root)) {
                     Ok((st, h)) => {
+                        self.io_retries.remove(p);
                         let c = self.index.observe_file(p, st, &h);
                         self.log_change(p, c, log)
                     }
@@ -133,7 +152,7 @@ impl Core {
                         0
                     }
                     Err(HashError::Io(e)) => {
-                        tracing::warn!("cannot read {p}: {e}; will retry when it changes");
+                        self.retry_later(p, &e);
                         0
                     }
                 }
@@ -182,17 +201,41 @@ impl Core {
             // The directory itself.
             match scan::stat_rel(&self.root, d) {
                 Ok(seen) => changed += self.look_at(d, seen, true),
-                Err(e) => tracing::warn!("cannot read {d}: {e}"),
+                Err(e) => {
+                    self.retry_later(d, &e);
+                    return 0;
+                }
             }
         }
-        let seen = scan::walk(&self.root, &base, &self.state_dir);
+        let walk = scan::walk(&self.root, &base, &self.state_dir);
         let known = match dir {
             None => self.index.live_paths(),
             Some(d) => self.index.live_under(d),
         };
-        let present: HashSet<&RelPath> = seen.iter().map(|(p, _)| p).collect();
-        let missing: Vec<RelPath> = known.into_iter().filter(|p| !present.contains(p)).collect();
-
+        let present: HashSet<&RelPath> = walk
+            .seen
+            .iter()
+            .filter(|(_, s)| !matches!(s, Seen::Other | Seen::Absent))
+            .map(|(p, _)| p)
+            .collect();
+        // Under a folder that could not be read, nothing is known to be gone.
+        let missing: Vec<RelPath> = known
+            .into_iter()
+            .filter(|p| !present.contains(p) && !walk.unknown(&self.root, p))
+            .collect();
+        for (u, e) in &walk.unreadable {
+            match RelPath::from_disk(&self.root, u) {
+                Ok(rel) => self.retry_later(&rel, e),
+                Err(_) => {
+                    tracing::warn!(
+                        "cannot read {}: {e}; nothing is changed for it, scanning again in 30s",
+                        u.display()
+                    );
+                    self.verify_at = self.verify_at.min(Instant::now() + Duration::from_secs(30));
+                }
+            }
+        }
+        let seen = walk.seen;
         let to_hash: Vec<&RelPath> = seen
             .iter()
             .filter_map(|(p, s)| match s {
@@ -237,7 +280,7 @@ impl Core {
                 Err(HashError::Gone) => {
                     self.pending.insert(p, Instant::now() + QUICK);
                 }
-                Err(HashError::Io(e)) => tracing::warn!("cannot read {p}: {e}"),
+                Err(HashError::Io(e)) => self.retry_later(&p, &e),
             }
         }
         for p in missing {
@@ -256,34 +299,27 @@ impl Core {
     /// Makes sure the index agrees with the disk at `p` before deciding
     /// anything about it: a local change not yet indexed becomes a version
     /// first, so it takes part in the decision instead of being overwritten.
-    /// Answers whether every parent of `p` is a directory (or missing), as
-    /// `scan::parents_are_dirs` would.
-    pub(super) fn refresh(&mut self, p: &RelPath) -> std::io::Result<bool> {
-        let parents_ok = scan::parents_are_dirs(&self.root, p).inspect_err(|e| {
-            tracing::warn!("cannot read {p}: {e}");
-        })?;
-        let seen = match parents_ok {
-            true => scan::stat(&p.to_disk(&self.root)),
-            false => Ok(Seen::Absent),
-        };
-        let seen = match seen {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot read {p}: {e}");
-                return Ok(parents_ok);
-            }
-        };
+    /// Answers what the disk shows there, for the engine; an error reading
+    /// it is returned, never taken as absence.
+    pub(super) fn refresh(&mut self, p: &RelPath) -> std::io::Result<DiskFacts> {
+        if !scan::parents_are_dirs(&self.root, p)? {
+            return Ok(DiskFacts::ParentNotDir);
+        }
+        let seen = scan::stat(&p.to_disk(&self.root))?;
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
         let stale = match (seen, rec) {
             (Seen::File(st), _) => self.index.needs_hash(p, &st),
-            (Seen::Absent, Some(_)) => true,
-            (Seen::Absent, None) => false,
+            (Seen::Absent | Seen::Other, Some(_)) => true,
+            (Seen::Absent | Seen::Other, None) => false,
             (Seen::Dir { mode }, Some(r)) => r.entry.kind != EntryKind::Dir || r.entry.mode != mode,
             (Seen::Dir { .. }, None) => true,
         };
         if stale {
             self.look_at(p, seen, true);
         }
-        Ok(parents_ok)
+        Ok(match seen {
+            Seen::Other => DiskFacts::OtherKind,
+            _ => DiskFacts::Indexed,
+        })
     }
 }

@@ -323,7 +323,7 @@ impl Core {
                 }
                 (HeldKind::Modify, st.size, st.mtime_ns)
             }
-            Seen::Absent => {
+            Seen::Absent | Seen::Other => {
                 if rec.is_none() {
                     return true;
                 }

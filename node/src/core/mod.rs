@@ -20,9 +20,9 @@ use tandem_common::proto::{ApiError, EventKind, FileSummary, ListedFile};
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use crate::engine;
 use crate::index::{ChangeKind, Index};
 use crate::peer::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
-use crate::planner::{self, Decision};
 use crate::scan::{self, HashError, Seen};
 use crate::store::{Batch, Store, Wanted};
 use crate::transfer::{self, BlockSource};
@@ -57,6 +57,9 @@ const QUICK: Duration = Duration::from_millis(3);
 const LOG_EACH_LIMIT: usize = 20;
 /// Messages handled per pass before the core acts and commits.
 const DRAIN_LIMIT: usize = 1024;
+/// How often the whole tree is compared with the index when not told
+/// otherwise (`--verify-every`); Syncthing rescans hourly by default too.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(3600);
 
 /// Messages to the core.
 pub enum CoreMsg {
@@ -69,7 +72,7 @@ pub enum CoreMsg {
     /// This node's view of one file.
     SummaryOf(RelPath, oneshot::Sender<Option<FileSummary>>),
     /// Number of live files and their bytes.
-    Counts(oneshot::Sender<(u64, u64)>),
+    Counts(oneshot::Sender<Counts>),
     /// A verified upload to put in place as a local change.
     Put {
         /// Where.
@@ -148,6 +151,18 @@ pub enum CoreMsg {
     Shutdown,
 }
 
+/// A node's totals and what is wrong with it, for `tandem nodes`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Live files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Problems that need a person (failed applies, unreadable paths,
+    /// unwatched folders), one line each.
+    pub warnings: Vec<String>,
+}
+
 /// A cloneable way for async code to ask the core things.
 #[derive(Clone)]
 pub struct CoreHandle {
@@ -204,8 +219,8 @@ impl CoreHandle {
         .await
     }
 
-    /// Number of live files and their total size.
-    pub async fn counts(&self) -> Result<(u64, u64), ApiError> {
+    /// Number of live files, their total size, and what is wrong.
+    pub async fn counts(&self) -> Result<Counts, ApiError> {
         self.ask(CoreMsg::Counts).await
     }
 
@@ -302,6 +317,8 @@ struct Need {
     attempts: u32,
     /// Local files this transfer reads blocks from (not deleted meanwhile).
     sources: Vec<RelPath>,
+    /// Why the last attempt to apply it failed (shown until it succeeds).
+    error: Option<String>,
 }
 
 /// True when a wanted entry has its whole block list (entries of large
@@ -344,8 +361,10 @@ pub struct Core {
     unwanted: Vec<RelPath>,
     /// Local files in use as block sources, with counts.
     in_use: HashMap<RelPath, usize>,
-    /// Remote deletions waiting for a file to stop being a block source.
-    deferred: Vec<(NodeId, FileEntry)>,
+    /// Paths that could not be read, with the attempts so far (backoff).
+    io_retries: HashMap<RelPath, u32>,
+    /// When the whole tree is next compared with the index.
+    verify_at: Instant,
     budget: Arc<Semaphore>,
     dirs_to_sync: HashSet<PathBuf>,
     /// Transfer tasks running (including superseded ones not yet finished).
@@ -358,7 +377,15 @@ pub struct Core {
     locks_dirty: HashSet<RelPath>,
     identities_dirty: HashSet<uuid::Uuid>,
     held_dirty: bool,
+    /// How often the whole tree is compared with the index.
+    verify_every: Duration,
+    /// Why some folders are not watched (the inotify limit): they are
+    /// rescanned every [`UNWATCHED_RESCAN`] instead.
+    unwatched: Option<String>,
 }
+
+/// How often the tree is rescanned while some folders cannot be watched.
+const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
 impl Core {
     /// Builds the core from an opened store.
@@ -387,6 +414,7 @@ impl Core {
                     retry_at: now,
                     attempts: 0,
                     sources: Vec::new(),
+                    error: None,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -420,7 +448,10 @@ impl Core {
             wanted_dirty: HashSet::new(),
             unwanted: Vec::new(),
             in_use: HashMap::new(),
-            deferred: Vec::new(),
+            io_retries: HashMap::new(),
+            verify_at: now + VERIFY_EVERY,
+            verify_every: VERIFY_EVERY,
+            unwatched: None,
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             dirs_to_sync: HashSet::new(),
             running: 0,
@@ -432,6 +463,45 @@ impl Core {
             identities_dirty: HashSet::new(),
             held_dirty: false,
         })
+    }
+
+    /// Compares the whole tree with the index every `every` (a full stat
+    /// walk; only changed files are read) instead of [`VERIFY_EVERY`].
+    pub fn verify_every(mut self, every: Duration) -> Self {
+        self.verify_every = every;
+        self.verify_at = Instant::now() + every;
+        self
+    }
+
+    /// Some folders cannot be watched (`why`): rescan periodically.
+    pub fn unwatched(mut self, why: Option<String>) -> Self {
+        if let Some(w) = &why {
+            self.note_unwatched(w.clone());
+        }
+        self.unwatched = why;
+        self
+    }
+
+    fn note_unwatched(&mut self, why: String) {
+        if self.unwatched.is_none() {
+            tracing::warn!(
+                "{why}: some folders are not watched; rescanning the whole tree every {UNWATCHED_RESCAN:?} instead (raise fs.inotify.max_user_watches to fix)"
+            );
+            self.io.events.emit(EventKind::Unwatched {
+                reason: why.clone(),
+                rescan_secs: UNWATCHED_RESCAN.as_secs(),
+            });
+        }
+        self.verify_at = self.verify_at.min(Instant::now() + UNWATCHED_RESCAN);
+        self.unwatched = Some(why);
+    }
+
+    /// The interval until the next full comparison of tree and index.
+    fn verify_interval(&self) -> Duration {
+        match self.unwatched {
+            Some(_) => self.verify_every.min(UNWATCHED_RESCAN),
+            None => self.verify_every,
+        }
     }
 
     /// Scans the whole directory, then serves messages until shutdown or
@@ -472,6 +542,7 @@ impl Core {
                 .values()
                 .copied()
                 .chain(retry)
+                .chain([self.verify_at])
                 .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
@@ -494,6 +565,13 @@ impl Core {
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
             self.process_due();
+            if Instant::now() >= self.verify_at {
+                // The disk is the truth: whatever the watcher missed (or
+                // could not watch) is found here.
+                let n = self.reconcile(None);
+                tracing::info!("verified the tree against the index: {n} changes found");
+                self.verify_at = Instant::now() + self.verify_interval();
+            }
             if !stop {
                 self.start_transfers();
             }
@@ -507,6 +585,10 @@ impl Core {
     fn handle(&mut self, msg: CoreMsg) -> bool {
         match msg {
             CoreMsg::Shutdown => return false,
+            CoreMsg::Watch(WatchMsg::Unwatched(why)) => {
+                self.note_unwatched(why);
+                self.reconcile(None);
+            }
             CoreMsg::Watch(WatchMsg::Rescan) => {
                 self.reconcile(None);
             }
@@ -546,12 +628,7 @@ impl Core {
                 let _ = reply.send(self.put(&path, &tmp, mtime_ns, mode, &who));
             }
             CoreMsg::Counts(reply) => {
-                let (mut files, mut bytes) = (0u64, 0u64);
-                for r in self.index.records().filter(|r| r.entry.is_live_file()) {
-                    files += 1;
-                    bytes += r.entry.size;
-                }
-                let _ = reply.send((files, bytes));
+                let _ = reply.send(self.counts());
             }
             CoreMsg::PeerUp { peer, name, reply } => {
                 self.io

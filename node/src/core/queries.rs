@@ -48,7 +48,8 @@ impl Core {
             .map(|r| self.summarise(&r.entry, true))
             .collect();
         for (p, n) in &self.needed {
-            if self.index.get(p).is_none_or(|r| !r.entry.is_live_file()) {
+            if n.w.entry.is_live_file() && self.index.get(p).is_none_or(|r| !r.entry.is_live_file())
+            {
                 out.push(self.summarise(&n.w.entry, false));
             }
         }
@@ -75,6 +76,35 @@ impl Core {
             },
             syncing: !present || self.needed.contains_key(&e.path),
             present,
+            error: self.needed.get(&e.path).and_then(|n| n.error.clone()),
         }
+    }
+
+    /// Totals and warnings for `tandem nodes`.
+    pub(super) fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for r in self.index.records().filter(|r| r.entry.is_live_file()) {
+            c.files += 1;
+            c.bytes += r.entry.size;
+        }
+        let failing = self.needed.values().filter(|n| n.error.is_some()).count();
+        if failing > 0 {
+            c.warnings.push(format!(
+                "{failing} change(s) from peers cannot be applied here (state \"error\" in tandem list); retrying"
+            ));
+        }
+        if !self.io_retries.is_empty() {
+            c.warnings.push(format!(
+                "{} path(s) cannot be read here; nothing is changed for them, retrying",
+                self.io_retries.len()
+            ));
+        }
+        if let Some(why) = &self.unwatched {
+            c.warnings.push(format!(
+                "{why}: some folders are not watched, the tree is rescanned every {}s",
+                UNWATCHED_RESCAN.as_secs()
+            ));
+        }
+        c
     }
 }

@@ -1,7 +1,28 @@
-//! Remote changes: a peer's entries are decided by the sync engine and
-//! turned into work (a fetch, or a change applied to the disk).
+//! Remote changes: a peer's entries are decided by the sync engine
+//! ([`crate::engine::decide`]) and the decision is carried out, at once when
+//! no data is needed, else through the queue of wanted versions.
+//!
+//! Every queued version (a fetch, or a delete, folder or metadata change
+//! that failed or had to wait) is persisted, retried with backoff and shown
+//! until it is applied, and decided again from the peer's entry with fresh
+//! disk facts just before it is carried out ([`Core::settle`]): our version
+//! or the disk may have changed meanwhile, and the decision must stay the
+//! engine's, not a drop.
 
 use super::*;
+use crate::engine::{Action, Apply, Op};
+use tandem_common::VvOrder;
+
+/// How a queued decision ended this time.
+pub(super) enum Settled {
+    /// Applied, or no longer wanted: the queue entry is gone.
+    Done,
+    /// Waiting for something that will happen (a transfer to release its
+    /// source file): no error, looked at again when it does.
+    Wait,
+    /// The content has to be fetched first.
+    Fetch,
+}
 
 impl Core {
     pub(super) fn on_remote_index(&mut self, peer: NodeId, entries: Vec<(u64, FileEntry)>) {
@@ -17,129 +38,278 @@ impl Core {
         for e in lives.into_iter().chain(tombs) {
             self.on_remote_entry(peer, e);
         }
+        // Everything up to `max` is now applied or queued (and the queue is
+        // saved in the same commit as this progress).
         let name = self.peer_name(peer);
         let e = self.peers.entry(peer).or_insert((0, name));
         e.0 = e.0.max(max);
         self.peers_dirty.insert(peer);
     }
 
-    pub(super) fn on_remote_entry(&mut self, peer: NodeId, remote: FileEntry) {
+    /// Decides a peer's entry and carries the decision out.
+    pub(super) fn on_remote_entry(&mut self, peer: NodeId, mut remote: FileEntry) {
+        let queued = self
+            .needed
+            .get(&remote.path)
+            .map(|n| n.w.entry.version.clone());
+        let (action, local) = match self.decide(&remote, queued.as_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                // Not knowing what is here is not a decision: keep the
+                // peer's entry queued and decide when the disk answers.
+                let path = remote.path.clone();
+                self.enqueue(peer, remote);
+                self.apply_failed(&path, &format!("cannot read it here: {e}"));
+                return;
+            }
+        };
         let path = remote.path.clone();
-        // A live file's block list must match its size, or be left out (a
-        // large file's list is fetched when needed); anything else is a
-        // malformed entry from a broken or hostile peer: ignore it.
-        let blocks_ok = if remote.is_live_file() {
-            (remote.blocks.is_empty() && tandem_common::blocklist::list_fits(remote.size))
-                || remote.blocks.len() == tandem_common::blocklist::block_count(remote.size)
-        } else {
-            remote.blocks.is_empty() || remote.deleted
-        };
-        if !blocks_ok {
-            tracing::warn!(
-                "ignoring a malformed entry for {path} from {}: {} block hashes for {} bytes",
-                self.peer_name(peer),
-                remote.blocks.len(),
-                remote.size
-            );
-            return;
-        }
-        if let Some(n) = self.needed.get(&path) {
-            match remote.version.compare(&n.w.entry.version) {
-                tandem_common::VvOrder::Equal | tandem_common::VvOrder::Before => return,
-                _ => {}
+        match action {
+            Action::Apply(a) if a.op != Op::Fetch => match self.carry_out(peer, a, local, None) {
+                Ok(Settled::Done) => self.drop_need(&path),
+                Ok(_) => {
+                    self.enqueue(peer, remote);
+                    self.wait(&path);
+                }
+                Err(e) => {
+                    self.enqueue(peer, remote);
+                    self.apply_failed(&path, &e);
+                }
+            },
+            Action::Apply(_) => {
+                // A list left out is the same as that of local content with
+                // the same hash (a rename or a copy): take it now, so the
+                // transfer's sources are claimed before the old name's
+                // deletion in this batch runs.
+                self.index.fill_blocks(&mut remote);
+                self.enqueue(peer, remote);
             }
+            Action::Blocked(_, why) => {
+                self.enqueue(peer, remote);
+                self.apply_failed(&path, &why);
+            }
+            other => self.not_applied(peer, &remote, other),
         }
-        if !self.refresh(&path).unwrap_or(false) {
-            tracing::warn!(
-                "not applying {path} from {}: a parent directory here is a symlink or a file",
+    }
+
+    /// Asks the engine about `remote`, with fresh facts from the disk.
+    fn decide(
+        &mut self,
+        remote: &FileEntry,
+        queued: Option<&VersionVector>,
+    ) -> std::io::Result<(Action, Option<FileEntry>)> {
+        let disk = self.refresh(&remote.path)?;
+        let local = self.index.get(&remote.path).map(|r| r.entry.clone());
+        let cx = engine::Context {
+            disk,
+            locked: self.locks.holder(&remote.path).is_some(),
+            queued,
+        };
+        Ok((engine::decide(local.as_ref(), remote, &cx), local))
+    }
+
+    /// The decisions that take nothing from the peer: ignore, refuse,
+    /// re-announce ours, or hold the change for a lock.
+    fn not_applied(&mut self, peer: NodeId, remote: &FileEntry, action: Action) {
+        let path = &remote.path;
+        match action {
+            Action::Ignore => {
+                // A queued older version of the same history is not wanted
+                // either: the peer has moved past it.
+                if self
+                    .needed
+                    .get(path)
+                    .is_some_and(|n| remote.version.compare(&n.w.entry.version) == VvOrder::After)
+                {
+                    self.drop_need(path);
+                }
+            }
+            Action::Reject(why) => tracing::warn!(
+                "ignoring a malformed entry for {path} from {}: {why}",
                 self.peer_name(peer)
-            );
-            return;
-        }
-        let local = self.index.get(&path).map(|r| r.entry.clone());
-        let (version, keep_ours_as_conflict, written, losers) =
-            match planner::plan(local.as_ref(), &remote) {
-                Decision::Ignore => return,
-                Decision::Reassert {
-                    version,
-                    written,
-                    losers,
-                } => {
-                    if self.locks.holder(&path).is_none() {
-                        tracing::debug!(
-                            "{path}: {} has only seen an older write; re-announcing ours",
-                            self.peer_name(peer)
-                        );
-                        self.index.reassert(&path, version, written, losers);
-                    }
-                    return;
-                }
-                Decision::Take {
-                    mut version,
-                    keep_ours_as_conflict,
-                    written,
-                    losers,
-                    bump,
-                } => {
-                    if bump {
-                        self.index.bump(&mut version);
-                    }
-                    (version, keep_ours_as_conflict, written, losers)
-                }
-            };
-        if self.hold_remote(peer, &remote) {
-            return;
-        }
-        let origin =
-            (version == remote.version && written == remote.written && losers == remote.losers)
-                .then_some(peer);
-        let mut entry = FileEntry {
-            version,
-            written,
-            losers,
-            ..remote.clone()
-        };
-        // A list left out is the same as that of local content with the same
-        // hash (a rename or a copy): take it now, so the transfer's sources
-        // are claimed before the old name's deletion in this batch runs.
-        self.index.fill_blocks(&mut entry);
-        let needs_data = entry.is_live_file()
-            && !local
-                .as_ref()
-                .is_some_and(|l| l.is_live_file() && l.hash == entry.hash);
-        if !needs_data && let Some(old) = self.needed.remove(&path) {
-            self.release_sources(&old.sources);
-            self.unwanted.push(path.clone());
-        }
-        let res = if entry.deleted {
-            self.apply_delete(peer, remote, entry, local, origin)
-        } else if entry.kind == EntryKind::Dir {
-            self.apply_dir(peer, entry, local, keep_ours_as_conflict, origin)
-        } else if !needs_data {
-            self.apply_meta(peer, entry, origin)
-        } else {
-            let sources = self.claim_sources(&entry);
-            let need = Need {
-                w: Wanted {
-                    entry,
-                    keep_ours_as_conflict,
-                    from: peer,
-                    exact: origin.is_some(),
-                    based_on: local.map(|l| l.version),
-                },
-                in_flight: false,
-                retry_at: Instant::now(),
-                attempts: 0,
-                sources,
-            };
-            self.wanted_dirty.insert(path.clone());
-            if let Some(old) = self.needed.insert(path.clone(), need) {
-                self.release_sources(&old.sources);
+            ),
+            Action::Reassert {
+                version,
+                written,
+                losers,
+            } => {
+                tracing::debug!(
+                    "{path}: {} has only seen an older write; re-announcing ours",
+                    self.peer_name(peer)
+                );
+                self.index.reassert(path, version, written, losers);
             }
-            Ok(())
+            Action::Hold => {
+                self.drop_need(path);
+                self.hold_remote(peer, remote);
+            }
+            Action::Apply(_) | Action::Blocked(..) => {
+                unreachable!("not_applied is only given decisions that take nothing")
+            }
+        }
+    }
+
+    /// Queues the peer's entry (replacing an older one at the path).
+    fn enqueue(&mut self, peer: NodeId, entry: FileEntry) {
+        let path = entry.path.clone();
+        let sources = if entry.is_live_file() {
+            self.claim_sources(&entry)
+        } else {
+            Vec::new()
         };
-        if let Err(e) = res {
-            tracing::error!("cannot apply {path} from {}: {e}", self.peer_name(peer));
+        let need = Need {
+            w: Wanted { entry, from: peer },
+            in_flight: false,
+            retry_at: Instant::now(),
+            attempts: 0,
+            sources,
+            error: None,
+        };
+        self.wanted_dirty.insert(path.clone());
+        // An older version's transfer that is still running finishes as
+        // superseded and its result is dropped.
+        if let Some(old) = self.needed.insert(path.clone(), need) {
+            self.release_sources(&old.sources);
+            if let Some(n) = self.needed.get_mut(&path) {
+                // Still failing until shown otherwise.
+                n.error = old.error;
+            }
+        }
+    }
+
+    /// The queued version at `path` waits for a transfer that reads from
+    /// the file (see [`Core::on_transfers_done`]), not for a timer.
+    pub(super) fn wait(&mut self, path: &RelPath) {
+        if let Some(n) = self.needed.get_mut(path) {
+            n.in_flight = false;
+            n.retry_at = Instant::now() + Duration::from_secs(3600);
+        }
+    }
+
+    /// Forgets the queued version at `path`. A folder's queued delete that
+    /// waits for what is inside to go is looked at again now.
+    pub(super) fn drop_need(&mut self, path: &RelPath) {
+        if let Some(old) = self.needed.remove(path) {
+            let mut parent = path.parent();
+            while let Some(p) = parent {
+                if let Some(n) = self.needed.get_mut(&p)
+                    && !n.in_flight
+                {
+                    n.retry_at = n.retry_at.min(Instant::now());
+                }
+                parent = p.parent();
+            }
+            self.release_sources(&old.sources);
+            self.wanted_dirty.remove(path);
+            self.unwanted.push(path.clone());
+            if old.error.is_some() {
+                self.io
+                    .events
+                    .emit(EventKind::ApplyRecovered { path: path.clone() });
+                tracing::info!("{path}: the change that could not be applied is settled now");
+            }
+        }
+    }
+
+    /// The queued version at `path` could not be applied: say so (once per
+    /// distinct reason), and try again later with backoff.
+    pub(super) fn apply_failed(&mut self, path: &RelPath, why: &dyn std::fmt::Display) {
+        let from = self
+            .needed
+            .get(path)
+            .map(|n| self.peer_name(n.w.from))
+            .unwrap_or_default();
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        let why = why.to_string();
+        n.in_flight = false;
+        n.attempts += 1;
+        let backoff = Duration::from_millis(250 * (1u64 << n.attempts.min(7)));
+        n.retry_at = Instant::now() + backoff;
+        if n.error.as_deref() != Some(why.as_str()) {
+            tracing::error!("cannot apply {path} (from {from}): {why}; retrying in {backoff:?}");
+            self.io.events.emit(EventKind::ApplyFailed {
+                path: path.clone(),
+                from,
+                error: why.clone(),
+            });
+            n.error = Some(why);
+        } else {
+            tracing::debug!("still cannot apply {path}: {why}; retrying in {backoff:?}");
+        }
+    }
+
+    /// Carries out the queued version at `path` now: decides again with
+    /// fresh disk facts, then installs `fetched` (the content, when it was
+    /// fetched), or deletes, makes the folder or sets metadata. Whatever
+    /// the engine says now is what happens; a failure stays queued.
+    pub(super) fn settle(&mut self, path: &RelPath, fetched: Option<&transfer::Done>) -> Settled {
+        let Some(n) = self.needed.get(path) else {
+            return Settled::Done;
+        };
+        let (remote, from) = (n.w.entry.clone(), n.w.from);
+        let outcome = match self.decide(&remote, None) {
+            Err(e) => Err(format!("cannot read it here: {e}")),
+            Ok((Action::Apply(a), local)) => self
+                .carry_out(from, a, local, fetched)
+                .map_err(|e| e.to_string()),
+            Ok((Action::Blocked(_, why), _)) => Err(why.to_string()),
+            Ok((other, _)) => {
+                self.drop_need(path);
+                self.not_applied(from, &remote, other);
+                return Settled::Done;
+            }
+        };
+        match outcome {
+            Ok(Settled::Done) => {
+                self.drop_need(path);
+                Settled::Done
+            }
+            Ok(Settled::Wait) => {
+                self.wait(path);
+                Settled::Wait
+            }
+            Ok(Settled::Fetch) => Settled::Fetch,
+            Err(e) => {
+                self.apply_failed(path, &e);
+                Settled::Wait
+            }
+        }
+    }
+
+    /// Makes the disk and the index show `a`. `fetched` is its content when
+    /// the operation is a fetch.
+    fn carry_out(
+        &mut self,
+        from: NodeId,
+        a: Apply,
+        local: Option<FileEntry>,
+        fetched: Option<&transfer::Done>,
+    ) -> std::io::Result<Settled> {
+        let Apply {
+            mut entry,
+            bump,
+            keep_ours_as_conflict,
+            exact,
+            op,
+        } = a;
+        if bump {
+            self.index.bump(&mut entry.version);
+        }
+        let origin = exact.then_some(from);
+        match op {
+            Op::Delete => self.apply_delete(from, entry, local, origin),
+            Op::MakeDir => self
+                .apply_dir(from, entry, local, keep_ours_as_conflict, origin)
+                .map(|()| Settled::Done),
+            Op::SetMeta => self.apply_meta(from, entry, origin).map(|()| Settled::Done),
+            Op::Fetch => match fetched {
+                Some(done) => self
+                    .install(from, entry, local, keep_ours_as_conflict, origin, done)
+                    .map(|()| Settled::Done),
+                None => Ok(Settled::Fetch),
+            },
         }
     }
 }

@@ -391,6 +391,7 @@ pub struct NodeBuilder {
     peers: Vec<SocketAddr>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    wrapper: Vec<OsString>,
 }
 
 impl NodeBuilder {
@@ -403,7 +404,15 @@ impl NodeBuilder {
             peers: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Starts the node through `program args... tandem-node ...` (e.g.
+    /// `unshare`), which must `exec` it, so the PID stays the node's.
+    pub fn wrapper(mut self, program: &[&str]) -> Self {
+        self.wrapper = program.iter().map(OsString::from).collect();
+        self
     }
 
     /// Uses `dir` as `--dir` (the caller owns it; it may be missing or not
@@ -469,6 +478,7 @@ impl NodeBuilder {
             peers: self.peers,
             args: self.args,
             env: self.env,
+            wrapper: self.wrapper,
             log_path: scratch.path().join("node.log"),
             run_log_start: 0,
             runs: 0,
@@ -510,6 +520,7 @@ pub struct Node {
     peers: Vec<SocketAddr>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    wrapper: Vec<OsString>,
     log_path: PathBuf,
     /// Offset in the log where the current run starts.
     run_log_start: u64,
@@ -589,7 +600,14 @@ impl Node {
             .open(&self.log_path)
             .expect("cannot open the node log");
         self.run_log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(node_bin());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(node_bin());
+                c
+            }
+            None => Command::new(node_bin()),
+        };
         cmd.arg("--dir")
             .arg(&self.dir)
             .arg("--listen")

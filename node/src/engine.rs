@@ -1,6 +1,16 @@
-//! PURE sync decisions: given what this node has at a path and what a peer
-//! announces, decide what to do. No I/O, so every rule is table-tested and
-//! property-tested (node/tests/planner_prop.rs).
+//! PURE sync decisions: given what this node has at a path, what a peer
+//! announces, the lock state and what the disk here shows, decide the whole
+//! action. No I/O, so every rule is table-tested and property-tested
+//! (node/tests/planner_prop.rs). The core asks [`decide`] when an entry
+//! arrives and again just before carrying the action out (the disk or our
+//! version may have changed meanwhile); it never decides by itself.
+//!
+//! [`plan`] is the version-vector part (which history wins); [`decide`]
+//! wraps it with everything else: malformed or overflowing entries are
+//! rejected, a locked path holds the change, something of another kind in
+//! the way (a symlink, a parent that is a link or a file) blocks it, and
+//! the operation that makes the disk match (fetch, delete, make a folder,
+//! set metadata) is named.
 //!
 //! Rules (see ARCHITECTURE.md, "How sync decides"):
 //! - remote dominates ours (version vectors) → take it, whatever its mtime;
@@ -159,6 +169,210 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                 Decision::Ignore
             }
         }
+    }
+}
+
+/// Counters above this are refused in entries from peers: a node adds 1 to
+/// the largest counter it has seen, so one near `u64::MAX` would wrap.
+/// 2^62 leaves room for more writes than any cluster will make.
+pub const MAX_COUNTER: u64 = 1 << 62;
+
+/// What the disk here shows at the path, looked at just before deciding
+/// (after the core brought the index in line with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFacts {
+    /// The index describes the disk at this path.
+    Indexed,
+    /// Something Tandem does not sync has the name: a symlink, a socket, a
+    /// device. It is never written, deleted or chmod-ed through.
+    OtherKind,
+    /// A parent of the path is a symlink or a file here.
+    ParentNotDir,
+}
+
+/// The rest of what a decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// What the disk shows.
+    pub disk: DiskFacts,
+    /// The path is locked (changes from elsewhere are held).
+    pub locked: bool,
+    /// The version already queued to be applied at this path, if any.
+    pub queued: Option<&'a VersionVector>,
+}
+
+/// Why a peer's entry is refused outright (bad input changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A live file's block list matches neither its size nor "left out".
+    #[error("{blocks} block hashes for {size} bytes")]
+    BlockList {
+        /// Hashes sent.
+        blocks: usize,
+        /// Size announced.
+        size: u64,
+    },
+    /// A version counter so large that counting on would wrap.
+    #[error("a version counter of {0} (above the limit of {MAX_COUNTER})")]
+    CounterOverflow(u64),
+}
+
+/// Why a change that should be applied cannot be, here and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Obstacle {
+    /// Something Tandem does not sync (a symlink, a special file) has the name.
+    #[error("something that is not a regular file or folder (a symlink?) has this name here")]
+    OtherKind,
+    /// A parent is a symlink or a file.
+    #[error("a parent folder here is a symlink or a file")]
+    ParentNotDir,
+}
+
+/// What carrying out a decision does to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Get the content (from local blocks and peers) and install it.
+    Fetch,
+    /// Remove the file or (empty) folder, then record the tombstone.
+    Delete,
+    /// Make the folder (replacing a file, kept aside if it lost a conflict).
+    MakeDir,
+    /// Same content: set mtime and mode.
+    SetMeta,
+}
+
+/// A remote version to make ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Apply {
+    /// The entry to end with: the remote's content, with the planned
+    /// version, writes and losers.
+    pub entry: FileEntry,
+    /// Add an event of this node to the version first (settling a conflict).
+    pub bump: bool,
+    /// Our current content loses a conflict: move it aside first.
+    pub keep_ours_as_conflict: bool,
+    /// `entry` is exactly the remote's (so it is not announced back to it).
+    pub exact: bool,
+    /// What to do to the disk.
+    pub op: Op,
+}
+
+/// The whole decision about a remote entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ours is the same, newer, wins, or the same version is queued.
+    Ignore,
+    /// Refused: a malformed or dangerous entry.
+    Reject(Invalid),
+    /// Keep ours, recorded with a merged version (see [`Decision::Reassert`]).
+    Reassert {
+        /// Our new version.
+        version: VersionVector,
+        /// Our writes still live.
+        written: Writes,
+        /// Other live writes.
+        losers: Writes,
+    },
+    /// The path is locked: hold the change until unlock.
+    Hold,
+    /// Take it, but the disk here is in the way: keep it queued, show it,
+    /// look again later.
+    Blocked(Apply, Obstacle),
+    /// Take it.
+    Apply(Apply),
+}
+
+fn check(remote: &FileEntry) -> Result<(), Invalid> {
+    let blocks_ok = if remote.is_live_file() {
+        (remote.blocks.is_empty() && tandem_common::blocklist::list_fits(remote.size))
+            || remote.blocks.len() == tandem_common::blocklist::block_count(remote.size)
+    } else {
+        remote.blocks.is_empty() || remote.deleted
+    };
+    if !blocks_ok {
+        return Err(Invalid::BlockList {
+            blocks: remote.blocks.len(),
+            size: remote.size,
+        });
+    }
+    let counters = remote
+        .version
+        .iter()
+        .map(|(_, c)| c)
+        .chain(remote.written.iter().map(|d| d.counter))
+        .chain(remote.losers.iter().map(|d| d.counter));
+    match counters.max() {
+        Some(c) if c > MAX_COUNTER => Err(Invalid::CounterOverflow(c)),
+        _ => Ok(()),
+    }
+}
+
+/// Decides what to do with `remote`, given our entry at the same path and
+/// the context. See the module docs.
+pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -> Action {
+    if let Err(e) = check(remote) {
+        return Action::Reject(e);
+    }
+    if let Some(q) = cx.queued
+        && matches!(remote.version.compare(q), VvOrder::Equal | VvOrder::Before)
+    {
+        return Action::Ignore;
+    }
+    let (version, keep_ours_as_conflict, written, losers, bump) = match plan(local, remote) {
+        Decision::Ignore => return Action::Ignore,
+        Decision::Reassert { .. } if cx.locked => return Action::Ignore,
+        Decision::Reassert {
+            version,
+            written,
+            losers,
+        } => {
+            return Action::Reassert {
+                version,
+                written,
+                losers,
+            };
+        }
+        Decision::Take { .. } if cx.locked => return Action::Hold,
+        Decision::Take {
+            version,
+            keep_ours_as_conflict,
+            written,
+            losers,
+            bump,
+        } => (version, keep_ours_as_conflict, written, losers, bump),
+    };
+    let exact =
+        !bump && version == remote.version && written == remote.written && losers == remote.losers;
+    let entry = FileEntry {
+        version,
+        written,
+        losers,
+        ..remote.clone()
+    };
+    let local_live = local.filter(|l| !l.deleted);
+    let op = if entry.deleted {
+        Op::Delete
+    } else if entry.kind == EntryKind::Dir {
+        Op::MakeDir
+    } else if local_live.is_some_and(|l| l.kind == EntryKind::File && l.hash == entry.hash) {
+        Op::SetMeta
+    } else {
+        Op::Fetch
+    };
+    let apply = Apply {
+        entry,
+        bump,
+        keep_ours_as_conflict,
+        exact,
+        op,
+    };
+    // Recording a tombstone where nothing of ours is touches no disk.
+    let touches_disk = op != Op::Delete || local_live.is_some();
+    match cx.disk {
+        DiskFacts::Indexed => Action::Apply(apply),
+        _ if !touches_disk => Action::Apply(apply),
+        DiskFacts::OtherKind => Action::Blocked(apply, Obstacle::OtherKind),
+        DiskFacts::ParentNotDir => Action::Blocked(apply, Obstacle::ParentNotDir),
     }
 }
 
@@ -415,5 +629,139 @@ mod tests {
         let t1 = matches!(plan(Some(&d1), &d2), Decision::Take { .. });
         let t2 = matches!(plan(Some(&d2), &d1), Decision::Take { .. });
         assert!(t1 ^ t2);
+    }
+
+    fn cx(disk: DiskFacts) -> Context<'static> {
+        Context {
+            disk,
+            locked: false,
+            queued: None,
+        }
+    }
+
+    #[test]
+    fn decide_rejects_bad_entries() {
+        let a = NodeId::random();
+        let mut huge = entry(&[(a, u64::MAX - 1)], 5, "x", false);
+        let fine = Context {
+            ..cx(DiskFacts::Indexed)
+        };
+        assert!(matches!(
+            decide(None, &huge, &fine),
+            Action::Reject(Invalid::CounterOverflow(_))
+        ));
+        huge.version = entry(&[(a, 1)], 5, "x", false).version;
+        huge.losers = dot(a, MAX_COUNTER + 1).into();
+        assert!(matches!(
+            decide(None, &huge, &fine),
+            Action::Reject(Invalid::CounterOverflow(_))
+        ));
+        let mut bad = entry(&[(a, 1)], 5, "x", false);
+        bad.blocks = vec![bad.hash; 3];
+        assert!(matches!(
+            decide(None, &bad, &fine),
+            Action::Reject(Invalid::BlockList { blocks: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn decide_names_the_operation() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let fine = cx(DiskFacts::Indexed);
+        let op = |l: Option<&FileEntry>, r: &FileEntry| match decide(l, r, &fine) {
+            Action::Apply(a) => a.op,
+            other => panic!("expected apply, got {other:?}"),
+        };
+        let ours = entry(&[(a, 1)], 5, "x", false);
+        assert_eq!(op(None, &ours), Op::Fetch);
+        let touched = entry(&[(a, 1), (b, 2)], 9, "x", false);
+        assert_eq!(op(Some(&ours), &touched), Op::SetMeta);
+        let changed = entry(&[(a, 1), (b, 2)], 9, "y", false);
+        assert_eq!(op(Some(&ours), &changed), Op::Fetch);
+        let gone = entry(&[(a, 1), (b, 2)], 9, "", true);
+        assert_eq!(op(Some(&ours), &gone), Op::Delete);
+        let mut dir = entry(&[(a, 1), (b, 2)], 9, "", false);
+        dir.kind = EntryKind::Dir;
+        assert_eq!(op(Some(&ours), &dir), Op::MakeDir);
+        // Taken exactly as sent: not announced back to the sender.
+        match decide(None, &ours, &fine) {
+            Action::Apply(a) => assert!(a.exact && !a.bump),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decide_holds_blocks_and_skips_queued() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let ours = entry(&[(a, 1)], 5, "x", false);
+        let newer = entry(&[(a, 1), (b, 2)], 9, "y", false);
+        let locked = Context {
+            locked: true,
+            ..cx(DiskFacts::Indexed)
+        };
+        assert_eq!(decide(Some(&ours), &newer, &locked), Action::Hold);
+        // A lock never re-announces ours either.
+        assert_eq!(decide(Some(&newer), &ours, &locked), Action::Ignore);
+        // Something that is not ours to touch is in the way: blocked.
+        for disk in [DiskFacts::OtherKind, DiskFacts::ParentNotDir] {
+            assert!(matches!(
+                decide(None, &newer, &cx(disk)),
+                Action::Blocked(Apply { op: Op::Fetch, .. }, _)
+            ));
+        }
+        // Recording a tombstone where nothing of ours is touches no disk.
+        let gone = entry(&[(a, 1), (b, 2)], 9, "", true);
+        assert!(matches!(
+            decide(None, &gone, &cx(DiskFacts::OtherKind)),
+            Action::Apply(Apply { op: Op::Delete, .. })
+        ));
+        // The same version (or an older one) is already queued.
+        let queued = Context {
+            queued: Some(&newer.version),
+            ..cx(DiskFacts::Indexed)
+        };
+        assert_eq!(decide(Some(&ours), &newer, &queued), Action::Ignore);
+        assert_eq!(decide(Some(&ours), &ours, &queued), Action::Ignore);
+    }
+
+    /// What the core does just before installing a fetched version: decide
+    /// again from the peer's entry. A local edit made meanwhile, without
+    /// having seen the fetched version, is concurrent with it: the newer
+    /// mtime wins and the loser is kept (never a silent drop).
+    #[test]
+    fn deciding_again_at_install_keeps_both() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let base = entry(&[(a, 1)], 5, "x", false);
+        let remote = entry(&[(a, 1), (b, 2)], 100, "remote", false);
+        let fine = cx(DiskFacts::Indexed);
+        assert!(matches!(
+            decide(Some(&base), &remote, &fine),
+            Action::Apply(Apply {
+                op: Op::Fetch,
+                keep_ours_as_conflict: false,
+                ..
+            })
+        ));
+        // Edited here meanwhile, with an older mtime: the fetched one wins,
+        // ours is kept aside, and the result dominates both.
+        let edited = entry(&[(a, 3)], 50, "local", false);
+        match decide(Some(&edited), &remote, &fine) {
+            Action::Apply(x) => {
+                assert_eq!(x.op, Op::Fetch);
+                assert!(x.keep_ours_as_conflict && x.bump && !x.exact);
+                assert_eq!(x.entry.version.compare(&edited.version), VvOrder::After);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Edited with a newer mtime: ours wins; the peer takes it from us.
+        let newer_here = entry(&[(a, 3)], 500, "local", false);
+        assert_eq!(decide(Some(&newer_here), &remote, &fine), Action::Ignore);
+        assert!(matches!(
+            decide(Some(&remote), &newer_here, &fine),
+            Action::Apply(Apply {
+                keep_ours_as_conflict: true,
+                ..
+            })
+        ));
     }
 }
