@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Failed fetch attempts after which the file shows the error state.
+const FETCH_ERROR_AFTER: u32 = 5;
+
 impl Core {
     /// Starts downloads that are due, up to the concurrency limit. Small
     /// files whose content must come from a peer go in batches (one request
@@ -356,6 +359,10 @@ impl Core {
                     "fetching {path} failed (attempt {}): {e}; retrying in {backoff:?}",
                     need.attempts
                 );
+                // A fetch that keeps failing is shown, not just retried.
+                if need.attempts >= FETCH_ERROR_AFTER {
+                    self.show_apply_error(&path, &format!("cannot fetch it: {e}"));
+                }
             }
             Ok(done) => {
                 // Decided again with fresh disk facts; whatever happens, the

@@ -434,7 +434,7 @@ impl Core {
             }
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(Core {
+        let mut core = Core {
             root,
             state_dir,
             name,
@@ -462,7 +462,23 @@ impl Core {
             locks_dirty: HashSet::new(),
             identities_dirty: HashSet::new(),
             held_dirty: false,
-        })
+        };
+        // Queued fetches read blocks from local files (the other half of a
+        // rename): those files' queued deletes wait for them, as before the
+        // restart.
+        let fetches: Vec<FileEntry> = core
+            .needed
+            .values()
+            .filter(|n| n.w.entry.is_live_file())
+            .map(|n| n.w.entry.clone())
+            .collect();
+        for e in fetches {
+            let sources = core.claim_sources(&e);
+            if let Some(n) = core.needed.get_mut(&e.path) {
+                n.sources = sources;
+            }
+        }
+        Ok(core)
     }
 
     /// Compares the whole tree with the index every `every` (a full stat

@@ -214,29 +214,37 @@ impl Core {
     /// The queued version at `path` could not be applied: say so (once per
     /// distinct reason), and try again later with backoff.
     pub(super) fn apply_failed(&mut self, path: &RelPath, why: &dyn std::fmt::Display) {
-        let from = self
-            .needed
-            .get(path)
-            .map(|n| self.peer_name(n.w.from))
-            .unwrap_or_default();
         let Some(n) = self.needed.get_mut(path) else {
             return;
         };
-        let why = why.to_string();
         n.in_flight = false;
         n.attempts += 1;
         let backoff = Duration::from_millis(250 * (1u64 << n.attempts.min(7)));
         n.retry_at = Instant::now() + backoff;
-        if n.error.as_deref() != Some(why.as_str()) {
-            tracing::error!("cannot apply {path} (from {from}): {why}; retrying in {backoff:?}");
-            self.io.events.emit(EventKind::ApplyFailed {
-                path: path.clone(),
-                from,
-                error: why.clone(),
-            });
-            n.error = Some(why);
-        } else {
-            tracing::debug!("still cannot apply {path}: {why}; retrying in {backoff:?}");
+        let why = why.to_string();
+        tracing::debug!("cannot apply {path}: {why}; retrying in {backoff:?}");
+        self.show_apply_error(path, &why);
+    }
+
+    /// Shows why the queued version at `path` is not applied: the file's
+    /// state is "error" until it is, and the log and the feed say why (once
+    /// per distinct reason).
+    pub(super) fn show_apply_error(&mut self, path: &RelPath, why: &str) {
+        let Some(n) = self.needed.get(path) else {
+            return;
+        };
+        if n.error.as_deref() == Some(why) {
+            return;
+        }
+        let from = self.peer_name(n.w.from);
+        tracing::error!("cannot apply {path} (from {from}): {why}; retrying with backoff");
+        self.io.events.emit(EventKind::ApplyFailed {
+            path: path.clone(),
+            from,
+            error: why.to_string(),
+        });
+        if let Some(n) = self.needed.get_mut(path) {
+            n.error = Some(why.to_string());
         }
     }
 
