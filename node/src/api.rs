@@ -877,7 +877,15 @@ pub async fn serve_metrics(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let (mut s, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends pass: try again shortly, do not spin.
+                    tracing::warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = stop.cancelled() => return,
         };
         let ctx = ctx.clone();
