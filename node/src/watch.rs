@@ -35,8 +35,9 @@ pub enum WatchMsg {
 
 /// Starts watching `root` recursively; hints go to `tx` as `wrap(msg)`.
 /// Events inside `skip` (the state folder) are dropped. When the inotify
-/// watch limit stops it part of the way, the watcher is still returned
-/// (what it watches keeps working), with why some folders are not watched.
+/// watch limit or an unreadable folder stops it part of the way, the
+/// watcher is still returned (what it watches keeps working), with why
+/// some folders are not watched.
 pub fn start<M: Send + 'static>(
     root: &Path,
     skip: &Path,
@@ -84,6 +85,9 @@ pub fn start<M: Send + 'static>(
             watcher,
             Some(format!("the inotify watch limit is reached ({e})")),
         )),
-        Err(e) => Err(e),
+        // A folder that cannot be read (or vanished meanwhile) stops the
+        // recursive watch part of the way: keep what is watched and rescan
+        // the rest periodically, rather than refuse to start.
+        Err(e) => Ok((watcher, Some(format!("cannot watch every folder ({e})")))),
     }
 }

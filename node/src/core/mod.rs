@@ -501,7 +501,7 @@ impl Core {
     fn note_unwatched(&mut self, why: String) {
         if self.unwatched.is_none() {
             tracing::warn!(
-                "{why}: some folders are not watched; rescanning the whole tree every {UNWATCHED_RESCAN:?} instead (raise fs.inotify.max_user_watches to fix)"
+                "{why}: some folders are not watched; rescanning the whole tree every {UNWATCHED_RESCAN:?} instead (a limit: raise fs.inotify.max_user_watches; a folder: make it readable and restart)"
             );
             self.io.events.emit(EventKind::Unwatched {
                 reason: why.clone(),
