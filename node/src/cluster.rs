@@ -16,14 +16,14 @@ use tandem_common::proto::{
 use tandem_common::{NodeId, VvOrder};
 
 use crate::core::{CoreHandle, LockMsg, now_ns};
+use crate::links::{Answerer, Links};
 use crate::metrics::Metrics;
-use crate::peer::{Answerer, Links};
 
 /// Files per answer page (keeps each frame a few MiB).
 const FILES_PAGE: usize = 20_000;
 
 /// All of a peer's files, page by page.
-pub async fn peer_files(link: &crate::peer::LinkHandle) -> Result<Vec<FileSummary>, String> {
+pub async fn peer_files(link: &crate::links::LinkHandle) -> Result<Vec<FileSummary>, String> {
     let mut out: Vec<FileSummary> = Vec::new();
     loop {
         let after = out.last().map(|f| f.path.clone());
@@ -331,7 +331,7 @@ pub async fn held_everywhere(
 }
 
 /// Finds the link to the node named `name`.
-pub fn link_by_name(links: &Links, name: &str) -> Option<Arc<crate::peer::LinkHandle>> {
+pub fn link_by_name(links: &Links, name: &str) -> Option<Arc<crate::links::LinkHandle>> {
     links
         .peers()
         .into_iter()

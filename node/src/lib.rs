@@ -13,6 +13,7 @@ pub mod core;
 pub mod engine;
 pub mod events;
 pub mod index;
+pub mod links;
 pub mod locks;
 pub mod metrics;
 pub mod peer;
@@ -53,7 +54,7 @@ pub async fn run(
                 cfg.dir.display()
             )
         })?;
-    let links = peer::Links::new(node_id);
+    let links = links::Links::new(node_id);
     let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
     let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
     let metrics = Arc::new(metrics::Metrics::default());

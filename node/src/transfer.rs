@@ -24,9 +24,9 @@ use tandem_common::proto::{BlockListPart, FileData};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::Semaphore;
 
-use crate::peer::{LinkHandle, Links};
+use crate::links::{LinkHandle, Links};
 #[cfg(doc)]
-use crate::peer::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
+use crate::links::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 
 /// Blocks per remote request (1 MiB with 128 KiB blocks).
 pub const SEGMENT_BLOCKS: usize = 8;

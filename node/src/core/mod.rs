@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::engine;
 use crate::index::{ChangeKind, Index};
-use crate::peer::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
+use crate::links::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 use crate::scan::{self, HashError, Seen};
 use crate::store::{Batch, Store, Wanted};
 use crate::transfer::{self, BlockSource};

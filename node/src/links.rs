@@ -1,0 +1,243 @@
+//! The registry of live peer links and the handle the rest of the node
+//! uses to talk over one (requests with answers, posted messages), plus the
+//! protocol's per-request limits. Its own module so that the core and
+//! transfers can use links without importing the peer protocol task (which
+//! talks to the core through its handle): no import circle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tandem_common::proto::{
+    ApiError, BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
+};
+use tandem_common::{ContentHash, NodeId, RelPath};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Most blocks one `GetBlocks` may ask for (keeps answers under the frame limit).
+pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
+/// Most files one `GetFiles` may ask for.
+pub const MAX_FILES_PER_REQUEST: usize = 128;
+/// Largest file `GetFiles` serves (with the count limit, answers stay far
+/// under the frame limit).
+pub const SMALL_FILE_MAX: u64 = 64 * 1024;
+
+/// Requests waiting for their answer, by request number.
+pub(crate) type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
+pub(crate) type BlockAnswer = Result<Vec<BlockData>, String>;
+pub(crate) type FilesAnswer = Result<Vec<Result<FileData, String>>, String>;
+pub(crate) type ListAnswer = Result<BlockListPart, String>;
+
+/// Removes and returns the waiter for `req` (a poisoned map only means
+/// another task panicked mid-insert; the map itself is still usable).
+pub(crate) fn take_waiter<T>(map: &Pending<T>, req: u64) -> Option<oneshot::Sender<T>> {
+    map.lock().unwrap_or_else(|e| e.into_inner()).remove(&req)
+}
+
+/// Answers peers' questions (the merged table, node figures, the cache).
+pub trait Answerer: Send + Sync {
+    /// Answers `q`.
+    fn answer(
+        &self,
+        q: PeerQuery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PeerAnswer, String>> + Send + '_>>;
+}
+
+/// A live link, as the rest of the node sees it.
+pub struct LinkHandle {
+    /// The peer's id.
+    pub peer: NodeId,
+    /// The peer's name.
+    pub name: String,
+    /// Who dialed this link.
+    pub(crate) dialed_by: NodeId,
+    pub(crate) tx: mpsc::UnboundedSender<PeerMessage>,
+    pub(crate) blocks: Pending<BlockAnswer>,
+    pub(crate) files: Pending<FilesAnswer>,
+    pub(crate) lists: Pending<ListAnswer>,
+    pub(crate) votes: Pending<Result<(), ApiError>>,
+    pub(crate) answers: Pending<Result<PeerAnswer, String>>,
+    pub(crate) next_req: AtomicU64,
+    /// Feed event batches queued for this peer and not yet written.
+    pub(crate) events_queued: AtomicUsize,
+    pub(crate) closed: CancellationToken,
+}
+
+impl LinkHandle {
+    /// Sends the request `msg(req)` and waits for the answer registered in
+    /// `map` under `req`, or `closed()` when the link goes away first.
+    async fn request<T>(
+        &self,
+        map: &Pending<T>,
+        msg: impl FnOnce(u64) -> PeerMessage,
+        closed: impl Fn() -> T,
+    ) -> T {
+        /// Forgets the waiter when the request ends any way, including
+        /// being dropped by a caller's timeout.
+        struct Forget<'a, T>(&'a Pending<T>, u64);
+        impl<T> Drop for Forget<'_, T> {
+            fn drop(&mut self) {
+                take_waiter(self.0, self.1);
+            }
+        }
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req, tx);
+        let _forget = Forget(map, req);
+        if self.tx.send(msg(req)).is_err() {
+            return closed();
+        }
+        tokio::select! {
+            r = rx => r.unwrap_or_else(|_| closed()),
+            _ = self.closed.cancelled() => closed(),
+        }
+    }
+
+    /// Asks the peer for blocks of the version `hash` of `path`.
+    pub async fn get_blocks(
+        &self,
+        path: RelPath,
+        hash: ContentHash,
+        blocks: Vec<u32>,
+    ) -> Result<Vec<BlockData>, String> {
+        let msg = |req| PeerMessage::GetBlocks {
+            req,
+            path,
+            hash,
+            blocks,
+        };
+        self.request(&self.blocks, msg, || Err("link closed".into()))
+            .await
+    }
+
+    /// Asks the peer for the whole content of several small files.
+    pub async fn get_files(&self, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
+        let msg = |req| PeerMessage::GetFiles { req, files };
+        self.request(&self.files, msg, || Err("link closed".into()))
+            .await
+    }
+
+    /// Asks the peer for part of the block list of the version `hash` of
+    /// `path`: the group hashes (`None`) or the block hashes of some groups.
+    pub async fn get_block_list(
+        &self,
+        path: RelPath,
+        hash: ContentHash,
+        groups: Option<Vec<u32>>,
+    ) -> ListAnswer {
+        let msg = |req| PeerMessage::GetBlockList {
+            req,
+            path,
+            hash,
+            groups,
+        };
+        self.request(&self.lists, msg, || Err("link closed".into()))
+            .await
+    }
+
+    /// Whether this link has closed (its requests fail).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Queues a message to the peer (in order; never blocks).
+    pub fn post(&self, msg: PeerMessage) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Asks the peer to vote on a lock proposal.
+    pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), ApiError> {
+        let msg = |req| PeerMessage::LockPropose { req, lock };
+        let closed = || Err(ApiError::Other(format!("the link to {} closed", self.name)));
+        self.request(&self.votes, msg, closed).await
+    }
+
+    /// Asks the peer a question.
+    pub async fn query(&self, q: PeerQuery) -> Result<PeerAnswer, String> {
+        let msg = |req| PeerMessage::Query { req, q };
+        self.request(&self.answers, msg, || Err("link closed".into()))
+            .await
+    }
+}
+
+/// The registry of live links.
+#[derive(Clone)]
+pub struct Links {
+    pub(crate) me: NodeId,
+    pub(crate) map: Arc<Mutex<HashMap<NodeId, Arc<LinkHandle>>>>,
+    pub(crate) changed: Arc<watch::Sender<u64>>,
+    /// Which node answered at each configured peer address.
+    pub(crate) dialed: Arc<Mutex<HashMap<SocketAddr, NodeId>>>,
+}
+
+impl Links {
+    /// An empty registry for node `me`.
+    pub fn new(me: NodeId) -> Links {
+        Links {
+            me,
+            map: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            dialed: Arc::default(),
+        }
+    }
+
+    /// The node last seen at a configured peer address.
+    pub fn dialed(&self, addr: &SocketAddr) -> Option<NodeId> {
+        self.dialed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Arc<LinkHandle>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The link to `peer`, if up.
+    pub fn get(&self, peer: &NodeId) -> Option<Arc<LinkHandle>> {
+        self.lock().get(peer).cloned()
+    }
+
+    /// Ids of every connected peer.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Adds a link; false if an existing link to that peer is the one to keep.
+    pub(crate) fn register(&self, h: Arc<LinkHandle>) -> bool {
+        let keeper = self.me.min(h.peer);
+        let mut map = self.lock();
+        if let Some(old) = map.get(&h.peer) {
+            if old.dialed_by == keeper || h.dialed_by != keeper {
+                return false;
+            }
+            old.closed.cancel();
+        }
+        map.insert(h.peer, h);
+        true
+    }
+
+    pub(crate) fn unregister(&self, h: &Arc<LinkHandle>) {
+        let mut map = self.lock();
+        if map.get(&h.peer).is_some_and(|cur| Arc::ptr_eq(cur, h)) {
+            map.remove(&h.peer);
+        }
+        drop(map);
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Waits until there is no link to `peer`.
+    pub(crate) async fn wait_gone(&self, peer: NodeId) {
+        let mut rx = self.changed.subscribe();
+        while self.get(&peer).is_some() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
