@@ -22,10 +22,12 @@
 //!   merge, so a later change made on top of the winning content would
 //!   otherwise look concurrent with it and old content (or a deleted file)
 //!   could come back;
-//! - a true conflict → a live version beats a deletion, then the newer
-//!   mtime, the larger content hash, the kind, the mode, and finally the
-//!   larger version vector; every node computes the same winner. The
-//!   winner's version becomes the merge of both vectors, dominating both.
+//! - a true conflict → a live version beats a deletion, a folder beats a
+//!   file, then the newer mtime, the larger content hash, the mode, and
+//!   finally the larger version vector; every node computes the same
+//!   winner. The winner's version becomes the merge of both vectors,
+//!   dominating both; the node whose version won announces it again so the
+//!   loser's node decides the same conflict.
 //!
 //! "Replaced" needs more than a vector: each entry also lists the writes
 //! whose content it shows ([`FileEntry::written`]; several when the same
@@ -70,6 +72,12 @@ pub enum Decision {
         /// vectors for different content.
         bump: bool,
     },
+    /// Ours wins a true conflict: announce ours again, unchanged (a new
+    /// sequence number, the same version), so the peer, which may never
+    /// hear of it otherwise, decides the same conflict and keeps its loser.
+    /// Without this, a peer whose losing version was ignored here can
+    /// replace it (say, delete it) and never learn that ours beat it.
+    Announce,
     /// Ours wins because the peer's content is something we already saw and
     /// replaced; record ours with `version` (the merge of both) so the peer
     /// takes it.
@@ -83,14 +91,15 @@ pub enum Decision {
     },
 }
 
-/// Total order used to pick a conflict's winner; larger wins.
+/// Total order used to pick a conflict's winner; larger wins. A live
+/// version beats a delete; a folder beats a file of the same name (the file
+/// is kept as a conflict copy, while a folder may hold files of other
+/// nodes that a file could only replace by deleting them); then the newer
+/// mtime, the larger hash, the mode, and the larger vector.
 pub fn conflict_key(e: &FileEntry) -> impl Ord + '_ {
     let vv: Vec<(tandem_common::NodeId, u64)> = e.version.iter().collect();
-    let kind = match e.kind {
-        EntryKind::Dir => 0u8,
-        EntryKind::File => 1,
-    };
-    (!e.deleted, e.mtime_ns, e.hash, kind, e.mode, vv)
+    let is_dir = e.kind == EntryKind::Dir;
+    (!e.deleted, is_dir, e.mtime_ns, e.hash, e.mode, vv)
 }
 
 /// True when `a` beats `b` in a conflict.
@@ -166,7 +175,7 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                     losers,
                 }
             } else {
-                Decision::Ignore
+                Decision::Announce
             }
         }
     }
@@ -264,6 +273,9 @@ pub enum Action {
     Ignore,
     /// Refused: a malformed or dangerous entry.
     Reject(Invalid),
+    /// Ours wins a true conflict: announce it again (see
+    /// [`Decision::Announce`]).
+    Announce,
     /// Keep ours, recorded with a merged version (see [`Decision::Reassert`]).
     Reassert {
         /// Our new version.
@@ -320,6 +332,7 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
     }
     let (version, keep_ours_as_conflict, written, losers, bump) = match plan(local, remote) {
         Decision::Ignore => return Action::Ignore,
+        Decision::Announce => return Action::Announce,
         Decision::Reassert { .. } if cx.locked => return Action::Ignore,
         Decision::Reassert {
             version,
@@ -450,7 +463,7 @@ mod tests {
             }
             d => panic!("expected take, got {d:?}"),
         }
-        assert_eq!(plan(Some(&theirs), &mine), Decision::Ignore);
+        assert_eq!(plan(Some(&theirs), &mine), Decision::Announce);
 
         // Delete vs concurrent modify: the modification survives, even if older.
         let del = entry(&[(a, 2)], 900, "", true);
@@ -462,7 +475,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(plan(Some(&edit), &del), Decision::Ignore);
+        assert_eq!(plan(Some(&edit), &del), Decision::Announce);
 
         // Same content concurrently: no conflict copy needed.
         let s1 = entry(&[(a, 2)], 100, "same", false);
@@ -611,7 +624,7 @@ mod tests {
         y.mode = 0o644;
         assert!(wins(&y, &x));
         assert!(matches!(plan(Some(&x), &y), Decision::Take { .. }));
-        assert_eq!(plan(Some(&y), &x), Decision::Ignore);
+        assert_eq!(plan(Some(&y), &x), Decision::Announce);
     }
 
     #[test]
@@ -755,7 +768,7 @@ mod tests {
         }
         // Edited with a newer mtime: ours wins; the peer takes it from us.
         let newer_here = entry(&[(a, 3)], 500, "local", false);
-        assert_eq!(decide(Some(&newer_here), &remote, &fine), Action::Ignore);
+        assert_eq!(decide(Some(&newer_here), &remote, &fine), Action::Announce);
         assert!(matches!(
             decide(Some(&remote), &newer_here, &fine),
             Action::Apply(Apply {
@@ -763,5 +776,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_folder_beats_a_file_of_the_same_name() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let file = entry(&[(a, 1)], 900, "f", false);
+        let mut dir = entry(&[(b, 1)], 1, "", false);
+        dir.kind = EntryKind::Dir;
+        dir.hash = ContentHash::default();
+        dir.size = 0;
+        // The older folder wins; the file is kept aside.
+        match decide(Some(&file), &dir, &cx(DiskFacts::Indexed)) {
+            Action::Apply(x) => {
+                assert_eq!(x.op, Op::MakeDir);
+                assert!(x.keep_ours_as_conflict);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(plan(Some(&dir), &file), Decision::Announce);
     }
 }

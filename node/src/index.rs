@@ -365,6 +365,18 @@ impl Index {
         self.put(r);
     }
 
+    /// Announces our entry at `path` again, unchanged: a new sequence
+    /// number, so every peer (the one it came from too) is sent it again.
+    pub fn reannounce(&mut self, path: &RelPath) {
+        let Some(r) = self.records.get(path) else {
+            return;
+        };
+        let mut r = r.clone();
+        self.seq += 1;
+        r.seq = self.seq;
+        self.put(r);
+    }
+
     fn put(&mut self, record: Record) {
         self.origin.remove(&record.entry.path);
         self.dirty.push(record.seq);

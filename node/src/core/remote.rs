@@ -124,6 +124,13 @@ impl Core {
                     self.drop_need(path);
                 }
             }
+            Action::Announce => {
+                tracing::debug!(
+                    "{path}: ours wins a conflict with {}'s version; announcing ours again",
+                    self.peer_name(peer)
+                );
+                self.index.reannounce(path);
+            }
             Action::Reject(why) => tracing::warn!(
                 "ignoring a malformed entry for {path} from {}: {why}",
                 self.peer_name(peer)
