@@ -7,9 +7,11 @@
 //!   there: what comes back out is exactly what the write replaced.
 //! - A delete renames the file or folder out to the scratch folder first,
 //!   then reads what was moved out.
-//! - A rename reads the file through a descriptor opened before it, and
-//!   checks afterwards (by inode) that the file it read is the one that
-//!   moved.
+//! - A file rename reads the file through a descriptor opened before it,
+//!   and checks afterwards (by inode) that the file it read is the one that
+//!   moved. A folder rename reads the folder before and after: what was
+//!   there before (or after) was taken away from the old path, what is
+//!   there after was put at the new one.
 //! - Appends and truncates happen in place, as an editor or a logger would:
 //!   the old content is read through the same descriptor just before, and
 //!   the inode is checked after. The node never writes a file in place
@@ -421,24 +423,35 @@ impl Ctx<'_> {
         let moved = fs::symlink_metadata(self.full(to)).is_ok_and(|m| m.ino() == ino);
         if moved {
             self.ev(to, Some(h), Ev::Put);
-            format!("{note}moved {}", self.rec.label(&h))
-        } else {
-            format!(
-                "{note}raced: the node replaced {from:?} before the rename; what moved is not recorded"
-            )
+            return format!("{note}moved {}", self.rec.label(&h));
+        }
+        // The node replaced `from` between our read and the rename: what
+        // moved is what is at `to` now (read at once).
+        match fs::read(self.full(to)) {
+            Ok(d) => {
+                let h2 = self.rec.seen(self.op, self.node, to, &d);
+                self.ev(to, Some(h2), Ev::Put);
+                format!(
+                    "{note}raced: the node replaced {from:?} just before; moved {} (read {})",
+                    self.rec.label(&h2),
+                    self.rec.label(&h)
+                )
+            }
+            Err(e) => format!("{note}raced: the node replaced {from:?} just before; {to:?}: {e}"),
         }
     }
 
-    /// The files (inode, content) and folders under `dir`, by relative path.
-    fn snapshot(dir: &Path) -> Vec<(String, u64, Option<Vec<u8>>)> {
+    /// The files (with their content) and folders under `dir`, by
+    /// relative path.
+    fn snapshot(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
         let mut out = Vec::new();
         walk_tree(dir, &mut |r, full, m| {
             if m.is_dir() {
-                out.push((r.to_string(), m.ino(), None));
+                out.push((r.to_string(), None));
             } else if m.is_file()
                 && let Ok(d) = fs::read(full)
             {
-                out.push((r.to_string(), m.ino(), Some(d)));
+                out.push((r.to_string(), Some(d)));
             }
         });
         out
@@ -461,7 +474,7 @@ impl Ctx<'_> {
         // Taken away from `from`: what was there before, and what the
         // node may have put there just before the rename.
         self.ev(from, None, Ev::RemovedDir);
-        for (r, _, data) in before.iter().chain(after.iter()) {
+        for (r, data) in before.iter().chain(after.iter()) {
             let path = format!("{from}/{r}");
             match data {
                 None => self.ev(&path, None, Ev::RemovedDir),
@@ -471,20 +484,18 @@ impl Ctx<'_> {
                 }
             }
         }
-        // Put at `to`: the files we moved (same inode as before).
+        // Put at `to`: what the rename moved there (a file the node had
+        // just replaced inside is read as it is now).
         self.ev(to, None, Ev::PutDir);
         let mut labels = Vec::new();
-        for (r, ino, data) in &after {
+        for (r, data) in &after {
             let path = format!("{to}/{r}");
             match data {
                 None => self.ev(&path, None, Ev::PutDir),
                 Some(d) => {
-                    let ours = before.iter().any(|(br, bi, _)| br == r && bi == ino);
                     let h = blake3::hash(d);
-                    if ours {
-                        self.ev(&path, Some(h), Ev::Put);
-                        labels.push(self.rec.label(&h));
-                    }
+                    self.ev(&path, Some(h), Ev::Put);
+                    labels.push(self.rec.label(&h));
                 }
             }
         }

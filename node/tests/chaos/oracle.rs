@@ -364,24 +364,64 @@ impl<'a> Index<'a> {
     }
 
     /// The removal of (path, content) that makes it a resurrection if it is
-    /// current: the first one, unless a put came after it (in the order the
-    /// operations observed them): (op, node).
+    /// current: the first one (in the order the operations observed them),
+    /// unless a put came after it, or it was put there more than once (a
+    /// rename back on another node may not have been seen by the remover):
+    /// (op, node).
     fn removed_for_good(&self, path: &str, h: Hash) -> Option<(usize, usize)> {
         let (n, op, node) = *self.removals.get(&(path, h))?.iter().min()?;
-        let put_after = self
-            .puts
-            .get(&(path, h))
-            .is_some_and(|v| v.iter().any(|(m, _)| *m > n));
-        (!put_after).then_some((op, node))
+        let puts = self.puts.get(&(path, h)).map_or(&[][..], Vec::as_slice);
+        let again = puts.len() > 1 || puts.iter().any(|(m, _)| *m > n);
+        (!again).then_some((op, node))
     }
 
-    fn dir_removed_for_good(&self, path: &str) -> Option<(usize, usize)> {
-        let (n, op, node) = *self.removed_dirs.get(path)?.iter().min()?;
-        let put_after = self
-            .put_dirs
-            .get(path)
-            .is_some_and(|v| v.iter().any(|(m, _)| *m > n));
-        (!put_after).then_some((op, node))
+    /// The deletion of folder `d` that makes it a resurrection if it is back
+    /// with nothing legitimately inside: the first one, by node N, unless
+    /// something may have been made there concurrently with it (an edit
+    /// beats a delete, and a kept folder stays even if what kept it goes
+    /// later): anything put at or inside `d` after the deletion; a file put
+    /// inside by another node before it that N's deletion did not take
+    /// away (N had not seen it); a folder at or inside `d` made by another
+    /// node that N's deletion did not take away, or made by two nodes.
+    fn dir_removed_for_good(&self, d: &str) -> Option<(usize, usize)> {
+        let (n, op, node) = *self.removed_dirs.get(d)?.iter().min()?;
+        let sub = format!("{d}/");
+        let inside = |p: &str| p == d || p.starts_with(&sub);
+        let evs = &self.rec.events;
+        let taken_by_n = |path: &str, hash: Option<Hash>, dir: bool| {
+            evs.iter().any(|e| {
+                e.node == node
+                    && e.op <= op
+                    && e.path == path
+                    && e.hash == hash
+                    && if dir {
+                        e.ev == Ev::RemovedDir
+                    } else {
+                        matches!(e.ev, Ev::Removed { .. })
+                    }
+            })
+        };
+        let mut makers: HashMap<&str, BTreeSet<usize>> = HashMap::new();
+        for (k, e) in evs.iter().enumerate() {
+            if !inside(&e.path) {
+                continue;
+            }
+            match e.ev {
+                Ev::Put | Ev::PutDir if k > n => return None,
+                Ev::Put if e.node != node && !taken_by_n(&e.path, e.hash, false) => return None,
+                Ev::PutDir => {
+                    makers.entry(&e.path).or_default().insert(e.node);
+                }
+                _ => {}
+            }
+        }
+        for (p, by) in &makers {
+            let other = by.iter().any(|m| *m != node);
+            if by.len() > 1 || (other && !taken_by_n(p, None, true)) {
+                return None;
+            }
+        }
+        Some((op, node))
     }
 
     fn mtime(&self, h: &Hash) -> Option<i64> {
@@ -944,6 +984,27 @@ mod tests {
         let w2 = c.wrote("w2", 2, 0, "d/new.txt", 300);
         let kept = view(&[("d", dir()), ("d/new.txt", file(w2, 300))], &[]);
         assert_eq!(c.kinds(&[kept.clone(), kept]), Vec::<&str>::new());
+        // A write inside on another node after the delete kept the folder,
+        // even if that file is deleted later.
+        let mut c = Case::default();
+        c.rec.event(0, 0, "d", None, Ev::PutDir);
+        c.rec.event(1, 0, "d", None, Ev::RemovedDir);
+        let w2 = c.wrote("w2", 2, 1, "d/new.txt", 300);
+        c.removed(3, 1, "d/new.txt", w2, true);
+        let empty = view(&[("d", dir())], &[]);
+        assert_eq!(c.kinds(&[empty.clone(), empty.clone()]), Vec::<&str>::new());
+        // Two nodes made the folder: the deleting one may not have seen the
+        // other's.
+        let mut c = Case::default();
+        c.rec.event(0, 1, "d", None, Ev::PutDir);
+        c.rec.event(1, 0, "d", None, Ev::PutDir);
+        c.rec.event(2, 1, "d", None, Ev::RemovedDir);
+        assert_eq!(c.kinds(&[empty.clone(), empty.clone()]), Vec::<&str>::new());
+        // ... but one that only one node made and the other deleted is not back.
+        let mut c = Case::default();
+        c.rec.event(0, 1, "d", None, Ev::PutDir);
+        c.rec.event(2, 0, "d", None, Ev::RemovedDir);
+        assert_eq!(c.kinds(&[empty.clone(), empty]), ["resurrected-folder"]);
         // A rename back after the delete puts (path, content) there again.
         let mut c = Case::default();
         let w0 = c.wrote("w0", 0, 0, "p.txt", 100);
