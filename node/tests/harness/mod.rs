@@ -23,7 +23,9 @@
 //!
 //! Timeouts are generous for loaded CI machines, and can be stretched further
 //! with `TANDEM_TEST_TIMEOUT_SCALE` (e.g. `3`). The node's log level is
-//! `TANDEM_TEST_LOG` (default `info,tandem_node=debug`).
+//! `TANDEM_TEST_LOG` (default `info,tandem_node=debug`). `TANDEM_BIN_DIR`
+//! runs the `tandem-node` and `tandem` binaries of that folder instead of
+//! the ones cargo built for this test.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::collections::BTreeMap;
@@ -72,18 +74,42 @@ pub fn scaled(timeout: Duration) -> Duration {
 // Binaries
 
 /// The `tandem-node` binary under test.
+/// `TANDEM_BIN_DIR`, when set, holds both binaries under test instead
+/// (e.g. another checkout's `target/release`); nothing is built then.
 pub fn node_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tandem-node"))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match bin_dir_override() {
+        Some(dir) => existing(dir.join("tandem-node")),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_tandem-node")),
+    })
+}
+
+fn bin_dir_override() -> Option<PathBuf> {
+    std::env::var_os("TANDEM_BIN_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+fn existing(bin: PathBuf) -> PathBuf {
+    assert!(
+        bin.is_file(),
+        "TANDEM_BIN_DIR is set but {} does not exist; build it (cargo build --release) or unset TANDEM_BIN_DIR",
+        bin.display()
+    );
+    bin
 }
 
 /// The `tandem` client binary, next to `tandem-node`. It belongs to another
 /// package, so `cargo test -p tandem-node` does not build it: it is built
 /// here (once per test process) when it is missing or older than the client
-/// or common sources.
+/// or common sources (unless `TANDEM_BIN_DIR` is set).
 pub fn client_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = node_bin().with_file_name("tandem");
+        if bin_dir_override().is_some() {
+            return existing(bin);
+        }
         if let Some(why) = client_needs_build(&bin) {
             build_client(&bin, &why);
         }
