@@ -434,7 +434,20 @@ impl Index {
         {
             return None;
         }
-        Some(self.local_change(path, None, |version, written| FileEntry {
+        Some(self.dir_change(path, mode))
+    }
+
+    /// Records the folder at `path` as a new local version although it did
+    /// not change: it was kept against a peer's change that would have
+    /// removed it (it holds files that peer has not seen). The new version
+    /// is concurrent with that change, so every node settles the pair as a
+    /// conflict (a folder beats a file; a live folder beats a delete).
+    pub fn keep_dir(&mut self, path: &RelPath, mode: u32) {
+        self.dir_change(path, mode);
+    }
+
+    fn dir_change(&mut self, path: &RelPath, mode: u32) -> ChangeKind {
+        self.local_change(path, None, |version, written| FileEntry {
             path: path.clone(),
             kind: EntryKind::Dir,
             size: 0,
@@ -446,7 +459,7 @@ impl Index {
             written,
             losers: Writes::default(),
             deleted: false,
-        }))
+        })
     }
 
     /// Records a change made here at `path`: a new version on top of ours,

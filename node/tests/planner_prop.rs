@@ -1480,6 +1480,20 @@ impl Sim {
                 Some(Item::Dir { .. }) if !self.nodes[x].disk.keys().any(|q| q.is_inside(&p)) => {
                     self.nodes[x].disk.remove(&p);
                 }
+                Some(Item::Dir { .. })
+                    if !self.nodes[x]
+                        .needed
+                        .iter()
+                        .any(|(q, n)| q.is_inside(&p) && n.entry.deleted) =>
+                {
+                    // Holds files the peer has not seen: kept.
+                    self.log(format!(
+                        "n{x} {p}: folder kept against a file, new files inside"
+                    ));
+                    let mode = local.as_ref().map_or(0o755, |l| l.mode);
+                    self.nodes[x].index.keep_dir(&p, mode);
+                    return Ok(());
+                }
                 Some(_) => return Err(IoError),
             }
         }

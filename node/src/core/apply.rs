@@ -24,22 +24,21 @@ impl Core {
                     if self.in_use.contains_key(&path) {
                         return Ok(Settled::Wait);
                     }
-                    match std::fs::remove_file(&full) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
+                    let stat = self.index.get(&path).and_then(|r| r.stat);
+                    if let Some(stranded) = remove_checked(&full, &self.temp_path(), stat, l.hash)?
+                    {
+                        let name = self.name.clone();
+                        self.keep_aside(&stranded, &path, &name, l.mtime_ns, peer)?;
+                        return Err(std::io::Error::other(
+                            "it changed here while being deleted; the changed file is kept as a conflict copy",
+                        ));
                     }
                 }
                 EntryKind::Dir => match std::fs::remove_dir(&full) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                        if self
-                            .needed
-                            .range(path.clone()..)
-                            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
-                            .any(|(p, n)| p.is_inside(&path) && n.w.entry.deleted)
-                        {
+                        if self.deletes_queued_inside(&path) {
                             // Its files are still to be deleted (some wait to
                             // be copied elsewhere: a moved folder): after them.
                             return Ok(Settled::Wait);
@@ -128,6 +127,15 @@ impl Core {
         Ok(())
     }
 
+    /// Deletes of paths inside `dir` are queued (waiting for a transfer
+    /// that reads from them, or retried after a failure).
+    fn deletes_queued_inside(&self, dir: &RelPath) -> bool {
+        self.needed
+            .range(dir.clone()..)
+            .take_while(|(p, _)| p.as_str().starts_with(dir.as_str()))
+            .any(|(p, n)| p.is_inside(dir) && n.w.entry.deleted)
+    }
+
     /// Moves our losing version of a file into the conflicts folder.
     pub(super) fn keep_conflict(
         &mut self,
@@ -140,9 +148,23 @@ impl Core {
             .max_by_key(|(_, c)| *c)
             .map(|(n, _)| self.peer_name(n))
             .unwrap_or_else(|| self.name.clone());
-        let when = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(loser.mtime_ns)
-            .format("%Y%m%d-%H%M%S");
-        let rel = loser.path.as_str();
+        let src = loser.path.to_disk(&self.root);
+        self.keep_aside(&src, &loser.path, &author, loser.mtime_ns, winner_peer)
+    }
+
+    /// Moves `src` (a version of `path` by `author`, modified at
+    /// `mtime_ns`) into the conflicts folder, under a name that says so.
+    fn keep_aside(
+        &mut self,
+        src: &Path,
+        path: &RelPath,
+        author: &str,
+        mtime_ns: i64,
+        winner_peer: NodeId,
+    ) -> std::io::Result<PathBuf> {
+        let when =
+            chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
+        let rel = path.as_str();
         let (dir, name) = rel.rsplit_once('/').map_or(("", rel), |(d, n)| (d, n));
         let (stem, ext) = match name.rfind('.') {
             Some(i) if i > 0 => (&name[..i], &name[i..]),
@@ -166,17 +188,17 @@ impl Core {
             n += 1;
             dest = base.join(format!("{stem}.conflict-{when}-{safe_author}-{n}{ext}"));
         }
-        move_file(&loser.path.to_disk(&self.root), &dest)?;
+        move_file(src, &dest)?;
         crate::metrics::Metrics::add(&self.io.metrics.conflicts, 1);
         self.io.events.emit(EventKind::Conflict {
-            path: loser.path.clone(),
+            path: path.clone(),
             winner: self.peer_name(winner_peer),
-            loser: author.clone(),
+            loser: author.to_string(),
             kept_as: dest.display().to_string(),
         });
         tracing::warn!(
             "conflict on {}: {}'s version wins; {}'s version kept as {}",
-            loser.path,
+            path,
             self.peer_name(winner_peer),
             author,
             dest.display()
@@ -211,14 +233,42 @@ impl Core {
             .is_some_and(|l| !l.deleted && l.kind == EntryKind::Dir)
         {
             // A directory replaced by a file: it must be empty by now (its
-            // files' deletions come first); if not, the caller retries.
+            // files' deletions come first; if some are still queued, the
+            // caller retries after them).
             match std::fs::remove_dir(&full) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                        && !self.deletes_queued_inside(path) =>
+                {
+                    // It holds files the peer has not seen: keep it, as a
+                    // new version concurrent with the peer's file, which
+                    // the peer then keeps as a conflict copy (a folder
+                    // beats a file).
+                    tracing::info!(
+                        "kept folder {path}: {}'s file of that name would replace it, but it holds files that are new here",
+                        self.peer_name(from)
+                    );
+                    let mode = local.as_ref().map_or(0o755, |l| l.mode);
+                    self.index.keep_dir(path, mode);
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
-        move_file(&done.tmp, &full)?;
+        // What should be there now: our indexed file, or nothing.
+        let expect = local
+            .as_ref()
+            .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
+            .map(|l| (self.index.get(path).and_then(|r| r.stat), l.hash));
+        if let Some(mtime_ns) = place(&done.tmp, &full, expect)? {
+            // Someone wrote the file between our last look and the swap:
+            // a change we never indexed. Keep it; the fetched one is in
+            // place (the peer's version beat what we knew of).
+            let name = self.name.clone();
+            self.keep_aside(&done.tmp, path, &name, mtime_ns, from)?;
+        }
         // In place now: whatever happens next must not retry the install.
         // Without a stat, the next look at the path hashes it again.
         let st = std::fs::symlink_metadata(&full)
@@ -246,6 +296,134 @@ impl Core {
         self.index.record_remote(entry, st, origin);
         Ok(())
     }
+}
+
+/// Puts the finished temp file `tmp` at `full` without losing anything a
+/// person wrote there since the node last looked. `expect` is what should
+/// be there: our indexed file (its stat when known, and its hash), or
+/// nothing. Nothing expected: the rename refuses to replace a file that
+/// appeared meanwhile (an error: decided again). Our file expected: the two
+/// are swapped atomically (`RENAME_EXCHANGE`), and if what came out is not
+/// our file, it is left at `tmp` and its mtime returned, to be kept as a
+/// conflict copy. Filesystems without `renameat2` get a plain rename.
+fn place(
+    tmp: &Path,
+    full: &Path,
+    expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
+) -> std::io::Result<Option<i64>> {
+    let Some((stat, hash)) = expect else {
+        return match rename2(tmp, full, libc::RENAME_NOREPLACE) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
+                "a file appeared here while the new version was being written; deciding again",
+            )),
+            Err(e) if unsupported(&e) => move_file(tmp, full).map(|()| None),
+            Err(e) => Err(e),
+        };
+    };
+    match rename2(tmp, full, libc::RENAME_EXCHANGE) {
+        Ok(()) => {}
+        // Deleted here meanwhile: an edit beats a delete, put it in place.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return place(tmp, full, None);
+        }
+        Err(e) if unsupported(&e) => return move_file(tmp, full).map(|()| None),
+        Err(e) => return Err(e),
+    }
+    let out = std::fs::symlink_metadata(tmp)?;
+    let ours = out.file_type().is_file()
+        && (stat == Some(scan::local_stat(&out))
+            || scan::hash_file(tmp).is_ok_and(|(_, h)| h.hash == hash));
+    if ours {
+        std::fs::remove_file(tmp)?;
+        return Ok(None);
+    }
+    Ok(Some(scan::local_stat(&out).mtime_ns))
+}
+
+/// Deletes our file at `full` unless it changed since we indexed it (its
+/// stat, or else its hash, differ): it is first moved aside to `scratch`
+/// (atomically, so a write racing with us lands either before, and is
+/// seen, or after, on a new file), checked, then unlinked; a changed file
+/// is put back and the delete refused (decided again: an edit beats a
+/// concurrent delete). If a new file took the name before it could be put
+/// back, the changed one is returned (at `scratch`) to be kept aside.
+/// Without `renameat2` or across filesystems it is checked in place, then
+/// unlinked.
+fn remove_checked(
+    full: &Path,
+    scratch: &Path,
+    stat: Option<crate::index::LocalStat>,
+    hash: tandem_common::ContentHash,
+) -> std::io::Result<Option<PathBuf>> {
+    let ours = |p: &Path| -> std::io::Result<bool> {
+        let m = std::fs::symlink_metadata(p)?;
+        Ok(m.file_type().is_file()
+            && (stat == Some(scan::local_stat(&m))
+                || scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash)))
+    };
+    let changed = || {
+        std::io::Error::other(
+            "it changed here since it was last looked at; deciding again (an edit beats a delete)",
+        )
+    };
+    match rename2(full, scratch, libc::RENAME_NOREPLACE) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if unsupported(&e) => {
+            if !ours(full)? {
+                return Err(changed());
+            }
+            return match std::fs::remove_file(full) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(None),
+            };
+        }
+        Err(e) => return Err(e),
+    }
+    if ours(scratch)? {
+        return std::fs::remove_file(scratch).map(|()| None);
+    }
+    // Back where it was. If a new file took the name meanwhile, both are
+    // the user's: the caller keeps the moved-out one as a conflict copy.
+    match rename2(scratch, full, libc::RENAME_NOREPLACE) {
+        Ok(()) => Err(changed()),
+        Err(_) => Ok(Some(scratch.to_path_buf())),
+    }
+}
+
+/// `renameat2(2)` with `flags`.
+fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("a path with a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the cwd (both
+    // are absolute here), and flags the kernel checks.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The filesystem (or the two paths' placement) cannot do `renameat2`.
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::ENOTSUP)
+    )
 }
 
 /// Renames `from` to `to`; across filesystems (a state folder elsewhere),
