@@ -1088,16 +1088,18 @@ impl Sim {
     /// `Core::not_applied`.
     fn not_applied(&mut self, x: usize, peer: usize, remote: &FileEntry, action: Action) {
         let path = &remote.path;
+        if matches!(
+            action,
+            Action::Ignore | Action::Announce | Action::Reassert { .. }
+        ) && self.nodes[x]
+            .needed
+            .get(path)
+            .is_some_and(|n| remote.version.compare(&n.entry.version) == VvOrder::After)
+        {
+            self.drop_need(x, path);
+        }
         match action {
-            Action::Ignore => {
-                if self.nodes[x]
-                    .needed
-                    .get(path)
-                    .is_some_and(|n| remote.version.compare(&n.entry.version) == VvOrder::After)
-                {
-                    self.drop_need(x, path);
-                }
-            }
+            Action::Ignore => {}
             Action::Announce => self.nodes[x].index.reannounce(path),
             Action::Reject(why) => self.fail(format!("a rejected entry {path}: {why}")),
             Action::Reassert {

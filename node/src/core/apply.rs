@@ -262,6 +262,11 @@ impl Core {
             .as_ref()
             .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
             .map(|l| (self.index.get(path).and_then(|r| r.stat), l.hash));
+        // The stat recorded is the temp file's, taken before it is in
+        // place (a rename keeps inode, size, mtime and mode): a write that
+        // lands right after the rename then differs from it and is seen as
+        // a local change, instead of being recorded as ours.
+        let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
         if let Some(mtime_ns) = place(&done.tmp, &full, expect)? {
             // Someone wrote the file between our last look and the swap:
             // a change we never indexed. Keep it; the fetched one is in
@@ -270,11 +275,7 @@ impl Core {
             self.keep_aside(&done.tmp, path, &name, mtime_ns, from)?;
         }
         // In place now: whatever happens next must not retry the install.
-        // Without a stat, the next look at the path hashes it again.
-        let st = std::fs::symlink_metadata(&full)
-            .map(|m| scan::local_stat(&m))
-            .inspect_err(|e| tracing::warn!("cannot stat {path} after writing it: {e}"))
-            .ok();
+        let st = Some(st);
         let from = self.peer_name(done.from.unwrap_or(from));
         tracing::info!(
             "received {path} from {from}: {} in {:.1?} ({} over the network, {} reused locally)",

@@ -112,18 +112,20 @@ impl Core {
     /// re-announce ours, or hold the change for a lock.
     fn not_applied(&mut self, peer: NodeId, remote: &FileEntry, action: Action) {
         let path = &remote.path;
+        // A queued older version of the same history is not wanted either:
+        // the peer has moved past it, and we do not take where it went.
+        if matches!(
+            action,
+            Action::Ignore | Action::Announce | Action::Reassert { .. }
+        ) && self
+            .needed
+            .get(path)
+            .is_some_and(|n| remote.version.compare(&n.w.entry.version) == VvOrder::After)
+        {
+            self.drop_need(path);
+        }
         match action {
-            Action::Ignore => {
-                // A queued older version of the same history is not wanted
-                // either: the peer has moved past it.
-                if self
-                    .needed
-                    .get(path)
-                    .is_some_and(|n| remote.version.compare(&n.w.entry.version) == VvOrder::After)
-                {
-                    self.drop_need(path);
-                }
-            }
+            Action::Ignore => {}
             Action::Announce => {
                 tracing::debug!(
                     "{path}: ours wins a conflict with {}'s version; announcing ours again",
