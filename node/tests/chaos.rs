@@ -38,6 +38,14 @@
 //! concerned, the numbered operations and excerpts of the node logs; the
 //! report and the whole logs are saved in `target/tmp/chaos/<topology>-seed<N>/`.
 //! Seeds that found a bug go in `chaos/regressions.txt`, run by default.
+//!
+//! The default set is not `#[ignore]`d: `cargo test -p tandem-node --test
+//! chaos` must run it, the README's `cargo test --workspace` is the whole
+//! suite, and it takes about two minutes on two cores in a debug build
+//! (about 8 s per run; a run that does not converge gives up after 45 s
+//! without any change). A seed replays the same operations, not the same
+//! timing: a debug build and a release build (`scripts/chaos.sh`) hit
+//! different interleavings, which is why both are worth running.
 
 mod harness;
 
