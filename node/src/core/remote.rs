@@ -56,9 +56,15 @@ impl Core {
             Ok(d) => d,
             Err(e) => {
                 // Not knowing what is here is not a decision: keep the
-                // peer's entry queued and decide when the disk answers.
+                // peer's entry queued (unless a newer one already is) and
+                // decide when the disk answers.
                 let path = remote.path.clone();
-                self.enqueue(peer, remote);
+                let older = queued.as_ref().is_some_and(|q| {
+                    matches!(remote.version.compare(q), VvOrder::Equal | VvOrder::Before)
+                });
+                if !older {
+                    self.enqueue(peer, remote);
+                }
                 self.apply_failed(&path, &format!("cannot read it here: {e}"));
                 return;
             }

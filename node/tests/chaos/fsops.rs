@@ -430,6 +430,8 @@ impl Ctx<'_> {
         match fs::read(self.full(to)) {
             Ok(d) => {
                 let h2 = self.rec.seen(self.op, self.node, to, &d);
+                // It left `from` too (moved, not destroyed).
+                self.ev(from, Some(h2), Ev::Removed { destroyed: false });
                 self.ev(to, Some(h2), Ev::Put);
                 format!(
                     "{note}raced: the node replaced {from:?} just before; moved {} (read {})",
