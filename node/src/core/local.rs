@@ -106,7 +106,9 @@ impl Core {
         if self.hold_local(p, &seen) {
             return 0;
         }
-        if !matches!(seen, Seen::File(_)) {
+        // A file is known again once hashed, a folder once walked (see
+        // `reconcile`); a path that is gone is known to be gone.
+        if matches!(seen, Seen::Absent | Seen::Other) {
             self.io_retries.remove(p);
         }
         match seen {
@@ -223,6 +225,11 @@ impl Core {
             .into_iter()
             .filter(|p| !present.contains(p) && !walk.unknown(&self.root, p))
             .collect();
+        if walk.unreadable.is_empty()
+            && let Some(d) = dir
+        {
+            self.io_retries.remove(d);
+        }
         for (u, e) in &walk.unreadable {
             match RelPath::from_disk(&self.root, u) {
                 Ok(rel) => self.retry_later(&rel, e),
