@@ -318,7 +318,21 @@ pub fn run(spec: Spec) -> Outcome {
     let mut settle_note = String::new();
     let mut views = None;
 
-    let cluster = catch_unwind(|| Cluster::start(spec.topo, spec.seed));
+    // A port picked free can be taken (by another test's connection)
+    // before its node binds it: start again on new ports, a bounded number
+    // of times; anything else is a failure at once.
+    let mut cluster = catch_unwind(|| Cluster::start(spec.topo, spec.seed));
+    for _ in 0..2 {
+        match &cluster {
+            Err(p) if panic_text(&**p).contains("Address already in use") => {
+                eprintln!(
+                    "chaos: a chosen port was taken before its node bound it; starting again"
+                );
+                cluster = catch_unwind(|| Cluster::start(spec.topo, spec.seed));
+            }
+            _ => break,
+        }
+    }
     let mut cl = match cluster {
         Ok(c) => c,
         Err(p) => {
