@@ -127,6 +127,97 @@ impl Core {
         Ok(())
     }
 
+    /// `install`'s first half: keeps our losing content aside, makes room
+    /// (a folder replaced by the file), and puts the temp file in place
+    /// without losing a write that lands meanwhile. Returns the stat to
+    /// record, or `None` when a folder holding files new here was kept
+    /// instead (nothing installed).
+    fn place_fetched(
+        &mut self,
+        from: NodeId,
+        entry: &FileEntry,
+        local: Option<FileEntry>,
+        keep_ours_as_conflict: bool,
+        done: &transfer::Done,
+    ) -> std::io::Result<Option<crate::index::LocalStat>> {
+        let path = &entry.path;
+        let full = path.to_disk(&self.root);
+        if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
+            self.keep_conflict(l, from)?;
+        }
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)?;
+            self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        if local
+            .as_ref()
+            .is_some_and(|l| !l.deleted && l.kind == EntryKind::Dir)
+        {
+            // A directory replaced by a file: it must be empty by now (its
+            // files' deletions come first; if some are still queued, the
+            // caller retries after them).
+            match std::fs::remove_dir(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                        && !self.deletes_queued_inside(path) =>
+                {
+                    // It holds files the peer has not seen: keep it, as a
+                    // new version concurrent with the peer's file, which
+                    // the peer then keeps as a conflict copy (a folder
+                    // beats a file).
+                    tracing::info!(
+                        "kept folder {path}: {}'s file of that name would replace it, but it holds files that are new here",
+                        self.peer_name(from)
+                    );
+                    let mode = local.as_ref().map_or(0o755, |l| l.mode);
+                    self.index.keep_dir(path, mode);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // What should be there now: our indexed file, or nothing.
+        let expect = local
+            .as_ref()
+            .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
+            .map(|l| (self.index.get(path).and_then(|r| r.stat), l.hash));
+        // The stat recorded is the temp file's, taken before it is in
+        // place (a rename keeps inode, size, mtime and mode): a write that
+        // lands right after the rename then differs from it and is seen as
+        // a local change, instead of being recorded as ours.
+        let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
+        if let Some(mtime_ns) = place(&done.tmp, &full, expect)? {
+            // Someone wrote the file between our last look and the swap:
+            // a change we never indexed. Keep it; the fetched one is in
+            // place (the peer's version beat what we knew of).
+            let name = self.name.clone();
+            if let Err(e) = self.keep_aside(&done.tmp, path, &name, mtime_ns, from) {
+                // Never left in the temp folder (emptied at start): beside
+                // the file, under a name that says what it is.
+                let side = full.with_file_name(format!(
+                    "{}.unsynced-{}",
+                    path.file_name(),
+                    uuid::Uuid::new_v4().simple()
+                ));
+                match move_file(&done.tmp, &side) {
+                    Ok(()) => tracing::error!(
+                        "cannot keep the change made here to {path} as a conflict copy ({e}); it is at {}",
+                        side.display()
+                    ),
+                    // The fetched file is in place: no error may make the
+                    // caller treat it as not installed and remove `tmp`.
+                    Err(e2) => tracing::error!(
+                        "cannot keep the change made here to {path} as a conflict copy ({e}) nor beside it ({e2}); it is at {} until the node restarts: copy it out",
+                        done.tmp.display()
+                    ),
+                }
+            }
+        }
+        Ok(Some(st))
+    }
+
     /// Deletes of paths inside `dir` are queued (waiting for a transfer
     /// that reads from them, or retried after a failure).
     fn deletes_queued_inside(&self, dir: &RelPath) -> bool {
@@ -219,61 +310,21 @@ impl Core {
         origin: Option<NodeId>,
         done: &transfer::Done,
     ) -> std::io::Result<()> {
-        let path = &entry.path;
-        let full = path.to_disk(&self.root);
-        if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
-            self.keep_conflict(l, from)?;
-        }
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent)?;
-            self.dirs_to_sync.insert(parent.to_path_buf());
-        }
-        if local
-            .as_ref()
-            .is_some_and(|l| !l.deleted && l.kind == EntryKind::Dir)
-        {
-            // A directory replaced by a file: it must be empty by now (its
-            // files' deletions come first; if some are still queued, the
-            // caller retries after them).
-            match std::fs::remove_dir(&full) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
-                        && !self.deletes_queued_inside(path) =>
-                {
-                    // It holds files the peer has not seen: keep it, as a
-                    // new version concurrent with the peer's file, which
-                    // the peer then keeps as a conflict copy (a folder
-                    // beats a file).
-                    tracing::info!(
-                        "kept folder {path}: {}'s file of that name would replace it, but it holds files that are new here",
-                        self.peer_name(from)
-                    );
-                    let mode = local.as_ref().map_or(0o755, |l| l.mode);
-                    self.index.keep_dir(path, mode);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+        let placed = self.place_fetched(from, &entry, local, keep_ours_as_conflict, done);
+        let st = match placed {
+            Ok(st) => st,
+            Err(e) => {
+                // Not in place: the fetched content is fetched again later.
+                let _ = std::fs::remove_file(&done.tmp);
+                return Err(e);
             }
-        }
-        // What should be there now: our indexed file, or nothing.
-        let expect = local
-            .as_ref()
-            .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
-            .map(|l| (self.index.get(path).and_then(|r| r.stat), l.hash));
-        // The stat recorded is the temp file's, taken before it is in
-        // place (a rename keeps inode, size, mtime and mode): a write that
-        // lands right after the rename then differs from it and is seen as
-        // a local change, instead of being recorded as ours.
-        let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
-        if let Some(mtime_ns) = place(&done.tmp, &full, expect)? {
-            // Someone wrote the file between our last look and the swap:
-            // a change we never indexed. Keep it; the fetched one is in
-            // place (the peer's version beat what we knew of).
-            let name = self.name.clone();
-            self.keep_aside(&done.tmp, path, &name, mtime_ns, from)?;
-        }
+        };
+        let Some(st) = st else {
+            // The folder was kept; nothing is installed.
+            let _ = std::fs::remove_file(&done.tmp);
+            return Ok(());
+        };
+        let path = &entry.path;
         // In place now: whatever happens next must not retry the install.
         let st = Some(st);
         let from = self.peer_name(done.from.unwrap_or(from));
@@ -331,12 +382,16 @@ fn place(
         Err(e) if unsupported(&e) => return move_file(tmp, full).map(|()| None),
         Err(e) => return Err(e),
     }
-    let out = std::fs::symlink_metadata(tmp)?;
+    // The new file is in place: from here on nothing may fail as "not in
+    // place". What came out is removed only when it is certainly ours.
+    let Ok(out) = std::fs::symlink_metadata(tmp) else {
+        return Ok(Some(0));
+    };
     let ours = out.file_type().is_file()
         && (stat == Some(scan::local_stat(&out))
             || scan::hash_file(tmp).is_ok_and(|(_, h)| h.hash == hash));
     if ours {
-        std::fs::remove_file(tmp)?;
+        let _ = std::fs::remove_file(tmp);
         return Ok(None);
     }
     Ok(Some(scan::local_stat(&out).mtime_ns))

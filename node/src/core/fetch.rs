@@ -297,13 +297,13 @@ impl Core {
         for (path, version, result) in results {
             self.finish_transfer(path, version, result);
         }
-        // Deletions that waited for a file to stop being a block source.
+        // What waited for a file to stop being a block source (a delete,
+        // or a folder's delete after its files) is looked at again; it
+        // waits again if still needed.
         let now = Instant::now();
-        for (p, n) in self.needed.iter_mut() {
-            if n.w.entry.deleted
+        for p in std::mem::take(&mut self.waiting) {
+            if let Some(n) = self.needed.get_mut(&p)
                 && !n.in_flight
-                && n.error.is_none()
-                && !self.in_use.contains_key(p)
             {
                 n.retry_at = n.retry_at.min(now);
             }
@@ -365,10 +365,9 @@ impl Core {
                 }
             }
             Ok(done) => {
-                // Decided again with fresh disk facts; whatever happens, the
-                // temp file is not needed afterwards (moved or useless).
+                // Decided again with fresh disk facts (the temp file is
+                // moved into place, or removed).
                 self.settle(&path, Some(&done));
-                let _ = std::fs::remove_file(&done.tmp);
             }
         }
     }

@@ -361,6 +361,9 @@ pub struct Core {
     unwanted: Vec<RelPath>,
     /// Local files in use as block sources, with counts.
     in_use: HashMap<RelPath, usize>,
+    /// Queued changes that wait for a transfer to finish (see
+    /// [`Core::wait`]), looked at again when one does.
+    waiting: HashSet<RelPath>,
     /// Paths that could not be read, with the attempts so far (backoff).
     io_retries: HashMap<RelPath, u32>,
     /// When the whole tree is next compared with the index.
@@ -448,6 +451,7 @@ impl Core {
             wanted_dirty: HashSet::new(),
             unwanted: Vec::new(),
             in_use: HashMap::new(),
+            waiting: HashSet::new(),
             io_retries: HashMap::new(),
             verify_at: now + VERIFY_EVERY,
             verify_every: VERIFY_EVERY,

@@ -198,6 +198,7 @@ impl Core {
         if let Some(n) = self.needed.get_mut(path) {
             n.in_flight = false;
             n.retry_at = Instant::now() + Duration::from_secs(3600);
+            self.waiting.insert(path.clone());
         }
     }
 
@@ -272,7 +273,16 @@ impl Core {
             return Settled::Done;
         };
         let (remote, from) = (n.w.entry.clone(), n.w.from);
-        let outcome = match self.decide(&remote, None) {
+        let decided = self.decide(&remote, None);
+        // A fetched temp file is `install`'s to move or remove; when the
+        // decision no longer installs it, it is of no use.
+        let installs = matches!(&decided, Ok((Action::Apply(a), _)) if a.op == Op::Fetch);
+        if let Some(done) = fetched
+            && !installs
+        {
+            let _ = std::fs::remove_file(&done.tmp);
+        }
+        let outcome = match decided {
             Err(e) => Err(format!("cannot read it here: {e}")),
             Ok((Action::Apply(a), local)) => self
                 .carry_out(from, a, local, fetched)
