@@ -25,7 +25,7 @@ impl Core {
                         return Ok(Settled::Wait);
                     }
                     let stat = self.index.get(&path).and_then(|r| r.stat);
-                    if let Some(stranded) = remove_checked(&full, &self.temp_path(), stat, l.hash)?
+                    if let Some(stranded) = remove_checked(&full, &self.aside_path(), stat, l.hash)?
                     {
                         let name = self.name.clone();
                         self.keep_aside(&stranded, &path, &name, l.mtime_ns, peer)?;

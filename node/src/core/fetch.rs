@@ -218,6 +218,14 @@ impl Core {
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
     }
 
+    /// A fresh name in the state folder for a file a delete sets aside
+    /// (kept, not removed, if a crash comes before the delete finishes).
+    pub(super) fn aside_path(&self) -> PathBuf {
+        self.state_dir
+            .join("tmp")
+            .join(format!("{}{ASIDE_SUFFIX}", uuid::Uuid::new_v4().simple()))
+    }
+
     pub(super) fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {
         let keys: Vec<(RelPath, VersionVector)> = files
             .iter()

@@ -387,6 +387,9 @@ pub struct Core {
     unwatched: Option<String>,
 }
 
+/// Suffix of a file a delete moved aside in the temp folder to check it.
+const ASIDE_SUFFIX: &str = ".aside";
+
 /// How often the tree is rescanned while some folders cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -429,11 +432,30 @@ impl Core {
             held.hold(h);
         }
         // Leftovers of transfers cut off by a crash: the pending downloads
-        // are in the store and start again from scratch.
+        // are in the store and start again from scratch. A file a delete
+        // had set aside (`ASIDE_SUFFIX`) when the crash came may be a
+        // person's change: it is kept in the conflicts folder, not removed.
         let tmp = state_dir.join("tmp");
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let p = e.path();
+                if p.to_string_lossy().ends_with(ASIDE_SUFFIX) {
+                    let kept = state_dir.join("conflicts");
+                    let name = format!("interrupted-delete-{}", e.file_name().to_string_lossy());
+                    let dest = kept.join(name.trim_end_matches(ASIDE_SUFFIX));
+                    match std::fs::create_dir_all(&kept).and_then(|()| std::fs::rename(&p, &dest)) {
+                        Ok(()) => tracing::warn!(
+                            "a delete was interrupted by a crash; the file it had set aside is kept as {}",
+                            dest.display()
+                        ),
+                        Err(err) => tracing::error!(
+                            "cannot keep {} (set aside by an interrupted delete): {err}; leaving it there",
+                            p.display()
+                        ),
+                    }
+                    continue;
+                }
+                let _ = std::fs::remove_file(p);
             }
         }
         std::fs::create_dir_all(&tmp)?;
