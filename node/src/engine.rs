@@ -230,10 +230,12 @@ pub enum Invalid {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Obstacle {
     /// Something Tandem does not sync (a symlink, a special file) has the name.
-    #[error("something that is not a regular file or folder (a symlink?) has this name here")]
+    #[error(
+        "something that is not a regular file or folder (a symlink?) has this name here; move it away to let the change in"
+    )]
     OtherKind,
     /// A parent is a symlink or a file.
-    #[error("a parent folder here is a symlink or a file")]
+    #[error("a parent folder here is a symlink or a file; move it away to let the change in")]
     ParentNotDir,
 }
 
