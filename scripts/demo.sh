@@ -28,7 +28,9 @@ BIG_MB=${TANDEM_DEMO_BIG_MB:-300}
 echo "==> building release binaries"
 cargo build --release --quiet --bin tandem-node --bin tandem
 BIN=$ROOT/target/release
-export TANDEM_IDENTITY=$DEMO/identity.toml
+# The demo's own client key: it is the first client of the demo's nodes
+# (over loopback), so it becomes their admin with nothing to type.
+export TANDEM_IDENTITY=$DEMO/client.key
 
 A=$DEMO/serverA
 B=$DEMO/serverB
@@ -59,10 +61,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "==> starting node A on $A_ADDR and node B on $B_ADDR (logs in demo/logs/)"
-"$BIN/tandem-node" --dir "$A" --name A --listen "$A_ADDR" --peer "$B_ADDR" 2>"$DEMO/logs/serverA.log" &
+# Each node's key is made on first use; naming a peer's id in --peer
+# trusts it, so the two nodes accept only each other.
+A_ID=$("$BIN/tandem-node" --dir "$A" id)
+B_ID=$("$BIN/tandem-node" --dir "$B" id)
+echo "==> starting node A ($A_ID) on $A_ADDR and node B ($B_ID) on $B_ADDR (logs in demo/logs/)"
+"$BIN/tandem-node" --dir "$A" --name A --listen "$A_ADDR" --peer "$B_ID@$B_ADDR" 2>"$DEMO/logs/serverA.log" &
 PIDS+=($!)
-"$BIN/tandem-node" --dir "$B" --name B --listen "$B_ADDR" --peer "$A_ADDR" 2>"$DEMO/logs/serverB.log" &
+"$BIN/tandem-node" --dir "$B" --name B --listen "$B_ADDR" --peer "$A_ID@$A_ADDR" 2>"$DEMO/logs/serverB.log" &
 PIDS+=($!)
 
 t() { "$BIN/tandem" "$@"; }

@@ -130,6 +130,11 @@ impl<S: AsyncRead + AsyncWrite> FrameIo<S> {
         self.reader.recv_msg().await
     }
 
+    /// See [`FrameReader::set_max_frame`].
+    pub fn set_max_frame(&mut self, n: usize) {
+        self.reader.set_max_frame(n);
+    }
+
     /// Splits into a writing half and a reading half, so one task can send
     /// while another receives.
     pub fn split(self) -> (FrameWriter<S>, FrameReader<S>) {
@@ -234,11 +239,28 @@ pub struct FrameReader<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
+    /// Lowers (or restores) the largest frame accepted from now on, so a
+    /// side that is not trusted yet cannot make this one buffer much.
+    pub fn set_max_frame(&mut self, n: usize) {
+        self.stream
+            .decoder_mut()
+            .set_max_frame_length(n.min(MAX_FRAME));
+    }
+
     /// Receives one raw payload; `None` on a clean close between frames.
     pub async fn recv_raw(&mut self) -> Result<Option<bytes::BytesMut>, CodecError> {
         match self.stream.next().await {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b)),
+            // TLS reports a close without its close_notify as an
+            // unexpected end; between frames that is a close like any other
+            // (processes exit without saying goodbye).
+            Some(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && self.stream.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
             Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(CodecError::Truncated)
             }

@@ -3,15 +3,17 @@
 //!
 //! This crate has no async runtime of its own; framing is expressed as a
 //! `tokio_util` codec so either side can drive it over any byte stream
-//! (TCP today, an encrypted transport later).
+//! (TLS over TCP, see [`tls`]).
 
 pub mod blocklist;
 pub mod codec;
 pub mod display;
 pub mod hashing;
+pub mod identity;
 pub mod model;
 pub mod path;
 pub mod proto;
+pub mod tls;
 
 pub use model::{ContentHash, EntryKind, FileEntry, NodeId, VersionVector, VvOrder};
 pub use path::RelPath;

@@ -12,12 +12,12 @@ use crate::path::RelPath;
 /// is what lets a receiver reuse data it already has.
 pub const BLOCK_SIZE: u64 = 128 * 1024;
 
-/// A node's permanent identity (generated once, kept in its state folder).
+/// A node's permanent identity: the id of its key (see [`crate::identity`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub Uuid);
 
 impl NodeId {
-    /// A fresh random id.
+    /// A fresh random id (tests; real nodes derive theirs from their key).
     pub fn random() -> Self {
         NodeId(Uuid::new_v4())
     }
@@ -25,17 +25,29 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(&crate::identity::format_id(&self.0))
+    }
+}
+
+impl std::str::FromStr for NodeId {
+    type Err = crate::identity::IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::identity::parse_id(s).map(NodeId)
     }
 }
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The first group is enough to tell nodes apart in logs.
-        let s = self.0.simple().to_string();
-        write!(f, "node:{}", &s[..8])
+        let s = crate::identity::format_id(&self.0);
+        write!(f, "node:{}", &s[..7])
     }
 }
+
+/// The permission bits Tandem syncs: read, write, execute for owner, group
+/// and others. Setuid, setgid and sticky are never read into the index nor
+/// applied from the network, so no peer or client can plant a setuid file.
+pub const SYNCED_MODE_BITS: u32 = 0o777;
 
 /// A BLAKE3 hash of a file's content or of one block.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]

@@ -1,7 +1,9 @@
 //! Every message on the wire.
 //!
-//! A connection opens with a handshake: the connecting side sends a hello
-//! frame, the accepting side answers with a hello-reply frame. Both start
+//! A connection is TLS 1.3 with both sides' keys proven (see
+//! [`crate::tls`]). Inside it a handshake follows: the connecting side sends
+//! a hello frame, the accepting side answers with a hello-reply frame (or,
+//! for a node it does not trust, with a refusal before reading anything). Both start
 //! with raw bytes, [`MAGIC`] then the protocol version as a big-endian `u32`,
 //! *before* any serialized body, so a version mismatch is detected and named
 //! even when the two sides could not decode each other's bodies.
@@ -24,10 +26,12 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 5: TLS on every connection; ids are key ids; clients prove a key and
+/// have roles (`Access`), no tokens. An older node or client cannot finish
+/// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
-/// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`. An older node or client is refused at the hello
-/// with both versions named.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,11 +45,9 @@ pub enum Role {
 /// The connecting side's introduction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
-    /// Peer or client.
+    /// Peer or client (must match what TLS said).
     pub role: Role,
-    /// Sender's id (node id for peers, client id for clients).
-    pub id: Uuid,
-    /// Human name of the sender.
+    /// Human name of the sender (at most [`MAX_NAME`] bytes).
     pub name: String,
 }
 
@@ -58,9 +60,9 @@ pub enum HelloReply {
         node_id: NodeId,
         /// The node's name.
         name: String,
-        /// A fresh random challenge: a client proves its token by a keyed
-        /// hash over it (see [`auth_proof`]), so a proof cannot be replayed.
-        nonce: [u8; 32],
+        /// For a client: its id (from its key) and what it may do (`None`:
+        /// nothing yet, it must register or be approved).
+        client: Option<(Uuid, Option<Access>)>,
     },
     /// Refused, with the reason.
     Refused(Refusal),
@@ -82,6 +84,29 @@ pub enum Refusal {
     /// A node connected to itself (its own id came back).
     #[error("connected to itself")]
     SelfConnection,
+    /// The node does not trust the connecting node's id.
+    #[error(
+        "node {node} does not trust this node (id {id}); on {node} run: tandem-node --dir DIR trust {id}"
+    )]
+    NotTrusted {
+        /// The refusing node's name.
+        node: String,
+        /// The connecting node's id, as the refusing node saw it.
+        id: NodeId,
+    },
+    /// Too many connections of this kind; try later.
+    #[error("node {node} has too many {what} connections ({limit}); try again later")]
+    Busy {
+        /// The refusing node's name.
+        node: String,
+        /// peer, client, not-yet-approved client.
+        what: String,
+        /// The cap.
+        limit: u32,
+    },
+    /// The hello said another role than TLS did, or a name was too long.
+    #[error("bad hello: {0}")]
+    BadHello(String),
     /// Any other reason, in words.
     #[error("{0}")]
     Other(String),
@@ -152,8 +177,8 @@ pub struct Welcomed {
     pub node_id: NodeId,
     /// The node's name.
     pub name: String,
-    /// The node's challenge for this connection.
-    pub nonce: [u8; 32],
+    /// For a client: its id and role.
+    pub client: Option<(Uuid, Option<Access>)>,
 }
 
 /// The connecting side of the handshake: sends `hello`, reads the reply,
@@ -178,12 +203,12 @@ where
             Some(HelloReply::Welcome {
                 node_id,
                 name,
-                nonce,
+                client,
             }),
         ) => Ok(Welcomed {
             node_id,
             name,
-            nonce,
+            client,
         }),
     }
 }
@@ -197,14 +222,47 @@ pub struct Request {
     pub body: ClientRequest,
 }
 
-/// Proof that a client holds `token`, bound to one node and one
-/// connection's challenge: BLAKE3 keyed by the token over nonce ‖ node id.
-pub fn auth_proof(token: &[u8; 32], nonce: &[u8; 32], node: NodeId) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(token);
-    h.update(b"tandem-client-auth-v1");
-    h.update(nonce);
-    h.update(node.0.as_bytes());
-    *h.finalize().as_bytes()
+/// Longest node or client name accepted, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// What a client may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// List, feed, fetch, cache, nodes, locks, held.
+    Read,
+    /// And put, lock, unlock own locks.
+    Write,
+    /// And force-unlock, approve clients, invite.
+    Admin,
+}
+
+impl Access {
+    /// Lower-case name, as typed on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Access {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "read" => Ok(Access::Read),
+            "write" => Ok(Access::Write),
+            "admin" => Ok(Access::Admin),
+            _ => Err(format!("{s:?} is not a role; use read, write or admin")),
+        }
+    }
 }
 
 /// What a client can ask a node.
@@ -212,20 +270,25 @@ pub fn auth_proof(token: &[u8; 32], nonce: &[u8; 32], node: NodeId) -> [u8; 32] 
 pub enum ClientRequest {
     /// The file table, streamed as one or more `Files` responses.
     List,
-    /// First contact: issue me an identity.
+    /// Use a one-time invite code: this client gets the code's role.
     Register {
-        /// Display name.
-        name: String,
+        /// The code `tandem invite` printed.
+        code: String,
     },
-    /// Prove an identity issued earlier (by any node of the cluster).
-    Login {
-        /// The client id.
+    /// Admin: give a client a role (`None` takes every right away).
+    Approve {
+        /// The client's id.
         id: Uuid,
-        /// Display name (updated if changed).
-        name: String,
-        /// [`auth_proof`] of the token over this connection's nonce.
-        proof: [u8; 32],
+        /// The role.
+        role: Option<Access>,
     },
+    /// Admin: make a one-time code that registers a client with `role`.
+    Invite {
+        /// The role it grants.
+        role: Access,
+    },
+    /// Every client identity the cluster knows, with its role.
+    Identities,
     /// Lock a file for the logged-in client.
     Lock {
         /// Which file.
@@ -489,15 +552,22 @@ pub enum ClientResponse {
     },
     /// The request failed.
     Error(ApiError),
-    /// A new identity; the client must keep the token secret.
+    /// The invite was accepted: this client now has `role`.
     Registered {
-        /// The client id.
-        id: Uuid,
-        /// The secret token.
-        token: [u8; 32],
+        /// The role.
+        role: Access,
     },
-    /// The identity was accepted.
-    LoggedIn,
+    /// A client's role was set.
+    Approved(IdentityRecord),
+    /// A one-time code, valid until `expires_ns`, on this node only.
+    Invited {
+        /// The code.
+        code: String,
+        /// When it stops working (ns).
+        expires_ns: i64,
+    },
+    /// The cluster's client identities.
+    IdentityList(Vec<IdentityRecord>),
     /// A lock was taken.
     Locked(LockInfo),
     /// A lock was released; the changes it held are now being reconciled.
@@ -672,12 +742,32 @@ pub enum ApiError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// The request needs a logged-in identity.
-    #[error("this request needs a client identity; log in first")]
-    NotLoggedIn,
-    /// Login refused.
-    #[error("identity refused: {0}")]
-    BadIdentity(String),
+    /// The client's role does not allow the request.
+    #[error(
+        "not authorized: this client ({id}) has {} and `{what}` needs the {need} role; ask an admin to run `tandem approve {id} --role {need}` (or use an invite code: `tandem register CODE`)",
+        .have.map_or("no role".to_string(), |r| format!("the {r} role"))
+    )]
+    NotAuthorized {
+        /// The client's id, in its text form.
+        id: String,
+        /// Its role.
+        have: Option<Access>,
+        /// The role the request needs.
+        need: Access,
+        /// The request, in words.
+        what: String,
+    },
+    /// An invite code was wrong, used or expired.
+    #[error("invite code refused: {0}")]
+    BadInvite(String),
+    /// Too many attempts; wait before trying again.
+    #[error("too many {what}; try again in {retry_secs} s")]
+    RateLimited {
+        /// What was limited.
+        what: String,
+        /// Seconds to wait.
+        retry_secs: u64,
+    },
     /// Someone else is taking a lock on the same file right now; retry.
     #[error("{path} is being locked by {owner_name} right now; try again")]
     LockBusy {
@@ -947,17 +1037,20 @@ pub enum BlockListPart {
     Blocks(Vec<Vec<ContentHash>>),
 }
 
-/// A client identity as replicated between nodes.
+/// A client identity as replicated between trusted nodes: no secret, only
+/// the id of the client's key and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRecord {
-    /// The client id.
+    /// The client id (the id of its public key).
     pub id: Uuid,
-    /// The secret token (nodes need it to check keyed-hash proofs).
-    pub token: [u8; 32],
     /// Display name.
     pub name: String,
-    /// When it was issued (ns).
-    pub created_ns: i64,
+    /// What it may do; `None` when every right was taken away.
+    pub role: Option<Access>,
+    /// When this record was written (ns); the newest record of an id wins.
+    pub changed_ns: i64,
+    /// Who wrote it (a client's name, or "first client over loopback").
+    pub by: String,
 }
 
 /// The state of a lock record.
@@ -1115,7 +1208,6 @@ mod tests {
     fn hello_round_trip_and_version_mismatch() {
         let hello = Hello {
             role: Role::Client,
-            id: Uuid::new_v4(),
             name: "me".into(),
         };
         let frame = encode_hello(&hello).unwrap();

@@ -1,6 +1,9 @@
-//! Incoming connections: the handshake, then a client session (requests
-//! answered through the core). Anything malformed closes that one
+//! Incoming connections: TLS (both keys proven), then the judgement of who
+//! it is (an untrusted node is refused before any message is read), the
+//! hello, and a peer link or a client session whose every request is
+//! checked against the client's role. Anything malformed closes that one
 //! connection with a log line; the node keeps serving everyone else.
+//! Connections are capped in total and per kind.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +19,7 @@ use tandem_common::proto::{
     Hello, HelloReply, LockInfo, LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal,
     Request, Role,
 };
+use tandem_common::proto::{Access, IdentityRecord};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -24,8 +28,18 @@ use crate::core::{CoreHandle, LockMsg};
 use tandem_common::ContentHash;
 use tandem_common::proto::{PeerAnswer, PeerQuery};
 
-/// How long a new connection has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has for TLS and hello together.
+const HELLO_TIMEOUT: Duration = crate::peer::HANDSHAKE_TIMEOUT;
+/// Connections open at once, of any kind (further ones are closed at once).
+pub const MAX_CONNECTIONS: usize = 512;
+/// Peer links at once.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+/// Client connections at once.
+pub const MAX_CLIENT_CONNECTIONS: usize = 256;
+/// Connections of clients without a role at once (they can only register).
+pub const MAX_STRANGER_CONNECTIONS: usize = 16;
+/// Largest frame a client without a role may send.
+const STRANGER_MAX_FRAME: usize = 64 * 1024;
 /// Rows per `Files` frame, keeping each well under the frame limit.
 const LIST_CHUNK: usize = 4096;
 
@@ -40,8 +54,8 @@ pub struct Ctx {
     pub name: String,
     /// What peer links need.
     pub peer: crate::peer::PeerCtx,
-    /// The configured peer addresses (all must agree to a lock).
-    pub configured: Vec<SocketAddr>,
+    /// The configured peers.
+    pub configured: Vec<crate::config::PeerSpec>,
     /// Live client sessions.
     pub clients: Clients,
     /// The live feed.
@@ -54,6 +68,49 @@ pub struct Ctx {
     pub answerer: Arc<crate::cluster::NodeAnswerer>,
     /// Where uploads are written before they are put in place.
     pub tmp_dir: std::path::PathBuf,
+    /// Client identities and roles.
+    pub identities: crate::access::Identities,
+    /// This node's invite codes.
+    pub invites: Arc<crate::access::Invites>,
+    /// Idle client connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Open connections, by kind.
+    pub conns: Conns,
+}
+
+/// Counts of open connections, by kind, for the caps.
+#[derive(Clone, Default)]
+pub struct Conns {
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    peers: Arc<std::sync::atomic::AtomicUsize>,
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+    strangers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One taken place under a cap; given back when dropped.
+pub struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+fn take_slot(counter: &Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> Option<Slot> {
+    use std::sync::atomic::Ordering;
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(counter.clone()))
+}
+
+impl Conns {
+    /// A place for a new connection of any kind, if the total allows.
+    pub fn any(&self) -> Option<Slot> {
+        take_slot(&self.total, MAX_CONNECTIONS)
+    }
 }
 
 /// The node's live clients, by connection.
@@ -74,11 +131,12 @@ impl Clients {
         k
     }
 
-    fn set_identity(&self, k: u64, id: Uuid, name: &str) {
-        if let Some(c) = self.lock().get_mut(&k) {
-            c.id = Some(id);
-            c.name = name.to_string();
-        }
+    /// The name a live client with this id uses.
+    fn name_of(&self, id: &Uuid) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|c| c.id.as_ref() == Some(id))
+            .map(|c| c.name.clone())
     }
 
     fn remove(&self, k: u64) {
@@ -93,13 +151,148 @@ impl Clients {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve_connection<S>(io: S, addr: SocketAddr, ctx: Ctx)
+/// Serves one accepted connection until it closes. `slot` is its place
+/// under the total cap.
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    ctx: Ctx,
+    slot: Slot,
+) {
+    let accepted = tokio::time::timeout(HELLO_TIMEOUT, ctx.peer.tls.accept(stream)).await;
+    let (tls, id, side) = match accepted {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "closing connection from {addr}: TLS handshake failed ({e}); an older Tandem or not Tandem at all"
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "closing connection from {addr}: no TLS handshake within {HELLO_TIMEOUT:?}"
+            );
+            return;
+        }
+    };
+    let mut io = FrameIo::new(tls);
+    match side {
+        tandem_common::tls::Side::Peer => serve_peer(io, addr, NodeId(id), ctx, slot).await,
+        tandem_common::tls::Side::Client => {
+            // Not trusted yet: small frames until the client has a role.
+            if ctx.identities.role(&id).is_none() {
+                io.set_max_frame(STRANGER_MAX_FRAME);
+            }
+            serve_client(io, addr, id, ctx, slot).await
+        }
+    }
+}
+
+async fn refuse<S>(io: &mut FrameIo<S>, why: Refusal)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Ok(frame) = proto::encode_hello(&HelloReply::Refused(why)) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), io.send_raw(frame)).await;
+    }
+}
+
+async fn serve_peer<S>(mut io: FrameIo<S>, addr: SocketAddr, peer: NodeId, ctx: Ctx, _slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut io = FrameIo::new(io);
-    let (hello, nonce) = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut io, &ctx)).await {
+    // Judged on the proven key alone, before reading anything it sent.
+    if peer == ctx.node_id {
+        refuse(&mut io, Refusal::SelfConnection).await;
+        return;
+    }
+    if !ctx.peer.trust.trusts(peer) {
+        tracing::warn!(
+            "refused node {peer} connecting from {addr}: it is not trusted; to trust it run: {}",
+            ctx.peer.trust.command_for(&ctx.peer.dir, peer)
+        );
+        refuse(
+            &mut io,
+            Refusal::NotTrusted {
+                node: ctx.name.clone(),
+                id: peer,
+            },
+        )
+        .await;
+        return;
+    }
+    let Some(_kind) = take_slot(&ctx.conns.peers, MAX_PEER_CONNECTIONS) else {
+        tracing::warn!(
+            "refused node {peer} from {addr}: {MAX_PEER_CONNECTIONS} peer links already"
+        );
+        refuse(
+            &mut io,
+            Refusal::Busy {
+                node: ctx.name.clone(),
+                what: "peer".into(),
+                limit: MAX_PEER_CONNECTIONS as u32,
+            },
+        )
+        .await;
+        return;
+    };
+    let hello = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        read_hello(&mut io, &ctx, Role::Peer, None),
+    )
+    .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!("closing link from node {peer} at {addr}: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "closing link from node {peer} at {addr}: no hello within {HELLO_TIMEOUT:?}"
+            );
+            return;
+        }
+    };
+    crate::peer::run_link(io, peer, hello.name, peer, ctx.peer.clone()).await;
+}
+
+async fn serve_client<S>(mut io: FrameIo<S>, addr: SocketAddr, id: Uuid, ctx: Ctx, _slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stranger = ctx.identities.role(&id).is_none();
+    let slot = if stranger {
+        take_slot(&ctx.conns.strangers, MAX_STRANGER_CONNECTIONS)
+            .map(|s| (s, "not-yet-approved client", MAX_STRANGER_CONNECTIONS))
+    } else {
+        take_slot(&ctx.conns.clients, MAX_CLIENT_CONNECTIONS)
+            .map(|s| (s, "client", MAX_CLIENT_CONNECTIONS))
+    };
+    let Some((_kind, _, _)) = slot else {
+        let (what, limit) = if stranger {
+            ("not-yet-approved client", MAX_STRANGER_CONNECTIONS)
+        } else {
+            ("client", MAX_CLIENT_CONNECTIONS)
+        };
+        tracing::warn!("refused a client from {addr}: {limit} {what} connections already");
+        refuse(
+            &mut io,
+            Refusal::Busy {
+                node: ctx.name.clone(),
+                what: what.into(),
+                limit: limit as u32,
+            },
+        )
+        .await;
+        return;
+    };
+    let hello = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        read_hello(&mut io, &ctx, Role::Client, Some((id, addr))),
+    )
+    .await
+    {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::warn!("closing connection from {addr}: {e}");
@@ -110,48 +303,53 @@ where
             return;
         }
     };
-    match hello.role {
-        Role::Client => {
-            tracing::info!("client {:?} connected from {addr}", hello.name);
-            let key = ctx.clients.add(ClientInfo {
-                id: None,
-                name: hello.name.clone(),
-                addr: addr.to_string(),
-                since_ns: crate::core::now_ns(),
-            });
-            let session = Session {
-                nonce,
-                client: None,
-                key,
-                last_seq: 0,
-            };
-            ctx.events.emit(EventKind::ClientConnected {
-                name: hello.name.clone(),
-                addr: addr.to_string(),
-            });
-            crate::metrics::Metrics::add(&ctx.metrics.clients, 1);
-            let res = client_session(io, &ctx, session).await;
-            ctx.metrics
-                .clients
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.clients.remove(key);
-            ctx.events.emit(EventKind::ClientDisconnected {
-                name: hello.name.clone(),
-                addr: addr.to_string(),
-            });
-            match res {
-                Ok(()) => tracing::info!("client {:?} from {addr} disconnected", hello.name),
-                Err(e) => tracing::warn!("closing client {:?} from {addr}: {e}", hello.name),
-            }
-        }
-        Role::Peer => {
-            let peer = NodeId(hello.id);
-            crate::peer::run_link(io, peer, hello.name, peer, ctx.peer.clone()).await;
-        }
+    let id_text = tandem_common::identity::format_id(&id);
+    tracing::info!(
+        "client {:?} ({id_text}, role {}) connected from {addr}",
+        hello.name,
+        ctx.identities.role(&id).map_or("none", |r| r.as_str())
+    );
+    let key = ctx.clients.add(ClientInfo {
+        id: Some(id),
+        name: hello.name.clone(),
+        addr: addr.to_string(),
+        since_ns: crate::core::now_ns(),
+    });
+    let session = Session {
+        id,
+        id_text,
+        name: hello.name.clone(),
+        last_seq: 0,
+    };
+    ctx.events.emit(EventKind::ClientConnected {
+        name: hello.name.clone(),
+        addr: addr.to_string(),
+    });
+    crate::metrics::Metrics::add(&ctx.metrics.clients, 1);
+    let res = client_session(io, &ctx, session).await;
+    ctx.metrics
+        .clients
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.clients.remove(key);
+    ctx.events.emit(EventKind::ClientDisconnected {
+        name: hello.name.clone(),
+        addr: addr.to_string(),
+    });
+    match res {
+        Ok(()) => tracing::info!("client {:?} from {addr} disconnected", hello.name),
+        Err(e) => tracing::warn!("closing client {:?} from {addr}: {e}", hello.name),
     }
 }
 
-async fn handshake<S>(io: &mut FrameIo<S>, ctx: &Ctx) -> Result<(Hello, [u8; 32]), HandshakeError>
+/// Reads the hello, checks version, role and name, and welcomes. For a
+/// client (`client` = its id and address) the welcome says its role; the
+/// first client over loopback of a node that knows no client becomes admin.
+async fn read_hello<S>(
+    io: &mut FrameIo<S>,
+    ctx: &Ctx,
+    role: Role,
+    client: Option<(Uuid, SocketAddr)>,
+) -> Result<Hello, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -162,30 +360,52 @@ where
             node: PROTOCOL_VERSION,
             theirs: version,
         };
-        io.send_raw(proto::encode_hello(&HelloReply::Refused(refusal.clone()))?)
-            .await?;
+        refuse(io, refusal.clone()).await;
         return Err(HandshakeError::Refused(refusal));
     };
-    if hello.id == ctx.node_id.0 {
-        io.send_raw(proto::encode_hello(&HelloReply::Refused(
-            Refusal::SelfConnection,
-        ))?)
-        .await?;
-        return Err(HandshakeError::Refused(Refusal::SelfConnection));
-    }
-    let nonce = {
-        let mut n = [0u8; 32];
-        n[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        n[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        n
+    let bad = if hello.role != role {
+        Some("the hello names another role than the TLS handshake".to_string())
+    } else if hello.name.len() > proto::MAX_NAME || hello.name.trim().is_empty() {
+        Some(format!(
+            "names must be 1 to {} bytes (this one has {})",
+            proto::MAX_NAME,
+            hello.name.len()
+        ))
+    } else {
+        None
     };
+    if let Some(why) = bad {
+        let refusal = Refusal::BadHello(why);
+        refuse(io, refusal.clone()).await;
+        return Err(HandshakeError::Refused(refusal));
+    }
+    let client = client.map(|(id, addr)| {
+        if ctx.identities.role(&id).is_none() && addr.ip().is_loopback() {
+            let rec = IdentityRecord {
+                id,
+                name: hello.name.clone(),
+                role: Some(Access::Admin),
+                changed_ns: crate::core::now_ns(),
+                by: "first client over loopback".into(),
+            };
+            if ctx.identities.claim_first(rec.clone()) {
+                tracing::warn!(
+                    "client {:?} ({}) is the first client of this node and connected over loopback: it is admin",
+                    hello.name,
+                    tandem_common::identity::format_id(&id)
+                );
+                ctx.core.tell_lock(LockMsg::Identity(rec));
+            }
+        }
+        (id, ctx.identities.role(&id))
+    });
     let reply = HelloReply::Welcome {
         node_id: ctx.node_id,
         name: ctx.name.clone(),
-        nonce,
+        client,
     };
     io.send_raw(proto::encode_hello(&reply)?).await?;
-    Ok((hello, nonce))
+    Ok(hello)
 }
 
 /// Errors that end a client session.
@@ -193,14 +413,18 @@ where
 enum SessionError {
     #[error(transparent)]
     Codec(#[from] tandem_common::codec::CodecError),
+    #[error("idle for {0:?} (nothing asked, no feed followed)")]
+    Idle(Duration),
 }
 
-/// Who is on the other end of a client connection, once proven.
+/// Who is on the other end of a client connection (its key is proven).
 struct Session {
-    nonce: [u8; 32],
-    client: Option<(Uuid, String)>,
-    /// Key in the live-client registry.
-    key: u64,
+    /// Its id.
+    id: Uuid,
+    /// The id's text form.
+    id_text: String,
+    /// Its display name.
+    name: String,
     /// Last feed sequence sent.
     last_seq: u64,
 }
@@ -215,11 +439,24 @@ where
 {
     let (mut w, mut r) = io.split();
     let mut feed: Option<broadcast::Receiver<Event>> = None;
+    let idle = tokio::time::sleep(ctx.idle_timeout);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             req = r.recv::<Request>() => {
                 let Some(req) = req? else { return Ok(()) };
+                idle.as_mut().reset(tokio::time::Instant::now() + ctx.idle_timeout);
                 handle_request(&mut w, &mut r, ctx, &mut session, &mut feed, req).await?;
+                let max = if ctx.identities.role(&session.id).is_some() {
+                    tandem_common::codec::MAX_FRAME
+                } else {
+                    STRANGER_MAX_FRAME
+                };
+                r.set_max_frame(max);
+            }
+            // A client following the feed is never idle.
+            () = &mut idle, if feed.is_none() => {
+                return Err(SessionError::Idle(ctx.idle_timeout));
             }
             ev = next_event(&mut feed) => match ev {
                 Ok(e) => {
@@ -262,6 +499,22 @@ async fn handle_request<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let role = ctx.identities.role(&session.id);
+    if let Some(need) = crate::access::required(&req.body)
+        && role < Some(need)
+    {
+        let e = ApiError::NotAuthorized {
+            id: session.id_text.clone(),
+            have: role,
+            need,
+            what: crate::access::request_name(&req.body).to_string(),
+        };
+        if let ClientRequest::Put { .. } = req.body {
+            // Its data frames follow: read them so the connection stays in step.
+            drain_upload(r).await?;
+        }
+        return send(w, req.id, ClientResponse::Error(e)).await;
+    }
     let body = match req.body {
         ClientRequest::List => {
             match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
@@ -276,62 +529,78 @@ where
                 Err(e) => ClientResponse::Error(e),
             }
         }
-        ClientRequest::Register { name } => {
-            match ctx
-                .core
-                .ask_lock(|reply| LockMsg::Register {
-                    name: name.clone(),
-                    reply,
-                })
-                .await
-            {
-                Ok(rec) => {
-                    ctx.clients.set_identity(session.key, rec.id, &name);
-                    session.client = Some((rec.id, name));
-                    ClientResponse::Registered {
-                        id: rec.id,
-                        token: rec.token,
-                    }
+        ClientRequest::Register { code } => {
+            use crate::access::InviteError;
+            match ctx.invites.redeem(&code, std::time::Instant::now()) {
+                Ok(granted) => {
+                    let role = role.map_or(granted, |r| r.max(granted));
+                    let rec = IdentityRecord {
+                        id: session.id,
+                        name: session.name.clone(),
+                        role: Some(role),
+                        changed_ns: crate::core::now_ns(),
+                        by: "an invite code".into(),
+                    };
+                    ctx.identities.merge(rec.clone());
+                    ctx.core.tell_lock(LockMsg::Identity(rec));
+                    ClientResponse::Registered { role }
                 }
-                Err(e) => ClientResponse::Error(e),
+                Err(InviteError::RateLimited(secs)) => ClientResponse::Error(ApiError::RateLimited {
+                    what: "registration attempts".into(),
+                    retry_secs: secs,
+                }),
+                Err(_) => ClientResponse::Error(ApiError::BadInvite(
+                    "no such code on this node (codes work once, for 24 hours, on the node that made them)".into(),
+                )),
             }
         }
-        ClientRequest::Login { id, name, proof } => {
-            let nonce = session.nonce;
-            let res = ctx
-                .core
-                .ask_lock(|reply| LockMsg::Login {
+        ClientRequest::Approve { id, role: new } => {
+            if id == session.id && new < Some(Access::Admin) {
+                ClientResponse::Error(ApiError::Other(
+                    "you cannot lower your own role (another admin can)".into(),
+                ))
+            } else {
+                let name = ctx
+                    .clients
+                    .name_of(&id)
+                    .or_else(|| {
+                        ctx.identities
+                            .all()
+                            .into_iter()
+                            .find(|r| r.id == id)
+                            .map(|r| r.name)
+                    })
+                    .unwrap_or_else(|| "(not seen yet)".into());
+                let rec = IdentityRecord {
                     id,
-                    name: name.clone(),
-                    nonce,
-                    proof,
-                    reply,
-                })
-                .await
-                .and_then(|r| r);
-            match res {
-                Ok(()) => {
-                    tracing::info!("client {name:?} logged in as {id}");
-                    ctx.clients.set_identity(session.key, id, &name);
-                    session.client = Some((id, name));
-                    ClientResponse::LoggedIn
-                }
-                Err(e) => {
-                    tracing::warn!("refused login as {id} ({name:?}): {e}");
-                    ClientResponse::Error(e)
-                }
+                    name,
+                    role: new,
+                    changed_ns: crate::core::now_ns(),
+                    by: session.name.clone(),
+                };
+                ctx.identities.merge(rec.clone());
+                ctx.core.tell_lock(LockMsg::Identity(rec.clone()));
+                ClientResponse::Approved(rec)
             }
         }
-        ClientRequest::Lock { path } => match &session.client {
-            None => ClientResponse::Error(ApiError::NotLoggedIn),
-            Some((id, name)) => match lock(ctx, path, *id, name).await {
-                Ok(info) => ClientResponse::Locked(info),
-                Err(e) => ClientResponse::Error(e),
+        ClientRequest::Invite { role: r } => match ctx.invites.make(r, std::time::Instant::now()) {
+            Ok(code) => ClientResponse::Invited {
+                code,
+                expires_ns: crate::core::now_ns()
+                    + crate::access::INVITE_LIFETIME.as_nanos() as i64,
             },
+            Err(_) => ClientResponse::Error(ApiError::Other(
+                "too many unused invite codes on this node; wait for some to expire".into(),
+            )),
         },
-        ClientRequest::Unlock { path, force } => match &session.client {
-            None => ClientResponse::Error(ApiError::NotLoggedIn),
-            Some((id, name)) => {
+        ClientRequest::Identities => ClientResponse::IdentityList(ctx.identities.all()),
+        ClientRequest::Lock { path } => match lock(ctx, path, session.id, &session.name).await {
+            Ok(info) => ClientResponse::Locked(info),
+            Err(e) => ClientResponse::Error(e),
+        },
+        ClientRequest::Unlock { path, force } => {
+            let (id, name) = (&session.id, &session.name);
+            {
                 // What the lock holds anywhere in the cluster, so the client
                 // is told exactly what this unlock releases.
                 let elsewhere: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links)
@@ -362,7 +631,7 @@ where
                     Err(e) => ClientResponse::Error(e),
                 }
             }
-        },
+        }
         ClientRequest::Locks => match ctx.core.ask_lock(LockMsg::List).await {
             Ok(v) => ClientResponse::LockList(v),
             Err(e) => ClientResponse::Error(e),
@@ -471,24 +740,24 @@ async fn lock(
         ));
         ApiError::Other(why)
     };
-    // Every configured peer address must be up, and every node ever linked.
+    // Every member of the cluster (the trusted nodes) must agree.
     let links = &ctx.peer.links;
-    for addr in &ctx.configured {
-        let up = links
-            .dialed(addr)
-            .is_some_and(|id| links.get(&id).is_some());
-        if !up {
-            return Err(abort(
-                &rec,
-                format!(
-                    "lock refused: peer node {addr} is unreachable, so it cannot agree (no split brain)"
-                ),
-            ));
-        }
-    }
     let known = ctx.core.ask_lock(LockMsg::KnownPeers).await?;
+    let members: Vec<(NodeId, String)> = ctx
+        .peer
+        .trust
+        .members()
+        .into_iter()
+        .map(|id| {
+            let name = known
+                .iter()
+                .find(|(k, _)| *k == id)
+                .map_or_else(|| id.to_string(), |(_, n)| n.clone());
+            (id, name)
+        })
+        .collect();
     let mut votes = Vec::new();
-    for (peer, name) in known {
+    for (peer, name) in members {
         let Some(link) = links.get(&peer) else {
             return Err(abort(
                 &rec,
@@ -853,10 +1122,7 @@ where
         let _ = std::fs::remove_file(&tmp);
         return Ok(Err(e));
     }
-    let who = session
-        .client
-        .as_ref()
-        .map_or("an anonymous client".to_string(), |(_, n)| n.clone());
+    let who = session.name.clone();
     let res = ctx
         .core
         .put(path.clone(), tmp.clone(), mtime_ns, mode, who)
@@ -866,6 +1132,23 @@ where
         let _ = std::fs::remove_file(&tmp);
     }
     Ok(res.map(|()| path))
+}
+
+/// Reads and drops the data frames of an upload that was refused.
+async fn drain_upload<S>(r: &mut FrameReader<S>) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match r.recv::<Request>().await? {
+            None => return Ok(()),
+            Some(Request {
+                body: ClientRequest::PutData { data },
+                ..
+            }) if !data.is_empty() => {}
+            Some(_) => return Ok(()),
+        }
+    }
 }
 
 /// Serves the Prometheus text format (on any path).

@@ -238,7 +238,7 @@ pub async fn nodes(
     answerer: &NodeAnswerer,
     core: &CoreHandle,
     links: &Links,
-    configured: &[std::net::SocketAddr],
+    configured: &[crate::config::PeerSpec],
 ) -> Vec<NodeStatus> {
     let mut out = Vec::new();
     if let Ok(me) = answerer.status().await {
@@ -261,8 +261,8 @@ pub async fn nodes(
         seen.push(id);
         let addr = configured
             .iter()
-            .find(|a| links.dialed(a) == Some(id))
-            .map_or_else(|| "(connected to us)".to_string(), |a| a.to_string());
+            .find(|a| links.dialed(&a.addr) == Some(id))
+            .map_or_else(|| "(connected to us)".to_string(), |a| a.addr.clone());
         match r {
             Ok(Ok(PeerAnswer::Status(mut st, their_now))) => {
                 let mid = sent_ns + rtt.as_nanos() as i64 / 2;
@@ -278,14 +278,14 @@ pub async fn nodes(
         if !seen.contains(&id) {
             let addr = configured
                 .iter()
-                .find(|a| links.dialed(a) == Some(id))
-                .map_or_else(|| "(unknown)".to_string(), |a| a.to_string());
+                .find(|a| links.dialed(&a.addr) == Some(id))
+                .map_or_else(|| "(unknown)".to_string(), |a| a.addr.clone());
             out.push(down(name, addr));
         }
     }
     for a in configured {
-        if links.dialed(a).is_none() {
-            out.push(down(format!("(never reached) {a}"), a.to_string()));
+        if links.dialed(&a.addr).is_none() {
+            out.push(down(format!("(never reached) {}", a.addr), a.addr.clone()));
         }
     }
     out

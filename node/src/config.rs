@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use tandem_common::NodeId;
 
 /// Default address a node listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
@@ -15,7 +16,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
     name = "tandem-node",
     version,
     about = "Tandem node: watch a directory and keep it identical with peer nodes",
-    after_help = "Example:\n  tandem-node --dir ~/shared --listen 127.0.0.1:7001 --peer 127.0.0.1:7002"
+    after_help = "Example:\n  tandem-node --dir ~/shared id        # prints this node's id\n  tandem-node --dir ~/shared --listen 0.0.0.0:7001 --peer ID@host-b:7001"
 )]
 pub struct Args {
     /// Directory to own and sync (created if missing).
@@ -24,9 +25,12 @@ pub struct Args {
     /// Address to listen on for peers and clients.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// A peer node to connect to (repeat for several).
-    #[arg(long = "peer", value_name = "ADDR")]
-    pub peers: Vec<SocketAddr>,
+    /// A peer node to connect to, as ID@HOST:PORT (its id from
+    /// `tandem-node --dir DIR id`; naming it trusts it). HOST:PORT alone
+    /// connects only if that node's id is on the trust list. Repeat for
+    /// several.
+    #[arg(long = "peer", value_name = "ID@HOST:PORT", value_parser = parse_peer)]
+    pub peers: Vec<PeerSpec>,
     /// This node's display name [default: the directory's base name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -47,6 +51,80 @@ pub struct Args {
     /// e.g. 1h, 10m, 30s.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_interval)]
     pub verify_every: std::time::Duration,
+    /// Close a client connection that sends nothing for this long (a
+    /// connection following the feed is never idle), e.g. 5m, 30s.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
+    pub idle_timeout: std::time::Duration,
+    /// Instead of running: print the id, or edit the trust list.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `tandem-node --dir DIR <command>` does instead of running.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print this node's id (makes its key on first use).
+    #[command(after_help = "Example:\n  tandem-node --dir ~/shared id")]
+    Id,
+    /// Accept the node with this id as a peer (takes effect at its next connection).
+    #[command(
+        after_help = "Example:\n  tandem-node --dir ~/shared trust ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23 --name laptop"
+    )]
+    Trust {
+        /// The node's id, as `tandem-node --dir DIR id` prints it there.
+        id: String,
+        /// A name to recognise it by in the list.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop accepting the node with this id (takes effect at its next connection).
+    #[command(
+        after_help = "Example:\n  tandem-node --dir ~/shared untrust ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23"
+    )]
+    Untrust {
+        /// The node's id.
+        id: String,
+    },
+    /// Show the trust list.
+    Trusted,
+}
+
+/// A peer to dial: its id when given (which also trusts it) and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The id it must prove.
+    pub id: Option<NodeId>,
+    /// HOST:PORT, resolved at every dial.
+    pub addr: String,
+}
+
+impl std::fmt::Display for PeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{id}@{}", self.addr),
+            None => f.write_str(&self.addr),
+        }
+    }
+}
+
+/// Parses `ID@HOST:PORT` or `HOST:PORT`.
+pub fn parse_peer(s: &str) -> Result<PeerSpec, String> {
+    let (id, addr) = match s.rsplit_once('@') {
+        Some((id, addr)) => (Some(id.parse::<NodeId>().map_err(|e| e.to_string())?), addr),
+        None => (None, s),
+    };
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !ok {
+        return Err(format!(
+            "{addr:?} is not HOST:PORT; give a peer as ID@HOST:PORT, e.g. ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23@192.168.1.20:7001"
+        ));
+    }
+    Ok(PeerSpec {
+        id,
+        addr: addr.to_string(),
+    })
 }
 
 /// Parses an interval such as `1h`, `10m`, `30s` (at least one second).
@@ -95,7 +173,7 @@ pub struct Config {
     /// Display name.
     pub name: String,
     /// Peers to dial.
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<PeerSpec>,
     /// Cache capacity in bytes.
     pub cache_size: u64,
     /// Cache policy.
@@ -104,6 +182,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How often the tree is compared with the index.
     pub verify_every: std::time::Duration,
+    /// Idle client connections are closed after this long.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -138,6 +218,16 @@ impl Config {
             }
             None => dir.join(tandem_common::path::STATE_DIR_NAME),
         };
+        // Only DIR/.tandem is kept out of sync; a state folder anywhere else
+        // inside DIR would be scanned and served to every peer and client.
+        if state_dir.starts_with(&dir) && state_dir != dir.join(tandem_common::path::STATE_DIR_NAME)
+        {
+            bail!(
+                "--state-dir {} is inside the synced folder {}: its keys and index would be synced; put it outside DIR (or leave --state-dir out to use DIR/.tandem)",
+                state_dir.display(),
+                dir.display()
+            );
+        }
         let name = match &args.name {
             Some(n) if !n.trim().is_empty() => n.trim().to_string(),
             Some(_) => bail!("--name must not be empty"),
@@ -156,6 +246,7 @@ impl Config {
             cache_policy: args.cache_policy,
             metrics_listen: args.metrics_listen,
             verify_every: args.verify_every,
+            idle_timeout: args.idle_timeout,
         })
     }
 }
@@ -174,6 +265,23 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5XB").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn peers() {
+        let id = NodeId::random();
+        let p = parse_peer(&format!("{id}@example.org:7001")).unwrap();
+        assert_eq!(p.id, Some(id));
+        assert_eq!(p.addr, "example.org:7001");
+        assert_eq!(p.to_string(), format!("{id}@example.org:7001"));
+        let p = parse_peer("127.0.0.1:7002").unwrap();
+        assert_eq!(p.id, None);
+        assert!(
+            parse_peer("nope@127.0.0.1:7002")
+                .unwrap_err()
+                .contains("not a Tandem id")
+        );
+        assert!(parse_peer("127.0.0.1").unwrap_err().contains("HOST:PORT"));
     }
 
     #[test]

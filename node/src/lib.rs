@@ -4,6 +4,7 @@
 //! choose ports and stop nodes cleanly.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod access;
 pub mod api;
 pub mod cache;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod scan;
 pub mod statelock;
 pub mod store;
 pub mod transfer;
+pub mod trust;
 pub mod watch;
 
 use std::future::Future;
@@ -33,6 +35,24 @@ use crate::config::Config;
 use crate::core::{Core, CoreHandle, CoreMsg};
 use crate::store::Store;
 
+/// File name of the node's private key in its state folder.
+pub const KEY_FILE: &str = "node.key";
+
+/// The node's key pair (made on first use, mode 0600): its id is the
+/// node's id.
+pub fn node_key(state_dir: &std::path::Path) -> anyhow::Result<tandem_common::identity::KeyPair> {
+    let path = state_dir.join(KEY_FILE);
+    let (key, made) = tandem_common::identity::KeyPair::load_or_create(&path)?;
+    if made {
+        tracing::info!(
+            "made this node's key in {}; its id is {}",
+            path.display(),
+            tandem_common::NodeId(key.id())
+        );
+    }
+    Ok(key)
+}
+
 /// Runs a node until `shutdown` completes, then flushes the index and stops.
 pub async fn run(
     cfg: Config,
@@ -44,7 +64,21 @@ pub async fn run(
     let _lock = statelock::StateLock::acquire(&cfg.state_dir)?;
     let db = cfg.state_dir.join("index.db");
     let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-    let node_id = store.node_id()?;
+    let key = node_key(&cfg.state_dir)?;
+    let node_id = tandem_common::NodeId(key.id());
+    store.adopt_node_id(node_id)?;
+    let tls = tandem_common::tls::Tls::node(&key)?;
+    let trust = trust::Trust::new(
+        &cfg.state_dir,
+        cfg.peers.iter().filter_map(|p| p.id).collect(),
+    );
+    // SAFETY: geteuid only reads the process's effective user id.
+    if unsafe { libc::geteuid() } == 0 {
+        tracing::warn!(
+            "RUNNING AS ROOT: every file this node writes into {} is owned by root; run it as the user who owns the folder",
+            cfg.dir.display()
+        );
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first scan, so nothing that happens during it is missed.
     let (watcher, unwatched) = watch::start(&cfg.dir, &cfg.state_dir, tx.clone(), CoreMsg::Watch)
@@ -58,7 +92,9 @@ pub async fn run(
     let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
     let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
     let metrics = Arc::new(metrics::Metrics::default());
+    let identities = access::Identities::default();
     let io = core::CoreIo {
+        identities: identities.clone(),
         rt: tokio::runtime::Handle::current(),
         links: links.clone(),
         tx: tx.clone(),
@@ -100,8 +136,15 @@ pub async fn run(
         answerer: answerer.clone(),
         answerer_metrics: metrics.clone(),
         events: events.clone(),
+        tls,
+        trust,
+        dir: cfg.dir.clone(),
     };
     let ctx = api::Ctx {
+        identities,
+        invites: Arc::new(access::Invites::default()),
+        idle_timeout: cfg.idle_timeout,
+        conns: api::Conns::default(),
         core: handle.clone(),
         node_id,
         name: cfg.name.clone(),
@@ -126,23 +169,39 @@ pub async fn run(
         tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
         tasks.spawn(api::serve_metrics(l, ctx.clone(), stop.clone()));
     }
-    for addr in &cfg.peers {
-        tasks.spawn(peer::dial_loop(*addr, peer_ctx.clone()));
+    for spec in &cfg.peers {
+        tasks.spawn(peer::dial_loop(spec.clone(), peer_ctx.clone()));
     }
     tracing::info!(
-        "node {:?} ({node_id}) serving {} on {local}",
+        "node {:?} with id {node_id} serving {} on {local} (TLS 1.3; trusted peers and approved clients only)",
         cfg.name,
         cfg.dir.display()
     );
+    if cfg.peers.iter().all(|p| p.id.is_none()) {
+        tracing::info!(
+            "to link another node with this one, run there: tandem-node --dir DIR --peer {node_id}@{local}  (and trust its id here: tandem-node --dir {} trust ID)",
+            cfg.dir.display()
+        );
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    tasks.spawn(api::serve_connection(stream, addr, ctx.clone()));
-                }
+                Ok((stream, addr)) => match ctx.conns.any() {
+                    Some(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        tasks.spawn(api::serve_connection(stream, addr, ctx.clone(), slot));
+                    }
+                    None => {
+                        // Closed unread: nothing is spent on it.
+                        tracing::warn!(
+                            "refused a connection from {addr}: {} connections are open already",
+                            api::MAX_CONNECTIONS
+                        );
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -5,7 +5,6 @@
 //! talks to the core through its handle): no import circle.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -171,7 +170,7 @@ pub struct Links {
     pub(crate) map: Arc<Mutex<HashMap<NodeId, Arc<LinkHandle>>>>,
     pub(crate) changed: Arc<watch::Sender<u64>>,
     /// Which node answered at each configured peer address.
-    pub(crate) dialed: Arc<Mutex<HashMap<SocketAddr, NodeId>>>,
+    pub(crate) dialed: Arc<Mutex<HashMap<String, NodeId>>>,
 }
 
 impl Links {
@@ -186,7 +185,7 @@ impl Links {
     }
 
     /// The node last seen at a configured peer address.
-    pub fn dialed(&self, addr: &SocketAddr) -> Option<NodeId> {
+    pub fn dialed(&self, addr: &str) -> Option<NodeId> {
         self.dialed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tandem_node::config::{Args, Config};
+use tandem_node::config::{Args, Command, Config};
 
 /// Fixes glibc's mmap and trim thresholds. Left dynamic, freeing one big
 /// mmapped buffer (the start-up scan's path list, a hash table) raises the
@@ -42,6 +42,9 @@ fn main() -> ExitCode {
 
 fn start(args: Args) -> anyhow::Result<()> {
     let cfg = Config::from_args(&args)?;
+    if let Some(cmd) = &args.command {
+        return command(&cfg, cmd);
+    }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -54,6 +57,63 @@ fn start(args: Args) -> anyhow::Result<()> {
             })?;
         tandem_node::run(cfg, listener, shutdown_signal()).await
     })
+}
+
+/// `id`, `trust`, `untrust`, `trusted`: work on the state folder and exit
+/// (safe while the node runs: the trust list is replaced atomically and
+/// read again at each handshake).
+fn command(cfg: &Config, cmd: &Command) -> anyhow::Result<()> {
+    use tandem_node::trust::TrustList;
+    match cmd {
+        Command::Id => {
+            let key = tandem_node::node_key(&cfg.state_dir)?;
+            println!("{}", tandem_common::NodeId(key.id()));
+        }
+        Command::Trust { id, name } => {
+            let id: tandem_common::NodeId = id.parse()?;
+            let mut list = TrustList::load(&cfg.state_dir)?;
+            let me = tandem_node::node_key(&cfg.state_dir)?.id();
+            if id.0 == me {
+                anyhow::bail!(
+                    "{id} is this node's own id; trust the other node's id (run `tandem-node --dir DIR id` there)"
+                );
+            }
+            if list.add(id, name.clone()) {
+                list.save()?;
+                println!("trusted {id}: that node is accepted as a peer from its next connection");
+            } else {
+                println!("{id} was already trusted");
+            }
+        }
+        Command::Untrust { id } => {
+            let id: tandem_common::NodeId = id.parse()?;
+            let mut list = TrustList::load(&cfg.state_dir)?;
+            if list.remove(id) {
+                list.save()?;
+                println!("{id} is no longer trusted: it is refused from its next connection");
+            } else {
+                anyhow::bail!(
+                    "{id} is not on the trust list (see `tandem-node --dir DIR trusted`)"
+                );
+            }
+        }
+        Command::Trusted => {
+            let list = TrustList::load(&cfg.state_dir)?;
+            let mut any = false;
+            for (id, name) in list.nodes() {
+                any = true;
+                println!("{id}  {}", name.unwrap_or(""));
+            }
+            for p in cfg.peers.iter().filter(|p| p.id.is_some()) {
+                any = true;
+                println!("{p}  (from --peer)");
+            }
+            if !any {
+                println!("(no trusted nodes; add one with `tandem-node --dir DIR trust ID`)");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

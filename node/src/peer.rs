@@ -30,6 +30,10 @@ use crate::links::{
 };
 use crate::links::{FilesAnswer, ListAnswer, take_waiter};
 
+/// Most entries one index message may carry (a batch of 2 MiB holds far
+/// fewer); a peer sending more is cut off.
+const MAX_ENTRIES_PER_INDEX: usize = 100_000;
+
 /// Index batches are cut at about this many bytes.
 const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
@@ -54,6 +58,12 @@ pub struct PeerCtx {
     pub answerer_metrics: Arc<crate::metrics::Metrics>,
     /// The feed (events are relayed across links).
     pub events: Arc<crate::events::EventBus>,
+    /// This node's TLS (its key).
+    pub tls: tandem_common::tls::Tls,
+    /// Which node ids are accepted as peers.
+    pub trust: crate::trust::Trust,
+    /// The synced folder (named in "how to trust" hints).
+    pub dir: std::path::PathBuf,
 }
 
 /// How a link ended.
@@ -224,7 +234,18 @@ where
                     let _ = t.send(since);
                 }
             }
-            PeerMessage::Index { entries } => {
+            PeerMessage::Index { mut entries } => {
+                if entries.len() > MAX_ENTRIES_PER_INDEX {
+                    tracing::warn!(
+                        "closing link to {peer_name}: an index message of {} entries (at most {MAX_ENTRIES_PER_INDEX})",
+                        entries.len()
+                    );
+                    return "oversized index message".into();
+                }
+                // Setuid, setgid and sticky bits are never taken from a peer.
+                for (_, e) in &mut entries {
+                    e.mode &= tandem_common::model::SYNCED_MODE_BITS;
+                }
                 if ctx.core.remote_index(peer, entries).await.is_err() {
                     return "node shutting down".into();
                 }
@@ -551,14 +572,14 @@ fn read_at_most(full: &std::path::Path, size: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// Dials `addr` and keeps a link to it up, reconnecting with backoff.
-pub async fn dial_loop(addr: SocketAddr, ctx: PeerCtx) {
+pub async fn dial_loop(spec: crate::config::PeerSpec, ctx: PeerCtx) {
     let mut backoff = Duration::from_millis(100);
-    let mut warned = false;
+    let mut warned = String::new();
     loop {
         if ctx.shutdown.is_cancelled() {
             return;
         }
-        match dial_once(addr, &ctx).await {
+        match dial_once(&spec, &ctx).await {
             Ok((peer, LinkEnd::Duplicate)) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
@@ -569,14 +590,16 @@ pub async fn dial_loop(addr: SocketAddr, ctx: PeerCtx) {
             }
             Ok((_, LinkEnd::Closed)) => {
                 backoff = Duration::from_millis(100);
-                warned = false;
+                warned.clear();
             }
             Err(e) => {
-                if !warned {
-                    tracing::warn!("cannot reach peer {addr}: {e}; retrying with backoff");
-                    warned = true;
+                // Said once per distinct reason, then quietly retried.
+                let why = format!("{e:#}");
+                if why != warned {
+                    tracing::warn!("cannot link with peer {spec}: {why}; retrying with backoff");
+                    warned = why;
                 } else {
-                    tracing::debug!("cannot reach peer {addr}: {e}");
+                    tracing::debug!("cannot link with peer {spec}: {why}");
                 }
             }
         }
@@ -588,28 +611,75 @@ pub async fn dial_loop(addr: SocketAddr, ctx: PeerCtx) {
     }
 }
 
-async fn dial_once(addr: SocketAddr, ctx: &PeerCtx) -> anyhow::Result<(NodeId, LinkEnd)> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+/// Connects to the first address `addr` resolves to that answers.
+async fn connect_any(addr: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
         .await
-        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+        .map_err(|e| anyhow::anyhow!("cannot resolve {addr}: {e}"))?
+        .collect();
+    let mut last = anyhow::anyhow!("{addr} resolves to no address");
+    for a in addrs {
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(a)).await
+        {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = anyhow::anyhow!("cannot connect to {a}: {e}"),
+            Err(_) => last = anyhow::anyhow!("connecting to {a} timed out"),
+        }
+    }
+    Err(last)
+}
+
+async fn dial_once(
+    spec: &crate::config::PeerSpec,
+    ctx: &PeerCtx,
+) -> anyhow::Result<(NodeId, LinkEnd)> {
+    let stream = connect_any(&spec.addr).await?;
     let _ = stream.set_nodelay(true);
+    let (stream, proven) = tokio::time::timeout(HANDSHAKE_TIMEOUT, ctx.tls.connect(stream))
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+        .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
+    let proven = NodeId(proven);
+    // Judged before a single message is sent or read.
+    if proven == ctx.me {
+        anyhow::bail!("{} is this node itself", spec.addr);
+    }
+    match spec.id {
+        Some(want) if want != proven => anyhow::bail!(
+            "refusing the node at {}: it proved id {proven}, but --peer names {want} (another node, or something in the middle); nothing was sent",
+            spec.addr
+        ),
+        Some(_) => {}
+        None if !ctx.trust.trusts(proven) => anyhow::bail!(
+            "refusing the node at {} with id {proven}: it is not trusted; to trust it run: {}",
+            spec.addr,
+            ctx.trust.command_for(&ctx.dir, proven)
+        ),
+        None => {}
+    }
     let mut io = FrameIo::new(stream);
     let hello = Hello {
         role: Role::Peer,
-        id: ctx.me.0,
         name: ctx.name.clone(),
     };
-    let w = tokio::time::timeout(
-        Duration::from_secs(10),
-        proto::connect_handshake(&mut io, &hello),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+    let w = tokio::time::timeout(HANDSHAKE_TIMEOUT, proto::connect_handshake(&mut io, &hello))
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+    if w.node_id != proven {
+        anyhow::bail!(
+            "the node at {} claims id {} but proved {proven}; link refused",
+            spec.addr,
+            w.node_id
+        );
+    }
     ctx.links
         .dialed
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(addr, w.node_id);
-    let end = run_link(io, w.node_id, w.name, ctx.me, ctx.clone()).await;
-    Ok((w.node_id, end))
+        .insert(spec.addr.clone(), proven);
+    let end = run_link(io, proven, w.name, ctx.me, ctx.clone()).await;
+    Ok((proven, end))
 }
+
+/// How long a TLS handshake plus hello may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

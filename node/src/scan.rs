@@ -50,7 +50,7 @@ pub fn local_stat(m: &Metadata) -> LocalStat {
         inode: m.ino(),
         size: m.len(),
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        mode: m.mode() & 0o7777,
+        mode: m.mode() & tandem_common::model::SYNCED_MODE_BITS,
     }
 }
 
@@ -58,7 +58,7 @@ fn seen_from(m: &Metadata) -> Seen {
     let ft = m.file_type();
     if ft.is_dir() {
         Seen::Dir {
-            mode: m.mode() & 0o7777,
+            mode: m.mode() & tandem_common::model::SYNCED_MODE_BITS,
         }
     } else if ft.is_file() {
         Seen::File(local_stat(m))

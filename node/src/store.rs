@@ -24,7 +24,12 @@ use crate::locks::Held;
 /// metadata changes not yet applied. A schema-2 folder is migrated on
 /// open: its pending downloads are dropped and every peer's progress is
 /// reset, so peers announce everything again and it is decided anew.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: the node id is the id of the node's key; client identities carry a
+/// role instead of a token. A schema-3 (or 2) folder is migrated on open:
+/// client identities are dropped (clients are approved again; the first
+/// client over loopback becomes admin) and peers' progress is reset, as
+/// the node's id changes with its new key.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +81,14 @@ impl Store {
         match store.meta_i64("schema")? {
             None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(SCHEMA_VERSION) => {}
-            Some(2) => {
-                tracing::info!(
-                    "migrating the index database from schema 2 to {SCHEMA_VERSION}: peers will announce everything again"
+            Some(v @ (2 | 3)) => {
+                tracing::warn!(
+                    "migrating the index database from schema {v} to {SCHEMA_VERSION}: peers will announce everything again, and client identities must be approved again (the first client over loopback becomes admin)"
                 );
-                store.conn.execute_batch(
-                    "BEGIN; DELETE FROM needed; UPDATE peers SET seq = 0; COMMIT;",
-                )?;
+                let needed = if v == 2 { "DELETE FROM needed;" } else { "" };
+                store.conn.execute_batch(&format!(
+                    "BEGIN; {needed} UPDATE peers SET seq = 0; DELETE FROM identities; COMMIT;"
+                ))?;
                 store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) => return Err(StoreError::Schema(v)),
@@ -110,6 +116,23 @@ impl Store {
             params![key, value],
         )?;
         Ok(())
+    }
+
+    /// Makes `id` (the id of the node's key) this store's node id. A store
+    /// made under another id forgets every peer's progress, so peers
+    /// announce everything again to the node under its new name.
+    pub fn adopt_node_id(&self, id: NodeId) -> Result<(), StoreError> {
+        let old = self.meta("node_id")?;
+        if old.as_deref() == Some(id.0.as_bytes().as_slice()) {
+            return Ok(());
+        }
+        if old.is_some() {
+            tracing::warn!(
+                "this node's id is now {id} (from its key); peers will announce everything again"
+            );
+            self.conn.execute_batch("UPDATE peers SET seq = 0")?;
+        }
+        self.set_meta("node_id", id.0.as_bytes())
     }
 
     /// This node's id, generated and saved on first use.

@@ -267,7 +267,9 @@ fn first_bad_block(f: &File, entry: &FileEntry) -> Option<usize> {
 
 /// Gives a finished temp file the version's permission bits and mtime.
 fn set_mode_and_mtime(f: &File, mode: u32, mtime_ns: i64) -> std::io::Result<()> {
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.set_permissions(std::fs::Permissions::from_mode(
+        mode & tandem_common::model::SYNCED_MODE_BITS,
+    ))?;
     filetime::set_file_handle_times(f, None, Some(crate::clock::file_time(mtime_ns)))
 }
 

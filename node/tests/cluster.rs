@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -124,11 +124,7 @@ struct Feed {
 
 impl Feed {
     fn start(addr: std::net::SocketAddr) -> Feed {
-        let mut child = Command::new(client_bin())
-            .arg("--node")
-            .arg(addr.to_string())
-            .args(["feed", "--json"])
-            .env_remove("TANDEM_NODE")
+        let mut child = tandem_command(addr, &["feed", "--json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -405,7 +401,8 @@ fn list_discover_nodes_ping_and_clients() {
     });
     for c in &v {
         assert!(c["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{c}");
-        assert!(c["id"].is_null(), "not logged in: {c}");
+        // Every client is known by the id of its key.
+        assert!(c["id"].as_str().is_some_and(|i| i.len() == 31), "{c}");
         assert!(c["since"].as_str().is_some_and(|s| s.ends_with('Z')), "{c}");
     }
     drop(feed);
@@ -445,6 +442,7 @@ fn feed_reports_transfers_locks_and_survives_a_restart() {
     let ids = tempfile::tempdir().unwrap();
     let (id_file, name) = ident(&ids, "alice");
     let idf = id_file.to_str().unwrap();
+    harness::approve(a.addr(), idf, "write");
     let mut feed = Feed::start(a.addr());
     feed.wait_subscribed(&a, None);
 
@@ -913,6 +911,8 @@ fn put_publishes_a_file_on_every_node() {
     let ids = tempfile::tempdir().unwrap();
     let (id_file, name) = ident(&ids, "uploader");
     let idf = id_file.to_str().unwrap();
+    harness::approve(a.addr(), idf, "write");
+    harness::approve(b.addr(), idf, "write");
     let local = tempfile::tempdir().unwrap();
     let data = pattern(2_500_000, 5);
     let file = local.path().join("upload.bin");
@@ -957,6 +957,8 @@ fn put_publishes_a_file_on_every_node() {
     // A locked path is refused, through either node, by anyone.
     let (owner_file, _) = ident(&ids, "owner");
     let of = owner_file.to_str().unwrap();
+    harness::approve(a.addr(), of, "write");
+    harness::approve(b.addr(), of, "write");
     run_ok(
         &a,
         &as_client(of, "owner", &["lock", "--path", "upload.bin"]),

@@ -548,26 +548,15 @@ fn symlink_in_the_way_is_left_alone() {
 /// requests for its content (`content`) until the link closes. Runs on a
 /// thread of its own.
 fn raw_peer_announcing(
-    addr: std::net::SocketAddr,
-    id: tandem_common::NodeId,
+    io: harness::RawPeerIo,
     entry: tandem_common::FileEntry,
     content: Vec<u8>,
 ) -> std::thread::JoinHandle<()> {
-    use tandem_common::codec::FrameIo;
-    use tandem_common::proto::{self, FileData, Hello, PeerMessage, Role};
+    use tandem_common::proto::{FileData, PeerMessage};
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let mut io = io;
         rt.block_on(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let mut io = FrameIo::new(stream);
-            let hello = Hello {
-                role: Role::Peer,
-                id: id.0,
-                name: "raw".into(),
-            };
-            proto::connect_handshake(&mut io, &hello)
-                .await
-                .expect("handshake as a peer");
             io.send(&PeerMessage::Resume { since: 0 })
                 .await
                 .expect("send");
@@ -642,13 +631,14 @@ fn edit_and_wait(node: &Node, rel: &str, data: &[u8]) {
 #[test]
 fn counter_near_u64_max_does_not_wrap() {
     use tandem_common::model::Dot;
-    use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+    use tandem_common::{ContentHash, EntryKind, FileEntry, RelPath, VersionVector};
 
     let mut a = Node::start("A");
     put(a.path("x.txt"), b"x v0");
     a.wait_list("x.txt indexed", |l| find(l, "x.txt").is_some());
 
-    let raw = NodeId::random();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (io, raw) = rt.block_on(harness::raw_peer(&a, "raw"));
     let content = b"big.txt from the raw peer".to_vec();
     let mut version = VersionVector::new();
     version.set(raw, u64::MAX - 1);
@@ -674,7 +664,7 @@ fn counter_near_u64_max_does_not_wrap() {
         losers: Default::default(),
         deleted: false,
     };
-    let _peer = raw_peer_announcing(a.addr(), raw, entry, content.clone());
+    let _peer = raw_peer_announcing(io, entry, content.clone());
 
     // Either A takes the raw peer's big.txt, or it refuses it (and says so);
     // a node that says nothing gets a few seconds, then the test goes on.

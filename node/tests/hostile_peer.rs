@@ -7,7 +7,7 @@ mod harness;
 use harness::{Node, list_json};
 use tandem_common::codec::FrameIo;
 use tandem_common::model::Dot;
-use tandem_common::proto::{self, Hello, PeerMessage, Role};
+use tandem_common::proto::{self, PeerMessage};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
 fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
@@ -67,16 +67,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
     let addr = node.addr();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut io = FrameIo::new(stream);
-        let hello = Hello {
-            role: Role::Peer,
-            id: NodeId::random().0,
-            name: "evil".into(),
-        };
-        proto::connect_handshake(&mut io, &hello)
-            .await
-            .expect("handshake as a peer");
+        let (mut io, _) = harness::raw_peer(&node, "evil").await;
         io.send(&PeerMessage::Resume { since: 0 })
             .await
             .expect("send");

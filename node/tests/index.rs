@@ -837,90 +837,95 @@ fn malformed_connections_are_closed_and_others_still_served() {
         );
     }
 
-    // (c) A well-formed frame with the wrong magic.
-    let what = "a frame with the wrong magic";
-    let mut payload = b"TANDEX\r\n".to_vec();
-    payload.extend_from_slice(&1u32.to_be_bytes());
+    // (c) A plain-text Tandem hello (an older release, or not TLS at
+    // all): the TLS handshake fails and the node says so.
+    let what = "a plain-text hello";
+    let mut payload = proto::MAGIC.to_vec();
+    payload.extend_from_slice(&4u32.to_be_bytes());
     payload.extend_from_slice(&[0; 8]);
     let (local, _) = attack(&node, what, &frame(&payload), false);
     let line = closing_line(&node, what, local);
-    assert!(line.contains("magic"), "{}", node.fail(&line));
-    still_serves(&node, what);
-
-    // (d) A hello speaking protocol version 99: the node answers with its
-    // own version (so the other side can name the mismatch), then closes.
-    let what = "a hello with protocol version 99";
-    let mut payload = proto::MAGIC.to_vec();
-    payload.extend_from_slice(&99u32.to_be_bytes());
-    payload.extend_from_slice(b"from the future");
-    let (local, reply) = attack(&node, what, &frame(&payload), false);
     assert!(
-        reply.len() >= 4 + 12,
+        line.contains("TLS handshake failed"),
         "{}",
-        node.fail(&format!("{what}: reply {reply:?}"))
+        node.fail(&line)
     );
-    let len = u32::from_be_bytes(reply[..4].try_into().expect("4 bytes")) as usize;
-    assert_eq!(reply.len(), 4 + len, "one frame, then the close: {reply:?}");
-    let body = &reply[4..];
-    assert_eq!(
-        &body[..8],
-        b"TANDEM\r\n",
-        "reply starts with the magic: {reply:?}"
-    );
-    assert_eq!(
-        body[8..12],
-        proto::PROTOCOL_VERSION.to_be_bytes(),
-        "reply carries our version"
-    );
-    match proto::decode_hello::<HelloReply>(body) {
-        Ok((
-            proto::PROTOCOL_VERSION,
-            Some(HelloReply::Refused(Refusal::VersionMismatch {
-                node: proto::PROTOCOL_VERSION,
-                theirs: 99,
-            })),
-        )) => {}
-        other => panic!(
-            "{}",
-            node.fail(&format!("{what}: reply decodes as {other:?}"))
-        ),
-    }
-    let line = closing_line(&node, what, local);
-    assert!(line.contains("99"), "{}", node.fail(&line));
     still_serves(&node, what);
 
-    // (e) A correct client hello, then a request that does not decode.
-    let what = "a garbage request after a good hello";
-    let mut s = TcpStream::connect(node.addr()).expect("connect");
-    let local = s.local_addr().expect("local addr");
-    let hello = Hello {
-        role: Role::Client,
-        id: uuid::Uuid::new_v4(),
-        name: "raw-test".into(),
-    };
-    let payload = proto::encode_hello(&hello).expect("encode hello");
-    s.write_all(&frame(&payload)).expect("send hello");
-    s.set_read_timeout(Some(scaled(CHANGE_TIMEOUT)))
-        .expect("timeout");
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("welcome length");
-    let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut welcome).expect("welcome");
-    match proto::decode_hello::<HelloReply>(&welcome) {
-        Ok((proto::PROTOCOL_VERSION, Some(HelloReply::Welcome { name, .. }))) => {
-            assert_eq!(name, "wire")
+    // Inside TLS, with a client key of its own.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use tandem_common::codec::FrameIo;
+        let key_file = std::env::temp_dir().join(format!(
+            "tandem-test-wire-{}.key",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let (key, _) = tandem_common::identity::KeyPair::load_or_create(&key_file).expect("key");
+        let _ = std::fs::remove_file(&key_file);
+        let tls = tandem_common::tls::Tls::client(&key).expect("tls");
+        let connect = || async {
+            let s = tokio::net::TcpStream::connect(node.addr())
+                .await
+                .expect("connect");
+            let local = s.local_addr().expect("local addr");
+            let (s, _) = tls.connect(s).await.expect("TLS");
+            (FrameIo::new(s), local)
+        };
+
+        // (d) A hello speaking protocol version 99: the node answers with
+        // its own version (so the other side can name the mismatch).
+        let what = "a hello with protocol version 99";
+        let (mut io, local) = connect().await;
+        let mut payload = proto::MAGIC.to_vec();
+        payload.extend_from_slice(&99u32.to_be_bytes());
+        payload.extend_from_slice(b"from the future");
+        io.send_raw(bytes::Bytes::from(payload))
+            .await
+            .expect("send");
+        let reply = io.recv_raw().await.expect("reply").expect("a frame");
+        match proto::decode_hello::<HelloReply>(&reply) {
+            Ok((
+                proto::PROTOCOL_VERSION,
+                Some(HelloReply::Refused(Refusal::VersionMismatch {
+                    node: proto::PROTOCOL_VERSION,
+                    theirs: 99,
+                })),
+            )) => {}
+            other => panic!(
+                "{}",
+                node.fail(&format!("{what}: reply decodes as {other:?}"))
+            ),
         }
-        other => panic!(
+        let line = closing_line(&node, what, local);
+        assert!(line.contains("99"), "{}", node.fail(&line));
+
+        // (e) A correct client hello, then a request that does not decode.
+        let what = "a garbage request after a good hello";
+        let (mut io, local) = connect().await;
+        let hello = Hello {
+            role: Role::Client,
+            name: "raw-test".into(),
+        };
+        let w = proto::connect_handshake(&mut io, &hello)
+            .await
+            .expect("welcome");
+        assert_eq!(w.name, "wire");
+        io.send_raw(bytes::Bytes::from_static(&[0xff, 0xff, 0xff]))
+            .await
+            .expect("send garbage");
+        let closed = tokio::time::timeout(scaled(CHANGE_TIMEOUT), async {
+            while let Ok(Some(_)) = io.recv_raw().await {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
             "{}",
-            node.fail(&format!("{what}: welcome decodes as {other:?}"))
-        ),
-    }
-    s.write_all(&frame(&[0xff, 0xff, 0xff]))
-        .expect("send garbage");
-    read_until_closed(&node, what, &mut s);
-    let line = closing_line(&node, what, local);
-    assert!(line.contains("malformed"), "{}", node.fail(&line));
-    still_serves(&node, what);
+            node.fail(&format!("{what}: not closed"))
+        );
+        let line = closing_line(&node, what, local);
+        assert!(line.contains("malformed"), "{}", node.fail(&line));
+    });
+    still_serves(&node, "garbage inside TLS");
 
     // (f) Half a frame, then the client stops sending.
     let what = "a truncated frame";
@@ -945,7 +950,7 @@ fn malformed_connections_are_closed_and_others_still_served() {
 fn missing_dir_is_created() {
     let parent = tempfile::tempdir().expect("temp dir");
     let dir = parent.path().join("not/there/yet");
-    let node = Node::builder("created").dir(&dir).start();
+    let node = Node::builder("created").dir(&dir).untrusted().start();
     assert!(dir.is_dir(), "{}", node.fail("--dir was not created"));
     let line = node.wait_log("created directory");
     assert!(line.contains("not/there/yet"), "{}", node.fail(&line));

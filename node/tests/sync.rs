@@ -1929,7 +1929,7 @@ fn edits_and_renames_of_large_files_send_only_what_changed() {
     // nodes' logs, not on `tandem list` (which asks the peer for its files).
     let a = Node::builder("a").start();
     let proxy = CountingProxy::start(a.addr());
-    let b = Node::builder("b").peer(proxy.addr).start();
+    let b = Node::builder("b").peer(proxy.addr).trusts(&a).start();
     let nodes = [&a, &b];
     let outside = tempfile::tempdir().expect("temp dir");
     write_big(&a.path("big.bin"), SIZE, 12, Some(outside.path()));

@@ -307,7 +307,7 @@ pub fn print_clients(
             .iter()
             .map(|c| {
                 serde_json::json!({
-                    "id": c.id.map(|i| i.to_string()),
+                    "id": c.id.map(|i| tandem_common::identity::format_id(&i)),
                     "name": c.name,
                     "addr": c.addr,
                     "since": rfc3339(c.since_ns),
@@ -319,19 +319,60 @@ pub fn print_clients(
     }
     writeln!(
         out,
-        "{:<24}  {:<36}  {:<21}  SINCE",
+        "{:<24}  {:<31}  {:<21}  SINCE",
         "NAME", "ID", "ADDRESS"
     )?;
     for c in clients {
-        let id =
-            c.id.map_or("(not logged in)".to_string(), |i| i.to_string());
+        let id = c.id.map_or("(unknown)".to_string(), |i| {
+            tandem_common::identity::format_id(&i)
+        });
         writeln!(
             out,
-            "{:<24}  {:<36}  {:<21}  {}",
+            "{:<24}  {:<31}  {:<21}  {}",
             c.name,
             id,
             c.addr,
             local_time(c.since_ns)
+        )?;
+    }
+    Ok(())
+}
+
+/// The cluster's client identities: id, role, name, who set it and when.
+pub fn print_identities(
+    ids: &[tandem_common::proto::IdentityRecord],
+    json: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let id_of =
+        |i: &tandem_common::proto::IdentityRecord| tandem_common::identity::format_id(&i.id);
+    let role_of = |i: &tandem_common::proto::IdentityRecord| i.role.map_or("none", |r| r.as_str());
+    if json {
+        let rows: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "id": id_of(i),
+                    "name": i.name,
+                    "role": i.role.map(|r| r.as_str()),
+                    "by": i.by,
+                    "changed": rfc3339(i.changed_ns),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        return writeln!(out);
+    }
+    writeln!(out, "{:<31}  {:<5}  {:<24}  SET BY", "ID", "ROLE", "NAME")?;
+    for i in ids {
+        writeln!(
+            out,
+            "{:<31}  {:<5}  {:<24}  {} ({})",
+            id_of(i),
+            role_of(i),
+            i.name,
+            i.by,
+            local_time(i.changed_ns)
         )?;
     }
     Ok(())

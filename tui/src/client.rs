@@ -3,18 +3,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use tandem_common::NodeId;
 use tandem_common::codec::{CodecError, FrameIo};
+use tandem_common::identity::KeyPair;
 use tandem_common::proto::{
-    self, ApiError, ClientRequest, ClientResponse, Event, FeedCursor, HandshakeError, Hello,
-    ListedFile, NodeToClient, Request, Role,
+    self, Access, ApiError, ClientRequest, ClientResponse, Event, FeedCursor, HandshakeError,
+    Hello, ListedFile, NodeToClient, Request, Role,
 };
+use tandem_common::tls::Tls;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,152 @@ pub enum ClientError {
     /// The identity file could not be used.
     #[error("{0}")]
     Identity(String),
+    /// TLS failed.
+    #[error(
+        "secure connection to {addr} failed: {reason} (is it a Tandem node of the same release?)"
+    )]
+    Tls {
+        /// Where.
+        addr: String,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The node proved another id than the one expected.
+    #[error(
+        "the node at {addr} proved id {now}, but {expected}; this may be another machine or something in the middle. If the node was reinstalled on purpose, {fix}"
+    )]
+    WrongNode {
+        /// Where.
+        addr: String,
+        /// What it proved.
+        now: NodeId,
+        /// What was expected, in words.
+        expected: String,
+        /// How to accept the new id.
+        fix: String,
+    },
+    /// No answer in time.
+    #[error("no answer from the node within {0:?} (raise --timeout for slow links)")]
+    Timeout(Duration),
+}
+
+/// Settings for every connection of this process.
+struct Defaults {
+    identity: Option<PathBuf>,
+    timeout: Duration,
+}
+
+static DEFAULTS: OnceLock<Defaults> = OnceLock::new();
+static CREDS: OnceLock<Result<Creds, String>> = OnceLock::new();
+
+/// Default answer timeout of a request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sets the identity file (`--identity`) and the request timeout for every
+/// later connection; call once, before connecting.
+pub fn set_defaults(identity: Option<PathBuf>, timeout: Duration) {
+    let _ = DEFAULTS.set(Defaults { identity, timeout });
+}
+
+fn timeout() -> Duration {
+    DEFAULTS.get().map_or(DEFAULT_TIMEOUT, |d| d.timeout)
+}
+
+/// Where this client's key lives: `--identity`, `TANDEM_IDENTITY`, or
+/// `~/.config/tandem/client.key`.
+pub fn identity_path() -> Result<PathBuf, ClientError> {
+    if let Some(p) = DEFAULTS.get().and_then(|d| d.identity.clone()) {
+        return Ok(p);
+    }
+    if let Some(p) = std::env::var_os("TANDEM_IDENTITY") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| {
+        ClientError::Identity("HOME is not set; pass --identity FILE or set TANDEM_IDENTITY".into())
+    })?;
+    Ok(PathBuf::from(home).join(".config/tandem/client.key"))
+}
+
+/// This client's key (made on first use, mode 0600) and where the ids of
+/// the nodes it has talked to are pinned.
+pub struct Creds {
+    tls: Tls,
+    key_file: PathBuf,
+    known: PathBuf,
+}
+
+impl Creds {
+    fn load() -> Result<Creds, ClientError> {
+        let key_file = identity_path()?;
+        let (key, _) = KeyPair::load_or_create(&key_file).map_err(|e| {
+            ClientError::Identity(format!("{e} (your identity file; see --identity)"))
+        })?;
+        let tls = Tls::client(&key).map_err(|e| ClientError::Identity(e.to_string()))?;
+        let known = std::env::var_os("TANDEM_KNOWN_NODES")
+            .map_or_else(|| key_file.with_file_name("known_nodes"), PathBuf::from);
+        Ok(Creds {
+            tls,
+            key_file,
+            known,
+        })
+    }
+
+    /// The process's credentials (loaded once).
+    pub fn get() -> Result<&'static Creds, ClientError> {
+        CREDS
+            .get_or_init(|| Creds::load().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ClientError::Identity(e.clone()))
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> uuid::Uuid {
+        self.tls.id()
+    }
+
+    /// The key file.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The node id pinned for `addr`, if any.
+    fn pinned(&self, addr: &str) -> Option<NodeId> {
+        let text = std::fs::read_to_string(&self.known).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(a, _)| *a == addr)
+            .find_map(|(_, id)| id.trim().parse().ok())
+    }
+
+    /// Pins `id` for `addr` (one appended line: concurrent clients do not
+    /// tear each other's writes).
+    fn pin(&self, addr: &str, id: NodeId) {
+        use std::io::Write;
+        if let Some(dir) = self.known.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.known)
+        {
+            let _ = f.write_all(format!("{addr} {id}\n").as_bytes());
+        }
+    }
+}
+
+/// Splits `ID@HOST:PORT` into the id and the address.
+fn split_node(addr: &str) -> Result<(Option<NodeId>, &str), ClientError> {
+    match addr.rsplit_once('@') {
+        Some((id, rest)) => {
+            let id = id
+                .parse::<NodeId>()
+                .map_err(|e| ClientError::Identity(format!("--node {addr:?}: {e}")))?;
+            Ok((Some(id), rest))
+        }
+        None => Ok((None, addr)),
+    }
 }
 
 /// A connected, handshaken session with one node. Requests may run
@@ -67,7 +216,13 @@ pub struct Client {
     events: Mutex<Option<mpsc::UnboundedReceiver<FeedItem>>>,
     /// The node's name, from its welcome.
     pub node_name: String,
-    welcome: proto::Welcomed,
+    /// The node's proven id.
+    pub node_id: NodeId,
+    /// This client's id.
+    pub my_id: uuid::Uuid,
+    /// This client's role when it connected.
+    pub role: Option<Access>,
+    timeout: Duration,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -96,15 +251,18 @@ pub struct Answers {
     id: u64,
     rx: mpsc::UnboundedReceiver<ClientResponse>,
     pending: Pending,
+    timeout: Duration,
 }
 
 impl Answers {
-    /// The next answer; `Closed` if the connection ended.
+    /// The next answer; `Closed` if the connection ended, `Timeout` if
+    /// none came in time.
     pub async fn next(&mut self) -> Result<ClientResponse, ClientError> {
-        match self.rx.recv().await {
-            Some(ClientResponse::Error(e)) => Err(e.into()),
-            Some(r) => Ok(r),
-            None => Err(ClientError::Closed),
+        match tokio::time::timeout(self.timeout, self.rx.recv()).await {
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+            Ok(Some(ClientResponse::Error(e))) => Err(e.into()),
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ClientError::Closed),
         }
     }
 }
@@ -131,8 +289,12 @@ impl Client {
         Self::connect_as(addr, &default_name()).await
     }
 
-    /// Like [`Client::connect`], introducing itself as `name`.
+    /// Like [`Client::connect`], introducing itself as `name`. `addr` is
+    /// HOST:PORT, or ID@HOST:PORT to insist on the node's id; otherwise
+    /// the id seen first at an address is pinned and checked afterwards.
     pub async fn connect_as(addr: &str, name: &str) -> Result<Client, ClientError> {
+        let creds = Creds::get()?;
+        let (want, addr) = split_node(addr)?;
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| ClientError::Resolve(addr.to_string(), e))?
@@ -153,18 +315,51 @@ impl Client {
             reason: last.unwrap_or_else(|| std::io::Error::other("no addresses")),
         })?;
         let _ = stream.set_nodelay(true);
+        let (stream, proven) = tokio::time::timeout(timeout(), creds.tls.connect(stream))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout()))?
+            .map_err(|reason| ClientError::Tls {
+                addr: addr.to_string(),
+                reason,
+            })?;
+        let proven = NodeId(proven);
+        // Judged before anything is sent.
+        match (want, creds.pinned(addr)) {
+            (Some(w), _) if w != proven => {
+                return Err(ClientError::WrongNode {
+                    addr: addr.to_string(),
+                    now: proven,
+                    expected: format!("you asked for {w}"),
+                    fix: "check the id with `tandem-node --dir DIR id` on that machine".into(),
+                });
+            }
+            (None, Some(p)) if p != proven => {
+                return Err(ClientError::WrongNode {
+                    addr: addr.to_string(),
+                    now: proven,
+                    expected: format!("it proved {p} before"),
+                    fix: format!(
+                        "remove the line for {addr} from {} or connect with --node {proven}@{addr}",
+                        creds.known.display()
+                    ),
+                });
+            }
+            (_, None) => creds.pin(addr, proven),
+            _ => {}
+        }
         let mut io = FrameIo::new(stream);
         let hello = Hello {
             role: Role::Client,
-            id: Uuid::new_v4(),
             name: name.to_string(),
         };
-        let welcome = proto::connect_handshake(&mut io, &hello)
+        let welcome = tokio::time::timeout(timeout(), proto::connect_handshake(&mut io, &hello))
             .await
+            .map_err(|_| ClientError::Timeout(timeout()))?
             .map_err(|reason| ClientError::Handshake {
                 addr: addr.to_string(),
                 reason,
             })?;
+        let (my_id, role) = welcome.client.unwrap_or((creds.id(), None));
         let (mut writer, mut reader) = io.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
@@ -205,7 +400,10 @@ impl Client {
             next_id: AtomicU64::new(1),
             events: Mutex::new(Some(ev_rx)),
             node_name: welcome.name.clone(),
-            welcome,
+            node_id: welcome.node_id,
+            my_id,
+            role,
+            timeout: timeout(),
             reader,
         })
     }
@@ -223,6 +421,7 @@ impl Client {
             id,
             rx,
             pending: self.pending.clone(),
+            timeout: self.timeout,
         })
     }
 
@@ -250,45 +449,6 @@ impl Client {
         match self.call(ClientRequest::Subscribe { after }).await? {
             ClientResponse::Subscribed { epoch } => Ok(epoch),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// Proves the identity in `file`, or registers a new one there when the
-    /// file does not exist yet.
-    pub async fn authenticate(&self, file: &Path, name: &str) -> Result<Identity, ClientError> {
-        match Identity::load(file)? {
-            Some(ident) => {
-                let proof =
-                    proto::auth_proof(&ident.token, &self.welcome.nonce, self.welcome.node_id);
-                self.call(ClientRequest::Login {
-                    id: ident.id,
-                    name: name.to_string(),
-                    proof,
-                })
-                .await
-                .map_err(|e| match e {
-                    ClientError::Api(ApiError::BadIdentity(why)) => {
-                        ClientError::Identity(format!("{why} (identity file {})", file.display()))
-                    }
-                    e => e,
-                })?;
-                Ok(ident)
-            }
-            None => match self
-                .call(ClientRequest::Register {
-                    name: name.to_string(),
-                })
-                .await?
-            {
-                ClientResponse::Registered { id, token } => {
-                    let ident = Identity { id, token };
-                    ident.save(file)?;
-                    Ok(ident)
-                }
-                other => Err(ClientError::Identity(format!(
-                    "unexpected answer {other:?}"
-                ))),
-            },
         }
     }
 
@@ -320,89 +480,6 @@ impl Client {
             node: node.to_string(),
         })
         .await
-    }
-}
-
-/// A client identity as saved on disk (TOML: `id`, `token` in hex).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The client id.
-    pub id: Uuid,
-    /// The secret token.
-    pub token: [u8; 32],
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct IdentityFile {
-    id: Uuid,
-    token: String,
-}
-
-impl Identity {
-    /// Reads `file`; `None` if it does not exist.
-    pub fn load(file: &Path) -> Result<Option<Identity>, ClientError> {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ClientError::Identity(format!(
-                    "cannot read {}: {e}",
-                    file.display()
-                )));
-            }
-        };
-        let bad = |why: String| {
-            ClientError::Identity(format!(
-                "{} is not a valid identity file: {why}",
-                file.display()
-            ))
-        };
-        let f: IdentityFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let bytes = (0..f.token.len())
-            .step_by(2)
-            .map(|i| {
-                f.token
-                    .get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(|| bad("token is not hex".into()))?;
-        let token: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| bad("token must be 32 bytes".into()))?;
-        Ok(Some(Identity { id: f.id, token }))
-    }
-
-    /// Writes `file` atomically, readable by the owner only.
-    pub fn save(&self, file: &Path) -> Result<(), ClientError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let fail = |e: std::io::Error| {
-            ClientError::Identity(format!("cannot save identity to {}: {e}", file.display()))
-        };
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
-        let body = IdentityFile {
-            id: self.id,
-            token: self.token.iter().map(|b| format!("{b:02x}")).collect(),
-        };
-        let text = format!(
-            "# Tandem client identity. Keep it private: the token proves who you are.\n{}",
-            toml::to_string(&body).map_err(|e| ClientError::Identity(e.to_string()))?
-        );
-        let tmp = file.with_extension("toml.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(fail)?;
-        f.write_all(text.as_bytes()).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, file).map_err(fail)?;
-        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tandem_common::RelPath;
-use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, FeedCursor};
+use tandem_common::proto::{Access, ApiError, ClientRequest, ClientResponse, FeedCursor};
 
 /// Tandem client: look at and steer a Tandem cluster through any node.
 #[derive(Parser)]
@@ -23,7 +23,8 @@ use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, FeedCursor};
     after_help = "Example:\n  tandem --node 127.0.0.1:7001 list\n  TANDEM_NODE=127.0.0.1:7002 tandem lock 3"
 )]
 struct Cli {
-    /// Node to talk to (host:port); give it before the subcommand.
+    /// Node to talk to (HOST:PORT, or ID@HOST:PORT to insist on its id);
+    /// give it before the subcommand.
     #[arg(
         long,
         env = "TANDEM_NODE",
@@ -31,9 +32,12 @@ struct Cli {
         value_name = "ADDR"
     )]
     node: String,
-    /// Identity file [default: ~/.config/tandem/identity.toml].
+    /// Your key file, made on first use [default: ~/.config/tandem/client.key].
     #[arg(long, global = true, env = "TANDEM_IDENTITY", value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// How long to wait for each answer, e.g. 10s, 1m.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    timeout: std::time::Duration,
     /// Your display name [default: user@host].
     #[arg(long, global = true, value_name = "NAME")]
     name: Option<String>,
@@ -155,6 +159,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show this client's id and role on the node.
+    #[command(after_help = "Example:\n  tandem whoami")]
+    Whoami,
+    /// Admin: give a client a role (its id is in its `tandem whoami`).
+    #[command(
+        after_help = "Example:\n  tandem approve ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23 --role write\n  tandem approve ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23 --revoke"
+    )]
+    Approve {
+        /// The client's id.
+        id: String,
+        /// read, write or admin.
+        #[arg(long, required_unless_present = "revoke", value_parser = parse_role)]
+        role: Option<Access>,
+        /// Take every right away instead.
+        #[arg(long, conflicts_with = "role")]
+        revoke: bool,
+    },
+    /// Admin: print a one-time code that gives a new client a role (24 hours, this node).
+    #[command(after_help = "Example:\n  tandem invite --role write")]
+    Invite {
+        /// read, write or admin.
+        #[arg(long, default_value = "read", value_parser = parse_role)]
+        role: Access,
+    },
+    /// Use an invite code: this client gets its role.
+    #[command(after_help = "Example:\n  tandem --node 192.168.1.20:7001 register K7DXQ2AB-...")]
+    Register {
+        /// The code `tandem invite` printed.
+        code: String,
+    },
+    /// Show every client identity of the cluster with its role.
+    #[command(after_help = "Example:\n  tandem identities --json")]
+    Identities {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every change held back by a lock.
     #[command(after_help = "Example:\n  tandem held")]
     Held {
@@ -203,14 +244,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn identity_file(cli: &Cli) -> anyhow::Result<PathBuf> {
-    if let Some(f) = &cli.identity {
-        return Ok(f.clone());
+fn parse_role(s: &str) -> Result<Access, String> {
+    s.parse()
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 10s or 1m"))?;
+    if d.is_zero() {
+        return Err("the timeout must be more than 0".into());
     }
-    let home = std::env::var_os("HOME").ok_or_else(|| {
-        anyhow::anyhow!("HOME is not set; pass --identity FILE or set TANDEM_IDENTITY")
-    })?;
-    Ok(PathBuf::from(home).join(".config/tandem/identity.toml"))
+    Ok(d)
 }
 
 /// Turns an index or `--path` into a path, using the node's list.
@@ -301,9 +345,10 @@ async fn feed(node: &str, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    client::set_defaults(cli.identity.clone(), cli.timeout);
     let Some(command) = &cli.command else {
         let name = cli.name.clone().unwrap_or_else(client::default_name);
-        tandem_tui::ui_main::run_ui(cli.node.clone(), identity_file(&cli)?, name).await?;
+        tandem_tui::ui_main::run_ui(cli.node.clone(), name).await?;
         return Ok(ExitCode::SUCCESS);
     };
     if let Command::Feed { json } = command {
@@ -314,14 +359,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     // Buffered: a 100,000-row listing is one write, not a million.
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let needs_identity = matches!(
-        command,
-        Command::Lock(_) | Command::Unlock { .. } | Command::Put { .. }
-    );
-    if needs_identity {
-        let name = cli.name.clone().unwrap_or_else(client::default_name);
-        c.authenticate(&identity_file(&cli)?, &name).await?;
-    }
     match command {
         Command::List { json } => {
             let files = c.list().await?;
@@ -437,6 +474,60 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
             ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Whoami => {
+            let id = tandem_common::identity::format_id(&c.my_id);
+            match c.role {
+                Some(r) => writeln!(out, "{id}  role {r} on node {}", c.node_name)?,
+                None => writeln!(
+                    out,
+                    "{id}  no role on node {} yet: ask an admin to run `tandem approve {id} --role write` (or use `tandem register CODE`)",
+                    c.node_name
+                )?,
+            }
+            writeln!(out, "key: {}", client::Creds::get()?.key_file().display())?;
+        }
+        Command::Approve { id, role, revoke } => {
+            let uid = tandem_common::identity::parse_id(id)?;
+            let role = if *revoke { None } else { *role };
+            match c.call(ClientRequest::Approve { id: uid, role }).await? {
+                ClientResponse::Approved(r) => writeln!(
+                    out,
+                    "{} ({}) now has {}",
+                    tandem_common::identity::format_id(&r.id),
+                    r.name,
+                    r.role
+                        .map_or("no role".to_string(), |x| format!("the {x} role"))
+                )?,
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Command::Invite { role } => match c.call(ClientRequest::Invite { role: *role }).await? {
+            ClientResponse::Invited { code, .. } => {
+                writeln!(out, "{code}")?;
+                eprintln!(
+                    "one-time code for the {role} role, valid 24 hours on node {}: the new client runs `tandem --node ADDR register {code}` against this node",
+                    c.node_name
+                );
+            }
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Register { code } => {
+            match c
+                .call(ClientRequest::Register { code: code.clone() })
+                .await?
+            {
+                ClientResponse::Registered { role } => writeln!(
+                    out,
+                    "registered: this client ({}) has the {role} role",
+                    tandem_common::identity::format_id(&c.my_id)
+                )?,
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Command::Identities { json } => match c.call(ClientRequest::Identities).await? {
+            ClientResponse::IdentityList(v) => cli::print_identities(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Held { json } => match c.call(ClientRequest::Held).await? {

@@ -26,9 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BATCH: usize = 1024;
 
 /// Runs the full-screen UI on the node at `node` until the user quits.
-/// `identity` and `name` are used to log in before locking. Needs the
-/// multi-thread tokio runtime.
-pub async fn run_ui(node: String, identity: PathBuf, name: String) -> anyhow::Result<()> {
+/// `name` is how the client introduces itself. Needs the multi-thread
+/// tokio runtime.
+pub async fn run_ui(node: String, name: String) -> anyhow::Result<()> {
     if tokio::runtime::Handle::current().runtime_flavor()
         != tokio::runtime::RuntimeFlavor::MultiThread
     {
@@ -37,7 +37,7 @@ pub async fn run_ui(node: String, identity: PathBuf, name: String) -> anyhow::Re
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut terminal =
         term::init().context("cannot start the terminal UI (is this a terminal?)")?;
-    let result = event_loop(&mut terminal, node, identity, name, cwd).await;
+    let result = event_loop(&mut terminal, node, name, cwd).await;
     term::restore();
     result
 }
@@ -63,7 +63,6 @@ enum Incoming {
 async fn event_loop(
     terminal: &mut DefaultTerminal,
     node: String,
-    identity: PathBuf,
     name: String,
     cwd: PathBuf,
 ) -> anyhow::Result<()> {
@@ -73,7 +72,6 @@ async fn event_loop(
     let mut runner = Runner {
         node,
         name,
-        identity,
         tx,
         conn: None,
         generation: 0,
@@ -136,15 +134,12 @@ fn translate(ev: TermEvent) -> Option<Msg> {
 /// The live connection.
 struct Live {
     client: Arc<Client>,
-    /// Logged in on this connection (done once, before the first lock).
-    login: Arc<tokio::sync::Mutex<bool>>,
 }
 
 /// Carries out effects; owns the connection.
 struct Runner {
     node: String,
     name: String,
-    identity: PathBuf,
     tx: UnboundedSender<Incoming>,
     conn: Option<Live>,
     /// Bumped on each attempt, so a late answer of an old one is ignored.
@@ -166,7 +161,6 @@ impl Runner {
                 }
                 self.conn = Some(Live {
                     client: Arc::new(client),
-                    login: Arc::default(),
                 });
                 Some(Msg::Connected {
                     node_name,
@@ -282,23 +276,14 @@ impl Runner {
                 });
             }
             Effect::Lock(path) => {
-                let (login, identity, name) =
-                    (live.login.clone(), self.identity.clone(), self.name.clone());
                 tokio::spawn(async move {
-                    let r = async {
-                        log_in(&c, &login, &identity, &name).await?;
-                        lock_with_retry(&c, path).await
-                    }
-                    .await;
+                    let r = async { lock_with_retry(&c, path).await }.await;
                     send(Msg::LockDone(r));
                 });
             }
             Effect::Unlock { path, force } => {
-                let (login, identity, name) =
-                    (live.login.clone(), self.identity.clone(), self.name.clone());
                 tokio::spawn(async move {
                     let r = async {
-                        log_in(&c, &login, &identity, &name).await?;
                         match c.call(ClientRequest::Unlock { path, force }).await {
                             Ok(ClientResponse::Unlocked { lock, released }) => {
                                 Ok((lock.path, lock.owner_name, released.len()))
@@ -393,23 +378,6 @@ fn spawn_feed_pump(
             reason: "the node closed the connection".into(),
         });
     });
-}
-
-/// Logs in once per connection (registering an identity on first use).
-async fn log_in(
-    c: &Client,
-    done: &tokio::sync::Mutex<bool>,
-    identity: &Path,
-    name: &str,
-) -> Result<(), String> {
-    let mut done = done.lock().await;
-    if !*done {
-        c.authenticate(identity, name)
-            .await
-            .map_err(|e| format!("cannot log in: {e}"))?;
-        *done = true;
-    }
-    Ok(())
 }
 
 /// Locks `path`, retrying while another client's proposal for the same

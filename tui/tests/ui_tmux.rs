@@ -108,15 +108,31 @@ impl Cluster {
         s
     }
 
-    fn start_node(&mut self, name: &str, port: u16, peer: u16) {
+    /// The id of the node whose folder is `name` (its key is made on first use).
+    fn node_id(&self, name: &str) -> String {
+        let out = Command::new(node_bin())
+            .arg("--dir")
+            .arg(self.dir(name))
+            .arg("id")
+            .output()
+            .expect("tandem-node id");
+        assert!(out.status.success(), "tandem-node id failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts `name` on `port`, dialing the node `peer_name` on `peer`
+    /// (naming its id, which trusts it; the peer trusts this one the same way).
+    fn start_node(&mut self, name: &str, port: u16, peer_name: &str, peer: u16) {
         let dir = self.dir(name);
         fs::create_dir_all(&dir).expect("node dir");
+        fs::create_dir_all(self.dir(peer_name)).expect("node dir");
+        let peer_id = self.node_id(peer_name);
         let log = fs::File::create(self.dirs.path().join(format!("{name}.log"))).expect("log");
         let child = Command::new(node_bin())
             .arg("--dir")
             .arg(&dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .args(["--peer", &format!("{peer_id}@127.0.0.1:{peer}")])
             .args(["--name", name])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -246,8 +262,8 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
     };
     fs::create_dir_all(c.dir("alpha")).expect("dir");
     fs::write(c.dir("alpha").join("hello.txt"), b"hello from alpha\n").expect("write");
-    c.start_node("alpha", pa, pb);
-    c.start_node("beta", pb, pa);
+    c.start_node("alpha", pa, "beta", pb);
+    c.start_node("beta", pb, "alpha", pa);
     for port in [pa, pb] {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         c.wait(&format!("a node listening on {addr}"), READY, |_| {

@@ -90,7 +90,10 @@ impl Core {
             }
         }
         std::fs::create_dir_all(&full)?;
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(entry.mode))?;
+        std::fs::set_permissions(
+            &full,
+            std::fs::Permissions::from_mode(entry.mode & tandem_common::model::SYNCED_MODE_BITS),
+        )?;
         if local.as_ref().is_none_or(|l| l.deleted) {
             tracing::info!(
                 "created directory {} (from {})",
@@ -111,7 +114,9 @@ impl Core {
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
         let f = std::fs::File::options().write(true).open(&full)?;
-        f.set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
+        f.set_permissions(std::fs::Permissions::from_mode(
+            entry.mode & tandem_common::model::SYNCED_MODE_BITS,
+        ))?;
         filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
         let st = scan::local_stat(&f.metadata()?);
         if let Some(r) = self.index.get(&entry.path)

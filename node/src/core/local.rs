@@ -35,8 +35,11 @@ impl Core {
         if full.is_dir() {
             return Err(ApiError::Other(format!("{path} is a directory here")));
         }
-        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(io)?;
+        std::fs::set_permissions(
+            tmp,
+            std::fs::Permissions::from_mode(mode & tandem_common::model::SYNCED_MODE_BITS),
+        )
+        .map_err(io)?;
         filetime::set_file_mtime(tmp, file_time(mtime_ns)).map_err(io)?;
         // Anything on disk not yet indexed is indexed first, so it is a
         // version that the upload replaces, not something silently lost.

@@ -16,26 +16,9 @@ use crate::scan::Seen;
 
 /// Requests about locks, identities and held changes.
 pub enum LockMsg {
-    /// Issue a new client identity.
-    Register {
-        /// Display name.
-        name: String,
-        /// The new identity.
-        reply: oneshot::Sender<IdentityRecord>,
-    },
-    /// Check a client's proof of its token.
-    Login {
-        /// Client id.
-        id: Uuid,
-        /// Display name (updated if changed).
-        name: String,
-        /// The connection's challenge.
-        nonce: [u8; 32],
-        /// The client's proof.
-        proof: [u8; 32],
-        /// Ok, or why not.
-        reply: oneshot::Sender<Result<(), ApiError>>,
-    },
+    /// An identity written here (approve, register, first admin): the
+    /// shared table already holds it; persist it and tell every peer.
+    Identity(IdentityRecord),
     /// Identities from a peer.
     Identities(Vec<IdentityRecord>, NodeId),
     /// Validate and reserve a path for a proposed lock (local or a peer's).
@@ -74,62 +57,19 @@ pub enum LockMsg {
     Snapshot(oneshot::Sender<(Vec<IdentityRecord>, Vec<LockRecord>)>),
 }
 
-fn random_token() -> [u8; 32] {
-    let mut t = [0u8; 32];
-    t[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-    t[16..].copy_from_slice(Uuid::new_v4().as_bytes());
-    t
-}
-
 impl Core {
     pub(super) fn on_lock_msg(&mut self, m: LockMsg) {
         match m {
-            LockMsg::Register { name, reply } => {
-                let rec = IdentityRecord {
-                    id: Uuid::new_v4(),
-                    token: random_token(),
-                    name,
-                    created_ns: now_ns(),
-                };
-                tracing::info!("issued client identity {} to {:?}", rec.id, rec.name);
-                self.add_identity(rec.clone(), None);
-                let _ = reply.send(rec);
-            }
-            LockMsg::Login {
-                id,
-                name,
-                nonce,
-                proof,
-                reply,
-            } => {
-                let res = match self.identities.get(&id) {
-                    None => Err(ApiError::BadIdentity(format!(
-                        "unknown client id {id}: no node of this cluster issued it (remove the identity file to register anew)"
-                    ))),
-                    Some(rec) => {
-                        let want =
-                            tandem_common::proto::auth_proof(&rec.token, &nonce, self.index.me());
-                        // blake3::Hash compares in constant time.
-                        if blake3::Hash::from(want) == blake3::Hash::from(proof) {
-                            Ok(())
-                        } else {
-                            Err(ApiError::BadIdentity(format!(
-                                "wrong token for client id {id}"
-                            )))
-                        }
-                    }
-                };
-                if res.is_ok()
-                    && let Some(rec) = self.identities.get(&id)
-                    && rec.name != name
-                {
-                    let rec = IdentityRecord {
-                        name,
-                        ..rec.clone()
-                    };
-                    self.add_identity(rec, None);
-                }
-                let _ = reply.send(res);
+            LockMsg::Identity(rec) => {
+                tracing::info!(
+                    "client {} ({:?}) now has role {} (by {})",
+                    tandem_common::identity::format_id(&rec.id),
+                    rec.name,
+                    rec.role.map_or("none", |r| r.as_str()),
+                    rec.by
+                );
+                self.identities_dirty.insert(rec.id);
+                self.broadcast(PeerMessage::Identities(vec![rec]), None);
             }
             LockMsg::Identities(recs, from) => {
                 for r in recs {
@@ -192,18 +132,18 @@ impl Core {
                 let _ = reply.send(v);
             }
             LockMsg::Snapshot(reply) => {
-                let ids = self.identities.values().cloned().collect();
+                let ids = self.io.identities.all();
                 let _ = reply.send((ids, self.locks.records()));
             }
         }
     }
 
+    /// A peer's record: kept (persisted, passed on) only if newer.
     fn add_identity(&mut self, rec: IdentityRecord, from: Option<NodeId>) {
-        if self.identities.get(&rec.id) == Some(&rec) {
+        if !self.io.identities.merge(rec.clone()) {
             return;
         }
         self.identities_dirty.insert(rec.id);
-        self.identities.insert(rec.id, rec.clone());
         self.broadcast(PeerMessage::Identities(vec![rec]), from);
     }
 

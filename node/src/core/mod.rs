@@ -341,6 +341,8 @@ pub struct CoreIo {
     pub events: Arc<crate::events::EventBus>,
     /// Counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Client identities (shared with the connection tasks).
+    pub identities: crate::access::Identities,
 }
 
 /// The core's state.
@@ -376,7 +378,6 @@ pub struct Core {
     lists_running: usize,
     locks: crate::locks::LockTable,
     held: crate::locks::HeldQueue,
-    identities: HashMap<uuid::Uuid, tandem_common::proto::IdentityRecord>,
     locks_dirty: HashSet<RelPath>,
     identities_dirty: HashSet<uuid::Uuid>,
     held_dirty: bool,
@@ -426,7 +427,7 @@ impl Core {
             })
             .collect();
         let locks = store.locks()?;
-        let identities = store.identities()?.into_iter().map(|i| (i.id, i)).collect();
+        io.identities.load(store.identities()?);
         let mut held = crate::locks::HeldQueue::default();
         for h in store.held()? {
             held.hold(h);
@@ -484,7 +485,6 @@ impl Core {
             lists_running: 0,
             locks: crate::locks::LockTable::new(locks, now_ns()),
             held,
-            identities,
             locks_dirty: HashSet::new(),
             identities_dirty: HashSet::new(),
             held_dirty: false,
@@ -753,11 +753,15 @@ impl Core {
             .drain()
             .filter_map(|p| self.locks.record(&p))
             .collect();
-        let identities: Vec<&tandem_common::proto::IdentityRecord> = self
-            .identities_dirty
-            .drain()
-            .filter_map(|id| self.identities.get(&id))
-            .collect();
+        let identities: Vec<tandem_common::proto::IdentityRecord> =
+            if self.identities_dirty.is_empty() {
+                Vec::new()
+            } else {
+                let dirty = std::mem::take(&mut self.identities_dirty);
+                let all = self.io.identities.all();
+                all.into_iter().filter(|r| dirty.contains(&r.id)).collect()
+            };
+        let identities: Vec<&tandem_common::proto::IdentityRecord> = identities.iter().collect();
         let held = std::mem::take(&mut self.held_dirty).then(|| self.held.remote());
         let n = records.len();
         let batch = Batch {

@@ -46,9 +46,13 @@ impl Cluster {
         }
         let builders = (0..n)
             .map(|i| {
-                let mut b = Node::builder(NAMES[i])
-                    .listen(addrs[i])
-                    .dir(root.path().join(NAMES[i]));
+                let dir = root.path().join(NAMES[i]);
+                fs::create_dir(&dir).expect("cannot create a node folder");
+                let mut b = Node::builder(NAMES[i]).listen(addrs[i]).dir(dir);
+                // Proxies that forward to node i stand for it.
+                for (_, p) in proxies.iter().filter(|((_, to), _)| *to == i) {
+                    b = b.alias(p.addr());
+                }
                 // Node i dials each peer through the proxy of link i→peer.
                 for (_, p) in proxies.iter().filter(|((from, _), _)| *from == i) {
                     b = b.peer(p.addr());

@@ -274,14 +274,145 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, S
     })
 }
 
-/// Runs `tandem --node ADDR ARGS...` (the real client).
-pub fn tandem(addr: SocketAddr, args: &[&str]) -> Result<Output, String> {
+/// The key file of the harness's own client: the first client of every
+/// test cluster, so it becomes admin there (over loopback), and one per
+/// test process, never the user's.
+pub fn harness_identity() -> &'static Path {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        std::env::temp_dir().join(format!("tandem-test-admin-{}.key", std::process::id()))
+    })
+}
+
+/// A `tandem` command against `addr`. It runs as the harness's admin unless
+/// `args` give `--identity`. Node ids are not pinned between runs
+/// (ports are reused by later tests with other nodes).
+pub fn tandem_command(addr: SocketAddr, args: &[&str]) -> Command {
     let mut cmd = Command::new(client_bin());
     cmd.arg("--node")
         .arg(addr.to_string())
         .args(args)
-        .env_remove("TANDEM_NODE");
-    run_with_timeout(cmd, CLIENT_TIMEOUT)
+        .env_remove("TANDEM_NODE")
+        .env("TANDEM_KNOWN_NODES", "/dev/null");
+    if !args.contains(&"--identity") {
+        cmd.env("TANDEM_IDENTITY", harness_identity());
+    }
+    cmd
+}
+
+/// Runs `tandem --node ADDR ARGS...` (the real client).
+pub fn tandem(addr: SocketAddr, args: &[&str]) -> Result<Output, String> {
+    run_with_timeout(tandem_command(addr, args), CLIENT_TIMEOUT)
+}
+
+/// The id of the client whose key is `identity` (made on first use).
+pub fn client_id(addr: SocketAddr, identity: &str) -> String {
+    let out = tandem(addr, &["--identity", identity, "whoami"]).expect("tandem whoami");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tandem whoami failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace().next().expect("an id").to_string()
+}
+
+/// Gives the client whose key is `identity` the `role` (as the harness's
+/// admin, through the node at `addr`).
+pub fn approve(addr: SocketAddr, identity: &str, role: &str) {
+    let id = client_id(addr, identity);
+    let out = tandem(addr, &["approve", &id, "--role", role]).expect("tandem approve");
+    assert!(
+        out.status.success(),
+        "tandem approve failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Trust between the nodes of a test
+
+/// A node the harness started: where it listens, its id and state folder,
+/// and the peers it dials.
+struct Known {
+    key: u64,
+    /// Where it listens, and addresses that forward to it (proxies).
+    addrs: Vec<SocketAddr>,
+    id: String,
+    state_dir: PathBuf,
+    peers: Vec<SocketAddr>,
+}
+
+fn known_nodes() -> MutexGuard<'static, Vec<Known>> {
+    static KNOWN: OnceLock<Mutex<Vec<Known>>> = OnceLock::new();
+    KNOWN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds `id` to the trust list in `state_dir` unless it is there. Written
+/// directly (the format is two lines per node) to keep test start-up fast;
+/// the `trust` command itself is tested in `security.rs`.
+pub fn trust_in(state_dir: &Path, id: &str) {
+    let file = state_dir.join("trust.toml");
+    let text = fs::read_to_string(&file).unwrap_or_default();
+    if text.contains(id) {
+        return;
+    }
+    let _ = fs::create_dir_all(state_dir);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .expect("cannot write a trust list");
+    writeln!(f, "\n[[node]]\nid = \"{id}\"").expect("cannot write a trust list");
+}
+
+/// Makes the node `key` (at `addr`, state in `state_dir`, dialing `peers`)
+/// and every node it dials or that dials it trust each other. Returns its
+/// id, or `None` when it has no usable state folder (a node expected to fail).
+fn register_trust(
+    key: u64,
+    addrs: &[SocketAddr],
+    dir: &Path,
+    state_dir: &Path,
+    peers: &[SocketAddr],
+) -> Option<String> {
+    // Not a folder (a node expected to fail).
+    if !dir.is_dir() {
+        return None;
+    }
+    let out = Command::new(node_bin())
+        .arg("--dir")
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("id")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut known = known_nodes();
+    // The newest node at an address is the one there now.
+    known.retain(|k| k.key != key && !k.addrs.iter().any(|a| addrs.contains(a)));
+    for k in known.iter() {
+        if k.addrs.iter().any(|a| peers.contains(a)) || addrs.iter().any(|a| k.peers.contains(a)) {
+            trust_in(state_dir, &k.id);
+            trust_in(&k.state_dir, &id);
+        }
+    }
+    known.push(Known {
+        key,
+        addrs: addrs.to_vec(),
+        id: id.clone(),
+        state_dir: state_dir.to_path_buf(),
+        peers: peers.to_vec(),
+    });
+    Some(id)
 }
 
 /// `tandem --node ADDR list --json`, parsed; the error says why it failed.
@@ -415,6 +546,9 @@ pub struct NodeBuilder {
     dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     peers: Vec<SocketAddr>,
+    aliases: Vec<SocketAddr>,
+    untrusted: bool,
+    trust_with: Vec<(String, PathBuf)>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     wrapper: Vec<OsString>,
@@ -428,6 +562,9 @@ impl NodeBuilder {
             dir: None,
             listen: None,
             peers: Vec::new(),
+            aliases: Vec::new(),
+            untrusted: false,
+            trust_with: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
             wrapper: Vec::new(),
@@ -458,6 +595,29 @@ impl NodeBuilder {
     /// Adds a `--peer`.
     pub fn peer(mut self, addr: SocketAddr) -> Self {
         self.peers.push(addr);
+        self
+    }
+
+    /// Says that `addr` forwards to this node (a proxy), so nodes dialing
+    /// `addr` and this node trust each other.
+    pub fn alias(mut self, addr: SocketAddr) -> Self {
+        self.aliases.push(addr);
+        self
+    }
+
+    /// Makes this node and `other` (already started) trust each other, for
+    /// links the harness cannot see (through a proxy started later).
+    pub fn trusts(mut self, other: &Node) -> Self {
+        if let Some(id) = other.id() {
+            self.trust_with.push((id.to_string(), other.state_dir()));
+        }
+        self
+    }
+
+    /// Leaves the node out of the harness's trust setup (no `id` run before
+    /// it starts, so a missing `--dir` is still the node's to create).
+    pub fn untrusted(mut self) -> Self {
+        self.untrusted = true;
         self
     }
 
@@ -496,7 +656,13 @@ impl NodeBuilder {
                 (t.path().to_path_buf(), Some(t))
             }
         };
+        static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut node = Node {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            aliases: self.aliases,
+            untrusted: self.untrusted,
+            trust_with: self.trust_with,
+            id: None,
             name: self.name,
             addr: self.listen.unwrap_or_else(free_addr),
             port_chosen: self.listen.is_none(),
@@ -538,6 +704,16 @@ pub fn start_all(builders: Vec<NodeBuilder>) -> Vec<Node> {
 
 /// A running (or stopped) `tandem-node` process, its directory and its log.
 pub struct Node {
+    /// Unique in this test process.
+    key: u64,
+    /// Addresses that forward to this node.
+    aliases: Vec<SocketAddr>,
+    /// Left out of the trust setup.
+    untrusted: bool,
+    /// Nodes (id, state folder) this one trusts both ways.
+    trust_with: Vec<(String, PathBuf)>,
+    /// Its node id, once known.
+    id: Option<String>,
     name: String,
     addr: SocketAddr,
     /// The port was picked by the harness, so it may be changed if taken.
@@ -594,6 +770,24 @@ impl Node {
         self.dir.join(rel)
     }
 
+    /// The state folder: `--state-dir` if given, else DIR/.tandem.
+    pub fn state_dir(&self) -> PathBuf {
+        let mut it = self.args.iter();
+        while let Some(a) = it.next() {
+            if a == "--state-dir"
+                && let Some(v) = it.next()
+            {
+                return PathBuf::from(v);
+            }
+        }
+        self.dir.join(".tandem")
+    }
+
+    /// The node's id (known once it has started).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     /// The `--peer`s.
     pub fn peers(&self) -> &[SocketAddr] {
         &self.peers
@@ -620,6 +814,23 @@ impl Node {
             self.name
         );
         self.runs += 1;
+        let mut addrs = vec![self.addr];
+        addrs.extend(&self.aliases);
+        if !self.untrusted && !self.dir.exists() {
+            let _ = fs::create_dir_all(&self.dir);
+        }
+        self.id = if self.untrusted {
+            None
+        } else {
+            register_trust(self.key, &addrs, &self.dir, &self.state_dir(), &self.peers)
+        }
+        .or(self.id.take());
+        if let Some(me) = &self.id {
+            for (id, state) in &self.trust_with {
+                trust_in(&self.state_dir(), id);
+                trust_in(state, me);
+            }
+        }
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1241,4 +1452,41 @@ pub fn linked_pair(a_args: &[&str]) -> (Node, Node) {
     let a = nodes.pop().expect("A");
     wait_linked(&a, &b);
     (a, b)
+}
+
+// ---------------------------------------------------------------------------
+// Raw peers (tests that speak the protocol by hand)
+
+/// A connection of a hand-driven peer.
+pub type RawPeerIo =
+    tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `node` as a peer with a key of its own that `node` is made
+/// to trust first, and says hello. Returns the connection and the raw
+/// peer's id.
+pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::NodeId) {
+    use tandem_common::proto::{self, Hello, Role};
+    let key_file = std::env::temp_dir().join(format!(
+        "tandem-test-raw-{}-{}.key",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (key, _) = tandem_common::identity::KeyPair::load_or_create(&key_file).expect("a key");
+    let _ = fs::remove_file(&key_file);
+    let id = tandem_common::NodeId(key.id());
+    trust_in(&node.state_dir(), &id.to_string());
+    let tls = tandem_common::tls::Tls::node(&key).expect("tls");
+    let stream = tokio::net::TcpStream::connect(node.addr())
+        .await
+        .expect("connect");
+    let (stream, _) = tls.connect(stream).await.expect("TLS handshake");
+    let mut io = tandem_common::codec::FrameIo::new(stream);
+    let hello = Hello {
+        role: Role::Peer,
+        name: name.into(),
+    };
+    proto::connect_handshake(&mut io, &hello)
+        .await
+        .expect("handshake as a peer");
+    (io, id)
 }
