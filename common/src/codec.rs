@@ -41,6 +41,31 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME>()
 }
 
+/// Largest record the local store keeps in one piece: the block list of a
+/// 256 GiB file is 64 MiB, well past a frame, and must still be saved.
+pub const MAX_STORED: usize = 1 << 30;
+
+fn stored_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_STORED>()
+}
+
+/// Serializes a record for the local store (not the wire: no frame limit).
+pub fn encode_stored<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
+    bincode::serde::encode_to_vec(msg, stored_config())
+        .map(Bytes::from)
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Deserializes a record of the local store; trailing bytes are an error.
+pub fn decode_stored<T: DeserializeOwned>(buf: &[u8]) -> Result<T, CodecError> {
+    let (v, used) = bincode::serde::decode_from_slice(buf, stored_config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != buf.len() {
+        return Err(CodecError::Trailing(buf.len() - used));
+    }
+    Ok(v)
+}
+
 /// Serializes `msg` into a payload.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
     let v = bincode::serde::encode_to_vec(msg, config())

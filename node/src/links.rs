@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Most blocks one `GetBlocks` may ask for (keeps answers under the frame limit).
 pub const MAX_BLOCKS_PER_REQUEST: usize = 64;
+/// Answer bytes queued for one peer at most (far above what a peer's own
+/// transfer windows ask for at once).
+pub const MAX_LINK_QUEUED_BYTES: usize = 256 << 20;
 /// Most files one `GetFiles` may ask for.
 pub const MAX_FILES_PER_REQUEST: usize = 128;
 /// Largest file `GetFiles` serves (with the count limit, answers stay far
@@ -61,6 +64,10 @@ pub struct LinkHandle {
     pub(crate) next_req: AtomicU64,
     /// Feed event batches queued for this peer and not yet written.
     pub(crate) events_queued: AtomicUsize,
+    /// Bytes of answers (blocks, files) made for the peer and not yet
+    /// written to it: a peer that asks without reading is cut off at
+    /// [`MAX_LINK_QUEUED_BYTES`].
+    pub(crate) queued_bytes: AtomicUsize,
     pub(crate) closed: CancellationToken,
 }
 

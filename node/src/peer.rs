@@ -100,6 +100,7 @@ where
         answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
         events_queued: AtomicUsize::new(0),
+        queued_bytes: AtomicUsize::new(0),
         closed: ctx.shutdown.child_token(),
     });
     if !ctx.links.register(handle.clone()) {
@@ -119,12 +120,16 @@ where
                     m = rx.recv() => match m {
                         Some(m) => {
                             let events = matches!(m, PeerMessage::Events(_));
+                            let served = answer_bytes(&m);
                             if let Err(e) = writer.send_msg(m).await {
                                 tracing::debug!("send failed: {e}");
                                 break;
                             }
                             if events {
                                 link.events_queued.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            if served > 0 {
+                                link.queued_bytes.fetch_sub(served, Ordering::Relaxed);
                             }
                         }
                         None => break,
@@ -165,6 +170,16 @@ where
     }
     tracing::info!("peer {peer_name} disconnected: {why}");
     LinkEnd::Closed
+}
+
+/// Bytes of file content an answer carries (counted against the link's
+/// budget while it waits to be written).
+fn answer_bytes(m: &PeerMessage) -> usize {
+    match m {
+        PeerMessage::Blocks { data: Ok(d), .. } => d.iter().map(|b| b.bytes.len()).sum(),
+        PeerMessage::Files { data: Ok(d), .. } => d.iter().flatten().map(|f| f.0.len()).sum(),
+        _ => 0,
+    }
 }
 
 /// Sends the peer every entry it has not seen, then each change as it happens.
@@ -256,27 +271,37 @@ where
                 hash,
                 blocks,
             } => {
-                let (core, tx) = (ctx.core.clone(), tx.clone());
+                if let Some(why) = over_budget(handle, peer_name) {
+                    return why;
+                }
+                let (core, tx, link) = (ctx.core.clone(), tx.clone(), handle.clone());
                 let metrics = ctx.answerer_metrics.clone();
                 tokio::spawn(async move {
                     let data = serve_blocks(&core, path, hash, blocks).await;
-                    if let Ok(d) = &data {
-                        let n: usize = d.iter().map(|b| b.bytes.len()).sum();
-                        crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    let m = PeerMessage::Blocks { req, data };
+                    let n = answer_bytes(&m);
+                    crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    link.queued_bytes.fetch_add(n, Ordering::Relaxed);
+                    if tx.send(m).is_err() {
+                        link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
                     }
-                    let _ = tx.send(PeerMessage::Blocks { req, data });
                 });
             }
             PeerMessage::GetFiles { req, files } => {
-                let (core, tx) = (ctx.core.clone(), tx.clone());
+                if let Some(why) = over_budget(handle, peer_name) {
+                    return why;
+                }
+                let (core, tx, link) = (ctx.core.clone(), tx.clone(), handle.clone());
                 let metrics = ctx.answerer_metrics.clone();
                 tokio::spawn(async move {
                     let data = serve_files(&core, files).await;
-                    if let Ok(d) = &data {
-                        let n: usize = d.iter().flatten().map(|f| f.0.len()).sum();
-                        crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    let m = PeerMessage::Files { req, data };
+                    let n = answer_bytes(&m);
+                    crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+                    link.queued_bytes.fetch_add(n, Ordering::Relaxed);
+                    if tx.send(m).is_err() {
+                        link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
                     }
-                    let _ = tx.send(PeerMessage::Files { req, data });
                 });
             }
             PeerMessage::GetBlockList {
@@ -365,6 +390,20 @@ where
     }
 }
 
+/// The reason to close the link when the peer keeps asking for content
+/// without reading the answers (memory would grow without end).
+fn over_budget(link: &LinkHandle, peer_name: &str) -> Option<String> {
+    let queued = link.queued_bytes.load(Ordering::Relaxed);
+    if queued <= crate::links::MAX_LINK_QUEUED_BYTES {
+        return None;
+    }
+    tracing::warn!(
+        "closing link to {peer_name}: {queued} bytes of answers wait for it to read (at most {}); it asks without reading",
+        crate::links::MAX_LINK_QUEUED_BYTES
+    );
+    Some("peer does not read its answers".into())
+}
+
 /// Feed event batches queued for one peer at most; more are dropped.
 const MAX_QUEUED_EVENT_BATCHES: usize = 16;
 
@@ -423,6 +462,11 @@ async fn serve_blocks(
         return Err(format!(
             "at most {MAX_BLOCKS_PER_REQUEST} blocks per request"
         ));
+    }
+    let mut sorted = blocks.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("block {} asked twice in one request", w[0]));
     }
     let (full, entry) = match core.entry(path.clone()).await {
         Ok(Some(x)) => x,

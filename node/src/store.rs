@@ -171,10 +171,11 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (path, seq, blob, inode, size, mtime_ns, mode) = row?;
-            let entry: FileEntry = codec::decode(&blob).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let entry: FileEntry =
+                codec::decode_stored(&blob).map_err(|e| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             let stat = match (inode, size, mtime_ns, mode) {
                 (Some(i), Some(s), Some(m), Some(md)) => Some(LocalStat {
                     inode: i as u64,
@@ -218,7 +219,7 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for row in rows {
-            match codec::decode::<T>(&row?) {
+            match codec::decode_stored::<T>(&row?) {
                 Ok(v) => out.push(v),
                 Err(e) => tracing::warn!("skipping an unreadable row ({sql}): {e}"),
             }
@@ -250,7 +251,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (path, blob) = row?;
-            match codec::decode::<Wanted>(&blob) {
+            match codec::decode_stored::<Wanted>(&blob) {
                 Ok(w) => out.push(w),
                 // Not fatal: the peer will announce the version again.
                 Err(e) => tracing::warn!("dropping unreadable pending download {path:?}: {e}"),
@@ -309,7 +310,7 @@ impl Store {
             let mut stmt =
                 tx.prepare_cached("INSERT OR REPLACE INTO needed(path, wanted) VALUES (?1, ?2)")?;
             for w in batch.wanted {
-                let blob = codec::encode(w).map_err(|e| StoreError::Corrupt {
+                let blob = codec::encode_stored(w).map_err(|e| StoreError::Corrupt {
                     path: w.entry.path.to_string(),
                     reason: e.to_string(),
                 })?;
@@ -346,7 +347,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in records {
-                let blob = codec::encode(&r.entry).map_err(|e| StoreError::Corrupt {
+                let blob = codec::encode_stored(&r.entry).map_err(|e| StoreError::Corrupt {
                     path: r.entry.path.to_string(),
                     reason: e.to_string(),
                 })?;
@@ -394,7 +395,7 @@ mod erased {
     }
     impl<T: serde::Serialize> Encode for T {
         fn encode(&self) -> Result<bytes::Bytes, tandem_common::codec::CodecError> {
-            tandem_common::codec::encode(self)
+            tandem_common::codec::encode_stored(self)
         }
     }
 }
@@ -486,6 +487,21 @@ mod tests {
         let mut got = s.load().unwrap();
         got.sort_by(|x, y| x.entry.path.cmp(&y.entry.path));
         assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn an_entry_larger_than_a_frame_is_saved_and_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let mut r = record("huge.bin", 1, false);
+        // 600,000 block hashes (a 73 GiB file): 19 MB, past the 16 MiB frame.
+        r.entry.blocks = vec![ContentHash::of(b"x"); 600_000];
+        r.entry.size = 600_000 * tandem_common::model::BLOCK_SIZE;
+        let mut s = Store::open(&db).unwrap();
+        s.save(&[&r]).unwrap();
+        drop(s);
+        let got = Store::open(&db).unwrap().load().unwrap();
+        assert_eq!(got, vec![r]);
     }
 
     #[test]

@@ -109,6 +109,25 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             _ => false,
         })
         .await;
+        // The same block asked many times in one request (a cheap way to
+        // make a node read and queue much): refused, naming the reason.
+        io.send(&PeerMessage::GetBlocks {
+            req: 3,
+            path: RelPath::new("real.txt").expect("path"),
+            hash: ContentHash::of(b"hello"),
+            blocks: vec![0; 64],
+        })
+        .await
+        .expect("send");
+        expect_answers(&mut io, 1, "a request repeating a block", |m| match m {
+            PeerMessage::Blocks { req: 3, data } => {
+                let e = data.expect_err("refused");
+                assert!(e.contains("asked twice"), "{e}");
+                true
+            }
+            _ => false,
+        })
+        .await;
         // Too many files in one request: refused whole.
         let real = RelPath::new("real.txt").expect("path");
         io.send(&PeerMessage::GetFiles {
