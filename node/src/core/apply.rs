@@ -193,7 +193,7 @@ impl Core {
         // lands right after the rename then differs from it and is seen as
         // a local change, instead of being recorded as ours.
         let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
-        if let Some(mtime_ns) = place(&done.tmp, &full, expect)? {
+        if let Some(mtime_ns) = place(&done.tmp, &full, expect, entry.mtime_ns)? {
             // Someone wrote the file between our last look and the swap:
             // a change we never indexed. Keep it; the fetched one is in
             // place (the peer's version beat what we knew of).
@@ -362,11 +362,15 @@ impl Core {
 /// appeared meanwhile (an error: decided again). Our file expected: the two
 /// are swapped atomically (`RENAME_EXCHANGE`), and if what came out is not
 /// our file, it is left at `tmp` and its mtime returned, to be kept as a
-/// conflict copy. Filesystems without `renameat2` get a plain rename.
+/// conflict copy, unless it is newer than the version being installed
+/// (`incoming_mtime`): then newest-wins says it stays, so the two are
+/// swapped back and an error returned (decided again once the scan has
+/// indexed the change). Filesystems without `renameat2` get a plain rename.
 fn place(
     tmp: &Path,
     full: &Path,
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
+    incoming_mtime: i64,
 ) -> std::io::Result<Option<i64>> {
     let Some((stat, hash)) = expect else {
         return match rename2(tmp, full, libc::RENAME_NOREPLACE) {
@@ -382,7 +386,7 @@ fn place(
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return place(tmp, full, None);
+            return place(tmp, full, None, incoming_mtime);
         }
         Err(e) if unsupported(&e) => return move_file(tmp, full).map(|()| None),
         Err(e) => return Err(e),
@@ -399,7 +403,16 @@ fn place(
         let _ = std::fs::remove_file(tmp);
         return Ok(None);
     }
-    Ok(Some(scan::local_stat(&out).mtime_ns))
+    let theirs = scan::local_stat(&out).mtime_ns;
+    if out.file_type().is_file()
+        && theirs > incoming_mtime
+        && rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok()
+    {
+        return Err(std::io::Error::other(
+            "a newer change was made here while the peer's version was being written; it stays, and is decided again",
+        ));
+    }
+    Ok(Some(theirs))
 }
 
 /// Deletes our file at `full` unless it changed since we indexed it (its
@@ -502,5 +515,46 @@ pub(super) fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
             Ok(())
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_mtime(p: &Path, ns: i64) {
+        let t = filetime::FileTime::from_unix_time(ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+        filetime::set_file_mtime(p, t).unwrap();
+    }
+
+    /// A write nobody indexed lands before the swap: an older one is kept
+    /// aside (the peer's newer version goes in), a newer one stays.
+    #[test]
+    fn an_unseen_write_is_kept_aside_when_older_and_stays_when_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, full) = (dir.path().join("tmp"), dir.path().join("f"));
+        let ours = tandem_common::ContentHash::of(b"indexed");
+        let incoming = 2_000_000_000_000_000_000;
+        for (local_mtime, stays) in [
+            (incoming - 1_000_000_000, false),
+            (incoming + 1_000_000_000, true),
+        ] {
+            std::fs::write(&tmp, b"fetched").unwrap();
+            std::fs::write(&full, b"written here, never indexed").unwrap();
+            set_mtime(&full, local_mtime);
+            let r = place(&tmp, &full, Some((None, ours)), incoming);
+            if stays {
+                assert!(r.is_err(), "{r:?}");
+                assert_eq!(
+                    std::fs::read(&full).unwrap(),
+                    b"written here, never indexed"
+                );
+                assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
+            } else {
+                assert_eq!(r.unwrap(), Some(local_mtime));
+                assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
+                assert_eq!(std::fs::read(&tmp).unwrap(), b"written here, never indexed");
+            }
+        }
     }
 }
