@@ -214,3 +214,69 @@ fn setuid_bits_never_arrive_from_a_peer_or_a_put() {
         assert_eq!(mode & 0o7000, 0, "{}: mode {mode:o}", n.name());
     }
 }
+
+/// A TLS client connection with a fresh key of its own, hello said.
+async fn stranger(
+    node: &Node,
+) -> tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tandem_common::proto::{self, Hello, Role};
+    let key_file = std::env::temp_dir().join(format!(
+        "tandem-test-stranger-{}.key",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (key, _) = tandem_common::identity::KeyPair::load_or_create(&key_file).expect("key");
+    let _ = fs::remove_file(&key_file);
+    let tls = tandem_common::tls::Tls::client(&key).expect("tls");
+    let s = tokio::net::TcpStream::connect(node.addr())
+        .await
+        .expect("connect");
+    let (s, _) = tls.connect(s).await.expect("TLS");
+    let mut io = tandem_common::codec::FrameIo::new(s);
+    let hello = Hello {
+        role: Role::Client,
+        name: "stranger".into(),
+    };
+    let w = proto::connect_handshake(&mut io, &hello)
+        .await
+        .expect("welcome");
+    assert!(
+        w.client.is_some_and(|(_, role)| role.is_none()),
+        "a new client has no role"
+    );
+    io
+}
+
+#[test]
+fn idle_and_oversized_strangers_are_closed_and_others_keep_working() {
+    let node = Node::builder("A").arg("--idle-timeout").arg("2s").start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // Says hello, then nothing: closed after the idle timeout.
+        let mut idle = stranger(&node).await;
+        let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
+            while let Ok(Some(_)) = idle.recv_raw().await {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{}",
+            node.fail("an idle connection stayed open")
+        );
+        node.wait_log("idle for 2s");
+
+        // A client without a role may not send big frames.
+        let mut big = stranger(&node).await;
+        let _ = big.send_raw(bytes::Bytes::from(vec![0u8; 1 << 20])).await;
+        let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
+            while let Ok(Some(_)) = big.recv_raw().await {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{}",
+            node.fail("a 1 MiB frame from a stranger was read")
+        );
+    });
+    // The admin's client still works.
+    node.list();
+}
