@@ -184,6 +184,10 @@ pub async fn run(
         );
     }
     tokio::pin!(shutdown);
+    let mut refused = 0u64;
+    let mut last_refusal_log = std::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs(2))
+        .unwrap_or_else(std::time::Instant::now);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -194,11 +198,17 @@ pub async fn run(
                         tasks.spawn(api::serve_connection(stream, addr, ctx.clone(), slot));
                     }
                     None => {
-                        // Closed unread: nothing is spent on it.
-                        tracing::warn!(
-                            "refused a connection from {addr}: {} connections are open already",
-                            api::MAX_CONNECTIONS
-                        );
+                        // Closed unread: nothing is spent on it, and a
+                        // flood is logged once a second, not per attempt.
+                        refused += 1;
+                        if last_refusal_log.elapsed() >= std::time::Duration::from_secs(1) {
+                            tracing::warn!(
+                                "refused {refused} connection(s), the last from {addr}: {} connections are open already",
+                                api::MAX_CONNECTIONS
+                            );
+                            refused = 0;
+                            last_refusal_log = std::time::Instant::now();
+                        }
                         drop(stream);
                     }
                 },
