@@ -494,8 +494,9 @@ class Bench:
     def log_problems(self, tag_prefix):
         """WARN/ERROR lines of this case's node logs, deduplicated. Lines
         logged after the first SIGTERM of a pair (our teardown) are only
-        counted; "cannot reach peer ... refused" before the other node is up
-        is expected and left out."""
+        counted; "cannot reach peer ... refused" (since TLS: "cannot link with
+        peer ... refused") before the other node is up is expected and left
+        out."""
         groups = {}
         for fn in sorted(os.listdir(self.logs)):
             if fn.startswith(tag_prefix + "-") and fn[:-len("-A.log")] not in groups:
@@ -514,7 +515,9 @@ class Bench:
                 for line in ls:
                     if " WARN " not in line and " ERROR " not in line:
                         continue
-                    if "cannot reach peer" in line and "Connection refused" in line:
+                    # "cannot reach peer" before TLS, "cannot link with peer" since
+                    if (("cannot reach peer" in line or "cannot link with peer" in line)
+                            and "Connection refused" in line):
                         continue
                     ts = log_ts(line)
                     if cutoff is not None and ts is not None and ts >= cutoff:
