@@ -111,6 +111,7 @@ free_port() {
 
 # --- build ------------------------------------------------------------------
 private_binaries /tmp/tandem-fetch-logs.XXXXXX
+client_env "$SCRATCH"
 if [[ $PERF == 1 ]]; then
     command -v perf >/dev/null || die "PERF=1 needs perf"
 fi

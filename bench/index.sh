@@ -99,6 +99,7 @@ print("%.3f" % (float(m[1]) * {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, 
 
 # --- build ------------------------------------------------------------------
 private_binaries /tmp/tandem-bench-logs.XXXXXX
+client_env "$SCRATCH"
 
 # --- data set ---------------------------------------------------------------
 if [[ -n ${DATA:-} ]]; then

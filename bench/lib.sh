@@ -1,6 +1,16 @@
 # Shared by bench/index.sh and bench/fetch.sh (sourced, not run).
 # Expects the caller to define `die` and to set BUILD and BIN.
 
+# Gives the `tandem` client a key of its own in DIR (made on first use; the
+# first client over loopback to a fresh node becomes its admin) instead of
+# ~/.config/tandem/client.key, and no pinning of node ids per address (each
+# run starts nodes with new keys on reused ports). Clients from before TLS
+# (db5f45b) ignore both variables.
+client_env() {  # DIR
+    export TANDEM_IDENTITY=$1/client.key
+    export TANDEM_KNOWN_NODES=/dev/null
+}
+
 # User+system CPU seconds the process PID has used so far.
 cpu_s() {
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"

@@ -14,8 +14,12 @@
 #   RUNS_BIG=3         runs of the 1 GiB case
 #   SAMPLES=50         latency samples per write mode (case 1)
 #   IDLE=20            seconds of idle CPU measurement after each 20k run
-#   DIAL=both          both nodes get --peer for the other (as a cluster is set up);
-#                      b = only B dials A (shows the cost of the duplicate-link race)
+#   DIAL=both          both nodes get --peer ID@ADDR for the other (as a cluster is set up);
+#                      b = only B dials A (shows the cost of the duplicate-link race);
+#                      A then trusts B's id with `tandem-node ... trust ID` before it starts.
+#                      Ids come from `tandem-node --dir D --state-dir S id` before the nodes
+#                      start; binaries without `id` (before db5f45b, no TLS) get plain
+#                      --peer ADDR (the helper detects which and prints it).
 #   SETTLE=1           seconds to let the link go quiet before reading TCP counters
 #   TIMEOUT=600        seconds any single wait may take before the case fails
 #   BUILD=1            0 = use the existing target/release binaries as they are

@@ -171,6 +171,7 @@ class Node:
     def __init__(self, bench, name, d, state, port, peer_ports, log):
         self.bench, self.name, self.dir, self.state = bench, name, d, state
         self.port, self.peer_ports = port, peer_ports
+        self.peer_ids = {}  # port -> node id of the peer there (TLS binaries)
         self.logpath = log
         self.log = Log(log)
         self.proc = None
@@ -186,7 +187,10 @@ class Node:
             "--name", self.name,
         ]
         for p in self.peer_ports:
-            cmd += ["--peer", f"127.0.0.1:{p}"]
+            # ID@ADDR trusts the peer (binaries since db5f45b); plain ADDR for
+            # older binaries, which have no ids.
+            pid = self.peer_ids.get(p)
+            cmd += ["--peer", f"{pid}@127.0.0.1:{p}" if pid else f"127.0.0.1:{p}"]
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_LOG", "info")
         logf = open(self.logpath, "ab")
@@ -399,6 +403,33 @@ class Bench:
         self.logs = os.path.join(self.work, "logs")
         os.makedirs(self.logs, exist_ok=True)
         self.have_rsync = shutil.which("rsync") is not None
+        # Binaries since db5f45b link over TLS with trusted peers only and
+        # have `tandem-node id`/`trust`; older ones take plain --peer ADDR.
+        probe = os.path.join(self.work, "id-probe")
+        self.tls = self.node_cmd(os.path.join(probe, "dir"), os.path.join(probe, "state"),
+                                 "id", check=False) is not None
+        rmtree(probe)
+        print(f"peers:   {'--peer ID@ADDR (ids from tandem-node id; TLS)' if self.tls else '--peer ADDR (binary without tandem-node id: pre-TLS)'}",
+              flush=True)
+
+    def node_cmd(self, d, state, *sub, check=True):
+        """Runs `tandem-node --dir D --state-dir STATE SUB...` (id, trust) with
+        a deadline; returns its last stdout line, or None on failure when
+        check is False."""
+        cmd = [os.path.join(self.bin, "tandem-node"), "--dir", d, "--state-dir", state, *sub]
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=min(self.args.timeout, 60))
+        except subprocess.TimeoutExpired:
+            if check:
+                raise BenchError(f"{' '.join(cmd)}: no answer within 60 s")
+            return None
+        lines = r.stdout.strip().splitlines()
+        if r.returncode != 0 or not lines:
+            if check:
+                raise BenchError(f"{' '.join(cmd)} failed (rc {r.returncode}): {r.stderr.strip()}")
+            return None
+        return lines[-1].strip()
 
     def track(self, node):
         self.nodes.append(node)
@@ -424,6 +455,16 @@ class Bench:
                  os.path.join(self.logs, f"{tag}-A.log"))
         b = Node(self, "B", dir_b, os.path.join(base, "state-B"), pb, [pa],
                  os.path.join(self.logs, f"{tag}-B.log"))
+        if self.tls:
+            # Ids before either node starts (the key is made on first use in
+            # the state folder the node will use); each trusts the other.
+            ida = self.node_cmd(a.dir, a.state, "id")
+            idb = self.node_cmd(b.dir, b.state, "id")
+            b.peer_ids = {pa: ida}
+            if a.peer_ports:
+                a.peer_ids = {pb: idb}
+            else:  # only B dials: A must trust B for the link to come up
+                self.node_cmd(a.dir, a.state, "trust", idb, "--name", "B")
         a.start()
         a.wait_line(r"\bindexed ", self.args.timeout, "indexed line")
         if start_b:
@@ -453,8 +494,9 @@ class Bench:
     def log_problems(self, tag_prefix):
         """WARN/ERROR lines of this case's node logs, deduplicated. Lines
         logged after the first SIGTERM of a pair (our teardown) are only
-        counted; "cannot reach peer ... refused" before the other node is up
-        is expected and left out."""
+        counted; "cannot reach peer ... refused" (since TLS: "cannot link with
+        peer ... refused") before the other node is up is expected and left
+        out."""
         groups = {}
         for fn in sorted(os.listdir(self.logs)):
             if fn.startswith(tag_prefix + "-") and fn[:-len("-A.log")] not in groups:
@@ -473,7 +515,9 @@ class Bench:
                 for line in ls:
                     if " WARN " not in line and " ERROR " not in line:
                         continue
-                    if "cannot reach peer" in line and "Connection refused" in line:
+                    # "cannot reach peer" before TLS, "cannot link with peer" since
+                    if (("cannot reach peer" in line or "cannot link with peer" in line)
+                            and "Connection refused" in line):
                         continue
                     ts = log_ts(line)
                     if cutoff is not None and ts is not None and ts >= cutoff:
