@@ -280,7 +280,10 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, S
 pub fn harness_identity() -> &'static Path {
     static KEY: OnceLock<PathBuf> = OnceLock::new();
     KEY.get_or_init(|| {
-        std::env::temp_dir().join(format!("tandem-test-admin-{}.key", std::process::id()))
+        // In cargo's scratch folder for tests (under target/), not /tmp:
+        // one small file per test process, gone with `cargo clean`.
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tandem-test-admin-{}.key", std::process::id()))
     })
 }
 
