@@ -58,12 +58,7 @@ pub fn encode_stored<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
 
 /// Deserializes a record of the local store; trailing bytes are an error.
 pub fn decode_stored<T: DeserializeOwned>(buf: &[u8]) -> Result<T, CodecError> {
-    let (v, used) = bincode::serde::decode_from_slice(buf, stored_config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-    if used != buf.len() {
-        return Err(CodecError::Trailing(buf.len() - used));
-    }
-    Ok(v)
+    decode_whole(buf, stored_config())
 }
 
 /// Serializes `msg` into a payload.
@@ -81,7 +76,14 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
 
 /// Deserializes a whole payload; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<T, CodecError> {
-    let (v, used) = bincode::serde::decode_from_slice(buf, config())
+    decode_whole(buf, config())
+}
+
+fn decode_whole<T: DeserializeOwned>(
+    buf: &[u8],
+    cfg: impl bincode::config::Config,
+) -> Result<T, CodecError> {
+    let (v, used) = bincode::serde::decode_from_slice(buf, cfg)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != buf.len() {
         return Err(CodecError::Trailing(buf.len() - used));

@@ -220,18 +220,7 @@ async fn stranger(
     node: &Node,
 ) -> tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use tandem_common::proto::{self, Hello, Role};
-    let key_file = std::env::temp_dir().join(format!(
-        "tandem-test-stranger-{}.key",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let (key, _) = tandem_common::identity::KeyPair::load_or_create(&key_file).expect("key");
-    let _ = fs::remove_file(&key_file);
-    let tls = tandem_common::tls::Tls::client(&key).expect("tls");
-    let s = tokio::net::TcpStream::connect(node.addr())
-        .await
-        .expect("connect");
-    let (s, _) = tls.connect(s).await.expect("TLS");
-    let mut io = tandem_common::codec::FrameIo::new(s);
+    let mut io = tls_to(node, &fresh_key(), false).await;
     let hello = Hello {
         role: Role::Client,
         name: "stranger".into(),

@@ -1464,11 +1464,8 @@ pub fn linked_pair(a_args: &[&str]) -> (Node, Node) {
 pub type RawPeerIo =
     tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// Connects to `node` as a peer with a key of its own that `node` is made
-/// to trust first, and says hello. Returns the connection and the raw
-/// peer's id.
-pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::NodeId) {
-    use tandem_common::proto::{self, Hello, Role};
+/// A fresh key pair (its file is removed at once; the key lives in memory).
+pub fn fresh_key() -> tandem_common::identity::KeyPair {
     let key_file = std::env::temp_dir().join(format!(
         "tandem-test-raw-{}-{}.key",
         std::process::id(),
@@ -1476,14 +1473,38 @@ pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::Nod
     ));
     let (key, _) = tandem_common::identity::KeyPair::load_or_create(&key_file).expect("a key");
     let _ = fs::remove_file(&key_file);
-    let id = tandem_common::NodeId(key.id());
-    trust_in(&node.state_dir(), &id.to_string());
-    let tls = tandem_common::tls::Tls::node(&key).expect("tls");
+    key
+}
+
+/// A TLS connection to `node` proving `key` (as a node when `as_peer`,
+/// else as a client), no hello said yet.
+pub async fn tls_to(
+    node: &Node,
+    key: &tandem_common::identity::KeyPair,
+    as_peer: bool,
+) -> RawPeerIo {
+    let tls = if as_peer {
+        tandem_common::tls::Tls::node(key)
+    } else {
+        tandem_common::tls::Tls::client(key)
+    }
+    .expect("tls");
     let stream = tokio::net::TcpStream::connect(node.addr())
         .await
         .expect("connect");
     let (stream, _) = tls.connect(stream).await.expect("TLS handshake");
-    let mut io = tandem_common::codec::FrameIo::new(stream);
+    tandem_common::codec::FrameIo::new(stream)
+}
+
+/// Connects to `node` as a peer with a key of its own that `node` is made
+/// to trust first, and says hello. Returns the connection and the raw
+/// peer's id.
+pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::NodeId) {
+    use tandem_common::proto::{self, Hello, Role};
+    let key = fresh_key();
+    let id = tandem_common::NodeId(key.id());
+    trust_in(&node.state_dir(), &id.to_string());
+    let mut io = tls_to(node, &key, true).await;
     let hello = Hello {
         role: Role::Peer,
         name: name.into(),
