@@ -197,6 +197,33 @@ where
     }
 }
 
+/// A place under the cap `(counter, limit, kind)`, or a `Busy` refusal sent
+/// and logged.
+async fn slot_or_refuse<S>(
+    io: &mut FrameIo<S>,
+    ctx: &Ctx,
+    addr: SocketAddr,
+    (counter, limit, what): (&Arc<std::sync::atomic::AtomicUsize>, usize, &str),
+) -> Option<Slot>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(slot) = take_slot(counter, limit) {
+        return Some(slot);
+    }
+    tracing::warn!("refused a {what} connection from {addr}: {limit} open already");
+    refuse(
+        io,
+        Refusal::Busy {
+            node: ctx.name.clone(),
+            what: what.into(),
+            limit: limit as u32,
+        },
+    )
+    .await;
+    None
+}
+
 async fn serve_peer<S>(mut io: FrameIo<S>, addr: SocketAddr, peer: NodeId, ctx: Ctx, _slot: Slot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -221,19 +248,8 @@ where
         .await;
         return;
     }
-    let Some(_kind) = take_slot(&ctx.conns.peers, MAX_PEER_CONNECTIONS) else {
-        tracing::warn!(
-            "refused node {peer} from {addr}: {MAX_PEER_CONNECTIONS} peer links already"
-        );
-        refuse(
-            &mut io,
-            Refusal::Busy {
-                node: ctx.name.clone(),
-                what: "peer".into(),
-                limit: MAX_PEER_CONNECTIONS as u32,
-            },
-        )
-        .await;
+    let cap = (&ctx.conns.peers, MAX_PEER_CONNECTIONS, "peer");
+    let Some(_kind) = slot_or_refuse(&mut io, &ctx, addr, cap).await else {
         return;
     };
     let hello = match tokio::time::timeout(
@@ -261,30 +277,16 @@ async fn serve_client<S>(mut io: FrameIo<S>, addr: SocketAddr, id: Uuid, ctx: Ct
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stranger = ctx.identities.role(&id).is_none();
-    let slot = if stranger {
-        take_slot(&ctx.conns.strangers, MAX_STRANGER_CONNECTIONS)
-            .map(|s| (s, "not-yet-approved client", MAX_STRANGER_CONNECTIONS))
-    } else {
-        take_slot(&ctx.conns.clients, MAX_CLIENT_CONNECTIONS)
-            .map(|s| (s, "client", MAX_CLIENT_CONNECTIONS))
-    };
-    let Some((_kind, _, _)) = slot else {
-        let (what, limit) = if stranger {
-            ("not-yet-approved client", MAX_STRANGER_CONNECTIONS)
-        } else {
-            ("client", MAX_CLIENT_CONNECTIONS)
-        };
-        tracing::warn!("refused a client from {addr}: {limit} {what} connections already");
-        refuse(
-            &mut io,
-            Refusal::Busy {
-                node: ctx.name.clone(),
-                what: what.into(),
-                limit: limit as u32,
-            },
+    let cap = if ctx.identities.role(&id).is_none() {
+        (
+            &ctx.conns.strangers,
+            MAX_STRANGER_CONNECTIONS,
+            "not-yet-approved client",
         )
-        .await;
+    } else {
+        (&ctx.conns.clients, MAX_CLIENT_CONNECTIONS, "client")
+    };
+    let Some(_kind) = slot_or_refuse(&mut io, &ctx, addr, cap).await else {
         return;
     };
     let hello = match tokio::time::timeout(

@@ -274,34 +274,20 @@ where
                 if let Some(why) = over_budget(handle, peer_name) {
                     return why;
                 }
-                let (core, tx, link) = (ctx.core.clone(), tx.clone(), handle.clone());
-                let metrics = ctx.answerer_metrics.clone();
-                tokio::spawn(async move {
+                let core = ctx.core.clone();
+                answer_with_content(ctx, handle, &tx, async move {
                     let data = serve_blocks(&core, path, hash, blocks).await;
-                    let m = PeerMessage::Blocks { req, data };
-                    let n = answer_bytes(&m);
-                    crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
-                    link.queued_bytes.fetch_add(n, Ordering::Relaxed);
-                    if tx.send(m).is_err() {
-                        link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
-                    }
+                    PeerMessage::Blocks { req, data }
                 });
             }
             PeerMessage::GetFiles { req, files } => {
                 if let Some(why) = over_budget(handle, peer_name) {
                     return why;
                 }
-                let (core, tx, link) = (ctx.core.clone(), tx.clone(), handle.clone());
-                let metrics = ctx.answerer_metrics.clone();
-                tokio::spawn(async move {
+                let core = ctx.core.clone();
+                answer_with_content(ctx, handle, &tx, async move {
                     let data = serve_files(&core, files).await;
-                    let m = PeerMessage::Files { req, data };
-                    let n = answer_bytes(&m);
-                    crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
-                    link.queued_bytes.fetch_add(n, Ordering::Relaxed);
-                    if tx.send(m).is_err() {
-                        link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
-                    }
+                    PeerMessage::Files { req, data }
                 });
             }
             PeerMessage::GetBlockList {
@@ -388,6 +374,28 @@ where
             }
         }
     }
+}
+
+/// Makes an answer that carries file content in the background and queues
+/// it, counting its bytes as sent and against the link's budget (given back
+/// by the writer once written).
+fn answer_with_content(
+    ctx: &PeerCtx,
+    link: &Arc<LinkHandle>,
+    tx: &mpsc::UnboundedSender<PeerMessage>,
+    answer: impl std::future::Future<Output = PeerMessage> + Send + 'static,
+) {
+    let (tx, link) = (tx.clone(), link.clone());
+    let metrics = ctx.answerer_metrics.clone();
+    tokio::spawn(async move {
+        let m = answer.await;
+        let n = answer_bytes(&m);
+        crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+        link.queued_bytes.fetch_add(n, Ordering::Relaxed);
+        if tx.send(m).is_err() {
+            link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+        }
+    });
 }
 
 /// The reason to close the link when the peer keeps asking for content

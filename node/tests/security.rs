@@ -216,9 +216,7 @@ fn setuid_bits_never_arrive_from_a_peer_or_a_put() {
 }
 
 /// A TLS client connection with a fresh key of its own, hello said.
-async fn stranger(
-    node: &Node,
-) -> tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+async fn stranger(node: &Node) -> RawPeerIo {
     use tandem_common::proto::{self, Hello, Role};
     let mut io = tls_to(node, &fresh_key(), false).await;
     let hello = Hello {
@@ -235,36 +233,29 @@ async fn stranger(
     io
 }
 
+/// Waits (with a deadline) until the node closes `io`; fails with `why`.
+async fn closed_by_node(node: &Node, mut io: RawPeerIo, why: &str) {
+    let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
+        while let Ok(Some(_)) = io.recv_raw().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "{}", node.fail(why));
+}
+
 #[test]
 fn idle_and_oversized_strangers_are_closed_and_others_keep_working() {
     let node = Node::builder("A").arg("--idle-timeout").arg("2s").start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         // Says hello, then nothing: closed after the idle timeout.
-        let mut idle = stranger(&node).await;
-        let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
-            while let Ok(Some(_)) = idle.recv_raw().await {}
-        })
-        .await;
-        assert!(
-            closed.is_ok(),
-            "{}",
-            node.fail("an idle connection stayed open")
-        );
+        let idle = stranger(&node).await;
+        closed_by_node(&node, idle, "an idle connection stayed open").await;
         node.wait_log("idle for 2s");
 
         // A client without a role may not send big frames.
         let mut big = stranger(&node).await;
         let _ = big.send_raw(bytes::Bytes::from(vec![0u8; 1 << 20])).await;
-        let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
-            while let Ok(Some(_)) = big.recv_raw().await {}
-        })
-        .await;
-        assert!(
-            closed.is_ok(),
-            "{}",
-            node.fail("a 1 MiB frame from a stranger was read")
-        );
+        closed_by_node(&node, big, "a 1 MiB frame from a stranger was read").await;
     });
     // The admin's client still works.
     node.list();
