@@ -148,6 +148,17 @@ impl Core {
         let path = &entry.path;
         let full = path.to_disk(&self.root);
         if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
+            // Only our indexed version is the loser: a write that landed
+            // since we looked is a change we have not decided on yet.
+            let indexed = self.index.get(path).and_then(|r| r.stat);
+            let now = std::fs::symlink_metadata(&full).map(|m| scan::local_stat(&m));
+            if let (Some(want), Ok(got)) = (indexed, now)
+                && want != got
+            {
+                return Err(std::io::Error::other(
+                    "the file was changed here while the peer's version was being fetched; deciding again",
+                ));
+            }
             self.keep_conflict(l, from)?;
         }
         if let Some(parent) = full.parent() {
