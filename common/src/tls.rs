@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use uuid::Uuid;
 
 use crate::identity::{KeyPair, id_of_public_key};
@@ -141,6 +141,16 @@ fn any_key(p: &CryptoProvider) -> Arc<AnyKey> {
 #[error("cannot set up TLS: {0}")]
 pub struct TlsSetupError(#[from] rustls::Error);
 
+/// Bytes read from the socket per system call at most. rustls asks its
+/// transport for one record (up to 16 KiB) at a time; reading through a
+/// buffer this size makes one system call of several, which a bulk transfer
+/// feels (see `examples/link_throughput.rs`). It is allocated per
+/// connection, so it stays small against the connection cap.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The transport under TLS: the socket, read through [`READ_BUFFER`].
+pub type Transport<S> = BufReader<S>;
+
 /// Both ends of TLS for one key: accepting (a node) and dialing as a peer
 /// or as a client.
 #[derive(Clone)]
@@ -196,11 +206,12 @@ impl Tls {
     pub async fn connect<S>(
         &self,
         io: S,
-    ) -> std::io::Result<(tokio_rustls::client::TlsStream<S>, Uuid)>
+    ) -> std::io::Result<(tokio_rustls::client::TlsStream<Transport<S>>, Uuid)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let name = ServerName::try_from("tandem").map_err(std::io::Error::other)?;
+        let io = BufReader::with_capacity(READ_BUFFER, io);
         let s = self.connector.connect(name, io).await?;
         let id = proven_id(s.get_ref().1.peer_certificates())?;
         Ok((s, id))
@@ -211,10 +222,11 @@ impl Tls {
     pub async fn accept<S>(
         &self,
         io: S,
-    ) -> std::io::Result<(tokio_rustls::server::TlsStream<S>, Uuid, Side)>
+    ) -> std::io::Result<(tokio_rustls::server::TlsStream<Transport<S>>, Uuid, Side)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let io = BufReader::with_capacity(READ_BUFFER, io);
         let s = self.acceptor.accept(io).await?;
         let conn = s.get_ref().1;
         let side = match conn.alpn_protocol() {

@@ -159,10 +159,10 @@ async fn receive_into(
     dest: &Path,
     on_progress: &mut impl FnMut(u64),
 ) -> anyhow::Result<()> {
-    // Writing (and starting the disk writeback) runs on its own thread
-    // while this one receives and hashes: the three overlap.
+    // Hashing and writing (and starting the disk writeback) run on a
+    // thread of their own while this one receives and decrypts: TLS costs
+    // about as much CPU as the other two together, so they overlap.
     let writer = Writer::start(out);
-    let mut hasher = blake3::Hasher::new();
     let mut done = 0u64;
     let received = loop {
         match answers.next().await {
@@ -176,7 +176,6 @@ async fn receive_into(
                     ));
                 }
                 on_progress(done);
-                hasher.update(&data);
                 if !writer.write(data).await || last {
                     break Ok(());
                 }
@@ -187,8 +186,8 @@ async fn receive_into(
     };
     let written = writer.finish().await;
     received?;
-    drop(written.with_context(|| format!("cannot write {}", tmp.display()))?);
-    if ContentHash(*hasher.finalize().as_bytes()) != file.hash {
+    let (_, hash) = written.with_context(|| format!("cannot write {}", tmp.display()))?;
+    if hash != file.hash {
         bail!(
             "{} arrived damaged (BLAKE3 mismatch); nothing was saved",
             file.path
@@ -204,22 +203,28 @@ async fn receive_into(
     Ok(())
 }
 
-/// Writes a download on a thread of its own, asking the kernel to start
-/// writing each few MiB to disk as it goes, so the final fsync finds little
-/// left to do.
+/// What the writer thread hands back: the fsynced file and the hash of
+/// everything written.
+type Written = (std::fs::File, ContentHash);
+
+/// Hashes and writes a download on a thread of its own, asking the kernel
+/// to start writing each few MiB to disk as it goes, so the final fsync
+/// finds little left to do.
 struct Writer {
     tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    done: std::thread::JoinHandle<std::io::Result<std::fs::File>>,
+    done: std::thread::JoinHandle<std::io::Result<Written>>,
 }
 
 impl Writer {
     /// Starts writing into `out`.
     fn start(mut out: std::fs::File) -> Writer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-        let done = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
+        let done = std::thread::spawn(move || -> std::io::Result<Written> {
             const FLUSH_EVERY: u64 = 8 << 20;
             let (mut written, mut flushed) = (0u64, 0u64);
+            let mut hasher = blake3::Hasher::new();
             while let Some(data) = rx.blocking_recv() {
+                hasher.update(&data);
                 out.write_all(&data)?;
                 written += data.len() as u64;
                 if written - flushed >= FLUSH_EVERY {
@@ -228,7 +233,7 @@ impl Writer {
                 }
             }
             out.sync_all()?;
-            Ok(out)
+            Ok((out, ContentHash(*hasher.finalize().as_bytes())))
         });
         Writer { tx, done }
     }
@@ -239,9 +244,9 @@ impl Writer {
         self.tx.send(data).await.is_ok()
     }
 
-    /// Waits until everything queued is written and fsynced; the file, or
-    /// the first error.
-    async fn finish(self) -> std::io::Result<std::fs::File> {
+    /// Waits until everything queued is written and fsynced; the file and
+    /// its hash, or the first error.
+    async fn finish(self) -> std::io::Result<Written> {
         drop(self.tx);
         let done = self.done;
         tokio::task::spawn_blocking(move || done.join())

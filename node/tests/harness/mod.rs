@@ -1461,8 +1461,9 @@ pub fn linked_pair(a_args: &[&str]) -> (Node, Node) {
 // Raw peers (tests that speak the protocol by hand)
 
 /// A connection of a hand-driven peer.
-pub type RawPeerIo =
-    tandem_common::codec::FrameIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub type RawPeerIo = tandem_common::codec::FrameIo<
+    tokio_rustls::client::TlsStream<tandem_common::tls::Transport<tokio::net::TcpStream>>,
+>;
 
 /// A fresh key pair (its file is removed at once; the key lives in memory).
 pub fn fresh_key() -> tandem_common::identity::KeyPair {
