@@ -172,6 +172,58 @@ where
     LinkEnd::Closed
 }
 
+/// Deletions of paths a node had never heard of that one peer may send per
+/// minute (and at once). Nothing else makes a node's index grow without its
+/// folder growing, so this caps what a trusted but misbehaving peer can
+/// make it store. Deletions of known files (an `rm -r` of any size) do not
+/// count. A legitimate burst beyond it (a node joining a cluster whose
+/// history holds more deleted names) is slowed, not refused.
+const NEW_TOMBSTONES_PER_MINUTE: u32 = 100_000;
+
+/// The per-link budget for [`NEW_TOMBSTONES_PER_MINUTE`]. Over budget, the
+/// link stops reading that peer until the budget refills: back-pressure,
+/// so nothing the peer said is dropped.
+struct TombstoneRate {
+    limiter: governor::DefaultDirectRateLimiter,
+    warned: bool,
+}
+
+impl TombstoneRate {
+    fn new() -> Self {
+        let n = std::num::NonZeroU32::new(NEW_TOMBSTONES_PER_MINUTE).expect("non-zero");
+        TombstoneRate {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_minute(n)),
+            warned: false,
+        }
+    }
+
+    /// Charges `n` new deletions, waiting while over budget. False if the
+    /// link closed meanwhile.
+    async fn admit(&mut self, n: usize, peer_name: &str, closed: &CancellationToken) -> bool {
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(NEW_TOMBSTONES_PER_MINUTE as usize);
+            left -= take;
+            let take = std::num::NonZeroU32::new(take as u32).expect("non-zero");
+            // Charges the budget when it allows.
+            if matches!(self.limiter.check_n(take), Ok(Ok(()))) {
+                continue;
+            }
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(
+                    "peer {peer_name} sends deletions of unknown files faster than {NEW_TOMBSTONES_PER_MINUTE} a minute; reading it more slowly"
+                );
+            }
+            tokio::select! {
+                _ = self.limiter.until_n_ready(take) => {}
+                _ = closed.cancelled() => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Bytes of file content an answer carries (counted against the link's
 /// budget while it waits to be written).
 fn answer_bytes(m: &PeerMessage) -> usize {
@@ -230,6 +282,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut resume_tx = Some(resume_tx);
+    let mut tombstones = TombstoneRate::new();
     loop {
         let msg = tokio::select! {
             m = reader.recv_msg::<PeerMessage>() => m,
@@ -261,8 +314,15 @@ where
                 for (_, e) in &mut entries {
                     e.mode &= tandem_common::model::SYNCED_MODE_BITS;
                 }
-                if ctx.core.remote_index(peer, entries).await.is_err() {
+                let n = entries.len();
+                let Ok(unknown) = ctx.core.remote_index(peer, entries).await else {
                     return "node shutting down".into();
+                };
+                tracing::debug!(
+                    "{peer_name}: {n} index entries decided, {unknown} deletions of unknown files"
+                );
+                if !tombstones.admit(unknown, peer_name, &handle.closed).await {
+                    return "closed".into();
                 }
             }
             PeerMessage::GetBlocks {

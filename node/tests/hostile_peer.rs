@@ -219,3 +219,56 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         "the node still serves clients: {files:?}"
     );
 }
+
+/// A trusted peer that sends deletions of names the node never had (the
+/// one way to grow another node's index without limit) is read more slowly
+/// once past the per-minute budget; the node keeps serving meanwhile.
+#[test]
+fn a_flood_of_deletions_of_unknown_names_is_slowed_and_the_node_keeps_serving() {
+    let node = Node::start("victim");
+    std::fs::write(node.path("real.txt"), b"hello").expect("write");
+    node.wait_list("real.txt indexed", |l| {
+        l.iter().any(|f| f["path"] == "real.txt")
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tombstone = |i: usize| {
+        let mut e = entry(&format!("gone/{i}"), 0, 0);
+        e.deleted = true;
+        e
+    };
+    let (mut io, _) = rt.block_on(harness::raw_peer(&node, "flood"));
+    // Sends a minute's budget and more, as fast as the node reads: the
+    // budget refills while the node decides, so the flood goes on until the
+    // node slows it (six messages would need two minutes to pass unslowed).
+    let flood = rt.spawn(async move {
+        io.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        for m in 0..6 {
+            let entries = (m * 50_000..(m + 1) * 50_000)
+                .map(|i| (i as u64 + 1, tombstone(i)))
+                .collect();
+            // A half budget per message: a frame holds no more.
+            if io.send(&PeerMessage::Index { entries }).await.is_err() {
+                break;
+            }
+        }
+        io
+    });
+    // Deciding 100,000 entries takes a while in a debug build.
+    let needle = "sends deletions of unknown files faster than 100000 a minute";
+    harness::wait_until(
+        std::time::Duration::from_secs(120),
+        "the node slows the flood down",
+        &[&node],
+        || node.log().contains(needle),
+    );
+    // Deletions of known files cost nothing against the budget, and other
+    // clients are served while the peer waits.
+    let files = list_json(node.addr());
+    assert!(
+        files.iter().any(|f| f["path"] == "real.txt"),
+        "the node still serves clients: {files:?}"
+    );
+    flood.abort();
+}

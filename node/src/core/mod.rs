@@ -117,8 +117,9 @@ pub enum CoreMsg {
         peer: NodeId,
         /// (peer's sequence, entry).
         entries: Vec<(u64, FileEntry)>,
-        /// Answered when processed.
-        reply: oneshot::Sender<()>,
+        /// Answered when processed, with the number of deletions of paths
+        /// this node did not know.
+        reply: oneshot::Sender<usize>,
     },
     /// Our current entries at some paths, with their disk paths, for
     /// serving blocks and files (in the order asked).
@@ -257,12 +258,13 @@ impl CoreHandle {
         .await
     }
 
-    /// Hands a peer's entries to the core; returns once they are decided.
+    /// Hands a peer's entries to the core; returns once they are decided,
+    /// with the number of deletions of paths this node did not know.
     pub async fn remote_index(
         &self,
         peer: NodeId,
         entries: Vec<(u64, FileEntry)>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<usize, ApiError> {
         self.ask(|reply| CoreMsg::RemoteIndex {
             peer,
             entries,
@@ -704,8 +706,7 @@ impl Core {
                 entries,
                 reply,
             } => {
-                self.on_remote_index(peer, entries);
-                let _ = reply.send(());
+                let _ = reply.send(self.on_remote_index(peer, entries));
             }
             CoreMsg::Entries(paths, reply) => {
                 let r = paths

@@ -25,10 +25,22 @@ pub(super) enum Settled {
 }
 
 impl Core {
-    pub(super) fn on_remote_index(&mut self, peer: NodeId, entries: Vec<(u64, FileEntry)>) {
+    /// Decides a peer's index message. Returns how many of its entries
+    /// were deletions of paths this node had never heard of: the only
+    /// entries that grow the index without growing the folder, which the
+    /// link rate-limits.
+    pub(super) fn on_remote_index(
+        &mut self,
+        peer: NodeId,
+        entries: Vec<(u64, FileEntry)>,
+    ) -> usize {
         let Some(max) = entries.iter().map(|(s, _)| *s).max() else {
-            return;
+            return 0;
         };
+        let unknown_tombstones = entries
+            .iter()
+            .filter(|(_, e)| e.deleted && self.index.get(&e.path).is_none())
+            .count();
         // Live entries first, so a rename's new name can reuse the old
         // file's blocks before the old name is deleted; deletions deepest
         // first, so directories are empty when their turn comes.
@@ -44,6 +56,7 @@ impl Core {
         let e = self.peers.entry(peer).or_insert((0, name));
         e.0 = e.0.max(max);
         self.peers_dirty.insert(peer);
+        unknown_tombstones
     }
 
     /// Decides a peer's entry and carries the decision out.
