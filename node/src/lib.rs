@@ -172,6 +172,7 @@ pub async fn run(
     for spec in &cfg.peers {
         tasks.spawn(peer::dial_loop(spec.clone(), peer_ctx.clone()));
     }
+    tasks.spawn(peer::drop_untrusted(peer_ctx.clone()));
     tracing::info!(
         "node {:?} with id {node_id} serving {} on {local} (TLS 1.3; trusted peers and approved clients only)",
         cfg.name,

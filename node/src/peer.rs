@@ -224,6 +224,37 @@ impl TombstoneRate {
     }
 }
 
+/// How often live links are checked against the trust list.
+const TRUST_RECHECK: Duration = Duration::from_secs(2);
+
+/// Closes the link to any peer that is no longer trusted (`untrust`, or
+/// the list edited by hand), within [`TRUST_RECHECK`]: trust is checked at
+/// every handshake, and a link must not outlive it. A damaged list trusts
+/// only `--peer` ids, so links to others close until it is fixed.
+pub async fn drop_untrusted(ctx: PeerCtx) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TRUST_RECHECK) => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let linked = ctx.links.peers();
+        if linked.is_empty() {
+            continue;
+        }
+        let members = ctx.trust.members();
+        for peer in linked.into_iter().filter(|p| !members.contains(p)) {
+            if let Some(link) = ctx.links.get(&peer) {
+                tracing::warn!(
+                    "closing the link to {} ({peer}): it is no longer trusted; to link again run {}",
+                    link.name,
+                    ctx.trust.command_for(&ctx.dir, peer)
+                );
+                link.closed.cancel();
+            }
+        }
+    }
+}
+
 /// Bytes of file content an answer carries (counted against the link's
 /// budget while it waits to be written).
 fn answer_bytes(m: &PeerMessage) -> usize {

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use harness::*;
 
@@ -113,7 +114,8 @@ fn an_untrusted_node_is_refused_before_any_message_until_it_is_trusted() {
             .ok()
             .filter(|d| d == b"secret from B")
     });
-    // Untrusted again: refused at the next connection (restart B to reconnect).
+    // Untrusted again: the live link closes, and B's redials are refused.
+    let before = a.log_count("it is not trusted");
     let out = std::process::Command::new(node_bin())
         .arg("--dir")
         .arg(a.dir())
@@ -125,13 +127,24 @@ fn an_untrusted_node_is_refused_before_any_message_until_it_is_trusted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let before = a.log_count("it is not trusted");
-    let mut b = b;
-    b.stop();
-    b.restart();
+    a.wait_log(&format!(
+        "closing the link to B ({b_id}): it is no longer trusted"
+    ));
     wait_until(CHANGE_TIMEOUT * 3, "A refuses B again", &[&a, &b], || {
         (a.log_count("it is not trusted") > before).then_some(())
     });
+    // Nothing from B arrives any more (a bounded negative check: B's
+    // change would arrive in well under this wait over a live link).
+    put(b.path("after-untrust.txt"), b"not for A");
+    let until = std::time::Instant::now() + scaled(Duration::from_secs(2));
+    while std::time::Instant::now() < until {
+        assert!(
+            !a.path("after-untrust.txt").exists(),
+            "{}",
+            a.fail("a change from an untrusted node arrived")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
