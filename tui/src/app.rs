@@ -809,6 +809,9 @@ pub struct AppState {
     pub files: FileTable,
     /// When the table was last loaded (ns).
     pub list_loaded_ns: Option<i64>,
+    /// Why the last load failed (shown in the table while it is empty:
+    /// "not authorized" says there what to ask an admin for).
+    pub list_error: Option<String>,
     list_in_flight: bool,
     list_requested_ns: i64,
     list_due_ns: Option<i64>,
@@ -871,6 +874,7 @@ impl AppState {
             mode: Mode::Normal,
             files: FileTable::default(),
             list_loaded_ns: None,
+            list_error: None,
             list_in_flight: false,
             list_requested_ns: i64::MIN / 2,
             list_due_ns: None,
@@ -1191,11 +1195,15 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
                     s.files.replace_all(files);
                     s.settle();
                     s.list_loaded_ns = Some(now);
+                    s.list_error = None;
                     if std::mem::take(&mut s.list_dirty_in_flight) {
                         s.schedule_list();
                     }
                 }
-                Err(e) => s.set_status(Level::Error, format!("cannot load the file list: {e}")),
+                Err(e) => {
+                    s.set_status(Level::Error, format!("cannot load the file list: {e}"));
+                    s.list_error = Some(e.to_string());
+                }
             }
         }
         Msg::CacheLoaded(r) => {

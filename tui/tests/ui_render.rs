@@ -532,6 +532,46 @@ fn never_connected() {
     }
 }
 
+#[test]
+fn not_authorized() {
+    for (w, h) in SIZES {
+        let mut s = AppState::new(
+            "127.0.0.1:7001",
+            Zone::Utc,
+            PathBuf::from("/tmp"),
+            NOW,
+            (w, h),
+        );
+        s.start();
+        update(
+            &mut s,
+            Msg::Connected {
+                node_name: "alpha".into(),
+                now: NOW,
+            },
+        );
+        let refusal = tandem_common::proto::ApiError::NotAuthorized {
+            id: "EP35HE4-L366RAV-RKR5T2G-2WMF2EA".into(),
+            have: None,
+            need: tandem_common::proto::Access::Read,
+            what: "list".into(),
+        };
+        update(
+            &mut s,
+            Msg::ListLoaded {
+                result: Err(refusal.to_string()),
+                now: NOW,
+            },
+        );
+        let screen = draw(&s);
+        assert!(
+            screen.contains("tandem approve") && screen.contains("EP35HE4-L366RAV-RKR5T2G-2WMF2EA"),
+            "the table says what to ask for:\n{screen}"
+        );
+        insta::assert_snapshot!(format!("not_authorized_{w}x{h}"), screen);
+    }
+}
+
 /// Puts a state into a view or popup.
 type Setup = Box<dyn Fn(&mut AppState)>;
 

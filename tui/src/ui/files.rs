@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, Cell, Clear, HighlightSpacing, Paragraph, Row, Scrollbar, ScrollbarOrientation,
-    ScrollbarState, Table, TableState,
+    ScrollbarState, Table, TableState, Wrap,
 };
 use tandem_common::RelPath;
 use tandem_common::display::human_size;
@@ -200,6 +200,12 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
                 "No file matches \"{}\" (Esc clears the filter).",
                 t.filter()
             )
+        } else if let Some(e) = s
+            .list_error
+            .as_deref()
+            .filter(|_| s.list_loaded_ns.is_none())
+        {
+            format!("Cannot load the file list: {e}")
         } else if s.list_loaded_ns.is_none() && s.is_up() {
             "Loading the file list…".to_string()
         } else if s.list_loaded_ns.is_none() {
@@ -209,7 +215,9 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         };
         let inner = area.inner(Margin::new(2, 2));
         frame.render_widget(
-            Paragraph::new(msg).style(Style::default().fg(Color::DarkGray)),
+            Paragraph::new(msg)
+                .style(Style::default().fg(Color::DarkGray))
+                .wrap(Wrap { trim: true }),
             inner,
         );
     }
