@@ -26,12 +26,14 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 6: `NodeStatus::id`. Older nodes and clients are refused at hello with
+/// both versions named (`Refusal::VersionMismatch`).
 /// 5: TLS on every connection; ids are key ids; clients prove a key and
 /// have roles (`Access`), no tokens. An older node or client cannot finish
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -658,6 +660,8 @@ pub struct CacheReport {
 /// One node as `tandem nodes` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// Its id (the one its key proves), when known.
+    pub id: Option<NodeId>,
     /// Name.
     pub name: String,
     /// Address (as configured or seen).

@@ -46,6 +46,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers peers' questions from this node's state.
 pub struct NodeAnswerer {
+    /// This node's id.
+    pub id: NodeId,
     /// The core.
     pub core: CoreHandle,
     /// Figures.
@@ -63,6 +65,7 @@ impl NodeAnswerer {
     pub async fn status(&self) -> Result<NodeStatus, String> {
         let c = self.core.counts().await.map_err(|e| e.to_string())?;
         Ok(NodeStatus {
+            id: Some(self.id),
             name: self.name.clone(),
             addr: self.addr.clone(),
             up: true,
@@ -267,11 +270,13 @@ pub async fn nodes(
             Ok(Ok(PeerAnswer::Status(mut st, their_now))) => {
                 let mid = sent_ns + rtt.as_nanos() as i64 / 2;
                 st.addr = addr;
+                // The id its key proved, whatever it says about itself.
+                st.id = Some(id);
                 st.rtt_us = Some(rtt.as_micros() as u64);
                 st.clock_offset_ms = Some((their_now - mid) / 1_000_000);
                 out.push(st);
             }
-            _ => out.push(down(name, addr)),
+            _ => out.push(down(Some(id), name, addr)),
         }
     }
     for (id, name) in known {
@@ -280,19 +285,24 @@ pub async fn nodes(
                 .iter()
                 .find(|a| links.dialed(&a.addr) == Some(id))
                 .map_or_else(|| "(unknown)".to_string(), |a| a.addr.clone());
-            out.push(down(name, addr));
+            out.push(down(Some(id), name, addr));
         }
     }
     for a in configured {
         if links.dialed(&a.addr).is_none() {
-            out.push(down(format!("(never reached) {}", a.addr), a.addr.clone()));
+            out.push(down(
+                a.id,
+                format!("(never reached) {}", a.addr),
+                a.addr.clone(),
+            ));
         }
     }
     out
 }
 
-fn down(name: String, addr: String) -> NodeStatus {
+fn down(id: Option<NodeId>, name: String, addr: String) -> NodeStatus {
     NodeStatus {
+        id,
         name,
         addr,
         up: false,

@@ -120,6 +120,7 @@ pub async fn run(
     let local = listener.local_addr()?;
     let cache = Arc::new(cache::FileCache::new(cfg.cache_size, cfg.cache_policy));
     let answerer = Arc::new(cluster::NodeAnswerer {
+        id: node_id,
         core: handle.clone(),
         metrics: metrics.clone(),
         name: cfg.name.clone(),

@@ -348,6 +348,7 @@ fn list_discover_nodes_ping_and_clients() {
                 .find(|r| r["name"] == n.name())
                 .unwrap_or_else(|| panic!("{} not in nodes via {}: {v:?}", n.name(), via.name()));
             assert_eq!(r["up"], true, "{r}");
+            assert_eq!(r["id"].as_str(), n.id(), "each node's proven id: {r}");
             assert_eq!(r["files"], 2, "{r}");
             assert_eq!(r["bytes"], 10 + 18, "{r}");
             let off = r["clock_offset_ms"]
@@ -370,6 +371,10 @@ fn list_discover_nodes_ping_and_clients() {
     }
     let t = run_ok(&a, &["nodes"], &nodes);
     assert!(t.lines().filter(|l| l.contains(" up ")).count() == 2, "{t}");
+    for n in nodes {
+        let id = n.id().expect("the harness knows each node's id");
+        assert!(t.contains(id), "`tandem nodes` shows {id}: {t}");
+    }
 
     // ping.
     let t = run_ok(&a, &["ping", "B"], &nodes);

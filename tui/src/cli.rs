@@ -240,6 +240,7 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
             .iter()
             .map(|n| {
                 serde_json::json!({
+                    "id": n.id.map(|i| i.to_string()),
                     "name": n.name,
                     "addr": n.addr,
                     "up": n.up,
@@ -259,10 +260,11 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
     }
     writeln!(
         out,
-        "{:<12}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>6}  {:>10}  {:>8}  CLOCK",
-        "NAME", "ADDRESS", "UP", "RTT", "FILES", "BYTES", "CPU", "MEMORY", "UPTIME"
+        "{:<12}  {:<31}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>6}  {:>10}  {:>8}  CLOCK",
+        "NAME", "ID", "ADDRESS", "UP", "RTT", "FILES", "BYTES", "CPU", "MEMORY", "UPTIME"
     )?;
     for n in nodes {
+        let id = n.id.map_or("-".to_string(), |i| i.to_string());
         let rtt = n
             .rtt_us
             .map_or("-".into(), |u| format!("{:.2}ms", u as f64 / 1000.0));
@@ -274,8 +276,9 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
         if n.up {
             writeln!(
                 out,
-                "{:<12}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>5.1}%  {:>10}  {:>7}s  {}",
+                "{:<12}  {:<31}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>5.1}%  {:>10}  {:>7}s  {}",
                 n.name,
+                id,
                 n.addr,
                 "up",
                 rtt,
@@ -290,7 +293,11 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
                 writeln!(out, "  ! {}: {w}", n.name)?;
             }
         } else {
-            writeln!(out, "{:<12}  {:<21}  {:<4}", n.name, n.addr, "DOWN")?;
+            writeln!(
+                out,
+                "{:<12}  {:<31}  {:<21}  {:<4}",
+                n.name, id, n.addr, "DOWN"
+            )?;
         }
     }
     Ok(())

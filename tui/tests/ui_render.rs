@@ -104,6 +104,7 @@ fn files() -> Vec<ListedFile> {
 fn nodes(skew: bool) -> Vec<NodeStatus> {
     vec![
         NodeStatus {
+            id: None,
             name: "alpha".into(),
             addr: "127.0.0.1:7001".into(),
             up: true,
@@ -117,6 +118,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             warnings: Vec::new(),
         },
         NodeStatus {
+            id: None,
             name: "beta".into(),
             addr: "127.0.0.1:7002".into(),
             up: true,
@@ -130,6 +132,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             warnings: Vec::new(),
         },
         NodeStatus {
+            id: None,
             name: "gamma".into(),
             addr: "10.0.0.9:7001".into(),
             up: false,

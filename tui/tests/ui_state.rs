@@ -809,6 +809,7 @@ fn fetch_prompts_for_the_destination() {
 
 fn node(name: &str, skew: i64) -> NodeStatus {
     NodeStatus {
+        id: None,
         name: name.into(),
         addr: "127.0.0.1:1".into(),
         up: true,
