@@ -273,3 +273,34 @@ fn idle_and_oversized_strangers_are_closed_and_others_keep_working() {
     // The admin's client still works.
     node.list();
 }
+
+/// A plain TCP client speaking the old clear-text protocol (the magic bytes
+/// and a hello frame, as protocol 4 did) gets no answer it could use: the
+/// node closes the connection, says why in its log, and changes nothing.
+#[test]
+fn a_plain_tcp_client_is_refused_and_changes_nothing() {
+    let node = Node::start("A");
+    put(node.path("keep.txt"), b"keep");
+    node.wait_list("keep.txt indexed", |l| {
+        l.iter().any(|f| f["path"] == "keep.txt")
+    });
+    let before = disk_files(node.dir());
+    let mut s = TcpStream::connect(node.addr()).expect("connect");
+    s.set_read_timeout(Some(scaled(Duration::from_secs(15))))
+        .expect("timeout");
+    let mut hello = b"TANDEM\r\n".to_vec();
+    hello.extend_from_slice(&9u32.to_be_bytes());
+    hello.extend_from_slice(b"\x04\x00\x00\x00\x01\x04evil");
+    s.write_all(&hello).expect("write");
+    // Whatever comes back (a TLS alert at most) ends in a close.
+    let mut back = Vec::new();
+    let _ = s.read_to_end(&mut back);
+    assert!(
+        !contains(&back, b"keep.txt") && back.len() < 64,
+        "{}",
+        node.fail(&format!("a plain client got {} bytes back", back.len()))
+    );
+    node.wait_log("TLS handshake failed");
+    assert_eq!(before, disk_files(node.dir()), "nothing on disk changed");
+    node.list();
+}
