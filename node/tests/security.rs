@@ -228,33 +228,6 @@ fn setuid_bits_never_arrive_from_a_peer_or_a_put() {
     }
 }
 
-/// A TLS client connection with a fresh key of its own, hello said.
-async fn stranger(node: &Node) -> RawPeerIo {
-    use tandem_common::proto::{self, Hello, Role};
-    let mut io = tls_to(node, &fresh_key(), false).await;
-    let hello = Hello {
-        role: Role::Client,
-        name: "stranger".into(),
-    };
-    let w = proto::connect_handshake(&mut io, &hello)
-        .await
-        .expect("welcome");
-    assert!(
-        w.client.is_some_and(|(_, role)| role.is_none()),
-        "a new client has no role"
-    );
-    io
-}
-
-/// Waits (with a deadline) until the node closes `io`; fails with `why`.
-async fn closed_by_node(node: &Node, mut io: RawPeerIo, why: &str) {
-    let closed = tokio::time::timeout(scaled(std::time::Duration::from_secs(15)), async {
-        while let Ok(Some(_)) = io.recv_raw().await {}
-    })
-    .await;
-    assert!(closed.is_ok(), "{}", node.fail(why));
-}
-
 #[test]
 fn idle_and_oversized_strangers_are_closed_and_others_keep_working() {
     let node = Node::builder("A").arg("--idle-timeout").arg("2s").start();

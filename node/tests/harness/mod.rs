@@ -1515,3 +1515,30 @@ pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::Nod
         .expect("handshake as a peer");
     (io, id)
 }
+
+/// A TLS client connection with a fresh key of its own, hello said.
+pub async fn stranger(node: &Node) -> RawPeerIo {
+    use tandem_common::proto::{self, Hello, Role};
+    let mut io = tls_to(node, &fresh_key(), false).await;
+    let hello = Hello {
+        role: Role::Client,
+        name: "stranger".into(),
+    };
+    let w = proto::connect_handshake(&mut io, &hello)
+        .await
+        .expect("welcome");
+    assert!(
+        w.client.is_some_and(|(_, role)| role.is_none()),
+        "a new client has no role"
+    );
+    io
+}
+
+/// Waits (with a deadline) until the node closes `io`; fails with `why`.
+pub async fn closed_by_node(node: &Node, mut io: RawPeerIo, why: &str) {
+    let closed = tokio::time::timeout(scaled(Duration::from_secs(15)), async {
+        while let Ok(Some(_)) = io.recv_raw().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "{}", node.fail(why));
+}
