@@ -365,8 +365,9 @@ where
                 if let Some(why) = over_budget(handle, peer_name) {
                     return why;
                 }
+                let most = blocks.len().min(MAX_BLOCKS_PER_REQUEST) * BLOCK_SIZE as usize;
                 let core = ctx.core.clone();
-                answer_with_content(ctx, handle, &tx, async move {
+                answer_with_content(ctx, handle, &tx, most, async move {
                     let data = serve_blocks(&core, path, hash, blocks).await;
                     PeerMessage::Blocks { req, data }
                 });
@@ -375,8 +376,9 @@ where
                 if let Some(why) = over_budget(handle, peer_name) {
                     return why;
                 }
+                let most = files.len().min(MAX_FILES_PER_REQUEST) * SMALL_FILE_MAX as usize;
                 let core = ctx.core.clone();
-                answer_with_content(ctx, handle, &tx, async move {
+                answer_with_content(ctx, handle, &tx, most, async move {
                     let data = serve_files(&core, files).await;
                     PeerMessage::Files { req, data }
                 });
@@ -469,20 +471,26 @@ where
 
 /// Makes an answer that carries file content in the background and queues
 /// it, counting its bytes as sent and against the link's budget (given back
-/// by the writer once written).
+/// by the writer once written). `most`, the largest the answer can be, is
+/// taken from the budget at once, before the answer is made: requests read
+/// faster than their answers are made count too.
 fn answer_with_content(
     ctx: &PeerCtx,
     link: &Arc<LinkHandle>,
     tx: &mpsc::UnboundedSender<PeerMessage>,
+    most: usize,
     answer: impl std::future::Future<Output = PeerMessage> + Send + 'static,
 ) {
     let (tx, link) = (tx.clone(), link.clone());
     let metrics = ctx.answerer_metrics.clone();
+    link.queued_bytes.fetch_add(most, Ordering::Relaxed);
     tokio::spawn(async move {
         let m = answer.await;
         let n = answer_bytes(&m);
         crate::metrics::Metrics::add(&metrics.bytes_sent, n as u64);
+        // From the reservation to the answer's real size.
         link.queued_bytes.fetch_add(n, Ordering::Relaxed);
+        link.queued_bytes.fetch_sub(most, Ordering::Relaxed);
         if tx.send(m).is_err() {
             link.queued_bytes.fetch_sub(n, Ordering::Relaxed);
         }

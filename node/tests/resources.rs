@@ -13,6 +13,8 @@
 //!   turned away too, until the stalls time out). Every connection that
 //!   stalls before its hello is closed by the node after the handshake
 //!   timeout, and capacity comes back.
+//! - a trusted peer that asks for file content and never reads its socket
+//!   is cut off at its link's budget, and the node's memory stays bounded.
 //! - 2,000 registration attempts with bad codes: `RateLimited` after the
 //!   tenth in a minute, nothing registered, answered quickly.
 //! - a TLS-terminating proxy between two nodes (and between a client and a
@@ -33,19 +35,20 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 use serde_json::Value;
-use tandem_common::NodeId;
 use tandem_common::identity::{KeyPair, format_id};
 use tandem_common::proto::{
     self, ApiError, ClientRequest, ClientResponse, HandshakeError, Hello, HelloReply, NodeToClient,
-    Refusal, Request, Role, Welcomed,
+    PeerMessage, Refusal, Request, Role, Welcomed,
 };
 use tandem_common::tls::{Side, Tls};
+use tandem_common::{ContentHash, NodeId, RelPath};
 use tandem_node::api::{
     MAX_CLIENT_CONNECTIONS, MAX_CONNECTIONS, MAX_PEER_CONNECTIONS, MAX_STRANGER_CONNECTIONS,
 };
 
 /// The node's own limit on TLS plus hello (not scaled: it is the node's).
 const HELLO_TIMEOUT: Duration = tandem_node::peer::HANDSHAKE_TIMEOUT;
+const MIB: u64 = 1024 * 1024;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("a tokio runtime")
@@ -172,6 +175,18 @@ fn identities(node: &Node) -> Vec<Value> {
         ))
     );
     serde_json::from_slice(&out.stdout).expect("identities --json is JSON")
+}
+
+/// Resident memory of the node now (VmRSS), in KiB.
+fn rss_kib(node: &Node) -> u64 {
+    let pid = node.pid().expect("the node runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status")
 }
 
 // ---------------------------------------------------------------------------
@@ -457,6 +472,116 @@ fn the_total_cap_closes_further_connections_unread_and_stalls_expire() {
         node.try_list()
     });
     drop(admin);
+}
+
+// ---------------------------------------------------------------------------
+// A peer that asks and never reads
+
+/// Asks for blocks `reqs` (request numbers; each asks for the next 64
+/// blocks of the file, round the file) without reading any answer.
+async fn ask_blocks(
+    io: &mut RawPeerIo,
+    path: &RelPath,
+    hash: ContentHash,
+    blocks: u32,
+    reqs: std::ops::Range<u32>,
+) {
+    const PER_REQUEST: u32 = tandem_node::links::MAX_BLOCKS_PER_REQUEST as u32;
+    for k in reqs {
+        let first = (k * PER_REQUEST) % blocks;
+        let msg = PeerMessage::GetBlocks {
+            req: u64::from(k) + 1,
+            path: path.clone(),
+            hash,
+            blocks: (first..first + PER_REQUEST).collect(),
+        };
+        // Small frames: they fit in the socket buffers even when the node
+        // has stopped reading.
+        io.send(&msg).await.expect("send a block request");
+    }
+}
+
+#[test]
+fn a_peer_that_never_reads_is_cut_off_at_its_budget_and_memory_stays_bounded() {
+    // 512 blocks of 128 KiB; one request asks for 64 of them (8 MiB).
+    const SIZE: usize = 64 * MIB as usize;
+    const ANSWER_KIB: u64 = 8 * 1024;
+    let budget_kib = tandem_node::links::MAX_LINK_QUEUED_BYTES as u64 / 1024;
+    // The budget, one answer past it (the check lets the request that
+    // reaches it in), and 56 MiB for TLS and socket buffers, answers being
+    // read and the allocator. A node that queues without bound, or makes
+    // every asked answer at once, exceeds it: 1 GiB is asked for below.
+    let allowed_kib = budget_kib + ANSWER_KIB + 56 * 1024;
+
+    let node = Node::start("A");
+    let data = pattern(SIZE, 7);
+    let hash = ContentHash::of(&data);
+    put(node.path("big.bin"), &data);
+    drop(data);
+    node.wait_list("big.bin indexed", |l| {
+        find(l, "big.bin").is_some_and(|r| r["hash"] == hash.to_hex())
+    });
+    let base = rss_kib(&node);
+    let rt = runtime();
+    let path = RelPath::new("big.bin").expect("path");
+    let blocks = (SIZE as u64).div_ceil(tandem_common::model::BLOCK_SIZE) as u32;
+    let peak_ok = |what: &str| {
+        let peak = node.peak_rss_kib().expect("VmHWM");
+        assert!(
+            peak.saturating_sub(base) <= allowed_kib,
+            "{}",
+            node.fail(&format!(
+                "{what}: peak RSS {peak} KiB, {} KiB over the {base} KiB before the attack (allowed {allowed_kib} KiB)",
+                peak.saturating_sub(base)
+            ))
+        );
+    };
+    let cut_off = |name: &str| {
+        wait_until(
+            CHANGE_TIMEOUT * 6,
+            &format!("the node to cut off {name}, which does not read"),
+            &[&node],
+            || {
+                peak_ok(&format!("while {name} asked without reading"));
+                node.log().lines().any(|l| {
+                    l.contains(&format!("closing link to {name}:"))
+                        && l.contains("it asks without reading")
+                })
+            },
+        );
+        // The link goes, and its queued answers with it.
+        node.wait_log(&format!("peer {name} disconnected"));
+        peak_ok(&format!("after {name} was cut off"));
+        wait_until(CHANGE_TIMEOUT, "memory given back", &[&node], || {
+            let now = rss_kib(&node);
+            if now <= base + 32 * 1024 {
+                Ok(())
+            } else {
+                Err(format!("VmRSS {now} KiB, {base} KiB before the attack"))
+            }
+        });
+    };
+
+    // A burst: 128 requests (1 GiB of answers) at once, read by the node
+    // long before their answers are made.
+    let burst = rt.block_on(async {
+        let (mut io, _) = raw_peer(&node, "burst").await;
+        ask_blocks(&mut io, &path, hash, blocks, 0..128).await;
+        io
+    });
+    // Clients are served meanwhile.
+    let t = Instant::now();
+    node.list();
+    eprintln!("tandem list during the attack: {:.1?}", t.elapsed());
+    cut_off("burst");
+    drop(burst);
+
+    eprintln!(
+        "RSS before {base} KiB, peak {} KiB, now {} KiB",
+        node.peak_rss_kib().unwrap_or(0),
+        rss_kib(&node)
+    );
+    node.list();
 }
 
 // ---------------------------------------------------------------------------
