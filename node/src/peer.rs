@@ -121,7 +121,13 @@ where
                         Some(m) => {
                             let events = matches!(m, PeerMessage::Events(_));
                             let served = answer_bytes(&m);
-                            if let Err(e) = writer.send_msg(m).await {
+                            // A peer that does not read blocks this write
+                            // for good: closing the link must end it too.
+                            let sent = tokio::select! {
+                                r = writer.send_msg(m) => r,
+                                _ = closed.cancelled() => break,
+                            };
+                            if let Err(e) = sent {
                                 tracing::debug!("send failed: {e}");
                                 break;
                             }

@@ -562,17 +562,52 @@ fn a_peer_that_never_reads_is_cut_off_at_its_budget_and_memory_stays_bounded() {
         });
     };
 
-    // A burst: 128 requests (1 GiB of answers) at once, read by the node
-    // long before their answers are made.
+    // 1. Paced: 30 requests (240 MiB, under the budget) are answered and
+    //    wait behind the peer's full socket; the writer is stuck. Then more.
+    let under = (budget_kib / ANSWER_KIB - 2) as u32;
+    let mut paced = rt.block_on(async {
+        let (mut io, _) = raw_peer(&node, "paced").await;
+        ask_blocks(&mut io, &path, hash, blocks, 0..under).await;
+        io
+    });
+    wait_until(
+        CHANGE_TIMEOUT * 6,
+        "the answers made and queued",
+        &[&node],
+        || {
+            peak_ok("while the answers were made");
+            let now = rss_kib(&node);
+            let want = base + (u64::from(under) - 4) * ANSWER_KIB;
+            if now >= want {
+                Ok(())
+            } else {
+                Err(format!("VmRSS {now} KiB, waiting for {want} KiB"))
+            }
+        },
+    );
+    // Clients are served while the peer hogs its link. (`list` asks every
+    // peer for its files; this one never answers, so it takes the node's
+    // query timeout, 5 s, and still succeeds.)
+    let t = Instant::now();
+    node.list();
+    eprintln!("tandem list during the attack: {:.1?}", t.elapsed());
+    rt.block_on(ask_blocks(
+        &mut paced,
+        &path,
+        hash,
+        blocks,
+        under..under + 8,
+    ));
+    cut_off("paced");
+    drop(paced);
+
+    // 2. A burst: 128 requests (1 GiB of answers) at once, read by the node
+    //    long before their answers are made.
     let burst = rt.block_on(async {
         let (mut io, _) = raw_peer(&node, "burst").await;
         ask_blocks(&mut io, &path, hash, blocks, 0..128).await;
         io
     });
-    // Clients are served meanwhile.
-    let t = Instant::now();
-    node.list();
-    eprintln!("tandem list during the attack: {:.1?}", t.elapsed());
     cut_off("burst");
     drop(burst);
 
