@@ -2,7 +2,7 @@
 //! the in-process transport. Every wait has a deadline; nothing sleeps to
 //! synchronise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ fn test_settings() -> RaftSettings {
     }
 }
 
-const NAMES: [&str; 3] = ["a", "b", "c"];
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
 struct Cluster {
     net: Arc<MemNet>,
@@ -43,6 +43,7 @@ impl Cluster {
     async fn start(settings: RaftSettings) -> Cluster {
         let net = MemNet::new();
         let ids: Vec<NodeId> = (1..=3).map(|i| NodeId(Uuid::from_u128(i))).collect();
+        // (A fourth node can be added later: `add_node`.)
         let mut c = Cluster {
             net,
             dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
@@ -57,6 +58,7 @@ impl Cluster {
             .ids
             .iter()
             .zip(NAMES)
+            .take(3)
             .map(|(id, n)| (*id, n.to_string()))
             .collect();
         assert!(c.node(0).initialize(members.clone()).await.unwrap());
@@ -166,8 +168,18 @@ impl Cluster {
         tables[0].clone()
     }
 
+    /// Starts a fresh node (not a member yet) and answers its index.
+    async fn add_node(&mut self) -> usize {
+        let i = self.ids.len();
+        self.ids.push(NodeId(Uuid::from_u128(i as u128 + 1)));
+        self.dirs.push(tempfile::tempdir().unwrap());
+        self.nodes.push(None);
+        self.boot(i).await;
+        i
+    }
+
     async fn shutdown(mut self) {
-        for i in 0..3 {
+        for i in 0..self.nodes.len() {
             self.stop(i).await;
         }
         self.net.clear();
@@ -528,5 +540,56 @@ async fn with_two_of_three_stopped_the_last_one_refuses_naming_both() {
     }
     let err = refused_in_time(c.node(last), lock("x", &claim(1, c.ids[last]))).await;
     assert_eq!(err.to_string(), alone_message(last));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gone_for_good_is_removed_and_a_new_one_added_by_commands() {
+    let mut c = Cluster::start(test_settings()).await;
+    let leader = c.leader_among(&[0, 1, 2]).await;
+    let (stay, gone) = (others(leader)[0], others(leader)[1]);
+    c.stop(gone).await;
+    c.node(leader).remove_member(c.ids[gone]).await.unwrap();
+    // Membership changes are made on the leader only.
+    let refused = c.node(stay).remove_member(c.ids[leader]).await;
+    assert!(
+        matches!(refused, Err(RaftLocksError::NotLeader { leader: Some(l) }) if l == c.mid(leader)),
+        "{refused:?}"
+    );
+
+    let new = c.add_node().await;
+    c.node(leader)
+        .add_member(c.ids[new], NAMES[new].into())
+        .await
+        .unwrap();
+    let want: BTreeSet<MemberId> = [leader, stay, new].iter().map(|i| c.mid(*i)).collect();
+    c.node(new)
+        .raft()
+        .wait(Some(SOON))
+        .metrics(
+            |m| {
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect::<BTreeSet<_>>()
+                    == want
+            },
+            "the new member sees the new voters",
+        )
+        .await
+        .unwrap();
+
+    // Without `stay`, the leader and the new member are a majority.
+    c.stop(stay).await;
+    let cl = claim(1, c.ids[new]);
+    assert_eq!(
+        c.node(new).submit(lock("x", &cl)).await.unwrap(),
+        LockOutcome::Granted(cl)
+    );
+    let err = c.node(new).probe().await;
+    assert_eq!(
+        err.to_string(),
+        format!("2 of 3 nodes reachable ({} down)", NAMES[stay])
+    );
     c.shutdown().await;
 }
