@@ -18,6 +18,7 @@ pub mod links;
 pub mod locks;
 pub mod metrics;
 pub mod peer;
+pub mod raft;
 pub mod scan;
 pub mod statelock;
 pub mod store;
