@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 /// Largest frame either side accepts or sends (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -126,7 +126,13 @@ impl<S: AsyncRead + AsyncWrite> FrameIo<S> {
         let (r, w) = tokio::io::split(io);
         FrameIo {
             reader: FrameReader {
-                stream: FramedRead::new(r, length_codec()),
+                stream: FramedRead::new(
+                    r,
+                    FrameDecoder {
+                        inner: length_codec(),
+                        in_frame: false,
+                    },
+                ),
             },
             writer: FrameWriter { sink: w },
         }
@@ -260,9 +266,41 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// [`length_codec`], also knowing whether the stream is inside a frame:
+/// the inner codec consumes a frame's length prefix before its payload has
+/// arrived, so an empty buffer alone does not mean "between frames".
+struct FrameDecoder {
+    inner: LengthDelimitedCodec,
+    /// A length prefix was read and its payload is not complete yet.
+    in_frame: bool,
+}
+
+impl Decoder for FrameDecoder {
+    type Item = bytes::BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<Option<Self::Item>> {
+        let before = buf.len();
+        let frame = self.inner.decode(buf)?;
+        self.in_frame = frame.is_none() && (self.in_frame || buf.len() < before);
+        Ok(frame)
+    }
+
+    /// A stream that ends inside a frame (or its length prefix) is an
+    /// `UnexpectedEof`, like a TLS stream cut without its close_notify;
+    /// [`FrameReader::recv_raw`] reports it as [`CodecError::Truncated`].
+    fn decode_eof(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<Option<Self::Item>> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            None if buf.is_empty() && !self.in_frame => Ok(None),
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
 /// The receiving half of a [`FrameIo`].
 pub struct FrameReader<S> {
-    stream: FramedRead<ReadHalf<S>, LengthDelimitedCodec>,
+    stream: FramedRead<ReadHalf<S>, FrameDecoder>,
 }
 
 impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
@@ -271,6 +309,7 @@ impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
     pub fn set_max_frame(&mut self, n: usize) {
         self.stream
             .decoder_mut()
+            .inner
             .set_max_frame_length(n.min(MAX_FRAME));
     }
 
@@ -284,7 +323,8 @@ impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
             // (processes exit without saying goodbye).
             Some(Err(e))
                 if e.kind() == std::io::ErrorKind::UnexpectedEof
-                    && self.stream.read_buffer().is_empty() =>
+                    && self.stream.read_buffer().is_empty()
+                    && !self.stream.decoder().in_frame =>
             {
                 Ok(None)
             }
@@ -350,6 +390,98 @@ mod tests {
         let mut buf = BytesMut::from(&[0, 0, 0, 100, 1, 2, 3][..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(codec.decode_eof(&mut buf).is_err());
+    }
+
+    /// Reads `stream` (then its end) with the frame reader: the payloads
+    /// received and how it ended.
+    async fn read_all(stream: &[u8]) -> (Vec<Vec<u8>>, Result<(), CodecError>) {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        a.write_all(stream).await.unwrap();
+        drop(a);
+        let mut r = FrameIo::new(b);
+        let mut frames = Vec::new();
+        loop {
+            match r.recv_raw().await {
+                Ok(Some(f)) => frames.push(f.to_vec()),
+                Ok(None) => return (frames, Ok(())),
+                Err(e) => return (frames, Err(e)),
+            }
+        }
+    }
+
+    // Found by the `frame` fuzz target: a stream cut right after a length
+    // prefix read as a clean close, and one cut inside a frame or a prefix
+    // as an I/O error ("bytes remaining on stream") instead of `Truncated`.
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_frame_is_truncated() {
+        let whole = [0, 0, 0, 2, b'h', b'i'];
+        for cut in [0, 6] {
+            let (frames, end) = read_all(&whole[..cut]).await;
+            assert_eq!(frames.len(), cut / 6);
+            assert!(end.is_ok(), "cut at {cut}: {end:?}");
+        }
+        for cut in [1, 3, 4, 5] {
+            let (frames, end) = read_all(&whole[..cut]).await;
+            assert!(frames.is_empty());
+            assert!(
+                matches!(end, Err(CodecError::Truncated)),
+                "cut at {cut}: {end:?}"
+            );
+        }
+        // The same after a whole frame.
+        let (frames, end) = read_all(&[0, 0, 0, 1, b'x', 0, 0, 0, 9]).await;
+        assert_eq!(frames, vec![b"x".to_vec()]);
+        assert!(matches!(end, Err(CodecError::Truncated)), "{end:?}");
+    }
+
+    /// A TLS stream closed without its close_notify: its bytes, then an
+    /// `UnexpectedEof` error.
+    struct CutTls(Vec<u8>);
+
+    impl AsyncRead for CutTls {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            buf.put_slice(&std::mem::take(&mut self.0));
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for CutTls {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            b: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_stream_cut_after_a_length_prefix_is_truncated() {
+        let mut r = FrameIo::new(CutTls(vec![0, 0, 0, 1, b'x']));
+        assert_eq!(&r.recv_raw().await.unwrap().unwrap()[..], b"x");
+        assert!(r.recv_raw().await.unwrap().is_none(), "between frames");
+        let mut r = FrameIo::new(CutTls(vec![0, 0, 0, 9]));
+        let end = r.recv_raw().await;
+        assert!(matches!(end, Err(CodecError::Truncated)), "{end:?}");
     }
 
     #[test]
