@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +293,16 @@ pub enum ClientRequest {
     Identities,
     /// Lock a file for the logged-in client.
     Lock {
+        /// Which file.
+        path: RelPath,
+        /// Queue behind the holder if it is locked (answered `Queued`)
+        /// instead of being refused.
+        wait: bool,
+    },
+    /// After `Queued`: answer `Locked` once the lock is this client's.
+    /// Closing the connection (or sending anything else) first leaves the
+    /// queue.
+    AwaitLock {
         /// Which file.
         path: RelPath,
     },
@@ -572,6 +582,13 @@ pub enum ClientResponse {
     IdentityList(Vec<IdentityRecord>),
     /// A lock was taken.
     Locked(LockInfo),
+    /// The lock request waits in the file's queue.
+    Queued {
+        /// The lock as it stands (holder and queue).
+        lock: LockInfo,
+        /// Place in the queue, 1 = next.
+        position: usize,
+    },
     /// A lock was released; the changes it held are now being reconciled.
     Unlocked {
         /// The lock that was released.
@@ -712,6 +729,8 @@ pub struct LockInfo {
     pub since_ns: i64,
     /// The node it was taken through.
     pub via: String,
+    /// Who waits for it, first in line first.
+    pub waiting: Vec<String>,
 }
 
 /// What kind of change a lock is holding back.
@@ -772,14 +791,35 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_secs: u64,
     },
-    /// Someone else is taking a lock on the same file right now; retry.
-    #[error("{path} is being locked by {owner_name} right now; try again")]
-    LockBusy {
-        /// The file.
-        path: String,
-        /// Who is taking it.
-        owner_name: String,
+    /// The lock cluster cannot decide: fewer than a majority of its nodes
+    /// can be reached. Nothing was changed.
+    #[error(
+        "lock refused: only {} of {} nodes reachable{}; a majority ({needed}) is needed",
+        .reachable.len(),
+        .reachable.len() + .down.len(),
+        if .down.is_empty() { String::new() } else { format!(" ({} down)", .down.join(", ")) }
+    )]
+    NoMajority {
+        /// Names of the nodes that answered.
+        reachable: Vec<String>,
+        /// Names of the nodes that did not.
+        down: Vec<String>,
+        /// How many make a majority.
+        needed: usize,
     },
+    /// The request reached the lock cluster but no answer came in time:
+    /// it may or may not have been applied.
+    #[error(
+        "no answer from the lock cluster within {waited_ms} ms: the lock may or may not have changed; check `tandem locks` and retry"
+    )]
+    LockUnknown {
+        /// How long the node waited.
+        waited_ms: u64,
+    },
+    /// The lock cluster is not available for another reason (not formed
+    /// yet, no leader elected in time, stopped); nothing was changed.
+    #[error("lock service unavailable: {0}")]
+    LockService(String),
     /// Someone else holds the lock.
     #[error("{path} is locked by {owner_name} ({owner}) since {since}")]
     LockedBy {
@@ -939,24 +979,9 @@ pub enum PeerMessage {
     },
     /// Client identities known to the sender (replicated cluster-wide).
     Identities(Vec<IdentityRecord>),
-    /// Every lock record the sender knows (sent on connect).
-    LockSync(Vec<LockRecord>),
-    /// A proposal to lock: vote yes if you have no other holder.
-    LockPropose {
-        /// Matches the vote.
-        req: u64,
-        /// The proposed lock.
-        lock: LockRecord,
-    },
-    /// The answer to a proposal: `Err` names the current holder.
-    LockVote {
-        /// The proposal answered.
-        req: u64,
-        /// Yes, or why not.
-        result: Result<(), ApiError>,
-    },
-    /// A lock record changed state (granted, aborted or released).
-    LockUpdate(LockRecord),
+    /// A message of the lock cluster (Raft), possibly for another node:
+    /// forwarded towards its destination (see the node's `mesh` module).
+    Raft(RaftEnvelope),
     /// Ask for blocks of the file at `path` whose content hash is `hash`.
     GetBlocks {
         /// Matches the answer to the question.
@@ -1057,41 +1082,27 @@ pub struct IdentityRecord {
     pub by: String,
 }
 
-/// The state of a lock record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LockState {
-    /// Proposed, waiting for every node's vote; expires if never decided.
-    Proposed,
-    /// Granted: held by the owner.
-    Held,
-    /// The proposal failed.
-    Aborted,
-    /// Released (by the owner, or forced by someone else).
-    Released {
-        /// Who released it.
-        by: String,
-        /// It was forced by someone other than the owner.
-        forced: bool,
-    },
-}
+/// Most nodes a [`RaftEnvelope`] may cross; one that would cross more is
+/// dropped (a route loop, or a cluster larger than any Tandem supports).
+pub const MAX_RAFT_HOPS: u8 = 16;
 
-/// One lock, as nodes agree on it.
+/// A message between two members of the lock cluster, carried over peer
+/// links and forwarded by the nodes in between. The body is the node's
+/// own encoding of a Raft request or reply (opaque here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockRecord {
-    /// Unique per lock taken.
-    pub id: Uuid,
-    /// The locked file.
-    pub path: RelPath,
-    /// Owner's client id.
-    pub owner: Uuid,
-    /// Owner's display name.
-    pub owner_name: String,
-    /// When it was taken (ns).
-    pub since_ns: i64,
-    /// Name of the node it was taken through.
-    pub via: String,
-    /// Where it stands.
-    pub state: LockState,
+pub struct RaftEnvelope {
+    /// Numbered by `from`; a reply carries its request's number.
+    pub id: u64,
+    /// The node that wrote it.
+    pub from: NodeId,
+    /// The node it is for.
+    pub to: NodeId,
+    /// Links crossed so far.
+    pub hops: u8,
+    /// A reply (true) or a request.
+    pub reply: bool,
+    /// The request or reply.
+    pub body: Vec<u8>,
 }
 
 /// One block's bytes. Build it with [`BlockData::new`].

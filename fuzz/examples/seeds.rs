@@ -107,18 +107,6 @@ fn summary(p: &str) -> FileSummary {
     }
 }
 
-fn lock(p: &str, state: LockState) -> LockRecord {
-    LockRecord {
-        id: Uuid::from_u128(77),
-        path: path(p),
-        owner: Uuid::from_u128(5),
-        owner_name: "ann@laptop".into(),
-        since_ns: 1_764_000_000_000_000_000,
-        via: "A".into(),
-        state,
-    }
-}
-
 fn event(seq: u64, kind: EventKind) -> Event {
     Event {
         epoch: 9,
@@ -237,37 +225,26 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
             }]),
         ),
         (
-            "lock-sync",
-            PeerMessage::LockSync(vec![lock("b.txt", LockState::Held)]),
+            "raft-request",
+            PeerMessage::Raft(RaftEnvelope {
+                id: 7,
+                from: NodeId(Uuid::from_u128(1)),
+                to: NodeId(Uuid::from_u128(2)),
+                hops: 1,
+                reply: false,
+                body: vec![4, 0, 1, 2],
+            }),
         ),
         (
-            "lock-propose",
-            PeerMessage::LockPropose {
-                req: 1,
-                lock: lock("b.txt", LockState::Proposed),
-            },
-        ),
-        (
-            "lock-vote-no",
-            PeerMessage::LockVote {
-                req: 1,
-                result: Err(ApiError::LockedBy {
-                    path: "b.txt".into(),
-                    owner_name: "bob".into(),
-                    owner: Uuid::from_u128(6),
-                    since: "22:16".into(),
-                }),
-            },
-        ),
-        (
-            "lock-update",
-            PeerMessage::LockUpdate(lock(
-                "b.txt",
-                LockState::Released {
-                    by: "ann@laptop".into(),
-                    forced: false,
-                },
-            )),
+            "raft-reply",
+            PeerMessage::Raft(RaftEnvelope {
+                id: 7,
+                from: NodeId(Uuid::from_u128(2)),
+                to: NodeId(Uuid::from_u128(1)),
+                hops: 0,
+                reply: true,
+                body: vec![5],
+            }),
         ),
         (
             "get-blocks",
@@ -428,6 +405,26 @@ fn request_list() -> Vec<(&'static str, Request)> {
                 4,
                 ClientRequest::Lock {
                     path: path("b.txt"),
+                    wait: false,
+                },
+            ),
+        ),
+        (
+            "lock-wait",
+            request(
+                4,
+                ClientRequest::Lock {
+                    path: path("b.txt"),
+                    wait: true,
+                },
+            ),
+        ),
+        (
+            "await-lock",
+            request(
+                5,
+                ClientRequest::AwaitLock {
+                    path: path("b.txt"),
                 },
             ),
         ),
@@ -497,6 +494,7 @@ fn to_client_list() -> Vec<(&'static str, NodeToClient)> {
         owner: Uuid::from_u128(5),
         since_ns: 1,
         via: "A".into(),
+        waiting: vec!["bob".into()],
     };
     let mut chunk = chunk();
     let _ = chunk.take_body();
@@ -526,6 +524,16 @@ fn to_client_list() -> Vec<(&'static str, NodeToClient)> {
         (
             "locked",
             response(4, ClientResponse::Locked(lock_info.clone())),
+        ),
+        (
+            "queued",
+            response(
+                4,
+                ClientResponse::Queued {
+                    lock: lock_info.clone(),
+                    position: 2,
+                },
+            ),
         ),
         (
             "unlocked",

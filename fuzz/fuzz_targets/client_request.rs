@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
 
 fn check_request(req: &ClientRequest) {
     match req {
-        ClientRequest::Lock { path }
+        ClientRequest::Lock { path, .. }
+        | ClientRequest::AwaitLock { path }
         | ClientRequest::Unlock { path, .. }
         | ClientRequest::Fetch { path, .. }
         | ClientRequest::Put { path, .. } => check_path(path.as_str()),
@@ -83,7 +84,9 @@ fn check_response(resp: &ClientResponse) {
         ClientResponse::Files { files, .. } => {
             files.iter().for_each(|f| check_path(f.path.as_str()))
         }
-        ClientResponse::Locked(l) => check_path(l.path.as_str()),
+        ClientResponse::Locked(l) | ClientResponse::Queued { lock: l, .. } => {
+            check_path(l.path.as_str())
+        }
         ClientResponse::Unlocked { lock, released } => {
             check_path(lock.path.as_str());
             released.iter().for_each(|h| check_path(h.path.as_str()));

@@ -38,10 +38,6 @@ fuzz_target!(|data: &[u8]| {
         PeerMessage::GetFiles { files, .. } => {
             files.iter().for_each(|(p, _)| check_path(p.as_str()))
         }
-        PeerMessage::LockSync(locks) => locks.iter().for_each(|l| check_path(l.path.as_str())),
-        PeerMessage::LockPropose { lock, .. } | PeerMessage::LockUpdate(lock) => {
-            check_path(lock.path.as_str())
-        }
         PeerMessage::Query {
             q: PeerQuery::Files { after: Some(p) } | PeerQuery::File { path: p },
             ..

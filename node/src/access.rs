@@ -35,9 +35,11 @@ pub fn required(req: &ClientRequest) -> Option<Access> {
         | R::Ping { .. }
         | R::Discover { .. }
         | R::Identities => Some(Access::Read),
-        R::Lock { .. } | R::Unlock { force: false, .. } | R::Put { .. } | R::PutData { .. } => {
-            Some(Access::Write)
-        }
+        R::Lock { .. }
+        | R::AwaitLock { .. }
+        | R::Unlock { force: false, .. }
+        | R::Put { .. }
+        | R::PutData { .. } => Some(Access::Write),
         R::Unlock { force: true, .. } | R::Approve { .. } | R::Invite { .. } => Some(Access::Admin),
     }
 }
@@ -51,7 +53,8 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         R::Approve { .. } => "approve",
         R::Invite { .. } => "invite",
         R::Identities => "identities",
-        R::Lock { .. } => "lock",
+        R::Lock { wait: false, .. } => "lock",
+        R::Lock { wait: true, .. } | R::AwaitLock { .. } => "lock --wait",
         R::Unlock { force: true, .. } => "unlock --force",
         R::Unlock { .. } => "unlock",
         R::Locks => "locks",
@@ -294,7 +297,10 @@ mod tests {
         let p = RelPath::new("a").unwrap();
         assert_eq!(required(&ClientRequest::List), Some(Access::Read));
         assert_eq!(
-            required(&ClientRequest::Lock { path: p.clone() }),
+            required(&ClientRequest::Lock {
+                path: p.clone(),
+                wait: false
+            }),
             Some(Access::Write)
         );
         assert_eq!(

@@ -16,8 +16,7 @@ use tandem_common::RelPath;
 use tandem_common::codec::{FrameIo, FrameReader, FrameWriter};
 use tandem_common::proto::{
     self, ApiError, ClientInfo, ClientRequest, ClientResponse, Event, EventKind, HandshakeError,
-    Hello, HelloReply, LockInfo, LockRecord, LockState, NodeToClient, PROTOCOL_VERSION, Refusal,
-    Request, Role,
+    Hello, HelloReply, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
 };
 use tandem_common::proto::{Access, IdentityRecord};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -76,6 +75,8 @@ pub struct Ctx {
     pub idle_timeout: Duration,
     /// Open connections, by kind.
     pub conns: Conns,
+    /// The lock cluster.
+    pub locks: Arc<crate::lock_service::LockService>,
 }
 
 /// Counts of open connections, by kind, for the caps.
@@ -417,6 +418,8 @@ enum SessionError {
     Codec(#[from] tandem_common::codec::CodecError),
     #[error("idle for {0:?} (nothing asked, no feed followed)")]
     Idle(Duration),
+    #[error("the client left while waiting for a lock")]
+    LeftWaiting,
 }
 
 /// Who is on the other end of a client connection (its key is proven).
@@ -596,45 +599,76 @@ where
             )),
         },
         ClientRequest::Identities => ClientResponse::IdentityList(ctx.identities.all()),
-        ClientRequest::Lock { path } => match lock(ctx, path, session.id, &session.name).await {
-            Ok(info) => ClientResponse::Locked(info),
-            Err(e) => ClientResponse::Error(e),
-        },
-        ClientRequest::Unlock { path, force } => {
-            let (id, name) = (&session.id, &session.name);
-            {
-                // What the lock holds anywhere in the cluster, so the client
-                // is told exactly what this unlock releases.
-                let elsewhere: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links)
-                    .await
-                    .into_iter()
-                    .filter(|h| h.path == path)
-                    .collect();
-                let res = ctx
-                    .core
-                    .ask_lock(|reply| LockMsg::Unlock {
-                        path,
-                        client: *id,
-                        name: name.clone(),
-                        force,
-                        reply,
-                    })
-                    .await
-                    .and_then(|r| r);
-                match res {
-                    Ok((lock, mut released)) => {
-                        for h in elsewhere {
-                            if !released.contains(&h) {
-                                released.push(h);
-                            }
-                        }
-                        ClientResponse::Unlocked { lock, released }
-                    }
-                    Err(e) => ClientResponse::Error(e),
-                }
+        ClientRequest::Lock { path, wait } => {
+            match lock(ctx, path, wait, session.id, &session.name).await {
+                Ok(r) => r,
+                Err(e) => ClientResponse::Error(e),
             }
         }
-        ClientRequest::Locks => match ctx.core.ask_lock(LockMsg::List).await {
+        ClientRequest::AwaitLock { path } => {
+            let owner = session.id;
+            let granted = tokio::select! {
+                g = ctx.locks.await_grant(&path, owner) => g,
+                // Anything from the client (its end of the connection
+                // closing, most likely) ends the wait and gives up the
+                // place in the queue.
+                _ = r.recv_raw() => {
+                    let locks = ctx.locks.clone();
+                    tokio::spawn(async move { locks.cancel_wait(path, owner).await });
+                    return Err(SessionError::LeftWaiting);
+                }
+            };
+            match granted {
+                Ok(info) => {
+                    tracing::info!("{} got the lock on {} (it waited)", session.name, info.path);
+                    ClientResponse::Locked(info)
+                }
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
+        ClientRequest::Unlock { path, force } => {
+            // What the lock holds anywhere in the cluster, so the client is
+            // told exactly what this unlock releases.
+            let held: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links)
+                .await
+                .into_iter()
+                .filter(|h| h.path == path)
+                .collect();
+            match ctx.locks.unlock(path, session.id, force).await {
+                Ok((lock, next)) => {
+                    let forced = lock.owner != session.id;
+                    if forced {
+                        tracing::warn!(
+                            "lock on {} held by {} was FORCED open by {} ({})",
+                            lock.path,
+                            lock.owner_name,
+                            session.name,
+                            session.id
+                        );
+                    } else {
+                        tracing::info!("{} unlocked {}", session.name, lock.path);
+                    }
+                    ctx.events.emit(EventKind::Unlocked {
+                        path: lock.path.clone(),
+                        by: session.name.clone(),
+                        forced,
+                    });
+                    if let Some(n) = next {
+                        ctx.events.emit(EventKind::Locked {
+                            path: n.path.clone(),
+                            owner: n.owner_name.clone(),
+                            via: n.via.clone(),
+                        });
+                    }
+                    ClientResponse::Unlocked {
+                        lock,
+                        released: held,
+                    }
+                }
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
+        ClientRequest::Locks => match ctx.locks.list() {
             Ok(v) => ClientResponse::LockList(v),
             Err(e) => ClientResponse::Error(e),
         },
@@ -704,97 +738,39 @@ where
     send(w, req.id, body).await
 }
 
-/// How long a peer has to vote on a lock proposal.
-const VOTE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Takes a lock: reserve here, then every known peer must vote yes; any
-/// refusal or unreachable peer aborts it everywhere.
+/// Takes (or, with `wait`, queues for) the lock on `path` through the
+/// lock cluster, after checking it is a file this node knows.
 async fn lock(
     ctx: &Ctx,
     path: RelPath,
+    wait: bool,
     owner: Uuid,
     owner_name: &str,
-) -> Result<LockInfo, ApiError> {
-    let mut rec = LockRecord {
-        id: Uuid::new_v4(),
-        path,
-        owner,
-        owner_name: owner_name.to_string(),
-        since_ns: crate::core::now_ns(),
-        via: ctx.name.clone(),
-        state: LockState::Proposed,
-    };
-    let r = rec.clone();
+) -> Result<ClientResponse, ApiError> {
+    let p = path.clone();
     ctx.core
-        .ask_lock(|reply| LockMsg::Propose {
-            lock: r,
-            local: true,
-            reply,
-        })
+        .ask_lock(|reply| LockMsg::Lockable(p, reply))
         .await??;
-    let abort = |rec: &LockRecord, why: String| {
-        ctx.core.tell_lock(LockMsg::Update(
-            LockRecord {
-                state: LockState::Aborted,
-                ..rec.clone()
-            },
-            None,
-        ));
-        ApiError::Other(why)
-    };
-    // Every member of the cluster (the trusted nodes) must agree.
-    let links = &ctx.peer.links;
-    let known = ctx.core.ask_lock(LockMsg::KnownPeers).await?;
-    let members: Vec<(NodeId, String)> = ctx
-        .peer
-        .trust
-        .members()
-        .into_iter()
-        .map(|id| {
-            let name = known
-                .iter()
-                .find(|(k, _)| *k == id)
-                .map_or_else(|| id.to_string(), |(_, n)| n.clone());
-            (id, name)
-        })
-        .collect();
-    let mut votes = Vec::new();
-    for (peer, name) in members {
-        let Some(link) = links.get(&peer) else {
-            return Err(abort(
-                &rec,
-                format!(
-                    "lock refused: peer node {name} is unreachable, so it cannot agree (no split brain)"
-                ),
-            ));
-        };
-        let r = rec.clone();
-        votes.push(async move {
-            let v = tokio::time::timeout(VOTE_TIMEOUT, link.propose(r))
-                .await
-                .unwrap_or_else(|_| Err(ApiError::Other("no answer in time".into())));
-            (name, v)
-        });
-    }
-    for (name, vote) in futures::future::join_all(votes).await {
-        match vote {
-            Ok(()) => {}
-            // The holder or the racing proposal, as the client should see it.
-            Err(e @ (ApiError::LockedBy { .. } | ApiError::LockBusy { .. })) => {
-                abort(&rec, String::new());
-                return Err(e);
-            }
-            Err(why) => return Err(abort(&rec, format!("lock refused by node {name}: {why}"))),
+    let r = ctx.locks.lock(path, owner, owner_name, wait).await?;
+    match &r {
+        ClientResponse::Locked(l) => {
+            tracing::info!("{owner_name} ({owner}) locked {} through this node", l.path);
+            ctx.events.emit(EventKind::Locked {
+                path: l.path.clone(),
+                owner: l.owner_name.clone(),
+                via: l.via.clone(),
+            });
         }
+        ClientResponse::Queued { lock, position } => tracing::info!(
+            "{owner_name} ({owner}) waits for {} (place {position}, held by {})",
+            lock.path,
+            lock.owner_name
+        ),
+        _ => {}
     }
-    rec.state = LockState::Held;
-    ctx.core.tell_lock(LockMsg::Update(rec.clone(), None));
-    tracing::info!(
-        "{owner_name} ({owner}) locked {} through this node",
-        rec.path
-    );
-    Ok(crate::locks::info(&rec))
+    Ok(r)
 }
+
 async fn send<S>(w: &mut FrameWriter<S>, id: u64, body: ClientResponse) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

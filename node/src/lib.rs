@@ -13,9 +13,11 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod events;
+pub mod held;
 pub mod index;
 pub mod links;
-pub mod locks;
+pub mod lock_service;
+pub mod mesh;
 pub mod metrics;
 pub mod peer;
 pub mod raft;
@@ -128,6 +130,14 @@ pub async fn run(
         addr: local.to_string(),
         cache: cache.clone(),
     });
+    let mesh = mesh::Mesh::new(node_id, cfg.name.clone(), links.clone(), trust.clone());
+    let locks = lock_service::LockService::start(
+        &cfg.state_dir,
+        mesh.clone(),
+        handle.clone(),
+        stop.clone(),
+    )
+    .await?;
     let peer_ctx = peer::PeerCtx {
         core: handle.clone(),
         links,
@@ -141,6 +151,7 @@ pub async fn run(
         tls,
         trust,
         dir: cfg.dir.clone(),
+        mesh,
     };
     let ctx = api::Ctx {
         identities,
@@ -158,6 +169,7 @@ pub async fn run(
         cache,
         answerer,
         tmp_dir: cfg.state_dir.join("tmp"),
+        locks: locks.clone(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
     {
@@ -227,6 +239,7 @@ pub async fn run(
     drop(watcher);
     tasks.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await;
+    locks.shutdown().await;
     handle.shutdown();
     let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
     Ok(())

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tandem_common::proto::{
-    ApiError, BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
+    BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
 };
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -59,7 +59,6 @@ pub struct LinkHandle {
     pub(crate) blocks: Pending<BlockAnswer>,
     pub(crate) files: Pending<FilesAnswer>,
     pub(crate) lists: Pending<ListAnswer>,
-    pub(crate) votes: Pending<Result<(), ApiError>>,
     pub(crate) answers: Pending<Result<PeerAnswer, String>>,
     pub(crate) next_req: AtomicU64,
     /// Feed event batches queued for this peer and not yet written.
@@ -153,13 +152,6 @@ impl LinkHandle {
     /// Queues a message to the peer (in order; never blocks).
     pub fn post(&self, msg: PeerMessage) {
         let _ = self.tx.send(msg);
-    }
-
-    /// Asks the peer to vote on a lock proposal.
-    pub async fn propose(&self, lock: tandem_common::proto::LockRecord) -> Result<(), ApiError> {
-        let msg = |req| PeerMessage::LockPropose { req, lock };
-        let closed = || Err(ApiError::Other(format!("the link to {} closed", self.name)));
-        self.request(&self.votes, msg, closed).await
     }
 
     /// Asks the peer a question.

@@ -23,11 +23,18 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // openraft reports every election step at info and every unanswered
+    // heartbeat to a node that is down at error, twice a second; the node
+    // says what matters in its own words (who is down, when the cluster
+    // formed). RUST_LOG naming openraft brings its lines back.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,notify=warn".into());
+    let spec = if spec.contains("openraft") {
+        spec
+    } else {
+        format!("{spec},openraft=off")
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(spec))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

@@ -64,6 +64,8 @@ pub struct PeerCtx {
     pub trust: crate::trust::Trust,
     /// The synced folder (named in "how to trust" hints).
     pub dir: std::path::PathBuf,
+    /// Routes the lock cluster's messages.
+    pub mesh: Arc<crate::mesh::Mesh>,
 }
 
 /// How a link ended.
@@ -96,7 +98,6 @@ where
         blocks: Mutex::new(HashMap::new()),
         files: Mutex::new(HashMap::new()),
         lists: Mutex::new(HashMap::new()),
-        votes: Mutex::new(HashMap::new()),
         answers: Mutex::new(HashMap::new()),
         next_req: AtomicU64::new(1),
         events_queued: AtomicUsize::new(0),
@@ -159,9 +160,8 @@ where
         handle.clone(),
         closed.clone(),
     ));
-    if let Ok((ids, locks)) = ctx.core.ask_lock(crate::core::LockMsg::Snapshot).await {
+    if let Ok(ids) = ctx.core.ask_lock(crate::core::LockMsg::Snapshot).await {
         handle.post(PeerMessage::Identities(ids));
-        handle.post(PeerMessage::LockSync(locks));
     }
     handle.post(PeerMessage::Resume { since });
     let why = read_loop(reader, peer, &peer_name, &ctx, &handle, tx, resume_tx).await;
@@ -431,29 +431,7 @@ where
             PeerMessage::Identities(ids) => {
                 ctx.core.tell_lock(LockMsg::Identities(ids, peer));
             }
-            PeerMessage::LockSync(locks) => {
-                ctx.core.tell_lock(LockMsg::Sync(locks, peer));
-            }
-            PeerMessage::LockUpdate(lock) => {
-                ctx.core.tell_lock(LockMsg::Update(lock, Some(peer)));
-            }
-            PeerMessage::LockPropose { req, lock } => {
-                let (core, h) = (ctx.core.clone(), handle.clone());
-                tokio::spawn(async move {
-                    let result = match core
-                        .ask_lock(|reply| LockMsg::Propose {
-                            lock,
-                            local: false,
-                            reply,
-                        })
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => Err(e),
-                    };
-                    h.post(PeerMessage::LockVote { req, result });
-                });
-            }
+            PeerMessage::Raft(env) => ctx.mesh.receive(peer, env),
             PeerMessage::Query { req, q } => {
                 let (answerer, h) = (ctx.answerer.clone(), handle.clone());
                 tokio::spawn(async move {
@@ -464,11 +442,6 @@ where
             PeerMessage::Answer { req, a } => {
                 if let Some(reply) = take_waiter(&handle.answers, req) {
                     let _ = reply.send(a);
-                }
-            }
-            PeerMessage::LockVote { req, result } => {
-                if let Some(reply) = take_waiter(&handle.votes, req) {
-                    let _ = reply.send(result);
                 }
             }
         }

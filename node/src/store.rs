@@ -9,12 +9,12 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tandem_common::proto::{IdentityRecord, LockRecord};
+use tandem_common::proto::IdentityRecord;
 use tandem_common::{FileEntry, NodeId, RelPath, codec};
 use uuid::Uuid;
 
+use crate::held::Held;
 use crate::index::{LocalStat, Record};
-use crate::locks::Held;
 
 /// Schema version written into `meta`; bumped on incompatible changes.
 /// 2: entries (bincode in `files`, `needed` and `held`) list the writes they
@@ -29,7 +29,10 @@ use crate::locks::Held;
 /// client identities are dropped (clients are approved again; the first
 /// client over loopback becomes admin) and peers' progress is reset, as
 /// the node's id changes with its new key.
-const SCHEMA_VERSION: i64 = 4;
+/// 5: no `locks` table: locks live in the lock cluster (`STATE/raft.db`).
+/// A schema-4 folder is migrated on open by dropping the table (its locks
+/// are forgotten, with a warning when there were any).
+const SCHEMA_VERSION: i64 = 5;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +76,6 @@ impl Store {
              CREATE INDEX IF NOT EXISTS files_seq ON files(seq);
              CREATE TABLE IF NOT EXISTS peers(id BLOB PRIMARY KEY, seq INTEGER NOT NULL, name TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS needed(path TEXT PRIMARY KEY, wanted BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS locks(path TEXT PRIMARY KEY, record BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS identities(id BLOB PRIMARY KEY, record BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS held(n INTEGER PRIMARY KEY, item BLOB NOT NULL);",
         )?;
@@ -81,13 +83,30 @@ impl Store {
         match store.meta_i64("schema")? {
             None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(SCHEMA_VERSION) => {}
+            Some(4) => {
+                // Locks moved to the lock cluster (STATE/raft.db) in
+                // protocol 7; the old vote's records mean nothing there.
+                let n: i64 = store
+                    .conn
+                    .query_row("SELECT count(*) FROM locks", [], |r| r.get(0))
+                    .unwrap_or(0);
+                if n > 0 {
+                    tracing::warn!(
+                        "migrating the index database from schema 4 to {SCHEMA_VERSION}: locks taken before this version are forgotten (locks now live in the lock cluster); take them again"
+                    );
+                }
+                store
+                    .conn
+                    .execute_batch("BEGIN; DROP TABLE IF EXISTS locks; COMMIT;")?;
+                store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
+            }
             Some(v @ (2 | 3)) => {
                 tracing::warn!(
                     "migrating the index database from schema {v} to {SCHEMA_VERSION}: peers will announce everything again, and client identities must be approved again (the first client over loopback becomes admin)"
                 );
                 let needed = if v == 2 { "DELETE FROM needed;" } else { "" };
                 store.conn.execute_batch(&format!(
-                    "BEGIN; {needed} UPDATE peers SET seq = 0; DELETE FROM identities; COMMIT;"
+                    "BEGIN; {needed} UPDATE peers SET seq = 0; DELETE FROM identities; DROP TABLE IF EXISTS locks; COMMIT;"
                 ))?;
                 store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
             }
@@ -227,11 +246,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every lock record.
-    pub fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
-        self.blobs("SELECT record FROM locks")
-    }
-
     /// Every client identity.
     pub fn identities(&self) -> Result<Vec<IdentityRecord>, StoreError> {
         self.blobs("SELECT record FROM identities")
@@ -267,7 +281,6 @@ impl Store {
             && batch.peers.is_empty()
             && batch.wanted.is_empty()
             && batch.unwanted.is_empty()
-            && batch.locks.is_empty()
             && batch.identities.is_empty()
             && batch.held.is_none()
         {
@@ -281,11 +294,6 @@ impl Store {
                     reason: e.to_string(),
                 })
             };
-            let mut stmt =
-                tx.prepare_cached("INSERT OR REPLACE INTO locks(path, record) VALUES (?1, ?2)")?;
-            for l in batch.locks {
-                stmt.execute(params![l.path.as_str(), enc(l.path.as_str(), *l)?.as_ref()])?;
-            }
             let mut stmt =
                 tx.prepare_cached("INSERT OR REPLACE INTO identities(id, record) VALUES (?1, ?2)")?;
             for i in batch.identities {
@@ -378,8 +386,6 @@ pub struct Batch<'a> {
     pub wanted: &'a [&'a Wanted],
     /// Pending downloads finished or dropped.
     pub unwanted: &'a [RelPath],
-    /// Lock records changed.
-    pub locks: &'a [&'a LockRecord],
     /// Identities added or changed.
     pub identities: &'a [&'a IdentityRecord],
     /// The whole list of held remote changes, when it changed.

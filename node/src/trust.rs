@@ -197,6 +197,24 @@ impl Trust {
         v
     }
 
+    /// Every trusted id, or why the trust list cannot be read (for
+    /// decisions that must not be taken on a damaged list).
+    pub fn try_members(&self) -> Result<Vec<NodeId>, TrustError> {
+        let mut v = self.configured.clone();
+        v.extend(TrustList::load(&self.state_dir)?.nodes().map(|(id, _)| id));
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// The name the trust list gives `id`, if any.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        let list = TrustList::load(&self.state_dir).ok()?;
+        list.nodes()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, n)| n.map(str::to_string))
+    }
+
     /// The exact command that trusts `id` on this node.
     pub fn command_for(&self, dir: &Path, id: NodeId) -> String {
         let default_state = dir.join(tandem_common::path::STATE_DIR_NAME);

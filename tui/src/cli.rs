@@ -98,6 +98,7 @@ pub fn print_locks(locks: &[LockInfo], json: bool, out: &mut impl Write) -> std:
                     "owner_id": l.owner.to_string(),
                     "since": rfc3339(l.since_ns),
                     "via": l.via,
+                    "waiting": l.waiting,
                 })
             })
             .collect();
@@ -109,13 +110,23 @@ pub fn print_locks(locks: &[LockInfo], json: bool, out: &mut impl Write) -> std:
     }
     writeln!(
         out,
-        "{:<30}  {:<20}  {:<36}  {:<19}  VIA",
-        "PATH", "OWNER", "OWNER ID", "SINCE"
+        "{:<30}  {:<20}  {:<36}  {:<19}  {:<10}  WAITING",
+        "PATH", "OWNER", "OWNER ID", "SINCE", "VIA"
     )?;
     for l in locks {
+        let waiting = if l.waiting.is_empty() {
+            "-".to_string()
+        } else {
+            l.waiting
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{}. {w}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(
             out,
-            "{:<30}  {:<20}  {:<36}  {:<19}  {}",
+            "{:<30}  {:<20}  {:<36}  {:<19}  {:<10}  {waiting}",
             l.path.as_str(),
             l.owner_name,
             l.owner,

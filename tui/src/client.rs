@@ -267,6 +267,18 @@ impl Answers {
     }
 }
 
+impl Answers {
+    /// Like [`Answers::next`], waiting as long as it takes (for answers
+    /// that come when something happens, like a lock being granted).
+    pub async fn next_untimed(&mut self) -> Result<ClientResponse, ClientError> {
+        match self.rx.recv().await {
+            Some(ClientResponse::Error(e)) => Err(e.into()),
+            Some(r) => Ok(r),
+            None => Err(ClientError::Closed),
+        }
+    }
+}
+
 impl Drop for Answers {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.id);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tandem_common::RelPath;
-use tandem_common::proto::{Access, ApiError, ClientRequest, ClientResponse, FeedCursor};
+use tandem_common::proto::{Access, ClientRequest, ClientResponse, FeedCursor, LockInfo};
 
 /// Tandem client: look at and steer a Tandem cluster through any node.
 #[derive(Parser)]
@@ -66,8 +66,17 @@ enum Command {
         json: bool,
     },
     /// Lock a file: no node applies changes to it until you unlock it.
-    #[command(after_help = "Example:\n  tandem lock 3\n  tandem lock --path docs/plan.md")]
-    Lock(Target),
+    #[command(
+        after_help = "Example:\n  tandem lock 3\n  tandem lock --path docs/plan.md\n  tandem lock --wait --path docs/plan.md   # queue until it is yours"
+    )]
+    Lock {
+        #[command(flatten)]
+        target: Target,
+        /// If someone holds it, wait in its queue until it is yours
+        /// (Ctrl-C leaves the queue).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Unlock a file; the changes held meanwhile are reconciled.
     #[command(
         after_help = "Example:\n  tandem unlock 3\n  tandem unlock --path docs/plan.md --force"
@@ -273,25 +282,33 @@ async fn resolve(c: &client::Client, t: &Target) -> anyhow::Result<RelPath> {
     }
 }
 
-/// Locks `path`, retrying after a short random pause while another
-/// client's proposal for the same file is in flight (both can lose a race;
-/// never both win).
-async fn lock_with_retry(c: &client::Client, path: RelPath) -> anyhow::Result<ClientResponse> {
-    let mut last = None;
-    for _ in 0..30 {
-        match c.call(ClientRequest::Lock { path: path.clone() }).await {
-            Err(client::ClientError::Api(e @ ApiError::LockBusy { .. })) => {
-                last = Some(e);
-                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-                tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+/// Locks `path`; with `wait`, queues behind the holder and returns once
+/// the lock is this client's (saying so on stderr meanwhile).
+async fn lock(c: &client::Client, path: RelPath, wait: bool) -> anyhow::Result<LockInfo> {
+    match c
+        .call(ClientRequest::Lock {
+            path: path.clone(),
+            wait,
+        })
+        .await?
+    {
+        ClientResponse::Locked(l) => Ok(l),
+        ClientResponse::Queued { lock, position } => {
+            eprintln!(
+                "{} is locked by {} (through {}); waiting as number {position} in its queue (Ctrl-C to give up)…",
+                lock.path, lock.owner_name, lock.via
+            );
+            match c
+                .start(ClientRequest::AwaitLock { path })?
+                .next_untimed()
+                .await?
+            {
+                ClientResponse::Locked(l) => Ok(l),
+                other => bail!("unexpected answer: {other:?}"),
             }
-            r => return Ok(r?),
         }
+        other => bail!("unexpected answer: {other:?}"),
     }
-    Err(last.map_or_else(
-        || anyhow::anyhow!("cannot lock {path}"),
-        anyhow::Error::from,
-    ))
 }
 
 /// Follows the feed, reconnecting (and resuming after the last event seen)
@@ -364,16 +381,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let files = c.list().await?;
             cli::print_list(&files, *json, &mut out).context("cannot write the list")?;
         }
-        Command::Lock(t) => {
-            let path = resolve(&c, t).await?;
-            match lock_with_retry(&c, path).await? {
-                ClientResponse::Locked(l) => writeln!(
-                    out,
-                    "locked {} (owner {}, through node {})",
-                    l.path, l.owner_name, l.via
-                )?,
-                other => bail!("unexpected answer: {other:?}"),
-            }
+        Command::Lock { target, wait } => {
+            let path = resolve(&c, target).await?;
+            let l = lock(&c, path, *wait).await?;
+            writeln!(
+                out,
+                "locked {} (owner {}, through node {})",
+                l.path, l.owner_name, l.via
+            )?;
         }
         Command::Unlock { target, force } => {
             let path = resolve(&c, target).await?;

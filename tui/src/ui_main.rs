@@ -11,7 +11,7 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tandem_common::RelPath;
-use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
+use tandem_common::proto::{ClientRequest, ClientResponse};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::app::{AppState, Effect, Msg, Zone, update};
@@ -277,7 +277,7 @@ impl Runner {
             }
             Effect::Lock(path) => {
                 tokio::spawn(async move {
-                    let r = async { lock_with_retry(&c, path).await }.await;
+                    let r = async { lock(&c, path).await }.await;
                     send(Msg::LockDone(r));
                 });
             }
@@ -380,23 +380,13 @@ fn spawn_feed_pump(
     });
 }
 
-/// Locks `path`, retrying while another client's proposal for the same
-/// file is in flight (the node answers "busy").
-async fn lock_with_retry(c: &Client, path: RelPath) -> Result<(RelPath, String), String> {
-    let mut last = String::new();
-    for _ in 0..30 {
-        match c.call(ClientRequest::Lock { path: path.clone() }).await {
-            Ok(ClientResponse::Locked(l)) => return Ok((l.path, l.owner_name)),
-            Ok(other) => return Err(unexpected(&other)),
-            Err(ClientError::Api(e @ ApiError::LockBusy { .. })) => {
-                last = e.to_string();
-                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-                tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+/// Locks `path` (refused at once when someone holds it).
+async fn lock(c: &Client, path: RelPath) -> Result<(RelPath, String), String> {
+    match c.call(ClientRequest::Lock { path, wait: false }).await {
+        Ok(ClientResponse::Locked(l)) => Ok((l.path, l.owner_name)),
+        Ok(other) => Err(unexpected(&other)),
+        Err(e) => Err(e.to_string()),
     }
-    Err(last)
 }
 
 fn expand_home(p: &Path) -> PathBuf {

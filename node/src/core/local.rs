@@ -17,7 +17,7 @@ impl Core {
         mode: u32,
         who: &str,
     ) -> Result<(), ApiError> {
-        if let Some(l) = self.locks.holder(path) {
+        if let Some(l) = self.locks.get(path) {
             return Err(ApiError::LockedBy {
                 path: path.to_string(),
                 owner_name: l.owner_name.clone(),
@@ -249,9 +249,7 @@ impl Core {
         let to_hash: Vec<&RelPath> = seen
             .iter()
             .filter_map(|(p, s)| match s {
-                Seen::File(st)
-                    if self.index.needs_hash(p, st) && self.locks.holder(p).is_none() =>
-                {
+                Seen::File(st) if self.index.needs_hash(p, st) && !self.locks.contains_key(p) => {
                     Some(p)
                 }
                 _ => None,
@@ -259,7 +257,7 @@ impl Core {
             .collect();
         let locked: Vec<(RelPath, Seen)> = seen
             .iter()
-            .filter(|(p, _)| self.locks.holder(p).is_some())
+            .filter(|(p, _)| self.locks.contains_key(p))
             .cloned()
             .collect();
         for (p, s) in &locked {

@@ -1,17 +1,17 @@
 //! The core's share of locks, client identities and held changes: the
-//! decisions are in `crate::locks` (pure); this applies them to the core's
-//! state, persists them, and tells peers.
+//! lock table itself is the lock cluster's (`crate::lock_service`), mirrored
+//! here; this holds changes to locked paths, persists identities and held
+//! changes, and tells peers.
 
 use tandem_common::proto::{
-    ApiError, EventKind, HeldChange, HeldKind, IdentityRecord, LockInfo, LockRecord, LockState,
-    PeerMessage,
+    ApiError, EventKind, HeldChange, HeldKind, IdentityRecord, PeerMessage,
 };
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use super::{Core, now_ns};
-use crate::locks::{Held, info};
+use crate::held::Held;
+use crate::lock_service::LockMirror;
 use crate::scan::Seen;
 
 /// Requests about locks, identities and held changes.
@@ -21,40 +21,17 @@ pub enum LockMsg {
     Identity(IdentityRecord),
     /// Identities from a peer.
     Identities(Vec<IdentityRecord>, NodeId),
-    /// Validate and reserve a path for a proposed lock (local or a peer's).
-    Propose {
-        /// The proposal.
-        lock: LockRecord,
-        /// For a local proposal: check the path is a file we have.
-        local: bool,
-        /// Ok, or the reason (naming the holder).
-        reply: oneshot::Sender<Result<(), ApiError>>,
-    },
-    /// A lock record changed (decided here, or told by a peer).
-    Update(LockRecord, Option<NodeId>),
-    /// Records from a peer on connect.
-    Sync(Vec<LockRecord>, NodeId),
-    /// Release a lock.
-    Unlock {
-        /// The file.
-        path: RelPath,
-        /// Who asks.
-        client: Uuid,
-        /// Their name.
-        name: String,
-        /// Release someone else's lock.
-        force: bool,
-        /// The released lock and the changes it held.
-        reply: oneshot::Sender<Result<(LockInfo, Vec<HeldChange>), ApiError>>,
-    },
-    /// The granted locks.
-    List(oneshot::Sender<Vec<LockInfo>>),
+    /// Whether `path` can be locked (a file this node knows).
+    Lockable(RelPath, oneshot::Sender<Result<(), ApiError>>),
+    /// The lock cluster's applied table changed: the holder of each
+    /// locked path.
+    Table(LockMirror),
     /// The held changes.
     Held(oneshot::Sender<Vec<HeldChange>>),
     /// Every peer this node has ever linked with: (id, name).
     KnownPeers(oneshot::Sender<Vec<(NodeId, String)>>),
-    /// What a new link should be told: all identities and lock records.
-    Snapshot(oneshot::Sender<(Vec<IdentityRecord>, Vec<LockRecord>)>),
+    /// What a new link should be told: all identities.
+    Snapshot(oneshot::Sender<Vec<IdentityRecord>>),
 }
 
 impl Core {
@@ -76,49 +53,10 @@ impl Core {
                     self.add_identity(r, Some(from));
                 }
             }
-            LockMsg::Propose { lock, local, reply } => {
-                let _ = reply.send(self.propose(lock, local));
+            LockMsg::Lockable(path, reply) => {
+                let _ = reply.send(self.lockable(&path));
             }
-            LockMsg::Update(rec, from) => self.lock_update(rec, from),
-            LockMsg::Sync(recs, from) => {
-                for r in recs {
-                    self.lock_update(r, Some(from));
-                }
-            }
-            LockMsg::Unlock {
-                path,
-                client,
-                name,
-                force,
-                reply,
-            } => {
-                let res = match self.locks.release(&path, client, &name, force) {
-                    Ok(rec) => {
-                        if let LockState::Released { forced: true, .. } = rec.state {
-                            tracing::warn!(
-                                "lock on {path} held by {} was FORCED open by {name} ({client})",
-                                rec.owner_name
-                            );
-                        } else {
-                            tracing::info!("{name} unlocked {path}");
-                        }
-                        self.locks_dirty.insert(path.clone());
-                        self.io.events.emit(EventKind::Unlocked {
-                            path: path.clone(),
-                            by: name.clone(),
-                            forced: rec.owner != client,
-                        });
-                        self.broadcast(PeerMessage::LockUpdate(rec.clone()), None);
-                        let released = self.release_held(&path);
-                        Ok((info(&rec), released))
-                    }
-                    Err(e) => Err(ApiError::Other(e.to_string())),
-                };
-                let _ = reply.send(res);
-            }
-            LockMsg::List(reply) => {
-                let _ = reply.send(self.locks.held());
-            }
+            LockMsg::Table(table) => self.lock_table(table),
             LockMsg::Held(reply) => {
                 let _ = reply.send(self.held.list());
             }
@@ -132,8 +70,7 @@ impl Core {
                 let _ = reply.send(v);
             }
             LockMsg::Snapshot(reply) => {
-                let ids = self.io.identities.all();
-                let _ = reply.send((ids, self.locks.records()));
+                let _ = reply.send(self.io.identities.all());
             }
         }
     }
@@ -147,91 +84,49 @@ impl Core {
         self.broadcast(PeerMessage::Identities(vec![rec]), from);
     }
 
-    fn propose(&mut self, lock: LockRecord, local: bool) -> Result<(), ApiError> {
-        if local {
-            match self.index.get(&lock.path).map(|r| &r.entry) {
-                None => return Err(ApiError::Other(format!("{} does not exist", lock.path))),
-                Some(e) if e.deleted => {
-                    return Err(ApiError::Other(format!(
-                        "{} does not exist (it was deleted)",
-                        lock.path
-                    )));
-                }
-                Some(e) if e.kind == EntryKind::Dir => {
-                    return Err(ApiError::Other(format!(
-                        "{} is a directory; only files can be locked",
-                        lock.path
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        let path = lock.path.clone();
-        match self.locks.propose(lock, now_ns()) {
-            Ok(()) => {
-                self.locks_dirty.insert(path);
-                Ok(())
-            }
-            Err(holder) if holder.state == LockState::Proposed => Err(ApiError::LockBusy {
-                path: holder.path.to_string(),
-                owner_name: holder.owner_name.clone(),
-            }),
-            Err(holder) => Err(ApiError::LockedBy {
-                path: holder.path.to_string(),
-                owner_name: holder.owner_name.clone(),
-                owner: holder.owner,
-                since: tandem_common::display::local_time(holder.since_ns),
-            }),
+    fn lockable(&self, path: &RelPath) -> Result<(), ApiError> {
+        match self.index.get(path).map(|r| &r.entry) {
+            None => Err(ApiError::Other(format!("{path} does not exist"))),
+            Some(e) if e.deleted => Err(ApiError::Other(format!(
+                "{path} does not exist (it was deleted)"
+            ))),
+            Some(e) if e.kind == EntryKind::Dir => Err(ApiError::Other(format!(
+                "{path} is a directory; only files can be locked"
+            ))),
+            Some(_) => Ok(()),
         }
     }
 
-    fn lock_update(&mut self, rec: LockRecord, from: Option<NodeId>) {
-        let path = rec.path.clone();
-        let was_held = self.locks.holder(&path).map(|l| l.id);
-        if !self.locks.update(rec.clone()) {
-            return;
-        }
-        self.locks_dirty.insert(path.clone());
-        // The node that decided reports it on the feed; the others hear of
-        // it through the relayed feed instead of each saying it again.
-        let report = from.is_none();
-        match &rec.state {
-            LockState::Held => {
-                tracing::info!(
-                    "{} locked by {} (through {})",
-                    path,
-                    rec.owner_name,
-                    rec.via
-                );
-                if report {
-                    self.io.events.emit(EventKind::Locked {
-                        path: path.clone(),
-                        owner: rec.owner_name.clone(),
-                        via: rec.via.clone(),
-                    });
-                }
+    /// Takes the lock cluster's new table; changes held for a path that is
+    /// no longer locked go back to the normal rules.
+    fn lock_table(&mut self, table: LockMirror) {
+        for (path, l) in &table {
+            if self.locks.get(path).is_none_or(|old| old.owner != l.owner) {
+                tracing::info!("{path} locked by {} (through {})", l.owner_name, l.via);
             }
-            LockState::Released { by, forced } => {
-                if report {
-                    self.io.events.emit(EventKind::Unlocked {
-                        path: path.clone(),
-                        by: by.clone(),
-                        forced: *forced,
-                    });
-                }
-                if *forced {
-                    tracing::warn!(
-                        "lock on {path} held by {} was forced open by {by}",
-                        rec.owner_name
-                    );
-                } else {
-                    tracing::info!("{path} unlocked by {by}");
-                }
-            }
-            _ => {}
         }
-        self.broadcast(PeerMessage::LockUpdate(rec), from);
-        if was_held.is_some() && self.locks.holder(&path).is_none() {
+        let unlocked: Vec<RelPath> = self
+            .locks
+            .keys()
+            .filter(|p| !table.contains_key(*p))
+            .cloned()
+            .collect();
+        self.locks = table;
+        for path in &unlocked {
+            tracing::info!("{path} unlocked");
+        }
+        // Held changes whose lock is gone (this includes changes read back
+        // from the store at start for a lock released meanwhile).
+        let mut free: Vec<RelPath> = self
+            .held
+            .paths()
+            .into_iter()
+            .filter(|p| !self.locks.contains_key(p))
+            .collect();
+        free.extend(unlocked);
+        free.sort();
+        free.dedup();
+        for path in free {
             self.release_held(&path);
         }
     }
@@ -251,7 +146,7 @@ impl Core {
     /// If `p` is locked, holds this local change instead of indexing it.
     /// Returns true when the path is locked (whether or not it changed).
     pub(super) fn hold_local(&mut self, p: &RelPath, seen: &Seen) -> bool {
-        let Some(lock) = self.locks.holder(p) else {
+        let Some(lock) = self.locks.get(p) else {
             return false;
         };
         let owner = lock.owner_name.clone();
@@ -293,7 +188,7 @@ impl Core {
 
     /// If `p` is locked, holds a peer's change (already decided to take).
     pub(super) fn hold_remote(&mut self, peer: NodeId, remote: &FileEntry) -> bool {
-        let Some(lock) = self.locks.holder(&remote.path) else {
+        let Some(lock) = self.locks.get(&remote.path) else {
             return false;
         };
         let kind = if remote.deleted {

@@ -378,9 +378,9 @@ pub struct Core {
     running: usize,
     /// Block list requests running (see [`MAX_LIST_FETCHES`]).
     lists_running: usize,
-    locks: crate::locks::LockTable,
-    held: crate::locks::HeldQueue,
-    locks_dirty: HashSet<RelPath>,
+    /// The lock cluster's table, as last applied here.
+    locks: crate::lock_service::LockMirror,
+    held: crate::held::HeldQueue,
     identities_dirty: HashSet<uuid::Uuid>,
     held_dirty: bool,
     /// How often the whole tree is compared with the index.
@@ -428,9 +428,8 @@ impl Core {
                 (need.w.entry.path.clone(), need)
             })
             .collect();
-        let locks = store.locks()?;
         io.identities.load(store.identities()?);
-        let mut held = crate::locks::HeldQueue::default();
+        let mut held = crate::held::HeldQueue::default();
         for h in store.held()? {
             held.hold(h);
         }
@@ -485,9 +484,8 @@ impl Core {
             dirs_to_sync: HashSet::new(),
             running: 0,
             lists_running: 0,
-            locks: crate::locks::LockTable::new(locks, now_ns()),
+            locks: Default::default(),
             held,
-            locks_dirty: HashSet::new(),
             identities_dirty: HashSet::new(),
             held_dirty: false,
         };
@@ -749,11 +747,6 @@ impl Core {
             .filter_map(|p| self.needed.get(&p).map(|n| &n.w))
             .collect();
         let unwanted = std::mem::take(&mut self.unwanted);
-        let locks: Vec<&tandem_common::proto::LockRecord> = self
-            .locks_dirty
-            .drain()
-            .filter_map(|p| self.locks.record(&p))
-            .collect();
         let identities: Vec<tandem_common::proto::IdentityRecord> =
             if self.identities_dirty.is_empty() {
                 Vec::new()
@@ -770,7 +763,6 @@ impl Core {
             peers: &peers,
             wanted: &wanted,
             unwanted: &unwanted,
-            locks: &locks,
             identities: &identities,
             held: held.as_deref(),
         };

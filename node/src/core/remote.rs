@@ -121,7 +121,7 @@ impl Core {
         let local = self.index.get(&remote.path).map(|r| r.entry.clone());
         let cx = engine::Context {
             disk,
-            locked: self.locks.holder(&remote.path).is_some(),
+            locked: self.locks.contains_key(&remote.path),
             queued,
         };
         Ok((engine::decide(local.as_ref(), remote, &cx), local))

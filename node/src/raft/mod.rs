@@ -19,11 +19,10 @@
 //! members send (openraft's RPCs, forwarded commands, pings).
 //!
 //! How "no majority" is told apart, and how fast:
-//! - on the leader: openraft reports how long ago a quorum last acknowledged
-//!   it; when that is older than three heartbeats, the leader first confirms
-//!   its leadership (`Raft::get_read_log_id`, one heartbeat round bounded by
-//!   the heartbeat interval) and refuses with openraft's `QuorumNotEnough`
-//!   (which lists who answered) before writing anything;
+//! - on the leader: before writing, it confirms its leadership
+//!   (`Raft::get_read_log_id`, one heartbeat round bounded by the heartbeat
+//!   interval) and refuses with openraft's `QuorumNotEnough` (which lists
+//!   who answered) before writing anything;
 //! - elsewhere: when there is no known leader or the leader cannot be
 //!   reached, every voter is pinged (bounded by `probe_timeout`); fewer than
 //!   a majority answering is a refusal, otherwise the member waits for the
@@ -52,7 +51,7 @@ use tandem_common::NodeId;
 use tokio::time::Instant;
 
 pub use self::machine::{Claim, LockCommand, LockOutcome, LockTable, PathLock};
-pub use self::network::{RaftReply, RaftRequest, RaftTransport, TransportError};
+pub use self::network::{Formation, RaftReply, RaftRequest, RaftTransport, TransportError};
 pub use self::store::{LockView, RAFT_DB, RaftStoreError};
 pub use self::types::{Applied, LockRaft, Member, MemberId, Metrics, TypeConfig};
 
@@ -124,8 +123,7 @@ impl RaftSettings {
         .map_err(|e| RaftLocksError::Config(e.to_string()))
     }
 
-    /// The leader re-confirms its majority before writing when no quorum
-    /// acknowledged it for this long.
+    /// A leader not heard from for this long is taken for gone.
     fn stale_after(&self) -> Duration {
         self.heartbeat * 3
     }
@@ -300,6 +298,19 @@ impl RaftLocks {
         })
     }
 
+    /// Whether this member belongs to a cluster (has a membership).
+    pub fn is_member(&self) -> bool {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
+    }
+
     /// This member's id.
     pub fn me(&self) -> MemberId {
         self.inner.me
@@ -414,6 +425,12 @@ impl RaftLocks {
                 RaftReply::Submit(self.submit_until(command, deadline, false).await)
             }
             RaftRequest::Ping => RaftReply::Pong,
+            // The node answers this itself (it knows whom it trusts).
+            RaftRequest::Formation => RaftReply::Formation(Formation {
+                member: self.is_member(),
+                trusted: Vec::new(),
+                name: String::new(),
+            }),
         }
     }
 
@@ -452,6 +469,17 @@ impl RaftLocks {
                     Err(SubmitError::NotLeader { leader }) => hint = leader.filter(|l| *l != me),
                     r => return r,
                 },
+                Some(l)
+                    if may_forward
+                        && !self
+                            .inner
+                            .transport
+                            .heard_within(l, self.inner.settings.stale_after()) =>
+                {
+                    // A leader gone quiet: not handed over (see
+                    // `RaftTransport::heard_within`); find out who is there.
+                    probe = true;
+                }
                 Some(l) if may_forward => match self.forward(l, &command, deadline).await {
                     Ok(Err(SubmitError::NotLeader { leader })) => hint = leader.filter(|x| *x != l),
                     Ok(r) => return r,
@@ -503,15 +531,13 @@ impl RaftLocks {
         started: Instant,
     ) -> Result<Committed, SubmitError> {
         let raft = &self.inner.raft;
-        let stale = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.millis_since_quorum_ack
-                .is_none_or(|ms| Duration::from_millis(ms) > self.inner.settings.stale_after())
-        };
-        if stale {
-            // Bounded by openraft (one heartbeat round); the deadline is a
-            // backstop that leaves time to probe.
+        {
+            // Before every write, the leader confirms a majority still
+            // follows it (one heartbeat round, bounded by openraft; the
+            // deadline is a backstop that leaves time to probe): a command
+            // appended by a leader that lost its majority would stay
+            // undecided, maybe committed much later, and the client could
+            // only be told "unknown". Costs one round trip per command.
             let check_by = deadline
                 .checked_sub(self.inner.settings.probe_timeout)
                 .filter(|t| *t > Instant::now())

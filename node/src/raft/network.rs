@@ -50,6 +50,8 @@ pub enum RaftRequest {
     },
     /// Are you reachable?
     Ping,
+    /// Are you free to form a lock cluster, and whom do you trust?
+    Formation,
 }
 
 impl RaftRequest {
@@ -61,6 +63,7 @@ impl RaftRequest {
             RaftRequest::InstallSnapshot(_) => "install-snapshot",
             RaftRequest::Submit { .. } => "submit",
             RaftRequest::Ping => "ping",
+            RaftRequest::Formation => "formation",
         }
     }
 }
@@ -80,6 +83,19 @@ pub enum RaftReply {
     Submit(Result<Committed, SubmitError>),
     /// Answer to `Ping`.
     Pong,
+    /// Answer to `Formation`.
+    Formation(Formation),
+}
+
+/// What a node says when asked to form a lock cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Formation {
+    /// It already belongs to a cluster.
+    pub member: bool,
+    /// The nodes it trusts (empty if its trust list cannot be read).
+    pub trusted: Vec<tandem_common::NodeId>,
+    /// Its name.
+    pub name: String,
 }
 
 /// Why a request got no reply.
@@ -114,6 +130,17 @@ pub trait RaftTransport: Send + Sync + 'static {
         request: RaftRequest,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RaftReply, TransportError>>;
+
+    /// Whether a message from `member` arrived within `within`. A member
+    /// forwards a client's command to the leader only if it heard from it
+    /// lately (a leader sends heartbeats): a command sent towards a leader
+    /// that is gone may be lost or not, and its answer would be "unknown";
+    /// one not sent is known not to be committed. The default (always
+    /// true) suits transports that report `Unreachable` exactly.
+    fn heard_within(&self, member: MemberId, within: Duration) -> bool {
+        let _ = (member, within);
+        true
+    }
 }
 
 /// openraft's network factory over a [`RaftTransport`].

@@ -1,0 +1,506 @@
+//! The node's use of the lock cluster ([`crate::raft`]): its Raft member
+//! over the mesh of peer links, forming the cluster and keeping its
+//! membership equal to the trusted nodes, and the client-facing lock
+//! operations (lock, wait, unlock, list) with their answers in words.
+//!
+//! Forming: a node that belongs to no lock cluster yet and has the
+//! smallest id among itself and the nodes it trusts asks each of them
+//! whether they are free and trust the same set; when every one answers
+//! yes it forms the cluster of all of them (alone, when it trusts nobody).
+//! Requiring every member's answer means two nodes can never form two
+//! clusters: the one with the smallest id speaks for all. Afterwards the
+//! leader adds trusted nodes that are not members and removes members it no
+//! longer trusts (`tandem-node trust` / `untrust`, on every node); a member
+//! that is only down stays a member.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_common::proto::{ApiError, ClientResponse, LockInfo};
+use tandem_common::{NodeId, RelPath};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::core::{CoreHandle, LockMsg, now_ns};
+use crate::links::Links;
+use crate::mesh::{Mesh, MeshTransport};
+use crate::raft::{
+    Claim, Formation, LockCommand, LockOutcome, MemberId, PathLock, Quorum, RaftLocks, RaftReply,
+    RaftRequest, RaftSettings, RaftTransport, SubmitError,
+};
+use crate::trust::Trust;
+
+/// How often forming is tried while this node belongs to no cluster.
+const FORMING_EVERY: Duration = Duration::from_millis(250);
+/// How often the leader compares the membership with the trust list.
+const FORMATION_EVERY: Duration = Duration::from_secs(1);
+/// How long a lock request made before the cluster is formed waits for it.
+const WAIT_FOR_FORMING: Duration = Duration::from_secs(3);
+/// How long "no majority" is tried again before it is the answer: links
+/// come and go for a moment when a node restarts (both ends dial, one
+/// link is kept), and a refusal then would be wrong a few ms later.
+const RETRY_NO_MAJORITY: Duration = Duration::from_millis(1200);
+/// How long a formation question or a membership change may take.
+const FORMATION_TIMEOUT: Duration = Duration::from_secs(2);
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The locks as the core needs them: the holder of each locked path.
+pub type LockMirror = HashMap<RelPath, LockInfo>;
+
+/// The node's lock service. Cheap to share (`Arc`).
+pub struct LockService {
+    raft: RaftLocks,
+    mesh: Arc<Mesh>,
+    transport: Arc<MeshTransport>,
+    me: NodeId,
+    name: String,
+    trust: Trust,
+    links: Links,
+}
+
+impl LockService {
+    /// Opens `STATE/raft.db`, starts this node's member and the tasks that
+    /// form the cluster and tell the core what is locked.
+    pub async fn start(
+        state_dir: &Path,
+        mesh: Arc<Mesh>,
+        core: CoreHandle,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Arc<LockService>> {
+        let (me, name) = (mesh.me(), mesh.name().to_string());
+        let (trust, links) = (mesh.trust().clone(), mesh.links().clone());
+        let transport = Arc::new(MeshTransport(mesh.clone()));
+        let raft = RaftLocks::start(
+            me,
+            state_dir,
+            transport.clone() as Arc<dyn RaftTransport>,
+            RaftSettings::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the lock service: {e}"))?;
+        mesh.attach(raft.clone());
+        let s = Arc::new(LockService {
+            raft,
+            mesh,
+            transport,
+            me,
+            name,
+            trust,
+            links,
+        });
+        tokio::spawn(s.clone().formation_loop(stop.clone()));
+        tokio::spawn(s.clone().mirror_loop(core, stop));
+        Ok(s)
+    }
+
+    /// Stops the member (its database stays).
+    pub async fn shutdown(&self) {
+        self.raft.shutdown().await;
+    }
+
+    /// A name for node `id`: its own, the lock cluster's, a link's, the
+    /// trust list's, or the id.
+    pub fn name_of(&self, id: NodeId) -> String {
+        if id == self.me {
+            return self.name.clone();
+        }
+        let from_membership = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&MemberId(id))
+                .map(|n| n.name.clone())
+        };
+        if let Some(n) = from_membership.filter(|n| !n.is_empty()) {
+            return n;
+        }
+        if let Some(l) = self.links.get(&id) {
+            return l.name.clone();
+        }
+        if let Some(n) = self.trust.name_of(id) {
+            return n;
+        }
+        id.to_string()
+    }
+
+    fn info(&self, path: &RelPath, lock: &PathLock) -> LockInfo {
+        LockInfo {
+            path: path.clone(),
+            owner_name: lock.holder.owner_name.clone(),
+            owner: lock.holder.owner,
+            since_ns: lock.holder.at_ns,
+            via: self.name_of(lock.holder.via),
+            waiting: lock.queue.iter().map(|w| w.owner_name.clone()).collect(),
+        }
+    }
+
+    fn claim_info(&self, path: &RelPath, claim: &Claim) -> LockInfo {
+        match self.raft.view().get(path) {
+            Ok(Some(l)) if l.holder.owner == claim.owner => self.info(path, &l),
+            _ => self.info(
+                path,
+                &PathLock {
+                    holder: claim.clone(),
+                    queue: Default::default(),
+                },
+            ),
+        }
+    }
+
+    /// Every lock of the cluster (as applied here), in path order.
+    pub fn list(&self) -> Result<Vec<LockInfo>, ApiError> {
+        let locks = self.raft.view().locks().map_err(service_error)?;
+        Ok(locks.iter().map(|(p, l)| self.info(p, l)).collect())
+    }
+
+    /// Takes the lock on `path` for `owner` (or queues, with `wait`).
+    /// Answers `Locked` or `Queued`.
+    pub async fn lock(
+        &self,
+        path: RelPath,
+        owner: Uuid,
+        owner_name: &str,
+        wait: bool,
+    ) -> Result<ClientResponse, ApiError> {
+        let claim = Claim {
+            owner,
+            owner_name: owner_name.to_string(),
+            via: self.me,
+            at_ns: now_ns(),
+        };
+        let cmd = if wait {
+            LockCommand::Wait {
+                path: path.clone(),
+                claim,
+            }
+        } else {
+            LockCommand::Lock {
+                path: path.clone(),
+                claim,
+            }
+        };
+        match self.submit(cmd).await? {
+            LockOutcome::Granted(c) | LockOutcome::AlreadyHeld(c) => {
+                Ok(ClientResponse::Locked(self.claim_info(&path, &c)))
+            }
+            LockOutcome::Refused { holder } => Err(locked_by(&path, &holder)),
+            LockOutcome::Queued { holder, position } => {
+                let lock = match self.raft.view().get(&path) {
+                    Ok(Some(l)) => self.info(&path, &l),
+                    _ => self.claim_info(&path, &holder),
+                };
+                Ok(ClientResponse::Queued { lock, position })
+            }
+            LockOutcome::QueueFull { holder } => Err(ApiError::Other(format!(
+                "{path} is locked by {} and {} requests already wait for it; try again later",
+                holder.owner_name,
+                crate::raft::machine::MAX_WAITERS
+            ))),
+            LockOutcome::TableFull => Err(ApiError::Other(format!(
+                "the cluster already holds {} locks; unlock some first",
+                crate::raft::machine::MAX_LOCKS
+            ))),
+            LockOutcome::NameTooLong => Err(ApiError::Other(format!(
+                "the client name is longer than {} bytes; pick a shorter one (--name)",
+                crate::raft::machine::MAX_NAME
+            ))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Submits `cmd`, giving a forming cluster and a passing lack of
+    /// majority a moment (a command refused for want of a majority was not
+    /// committed, so trying it again is safe).
+    async fn submit(&self, cmd: LockCommand) -> Result<LockOutcome, ApiError> {
+        self.wait_for_forming().await;
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.raft.submit(cmd.clone()).await {
+                Err(SubmitError::NoMajority(_)) if started.elapsed() < RETRY_NO_MAJORITY => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r.map_err(submit_error),
+            }
+        }
+    }
+
+    /// Gives a cluster being formed (nodes just started) a moment.
+    async fn wait_for_forming(&self) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(WAIT_FOR_FORMING, async {
+            while !self.raft.is_member() {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Waits until `owner` holds the lock on `path` (answers `Locked`), or
+    /// is no longer in its queue (an error).
+    pub async fn await_grant(&self, path: &RelPath, owner: Uuid) -> Result<LockInfo, ApiError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            match self.raft.view().get(path).map_err(service_error)? {
+                Some(l) if l.holder.owner == owner => return Ok(self.info(path, &l)),
+                Some(l) if l.queue.iter().any(|w| w.owner == owner) => {}
+                _ => {
+                    return Err(ApiError::Other(format!(
+                        "not waiting for {path}: the request left its queue (cancelled, or the lock service restarted)"
+                    )));
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return Err(ApiError::ShuttingDown);
+            }
+        }
+    }
+
+    /// Leaves the queue of `path` (a waiting client went away).
+    pub async fn cancel_wait(&self, path: RelPath, owner: Uuid) {
+        let cmd = LockCommand::CancelWait {
+            path: path.clone(),
+            owner,
+        };
+        match self.raft.submit(cmd).await {
+            Ok(_) => tracing::info!("a client waiting for {path} left; its place was given up"),
+            Err(e) => {
+                tracing::warn!("cannot take a departed client out of the queue of {path}: {e}")
+            }
+        }
+    }
+
+    /// Releases the lock on `path` on behalf of `by` (anyone's, with
+    /// `force`; authorization is checked before). Answers the released
+    /// lock and who holds it now (the first waiter), if anyone.
+    pub async fn unlock(
+        &self,
+        path: RelPath,
+        by: Uuid,
+        force: bool,
+    ) -> Result<(LockInfo, Option<LockInfo>), ApiError> {
+        let cmd = LockCommand::Unlock {
+            path: path.clone(),
+            by,
+            force,
+            at_ns: now_ns(),
+        };
+        match self.submit(cmd).await? {
+            LockOutcome::Released { released, next } => Ok((
+                self.claim_info(&path, &released),
+                next.map(|n| self.claim_info(&path, &n)),
+            )),
+            LockOutcome::NotLocked => Err(ApiError::Other(format!("{path} is not locked"))),
+            LockOutcome::NotOwner { holder } => Err(ApiError::Other(format!(
+                "{path} is locked by {} ({}); only the owner can unlock it (an admin can use --force)",
+                holder.owner_name, holder.owner
+            ))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Forms the cluster when this node is the one to, then keeps the
+    /// membership equal to the trusted set while it leads.
+    async fn formation_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut said = String::new();
+        let mut first = true;
+        loop {
+            let pause = if first {
+                Duration::ZERO
+            } else if self.raft.is_member() {
+                FORMATION_EVERY
+            } else {
+                FORMING_EVERY
+            };
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return,
+            }
+            let (voters, leader) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                let voters: BTreeSet<NodeId> = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .map(|v| v.0)
+                    .collect();
+                (voters, m.current_leader)
+            };
+            let news = if voters.is_empty() {
+                self.try_to_form().await
+            } else if leader == Some(MemberId(self.me)) {
+                self.follow_trust(&voters).await
+            } else {
+                None
+            };
+            // Each distinct situation is logged once, not every second.
+            match news {
+                Some(n) if n != said => {
+                    tracing::info!("lock cluster: {n}");
+                    said = n;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One attempt to form the cluster; what stands in the way, in words.
+    async fn try_to_form(&self) -> Option<String> {
+        let trusted = match self.trust.try_members() {
+            Ok(t) => t,
+            Err(e) => return Some(format!("not formed: {e}")),
+        };
+        let mut all: BTreeSet<NodeId> = trusted.into_iter().collect();
+        all.insert(self.me);
+        let smallest = *all.iter().next().expect("holds me");
+        if smallest != self.me {
+            return Some(format!(
+                "waiting for {} (the node with the smallest id) to form it, or for a member to add this node",
+                self.name_of(smallest)
+            ));
+        }
+        let mut members = BTreeMap::from([(self.me, self.name.clone())]);
+        for &id in all.iter().filter(|id| **id != self.me) {
+            let answer = self
+                .transport
+                .call(MemberId(id), RaftRequest::Formation, FORMATION_TIMEOUT)
+                .await;
+            let f: Formation = match answer {
+                Ok(RaftReply::Formation(f)) => f,
+                Ok(_) => return Some(format!("not formed: {} answered oddly", self.name_of(id))),
+                Err(_) => {
+                    return Some(format!(
+                        "not formed yet: waiting for {} to be reachable",
+                        self.name_of(id)
+                    ));
+                }
+            };
+            if f.member {
+                return Some(format!(
+                    "not formed: {} already belongs to a lock cluster; this node waits to be added",
+                    f.name
+                ));
+            }
+            let mut theirs: BTreeSet<NodeId> = f.trusted.into_iter().collect();
+            theirs.insert(id);
+            if theirs != all {
+                return Some(format!(
+                    "not formed: {} does not trust the same nodes as this one (every node must trust every other: tandem-node trust ID)",
+                    f.name
+                ));
+            }
+            members.insert(id, f.name);
+        }
+        let names: Vec<String> = members.values().cloned().collect();
+        match self.raft.initialize(members).await {
+            Ok(true) => Some(format!("formed with {}", names.join(", "))),
+            Ok(false) => None,
+            Err(e) => Some(format!("not formed: {e}")),
+        }
+    }
+
+    /// On the leader: adds trusted nodes that are not members, removes
+    /// members no longer trusted. A damaged trust list changes nothing.
+    async fn follow_trust(&self, voters: &BTreeSet<NodeId>) -> Option<String> {
+        let trusted: BTreeSet<NodeId> = match self.trust.try_members() {
+            Ok(t) => t.into_iter().collect(),
+            Err(e) => return Some(format!("membership left as it is: {e}")),
+        };
+        for &id in trusted.difference(voters) {
+            let name = self.name_of(id);
+            let add =
+                tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.add_member(id, name.clone()));
+            match add.await {
+                Ok(Ok(())) => tracing::info!("lock cluster: {name} added (now trusted)"),
+                Ok(Err(e)) => return Some(format!("cannot add {name}: {e}")),
+                Err(_) => return Some(format!("adding {name}: waiting for it to catch up")),
+            }
+        }
+        for &id in voters
+            .iter()
+            .filter(|v| **v != self.me && !trusted.contains(v))
+        {
+            let name = self.name_of(id);
+            let remove = tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.remove_member(id));
+            match remove.await {
+                Ok(Ok(())) => tracing::info!("lock cluster: {name} removed (no longer trusted)"),
+                Ok(Err(e)) => return Some(format!("cannot remove {name}: {e}")),
+                Err(_) => return Some(format!("removing {name}: no majority yet")),
+            }
+        }
+        None
+    }
+
+    /// Tells the core the applied table whenever it changes.
+    async fn mirror_loop(self: Arc<Self>, core: CoreHandle, stop: CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        let mut last = None;
+        loop {
+            let applied = metrics.borrow_and_update().last_applied;
+            if applied != last {
+                last = applied;
+                match self.raft.view().locks() {
+                    Ok(locks) => {
+                        let mirror: LockMirror = locks
+                            .iter()
+                            .map(|(p, l)| (p.clone(), self.info(p, l)))
+                            .collect();
+                        core.tell_lock(LockMsg::Table(mirror));
+                    }
+                    Err(e) => tracing::error!("cannot read the applied lock table: {e}"),
+                }
+            }
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The mesh this service talks over.
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+}
+
+fn locked_by(path: &RelPath, holder: &Claim) -> ApiError {
+    ApiError::LockedBy {
+        path: path.to_string(),
+        owner_name: holder.owner_name.clone(),
+        owner: holder.owner,
+        since: tandem_common::display::local_time(holder.at_ns),
+    }
+}
+
+fn no_majority(q: Quorum) -> ApiError {
+    ApiError::NoMajority {
+        reachable: q.reachable,
+        down: q.down,
+        needed: q.needed,
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::NoMajority(q) => no_majority(q),
+        SubmitError::Unknown { waited_ms } => ApiError::LockUnknown { waited_ms },
+        SubmitError::NotMember => ApiError::LockService(
+            "this node is not in a lock cluster yet (every node must trust every other; the node log says what it waits for)".into(),
+        ),
+        e => ApiError::LockService(e.to_string()),
+    }
+}
+
+fn service_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::LockService(format!("cannot read the lock table: {e}"))
+}
+
+fn unexpected(o: LockOutcome) -> ApiError {
+    ApiError::LockService(format!("unexpected answer from the lock table: {o:?}"))
+}

@@ -1,0 +1,329 @@
+//! Raft messages between members of the lock cluster, over the peer links,
+//! forwarded by the nodes in between when two members have no direct link
+//! (a chain A–B–C–D works).
+//!
+//! Routing is learned, not configured: a message goes over the direct
+//! link when there is one; else over the link that last brought a new
+//! message from its destination (the fastest path at that time); else it is
+//! flooded to every link but the one it came on. Each node drops a message
+//! it has already seen (by writer and number) and any that crossed
+//! [`MAX_RAFT_HOPS`] links, so floods end. A message is accepted only from a
+//! node this node trusts, whoever forwarded it: links exist only with
+//! trusted peers, and a trusted peer cannot speak for a stranger.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tandem_common::NodeId;
+use tandem_common::proto::{MAX_RAFT_HOPS, PeerMessage, RaftEnvelope};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::links::Links;
+use crate::raft::{
+    Formation, MemberId, RaftLocks, RaftReply, RaftRequest, RaftTransport, TransportError,
+};
+use crate::trust::Trust;
+
+/// Messages remembered per writer and number, to drop copies of a flood.
+const SEEN: usize = 16_384;
+/// Requests from other members answered at once; more wait their turn
+/// (a member asks a few at a time; this bounds a misbehaving one).
+const MAX_ANSWERING: usize = 256;
+
+/// A message's identity for duplicate detection.
+type Key = (NodeId, u64, bool);
+
+#[derive(Default)]
+struct Routes {
+    /// Destination → the neighbour that last brought a new message from it.
+    via: HashMap<NodeId, NodeId>,
+    seen: HashSet<Key>,
+    order: VecDeque<Key>,
+}
+
+impl Routes {
+    /// Records `key`; false when it was seen before.
+    fn first_sight(&mut self, key: Key) -> bool {
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > SEEN
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// This node's end of the lock cluster's message routing: a
+/// [`RaftTransport`] for its Raft member, and the receiver of every
+/// [`RaftEnvelope`] its links bring.
+pub struct Mesh {
+    me: NodeId,
+    name: String,
+    links: Links,
+    trust: Trust,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    routes: Mutex<Routes>,
+    raft: OnceLock<RaftLocks>,
+    answering: Arc<Semaphore>,
+    /// When a message from each node last arrived here (for this node).
+    heard: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Mesh {
+    /// Routing for node `me` over `links`, accepting members `trust` names.
+    pub fn new(me: NodeId, name: String, links: Links, trust: Trust) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            me,
+            name,
+            links,
+            trust,
+            // Numbers start at random: a peer that saw this node's
+            // messages before it restarted must not take new ones for
+            // copies of old ones.
+            next: AtomicU64::new(uuid::Uuid::new_v4().as_u64_pair().0 >> 1),
+            pending: Mutex::default(),
+            routes: Mutex::default(),
+            raft: OnceLock::new(),
+            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+            heard: Mutex::default(),
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The trust this mesh accepts members by.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The links it routes over.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// Connects the member that answers requests addressed to this node.
+    pub fn attach(&self, raft: RaftLocks) {
+        let _ = self.raft.set(raft);
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `env` one step towards `env.to`, never back to `came_from`.
+    /// False when it went nowhere.
+    fn route(&self, env: RaftEnvelope, came_from: Option<NodeId>) -> bool {
+        if let Some(link) = self.links.get(&env.to) {
+            link.post(PeerMessage::Raft(env));
+            return true;
+        }
+        let learned = self.routes().via.get(&env.to).copied();
+        if let Some(next) = learned.filter(|n| Some(*n) != came_from) {
+            if let Some(link) = self.links.get(&next) {
+                link.post(PeerMessage::Raft(env));
+                return true;
+            }
+            self.routes().via.remove(&env.to);
+        }
+        let mut sent = false;
+        for peer in self.links.peers() {
+            if Some(peer) == came_from {
+                continue;
+            }
+            if let Some(link) = self.links.get(&peer) {
+                link.post(PeerMessage::Raft(env.clone()));
+                sent = true;
+            }
+        }
+        sent
+    }
+
+    /// Handles an envelope brought by the link to `neighbour`.
+    pub fn receive(self: &Arc<Self>, neighbour: NodeId, mut env: RaftEnvelope) {
+        if env.from == self.me {
+            return; // our own flood, come back around
+        }
+        if !self.routes().first_sight((env.from, env.id, env.reply)) {
+            return;
+        }
+        self.routes().via.insert(env.from, neighbour);
+        if env.to != self.me {
+            env.hops = env.hops.saturating_add(1);
+            if env.hops < MAX_RAFT_HOPS {
+                self.route(env, Some(neighbour));
+            }
+            return;
+        }
+        if !self.trust.trusts(env.from) {
+            tracing::debug!(
+                "dropped a lock-cluster message from {} (forwarded by {neighbour}): not a trusted node",
+                env.from
+            );
+            return;
+        }
+        self.heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(env.from, Instant::now());
+        if env.reply {
+            if let Some(tx) = self.pending().remove(&env.id) {
+                let _ = tx.send(env.body);
+            }
+            return;
+        }
+        let Some(raft) = self.raft.get().cloned() else {
+            return; // not started yet: the asker times out and retries
+        };
+        let request: RaftRequest = match tandem_common::codec::decode(&env.body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    "a lock-cluster request from {} does not decode ({e}); dropped",
+                    env.from
+                );
+                return;
+            }
+        };
+        let mesh = self.clone();
+        let answering = self.answering.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = answering.acquire_owned().await else {
+                return;
+            };
+            let reply = match request {
+                // Forming a cluster needs what only the node knows.
+                RaftRequest::Formation => RaftReply::Formation(Formation {
+                    member: raft.is_member(),
+                    trusted: mesh.trust.try_members().unwrap_or_default(),
+                    name: mesh.name.clone(),
+                }),
+                request => raft.answer(MemberId(env.from), request).await,
+            };
+            let body = match tandem_common::codec::encode(&reply) {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    tracing::warn!("cannot encode a lock-cluster reply: {e}");
+                    return;
+                }
+            };
+            mesh.route(
+                RaftEnvelope {
+                    id: env.id,
+                    from: mesh.me,
+                    to: env.from,
+                    hops: 0,
+                    reply: true,
+                    body,
+                },
+                None,
+            );
+        });
+    }
+
+    async fn call_inner(
+        self: Arc<Self>,
+        to: MemberId,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftReply, TransportError> {
+        let body = tandem_common::codec::encode(&request)
+            .map_err(|e| TransportError::Failed {
+                to,
+                reason: e.to_string(),
+            })?
+            .to_vec();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(id, tx);
+        /// Forgets the waiter however the call ends.
+        struct Forget<'a>(&'a Mesh, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.pending().remove(&self.1);
+            }
+        }
+        let _forget = Forget(&self, id);
+        let env = RaftEnvelope {
+            id,
+            from: self.me,
+            to: to.0,
+            hops: 0,
+            reply: false,
+            body,
+        };
+        if !self.route(env, None) {
+            return Err(TransportError::Unreachable(to));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(body)) => {
+                tandem_common::codec::decode(&body).map_err(|e| TransportError::Failed {
+                    to,
+                    reason: format!("reply does not decode: {e}"),
+                })
+            }
+            Ok(Err(_)) | Err(_) => Err(TransportError::Timeout(to, timeout)),
+        }
+    }
+}
+
+/// The mesh as the Raft member's transport.
+pub struct MeshTransport(pub Arc<Mesh>);
+
+impl RaftTransport for MeshTransport {
+    fn call(
+        &self,
+        to: MemberId,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RaftReply, TransportError>> {
+        Box::pin(self.0.clone().call_inner(to, request, timeout))
+    }
+
+    fn heard_within(&self, member: MemberId, within: Duration) -> bool {
+        self.0
+            .heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&member.0)
+            .is_some_and(|t| t.elapsed() <= within)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_seen_once_and_memory_is_bounded() {
+        let mut r = Routes::default();
+        let a = NodeId::random();
+        assert!(r.first_sight((a, 1, false)));
+        assert!(!r.first_sight((a, 1, false)));
+        assert!(r.first_sight((a, 1, true)), "a reply is not its request");
+        for i in 2..(SEEN as u64 + 10) {
+            r.first_sight((a, i, false));
+        }
+        assert!(r.seen.len() <= SEEN && r.order.len() <= SEEN);
+        assert!(r.first_sight((a, 1, false)), "long forgotten");
+    }
+}
