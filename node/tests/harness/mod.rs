@@ -28,6 +28,8 @@
 //! the ones cargo built for this test.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod locking;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -1541,4 +1543,19 @@ pub async fn closed_by_node(node: &Node, mut io: RawPeerIo, why: &str) {
     })
     .await;
     assert!(closed.is_ok(), "{}", node.fail(why));
+}
+
+/// Makes every node of `nodes` trust every other, whatever links they
+/// dial: the lock cluster forms only among nodes that all trust the same
+/// set (a chain's ends must trust each other too).
+pub fn trust_each_other(nodes: &[&Node]) {
+    for a in nodes {
+        for b in nodes {
+            if a.key != b.key
+                && let Some(id) = b.id()
+            {
+                trust_in(&a.state_dir(), id);
+            }
+        }
+    }
 }

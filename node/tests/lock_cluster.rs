@@ -1,0 +1,350 @@
+//! The lock table on Raft (issue 14), through the real binaries: racing
+//! clients in a chain of four and a mesh of five (exactly one winner per
+//! round, every node agreeing on the holder), a mesh of three that keeps
+//! locking with one node down and refuses clearly with two down, and the
+//! queue of `lock --wait`.
+//!
+//! `TANDEM_LOCK_ROUNDS` sets the rounds of the race tests (default 20; the
+//! issue's 200 for a long run).
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::locking::*;
+use harness::*;
+
+fn rounds() -> usize {
+    std::env::var("TANDEM_LOCK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Starts one node per `(name, addr, dials)`, makes them all trust each
+/// other, and waits until each pair in `links` is linked.
+fn cluster(spec: &[(&str, SocketAddr, Vec<SocketAddr>)], links: &[(usize, usize)]) -> Vec<Node> {
+    let builders = spec
+        .iter()
+        .map(|(name, addr, dials)| {
+            dials
+                .iter()
+                .fold(Node::builder(name).listen(*addr), |b, d| b.peer(*d))
+        })
+        .collect();
+    let nodes = start_all(builders);
+    trust_each_other(&nodes.iter().collect::<Vec<_>>());
+    for &(i, j) in links {
+        wait_linked(&nodes[i], &nodes[j]);
+    }
+    nodes
+}
+
+/// A chain A–B–C–D: each node dials only the next one.
+fn chain_of_four() -> Vec<Node> {
+    let a: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    cluster(
+        &[
+            ("A", a[0], vec![a[1]]),
+            ("B", a[1], vec![a[2]]),
+            ("C", a[2], vec![a[3]]),
+            ("D", a[3], vec![]),
+        ],
+        &[(0, 1), (1, 2), (2, 3)],
+    )
+}
+
+/// `n` nodes, each dialing every node after it.
+fn mesh(names: &[&str]) -> Vec<Node> {
+    let a: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
+    let spec: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, a[i], a[i + 1..].to_vec()))
+        .collect();
+    let links: Vec<(usize, usize)> = (0..names.len())
+        .flat_map(|i| (i + 1..names.len()).map(move |j| (i, j)))
+        .collect();
+    cluster(&spec, &links)
+}
+
+/// Writes `rel` on `nodes[0]` and waits until every node lists it.
+fn shared(nodes: &[Node], rel: &str) {
+    put(nodes[0].path(rel), "shared\n");
+    for n in nodes {
+        n.wait_list(&format!("{rel} on {}", n.name()), |l| {
+            find(l, rel).is_some()
+        });
+    }
+}
+
+/// Rounds of clients racing to lock `rel`, each through its own node:
+/// exactly one wins each round, the others are told who holds it, and
+/// every node agrees on the holder before the winner unlocks.
+fn race(nodes: &[Node], through: &[usize], rel: &str) {
+    let ids = tempfile::tempdir().unwrap();
+    let names = ["alice", "bob", "carol"];
+    let clients: Vec<(Who, usize)> = through
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (Who::new(&ids, names[k]), i))
+        .collect();
+    for (who, i) in &clients {
+        approve(nodes[*i].addr(), who.ident.to_str().unwrap(), "write");
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let rounds = rounds();
+    let mut wins = vec![0usize; clients.len()];
+    for round in 0..rounds {
+        let barrier = Arc::new(Barrier::new(clients.len()));
+        let outs: Vec<_> = thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .iter()
+                .map(|(who, i)| {
+                    let barrier = barrier.clone();
+                    let node = &nodes[*i];
+                    s.spawn(move || {
+                        barrier.wait();
+                        node.tandem(&who.args(&["lock", "--path", rel]))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..outs.len())
+            .filter(|k| outs[*k].status.success())
+            .collect();
+        let report = || {
+            outs.iter()
+                .zip(&clients)
+                .map(|(o, (w, i))| {
+                    format!(
+                        "{} via {}: {} / {}",
+                        w.name,
+                        nodes[*i].name(),
+                        text(&o.stdout).trim(),
+                        text(&o.stderr).trim()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            winners.len(),
+            1,
+            "{}",
+            fail_with_logs(
+                &format!("round {round}: not exactly one winner\n{}", report()),
+                &all
+            )
+        );
+        let w = winners[0];
+        wins[w] += 1;
+        let winner = &clients[w].0.name;
+        for (k, o) in outs.iter().enumerate().filter(|(k, _)| *k != w) {
+            let err = text(&o.stderr);
+            assert!(
+                err.contains(&format!("{rel} is locked by {winner}")),
+                "round {round}: {} was told: {err}\n{}",
+                clients[k].0.name,
+                report()
+            );
+        }
+        wait_locks(&all, &[(rel, winner)]);
+        let (who, i) = &clients[w];
+        who.ok(&nodes[*i], &["unlock", "--path", rel], &all);
+        wait_locks(&all, &[]);
+    }
+    eprintln!("{rounds} rounds, wins per client: {wins:?}");
+}
+
+#[test]
+fn clients_racing_through_the_ends_of_a_chain_of_four_have_exactly_one_winner() {
+    let nodes = chain_of_four();
+    shared(&nodes, "race.txt");
+    // Through A and D (no direct link: Raft messages are forwarded) and C.
+    race(&nodes, &[0, 3, 2], "race.txt");
+}
+
+#[test]
+fn clients_racing_in_a_mesh_of_five_have_exactly_one_winner() {
+    let nodes = mesh(&["A", "B", "C", "D", "E"]);
+    shared(&nodes, "race.txt");
+    race(&nodes, &[1, 4, 2], "race.txt");
+}
+
+#[test]
+fn a_mesh_of_three_locks_with_one_node_down_and_refuses_clearly_with_two() {
+    let mut nodes = mesh(&["A", "B", "C"]);
+    shared(&nodes, "m.txt");
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        alice.ok(&nodes[0], &["lock", "--path", "m.txt"], &all);
+        alice.ok(&nodes[1], &["unlock", "--path", "m.txt"], &all);
+    }
+    // C down: A and B are a majority.
+    nodes[2].stop();
+    {
+        let up = [&nodes[0], &nodes[1]];
+        alice.ok(&nodes[0], &["lock", "--path", "m.txt"], &up);
+        wait_locks(&up, &[("m.txt", "alice")]);
+    }
+    // C learns the lock taken while it was down.
+    nodes[2].restart();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_locks(&all, &[("m.txt", "alice")]);
+    alice.ok(&nodes[2], &["unlock", "--path", "m.txt"], &all);
+    wait_locks(&all, &[]);
+
+    // B and C down: refused, saying who is missing, within 5 s.
+    nodes[1].stop();
+    nodes[2].stop();
+    let t0 = Instant::now();
+    let err = alice.refused(&nodes[0], &["lock", "--path", "m.txt"], &[&nodes[0]]);
+    let took = t0.elapsed();
+    assert!(
+        err.contains("lock refused: only 1 of 3 nodes reachable (")
+            && err.contains("a majority (2) is needed"),
+        "{err}"
+    );
+    let down = err.split(" down)").next().unwrap_or_default();
+    assert!(
+        down.contains('B') && down.contains('C') && !down.contains("(A"),
+        "the refusal names B and C as down: {err}"
+    );
+    // The client's own start and TLS handshake come on top of the node's 5 s.
+    assert!(took < Duration::from_secs(6), "answered after {took:?}");
+    assert!(locks(&nodes[0]).is_empty());
+}
+
+/// A `tandem lock --wait` running in the background, killed if the test
+/// ends first.
+struct Waiter {
+    name: String,
+    child: Child,
+}
+
+impl Waiter {
+    fn start(node: &Node, who: &Who, rel: &str) -> Waiter {
+        let mut cmd: Command =
+            tandem_command(node.addr(), &who.args(&["lock", "--wait", "--path", rel]));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Waiter {
+            name: who.name.clone(),
+            child: cmd.spawn().expect("cannot start tandem lock --wait"),
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for it to exit with success; returns stdout.
+    fn granted(mut self, nodes: &[&Node]) -> String {
+        wait_until(
+            SPREAD_TIMEOUT,
+            &format!("{} to get the lock", self.name),
+            nodes,
+            || {
+                if self.running() {
+                    Err("still waiting".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        expect_ok(&out, &format!("{}: tandem lock --wait", self.name), nodes)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The names queued for `rel` on `node`, in order.
+fn waiting(node: &Node, rel: &str) -> Result<Vec<String>, String> {
+    let v = json_of(node, &["locks", "--json"])?;
+    Ok(v.iter()
+        .find(|l| l["path"] == rel)
+        .and_then(|l| l["waiting"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|w| w.as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+fn wait_queue(nodes: &[&Node], rel: &str, want: &[&str]) {
+    for n in nodes {
+        wait_until(
+            SPREAD_TIMEOUT,
+            &format!("queue on {}: {want:?}", n.name()),
+            nodes,
+            || {
+                let q = waiting(n, rel)?;
+                if q == want {
+                    Ok(())
+                } else {
+                    Err(format!("queue {q:?}"))
+                }
+            },
+        );
+    }
+}
+
+#[test]
+fn waiters_get_the_lock_in_order_and_one_that_leaves_gives_up_its_place() {
+    let nodes = mesh(&["A", "B", "C"]);
+    let all: Vec<&Node> = nodes.iter().collect();
+    shared(&nodes, "q.txt");
+    let ids = tempfile::tempdir().unwrap();
+    let who: Vec<Who> = ["alice", "bob", "carol", "dave", "eve"]
+        .iter()
+        .map(|n| Who::new(&ids, n))
+        .collect();
+    for (k, w) in who.iter().enumerate() {
+        approve(nodes[k % 3].addr(), w.ident.to_str().unwrap(), "write");
+    }
+    who[0].ok(&nodes[0], &["lock", "--path", "q.txt"], &all);
+    // bob, carol and dave queue, each through another node, in this order;
+    // eve queues and leaves (Ctrl-C closes her connection).
+    let mut queue = Vec::new();
+    let mut want: Vec<&str> = Vec::new();
+    for k in 1..=3 {
+        queue.push(Waiter::start(&nodes[k % 3], &who[k], "q.txt"));
+        want.push(&who[k].name);
+        wait_queue(&all, "q.txt", &want);
+    }
+    let eve = Waiter::start(&nodes[1], &who[4], "q.txt");
+    wait_queue(&all, "q.txt", &["bob", "carol", "dave", "eve"]);
+    drop(eve);
+    wait_queue(&all, "q.txt", &["bob", "carol", "dave"]);
+
+    // Each unlock hands the lock to the first waiter, whose command returns.
+    let mut holder = 0;
+    for (n, mut w) in queue.into_iter().enumerate() {
+        let k = n + 1;
+        assert!(w.running(), "{} returned before its turn", w.name);
+        who[holder].ok(&nodes[holder % 3], &["unlock", "--path", "q.txt"], &all);
+        let out = w.granted(&all);
+        assert!(
+            out.contains(&format!("locked q.txt (owner {}", who[k].name)),
+            "{out}"
+        );
+        wait_locks(&all, &[("q.txt", &who[k].name)]);
+        holder = k;
+    }
+    who[holder].ok(&nodes[holder % 3], &["unlock", "--path", "q.txt"], &all);
+    wait_locks(&all, &[]);
+}
