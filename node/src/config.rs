@@ -55,6 +55,12 @@ pub struct Args {
     /// connection following the feed is never idle), e.g. 5m, 30s.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
     pub idle_timeout: std::time::Duration,
+    /// How often the lock cluster's leader tells the others it is there
+    /// (a few hundred bytes each time). A leader that goes quiet is
+    /// replaced after 2 to 3 of these; every node should use the same
+    /// value. e.g. 500ms, 2s.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_heartbeat)]
+    pub lock_heartbeat: std::time::Duration,
     /// Instead of running: print the id, or edit the trust list.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -137,6 +143,16 @@ pub fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Parses the lock cluster's heartbeat: 50ms to 1h.
+pub fn parse_heartbeat(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 500ms or 2s"))?;
+    if d < std::time::Duration::from_millis(50) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?} is out of range; use 50ms to 1h"));
+    }
+    Ok(d)
+}
+
 /// Parses `64MiB`, `512KiB`, `1GiB`, `100MB`, or plain bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -184,6 +200,8 @@ pub struct Config {
     pub verify_every: std::time::Duration,
     /// Idle client connections are closed after this long.
     pub idle_timeout: std::time::Duration,
+    /// The lock cluster's heartbeat.
+    pub lock_heartbeat: std::time::Duration,
 }
 
 impl Config {
@@ -247,6 +265,7 @@ impl Config {
             metrics_listen: args.metrics_listen,
             verify_every: args.verify_every,
             idle_timeout: args.idle_timeout,
+            lock_heartbeat: args.lock_heartbeat,
         })
     }
 }

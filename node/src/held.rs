@@ -45,6 +45,13 @@ impl HeldQueue {
         self.items.keys().cloned().collect()
     }
 
+    /// Whether a change made on this node is held for `path`.
+    pub fn has_local(&self, path: &RelPath) -> bool {
+        self.items
+            .get(path)
+            .is_some_and(|v| v.iter().any(|h| h.remote.is_none()))
+    }
+
     /// Number of changes held for `path`.
     pub fn count(&self, path: &RelPath) -> usize {
         self.items.get(path).map_or(0, Vec::len)

@@ -365,6 +365,23 @@ impl Index {
         self.put(r);
     }
 
+    /// Takes the file now at `path` (whose stat is `stat`) for our indexed
+    /// version without reading it: its content was just kept aside as a
+    /// conflict copy (a change that lost to a lock owner's version), and
+    /// the version about to be installed replaces it. False when there is
+    /// no live file here.
+    pub fn adopt_stat(&mut self, path: &RelPath, stat: LocalStat) -> bool {
+        let Some(r) = self.records.get_mut(path) else {
+            return false;
+        };
+        if !r.entry.is_live_file() {
+            return false;
+        }
+        r.stat = Some(stat);
+        self.dirty.push(r.seq);
+        true
+    }
+
     /// Announces our entry at `path` again, unchanged: a new sequence
     /// number, so every peer (the one it came from too) is sent it again.
     pub fn reannounce(&mut self, path: &RelPath) {

@@ -133,6 +133,7 @@ pub async fn run(
     let mesh = mesh::Mesh::new(node_id, cfg.name.clone(), links.clone(), trust.clone());
     let locks = lock_service::LockService::start(
         &cfg.state_dir,
+        raft::RaftSettings::with_heartbeat(cfg.lock_heartbeat),
         mesh.clone(),
         handle.clone(),
         stop.clone(),

@@ -46,8 +46,17 @@ const RETRY_NO_MAJORITY: Duration = Duration::from_millis(1200);
 const FORMATION_TIMEOUT: Duration = Duration::from_secs(2);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A locked path as the core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    /// The lock, for people.
+    pub info: LockInfo,
+    /// The node the owner works through: its changes to the path flow.
+    pub via: NodeId,
+}
+
 /// The locks as the core needs them: the holder of each locked path.
-pub type LockMirror = HashMap<RelPath, LockInfo>;
+pub type LockMirror = HashMap<RelPath, Locked>;
 
 /// The node's lock service. Cheap to share (`Arc`).
 pub struct LockService {
@@ -65,6 +74,7 @@ impl LockService {
     /// form the cluster and tell the core what is locked.
     pub async fn start(
         state_dir: &Path,
+        settings: RaftSettings,
         mesh: Arc<Mesh>,
         core: CoreHandle,
         stop: CancellationToken,
@@ -76,7 +86,7 @@ impl LockService {
             me,
             state_dir,
             transport.clone() as Arc<dyn RaftTransport>,
-            RaftSettings::default(),
+            settings,
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the lock service: {e}"))?;
@@ -449,7 +459,16 @@ impl LockService {
                     Ok(locks) => {
                         let mirror: LockMirror = locks
                             .iter()
-                            .map(|(p, l)| (p.clone(), self.info(p, l)))
+                            .map(|(p, l)| {
+                                let info = self.info(p, l);
+                                (
+                                    p.clone(),
+                                    Locked {
+                                        info,
+                                        via: l.holder.via,
+                                    },
+                                )
+                            })
                             .collect();
                         core.tell_lock(LockMsg::Table(mirror));
                     }

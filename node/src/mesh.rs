@@ -75,6 +75,8 @@ pub struct Mesh {
     answering: Arc<Semaphore>,
     /// When a message from each node last arrived here (for this node).
     heard: Mutex<HashMap<NodeId, Instant>>,
+    /// Nodes whose direct link closed and that were not heard from since.
+    gone: Mutex<HashSet<NodeId>>,
 }
 
 impl Mesh {
@@ -94,6 +96,7 @@ impl Mesh {
             raft: OnceLock::new(),
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             heard: Mutex::default(),
+            gone: Mutex::default(),
         })
     }
 
@@ -158,6 +161,16 @@ impl Mesh {
         sent
     }
 
+    /// The link to `peer` closed: it is not taken for reachable (until a
+    /// message from it comes another way), nor used as a route.
+    pub fn link_closed(&self, peer: NodeId) {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer);
+        self.routes().via.retain(|_, via| *via != peer);
+    }
+
     /// Handles an envelope brought by the link to `neighbour`.
     pub fn receive(self: &Arc<Self>, neighbour: NodeId, mut env: RaftEnvelope) {
         if env.from == self.me {
@@ -185,6 +198,10 @@ impl Mesh {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(env.from, Instant::now());
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&env.from);
         if env.reply {
             if let Some(tx) = self.pending().remove(&env.id) {
                 let _ = tx.send(env.body);
@@ -300,12 +317,22 @@ impl RaftTransport for MeshTransport {
     }
 
     fn heard_within(&self, member: MemberId, within: Duration) -> bool {
+        let gone = self
+            .0
+            .gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&member.0);
+        !gone && self.silent_for(member).is_some_and(|t| t <= within)
+    }
+
+    fn silent_for(&self, member: MemberId) -> Option<Duration> {
         self.0
             .heard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&member.0)
-            .is_some_and(|t| t.elapsed() <= within)
+            .map(Instant::elapsed)
     }
 }
 

@@ -173,6 +173,7 @@ where
     // A link replaced by a newer one to the same peer is not the peer going down.
     if ctx.links.get(&peer).is_none() {
         ctx.core.peer_down(peer);
+        ctx.mesh.link_closed(peer);
     }
     tracing::info!("peer {peer_name} disconnected: {why}");
     LinkEnd::Closed

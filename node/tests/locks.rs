@@ -227,62 +227,132 @@ fn locked_file_is_left_alone_until_unlock() {
     assert_eq!(row["nodes"], serde_json::json!(["A", "B"]));
 }
 
+/// Issue 14's scenario: the owner locks through A and edits there; someone
+/// edits on B (with a newer mtime); the owner edits again; unlock. The
+/// owner's edits flow to B while locked (as long as B's own change does
+/// not sit in the way), B's change is held, and at unlock the owner's
+/// version stays current everywhere while B's edit, not made on top of it,
+/// is kept in B's conflicts folder. A later edit on B applies as usual.
 #[test]
-fn edits_on_both_sides_while_locked_newest_mtime_wins_after_unlock() {
+fn the_owners_version_stays_current_and_a_concurrent_edit_elsewhere_becomes_a_conflict_copy() {
+    let (a, b) = linked_pair(&[]);
+    let nodes = [&a, &b];
+    let ids = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "notes.txt", b"original\n");
+    alice.ok(&a, &["lock", "--path", "notes.txt"], &nodes);
+    wait_locks(&nodes, &[("notes.txt", "alice")]);
+
+    let now = SystemTime::now();
+    // The owner's edits flow at once.
+    write_with_mtime(
+        &a,
+        &scratch,
+        "notes.txt",
+        b"owner 1\n",
+        now - Duration::from_secs(30),
+    );
+    wait_content(&nodes, "notes.txt", b"owner 1\n");
+    assert!(held(&a).is_empty(), "the owner's edit is not held");
+    // B's edit, newer than anything the owner writes, is held on B.
+    write_with_mtime(
+        &b,
+        &scratch,
+        "notes.txt",
+        b"B's edit\n",
+        now + Duration::from_secs(3600),
+    );
+    wait_until(SYNC_TIMEOUT, "B holds its edit", &nodes, || {
+        let h = held(&a);
+        let ok = h.len() == 1 && h[0]["node"] == "B" && h[0]["kind"] == "modify";
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("held: {h:?}"))
+        }
+    });
+    write_with_mtime(
+        &a,
+        &scratch,
+        "notes.txt",
+        b"owner 2\n",
+        now - Duration::from_secs(10),
+    );
+    b.wait_log("held Modify of notes.txt from A");
+    // B's disk keeps B's edit (its index, the owner's first version).
+    assert_eq!(read(&b, "notes.txt").unwrap(), b"B's edit\n");
+
+    let out = alice.ok(&a, &["unlock", "--path", "notes.txt"], &nodes);
+    assert!(out.contains("released: change made on B"), "{out}");
+    wait_content(&nodes, "notes.txt", b"owner 2\n");
+    let kept = wait_until(
+        SYNC_TIMEOUT,
+        "B's edit in B's conflicts folder",
+        &nodes,
+        || {
+            conflicts(&b)
+                .into_iter()
+                .find(|(_, c)| c == b"B's edit\n")
+                .map(|(p, _)| p)
+        },
+    );
+    assert!(
+        kept.starts_with(b.path(".tandem/conflicts")),
+        "{}",
+        kept.display()
+    );
+    b.wait_log("was not made on top of the owner's latest version");
+    assert!(
+        !conflicts(&a).iter().any(|(_, c)| c == b"owner 2\n"),
+        "the owner's version is not a conflict copy anywhere"
+    );
+    wait_until(SPREAD_TIMEOUT, "no held changes", &nodes, || {
+        held(&a).is_empty() && held(&b).is_empty()
+    });
+    stays_for(&a, "notes.txt", b"owner 2\n", Duration::from_millis(500));
+
+    // Unlocked, an edit on B made on top of the owner's version flows.
+    put(b.path("notes.txt"), "B after unlock\n");
+    wait_content(&nodes, "notes.txt", b"B after unlock\n");
+}
+
+/// A change held on B that was made on top of the owner's latest version
+/// (the owner wrote nothing after it) applies at unlock, without a
+/// conflict copy, although its mtime is older.
+#[test]
+fn an_edit_made_on_top_of_the_owners_latest_version_applies_at_unlock() {
     let (a, b) = linked_pair(&[]);
     let nodes = [&a, &b];
     let ids = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let alice = Who::new(&ids, "alice");
     shared_file(&a, &b, "doc.txt", b"original\n");
-
-    alice.ok(&b, &["lock", "--path", "doc.txt"], &nodes);
+    alice.ok(&a, &["lock", "--path", "doc.txt"], &nodes);
     wait_locks(&nodes, &[("doc.txt", "alice")]);
-
     let now = SystemTime::now();
-    let older = now - Duration::from_secs(100);
-    let newer = now - Duration::from_secs(50);
-    write_with_mtime(&a, &scratch, "doc.txt", b"A's edit (older)\n", older);
-    write_with_mtime(&b, &scratch, "doc.txt", b"B's edit (newer)\n", newer);
-    for n in nodes {
-        wait_until(
-            SYNC_TIMEOUT,
-            &format!("{} holds its edit", n.name()),
-            &nodes,
-            || {
-                let h = held(n);
-                h.iter()
-                    .any(|c| c["node"] == n.name() && c["kind"] == "modify")
-            },
-        );
-    }
-    assert_eq!(read(&a, "doc.txt").unwrap(), b"A's edit (older)\n");
-    assert_eq!(read(&b, "doc.txt").unwrap(), b"B's edit (newer)\n");
-    assert!(list_line(&a, "doc.txt").contains("locked by alice, 2 held"));
-
-    alice.ok(&b, &["unlock", "--path", "doc.txt"], &nodes);
-    wait_content(&nodes, "doc.txt", b"B's edit (newer)\n");
-    let loser = wait_until(
-        SYNC_TIMEOUT,
-        "A's edit in a conflicts folder",
-        &nodes,
-        || {
-            let all: Vec<_> = conflicts(&a).into_iter().chain(conflicts(&b)).collect();
-            all.into_iter()
-                .find(|(_, c)| c == b"A's edit (older)\n")
-                .map(|(p, _)| p)
-        },
+    write_with_mtime(
+        &a,
+        &scratch,
+        "doc.txt",
+        b"owner\n",
+        now - Duration::from_secs(10),
     );
-    assert!(
-        loser.starts_with(a.path(".tandem/conflicts")),
-        "the loser is kept where it was made (A): {}",
-        loser.display()
+    wait_content(&nodes, "doc.txt", b"owner\n");
+    write_with_mtime(
+        &b,
+        &scratch,
+        "doc.txt",
+        b"B on top\n",
+        now - Duration::from_secs(20),
     );
-    // The winner keeps its mtime everywhere.
-    for n in nodes {
-        let m = fs::metadata(n.path("doc.txt")).unwrap().modified().unwrap();
-        assert_eq!(m, newer, "mtime of doc.txt on {}", n.name());
-    }
+    wait_until(SYNC_TIMEOUT, "B holds its edit", &nodes, || {
+        held(&b).iter().any(|h| h["node"] == "B")
+    });
+    stays_for(&a, "doc.txt", b"owner\n", Duration::from_millis(500));
+    alice.ok(&a, &["unlock", "--path", "doc.txt"], &nodes);
+    wait_content(&nodes, "doc.txt", b"B on top\n");
+    assert!(conflicts(&a).is_empty() && conflicts(&b).is_empty());
 }
 
 #[test]
@@ -293,7 +363,7 @@ fn held_delete_is_announced_and_applied_on_unlock() {
     let alice = Who::new(&ids, "alice");
     shared_file(&a, &b, "old.log", b"keep me until unlock\n");
 
-    alice.ok(&b, &["lock", "--path", "old.log"], &nodes);
+    alice.ok(&a, &["lock", "--path", "old.log"], &nodes);
     wait_locks(&nodes, &[("old.log", "alice")]);
 
     fs::remove_file(b.path("old.log")).unwrap();

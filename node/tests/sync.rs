@@ -1927,9 +1927,16 @@ fn edits_and_renames_of_large_files_send_only_what_changed() {
     // b dials a through the proxy; a dials no one, so every byte between
     // them crosses it. While bytes are measured, the test waits on the
     // nodes' logs, not on `tandem list` (which asks the peer for its files).
-    let a = Node::builder("a").start();
+    // The lock cluster's heartbeats (a few hundred bytes every 500 ms)
+    // would never let the link go quiet: one an hour here.
+    let a = Node::builder("a").arg("--lock-heartbeat").arg("1h").start();
     let proxy = CountingProxy::start(a.addr());
-    let b = Node::builder("b").peer(proxy.addr).trusts(&a).start();
+    let b = Node::builder("b")
+        .arg("--lock-heartbeat")
+        .arg("1h")
+        .peer(proxy.addr)
+        .trusts(&a)
+        .start();
     let nodes = [&a, &b];
     let outside = tempfile::tempdir().expect("temp dir");
     write_big(&a.path("big.bin"), SIZE, 12, Some(outside.path()));

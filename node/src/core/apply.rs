@@ -261,7 +261,7 @@ impl Core {
 
     /// Moves `src` (a version of `path` by `author`, modified at
     /// `mtime_ns`) into the conflicts folder, under a name that says so.
-    fn keep_aside(
+    pub(super) fn keep_aside(
         &mut self,
         src: &Path,
         path: &RelPath,

@@ -17,7 +17,7 @@ impl Core {
         mode: u32,
         who: &str,
     ) -> Result<(), ApiError> {
-        if let Some(l) = self.locks.get(path) {
+        if let Some(l) = self.locks.get(path).map(|l| &l.info) {
             return Err(ApiError::LockedBy {
                 path: path.to_string(),
                 owner_name: l.owner_name.clone(),

@@ -6,7 +6,7 @@
 use tandem_common::proto::{
     ApiError, EventKind, HeldChange, HeldKind, IdentityRecord, PeerMessage,
 };
-use tandem_common::{EntryKind, FileEntry, NodeId, RelPath};
+use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VvOrder};
 use tokio::sync::oneshot;
 
 use super::{Core, now_ns};
@@ -101,8 +101,16 @@ impl Core {
     /// no longer locked go back to the normal rules.
     fn lock_table(&mut self, table: LockMirror) {
         for (path, l) in &table {
-            if self.locks.get(path).is_none_or(|old| old.owner != l.owner) {
-                tracing::info!("{path} locked by {} (through {})", l.owner_name, l.via);
+            if self
+                .locks
+                .get(path)
+                .is_none_or(|old| old.info.owner != l.info.owner)
+            {
+                tracing::info!(
+                    "{path} locked by {} (through {})",
+                    l.info.owner_name,
+                    l.info.via
+                );
             }
         }
         let unlocked: Vec<RelPath> = self
@@ -143,13 +151,31 @@ impl Core {
         }
     }
 
-    /// If `p` is locked, holds this local change instead of indexing it.
-    /// Returns true when the path is locked (whether or not it changed).
+    /// Whether a peer's change to a locked path is held here: changes
+    /// written on the node the owner works through flow as usual, unless a
+    /// change made here is held (the two are reconciled at unlock); any
+    /// other change waits for the unlock.
+    pub(super) fn holds_remote(&self, remote: &FileEntry) -> bool {
+        let Some(lock) = self.locks.get(&remote.path) else {
+            return false;
+        };
+        let by_owner_node = remote.written.iter().next().is_some()
+            && remote.written.iter().all(|d| d.node == Some(lock.via));
+        !by_owner_node || self.held.has_local(&remote.path)
+    }
+
+    /// If `p` is locked, holds this local change instead of indexing it,
+    /// unless this is the node the owner works through (the owner's edits
+    /// flow as usual). Returns true when the change is held (or, for a
+    /// locked path, nothing changed).
     pub(super) fn hold_local(&mut self, p: &RelPath, seen: &Seen) -> bool {
         let Some(lock) = self.locks.get(p) else {
             return false;
         };
-        let owner = lock.owner_name.clone();
+        if lock.via == self.index.me() {
+            return false;
+        }
+        let owner = lock.info.owner_name.clone();
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
         let (kind, size, mtime_ns) = match seen {
             Seen::File(st) => {
@@ -200,7 +226,7 @@ impl Core {
             "held {kind:?} of {} from {}: locked by {}",
             remote.path,
             self.peer_name(peer),
-            lock.owner_name
+            lock.info.owner_name
         );
         self.io.events.emit(EventKind::Held {
             path: remote.path.clone(),
@@ -222,32 +248,54 @@ impl Core {
         true
     }
 
-    /// Hands every change held for `path` back to the normal rules.
+    /// Hands every change held for `path` back to the normal rules, after
+    /// reconciling a change made here with the owner's version: when a
+    /// newer version (the owner's) arrived while it was held, the change
+    /// made here was not made on top of it, so it is kept as a conflict copy
+    /// and the owner's version installed; otherwise it applies as usual.
     fn release_held(&mut self, path: &RelPath) -> Vec<HeldChange> {
-        let items = self.held.take(path);
+        let mut items = self.held.take(path);
         if items.is_empty() {
             return Vec::new();
         }
         self.held_dirty = true;
+        let base = self.index.get(path).map(|r| r.entry.version.clone());
+        let newer = items.iter().find_map(|h| {
+            let (peer, e) = h.remote.as_ref()?;
+            let newer = base.as_ref().is_none_or(|b| {
+                matches!(e.version.compare(b), VvOrder::After | VvOrder::Concurrent)
+            });
+            newer.then_some(*peer)
+        });
+        // The change made here first: deciding on a peer's version looks at
+        // the disk, and would take the change made here for a new one.
+        items.sort_by_key(|h| h.remote.is_some());
         let mut out = Vec::new();
         for h in items {
-            match h.info.kind {
-                HeldKind::Delete => tracing::warn!(
-                    "released a held DELETE of {path} made on {}; reconciling it now",
-                    h.info.node
-                ),
-                HeldKind::Modify => tracing::info!(
-                    "released a held change of {path} made on {}; reconciling it now",
-                    h.info.node
-                ),
+            let lost = match (&h.remote, newer) {
+                (None, Some(winner)) => self.lose_held_local(path, &h.info, winner),
+                _ => false,
+            };
+            if !lost {
+                match h.info.kind {
+                    HeldKind::Delete => tracing::warn!(
+                        "released a held DELETE of {path} made on {}; reconciling it now",
+                        h.info.node
+                    ),
+                    HeldKind::Modify => tracing::info!(
+                        "released a held change of {path} made on {}; reconciling it now",
+                        h.info.node
+                    ),
+                }
+                self.io.events.emit(EventKind::Released {
+                    path: path.clone(),
+                    from: h.info.node.clone(),
+                    kind: h.info.kind,
+                });
             }
-            self.io.events.emit(EventKind::Released {
-                path: path.clone(),
-                from: h.info.node.clone(),
-                kind: h.info.kind,
-            });
             match h.remote {
                 Some((peer, entry)) => self.on_remote_entry(peer, entry),
+                None if lost => {}
                 None => {
                     self.pending.insert(path.clone(), std::time::Instant::now());
                 }
@@ -255,5 +303,54 @@ impl Core {
             out.push(h.info);
         }
         out
+    }
+
+    /// The change made here to `path` while it was locked lost to the
+    /// owner's newer version (from `winner`): a modification is copied into
+    /// the conflicts folder and the file taken for our indexed version, so
+    /// the owner's version replaces it; a deletion simply loses. False when
+    /// it cannot be set aside (then it is reconciled by the normal rules,
+    /// which lose nothing either).
+    fn lose_held_local(&mut self, path: &RelPath, info: &HeldChange, winner: NodeId) -> bool {
+        if info.kind == HeldKind::Delete {
+            tracing::warn!(
+                "the DELETE of {path} made here while it was locked lost to the owner's newer version, which comes back"
+            );
+            return true;
+        }
+        let full = path.to_disk(&self.root);
+        let meta = match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_file() => m,
+            _ => return false,
+        };
+        let stat = crate::scan::local_stat(&meta);
+        if self.index.get(path).is_none_or(|r| !r.entry.is_live_file()) {
+            return false;
+        }
+        let copy = self
+            .state_dir
+            .join("tmp")
+            .join(format!("held-{}", uuid::Uuid::new_v4().simple()));
+        let kept = std::fs::copy(&full, &copy).and_then(|_| {
+            let name = self.name.clone();
+            self.keep_aside(&copy, path, &name, stat.mtime_ns, winner)
+        });
+        match kept {
+            Ok(dest) => {
+                self.index.adopt_stat(path, stat);
+                tracing::warn!(
+                    "the change made here to {path} while it was locked was not made on top of the owner's latest version: kept as {}; the owner's version is installed",
+                    dest.display()
+                );
+                true
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&copy);
+                tracing::error!(
+                    "cannot keep the change made here to {path} aside ({e}); reconciling it by the normal rules"
+                );
+                false
+            }
+        }
     }
 }

@@ -14,7 +14,10 @@ impl Core {
                 mtime_ns: r.entry.mtime_ns,
                 hash: r.entry.hash,
                 nodes: vec![self.name.clone()],
-                locked_by: self.locks.get(&r.entry.path).map(|l| l.owner_name.clone()),
+                locked_by: self
+                    .locks
+                    .get(&r.entry.path)
+                    .map(|l| l.info.owner_name.clone()),
                 held: self.held.count(&r.entry.path) as u32,
                 states: vec![tandem_common::proto::NodeFileState {
                     node: self.name.clone(),
@@ -64,7 +67,7 @@ impl Core {
             hash: e.hash,
             version: e.version.clone(),
             locked_by: present
-                .then(|| self.locks.get(&e.path).map(|l| l.owner_name.clone()))
+                .then(|| self.locks.get(&e.path).map(|l| l.info.owner_name.clone()))
                 .flatten(),
             held: if present {
                 self.held.count(&e.path) as u32

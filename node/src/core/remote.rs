@@ -121,7 +121,7 @@ impl Core {
         let local = self.index.get(&remote.path).map(|r| r.entry.clone());
         let cx = engine::Context {
             disk,
-            locked: self.locks.contains_key(&remote.path),
+            locked: self.holds_remote(remote),
             queued,
         };
         Ok((engine::decide(local.as_ref(), remote, &cx), local))

@@ -88,10 +88,10 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat: Duration::from_millis(150),
-            election_min: Duration::from_millis(750),
+            heartbeat: Duration::from_millis(500),
+            election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(1500),
-            answer_within: Duration::from_millis(3500),
+            answer_within: Duration::from_millis(4500),
             probe_timeout: Duration::from_millis(1000),
             snapshot_every: 1000,
             keep_after_snapshot: 200,
@@ -107,6 +107,18 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RaftSettings {
+    /// The defaults with leader heartbeats every `every`: a follower that
+    /// hears none for 2 to 3 of them stands for election (and a member
+    /// votes for it once 3 passed: openraft's leader lease).
+    pub fn with_heartbeat(every: Duration) -> RaftSettings {
+        RaftSettings {
+            heartbeat: every,
+            election_min: every * 2,
+            election_max: every * 3,
+            ..RaftSettings::default()
+        }
+    }
+
     fn openraft_config(&self) -> Result<openraft::Config, RaftLocksError> {
         openraft::Config {
             cluster_name: "tandem-locks".into(),
@@ -448,6 +460,10 @@ impl RaftLocks {
         // could name each other).
         let mut hint: Option<MemberId> = None;
         let mut hints_followed = 0;
+        // When a majority last answered a probe: while an election runs,
+        // the members are not asked again every round.
+        let mut majority_at: Option<Instant> = None;
+        let mut stood = false;
         loop {
             let (leader, member) = {
                 let m = metrics.borrow_and_update();
@@ -500,10 +516,22 @@ impl RaftLocks {
                     hints_followed = 0;
                 }
             }
-            if probe {
+            let fresh = majority_at.is_some_and(|t| t.elapsed() < self.inner.settings.election_max);
+            if probe && !fresh {
                 let quorum = self.probe().await;
                 if !quorum.has_majority() {
                     return Err(SubmitError::NoMajority(quorum));
+                }
+                majority_at = Some(Instant::now());
+            }
+            if probe && may_forward && !stood {
+                // A majority answers but the leader is silent: once the
+                // other members stop honouring its lease, this member stands
+                // for election at once instead of waiting for its timer
+                // (and maybe splitting the vote with another member whose
+                // timer fires at the same moment).
+                if let Some(l) = leader.filter(|l| *l != me) {
+                    stood = self.stand_when_lease_expires(l, deadline).await;
                 }
             }
             let now = Instant::now();
@@ -522,6 +550,30 @@ impl RaftLocks {
                 }
             }
         }
+    }
+
+    /// Waits until `leader` has been silent for a whole leader lease (the
+    /// other members then vote again), within `deadline`, and stands for
+    /// election unless a new leader is known by then. True once it stood
+    /// (or a new leader came).
+    async fn stand_when_lease_expires(&self, leader: MemberId, deadline: Instant) -> bool {
+        let lease = self.inner.settings.election_max;
+        let Some(silent) = self.inner.transport.silent_for(leader) else {
+            return true; // the transport cannot tell: leave it to the timers
+        };
+        let wait = lease.saturating_sub(silent) + self.inner.settings.heartbeat / 5;
+        if Instant::now() + wait + self.inner.settings.probe_timeout >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        let still = self.inner.raft.metrics().borrow().current_leader == Some(leader);
+        if still && !self.inner.transport.heard_within(leader, lease) {
+            tracing::debug!("the lock cluster's leader {leader} is silent; standing for election");
+            if let Err(e) = self.inner.raft.trigger().elect().await {
+                tracing::debug!("cannot stand for election: {e}");
+            }
+        }
+        true
     }
 
     async fn write_as_leader(

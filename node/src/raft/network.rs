@@ -141,6 +141,14 @@ pub trait RaftTransport: Send + Sync + 'static {
         let _ = (member, within);
         true
     }
+
+    /// How long ago a message from `member` last arrived, if ever (kept
+    /// when a link closes, unlike [`RaftTransport::heard_within`]). `None`
+    /// when the transport does not know.
+    fn silent_for(&self, member: MemberId) -> Option<Duration> {
+        let _ = member;
+        None
+    }
 }
 
 /// openraft's network factory over a [`RaftTransport`].
