@@ -348,3 +348,145 @@ fn waiters_get_the_lock_in_order_and_one_that_leaves_gives_up_its_place() {
     who[holder].ok(&nodes[holder % 3], &["unlock", "--path", "q.txt"], &all);
     wait_locks(&all, &[]);
 }
+
+/// Whether a refused lock or unlock said something a client may get while
+/// a node dies: someone else holds it, no majority, no leader yet, or an
+/// honest "may or may not".
+fn allowed_refusal(err: &str) -> bool {
+    err.contains("is locked by")
+        || err.contains("lock refused: only")
+        || err.contains("may or may not have changed")
+        || err.contains("lock service unavailable")
+}
+
+/// Runs `who`'s `args` through `node` until it succeeds (a refusal must be
+/// one a client may get while a node dies), within the spread timeout.
+fn until_ok(who: &Who, node: &Node, args: &[&str], logs: &[&Node]) {
+    wait_until(
+        SPREAD_TIMEOUT,
+        &format!("{} {args:?} via {}", who.name, node.name()),
+        logs,
+        || {
+            let out = node.tandem(&who.args(args));
+            let err = text(&out.stderr);
+            if out.status.success() || err.contains("is not locked") {
+                return Ok(());
+            }
+            assert!(allowed_refusal(&err), "{} {args:?}: {err}", who.name);
+            Err(err)
+        },
+    );
+}
+
+/// kill -9 of the lock cluster's leader while two clients race for a lock
+/// through the other two nodes, then of a follower: never two winners,
+/// every answer definite or an honest "unknown, retry", the survivors
+/// agree, and a restarted node learns the table.
+#[test]
+fn killing_the_leader_or_a_follower_mid_grant_never_grants_twice() {
+    let mut nodes = mesh(&["A", "B", "C"]);
+    shared(&nodes, "k.txt");
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    let bob = Who::new(&ids, "bob");
+    // The node that formed the cluster leads it until something happens.
+    let all: Vec<&Node> = nodes.iter().collect();
+    let l = wait_until(
+        SPREAD_TIMEOUT,
+        "a node to form the lock cluster",
+        &all,
+        || {
+            nodes
+                .iter()
+                .position(|n| n.log().contains("lock cluster: formed"))
+                .ok_or("not formed yet")
+        },
+    );
+    let (x, y) = ((l + 1) % 3, (l + 2) % 3);
+    approve(nodes[x].addr(), alice.ident.to_str().unwrap(), "admin");
+    approve(nodes[y].addr(), bob.ident.to_str().unwrap(), "admin");
+
+    for victim in [l, y] {
+        // Free, then a race through the two other nodes while `victim` dies.
+        let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+        {
+            let logs: Vec<&Node> = nodes.iter().collect();
+            until_ok(&alice, &nodes[x], &["unlock", "--path", "k.txt"], &logs);
+            wait_locks(&logs, &[]);
+        }
+        let racers = [(&alice, x), (&bob, if victim == y { l } else { y })];
+        let barrier = Arc::new(Barrier::new(3));
+        let outs: Vec<std::process::Output> = thread::scope(|s| {
+            let handles: Vec<_> = racers
+                .iter()
+                .map(|(who, i)| {
+                    let (barrier, node) = (barrier.clone(), &nodes[*i]);
+                    s.spawn(move || {
+                        barrier.wait();
+                        node.tandem(&who.args(&["lock", "--path", "k.txt"]))
+                    })
+                })
+                .collect();
+            // The victim dies while the two requests are on their way.
+            barrier.wait();
+            nodes[victim].kill9_shared();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let survivors: Vec<&Node> = live.iter().map(|i| &nodes[*i]).collect();
+        let winners: Vec<&str> = outs_winners(&outs, &racers);
+        for (o, (who, i)) in outs.iter().zip(&racers) {
+            eprintln!(
+                "{} via {} while {} died: {}{}",
+                who.name,
+                nodes[*i].name(),
+                nodes[victim].name(),
+                text(&o.stdout).trim(),
+                text(&o.stderr).trim()
+            );
+        }
+        assert!(winners.len() <= 1, "two winners: {winners:?}");
+        for (o, (who, _)) in outs.iter().zip(&racers) {
+            let err = text(&o.stderr);
+            assert!(
+                o.status.success() || allowed_refusal(&err),
+                "{}: {err}",
+                who.name
+            );
+        }
+        // Whoever holds it now, the survivors agree; alice ends up with it.
+        let holder = wait_until(SPREAD_TIMEOUT, "the survivors agree", &survivors, || {
+            let a = lock_state(survivors[0]);
+            let b = lock_state(survivors[1]);
+            if a == b {
+                Ok(a)
+            } else {
+                Err(format!("{a:?} vs {b:?}"))
+            }
+        });
+        if let Some(w) = winners.first() {
+            assert!(
+                holder.iter().any(|(p, o, _)| p == "k.txt" && o == w),
+                "{w} was told it won, the cluster says {holder:?}"
+            );
+        }
+        if holder.iter().any(|(_, o, _)| o == "bob") {
+            let by = racers[1].1;
+            until_ok(&bob, &nodes[by], &["unlock", "--path", "k.txt"], &survivors);
+        }
+        until_ok(&alice, &nodes[x], &["lock", "--path", "k.txt"], &survivors);
+        wait_locks(&survivors, &[("k.txt", "alice")]);
+
+        // The node comes back and learns the table.
+        nodes[victim].restart();
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_locks(&all, &[("k.txt", "alice")]);
+    }
+}
+
+fn outs_winners<'a>(outs: &[std::process::Output], racers: &[(&'a Who, usize)]) -> Vec<&'a str> {
+    outs.iter()
+        .zip(racers)
+        .filter(|(o, _)| o.status.success())
+        .map(|(_, (w, _))| w.name.as_str())
+        .collect()
+}

@@ -1071,6 +1071,12 @@ impl Node {
         );
     }
 
+    /// `kill -9` through a shared reference (from a thread racing others
+    /// that use the node list); panics if the node is not running.
+    pub fn kill9_shared(&self) {
+        assert!(self.kill_now(), "kill9: node {} is not running", self.name);
+    }
+
     /// SIGKILL and reap, if running; true if there was a process.
     fn kill_now(&self) -> bool {
         let Some(mut child) = self.child().take() else {
