@@ -13,6 +13,7 @@
 # Environment: ROUNDS=1000, RUNS=3, BUILD=1 (0: use target/release as is),
 # HEARTBEAT=500ms (--lock-heartbeat), KEEP=0 (1: keep the scratch folder).
 set -euo pipefail
+[[ ${TRACE:-0} == 1 ]] && set -x
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-1000}
 RUNS=${RUNS:-3}
@@ -52,6 +53,12 @@ wait_for() {  # WHAT CMD...
     die "timed out waiting for $what"
 }
 
+# Whether a node of RUN logged the forming of the lock cluster (the glob is
+# expanded at each call: the logs appear as the nodes start).
+formed() {  # RUN
+    grep -q "lock cluster: formed" "$SCRATCH/$1"/n*.log
+}
+
 # Starts N nodes of TOPOLOGY (mesh or chain) in $SCRATCH/RUN; sets ADDRS.
 start_cluster() {  # RUN TOPOLOGY N
     local run=$1 topo=$2 n=$3 i j
@@ -83,7 +90,7 @@ start_cluster() {  # RUN TOPOLOGY N
         PIDS+=($!)
         ADDRS[i]=127.0.0.1:${ports[i]}
     done
-    wait_for "the lock cluster to form" grep -q "lock cluster: formed" "$SCRATCH/$run"/n*.log
+    wait_for "the lock cluster to form" formed "$run"
     echo "bench" >"${dirs[0]}/bench.txt"
     for ((i = 0; i < n; i++)); do
         wait_for "bench.txt on n$i" test -f "${dirs[i]}/bench.txt"
@@ -120,8 +127,9 @@ echo "== medians over runs (ms for one lock + unlock; s for $ROUNDS in a row)"
 for label in "mesh3 via n0" "chain4 via n0" "chain4 via n3"; do
     printf '%s\n' "${results[@]}" | awk -v l="$label" '
         index($0, l) == 1 {
+            n++
             for (i = 1; i <= NF; i++) {
-                if ($i == "median_ms") m[++n] = $(i + 1)
+                if ($i == "median_ms") m[n] = $(i + 1)
                 if ($i == "p99_ms") p[n] = $(i + 1)
                 if ($i == "total_s") t[n] = $(i + 1)
             }

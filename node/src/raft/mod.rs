@@ -19,7 +19,8 @@
 //! members send (openraft's RPCs, forwarded commands, pings).
 //!
 //! How "no majority" is told apart, and how fast:
-//! - on the leader: before writing, it confirms its leadership
+//! - on the leader: before writing, unless a majority acknowledged it
+//!   within a tenth of a heartbeat, it confirms its leadership
 //!   (`Raft::get_read_log_id`, one heartbeat round bounded by the heartbeat
 //!   interval) and refuses with openraft's `QuorumNotEnough` (which lists
 //!   who answered) before writing anything;
@@ -133,6 +134,12 @@ impl RaftSettings {
         }
         .validate()
         .map_err(|e| RaftLocksError::Config(e.to_string()))
+    }
+
+    /// A majority's acknowledgement this recent spares the leader its
+    /// check before a write.
+    fn fresh_ack(&self) -> Duration {
+        self.heartbeat / 10
     }
 
     /// A leader not heard from for this long is taken for gone.
@@ -583,13 +590,20 @@ impl RaftLocks {
         started: Instant,
     ) -> Result<Committed, SubmitError> {
         let raft = &self.inner.raft;
-        {
-            // Before every write, the leader confirms a majority still
-            // follows it (one heartbeat round, bounded by openraft; the
-            // deadline is a backstop that leaves time to probe): a command
+        let acked_lately = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) <= self.inner.settings.fresh_ack())
+        };
+        if !acked_lately {
+            // Before writing, the leader confirms a majority still follows
+            // it (one heartbeat round, bounded by openraft; the deadline is
+            // a backstop that leaves time to probe), unless a majority
+            // acknowledged it a moment ago (a busy cluster): a command
             // appended by a leader that lost its majority would stay
             // undecided, maybe committed much later, and the client could
-            // only be told "unknown". Costs one round trip per command.
+            // only be told "unknown".
             let check_by = deadline
                 .checked_sub(self.inner.settings.probe_timeout)
                 .filter(|t| *t > Instant::now())
