@@ -19,7 +19,7 @@
 //! members send (openraft's RPCs, forwarded commands, pings).
 //!
 //! How "no majority" is told apart, and how fast:
-//! - on the leader: before writing, unless a majority acknowledged it
+//! - on the leader: before writing, unless it had a command committed
 //!   within a tenth of a heartbeat, it confirms its leadership
 //!   (`Raft::get_read_log_id`, one heartbeat round bounded by the heartbeat
 //!   interval) and refuses with openraft's `QuorumNotEnough` (which lists
@@ -136,8 +136,8 @@ impl RaftSettings {
         .map_err(|e| RaftLocksError::Config(e.to_string()))
     }
 
-    /// A majority's acknowledgement this recent spares the leader its
-    /// check before a write.
+    /// A commit this recent spares the leader its majority check before a
+    /// write.
     fn fresh_ack(&self) -> Duration {
         self.heartbeat / 10
     }
@@ -268,6 +268,8 @@ pub enum RaftLocksError {
 
 struct Inner {
     me: MemberId,
+    /// When this member, leading, last had a command committed.
+    last_commit: std::sync::Mutex<Option<Instant>>,
     raft: LockRaft,
     view: LockView,
     transport: Arc<dyn RaftTransport>,
@@ -309,6 +311,7 @@ impl RaftLocks {
         Ok(RaftLocks {
             inner: Arc::new(Inner {
                 me,
+                last_commit: std::sync::Mutex::new(None),
                 raft,
                 view,
                 transport,
@@ -590,12 +593,14 @@ impl RaftLocks {
         started: Instant,
     ) -> Result<Committed, SubmitError> {
         let raft = &self.inner.raft;
-        let acked_lately = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.millis_since_quorum_ack
-                .is_some_and(|ms| Duration::from_millis(ms) <= self.inner.settings.fresh_ack())
-        };
+        // Our own clock of the last commit: openraft's
+        // `millis_since_quorum_ack` is as old as its last metrics report.
+        let acked_lately = self
+            .inner
+            .last_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() <= self.inner.settings.fresh_ack());
         if !acked_lately {
             // Before writing, the leader confirms a majority still follows
             // it (one heartbeat round, bounded by openraft; the deadline is
@@ -626,10 +631,17 @@ impl RaftLocks {
         }
         match tokio::time::timeout_at(deadline, raft.client_write(command.clone())).await {
             Ok(Ok(resp)) => match resp.data {
-                Applied::Lock(outcome) => Ok(Committed {
-                    index: resp.log_id.index,
-                    outcome,
-                }),
+                Applied::Lock(outcome) => {
+                    *self
+                        .inner
+                        .last_commit
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    Ok(Committed {
+                        index: resp.log_id.index,
+                        outcome,
+                    })
+                }
                 Applied::Nothing => Err(SubmitError::Stopped(
                     "a lock command was applied as a blank entry".into(),
                 )),
