@@ -739,6 +739,15 @@ pub enum Msg {
     },
     /// A lock was taken: (path, owner), or the error.
     LockDone(Result<(RelPath, String), String>),
+    /// A `LockWait` is queued behind the holder.
+    LockQueued {
+        /// The file.
+        path: RelPath,
+        /// Who holds it now.
+        holder: String,
+        /// Place in the queue, 1 = next.
+        position: usize,
+    },
     /// A lock was released: (path, previous owner, held changes released).
     UnlockDone(Result<(RelPath, String, usize), String>),
     /// The node started sending a fetched file.
@@ -771,6 +780,9 @@ pub enum Effect {
     Discover(String),
     /// Lock a file (logging in first).
     Lock(RelPath),
+    /// Lock a file, or wait in its queue (on a connection of its own:
+    /// closing it leaves the queue).
+    LockWait(RelPath),
     /// Unlock a file.
     Unlock {
         /// The file.
@@ -1042,6 +1054,14 @@ impl AppState {
         vec![Effect::Lock(path)]
     }
 
+    fn lock_wait(&mut self, path: RelPath) -> Vec<Effect> {
+        if !self.is_up() {
+            return self.not_connected();
+        }
+        self.set_status(Level::Info, format!("locking {path} (or waiting for it)…"));
+        vec![Effect::LockWait(path)]
+    }
+
     fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
         if !self.is_up() {
             return self.not_connected();
@@ -1254,6 +1274,16 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
             Err(e) => s.set_status(Level::Error, format!("lock failed: {e}")),
         },
+        Msg::LockQueued {
+            path,
+            holder,
+            position,
+        } => s.set_status(
+            Level::Info,
+            format!(
+                "waiting for {path}: locked by {holder}; you are number {position} in its queue (quit to give up)"
+            ),
+        ),
         Msg::UnlockDone(r) => match r {
             Ok((path, owner, released)) => {
                 s.files.patch(&path, |f| {
@@ -1626,6 +1656,10 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             Some(f) => return s.lock(f.path.clone()),
             None => s.set_status(Level::Error, "no file selected"),
         },
+        Action::LockWait => match s.files.selected() {
+            Some(f) => return s.lock_wait(f.path.clone()),
+            None => s.set_status(Level::Error, "no file selected"),
+        },
         Action::Unlock => match s.files.selected() {
             Some(f) => return s.unlock(f.path.clone(), false),
             None => s.set_status(Level::Error, "no file selected"),
@@ -1676,6 +1710,9 @@ fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
     let result = match words.as_slice() {
         [] => return Vec::new(),
         ["lock", t] => target(s, t).map(|p| s.lock(p)),
+        ["lock", "--wait" | "-w" | "wait", t] | ["lock", t, "--wait" | "-w" | "wait"] => {
+            target(s, t).map(|p| s.lock_wait(p))
+        }
         ["unlock", t] => target(s, t).map(|p| s.unlock(p, false)),
         ["unlock", t, "--force" | "-f" | "force"] | ["unlock", "--force" | "-f", t] => {
             target(s, t).map(|p| s.unlock(p, true))

@@ -44,6 +44,8 @@ pub enum Action {
     Sort,
     /// Lock the selected file.
     Lock,
+    /// Lock the selected file, or wait in its queue until it is ours.
+    LockWait,
     /// Unlock the selected file.
     Unlock,
     /// Fetch the selected file.
@@ -162,6 +164,7 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char('/')], "/", Action::Filter, Scope::Files, "filter by part of the name", Some(("/", "filter"))),
     b(&[Char('s')], "s", Action::Sort, Scope::Files, "sort: name, size, modified", Some(("s", "sort"))),
     b(&[Char('l')], "l", Action::Lock, Scope::Files, "lock the selected file", Some(("l", "lock"))),
+    b(&[Char('L')], "L", Action::LockWait, Scope::Files, "lock, or queue for it", None),
     b(&[Char('u')], "u", Action::Unlock, Scope::Files, "unlock the selected file", Some(("u", "unlock"))),
     b(&[Char('f')], "f", Action::Fetch, Scope::Files, "fetch (download) the file", Some(("f", "fetch"))),
     b(&[Char('[')], "[ ]", Action::FeedOlder, Scope::Files, "feed: [ older, ] newer", Some(("[ ]", "feed"))),
@@ -192,7 +195,7 @@ pub const INPUT_KEYS: &[(&str, &str)] = &[
 
 /// The command line's commands, for the help overlay and its errors.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("lock N", "lock file #N"),
+    ("lock [--wait] N", "lock file #N"),
     ("unlock N [--force]", "unlock #N"),
     ("fetch NAME [DIR]", "download"),
     ("list", "reload all"),

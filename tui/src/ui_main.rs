@@ -281,6 +281,13 @@ impl Runner {
                     send(Msg::LockDone(r));
                 });
             }
+            Effect::LockWait(path) => {
+                let (node, name) = (self.node.clone(), self.name.clone());
+                tokio::spawn(async move {
+                    let r = lock_wait(&node, &name, path, &send).await;
+                    send(Msg::LockDone(r));
+                });
+            }
             Effect::Unlock { path, force } => {
                 tokio::spawn(async move {
                     let r = async {
@@ -325,7 +332,7 @@ impl Runner {
                 node,
                 result: Err(why()),
             }),
-            Effect::Lock(_) => self.send(Msg::LockDone(Err(why()))),
+            Effect::Lock(_) | Effect::LockWait(_) => self.send(Msg::LockDone(Err(why()))),
             Effect::Unlock { .. } => self.send(Msg::UnlockDone(Err(why()))),
             Effect::Fetch { .. } => self.send(Msg::FetchDone(Err(why()))),
             Effect::Subscribe(_) | Effect::Connect | Effect::Quit => {}
@@ -387,6 +394,46 @@ async fn lock(c: &Client, path: RelPath) -> Result<(RelPath, String), String> {
         Ok(other) => Err(unexpected(&other)),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Locks `path` or waits in its queue, on a connection of its own (the
+/// node takes anything else sent on a waiting connection, or its closing,
+/// as giving up the place): reports the place, then returns once granted.
+async fn lock_wait(
+    node: &str,
+    name: &str,
+    path: RelPath,
+    send: &(impl Fn(Msg) + Send + Sync),
+) -> Result<(RelPath, String), String> {
+    let c = Client::connect_as(node, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let queued = c
+        .call(ClientRequest::Lock {
+            path: path.clone(),
+            wait: true,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let granted = match queued {
+        ClientResponse::Locked(l) => l,
+        ClientResponse::Queued { lock, position } => {
+            send(Msg::LockQueued {
+                path: path.clone(),
+                holder: lock.owner_name,
+                position,
+            });
+            let mut answers = c
+                .start(ClientRequest::AwaitLock { path })
+                .map_err(|e| e.to_string())?;
+            match answers.next_untimed().await.map_err(|e| e.to_string())? {
+                ClientResponse::Locked(l) => l,
+                other => return Err(unexpected(&other)),
+            }
+        }
+        other => return Err(unexpected(&other)),
+    };
+    Ok((granted.path, granted.owner_name))
 }
 
 fn expand_home(p: &Path) -> PathBuf {

@@ -1010,3 +1010,42 @@ fn hundred_thousand_rows() {
     let total: u64 = rows.iter().map(|f| f.size).sum();
     assert_eq!(s.files.total_bytes(), total);
 }
+
+#[test]
+fn shift_l_waits_in_the_queue_and_says_where() {
+    let mut s = connected(four());
+    update(&mut s, key('j'));
+    assert_eq!(update(&mut s, key('L')), vec![Effect::LockWait(p("d.txt"))]);
+    update(
+        &mut s,
+        Msg::LockQueued {
+            path: p("d.txt"),
+            holder: "bo".into(),
+            position: 2,
+        },
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Info);
+    assert!(
+        st.text.contains("locked by bo") && st.text.contains("number 2"),
+        "{}",
+        st.text
+    );
+    // Granted later: the same as a lock taken at once.
+    update(&mut s, Msg::LockDone(Ok((p("d.txt"), "ana".into()))));
+    assert_eq!(
+        s.files.get("d.txt").unwrap().locked_by.as_deref(),
+        Some("ana")
+    );
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Ok);
+    // And from the command line.
+    update(&mut s, key(':'));
+    for c in "lock --wait 2".chars() {
+        update(&mut s, key(c));
+    }
+    let fx = update(
+        &mut s,
+        Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+    );
+    assert_eq!(fx, vec![Effect::LockWait(p("d.txt"))], "row 2 is d.txt");
+}
