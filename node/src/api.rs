@@ -629,7 +629,7 @@ where
         ClientRequest::Unlock { path, force } => {
             // What the lock holds anywhere in the cluster, so the client is
             // told exactly what this unlock releases.
-            let held: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links)
+            let held: Vec<_> = crate::cluster::held_everywhere(&ctx.core, &ctx.peer.mesh)
                 .await
                 .into_iter()
                 .filter(|h| h.path == path)
@@ -673,7 +673,7 @@ where
             Err(e) => ClientResponse::Error(e),
         },
         ClientRequest::Held => ClientResponse::HeldList(
-            crate::cluster::held_everywhere(&ctx.core, &ctx.peer.links).await,
+            crate::cluster::held_everywhere(&ctx.core, &ctx.peer.mesh).await,
         ),
         ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
         ClientRequest::Subscribe { after } => {

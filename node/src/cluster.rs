@@ -43,6 +43,8 @@ pub async fn peer_files(link: &crate::links::LinkHandle) -> Result<Vec<FileSumma
 
 /// How long a peer has to answer a question.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a question forwarded through other nodes may take.
+pub const FORWARDED_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers peers' questions from this node's state.
 pub struct NodeAnswerer {
@@ -320,18 +322,27 @@ fn down(id: Option<NodeId>, name: String, addr: String) -> NodeStatus {
 /// Every held change in the cluster: this node's and each connected peer's.
 pub async fn held_everywhere(
     core: &CoreHandle,
-    links: &Links,
+    mesh: &Arc<crate::mesh::Mesh>,
 ) -> Vec<tandem_common::proto::HeldChange> {
     let mut out = core.ask_lock(LockMsg::Held).await.unwrap_or_default();
-    let asks = links
-        .peers()
+    // Every trusted node, linked or not: the mesh forwards the question.
+    // One not linked here may be down, and nothing says so before the
+    // question times out: it gets less time.
+    let asks = mesh
+        .trust()
+        .members()
         .into_iter()
-        .filter_map(|p| links.get(&p))
-        .map(
-            |l| async move { tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Held)).await },
-        );
+        .filter(|id| *id != mesh.me())
+        .map(|id| {
+            let wait = if mesh.links().get(&id).is_some() {
+                QUERY_TIMEOUT
+            } else {
+                FORWARDED_QUERY_TIMEOUT
+            };
+            mesh.query(id, PeerQuery::Held, wait)
+        });
     for r in futures::future::join_all(asks).await {
-        if let Ok(Ok(PeerAnswer::Held(v))) = r {
+        if let Ok(PeerAnswer::Held(v)) = r {
             out.extend(v);
         }
     }

@@ -131,6 +131,7 @@ pub async fn run(
         cache: cache.clone(),
     });
     let mesh = mesh::Mesh::new(node_id, cfg.name.clone(), links.clone(), trust.clone());
+    mesh.attach_answerer(answerer.clone());
     let locks = lock_service::LockService::start(
         &cfg.state_dir,
         raft::RaftSettings::with_heartbeat(cfg.lock_heartbeat),

@@ -423,7 +423,22 @@ impl LockService {
             Err(e) => return Some(format!("membership left as it is: {e}")),
         };
         for &id in trusted.difference(voters) {
-            let name = self.name_of(id);
+            // Its own name (it may have no link here), and whether it is
+            // there at all: a voter that cannot catch up is not added.
+            let name = match self
+                .transport
+                .call(MemberId(id), RaftRequest::Formation, FORMATION_TIMEOUT)
+                .await
+            {
+                Ok(RaftReply::Formation(f)) if !f.name.is_empty() => f.name,
+                Ok(_) => self.name_of(id),
+                Err(_) => {
+                    return Some(format!(
+                        "{} is trusted but not reachable; it is added when it is",
+                        self.name_of(id)
+                    ));
+                }
+            };
             let add =
                 tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.add_member(id, name.clone()));
             match add.await {

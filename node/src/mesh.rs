@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tandem_common::NodeId;
-use tandem_common::proto::{MAX_RAFT_HOPS, PeerMessage, RaftEnvelope};
+use tandem_common::proto::{MAX_RAFT_HOPS, PeerAnswer, PeerMessage, PeerQuery, RaftEnvelope};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::links::Links;
+use crate::links::{Answerer, Links};
 use crate::raft::{
     Formation, MemberId, RaftLocks, RaftReply, RaftRequest, RaftTransport, TransportError,
 };
@@ -72,6 +72,7 @@ pub struct Mesh {
     pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
     routes: Mutex<Routes>,
     raft: OnceLock<RaftLocks>,
+    answerer: OnceLock<Arc<dyn Answerer>>,
     answering: Arc<Semaphore>,
     /// When a message from each node last arrived here (for this node).
     heard: Mutex<HashMap<NodeId, Instant>>,
@@ -94,6 +95,7 @@ impl Mesh {
             pending: Mutex::default(),
             routes: Mutex::default(),
             raft: OnceLock::new(),
+            answerer: OnceLock::new(),
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             heard: Mutex::default(),
             gone: Mutex::default(),
@@ -123,6 +125,30 @@ impl Mesh {
     /// Connects the member that answers requests addressed to this node.
     pub fn attach(&self, raft: RaftLocks) {
         let _ = self.raft.set(raft);
+    }
+
+    /// Connects what answers peer questions addressed to this node.
+    pub fn attach_answerer(&self, answerer: Arc<dyn Answerer>) {
+        let _ = self.answerer.set(answerer);
+    }
+
+    /// Asks node `to` a peer question through the mesh (forwarded when
+    /// there is no direct link).
+    pub async fn query(
+        self: &Arc<Self>,
+        to: NodeId,
+        q: PeerQuery,
+        timeout: Duration,
+    ) -> Result<PeerAnswer, String> {
+        match self
+            .clone()
+            .call_inner(MemberId(to), RaftRequest::Query(q), timeout)
+            .await
+        {
+            Ok(RaftReply::Answer(a)) => a,
+            Ok(_) => Err("answered with a reply of another kind".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -233,6 +259,10 @@ impl Mesh {
                     member: raft.is_member(),
                     trusted: mesh.trust.try_members().unwrap_or_default(),
                     name: mesh.name.clone(),
+                }),
+                RaftRequest::Query(q) => RaftReply::Answer(match mesh.answerer.get() {
+                    Some(a) => a.answer(q).await,
+                    None => Err("this node is starting".into()),
                 }),
                 request => raft.answer(MemberId(env.from), request).await,
             };

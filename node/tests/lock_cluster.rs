@@ -1,8 +1,10 @@
 //! The lock table on Raft (issue 14), through the real binaries: racing
 //! clients in a chain of four and a mesh of five (exactly one winner per
 //! round, every node agreeing on the holder), a mesh of three that keeps
-//! locking with one node down and refuses clearly with two down, and the
-//! queue of `lock --wait`.
+//! locking with one node down and refuses clearly with two down, the queue
+//! of `lock --wait`, kill -9 of the leader and of a follower mid-grant,
+//! membership following the trust lists, and held changes seen across a
+//! chain.
 //!
 //! `TANDEM_LOCK_ROUNDS` sets the rounds of the race tests (default 20; the
 //! issue's 200 for a long run).
@@ -489,4 +491,107 @@ fn outs_winners<'a>(outs: &[std::process::Output], racers: &[(&'a Who, usize)]) 
         .filter(|(o, _)| o.status.success())
         .map(|(_, (w, _))| w.name.as_str())
         .collect()
+}
+
+/// A change held on D, at the far end of a chain A–B–C–D, is visible
+/// through A (`tandem held` asks every node, through the others).
+#[test]
+fn a_change_held_at_the_end_of_a_chain_is_seen_through_the_other_end() {
+    let nodes = chain_of_four();
+    let all: Vec<&Node> = nodes.iter().collect();
+    shared(&nodes, "far.txt");
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    alice.ok(&nodes[0], &["lock", "--path", "far.txt"], &all);
+    wait_locks(&all, &[("far.txt", "alice")]);
+    put(nodes[3].path("far.txt"), "edited on D\n");
+    let h = wait_until(
+        SPREAD_TIMEOUT,
+        "D's change held, seen through A",
+        &all,
+        || {
+            let h = held(&nodes[0]);
+            if h.iter().any(|c| c["node"] == "D" && c["path"] == "far.txt") {
+                Ok(h)
+            } else {
+                Err(format!("held through A: {h:?}"))
+            }
+        },
+    );
+    assert_eq!(h.len(), 1, "{h:?}");
+    let out = alice.ok(&nodes[0], &["unlock", "--path", "far.txt"], &all);
+    assert!(out.contains("released: change made on D"), "{out}");
+    for n in &nodes {
+        n.wait_list(&format!("D's edit on {}", n.name()), |l| {
+            find(l, "far.txt").is_some_and(|r| r["size"] == 12)
+        });
+    }
+}
+
+/// `tandem-node untrust ID` on a node while it runs.
+fn untrust(node: &Node, id: &str) {
+    let out = Command::new(node_bin())
+        .arg("--dir")
+        .arg(node.dir())
+        .arg("--state-dir")
+        .arg(node.state_dir())
+        .arg("untrust")
+        .arg(id)
+        .output()
+        .expect("tandem-node untrust");
+    assert!(out.status.success(), "untrust: {}", text(&out.stderr));
+}
+
+/// Membership follows the trust lists, by commands: a node trusted by all
+/// is added (and learns the table), a node gone for good and untrusted
+/// everywhere is removed, so it no longer counts towards a majority.
+#[test]
+fn a_trusted_node_joins_the_lock_cluster_and_an_untrusted_one_leaves_it() {
+    let mut nodes = mesh(&["A", "B", "C"]);
+    shared(&nodes, "m.txt");
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        alice.ok(&nodes[0], &["lock", "--path", "m.txt"], &all);
+    }
+    // D dials A only; everyone trusts everyone.
+    nodes.push(Node::builder("D").peer(nodes[0].addr()).start());
+    let all: Vec<&Node> = nodes.iter().collect();
+    trust_each_other(&all);
+    wait_linked(&nodes[0], &nodes[3]);
+    wait_until(SPREAD_TIMEOUT, "D added to the lock cluster", &all, || {
+        all.iter()
+            .any(|n| n.log().contains("lock cluster: D added"))
+            .then_some(())
+            .ok_or("not yet")
+    });
+    wait_locks(&all, &[("m.txt", "alice")]);
+
+    // C gone for good.
+    let c_id = nodes[2].id().expect("C's id").to_string();
+    nodes[2].stop();
+    for i in [0, 1, 3] {
+        untrust(&nodes[i], &c_id);
+    }
+    let live = [&nodes[0], &nodes[1], &nodes[3]];
+    wait_until(
+        SPREAD_TIMEOUT,
+        "C removed from the lock cluster",
+        &live,
+        || {
+            live.iter()
+                .any(|n| n.log().contains("lock cluster: C removed"))
+                .then_some(())
+                .ok_or("not yet")
+        },
+    );
+    // A, B and D are the members now: with B and D down, A is 1 of 3.
+    nodes[1].stop();
+    nodes[3].stop();
+    let err = alice.refused(&nodes[0], &["unlock", "--path", "m.txt"], &[&nodes[0]]);
+    assert!(
+        err.contains("only 1 of 3 nodes reachable (") && !err.contains('C'),
+        "C must no longer count: {err}"
+    );
 }

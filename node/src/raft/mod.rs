@@ -453,6 +453,9 @@ impl RaftLocks {
                 trusted: Vec::new(),
                 name: String::new(),
             }),
+            RaftRequest::Query(_) => {
+                RaftReply::Answer(Err("questions are answered by the node".into()))
+            }
         }
     }
 

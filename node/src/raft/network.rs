@@ -52,6 +52,9 @@ pub enum RaftRequest {
     Ping,
     /// Are you free to form a lock cluster, and whom do you trust?
     Formation,
+    /// A peer question, for a node with no direct link to this one (the
+    /// node answers it, not the lock cluster).
+    Query(tandem_common::proto::PeerQuery),
 }
 
 impl RaftRequest {
@@ -64,6 +67,7 @@ impl RaftRequest {
             RaftRequest::Submit { .. } => "submit",
             RaftRequest::Ping => "ping",
             RaftRequest::Formation => "formation",
+            RaftRequest::Query(_) => "query",
         }
     }
 }
@@ -85,6 +89,8 @@ pub enum RaftReply {
     Pong,
     /// Answer to `Formation`.
     Formation(Formation),
+    /// Answer to `Query`.
+    Answer(Result<tandem_common::proto::PeerAnswer, String>),
 }
 
 /// What a node says when asked to form a lock cluster.
