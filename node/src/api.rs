@@ -522,7 +522,8 @@ where
     }
     let body = match req.body {
         ClientRequest::List => {
-            match crate::cluster::merged_list(&ctx.core, &ctx.peer.links, &ctx.name).await {
+            let names = |id| ctx.locks.name_of(id);
+            match crate::cluster::merged_list(&ctx.core, &ctx.peer.mesh, &names, &ctx.name).await {
                 Ok(files) => {
                     let big = files.len() > 10_000;
                     send_files(w, req.id, files).await?;

@@ -2,9 +2,12 @@
 //! round-trip times and clock offsets, and answers to peers' questions. The
 //! merge itself is pure ([`merge`]); gathering asks each connected peer.
 //!
-//! Scope: a node merges its own view with its directly connected peers'.
-//! In a chain A–B–C, asking A shows A and B; nodes further away are listed
-//! by name (as known peers) but their files are reached through sync.
+//! Scope: the merged table and the held changes ask every trusted node,
+//! through the others when it is not linked here (the mesh forwards the
+//! question), so in a chain A–B–C asking A shows C's files and held
+//! changes too; a node whose question went unanswered is left out for
+//! 30 s. The node list and single rows (for `fetch`, which needs a linked
+//! source) ask the directly connected peers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,21 +27,55 @@ const FILES_PAGE: usize = 20_000;
 
 /// All of a peer's files, page by page.
 pub async fn peer_files(link: &crate::links::LinkHandle) -> Result<Vec<FileSummary>, String> {
+    files_by(|q| async move {
+        tokio::time::timeout(QUERY_TIMEOUT, link.query(q))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {QUERY_TIMEOUT:?}")))
+    })
+    .await
+}
+
+/// All files of a node, page by page, asking with `ask`.
+async fn files_by<F>(ask: impl Fn(PeerQuery) -> F) -> Result<Vec<FileSummary>, String>
+where
+    F: std::future::Future<Output = Result<PeerAnswer, String>>,
+{
     let mut out: Vec<FileSummary> = Vec::new();
     loop {
         let after = out.last().map(|f| f.path.clone());
-        match tokio::time::timeout(QUERY_TIMEOUT, link.query(PeerQuery::Files { after })).await {
-            Ok(Ok(PeerAnswer::Files(page, more))) => {
+        match ask(PeerQuery::Files { after }).await? {
+            PeerAnswer::Files(page, more) => {
                 out.extend(page);
                 if !more {
                     return Ok(out);
                 }
             }
-            Ok(Ok(_)) => return Err("unexpected answer".into()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(format!("no answer within {QUERY_TIMEOUT:?}")),
+            _ => return Err("unexpected answer".into()),
         }
     }
+}
+
+/// How long a question that went unanswered keeps a node out of views.
+const SKIP_UNANSWERED: Duration = Duration::from_secs(30);
+
+/// The trusted nodes to ask for a view, with how long each may take: all
+/// but this one, and but those a question found unreachable lately.
+fn to_ask(mesh: &crate::mesh::Mesh) -> Vec<(NodeId, Duration)> {
+    mesh.trust()
+        .members()
+        .into_iter()
+        .filter(|id| *id != mesh.me() && !mesh.unanswered_within(*id, SKIP_UNANSWERED))
+        .map(|id| {
+            // One not linked here may be down, and nothing says so
+            // before the question times out: it gets less time.
+            let wait = if mesh.links().get(&id).is_some() {
+                QUERY_TIMEOUT
+            } else {
+                FORWARDED_QUERY_TIMEOUT
+            };
+            (id, wait)
+        })
+        .collect()
 }
 
 /// How long a peer has to answer a question.
@@ -185,23 +222,24 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
     out
 }
 
-/// The merged table, asking every connected peer.
+/// The merged table, asking every trusted node (through the others when
+/// it is not linked here); `name_of` names them.
 pub async fn merged_list(
     core: &CoreHandle,
-    links: &Links,
+    mesh: &Arc<crate::mesh::Mesh>,
+    name_of: &(dyn Fn(NodeId) -> String + Sync),
     me: &str,
 ) -> Result<Vec<ListedFile>, tandem_common::proto::ApiError> {
     let own = core.summary().await?;
     let mut views = vec![(me.to_string(), own)];
-    let asks = links
-        .peers()
-        .into_iter()
-        .filter_map(|p| links.get(&p))
-        .map(|l| async move { (l.name.clone(), peer_files(&l).await) });
+    let asks = to_ask(mesh).into_iter().map(|(id, wait)| async move {
+        let files = files_by(|q| mesh.query(id, q, wait)).await;
+        (name_of(id), files)
+    });
     for (name, r) in futures::future::join_all(asks).await {
         match r {
             Ok(v) => views.push((name, v)),
-            Err(e) => tracing::warn!("peer {name} could not list its files: {e}"),
+            Err(e) => tracing::warn!("node {name} could not list its files: {e}"),
         }
     }
     Ok(merge(&views))
@@ -326,21 +364,9 @@ pub async fn held_everywhere(
 ) -> Vec<tandem_common::proto::HeldChange> {
     let mut out = core.ask_lock(LockMsg::Held).await.unwrap_or_default();
     // Every trusted node, linked or not: the mesh forwards the question.
-    // One not linked here may be down, and nothing says so before the
-    // question times out: it gets less time.
-    let asks = mesh
-        .trust()
-        .members()
+    let asks = to_ask(mesh)
         .into_iter()
-        .filter(|id| *id != mesh.me())
-        .map(|id| {
-            let wait = if mesh.links().get(&id).is_some() {
-                QUERY_TIMEOUT
-            } else {
-                FORWARDED_QUERY_TIMEOUT
-            };
-            mesh.query(id, PeerQuery::Held, wait)
-        });
+        .map(|(id, wait)| mesh.query(id, PeerQuery::Held, wait));
     for r in futures::future::join_all(asks).await {
         if let Ok(PeerAnswer::Held(v)) = r {
             out.extend(v);

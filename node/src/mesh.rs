@@ -78,6 +78,9 @@ pub struct Mesh {
     heard: Mutex<HashMap<NodeId, Instant>>,
     /// Nodes whose direct link closed and that were not heard from since.
     gone: Mutex<HashSet<NodeId>>,
+    /// Nodes a question found unreachable, and when (cleared by any
+    /// message from them).
+    unanswered: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Mesh {
@@ -99,6 +102,7 @@ impl Mesh {
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             heard: Mutex::default(),
             gone: Mutex::default(),
+            unanswered: Mutex::default(),
         })
     }
 
@@ -140,15 +144,35 @@ impl Mesh {
         q: PeerQuery,
         timeout: Duration,
     ) -> Result<PeerAnswer, String> {
-        match self
+        let r = self
             .clone()
             .call_inner(MemberId(to), RaftRequest::Query(q), timeout)
-            .await
-        {
+            .await;
+        if matches!(
+            r,
+            Err(TransportError::Unreachable(_) | TransportError::Timeout(..))
+        ) {
+            self.unanswered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(to, Instant::now());
+        }
+        match r {
             Ok(RaftReply::Answer(a)) => a,
             Ok(_) => Err("answered with a reply of another kind".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Whether a question to `id` went unanswered within the last
+    /// `within`, with nothing heard from it since (views skip it rather
+    /// than wait for it again).
+    pub fn unanswered_within(&self, id: NodeId, within: Duration) -> bool {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < within)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -225,6 +249,10 @@ impl Mesh {
             .unwrap_or_else(|e| e.into_inner())
             .insert(env.from, Instant::now());
         self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&env.from);
+        self.unanswered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&env.from);

@@ -494,7 +494,8 @@ fn outs_winners<'a>(outs: &[std::process::Output], racers: &[(&'a Who, usize)]) 
 }
 
 /// A change held on D, at the far end of a chain A–B–C–D, is visible
-/// through A (`tandem held` asks every node, through the others).
+/// through A, in `tandem held` and in the merged table (both ask every
+/// node, through the others).
 #[test]
 fn a_change_held_at_the_end_of_a_chain_is_seen_through_the_other_end() {
     let nodes = chain_of_four();
@@ -519,6 +520,15 @@ fn a_change_held_at_the_end_of_a_chain_is_seen_through_the_other_end() {
         },
     );
     assert_eq!(h.len(), 1, "{h:?}");
+    // The merged table through A has D's view too: held count, replicas.
+    let row = find(&nodes[0].list(), "far.txt").cloned().unwrap();
+    assert_eq!(row["held"], 1, "{row}");
+    assert_eq!(row["locked_by"], "alice", "{row}");
+    assert_eq!(
+        row["nodes"],
+        serde_json::json!(["A", "B", "C", "D"]),
+        "{row}"
+    );
     let out = alice.ok(&nodes[0], &["unlock", "--path", "far.txt"], &all);
     assert!(out.contains("released: change made on D"), "{out}");
     for n in &nodes {
