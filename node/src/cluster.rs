@@ -5,9 +5,9 @@
 //! Scope: the merged table and the held changes ask every trusted node,
 //! through the others when it is not linked here (the mesh forwards the
 //! question), so in a chain A–B–C asking A shows C's files and held
-//! changes too; a node whose question went unanswered is left out for
-//! 30 s. The node list and single rows (for `fetch`, which needs a linked
-//! source) ask the directly connected peers.
+//! changes too; a node not linked here whose question went unanswered is
+//! left out for 10 s. The node list and single rows (for `fetch`, which
+//! needs a linked source) ask the directly connected peers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,25 +55,25 @@ where
     }
 }
 
-/// How long a question that went unanswered keeps a node out of views.
-const SKIP_UNANSWERED: Duration = Duration::from_secs(30);
+/// How long a question that went unanswered keeps a node that is not
+/// linked here out of views.
+const SKIP_UNANSWERED: Duration = Duration::from_secs(10);
 
 /// The trusted nodes to ask for a view, with how long each may take: all
-/// but this one, and but those a question found unreachable lately.
+/// but this one, and but those not linked here that left a question
+/// unanswered lately (they are probably down).
 fn to_ask(mesh: &crate::mesh::Mesh) -> Vec<(NodeId, Duration)> {
     mesh.trust()
         .members()
         .into_iter()
-        .filter(|id| *id != mesh.me() && !mesh.unanswered_within(*id, SKIP_UNANSWERED))
-        .map(|id| {
+        .filter(|id| *id != mesh.me())
+        .filter_map(|id| {
+            if mesh.links().get(&id).is_some() {
+                return Some((id, QUERY_TIMEOUT));
+            }
             // One not linked here may be down, and nothing says so
             // before the question times out: it gets less time.
-            let wait = if mesh.links().get(&id).is_some() {
-                QUERY_TIMEOUT
-            } else {
-                FORWARDED_QUERY_TIMEOUT
-            };
-            (id, wait)
+            (!mesh.unanswered_within(id, SKIP_UNANSWERED)).then_some((id, FORWARDED_QUERY_TIMEOUT))
         })
         .collect()
 }

@@ -105,6 +105,20 @@ pub async fn run(
         events: events.clone(),
         metrics: metrics.clone(),
     };
+    // The lock service starts before the core, so the core's first scan
+    // already knows which paths are locked (a change made to one while the
+    // node was down is held, not indexed).
+    let handle = CoreHandle::new(tx.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mesh = mesh::Mesh::new(node_id, cfg.name.clone(), links.clone(), trust.clone());
+    let locks = lock_service::LockService::start(
+        &cfg.state_dir,
+        raft::RaftSettings::with_heartbeat(cfg.lock_heartbeat),
+        mesh.clone(),
+        handle.clone(),
+        stop.clone(),
+    )
+    .await?;
     let core = Core::new(
         cfg.dir.clone(),
         cfg.state_dir.clone(),
@@ -113,13 +127,12 @@ pub async fn run(
         io,
     )?
     .verify_every(cfg.verify_every)
-    .unwatched(unwatched);
+    .unwatched(unwatched)
+    .locks(locks.mirror());
     let core_thread = std::thread::Builder::new()
         .name("tandem-core".into())
         .spawn(move || core.run(rx))
         .context("cannot start the core thread")?;
-    let handle = CoreHandle::new(tx);
-    let stop = tokio_util::sync::CancellationToken::new();
     let local = listener.local_addr()?;
     let cache = Arc::new(cache::FileCache::new(cfg.cache_size, cfg.cache_policy));
     let answerer = Arc::new(cluster::NodeAnswerer {
@@ -130,16 +143,7 @@ pub async fn run(
         addr: local.to_string(),
         cache: cache.clone(),
     });
-    let mesh = mesh::Mesh::new(node_id, cfg.name.clone(), links.clone(), trust.clone());
     mesh.attach_answerer(answerer.clone());
-    let locks = lock_service::LockService::start(
-        &cfg.state_dir,
-        raft::RaftSettings::with_heartbeat(cfg.lock_heartbeat),
-        mesh.clone(),
-        handle.clone(),
-        stop.clone(),
-    )
-    .await?;
     let peer_ctx = peer::PeerCtx {
         core: handle.clone(),
         links,

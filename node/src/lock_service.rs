@@ -42,9 +42,15 @@ const WAIT_FOR_FORMING: Duration = Duration::from_secs(3);
 /// come and go for a moment when a node restarts (both ends dial, one
 /// link is kept), and a refusal then would be wrong a few ms later.
 const RETRY_NO_MAJORITY: Duration = Duration::from_millis(1200);
+/// How long a waiter missing from the queue here may be a `Wait` not yet
+/// applied on this member.
+const APPLY_GRACE: Duration = Duration::from_secs(2);
 /// How long a formation question or a membership change may take.
 const FORMATION_TIMEOUT: Duration = Duration::from_secs(2);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rounds in a row a member must be missing from the trust list before the
+/// leader removes it.
+const REMOVE_AFTER: u32 = 3;
 
 /// A locked path as the core needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +73,8 @@ pub struct LockService {
     name: String,
     trust: Trust,
     links: Links,
+    /// Members missing from the trust list, and for how many rounds.
+    absent: std::sync::Mutex<HashMap<NodeId, u32>>,
 }
 
 impl LockService {
@@ -99,6 +107,7 @@ impl LockService {
             name,
             trust,
             links,
+            absent: Default::default(),
         });
         tokio::spawn(s.clone().formation_loop(stop.clone()));
         tokio::spawn(s.clone().mirror_loop(core, stop));
@@ -237,8 +246,15 @@ impl LockService {
         }
     }
 
-    /// Gives a cluster being formed (nodes just started) a moment.
+    /// Gives a cluster being formed (nodes just started) a moment; a node
+    /// that trusts nobody forms its cluster of one now.
     async fn wait_for_forming(&self) {
+        if !self.raft.is_member()
+            && self.trust.try_members().is_ok_and(|t| t.is_empty())
+            && let Some(n) = self.try_to_form(true).await
+        {
+            tracing::info!("lock cluster: {n}");
+        }
         let mut metrics = self.raft.metrics();
         let _ = tokio::time::timeout(WAIT_FOR_FORMING, async {
             while !self.raft.is_member() {
@@ -251,35 +267,75 @@ impl LockService {
     }
 
     /// Waits until `owner` holds the lock on `path` (answers `Locked`), or
-    /// is no longer in its queue (an error).
+    /// is no longer in its queue (an error). This member may apply the
+    /// `Wait` a moment after it was committed: missing from the queue
+    /// counts only after [`APPLY_GRACE`].
     pub async fn await_grant(&self, path: &RelPath, owner: Uuid) -> Result<LockInfo, ApiError> {
         let mut metrics = self.raft.metrics();
+        let grace = tokio::time::Instant::now() + APPLY_GRACE;
         loop {
-            match self.raft.view().get(path).map_err(service_error)? {
+            let queued = match self.raft.view().get(path).map_err(service_error)? {
                 Some(l) if l.holder.owner == owner => return Ok(self.info(path, &l)),
-                Some(l) if l.queue.iter().any(|w| w.owner == owner) => {}
-                _ => {
-                    return Err(ApiError::Other(format!(
-                        "not waiting for {path}: the request left its queue (cancelled, or the lock service restarted)"
-                    )));
+                Some(l) => l.queue.iter().any(|w| w.owner == owner),
+                None => false,
+            };
+            let changed = if queued {
+                metrics.changed().await
+            } else if tokio::time::Instant::now() < grace {
+                match tokio::time::timeout_at(grace, metrics.changed()).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()), // look once more
                 }
-            }
-            if metrics.changed().await.is_err() {
+            } else {
+                return Err(ApiError::Other(format!(
+                    "not waiting for {path}: the request left its queue (cancelled, or the lock service restarted)"
+                )));
+            };
+            if changed.is_err() {
                 return Err(ApiError::ShuttingDown);
             }
         }
     }
 
-    /// Leaves the queue of `path` (a waiting client went away).
+    /// A client waiting for `path` went away: its place is given up, and
+    /// if the lock came to it meanwhile (it never learned), released.
+    /// Tried a few times: a client gone must not keep a lock.
     pub async fn cancel_wait(&self, path: RelPath, owner: Uuid) {
-        let cmd = LockCommand::CancelWait {
-            path: path.clone(),
-            owner,
-        };
-        match self.raft.submit(cmd).await {
-            Ok(_) => tracing::info!("a client waiting for {path} left; its place was given up"),
-            Err(e) => {
-                tracing::warn!("cannot take a departed client out of the queue of {path}: {e}")
+        for attempt in 1..=5u32 {
+            let cmd = LockCommand::CancelWait {
+                path: path.clone(),
+                owner,
+            };
+            let r = match self.raft.submit(cmd).await {
+                Ok(LockOutcome::NotWaiting) => match self.raft.view().get(&path) {
+                    Ok(Some(l)) if l.holder.owner == owner => {
+                        let cmd = LockCommand::Unlock {
+                            path: path.clone(),
+                            by: owner,
+                            force: false,
+                            at_ns: now_ns(),
+                        };
+                        self.raft
+                            .submit(cmd)
+                            .await
+                            .map(|_| "released the lock it was given")
+                    }
+                    _ => Ok("it was no longer waiting"),
+                },
+                Ok(_) => Ok("its place was given up"),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(what) => {
+                    tracing::info!("a client waiting for {path} left; {what}");
+                    return;
+                }
+                Err(e) if attempt == 5 => {
+                    tracing::warn!(
+                        "a client waiting for {path} left and could not be taken out of its queue ({e}); it may get the lock: `tandem unlock --force` frees it"
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await,
             }
         }
     }
@@ -343,7 +399,7 @@ impl LockService {
                 (voters, m.current_leader)
             };
             let news = if voters.is_empty() {
-                self.try_to_form().await
+                self.try_to_form(false).await
             } else if leader == Some(MemberId(self.me)) {
                 self.follow_trust(&voters).await
             } else {
@@ -361,13 +417,21 @@ impl LockService {
     }
 
     /// One attempt to form the cluster; what stands in the way, in words.
-    async fn try_to_form(&self) -> Option<String> {
+    /// `alone_now`: a lock was asked here, so a node that trusts nobody
+    /// forms a cluster of its own.
+    async fn try_to_form(&self, alone_now: bool) -> Option<String> {
         let trusted = match self.trust.try_members() {
             Ok(t) => t,
             Err(e) => return Some(format!("not formed: {e}")),
         };
         let mut all: BTreeSet<NodeId> = trusted.into_iter().collect();
         all.insert(self.me);
+        if all.len() == 1 && !alone_now {
+            // A node that trusts nobody yet is usually being set up: a
+            // cluster of one formed now could never merge with the one its
+            // peers form. It forms alone only when a lock is asked here.
+            return Some("not formed: this node trusts no other node yet".into());
+        }
         let smallest = *all.iter().next().expect("holds me");
         if smallest != self.me {
             return Some(format!(
@@ -416,20 +480,35 @@ impl LockService {
     }
 
     /// On the leader: adds trusted nodes that are not members, removes
-    /// members no longer trusted. A damaged trust list changes nothing.
+    /// members no longer trusted. A damaged trust list changes nothing; a
+    /// member is removed only after its absence from the list was seen
+    /// [`REMOVE_AFTER`] times in a row (a file being rewritten by an editor
+    /// reads empty for a moment), and never because the list is empty.
     async fn follow_trust(&self, voters: &BTreeSet<NodeId>) -> Option<String> {
         let trusted: BTreeSet<NodeId> = match self.trust.try_members() {
             Ok(t) => t.into_iter().collect(),
             Err(e) => return Some(format!("membership left as it is: {e}")),
         };
         for &id in trusted.difference(voters) {
-            // Its own name (it may have no link here), and whether it is
-            // there at all: a voter that cannot catch up is not added.
+            // Its own name (it may have no link here), whether it is there
+            // at all (a voter that cannot catch up is not added), and
+            // whether it already belongs to another cluster.
             let name = match self
                 .transport
                 .call(MemberId(id), RaftRequest::Formation, FORMATION_TIMEOUT)
                 .await
             {
+                Ok(RaftReply::Formation(f)) if f.member => {
+                    let name = if f.name.is_empty() {
+                        self.name_of(id)
+                    } else {
+                        f.name
+                    };
+                    return Some(format!(
+                        "{name} is trusted but belongs to another lock cluster (formed before the nodes trusted each other); to join this one, stop it, remove STATE/{} there (release its locks first) and start it again",
+                        crate::raft::RAFT_DB
+                    ));
+                }
                 Ok(RaftReply::Formation(f)) if !f.name.is_empty() => f.name,
                 Ok(_) => self.name_of(id),
                 Err(_) => {
@@ -447,10 +526,29 @@ impl LockService {
                 Err(_) => return Some(format!("adding {name}: waiting for it to catch up")),
             }
         }
-        for &id in voters
+        let untrusted: Vec<NodeId> = voters
             .iter()
             .filter(|v| **v != self.me && !trusted.contains(v))
-        {
+            .copied()
+            .collect();
+        let confirmed = {
+            let mut seen = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            seen.retain(|id, _| untrusted.contains(id));
+            for id in &untrusted {
+                *seen.entry(*id).or_default() += 1;
+            }
+            untrusted
+                .iter()
+                .filter(|id| seen.get(id).is_some_and(|n| *n >= REMOVE_AFTER))
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        if trusted.is_empty() && !confirmed.is_empty() {
+            return Some(
+                "the trust list names no node: membership left as it is (untrust members one by one)".into(),
+            );
+        }
+        for id in confirmed {
             let name = self.name_of(id);
             let remove = tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.remove_member(id));
             match remove.await {
@@ -462,6 +560,29 @@ impl LockService {
         None
     }
 
+    /// The applied table as the core needs it.
+    pub fn mirror(&self) -> LockMirror {
+        match self.raft.view().locks() {
+            Ok(locks) => locks
+                .iter()
+                .map(|(p, l)| {
+                    let info = self.info(p, l);
+                    (
+                        p.clone(),
+                        Locked {
+                            info,
+                            via: l.holder.via,
+                        },
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!("cannot read the applied lock table: {e}");
+                LockMirror::default()
+            }
+        }
+    }
+
     /// Tells the core the applied table whenever it changes.
     async fn mirror_loop(self: Arc<Self>, core: CoreHandle, stop: CancellationToken) {
         let mut metrics = self.raft.metrics();
@@ -470,25 +591,7 @@ impl LockService {
             let applied = metrics.borrow_and_update().last_applied;
             if applied != last {
                 last = applied;
-                match self.raft.view().locks() {
-                    Ok(locks) => {
-                        let mirror: LockMirror = locks
-                            .iter()
-                            .map(|(p, l)| {
-                                let info = self.info(p, l);
-                                (
-                                    p.clone(),
-                                    Locked {
-                                        info,
-                                        via: l.holder.via,
-                                    },
-                                )
-                            })
-                            .collect();
-                        core.tell_lock(LockMsg::Table(mirror));
-                    }
-                    Err(e) => tracing::error!("cannot read the applied lock table: {e}"),
-                }
+                core.tell_lock(LockMsg::Table(self.mirror()));
             }
             tokio::select! {
                 r = metrics.changed() => if r.is_err() { return },

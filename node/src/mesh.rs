@@ -7,9 +7,13 @@
 //! message from its destination (the fastest path at that time); else it is
 //! flooded to every link but the one it came on. Each node drops a message
 //! it has already seen (by writer and number) and any that crossed
-//! [`MAX_RAFT_HOPS`] links, so floods end. A message is accepted only from a
-//! node this node trusts, whoever forwarded it: links exist only with
-//! trusted peers, and a trusted peer cannot speak for a stranger.
+//! [`MAX_RAFT_HOPS`] links, so floods end. A message is carried, learned
+//! from or answered only when it is between nodes this node trusts,
+//! whoever forwarded it: links exist only with trusted peers, and a trusted
+//! peer cannot speak for a stranger. It can speak for another trusted node
+//! (the writer named in a forwarded message is not signed end to end):
+//! trusted nodes are trusted with the lock table as a whole. A reply is
+//! taken only from the node the request was for.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,12 @@ const SEEN: usize = 16_384;
 /// Requests from other members answered at once; more wait their turn
 /// (a member asks a few at a time; this bounds a misbehaving one).
 const MAX_ANSWERING: usize = 256;
+/// Peer questions (files, held changes) answered at once for other nodes.
+const MAX_ANSWERING_QUERIES: usize = 16;
+
+/// Calls waiting for their reply, by number: the node asked, and where to
+/// hand the reply.
+type Pending = HashMap<u64, (NodeId, oneshot::Sender<Vec<u8>>)>;
 
 /// A message's identity for duplicate detection.
 type Key = (NodeId, u64, bool);
@@ -69,11 +79,13 @@ pub struct Mesh {
     links: Links,
     trust: Trust,
     next: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    /// Calls waiting for their reply: the node asked, and where to answer.
+    pending: Mutex<Pending>,
     routes: Mutex<Routes>,
     raft: OnceLock<RaftLocks>,
     answerer: OnceLock<Arc<dyn Answerer>>,
     answering: Arc<Semaphore>,
+    answering_queries: Arc<Semaphore>,
     /// When a message from each node last arrived here (for this node).
     heard: Mutex<HashMap<NodeId, Instant>>,
     /// Nodes whose direct link closed and that were not heard from since.
@@ -100,6 +112,7 @@ impl Mesh {
             raft: OnceLock::new(),
             answerer: OnceLock::new(),
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+            answering_queries: Arc::new(Semaphore::new(MAX_ANSWERING_QUERIES)),
             heard: Mutex::default(),
             gone: Mutex::default(),
             unanswered: Mutex::default(),
@@ -148,10 +161,9 @@ impl Mesh {
             .clone()
             .call_inner(MemberId(to), RaftRequest::Query(q), timeout)
             .await;
-        if matches!(
-            r,
-            Err(TransportError::Unreachable(_) | TransportError::Timeout(..))
-        ) {
+        // Sent and never answered: the node is probably down. (Not sent,
+        // for want of any link, says nothing about it.)
+        if matches!(r, Err(TransportError::Timeout(..))) {
             self.unanswered
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -179,7 +191,7 @@ impl Mesh {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -226,6 +238,17 @@ impl Mesh {
         if env.from == self.me {
             return; // our own flood, come back around
         }
+        // Only trusted nodes' messages are routed, learned from or
+        // answered, and only towards trusted nodes: a trusted neighbour
+        // cannot make this node carry (or remember routes for) strangers.
+        if !self.trust.trusts(env.from) || (env.to != self.me && !self.trust.trusts(env.to)) {
+            tracing::debug!(
+                "dropped a lock-cluster message from {} to {} (forwarded by {neighbour}): not between trusted nodes",
+                env.from,
+                env.to
+            );
+            return;
+        }
         if !self.routes().first_sight((env.from, env.id, env.reply)) {
             return;
         }
@@ -235,13 +258,6 @@ impl Mesh {
             if env.hops < MAX_RAFT_HOPS {
                 self.route(env, Some(neighbour));
             }
-            return;
-        }
-        if !self.trust.trusts(env.from) {
-            tracing::debug!(
-                "dropped a lock-cluster message from {} (forwarded by {neighbour}): not a trusted node",
-                env.from
-            );
             return;
         }
         self.heard
@@ -257,7 +273,11 @@ impl Mesh {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&env.from);
         if env.reply {
-            if let Some(tx) = self.pending().remove(&env.id) {
+            let mut pending = self.pending();
+            // Only the node asked may answer.
+            if pending.get(&env.id).is_some_and(|(to, _)| *to == env.from)
+                && let Some((_, tx)) = pending.remove(&env.id)
+            {
                 let _ = tx.send(env.body);
             }
             return;
@@ -275,12 +295,24 @@ impl Mesh {
                 return;
             }
         };
+        // Bounded: a request that finds every slot taken is dropped (its
+        // asker times out, as over a lossy link). Questions have slots of
+        // their own, so slow ones never delay heartbeats and votes.
+        let slots = if matches!(request, RaftRequest::Query(_)) {
+            &self.answering_queries
+        } else {
+            &self.answering
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(
+                "dropped a lock-cluster request from {}: too many being answered",
+                env.from
+            );
+            return;
+        };
         let mesh = self.clone();
-        let answering = self.answering.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = answering.acquire_owned().await else {
-                return;
-            };
+            let _permit = permit;
             let reply = match request {
                 // Forming a cluster needs what only the node knows.
                 RaftRequest::Formation => RaftReply::Formation(Formation {
@@ -329,7 +361,7 @@ impl Mesh {
             .to_vec();
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending().insert(id, tx);
+        self.pending().insert(id, (to.0, tx));
         /// Forgets the waiter however the call ends.
         struct Forget<'a>(&'a Mesh, u64);
         impl Drop for Forget<'_> {

@@ -159,7 +159,13 @@ impl TrustList {
 pub struct Trust {
     state_dir: PathBuf,
     configured: Vec<NodeId>,
+    /// The list as last read, and the file's identity then (inode, size,
+    /// mtime): asked for every lock-cluster message, it is read again only
+    /// when the file changed.
+    cache: std::sync::Arc<std::sync::Mutex<Option<(Stamp, TrustList)>>>,
 }
+
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
 
 impl Trust {
     /// Trust for the node whose state folder is `state_dir`.
@@ -167,7 +173,34 @@ impl Trust {
         Trust {
             state_dir: state_dir.to_path_buf(),
             configured,
+            cache: Default::default(),
         }
+    }
+
+    /// The trust list, read again only if the file changed.
+    fn list(&self) -> Result<TrustList, TrustError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.state_dir.join(TRUST_FILE);
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => Some((m.ino(), m.len(), m.modified().ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(TrustError::Io {
+                    what: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(st), Some((cached, list))) = (stamp, cache.as_ref())
+            && st == *cached
+        {
+            return Ok(list.clone());
+        }
+        let list = TrustList::load(&self.state_dir)?;
+        *cache = stamp.map(|st| (st, list.clone()));
+        Ok(list)
     }
 
     /// Whether `id` may be a peer. A damaged list trusts only `--peer` ids
@@ -176,7 +209,7 @@ impl Trust {
         if self.configured.contains(&id) {
             return true;
         }
-        match TrustList::load(&self.state_dir) {
+        match self.list() {
             Ok(l) => l.contains(id),
             Err(e) => {
                 tracing::error!("{e}");
@@ -188,7 +221,7 @@ impl Trust {
     /// Every trusted id (the cluster's members besides this node).
     pub fn members(&self) -> Vec<NodeId> {
         let mut v = self.configured.clone();
-        match TrustList::load(&self.state_dir) {
+        match self.list() {
             Ok(l) => v.extend(l.nodes().map(|(id, _)| id)),
             Err(e) => tracing::error!("{e}"),
         }
@@ -201,7 +234,7 @@ impl Trust {
     /// decisions that must not be taken on a damaged list).
     pub fn try_members(&self) -> Result<Vec<NodeId>, TrustError> {
         let mut v = self.configured.clone();
-        v.extend(TrustList::load(&self.state_dir)?.nodes().map(|(id, _)| id));
+        v.extend(self.list()?.nodes().map(|(id, _)| id));
         v.sort();
         v.dedup();
         Ok(v)
@@ -209,7 +242,7 @@ impl Trust {
 
     /// The name the trust list gives `id`, if any.
     pub fn name_of(&self, id: NodeId) -> Option<String> {
-        let list = TrustList::load(&self.state_dir).ok()?;
+        let list = self.list().ok()?;
         list.nodes()
             .find(|(i, _)| *i == id)
             .and_then(|(_, n)| n.map(str::to_string))

@@ -605,3 +605,23 @@ fn a_trusted_node_joins_the_lock_cluster_and_an_untrusted_one_leaves_it() {
         "C must no longer count: {err}"
     );
 }
+
+/// A node that trusts no other node forms a lock cluster of its own only
+/// when a lock is asked (so a node being set up never forms one that could
+/// not merge with its peers'), and then locks alone.
+#[test]
+fn a_node_alone_forms_its_cluster_when_a_lock_is_asked() {
+    let n = Node::start("solo");
+    put(n.path("s.txt"), "s\n");
+    n.wait_list("s.txt", |l| find(l, "s.txt").is_some());
+    assert!(
+        !n.log().contains("lock cluster: formed"),
+        "formed before any lock was asked"
+    );
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    alice.ok(&n, &["lock", "--path", "s.txt"], &[&n]);
+    wait_locks(&[&n], &[("s.txt", "alice")]);
+    n.wait_log("lock cluster: formed with solo");
+    alice.ok(&n, &["unlock", "--path", "s.txt"], &[&n]);
+}

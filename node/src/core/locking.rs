@@ -119,6 +119,20 @@ impl Core {
             .filter(|p| !table.contains_key(*p))
             .cloned()
             .collect();
+        // A lock handed to the next in its queue ends the previous owner's
+        // hold just as an unlock does: what was held is reconciled against
+        // the previous owner's version, then held again for the new owner
+        // where it was not made on the new owner's node.
+        let handed_over: Vec<RelPath> = self
+            .locks
+            .iter()
+            .filter(|(p, old)| {
+                table
+                    .get(*p)
+                    .is_some_and(|new| new.info.owner != old.info.owner || new.via != old.via)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
         self.locks = table;
         for path in &unlocked {
             tracing::info!("{path} unlocked");
@@ -132,6 +146,7 @@ impl Core {
             .filter(|p| !self.locks.contains_key(p))
             .collect();
         free.extend(unlocked);
+        free.extend(handed_over);
         free.sort();
         free.dedup();
         for path in free {

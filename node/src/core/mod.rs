@@ -515,6 +515,13 @@ impl Core {
         self
     }
 
+    /// The lock cluster's table as the node starts (updates follow as
+    /// [`LockMsg::Table`]).
+    pub fn locks(mut self, table: crate::lock_service::LockMirror) -> Self {
+        self.locks = table;
+        self
+    }
+
     /// Some folders cannot be watched (`why`): rescan periodically.
     pub fn unwatched(mut self, why: Option<String>) -> Self {
         if let Some(w) = &why {
