@@ -595,6 +595,9 @@ pub enum ClientResponse {
         lock: LockInfo,
         /// The held changes released with it.
         released: Vec<HeldChange>,
+        /// What became of each, in the order of `released`, as the nodes
+        /// holding them reported within a moment of the unlock.
+        outcomes: Vec<HeldFate>,
     },
     /// The cluster's locks.
     LockList(Vec<LockInfo>),
@@ -731,6 +734,25 @@ pub struct LockInfo {
     pub via: String,
     /// Who waits for it, first in line first.
     pub waiting: Vec<String>,
+}
+
+/// What became of a held change at unlock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldFate {
+    /// Handed back to the normal rules: a change made on top of the owner's
+    /// latest version applies; a peer's change is decided as usual.
+    Released,
+    /// Not made on top of the owner's latest version: kept as a conflict
+    /// copy on the node that held it; the owner's version stays.
+    KeptAsConflict {
+        /// The node that kept it.
+        on: String,
+        /// Where (in that node's state folder).
+        kept_as: String,
+    },
+    /// The node holding it did not report in time (it is reconciled there
+    /// all the same; the feed says how).
+    NotReported,
 }
 
 /// What kind of change a lock is holding back.

@@ -549,6 +549,10 @@ fn to_client_list() -> Vec<(&'static str, NodeToClient)> {
                         mtime_ns: 1,
                         since_ns: 2,
                     }],
+                    outcomes: vec![HeldFate::KeptAsConflict {
+                        on: "B".into(),
+                        kept_as: "/s/.tandem/conflicts/b.conflict.txt".into(),
+                    }],
                 },
             ),
         ),

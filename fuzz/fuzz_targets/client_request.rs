@@ -87,7 +87,7 @@ fn check_response(resp: &ClientResponse) {
         ClientResponse::Locked(l) | ClientResponse::Queued { lock: l, .. } => {
             check_path(l.path.as_str())
         }
-        ClientResponse::Unlocked { lock, released } => {
+        ClientResponse::Unlocked { lock, released, .. } => {
             check_path(lock.path.as_str());
             released.iter().for_each(|h| check_path(h.path.as_str()));
         }

@@ -635,8 +635,10 @@ where
                 .into_iter()
                 .filter(|h| h.path == path)
                 .collect();
+            let mut reports = ctx.events.relayed();
             match ctx.locks.unlock(path, session.id, force).await {
                 Ok((lock, next)) => {
+                    let outcomes = held_fates(&mut reports, &held).await;
                     let forced = lock.owner != session.id;
                     if forced {
                         tracing::warn!(
@@ -664,6 +666,7 @@ where
                     ClientResponse::Unlocked {
                         lock,
                         released: held,
+                        outcomes,
                     }
                 }
                 Err(e) => ClientResponse::Error(e),
@@ -737,6 +740,52 @@ where
         }
     };
     send(w, req.id, body).await
+}
+
+/// How long an unlock waits for the nodes holding changes to say what
+/// became of them.
+const FATE_WAIT: Duration = Duration::from_secs(2);
+
+/// What became of each of `held` after an unlock, from the events the
+/// nodes holding them report (`Conflict` with the change's node as loser:
+/// kept aside; `Released` from it: handed back), within [`FATE_WAIT`].
+async fn held_fates(
+    events: &mut broadcast::Receiver<Event>,
+    held: &[tandem_common::proto::HeldChange],
+) -> Vec<tandem_common::proto::HeldFate> {
+    use tandem_common::proto::HeldFate;
+    let mut fates = vec![HeldFate::NotReported; held.len()];
+    let deadline = tokio::time::Instant::now() + FATE_WAIT;
+    while fates.contains(&HeldFate::NotReported) {
+        let ev = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) => ev,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(_)) | Err(_) => break,
+        };
+        let (path, made_on, fate) = match &ev.kind {
+            EventKind::Conflict {
+                path,
+                loser,
+                kept_as,
+                ..
+            } => (
+                path,
+                loser,
+                HeldFate::KeptAsConflict {
+                    on: ev.node.clone(),
+                    kept_as: kept_as.clone(),
+                },
+            ),
+            EventKind::Released { path, from, .. } => (path, from, HeldFate::Released),
+            _ => continue,
+        };
+        if let Some(i) = held.iter().enumerate().position(|(i, h)| {
+            fates[i] == HeldFate::NotReported && &h.path == path && &h.node == made_on
+        }) {
+            fates[i] = fate;
+        }
+    }
+    fates
 }
 
 /// Takes (or, with `wait`, queues for) the lock on `path` through the

@@ -284,7 +284,12 @@ fn the_owners_version_stays_current_and_a_concurrent_edit_elsewhere_becomes_a_co
     assert_eq!(read(&b, "notes.txt").unwrap(), b"B's edit\n");
 
     let out = alice.ok(&a, &["unlock", "--path", "notes.txt"], &nodes);
-    assert!(out.contains("released: change made on B"), "{out}");
+    assert!(
+        out.contains("released: change made on B")
+            && out.contains("kept as a conflict copy on B")
+            && out.contains("the owner's version stays"),
+        "the unlock says what became of B's change:\n{out}"
+    );
     wait_content(&nodes, "notes.txt", b"owner 2\n");
     let kept = wait_until(
         SYNC_TIMEOUT,
@@ -350,7 +355,12 @@ fn an_edit_made_on_top_of_the_owners_latest_version_applies_at_unlock() {
         held(&b).iter().any(|h| h["node"] == "B")
     });
     stays_for(&a, "doc.txt", b"owner\n", Duration::from_millis(500));
-    alice.ok(&a, &["unlock", "--path", "doc.txt"], &nodes);
+    let out = alice.ok(&a, &["unlock", "--path", "doc.txt"], &nodes);
+    assert!(
+        out.contains("released: change made on B")
+            && out.contains("handed back to the normal rules"),
+        "{out}"
+    );
     wait_content(&nodes, "doc.txt", b"B on top\n");
     assert!(conflicts(&a).is_empty() && conflicts(&b).is_empty());
 }

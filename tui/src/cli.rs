@@ -6,8 +6,8 @@ use std::io::Write;
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
 use tandem_common::proto::{
-    CacheReport, ClientInfo, Event, EventKind, HeldChange, HeldKind, ListedFile, LockInfo,
-    NodeStatus,
+    CacheReport, ClientInfo, Event, EventKind, HeldChange, HeldFate, HeldKind, ListedFile,
+    LockInfo, NodeStatus,
 };
 
 /// One row of `list --json`.
@@ -526,16 +526,29 @@ pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
 }
 
 /// One line per released change, for `unlock`.
-pub fn describe_released(held: &[HeldChange]) -> Vec<String> {
+pub fn describe_released(held: &[HeldChange], fates: &[HeldFate]) -> Vec<String> {
     held.iter()
-        .map(|h| match h.kind {
-            HeldKind::Modify => format!(
-                "  released: change made on {} ({}, modified {})",
-                h.node,
-                human_size(h.size),
-                local_time(h.mtime_ns)
-            ),
-            HeldKind::Delete => format!("  released: DELETE made on {}", h.node),
+        .enumerate()
+        .map(|(i, h)| {
+            let what = match h.kind {
+                HeldKind::Modify => format!(
+                    "change made on {} ({}, modified {})",
+                    h.node,
+                    human_size(h.size),
+                    local_time(h.mtime_ns)
+                ),
+                HeldKind::Delete => format!("DELETE made on {}", h.node),
+            };
+            let fate = match fates.get(i) {
+                Some(HeldFate::Released) => "handed back to the normal rules".to_string(),
+                Some(HeldFate::KeptAsConflict { on, kept_as }) => format!(
+                    "not made on top of the owner's latest version: kept as a conflict copy on {on} ({kept_as}); the owner's version stays"
+                ),
+                Some(HeldFate::NotReported) | None => {
+                    "being reconciled (its node has not reported yet; see `tandem feed`)".to_string()
+                }
+            };
+            format!("  released: {what}: {fate}")
         })
         .collect()
 }

@@ -399,7 +399,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .await?
             {
-                ClientResponse::Unlocked { lock, released } => {
+                ClientResponse::Unlocked {
+                    lock,
+                    released,
+                    outcomes,
+                } => {
                     writeln!(
                         out,
                         "unlocked {} (was locked by {}); {} held change(s) released",
@@ -407,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         lock.owner_name,
                         released.len()
                     )?;
-                    for line in cli::describe_released(&released) {
+                    for line in cli::describe_released(&released, &outcomes) {
                         writeln!(out, "{line}")?;
                     }
                 }

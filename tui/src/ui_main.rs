@@ -292,7 +292,7 @@ impl Runner {
                 tokio::spawn(async move {
                     let r = async {
                         match c.call(ClientRequest::Unlock { path, force }).await {
-                            Ok(ClientResponse::Unlocked { lock, released }) => {
+                            Ok(ClientResponse::Unlocked { lock, released, .. }) => {
                                 Ok((lock.path, lock.owner_name, released.len()))
                             }
                             Ok(other) => Err(unexpected(&other)),
