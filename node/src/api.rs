@@ -703,20 +703,35 @@ where
         ClientRequest::Cache { node } => match node {
             None => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) if n == ctx.name => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
-            Some(n) => match crate::cluster::link_by_name(&ctx.peer.links, &n) {
+            Some(n) => match node_named(ctx, &n) {
                 None => ClientResponse::Error(ApiError::Other(format!(
-                    "no connected node named {n:?} (see `tandem nodes`)"
+                    "no node named {n:?} in the cluster (see `tandem nodes`)"
                 ))),
-                Some(l) => match l.query(PeerQuery::Cache).await {
+                Some(id) => match ctx
+                    .peer
+                    .mesh
+                    .query(id, PeerQuery::Cache, crate::cluster::QUERY_TIMEOUT)
+                    .await
+                {
                     Ok(PeerAnswer::Cache(r)) => ClientResponse::CacheReport(r),
                     Ok(_) => ClientResponse::Error(ApiError::Other("unexpected answer".into())),
                     Err(e) => ClientResponse::Error(ApiError::Other(format!("{n}: {e}"))),
                 },
             },
         },
-        ClientRequest::Nodes => ClientResponse::NodeList(
-            crate::cluster::nodes(&ctx.answerer, &ctx.core, &ctx.peer.links, &ctx.configured).await,
-        ),
+        ClientRequest::Nodes => {
+            let names = |id| ctx.locks.name_of(id);
+            ClientResponse::NodeList(
+                crate::cluster::nodes(
+                    &ctx.answerer,
+                    &ctx.core,
+                    &ctx.peer.mesh,
+                    &names,
+                    &ctx.configured,
+                )
+                .await,
+            )
+        }
         ClientRequest::Ping { node } => ping(ctx, &node).await,
         ClientRequest::Discover { node } => match discover(ctx, &node).await {
             Ok(files) => {
@@ -859,19 +874,28 @@ async fn discover(
     if node == ctx.name {
         return ctx.core.list().await;
     }
-    let Some(l) = crate::cluster::link_by_name(&ctx.peer.links, node) else {
+    let Some(id) = node_named(ctx, node) else {
         return Err(ApiError::Other(format!(
-            "node {node:?} is not connected to {} (see `tandem nodes`)",
-            ctx.name
+            "no node named {node:?} in the cluster (see `tandem nodes`)"
         )));
     };
-    match crate::cluster::peer_files(&l).await {
+    match crate::cluster::node_files(&ctx.peer.mesh, id).await {
         Ok(v) => {
             let table = crate::cluster::merge(&[(node.to_string(), v)]);
             Ok(table.into_iter().filter(|f| !f.nodes.is_empty()).collect())
         }
         Err(e) => Err(ApiError::Other(format!("{node}: {e}"))),
     }
+}
+
+/// The trusted node called `name` (linked here or not).
+fn node_named(ctx: &Ctx, name: &str) -> Option<NodeId> {
+    ctx.peer
+        .mesh
+        .trust()
+        .members()
+        .into_iter()
+        .find(|id| *id != ctx.node_id && ctx.locks.name_of(*id) == name)
 }
 
 async fn send_files<S>(

@@ -6,8 +6,9 @@
 //! through the others when it is not linked here (the mesh forwards the
 //! question), so in a chain A–B–C asking A shows C's files and held
 //! changes too; a node not linked here whose question went unanswered is
-//! left out for 10 s. The node list and single rows (for `fetch`, which
-//! needs a linked source) ask the directly connected peers.
+//! left out for 10 s. The node list asks linked peers directly (their
+//! round trip) and the other trusted nodes through the mesh. Single rows
+//! (for `fetch`, which needs a linked source) ask the linked peers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,14 @@ pub async fn peer_files(link: &crate::links::LinkHandle) -> Result<Vec<FileSumma
             .unwrap_or_else(|_| Err(format!("no answer within {QUERY_TIMEOUT:?}")))
     })
     .await
+}
+
+/// All files of node `id` (linked here or not), page by page.
+pub async fn node_files(
+    mesh: &Arc<crate::mesh::Mesh>,
+    id: NodeId,
+) -> Result<Vec<FileSummary>, String> {
+    files_by(|q| mesh.query(id, q, QUERY_TIMEOUT)).await
 }
 
 /// All files of a node, page by page, asking with `ask`.
@@ -275,14 +284,17 @@ pub async fn merged_row(
     Ok(merge(&views).into_iter().next())
 }
 
-/// Every node: this one, connected peers (with RTT and clock offset), and
-/// known or configured peers that are down.
+/// Every node: this one, connected peers (with RTT and clock offset),
+/// trusted nodes reached through the others, and known, trusted or
+/// configured nodes that are down.
 pub async fn nodes(
     answerer: &NodeAnswerer,
     core: &CoreHandle,
-    links: &Links,
+    mesh: &Arc<crate::mesh::Mesh>,
+    name_of: &(dyn Fn(NodeId) -> String + Sync),
     configured: &[crate::config::PeerSpec],
 ) -> Vec<NodeStatus> {
+    let links = mesh.links();
     let mut out = Vec::new();
     if let Ok(me) = answerer.status().await {
         out.push(me);
@@ -317,6 +329,35 @@ pub async fn nodes(
                 out.push(st);
             }
             _ => out.push(down(Some(id), name, addr)),
+        }
+    }
+    // Trusted nodes with no link here, asked through the others (their
+    // round trip is the whole path's).
+    let far: Vec<(NodeId, Duration)> = to_ask(mesh)
+        .into_iter()
+        .filter(|(id, _)| !seen.contains(id))
+        .collect();
+    let asks = far.into_iter().map(|(id, wait)| async move {
+        let t0 = Instant::now();
+        let sent_ns = now_ns();
+        let r = mesh.query(id, PeerQuery::Status, wait).await;
+        (id, r, t0.elapsed(), sent_ns)
+    });
+    for (id, r, rtt, sent_ns) in futures::future::join_all(asks).await {
+        if let Ok(PeerAnswer::Status(mut st, their_now)) = r {
+            seen.push(id);
+            let mid = sent_ns + rtt.as_nanos() as i64 / 2;
+            st.addr = "(through other nodes)".into();
+            st.id = Some(id);
+            st.rtt_us = Some(rtt.as_micros() as u64);
+            st.clock_offset_ms = Some((their_now - mid) / 1_000_000);
+            out.push(st);
+        }
+    }
+    for id in mesh.trust().members() {
+        if id != mesh.me() && !seen.contains(&id) && !known.iter().any(|(k, _)| *k == id) {
+            seen.push(id);
+            out.push(down(Some(id), name_of(id), "(not reached)".into()));
         }
     }
     for (id, name) in known {

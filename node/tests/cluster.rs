@@ -333,7 +333,7 @@ fn list_discover_nodes_ping_and_clients() {
     );
     let out = run_refused(&a, &["discover", "C"], &nodes);
     assert!(
-        text(&out.stderr).contains("\"C\" is not connected to A"),
+        text(&out.stderr).contains("no node named \"C\" in the cluster"),
         "{}",
         text(&out.stderr)
     );
@@ -562,6 +562,59 @@ fn feed_relays_every_nodes_events_once_along_a_chain() {
     assert_eq!(added_on_c, 1, "{ev:?}");
     let seqs: Vec<u64> = ev.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+/// A - B - C, every node trusting every other: through A, the node list,
+/// the merged table, one node's own files and its cache include C, which
+/// has no link to A (the questions are forwarded by B).
+#[test]
+fn views_through_one_end_of_a_chain_include_the_far_end() {
+    let (aa, ab, ac) = (free_addr(), free_addr(), free_addr());
+    let nodes = start_all(vec![
+        Node::builder("A").listen(aa).peer(ab),
+        Node::builder("B").listen(ab).peer(ac),
+        Node::builder("C").listen(ac),
+    ]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    trust_each_other(&[a, b, c]);
+    wait_linked(a, b);
+    wait_linked(b, c);
+    let all = [a, b, c];
+    put(c.path("far.txt"), "from the far end\n");
+    wait_until(
+        SYNC_TIMEOUT,
+        "C among far.txt's replicas through A",
+        &all,
+        || {
+            let l = try_list_json(a.addr())?;
+            let row = find(&l, "far.txt").ok_or("not listed")?;
+            if row["nodes"] == serde_json::json!(["A", "B", "C"]) {
+                Ok(())
+            } else {
+                Err(format!("{row}"))
+            }
+        },
+    );
+    let v = wait_until(
+        SYNC_TIMEOUT,
+        "C up in `tandem nodes` through A",
+        &all,
+        || {
+            let v = nodes_json(a)?;
+            if v.iter().any(|n| n["name"] == "C" && n["up"] == true) {
+                Ok(v)
+            } else {
+                Err(format!("{v:?}"))
+            }
+        },
+    );
+    let row = v.iter().find(|n| n["name"] == "C").unwrap();
+    assert_eq!(row["files"], 1, "{row}");
+    assert_eq!(v.len(), 3, "one row per node: {v:?}");
+    let own: Vec<Value> = json(a, &["discover", "C", "--json"]);
+    assert!(find(&own, "far.txt").is_some(), "{own:?}");
+    let cache = run_ok(a, &["cache", "--node", "C"], &all);
+    assert!(cache.contains("cache of C"), "{cache}");
 }
 
 // ---------------------------------------------------------------------------
@@ -828,7 +881,7 @@ fn cache_counts_hits_and_lists_entries() {
     assert_eq!(r["entries"][0]["path"], "cached.bin", "{r}");
     let out = run_refused(&a, &["cache", "--node", "Q"], &nodes);
     assert!(
-        text(&out.stderr).contains("no connected node named \"Q\""),
+        text(&out.stderr).contains("no node named \"Q\" in the cluster"),
         "{}",
         text(&out.stderr)
     );
