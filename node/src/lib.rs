@@ -128,7 +128,11 @@ pub async fn run(
     )?
     .verify_every(cfg.verify_every)
     .unwatched(unwatched)
-    .locks(locks.mirror());
+    .locks(
+        locks
+            .mirror()
+            .context("cannot read the lock table in the state folder")?,
+    );
     let core_thread = std::thread::Builder::new()
         .name("tandem-core".into())
         .spawn(move || core.run(rx))

@@ -560,27 +560,25 @@ impl LockService {
         None
     }
 
-    /// The applied table as the core needs it.
-    pub fn mirror(&self) -> LockMirror {
-        match self.raft.view().locks() {
-            Ok(locks) => locks
-                .iter()
-                .map(|(p, l)| {
-                    let info = self.info(p, l);
-                    (
-                        p.clone(),
-                        Locked {
-                            info,
-                            via: l.holder.via,
-                        },
-                    )
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!("cannot read the applied lock table: {e}");
-                LockMirror::default()
-            }
-        }
+    /// The applied table as the core needs it. An error (the table's lock
+    /// poisoned by a panic) is never read as "nothing is locked".
+    pub fn mirror(&self) -> Result<LockMirror, crate::raft::RaftStoreError> {
+        Ok(self
+            .raft
+            .view()
+            .locks()?
+            .iter()
+            .map(|(p, l)| {
+                let info = self.info(p, l);
+                (
+                    p.clone(),
+                    Locked {
+                        info,
+                        via: l.holder.via,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Tells the core the applied table whenever it changes.
@@ -591,7 +589,11 @@ impl LockService {
             let applied = metrics.borrow_and_update().last_applied;
             if applied != last {
                 last = applied;
-                core.tell_lock(LockMsg::Table(self.mirror()));
+                match self.mirror() {
+                    Ok(m) => core.tell_lock(LockMsg::Table(m)),
+                    // The core keeps the table it has: held changes stay held.
+                    Err(e) => tracing::error!("cannot read the applied lock table: {e}"),
+                }
             }
             tokio::select! {
                 r = metrics.changed() => if r.is_err() { return },
