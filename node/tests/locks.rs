@@ -847,3 +847,40 @@ fn unlock_while_a_peer_is_down_reaches_it_when_it_returns() {
         held(&a).is_empty() && held(&b).is_empty() && held(&c).is_empty()
     });
 }
+
+/// A change made to a locked file while its node was down is held when
+/// the node comes back (the lock table is known before the first scan),
+/// not indexed and sent.
+#[test]
+fn a_change_made_while_the_node_was_down_is_held_at_start() {
+    let (a, mut b) = linked_pair(&[]);
+    let ids = tempfile::tempdir().unwrap();
+    let alice = Who::new(&ids, "alice");
+    shared_file(&a, &b, "offline.txt", b"before\n");
+    alice.ok(&a, &["lock", "--path", "offline.txt"], &[&a, &b]);
+    wait_locks(&[&a, &b], &[("offline.txt", "alice")]);
+    b.stop();
+    put(b.path("offline.txt"), "edited on B while it was down\n");
+    b.restart();
+    wait_linked(&a, &b);
+    let nodes = [&a, &b];
+    wait_until(
+        SYNC_TIMEOUT,
+        "B holds the change made while down",
+        &nodes,
+        || {
+            held(&b)
+                .iter()
+                .any(|h| h["node"] == "B" && h["path"] == "offline.txt")
+        },
+    );
+    stays_for(&a, "offline.txt", b"before\n", Duration::from_millis(1000));
+    // Held by B itself: not indexed there (and then held by A on arrival).
+    b.wait_log("held local Modify of offline.txt");
+    let own: Vec<serde_json::Value> = json_of(&b, &["discover", "B", "--json"]).unwrap();
+    let row = find(&own, "offline.txt").unwrap();
+    assert_eq!(row["hash"], blake3_hex(b"before\n"), "B indexed it: {row}");
+    let out = alice.ok(&a, &["unlock", "--path", "offline.txt"], &nodes);
+    assert!(out.contains("released: change made on B"), "{out}");
+    wait_content(&nodes, "offline.txt", b"edited on B while it was down\n");
+}
