@@ -26,16 +26,6 @@ use crate::metrics::Metrics;
 /// Files per answer page (keeps each frame a few MiB).
 const FILES_PAGE: usize = 20_000;
 
-/// All of a peer's files, page by page.
-pub async fn peer_files(link: &crate::links::LinkHandle) -> Result<Vec<FileSummary>, String> {
-    files_by(|q| async move {
-        tokio::time::timeout(QUERY_TIMEOUT, link.query(q))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {QUERY_TIMEOUT:?}")))
-    })
-    .await
-}
-
 /// All files of node `id` (linked here or not), page by page.
 pub async fn node_files(
     mesh: &Arc<crate::mesh::Mesh>,

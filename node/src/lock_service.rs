@@ -67,7 +67,6 @@ pub type LockMirror = HashMap<RelPath, Locked>;
 /// The node's lock service. Cheap to share (`Arc`).
 pub struct LockService {
     raft: RaftLocks,
-    mesh: Arc<Mesh>,
     transport: Arc<MeshTransport>,
     me: NodeId,
     name: String,
@@ -101,7 +100,6 @@ impl LockService {
         mesh.attach(raft.clone());
         let s = Arc::new(LockService {
             raft,
-            mesh,
             transport,
             me,
             name,
@@ -600,11 +598,6 @@ impl LockService {
                 _ = stop.cancelled() => return,
             }
         }
-    }
-
-    /// The mesh this service talks over.
-    pub fn mesh(&self) -> &Arc<Mesh> {
-        &self.mesh
     }
 }
 
