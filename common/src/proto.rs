@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +317,17 @@ pub enum ClientRequest {
     Locks,
     /// Every change held back by a lock.
     Held,
+    /// Every conflict copy kept in the cluster.
+    Conflicts,
+    /// Restore or discard one kept conflict copy.
+    ResolveConflict {
+        /// The node that keeps it (by name).
+        node: String,
+        /// The copy: [`ConflictCopy::id`].
+        id: String,
+        /// What to do with it.
+        action: ConflictAction,
+    },
     /// The clients connected to this node now.
     Clients,
     /// Stream events as they happen, after `after` when resuming.
@@ -542,6 +553,22 @@ pub enum EventKind {
         /// Which file.
         path: RelPath,
     },
+    /// A kept conflict copy was made the current version again.
+    ConflictRestored {
+        /// The file it is a version of.
+        path: RelPath,
+        /// Who asked.
+        by: String,
+        /// Where the version it replaced is kept now (if there was one).
+        replaced_as: Option<String>,
+    },
+    /// A kept conflict copy was deleted.
+    ConflictDiscarded {
+        /// The copy (its place in the node's conflicts folder).
+        id: String,
+        /// Who asked.
+        by: String,
+    },
     /// The node cannot watch every folder (the inotify limit) and rescans
     /// the tree periodically instead.
     Unwatched {
@@ -643,6 +670,73 @@ pub enum ClientResponse {
         /// Where.
         path: RelPath,
     },
+    /// Every kept conflict copy (answer to `Conflicts`).
+    ConflictList {
+        /// The copies, newest first.
+        copies: Vec<ConflictCopy>,
+        /// Nodes that could not say what they keep, with why ("B: timed
+        /// out"): their copies are missing from `copies`.
+        unanswered: Vec<String>,
+    },
+    /// A conflict copy was restored or discarded.
+    ConflictResolved(ConflictResolution),
+}
+
+/// A losing version kept in a node's conflicts folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictCopy {
+    /// The node that keeps it.
+    pub node: String,
+    /// Its place in that node's conflicts folder (`.tandem/conflicts/`),
+    /// which identifies it there.
+    pub id: String,
+    /// The file it is a version of; `None` when its name does not say (a
+    /// file set aside by a delete that a crash interrupted).
+    pub path: Option<RelPath>,
+    /// The node whose version it is, as its name records it.
+    pub author: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its modification time (ns since the epoch).
+    pub mtime_ns: i64,
+    /// When it was kept (ns since the epoch).
+    pub kept_ns: i64,
+}
+
+impl ConflictCopy {
+    /// A short id for people to type (`tandem conflicts restore 3f2a9c1`):
+    /// the first hex digits of a hash of the node and the copy's id.
+    pub fn short_id(&self) -> String {
+        let h = blake3::hash(format!("{}\0{}", self.node, self.id).as_bytes());
+        h.to_hex()[..7].to_string()
+    }
+}
+
+/// What to do with a kept conflict copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConflictAction {
+    /// Make it the current version (a new local change on the node that
+    /// keeps it, which then syncs everywhere); the version it replaces is
+    /// kept as a conflict copy in its turn.
+    Restore,
+    /// Delete it.
+    Discard,
+}
+
+/// What resolving a conflict copy did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictResolution {
+    /// The node that kept it.
+    pub node: String,
+    /// The copy.
+    pub id: String,
+    /// What was done.
+    pub action: ConflictAction,
+    /// The file it was restored as (`Restore`).
+    pub path: Option<RelPath>,
+    /// Where the version it replaced is kept now (`Restore` over an
+    /// existing file).
+    pub replaced_as: Option<String>,
 }
 
 /// One entry of a node's cache.
@@ -854,6 +948,22 @@ pub enum ApiError {
         /// Since when, human-readable.
         since: String,
     },
+    /// No such conflict copy on that node (already restored or discarded?).
+    #[error("{node} keeps no conflict copy {id:?} (see `tandem conflicts`)")]
+    NoSuchConflict {
+        /// The node asked.
+        node: String,
+        /// The copy asked for.
+        id: String,
+    },
+    /// No trusted node of that name.
+    #[error("no node named {name:?} in the cluster; known: {}", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
+    NoSuchNode {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
     /// Anything else, in words.
     #[error("{0}")]
     Other(String),
@@ -967,6 +1077,18 @@ pub enum PeerQuery {
         /// Which.
         path: RelPath,
     },
+    /// Your kept conflict copies.
+    Conflicts,
+    /// Restore or discard one of your conflict copies (a client with the
+    /// write role asked the node that sends this).
+    ResolveConflict {
+        /// The copy.
+        id: String,
+        /// What to do.
+        action: ConflictAction,
+        /// Who asked (for the log and the feed).
+        by: String,
+    },
 }
 
 /// Answers to [`PeerQuery`].
@@ -984,6 +1106,10 @@ pub enum PeerAnswer {
     Held(Vec<HeldChange>),
     /// One file (if the node knows it).
     File(Option<FileSummary>),
+    /// Kept conflict copies.
+    Conflicts(Vec<ConflictCopy>),
+    /// What resolving a conflict copy did, or why it was refused.
+    ConflictResolved(Result<ConflictResolution, ApiError>),
 }
 
 /// Messages between two nodes after the handshake.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tandem_common::proto::{Access, ClientRequest, IdentityRecord};
+use tandem_common::proto::{Access, ClientRequest, ConflictAction, IdentityRecord};
 use uuid::Uuid;
 
 /// How long an invite code works.
@@ -34,12 +34,14 @@ pub fn required(req: &ClientRequest) -> Option<Access> {
         | R::Nodes
         | R::Ping { .. }
         | R::Discover { .. }
+        | R::Conflicts
         | R::Identities => Some(Access::Read),
         R::Lock { .. }
         | R::AwaitLock { .. }
         | R::Unlock { force: false, .. }
         | R::Put { .. }
-        | R::PutData { .. } => Some(Access::Write),
+        | R::PutData { .. }
+        | R::ResolveConflict { .. } => Some(Access::Write),
         R::Unlock { force: true, .. } | R::Approve { .. } | R::Invite { .. } => Some(Access::Admin),
     }
 }
@@ -67,6 +69,15 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         R::Ping { .. } => "ping",
         R::Discover { .. } => "discover",
         R::Put { .. } | R::PutData { .. } => "put",
+        R::Conflicts => "conflicts",
+        R::ResolveConflict {
+            action: ConflictAction::Restore,
+            ..
+        } => "conflicts restore",
+        R::ResolveConflict {
+            action: ConflictAction::Discard,
+            ..
+        } => "conflicts discard",
     }
 }
 
@@ -314,5 +325,14 @@ mod tests {
             required(&ClientRequest::Register { code: "x".into() }),
             None
         );
+        assert_eq!(required(&ClientRequest::Conflicts), Some(Access::Read));
+        for action in [ConflictAction::Restore, ConflictAction::Discard] {
+            let req = ClientRequest::ResolveConflict {
+                node: "B".into(),
+                id: "x".into(),
+                action,
+            };
+            assert_eq!(required(&req), Some(Access::Write), "{action:?}");
+        }
     }
 }

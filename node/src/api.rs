@@ -18,7 +18,7 @@ use tandem_common::proto::{
     self, ApiError, ClientInfo, ClientRequest, ClientResponse, Event, EventKind, HandshakeError,
     Hello, HelloReply, NodeToClient, PROTOCOL_VERSION, Refusal, Request, Role,
 };
-use tandem_common::proto::{Access, IdentityRecord};
+use tandem_common::proto::{Access, ConflictAction, ConflictResolution, IdentityRecord};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -719,6 +719,18 @@ where
                 },
             },
         },
+        ClientRequest::Conflicts => {
+            let names = |id| ctx.locks.name_of(id);
+            let (copies, unanswered) =
+                crate::cluster::conflicts_everywhere(&ctx.core, &ctx.peer.mesh, &names).await;
+            ClientResponse::ConflictList { copies, unanswered }
+        }
+        ClientRequest::ResolveConflict { node, id, action } => {
+            match resolve_conflict(ctx, session, node, id, action).await {
+                Ok(r) => ClientResponse::ConflictResolved(r),
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
         ClientRequest::Nodes => {
             let names = |id| ctx.locks.name_of(id);
             ClientResponse::NodeList(
@@ -885,6 +897,55 @@ async fn discover(
             Ok(table.into_iter().filter(|f| !f.nodes.is_empty()).collect())
         }
         Err(e) => Err(ApiError::Other(format!("{node}: {e}"))),
+    }
+}
+
+/// Restores or discards a conflict copy on the node that keeps it.
+async fn resolve_conflict(
+    ctx: &Ctx,
+    session: &Session,
+    node: String,
+    id: String,
+    action: ConflictAction,
+) -> Result<ConflictResolution, ApiError> {
+    let by = session.name.clone();
+    if node == ctx.name {
+        return ctx.core.resolve_conflict(id, action, by).await;
+    }
+    let Some(target) = node_named(ctx, &node) else {
+        return Err(no_such_node(ctx, &node));
+    };
+    let q = PeerQuery::ResolveConflict { id, action, by };
+    match ctx
+        .peer
+        .mesh
+        .query(target, q, crate::cluster::QUERY_TIMEOUT)
+        .await
+    {
+        Ok(PeerAnswer::ConflictResolved(r)) => r,
+        Ok(_) => Err(ApiError::Other(format!("{node}: unexpected answer"))),
+        // Not knowing whether it was done is said as such.
+        Err(e) => Err(ApiError::Other(format!(
+            "{node} did not confirm ({e}); check `tandem conflicts` before retrying"
+        ))),
+    }
+}
+
+/// The error for a node name nobody has: which names exist.
+fn no_such_node(ctx: &Ctx, name: &str) -> ApiError {
+    let mut known: Vec<String> = ctx
+        .peer
+        .mesh
+        .trust()
+        .members()
+        .into_iter()
+        .map(|id| ctx.locks.name_of(id))
+        .collect();
+    known.sort();
+    known.dedup();
+    ApiError::NoSuchNode {
+        name: name.to_string(),
+        known,
     }
 }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem_common::proto::{
-    FileState, FileSummary, ListedFile, NodeFileState, NodeStatus, PeerAnswer, PeerQuery,
+    ConflictCopy, FileState, FileSummary, ListedFile, NodeFileState, NodeStatus, PeerAnswer,
+    PeerQuery,
 };
 use tandem_common::{NodeId, VvOrder};
 
@@ -151,6 +152,15 @@ impl Answerer for NodeAnswerer {
                     .await
                     .map(PeerAnswer::Held)
                     .map_err(|e| e.to_string()),
+                PeerQuery::Conflicts => self
+                    .core
+                    .conflicts()
+                    .await
+                    .map(PeerAnswer::Conflicts)
+                    .map_err(|e| e.to_string()),
+                PeerQuery::ResolveConflict { id, action, by } => Ok(PeerAnswer::ConflictResolved(
+                    self.core.resolve_conflict(id, action, by).await,
+                )),
             }
         })
     }
@@ -406,6 +416,40 @@ pub async fn held_everywhere(
     out.sort_by(|a, b| (&a.path, &a.node).cmp(&(&b.path, &b.node)));
     out.dedup();
     out
+}
+
+/// Every conflict copy kept in the cluster, newest first, and the nodes
+/// that could not say (by name, with why).
+pub async fn conflicts_everywhere(
+    core: &CoreHandle,
+    mesh: &Arc<crate::mesh::Mesh>,
+    name_of: &(dyn Fn(NodeId) -> String + Sync),
+) -> (Vec<ConflictCopy>, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut out = match core.conflicts().await {
+        Ok(v) => v,
+        Err(e) => {
+            unknown.push(format!("{}: {e}", mesh.name()));
+            Vec::new()
+        }
+    };
+    let asked = to_ask(mesh);
+    let asks = asked
+        .iter()
+        .map(|(id, wait)| mesh.query(*id, PeerQuery::Conflicts, *wait));
+    for ((id, _), r) in asked.iter().zip(futures::future::join_all(asks).await) {
+        match r {
+            Ok(PeerAnswer::Conflicts(v)) => out.extend(v),
+            Ok(_) => unknown.push(format!("{}: unexpected answer", name_of(*id))),
+            Err(e) => unknown.push(format!("{}: {e}", name_of(*id))),
+        }
+    }
+    out.sort_by(|a, b| {
+        b.kept_ns
+            .cmp(&a.kept_ns)
+            .then_with(|| (&a.node, &a.id).cmp(&(&b.node, &b.id)))
+    });
+    (out, unknown)
 }
 
 /// Finds the link to the node named `name`.

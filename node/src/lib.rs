@@ -10,6 +10,7 @@ pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod conflicts;
 pub mod core;
 pub mod engine;
 pub mod events;

@@ -564,21 +564,27 @@ fn feed_relays_every_nodes_events_once_along_a_chain() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 
-/// A - B - C, every node trusting every other: through A, the node list,
-/// the merged table, one node's own files and its cache include C, which
-/// has no link to A (the questions are forwarded by B).
-#[test]
-fn views_through_one_end_of_a_chain_include_the_far_end() {
+/// A - B - C linked in a chain, every node trusting every other.
+fn chain_of_three() -> Vec<Node> {
     let (aa, ab, ac) = (free_addr(), free_addr(), free_addr());
     let nodes = start_all(vec![
         Node::builder("A").listen(aa).peer(ab),
         Node::builder("B").listen(ab).peer(ac),
         Node::builder("C").listen(ac),
     ]);
+    trust_each_other(&[&nodes[0], &nodes[1], &nodes[2]]);
+    wait_linked(&nodes[0], &nodes[1]);
+    wait_linked(&nodes[1], &nodes[2]);
+    nodes
+}
+
+/// A - B - C, every node trusting every other: through A, the node list,
+/// the merged table, one node's own files and its cache include C, which
+/// has no link to A (the questions are forwarded by B).
+#[test]
+fn views_through_one_end_of_a_chain_include_the_far_end() {
+    let nodes = chain_of_three();
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    trust_each_other(&[a, b, c]);
-    wait_linked(a, b);
-    wait_linked(b, c);
     let all = [a, b, c];
     put(c.path("far.txt"), "from the far end\n");
     wait_until(
@@ -615,6 +621,95 @@ fn views_through_one_end_of_a_chain_include_the_far_end() {
     assert!(find(&own, "far.txt").is_some(), "{own:?}");
     let cache = run_ok(a, &["cache", "--node", "C"], &all);
     assert!(cache.contains("cache of C"), "{cache}");
+}
+
+/// A conflict copy kept on the far end of a chain is listed, restored and
+/// discarded through the near end; the restore syncs everywhere and keeps
+/// the version it replaced.
+#[test]
+fn conflict_copies_on_the_far_end_are_listed_restored_and_discarded_through_the_near_end() {
+    let nodes = chain_of_three();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let all = [a, b, c];
+    put(c.path("notes/plan.txt"), "current\n");
+    wait_content(&all, "notes/plan.txt", b"current\n");
+    // What `keep_conflict` leaves when B's version loses on C.
+    put(
+        c.path(".tandem/conflicts/notes/plan.conflict-20251203-060000-B.txt"),
+        "the lost version\n",
+    );
+
+    let listed: Value = json(a, &["conflicts", "--json"]);
+    let rows = listed["conflicts"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    let row = &rows[0];
+    assert_eq!(
+        (&row["node"], &row["path"], &row["author"], &row["size"]),
+        (
+            &Value::from("C"),
+            &Value::from("notes/plan.txt"),
+            &Value::from("B"),
+            &Value::from(17)
+        ),
+        "{row}"
+    );
+    assert_eq!(listed["unanswered"], serde_json::json!([]));
+    let short = row["short_id"].as_str().unwrap().to_string();
+    let table = run_ok(a, &["conflicts"], &all);
+    assert!(
+        table.contains(&short) && table.contains("notes/plan.txt"),
+        "{table}"
+    );
+
+    let out = run_refused(a, &["conflicts", "restore", "zzzzzzz"], &all);
+    assert!(
+        text(&out.stderr).contains("no conflict copy has the id \"zzzzzzz\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A locked file is not restored over: the lock's owner is working on it.
+    run_ok(a, &["lock", "--path", "notes/plan.txt"], &all);
+    let out = run_refused(a, &["conflicts", "restore", &short], &all);
+    assert!(
+        text(&out.stderr).contains("notes/plan.txt is locked by"),
+        "{}",
+        text(&out.stderr)
+    );
+    run_ok(a, &["unlock", "--path", "notes/plan.txt"], &all);
+    wait_until(SYNC_TIMEOUT, "the unlock reaches C", &all, || {
+        let l = try_list_json(c.addr())?;
+        match find(&l, "notes/plan.txt") {
+            Some(r) if r["locked_by"].is_null() => Ok(()),
+            r => Err(format!("{r:?}")),
+        }
+    });
+    let said = run_ok(a, &["conflicts", "restore", &short[..5]], &all);
+    assert!(
+        said.starts_with("restored notes/plan.txt on C from the conflict copy notes/plan.conflict-20251203-060000-B.txt; the version it replaced is kept as notes/plan.conflict-"),
+        "{said}"
+    );
+    wait_content(&all, "notes/plan.txt", b"the lost version\n");
+
+    // The replaced version is a conflict copy now; the restored one is not.
+    let listed: Value = json(a, &["conflicts", "--json"]);
+    let rows = listed["conflicts"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    let kept_id = rows[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        fs::read_to_string(c.path(format!(".tandem/conflicts/{kept_id}"))).unwrap(),
+        "current\n"
+    );
+    assert_eq!(rows[0]["author"], "C", "{listed}");
+
+    let short = rows[0]["short_id"].as_str().unwrap().to_string();
+    let said = run_ok(a, &["conflicts", "discard", &short], &all);
+    assert_eq!(said, format!("deleted the conflict copy {kept_id} on C\n"));
+    assert!(!c.path(".tandem/conflicts/notes").exists());
+    let table = run_ok(a, &["conflicts"], &all);
+    assert_eq!(table, "(no conflict copies kept)\n");
+    let listed: Value = json(a, &["conflicts", "--json"]);
+    assert_eq!(listed["conflicts"], serde_json::json!([]));
 }
 
 // ---------------------------------------------------------------------------

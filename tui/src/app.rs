@@ -1419,6 +1419,7 @@ fn on_event(s: &mut AppState, e: Event) {
             s.files.conflicts.insert(path);
             s.schedule_list();
         }
+        EventKind::ConflictRestored { .. } => s.schedule_list(),
         EventKind::Locked { path, owner, .. } => {
             s.files.patch(&path, |f| f.locked_by = Some(owner));
         }
@@ -1448,6 +1449,7 @@ fn on_event(s: &mut AppState, e: Event) {
         // The table's state column comes from the next reload.
         EventKind::ApplyFailed { .. }
         | EventKind::ApplyRecovered { .. }
+        | EventKind::ConflictDiscarded { .. }
         | EventKind::Unwatched { .. } => {}
     }
     s.settle();

@@ -451,6 +451,19 @@ pub fn describe_event(e: &EventKind) -> String {
             reason,
             rescan_secs,
         } => format!("{reason}: some folders are not watched; rescanning every {rescan_secs}s"),
+        EventKind::ConflictRestored {
+            path,
+            by,
+            replaced_as,
+        } => match replaced_as {
+            Some(r) => format!(
+                "{path} restored from a conflict copy by {by}; the version it replaced is kept as {r}"
+            ),
+            None => format!("{path} restored from a conflict copy by {by}"),
+        },
+        EventKind::ConflictDiscarded { id, by } => {
+            format!("conflict copy {id} discarded by {by}")
+        }
     }
 }
 
@@ -473,6 +486,8 @@ pub fn event_kind_name(e: &EventKind) -> &'static str {
         EventKind::ApplyFailed { .. } => "apply_failed",
         EventKind::ApplyRecovered { .. } => "apply_recovered",
         EventKind::Unwatched { .. } => "unwatched",
+        EventKind::ConflictRestored { .. } => "conflict_restored",
+        EventKind::ConflictDiscarded { .. } => "conflict_discarded",
     }
 }
 
@@ -520,6 +535,7 @@ pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
         | EventKind::Held { path, .. }
         | EventKind::Released { path, .. }
         | EventKind::ApplyFailed { path, .. }
+        | EventKind::ConflictRestored { path, .. }
         | EventKind::ApplyRecovered { path } => Some(path),
         _ => None,
     }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod conflicts;
 pub mod keys;
 pub mod term;
 pub mod transfer;

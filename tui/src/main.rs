@@ -2,7 +2,7 @@
 //! scripts); with no subcommand it opens the terminal UI.
 
 use tandem_common::display::human_size;
-use tandem_tui::{cli, client, transfer};
+use tandem_tui::{cli, client, conflicts, transfer};
 
 use std::process::ExitCode;
 
@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tandem_common::RelPath;
-use tandem_common::proto::{Access, ClientRequest, ClientResponse, FeedCursor, LockInfo};
+use tandem_common::proto::{
+    Access, ClientRequest, ClientResponse, ConflictAction, FeedCursor, LockInfo,
+};
 
 /// Tandem client: look at and steer a Tandem cluster through any node.
 #[derive(Parser)]
@@ -211,6 +213,33 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the losing versions kept on every node (`.tandem/conflicts/`);
+    /// restore one as the current version, or delete it.
+    #[command(
+        after_help = "Examples:\n  tandem conflicts\n  tandem conflicts restore 3f2a9c1\n  tandem conflicts discard 3f2a9c1\n\nRestoring keeps the version it replaces as a conflict copy in its turn."
+    )]
+    Conflicts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// What to do with one copy (none: list them).
+        #[command(subcommand)]
+        action: Option<ConflictCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConflictCommand {
+    /// Make a kept copy the current version of its file, on every node.
+    Restore {
+        /// The copy's ID from `tandem conflicts` (its first characters do).
+        id: String,
+    },
+    /// Delete a kept copy.
+    Discard {
+        /// The copy's ID from `tandem conflicts` (its first characters do).
+        id: String,
     },
 }
 
@@ -553,6 +582,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ClientResponse::HeldList(v) => cli::print_held(&v, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
         },
+        Command::Conflicts { json, action } => {
+            let (copies, unanswered) = match c.call(ClientRequest::Conflicts).await? {
+                ClientResponse::ConflictList { copies, unanswered } => (copies, unanswered),
+                other => bail!("unexpected answer: {other:?}"),
+            };
+            let (typed, action) = match action {
+                None => {
+                    conflicts::print_conflicts(&copies, &unanswered, *json, &mut out)?;
+                    out.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(ConflictCommand::Restore { id }) => (id, ConflictAction::Restore),
+                Some(ConflictCommand::Discard { id }) => (id, ConflictAction::Discard),
+            };
+            let copy = match conflicts::pick(&copies, typed) {
+                Ok(c) => c.clone(),
+                Err(e) if unanswered.is_empty() => bail!("{e}"),
+                Err(e) => bail!("{e} (not asked: {})", unanswered.join("; ")),
+            };
+            let req = ClientRequest::ResolveConflict {
+                node: copy.node,
+                id: copy.id,
+                action,
+            };
+            match c.call(req).await? {
+                ClientResponse::ConflictResolved(r) => {
+                    writeln!(out, "{}", conflicts::describe_resolution(&r))?
+                }
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

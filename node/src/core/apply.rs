@@ -249,14 +249,18 @@ impl Core {
         loser: &FileEntry,
         winner_peer: NodeId,
     ) -> std::io::Result<PathBuf> {
-        let author = loser
-            .version
+        let author = self.author_of(loser);
+        let src = loser.path.to_disk(&self.root);
+        self.keep_aside(&src, &loser.path, &author, loser.mtime_ns, winner_peer)
+    }
+
+    /// The node that made version `e` (the one with the highest counter).
+    pub(super) fn author_of(&self, e: &FileEntry) -> String {
+        e.version
             .iter()
             .max_by_key(|(_, c)| *c)
             .map(|(n, _)| self.peer_name(n))
-            .unwrap_or_else(|| self.name.clone());
-        let src = loser.path.to_disk(&self.root);
-        self.keep_aside(&src, &loser.path, &author, loser.mtime_ns, winner_peer)
+            .unwrap_or_else(|| self.name.clone())
     }
 
     /// Moves `src` (a version of `path` by `author`, modified at
@@ -269,32 +273,7 @@ impl Core {
         mtime_ns: i64,
         winner_peer: NodeId,
     ) -> std::io::Result<PathBuf> {
-        let when =
-            chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
-        let rel = path.as_str();
-        let (dir, name) = rel.rsplit_once('/').map_or(("", rel), |(d, n)| (d, n));
-        let (stem, ext) = match name.rfind('.') {
-            Some(i) if i > 0 => (&name[..i], &name[i..]),
-            _ => (name, ""),
-        };
-        let safe_author: String = author
-            .chars()
-            .map(|c| {
-                if c.is_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let base = self.state_dir.join("conflicts").join(dir);
-        std::fs::create_dir_all(&base)?;
-        let mut dest = base.join(format!("{stem}.conflict-{when}-{safe_author}{ext}"));
-        let mut n = 1;
-        while dest.exists() {
-            n += 1;
-            dest = base.join(format!("{stem}.conflict-{when}-{safe_author}-{n}{ext}"));
-        }
+        let dest = crate::conflicts::aside_dest(&self.conflicts_dir(), path, author, mtime_ns)?;
         move_file(src, &dest)?;
         crate::metrics::Metrics::add(&self.io.metrics.conflicts, 1);
         self.io.events.emit(EventKind::Conflict {

@@ -2,6 +2,8 @@
 //! index (never the other way round), and uploads (`put`) become local
 //! versions.
 
+use std::os::unix::fs::MetadataExt;
+
 use super::apply::move_file;
 use super::*;
 use crate::engine::DiskFacts;
@@ -17,13 +19,8 @@ impl Core {
         mode: u32,
         who: &str,
     ) -> Result<(), ApiError> {
-        if let Some(l) = self.locks.get(path).map(|l| &l.info) {
-            return Err(ApiError::LockedBy {
-                path: path.to_string(),
-                owner_name: l.owner_name.clone(),
-                owner: l.owner,
-                since: tandem_common::display::local_time(l.since_ns),
-            });
+        if let Some(e) = self.locked_error(path) {
+            return Err(e);
         }
         let full = path.to_disk(&self.root);
         let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));
@@ -55,6 +52,143 @@ impl Core {
         let seen = scan::stat(&full).map_err(io)?;
         self.look_at(path, seen, true);
         Ok(())
+    }
+
+    /// Why `path` may not be changed by a client here: it is locked.
+    fn locked_error(&self, path: &RelPath) -> Option<ApiError> {
+        self.locks.get(path).map(|l| ApiError::LockedBy {
+            path: path.to_string(),
+            owner_name: l.info.owner_name.clone(),
+            owner: l.info.owner,
+            since: tandem_common::display::local_time(l.info.since_ns),
+        })
+    }
+
+    /// The conflicts folder.
+    pub(super) fn conflicts_dir(&self) -> PathBuf {
+        self.state_dir.join("conflicts")
+    }
+
+    /// Restores or discards a kept conflict copy (see [`crate::conflicts`]).
+    pub(super) fn resolve_conflict(
+        &mut self,
+        id: &str,
+        action: ConflictAction,
+        by: &str,
+    ) -> Result<ConflictResolution, ApiError> {
+        let replaced_as = match action {
+            ConflictAction::Discard => {
+                crate::conflicts::discard(&self.conflicts_dir(), &self.name, id)?;
+                tracing::info!("{by} discarded the conflict copy {id}");
+                self.io.events.emit(EventKind::ConflictDiscarded {
+                    id: id.to_string(),
+                    by: by.to_string(),
+                });
+                None
+            }
+            ConflictAction::Restore => self.restore_conflict(id, by)?,
+        };
+        Ok(ConflictResolution {
+            node: self.name.clone(),
+            id: id.to_string(),
+            action,
+            path: crate::conflicts::parse_id(id)
+                .map(|(p, _)| p)
+                .filter(|_| action == ConflictAction::Restore),
+            replaced_as,
+        })
+    }
+
+    /// Makes the kept copy `id` the current version of its file: a new
+    /// local change (modified now, so it is also the newest), which syncs
+    /// everywhere. What was there is indexed and kept as a conflict copy
+    /// first, so nothing is lost; returns where.
+    fn restore_conflict(&mut self, id: &str, by: &str) -> Result<Option<String>, ApiError> {
+        let dir = self.conflicts_dir();
+        let kept = crate::conflicts::locate(&dir, &self.name, id)?;
+        let Some((path, _)) = crate::conflicts::parse_id(id) else {
+            return Err(ApiError::Other(format!(
+                "the name of the conflict copy {id} does not say which file it is a version of; copy it into place by hand from {}",
+                kept.display()
+            )));
+        };
+        if let Some(e) = self.locked_error(&path) {
+            return Err(e);
+        }
+        let io = |e: std::io::Error| ApiError::Other(format!("cannot restore {path}: {e}"));
+        if !scan::parents_are_dirs(&self.root, &path).map_err(io)? {
+            return Err(ApiError::Other(format!(
+                "cannot restore {path}: a folder above it is a file or a link here"
+            )));
+        }
+        let full = path.to_disk(&self.root);
+        // Whatever is there is indexed first: it becomes the version the
+        // restore replaces, and is kept.
+        self.refresh(&path).map_err(io)?;
+        let replaced = match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                return Err(ApiError::Other(format!(
+                    "cannot restore {path}: it is a folder here; move it away first"
+                )));
+            }
+            Ok(m) if m.is_file() => {
+                let author = self
+                    .index
+                    .get(&path)
+                    .filter(|r| !r.entry.deleted)
+                    .map_or_else(|| self.name.clone(), |r| self.author_of(&r.entry));
+                let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+                let dest = crate::conflicts::aside_dest(&dir, &path, &author, mtime).map_err(io)?;
+                move_file(&full, &dest).map_err(io)?;
+                Some(dest)
+            }
+            Ok(_) => {
+                return Err(ApiError::Other(format!(
+                    "cannot restore {path}: it is neither a file nor a folder here; refusing to replace it"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let placed = full
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| move_file(&kept, &full))
+            .and_then(|()| filetime::set_file_mtime(&full, file_time(now_ns())));
+        if let Err(e) = placed {
+            // Put back what was there; the copy stays kept.
+            if let Some(r) = &replaced
+                && full.symlink_metadata().is_err()
+            {
+                let _ = move_file(r, &full);
+            }
+            return Err(io(e));
+        }
+        if let Some(parent) = full.parent() {
+            self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        crate::conflicts::remove_empty_parents(&dir, &kept);
+        let replaced_as = replaced.map(|r| {
+            r.strip_prefix(&dir)
+                .unwrap_or(&r)
+                .to_string_lossy()
+                .into_owned()
+        });
+        tracing::info!(
+            "{by} restored {path} from the conflict copy {id}{}",
+            replaced_as
+                .as_ref()
+                .map(|r| format!("; the version it replaced is kept as {r}"))
+                .unwrap_or_default()
+        );
+        let seen = scan::stat(&full).map_err(io)?;
+        self.look_at(&path, seen, true);
+        self.io.events.emit(EventKind::ConflictRestored {
+            path,
+            by: by.to_string(),
+            replaced_as: replaced_as.clone(),
+        });
+        Ok(replaced_as)
     }
 
     /// Looks at every pending path whose time has come.

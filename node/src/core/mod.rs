@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tandem_common::display::human_size;
-use tandem_common::proto::{ApiError, EventKind, FileSummary, ListedFile};
+use tandem_common::proto::{
+    ApiError, ConflictAction, ConflictCopy, ConflictResolution, EventKind, FileSummary, ListedFile,
+};
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
@@ -73,6 +75,19 @@ pub enum CoreMsg {
     SummaryOf(RelPath, oneshot::Sender<Option<FileSummary>>),
     /// Number of live files and their bytes.
     Counts(oneshot::Sender<Counts>),
+    /// The kept conflict copies (see [`crate::conflicts`]).
+    Conflicts(oneshot::Sender<std::io::Result<Vec<ConflictCopy>>>),
+    /// Restore or discard a kept conflict copy.
+    ResolveConflict {
+        /// The copy.
+        id: String,
+        /// What to do.
+        action: ConflictAction,
+        /// Who asked (for the log and the feed).
+        by: String,
+        /// What was done, or why not.
+        reply: oneshot::Sender<Result<ConflictResolution, ApiError>>,
+    },
     /// A verified upload to put in place as a local change.
     Put {
         /// Where.
@@ -193,6 +208,29 @@ impl CoreHandle {
     /// This node's files for a merged table.
     pub async fn summary(&self) -> Result<Vec<FileSummary>, ApiError> {
         self.ask(CoreMsg::Summary).await
+    }
+
+    /// The conflict copies kept here.
+    pub async fn conflicts(&self) -> Result<Vec<ConflictCopy>, ApiError> {
+        self.ask(CoreMsg::Conflicts)
+            .await?
+            .map_err(|e| ApiError::Other(format!("cannot read the conflicts folder: {e}")))
+    }
+
+    /// Restores or discards a conflict copy kept here.
+    pub async fn resolve_conflict(
+        &self,
+        id: String,
+        action: ConflictAction,
+        by: String,
+    ) -> Result<ConflictResolution, ApiError> {
+        self.ask(|reply| CoreMsg::ResolveConflict {
+            id,
+            action,
+            by,
+            reply,
+        })
+        .await?
     }
 
     /// This node's view of one file.
@@ -675,6 +713,17 @@ impl Core {
                 reply,
             } => {
                 let _ = reply.send(self.put(&path, &tmp, mtime_ns, mode, &who));
+            }
+            CoreMsg::Conflicts(reply) => {
+                let _ = reply.send(crate::conflicts::list(&self.conflicts_dir(), &self.name));
+            }
+            CoreMsg::ResolveConflict {
+                id,
+                action,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.resolve_conflict(&id, action, &by));
             }
             CoreMsg::Counts(reply) => {
                 let _ = reply.send(self.counts());

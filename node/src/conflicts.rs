@@ -1,0 +1,291 @@
+//! The conflicts folder (`STATE/conflicts/`): where losing versions are
+//! kept, how their names say what they are, and listing and discarding
+//! them. Putting a copy back in the tree is a local change and belongs to
+//! the core (`core::local`), which uses the naming here.
+//!
+//! A kept copy of `notes/plan.txt` by node B, last modified 2026-12-03
+//! 06:00:00 UTC, is `conflicts/notes/plan.conflict-20261203-060000-B.txt`
+//! (`-2`, `-3`… before the extension when that name is taken). The name is
+//! the only record: the folder is the truth, so copies kept by older
+//! versions, or moved there by hand, are listed like the others.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tandem_common::RelPath;
+use tandem_common::proto::{ApiError, ConflictCopy};
+
+/// At most this many copies are listed per node (a folder nobody cleans
+/// can hold any number; the oldest beyond this are not shown).
+pub const MAX_LISTED: usize = 10_000;
+
+/// The marker between a kept copy's stem and its time.
+const MARK: &str = ".conflict-";
+
+/// Where a copy of `path` by `author`, modified at `mtime_ns`, is kept
+/// under `dir` (the conflicts folder): a name not taken yet. Creates the
+/// folders it needs.
+pub fn aside_dest(
+    dir: &Path,
+    path: &RelPath,
+    author: &str,
+    mtime_ns: i64,
+) -> std::io::Result<PathBuf> {
+    let when =
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
+    let rel = path.as_str();
+    let (folder, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let (stem, ext) = split_ext(name);
+    let safe_author: String = author
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = dir.join(folder);
+    std::fs::create_dir_all(&base)?;
+    let mut dest = base.join(format!("{stem}{MARK}{when}-{safe_author}{ext}"));
+    let mut n = 1;
+    while dest.symlink_metadata().is_ok() {
+        n += 1;
+        dest = base.join(format!("{stem}{MARK}{when}-{safe_author}-{n}{ext}"));
+    }
+    Ok(dest)
+}
+
+/// `("plan", ".txt")`; a leading dot is part of the stem (`.bashrc`).
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    }
+}
+
+/// What a kept copy's id says: the file it is a version of and the author.
+/// `None` when the name does not follow the pattern (see the module doc).
+pub fn parse_id(id: &str) -> Option<(RelPath, String)> {
+    let (folder, name) = match id.rsplit_once('/') {
+        Some((f, n)) => (Some(f), n),
+        None => (None, id),
+    };
+    // The last marker followed by a time: a stem may contain the marker
+    // itself (a copy of a copy).
+    let (stem, rest) = name
+        .match_indices(MARK)
+        .map(|(i, _)| (&name[..i], &name[i + MARK.len()..]))
+        .filter(|(stem, rest)| !stem.is_empty() && is_time(rest))
+        .last()?;
+    let rest = &rest[16..];
+    // The author has no dots (see `aside_dest`), so the extension starts
+    // at the first one.
+    let (author, ext) = match rest.find('.') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if author.is_empty() {
+        return None;
+    }
+    let file = format!("{stem}{ext}");
+    let path = match folder {
+        Some(f) => format!("{f}/{file}"),
+        None => file,
+    };
+    Some((RelPath::new(path).ok()?, author.to_string()))
+}
+
+/// `YYYYMMDD-HHMMSS-` at the start of `s`.
+fn is_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 16
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'-'
+}
+
+/// Every copy kept under `dir`, newest first, at most [`MAX_LISTED`]. A
+/// folder that does not exist holds none; one that cannot be read is an
+/// error (never "none").
+pub fn list(dir: &Path, node: &str) -> std::io::Result<Vec<ConflictCopy>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
+        let e = e.map_err(std::io::Error::from)?;
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = RelPath::from_disk(dir, e.path()) else {
+            continue;
+        };
+        let meta = e.metadata().map_err(std::io::Error::from)?;
+        let id = rel.as_str().to_string();
+        let (path, author) = match parse_id(&id) {
+            Some((p, a)) => (Some(p), a),
+            None => (None, String::new()),
+        };
+        out.push(ConflictCopy {
+            node: node.to_string(),
+            id,
+            path,
+            author,
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            // Moving a file in changes its ctime: that is when it was kept.
+            kept_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        });
+    }
+    out.sort_by(|a, b| b.kept_ns.cmp(&a.kept_ns).then_with(|| a.id.cmp(&b.id)));
+    out.truncate(MAX_LISTED);
+    Ok(out)
+}
+
+/// The kept copy `id` under `dir`: a regular file reached without
+/// following links, or why not.
+pub fn locate(dir: &Path, node: &str, id: &str) -> Result<PathBuf, ApiError> {
+    let missing = || ApiError::NoSuchConflict {
+        node: node.to_string(),
+        id: id.to_string(),
+    };
+    let rel = RelPath::new(id).map_err(|_| missing())?;
+    // No component may be a link: the id comes from the network.
+    let mut at = dir.to_path_buf();
+    for part in rel.as_str().split('/') {
+        at.push(part);
+        match at.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => return Err(missing()),
+            Ok(_) => {}
+            Err(_) => return Err(missing()),
+        }
+    }
+    match at.symlink_metadata() {
+        Ok(m) if m.is_file() => Ok(at),
+        _ => Err(missing()),
+    }
+}
+
+/// Deletes the kept copy `id` and the folders it leaves empty.
+pub fn discard(dir: &Path, node: &str, id: &str) -> Result<(), ApiError> {
+    let at = locate(dir, node, id)?;
+    std::fs::remove_file(&at).map_err(|e| {
+        ApiError::Other(format!(
+            "cannot delete the conflict copy {}: {e}",
+            at.display()
+        ))
+    })?;
+    remove_empty_parents(dir, &at);
+    Ok(())
+}
+
+/// Removes the folders between `file` and `dir` that are empty now.
+pub fn remove_empty_parents(dir: &Path, file: &Path) {
+    let mut p = file.parent();
+    while let Some(d) = p {
+        if d == dir || !d.starts_with(dir) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        p = d.parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_764_741_600_000_000_000; // 2025-12-03 06:00:00 UTC
+
+    fn name_of(p: &Path, dir: &Path) -> String {
+        p.strip_prefix(dir).unwrap().to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn names_say_what_they_keep_and_parse_back() {
+        let d = tempfile::tempdir().unwrap();
+        for (path, author) in [
+            ("notes/plan.txt", "B"),
+            ("plan", "node-2"),
+            (".bashrc", "A"),
+            ("a/b/archive.tar.gz", "a b"),
+            ("x.conflict-20251203-060000-B.txt", "C"),
+            ("ünï/名前.txt", "ß"),
+        ] {
+            let rel = RelPath::new(path).unwrap();
+            let dest = aside_dest(d.path(), &rel, author, T).unwrap();
+            let id = name_of(&dest, d.path());
+            let (back, who) = parse_id(&id).unwrap_or_else(|| panic!("{id} parses"));
+            assert_eq!(back, rel, "{id}");
+            assert_eq!(who, author.replace(' ', "_"), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_number_and_still_parses() {
+        let d = tempfile::tempdir().unwrap();
+        let rel = RelPath::new("plan.txt").unwrap();
+        let first = aside_dest(d.path(), &rel, "B", T).unwrap();
+        std::fs::write(&first, "1").unwrap();
+        let second = aside_dest(d.path(), &rel, "B", T).unwrap();
+        assert_eq!(
+            name_of(&second, d.path()),
+            "plan.conflict-20251203-060000-B-2.txt"
+        );
+        assert_eq!(parse_id(&name_of(&second, d.path())).unwrap().0, rel);
+    }
+
+    #[test]
+    fn other_names_are_not_taken_for_copies() {
+        for id in [
+            "interrupted-delete-x.tmp",
+            "plan.txt",
+            ".conflict-20251203-060000-B.txt",
+            "plan.conflict-2025-B.txt",
+            "plan.conflict-20251203-060000-.txt",
+        ] {
+            assert!(parse_id(id).is_none(), "{id}");
+        }
+    }
+
+    #[test]
+    fn list_locate_and_discard() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conflicts");
+        assert!(list(&dir, "A").unwrap().is_empty(), "no folder: none");
+        let rel = RelPath::new("deep/er/plan.txt").unwrap();
+        let kept = aside_dest(&dir, &rel, "B", T).unwrap();
+        std::fs::write(&kept, "lost").unwrap();
+        std::fs::write(dir.join("interrupted-delete-x"), "?").unwrap();
+        let all = list(&dir, "A").unwrap();
+        assert_eq!(all.len(), 2);
+        let copy = all.iter().find(|c| c.path.is_some()).unwrap();
+        assert_eq!(copy.path.as_ref(), Some(&rel));
+        assert_eq!(
+            (copy.size, copy.author.as_str(), copy.node.as_str()),
+            (4, "B", "A")
+        );
+        let odd = all.iter().find(|c| c.path.is_none()).unwrap();
+        assert_eq!(odd.id, "interrupted-delete-x");
+
+        for bad in ["../x", "/etc/passwd", "deep", "nothing-here"] {
+            assert!(
+                matches!(locate(&dir, "A", bad), Err(ApiError::NoSuchConflict { .. })),
+                "{bad}"
+            );
+        }
+        std::os::unix::fs::symlink(&kept, dir.join("link")).unwrap();
+        assert!(locate(&dir, "A", "link").is_err(), "a link is not followed");
+
+        discard(&dir, "A", &copy.id).unwrap();
+        assert!(!kept.exists());
+        assert!(!dir.join("deep").exists(), "emptied folders go too");
+        assert!(dir.exists(), "the conflicts folder itself stays");
+        assert!(matches!(
+            discard(&dir, "A", &copy.id),
+            Err(ApiError::NoSuchConflict { .. })
+        ));
+    }
+}
