@@ -798,6 +798,28 @@ pub struct NodeStatus {
     pub clock_offset_ms: Option<i64>,
     /// Problems that need a person, one line each.
     pub warnings: Vec<String>,
+    /// Its figures over the last minutes, oldest first, one sample every
+    /// few seconds (empty for a node that is down).
+    pub history: Vec<NodeSample>,
+}
+
+/// A node's figures over one sampling interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeSample {
+    /// End of the interval (seconds since the epoch).
+    pub at_s: i64,
+    /// Process CPU use over the interval, in percent of one core.
+    pub cpu_percent: f32,
+    /// Resident memory at the end (bytes).
+    pub rss: u64,
+    /// File data sent to peers, bytes per second.
+    pub sent_per_s: u64,
+    /// File data received from peers, bytes per second.
+    pub received_per_s: u64,
+    /// Cache hits in the interval.
+    pub cache_hits: u32,
+    /// Cache misses in the interval.
+    pub cache_misses: u32,
 }
 
 /// A client connected to a node.

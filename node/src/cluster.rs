@@ -116,6 +116,7 @@ impl NodeAnswerer {
             rss: self.metrics.rss(),
             uptime_s: self.metrics.uptime_s(),
             clock_offset_ms: Some(0),
+            history: self.metrics.history(),
         })
     }
 }
@@ -395,6 +396,7 @@ fn down(id: Option<NodeId>, name: String, addr: String) -> NodeStatus {
         uptime_s: 0,
         clock_offset_ms: None,
         warnings: Vec::new(),
+        history: Vec::new(),
     }
 }
 

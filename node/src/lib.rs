@@ -184,8 +184,12 @@ pub async fn run(
     };
     let tasks = tokio_util::task::TaskTracker::new();
     {
-        let (m, s) = (metrics.clone(), stop.clone());
-        tasks.spawn(async move { m.sample_loop(s).await });
+        let (m, s, c) = (metrics.clone(), stop.clone(), ctx.cache.clone());
+        let totals = move || {
+            let (hits, misses, _) = c.totals();
+            (hits, misses)
+        };
+        tasks.spawn(async move { m.sample_loop(totals, s).await });
     }
     if let Some(addr) = cfg.metrics_listen {
         let l = TcpListener::bind(addr)

@@ -116,6 +116,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             uptime_s: 7_380,
             clock_offset_ms: Some(0),
             warnings: Vec::new(),
+            history: Vec::new(),
         },
         NodeStatus {
             id: None,
@@ -130,6 +131,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             uptime_s: 7_200,
             clock_offset_ms: Some(if skew { 1_520 } else { 12 }),
             warnings: Vec::new(),
+            history: Vec::new(),
         },
         NodeStatus {
             id: None,
@@ -144,6 +146,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             uptime_s: 0,
             clock_offset_ms: None,
             warnings: Vec::new(),
+            history: Vec::new(),
         },
     ]
 }

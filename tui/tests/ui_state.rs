@@ -821,6 +821,7 @@ fn node(name: &str, skew: i64) -> NodeStatus {
         uptime_s: 1,
         clock_offset_ms: Some(skew),
         warnings: Vec::new(),
+        history: Vec::new(),
     }
 }
 
