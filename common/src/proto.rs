@@ -801,6 +801,10 @@ pub struct NodeStatus {
     /// Its figures over the last minutes, oldest first, one sample every
     /// few seconds (empty for a node that is down).
     pub history: Vec<NodeSample>,
+    /// Changes from peers it has not applied yet (0: in sync).
+    pub pending_files: u64,
+    /// The bytes of the files among them.
+    pub pending_bytes: u64,
 }
 
 /// A node's figures over one sampling interval.

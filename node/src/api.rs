@@ -704,9 +704,7 @@ where
             None => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) if n == ctx.name => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) => match node_named(ctx, &n) {
-                None => ClientResponse::Error(ApiError::Other(format!(
-                    "no node named {n:?} in the cluster (see `tandem nodes`)"
-                ))),
+                None => ClientResponse::Error(no_such_node(ctx, &n)),
                 Some(id) => match ctx
                     .peer
                     .mesh
@@ -860,22 +858,36 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
     if node == ctx.name {
         return ClientResponse::Pong { rtt_us: 0 };
     }
-    let Some(l) = crate::cluster::link_by_name(&ctx.peer.links, node) else {
-        return ClientResponse::Error(ApiError::Other(format!(
-            "node {node:?} is not connected to {} (see `tandem nodes`)",
-            ctx.name
-        )));
-    };
     let t0 = std::time::Instant::now();
-    match tokio::time::timeout(crate::cluster::QUERY_TIMEOUT, l.query(PeerQuery::Ping)).await {
-        Ok(Ok(_)) => ClientResponse::Pong {
+    // Linked: the link's round trip. Otherwise the whole path's, through
+    // the nodes that forward the question.
+    let answer = match crate::cluster::link_by_name(&ctx.peer.links, node) {
+        Some(l) => {
+            match tokio::time::timeout(crate::cluster::QUERY_TIMEOUT, l.query(PeerQuery::Ping))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "did not answer within {:?}",
+                    crate::cluster::QUERY_TIMEOUT
+                )),
+            }
+        }
+        None => match node_named(ctx, node) {
+            Some(id) => {
+                ctx.peer
+                    .mesh
+                    .query(id, PeerQuery::Ping, crate::cluster::QUERY_TIMEOUT)
+                    .await
+            }
+            None => return ClientResponse::Error(no_such_node(ctx, node)),
+        },
+    };
+    match answer {
+        Ok(_) => ClientResponse::Pong {
             rtt_us: t0.elapsed().as_micros() as u64,
         },
-        Ok(Err(e)) => ClientResponse::Error(ApiError::Other(e)),
-        Err(_) => ClientResponse::Error(ApiError::Other(format!(
-            "{node} did not answer within {:?}",
-            crate::cluster::QUERY_TIMEOUT
-        ))),
+        Err(e) => ClientResponse::Error(ApiError::Other(format!("{node}: {e}"))),
     }
 }
 
@@ -887,9 +899,7 @@ async fn discover(
         return ctx.core.list().await;
     }
     let Some(id) = node_named(ctx, node) else {
-        return Err(ApiError::Other(format!(
-            "no node named {node:?} in the cluster (see `tandem nodes`)"
-        )));
+        return Err(no_such_node(ctx, node));
     };
     match crate::cluster::node_files(&ctx.peer.mesh, id).await {
         Ok(v) => {
@@ -940,6 +950,7 @@ fn no_such_node(ctx: &Ctx, name: &str) -> ApiError {
         .members()
         .into_iter()
         .map(|id| ctx.locks.name_of(id))
+        .chain([ctx.name.clone()])
         .collect();
     known.sort();
     known.dedup();

@@ -117,6 +117,8 @@ impl NodeAnswerer {
             uptime_s: self.metrics.uptime_s(),
             clock_offset_ms: Some(0),
             history: self.metrics.history(),
+            pending_files: c.pending_files,
+            pending_bytes: c.pending_bytes,
         })
     }
 }
@@ -397,6 +399,8 @@ fn down(id: Option<NodeId>, name: String, addr: String) -> NodeStatus {
         clock_offset_ms: None,
         warnings: Vec::new(),
         history: Vec::new(),
+        pending_files: 0,
+        pending_bytes: 0,
     }
 }
 

@@ -160,6 +160,16 @@ impl Metrics {
                 return;
             }
         };
+        let rss_now = |sys: &mut System| {
+            sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                true,
+                ProcessRefreshKind::nothing().with_memory(),
+            );
+            sys.process(pid).map_or(0, |p| p.memory())
+        };
+        // Memory is known at once; rates need an interval.
+        self.rss.store(rss_now(&mut sys), Ordering::Relaxed);
         let mut prev = self.before(cache());
         let mut n = 0u32;
         loop {
@@ -167,12 +177,7 @@ impl Metrics {
                 _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
-            sys.refresh_processes_specifics(
-                ProcessesToUpdate::Some(&[pid]),
-                true,
-                ProcessRefreshKind::nothing().with_memory(),
-            );
-            let rss = sys.process(pid).map_or(0, |p| p.memory());
+            let rss = rss_now(&mut sys);
             let s = self.sample(&mut prev, rss, cache());
             n = n.wrapping_add(1);
             if n % LOG_EVERY == 1 {

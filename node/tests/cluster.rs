@@ -389,7 +389,7 @@ fn list_discover_nodes_ping_and_clients() {
     assert!(t.starts_with("A: round trip "), "{t}");
     let out = run_refused(&a, &["ping", "nobody"], &nodes);
     assert!(
-        text(&out.stderr).contains("\"nobody\" is not connected"),
+        text(&out.stderr).contains("no node named \"nobody\" in the cluster; known: A, B"),
         "{}",
         text(&out.stderr)
     );
@@ -621,6 +621,9 @@ fn views_through_one_end_of_a_chain_include_the_far_end() {
     assert!(find(&own, "far.txt").is_some(), "{own:?}");
     let cache = run_ok(a, &["cache", "--node", "C"], &all);
     assert!(cache.contains("cache of C"), "{cache}");
+    // The round trip of the whole path, through B.
+    let ping = run_ok(a, &["ping", "C"], &all);
+    assert!(ping.starts_with("C: round trip "), "{ping}");
 }
 
 /// A conflict copy kept on the far end of a chain is listed, restored and

@@ -117,6 +117,8 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             clock_offset_ms: Some(0),
             warnings: Vec::new(),
             history: Vec::new(),
+            pending_files: 0,
+            pending_bytes: 0,
         },
         NodeStatus {
             id: None,
@@ -132,6 +134,8 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             clock_offset_ms: Some(if skew { 1_520 } else { 12 }),
             warnings: Vec::new(),
             history: Vec::new(),
+            pending_files: 0,
+            pending_bytes: 0,
         },
         NodeStatus {
             id: None,
@@ -147,6 +151,8 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             clock_offset_ms: None,
             warnings: Vec::new(),
             history: Vec::new(),
+            pending_files: 0,
+            pending_bytes: 0,
         },
     ]
 }

@@ -822,6 +822,8 @@ fn node(name: &str, skew: i64) -> NodeStatus {
         clock_offset_ms: Some(skew),
         warnings: Vec::new(),
         history: Vec::new(),
+        pending_files: 0,
+        pending_bytes: 0,
     }
 }
 

@@ -177,6 +177,10 @@ pub struct Counts {
     /// Problems that need a person (failed applies, unreadable paths,
     /// unwatched folders), one line each.
     pub warnings: Vec<String>,
+    /// Changes from peers not applied here yet.
+    pub pending_files: u64,
+    /// The bytes of the files among them.
+    pub pending_bytes: u64,
 }
 
 /// A cloneable way for async code to ask the core things.

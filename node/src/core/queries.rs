@@ -87,6 +87,12 @@ impl Core {
             c.files += 1;
             c.bytes += r.entry.size;
         }
+        for n in self.needed.values() {
+            c.pending_files += 1;
+            if n.w.entry.is_live_file() {
+                c.pending_bytes += n.w.entry.size;
+            }
+        }
         let failing = self.needed.values().filter(|n| n.error.is_some()).count();
         if failing > 0 {
             c.warnings.push(format!(
