@@ -2,22 +2,27 @@
 # Tandem demo launcher.
 #
 #   scripts/demo.sh              build, start two nodes on sample folders, open the UI on A
-#   scripts/demo.sh --headless   the same nodes, then a scripted tour that checks each step
-#   scripts/demo.sh --clean      start from fresh sample folders (combine with --headless)
+#   scripts/demo.sh --headless   two nodes on fresh folders of their own, then a
+#                                scripted tour that checks each step
+#   scripts/demo.sh --clean      start the UI's demo from fresh sample folders
 #
 # Nodes: A on 127.0.0.1:7001 (demo/serverA), B on 127.0.0.1:7002 (demo/serverB);
-# logs in demo/logs/. The nodes this script starts are stopped (by PID) when
-# the UI quits, the tour ends, or the script is interrupted.
+# logs in demo/logs/. The headless tour uses demo/tour/ instead, made afresh
+# each time, so what someone did in the UI never changes what it checks.
+# One demo runs at a time (they share the ports). The nodes this script starts
+# are stopped (by PID) when the UI quits, the tour ends, or the script is
+# interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEMO=$ROOT/demo
 HEADLESS=0
+CLEAN=0
 for arg in "$@"; do
     case "$arg" in
         --headless) HEADLESS=1 ;;
-        --clean) rm -rf "$DEMO" ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        --clean) CLEAN=1 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -25,11 +30,27 @@ A_ADDR=${TANDEM_DEMO_A:-127.0.0.1:7001}
 B_ADDR=${TANDEM_DEMO_B:-127.0.0.1:7002}
 BIG_MB=${TANDEM_DEMO_BIG_MB:-300}
 
+# Before anything is cleaned or a log truncated: is another demo running?
+mkdir -p "$ROOT/target"
+LOCK=$ROOT/target/demo.lock
+exec 9>>"$LOCK"
+if ! flock -n 9; then
+    echo "demo.sh: another demo is running ($(cat "$LOCK" 2>/dev/null || echo "see: pgrep -af demo.sh")); stop it first (q in its UI, or Ctrl-C)" >&2
+    exit 1
+fi
+echo "PID $$, started $(date +%T)" >"$LOCK"
+if ((CLEAN == 1)); then rm -rf "$DEMO"; fi
+if ((HEADLESS == 1)); then
+    # The tour checks what the sample files do: it starts from them.
+    DEMO=$DEMO/tour
+    rm -rf "$DEMO"
+fi
+
 echo "==> building release binaries"
 cargo build --release --quiet --bin tandem-node --bin tandem
 BIN=$ROOT/target/release
-# The demo's own client key: it is the first client of the demo's nodes
-# (over loopback), so it becomes their admin with nothing to type.
+# The demo's own client key (not the user's): it is the first client of the
+# demo's nodes (over loopback), so it becomes their admin with nothing to type.
 export TANDEM_IDENTITY=$DEMO/client.key
 
 A=$DEMO/serverA
@@ -65,7 +86,7 @@ trap 'exit 130' INT TERM
 # trusts it, so the two nodes accept only each other.
 A_ID=$("$BIN/tandem-node" --dir "$A" id)
 B_ID=$("$BIN/tandem-node" --dir "$B" id)
-echo "==> starting node A ($A_ID) on $A_ADDR and node B ($B_ID) on $B_ADDR (logs in demo/logs/)"
+echo "==> starting node A ($A_ID) on $A_ADDR and node B ($B_ID) on $B_ADDR (logs in ${DEMO#"$ROOT"/}/logs/)"
 "$BIN/tandem-node" --dir "$A" --name A --listen "$A_ADDR" --peer "$B_ID@$B_ADDR" 2>"$DEMO/logs/serverA.log" &
 PIDS+=($!)
 "$BIN/tandem-node" --dir "$B" --name B --listen "$B_ADDR" --peer "$A_ID@$A_ADDR" 2>"$DEMO/logs/serverB.log" &
@@ -79,11 +100,11 @@ wait_for() {
     local deadline=$((SECONDS + secs))
     until "$@" >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
-            echo "FAILED: $what (waited ${secs}s); see demo/logs/" >&2
+            echo "FAILED: $what (waited ${secs}s); see ${DEMO#"$ROOT"/}/logs/" >&2
             return 1
         fi
         for p in "${PIDS[@]}"; do
-            kill -0 "$p" 2>/dev/null || { echo "FAILED: a node exited; see demo/logs/" >&2; return 1; }
+            kill -0 "$p" 2>/dev/null || { echo "FAILED: a node exited; see ${DEMO#"$ROOT"/}/logs/" >&2; return 1; }
         done
         sleep 0.1
     done
@@ -113,6 +134,11 @@ ok "both folders hold the same files; plan.txt: B's newer version won, A's kept 
 step "the merged table (tandem --node $A_ADDR list)"
 t --node "$A_ADDR" list
 
+step "the losing plan.txt, kept on A, as any node lists it (tandem --node $B_ADDR conflicts)"
+t --node "$B_ADDR" conflicts
+t --node "$B_ADDR" conflicts --json | grep -q '"path": "plan.txt"' || { echo "FAILED: B does not list A's conflict copy of plan.txt" >&2; exit 1; }
+ok "A's copy is listed through B, with the ID that restores or discards it"
+
 step "create a file on B, see it on A"
 echo "made on B at $(date +%T)" > "$B/hello-from-b.txt"
 wait_for "hello-from-b.txt reaches A" 10 in_sync hello-from-b.txt
@@ -134,9 +160,9 @@ wait_for "the released change reaches A" 10 in_sync README.txt
 ok "A now has: $(tail -1 "$A/README.txt")"
 
 step "fetch a file through A's cache, twice, and show the cache"
-mkdir -p "$DEMO/downloads"
-t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads"
-t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads"
+mkdir -p "$DEMO/downloads/1" "$DEMO/downloads/2"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads/1"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads/2"
 t --node "$A_ADDR" cache
 cache_json=$(t --node "$A_ADDR" cache --json)
 grep -q '"hits": [1-9]' <<<"$cache_json" || { echo "FAILED: the second fetch was not a cache hit" >&2; exit 1; }

@@ -40,7 +40,7 @@ pub fn print_conflicts(
         writeln!(
             out,
             "{:<7}  {:<10}  {:<10}  {:>10}  {:<19}  FILE",
-            "ID", "NODE", "VERSION OF", "SIZE", "KEPT"
+            "ID", "NODE", "MADE ON", "SIZE", "KEPT"
         )?;
         for c in copies {
             let file = match &c.path {
