@@ -20,8 +20,8 @@ use tandem_common::proto::{
     CacheReport, Event, EventKind, FeedCursor, FileState, ListedFile, NodeFileState, NodeStatus,
 };
 
-use crate::cli::{describe_event, event_kind_name};
 use crate::keys::{self, Action};
+use crate::wording::{describe_event, event_kind_name};
 
 /// Feed lines kept (older ones are dropped).
 pub const FEED_CAP: usize = 1000;
