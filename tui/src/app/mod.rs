@@ -7,7 +7,7 @@
 //! can be tested without a terminal or a node. [`crate::ui_main`] runs the
 //! effects and feeds their results back; [`crate::ui`] draws the state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crossterm::event::{
@@ -20,14 +20,13 @@ use tandem_common::proto::{
 };
 
 use crate::keys::{self, Action};
-use crate::wording::{describe_event, event_kind_name};
 
+mod feed;
 mod table;
 
+pub use feed::{FEED_CAP, Feed, FeedLine};
 pub use table::{FileTable, SortKey, visible_offset};
 
-/// Feed lines kept (older ones are dropped).
-pub const FEED_CAP: usize = 1000;
 /// Cache and Nodes views are asked again this often while visible; the
 /// whole file table at most this often after changes the feed cannot patch.
 pub const REFRESH_NS: i64 = 2_000_000_000;
@@ -178,44 +177,6 @@ pub struct FetchProgress {
     pub total: u64,
     /// The serving node, once known.
     pub from: Option<String>,
-}
-
-/// One line of the feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedLine {
-    /// When (ns).
-    pub time_ns: i64,
-    /// Reporting node ("" for the UI's own notes).
-    pub node: String,
-    /// [`event_kind_name`], or "note".
-    pub kind: &'static str,
-    /// The event in words.
-    pub text: String,
-}
-
-/// The live feed: newest first, bounded.
-#[derive(Debug, Clone, Default)]
-pub struct Feed {
-    /// Newest first.
-    pub lines: VecDeque<FeedLine>,
-    /// Lines scrolled away from the newest (0 = following).
-    pub scroll: usize,
-}
-
-impl Feed {
-    fn push(&mut self, line: FeedLine) {
-        self.lines.push_front(line);
-        self.lines.truncate(FEED_CAP);
-        if self.scroll > 0 {
-            // Keep what the reader is looking at in place.
-            self.scroll = (self.scroll + 1).min(self.lines.len().saturating_sub(1));
-        }
-    }
-
-    fn scroll_by(&mut self, delta: isize) {
-        let max = self.lines.len().saturating_sub(1);
-        self.scroll = self.scroll.saturating_add_signed(delta).min(max);
-    }
 }
 
 /// A message: everything that can happen to the UI.
@@ -497,12 +458,7 @@ impl AppState {
     }
 
     fn note(&mut self, text: impl Into<String>) {
-        self.feed.push(FeedLine {
-            time_ns: self.now_ns,
-            node: String::new(),
-            kind: "note",
-            text: text.into(),
-        });
+        self.feed.note(self.now_ns, text.into());
     }
 
     /// Asks for the whole table after `DEBOUNCE_NS`, at most once per
@@ -902,12 +858,7 @@ fn on_event(s: &mut AppState, e: Event) {
         epoch: e.epoch,
         seq: e.seq,
     });
-    s.feed.push(FeedLine {
-        time_ns: e.time_ns,
-        node: e.node.clone(),
-        kind: event_kind_name(&e.kind),
-        text: describe_event(&e.kind),
-    });
+    s.feed.event(&e);
     let node = e.node;
     match e.kind {
         // A new version made on `node`: only it holds it so far. The event
