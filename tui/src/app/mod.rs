@@ -23,19 +23,16 @@ use crate::keys::{self, Action};
 
 mod feed;
 mod msg;
+mod schedule;
 mod table;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
 pub use msg::{Effect, Msg};
+pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 
-/// Cache and Nodes views are asked again this often while visible; the
-/// whole file table at most this often after changes the feed cannot patch.
-pub const REFRESH_NS: i64 = 2_000_000_000;
-/// Wait this long after a change before refreshing, to batch bursts.
-pub const DEBOUNCE_NS: i64 = 300_000_000;
-/// Reconnect attempts this often while the node is away.
-pub const RECONNECT_NS: i64 = 1_000_000_000;
+use schedule::{ListRefresh, ReportRefresh, on_tick};
+
 /// Clock offsets beyond this are flagged.
 pub const SKEW_WARN_MS: i64 = 1000;
 /// Rows moved by one mouse-wheel notch.
@@ -204,10 +201,7 @@ pub struct AppState {
     /// Why the last load failed (shown in the table while it is empty:
     /// "not authorized" says there what to ask an admin for).
     pub list_error: Option<String>,
-    list_in_flight: bool,
-    list_requested_ns: i64,
-    list_due_ns: Option<i64>,
-    list_dirty_in_flight: bool,
+    list_refresh: ListRefresh,
     /// The feed.
     pub feed: Feed,
     /// Where the feed left off, to resume after a reconnect.
@@ -220,17 +214,14 @@ pub struct AppState {
     pub cache_error: Option<String>,
     /// Selected cache entry.
     pub cache_sel: usize,
-    cache_requested_ns: Option<i64>,
-    cache_in_flight: bool,
+    cache_refresh: ReportRefresh,
     /// The last node list (empty until loaded).
     pub nodes: Vec<NodeStatus>,
     /// Why the node list is missing, if it is.
     pub nodes_error: Option<String>,
     /// Selected node.
     pub nodes_sel: usize,
-    nodes_requested_ns: Option<i64>,
-    nodes_in_flight: bool,
-    nodes_due_ns: Option<i64>,
+    nodes_refresh: ReportRefresh,
     /// Nodes known up (true) or down (false), from the node list, the feed
     /// and the table's replicas.
     pub known_nodes: BTreeMap<String, bool>,
@@ -267,24 +258,18 @@ impl AppState {
             files: FileTable::default(),
             list_loaded_ns: None,
             list_error: None,
-            list_in_flight: false,
-            list_requested_ns: i64::MIN / 2,
-            list_due_ns: None,
-            list_dirty_in_flight: false,
+            list_refresh: ListRefresh::default(),
             feed: Feed::default(),
             cursor: None,
             resumed_from: None,
             cache: None,
             cache_error: None,
             cache_sel: 0,
-            cache_requested_ns: None,
-            cache_in_flight: false,
+            cache_refresh: ReportRefresh::default(),
             nodes: Vec::new(),
             nodes_error: None,
             nodes_sel: 0,
-            nodes_requested_ns: None,
-            nodes_in_flight: false,
-            nodes_due_ns: None,
+            nodes_refresh: ReportRefresh::default(),
             known_nodes: BTreeMap::new(),
             status: None,
             fetch: None,
@@ -332,52 +317,6 @@ impl AppState {
 
     fn note(&mut self, text: impl Into<String>) {
         self.feed.note(self.now_ns, text.into());
-    }
-
-    /// Asks for the whole table after `DEBOUNCE_NS`, at most once per
-    /// `REFRESH_NS`.
-    fn schedule_list(&mut self) {
-        if self.list_in_flight {
-            self.list_dirty_in_flight = true;
-            return;
-        }
-        let due = (self.now_ns + DEBOUNCE_NS).max(self.list_requested_ns + REFRESH_NS);
-        self.list_due_ns = Some(self.list_due_ns.map_or(due, |d| d.min(due)));
-    }
-
-    fn request_list(&mut self, fx: &mut Vec<Effect>) {
-        if !self.is_up() || self.list_in_flight {
-            return;
-        }
-        self.list_in_flight = true;
-        self.list_requested_ns = self.now_ns;
-        self.list_due_ns = None;
-        self.list_dirty_in_flight = false;
-        fx.push(Effect::RefreshList);
-    }
-
-    /// Asks for the current view's report when it is older than
-    /// `REFRESH_NS` (or `force`).
-    fn refresh_view(&mut self, force: bool, fx: &mut Vec<Effect>) {
-        if !self.is_up() {
-            return;
-        }
-        let now = self.now_ns;
-        let stale = |t: Option<i64>| force || t.is_none_or(|t| now - t >= REFRESH_NS);
-        match self.view {
-            View::Cache if !self.cache_in_flight && stale(self.cache_requested_ns) => {
-                self.cache_in_flight = true;
-                self.cache_requested_ns = Some(now);
-                fx.push(Effect::RefreshCache);
-            }
-            View::Nodes if !self.nodes_in_flight && stale(self.nodes_requested_ns) => {
-                self.nodes_in_flight = true;
-                self.nodes_requested_ns = Some(now);
-                fx.push(Effect::RefreshNodes);
-            }
-            View::Files if force => self.request_list(fx),
-            _ => {}
-        }
     }
 
     fn set_view(&mut self, v: View, fx: &mut Vec<Effect>) {
@@ -501,15 +440,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
             s.resumed_from = s.cursor;
             fx.push(Effect::Subscribe(s.cursor));
-            s.list_in_flight = false;
-            s.request_list(&mut fx);
-            s.cache_in_flight = false;
-            s.nodes_in_flight = false;
-            // The header's node counts come from the node list.
-            s.nodes_in_flight = true;
-            s.nodes_requested_ns = Some(s.now_ns);
-            fx.push(Effect::RefreshNodes);
-            s.refresh_view(false, &mut fx);
+            s.refresh_after_connect(&mut fx);
         }
         Msg::ConnectFailed { reason, now } => {
             s.now_ns = s.now_ns.max(now);
@@ -541,9 +472,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             };
             s.connecting = false;
             s.next_attempt_ns = now + RECONNECT_NS;
-            s.list_in_flight = false;
-            s.cache_in_flight = false;
-            s.nodes_in_flight = false;
+            s.abandon_requests();
         }
         Msg::Subscribed(Ok(epoch)) => {
             if s.resumed_from.take().is_some_and(|c| c.epoch != epoch) {
@@ -572,12 +501,11 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             s.note(format!(
                 "missed events {from}..{to} (the feed fell behind); reloading the table"
             ));
-            s.list_due_ns = Some(s.now_ns);
-            s.schedule_list();
+            s.schedule_list_now();
         }
         Msg::ListLoaded { result, now } => {
             s.now_ns = s.now_ns.max(now);
-            s.list_in_flight = false;
+            s.list_answered();
             match result {
                 Ok(files) => {
                     for f in &files {
@@ -591,7 +519,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
                     s.settle();
                     s.list_loaded_ns = Some(now);
                     s.list_error = None;
-                    if std::mem::take(&mut s.list_dirty_in_flight) {
+                    if s.take_list_dirty() {
                         s.schedule_list();
                     }
                 }
@@ -602,7 +530,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
         }
         Msg::CacheLoaded(r) => {
-            s.cache_in_flight = false;
+            s.cache_refresh.answered();
             match r {
                 Ok(c) => {
                     s.cache_sel = s.cache_sel.min(c.entries.len().saturating_sub(1));
@@ -618,7 +546,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
         }
         Msg::NodesLoaded(r) => {
-            s.nodes_in_flight = false;
+            s.nodes_refresh.answered();
             match r {
                 Ok(nodes) => {
                     s.known_nodes = nodes.iter().map(|n| (n.name.clone(), n.up)).collect();
@@ -701,27 +629,6 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
         }
     }
     fx
-}
-
-fn on_tick(s: &mut AppState, now: i64, fx: &mut Vec<Effect>) {
-    s.now_ns = s.now_ns.max(now);
-    if !s.is_up() {
-        if !s.connecting && now >= s.next_attempt_ns {
-            s.connecting = true;
-            fx.push(Effect::Connect);
-        }
-        return;
-    }
-    if s.list_due_ns.is_some_and(|d| now >= d) {
-        s.request_list(fx);
-    }
-    if s.nodes_due_ns.is_some_and(|d| now >= d) && !s.nodes_in_flight && s.view != View::Nodes {
-        s.nodes_due_ns = None;
-        s.nodes_in_flight = true;
-        s.nodes_requested_ns = Some(now);
-        fx.push(Effect::RefreshNodes);
-    }
-    s.refresh_view(false, fx);
 }
 
 /// Applies a feed event: a line in the feed, and a patch of the table.
@@ -808,11 +715,11 @@ fn on_event(s: &mut AppState, e: Event) {
         // last word, as a peer may have another connection still up.
         EventKind::NodeUp { name } => {
             s.known_nodes.insert(name, true);
-            s.nodes_due_ns.get_or_insert(s.now_ns + 2 * DEBOUNCE_NS);
+            s.schedule_nodes();
         }
         EventKind::NodeDown { name } => {
             s.known_nodes.insert(name, false);
-            s.nodes_due_ns.get_or_insert(s.now_ns + 2 * DEBOUNCE_NS);
+            s.schedule_nodes();
         }
         EventKind::ClientConnected { .. } | EventKind::ClientDisconnected { .. } => {}
         // The table's state column comes from the next reload.
