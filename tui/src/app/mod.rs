@@ -10,33 +10,30 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
-};
-use ratatui::layout::{Position, Rect};
+use ratatui::layout::Rect;
 use tandem_common::RelPath;
 use tandem_common::proto::{CacheReport, FeedCursor, ListedFile, NodeStatus};
 
-use crate::keys::{self, Action};
-
+mod command;
 mod events;
 mod feed;
+mod input;
 mod msg;
 mod schedule;
 mod table;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
+pub use input::WHEEL_ROWS;
 pub use msg::{Effect, Msg};
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 
 use events::{on_event, on_missed, on_subscribed};
+use input::{on_key, on_mouse};
 use schedule::{ListRefresh, ReportRefresh, on_tick};
 
 /// Clock offsets beyond this are flagged.
 pub const SKEW_WARN_MS: i64 = 1000;
-/// Rows moved by one mouse-wheel notch.
-pub const WHEEL_ROWS: usize = 3;
 
 /// The tabs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +110,7 @@ pub enum Conn {
 /// What the keyboard is typing into, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
-    /// Keys are commands (see [`keys::BINDINGS`]).
+    /// Keys are commands (see [`crate::keys::BINDINGS`]).
     Normal,
     /// Editing the filter (`/`).
     Filter,
@@ -319,92 +316,9 @@ impl AppState {
         self.feed.note(self.now_ns, text.into());
     }
 
-    fn set_view(&mut self, v: View, fx: &mut Vec<Effect>) {
-        self.view = v;
-        self.refresh_view(false, fx);
-    }
-
-    fn page(&self) -> usize {
-        match self.view {
-            View::Files => self.table_height(),
-            View::Cache => crate::ui::cache::table_rows(self.areas().main),
-            View::Nodes => crate::ui::nodes::table_rows(self.areas().main),
-        }
-        .max(1)
-    }
-
     fn settle(&mut self) {
         let h = self.table_height();
         self.files.settle(h);
-    }
-
-    /// The path at row number `n` as shown in the `#` column.
-    fn path_at(&self, n: usize) -> Result<RelPath, String> {
-        n.checked_sub(1)
-            .and_then(|i| self.files.row(i))
-            .map(|f| f.path.clone())
-            .ok_or_else(|| {
-                format!(
-                    "there is no file #{n}: the table shows {} row(s)",
-                    self.files.view_len()
-                )
-            })
-    }
-
-    fn not_connected(&mut self) -> Vec<Effect> {
-        let addr = self.node_addr.clone();
-        self.set_status(
-            Level::Error,
-            format!("not connected to {addr}; reconnecting by itself"),
-        );
-        Vec::new()
-    }
-
-    fn lock(&mut self, path: RelPath) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        self.set_status(Level::Info, format!("locking {path}…"));
-        vec![Effect::Lock(path)]
-    }
-
-    fn lock_wait(&mut self, path: RelPath) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        self.set_status(Level::Info, format!("locking {path} (or waiting for it)…"));
-        vec![Effect::LockWait(path)]
-    }
-
-    fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        self.set_status(Level::Info, format!("unlocking {path}…"));
-        vec![Effect::Unlock { path, force }]
-    }
-
-    fn fetch(&mut self, path: RelPath, dest: PathBuf) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        if let Some(f) = &self.fetch {
-            let p = f.path.clone();
-            self.set_status(
-                Level::Error,
-                format!("{p} is still being fetched; wait for it to finish"),
-            );
-            return Vec::new();
-        }
-        self.fetch = Some(FetchProgress {
-            path: path.clone(),
-            dest: dest.clone(),
-            done: 0,
-            total: 0,
-            from: None,
-        });
-        self.status = None;
-        vec![Effect::Fetch { path, dest }]
     }
 
     fn mark_known(&mut self, nodes: &[String]) {
@@ -611,334 +525,4 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
         }
     }
     fx
-}
-
-fn is_ctrl_c(k: &KeyEvent) -> bool {
-    k.modifiers.contains(KeyModifiers::CONTROL) && matches!(k.code, KeyCode::Char('c' | 'C'))
-}
-
-fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
-    if k.kind == KeyEventKind::Release {
-        return Vec::new();
-    }
-    if is_ctrl_c(&k) {
-        return vec![Effect::Quit];
-    }
-    match std::mem::replace(&mut s.mode, Mode::Normal) {
-        Mode::Normal => match keys::lookup(s.view, &k) {
-            Some(a) => on_action(s, a, &k),
-            None => Vec::new(),
-        },
-        Mode::Help => Vec::new(),
-        Mode::Filter => {
-            match k.code {
-                KeyCode::Enter => {}
-                KeyCode::Esc => s.files.set_filter(""),
-                KeyCode::Backspace => {
-                    let mut f = s.files.filter().to_string();
-                    f.pop();
-                    s.files.set_filter(&f);
-                    s.mode = Mode::Filter;
-                }
-                KeyCode::Up | KeyCode::Down | KeyCode::PageUp | KeyCode::PageDown => {
-                    s.mode = Mode::Filter;
-                    let a = keys::lookup(View::Files, &k);
-                    return a.map(|a| on_action(s, a, &k)).unwrap_or_default();
-                }
-                KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                    let f = format!("{}{c}", s.files.filter());
-                    s.files.set_filter(&f);
-                    s.mode = Mode::Filter;
-                }
-                _ => s.mode = Mode::Filter,
-            }
-            s.settle();
-            Vec::new()
-        }
-        Mode::Command(mut input) => match k.code {
-            KeyCode::Enter => run_command(s, &input),
-            KeyCode::Esc => Vec::new(),
-            KeyCode::Backspace => {
-                if input.pop().is_some() {
-                    s.mode = Mode::Command(input);
-                }
-                Vec::new()
-            }
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                input.push(c);
-                s.mode = Mode::Command(input);
-                Vec::new()
-            }
-            _ => {
-                s.mode = Mode::Command(input);
-                Vec::new()
-            }
-        },
-        Mode::FetchPrompt { path, mut input } => match k.code {
-            KeyCode::Enter => {
-                let dest = if input.trim().is_empty() {
-                    s.cwd.clone()
-                } else {
-                    PathBuf::from(input.trim())
-                };
-                s.fetch(path, dest)
-            }
-            KeyCode::Esc => Vec::new(),
-            KeyCode::Backspace => {
-                input.pop();
-                s.mode = Mode::FetchPrompt { path, input };
-                Vec::new()
-            }
-            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                s.mode = Mode::FetchPrompt {
-                    path,
-                    input: String::new(),
-                };
-                Vec::new()
-            }
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                input.push(c);
-                s.mode = Mode::FetchPrompt { path, input };
-                Vec::new()
-            }
-            _ => {
-                s.mode = Mode::FetchPrompt { path, input };
-                Vec::new()
-            }
-        },
-        Mode::Discover(mut p) => {
-            let len = match &p.files {
-                Some(Ok(v)) => v.len(),
-                _ => 0,
-            };
-            let page = discover_rows(s);
-            match k.code {
-                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') => return Vec::new(),
-                KeyCode::Up | KeyCode::Char('k') => p.scroll = p.scroll.saturating_sub(1),
-                KeyCode::Down | KeyCode::Char('j') => p.scroll += 1,
-                KeyCode::PageUp => p.scroll = p.scroll.saturating_sub(page),
-                KeyCode::PageDown => p.scroll += page,
-                KeyCode::Home | KeyCode::Char('g') => p.scroll = 0,
-                KeyCode::End | KeyCode::Char('G') => p.scroll = len,
-                _ => {}
-            }
-            p.scroll = p.scroll.min(len.saturating_sub(page));
-            s.mode = Mode::Discover(p);
-            Vec::new()
-        }
-    }
-}
-
-fn discover_rows(s: &AppState) -> usize {
-    crate::ui::nodes::discover_rows(Rect::new(0, 0, s.size.0, s.size.1)).max(1)
-}
-
-fn move_selection(s: &mut AppState, delta: isize) {
-    match s.view {
-        View::Files => {
-            s.files.move_by(delta);
-            s.settle();
-        }
-        View::Cache => {
-            let len = s.cache.as_ref().map_or(0, |c| c.entries.len());
-            s.cache_sel = s
-                .cache_sel
-                .saturating_add_signed(delta)
-                .min(len.saturating_sub(1));
-        }
-        View::Nodes => {
-            s.nodes_sel = s
-                .nodes_sel
-                .saturating_add_signed(delta)
-                .min(s.nodes.len().saturating_sub(1));
-        }
-    }
-}
-
-fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
-    let mut fx = Vec::new();
-    let page = s.page() as isize;
-    match a {
-        Action::Quit => fx.push(Effect::Quit),
-        Action::Help => s.mode = Mode::Help,
-        Action::NextView => {
-            let v = View::ALL[(s.view.index() + 1) % View::ALL.len()];
-            s.set_view(v, &mut fx);
-        }
-        Action::PrevView => {
-            let v = View::ALL[(s.view.index() + View::ALL.len() - 1) % View::ALL.len()];
-            s.set_view(v, &mut fx);
-        }
-        Action::ViewByNumber => {
-            if let KeyCode::Char(c) = k.code
-                && let Some(v) = c
-                    .to_digit(10)
-                    .and_then(|d| View::ALL.get((d as usize).wrapping_sub(1)))
-            {
-                s.set_view(*v, &mut fx);
-            }
-        }
-        Action::Refresh => {
-            s.refresh_view(true, &mut fx);
-            if fx.is_empty() && !s.is_up() {
-                return s.not_connected();
-            }
-        }
-        Action::Up => move_selection(s, -1),
-        Action::Down => move_selection(s, 1),
-        Action::PageUp => move_selection(s, -page),
-        Action::PageDown => move_selection(s, page),
-        Action::Home => move_selection(s, isize::MIN / 2),
-        Action::End => move_selection(s, isize::MAX / 2),
-        Action::Filter => s.mode = Mode::Filter,
-        Action::Clear => {
-            s.files.set_filter("");
-            s.status = None;
-            s.settle();
-        }
-        Action::Sort => {
-            let next = s.files.sort().next();
-            s.files.set_sort(next);
-            s.settle();
-        }
-        Action::Lock => match s.files.selected() {
-            Some(f) => return s.lock(f.path.clone()),
-            None => s.set_status(Level::Error, "no file selected"),
-        },
-        Action::LockWait => match s.files.selected() {
-            Some(f) => return s.lock_wait(f.path.clone()),
-            None => s.set_status(Level::Error, "no file selected"),
-        },
-        Action::Unlock => match s.files.selected() {
-            Some(f) => return s.unlock(f.path.clone(), false),
-            None => s.set_status(Level::Error, "no file selected"),
-        },
-        Action::Fetch => match s.files.selected() {
-            Some(f) => {
-                s.mode = Mode::FetchPrompt {
-                    path: f.path.clone(),
-                    input: s.cwd.display().to_string(),
-                }
-            }
-            None => s.set_status(Level::Error, "no file selected"),
-        },
-        Action::Command => s.mode = Mode::Command(String::new()),
-        Action::FeedOlder => s.feed.scroll_by(1),
-        Action::FeedNewer => s.feed.scroll_by(-1),
-        Action::Open => {
-            if let Some(n) = s.nodes.get(s.nodes_sel) {
-                let node = n.name.clone();
-                if !s.is_up() {
-                    return s.not_connected();
-                }
-                s.mode = Mode::Discover(DiscoverPopup {
-                    node: node.clone(),
-                    files: None,
-                    scroll: 0,
-                });
-                fx.push(Effect::Discover(node));
-            }
-        }
-    }
-    fx
-}
-
-/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR]`, `list`).
-fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let usage = || {
-        let cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
-        format!("commands: {}", cmds.join(", "))
-    };
-    let target = |s: &AppState, w: &str| -> Result<RelPath, String> {
-        match w.parse::<usize>() {
-            Ok(n) => s.path_at(n),
-            Err(_) => RelPath::new(w).map_err(|e| format!("invalid path {w:?}: {e}")),
-        }
-    };
-    let result = match words.as_slice() {
-        [] => return Vec::new(),
-        ["lock", t] => target(s, t).map(|p| s.lock(p)),
-        ["lock", "--wait" | "-w" | "wait", t] | ["lock", t, "--wait" | "-w" | "wait"] => {
-            target(s, t).map(|p| s.lock_wait(p))
-        }
-        ["unlock", t] => target(s, t).map(|p| s.unlock(p, false)),
-        ["unlock", t, "--force" | "-f" | "force"] | ["unlock", "--force" | "-f", t] => {
-            target(s, t).map(|p| s.unlock(p, true))
-        }
-        ["fetch", t] => target(s, t).map(|p| {
-            let cwd = s.cwd.clone();
-            s.fetch(p, cwd)
-        }),
-        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir))),
-        ["list"] => {
-            let mut fx = Vec::new();
-            if s.is_up() {
-                s.set_status(Level::Info, "reloading the file list…");
-                s.request_list(&mut fx);
-                Ok(fx)
-            } else {
-                Ok(s.not_connected())
-            }
-        }
-        ["quit" | "q"] => Ok(vec![Effect::Quit]),
-        ["help"] => {
-            s.mode = Mode::Help;
-            Ok(Vec::new())
-        }
-        [cmd, ..] => Err(format!("unknown command {cmd:?}; {}", usage())),
-    };
-    result.unwrap_or_else(|e| {
-        s.set_status(Level::Error, e);
-        Vec::new()
-    })
-}
-
-fn on_mouse(s: &mut AppState, m: MouseEvent) {
-    let at = Position::new(m.column, m.row);
-    let areas = s.areas();
-    let over_feed = areas.feed.is_some_and(|f| f.contains(at));
-    let delta = match m.kind {
-        MouseEventKind::ScrollDown => WHEEL_ROWS as isize,
-        MouseEventKind::ScrollUp => -(WHEEL_ROWS as isize),
-        MouseEventKind::Down(MouseButton::Left) => {
-            // A click on a row of the table selects it.
-            let main = areas.main;
-            if s.mode == Mode::Normal && s.view == View::Files && main.contains(at) {
-                let first_row = main.y + 2; // border + header
-                if m.row >= first_row && m.row < main.bottom().saturating_sub(1) {
-                    let h = s.table_height();
-                    let off = visible_offset(
-                        s.files.offset(),
-                        s.files.selected_pos(),
-                        s.files.view_len(),
-                        h,
-                    );
-                    let pos = off + usize::from(m.row - first_row);
-                    if pos < s.files.view_len() {
-                        s.files.select(pos);
-                        s.settle();
-                    }
-                }
-            }
-            return;
-        }
-        _ => return,
-    };
-    match &mut s.mode {
-        Mode::Discover(p) => {
-            let len = match &p.files {
-                Some(Ok(v)) => v.len(),
-                _ => 0,
-            };
-            let page = crate::ui::nodes::discover_rows(Rect::new(0, 0, s.size.0, s.size.1));
-            p.scroll = p
-                .scroll
-                .saturating_add_signed(delta)
-                .min(len.saturating_sub(page));
-        }
-        Mode::Help => {}
-        _ if over_feed => s.feed.scroll_by(delta.signum()),
-        _ => move_selection(s, delta),
-    }
 }
