@@ -1,5 +1,6 @@
-//! The keyboard and the mouse: keys in each [`Mode`], the actions bound
-//! to them in [`crate::keys`], scrolling and clicks.
+//! The keyboard and the mouse: keys in each [`Mode`] (text boxes through
+//! the shared line editor), the actions bound to them in [`crate::keys`],
+//! scrolling and clicks.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use crossterm::event::{
 use ratatui::layout::{Position, Rect};
 
 use super::command::run_command;
+use super::line_edit::{Edit, edit_line};
 use super::{AppState, DiscoverPopup, Effect, Level, Mode, View, visible_offset};
 use crate::keys::{self, Action};
 
@@ -52,51 +54,41 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         },
         Mode::Help => Vec::new(),
         Mode::Filter => {
-            match k.code {
-                KeyCode::Enter => {}
-                KeyCode::Esc => s.files.set_filter(""),
-                KeyCode::Backspace => {
-                    let mut f = s.files.filter().to_string();
-                    f.pop();
-                    s.files.set_filter(&f);
+            let mut filter = s.files.filter().to_string();
+            match edit_line(&mut filter, &k) {
+                Edit::Submit => {}
+                Edit::Cancel => s.files.set_filter(""),
+                Edit::Changed => {
+                    s.files.set_filter(&filter);
                     s.mode = Mode::Filter;
                 }
-                KeyCode::Up | KeyCode::Down | KeyCode::PageUp | KeyCode::PageDown => {
+                // The selection moves while filtering, to pick from the matches.
+                Edit::Other
+                    if matches!(
+                        k.code,
+                        KeyCode::Up | KeyCode::Down | KeyCode::PageUp | KeyCode::PageDown
+                    ) =>
+                {
                     s.mode = Mode::Filter;
                     let a = keys::lookup(View::Files, &k);
                     return a.map(|a| on_action(s, a, &k)).unwrap_or_default();
                 }
-                KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                    let f = format!("{}{c}", s.files.filter());
-                    s.files.set_filter(&f);
-                    s.mode = Mode::Filter;
-                }
-                _ => s.mode = Mode::Filter,
+                Edit::BackspaceOnEmpty | Edit::Other => s.mode = Mode::Filter,
             }
             s.settle();
             Vec::new()
         }
-        Mode::Command(mut input) => match k.code {
-            KeyCode::Enter => run_command(s, &input),
-            KeyCode::Esc => Vec::new(),
-            KeyCode::Backspace => {
-                if input.pop().is_some() {
-                    s.mode = Mode::Command(input);
-                }
-                Vec::new()
-            }
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                input.push(c);
-                s.mode = Mode::Command(input);
-                Vec::new()
-            }
-            _ => {
+        Mode::Command(mut input) => match edit_line(&mut input, &k) {
+            Edit::Submit => run_command(s, &input),
+            // Erasing past the `:` closes the command line, as in vi.
+            Edit::Cancel | Edit::BackspaceOnEmpty => Vec::new(),
+            Edit::Changed | Edit::Other => {
                 s.mode = Mode::Command(input);
                 Vec::new()
             }
         },
-        Mode::FetchPrompt { path, mut input } => match k.code {
-            KeyCode::Enter => {
+        Mode::FetchPrompt { path, mut input } => match edit_line(&mut input, &k) {
+            Edit::Submit => {
                 let dest = if input.trim().is_empty() {
                     s.cwd.clone()
                 } else {
@@ -104,25 +96,16 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 };
                 s.fetch(path, dest)
             }
-            KeyCode::Esc => Vec::new(),
-            KeyCode::Backspace => {
-                input.pop();
-                s.mode = Mode::FetchPrompt { path, input };
-                Vec::new()
-            }
-            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                s.mode = Mode::FetchPrompt {
-                    path,
-                    input: String::new(),
-                };
-                Vec::new()
-            }
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                input.push(c);
-                s.mode = Mode::FetchPrompt { path, input };
-                Vec::new()
-            }
-            _ => {
+            Edit::Cancel => Vec::new(),
+            edit => {
+                // The prompt opens with the working directory filled in:
+                // Ctrl-U clears it to type another.
+                if edit == Edit::Other
+                    && k.code == KeyCode::Char('u')
+                    && k.modifiers.contains(KeyModifiers::CONTROL)
+                {
+                    input.clear();
+                }
                 s.mode = Mode::FetchPrompt { path, input };
                 Vec::new()
             }

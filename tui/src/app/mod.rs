@@ -18,6 +18,7 @@ mod command;
 mod events;
 mod feed;
 mod input;
+mod line_edit;
 mod msg;
 mod schedule;
 mod table;
