@@ -33,31 +33,30 @@ impl AppState {
         Vec::new()
     }
 
-    /// Locks `path`.
-    pub(super) fn lock(&mut self, path: RelPath) -> Vec<Effect> {
+    /// Sends `request` when connected, saying what is under way until the
+    /// answer comes.
+    fn ask(&mut self, doing: String, request: Effect) -> Vec<Effect> {
         if !self.is_up() {
             return self.not_connected();
         }
-        self.set_status(Level::Info, format!("locking {path}…"));
-        vec![Effect::Lock(path)]
+        self.set_status(Level::Info, doing);
+        vec![request]
+    }
+
+    /// Locks `path`.
+    pub(super) fn lock(&mut self, path: RelPath) -> Vec<Effect> {
+        self.ask(format!("locking {path}…"), Effect::Lock(path))
     }
 
     /// Locks `path`, or queues for it.
     pub(super) fn lock_wait(&mut self, path: RelPath) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        self.set_status(Level::Info, format!("locking {path} (or waiting for it)…"));
-        vec![Effect::LockWait(path)]
+        let doing = format!("locking {path} (or waiting for it)…");
+        self.ask(doing, Effect::LockWait(path))
     }
 
     /// Unlocks `path`; `force` for someone else's lock.
     pub(super) fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
-        if !self.is_up() {
-            return self.not_connected();
-        }
-        self.set_status(Level::Info, format!("unlocking {path}…"));
-        vec![Effect::Unlock { path, force }]
+        self.ask(format!("unlocking {path}…"), Effect::Unlock { path, force })
     }
 
     /// Fetches `path` into `dest`, one fetch at a time (the progress gauge

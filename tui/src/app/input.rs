@@ -111,10 +111,7 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
             }
         },
         Mode::Discover(mut p) => {
-            let len = match &p.files {
-                Some(Ok(v)) => v.len(),
-                _ => 0,
-            };
+            let len = p.listed();
             let page = discover_rows(s);
             match k.code {
                 KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') => return Vec::new(),
@@ -281,10 +278,7 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
     };
     match &mut s.mode {
         Mode::Discover(p) => {
-            let len = match &p.files {
-                Some(Ok(v)) => v.len(),
-                _ => 0,
-            };
+            let len = p.listed();
             let page = crate::ui::nodes::discover_rows(Rect::new(0, 0, s.size.0, s.size.1));
             p.scroll = p
                 .scroll

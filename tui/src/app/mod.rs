@@ -6,6 +6,13 @@
 //! No I/O and no clock here: times come in the messages, so every behaviour
 //! can be tested without a terminal or a node. [`crate::ui_main`] runs the
 //! effects and feeds their results back; [`crate::ui`] draws the state.
+//!
+//! This module holds the state and `update`, which hands each message to
+//! the module that owns it: `msg` (the messages and effects), `input`
+//! (keys, mouse) with `line_edit` (every text box) and `command` (the
+//! command line and the requests to the node), `events` (the node's feed),
+//! `schedule` (when to ask the node again), and the state's parts
+//! [`FileTable`] (`table`) and [`Feed`] (`feed`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -141,6 +148,16 @@ pub struct DiscoverPopup {
     pub scroll: usize,
 }
 
+impl DiscoverPopup {
+    /// Rows it lists (none while loading or after an error).
+    fn listed(&self) -> usize {
+        match &self.files {
+            Some(Ok(v)) => v.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// How a status message reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -187,6 +204,7 @@ pub struct AppState {
     pub last_node_name: Option<String>,
     /// A connection attempt is under way.
     pub connecting: bool,
+    /// No reconnect attempt before this.
     next_attempt_ns: i64,
     /// The current tab.
     pub view: View,
@@ -199,6 +217,7 @@ pub struct AppState {
     /// Why the last load failed (shown in the table while it is empty:
     /// "not authorized" says there what to ask an admin for).
     pub list_error: Option<String>,
+    /// When to reload the table.
     list_refresh: ListRefresh,
     /// The feed.
     pub feed: Feed,
@@ -212,6 +231,7 @@ pub struct AppState {
     pub cache_error: Option<String>,
     /// Selected cache entry.
     pub cache_sel: usize,
+    /// When to ask for the cache report again.
     cache_refresh: ReportRefresh,
     /// The last node list (empty until loaded).
     pub nodes: Vec<NodeStatus>,
@@ -219,6 +239,7 @@ pub struct AppState {
     pub nodes_error: Option<String>,
     /// Selected node.
     pub nodes_sel: usize,
+    /// When to ask for the node list again.
     nodes_refresh: ReportRefresh,
     /// Nodes known up (true) or down (false), from the node list, the feed
     /// and the table's replicas.
@@ -317,11 +338,14 @@ impl AppState {
         self.feed.note(self.now_ns, text.into());
     }
 
+    /// Keeps the table's selection on screen after anything moved it.
     fn settle(&mut self) {
         let h = self.table_height();
         self.files.settle(h);
     }
 
+    /// Counts `nodes` as up unless already known (a replica is proof of
+    /// life; the node list and the feed have the last word).
     fn mark_known(&mut self, nodes: &[String]) {
         for n in nodes {
             self.known_nodes.entry(n.clone()).or_insert(true);
@@ -406,11 +430,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             match result {
                 Ok(files) => {
                     for f in &files {
-                        for n in &f.nodes {
-                            if !s.known_nodes.contains_key(n) {
-                                s.known_nodes.insert(n.clone(), true);
-                            }
-                        }
+                        s.mark_known(&f.nodes);
                     }
                     s.files.replace_all(files);
                     s.settle();
