@@ -1,7 +1,8 @@
 //! The Tandem client library: the connection to a node ([`client`]), the
-//! one-shot subcommands' output ([`cli`]) and transfers ([`transfer`]), and
-//! the terminal UI ([`app`] state, [`ui`] views, [`keys`], [`term`],
-//! [`ui_main`] event loop), all used by the `tandem` binary.
+//! one-shot subcommands' output ([`cli`]) and transfers ([`transfer`]), the
+//! terminal UI ([`app`] state, [`ui`] views, [`keys`], [`term`], [`ui_main`]
+//! event loop), and events in words for both ([`wording`]), all used by the
+//! `tandem` binary.
 
 pub mod app;
 pub mod cli;
@@ -12,3 +13,4 @@ pub mod term;
 pub mod transfer;
 pub mod ui;
 pub mod ui_main;
+pub mod wording;

@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use crate::app::AppState;
 
-/// The colour of an event kind ([`crate::cli::event_kind_name`]).
+/// The colour of an event kind ([`crate::wording::event_kind_name`]).
 pub fn kind_colour(kind: &str) -> Color {
     match kind {
         "added" => Color::Green,

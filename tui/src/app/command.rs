@@ -1,0 +1,137 @@
+//! What the user asks of the node (lock, wait for a lock, unlock, fetch),
+//! whether by a key on the selected row or by the command line (`:lock 3`),
+//! which this module reads.
+
+use std::path::PathBuf;
+
+use tandem_common::RelPath;
+
+use super::{AppState, Effect, FetchProgress, Level, Mode};
+use crate::keys;
+
+impl AppState {
+    /// The path at row number `n` as shown in the `#` column.
+    fn path_at(&self, n: usize) -> Result<RelPath, String> {
+        n.checked_sub(1)
+            .and_then(|i| self.files.row(i))
+            .map(|f| f.path.clone())
+            .ok_or_else(|| {
+                format!(
+                    "there is no file #{n}: the table shows {} row(s)",
+                    self.files.view_len()
+                )
+            })
+    }
+
+    /// Refuses a request while the node is away (it reconnects by itself).
+    pub(super) fn not_connected(&mut self) -> Vec<Effect> {
+        let addr = self.node_addr.clone();
+        self.set_status(
+            Level::Error,
+            format!("not connected to {addr}; reconnecting by itself"),
+        );
+        Vec::new()
+    }
+
+    /// Sends `request` when connected, saying what is under way until the
+    /// answer comes.
+    fn ask(&mut self, doing: String, request: Effect) -> Vec<Effect> {
+        if !self.is_up() {
+            return self.not_connected();
+        }
+        self.set_status(Level::Info, doing);
+        vec![request]
+    }
+
+    /// Locks `path`.
+    pub(super) fn lock(&mut self, path: RelPath) -> Vec<Effect> {
+        self.ask(format!("locking {path}…"), Effect::Lock(path))
+    }
+
+    /// Locks `path`, or queues for it.
+    pub(super) fn lock_wait(&mut self, path: RelPath) -> Vec<Effect> {
+        let doing = format!("locking {path} (or waiting for it)…");
+        self.ask(doing, Effect::LockWait(path))
+    }
+
+    /// Unlocks `path`; `force` for someone else's lock.
+    pub(super) fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
+        self.ask(format!("unlocking {path}…"), Effect::Unlock { path, force })
+    }
+
+    /// Fetches `path` into `dest`, one fetch at a time (the progress gauge
+    /// shows one).
+    pub(super) fn fetch(&mut self, path: RelPath, dest: PathBuf) -> Vec<Effect> {
+        if !self.is_up() {
+            return self.not_connected();
+        }
+        if let Some(f) = &self.fetch {
+            let p = f.path.clone();
+            self.set_status(
+                Level::Error,
+                format!("{p} is still being fetched; wait for it to finish"),
+            );
+            return Vec::new();
+        }
+        self.fetch = Some(FetchProgress {
+            path: path.clone(),
+            dest: dest.clone(),
+            done: 0,
+            total: 0,
+            from: None,
+        });
+        self.status = None;
+        vec![Effect::Fetch { path, dest }]
+    }
+}
+
+/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR]`, `list`).
+pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let usage = || {
+        let cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
+        format!("commands: {}", cmds.join(", "))
+    };
+    let target = |s: &AppState, w: &str| -> Result<RelPath, String> {
+        match w.parse::<usize>() {
+            Ok(n) => s.path_at(n),
+            Err(_) => RelPath::new(w).map_err(|e| format!("invalid path {w:?}: {e}")),
+        }
+    };
+    let result = match words.as_slice() {
+        [] => return Vec::new(),
+        ["lock", t] => target(s, t).map(|p| s.lock(p)),
+        ["lock", "--wait" | "-w" | "wait", t] | ["lock", t, "--wait" | "-w" | "wait"] => {
+            target(s, t).map(|p| s.lock_wait(p))
+        }
+        ["unlock", t] => target(s, t).map(|p| s.unlock(p, false)),
+        ["unlock", t, "--force" | "-f" | "force"] | ["unlock", "--force" | "-f", t] => {
+            target(s, t).map(|p| s.unlock(p, true))
+        }
+        ["fetch", t] => target(s, t).map(|p| {
+            let cwd = s.cwd.clone();
+            s.fetch(p, cwd)
+        }),
+        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir))),
+        ["list"] => {
+            let mut fx = Vec::new();
+            if s.is_up() {
+                s.set_status(Level::Info, "reloading the file list…");
+                s.request_list(&mut fx);
+                Ok(fx)
+            } else {
+                Ok(s.not_connected())
+            }
+        }
+        ["quit" | "q"] => Ok(vec![Effect::Quit]),
+        ["help"] => {
+            s.mode = Mode::Help;
+            Ok(Vec::new())
+        }
+        [cmd, ..] => Err(format!("unknown command {cmd:?}; {}", usage())),
+    };
+    result.unwrap_or_else(|e| {
+        s.set_status(Level::Error, e);
+        Vec::new()
+    })
+}

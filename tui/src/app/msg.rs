@@ -1,0 +1,138 @@
+//! The UI's vocabulary with the world outside: every [`Msg`] that can
+//! happen to it, and every [`Effect`] it asks [`crate::ui_main`] to carry
+//! out. Both are plain data, so tests can script and check them.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyEvent, MouseEvent};
+use tandem_common::RelPath;
+use tandem_common::proto::{CacheReport, Event, FeedCursor, ListedFile, NodeStatus};
+
+/// A message: everything that can happen to the UI.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// A key press.
+    Key(KeyEvent),
+    /// The mouse (wheel, click).
+    Mouse(MouseEvent),
+    /// The terminal's new size (columns, rows).
+    Resize(u16, u16),
+    /// The clock: now (ns since the epoch).
+    Tick(i64),
+    /// A connection to the node was made.
+    Connected {
+        /// The node's name.
+        node_name: String,
+        /// Now.
+        now: i64,
+    },
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// Why.
+        reason: String,
+        /// Now.
+        now: i64,
+    },
+    /// The connection ended.
+    ConnectionLost {
+        /// Why.
+        reason: String,
+        /// Now.
+        now: i64,
+    },
+    /// The feed (re)started in the node's run `epoch`.
+    Subscribed(Result<u64, String>),
+    /// A feed event.
+    Event(Event),
+    /// Feed events were lost.
+    Missed {
+        /// Node run.
+        epoch: u64,
+        /// First lost.
+        from: u64,
+        /// Next to come.
+        to: u64,
+        /// Now.
+        now: i64,
+    },
+    /// The file table arrived.
+    ListLoaded {
+        /// Rows, or the error.
+        result: Result<Vec<ListedFile>, String>,
+        /// Now.
+        now: i64,
+    },
+    /// The cache report arrived.
+    CacheLoaded(Result<CacheReport, String>),
+    /// The node list arrived.
+    NodesLoaded(Result<Vec<NodeStatus>, String>),
+    /// A node's own files arrived.
+    Discovered {
+        /// The node.
+        node: String,
+        /// Rows, or the error.
+        result: Result<Vec<ListedFile>, String>,
+    },
+    /// A lock was taken: (path, owner), or the error.
+    LockDone(Result<(RelPath, String), String>),
+    /// A `LockWait` is queued behind the holder.
+    LockQueued {
+        /// The file.
+        path: RelPath,
+        /// Who holds it now.
+        holder: String,
+        /// Place in the queue, 1 = next.
+        position: usize,
+    },
+    /// A lock was released: (path, previous owner, held changes released).
+    UnlockDone(Result<(RelPath, String, usize), String>),
+    /// The node started sending a fetched file.
+    FetchStarted {
+        /// The file's size.
+        total: u64,
+        /// The serving node.
+        from: String,
+    },
+    /// Bytes of the fetch received so far.
+    FetchProgress(u64),
+    /// The fetch ended: where the file was written, or the error.
+    FetchDone(Result<PathBuf, String>),
+}
+
+/// Something for [`crate::ui_main`] to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Connect to the node.
+    Connect,
+    /// Start the feed after this cursor.
+    Subscribe(Option<FeedCursor>),
+    /// Fetch the whole file table.
+    RefreshList,
+    /// Fetch the cache report.
+    RefreshCache,
+    /// Fetch the node list.
+    RefreshNodes,
+    /// List one node's own files.
+    Discover(String),
+    /// Lock a file (logging in first).
+    Lock(RelPath),
+    /// Lock a file, or wait in its queue (on a connection of its own:
+    /// closing it leaves the queue).
+    LockWait(RelPath),
+    /// Unlock a file.
+    Unlock {
+        /// The file.
+        path: RelPath,
+        /// Someone else's lock.
+        force: bool,
+    },
+    /// Download a file into a directory.
+    Fetch {
+        /// The file.
+        path: RelPath,
+        /// The directory.
+        dest: PathBuf,
+    },
+    /// Leave.
+    Quit,
+}

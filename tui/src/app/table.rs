@@ -1,0 +1,477 @@
+//! The file table: every file the cluster holds, filtered and sorted for
+//! the screen and patched in place by feed events (so a busy cluster never
+//! re-sorts the whole list), and [`visible_offset`], the scrolling that
+//! every list on screen shares.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use tandem_common::RelPath;
+use tandem_common::proto::ListedFile;
+
+/// Order of the file table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// By path, A→Z.
+    Name,
+    /// Largest first.
+    Size,
+    /// Newest first.
+    Modified,
+}
+
+impl SortKey {
+    /// The next order for `s`.
+    pub fn next(self) -> SortKey {
+        match self {
+            SortKey::Name => SortKey::Size,
+            SortKey::Size => SortKey::Modified,
+            SortKey::Modified => SortKey::Name,
+        }
+    }
+
+    /// How the header names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Name => "name ↑",
+            SortKey::Size => "size ↓",
+            SortKey::Modified => "modified ↓",
+        }
+    }
+
+    /// The table order: a total order (ties broken by path), so binary
+    /// search finds a row's place.
+    pub fn cmp(self, a: &ListedFile, b: &ListedFile) -> Ordering {
+        match self {
+            SortKey::Name => a.path.cmp(&b.path),
+            SortKey::Size => b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)),
+            SortKey::Modified => b
+                .mtime_ns
+                .cmp(&a.mtime_ns)
+                .then_with(|| a.path.cmp(&b.path)),
+        }
+    }
+}
+
+/// The file table: rows in stable slots, plus the filtered and sorted view
+/// as slot numbers. Feed events patch rows in place and move single slots
+/// in the view; the view is rebuilt only when the whole list, the filter or
+/// the sort changes.
+#[derive(Debug, Clone)]
+pub struct FileTable {
+    slots: Vec<Option<ListedFile>>,
+    free: Vec<usize>,
+    by_path: HashMap<RelPath, usize>,
+    view: Vec<usize>,
+    filter: String,
+    filter_lower: String,
+    sort: SortKey,
+    /// Position of the selection in the view.
+    sel: usize,
+    /// First view position on screen (kept so the selection stays on the
+    /// same screen line when rows move above it).
+    offset: usize,
+    total_bytes: u64,
+    /// Files that had a conflict resolved since they last changed.
+    conflicts: HashSet<RelPath>,
+    /// How many times the view was rebuilt from scratch (tests check that
+    /// feed patches do not rebuild).
+    pub rebuilds: u64,
+}
+
+impl Default for FileTable {
+    fn default() -> Self {
+        FileTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_path: HashMap::new(),
+            view: Vec::new(),
+            filter: String::new(),
+            filter_lower: String::new(),
+            sort: SortKey::Name,
+            sel: 0,
+            offset: 0,
+            total_bytes: 0,
+            conflicts: HashSet::new(),
+            rebuilds: 0,
+        }
+    }
+}
+
+/// Case-insensitive substring test over many rows, reusing one buffer.
+struct Matcher<'a> {
+    /// Already lower case.
+    needle: &'a str,
+    buf: Vec<u8>,
+}
+
+impl<'a> Matcher<'a> {
+    fn new(needle: &'a str) -> Self {
+        Matcher {
+            needle,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    fn matches(&mut self, hay: &str) -> bool {
+        if self.needle.is_empty() {
+            return true;
+        }
+        if hay.is_ascii() {
+            self.buf.clear();
+            self.buf.extend_from_slice(hay.as_bytes());
+            self.buf.make_ascii_lowercase();
+            return std::str::from_utf8(&self.buf).is_ok_and(|h| h.contains(self.needle));
+        }
+        hay.to_lowercase().contains(self.needle)
+    }
+}
+
+/// The first screen row for a view of `len` rows showing `height` rows,
+/// starting from `offset` and keeping `sel` visible.
+pub fn visible_offset(offset: usize, sel: usize, len: usize, height: usize) -> usize {
+    if height == 0 {
+        return sel;
+    }
+    let mut o = offset.min(len.saturating_sub(height));
+    if sel < o {
+        o = sel;
+    } else if sel >= o + height {
+        o = sel + 1 - height;
+    }
+    o
+}
+
+impl FileTable {
+    /// Files in the table.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// Whether the table has no files.
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    /// Rows shown (after the filter).
+    pub fn view_len(&self) -> usize {
+        self.view.len()
+    }
+
+    /// Sum of the sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// The filter text.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// The order.
+    pub fn sort(&self) -> SortKey {
+        self.sort
+    }
+
+    /// Position of the selection in the view.
+    pub fn selected_pos(&self) -> usize {
+        self.sel
+    }
+
+    /// The stored screen offset (see [`visible_offset`]).
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The row at view position `pos` (0-based; the `#` column is pos + 1).
+    pub fn row(&self, pos: usize) -> Option<&ListedFile> {
+        self.view
+            .get(pos)
+            .and_then(|&slot| self.slots[slot].as_ref())
+    }
+
+    /// The selected row.
+    pub fn selected(&self) -> Option<&ListedFile> {
+        self.row(self.sel)
+    }
+
+    /// A file by path.
+    pub fn get(&self, path: &str) -> Option<&ListedFile> {
+        self.by_path
+            .get(path)
+            .and_then(|&slot| self.slots[slot].as_ref())
+    }
+
+    /// Whether a conflict was reported for `path` since it last changed.
+    pub fn has_conflict(&self, path: &RelPath) -> bool {
+        self.conflicts.contains(path)
+    }
+
+    /// Marks `path` as having had a conflict resolved.
+    pub(super) fn mark_conflict(&mut self, path: RelPath) {
+        self.conflicts.insert(path);
+    }
+
+    /// Forgets `path`'s conflict: it changed since.
+    pub(super) fn clear_conflict(&mut self, path: &RelPath) {
+        self.conflicts.remove(path);
+    }
+
+    /// Every file (in slot order).
+    pub fn iter(&self) -> impl Iterator<Item = &ListedFile> {
+        self.slots.iter().flatten()
+    }
+
+    /// The rows on screen: (view position, row) from `offset`, at most
+    /// `height` of them. Only these are ever turned into widgets.
+    pub fn window(
+        &self,
+        offset: usize,
+        height: usize,
+    ) -> impl Iterator<Item = (usize, &ListedFile)> {
+        let end = (offset + height).min(self.view.len());
+        let start = offset.min(end);
+        self.view[start..end]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, &slot)| self.slots[slot].as_ref().map(|f| (start + i, f)))
+    }
+
+    fn matches(&self, f: &ListedFile) -> bool {
+        Matcher::new(&self.filter_lower).matches(f.path.as_str())
+    }
+
+    fn slot_row(&self, slot: usize) -> &ListedFile {
+        self.slots[slot]
+            .as_ref()
+            .expect("the view holds only live slots")
+    }
+
+    /// Replaces every row (a fresh list from the node), keeping the
+    /// selection on the same path when it is still there.
+    pub fn replace_all(&mut self, files: Vec<ListedFile>) {
+        let keep = self.selected().map(|f| f.path.clone());
+        let old_sel = self.sel;
+        let screen_line = self.sel.saturating_sub(self.offset);
+        self.total_bytes = files.iter().map(|f| f.size).sum();
+        self.by_path = HashMap::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            self.by_path.insert(f.path.clone(), i);
+        }
+        self.slots = files.into_iter().map(Some).collect();
+        self.free.clear();
+        self.conflicts
+            .retain(|p| self.by_path.contains_key(p.as_str()));
+        self.rebuild_view_inner();
+        self.sel = keep
+            .and_then(|p| self.by_path.get(&p).copied())
+            .and_then(|slot| self.view.iter().position(|&s| s == slot))
+            .unwrap_or_else(|| old_sel.min(self.view.len().saturating_sub(1)));
+        self.offset = self.sel.saturating_sub(screen_line);
+    }
+
+    fn rebuild_view_inner(&mut self) {
+        self.rebuilds += 1;
+        let mut m = Matcher::new(&self.filter_lower);
+        let mut view: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().filter(|f| m.matches(f.path.as_str())).map(|_| i))
+            .collect();
+        let slots = &self.slots;
+        let row = |i: usize| slots[i].as_ref().expect("live slot");
+        let path = |i: usize| &row(i).path;
+        // Sort (key, slot) pairs, so that comparing two rows reads the
+        // rows themselves only on ties (numbers are largest/newest first).
+        let by_key = |view: &mut Vec<usize>, key: &dyn Fn(&ListedFile) -> i128| {
+            let mut keyed: Vec<(i128, usize)> = view.iter().map(|&i| (-key(row(i)), i)).collect();
+            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| path(a.1).cmp(path(b.1))));
+            *view = keyed.into_iter().map(|(_, i)| i).collect();
+        };
+        match self.sort {
+            SortKey::Name => view.sort_unstable_by(|&a, &b| path(a).cmp(path(b))),
+            SortKey::Size => by_key(&mut view, &|f| i128::from(f.size)),
+            SortKey::Modified => by_key(&mut view, &|f| i128::from(f.mtime_ns)),
+        }
+        self.view = view;
+    }
+
+    /// Rebuilds the view (after the filter or sort changed), keeping the
+    /// selected file selected and on the same screen line.
+    fn rebuild_view(&mut self) {
+        let keep = self.view.get(self.sel).copied();
+        let screen_line = self.sel.saturating_sub(self.offset);
+        self.rebuild_view_inner();
+        self.sel = keep
+            .and_then(|slot| self.view.iter().position(|&s| s == slot))
+            .unwrap_or(0);
+        self.offset = self.sel.saturating_sub(screen_line);
+    }
+
+    /// Sets the filter (substring of the path, case-insensitive).
+    pub fn set_filter(&mut self, filter: &str) {
+        if filter == self.filter {
+            return;
+        }
+        let lower = filter.to_lowercase();
+        let narrower = lower.contains(self.filter_lower.as_str());
+        self.filter = filter.to_string();
+        self.filter_lower = lower;
+        if narrower {
+            // Typing on: the matches are a subset of the current view,
+            // already in order. Test the rows in slot order (sequential
+            // memory), then keep the view's order without sorting again.
+            let keep = self.view.get(self.sel).copied();
+            let screen_line = self.sel.saturating_sub(self.offset);
+            let mut m = Matcher::new(&self.filter_lower);
+            let hit: Vec<bool> = self
+                .slots
+                .iter()
+                .map(|f| f.as_ref().is_some_and(|f| m.matches(f.path.as_str())))
+                .collect();
+            self.view.retain(|&slot| hit[slot]);
+            self.sel = keep
+                .and_then(|slot| self.view.iter().position(|&s| s == slot))
+                .unwrap_or(0);
+            self.offset = self.sel.saturating_sub(screen_line);
+        } else {
+            self.rebuild_view();
+        }
+    }
+
+    /// Sets the order.
+    pub fn set_sort(&mut self, sort: SortKey) {
+        if sort != self.sort {
+            self.sort = sort;
+            self.rebuild_view();
+        }
+    }
+
+    /// Where `slot` belongs in the view (it must not be in it).
+    fn insert_pos(&self, slot: usize) -> usize {
+        let new = self.slot_row(slot);
+        self.view
+            .partition_point(|&i| self.sort.cmp(self.slot_row(i), new) == Ordering::Less)
+    }
+
+    /// The view position of `slot`, found by its current key.
+    fn view_pos(&self, slot: usize) -> Option<usize> {
+        let row = self.slot_row(slot);
+        self.view
+            .binary_search_by(|&i| self.sort.cmp(self.slot_row(i), row))
+            .ok()
+    }
+
+    fn view_insert(&mut self, slot: usize) {
+        let had_rows = !self.view.is_empty();
+        let pos = self.insert_pos(slot);
+        self.view.insert(pos, slot);
+        if had_rows && pos <= self.sel {
+            self.sel += 1;
+            self.offset += 1;
+        }
+    }
+
+    fn view_remove(&mut self, pos: usize) {
+        self.view.remove(pos);
+        if pos < self.sel {
+            self.sel -= 1;
+            self.offset = self.offset.saturating_sub(1);
+        }
+        self.sel = self.sel.min(self.view.len().saturating_sub(1));
+    }
+
+    /// Adds a file, or replaces the row of the same path.
+    pub fn upsert(&mut self, file: ListedFile) {
+        if let Some(&slot) = self.by_path.get(&file.path) {
+            self.modify(slot, |f| *f = file);
+            return;
+        }
+        self.total_bytes += file.size;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.by_path.insert(file.path.clone(), slot);
+        let show = self.matches(&file);
+        self.slots[slot] = Some(file);
+        if show {
+            self.view_insert(slot);
+        }
+    }
+
+    /// Changes the row of `path` in place; `false` if there is none.
+    pub fn patch(&mut self, path: &RelPath, f: impl FnOnce(&mut ListedFile)) -> bool {
+        match self.by_path.get(path) {
+            Some(&slot) => {
+                self.modify(slot, f);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn modify(&mut self, slot: usize, f: impl FnOnce(&mut ListedFile)) {
+        let pos = self.view_pos(slot);
+        let row = self.slots[slot].as_mut().expect("live slot");
+        let (size, mtime) = (row.size, row.mtime_ns);
+        f(row);
+        self.total_bytes = self.total_bytes - size + row.size;
+        let moved = match self.sort {
+            SortKey::Name => false,
+            SortKey::Size => row.size != size,
+            SortKey::Modified => row.mtime_ns != mtime,
+        };
+        if let (Some(pos), true) = (pos, moved) {
+            let was_selected = pos == self.sel;
+            self.view_remove(pos);
+            self.view_insert(slot);
+            if was_selected {
+                // The selection follows the file.
+                self.sel = self.view_pos(slot).unwrap_or(self.sel);
+            }
+        }
+    }
+
+    /// Removes `path`; `false` if it was not there.
+    pub fn remove(&mut self, path: &RelPath) -> bool {
+        let Some(&slot) = self.by_path.get(path) else {
+            return false;
+        };
+        if let Some(pos) = self.view_pos(slot) {
+            self.view_remove(pos);
+        }
+        self.by_path.remove(path);
+        if let Some(f) = self.slots[slot].take() {
+            self.total_bytes -= f.size;
+        }
+        self.free.push(slot);
+        self.conflicts.remove(path);
+        true
+    }
+
+    /// Moves the selection by `delta` rows (clamped).
+    pub fn move_by(&mut self, delta: isize) {
+        if self.view.is_empty() {
+            return;
+        }
+        self.sel = self
+            .sel
+            .saturating_add_signed(delta)
+            .min(self.view.len() - 1);
+    }
+
+    /// Selects view position `pos` (clamped).
+    pub fn select(&mut self, pos: usize) {
+        self.sel = pos.min(self.view.len().saturating_sub(1));
+    }
+
+    /// Keeps the stored offset consistent with a viewport of `height` rows.
+    pub(super) fn settle(&mut self, height: usize) {
+        self.offset = visible_offset(self.offset, self.sel, self.view.len(), height);
+    }
+}

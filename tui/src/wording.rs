@@ -1,0 +1,108 @@
+//! Events in words: the sentences and kind names that the CLI's `feed`
+//! and the UI's feed both show, so the two always read alike.
+
+use tandem_common::display::human_size;
+use tandem_common::proto::{EventKind, HeldKind};
+
+/// A held change's kind as one word (`held --json` and the feed).
+pub fn kind_word(k: HeldKind) -> &'static str {
+    match k {
+        HeldKind::Modify => "modify",
+        HeldKind::Delete => "delete",
+    }
+}
+
+/// One event in words (without time and node), for the feed and the UI.
+pub fn describe_event(e: &EventKind) -> String {
+    match e {
+        EventKind::Added { path, size } => format!("added {path} ({})", human_size(*size)),
+        EventKind::Changed { path, size } => format!("changed {path} ({})", human_size(*size)),
+        EventKind::Deleted { path, by } => format!("deleted {path} (deleted on {by})"),
+        EventKind::Transferred {
+            path,
+            from,
+            to,
+            size,
+            sent,
+            millis,
+        } => format!(
+            "{path} {from} → {to}: {} in {millis} ms ({} sent)",
+            human_size(*size),
+            human_size(*sent)
+        ),
+        EventKind::Conflict {
+            path,
+            winner,
+            loser,
+            kept_as,
+        } => format!("conflict on {path}: {winner}'s version wins; {loser}'s kept as {kept_as}"),
+        EventKind::Locked { path, owner, via } => {
+            format!("{path} locked by {owner} (through {via})")
+        }
+        EventKind::Unlocked { path, by, forced } => {
+            if *forced {
+                format!("{path} unlocked by force by {by}")
+            } else {
+                format!("{path} unlocked by {by}")
+            }
+        }
+        EventKind::Held { path, from, kind } => {
+            format!("held {} of {path} from {from} (locked)", kind_word(*kind))
+        }
+        EventKind::Released { path, from, kind } => match kind {
+            HeldKind::Delete => format!("released held DELETE of {path} from {from}"),
+            HeldKind::Modify => format!("released held change of {path} from {from}"),
+        },
+        EventKind::NodeUp { name } => format!("node {name} is up"),
+        EventKind::NodeDown { name } => format!("node {name} is down"),
+        EventKind::ClientConnected { name, addr } => format!("client {name} connected from {addr}"),
+        EventKind::ClientDisconnected { name, addr } => {
+            format!("client {name} ({addr}) disconnected")
+        }
+        EventKind::ApplyFailed { path, from, error } => {
+            format!("cannot apply {path} (from {from}): {error}; retrying")
+        }
+        EventKind::ApplyRecovered { path } => format!("{path} applied after earlier failures"),
+        EventKind::Unwatched {
+            reason,
+            rescan_secs,
+        } => format!("{reason}: some folders are not watched; rescanning every {rescan_secs}s"),
+        EventKind::ConflictRestored {
+            path,
+            by,
+            replaced_as,
+        } => match replaced_as {
+            Some(r) => format!(
+                "{path} restored from a conflict copy by {by}; the version it replaced is kept as {r}"
+            ),
+            None => format!("{path} restored from a conflict copy by {by}"),
+        },
+        EventKind::ConflictDiscarded { id, by } => {
+            format!("conflict copy {id} discarded by {by}")
+        }
+    }
+}
+
+/// Short name of an event's kind, for JSON and colours.
+pub fn event_kind_name(e: &EventKind) -> &'static str {
+    match e {
+        EventKind::Added { .. } => "added",
+        EventKind::Changed { .. } => "changed",
+        EventKind::Deleted { .. } => "deleted",
+        EventKind::Transferred { .. } => "transferred",
+        EventKind::Conflict { .. } => "conflict",
+        EventKind::Locked { .. } => "locked",
+        EventKind::Unlocked { .. } => "unlocked",
+        EventKind::Held { .. } => "held",
+        EventKind::Released { .. } => "released",
+        EventKind::NodeUp { .. } => "node_up",
+        EventKind::NodeDown { .. } => "node_down",
+        EventKind::ClientConnected { .. } => "client_connected",
+        EventKind::ClientDisconnected { .. } => "client_disconnected",
+        EventKind::ApplyFailed { .. } => "apply_failed",
+        EventKind::ApplyRecovered { .. } => "apply_recovered",
+        EventKind::Unwatched { .. } => "unwatched",
+        EventKind::ConflictRestored { .. } => "conflict_restored",
+        EventKind::ConflictDiscarded { .. } => "conflict_discarded",
+    }
+}
