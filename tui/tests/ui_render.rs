@@ -9,7 +9,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tandem_common::proto::{
     CacheEntry, CacheReport, Event, EventKind, FileState, HeldKind, ListedFile, NodeFileState,
-    NodeStatus,
+    NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{AppState, Msg, Zone, update};
@@ -101,6 +101,28 @@ fn files() -> Vec<ListedFile> {
     v
 }
 
+/// Five minutes of samples, one every 2 s, in a pattern of `seed`.
+fn history(seed: u64, receiving: bool) -> Vec<NodeSample> {
+    (0..150u64)
+        .map(|i| {
+            let wave = (i * 7 + seed * 13) % 40;
+            NodeSample {
+                at_s: 1_700_000_000 + i as i64 * 2,
+                cpu_percent: (wave as f32) * 1.5,
+                rss: (20 << 20) + wave * (64 << 10),
+                sent_per_s: if i > 100 { wave << 20 } else { 0 },
+                received_per_s: if receiving && i > 100 {
+                    (40 - wave) << 20
+                } else {
+                    0
+                },
+                cache_hits: (wave % 5) as u32,
+                cache_misses: u32::from(wave.is_multiple_of(7)),
+            }
+        })
+        .collect()
+}
+
 fn nodes(skew: bool) -> Vec<NodeStatus> {
     vec![
         NodeStatus {
@@ -116,7 +138,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             uptime_s: 7_380,
             clock_offset_ms: Some(0),
             warnings: Vec::new(),
-            history: Vec::new(),
+            history: history(1, false),
             pending_files: 0,
             pending_bytes: 0,
         },
@@ -133,7 +155,7 @@ fn nodes(skew: bool) -> Vec<NodeStatus> {
             uptime_s: 7_200,
             clock_offset_ms: Some(if skew { 1_520 } else { 12 }),
             warnings: Vec::new(),
-            history: Vec::new(),
+            history: history(2, true),
             pending_files: 0,
             pending_bytes: 0,
         },
@@ -460,9 +482,21 @@ fn cache_report() -> CacheReport {
 #[test]
 fn cache_view() {
     check("cache", |s| {
+        update(s, Msg::NodesLoaded(Ok(nodes(false))));
         update(s, key('2'));
         update(s, Msg::CacheLoaded(Ok(cache_report())));
         update(s, key('j'));
+    });
+}
+
+/// beta still has 12 files to apply: the header says how far along it is.
+#[test]
+fn header_while_a_node_syncs() {
+    check("syncing", |s| {
+        let mut n = nodes(false);
+        n[1].pending_files = 12;
+        n[1].pending_bytes = 300 << 20;
+        update(s, Msg::NodesLoaded(Ok(n)));
     });
 }
 

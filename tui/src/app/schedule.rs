@@ -150,6 +150,12 @@ impl AppState {
             View::Files if force => self.request_list(fx),
             _ => {}
         }
+        // Every view shows figures from the node list (the header's sync
+        // progress, the Cache view's hit rate): it stays fresh everywhere.
+        if self.view != View::Nodes && self.nodes_refresh.stale(now, false) {
+            self.nodes_refresh.start(now);
+            fx.push(Effect::RefreshNodes);
+        }
     }
 }
 

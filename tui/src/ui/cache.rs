@@ -15,13 +15,24 @@ use super::{data_style, fit_left, header_style, selected_style, thousands};
 
 const SUMMARY_H: u16 = 5;
 
-fn split(main: Rect) -> [Rect; 2] {
-    Layout::vertical([Constraint::Length(SUMMARY_H), Constraint::Min(0)]).areas(main)
+/// Summary, hit-rate chart (not on short screens), entries.
+fn split(main: Rect) -> [Rect; 3] {
+    let chart = if main.height >= 18 {
+        super::charts::HEIGHT
+    } else {
+        0
+    };
+    Layout::vertical([
+        Constraint::Length(SUMMARY_H),
+        Constraint::Length(chart),
+        Constraint::Min(0),
+    ])
+    .areas(main)
 }
 
 /// Entry rows on screen (for paging).
 pub fn table_rows(main: Rect) -> usize {
-    super::table_rows(split(main)[1])
+    super::table_rows(split(main)[2])
 }
 
 /// Draws the cache report, or why there is none.
@@ -44,7 +55,13 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         return;
     };
     let base = data_style(s);
-    let [top, bottom] = split(area);
+    let [top, chart, bottom] = split(area);
+    // The node's samples come with the node list (kept fresh in every view).
+    if let Some(n) = s.nodes.iter().find(|n| n.name == c.node)
+        && chart.height > 0
+    {
+        super::charts::render_hit_rate(frame, chart, n);
+    }
     let block = Block::bordered()
         .title(format!(" Cache of {} · policy {} ", c.node, c.policy))
         .style(base);

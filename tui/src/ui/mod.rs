@@ -5,6 +5,7 @@
 //! 100,000.
 
 pub mod cache;
+pub mod charts;
 pub mod feed;
 pub mod files;
 pub mod help;

@@ -53,9 +53,21 @@ fn split(main: Rect, notes: &[Line]) -> [Rect; 2] {
     Layout::vertical([Constraint::Min(0), Constraint::Length(h)]).areas(main)
 }
 
+/// Rows the selected node's charts take under the table: none on short
+/// screens, where the table needs them.
+fn charts_height(main: Rect) -> u16 {
+    if main.height >= 16 {
+        super::charts::HEIGHT
+    } else {
+        0
+    }
+}
+
 /// Node rows on screen (for paging).
 pub fn table_rows(main: Rect) -> usize {
-    super::table_rows(main).saturating_sub(2)
+    super::table_rows(main)
+        .saturating_sub(2)
+        .saturating_sub(usize::from(charts_height(main)))
 }
 
 fn uptime(s: u64) -> String {
@@ -106,7 +118,18 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         return;
     }
     let notes = notes(s);
-    let [table_area, notes_area] = split(area, &notes);
+    let [table_area, charts_area, notes_area] = {
+        let [rest, notes_area] = split(area, &notes);
+        let [t, c] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(charts_height(area))])
+                .areas(rest);
+        [t, c, notes_area]
+    };
+    if let Some(n) = s.nodes.get(s.nodes_sel)
+        && charts_area.height > 0
+    {
+        super::charts::render_node(frame, charts_area, n);
+    }
     let base = data_style(s);
     let live = s.is_up();
     let wide = area.width >= 110;

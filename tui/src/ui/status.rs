@@ -34,7 +34,13 @@ pub fn header(frame: &mut Frame, area: Rect, s: &AppState) {
         Conn::Up { name } => {
             spans.push(Span::styled(" ● ", Style::default().fg(Color::Green)));
             spans.push(Span::styled(name.clone(), bold));
-            spans.push(Span::raw(format!(" {}", s.node_addr)));
+            let progress = super::charts::sync_progress(&s.nodes, area.width >= 120);
+            // While syncing on a narrow screen, the progress takes the
+            // place of the address and the totals.
+            let roomy = progress.is_none() || area.width >= 120;
+            if roomy {
+                spans.push(Span::raw(format!(" {}", s.node_addr)));
+            }
             let (up, down) = s.node_counts();
             spans.push(Span::raw("  nodes "));
             spans.push(Span::styled(
@@ -48,11 +54,19 @@ pub fn header(frame: &mut Frame, area: Rect, s: &AppState) {
                     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
                 ));
             }
-            spans.push(Span::raw(format!(
-                "  {} files {}",
-                thousands(s.files.len() as u64),
-                human_size(s.files.total_bytes())
-            )));
+            if roomy {
+                spans.push(Span::raw(format!(
+                    "  {} files {}",
+                    thousands(s.files.len() as u64),
+                    human_size(s.files.total_bytes())
+                )));
+            }
+            if let Some(p) = progress {
+                spans.push(Span::styled(
+                    format!("  {p}"),
+                    Style::default().fg(Color::Yellow),
+                ));
+            }
             if clock_skew(s) {
                 spans.push(Span::styled(
                     "  ⚠ clock skew (see Nodes)",
