@@ -378,11 +378,16 @@ fn list_discover_nodes_ping_and_clients() {
 
     // ping.
     let t = run_ok(&a, &["ping", "B"], &nodes);
-    let ms: f64 = t
-        .trim()
-        .strip_prefix("B: round trip ")
+    // The shared RTT format: `640 µs` under a millisecond, `1.3 ms` above.
+    let rtt = t.trim().strip_prefix("B: round trip ");
+    let ms: f64 = rtt
         .and_then(|s| s.strip_suffix(" ms"))
         .and_then(|s| s.parse().ok())
+        .or_else(|| {
+            rtt.and_then(|s| s.strip_suffix(" µs"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|us| us as f64 / 1000.0)
+        })
         .unwrap_or_else(|| panic!("ping output: {t}"));
     assert!(ms > 0.0 && ms < 5000.0, "{t}");
     let t = run_ok(&b, &["ping", "A"], &nodes);

@@ -482,9 +482,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?
         {
-            ClientResponse::Pong { rtt_us } => {
-                writeln!(out, "{target}: round trip {:.3} ms", rtt_us as f64 / 1000.0)?
-            }
+            ClientResponse::Pong { rtt_us } => writeln!(
+                out,
+                "{target}: round trip {}",
+                tandem_common::display::rtt(rtt_us)
+            )?,
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Discover { target, json } => {
