@@ -618,7 +618,7 @@ fn views_through_one_end_of_a_chain_include_the_far_end() {
     assert_eq!(v.len(), 3, "one row per node: {v:?}");
     let own: Vec<Value> = json(a, &["discover", "C", "--json"]);
     assert!(find(&own, "far.txt").is_some(), "{own:?}");
-    let cache = run_ok(a, &["cache", "--node", "C"], &all);
+    let cache = run_ok(a, &["cache", "--of", "C"], &all);
     assert!(cache.contains("cache of C"), "{cache}");
 }
 
@@ -873,7 +873,7 @@ fn cache_counts_hits_and_lists_entries() {
     );
 
     // Another node's cache, through A: B served nothing yet.
-    let r: Value = json(&a, &["cache", "--node", "B", "--json"]);
+    let r: Value = json(&a, &["cache", "--of", "B", "--json"]);
     assert_eq!(r["node"], "B", "{r}");
     assert_eq!(r["hits"], 0, "{r}");
     run_ok(
@@ -881,12 +881,21 @@ fn cache_counts_hits_and_lists_entries() {
         &["fetch", "cached.bin", "--to", to.path().to_str().unwrap()],
         &nodes,
     );
-    let r: Value = json(&a, &["cache", "--node", "B", "--json"]);
+    let r: Value = json(&a, &["cache", "--of", "B", "--json"]);
     assert_eq!(r["misses"], 1, "{r}");
     assert_eq!(r["entries"][0]["path"], "cached.bin", "{r}");
-    let out = run_refused(&a, &["cache", "--node", "Q"], &nodes);
+    let out = run_refused(&a, &["cache", "--of", "Q"], &nodes);
     assert!(
         text(&out.stderr).contains("no node named \"Q\" in the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The old spelling: `--node` is the global address now; a name there
+    // is a usage error that points to `--of`.
+    let out = a.tandem(&["cache", "--node", "B"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("to see the cache of node B, use `tandem cache --of B`"),
         "{}",
         text(&out.stderr)
     );

@@ -23,10 +23,11 @@ use tandem_common::proto::{Access, ClientRequest, ClientResponse, FeedCursor, Lo
     after_help = "Example:\n  tandem --node 127.0.0.1:7001 list\n  TANDEM_NODE=127.0.0.1:7002 tandem lock 3"
 )]
 struct Cli {
-    /// Node to talk to (HOST:PORT, or ID@HOST:PORT to insist on its id);
-    /// give it before the subcommand.
+    /// Node to talk to (HOST:PORT, or ID@HOST:PORT to insist on its id),
+    /// before or after the subcommand.
     #[arg(
         long,
+        global = true,
         env = "TANDEM_NODE",
         default_value = "127.0.0.1:7001",
         value_name = "ADDR"
@@ -128,10 +129,11 @@ enum Command {
         as_path: Option<String>,
     },
     /// Show a node's file cache: entries and hit ratio.
-    #[command(after_help = "Example:\n  tandem cache\n  tandem cache --node B --json")]
+    #[command(after_help = "Example:\n  tandem cache\n  tandem cache --of B --json")]
     Cache {
-        /// The node (by name) [default: the one connected to].
-        #[arg(long = "node", value_name = "NAME")]
+        /// The node whose cache to show, by name [default: the one
+        /// connected to].
+        #[arg(long, value_name = "NODE")]
         of: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -225,9 +227,39 @@ fn tune_allocator() {
     }
 }
 
+/// `--node` must be an address. A node's name there is most likely the
+/// old `cache --node NAME`, now `cache --of NAME` (`--node` is global and
+/// taken after the subcommand too): say so instead of failing to resolve.
+fn check_node_arg(cli: &Cli) -> Result<(), clap::Error> {
+    use clap::CommandFactory;
+    let addr = cli
+        .node
+        .rsplit_once('@')
+        .map_or(cli.node.as_str(), |(_, a)| a);
+    let is_addr = addr
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if is_addr {
+        return Ok(());
+    }
+    let v = &cli.node;
+    let msg = match &cli.command {
+        Some(Command::Cache { .. }) => format!(
+            "--node takes the address of the node to talk to (HOST:PORT), not a node's name; to see the cache of node {v}, use `tandem cache --of {v}`"
+        ),
+        _ => format!(
+            "--node {v:?} is not an address; give HOST:PORT or ID@HOST:PORT, e.g. --node 127.0.0.1:7001 (set by --node or TANDEM_NODE)"
+        ),
+    };
+    Err(Cli::command().error(clap::error::ErrorKind::InvalidValue, msg))
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    if let Err(e) = check_node_arg(&cli) {
+        e.exit();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -571,11 +603,32 @@ mod tests {
     }
 
     #[test]
-    fn node_flag_and_cache_node_flag_coexist() {
+    fn node_is_global_and_cache_names_its_node_with_of() {
+        for args in [
+            &["tandem", "--node", "127.0.0.1:9", "cache", "--of", "B"][..],
+            &["tandem", "cache", "--of", "B", "--node", "127.0.0.1:9"],
+            &["tandem", "cache", "--node", "127.0.0.1:9", "--of", "B"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.node, "127.0.0.1:9", "{args:?}");
+            assert!(
+                matches!(cli.command, Some(Command::Cache { of: Some(ref n), .. }) if n == "B"),
+                "{args:?}"
+            );
+            assert!(check_node_arg(&cli).is_ok());
+        }
+        let cli = Cli::try_parse_from(["tandem", "list", "--node", "h:7001"]).unwrap();
+        assert_eq!(cli.node, "h:7001");
+        // The old spelling: a name where an address goes, with the way out.
         let cli = Cli::try_parse_from(["tandem", "--node", "127.0.0.1:9", "cache", "--node", "B"])
             .unwrap();
-        assert_eq!(cli.node, "127.0.0.1:9");
-        assert!(matches!(cli.command, Some(Command::Cache { of: Some(ref n), .. }) if n == "B"));
+        let e = check_node_arg(&cli).unwrap_err().to_string();
+        assert!(e.contains("use `tandem cache --of B`"), "{e}");
+        let cli = Cli::try_parse_from(["tandem", "list", "--node", "B"]).unwrap();
+        let e = check_node_arg(&cli).unwrap_err().to_string();
+        assert!(e.contains("--node \"B\" is not an address"), "{e}");
+        let cli = Cli::try_parse_from(["tandem", "--node", "ABC@[::1]:7001", "list"]).unwrap();
+        assert!(check_node_arg(&cli).is_ok());
         assert!(
             Cli::try_parse_from(["tandem", "lock"]).is_err(),
             "lock needs an index or --path"
