@@ -704,9 +704,7 @@ where
             None => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) if n == ctx.name => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) => match node_named(ctx, &n) {
-                None => ClientResponse::Error(ApiError::Other(format!(
-                    "no node named {n:?} in the cluster (see `tandem nodes`)"
-                ))),
+                None => ClientResponse::Error(no_such_node(ctx, &n)),
                 Some(id) => match ctx
                     .peer
                     .mesh
@@ -875,9 +873,7 @@ async fn discover(
         return ctx.core.list().await;
     }
     let Some(id) = node_named(ctx, node) else {
-        return Err(ApiError::Other(format!(
-            "no node named {node:?} in the cluster (see `tandem nodes`)"
-        )));
+        return Err(no_such_node(ctx, node));
     };
     match crate::cluster::node_files(&ctx.peer.mesh, id).await {
         Ok(v) => {
@@ -896,6 +892,26 @@ fn node_named(ctx: &Ctx, name: &str) -> Option<NodeId> {
         .members()
         .into_iter()
         .find(|id| *id != ctx.node_id && ctx.locks.name_of(*id) == name)
+}
+
+/// "There is no node called `name`", with the names there are.
+fn no_such_node(ctx: &Ctx, name: &str) -> ApiError {
+    let mut names: Vec<String> = ctx
+        .peer
+        .mesh
+        .trust()
+        .members()
+        .into_iter()
+        .filter(|id| *id != ctx.node_id)
+        .map(|id| ctx.locks.name_of(id))
+        .collect();
+    names.push(ctx.name.clone());
+    names.sort();
+    names.dedup();
+    ApiError::Other(format!(
+        "no node named {name:?} in the cluster; its nodes are {} (see `tandem nodes`)",
+        names.join(", ")
+    ))
 }
 
 async fn send_files<S>(
@@ -942,10 +958,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let missing = || ApiError::Other(format!("{path} does not exist"));
+    if let Some(n) = &from
+        && *n != ctx.name
+        && node_named(ctx, n).is_none()
+    {
+        return Ok(Err(no_such_node(ctx, n)));
+    }
     let file = match crate::cluster::merged_row(&ctx.core, &ctx.peer.links, &ctx.name, &path).await
     {
         Ok(Some(f)) => f,
-        Ok(None) => return Ok(Err(missing())),
+        Ok(None) => {
+            // Folders sync too, but only files are fetched.
+            if let Ok(Some((_, e))) = ctx.core.entry(path.clone()).await
+                && !e.deleted
+                && e.kind == tandem_common::model::EntryKind::Dir
+            {
+                return Ok(Err(ApiError::Other(format!(
+                    "{path} is a folder; fetch the files in it one by one (`tandem list` shows them)"
+                ))));
+            }
+            return Ok(Err(missing()));
+        }
         Err(e) => return Ok(Err(e)),
     };
     let source = match from {
@@ -1177,7 +1210,7 @@ where
     let who = session.name.clone();
     let res = ctx
         .core
-        .put(path.clone(), tmp.clone(), mtime_ns, mode, who)
+        .put(path.clone(), tmp.clone(), mtime_ns, mode, who, session.id)
         .await
         .and_then(|r| r);
     if res.is_err() {

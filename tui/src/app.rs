@@ -796,6 +796,8 @@ pub enum Effect {
         path: RelPath,
         /// The directory.
         dest: PathBuf,
+        /// Replace a file of that name in the directory (`:fetch … --force`).
+        force: bool,
     },
     /// Leave.
     Quit,
@@ -1070,7 +1072,7 @@ impl AppState {
         vec![Effect::Unlock { path, force }]
     }
 
-    fn fetch(&mut self, path: RelPath, dest: PathBuf) -> Vec<Effect> {
+    fn fetch(&mut self, path: RelPath, dest: PathBuf, force: bool) -> Vec<Effect> {
         if !self.is_up() {
             return self.not_connected();
         }
@@ -1090,7 +1092,7 @@ impl AppState {
             from: None,
         });
         self.status = None;
-        vec![Effect::Fetch { path, dest }]
+        vec![Effect::Fetch { path, dest, force }]
     }
 
     fn mark_known(&mut self, nodes: &[String]) {
@@ -1532,7 +1534,7 @@ fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 } else {
                     PathBuf::from(input.trim())
                 };
-                s.fetch(path, dest)
+                s.fetch(path, dest, false)
             }
             KeyCode::Esc => Vec::new(),
             KeyCode::Backspace => {
@@ -1694,9 +1696,15 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     fx
 }
 
-/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR]`, `list`).
+/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR] [--force]`,
+/// `list`).
 fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    // `--force` anywhere in a fetch: replace a file already there.
+    let force_fetch = words.first() == Some(&"fetch") && words.contains(&"--force");
+    if force_fetch {
+        words.retain(|w| *w != "--force");
+    }
     let usage = || {
         let cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
         format!("commands: {}", cmds.join(", "))
@@ -1719,9 +1727,9 @@ fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
         }
         ["fetch", t] => target(s, t).map(|p| {
             let cwd = s.cwd.clone();
-            s.fetch(p, cwd)
+            s.fetch(p, cwd, force_fetch)
         }),
-        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir))),
+        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir), force_fetch)),
         ["list"] => {
             let mut fx = Vec::new();
             if s.is_up() {

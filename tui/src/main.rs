@@ -105,7 +105,7 @@ enum Command {
     },
     /// Download a file from the cluster (newest version) into a directory.
     #[command(
-        after_help = "Example:\n  tandem fetch docs/plan.md --to /tmp\n  tandem fetch big.iso --from B"
+        after_help = "Example:\n  tandem fetch docs/plan.md --to /tmp\n  tandem fetch big.iso --from B\n  tandem fetch docs/plan.md --force   # replace ./plan.md"
     )]
     Fetch {
         /// The file's path in the cluster.
@@ -116,10 +116,13 @@ enum Command {
         /// Download from this node (by name) instead of the best one.
         #[arg(long, value_name = "NODE")]
         from: Option<String>,
+        /// Replace a file of the same name already in DIR.
+        #[arg(long)]
+        force: bool,
     },
     /// Upload a local file into the cluster (sync carries it to every node).
     #[command(
-        after_help = "Example:\n  tandem put report.pdf\n  tandem put ./build/app --as releases/app-1.2"
+        after_help = "Example:\n  tandem put report.pdf\n  tandem put ./build/app --as releases/app-1.2\n  tandem put report.pdf --force   # replace the cluster's report.pdf"
     )]
     Put {
         /// The local file.
@@ -127,6 +130,10 @@ enum Command {
         /// Its path in the cluster [default: the file's name].
         #[arg(long = "as", value_name = "PATH")]
         as_path: Option<String>,
+        /// Replace a file already at that path in the cluster (not needed
+        /// for a file you have locked).
+        #[arg(long)]
+        force: bool,
     },
     /// Show a node's file cache: entries and hit ratio.
     #[command(after_help = "Example:\n  tandem cache\n  tandem cache --of B --json")]
@@ -455,11 +462,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Feed { .. } => unreachable!("handled above"),
-        Command::Fetch { path, to, from } => {
+        Command::Fetch {
+            path,
+            to,
+            from,
+            force,
+        } => {
             let rel =
                 RelPath::new(path.as_str()).with_context(|| format!("invalid path {path:?}"))?;
             let t0 = std::time::Instant::now();
-            let done = transfer::fetch_with_bar(&c, &rel, to, from.clone()).await?;
+            let done = match transfer::fetch_with_bar(&c, &rel, to, from.clone(), *force).await {
+                Err(e) if e.is::<transfer::WouldOverwrite>() => {
+                    bail!("{e}. Add --force to replace it, or --to another folder")
+                }
+                r => r?,
+            };
             writeln!(
                 out,
                 "{} saved to {} ({}, {:.2?}, from {})",
@@ -470,7 +487,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 done.from
             )?;
         }
-        Command::Put { file, as_path } => {
+        Command::Put {
+            file,
+            as_path,
+            force,
+        } => {
             let name = match as_path {
                 Some(p) => p.clone(),
                 None => file
@@ -487,7 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rel = RelPath::new(name.as_str())
                 .with_context(|| format!("invalid cluster path {name:?}"))?;
             let t0 = std::time::Instant::now();
-            let size = transfer::put(&c, file, &rel).await?;
+            let size = transfer::put(&c, file, &rel, *force).await?;
             writeln!(
                 out,
                 "{} stored as {} on {} ({}, {:.2?})",
