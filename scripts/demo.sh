@@ -159,10 +159,11 @@ t --node "$A_ADDR" --name demo unlock --path README.txt
 wait_for "the released change reaches A" 10 in_sync README.txt
 ok "A now has: $(tail -1 "$A/README.txt")"
 
-step "fetch a file through A's cache, twice, and show the cache"
-mkdir -p "$DEMO/downloads/1" "$DEMO/downloads/2"
-t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads/1"
-t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads/2"
+step "fetch a file through A's cache, twice (--force replaces the first copy), and show the cache"
+mkdir -p "$DEMO/downloads"
+rm -f "$DEMO/downloads/meeting.md"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads"
+t --node "$A_ADDR" fetch docs/notes/meeting.md --to "$DEMO/downloads" --force
 t --node "$A_ADDR" cache
 cache_json=$(t --node "$A_ADDR" cache --json)
 grep -q '"hits": [1-9]' <<<"$cache_json" || { echo "FAILED: the second fetch was not a cache hit" >&2; exit 1; }
@@ -170,7 +171,7 @@ ok "second fetch served from the cache"
 
 step "put a local file into the cluster through A, see it on B"
 echo "deposited at $(date +%T)" > "$DEMO/deposit.txt"
-t --node "$A_ADDR" --name demo put "$DEMO/deposit.txt" --as inbox/deposit.txt
+t --node "$A_ADDR" --name demo put "$DEMO/deposit.txt" --as inbox/deposit.txt --force
 wait_for "inbox/deposit.txt reaches B" 10 in_sync inbox/deposit.txt
 ok "B has inbox/deposit.txt"
 

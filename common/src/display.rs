@@ -21,6 +21,39 @@ pub fn rfc3339(mtime_ns: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A round-trip time in microseconds, the one way the CLI and the UI show
+/// it: `640 µs` under a millisecond, `1.3 ms` above.
+pub fn rtt(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
+/// An uptime in seconds, the one way the CLI and the UI show it: `45s`,
+/// `3m07s`, `2h05m`, `3d04h`.
+pub fn uptime(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A timeout or delay in words for messages: `10 s`, `1.5 s`, `500 ms`.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +68,21 @@ mod tests {
             "2017-07-14T02:40:00.123456789Z"
         );
         assert_eq!(local_time(0).len(), 19);
+    }
+
+    #[test]
+    fn rtts_uptimes_and_durations() {
+        assert_eq!(rtt(0), "0 µs");
+        assert_eq!(rtt(640), "640 µs");
+        assert_eq!(rtt(1_260), "1.3 ms");
+        assert_eq!(rtt(31_000), "31.0 ms");
+        assert_eq!(uptime(45), "45s");
+        assert_eq!(uptime(187), "3m07s");
+        assert_eq!(uptime(7_500), "2h05m");
+        assert_eq!(uptime(273_600), "3d04h");
+        use std::time::Duration;
+        assert_eq!(duration(Duration::from_secs(10)), "10 s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(duration(Duration::from_millis(500)), "500 ms");
     }
 }

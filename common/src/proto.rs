@@ -983,7 +983,7 @@ pub enum ApiError {
         id: String,
     },
     /// No trusted node of that name.
-    #[error("no node named {name:?} in the cluster; known: {}", if .known.is_empty() { "none".to_string() } else { .known.join(", ") })]
+    #[error("no node named {name:?} in the cluster; its nodes are {} (see `tandem nodes`)", .known.join(", "))]
     NoSuchNode {
         /// The name asked for.
         name: String,

@@ -1014,10 +1014,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let missing = || ApiError::Other(format!("{path} does not exist"));
+    if let Some(n) = &from
+        && *n != ctx.name
+        && node_named(ctx, n).is_none()
+    {
+        return Ok(Err(no_such_node(ctx, n)));
+    }
     let file = match crate::cluster::merged_row(&ctx.core, &ctx.peer.links, &ctx.name, &path).await
     {
         Ok(Some(f)) => f,
-        Ok(None) => return Ok(Err(missing())),
+        Ok(None) => {
+            // Folders sync too, but only files are fetched.
+            if let Ok(Some((_, e))) = ctx.core.entry(path.clone()).await
+                && !e.deleted
+                && e.kind == tandem_common::model::EntryKind::Dir
+            {
+                return Ok(Err(ApiError::Other(format!(
+                    "{path} is a folder; fetch the files in it one by one (`tandem list` shows them)"
+                ))));
+            }
+            return Ok(Err(missing()));
+        }
         Err(e) => return Ok(Err(e)),
     };
     let source = match from {
@@ -1249,7 +1266,7 @@ where
     let who = session.name.clone();
     let res = ctx
         .core
-        .put(path.clone(), tmp.clone(), mtime_ns, mode, who)
+        .put(path.clone(), tmp.clone(), mtime_ns, mode, who, session.id)
         .await
         .and_then(|r| r);
     if res.is_err() {

@@ -22,8 +22,9 @@ pub struct Args {
     /// Directory to own and sync (created if missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Address to listen on for peers and clients.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// Address to listen on for peers and clients, HOST:PORT (a host name
+    /// listens on its first IPv4 address), e.g. 0.0.0.0:7001, localhost:7001.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// A peer node to connect to, as ID@HOST:PORT (its id from
     /// `tandem-node --dir DIR id`; naming it trusts it). HOST:PORT alone
@@ -43,8 +44,8 @@ pub struct Args {
     /// Cache eviction policy.
     #[arg(long, value_enum, default_value = "moka")]
     pub cache_policy: crate::cache::Policy,
-    /// Serve Prometheus metrics over HTTP on this address.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics over HTTP on this address (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
     /// How often to compare the whole folder with the index (a stat walk;
     /// only changed files are read), to catch what the watcher missed,
@@ -113,18 +114,58 @@ impl std::fmt::Display for PeerSpec {
     }
 }
 
+/// Whether `s` has the shape HOST:PORT (a name or an IP address, `[…]`
+/// around IPv6, and a port number).
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok()
+    })
+}
+
+/// Parses a listening address, `HOST:PORT`: an IP address or a host name
+/// (`localhost:7001`), resolved now. Of several addresses the first IPv4
+/// one is taken, so `localhost` listens where `127.0.0.1` is dialled.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if !is_host_port(s) {
+        return Err(format!(
+            "{s:?} is not HOST:PORT; give an address and a port, e.g. 127.0.0.1:7001, 0.0.0.0:7001 or localhost:7001"
+        ));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("cannot resolve {s:?} ({e}); give an IP address instead, e.g. 127.0.0.1:7001")
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| {
+            format!("{s:?} resolves to no address; give an IP address instead, e.g. 127.0.0.1:7001")
+        })
+}
+
 /// Parses `ID@HOST:PORT` or `HOST:PORT`.
 pub fn parse_peer(s: &str) -> Result<PeerSpec, String> {
     let (id, addr) = match s.rsplit_once('@') {
-        Some((id, addr)) => (Some(id.parse::<NodeId>().map_err(|e| e.to_string())?), addr),
+        Some((id, addr)) => (
+            Some(id.parse::<NodeId>().map_err(|e| {
+                format!("{e}; give a peer as ID@HOST:PORT, e.g. ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23@localhost:7002")
+            })?),
+            addr,
+        ),
         None => (None, s),
     };
-    let ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-    if !ok {
+    if !is_host_port(addr) {
         return Err(format!(
-            "{addr:?} is not HOST:PORT; give a peer as ID@HOST:PORT, e.g. ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23@192.168.1.20:7001"
+            "{addr:?} is not HOST:PORT; give a peer as ID@HOST:PORT (HOST a name or an IP address), e.g. ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23@192.168.1.20:7001 or ABCDEFG-HIJKLMN-OPQRSTU-VWXYZ23@localhost:7002"
         ));
     }
     Ok(PeerSpec {
@@ -153,30 +194,23 @@ pub fn parse_heartbeat(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// Parses `64MiB`, `512KiB`, `1GiB`, `100MB`, or plain bytes.
+/// Parses a size with its unit: `64MiB`, `512KiB`, `1.5GiB`, `100MB`,
+/// `4096B` (through `byte-unit`, case-insensitive: `mib` is MiB, `b` a
+/// byte, never a bit). A bare number is refused: `--cache-size 64` once
+/// silently meant 64 bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 64MiB, 512KiB or 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        u => {
-            return Err(format!(
-                "unknown size unit {u:?} in {s:?} (use KiB, MiB or GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    if t.is_empty() {
+        return Err("the size is empty; give a number with a unit, e.g. 64MiB".into());
+    }
+    if t.ends_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "{t:?} has no unit; write e.g. {t}MiB (or {t}B for bytes, {t}KiB, {t}GiB)"
+        ));
+    }
+    let b = byte_unit::Byte::parse_str(t, true)
+        .map_err(|e| format!("{t:?} is not a size ({e}); write e.g. 64MiB, 512KiB or 1GiB"))?;
+    Ok(b.as_u64())
 }
 
 /// Validated configuration of a node.
@@ -277,13 +311,55 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64mib"), Ok(64 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5XB").unwrap_err().contains("unknown size unit"));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("4096b"), Ok(4096), "b is a byte here, not a bit");
+        assert_eq!(parse_size("0B"), Ok(0));
+        assert_eq!(
+            parse_size("64"),
+            Err("\"64\" has no unit; write e.g. 64MiB (or 64B for bytes, 64KiB, 64GiB)".into())
+        );
+        assert!(parse_size("lots").unwrap_err().contains("e.g. 64MiB"));
+        assert!(parse_size("5XB").unwrap_err().contains("is not a size"));
+        assert!(parse_size("").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:7001"),
+            Ok("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("[::1]:7001"),
+            Ok("[::1]:7001".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("localhost:7002"),
+            Ok("127.0.0.1:7002".parse().unwrap()),
+            "a host name, its IPv4 address first"
+        );
+        for bad in [
+            "7002",
+            "localhost",
+            ":7002",
+            "localhost:99999",
+            "local host:1",
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains("is not HOST:PORT"), "{bad}: {e}");
+            assert!(e.contains("localhost:7001"), "{bad}: {e}");
+        }
+        assert!(
+            parse_listen("no-such-host.invalid:7001")
+                .unwrap_err()
+                .contains("cannot resolve")
+        );
     }
 
     #[test]
@@ -301,6 +377,13 @@ mod tests {
                 .contains("not a Tandem id")
         );
         assert!(parse_peer("127.0.0.1").unwrap_err().contains("HOST:PORT"));
+        let p = parse_peer(&format!("{id}@localhost:7002")).unwrap();
+        assert_eq!(p.addr, "localhost:7002");
+        assert!(
+            parse_peer("nope@localhost:7002")
+                .unwrap_err()
+                .contains("give a peer as ID@HOST:PORT")
+        );
     }
 
     #[test]

@@ -33,9 +33,16 @@ fn main() -> ExitCode {
     } else {
         format!("{spec},openraft=off")
     };
+    // Colours only for a person at a terminal: a log file, a pipe or a
+    // journal gets plain text (and NO_COLOR turns them off anywhere).
+    let colour = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(spec))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let args = Args::parse();
     match start(args) {

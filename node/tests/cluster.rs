@@ -378,18 +378,23 @@ fn list_discover_nodes_ping_and_clients() {
 
     // ping.
     let t = run_ok(&a, &["ping", "B"], &nodes);
-    let ms: f64 = t
-        .trim()
-        .strip_prefix("B: round trip ")
+    // The shared RTT format: `640 µs` under a millisecond, `1.3 ms` above.
+    let rtt = t.trim().strip_prefix("B: round trip ");
+    let ms: f64 = rtt
         .and_then(|s| s.strip_suffix(" ms"))
         .and_then(|s| s.parse().ok())
+        .or_else(|| {
+            rtt.and_then(|s| s.strip_suffix(" µs"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|us| us as f64 / 1000.0)
+        })
         .unwrap_or_else(|| panic!("ping output: {t}"));
     assert!(ms > 0.0 && ms < 5000.0, "{t}");
     let t = run_ok(&b, &["ping", "A"], &nodes);
     assert!(t.starts_with("A: round trip "), "{t}");
     let out = run_refused(&a, &["ping", "nobody"], &nodes);
     assert!(
-        text(&out.stderr).contains("no node named \"nobody\" in the cluster; known: A, B"),
+        text(&out.stderr).contains("no node named \"nobody\" in the cluster; its nodes are A, B"),
         "{}",
         text(&out.stderr)
     );
@@ -619,7 +624,7 @@ fn views_through_one_end_of_a_chain_include_the_far_end() {
     assert_eq!(v.len(), 3, "one row per node: {v:?}");
     let own: Vec<Value> = json(a, &["discover", "C", "--json"]);
     assert!(find(&own, "far.txt").is_some(), "{own:?}");
-    let cache = run_ok(a, &["cache", "--node", "C"], &all);
+    let cache = run_ok(a, &["cache", "--of", "C"], &all);
     assert!(cache.contains("cache of C"), "{cache}");
     // The round trip of the whole path, through B.
     let ping = run_ok(a, &["ping", "C"], &all);
@@ -780,23 +785,29 @@ fn fetch_saves_whole_verified_files() {
         mtime
     );
     assert_eq!(dir_entries(to_b.path()), ["report.bin"]);
-    let out = run_refused(
-        &a,
-        &[
-            "fetch",
-            "docs/report.bin",
-            "--to",
-            to_b.path().to_str().unwrap(),
-            "--from",
-            "Z",
-        ],
-        &nodes,
-    );
-    assert!(
-        text(&out.stderr).contains("node Z does not hold"),
-        "{}",
-        text(&out.stderr)
-    );
+    // --from a node that does not exist: said so, with the ones that do.
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().to_str().unwrap();
+    for via in nodes {
+        let out = run_refused(
+            via,
+            &["fetch", "docs/report.bin", "--to", e, "--from", "Z"],
+            &nodes,
+        );
+        assert_eq!(
+            text(&out.stderr),
+            "tandem: error: no node named \"Z\" in the cluster; its nodes are A, B (see `tandem nodes`)\n"
+        );
+    }
+    // A folder: said so (folders sync, only files are fetched).
+    for via in nodes {
+        let out = run_refused(via, &["fetch", "docs", "--to", e], &nodes);
+        assert_eq!(
+            text(&out.stderr),
+            "tandem: error: docs is a folder; fetch the files in it one by one (`tandem list` shows them)\n"
+        );
+    }
+    assert_eq!(dir_entries(empty.path()), Vec::<String>::new());
 
     // A missing path: exit 1, "does not exist", nothing written.
     let empty = tempfile::tempdir().unwrap();
@@ -827,7 +838,19 @@ fn fetch_saves_whole_verified_files() {
     put(a.path("live.txt"), "first version\n");
     wait_content(&nodes, "live.txt", b"first version\n");
     run_ok(&a, &["fetch", "live.txt", "--to", to_s], &nodes);
-    run_ok(&a, &["fetch", "live.txt", "--to", to_s], &nodes);
+    // A file already there is kept unless --force, and nothing is fetched.
+    fs::write(to.path().join("live.txt"), b"mine\n").unwrap();
+    let out = run_refused(&a, &["fetch", "live.txt", "--to", to_s], &nodes);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "tandem: error: {}/live.txt already exists; nothing was fetched. Add --force to replace it, or --to another folder\n",
+            to_s
+        )
+    );
+    assert_eq!(fs::read(to.path().join("live.txt")).unwrap(), b"mine\n");
+    assert_eq!(dir_entries(to.path()), ["live.txt"], "no temp file left");
+    run_ok(&a, &["fetch", "live.txt", "--to", to_s, "--force"], &nodes);
     assert_eq!(
         fs::read(to.path().join("live.txt")).unwrap(),
         b"first version\n"
@@ -835,14 +858,14 @@ fn fetch_saves_whole_verified_files() {
     put(a.path("live.txt"), "second version\n");
     a.wait_matches_disk("live.txt re-indexed on A");
     for via in nodes {
-        run_ok(via, &["fetch", "live.txt", "--to", to_s], &nodes);
+        run_ok(via, &["fetch", "live.txt", "--to", to_s, "--force"], &nodes);
         let got = fs::read(to.path().join("live.txt")).unwrap();
         if via.name() == "A" {
             assert_eq!(got, b"second version\n", "stale content after the change");
         }
     }
     wait_content(&nodes, "live.txt", b"second version\n");
-    run_ok(&b, &["fetch", "live.txt", "--to", to_s], &nodes);
+    run_ok(&b, &["fetch", "live.txt", "--to", to_s, "--force"], &nodes);
     assert_eq!(
         fs::read(to.path().join("live.txt")).unwrap(),
         b"second version\n"
@@ -938,7 +961,13 @@ fn cache_counts_hits_and_lists_entries() {
     for _ in 0..2 {
         run_ok(
             &a,
-            &["fetch", "cached.bin", "--to", to.path().to_str().unwrap()],
+            &[
+                "fetch",
+                "cached.bin",
+                "--to",
+                to.path().to_str().unwrap(),
+                "--force",
+            ],
             &nodes,
         );
     }
@@ -966,20 +995,35 @@ fn cache_counts_hits_and_lists_entries() {
     );
 
     // Another node's cache, through A: B served nothing yet.
-    let r: Value = json(&a, &["cache", "--node", "B", "--json"]);
+    let r: Value = json(&a, &["cache", "--of", "B", "--json"]);
     assert_eq!(r["node"], "B", "{r}");
     assert_eq!(r["hits"], 0, "{r}");
     run_ok(
         &b,
-        &["fetch", "cached.bin", "--to", to.path().to_str().unwrap()],
+        &[
+            "fetch",
+            "cached.bin",
+            "--to",
+            to.path().to_str().unwrap(),
+            "--force",
+        ],
         &nodes,
     );
-    let r: Value = json(&a, &["cache", "--node", "B", "--json"]);
+    let r: Value = json(&a, &["cache", "--of", "B", "--json"]);
     assert_eq!(r["misses"], 1, "{r}");
     assert_eq!(r["entries"][0]["path"], "cached.bin", "{r}");
-    let out = run_refused(&a, &["cache", "--node", "Q"], &nodes);
+    let out = run_refused(&a, &["cache", "--of", "Q"], &nodes);
     assert!(
         text(&out.stderr).contains("no node named \"Q\" in the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The old spelling: `--node` is the global address now; a name there
+    // is a usage error that points to `--of`.
+    let out = a.tandem(&["cache", "--node", "B"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("to see the cache of node B, use `tandem cache --of B`"),
         "{}",
         text(&out.stderr)
     );
@@ -1010,7 +1054,7 @@ fn largest_first_cache_never_exceeds_its_capacity() {
     order.extend([2, 0, 6, 5, 1]);
     for i in order {
         let f = format!("f{i}.bin");
-        run_ok(&a, &["fetch", &f, "--to", to_s], &nodes);
+        run_ok(&a, &["fetch", &f, "--to", to_s, "--force"], &nodes);
         assert_eq!(
             fs::read(to.path().join(&f)).unwrap(),
             pattern(sizes[i], i as u64 + 100)
@@ -1101,16 +1145,34 @@ fn put_publishes_a_file_on_every_node() {
     assert!(out.contains("stored as sub/name.bin on B"), "{out}");
     wait_content(&nodes, "sub/name.bin", &data);
 
-    // Replacing an existing path.
+    // Replacing an existing path takes --force; without it nothing changes.
     fs::write(&file, b"replacement\n").unwrap();
+    for via in nodes {
+        let out = run_refused(
+            via,
+            &as_client(idf, &name, &["put", f, "--as", "sub/name.bin"]),
+            &nodes,
+        );
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "tandem: error: sub/name.bin already exists in the cluster ({}, on A, B); nothing was uploaded. Add --force to replace it\n",
+                tandem_common::display::human_size(data.len() as u64)
+            )
+        );
+    }
+    for n in nodes {
+        assert_eq!(fs::read(n.path("sub/name.bin")).unwrap(), data);
+    }
     run_ok(
         &b,
-        &as_client(idf, &name, &["put", f, "--as", "sub/name.bin"]),
+        &as_client(idf, &name, &["put", f, "--as", "sub/name.bin", "--force"]),
         &nodes,
     );
     wait_content(&nodes, "sub/name.bin", b"replacement\n");
 
-    // A locked path is refused, through either node, by anyone.
+    // A locked path is refused to everyone but its owner, through either
+    // node; the owner puts it through the node the lock was taken through.
     let (owner_file, _) = ident(&ids, "owner");
     let of = owner_file.to_str().unwrap();
     harness::approve(a.addr(), of, "write");
@@ -1126,16 +1188,28 @@ fn put_publishes_a_file_on_every_node() {
             .all(|n| try_json::<Vec<Value>>(n, &["locks", "--json"]).is_ok_and(|v| v.len() == 1))
     });
     for n in nodes {
-        for who in [(idf, name.as_str()), (of, "owner")] {
-            let out = run_refused(
-                n,
-                &as_client(who.0, who.1, &["put", f, "--as", "upload.bin"]),
-                &nodes,
-            );
+        for force in [&[][..], &["--force"]] {
+            let mut args = vec!["put", f, "--as", "upload.bin"];
+            args.extend(force);
+            let out = run_refused(n, &as_client(idf, &name, &args), &nodes);
             let err = text(&out.stderr);
             assert!(err.contains("upload.bin is locked by owner"), "{err}");
         }
     }
+    // The owner, through B (the lock was taken through A): a change made
+    // on B would only be held, so it is refused with the way to do it.
+    let out = run_refused(
+        &b,
+        &as_client(of, "owner", &["put", f, "--as", "upload.bin"]),
+        &nodes,
+    );
+    assert!(
+        text(&out.stderr).contains(
+            "you locked upload.bin through node A, so a change made here would be held until you unlock it; put it through A"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
     for n in nodes {
         assert_eq!(
             fs::read(n.path("upload.bin")).unwrap(),
@@ -1153,6 +1227,15 @@ fn put_publishes_a_file_on_every_node() {
             n.name()
         );
     }
+    // Through A the owner replaces its locked file, without --force, and
+    // the change reaches B (the owner's edits flow).
+    let out = run_ok(
+        &a,
+        &as_client(of, "owner", &["put", f, "--as", "upload.bin"]),
+        &nodes,
+    );
+    assert!(out.contains("stored as upload.bin on A"), "{out}");
+    wait_content(&nodes, "upload.bin", b"replacement\n");
 
     // A missing local file: clear error, nothing changed.
     let out = run_refused(
@@ -1203,7 +1286,13 @@ fn metrics_endpoint_serves_prometheus_text() {
     for _ in 0..2 {
         run_ok(
             &a,
-            &["fetch", "m2.txt", "--to", to.path().to_str().unwrap()],
+            &[
+                "fetch",
+                "m2.txt",
+                "--to",
+                to.path().to_str().unwrap(),
+                "--force",
+            ],
             &nodes,
         );
     }

@@ -271,9 +271,7 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
     )?;
     for n in nodes {
         let id = n.id.map_or("-".to_string(), |i| i.to_string());
-        let rtt = n
-            .rtt_us
-            .map_or("-".into(), |u| format!("{:.2}ms", u as f64 / 1000.0));
+        let rtt = n.rtt_us.map_or("-".into(), tandem_common::display::rtt);
         let clock = match n.clock_offset_ms {
             None => "-".to_string(),
             Some(o) if o.abs() > 1000 => format!("{o:+} ms  SKEW: newest-mtime-wins is unreliable"),
@@ -282,7 +280,7 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
         if n.up {
             writeln!(
                 out,
-                "{:<12}  {:<31}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>5.1}%  {:>10}  {:>7}s  {}",
+                "{:<12}  {:<31}  {:<21}  {:<4}  {:>8}  {:>7}  {:>10}  {:>5.1}%  {:>10}  {:>8}  {}",
                 n.name,
                 id,
                 n.addr,
@@ -292,7 +290,7 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
                 human_size(n.bytes),
                 n.cpu_percent,
                 human_size(n.rss),
-                n.uptime_s,
+                tandem_common::display::uptime(n.uptime_s),
                 clock
             )?;
             for w in &n.warnings {
@@ -514,5 +512,42 @@ mod tests {
         assert_eq!(v[0]["nodes"][0], "a");
         assert!(v[0]["locked_by"].is_null());
         assert_eq!(v[0]["hash"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn nodes_print_rtt_and_uptime_like_the_ui() {
+        let node = |rtt_us, uptime_s| NodeStatus {
+            id: None,
+            name: "B".into(),
+            addr: "127.0.0.1:7002".into(),
+            up: true,
+            rtt_us,
+            files: 1,
+            bytes: 2,
+            cpu_percent: 0.5,
+            rss: 1 << 20,
+            uptime_s,
+            clock_offset_ms: Some(0),
+            warnings: vec![],
+            history: vec![],
+            pending_files: 0,
+            pending_bytes: 0,
+        };
+        let mut out = Vec::new();
+        print_nodes(
+            &[node(Some(412), 7_380), node(Some(1_260), 45)],
+            false,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("  412 µs  "), "{text}");
+        assert!(lines[1].contains("  2h03m  +0 ms"), "{text}");
+        assert!(lines[2].contains("  1.3 ms  "), "{text}");
+        assert!(lines[2].contains("  45s  +0 ms"), "{text}");
+        // The same words as the UI's Nodes view.
+        assert_eq!(tandem_common::display::rtt(412), "412 µs");
+        assert_eq!(tandem_common::display::uptime(7_380), "2h03m");
     }
 }

@@ -82,9 +82,100 @@ pub enum ClientError {
         /// How to accept the new id.
         fix: String,
     },
-    /// No answer in time.
-    #[error("no answer from the node within {0:?} (raise --timeout for slow links)")]
-    Timeout(Duration),
+    /// Nothing at the address finished a Tandem handshake in time: a
+    /// listener that never answers, a host that drops the connection
+    /// attempt, or a node too busy to say hello.
+    #[error(
+        "{addr} did not answer as a Tandem node within {}; check the address (--node or TANDEM_NODE), or raise --timeout for a slow link",
+        tandem_common::display::duration(*after)
+    )]
+    NoAnswer {
+        /// Where.
+        addr: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// Something answered at the address, but not as a Tandem node does.
+    #[error("{addr} is not a Tandem node: {what}; check the address (--node or TANDEM_NODE)")]
+    NotANode {
+        /// Where.
+        addr: String,
+        /// What it did instead.
+        what: String,
+    },
+    /// The other side closed the connection before the secure handshake.
+    #[error(
+        "{addr} closed the connection before the secure handshake; a Tandem node does that when all its connections are in use (try again later), anything else is not a Tandem node (check --node or TANDEM_NODE)"
+    )]
+    ClosedEarly {
+        /// Where.
+        addr: String,
+    },
+    /// A node that is connected did not answer a request in time.
+    #[error(
+        "node {node} ({addr}) did not answer within {}; raise --timeout for a slow link or a big cluster",
+        tandem_common::display::duration(*after)
+    )]
+    Timeout {
+        /// The node's name.
+        node: String,
+        /// Where.
+        addr: String,
+        /// How long it was given.
+        after: Duration,
+    },
+}
+
+/// Judges a failed TLS handshake: garbage where TLS was expected (an HTTP,
+/// SSH or other server) means the address is not a Tandem node.
+fn tls_failure(addr: &str, reason: std::io::Error) -> ClientError {
+    use tokio_rustls::rustls;
+    let not_tls = reason
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)));
+    if not_tls {
+        return ClientError::NotANode {
+            addr: addr.to_string(),
+            what: "it answered with something that is not TLS (another kind of server?)".into(),
+        };
+    }
+    if matches!(
+        reason.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    ) {
+        return ClientError::ClosedEarly {
+            addr: addr.to_string(),
+        };
+    }
+    ClientError::Tls {
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
+/// Judges a failed Tandem hello: bytes that are not Tandem frames (a frame
+/// "too big", a bad magic, a message that does not decode) mean the other
+/// side speaks TLS but not Tandem.
+fn hello_failure(addr: &str, reason: HandshakeError) -> ClientError {
+    let garbage = match &reason {
+        HandshakeError::BadMagic => true,
+        HandshakeError::Codec(CodecError::Io(e)) => e.kind() == std::io::ErrorKind::InvalidData,
+        HandshakeError::Codec(
+            CodecError::Decode(_) | CodecError::Trailing(_) | CodecError::Truncated,
+        ) => true,
+        _ => false,
+    };
+    if garbage {
+        return ClientError::NotANode {
+            addr: addr.to_string(),
+            what: "it speaks TLS but answered the hello with something else than Tandem".into(),
+        };
+    }
+    ClientError::Handshake {
+        addr: addr.to_string(),
+        reason,
+    }
 }
 
 /// Settings for every connection of this process.
@@ -222,9 +313,14 @@ pub struct Client {
     pub my_id: uuid::Uuid,
     /// This client's role when it connected.
     pub role: Option<Access>,
+    /// The address it was reached at.
+    pub addr: String,
     timeout: Duration,
     reader: tokio::task::JoinHandle<()>,
 }
+
+/// The secured connection to a node.
+type TlsStream = tokio_rustls::client::TlsStream<tandem_common::tls::Transport<TcpStream>>;
 
 type Pending = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ClientResponse>>>>;
 
@@ -252,6 +348,8 @@ pub struct Answers {
     rx: mpsc::UnboundedReceiver<ClientResponse>,
     pending: Pending,
     timeout: Duration,
+    node: String,
+    addr: String,
 }
 
 impl Answers {
@@ -259,7 +357,11 @@ impl Answers {
     /// none came in time.
     pub async fn next(&mut self) -> Result<ClientResponse, ClientError> {
         match tokio::time::timeout(self.timeout, self.rx.recv()).await {
-            Err(_) => Err(ClientError::Timeout(self.timeout)),
+            Err(_) => Err(ClientError::Timeout {
+                node: self.node.clone(),
+                addr: self.addr.clone(),
+                after: self.timeout,
+            }),
             Ok(Some(ClientResponse::Error(e))) => Err(e.into()),
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(ClientError::Closed),
@@ -307,70 +409,16 @@ impl Client {
     pub async fn connect_as(addr: &str, name: &str) -> Result<Client, ClientError> {
         let creds = Creds::get()?;
         let (want, addr) = split_node(addr)?;
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        // One deadline for everything before the node's welcome: resolving,
+        // connecting, TLS and the hello. A listener that accepts and never
+        // answers (or a host that drops the SYN) ends here, by name.
+        let limit = timeout();
+        let (io, welcome) = tokio::time::timeout(limit, handshake(creds, want, addr, name))
             .await
-            .map_err(|e| ClientError::Resolve(addr.to_string(), e))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in &addrs {
-            match TcpStream::connect(a).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| ClientError::Connect {
-            addr: addr.to_string(),
-            reason: last.unwrap_or_else(|| std::io::Error::other("no addresses")),
-        })?;
-        let _ = stream.set_nodelay(true);
-        let (stream, proven) = tokio::time::timeout(timeout(), creds.tls.connect(stream))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout()))?
-            .map_err(|reason| ClientError::Tls {
+            .map_err(|_| ClientError::NoAnswer {
                 addr: addr.to_string(),
-                reason,
-            })?;
-        let proven = NodeId(proven);
-        // Judged before anything is sent.
-        match (want, creds.pinned(addr)) {
-            (Some(w), _) if w != proven => {
-                return Err(ClientError::WrongNode {
-                    addr: addr.to_string(),
-                    now: proven,
-                    expected: format!("you asked for {w}"),
-                    fix: "check the id with `tandem-node --dir DIR id` on that machine".into(),
-                });
-            }
-            (None, Some(p)) if p != proven => {
-                return Err(ClientError::WrongNode {
-                    addr: addr.to_string(),
-                    now: proven,
-                    expected: format!("it proved {p} before"),
-                    fix: format!(
-                        "remove the line for {addr} from {} or connect with --node {proven}@{addr}",
-                        creds.known.display()
-                    ),
-                });
-            }
-            (_, None) => creds.pin(addr, proven),
-            _ => {}
-        }
-        let mut io = FrameIo::new(stream);
-        let hello = Hello {
-            role: Role::Client,
-            name: name.to_string(),
-        };
-        let welcome = tokio::time::timeout(timeout(), proto::connect_handshake(&mut io, &hello))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout()))?
-            .map_err(|reason| ClientError::Handshake {
-                addr: addr.to_string(),
-                reason,
-            })?;
+                after: limit,
+            })??;
         let (my_id, role) = welcome.client.unwrap_or((creds.id(), None));
         let (mut writer, mut reader) = io.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Request>();
@@ -415,6 +463,7 @@ impl Client {
             node_id: welcome.node_id,
             my_id,
             role,
+            addr: addr.to_string(),
             timeout: timeout(),
             reader,
         })
@@ -434,6 +483,8 @@ impl Client {
             rx,
             pending: self.pending.clone(),
             timeout: self.timeout,
+            node: self.node_name.clone(),
+            addr: self.addr.clone(),
         })
     }
 
@@ -493,6 +544,79 @@ impl Client {
         })
         .await
     }
+}
+
+/// Resolves `addr`, connects, runs TLS (checking the id the node proves
+/// against `want` and the pinned one) and the hello.
+async fn handshake(
+    creds: &Creds,
+    want: Option<NodeId>,
+    addr: &str,
+    name: &str,
+) -> Result<(FrameIo<TlsStream>, proto::Welcomed), ClientError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| ClientError::Resolve(addr.to_string(), e))?
+        .collect();
+    let mut last = None;
+    let mut stream = None;
+    for a in &addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = stream.ok_or_else(|| ClientError::Connect {
+        addr: addr.to_string(),
+        reason: last.unwrap_or_else(|| std::io::Error::other("no addresses")),
+    })?;
+    let _ = stream.set_nodelay(true);
+    let (stream, proven) = creds
+        .tls
+        .connect(stream)
+        .await
+        .map_err(|reason| tls_failure(addr, reason))?;
+    let proven = NodeId(proven);
+    // Judged before anything is sent.
+    match (want, creds.pinned(addr)) {
+        (Some(w), _) if w != proven => {
+            return Err(ClientError::WrongNode {
+                addr: addr.to_string(),
+                now: proven,
+                expected: format!("you asked for {w}"),
+                fix: "check the id with `tandem-node --dir DIR id` on that machine".into(),
+            });
+        }
+        (None, Some(p)) if p != proven => {
+            return Err(ClientError::WrongNode {
+                addr: addr.to_string(),
+                now: proven,
+                expected: format!("it proved {p} before"),
+                fix: format!(
+                    "remove the line for {addr} from {} or connect with --node {proven}@{addr}",
+                    creds.known.display()
+                ),
+            });
+        }
+        _ => {}
+    }
+    let mut io = FrameIo::new(stream);
+    let hello = Hello {
+        role: Role::Client,
+        name: name.to_string(),
+    };
+    let welcome = proto::connect_handshake(&mut io, &hello)
+        .await
+        .map_err(|reason| hello_failure(addr, reason))?;
+    // Pinned once it answered as a Tandem node (not for whatever TLS
+    // server happened to be at the address).
+    if creds.pinned(addr).is_none() {
+        creds.pin(addr, proven);
+    }
+    Ok((io, welcome))
 }
 
 /// `user@host`, the default display name of a client.

@@ -25,10 +25,11 @@ use tandem_common::proto::{
     after_help = "Example:\n  tandem --node 127.0.0.1:7001 list\n  TANDEM_NODE=127.0.0.1:7002 tandem lock 3"
 )]
 struct Cli {
-    /// Node to talk to (HOST:PORT, or ID@HOST:PORT to insist on its id);
-    /// give it before the subcommand.
+    /// Node to talk to (HOST:PORT, or ID@HOST:PORT to insist on its id),
+    /// before or after the subcommand.
     #[arg(
         long,
+        global = true,
         env = "TANDEM_NODE",
         default_value = "127.0.0.1:7001",
         value_name = "ADDR"
@@ -106,7 +107,7 @@ enum Command {
     },
     /// Download a file from the cluster (newest version) into a directory.
     #[command(
-        after_help = "Example:\n  tandem fetch docs/plan.md --to /tmp\n  tandem fetch big.iso --from B"
+        after_help = "Example:\n  tandem fetch docs/plan.md --to /tmp\n  tandem fetch big.iso --from B\n  tandem fetch docs/plan.md --force   # replace ./plan.md"
     )]
     Fetch {
         /// The file's path in the cluster.
@@ -117,10 +118,13 @@ enum Command {
         /// Download from this node (by name) instead of the best one.
         #[arg(long, value_name = "NODE")]
         from: Option<String>,
+        /// Replace a file of the same name already in DIR.
+        #[arg(long)]
+        force: bool,
     },
     /// Upload a local file into the cluster (sync carries it to every node).
     #[command(
-        after_help = "Example:\n  tandem put report.pdf\n  tandem put ./build/app --as releases/app-1.2"
+        after_help = "Example:\n  tandem put report.pdf\n  tandem put ./build/app --as releases/app-1.2\n  tandem put report.pdf --force   # replace the cluster's report.pdf"
     )]
     Put {
         /// The local file.
@@ -128,12 +132,17 @@ enum Command {
         /// Its path in the cluster [default: the file's name].
         #[arg(long = "as", value_name = "PATH")]
         as_path: Option<String>,
+        /// Replace a file already at that path in the cluster (not needed
+        /// for a file you have locked).
+        #[arg(long)]
+        force: bool,
     },
     /// Show a node's file cache: entries and hit ratio.
-    #[command(after_help = "Example:\n  tandem cache\n  tandem cache --node B --json")]
+    #[command(after_help = "Example:\n  tandem cache\n  tandem cache --of B --json")]
     Cache {
-        /// The node (by name) [default: the one connected to].
-        #[arg(long = "node", value_name = "NAME")]
+        /// The node whose cache to show, by name [default: the one
+        /// connected to].
+        #[arg(long, value_name = "NODE")]
         of: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -254,9 +263,39 @@ fn tune_allocator() {
     }
 }
 
+/// `--node` must be an address. A node's name there is most likely the
+/// old `cache --node NAME`, now `cache --of NAME` (`--node` is global and
+/// taken after the subcommand too): say so instead of failing to resolve.
+fn check_node_arg(cli: &Cli) -> Result<(), clap::Error> {
+    use clap::CommandFactory;
+    let addr = cli
+        .node
+        .rsplit_once('@')
+        .map_or(cli.node.as_str(), |(_, a)| a);
+    let is_addr = addr
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if is_addr {
+        return Ok(());
+    }
+    let v = &cli.node;
+    let msg = match &cli.command {
+        Some(Command::Cache { .. }) => format!(
+            "--node takes the address of the node to talk to (HOST:PORT), not a node's name; to see the cache of node {v}, use `tandem cache --of {v}`"
+        ),
+        _ => format!(
+            "--node {v:?} is not an address; give HOST:PORT or ID@HOST:PORT, e.g. --node 127.0.0.1:7001 (set by --node or TANDEM_NODE)"
+        ),
+    };
+    Err(Cli::command().error(clap::error::ErrorKind::InvalidValue, msg))
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    if let Err(e) = check_node_arg(&cli) {
+        e.exit();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -452,11 +491,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Feed { .. } => unreachable!("handled above"),
-        Command::Fetch { path, to, from } => {
+        Command::Fetch {
+            path,
+            to,
+            from,
+            force,
+        } => {
             let rel =
                 RelPath::new(path.as_str()).with_context(|| format!("invalid path {path:?}"))?;
             let t0 = std::time::Instant::now();
-            let done = transfer::fetch_with_bar(&c, &rel, to, from.clone()).await?;
+            let done = match transfer::fetch_with_bar(&c, &rel, to, from.clone(), *force).await {
+                Err(e) if e.is::<transfer::WouldOverwrite>() => {
+                    bail!("{e}. Add --force to replace it, or --to another folder")
+                }
+                r => r?,
+            };
             writeln!(
                 out,
                 "{} saved to {} ({}, {:.2?}, from {})",
@@ -467,7 +516,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 done.from
             )?;
         }
-        Command::Put { file, as_path } => {
+        Command::Put {
+            file,
+            as_path,
+            force,
+        } => {
             let name = match as_path {
                 Some(p) => p.clone(),
                 None => file
@@ -484,7 +537,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rel = RelPath::new(name.as_str())
                 .with_context(|| format!("invalid cluster path {name:?}"))?;
             let t0 = std::time::Instant::now();
-            let size = transfer::put(&c, file, &rel).await?;
+            let size = transfer::put(&c, file, &rel, *force).await?;
             writeln!(
                 out,
                 "{} stored as {} on {} ({}, {:.2?})",
@@ -511,9 +564,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?
         {
-            ClientResponse::Pong { rtt_us } => {
-                writeln!(out, "{target}: round trip {:.3} ms", rtt_us as f64 / 1000.0)?
-            }
+            ClientResponse::Pong { rtt_us } => writeln!(
+                out,
+                "{target}: round trip {}",
+                tandem_common::display::rtt(rtt_us)
+            )?,
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Discover { target, json } => {
@@ -629,11 +684,32 @@ mod tests {
     }
 
     #[test]
-    fn node_flag_and_cache_node_flag_coexist() {
+    fn node_is_global_and_cache_names_its_node_with_of() {
+        for args in [
+            &["tandem", "--node", "127.0.0.1:9", "cache", "--of", "B"][..],
+            &["tandem", "cache", "--of", "B", "--node", "127.0.0.1:9"],
+            &["tandem", "cache", "--node", "127.0.0.1:9", "--of", "B"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.node, "127.0.0.1:9", "{args:?}");
+            assert!(
+                matches!(cli.command, Some(Command::Cache { of: Some(ref n), .. }) if n == "B"),
+                "{args:?}"
+            );
+            assert!(check_node_arg(&cli).is_ok());
+        }
+        let cli = Cli::try_parse_from(["tandem", "list", "--node", "h:7001"]).unwrap();
+        assert_eq!(cli.node, "h:7001");
+        // The old spelling: a name where an address goes, with the way out.
         let cli = Cli::try_parse_from(["tandem", "--node", "127.0.0.1:9", "cache", "--node", "B"])
             .unwrap();
-        assert_eq!(cli.node, "127.0.0.1:9");
-        assert!(matches!(cli.command, Some(Command::Cache { of: Some(ref n), .. }) if n == "B"));
+        let e = check_node_arg(&cli).unwrap_err().to_string();
+        assert!(e.contains("use `tandem cache --of B`"), "{e}");
+        let cli = Cli::try_parse_from(["tandem", "list", "--node", "B"]).unwrap();
+        let e = check_node_arg(&cli).unwrap_err().to_string();
+        assert!(e.contains("--node \"B\" is not an address"), "{e}");
+        let cli = Cli::try_parse_from(["tandem", "--node", "ABC@[::1]:7001", "list"]).unwrap();
+        assert!(check_node_arg(&cli).is_ok());
         assert!(
             Cli::try_parse_from(["tandem", "lock"]).is_err(),
             "lock needs an index or --path"

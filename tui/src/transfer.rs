@@ -14,6 +14,12 @@ use crate::client::{Answers, Client, ClientError};
 /// Upload pieces.
 const PUT_CHUNK: usize = 1024 * 1024;
 
+/// A fetch would replace a local file and was not told to (`--force`).
+/// Callers add how to force it in their own words (a flag, a UI command).
+#[derive(Debug, thiserror::Error)]
+#[error("{} already exists; nothing was fetched", .0.display())]
+pub struct WouldOverwrite(pub PathBuf);
+
 /// What a finished fetch wrote.
 pub struct Fetched {
     /// The file as listed.
@@ -48,17 +54,21 @@ pub enum FetchProgress<'a> {
 }
 
 /// Fetches `path` into the directory `to`, retrying when the file changes
-/// while it is being sent. `progress` hears how it goes.
+/// while it is being sent. `progress` hears how it goes. A file already
+/// there is replaced only with `force`; otherwise the error is
+/// [`WouldOverwrite`], before anything is asked of the node (and checked
+/// again, atomically, when the download is put in place).
 pub async fn fetch(
     c: &Client,
     path: &RelPath,
     to: &Path,
     from: Option<String>,
+    force: bool,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let mut last = None;
     for _ in 0..3 {
-        match fetch_once(c, path, to, from.clone(), progress).await {
+        match fetch_once(c, path, to, from.clone(), force, progress).await {
             Err(e) if e.to_string().contains("try again") => last = Some(e),
             r => return r,
         }
@@ -72,9 +82,10 @@ pub async fn fetch_with_bar(
     path: &RelPath,
     to: &Path,
     from: Option<String>,
+    force: bool,
 ) -> anyhow::Result<Fetched> {
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let res = fetch(c, path, to, from, &mut |p| match p {
+    let res = fetch(c, path, to, from, force, &mut |p| match p {
         FetchProgress::Started(file, _) => bar = Some(progress(file.size, path.as_str())),
         FetchProgress::Received(n) => {
             if let Some(b) = &bar {
@@ -94,12 +105,22 @@ async fn fetch_once(
     path: &RelPath,
     to: &Path,
     from: Option<String>,
+    force: bool,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let meta = std::fs::metadata(to)
         .with_context(|| format!("cannot use {} as the destination", to.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", to.display());
+    }
+    let dest = to.join(path.file_name());
+    match std::fs::symlink_metadata(&dest) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a folder here; nothing was fetched (give --to another folder)",
+            dest.display()
+        ),
+        Ok(_) if !force => return Err(WouldOverwrite(dest).into()),
+        _ => {}
     }
     let mut answers = c.start(ClientRequest::Fetch {
         path: path.clone(),
@@ -114,7 +135,7 @@ async fn fetch_once(
         Err(e) => return Err(e.into()),
     };
     progress(FetchProgress::Started(&file, &source));
-    let dest = receive(&mut answers, &file, to, |n| {
+    let dest = receive(&mut answers, &file, to, force, |n| {
         progress(FetchProgress::Received(n))
     })
     .await?;
@@ -130,10 +151,13 @@ async fn fetch_once(
 /// fsyncs, gives it the file's mtime and renames it: a partial file never
 /// appears under the real name, and on any error the temp file is removed.
 /// `on_progress` gets the bytes received so far. Returns where it was saved.
+/// Without `force` a file that appeared under the name meanwhile is not
+/// replaced ([`WouldOverwrite`]).
 pub async fn receive(
     answers: &mut Answers,
     file: &ListedFile,
     to: &Path,
+    force: bool,
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<PathBuf> {
     let name = file.path.file_name();
@@ -144,7 +168,7 @@ pub async fn receive(
     ));
     let out =
         std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let res = receive_into(answers, file, out, &tmp, &dest, &mut on_progress).await;
+    let res = receive_into(answers, file, out, &tmp, &dest, force, &mut on_progress).await;
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -157,6 +181,7 @@ async fn receive_into(
     out: std::fs::File,
     tmp: &Path,
     dest: &Path,
+    force: bool,
     on_progress: &mut impl FnMut(u64),
 ) -> anyhow::Result<()> {
     // Hashing and writing (and starting the disk writeback) run on a
@@ -199,8 +224,47 @@ async fn receive_into(
     );
     filetime::set_file_mtime(tmp, t)
         .with_context(|| format!("cannot set the mtime of {}", tmp.display()))?;
-    std::fs::rename(tmp, dest).with_context(|| format!("cannot save {}", dest.display()))?;
+    if force {
+        std::fs::rename(tmp, dest).with_context(|| format!("cannot save {}", dest.display()))?;
+    } else {
+        rename_no_replace(tmp, dest)?;
+    }
     Ok(())
+}
+
+/// Renames `tmp` to `dest` unless `dest` exists, atomically where the file
+/// system can (renameat2 with RENAME_NOREPLACE); elsewhere it checks first.
+fn rename_no_replace(tmp: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("a path with a NUL byte");
+    let (from, to) = (c(tmp)?, c(dest)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Err(WouldOverwrite(dest.to_path_buf()).into()),
+        // The file system cannot say: check, then rename (a file made in
+        // between is replaced; only such file systems have that window).
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            if std::fs::symlink_metadata(dest).is_ok() {
+                return Err(WouldOverwrite(dest.to_path_buf()).into());
+            }
+            std::fs::rename(tmp, dest).with_context(|| format!("cannot save {}", dest.display()))
+        }
+        _ => Err(e).with_context(|| format!("cannot save {}", dest.display())),
+    }
 }
 
 /// What the writer thread hands back: the fsynced file and the hash of
@@ -271,14 +335,31 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
-/// Uploads `local` as `path`.
-pub async fn put(c: &Client, local: &Path, path: &RelPath) -> anyhow::Result<u64> {
+/// Uploads `local` as `path`. A file already at `path` in the cluster is
+/// replaced only with `force`, or when it is locked: the node then lets
+/// the lock's owner replace it and tells anyone else who holds it.
+pub async fn put(c: &Client, local: &Path, path: &RelPath, force: bool) -> anyhow::Result<u64> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let meta =
         std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", local.display());
+    }
+    if !force {
+        // The cluster's table, not only this node's disk: a file another
+        // node has counts. (A file made between this look and the upload
+        // is replaced; the node does not know --force.)
+        let files = c.list().await?;
+        if let Some(f) = files.iter().find(|f| f.path == *path)
+            && f.locked_by.is_none()
+        {
+            bail!(
+                "{path} already exists in the cluster ({}, on {}); nothing was uploaded. Add --force to replace it",
+                tandem_common::display::human_size(f.size),
+                f.nodes.join(", ")
+            );
+        }
     }
     let hashed = tandem_common::hashing::hash_reader(
         std::fs::File::open(local).with_context(|| format!("cannot read {}", local.display()))?,

@@ -303,14 +303,14 @@ impl Runner {
                     send(Msg::UnlockDone(r));
                 });
             }
-            Effect::Fetch { path, dest } => {
+            Effect::Fetch { path, dest, force } => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     let progress = |m: Msg| {
                         let _ = tx.send(Incoming::Msg(m));
                     };
                     let dest = expand_home(&dest);
-                    let r = fetch_reporting(&c, &path, &dest, &progress).await;
+                    let r = fetch_reporting(&c, &path, &dest, force, &progress).await;
                     progress(Msg::FetchDone(r));
                 });
             }
@@ -445,10 +445,13 @@ fn expand_home(p: &Path) -> PathBuf {
 
 /// Downloads `path` into the directory `dest` (see [`crate::transfer::fetch`]),
 /// reporting progress as messages (about 200 steps).
+/// A file already in `dest` is kept unless `force`; the error then says
+/// the command that replaces it.
 async fn fetch_reporting(
     c: &Client,
     path: &RelPath,
     dest: &Path,
+    force: bool,
     progress: &(impl Fn(Msg) + Sync),
 ) -> Result<PathBuf, String> {
     let (mut total, mut shown) = (0u64, 0u64);
@@ -468,8 +471,19 @@ async fn fetch_reporting(
             }
         }
     };
-    crate::transfer::fetch(c, path, dest, None, &mut on_progress)
+    crate::transfer::fetch(c, path, dest, None, force, &mut on_progress)
         .await
         .map(|f| f.dest)
-        .map_err(|e| format!("{e:#}"))
+        .map_err(|e| {
+            if e.is::<crate::transfer::WouldOverwrite>() {
+                // Short: the status line is one row.
+                format!(
+                    "{} already exists there; `:fetch {path} {} --force` replaces it",
+                    path.file_name(),
+                    dest.display()
+                )
+            } else {
+                format!("{e:#}")
+            }
+        })
 }

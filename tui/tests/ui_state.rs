@@ -732,15 +732,31 @@ fn lock_unlock_and_the_command_line() {
         run(&mut s, "fetch 2 /tmp/x"),
         vec![Effect::Fetch {
             path: p("d.txt"),
-            dest: PathBuf::from("/tmp/x")
+            dest: PathBuf::from("/tmp/x"),
+            force: false
         }]
     );
+    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+    // `--force` replaces a file already there, wherever it is typed.
+    for line in ["fetch 2 /tmp/x --force", "fetch --force 2 /tmp/x"] {
+        assert_eq!(
+            run(&mut s, line),
+            vec![Effect::Fetch {
+                path: p("d.txt"),
+                dest: PathBuf::from("/tmp/x"),
+                force: true
+            }],
+            "{line}"
+        );
+        update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+    }
     update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
     assert_eq!(
         run(&mut s, "fetch docs/plan.md"),
         vec![Effect::Fetch {
             path: p("docs/plan.md"),
-            dest: PathBuf::from("/home/ana")
+            dest: PathBuf::from("/home/ana"),
+            force: false
         }]
     );
     update(
@@ -782,7 +798,8 @@ fn fetch_prompts_for_the_destination() {
         fx,
         vec![Effect::Fetch {
             path: p("b.txt"),
-            dest: PathBuf::from("/home/bo")
+            dest: PathBuf::from("/home/bo"),
+            force: false
         }]
     );
     update(

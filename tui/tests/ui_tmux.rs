@@ -361,6 +361,33 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
         c.screen().contains("(hash verified)").then_some(())
     });
 
+    // Fetching it again keeps the local file and says how to replace it;
+    // `:fetch NAME DIR --force` does.
+    fs::write(dest.join(selected), b"mine\n").expect("local edit");
+    c.keys(&["f", "C-u"]);
+    c.keys(&["-l", &dest.display().to_string()]);
+    c.keys(&["Enter"]);
+    c.wait("the refusal in the status line", CHANGE, |c| {
+        let s = c.screen();
+        s.contains(&format!(
+            "fetch of {selected} failed: {selected} already exists there; `:fetch {selected} {} --force` replaces it",
+            dest.display()
+        ))
+        .then_some(())
+    });
+    assert_eq!(fs::read(dest.join(selected)).unwrap(), b"mine\n");
+    c.keys(&[":"]);
+    c.keys(&[
+        "-l",
+        &format!("fetch {selected} {} --force", dest.display()),
+    ]);
+    c.keys(&["Enter"]);
+    c.wait("the forced fetch replaced the file", CHANGE, |_| {
+        fs::read(dest.join(selected))
+            .ok()
+            .filter(|got| *got == want)
+    });
+
     // `q` quits (the session ends with the process).
     c.keys(&["q"]);
     c.wait("the UI to exit", CHANGE, |c| {

@@ -10,7 +10,10 @@ use crate::engine::DiskFacts;
 
 impl Core {
     /// Puts an upload in place (replacing what is there by the normal
-    /// rules: it becomes a new local version) unless the path is locked.
+    /// rules: it becomes a new local version) unless the path is locked by
+    /// someone else than `by`. The lock's owner may put its file through
+    /// the node the lock was taken through, where its changes flow at
+    /// once (elsewhere the upload would only be held until the unlock).
     pub(super) fn put(
         &mut self,
         path: &RelPath,
@@ -18,9 +21,24 @@ impl Core {
         mtime_ns: i64,
         mode: u32,
         who: &str,
+        by: uuid::Uuid,
     ) -> Result<(), ApiError> {
-        if let Some(e) = self.locked_error(path) {
-            return Err(e);
+        if let Some(lock) = self.locks.get(path) {
+            let l = &lock.info;
+            if l.owner != by {
+                return Err(ApiError::LockedBy {
+                    path: path.to_string(),
+                    owner_name: l.owner_name.clone(),
+                    owner: l.owner,
+                    since: tandem_common::display::local_time(l.since_ns),
+                });
+            }
+            if lock.via != self.index.me() {
+                return Err(ApiError::Other(format!(
+                    "you locked {path} through node {}, so a change made here would be held until you unlock it; put it through {} (tandem --node ITS-ADDRESS put …), or unlock first; nothing was changed",
+                    l.via, l.via
+                )));
+            }
         }
         let full = path.to_disk(&self.root);
         let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));

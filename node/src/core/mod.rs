@@ -100,6 +100,8 @@ pub enum CoreMsg {
         mode: u32,
         /// Who uploaded it (for the log).
         who: String,
+        /// The uploading client's id (a lock's owner may put its file).
+        by: uuid::Uuid,
         /// Ok or why not.
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
@@ -250,6 +252,7 @@ impl CoreHandle {
         mtime_ns: i64,
         mode: u32,
         who: String,
+        by: uuid::Uuid,
     ) -> Result<Result<(), ApiError>, ApiError> {
         self.ask(|reply| CoreMsg::Put {
             path,
@@ -257,6 +260,7 @@ impl CoreHandle {
             mtime_ns,
             mode,
             who,
+            by,
             reply,
         })
         .await
@@ -714,9 +718,10 @@ impl Core {
                 mtime_ns,
                 mode,
                 who,
+                by,
                 reply,
             } => {
-                let _ = reply.send(self.put(&path, &tmp, mtime_ns, mode, &who));
+                let _ = reply.send(self.put(&path, &tmp, mtime_ns, mode, &who, by));
             }
             CoreMsg::Conflicts(reply) => {
                 let _ = reply.send(crate::conflicts::list(&self.conflicts_dir(), &self.name));

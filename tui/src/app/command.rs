@@ -61,7 +61,7 @@ impl AppState {
 
     /// Fetches `path` into `dest`, one fetch at a time (the progress gauge
     /// shows one).
-    pub(super) fn fetch(&mut self, path: RelPath, dest: PathBuf) -> Vec<Effect> {
+    pub(super) fn fetch(&mut self, path: RelPath, dest: PathBuf, force: bool) -> Vec<Effect> {
         if !self.is_up() {
             return self.not_connected();
         }
@@ -81,13 +81,19 @@ impl AppState {
             from: None,
         });
         self.status = None;
-        vec![Effect::Fetch { path, dest }]
+        vec![Effect::Fetch { path, dest, force }]
     }
 }
 
-/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR]`, `list`).
+/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR] [--force]`,
+/// `list`).
 pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    // `--force` anywhere in a fetch: replace a file already there.
+    let force_fetch = words.first() == Some(&"fetch") && words.contains(&"--force");
+    if force_fetch {
+        words.retain(|w| *w != "--force");
+    }
     let usage = || {
         let cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
         format!("commands: {}", cmds.join(", "))
@@ -110,9 +116,9 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
         }
         ["fetch", t] => target(s, t).map(|p| {
             let cwd = s.cwd.clone();
-            s.fetch(p, cwd)
+            s.fetch(p, cwd, force_fetch)
         }),
-        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir))),
+        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir), force_fetch)),
         ["list"] => {
             let mut fx = Vec::new();
             if s.is_up() {

@@ -94,7 +94,7 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 } else {
                     PathBuf::from(input.trim())
                 };
-                s.fetch(path, dest)
+                s.fetch(path, dest, false)
             }
             Edit::Cancel => Vec::new(),
             edit => {

@@ -132,6 +132,8 @@ pub enum Effect {
         path: RelPath,
         /// The directory.
         dest: PathBuf,
+        /// Replace a file of that name in the directory (`:fetch … --force`).
+        force: bool,
     },
     /// Leave.
     Quit,

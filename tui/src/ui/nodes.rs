@@ -70,21 +70,8 @@ pub fn table_rows(main: Rect) -> usize {
         .saturating_sub(usize::from(charts_height(main)))
 }
 
-fn uptime(s: u64) -> String {
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 fn rtt(us: Option<u64>) -> String {
-    match us {
-        None => "—".into(),
-        Some(us) if us < 1000 => format!("{us} µs"),
-        Some(us) => format!("{:.1} ms", us as f64 / 1000.0),
-    }
+    us.map_or_else(|| "—".into(), tandem_common::display::rtt)
 }
 
 fn clock(off: Option<i64>) -> (String, Style) {
@@ -158,7 +145,7 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         if wide {
             cells.push(right(human_size(n.rss)));
         }
-        cells.push(right(uptime(n.uptime_s)));
+        cells.push(right(tandem_common::display::uptime(n.uptime_s)));
         cells.push(Cell::from(clk).style(if live { clk_style } else { base }));
         Row::new(cells)
     };
