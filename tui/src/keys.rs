@@ -58,6 +58,10 @@ pub enum Action {
     FeedNewer,
     /// Open the selected row (on Nodes: list that node's own files).
     Open,
+    /// Make the selected conflict copy current again (after a question).
+    Restore,
+    /// Delete the selected conflict copy (after a question).
+    Discard,
 }
 
 /// One key of a binding.
@@ -98,6 +102,8 @@ pub enum Scope {
     Files,
     /// Nodes view.
     Nodes,
+    /// Conflicts view.
+    Conflicts,
 }
 
 impl Scope {
@@ -107,6 +113,7 @@ impl Scope {
             Scope::Everywhere | Scope::Move => true,
             Scope::Files => view == View::Files,
             Scope::Nodes => view == View::Nodes,
+            Scope::Conflicts => view == View::Conflicts,
         }
     }
 
@@ -117,6 +124,7 @@ impl Scope {
             Scope::Move => "Moving",
             Scope::Files => "Files view",
             Scope::Nodes => "Nodes view",
+            Scope::Conflicts => "Conflicts view",
         }
     }
 }
@@ -171,10 +179,12 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
     b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
+    b(&[Char('R')], "R", Action::Restore, Scope::Conflicts, "make the copy current", Some(("R", "restore"))),
+    b(&[Char('x'), Code(KeyCode::Delete)], "x Del", Action::Discard, Scope::Conflicts, "delete the copy", Some(("x", "delete"))),
     b(&[Char(':')], ":", Action::Command, Scope::Everywhere, "command line (see below)", Some((":", "command"))),
     b(&[Code(KeyCode::Tab)], "Tab", Action::NextView, Scope::Everywhere, "next tab (S-Tab: back)", Some(("Tab", "tabs"))),
     b(&[Code(KeyCode::BackTab)], "S-Tab", Action::PrevView, Scope::Everywhere, "", None),
-    b(&[Char('1'), Char('2'), Char('3')], "1 2 3", Action::ViewByNumber, Scope::Everywhere, "Files, Cache, Nodes tab", None),
+    b(&[Char('1'), Char('2'), Char('3'), Char('4')], "1 2 3 4", Action::ViewByNumber, Scope::Everywhere, "tab by its number", None),
     b(&[Char('r')], "r", Action::Refresh, Scope::Everywhere, "ask the node again now", None),
     b(&[Char('?')], "?", Action::Help, Scope::Everywhere, "this help", Some(("?", "help"))),
     b(&[Char('q'), Ctrl('c')], "q Ctrl-C", Action::Quit, Scope::Everywhere, "quit", Some(("q", "quit"))),
@@ -225,7 +235,13 @@ pub fn footer(view: View) -> Vec<(&'static str, &'static str)> {
 pub fn help_sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     let mut out = Vec::new();
     // In this order the two columns of the overlay come out balanced.
-    for scope in [Scope::Everywhere, Scope::Move, Scope::Nodes, Scope::Files] {
+    for scope in [
+        Scope::Everywhere,
+        Scope::Move,
+        Scope::Nodes,
+        Scope::Conflicts,
+        Scope::Files,
+    ] {
         let rows: Vec<_> = BINDINGS
             .iter()
             .filter(|b| b.scope == scope && !b.help.is_empty())

@@ -269,6 +269,29 @@ impl Runner {
                     send(Msg::NodesLoaded(r));
                 });
             }
+            Effect::RefreshConflicts => {
+                tokio::spawn(async move {
+                    let r = match c.call(ClientRequest::Conflicts).await {
+                        Ok(ClientResponse::ConflictList { copies, unanswered }) => {
+                            Ok((copies, unanswered))
+                        }
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    send(Msg::ConflictsLoaded(r));
+                });
+            }
+            Effect::ResolveConflict { node, id, action } => {
+                tokio::spawn(async move {
+                    let req = ClientRequest::ResolveConflict { node, id, action };
+                    let r = match c.call(req).await {
+                        Ok(ClientResponse::ConflictResolved(r)) => Ok(r),
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    send(Msg::ConflictResolved(r));
+                });
+            }
             Effect::Discover(node) => {
                 tokio::spawn(async move {
                     let result = c.discover(&node).await.map_err(|e| e.to_string());
@@ -328,6 +351,8 @@ impl Runner {
             }),
             Effect::RefreshCache => self.send(Msg::CacheLoaded(Err(why()))),
             Effect::RefreshNodes => self.send(Msg::NodesLoaded(Err(why()))),
+            Effect::RefreshConflicts => self.send(Msg::ConflictsLoaded(Err(why()))),
+            Effect::ResolveConflict { .. } => self.send(Msg::ConflictResolved(Err(why()))),
             Effect::Discover(node) => self.send(Msg::Discovered {
                 node,
                 result: Err(why()),

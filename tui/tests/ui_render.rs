@@ -8,8 +8,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tandem_common::proto::{
-    CacheEntry, CacheReport, Event, EventKind, FileState, HeldKind, ListedFile, NodeFileState,
-    NodeSample, NodeStatus,
+    CacheEntry, CacheReport, ConflictCopy, Event, EventKind, FileState, HeldKind, ListedFile,
+    NodeFileState, NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{AppState, Msg, Zone, update};
@@ -497,6 +497,57 @@ fn header_while_a_node_syncs() {
         n[1].pending_files = 12;
         n[1].pending_bytes = 300 << 20;
         update(s, Msg::NodesLoaded(Ok(n)));
+    });
+}
+
+fn conflict_copies() -> Vec<ConflictCopy> {
+    let copy = |node: &str, id: &str, path: Option<&str>, author: &str, kept_s: i64| ConflictCopy {
+        node: node.into(),
+        id: id.into(),
+        path: path.map(p),
+        author: author.into(),
+        size: 2_048 + kept_s as u64,
+        mtime_ns: NOW - (kept_s + 60) * SEC,
+        kept_ns: NOW - kept_s * SEC,
+    };
+    vec![
+        copy(
+            "alpha",
+            "README.conflict-20261124-115800-beta.md",
+            Some("README.md"),
+            "beta",
+            120,
+        ),
+        copy(
+            "beta",
+            "docs/architecture/overview-of-the-sync-protocol.conflict-20261124-100000-alpha.md",
+            Some("docs/architecture/overview-of-the-sync-protocol.md"),
+            "alpha",
+            7_200,
+        ),
+        copy("gamma", "interrupted-delete-f00012", None, "", 86_400),
+    ]
+}
+
+#[test]
+fn conflicts_view() {
+    check("conflicts", |s| {
+        update(s, key('4'));
+        update(
+            s,
+            Msg::ConflictsLoaded(Ok((conflict_copies(), vec!["delta: timed out".into()]))),
+        );
+        update(s, key('j'));
+    });
+}
+
+/// R on a copy: the question says what is replaced and kept.
+#[test]
+fn restore_question() {
+    check("restore_question", |s| {
+        update(s, key('4'));
+        update(s, Msg::ConflictsLoaded(Ok((conflict_copies(), Vec::new()))));
+        update(s, key('R'));
     });
 }
 

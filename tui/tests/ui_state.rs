@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use tandem_common::proto::{
-    Event, EventKind, FeedCursor, FileState, HeldKind, ListedFile, NodeFileState, NodeStatus,
+    ConflictAction, ConflictCopy, ConflictResolution, Event, EventKind, FeedCursor, FileState,
+    HeldKind, ListedFile, NodeFileState, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
@@ -177,9 +178,11 @@ fn quit_help_and_tabs() {
     update(&mut s, code(KeyCode::Tab));
     assert_eq!(s.view, View::Nodes);
     update(&mut s, code(KeyCode::Tab));
+    assert_eq!(s.view, View::Conflicts);
+    update(&mut s, code(KeyCode::Tab));
     assert_eq!(s.view, View::Files);
     update(&mut s, code(KeyCode::BackTab));
-    assert_eq!(s.view, View::Nodes);
+    assert_eq!(s.view, View::Conflicts);
     update(&mut s, key('1'));
     assert_eq!(s.view, View::Files);
     update(&mut s, key('2'));
@@ -714,8 +717,11 @@ fn lock_unlock_and_the_command_line() {
         update(s, code(KeyCode::Enter))
     };
     assert_eq!(run(&mut s, "lock 3"), vec![Effect::Lock(p("f.txt"))]);
+    // Forcing asks first (someone else's lock).
+    assert!(run(&mut s, "unlock 4 --force").is_empty());
+    assert!(matches!(s.mode, Mode::Confirm(_)), "{:?}", s.mode);
     assert_eq!(
-        run(&mut s, "unlock 4 --force"),
+        update(&mut s, key('y')),
         vec![Effect::Unlock {
             path: p("h.txt"),
             force: true
@@ -1074,4 +1080,163 @@ fn shift_l_waits_in_the_queue_and_says_where() {
         Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
     );
     assert_eq!(fx, vec![Effect::LockWait(p("d.txt"))], "row 2 is d.txt");
+}
+
+fn copy(node: &str, id: &str, path: Option<&str>, kept_s: i64) -> ConflictCopy {
+    ConflictCopy {
+        node: node.into(),
+        id: id.into(),
+        path: path.map(p),
+        author: "beta".into(),
+        size: 12,
+        mtime_ns: NOW - 3_600 * SEC,
+        kept_ns: NOW - kept_s * SEC,
+    }
+}
+
+/// The Conflicts tab asks every 2 s while shown; R and x ask first, only
+/// `y` goes ahead, and a result reloads the list.
+#[test]
+fn conflicts_are_restored_or_discarded_only_after_a_yes() {
+    let mut s = connected(four());
+    assert_eq!(update(&mut s, key('4')), vec![Effect::RefreshConflicts]);
+    assert_eq!(s.view, View::Conflicts);
+    update(
+        &mut s,
+        Msg::ConflictsLoaded(Ok((
+            vec![
+                copy(
+                    "alpha",
+                    "b.conflict-20261124-110000-beta.txt",
+                    Some("b.txt"),
+                    5,
+                ),
+                copy("gamma", "interrupted-delete-x", None, 9),
+            ],
+            vec!["delta: timed out".into()],
+        ))),
+    );
+    assert!(
+        update(&mut s, Msg::Tick(NOW + SEC)).is_empty(),
+        "not stale yet"
+    );
+    assert!(update(&mut s, Msg::Tick(NOW + REFRESH_NS)).contains(&Effect::RefreshConflicts));
+
+    // R: a question naming what is replaced; n cancels.
+    assert!(update(&mut s, key('R')).is_empty());
+    let Mode::Confirm(c) = &s.mode else {
+        panic!("R asks first: {:?}", s.mode)
+    };
+    assert!(
+        c.question
+            .starts_with("Restore b.txt from beta's version (12 B, modified 2026-11-24 11:00:00)")
+            && c.question.contains("The current b.txt (30 B")
+            && c.question.contains("is kept as a conflict copy on alpha"),
+        "{}",
+        c.question
+    );
+    assert!(update(&mut s, key('n')).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(
+        s.status.as_ref().unwrap().text,
+        "cancelled; nothing was changed"
+    );
+    // Enter is not a yes either.
+    update(&mut s, key('R'));
+    assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+
+    // y goes ahead.
+    update(&mut s, key('R'));
+    let restore = Effect::ResolveConflict {
+        node: "alpha".into(),
+        id: "b.conflict-20261124-110000-beta.txt".into(),
+        action: ConflictAction::Restore,
+    };
+    assert_eq!(update(&mut s, key('y')), vec![restore]);
+    assert_eq!(s.status.as_ref().unwrap().text, "restoring b.txt on alpha…");
+    let fx = update(
+        &mut s,
+        Msg::ConflictResolved(Ok(ConflictResolution {
+            node: "alpha".into(),
+            id: "b.conflict-20261124-110000-beta.txt".into(),
+            action: ConflictAction::Restore,
+            path: Some(p("b.txt")),
+            replaced_as: Some("b.conflict-20261124-115959-alpha.txt".into()),
+        })),
+    );
+    assert!(fx.contains(&Effect::RefreshConflicts), "{fx:?}");
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Ok);
+    assert!(
+        st.text.starts_with("restored b.txt on alpha"),
+        "{}",
+        st.text
+    );
+
+    // A copy whose name does not say its file cannot be restored; x
+    // deletes it after a question.
+    update(&mut s, key('j'));
+    assert!(update(&mut s, key('R')).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+    update(&mut s, key('x'));
+    assert!(
+        matches!(&s.mode, Mode::Confirm(c) if c.question.starts_with("Delete the conflict copy interrupted-delete-x on gamma"))
+    );
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::ResolveConflict {
+            node: "gamma".into(),
+            id: "interrupted-delete-x".into(),
+            action: ConflictAction::Discard,
+        }]
+    );
+    update(
+        &mut s,
+        Msg::ConflictResolved(Err("gamma keeps no conflict copy".into())),
+    );
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+}
+
+/// Forcing someone's lock open and releasing held changes are asked about.
+#[test]
+fn force_unlock_and_releasing_held_changes_ask_first() {
+    let mut s = connected(four());
+    s.files.patch(&p("b.txt"), |f| {
+        f.locked_by = Some("bob".into());
+        f.held = 2;
+    });
+    typed(&mut s, ":unlock 1 --force");
+    assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
+    let Mode::Confirm(c) = &s.mode else {
+        panic!("asks first: {:?}", s.mode)
+    };
+    assert!(
+        c.question
+            .starts_with("Unlock b.txt by force? bob holds the lock"),
+        "{}",
+        c.question
+    );
+    assert!(
+        c.question.contains("2 change(s) made on other nodes"),
+        "{}",
+        c.question
+    );
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::Unlock {
+            path: p("b.txt"),
+            force: true
+        }]
+    );
+    // Nothing held: no question.
+    s.files.patch(&p("b.txt"), |f| f.held = 0);
+    assert_eq!(
+        update(&mut s, key('u')),
+        vec![Effect::Unlock {
+            path: p("b.txt"),
+            force: false
+        }]
+    );
 }

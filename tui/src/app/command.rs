@@ -54,9 +54,41 @@ impl AppState {
         self.ask(doing, Effect::LockWait(path))
     }
 
-    /// Unlocks `path`; `force` for someone else's lock.
+    /// Unlocks `path`; `force` for someone else's lock. Both forcing and
+    /// releasing changes held meanwhile change other people's work: they
+    /// are asked about first.
     pub(super) fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
-        self.ask(format!("unlocking {path}…"), Effect::Unlock { path, force })
+        let row = self.files.get(path.as_str());
+        let owner = row.and_then(|f| f.locked_by.clone());
+        let held = row.map_or(0, |f| f.held);
+        let mut question = Vec::new();
+        if force {
+            question.push(match &owner {
+                Some(o) => format!(
+                    "Unlock {path} by force? {o} holds the lock and may be editing it; they are not asked."
+                ),
+                None => format!("Unlock {path} by force?"),
+            });
+        }
+        if held > 0 {
+            question.push(format!(
+                "{held} change(s) made on other nodes while it was locked are applied at once; a held delete removes the file on every node."
+            ));
+        }
+        let doing = format!("unlocking {path}…");
+        let effect = Effect::Unlock { path, force };
+        if question.is_empty() {
+            return self.ask(doing, effect);
+        }
+        if !self.is_up() {
+            return self.not_connected();
+        }
+        self.mode = Mode::Confirm(super::Confirm {
+            question: question.join(" "),
+            doing,
+            yes: vec![effect],
+        });
+        Vec::new()
     }
 
     /// Fetches `path` into `dest`, one fetch at a time (the progress gauge

@@ -8,6 +8,7 @@ use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::layout::{Position, Rect};
+use tandem_common::proto::ConflictAction;
 
 use super::command::run_command;
 use super::line_edit::{Edit, edit_line};
@@ -30,6 +31,7 @@ impl AppState {
             View::Files => self.table_height(),
             View::Cache => crate::ui::cache::table_rows(self.areas().main),
             View::Nodes => crate::ui::nodes::table_rows(self.areas().main),
+            View::Conflicts => crate::ui::conflicts::table_rows(self.areas().main),
         }
         .max(1)
     }
@@ -53,6 +55,20 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
             None => Vec::new(),
         },
         Mode::Help => Vec::new(),
+        // Only `y` says yes: Enter or a stray key must not restore or
+        // delete anything.
+        Mode::Confirm(c) => {
+            if matches!(k.code, KeyCode::Char('y' | 'Y')) {
+                s.set_status(Level::Info, c.doing);
+                if !s.is_up() {
+                    return s.not_connected();
+                }
+                c.yes
+            } else {
+                s.set_status(Level::Info, "cancelled; nothing was changed");
+                Vec::new()
+            }
+        }
         Mode::Filter => {
             let mut filter = s.files.filter().to_string();
             match edit_line(&mut filter, &k) {
@@ -153,6 +169,12 @@ fn move_selection(s: &mut AppState, delta: isize) {
                 .saturating_add_signed(delta)
                 .min(s.nodes.len().saturating_sub(1));
         }
+        View::Conflicts => {
+            s.conflicts_sel = s
+                .conflicts_sel
+                .saturating_add_signed(delta)
+                .min(s.conflicts_len().saturating_sub(1));
+        }
     }
 }
 
@@ -224,6 +246,8 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             None => s.set_status(Level::Error, "no file selected"),
         },
         Action::Command => s.mode = Mode::Command(String::new()),
+        Action::Restore => s.ask_resolve(ConflictAction::Restore),
+        Action::Discard => s.ask_resolve(ConflictAction::Discard),
         Action::FeedOlder => s.feed.scroll_by(1),
         Action::FeedNewer => s.feed.scroll_by(-1),
         Action::Open => {
@@ -285,7 +309,7 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                 .saturating_add_signed(delta)
                 .min(len.saturating_sub(page));
         }
-        Mode::Help => {}
+        Mode::Help | Mode::Confirm(_) => {}
         _ if over_feed => s.feed.scroll_by(delta.signum()),
         _ => move_selection(s, delta),
     }

@@ -11,7 +11,9 @@
 //! the module that owns it: `msg` (the messages and effects), `input`
 //! (keys, mouse) with `line_edit` (every text box) and `command` (the
 //! command line and the requests to the node), `events` (the node's feed),
-//! `schedule` (when to ask the node again), and the state's parts
+//! `schedule` (when to ask the node again), `conflicts` (the Conflicts
+//! view's list, restore and discard, and the questions before them), and
+//! the state's parts
 //! [`FileTable`] (`table`) and [`Feed`] (`feed`).
 
 use std::collections::BTreeMap;
@@ -19,9 +21,10 @@ use std::path::PathBuf;
 
 use ratatui::layout::Rect;
 use tandem_common::RelPath;
-use tandem_common::proto::{CacheReport, FeedCursor, ListedFile, NodeStatus};
+use tandem_common::proto::{CacheReport, ConflictCopy, FeedCursor, ListedFile, NodeStatus};
 
 mod command;
+mod conflicts;
 mod events;
 mod feed;
 mod input;
@@ -52,11 +55,13 @@ pub enum View {
     Cache,
     /// The cluster's nodes.
     Nodes,
+    /// The conflict copies every node keeps.
+    Conflicts,
 }
 
 impl View {
     /// Every tab, in order.
-    pub const ALL: [View; 3] = [View::Files, View::Cache, View::Nodes];
+    pub const ALL: [View; 4] = [View::Files, View::Cache, View::Nodes, View::Conflicts];
 
     /// Tab title.
     pub fn title(self) -> &'static str {
@@ -64,6 +69,7 @@ impl View {
             View::Files => "Files",
             View::Cache => "Cache",
             View::Nodes => "Nodes",
+            View::Conflicts => "Conflicts",
         }
     }
 
@@ -72,6 +78,7 @@ impl View {
             View::Files => 0,
             View::Cache => 1,
             View::Nodes => 2,
+            View::Conflicts => 3,
         }
     }
 }
@@ -135,6 +142,19 @@ pub enum Mode {
     Help,
     /// A node's own files (Enter on the Nodes view).
     Discover(DiscoverPopup),
+    /// A question before an action that changes other people's work.
+    Confirm(Confirm),
+}
+
+/// An action waiting for a yes (`y`); any other key cancels it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    /// What will happen, as a question.
+    pub question: String,
+    /// The status line while it is under way.
+    pub doing: String,
+    /// The effects that do it.
+    pub yes: Vec<Effect>,
 }
 
 /// The popup listing one node's files.
@@ -241,6 +261,15 @@ pub struct AppState {
     pub nodes_sel: usize,
     /// When to ask for the node list again.
     nodes_refresh: ReportRefresh,
+    /// The conflict copies every node keeps (newest first), and the nodes
+    /// that did not say; `None` until loaded.
+    pub conflicts: Option<(Vec<ConflictCopy>, Vec<String>)>,
+    /// Why the conflict list is missing, if it is.
+    pub conflicts_error: Option<String>,
+    /// Selected conflict copy.
+    pub conflicts_sel: usize,
+    /// When to ask for the conflict list again.
+    conflicts_refresh: ReportRefresh,
     /// Nodes known up (true) or down (false), from the node list, the feed
     /// and the table's replicas.
     pub known_nodes: BTreeMap<String, bool>,
@@ -289,6 +318,10 @@ impl AppState {
             nodes_error: None,
             nodes_sel: 0,
             nodes_refresh: ReportRefresh::default(),
+            conflicts: None,
+            conflicts_error: None,
+            conflicts_sel: 0,
+            conflicts_refresh: ReportRefresh::default(),
             known_nodes: BTreeMap::new(),
             status: None,
             fetch: None,
@@ -479,6 +512,8 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
                 }
             }
         }
+        Msg::ConflictsLoaded(r) => s.conflicts_loaded(r),
+        Msg::ConflictResolved(r) => s.conflict_resolved(r, &mut fx),
         Msg::Discovered { node, result } => {
             if let Mode::Discover(p) = &mut s.mode
                 && p.node == node

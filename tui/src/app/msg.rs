@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use crossterm::event::{KeyEvent, MouseEvent};
 use tandem_common::RelPath;
-use tandem_common::proto::{CacheReport, Event, FeedCursor, ListedFile, NodeStatus};
+use tandem_common::proto::{
+    CacheReport, ConflictAction, ConflictCopy, ConflictResolution, Event, FeedCursor, ListedFile,
+    NodeStatus,
+};
 
 /// A message: everything that can happen to the UI.
 #[derive(Debug, Clone)]
@@ -66,6 +69,11 @@ pub enum Msg {
     CacheLoaded(Result<CacheReport, String>),
     /// The node list arrived.
     NodesLoaded(Result<Vec<NodeStatus>, String>),
+    /// The conflict list arrived: the copies and the nodes that did not
+    /// answer, or the error.
+    ConflictsLoaded(Result<(Vec<ConflictCopy>, Vec<String>), String>),
+    /// A conflict copy was restored or discarded, or the error.
+    ConflictResolved(Result<ConflictResolution, String>),
     /// A node's own files arrived.
     Discovered {
         /// The node.
@@ -112,6 +120,17 @@ pub enum Effect {
     RefreshCache,
     /// Fetch the node list.
     RefreshNodes,
+    /// Fetch every node's conflict copies.
+    RefreshConflicts,
+    /// Restore or discard a conflict copy.
+    ResolveConflict {
+        /// The node that keeps it.
+        node: String,
+        /// The copy.
+        id: String,
+        /// What to do.
+        action: ConflictAction,
+    },
     /// List one node's own files.
     Discover(String),
     /// Lock a file (logging in first).

@@ -48,11 +48,11 @@ pub(super) struct ReportRefresh {
 impl ReportRefresh {
     /// Whether to ask now: nothing under way, and the last request is
     /// older than [`REFRESH_NS`] (or `force`).
-    fn stale(&self, now: i64, force: bool) -> bool {
+    pub(super) fn stale(&self, now: i64, force: bool) -> bool {
         !self.in_flight && (force || self.requested_ns.is_none_or(|t| now - t >= REFRESH_NS))
     }
 
-    fn start(&mut self, now: i64) {
+    pub(super) fn start(&mut self, now: i64) {
         self.in_flight = true;
         self.requested_ns = Some(now);
     }
@@ -119,6 +119,7 @@ impl AppState {
         self.list_refresh.in_flight = false;
         self.cache_refresh.answered();
         self.nodes_refresh.answered();
+        self.conflicts_refresh.answered();
     }
 
     /// A new connection: the table and the node list (the header's node
@@ -146,6 +147,10 @@ impl AppState {
             View::Nodes if self.nodes_refresh.stale(now, force) => {
                 self.nodes_refresh.start(now);
                 fx.push(Effect::RefreshNodes);
+            }
+            View::Conflicts if self.conflicts_refresh.stale(now, force) => {
+                self.conflicts_refresh.start(now);
+                fx.push(Effect::RefreshConflicts);
             }
             View::Files if force => self.request_list(fx),
             _ => {}

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod charts;
+pub mod conflicts;
 pub mod feed;
 pub mod files;
 pub mod help;
@@ -93,6 +94,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
         }
         View::Cache => cache::render(frame, a.main, s),
         View::Nodes => nodes::render(frame, a.main, s),
+        View::Conflicts => conflicts::render(frame, a.main, s),
     }
     status::status_line(frame, a.status, s);
     status::footer(frame, a.footer, s);
@@ -100,6 +102,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
         Mode::Help => help::render(frame, frame.area()),
         Mode::FetchPrompt { path, input } => files::fetch_prompt(frame, s, path, input),
         Mode::Discover(p) => nodes::discover(frame, s, p),
+        Mode::Confirm(c) => conflicts::confirm(frame, c),
         Mode::Normal | Mode::Filter | Mode::Command(_) => {}
     }
 }

@@ -141,7 +141,7 @@ pub fn tabs(frame: &mut Frame, area: Rect, s: &AppState) {
             }
             r
         }
-        View::Cache | View::Nodes => "refreshed every 2 s".to_string(),
+        View::Cache | View::Nodes | View::Conflicts => "refreshed every 2 s".to_string(),
     };
     let [l, r] = Layout::horizontal([Constraint::Length(left.width() as u16), Constraint::Min(0)])
         .areas(area);
@@ -240,6 +240,7 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         }
         Mode::Help => vec![("any key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
+        Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
     };
     let items = if s.mode == Mode::Normal {
         keys::footer(s.view)
