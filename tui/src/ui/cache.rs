@@ -38,20 +38,8 @@ pub fn table_rows(main: Rect) -> usize {
 /// Draws the cache report, or why there is none.
 pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let Some(c) = &s.cache else {
-        let (text, colour) = match &s.cache_error {
-            Some(e) => (
-                format!("The cache report is not available: {e}.\nAsked again every 2 s."),
-                Color::Red,
-            ),
-            None if s.is_up() => ("Loading the cache report…".to_string(), Color::DarkGray),
-            None => ("Not connected.".to_string(), Color::DarkGray),
-        };
-        frame.render_widget(
-            Paragraph::new(text)
-                .style(Style::default().fg(colour))
-                .block(Block::bordered().title(" Cache ")),
-            area,
-        );
+        let e = s.cache_error.as_deref();
+        super::missing_report(frame, area, s, "Cache", "the cache report", e);
         return;
     };
     let base = data_style(s);

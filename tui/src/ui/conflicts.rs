@@ -24,20 +24,8 @@ pub fn table_rows(main: Rect) -> usize {
 /// Draws the list, or why there is none.
 pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let Some((copies, unanswered)) = &s.conflicts else {
-        let (text, colour) = match &s.conflicts_error {
-            Some(e) => (
-                format!("The conflict list is not available: {e}.\nAsked again every 2 s."),
-                Color::Red,
-            ),
-            None if s.is_up() => ("Loading the conflict copies…".to_string(), Color::DarkGray),
-            None => ("Not connected.".to_string(), Color::DarkGray),
-        };
-        frame.render_widget(
-            Paragraph::new(text)
-                .style(Style::default().fg(colour))
-                .block(Block::bordered().title(" Conflicts ")),
-            area,
-        );
+        let e = s.conflicts_error.as_deref();
+        super::missing_report(frame, area, s, "Conflicts", "the conflict list", e);
         return;
     };
     let mut notes = Vec::new();

@@ -107,6 +107,40 @@ pub fn render(frame: &mut Frame, s: &AppState) {
     }
 }
 
+/// The box a report's view shows until the report is there: why it is
+/// missing (`error`), loading, or not connected. `what` names the report
+/// ("the node list").
+pub(crate) fn missing_report(
+    frame: &mut Frame,
+    area: Rect,
+    s: &AppState,
+    title: &str,
+    what: &str,
+    error: Option<&str>,
+) {
+    let (text, colour) = match error {
+        Some(e) => (
+            format!("{} is not available: {e}.\nAsked again every 2 s.", capitalized(what)),
+            Color::Red,
+        ),
+        None if s.is_up() => (format!("Loading {what}…"), Color::DarkGray),
+        None => ("Not connected.".to_string(), Color::DarkGray),
+    };
+    frame.render_widget(
+        ratatui::widgets::Paragraph::new(text)
+            .style(Style::default().fg(colour))
+            .block(ratatui::widgets::Block::bordered().title(format!(" {title} "))),
+        area,
+    );
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// Base style of data that may be out of date (the node is away).
 pub(crate) fn data_style(s: &AppState) -> Style {
     if s.is_up() {

@@ -88,20 +88,8 @@ fn clock(off: Option<i64>) -> (String, Style) {
 /// Draws the node table.
 pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     if s.nodes.is_empty() {
-        let (text, colour) = match &s.nodes_error {
-            Some(e) => (
-                format!("The node list is not available: {e}.\nAsked again every 2 s."),
-                Color::Red,
-            ),
-            None if s.is_up() => ("Loading the node list…".to_string(), Color::DarkGray),
-            None => ("Not connected.".to_string(), Color::DarkGray),
-        };
-        frame.render_widget(
-            Paragraph::new(text)
-                .style(Style::default().fg(colour))
-                .block(Block::bordered().title(" Nodes ")),
-            area,
-        );
+        let e = s.nodes_error.as_deref();
+        super::missing_report(frame, area, s, "Nodes", "the node list", e);
         return;
     }
     let notes = notes(s);
