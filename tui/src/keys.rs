@@ -179,6 +179,7 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
     b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
+    b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Files, "the file in detail: versions, lock, held changes, conflict copies", Some(("Enter", "detail"))),
     b(&[Char('R')], "R", Action::Restore, Scope::Conflicts, "make the copy current", Some(("R", "restore"))),
     b(&[Char('x'), Code(KeyCode::Delete)], "x Del", Action::Discard, Scope::Conflicts, "delete the copy", Some(("x", "delete"))),
     b(&[Char(':')], ":", Action::Command, Scope::Everywhere, "command line (see below)", Some((":", "command"))),

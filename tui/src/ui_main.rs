@@ -292,6 +292,12 @@ impl Runner {
                     send(Msg::ConflictResolved(r));
                 });
             }
+            Effect::LoadDetail(path) => {
+                tokio::spawn(async move {
+                    let result = file_detail(&c, &path).await;
+                    send(Msg::DetailLoaded { path, result });
+                });
+            }
             Effect::Discover(node) => {
                 tokio::spawn(async move {
                     let result = c.discover(&node).await.map_err(|e| e.to_string());
@@ -352,6 +358,10 @@ impl Runner {
             Effect::RefreshCache => self.send(Msg::CacheLoaded(Err(why()))),
             Effect::RefreshNodes => self.send(Msg::NodesLoaded(Err(why()))),
             Effect::RefreshConflicts => self.send(Msg::ConflictsLoaded(Err(why()))),
+            Effect::LoadDetail(path) => self.send(Msg::DetailLoaded {
+                path,
+                result: Err(why()),
+            }),
             Effect::ResolveConflict { .. } => self.send(Msg::ConflictResolved(Err(why()))),
             Effect::Discover(node) => self.send(Msg::Discovered {
                 node,
@@ -363,6 +373,40 @@ impl Runner {
             Effect::Subscribe(_) | Effect::Connect | Effect::Quit => {}
         }
     }
+}
+
+/// What the detail pane shows of `path` beyond its row: asked of the
+/// node at once (the lock table, the held changes, the conflict copies).
+async fn file_detail(c: &Client, path: &RelPath) -> Result<crate::app::FileDetail, String> {
+    let (locks, held, conflicts) = tokio::join!(
+        c.call(ClientRequest::Locks),
+        c.call(ClientRequest::Held),
+        c.call(ClientRequest::Conflicts)
+    );
+    let lock = match locks.map_err(|e| e.to_string())? {
+        ClientResponse::LockList(v) => v.into_iter().find(|l| &l.path == path),
+        other => return Err(unexpected(&other)),
+    };
+    let held = match held.map_err(|e| e.to_string())? {
+        ClientResponse::HeldList(v) => v.into_iter().filter(|h| &h.path == path).collect(),
+        other => return Err(unexpected(&other)),
+    };
+    let (conflicts, unanswered) = match conflicts.map_err(|e| e.to_string())? {
+        ClientResponse::ConflictList { copies, unanswered } => (
+            copies
+                .into_iter()
+                .filter(|c| c.path.as_ref() == Some(path))
+                .collect(),
+            unanswered,
+        ),
+        other => return Err(unexpected(&other)),
+    };
+    Ok(crate::app::FileDetail {
+        lock,
+        held,
+        conflicts,
+        unanswered,
+    })
 }
 
 /// The connect error without the long hint meant for the command line.

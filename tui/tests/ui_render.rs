@@ -8,11 +8,11 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tandem_common::proto::{
-    CacheEntry, CacheReport, ConflictCopy, Event, EventKind, FileState, HeldKind, ListedFile,
-    NodeFileState, NodeSample, NodeStatus,
+    CacheEntry, CacheReport, ConflictCopy, Event, EventKind, FileState, HeldChange, HeldKind,
+    ListedFile, LockInfo, NodeFileState, NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
-use tandem_tui::app::{AppState, Msg, Zone, update};
+use tandem_tui::app::{AppState, FileDetail, Msg, Zone, update};
 use tandem_tui::ui;
 
 /// 2026-11-24 12:00:00 UTC.
@@ -548,6 +548,42 @@ fn restore_question() {
         update(s, key('4'));
         update(s, Msg::ConflictsLoaded(Ok((conflict_copies(), Vec::new()))));
         update(s, key('R'));
+    });
+}
+
+/// Enter on README.md: both nodes' states, the lock with its queue, a
+/// held change and two kept copies.
+#[test]
+fn detail_pane() {
+    check("detail", |s| {
+        update(s, code(KeyCode::Enter));
+        let copies: Vec<ConflictCopy> = conflict_copies().into_iter().take(1).collect();
+        update(
+            s,
+            Msg::DetailLoaded {
+                path: p("README.md"),
+                result: Ok(FileDetail {
+                    lock: Some(LockInfo {
+                        path: p("README.md"),
+                        owner_name: "ana".into(),
+                        owner: uuid::Uuid::nil(),
+                        since_ns: NOW - 600 * SEC,
+                        via: "alpha".into(),
+                        waiting: vec!["bob".into(), "carol".into()],
+                    }),
+                    held: vec![HeldChange {
+                        path: p("README.md"),
+                        node: "beta".into(),
+                        kind: HeldKind::Modify,
+                        size: 2_100,
+                        mtime_ns: NOW - 300 * SEC,
+                        since_ns: NOW - 299 * SEC,
+                    }],
+                    conflicts: copies,
+                    unanswered: vec!["gamma: timed out".into()],
+                }),
+            },
+        );
     });
 }
 

@@ -11,8 +11,8 @@ use tandem_common::proto::{
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
-    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, Level, Mode, Msg, RECONNECT_NS, REFRESH_NS,
-    SortKey, View, Zone, update,
+    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, FileDetail, Level, Mode, Msg, RECONNECT_NS,
+    REFRESH_NS, SortKey, View, Zone, update,
 };
 
 const NOW: i64 = 1_795_521_600_000_000_000;
@@ -1239,4 +1239,87 @@ fn force_unlock_and_releasing_held_changes_ask_first() {
             force: false
         }]
     );
+}
+
+/// Enter opens a file's detail pane, which asks for the lock, held changes
+/// and conflict copies; its keys act on the file and its copies.
+#[test]
+fn enter_opens_the_detail_pane_and_its_keys_act_on_the_file() {
+    let mut s = connected(four());
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+    assert!(matches!(&s.mode, Mode::Detail(d) if d.path == p("b.txt") && d.detail.is_none()));
+    // An answer for another file (the user moved on) is dropped.
+    update(
+        &mut s,
+        Msg::DetailLoaded {
+            path: p("d.txt"),
+            result: Err("late".into()),
+        },
+    );
+    assert!(matches!(&s.mode, Mode::Detail(d) if d.detail.is_none()));
+    let detail = FileDetail {
+        lock: None,
+        held: Vec::new(),
+        conflicts: vec![
+            copy(
+                "alpha",
+                "b.conflict-20261124-110000-beta.txt",
+                Some("b.txt"),
+                5,
+            ),
+            copy(
+                "gamma",
+                "b.conflict-20261124-100000-beta.txt",
+                Some("b.txt"),
+                50,
+            ),
+        ],
+        unanswered: Vec::new(),
+    };
+    update(
+        &mut s,
+        Msg::DetailLoaded {
+            path: p("b.txt"),
+            result: Ok(detail.clone()),
+        },
+    );
+    update(&mut s, key('j'));
+    update(&mut s, key('j'));
+    assert!(
+        matches!(&s.mode, Mode::Detail(d) if d.sel == 1 && d.detail == Some(Ok(detail.clone())))
+    );
+    // r reloads.
+    assert_eq!(
+        update(&mut s, key('r')),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+    update(
+        &mut s,
+        Msg::DetailLoaded {
+            path: p("b.txt"),
+            result: Ok(detail),
+        },
+    );
+    // x on the second copy asks, y deletes it.
+    assert!(update(&mut s, key('x')).is_empty());
+    assert!(matches!(&s.mode, Mode::Confirm(c) if c.question.contains("on gamma")));
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::ResolveConflict {
+            node: "gamma".into(),
+            id: "b.conflict-20261124-100000-beta.txt".into(),
+            action: ConflictAction::Discard,
+        }]
+    );
+    // f fetches the file (the destination prompt), Esc closes.
+    update(&mut s, code(KeyCode::Enter));
+    assert!(update(&mut s, key('f')).is_empty());
+    assert!(matches!(&s.mode, Mode::FetchPrompt { path, .. } if *path == p("b.txt")));
+    update(&mut s, code(KeyCode::Esc));
+    update(&mut s, code(KeyCode::Enter));
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(s.mode, Mode::Normal);
 }

@@ -65,10 +65,14 @@ impl AppState {
 
     /// Asks before restoring or discarding the selected conflict copy.
     pub(super) fn ask_resolve(&mut self, action: ConflictAction) {
-        let Some(c) = self.selected_conflict().cloned() else {
-            self.set_status(Level::Error, "no conflict copy selected");
-            return;
-        };
+        match self.selected_conflict().cloned() {
+            Some(c) => self.ask_resolve_copy(c, action),
+            None => self.set_status(Level::Error, "no conflict copy selected"),
+        }
+    }
+
+    /// Asks before restoring or discarding the conflict copy `c`.
+    pub(super) fn ask_resolve_copy(&mut self, c: ConflictCopy, action: ConflictAction) {
         let version = format!(
             "{}'s version ({}, modified {})",
             if c.author.is_empty() { "?" } else { &c.author },

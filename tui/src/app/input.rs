@@ -55,6 +55,7 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
             None => Vec::new(),
         },
         Mode::Help => Vec::new(),
+        Mode::Detail(d) => super::detail::on_detail_key(s, d, &k),
         // Only `y` says yes: Enter or a stray key must not restore or
         // delete anything.
         Mode::Confirm(c) => {
@@ -250,6 +251,7 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
         Action::Discard => s.ask_resolve(ConflictAction::Discard),
         Action::FeedOlder => s.feed.scroll_by(1),
         Action::FeedNewer => s.feed.scroll_by(-1),
+        Action::Open if s.view == View::Files => return s.open_detail(),
         Action::Open => {
             if let Some(n) = s.nodes.get(s.nodes_sel) {
                 let node = n.name.clone();
@@ -309,7 +311,7 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                 .saturating_add_signed(delta)
                 .min(len.saturating_sub(page));
         }
-        Mode::Help | Mode::Confirm(_) => {}
+        Mode::Help | Mode::Confirm(_) | Mode::Detail(_) => {}
         _ if over_feed => s.feed.scroll_by(delta.signum()),
         _ => move_selection(s, delta),
     }

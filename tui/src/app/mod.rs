@@ -12,7 +12,8 @@
 //! (keys, mouse) with `line_edit` (every text box) and `command` (the
 //! command line and the requests to the node), `events` (the node's feed),
 //! `schedule` (when to ask the node again), `conflicts` (the Conflicts
-//! view's list, restore and discard, and the questions before them), and
+//! view's list, restore and discard, and the questions before them),
+//! `detail` (one file's detail pane), and
 //! the state's parts
 //! [`FileTable`] (`table`) and [`Feed`] (`feed`).
 
@@ -21,10 +22,13 @@ use std::path::PathBuf;
 
 use ratatui::layout::Rect;
 use tandem_common::RelPath;
-use tandem_common::proto::{CacheReport, ConflictCopy, FeedCursor, ListedFile, NodeStatus};
+use tandem_common::proto::{
+    CacheReport, ConflictCopy, FeedCursor, HeldChange, ListedFile, LockInfo, NodeStatus,
+};
 
 mod command;
 mod conflicts;
+mod detail;
 mod events;
 mod feed;
 mod input;
@@ -144,6 +148,33 @@ pub enum Mode {
     Discover(DiscoverPopup),
     /// A question before an action that changes other people's work.
     Confirm(Confirm),
+    /// One file in detail (Enter on the Files view).
+    Detail(DetailPane),
+}
+
+/// What the detail pane shows beyond the table's row: the lock with its
+/// queue, the changes held back, and the conflict copies of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDetail {
+    /// The lock, if the file is locked.
+    pub lock: Option<LockInfo>,
+    /// Changes held back by the lock, on any node.
+    pub held: Vec<HeldChange>,
+    /// Kept conflict copies of this file, on any node.
+    pub conflicts: Vec<ConflictCopy>,
+    /// Nodes that did not say which conflict copies they keep.
+    pub unanswered: Vec<String>,
+}
+
+/// The detail pane of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailPane {
+    /// The file.
+    pub path: RelPath,
+    /// `None` while loading.
+    pub detail: Option<Result<FileDetail, String>>,
+    /// Selected conflict copy.
+    pub sel: usize,
 }
 
 /// An action waiting for a yes (`y`); any other key cancels it.
@@ -514,6 +545,18 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
         }
         Msg::ConflictsLoaded(r) => s.conflicts_loaded(r),
         Msg::ConflictResolved(r) => s.conflict_resolved(r, &mut fx),
+        Msg::DetailLoaded { path, result } => {
+            if let Mode::Detail(d) = &mut s.mode
+                && d.path == path
+            {
+                d.sel = d.sel.min(
+                    result
+                        .as_ref()
+                        .map_or(0, |r| r.conflicts.len().saturating_sub(1)),
+                );
+                d.detail = Some(result);
+            }
+        }
         Msg::Discovered { node, result } => {
             if let Mode::Discover(p) = &mut s.mode
                 && p.node == node

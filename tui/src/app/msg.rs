@@ -74,6 +74,13 @@ pub enum Msg {
     ConflictsLoaded(Result<(Vec<ConflictCopy>, Vec<String>), String>),
     /// A conflict copy was restored or discarded, or the error.
     ConflictResolved(Result<ConflictResolution, String>),
+    /// The detail of one file arrived.
+    DetailLoaded {
+        /// The file.
+        path: RelPath,
+        /// Lock, held changes and conflict copies, or the error.
+        result: Result<super::FileDetail, String>,
+    },
     /// A node's own files arrived.
     Discovered {
         /// The node.
@@ -131,6 +138,8 @@ pub enum Effect {
         /// What to do.
         action: ConflictAction,
     },
+    /// Load what the detail pane shows of one file.
+    LoadDetail(RelPath),
     /// List one node's own files.
     Discover(String),
     /// Lock a file (logging in first).

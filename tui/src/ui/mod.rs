@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod charts;
 pub mod conflicts;
+pub mod detail;
 pub mod feed;
 pub mod files;
 pub mod help;
@@ -103,6 +104,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
         Mode::FetchPrompt { path, input } => files::fetch_prompt(frame, s, path, input),
         Mode::Discover(p) => nodes::discover(frame, s, p),
         Mode::Confirm(c) => conflicts::confirm(frame, c),
+        Mode::Detail(d) => detail::render(frame, s, d),
         Mode::Normal | Mode::Filter | Mode::Command(_) => {}
     }
 }
@@ -120,7 +122,10 @@ pub(crate) fn missing_report(
 ) {
     let (text, colour) = match error {
         Some(e) => (
-            format!("{} is not available: {e}.\nAsked again every 2 s.", capitalized(what)),
+            format!(
+                "{} is not available: {e}.\nAsked again every 2 s.",
+                capitalized(what)
+            ),
             Color::Red,
         ),
         None if s.is_up() => (format!("Loading {what}…"), Color::DarkGray),

@@ -241,6 +241,7 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Help => vec![("any key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
+        Mode::Detail(_) => vec![("↑↓", "copy"), ("R x", "restore, delete"), ("Esc", "close")],
     };
     let items = if s.mode == Mode::Normal {
         keys::footer(s.view)
