@@ -350,7 +350,9 @@ pub async fn nodes(
         if let Ok(PeerAnswer::Status(mut st, their_now)) = r {
             seen.push(id);
             let mid = sent_ns + rtt.as_nanos() as i64 / 2;
-            st.addr = "(through other nodes)".into();
+            // Its own listen address, which a client may dial to talk to
+            // it directly, and how it was reached from here.
+            st.addr = format!("{} (through other nodes)", st.addr);
             st.id = Some(id);
             st.rtt_us = Some(rtt.as_micros() as u64);
             st.clock_offset_ms = Some((their_now - mid) / 1_000_000);

@@ -62,6 +62,10 @@ pub enum Action {
     Restore,
     /// Delete the selected conflict copy (after a question).
     Discard,
+    /// Talk to the selected node instead.
+    ConnectTo,
+    /// Show the next node's cache.
+    NextCache,
 }
 
 /// One key of a binding.
@@ -104,6 +108,8 @@ pub enum Scope {
     Nodes,
     /// Conflicts view.
     Conflicts,
+    /// Cache view.
+    Cache,
 }
 
 impl Scope {
@@ -114,6 +120,7 @@ impl Scope {
             Scope::Files => view == View::Files,
             Scope::Nodes => view == View::Nodes,
             Scope::Conflicts => view == View::Conflicts,
+            Scope::Cache => view == View::Cache,
         }
     }
 
@@ -125,6 +132,7 @@ impl Scope {
             Scope::Files => "Files view",
             Scope::Nodes => "Nodes view",
             Scope::Conflicts => "Conflicts view",
+            Scope::Cache => "Cache view",
         }
     }
 }
@@ -179,7 +187,9 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
     b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
-    b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Files, "the file in detail: versions, lock, held changes, conflict copies", Some(("Enter", "detail"))),
+    b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Files, "the file in detail", Some(("Enter", "detail"))),
+    b(&[Char('c')], "c", Action::ConnectTo, Scope::Nodes, "connect to it instead", Some(("c", "connect"))),
+    b(&[Char('o')], "o", Action::NextCache, Scope::Cache, "show another node's cache", Some(("o", "other node"))),
     b(&[Char('R')], "R", Action::Restore, Scope::Conflicts, "make the copy current", Some(("R", "restore"))),
     b(&[Char('x'), Code(KeyCode::Delete)], "x Del", Action::Discard, Scope::Conflicts, "delete the copy", Some(("x", "delete"))),
     b(&[Char(':')], ":", Action::Command, Scope::Everywhere, "command line (see below)", Some((":", "command"))),
@@ -210,6 +220,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("unlock N [--force]", "unlock #N"),
     ("fetch NAME [DIR]", "download"),
     ("list", "reload all"),
+    ("connect HOST:PORT", "switch node"),
+    ("cache [NODE]", "a node's cache"),
     ("quit", "leave"),
 ];
 
@@ -240,6 +252,7 @@ pub fn help_sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)>
         Scope::Everywhere,
         Scope::Move,
         Scope::Nodes,
+        Scope::Cache,
         Scope::Conflicts,
         Scope::Files,
     ] {

@@ -196,6 +196,13 @@ impl Runner {
     }
 
     fn run(&mut self, e: Effect) {
+        if let Effect::SwitchNode(addr) = &e {
+            // The old connection (and its feed) is dropped; answers still
+            // on their way belong to the old generation and are ignored.
+            self.node = addr.clone();
+            self.conn = None;
+            return self.run(Effect::Connect);
+        }
         if e == Effect::Connect {
             self.generation += 1;
             let (generation, node, name, tx) = (
@@ -232,7 +239,7 @@ impl Runner {
             let _ = tx.send(Incoming::Msg(m));
         };
         match e {
-            Effect::Connect | Effect::Quit => {}
+            Effect::Connect | Effect::Quit | Effect::SwitchNode(_) => {}
             Effect::Subscribe(cursor) => {
                 tokio::spawn(async move {
                     send(Msg::Subscribed(
@@ -249,9 +256,13 @@ impl Runner {
                     });
                 });
             }
-            Effect::RefreshCache => {
+            Effect::RefreshCache | Effect::RefreshCacheOf(_) => {
+                let node = match e {
+                    Effect::RefreshCacheOf(n) => Some(n),
+                    _ => None,
+                };
                 tokio::spawn(async move {
-                    let r = match c.call(ClientRequest::Cache { node: None }).await {
+                    let r = match c.call(ClientRequest::Cache { node }).await {
                         Ok(ClientResponse::CacheReport(r)) => Ok(r),
                         Ok(other) => Err(unexpected(&other)),
                         Err(e) => Err(e.to_string()),
@@ -355,7 +366,9 @@ impl Runner {
                 result: Err(why()),
                 now: now_ns(),
             }),
-            Effect::RefreshCache => self.send(Msg::CacheLoaded(Err(why()))),
+            Effect::RefreshCache | Effect::RefreshCacheOf(_) => {
+                self.send(Msg::CacheLoaded(Err(why())))
+            }
             Effect::RefreshNodes => self.send(Msg::NodesLoaded(Err(why()))),
             Effect::RefreshConflicts => self.send(Msg::ConflictsLoaded(Err(why()))),
             Effect::LoadDetail(path) => self.send(Msg::DetailLoaded {
@@ -370,7 +383,7 @@ impl Runner {
             Effect::Lock(_) | Effect::LockWait(_) => self.send(Msg::LockDone(Err(why()))),
             Effect::Unlock { .. } => self.send(Msg::UnlockDone(Err(why()))),
             Effect::Fetch { .. } => self.send(Msg::FetchDone(Err(why()))),
-            Effect::Subscribe(_) | Effect::Connect | Effect::Quit => {}
+            Effect::Subscribe(_) | Effect::Connect | Effect::Quit | Effect::SwitchNode(_) => {}
         }
     }
 }

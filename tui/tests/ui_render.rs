@@ -460,6 +460,17 @@ fn help_overlay() {
     });
 }
 
+/// On a short screen the help scrolls to its end (and no further).
+#[test]
+fn help_scrolled_to_the_end() {
+    check("help_scrolled", |s| {
+        update(s, key('?'));
+        for _ in 0..30 {
+            update(s, key('j'));
+        }
+    });
+}
+
 fn cache_report() -> CacheReport {
     CacheReport {
         node: "alpha".into(),

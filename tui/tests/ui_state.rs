@@ -1323,3 +1323,88 @@ fn enter_opens_the_detail_pane_and_its_keys_act_on_the_file() {
     update(&mut s, code(KeyCode::Esc));
     assert_eq!(s.mode, Mode::Normal);
 }
+
+/// `c` on the Nodes view talks to the selected node instead (a far node by
+/// its own address); `o` on the Cache view shows the next node's cache.
+#[test]
+fn switching_the_node_and_showing_another_nodes_cache() {
+    let mut s = connected(four());
+    let mut far = node("gamma", 0);
+    far.addr = "127.0.0.1:7003 (through other nodes)".into();
+    let mut lost = node("delta", 0);
+    lost.addr = "(not reached)".into();
+    lost.up = false;
+    update(
+        &mut s,
+        Msg::NodesLoaded(Ok(vec![node("alpha", 0), node("beta", 0), far, lost])),
+    );
+
+    // The cache of the next node up, round and round.
+    update(&mut s, key('2'));
+    update(&mut s, Msg::CacheLoaded(Err("x".into())));
+    assert_eq!(
+        update(&mut s, key('o')),
+        vec![Effect::RefreshCacheOf("beta".into())]
+    );
+    assert_eq!(s.cache_of.as_deref(), Some("beta"));
+    update(&mut s, Msg::CacheLoaded(Err("x".into())));
+    assert_eq!(
+        update(&mut s, key('o')),
+        vec![Effect::RefreshCacheOf("gamma".into())]
+    );
+    update(&mut s, Msg::CacheLoaded(Err("x".into())));
+    assert_eq!(
+        update(&mut s, key('o')),
+        vec![Effect::RefreshCache],
+        "back to alpha's own"
+    );
+    assert_eq!(s.cache_of, None);
+    update(&mut s, Msg::CacheLoaded(Err("x".into())));
+    // And by command.
+    update(&mut s, key(':'));
+    typed(&mut s, "cache beta");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::RefreshCacheOf("beta".into())]
+    );
+
+    // A node no address is known for cannot be switched to.
+    update(&mut s, key('3'));
+    for _ in 0..3 {
+        update(&mut s, key('j'));
+    }
+    assert!(update(&mut s, key('c')).is_empty());
+    assert!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .text
+            .starts_with("no address is known for delta")
+    );
+    // gamma, by its own address.
+    update(&mut s, key('k'));
+    assert_eq!(
+        update(&mut s, key('c')),
+        vec![Effect::SwitchNode("127.0.0.1:7003".into())]
+    );
+    assert_eq!(s.node_addr, "127.0.0.1:7003");
+    assert!(!s.is_up());
+    // The new node's feed starts afresh; everything is asked again.
+    let fx = update(
+        &mut s,
+        Msg::Connected {
+            node_name: "gamma".into(),
+            now: NOW + SEC,
+        },
+    );
+    assert!(fx.contains(&Effect::Subscribe(None)), "{fx:?}");
+    assert!(fx.contains(&Effect::RefreshList), "{fx:?}");
+    assert!(matches!(&s.conn, Conn::Up { name } if name == "gamma"));
+    // :connect back.
+    update(&mut s, key(':'));
+    typed(&mut s, "connect 127.0.0.1:7001");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::SwitchNode("127.0.0.1:7001".into())]
+    );
+}

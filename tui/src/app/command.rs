@@ -91,6 +91,66 @@ impl AppState {
         Vec::new()
     }
 
+    /// Talks to the node at `addr` from now on: everything shown is asked
+    /// of it again (its feed starts afresh).
+    pub(super) fn switch_node(&mut self, addr: &str) -> Vec<Effect> {
+        if addr == self.node_addr && self.is_up() {
+            self.set_status(Level::Info, format!("already connected to {addr}"));
+            return Vec::new();
+        }
+        self.note(format!("switching to {addr}"));
+        self.set_status(Level::Info, format!("connecting to {addr}…"));
+        self.node_addr = addr.to_string();
+        self.conn = super::Conn::Down {
+            reason: format!("connecting to {addr}…"),
+            since_ns: self.now_ns,
+            was_up: false,
+        };
+        self.connecting = true;
+        // Another node's feed has its own runs and sequences.
+        self.cursor = None;
+        self.cache = None;
+        self.cache_of = None;
+        self.conflicts = None;
+        self.abandon_requests();
+        vec![Effect::SwitchNode(addr.to_string())]
+    }
+
+    /// Shows the cache of `node` (this node's when `None`) in the Cache view.
+    pub(super) fn show_cache_of(&mut self, node: Option<String>) -> Vec<Effect> {
+        let own = self.last_node_name.clone();
+        self.cache_of = node.filter(|n| Some(n) != own.as_ref());
+        self.cache = None;
+        self.cache_error = None;
+        self.cache_sel = 0;
+        let mut fx = Vec::new();
+        self.view = super::View::Cache;
+        self.cache_refresh.answered();
+        self.refresh_view(true, &mut fx);
+        fx
+    }
+
+    /// The node after the one whose cache is shown, among those up.
+    pub(super) fn next_cache_node(&mut self) -> Vec<Effect> {
+        let up: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .map(|n| n.name.clone())
+            .collect();
+        if up.len() < 2 {
+            self.set_status(Level::Info, "no other node is up to show the cache of");
+            return Vec::new();
+        }
+        let shown = self
+            .cache_of
+            .clone()
+            .or_else(|| self.last_node_name.clone());
+        let at = up.iter().position(|n| Some(n) == shown.as_ref());
+        let next = up[at.map_or(0, |i| (i + 1) % up.len())].clone();
+        self.show_cache_of(Some(next))
+    }
+
     /// Fetches `path` into `dest`, one fetch at a time (the progress gauge
     /// shows one).
     pub(super) fn fetch(&mut self, path: RelPath, dest: PathBuf, force: bool) -> Vec<Effect> {
@@ -161,6 +221,9 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
                 Ok(s.not_connected())
             }
         }
+        ["connect", addr] => Ok(s.switch_node(addr)),
+        ["cache", node] => Ok(s.show_cache_of(Some(node.to_string()))),
+        ["cache"] => Ok(s.show_cache_of(None)),
         ["quit" | "q"] => Ok(vec![Effect::Quit]),
         ["help"] => {
             s.mode = Mode::Help;

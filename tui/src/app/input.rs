@@ -54,7 +54,22 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
             Some(a) => on_action(s, a, &k),
             None => Vec::new(),
         },
-        Mode::Help => Vec::new(),
+        // The arrows scroll a help taller than the screen; any other key
+        // closes it.
+        Mode::Help => {
+            match k.code {
+                KeyCode::Down | KeyCode::Char('j') | KeyCode::PageDown => {
+                    s.help_scroll = s.help_scroll.saturating_add(3);
+                    s.mode = Mode::Help;
+                }
+                KeyCode::Up | KeyCode::Char('k') | KeyCode::PageUp => {
+                    s.help_scroll = s.help_scroll.saturating_sub(3);
+                    s.mode = Mode::Help;
+                }
+                _ => {}
+            }
+            Vec::new()
+        }
         Mode::Detail(d) => super::detail::on_detail_key(s, d, &k),
         // Only `y` says yes: Enter or a stray key must not restore or
         // delete anything.
@@ -184,7 +199,10 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     let page = s.page() as isize;
     match a {
         Action::Quit => fx.push(Effect::Quit),
-        Action::Help => s.mode = Mode::Help,
+        Action::Help => {
+            s.help_scroll = 0;
+            s.mode = Mode::Help;
+        }
         Action::NextView => {
             let v = View::ALL[(s.view.index() + 1) % View::ALL.len()];
             s.set_view(v, &mut fx);
@@ -247,6 +265,22 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             None => s.set_status(Level::Error, "no file selected"),
         },
         Action::Command => s.mode = Mode::Command(String::new()),
+        Action::ConnectTo => {
+            if let Some(n) = s.nodes.get(s.nodes_sel) {
+                // A far node's address reads "HOST:PORT (through other nodes)".
+                let addr = n.addr.split(" (").next().unwrap_or_default().to_string();
+                if addr.is_empty() || addr.starts_with('(') {
+                    let name = n.name.clone();
+                    s.set_status(
+                        Level::Error,
+                        format!("no address is known for {name}; use :connect HOST:PORT"),
+                    );
+                } else {
+                    return s.switch_node(&addr);
+                }
+            }
+        }
+        Action::NextCache => return s.next_cache_node(),
         Action::Restore => s.ask_resolve(ConflictAction::Restore),
         Action::Discard => s.ask_resolve(ConflictAction::Discard),
         Action::FeedOlder => s.feed.scroll_by(1),

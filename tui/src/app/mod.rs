@@ -280,6 +280,8 @@ pub struct AppState {
     pub cache: Option<CacheReport>,
     /// Why the cache report is missing, if it is.
     pub cache_error: Option<String>,
+    /// The node whose cache is shown, when not the connected one.
+    pub cache_of: Option<String>,
     /// Selected cache entry.
     pub cache_sel: usize,
     /// When to ask for the cache report again.
@@ -306,6 +308,8 @@ pub struct AppState {
     pub known_nodes: BTreeMap<String, bool>,
     /// The status line.
     pub status: Option<Status>,
+    /// Lines the help overlay is scrolled by (on screens too short for it).
+    pub help_scroll: u16,
     /// The fetch under way.
     pub fetch: Option<FetchProgress>,
     /// Terminal size (columns, rows).
@@ -343,6 +347,7 @@ impl AppState {
             resumed_from: None,
             cache: None,
             cache_error: None,
+            cache_of: None,
             cache_sel: 0,
             cache_refresh: ReportRefresh::default(),
             nodes: Vec::new(),
@@ -355,6 +360,7 @@ impl AppState {
             conflicts_refresh: ReportRefresh::default(),
             known_nodes: BTreeMap::new(),
             status: None,
+            help_scroll: 0,
             fetch: None,
             size,
             now_ns,

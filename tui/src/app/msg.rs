@@ -125,6 +125,10 @@ pub enum Effect {
     RefreshList,
     /// Fetch the cache report.
     RefreshCache,
+    /// Fetch another node's cache report.
+    RefreshCacheOf(String),
+    /// Talk to the node at this address from now on.
+    SwitchNode(String),
     /// Fetch the node list.
     RefreshNodes,
     /// Fetch every node's conflict copies.

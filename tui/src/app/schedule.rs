@@ -142,7 +142,10 @@ impl AppState {
         match self.view {
             View::Cache if self.cache_refresh.stale(now, force) => {
                 self.cache_refresh.start(now);
-                fx.push(Effect::RefreshCache);
+                fx.push(match &self.cache_of {
+                    None => Effect::RefreshCache,
+                    Some(n) => Effect::RefreshCacheOf(n.clone()),
+                });
             }
             View::Nodes if self.nodes_refresh.stale(now, force) => {
                 self.nodes_refresh.start(now);

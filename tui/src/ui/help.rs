@@ -37,16 +37,14 @@ fn section_lines(sec: &Section) -> Vec<Line<'static>> {
     out
 }
 
-/// Draws the help over the whole screen `area`.
-pub fn render(frame: &mut Frame, area: Rect) {
+/// Draws the help over the whole screen `area`, scrolled by `scroll` lines
+/// when it is taller than the screen.
+pub fn render(frame: &mut Frame, area: Rect, scroll: u16) {
     let sections = keys::help_sections();
     let heights: Vec<usize> = sections.iter().map(|(_, r)| r.len() + 1).collect();
     let total: usize = heights.iter().sum::<usize>() + sections.len() - 1;
     let popup_w = area.width.saturating_sub(2).min(100);
-    let block = Block::bordered()
-        .title(" Help · any key closes ")
-        .title(Line::from(" Tandem: one folder, the same on every node ").right_aligned())
-        .border_style(Style::default().fg(Color::Cyan));
+    let mut block = Block::bordered().border_style(Style::default().fg(Color::Cyan));
     // Two columns, split at the section boundary nearest the middle.
     let mut split = sections.len();
     let mut acc = 0;
@@ -58,8 +56,23 @@ pub fn render(frame: &mut Frame, area: Rect) {
         acc += h + 1;
     }
     let col_h = |secs: &[usize]| secs.iter().sum::<usize>() + secs.len().saturating_sub(1);
-    let rows = col_h(&heights[..split]).max(col_h(&heights[split..]));
-    let popup = super::centered(area, popup_w, rows as u16 + 2);
+    let rows = col_h(&heights[..split]).max(col_h(&heights[split..])) as u16;
+    let popup = super::centered(area, popup_w, rows + 2);
+    let fits = rows + 2 <= area.height;
+    let scroll = if fits {
+        0
+    } else {
+        scroll.min(rows + 2 - area.height)
+    };
+    block = block.title(if fits {
+        " Help · any key closes "
+    } else {
+        " Help · ↓↑ scroll · any other key closes "
+    });
+    if fits || popup_w >= 100 {
+        block =
+            block.title(Line::from(" Tandem: one folder, the same on every node ").right_aligned());
+    }
     let inner = block.inner(popup);
     frame.render_widget(Clear, popup);
     frame.render_widget(block, popup);
@@ -77,6 +90,12 @@ pub fn render(frame: &mut Frame, area: Rect) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .spacing(1)
             .areas(inner.inner(ratatui::layout::Margin::new(1, 0)));
-    frame.render_widget(Paragraph::new(column(&sections[..split])), left);
-    frame.render_widget(Paragraph::new(column(&sections[split..])), right);
+    frame.render_widget(
+        Paragraph::new(column(&sections[..split])).scroll((scroll, 0)),
+        left,
+    );
+    frame.render_widget(
+        Paragraph::new(column(&sections[split..])).scroll((scroll, 0)),
+        right,
+    );
 }

@@ -100,7 +100,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
     status::status_line(frame, a.status, s);
     status::footer(frame, a.footer, s);
     match &s.mode {
-        Mode::Help => help::render(frame, frame.area()),
+        Mode::Help => help::render(frame, frame.area(), s.help_scroll),
         Mode::FetchPrompt { path, input } => files::fetch_prompt(frame, s, path, input),
         Mode::Discover(p) => nodes::discover(frame, s, p),
         Mode::Confirm(c) => conflicts::confirm(frame, c),

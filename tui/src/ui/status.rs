@@ -238,7 +238,7 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::FetchPrompt { .. } => {
             vec![("Enter", "fetch"), ("Esc", "cancel"), ("Ctrl-U", "clear")]
         }
-        Mode::Help => vec![("any key", "close help")],
+        Mode::Help => vec![("↓↑", "scroll"), ("any other key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
         Mode::Detail(_) => vec![("↑↓", "copy"), ("R x", "restore, delete"), ("Esc", "close")],
