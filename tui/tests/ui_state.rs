@@ -1207,6 +1207,17 @@ fn force_unlock_and_releasing_held_changes_ask_first() {
         f.locked_by = Some("bob".into());
         f.held = 2;
     });
+    // l on a locked row says what would happen instead of asking.
+    assert!(update(&mut s, key('l')).is_empty());
+    assert!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .text
+            .starts_with("b.txt is already locked by bob: L waits"),
+        "{:?}",
+        s.status
+    );
     typed(&mut s, ":unlock 1 --force");
     assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
     let Mode::Confirm(c) = &s.mode else {

@@ -244,6 +244,16 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             s.settle();
         }
         Action::Lock => match s.files.selected() {
+            // Said before anything is asked: taking it would be refused.
+            Some(f) if f.locked_by.is_some() => {
+                let (path, owner) = (f.path.clone(), f.locked_by.clone().unwrap_or_default());
+                s.set_status(
+                    Level::Info,
+                    format!(
+                        "{path} is already locked by {owner}: L waits in its queue; u unlocks it if the lock is yours"
+                    ),
+                );
+            }
             Some(f) => return s.lock(f.path.clone()),
             None => s.set_status(Level::Error, "no file selected"),
         },
