@@ -131,6 +131,17 @@ fn node_status() -> NodeStatus {
         uptime_s: 3600,
         clock_offset_ms: Some(-2),
         warnings: vec!["disk almost full".into()],
+        history: vec![NodeSample {
+            at_s: 1_764_000_000,
+            cpu_percent: 12.5,
+            rss: 40 << 20,
+            sent_per_s: 1 << 20,
+            received_per_s: 0,
+            cache_hits: 3,
+            cache_misses: 1,
+        }],
+        pending_files: 2,
+        pending_bytes: 4096,
     }
 }
 
@@ -313,6 +324,17 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
             },
         ),
         (
+            "query-resolve-conflict",
+            PeerMessage::Query {
+                req: 10,
+                q: PeerQuery::ResolveConflict {
+                    id: "notes/plan.conflict-20261203-060000-B.txt".into(),
+                    action: ConflictAction::Restore,
+                    by: "ann@laptop".into(),
+                },
+            },
+        ),
+        (
             "answer-files",
             PeerMessage::Answer {
                 req: 8,
@@ -480,6 +502,18 @@ fn request_list() -> Vec<(&'static str, Request)> {
             ),
         ),
         ("ping", request(9, ClientRequest::Ping { node: "B".into() })),
+        ("conflicts", request(10, ClientRequest::Conflicts)),
+        (
+            "resolve-conflict",
+            request(
+                11,
+                ClientRequest::ResolveConflict {
+                    node: "B".into(),
+                    id: "../../etc/passwd".into(),
+                    action: ConflictAction::Discard,
+                },
+            ),
+        ),
     ]
 }
 
