@@ -677,6 +677,9 @@ pub enum ClientResponse {
         /// Nodes that could not say what they keep, with why ("B: timed
         /// out"): their copies are missing from `copies`.
         unanswered: Vec<String>,
+        /// Older copies kept but not listed (each node lists its newest
+        /// ones only).
+        not_listed: u64,
     },
     /// A conflict copy was restored or discarded.
     ConflictResolved(ConflictResolution),
@@ -1132,8 +1135,8 @@ pub enum PeerAnswer {
     Held(Vec<HeldChange>),
     /// One file (if the node knows it).
     File(Option<FileSummary>),
-    /// Kept conflict copies.
-    Conflicts(Vec<ConflictCopy>),
+    /// Kept conflict copies (the newest ones), and how many there are.
+    Conflicts(Vec<ConflictCopy>, u64),
     /// What resolving a conflict copy did, or why it was refused.
     ConflictResolved(Result<ConflictResolution, ApiError>),
 }

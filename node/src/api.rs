@@ -719,9 +719,13 @@ where
         },
         ClientRequest::Conflicts => {
             let names = |id| ctx.locks.name_of(id);
-            let (copies, unanswered) =
+            let (copies, unanswered, not_listed) =
                 crate::cluster::conflicts_everywhere(&ctx.core, &ctx.peer.mesh, &names).await;
-            ClientResponse::ConflictList { copies, unanswered }
+            ClientResponse::ConflictList {
+                copies,
+                unanswered,
+                not_listed,
+            }
         }
         ClientRequest::ResolveConflict { node, id, action } => {
             match resolve_conflict(ctx, session, node, id, action).await {

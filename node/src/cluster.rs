@@ -159,7 +159,7 @@ impl Answerer for NodeAnswerer {
                     .core
                     .conflicts()
                     .await
-                    .map(PeerAnswer::Conflicts)
+                    .map(|(v, total)| PeerAnswer::Conflicts(v, total))
                     .map_err(|e| e.to_string()),
                 PeerQuery::ResolveConflict { id, action, by } => Ok(PeerAnswer::ConflictResolved(
                     self.core.resolve_conflict(id, action, by).await,
@@ -426,16 +426,21 @@ pub async fn held_everywhere(
     out
 }
 
-/// Every conflict copy kept in the cluster, newest first, and the nodes
-/// that could not say (by name, with why).
+/// Every conflict copy kept in the cluster (each node's newest), newest
+/// first; the nodes that could not say (by name, with why); and how many
+/// older copies are kept but not listed.
 pub async fn conflicts_everywhere(
     core: &CoreHandle,
     mesh: &Arc<crate::mesh::Mesh>,
     name_of: &(dyn Fn(NodeId) -> String + Sync),
-) -> (Vec<ConflictCopy>, Vec<String>) {
+) -> (Vec<ConflictCopy>, Vec<String>, u64) {
     let mut unknown = Vec::new();
+    let mut not_listed = 0u64;
     let mut out = match core.conflicts().await {
-        Ok(v) => v,
+        Ok((v, total)) => {
+            not_listed += total.saturating_sub(v.len() as u64);
+            v
+        }
         Err(e) => {
             unknown.push(format!("{}: {e}", mesh.name()));
             Vec::new()
@@ -447,7 +452,10 @@ pub async fn conflicts_everywhere(
         .map(|(id, wait)| mesh.query(*id, PeerQuery::Conflicts, *wait));
     for ((id, _), r) in asked.iter().zip(futures::future::join_all(asks).await) {
         match r {
-            Ok(PeerAnswer::Conflicts(v)) => out.extend(v),
+            Ok(PeerAnswer::Conflicts(v, total)) => {
+                not_listed = not_listed.saturating_add(total.saturating_sub(v.len() as u64));
+                out.extend(v);
+            }
             Ok(_) => unknown.push(format!("{}: unexpected answer", name_of(*id))),
             Err(e) => unknown.push(format!("{}: {e}", name_of(*id))),
         }
@@ -457,7 +465,7 @@ pub async fn conflicts_everywhere(
             .cmp(&a.kept_ns)
             .then_with(|| (&a.node, &a.id).cmp(&(&b.node, &b.id)))
     });
-    (out, unknown)
+    (out, unknown, not_listed)
 }
 
 /// Finds the link to the node named `name`.

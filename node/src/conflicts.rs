@@ -5,7 +5,8 @@
 //!
 //! A kept copy of `notes/plan.txt` by node B, last modified 2026-12-03
 //! 06:00:00 UTC, is `conflicts/notes/plan.conflict-20261203-060000-B.txt`
-//! (`-2`, `-3`… before the extension when that name is taken). The name is
+//! (`~2`, `~3`… before the extension when that name is taken; copies kept
+//! before 2026-12 used `-2`, which reads as part of the author). The name is
 //! the only record: the folder is the truth, so copies kept by older
 //! versions, or moved there by hand, are listed like the others.
 
@@ -16,8 +17,9 @@ use tandem_common::RelPath;
 use tandem_common::proto::{ApiError, ConflictCopy};
 
 /// At most this many copies are listed per node (a folder nobody cleans
-/// can hold any number; the oldest beyond this are not shown).
-pub const MAX_LISTED: usize = 10_000;
+/// can hold any number; the oldest beyond this are counted, not listed),
+/// which keeps an answer of the whole cluster well under a frame.
+pub const MAX_LISTED: usize = 1_000;
 
 /// The marker between a kept copy's stem and its time.
 const MARK: &str = ".conflict-";
@@ -52,7 +54,8 @@ pub fn aside_dest(
     let mut n = 1;
     while dest.symlink_metadata().is_ok() {
         n += 1;
-        dest = base.join(format!("{stem}{MARK}{when}-{safe_author}-{n}{ext}"));
+        // `~` never occurs in an author (see above), so it parses back.
+        dest = base.join(format!("{stem}{MARK}{when}-{safe_author}~{n}{ext}"));
     }
     Ok(dest)
 }
@@ -72,23 +75,31 @@ pub fn parse_id(id: &str) -> Option<(RelPath, String)> {
         Some((f, n)) => (Some(f), n),
         None => (None, id),
     };
-    // The last marker followed by a time: a stem may contain the marker
-    // itself (a copy of a copy).
-    let (stem, rest) = name
+    // A marker followed by a time, where the name without it splits into
+    // the same stem and extension (`aside_dest` made it so); of several,
+    // the last: a stem may contain a marker itself (a copy of a copy).
+    let (stem, author, ext) = name
         .match_indices(MARK)
-        .map(|(i, _)| (&name[..i], &name[i + MARK.len()..]))
-        .filter(|(stem, rest)| !stem.is_empty() && is_time(rest))
+        .filter_map(|(i, _)| {
+            let (stem, rest) = (&name[..i], &name[i + MARK.len()..]);
+            if stem.is_empty() || !is_time(rest) {
+                return None;
+            }
+            let rest = &rest[16..];
+            // The author has no dots, so the extension starts at the first.
+            let (author, ext) = match rest.find('.') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            let whole = format!("{stem}{ext}");
+            (!author.is_empty() && split_ext(&whole) == (stem, ext)).then_some((stem, author, ext))
+        })
         .last()?;
-    let rest = &rest[16..];
-    // The author has no dots (see `aside_dest`), so the extension starts
-    // at the first one.
-    let (author, ext) = match rest.find('.') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
+    // A taken name's number (`~2`) is not part of the author.
+    let author = match author.rsplit_once('~') {
+        Some((a, n)) if !a.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => a,
+        _ => author,
     };
-    if author.is_empty() {
-        return None;
-    }
     let file = format!("{stem}{ext}");
     let path = match folder {
         Some(f) => format!("{f}/{file}"),
@@ -107,12 +118,12 @@ fn is_time(s: &str) -> bool {
         && b[15] == b'-'
 }
 
-/// Every copy kept under `dir`, newest first, at most [`MAX_LISTED`]. A
-/// folder that does not exist holds none; one that cannot be read is an
-/// error (never "none").
-pub fn list(dir: &Path, node: &str) -> std::io::Result<Vec<ConflictCopy>> {
+/// The newest [`MAX_LISTED`] copies kept under `dir`, newest first, and
+/// how many there are in all. A folder that does not exist holds none; one
+/// that cannot be read is an error (never "none").
+pub fn list(dir: &Path, node: &str) -> std::io::Result<(Vec<ConflictCopy>, u64)> {
     if !dir.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
@@ -141,8 +152,9 @@ pub fn list(dir: &Path, node: &str) -> std::io::Result<Vec<ConflictCopy>> {
         });
     }
     out.sort_by(|a, b| b.kept_ns.cmp(&a.kept_ns).then_with(|| a.id.cmp(&b.id)));
+    let total = out.len() as u64;
     out.truncate(MAX_LISTED);
-    Ok(out)
+    Ok((out, total))
 }
 
 /// The kept copy `id` under `dir`: a regular file reached without
@@ -213,6 +225,8 @@ mod tests {
             ("a/b/archive.tar.gz", "a b"),
             ("x.conflict-20251203-060000-B.txt", "C"),
             ("ünï/名前.txt", "ß"),
+            ("Makefile.conflict-20251203-060000-B", "C"),
+            ("a.b.conflict-20251203-060000-B.c", "node-2"),
         ] {
             let rel = RelPath::new(path).unwrap();
             let dest = aside_dest(d.path(), &rel, author, T).unwrap();
@@ -232,9 +246,18 @@ mod tests {
         let second = aside_dest(d.path(), &rel, "B", T).unwrap();
         assert_eq!(
             name_of(&second, d.path()),
-            "plan.conflict-20251203-060000-B-2.txt"
+            "plan.conflict-20251203-060000-B~2.txt"
         );
-        assert_eq!(parse_id(&name_of(&second, d.path())).unwrap().0, rel);
+        assert_eq!(
+            parse_id(&name_of(&second, d.path())).unwrap(),
+            (rel, "B".to_string())
+        );
+        // Copies kept before the `~` numbering still parse (the number
+        // then reads as part of the author).
+        assert_eq!(
+            parse_id("plan.conflict-20251203-060000-B-2.txt").unwrap().1,
+            "B-2"
+        );
     }
 
     #[test]
@@ -254,13 +277,13 @@ mod tests {
     fn list_locate_and_discard() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("conflicts");
-        assert!(list(&dir, "A").unwrap().is_empty(), "no folder: none");
+        assert_eq!(list(&dir, "A").unwrap(), (Vec::new(), 0), "no folder: none");
         let rel = RelPath::new("deep/er/plan.txt").unwrap();
         let kept = aside_dest(&dir, &rel, "B", T).unwrap();
         std::fs::write(&kept, "lost").unwrap();
         std::fs::write(dir.join("interrupted-delete-x"), "?").unwrap();
-        let all = list(&dir, "A").unwrap();
-        assert_eq!(all.len(), 2);
+        let (all, total) = list(&dir, "A").unwrap();
+        assert_eq!((all.len(), total), (2, 2));
         let copy = all.iter().find(|c| c.path.is_some()).unwrap();
         assert_eq!(copy.path.as_ref(), Some(&rel));
         assert_eq!(

@@ -153,14 +153,13 @@ impl Metrics {
     ) {
         use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
         let pid = Pid::from_u32(std::process::id());
-        let mut sys = match System::new() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot sample memory: {e}");
-                return;
-            }
-        };
-        let rss_now = |sys: &mut System| {
+        // Without sysinfo, CPU, traffic and cache are still sampled; memory
+        // reads 0 (unknown).
+        let mut sys = System::new()
+            .inspect_err(|e| tracing::warn!("cannot sample memory: {e}"))
+            .ok();
+        let rss_now = |sys: &mut Option<System>| {
+            let Some(sys) = sys else { return 0 };
             sys.refresh_processes_specifics(
                 ProcessesToUpdate::Some(&[pid]),
                 true,
@@ -181,13 +180,19 @@ impl Metrics {
             let s = self.sample(&mut prev, rss, cache());
             n = n.wrapping_add(1);
             if n % LOG_EVERY == 1 {
-                sys.refresh_memory();
+                let machine = sys.as_mut().map(|sys| {
+                    sys.refresh_memory();
+                    format!(
+                        "; machine memory {} of {}",
+                        tandem_common::display::human_size(sys.used_memory()),
+                        tandem_common::display::human_size(sys.total_memory())
+                    )
+                });
                 tracing::info!(
-                    "metrics: process cpu {:.1}%, rss {}; machine memory {} of {}",
+                    "metrics: process cpu {:.1}%, rss {}{}",
                     s.cpu_percent,
                     tandem_common::display::human_size(rss),
-                    tandem_common::display::human_size(sys.used_memory()),
-                    tandem_common::display::human_size(sys.total_memory()),
+                    machine.unwrap_or_default()
                 );
             }
         }

@@ -718,6 +718,48 @@ fn conflict_copies_on_the_far_end_are_listed_restored_and_discarded_through_the_
     assert_eq!(table, "(no conflict copies kept)\n");
     let listed: Value = json(a, &["conflicts", "--json"]);
     assert_eq!(listed["conflicts"], serde_json::json!([]));
+
+    // A copy of a file that is gone comes back; a copy of a name that is
+    // a folder here is refused, and nothing changes.
+    put(
+        c.path(".tandem/conflicts/gone.conflict-20251203-060000-B.txt"),
+        "back again\n",
+    );
+    fs::create_dir_all(c.path("adir/inside")).unwrap();
+    put(c.path("adir/inside/x.txt"), "x\n");
+    put(
+        c.path(".tandem/conflicts/adir.conflict-20251203-060000-B"),
+        "was a file\n",
+    );
+    wait_content(&all, "adir/inside/x.txt", b"x\n");
+    let listed: Value = json(a, &["conflicts", "--json"]);
+    let short_of = |path: &str| -> String {
+        listed["conflicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .and_then(|r| r["short_id"].as_str())
+            .unwrap_or_else(|| panic!("{path} not listed: {listed}"))
+            .to_string()
+    };
+    let said = run_ok(a, &["conflicts", "restore", &short_of("gone.txt")], &all);
+    assert_eq!(
+        said,
+        "restored gone.txt on C from the conflict copy gone.conflict-20251203-060000-B.txt\n"
+    );
+    wait_content(&all, "gone.txt", b"back again\n");
+    let out = run_refused(a, &["conflicts", "restore", &short_of("adir")], &all);
+    assert!(
+        text(&out.stderr).contains("cannot restore adir: it is a folder here; move it away first"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        c.path(".tandem/conflicts/adir.conflict-20251203-060000-B")
+            .is_file()
+    );
+    assert!(c.path("adir/inside/x.txt").is_file());
 }
 
 // ---------------------------------------------------------------------------

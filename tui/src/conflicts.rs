@@ -6,11 +6,18 @@ use std::io::Write;
 use tandem_common::display::{human_size, local_time, rfc3339};
 use tandem_common::proto::{ConflictAction, ConflictCopy, ConflictResolution};
 
-/// Prints the copies (newest first, as the node sends them), and the nodes
-/// that could not say what they keep.
+/// The note for copies kept but not listed.
+pub fn not_listed(n: u64) -> String {
+    format!("{n} older copies (each node lists its newest 1,000)")
+}
+
+/// Prints the copies (newest first, as the node sends them), the nodes
+/// that could not say what they keep, and how many older copies are not
+/// listed.
 pub fn print_conflicts(
     copies: &[ConflictCopy],
     unanswered: &[String],
+    not_listed_count: u64,
     json: bool,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
@@ -30,7 +37,11 @@ pub fn print_conflicts(
                 })
             })
             .collect();
-        let v = serde_json::json!({ "conflicts": rows, "unanswered": unanswered });
+        let v = serde_json::json!({
+            "conflicts": rows,
+            "unanswered": unanswered,
+            "not_listed": not_listed_count,
+        });
         serde_json::to_writer_pretty(&mut *out, &v)?;
         return writeln!(out);
     }
@@ -64,6 +75,9 @@ pub fn print_conflicts(
     }
     for u in unanswered {
         writeln!(out, "not included (the node did not answer): {u}")?;
+    }
+    if not_listed_count > 0 {
+        writeln!(out, "not included: {}", not_listed(not_listed_count))?;
     }
     Ok(())
 }
@@ -175,7 +189,7 @@ mod tests {
     fn table_names_each_copy_and_says_what_is_missing() {
         let v = vec![copy("A", "plan.conflict-20251203-060000-B.txt")];
         let mut out = Vec::new();
-        print_conflicts(&v, &["C: timed out".into()], false, &mut out).unwrap();
+        print_conflicts(&v, &["C: timed out".into()], 3, false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(&v[0].short_id()), "{text}");
         assert!(text.contains("plan.txt"), "{text}");
@@ -184,7 +198,7 @@ mod tests {
             "{text}"
         );
         let mut out = Vec::new();
-        print_conflicts(&[], &[], false, &mut out).unwrap();
+        print_conflicts(&[], &[], 0, false, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "(no conflict copies kept)\n"

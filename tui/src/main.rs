@@ -638,13 +638,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Conflicts { json, action } => {
-            let (copies, unanswered) = match c.call(ClientRequest::Conflicts).await? {
-                ClientResponse::ConflictList { copies, unanswered } => (copies, unanswered),
+            let (copies, unanswered, not_listed) = match c.call(ClientRequest::Conflicts).await? {
+                ClientResponse::ConflictList {
+                    copies,
+                    unanswered,
+                    not_listed,
+                } => (copies, unanswered, not_listed),
                 other => bail!("unexpected answer: {other:?}"),
             };
             let (typed, action) = match action {
                 None => {
-                    conflicts::print_conflicts(&copies, &unanswered, *json, &mut out)?;
+                    conflicts::print_conflicts(&copies, &unanswered, not_listed, *json, &mut out)?;
                     out.flush()?;
                     return Ok(ExitCode::SUCCESS);
                 }

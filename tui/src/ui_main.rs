@@ -58,6 +58,28 @@ enum Incoming {
     Connected { generation: u64, client: Client },
     /// Connection `generation` ended.
     Lost { generation: u64, reason: String },
+    /// A message from a task of connection (attempt) `generation`.
+    Answer { generation: u64, msg: Msg },
+}
+
+/// Whether `m` reports on the connected node (a table, a report, its feed,
+/// a failed attempt): from an older connection it would be taken for the
+/// current node's. Results of the user's own actions (lock, fetch,
+/// restore…) are reported whichever node did them.
+fn about_the_node(m: &Msg) -> bool {
+    matches!(
+        m,
+        Msg::Subscribed(_)
+            | Msg::ListLoaded { .. }
+            | Msg::CacheLoaded(_)
+            | Msg::NodesLoaded(_)
+            | Msg::ConflictsLoaded(_)
+            | Msg::Discovered { .. }
+            | Msg::DetailLoaded { .. }
+            | Msg::Event(_)
+            | Msg::Missed { .. }
+            | Msg::ConnectFailed { .. }
+    )
 }
 
 async fn event_loop(
@@ -151,6 +173,9 @@ impl Runner {
     fn accept(&mut self, inc: Incoming) -> Option<Msg> {
         match inc {
             Incoming::Msg(m) => Some(m),
+            Incoming::Answer { generation, msg } => {
+                (generation == self.generation || !about_the_node(&msg)).then_some(msg)
+            }
             Incoming::Connected { generation, client } => {
                 if generation != self.generation {
                     return None;
@@ -197,8 +222,9 @@ impl Runner {
 
     fn run(&mut self, e: Effect) {
         if let Effect::SwitchNode(addr) = &e {
-            // The old connection (and its feed) is dropped; answers still
-            // on their way belong to the old generation and are ignored.
+            // The old connection (and its feed) is dropped; reports still
+            // on their way belong to the old generation and are dropped
+            // (see `about_the_node`).
             self.node = addr.clone();
             self.conn = None;
             return self.run(Effect::Connect);
@@ -216,14 +242,20 @@ impl Runner {
                     tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_as(&node, &name)).await;
                 let inc = match r {
                     Ok(Ok(client)) => Incoming::Connected { generation, client },
-                    Ok(Err(e)) => Incoming::Msg(Msg::ConnectFailed {
-                        reason: short_reason(&e),
-                        now: now_ns(),
-                    }),
-                    Err(_) => Incoming::Msg(Msg::ConnectFailed {
-                        reason: "no answer in 5 s".into(),
-                        now: now_ns(),
-                    }),
+                    Ok(Err(e)) => Incoming::Answer {
+                        generation,
+                        msg: Msg::ConnectFailed {
+                            reason: short_reason(&e),
+                            now: now_ns(),
+                        },
+                    },
+                    Err(_) => Incoming::Answer {
+                        generation,
+                        msg: Msg::ConnectFailed {
+                            reason: "no answer in 5 s".into(),
+                            now: now_ns(),
+                        },
+                    },
                 };
                 let _ = tx.send(inc);
             });
@@ -235,8 +267,9 @@ impl Runner {
         };
         let c = live.client.clone();
         let tx = self.tx.clone();
-        let send = move |m: Msg| {
-            let _ = tx.send(Incoming::Msg(m));
+        let generation = self.generation;
+        let send = move |msg: Msg| {
+            let _ = tx.send(Incoming::Answer { generation, msg });
         };
         match e {
             Effect::Connect | Effect::Quit | Effect::SwitchNode(_) => {}
@@ -283,7 +316,14 @@ impl Runner {
             Effect::RefreshConflicts => {
                 tokio::spawn(async move {
                     let r = match c.call(ClientRequest::Conflicts).await {
-                        Ok(ClientResponse::ConflictList { copies, unanswered }) => {
+                        Ok(ClientResponse::ConflictList {
+                            copies,
+                            mut unanswered,
+                            not_listed,
+                        }) => {
+                            if not_listed > 0 {
+                                unanswered.push(crate::conflicts::not_listed(not_listed));
+                            }
                             Ok((copies, unanswered))
                         }
                         Ok(other) => Err(unexpected(&other)),
@@ -405,7 +445,9 @@ async fn file_detail(c: &Client, path: &RelPath) -> Result<crate::app::FileDetai
         other => return Err(unexpected(&other)),
     };
     let (conflicts, unanswered) = match conflicts.map_err(|e| e.to_string())? {
-        ClientResponse::ConflictList { copies, unanswered } => (
+        ClientResponse::ConflictList {
+            copies, unanswered, ..
+        } => (
             copies
                 .into_iter()
                 .filter(|c| c.path.as_ref() == Some(path))
@@ -446,13 +488,19 @@ fn spawn_feed_pump(
     tokio::spawn(async move {
         while let Some(item) = events.recv().await {
             let inc = match item {
-                FeedItem::Event(e) => Incoming::Msg(Msg::Event(e)),
-                FeedItem::Missed { epoch, from, to } => Incoming::Msg(Msg::Missed {
-                    epoch,
-                    from,
-                    to,
-                    now: now_ns(),
-                }),
+                FeedItem::Event(e) => Incoming::Answer {
+                    generation,
+                    msg: Msg::Event(e),
+                },
+                FeedItem::Missed { epoch, from, to } => Incoming::Answer {
+                    generation,
+                    msg: Msg::Missed {
+                        epoch,
+                        from,
+                        to,
+                        now: now_ns(),
+                    },
+                },
                 FeedItem::Closed(reason) => {
                     let _ = tx.send(Incoming::Lost { generation, reason });
                     return;

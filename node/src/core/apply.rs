@@ -457,7 +457,7 @@ fn remove_checked(
 }
 
 /// `renameat2(2)` with `flags`.
-fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+pub(super) fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())
@@ -483,7 +483,7 @@ fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
 }
 
 /// The filesystem (or the two paths' placement) cannot do `renameat2`.
-fn unsupported(e: &std::io::Error) -> bool {
+pub(super) fn unsupported(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV | libc::ENOTSUP)

@@ -119,8 +119,10 @@ impl Core {
 
     /// Makes the kept copy `id` the current version of its file: a new
     /// local change (modified now, so it is also the newest), which syncs
-    /// everywhere. What was there is indexed and kept as a conflict copy
-    /// first, so nothing is lost; returns where.
+    /// everywhere. What was there is indexed first and kept as a conflict
+    /// copy; the two are swapped in one step (`RENAME_EXCHANGE`), so the
+    /// path is never empty (a crash in between would read as a delete).
+    /// Returns where the replaced version is kept.
     fn restore_conflict(&mut self, id: &str, by: &str) -> Result<Option<String>, ApiError> {
         let dir = self.conflicts_dir();
         let kept = crate::conflicts::locate(&dir, &self.name, id)?;
@@ -141,9 +143,9 @@ impl Core {
         }
         let full = path.to_disk(&self.root);
         // Whatever is there is indexed first: it becomes the version the
-        // restore replaces, and is kept.
+        // restore replaces.
         self.refresh(&path).map_err(io)?;
-        let replaced = match std::fs::symlink_metadata(&full) {
+        let current = match std::fs::symlink_metadata(&full) {
             Ok(m) if m.is_dir() => {
                 return Err(ApiError::Other(format!(
                     "cannot restore {path}: it is a folder here; move it away first"
@@ -155,10 +157,7 @@ impl Core {
                     .get(&path)
                     .filter(|r| !r.entry.deleted)
                     .map_or_else(|| self.name.clone(), |r| self.author_of(&r.entry));
-                let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-                let dest = crate::conflicts::aside_dest(&dir, &path, &author, mtime).map_err(io)?;
-                move_file(&full, &dest).map_err(io)?;
-                Some(dest)
+                Some((author, m.mtime() * 1_000_000_000 + m.mtime_nsec()))
             }
             Ok(_) => {
                 return Err(ApiError::Other(format!(
@@ -168,24 +167,34 @@ impl Core {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(e)),
         };
-        let placed = full
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| move_file(&kept, &full))
-            .and_then(|()| filetime::set_file_mtime(&full, file_time(now_ns())));
-        if let Err(e) = placed {
-            // Put back what was there; the copy stays kept.
-            if let Some(r) = &replaced
-                && full.symlink_metadata().is_err()
-            {
-                let _ = move_file(r, &full);
-            }
-            return Err(io(e));
+        // Modified now while it is still a kept copy: if anything below
+        // fails, the tree is as it was.
+        filetime::set_file_mtime(&kept, file_time(now_ns())).map_err(io)?;
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
         }
+        let replaced = match current {
+            None => {
+                match super::apply::rename2(&kept, &full, libc::RENAME_NOREPLACE) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(ApiError::Other(format!(
+                            "cannot restore {path}: a file appeared there meanwhile; nothing was changed, try again"
+                        )));
+                    }
+                    Err(e) if super::apply::unsupported(&e) => {
+                        move_file(&kept, &full).map_err(io)?;
+                    }
+                    Err(e) => return Err(io(e)),
+                }
+                crate::conflicts::remove_empty_parents(&dir, &kept);
+                None
+            }
+            Some((author, mtime)) => Some(self.swap_in(&kept, &full, &path, &author, mtime)?),
+        };
         if let Some(parent) = full.parent() {
             self.dirs_to_sync.insert(parent.to_path_buf());
         }
-        crate::conflicts::remove_empty_parents(&dir, &kept);
         let replaced_as = replaced.map(|r| {
             r.strip_prefix(&dir)
                 .unwrap_or(&r)
@@ -207,6 +216,60 @@ impl Core {
             replaced_as: replaced_as.clone(),
         });
         Ok(replaced_as)
+    }
+
+    /// Swaps the kept copy at `kept` with the current file at `full`, then
+    /// gives the current version (now at `kept`) a name of its own in the
+    /// conflicts folder. Returns where it is kept.
+    fn swap_in(
+        &mut self,
+        kept: &Path,
+        full: &Path,
+        path: &RelPath,
+        author: &str,
+        mtime: i64,
+    ) -> Result<PathBuf, ApiError> {
+        let dir = self.conflicts_dir();
+        let io = |e: std::io::Error| ApiError::Other(format!("cannot restore {path}: {e}"));
+        match super::apply::rename2(kept, full, libc::RENAME_EXCHANGE) {
+            Ok(()) => {}
+            Err(e) if super::apply::unsupported(&e) => {
+                // No exchange here (a state folder on another filesystem):
+                // the current version first, then the copy, put back on
+                // failure.
+                let dest = crate::conflicts::aside_dest(&dir, path, author, mtime).map_err(io)?;
+                move_file(full, &dest).map_err(io)?;
+                if let Err(e) = move_file(kept, full) {
+                    if let Err(back) = move_file(&dest, full) {
+                        return Err(ApiError::Other(format!(
+                            "cannot restore {path}: {e}; and the current version could not be put back ({back}): it is kept as {}",
+                            dest.display()
+                        )));
+                    }
+                    return Err(io(e));
+                }
+                crate::conflicts::remove_empty_parents(&dir, kept);
+                return Ok(dest);
+            }
+            Err(e) => return Err(io(e)),
+        }
+        // Restored. The replaced version sits under the copy's old name
+        // until it gets its own; if that rename fails it stays there, kept.
+        let named = crate::conflicts::aside_dest(&dir, path, author, mtime)
+            .and_then(|dest| std::fs::rename(kept, &dest).map(|()| dest));
+        match named {
+            Ok(dest) => {
+                crate::conflicts::remove_empty_parents(&dir, kept);
+                Ok(dest)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{path} restored; the version it replaced is kept as {} (cannot rename it: {e})",
+                    kept.display()
+                );
+                Ok(kept.to_path_buf())
+            }
+        }
     }
 
     /// Looks at every pending path whose time has come.

@@ -76,7 +76,7 @@ pub enum CoreMsg {
     /// Number of live files and their bytes.
     Counts(oneshot::Sender<Counts>),
     /// The kept conflict copies (see [`crate::conflicts`]).
-    Conflicts(oneshot::Sender<std::io::Result<Vec<ConflictCopy>>>),
+    Conflicts(oneshot::Sender<std::io::Result<(Vec<ConflictCopy>, u64)>>),
     /// Restore or discard a kept conflict copy.
     ResolveConflict {
         /// The copy.
@@ -216,8 +216,8 @@ impl CoreHandle {
         self.ask(CoreMsg::Summary).await
     }
 
-    /// The conflict copies kept here.
-    pub async fn conflicts(&self) -> Result<Vec<ConflictCopy>, ApiError> {
+    /// The newest conflict copies kept here, and how many there are.
+    pub async fn conflicts(&self) -> Result<(Vec<ConflictCopy>, u64), ApiError> {
         self.ask(CoreMsg::Conflicts)
             .await?
             .map_err(|e| ApiError::Other(format!("cannot read the conflicts folder: {e}")))

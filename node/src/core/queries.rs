@@ -85,12 +85,13 @@ impl Core {
         let mut c = Counts::default();
         for r in self.index.records().filter(|r| r.entry.is_live_file()) {
             c.files += 1;
-            c.bytes += r.entry.size;
+            c.bytes = c.bytes.saturating_add(r.entry.size);
         }
-        for n in self.needed.values() {
+        // Changes that keep failing are warnings (below), not progress.
+        for n in self.needed.values().filter(|n| n.error.is_none()) {
             c.pending_files += 1;
             if n.w.entry.is_live_file() {
-                c.pending_bytes += n.w.entry.size;
+                c.pending_bytes = c.pending_bytes.saturating_add(n.w.entry.size);
             }
         }
         let failing = self.needed.values().filter(|n| n.error.is_some()).count();

@@ -112,6 +112,11 @@ impl AppState {
         self.cache = None;
         self.cache_of = None;
         self.conflicts = None;
+        // What failed on the old node says nothing about the new one.
+        self.list_error = None;
+        self.cache_error = None;
+        self.nodes_error = None;
+        self.conflicts_error = None;
         self.abandon_requests();
         vec![Effect::SwitchNode(addr.to_string())]
     }

@@ -47,8 +47,8 @@ impl AppState {
         match r {
             Ok(done) => {
                 self.set_status(Level::Ok, crate::conflicts::describe_resolution(&done));
-                // The list changed (a copy gone, maybe a new one kept).
-                self.conflicts_refresh.answered();
+                // The list changed (a copy gone, maybe a new one kept); a
+                // request under way may predate it, the next one will not.
                 self.refresh_conflicts(fx);
             }
             Err(e) => self.set_status(Level::Error, e),

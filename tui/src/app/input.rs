@@ -74,7 +74,10 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         // Only `y` says yes: Enter or a stray key must not restore or
         // delete anything.
         Mode::Confirm(c) => {
-            if matches!(k.code, KeyCode::Char('y' | 'Y')) {
+            let plain = !k
+                .modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+            if plain && matches!(k.code, KeyCode::Char('y' | 'Y')) {
                 s.set_status(Level::Info, c.doing);
                 if !s.is_up() {
                     return s.not_connected();
@@ -279,7 +282,10 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             if let Some(n) = s.nodes.get(s.nodes_sel) {
                 // A far node's address reads "HOST:PORT (through other nodes)".
                 let addr = n.addr.split(" (").next().unwrap_or_default().to_string();
-                if addr.is_empty() || addr.starts_with('(') {
+                // A node listening on every address says so, not where
+                // it can be reached from here.
+                let wildcard = ["0.0.0.0:", "[::]:"].iter().any(|w| addr.starts_with(w));
+                if addr.is_empty() || addr.starts_with('(') || wildcard {
                     let name = n.name.clone();
                     s.set_status(
                         Level::Error,

@@ -108,13 +108,15 @@ pub fn render_hit_rate(frame: &mut Frame, area: Rect, n: &NodeStatus) {
     let samples = tail(&n.history, area.width);
     let rates: Vec<u64> = samples
         .iter()
-        .filter(|s| s.cache_hits + s.cache_misses > 0)
-        .map(|s| u64::from(s.cache_hits) * 100 / u64::from(s.cache_hits + s.cache_misses))
+        .filter_map(|s| {
+            let lookups = u64::from(s.cache_hits) + u64::from(s.cache_misses);
+            (u64::from(s.cache_hits) * 100).checked_div(lookups)
+        })
         .collect();
     let (hits, lookups) = samples.iter().fold((0u64, 0u64), |(h, l), s| {
         (
             h + u64::from(s.cache_hits),
-            l + u64::from(s.cache_hits + s.cache_misses),
+            l + u64::from(s.cache_hits) + u64::from(s.cache_misses),
         )
     });
     let title = match (hits * 100).checked_div(lookups) {
@@ -138,7 +140,7 @@ pub fn render_hit_rate(frame: &mut Frame, area: Rect, n: &NodeStatus) {
 /// How long the samples cover, in words.
 fn span(samples: &[NodeSample]) -> String {
     let secs = match (samples.first(), samples.last()) {
-        (Some(a), Some(b)) => (b.at_s - a.at_s).max(0),
+        (Some(a), Some(b)) => b.at_s.saturating_sub(a.at_s).max(0),
         _ => 0,
     };
     if secs >= 120 {
@@ -181,7 +183,9 @@ pub fn sync_progress(nodes: &[NodeStatus], full: bool) -> Option<String> {
                 });
                 // The last few samples: one slow one does not swing it.
                 let recent = &n.history[n.history.len().saturating_sub(3)..];
-                let speed = recent.iter().map(|x| x.received_per_s).sum::<u64>()
+                let speed = recent
+                    .iter()
+                    .fold(0u64, |a, x| a.saturating_add(x.received_per_s))
                     / (recent.len().max(1) as u64);
                 if let Some(secs) = n.pending_bytes.checked_div(speed) {
                     let eta = eta(secs);

@@ -37,7 +37,7 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     }
     for u in unanswered {
         notes.push(Line::styled(
-            format!("not included (the node did not answer): {u}"),
+            format!("not included: {u}"),
             Style::default().fg(Color::Red),
         ));
     }
