@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet};
 use tandem_common::RelPath;
 use tandem_common::proto::ListedFile;
 
+use crate::ui::text::width;
+
 /// Order of the file table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
@@ -74,6 +76,9 @@ pub struct FileTable {
     total_bytes: u64,
     /// Files that had a conflict resolved since they last changed.
     conflicts: HashSet<RelPath>,
+    /// Cells the widest path takes (the Name column's wish; it only grows
+    /// between full loads, so columns do not jump while scrolling).
+    widest: usize,
     /// How many times the view was rebuilt from scratch (tests check that
     /// feed patches do not rebuild).
     pub rebuilds: u64,
@@ -93,6 +98,7 @@ impl Default for FileTable {
             offset: 0,
             total_bytes: 0,
             conflicts: HashSet::new(),
+            widest: 0,
             rebuilds: 0,
         }
     }
@@ -161,6 +167,11 @@ impl FileTable {
     /// Sum of the sizes.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes
+    }
+
+    /// Cells the widest path takes (of every file, not only those shown).
+    pub fn widest_name(&self) -> usize {
+        self.widest
     }
 
     /// The filter text.
@@ -254,6 +265,11 @@ impl FileTable {
         let old_sel = self.sel;
         let screen_line = self.sel.saturating_sub(self.offset);
         self.total_bytes = files.iter().map(|f| f.size).sum();
+        self.widest = files
+            .iter()
+            .map(|f| width(f.path.as_str()))
+            .max()
+            .unwrap_or(0);
         self.by_path = HashMap::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             self.by_path.insert(f.path.clone(), i);
@@ -389,6 +405,7 @@ impl FileTable {
             return;
         }
         self.total_bytes += file.size;
+        self.widest = self.widest.max(width(file.path.as_str()));
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
