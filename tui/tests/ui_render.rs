@@ -416,6 +416,16 @@ fn files_with_long_and_wide_names() {
     check_layouts("names", long_and_wide_names);
 }
 
+/// The feed showing transfers only, scrolled back one line with the keys.
+#[test]
+fn feed_kind_and_focus() {
+    check_layouts("feed_transfers", |s| {
+        long_and_wide_names(s);
+        update(s, key('e'));
+        update(s, key('['));
+    });
+}
+
 #[test]
 fn files_view() {
     check("files", |s| {

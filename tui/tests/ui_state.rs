@@ -1052,3 +1052,250 @@ fn shift_l_waits_in_the_queue_and_says_where() {
     );
     assert_eq!(fx, vec![Effect::LockWait(p("d.txt"))], "row 2 is d.txt");
 }
+
+fn node_up(seq: u64) -> Msg {
+    ev(
+        seq,
+        EventKind::NodeUp {
+            name: "beta".into(),
+        },
+    )
+}
+
+fn client(seq: u64, connected: bool) -> Msg {
+    let (name, addr) = ("ana@laptop".to_string(), "127.0.0.1:5000".to_string());
+    ev(
+        seq,
+        if connected {
+            EventKind::ClientConnected { name, addr }
+        } else {
+            EventKind::ClientDisconnected { name, addr }
+        },
+    )
+}
+
+/// The shown feed lines' kinds, newest first.
+fn feed_kinds(s: &AppState) -> Vec<&'static str> {
+    s.feed.shown().map(|l| l.kind).collect()
+}
+
+#[test]
+fn end_or_g_in_the_feed_returns_to_live() {
+    let mut s = connected(four());
+    for i in 0..20 {
+        update(&mut s, node_up(i));
+    }
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "d.txt");
+    assert!(!s.feed.focused, "the table has the keys at first");
+    for _ in 0..5 {
+        update(&mut s, key('['));
+    }
+    assert_eq!(s.feed.scroll, 5);
+    assert!(s.feed.focused, "[ gives the feed the keys");
+    // The moving keys now scroll the feed, not the table.
+    update(&mut s, key('j'));
+    assert_eq!(s.feed.scroll, 6);
+    update(&mut s, code(KeyCode::Up));
+    update(&mut s, key('k'));
+    assert_eq!(s.feed.scroll, 4);
+    assert_eq!(selected(&s), "d.txt");
+    // One key back to live, however far back (not one `]` per line).
+    update(&mut s, code(KeyCode::End));
+    assert_eq!(s.feed.scroll, 0);
+    assert!(!s.feed.focused, "live again: the keys go back to the table");
+    assert_eq!(selected(&s), "d.txt", "End went to the feed, not the table");
+    for _ in 0..7 {
+        update(&mut s, key('['));
+    }
+    update(&mut s, key('G'));
+    assert_eq!(s.feed.scroll, 0, "G in the feed is End");
+    // Home/g in the feed: the oldest line; PgDn pages.
+    update(&mut s, key('['));
+    update(&mut s, key('g'));
+    assert_eq!(s.feed.scroll, 19);
+    update(&mut s, code(KeyCode::PageUp));
+    assert!(s.feed.scroll < 19);
+    // Esc gives the keys back without moving the feed: then End and G
+    // are the table's again.
+    let kept = s.feed.scroll;
+    update(&mut s, code(KeyCode::Esc));
+    assert!(!s.feed.focused);
+    update(&mut s, key('G'));
+    assert_eq!(selected(&s), "h.txt");
+    assert_eq!(s.feed.scroll, kept);
+}
+
+#[test]
+fn the_feed_shows_one_kind_at_a_time() {
+    let mut s = connected(four());
+    let path = || p("d.txt");
+    let events = [
+        EventKind::Changed {
+            path: path(),
+            size: 1,
+        },
+        EventKind::Conflict {
+            path: path(),
+            winner: "alpha".into(),
+            loser: "beta".into(),
+            kept_as: "d.conflict.txt".into(),
+        },
+        EventKind::Locked {
+            path: path(),
+            owner: "ana".into(),
+            via: "alpha".into(),
+        },
+        EventKind::ApplyFailed {
+            path: path(),
+            from: "beta".into(),
+            error: "disk full".into(),
+        },
+        EventKind::NodeDown {
+            name: "gamma".into(),
+        },
+    ];
+    for (i, e) in events.into_iter().enumerate() {
+        update(&mut s, ev(i as u64, e));
+    }
+    update(
+        &mut s,
+        Msg::ConnectionLost {
+            reason: "gone".into(),
+            now: NOW + SEC,
+        },
+    );
+    let all = feed_kinds(&s);
+    assert_eq!(
+        all,
+        [
+            "note",
+            "node_down",
+            "apply_failed",
+            "locked",
+            "conflict",
+            "changed"
+        ]
+    );
+    let expect = [
+        ("transfers", "changed"),
+        ("conflicts", "conflict"),
+        ("locks", "locked"),
+        ("errors", "apply_failed"),
+        ("nodes", "node_down"),
+    ];
+    for (label, kind) in expect {
+        update(&mut s, key('e'));
+        assert_eq!(s.feed.only.map(|g| g.label()), Some(label));
+        // The UI's own notes (a lost connection) show under every kind.
+        assert_eq!(feed_kinds(&s), ["note", kind], "{label}");
+    }
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only, None, "after nodes: all again");
+    assert_eq!(feed_kinds(&s), all);
+}
+
+#[test]
+fn a_kind_filter_scrolls_among_its_own_lines() {
+    let mut s = connected(four());
+    for i in 0..10 {
+        update(&mut s, node_up(i));
+    }
+    update(
+        &mut s,
+        ev(
+            50,
+            EventKind::Locked {
+                path: p("d.txt"),
+                owner: "ana".into(),
+                via: "alpha".into(),
+            },
+        ),
+    );
+    for _ in 0..3 {
+        update(&mut s, key('e'));
+    }
+    assert_eq!(feed_kinds(&s), ["locked"]);
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 0, "one line shown: nowhere older to go");
+    // Changing the kind follows the newest again.
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only, None);
+    update(&mut s, key('['));
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 2);
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.scroll, 0);
+}
+
+#[test]
+fn client_lines_are_hidden_until_asked_for() {
+    let mut s = connected(four());
+    update(&mut s, node_up(1));
+    update(&mut s, client(2, true));
+    update(&mut s, client(3, false));
+    assert_eq!(s.feed.lines.len(), 3, "kept, to show on demand");
+    assert_eq!(feed_kinds(&s), ["node_up"]);
+    // Hidden lines arriving do not move what a scrolled-back reader sees.
+    update(&mut s, node_up(4));
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 1);
+    update(&mut s, client(5, true));
+    assert_eq!(s.feed.scroll, 1);
+    update(&mut s, node_up(6));
+    assert_eq!(s.feed.scroll, 2);
+    update(&mut s, key('c'));
+    assert!(s.feed.show_clients);
+    assert_eq!(
+        feed_kinds(&s),
+        [
+            "node_up",
+            "client_connected",
+            "node_up",
+            "client_disconnected",
+            "client_connected",
+            "node_up"
+        ]
+    );
+    // Clients are about nodes: shown with them, not with locks.
+    for _ in 0..3 {
+        update(&mut s, key('e'));
+    }
+    assert!(!feed_kinds(&s).contains(&"client_connected"));
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only.map(|g| g.label()), Some("nodes"));
+    assert!(feed_kinds(&s).contains(&"client_connected"));
+    update(&mut s, key('c'));
+    assert_eq!(feed_kinds(&s), ["node_up", "node_up", "node_up"]);
+}
+
+#[test]
+fn clicks_and_the_wheel_give_the_feed_the_keys() {
+    let mut s = connected(four());
+    for i in 0..10 {
+        update(&mut s, node_up(i));
+    }
+    let click = |column, row| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let feed = s.areas().feed.unwrap();
+    let table = s.areas().main;
+    update(&mut s, click(feed.x + 3, feed.y + 1));
+    assert!(s.feed.focused);
+    update(&mut s, key('j'));
+    assert_eq!(s.feed.scroll, 1);
+    assert_eq!(selected(&s), "b.txt");
+    update(&mut s, click(table.x + 3, table.y + 3));
+    assert!(!s.feed.focused, "a click on the table takes the keys back");
+    assert_eq!(selected(&s), "d.txt");
+    update(&mut s, key('/'));
+    assert!(!s.feed.focused);
+}

@@ -24,6 +24,18 @@ impl AppState {
         self.refresh_view(false, fx);
     }
 
+    /// Lines one PageUp/PageDown moves the feed (0 when it is not shown).
+    fn feed_page(&self) -> usize {
+        self.areas()
+            .feed
+            .map_or(0, |f| usize::from(f.height.saturating_sub(2)))
+    }
+
+    /// Gives the feed the moving keys, if it is on screen.
+    fn focus_feed(&mut self) {
+        self.feed.focused = self.view == View::Files && self.areas().feed.is_some();
+    }
+
     /// Rows one PageUp/PageDown moves in the current view.
     fn page(&self) -> usize {
         match self.view {
@@ -158,6 +170,9 @@ fn move_selection(s: &mut AppState, delta: isize) {
 
 fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     let mut fx = Vec::new();
+    if s.view == View::Files && s.feed.focused && s.feed.on_key(a, s.feed_page()) {
+        return fx;
+    }
     let page = s.page() as isize;
     match a {
         Action::Quit => fx.push(Effect::Quit),
@@ -191,7 +206,11 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
         Action::PageDown => move_selection(s, page),
         Action::Home => move_selection(s, isize::MIN / 2),
         Action::End => move_selection(s, isize::MAX / 2),
-        Action::Filter => s.mode = Mode::Filter,
+        Action::Filter => {
+            // ↑↓ while filtering pick from the matches in the table.
+            s.feed.focused = false;
+            s.mode = Mode::Filter;
+        }
         Action::Clear => {
             s.files.set_filter("");
             s.status = None;
@@ -224,8 +243,16 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             None => s.set_status(Level::Error, "no file selected"),
         },
         Action::Command => s.mode = Mode::Command(String::new()),
-        Action::FeedOlder => s.feed.scroll_by(1),
-        Action::FeedNewer => s.feed.scroll_by(-1),
+        Action::FeedOlder => {
+            s.feed.scroll_by(1);
+            s.focus_feed();
+        }
+        Action::FeedNewer => {
+            s.feed.scroll_by(-1);
+            s.focus_feed();
+        }
+        Action::FeedKind => s.feed.next_group(),
+        Action::FeedClients => s.feed.toggle_clients(),
         Action::Open => {
             if let Some(n) = s.nodes.get(s.nodes_sel) {
                 let node = n.name.clone();
@@ -253,9 +280,13 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
         MouseEventKind::ScrollDown => WHEEL_ROWS as isize,
         MouseEventKind::ScrollUp => -(WHEEL_ROWS as isize),
         MouseEventKind::Down(MouseButton::Left) => {
-            // A click on a row of the table selects it.
+            // A click on the feed gives it the keys; on the table, back.
             let main = areas.main;
+            if s.mode == Mode::Normal && over_feed {
+                s.focus_feed();
+            }
             if s.mode == Mode::Normal && s.view == View::Files && main.contains(at) {
+                s.feed.focused = false;
                 let first_row = main.y + 2; // border + header
                 if m.row >= first_row && m.row < main.bottom().saturating_sub(1) {
                     let h = s.table_height();
@@ -286,7 +317,10 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                 .min(len.saturating_sub(page));
         }
         Mode::Help => {}
-        _ if over_feed => s.feed.scroll_by(delta.signum()),
+        _ if over_feed => {
+            s.feed.scroll_by(delta.signum());
+            s.focus_feed();
+        }
         _ => move_selection(s, delta),
     }
 }

@@ -73,19 +73,35 @@ fn rows(s: &AppState, l: &FeedLine, colour: Color, width: usize) -> Vec<Line<'st
 /// Draws the visible part of the feed.
 pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let feed = &s.feed;
-    let title = if feed.scroll > 0 {
-        format!(" Feed · {} newer above (] to follow) ", feed.scroll)
+    let kind = feed.only.map_or("all", |g| g.label());
+    let clients = if feed.show_clients {
+        ""
     } else {
-        " Feed · newest first ".to_string()
+        " · clients hidden"
     };
-    let block = Block::bordered().title(title).style(super::data_style(s));
+    let place = if feed.scroll > 0 {
+        format!("{} newer above", feed.scroll)
+    } else {
+        "newest first".to_string()
+    };
+    let mut block = Block::bordered()
+        .title(format!(" Feed · {kind}{clients} · {place} "))
+        .style(super::data_style(s));
+    if feed.focused {
+        // The moving keys scroll the feed now: say so where the eye is.
+        block = block
+            .border_style(Style::default().fg(Color::Cyan))
+            .title_bottom(Line::from(" End: live · Esc: back to the table ").right_aligned());
+    } else if feed.scroll > 0 {
+        block = block.title_bottom(Line::from(" ] newer · [ older ").right_aligned());
+    }
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let live = s.is_up();
     let height = usize::from(inner.height);
     let width = usize::from(inner.width).max(1);
     let mut lines: Vec<Line> = Vec::new();
-    for l in feed.lines.iter().skip(feed.scroll) {
+    for l in feed.shown().skip(feed.scroll) {
         if lines.len() >= height {
             break;
         }
@@ -98,9 +114,12 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     }
     lines.truncate(height);
     if lines.is_empty() {
+        let empty = match feed.only {
+            None => "Waiting for events: changes, transfers and locks show up here.".to_string(),
+            Some(g) => format!("No {} events yet (e shows other kinds).", g.label()),
+        };
         frame.render_widget(
-            Paragraph::new("Waiting for events: changes, transfers and locks show up here.")
-                .style(Style::default().fg(Color::DarkGray)),
+            Paragraph::new(empty).style(Style::default().fg(Color::DarkGray)),
             inner,
         );
     } else {

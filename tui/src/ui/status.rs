@@ -227,7 +227,9 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Help => vec![("any key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
     };
-    let items = if s.mode == Mode::Normal {
+    let items = if s.mode == Mode::Normal && s.view == View::Files && s.feed.focused {
+        keys::feed_footer()
+    } else if s.mode == Mode::Normal {
         keys::footer(s.view)
     } else {
         fixed
