@@ -62,6 +62,10 @@ pub enum Action {
     FeedKind,
     /// Show or hide client connect and disconnect lines in the feed.
     FeedClients,
+    /// Select the next row matching the last filter text.
+    NextMatch,
+    /// Select the previous row matching the last filter text.
+    PrevMatch,
 }
 
 /// One key of a binding.
@@ -166,7 +170,9 @@ use Key::{Char, Code, Ctrl};
 #[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
     b(&[Char('/')], "/", Action::Filter, Scope::Files, "filter by part of the name", Some(("/", "filter"))),
-    b(&[Char('s')], "s", Action::Sort, Scope::Files, "sort: name, size, modified", Some(("s", "sort"))),
+    b(&[Char('s')], "s", Action::Sort, Scope::Files, "sort (or click a header)", Some(("s", "sort"))),
+    b(&[Char('n')], "n N", Action::NextMatch, Scope::Files, "next/previous filter match", None),
+    b(&[Char('N')], "N", Action::PrevMatch, Scope::Files, "", None),
     b(&[Char('l')], "l", Action::Lock, Scope::Files, "lock the selected file", Some(("l", "lock"))),
     b(&[Char('L')], "L", Action::LockWait, Scope::Files, "lock, or queue for it", None),
     b(&[Char('u')], "u", Action::Unlock, Scope::Files, "unlock the selected file", Some(("u", "unlock"))),

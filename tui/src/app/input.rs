@@ -36,6 +36,32 @@ impl AppState {
         self.feed.focused = self.view == View::Files && self.areas().feed.is_some();
     }
 
+    /// `n`/`N`: selects the next (previous) row matching the last filter,
+    /// going round the end as vi does, and says when it went round.
+    fn jump_to_match(&mut self, forward: bool) {
+        let text = self.files.search().to_string();
+        if text.is_empty() {
+            self.set_status(
+                Level::Info,
+                "n/N find rows matching a filter: type one with / first",
+            );
+            return;
+        }
+        match self.files.find_match(forward) {
+            Some((pos, wrapped)) => {
+                self.files.select(pos);
+                self.settle();
+                if wrapped {
+                    let from = if forward { "top" } else { "bottom" };
+                    self.set_status(Level::Info, format!("\"{text}\": went round to the {from}"));
+                } else {
+                    self.status = None;
+                }
+            }
+            None => self.set_status(Level::Error, format!("no file matches \"{text}\"")),
+        }
+    }
+
     /// Rows one PageUp/PageDown moves in the current view.
     fn page(&self) -> usize {
         match self.view {
@@ -251,6 +277,8 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             s.feed.scroll_by(-1);
             s.focus_feed();
         }
+        Action::NextMatch => s.jump_to_match(true),
+        Action::PrevMatch => s.jump_to_match(false),
         Action::FeedKind => s.feed.next_group(),
         Action::FeedClients => s.feed.toggle_clients(),
         Action::Open => {
@@ -271,8 +299,10 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     fx
 }
 
-/// The wheel scrolls what it is over; a click selects a table row.
-pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
+/// The wheel scrolls what it is over; a click selects a table row, a
+/// tab, or the order (on a column header).
+pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) -> Vec<Effect> {
+    let mut fx = Vec::new();
     let at = Position::new(m.column, m.row);
     let areas = s.areas();
     let over_feed = areas.feed.is_some_and(|f| f.contains(at));
@@ -282,6 +312,22 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
         MouseEventKind::Down(MouseButton::Left) => {
             // A click on the feed gives it the keys; on the table, back.
             let main = areas.main;
+            if s.mode == Mode::Normal && areas.tabs.contains(at) {
+                if let Some(v) = crate::ui::status::tab_at(areas.tabs, m.column) {
+                    s.set_view(v, &mut fx);
+                }
+                return fx;
+            }
+            let on_header = main.contains(at) && m.row == main.y + 1;
+            if s.mode == Mode::Normal && s.view == View::Files && on_header {
+                s.feed.focused = false;
+                let col = crate::ui::files::header_at(main, s, m.column);
+                if let Some(k) = col.and_then(|c| c.sort_key()) {
+                    s.files.sort_by_column(k);
+                    s.settle();
+                }
+                return fx;
+            }
             if s.mode == Mode::Normal && over_feed {
                 s.focus_feed();
             }
@@ -303,9 +349,9 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                     }
                 }
             }
-            return;
+            return fx;
         }
-        _ => return,
+        _ => return fx,
     };
     match &mut s.mode {
         Mode::Discover(p) => {
@@ -323,4 +369,5 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
         }
         _ => move_selection(s, delta),
     }
+    fx
 }

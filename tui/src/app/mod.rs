@@ -12,7 +12,8 @@
 //! (keys, mouse) with `line_edit` (every text box) and `command` (the
 //! command line and the requests to the node), `events` (the node's feed),
 //! `schedule` (when to ask the node again), and the state's parts
-//! [`FileTable`] (`table`) and [`Feed`] (`feed`).
+//! [`FileTable`] (`table`, its rows' [`RowState`] in `row_state`) and
+//! [`Feed`] (`feed`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,12 +28,14 @@ mod feed;
 mod input;
 mod line_edit;
 mod msg;
+mod row_state;
 mod schedule;
 mod table;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
 pub use input::WHEEL_ROWS;
 pub use msg::{Effect, Msg};
+pub use row_state::RowState;
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 
@@ -358,7 +361,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
     let mut fx = Vec::new();
     match msg {
         Msg::Key(k) => return on_key(s, k),
-        Msg::Mouse(m) => on_mouse(s, m),
+        Msg::Mouse(m) => return on_mouse(s, m),
         Msg::Resize(w, h) => {
             s.size = (w, h);
             s.settle();

@@ -10,9 +10,9 @@ use ratatui::widgets::{
 };
 use tandem_common::RelPath;
 use tandem_common::display::human_size;
-use tandem_common::proto::{FileState, ListedFile};
+use tandem_common::proto::ListedFile;
 
-use crate::app::{AppState, visible_offset};
+use crate::app::{AppState, RowState, SortKey, visible_offset};
 
 use super::text::{fit_path, width};
 use super::{centered, data_style, fit_left, fit_right, header_style, selected_style, thousands};
@@ -20,31 +20,13 @@ use super::{centered, data_style, fit_left, fit_right, header_style, selected_st
 /// A file's state in words, and its colour: conflict, held, syncing k/n
 /// (k of n nodes have the newest version), stale k/n, missing k/n, in sync.
 pub fn file_state(s: &AppState, f: &ListedFile, up: usize) -> (String, Color) {
-    if s.files.has_conflict(&f.path) {
-        return ("conflict".into(), Color::Magenta);
-    }
-    let count = |st: FileState| f.states.iter().filter(|x| x.state == st).count();
-    if f.held > 0 || count(FileState::Held) > 0 {
-        return (format!("held {}", f.held.max(1)), Color::Yellow);
-    }
-    if f.states.is_empty() {
-        // A node that does not report per-node states: count replicas.
-        return if f.nodes.len() < up {
-            (format!("syncing {}/{up}", f.nodes.len()), Color::Cyan)
-        } else {
-            ("in sync".into(), Color::Green)
-        };
-    }
-    let n = f.states.len();
-    let ok = count(FileState::InSync);
-    if count(FileState::Syncing) > 0 {
-        (format!("syncing {ok}/{n}"), Color::Cyan)
-    } else if count(FileState::Stale) > 0 {
-        (format!("stale {ok}/{n}"), Color::LightRed)
-    } else if ok < n {
-        (format!("missing {ok}/{n}"), Color::DarkGray)
-    } else {
-        ("in sync".into(), Color::Green)
+    match RowState::of(f, s.files.has_conflict(&f.path), up) {
+        RowState::Conflict => ("conflict".into(), Color::Magenta),
+        RowState::Held(n) => (format!("held {n}"), Color::Yellow),
+        RowState::Syncing { ok, n } => (format!("syncing {ok}/{n}"), Color::Cyan),
+        RowState::Stale { ok, n } => (format!("stale {ok}/{n}"), Color::LightRed),
+        RowState::Missing { ok, n } => (format!("missing {ok}/{n}"), Color::DarkGray),
+        RowState::InSync => ("in sync".into(), Color::Green),
     }
 }
 
@@ -74,6 +56,18 @@ pub enum Column {
 }
 
 impl Column {
+    /// The order a click on its header asks for (`#` and Replicas: none).
+    pub fn sort_key(self) -> Option<SortKey> {
+        match self {
+            Column::Name => Some(SortKey::Name),
+            Column::Size => Some(SortKey::Size),
+            Column::Modified => Some(SortKey::Modified),
+            Column::State => Some(SortKey::State),
+            Column::Lock => Some(SortKey::Lock),
+            Column::Num | Column::Replicas => None,
+        }
+    }
+
     fn title(self) -> &'static str {
         match self {
             Column::Num => "#",
@@ -180,6 +174,19 @@ pub fn table_columns(area: Rect, s: &AppState) -> Columns {
     columns(area.width.saturating_sub(2), t.view_len(), wants)
 }
 
+/// The column whose header is at column `x` of the table drawn in `area`
+/// (after the border and the selection mark; one space between columns).
+pub fn header_at(area: Rect, s: &AppState, x: u16) -> Option<Column> {
+    let mut left = area.x + 2;
+    for (col, w) in table_columns(area, s).list {
+        if (left..left + w).contains(&x) {
+            return Some(col);
+        }
+        left += w + 1;
+    }
+    None
+}
+
 /// Draws the file table: only the rows on screen become widgets.
 pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let t = &s.files;
@@ -251,7 +258,11 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         );
     }
     let header = Row::new(c.list.iter().map(|&(col, _)| {
-        let title = col.title();
+        // The sorted column says so, and which way.
+        let title = match col.sort_key() {
+            Some(k) if k == t.sort() => format!("{} {}", col.title(), k.arrow(t.reversed())),
+            _ => col.title().to_string(),
+        };
         match col {
             Column::Num | Column::Size => Cell::from(Line::from(title).alignment(Alignment::Right)),
             _ => Cell::from(title),
