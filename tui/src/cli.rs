@@ -10,6 +10,7 @@ use tandem_common::proto::{
     LockInfo, NodeStatus,
 };
 
+use crate::ui::text::pad;
 use crate::wording::{describe_event, event_kind_name, kind_word};
 
 /// One row of `list --json`.
@@ -54,15 +55,19 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
     }
     let width = files
         .iter()
-        .map(|f| f.path.as_str().chars().count())
+        .map(|f| crate::ui::text::width(f.path.as_str()))
         .max()
         .unwrap_or(4)
         .max(4);
     let iw = files.len().to_string().len().max(1);
     writeln!(
         out,
-        "{:>iw$}  {:<width$}  {:>10}  {:<19}  {:<12}  LOCK",
-        "#", "NAME", "SIZE", "MODIFIED", "NODES"
+        "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  LOCK",
+        "#",
+        pad("NAME", width),
+        "SIZE",
+        "MODIFIED",
+        "NODES"
     )?;
     for (i, f) in files.iter().enumerate() {
         let lock = match (&f.locked_by, f.held) {
@@ -72,9 +77,10 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
             (None, n) => format!("{n} held"),
         };
         let line = format!(
-            "{:>iw$}  {:<width$}  {:>10}  {:<19}  {:<12}  {}",
+            "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  {}",
             i + 1,
-            f.path.as_str(),
+            // `{:<width$}` pads by chars: a wide name would push its row out.
+            pad(f.path.as_str(), width),
             human_size(f.size),
             local_time(f.mtime_ns),
             f.nodes.join(","),
@@ -483,6 +489,23 @@ mod tests {
             held: 0,
             states: vec![],
         }
+    }
+
+    #[test]
+    fn wide_names_line_up_by_display_width() {
+        let files = vec![file("ünïcödé-名前.txt", 10), file("plain.txt", 20)];
+        let mut out = Vec::new();
+        print_list(&files, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // The SIZE column ends in the same screen column on every line.
+        let end_of = |line: &str, field: &str| {
+            let at = line.find(field).unwrap() + field.len();
+            crate::ui::text::width(&line[..at])
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let header = end_of(lines[0], "SIZE");
+        assert_eq!(end_of(lines[1], "10 B"), header, "{text}");
+        assert_eq!(end_of(lines[2], "20 B"), header, "{text}");
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub enum Action {
     ConnectTo,
     /// Show the next node's cache.
     NextCache,
+    /// Show the feed's next kind of event (all, transfers, …, nodes).
+    FeedKind,
+    /// Show or hide client connect and disconnect lines in the feed.
+    FeedClients,
+    /// Select the next row matching the last filter text.
+    NextMatch,
+    /// Select the previous row matching the last filter text.
+    PrevMatch,
 }
 
 /// One key of a binding.
@@ -178,13 +186,17 @@ use Key::{Char, Code, Ctrl};
 #[rustfmt::skip]
 pub const BINDINGS: &[Binding] = &[
     b(&[Char('/')], "/", Action::Filter, Scope::Files, "filter by part of the name", Some(("/", "filter"))),
-    b(&[Char('s')], "s", Action::Sort, Scope::Files, "sort: name, size, modified", Some(("s", "sort"))),
+    b(&[Char('s')], "s", Action::Sort, Scope::Files, "sort (or click a header)", Some(("s", "sort"))),
+    b(&[Char('n')], "n N", Action::NextMatch, Scope::Files, "next/previous filter match", None),
+    b(&[Char('N')], "N", Action::PrevMatch, Scope::Files, "", None),
     b(&[Char('l')], "l", Action::Lock, Scope::Files, "lock the selected file", Some(("l", "lock"))),
     b(&[Char('L')], "L", Action::LockWait, Scope::Files, "lock, or queue for it", None),
     b(&[Char('u')], "u", Action::Unlock, Scope::Files, "unlock the selected file", Some(("u", "unlock"))),
     b(&[Char('f')], "f", Action::Fetch, Scope::Files, "fetch (download) the file", Some(("f", "fetch"))),
-    b(&[Char('[')], "[ ]", Action::FeedOlder, Scope::Files, "feed: [ older, ] newer", Some(("[ ]", "feed"))),
+    b(&[Char('[')], "[ ]", Action::FeedOlder, Scope::Files, "feed older/newer; it takes ↑↓", Some(("[ ]", "feed"))),
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
+    b(&[Char('e')], "e c", Action::FeedKind, Scope::Files, "feed: kinds (e), clients (c)", Some(("e", "events"))),
+    b(&[Char('c')], "c", Action::FeedClients, Scope::Files, "", None),
     b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Files, "the file in detail", Some(("Enter", "detail"))),
@@ -199,12 +211,12 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char('r')], "r", Action::Refresh, Scope::Everywhere, "ask the node again now", None),
     b(&[Char('?')], "?", Action::Help, Scope::Everywhere, "this help", Some(("?", "help"))),
     b(&[Char('q'), Ctrl('c')], "q Ctrl-C", Action::Quit, Scope::Everywhere, "quit", Some(("q", "quit"))),
-    b(&[Code(KeyCode::Up), Char('k')], "↑ k", Action::Up, Scope::Move, "previous row", None),
-    b(&[Code(KeyCode::Down), Char('j')], "↓ j", Action::Down, Scope::Move, "next row (or mouse wheel)", None),
+    b(&[Code(KeyCode::Up), Char('k')], "↑ k", Action::Up, Scope::Move, "previous row (feed: newer)", None),
+    b(&[Code(KeyCode::Down), Char('j')], "↓ j", Action::Down, Scope::Move, "next row (feed: older)", None),
     b(&[Code(KeyCode::PageUp)], "PgUp", Action::PageUp, Scope::Move, "one page up", None),
     b(&[Code(KeyCode::PageDown)], "PgDn", Action::PageDown, Scope::Move, "one page down", None),
-    b(&[Code(KeyCode::Home), Char('g')], "Home g", Action::Home, Scope::Move, "first row", None),
-    b(&[Code(KeyCode::End), Char('G')], "End G", Action::End, Scope::Move, "last row", None),
+    b(&[Code(KeyCode::Home), Char('g')], "Home g", Action::Home, Scope::Move, "first row (feed: oldest)", None),
+    b(&[Code(KeyCode::End), Char('G')], "End G", Action::End, Scope::Move, "last row (feed: live)", None),
 ];
 
 /// Keys of the text inputs and popups, for the help overlay.
@@ -213,6 +225,20 @@ pub const INPUT_KEYS: &[(&str, &str)] = &[
     ("Esc", "cancel, close a popup"),
     ("Backspace", "delete a character"),
 ];
+
+/// The footer while the feed has the keys (help and quit last, as in
+/// [`footer`]).
+pub fn feed_footer() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("↑↓ PgUp PgDn", "scroll feed"),
+        ("End", "live"),
+        ("e", "events"),
+        ("c", "clients"),
+        ("Esc", "table"),
+        ("?", "help"),
+        ("q", "quit"),
+    ]
+}
 
 /// The command line's commands, for the help overlay and its errors.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -246,26 +272,26 @@ pub fn footer(view: View) -> Vec<(&'static str, &'static str)> {
 /// The help overlay's sections: (title, [(keys, help)]). Bindings with an
 /// empty help are covered by a neighbour's line (`]` by `[ ]`).
 pub fn help_sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
-    let mut out = Vec::new();
-    // In this order the two columns of the overlay come out balanced.
-    for scope in [
-        Scope::Everywhere,
-        Scope::Move,
-        Scope::Nodes,
-        Scope::Cache,
-        Scope::Conflicts,
-        Scope::Files,
-    ] {
+    let rows = |scope: Scope| {
         let rows: Vec<_> = BINDINGS
             .iter()
             .filter(|b| b.scope == scope && !b.help.is_empty())
             .map(|b| (b.label, b.help))
             .collect();
-        out.push((scope.title(), rows));
-    }
-    out.push(("Commands (:)", COMMANDS.to_vec()));
-    out.push(("Typing", INPUT_KEYS.to_vec()));
-    out
+        (scope.title(), rows)
+    };
+    // In this order the two columns of the overlay come out balanced
+    // (on short screens the overlay scrolls).
+    vec![
+        rows(Scope::Everywhere),
+        rows(Scope::Move),
+        ("Typing", INPUT_KEYS.to_vec()),
+        rows(Scope::Files),
+        rows(Scope::Nodes),
+        rows(Scope::Cache),
+        rows(Scope::Conflicts),
+        ("Commands (:)", COMMANDS.to_vec()),
+    ]
 }
 
 #[cfg(test)]

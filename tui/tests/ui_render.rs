@@ -18,7 +18,9 @@ use tandem_tui::ui;
 /// 2026-11-24 12:00:00 UTC.
 const NOW: i64 = 1_795_521_600_000_000_000;
 const SEC: i64 = 1_000_000_000;
-const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+/// Every view at these sizes: the layouts' (feed below at 80 and 120
+/// columns, beside at 200).
+const SIZES: [(u16, u16); 3] = [(80, 24), (120, 36), (200, 50)];
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -334,13 +336,107 @@ fn draw(s: &AppState) -> String {
     t.backend().to_string()
 }
 
-/// Snapshots `setup` at both sizes as `name_WxH`.
+/// Snapshots `setup` at every size as `name_WxH`.
 fn check(name: &str, setup: impl Fn(&mut AppState)) {
     for (w, h) in SIZES {
         let mut s = state(w, h);
         setup(&mut s);
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), draw(&s));
     }
+}
+
+/// Short, long and wide-character names, and feed lines too long for
+/// any feed.
+fn long_and_wide_names(s: &mut AppState) {
+    use FileState::*;
+    let both = [("alpha", InSync), ("beta", InSync)];
+    let mut v = vec![
+        file("README.md", 2_048, 86_400 * 3, &both),
+        file("notes/meeting.md", 640, 3_000, &both),
+        file(
+            "plan.txt",
+            3_300,
+            400,
+            &[("alpha", InSync), ("beta", Stale)],
+        ),
+        file("ünïcödé-名前.txt", 12, 700, &both),
+        file(
+            "docs/設計/名前と長いファイル名の説明書-最終版-レビュー済み.txt",
+            88_000,
+            5_000,
+            &both,
+        ),
+        file(
+            "projects/2026/client-acme/deliverables/final/presentation-v3-reviewed.pptx",
+            9_400_000,
+            9_000,
+            &[("alpha", InSync), ("beta", Syncing)],
+        ),
+        file(
+            "a-file-name-so-long-that-no-column-on-any-screen-could-ever-hold-it-whole.txt",
+            1,
+            60,
+            &both,
+        ),
+    ];
+    v[2].locked_by = Some("ana@laptop".into());
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    update(
+        s,
+        Msg::ListLoaded {
+            result: Ok(v),
+            now: NOW,
+        },
+    );
+    update(
+        s,
+        event(
+            20,
+            5,
+            "beta",
+            EventKind::Conflict {
+                path: p("plan.txt"),
+                winner: "alpha".into(),
+                loser: "beta".into(),
+                kept_as: ".tandem/conflicts/plan.conflict-beta-20261124-115955.txt".into(),
+            },
+        ),
+    );
+    update(
+        s,
+        event(
+            21,
+            2,
+            "alpha",
+            EventKind::Transferred {
+                path: p("docs/設計/名前と長いファイル名の説明書-最終版-レビュー済み.txt"),
+                from: "beta".into(),
+                to: "alpha".into(),
+                size: 88_000,
+                sent: 88_000,
+                millis: 12,
+            },
+        ),
+    );
+    // Select the wide name.
+    for _ in 0..5 {
+        update(s, key('j'));
+    }
+}
+
+#[test]
+fn files_with_long_and_wide_names() {
+    check("names", long_and_wide_names);
+}
+
+/// The feed showing transfers only, scrolled back one line with the keys.
+#[test]
+fn feed_kind_and_focus() {
+    check("feed_transfers", |s| {
+        long_and_wide_names(s);
+        update(s, key('e'));
+        update(s, key('['));
+    });
 }
 
 #[test]

@@ -265,6 +265,10 @@ fn sort_cycles_and_keeps_the_selection() {
     );
     assert_eq!(selected(&s), "d.txt");
     update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::State);
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::Lock);
+    update(&mut s, key('s'));
     assert_eq!(s.files.sort(), SortKey::Name);
     assert_eq!(shown(&s), ["b.txt", "d.txt", "f.txt", "h.txt"]);
 }
@@ -1037,7 +1041,7 @@ fn hundred_thousand_rows() {
         .collect();
     assert!(
         rows.windows(2)
-            .all(|w| SortKey::Size.cmp(w[0], w[1]).is_lt())
+            .all(|w| s.files.cmp_rows(w[0], w[1]).is_lt())
     );
     let total: u64 = rows.iter().map(|f| f.size).sum();
     assert_eq!(s.files.total_bytes(), total);
@@ -1155,6 +1159,18 @@ fn conflicts_are_restored_or_discarded_only_after_a_yes() {
     };
     assert_eq!(update(&mut s, key('y')), vec![restore]);
     assert_eq!(s.status.as_ref().unwrap().text, "restoring b.txt on alpha…");
+    // The list asked for at the last tick comes; then the result, which
+    // asks for it again (a copy went, maybe another came).
+    let copies = vec![
+        copy(
+            "alpha",
+            "b.conflict-20261124-110000-beta.txt",
+            Some("b.txt"),
+            5,
+        ),
+        copy("gamma", "interrupted-delete-x", None, 9),
+    ];
+    update(&mut s, Msg::ConflictsLoaded(Ok((copies, Vec::new()))));
     let fx = update(
         &mut s,
         Msg::ConflictResolved(Ok(ConflictResolution {
@@ -1418,4 +1434,566 @@ fn switching_the_node_and_showing_another_nodes_cache() {
         update(&mut s, code(KeyCode::Enter)),
         vec![Effect::SwitchNode("127.0.0.1:7001".into())]
     );
+}
+
+fn node_up(seq: u64) -> Msg {
+    ev(
+        seq,
+        EventKind::NodeUp {
+            name: "beta".into(),
+        },
+    )
+}
+
+fn client(seq: u64, connected: bool) -> Msg {
+    let (name, addr) = ("ana@laptop".to_string(), "127.0.0.1:5000".to_string());
+    ev(
+        seq,
+        if connected {
+            EventKind::ClientConnected { name, addr }
+        } else {
+            EventKind::ClientDisconnected { name, addr }
+        },
+    )
+}
+
+/// The shown feed lines' kinds, newest first.
+fn feed_kinds(s: &AppState) -> Vec<&'static str> {
+    s.feed.shown().map(|l| l.kind).collect()
+}
+
+#[test]
+fn end_or_g_in_the_feed_returns_to_live() {
+    let mut s = connected(four());
+    for i in 0..20 {
+        update(&mut s, node_up(i));
+    }
+    update(&mut s, key('j'));
+    assert_eq!(selected(&s), "d.txt");
+    assert!(!s.feed.focused, "the table has the keys at first");
+    for _ in 0..5 {
+        update(&mut s, key('['));
+    }
+    assert_eq!(s.feed.scroll, 5);
+    assert!(s.feed.focused, "[ gives the feed the keys");
+    // The moving keys now scroll the feed, not the table.
+    update(&mut s, key('j'));
+    assert_eq!(s.feed.scroll, 6);
+    update(&mut s, code(KeyCode::Up));
+    update(&mut s, key('k'));
+    assert_eq!(s.feed.scroll, 4);
+    assert_eq!(selected(&s), "d.txt");
+    // One key back to live, however far back (not one `]` per line).
+    update(&mut s, code(KeyCode::End));
+    assert_eq!(s.feed.scroll, 0);
+    assert!(!s.feed.focused, "live again: the keys go back to the table");
+    assert_eq!(selected(&s), "d.txt", "End went to the feed, not the table");
+    for _ in 0..7 {
+        update(&mut s, key('['));
+    }
+    update(&mut s, key('G'));
+    assert_eq!(s.feed.scroll, 0, "G in the feed is End");
+    // Home/g in the feed: the oldest line; PgDn pages.
+    update(&mut s, key('['));
+    update(&mut s, key('g'));
+    assert_eq!(s.feed.scroll, 19);
+    update(&mut s, code(KeyCode::PageUp));
+    assert!(s.feed.scroll < 19);
+    // Esc gives the keys back without moving the feed: then End and G
+    // are the table's again.
+    let kept = s.feed.scroll;
+    update(&mut s, code(KeyCode::Esc));
+    assert!(!s.feed.focused);
+    update(&mut s, key('G'));
+    assert_eq!(selected(&s), "h.txt");
+    assert_eq!(s.feed.scroll, kept);
+}
+
+#[test]
+fn the_feed_shows_one_kind_at_a_time() {
+    let mut s = connected(four());
+    let path = || p("d.txt");
+    let events = [
+        EventKind::Changed {
+            path: path(),
+            size: 1,
+        },
+        EventKind::Conflict {
+            path: path(),
+            winner: "alpha".into(),
+            loser: "beta".into(),
+            kept_as: "d.conflict.txt".into(),
+        },
+        EventKind::Locked {
+            path: path(),
+            owner: "ana".into(),
+            via: "alpha".into(),
+        },
+        EventKind::ApplyFailed {
+            path: path(),
+            from: "beta".into(),
+            error: "disk full".into(),
+        },
+        EventKind::NodeDown {
+            name: "gamma".into(),
+        },
+    ];
+    for (i, e) in events.into_iter().enumerate() {
+        update(&mut s, ev(i as u64, e));
+    }
+    update(
+        &mut s,
+        Msg::ConnectionLost {
+            reason: "gone".into(),
+            now: NOW + SEC,
+        },
+    );
+    let all = feed_kinds(&s);
+    assert_eq!(
+        all,
+        [
+            "note",
+            "node_down",
+            "apply_failed",
+            "locked",
+            "conflict",
+            "changed"
+        ]
+    );
+    let expect = [
+        ("transfers", "changed"),
+        ("conflicts", "conflict"),
+        ("locks", "locked"),
+        ("errors", "apply_failed"),
+        ("nodes", "node_down"),
+    ];
+    for (label, kind) in expect {
+        update(&mut s, key('e'));
+        assert_eq!(s.feed.only.map(|g| g.label()), Some(label));
+        // The UI's own notes (a lost connection) show under every kind.
+        assert_eq!(feed_kinds(&s), ["note", kind], "{label}");
+    }
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only, None, "after nodes: all again");
+    assert_eq!(feed_kinds(&s), all);
+}
+
+#[test]
+fn a_kind_filter_scrolls_among_its_own_lines() {
+    let mut s = connected(four());
+    for i in 0..10 {
+        update(&mut s, node_up(i));
+    }
+    update(
+        &mut s,
+        ev(
+            50,
+            EventKind::Locked {
+                path: p("d.txt"),
+                owner: "ana".into(),
+                via: "alpha".into(),
+            },
+        ),
+    );
+    for _ in 0..3 {
+        update(&mut s, key('e'));
+    }
+    assert_eq!(feed_kinds(&s), ["locked"]);
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 0, "one line shown: nowhere older to go");
+    // Changing the kind follows the newest again.
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only, None);
+    update(&mut s, key('['));
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 2);
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.scroll, 0);
+}
+
+#[test]
+fn client_lines_are_hidden_until_asked_for() {
+    let mut s = connected(four());
+    update(&mut s, node_up(1));
+    update(&mut s, client(2, true));
+    update(&mut s, client(3, false));
+    assert_eq!(s.feed.lines.len(), 3, "kept, to show on demand");
+    assert_eq!(feed_kinds(&s), ["node_up"]);
+    // Hidden lines arriving do not move what a scrolled-back reader sees.
+    update(&mut s, node_up(4));
+    update(&mut s, key('['));
+    assert_eq!(s.feed.scroll, 1);
+    update(&mut s, client(5, true));
+    assert_eq!(s.feed.scroll, 1);
+    update(&mut s, node_up(6));
+    assert_eq!(s.feed.scroll, 2);
+    update(&mut s, key('c'));
+    assert!(s.feed.show_clients);
+    assert_eq!(
+        feed_kinds(&s),
+        [
+            "node_up",
+            "client_connected",
+            "node_up",
+            "client_disconnected",
+            "client_connected",
+            "node_up"
+        ]
+    );
+    // Clients are about nodes: shown with them, not with locks.
+    for _ in 0..3 {
+        update(&mut s, key('e'));
+    }
+    assert!(!feed_kinds(&s).contains(&"client_connected"));
+    update(&mut s, key('e'));
+    update(&mut s, key('e'));
+    assert_eq!(s.feed.only.map(|g| g.label()), Some("nodes"));
+    assert!(feed_kinds(&s).contains(&"client_connected"));
+    update(&mut s, key('c'));
+    assert_eq!(feed_kinds(&s), ["node_up", "node_up", "node_up"]);
+}
+
+#[test]
+fn clicks_and_the_wheel_give_the_feed_the_keys() {
+    let mut s = connected(four());
+    for i in 0..10 {
+        update(&mut s, node_up(i));
+    }
+    let click = |column, row| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let feed = s.areas().feed.unwrap();
+    let table = s.areas().main;
+    update(&mut s, click(feed.x + 3, feed.y + 1));
+    assert!(s.feed.focused);
+    update(&mut s, key('j'));
+    assert_eq!(s.feed.scroll, 1);
+    assert_eq!(selected(&s), "b.txt");
+    update(&mut s, click(table.x + 3, table.y + 3));
+    assert!(!s.feed.focused, "a click on the table takes the keys back");
+    assert_eq!(selected(&s), "d.txt");
+    update(&mut s, key('/'));
+    assert!(!s.feed.focused);
+}
+
+fn left_click(column: u16, row: u16) -> Msg {
+    Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+/// The screen as text, one string per row.
+fn screen(s: &AppState) -> Vec<String> {
+    let mut t =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(s.size.0, s.size.1)).unwrap();
+    t.draw(|f| tandem_tui::ui::render(f, s)).unwrap();
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// A click on the header word `word` of the file table, found on screen.
+fn click_header(s: &mut AppState, word: &str) -> Vec<Effect> {
+    let y = s.areas().main.y + 1;
+    let row = &screen(s)[usize::from(y)];
+    let x = row.find(word).unwrap_or_else(|| panic!("{word} in {row}"));
+    let x = row[..x].chars().count() as u16;
+    update(s, left_click(x + 1, y))
+}
+
+#[test]
+fn clicking_a_tab_switches_to_it() {
+    let mut s = connected(four());
+    let y = s.areas().tabs.y;
+    // "[1 Files]  2 Cache   3 Nodes ": each tab's cells, then a space.
+    let fx = update(&mut s, left_click(13, y));
+    assert_eq!(s.view, View::Cache);
+    assert_eq!(
+        fx,
+        vec![Effect::RefreshCache],
+        "the new tab's report is asked for"
+    );
+    update(&mut s, left_click(21, y));
+    assert_eq!(s.view, View::Nodes);
+    update(&mut s, left_click(9, y));
+    assert_eq!(s.view, View::Nodes, "the space between tabs is no tab");
+    update(&mut s, left_click(70, y));
+    assert_eq!(s.view, View::Nodes);
+    update(&mut s, left_click(0, y));
+    assert_eq!(s.view, View::Files);
+    // Not while a popup is open.
+    update(&mut s, key('?'));
+    update(&mut s, left_click(13, y));
+    assert_eq!(s.view, View::Files);
+}
+
+#[test]
+fn clicking_a_header_sorts_and_a_second_click_reverses() {
+    let mut s = connected(four());
+    update(&mut s, key('j'));
+    click_header(&mut s, "Size");
+    assert_eq!(s.files.sort(), SortKey::Size);
+    assert!(!s.files.reversed());
+    assert_eq!(shown(&s), ["h.txt", "b.txt", "f.txt", "d.txt"]);
+    assert_eq!(selected(&s), "d.txt", "the selection follows its file");
+    click_header(&mut s, "Size");
+    assert!(s.files.reversed());
+    assert_eq!(shown(&s), ["d.txt", "f.txt", "b.txt", "h.txt"]);
+    assert_eq!(s.files.sort_label(), "size ↑");
+    // The header marks the sorted column and its direction.
+    assert!(screen(&s)[usize::from(s.areas().main.y + 1)].contains("Size ↑"));
+    click_header(&mut s, "Modified");
+    assert_eq!(s.files.sort(), SortKey::Modified);
+    assert!(!s.files.reversed(), "another column starts the natural way");
+    assert_eq!(shown(&s), ["d.txt", "h.txt", "f.txt", "b.txt"]);
+    click_header(&mut s, "Name");
+    assert_eq!(shown(&s), ["b.txt", "d.txt", "f.txt", "h.txt"]);
+    click_header(&mut s, "Name");
+    assert_eq!(shown(&s), ["h.txt", "f.txt", "d.txt", "b.txt"]);
+    click_header(&mut s, "State");
+    assert_eq!(s.files.sort(), SortKey::State);
+    click_header(&mut s, "Lock");
+    assert_eq!(s.files.sort(), SortKey::Lock);
+    // `#` and Replicas do not sort; `s` goes on from here, unreversed.
+    click_header(&mut s, "Lock");
+    assert!(s.files.reversed());
+    click_header(&mut s, "Replicas");
+    assert_eq!(s.files.sort(), SortKey::Lock);
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::Name);
+    assert!(!s.files.reversed());
+}
+
+fn with_state(path: &str, states: &[FileState]) -> ListedFile {
+    let mut f = file(path, 1, 1);
+    f.states = states
+        .iter()
+        .zip(["alpha", "beta"])
+        .map(|(st, n)| NodeFileState {
+            node: n.into(),
+            state: *st,
+        })
+        .collect();
+    f
+}
+
+#[test]
+fn sorting_by_state_and_by_lock() {
+    use FileState::*;
+    let mut held = with_state("held.txt", &[InSync, Held]);
+    held.held = 1;
+    let mut s = connected(vec![
+        with_state("ok.txt", &[InSync, InSync]),
+        with_state("stale.txt", &[InSync, Stale]),
+        with_state("missing.txt", &[InSync, Missing]),
+        with_state("syncing.txt", &[InSync, Syncing]),
+        held,
+        with_state("fine.txt", &[InSync, InSync]),
+    ]);
+    update(&mut s, key('s'));
+    update(&mut s, key('s'));
+    update(&mut s, key('s'));
+    assert_eq!(s.files.sort(), SortKey::State);
+    assert_eq!(
+        shown(&s),
+        [
+            "held.txt",
+            "stale.txt",
+            "missing.txt",
+            "syncing.txt",
+            "fine.txt",
+            "ok.txt"
+        ]
+    );
+    // A conflict reported on a row moves it to the top at once.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Conflict {
+                path: p("ok.txt"),
+                winner: "alpha".into(),
+                loser: "beta".into(),
+                kept_as: "ok.conflict.txt".into(),
+            },
+        ),
+    );
+    assert_eq!(shown(&s)[0], "ok.txt");
+    // …and a change after it puts it back among the rest.
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Changed {
+                path: p("ok.txt"),
+                size: 5,
+            },
+        ),
+    );
+    assert_ne!(shown(&s)[0], "ok.txt");
+    assert!(s.files.row(0).is_some());
+
+    // Lock: locked first, by owner ignoring case, then the rest by name.
+    let mut s = connected(four());
+    for (i, (path, owner)) in [("h.txt", "Bo"), ("f.txt", "ana")].into_iter().enumerate() {
+        update(
+            &mut s,
+            ev(
+                i as u64,
+                EventKind::Locked {
+                    path: p(path),
+                    owner: owner.into(),
+                    via: "alpha".into(),
+                },
+            ),
+        );
+    }
+    for _ in 0..4 {
+        update(&mut s, key('s'));
+    }
+    assert_eq!(s.files.sort(), SortKey::Lock);
+    assert_eq!(shown(&s), ["f.txt", "h.txt", "b.txt", "d.txt"]);
+    // Locking a row while sorted by lock moves it among the locked.
+    update(
+        &mut s,
+        ev(
+            9,
+            EventKind::Locked {
+                path: p("d.txt"),
+                owner: "Carl".into(),
+                via: "alpha".into(),
+            },
+        ),
+    );
+    assert_eq!(shown(&s), ["f.txt", "h.txt", "d.txt", "b.txt"]);
+    update(
+        &mut s,
+        ev(
+            10,
+            EventKind::Unlocked {
+                path: p("f.txt"),
+                by: "ana".into(),
+                forced: false,
+            },
+        ),
+    );
+    assert_eq!(shown(&s), ["h.txt", "d.txt", "b.txt", "f.txt"]);
+}
+
+#[test]
+fn names_sort_ignoring_case() {
+    let mut s = connected(vec![
+        file("b.txt", 1, 1),
+        file("C.txt", 1, 1),
+        file("a.txt", 1, 1),
+        file("A.txt", 1, 1),
+        file("docs/Zeta.md", 1, 1),
+        file("Docs/alpha.md", 1, 1),
+    ]);
+    assert_eq!(
+        shown(&s),
+        [
+            "A.txt",
+            "a.txt",
+            "b.txt",
+            "C.txt",
+            "Docs/alpha.md",
+            "docs/Zeta.md"
+        ]
+    );
+    // A new file finds its place by the same order.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Added {
+                path: p("B.txt"),
+                size: 3,
+            },
+        ),
+    );
+    assert_eq!(
+        &shown(&s)[..5],
+        ["A.txt", "a.txt", "B.txt", "b.txt", "C.txt"]
+    );
+    // And it can be found again (binary search agrees with the sort).
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Deleted {
+                path: p("B.txt"),
+                by: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(s.files.view_len(), 6);
+    assert!(!shown(&s).contains(&"B.txt".to_string()));
+}
+
+#[test]
+fn n_and_shift_n_jump_between_filter_matches() {
+    let mut s = connected(vec![
+        file("a.txt", 1, 1),
+        file("docs/one.md", 1, 1),
+        file("m.txt", 1, 1),
+        file("Docs/two.md", 1, 1),
+        file("z.txt", 1, 1),
+    ]);
+    // Order: a.txt, docs/one.md, Docs/two.md, m.txt, z.txt.
+    update(&mut s, key('n'));
+    assert_eq!(selected(&s), "a.txt", "nothing to look for yet");
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Info);
+    update(&mut s, key('/'));
+    typed(&mut s, "docs/");
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(s.files.filter(), "", "the filter is gone…");
+    assert_eq!(s.files.search(), "docs/", "…but n still knows what to find");
+    assert_eq!(
+        selected(&s),
+        "docs/one.md",
+        "filtering moved to the first match"
+    );
+    update(&mut s, key('g'));
+    update(&mut s, key('n'));
+    assert_eq!(selected(&s), "docs/one.md");
+    assert!(s.status.is_none());
+    update(&mut s, key('n'));
+    assert_eq!(selected(&s), "Docs/two.md", "matches ignore case");
+    update(&mut s, key('n'));
+    assert_eq!(selected(&s), "docs/one.md", "round the end, as in vi");
+    assert!(s.status.as_ref().unwrap().text.contains("top"));
+    update(&mut s, key('N'));
+    assert_eq!(selected(&s), "Docs/two.md", "N goes back, round the start");
+    assert!(s.status.as_ref().unwrap().text.contains("bottom"));
+    update(&mut s, key('G'));
+    update(&mut s, key('N'));
+    assert_eq!(selected(&s), "Docs/two.md");
+    // Typing a filter that matches nothing: n says so and stays.
+    update(&mut s, key('/'));
+    typed(&mut s, "zzz");
+    update(&mut s, code(KeyCode::Esc));
+    let before = selected(&s);
+    update(&mut s, key('n'));
+    assert_eq!(selected(&s), before);
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+    // In the filter box n is a letter, not a jump.
+    update(&mut s, key('/'));
+    typed(&mut s, "n");
+    assert_eq!(s.files.filter(), "n");
 }

@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Width of the screen; the table takes the first `TABLE_W` columns and the
 /// feed the rest (the UI's wide layout: feed = 38% of the width).
 const WIDTH: u16 = 160;
-const TABLE_W: usize = 100;
+const HEIGHT: u16 = 48;
 
 fn tandem_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
@@ -228,17 +228,40 @@ impl Drop for Cluster {
 
 /// The table part of each screen line.
 fn table_lines(screen: &str) -> Vec<String> {
-    screen
-        .lines()
-        .map(|l| l.chars().take(TABLE_W).collect())
-        .collect()
+    let a = areas();
+    cut(screen, a.main)
 }
 
 /// The feed part of each screen line.
 fn feed_lines(screen: &str) -> Vec<String> {
+    let a = areas();
+    cut(
+        screen,
+        a.feed.expect("the Files view has a feed at this size"),
+    )
+}
+
+/// Where the UI puts the table and the feed at the session's size (the
+/// same function the UI uses, so a layout change needs no change here).
+fn areas() -> tandem_tui::ui::Areas {
+    tandem_tui::ui::layout(
+        ratatui::layout::Rect::new(0, 0, WIDTH, HEIGHT),
+        tandem_tui::app::View::Files,
+    )
+}
+
+/// The part of `screen` inside `r`, line by line.
+fn cut(screen: &str, r: ratatui::layout::Rect) -> Vec<String> {
     screen
         .lines()
-        .map(|l| l.chars().skip(TABLE_W).collect())
+        .skip(usize::from(r.y))
+        .take(usize::from(r.height))
+        .map(|l| {
+            l.chars()
+                .skip(usize::from(r.x))
+                .take(usize::from(r.width))
+                .collect()
+        })
         .collect()
 }
 
@@ -288,7 +311,7 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
             "-x",
             &WIDTH.to_string(),
             "-y",
-            "48",
+            &HEIGHT.to_string(),
             &cmd,
         ])
         .status()

@@ -25,6 +25,44 @@ impl AppState {
         self.refresh_view(false, fx);
     }
 
+    /// Lines one PageUp/PageDown moves the feed (0 when it is not shown).
+    fn feed_page(&self) -> usize {
+        self.areas()
+            .feed
+            .map_or(0, |f| usize::from(f.height.saturating_sub(2)))
+    }
+
+    /// Gives the feed the moving keys, if it is on screen.
+    fn focus_feed(&mut self) {
+        self.feed.focused = self.view == View::Files && self.areas().feed.is_some();
+    }
+
+    /// `n`/`N`: selects the next (previous) row matching the last filter,
+    /// going round the end as vi does, and says when it went round.
+    fn jump_to_match(&mut self, forward: bool) {
+        let text = self.files.search().to_string();
+        if text.is_empty() {
+            self.set_status(
+                Level::Info,
+                "n/N find rows matching a filter: type one with / first",
+            );
+            return;
+        }
+        match self.files.find_match(forward) {
+            Some((pos, wrapped)) => {
+                self.files.select(pos);
+                self.settle();
+                if wrapped {
+                    let from = if forward { "top" } else { "bottom" };
+                    self.set_status(Level::Info, format!("\"{text}\": went round to the {from}"));
+                } else {
+                    self.status = None;
+                }
+            }
+            None => self.set_status(Level::Error, format!("no file matches \"{text}\"")),
+        }
+    }
+
     /// Rows one PageUp/PageDown moves in the current view.
     fn page(&self) -> usize {
         match self.view {
@@ -199,6 +237,9 @@ fn move_selection(s: &mut AppState, delta: isize) {
 
 fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     let mut fx = Vec::new();
+    if s.view == View::Files && s.feed.focused && s.feed.on_key(a, s.feed_page()) {
+        return fx;
+    }
     let page = s.page() as isize;
     match a {
         Action::Quit => fx.push(Effect::Quit),
@@ -235,7 +276,11 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
         Action::PageDown => move_selection(s, page),
         Action::Home => move_selection(s, isize::MIN / 2),
         Action::End => move_selection(s, isize::MAX / 2),
-        Action::Filter => s.mode = Mode::Filter,
+        Action::Filter => {
+            // ↑↓ while filtering pick from the matches in the table.
+            s.feed.focused = false;
+            s.mode = Mode::Filter;
+        }
         Action::Clear => {
             s.files.set_filter("");
             s.status = None;
@@ -299,8 +344,18 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
         Action::NextCache => return s.next_cache_node(),
         Action::Restore => s.ask_resolve(ConflictAction::Restore),
         Action::Discard => s.ask_resolve(ConflictAction::Discard),
-        Action::FeedOlder => s.feed.scroll_by(1),
-        Action::FeedNewer => s.feed.scroll_by(-1),
+        Action::FeedOlder => {
+            s.feed.scroll_by(1);
+            s.focus_feed();
+        }
+        Action::FeedNewer => {
+            s.feed.scroll_by(-1);
+            s.focus_feed();
+        }
+        Action::NextMatch => s.jump_to_match(true),
+        Action::PrevMatch => s.jump_to_match(false),
+        Action::FeedKind => s.feed.next_group(),
+        Action::FeedClients => s.feed.toggle_clients(),
         Action::Open if s.view == View::Files => return s.open_detail(),
         Action::Open => {
             if let Some(n) = s.nodes.get(s.nodes_sel) {
@@ -320,8 +375,10 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
     fx
 }
 
-/// The wheel scrolls what it is over; a click selects a table row.
-pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
+/// The wheel scrolls what it is over; a click selects a table row, a
+/// tab, or the order (on a column header).
+pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) -> Vec<Effect> {
+    let mut fx = Vec::new();
     let at = Position::new(m.column, m.row);
     let areas = s.areas();
     let over_feed = areas.feed.is_some_and(|f| f.contains(at));
@@ -329,9 +386,29 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
         MouseEventKind::ScrollDown => WHEEL_ROWS as isize,
         MouseEventKind::ScrollUp => -(WHEEL_ROWS as isize),
         MouseEventKind::Down(MouseButton::Left) => {
-            // A click on a row of the table selects it.
+            // A click on the feed gives it the keys; on the table, back.
             let main = areas.main;
+            if s.mode == Mode::Normal && areas.tabs.contains(at) {
+                if let Some(v) = crate::ui::status::tab_at(areas.tabs, m.column) {
+                    s.set_view(v, &mut fx);
+                }
+                return fx;
+            }
+            let on_header = main.contains(at) && m.row == main.y + 1;
+            if s.mode == Mode::Normal && s.view == View::Files && on_header {
+                s.feed.focused = false;
+                let col = crate::ui::files::header_at(main, s, m.column);
+                if let Some(k) = col.and_then(|c| c.sort_key()) {
+                    s.files.sort_by_column(k);
+                    s.settle();
+                }
+                return fx;
+            }
+            if s.mode == Mode::Normal && over_feed {
+                s.focus_feed();
+            }
             if s.mode == Mode::Normal && s.view == View::Files && main.contains(at) {
+                s.feed.focused = false;
                 let first_row = main.y + 2; // border + header
                 if m.row >= first_row && m.row < main.bottom().saturating_sub(1) {
                     let h = s.table_height();
@@ -348,9 +425,9 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                     }
                 }
             }
-            return;
+            return fx;
         }
-        _ => return,
+        _ => return fx,
     };
     match &mut s.mode {
         Mode::Discover(p) => {
@@ -362,7 +439,11 @@ pub(super) fn on_mouse(s: &mut AppState, m: MouseEvent) {
                 .min(len.saturating_sub(page));
         }
         Mode::Help | Mode::Confirm(_) | Mode::Detail(_) => {}
-        _ if over_feed => s.feed.scroll_by(delta.signum()),
+        _ if over_feed => {
+            s.feed.scroll_by(delta.signum());
+            s.focus_feed();
+        }
         _ => move_selection(s, delta),
     }
+    fx
 }

@@ -13,9 +13,9 @@
 //! command line and the requests to the node), `events` (the node's feed),
 //! `schedule` (when to ask the node again), `conflicts` (the Conflicts
 //! view's list, restore and discard, and the questions before them),
-//! `detail` (one file's detail pane), and
-//! the state's parts
-//! [`FileTable`] (`table`) and [`Feed`] (`feed`).
+//! `detail` (one file's detail pane), and the state's parts
+//! [`FileTable`] (`table`, its rows' [`RowState`] in `row_state`) and
+//! [`Feed`] (`feed`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,12 +34,14 @@ mod feed;
 mod input;
 mod line_edit;
 mod msg;
+mod row_state;
 mod schedule;
 mod table;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
 pub use input::WHEEL_ROWS;
 pub use msg::{Effect, Msg};
+pub use row_state::RowState;
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 
@@ -428,7 +430,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
     let mut fx = Vec::new();
     match msg {
         Msg::Key(k) => return on_key(s, k),
-        Msg::Mouse(m) => on_mouse(s, m),
+        Msg::Mouse(m) => return on_mouse(s, m),
         Msg::Resize(w, h) => {
             s.size = (w, h);
             s.settle();

@@ -9,15 +9,23 @@ use std::collections::{HashMap, HashSet};
 use tandem_common::RelPath;
 use tandem_common::proto::ListedFile;
 
+use super::RowState;
+use crate::ui::text::width;
+
 /// Order of the file table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
-    /// By path, A→Z.
+    /// By path, A→Z, ignoring case.
     Name,
     /// Largest first.
     Size,
     /// Newest first.
     Modified,
+    /// Most in need of attention first (conflict, held, stale, missing,
+    /// syncing, in sync; see [`RowState::rank`]).
+    State,
+    /// Locked files first, by owner (ignoring case).
+    Lock,
 }
 
 impl SortKey {
@@ -26,31 +34,40 @@ impl SortKey {
         match self {
             SortKey::Name => SortKey::Size,
             SortKey::Size => SortKey::Modified,
-            SortKey::Modified => SortKey::Name,
+            SortKey::Modified => SortKey::State,
+            SortKey::State => SortKey::Lock,
+            SortKey::Lock => SortKey::Name,
         }
     }
 
     /// How the header names it.
-    pub fn label(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
-            SortKey::Name => "name ↑",
-            SortKey::Size => "size ↓",
-            SortKey::Modified => "modified ↓",
+            SortKey::Name => "name",
+            SortKey::Size => "size",
+            SortKey::Modified => "modified",
+            SortKey::State => "state",
+            SortKey::Lock => "lock",
         }
     }
 
-    /// The table order: a total order (ties broken by path), so binary
-    /// search finds a row's place.
-    pub fn cmp(self, a: &ListedFile, b: &ListedFile) -> Ordering {
-        match self {
-            SortKey::Name => a.path.cmp(&b.path),
-            SortKey::Size => b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)),
-            SortKey::Modified => b
-                .mtime_ns
-                .cmp(&a.mtime_ns)
-                .then_with(|| a.path.cmp(&b.path)),
-        }
+    /// The arrow of its natural direction (↑ A→Z and first-things-first,
+    /// ↓ largest/newest first), flipped when `reversed`.
+    pub fn arrow(self, reversed: bool) -> &'static str {
+        let up = matches!(self, SortKey::Name | SortKey::State | SortKey::Lock);
+        if up != reversed { "↑" } else { "↓" }
     }
+}
+
+/// Letters folded to lower case, for orders that ignore case. Compared
+/// char by char, so it agrees with comparing the folded strings.
+fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().flat_map(char::to_lowercase)
+}
+
+/// Paths ignoring case, then exactly (a total order: `a` and `A` differ).
+fn cmp_names(a: &str, b: &str) -> Ordering {
+    folded(a).cmp(folded(b)).then_with(|| a.cmp(b))
 }
 
 /// The file table: rows in stable slots, plus the filtered and sorted view
@@ -66,6 +83,11 @@ pub struct FileTable {
     filter: String,
     filter_lower: String,
     sort: SortKey,
+    /// The sort's direction is flipped (a second click on a header).
+    reversed: bool,
+    /// The last filter typed, lower case: what `n`/`N` look for, also
+    /// once the filter is cleared.
+    search: String,
     /// Position of the selection in the view.
     sel: usize,
     /// First view position on screen (kept so the selection stays on the
@@ -74,6 +96,9 @@ pub struct FileTable {
     total_bytes: u64,
     /// Files that had a conflict resolved since they last changed.
     conflicts: HashSet<RelPath>,
+    /// Cells the widest path takes (the Name column's wish; it only grows
+    /// between full loads, so columns do not jump while scrolling).
+    widest: usize,
     /// How many times the view was rebuilt from scratch (tests check that
     /// feed patches do not rebuild).
     pub rebuilds: u64,
@@ -89,10 +114,13 @@ impl Default for FileTable {
             filter: String::new(),
             filter_lower: String::new(),
             sort: SortKey::Name,
+            reversed: false,
+            search: String::new(),
             sel: 0,
             offset: 0,
             total_bytes: 0,
             conflicts: HashSet::new(),
+            widest: 0,
             rebuilds: 0,
         }
     }
@@ -163,6 +191,11 @@ impl FileTable {
         self.total_bytes
     }
 
+    /// Cells the widest path takes (of every file, not only those shown).
+    pub fn widest_name(&self) -> usize {
+        self.widest
+    }
+
     /// The filter text.
     pub fn filter(&self) -> &str {
         &self.filter
@@ -171,6 +204,44 @@ impl FileTable {
     /// The order.
     pub fn sort(&self) -> SortKey {
         self.sort
+    }
+
+    /// Whether the order is reversed.
+    pub fn reversed(&self) -> bool {
+        self.reversed
+    }
+
+    /// The order in words, as the tab bar shows it (`name ↑`).
+    pub fn sort_label(&self) -> String {
+        format!("{} {}", self.sort.word(), self.sort.arrow(self.reversed))
+    }
+
+    /// The table's order of two rows: a total order (ties broken by
+    /// path), so binary search finds a row's place.
+    pub fn cmp_rows(&self, a: &ListedFile, b: &ListedFile) -> Ordering {
+        let by_path = || cmp_names(a.path.as_str(), b.path.as_str());
+        let o = match self.sort {
+            SortKey::Name => by_path(),
+            SortKey::Size => b.size.cmp(&a.size).then_with(by_path),
+            SortKey::Modified => b.mtime_ns.cmp(&a.mtime_ns).then_with(by_path),
+            SortKey::State => self
+                .state_rank(a)
+                .cmp(&self.state_rank(b))
+                .then_with(by_path),
+            SortKey::Lock => match (&a.locked_by, &b.locked_by) {
+                (Some(x), Some(y)) => cmp_names(x, y).then_with(by_path),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => by_path(),
+            },
+        };
+        if self.reversed { o.reverse() } else { o }
+    }
+
+    /// What sorting by state orders by (rows without per-node states
+    /// count as in sync: the number of nodes up must not move rows).
+    fn state_rank(&self, f: &ListedFile) -> u8 {
+        RowState::of(f, self.conflicts.contains(&f.path), 0).rank()
     }
 
     /// Position of the selection in the view.
@@ -209,12 +280,27 @@ impl FileTable {
 
     /// Marks `path` as having had a conflict resolved.
     pub(super) fn mark_conflict(&mut self, path: RelPath) {
-        self.conflicts.insert(path);
+        match self.by_path.get(&path).copied() {
+            // Sorted by state, the row moves.
+            Some(slot) => self.reposition(slot, |t| {
+                t.conflicts.insert(path);
+            }),
+            None => {
+                self.conflicts.insert(path);
+            }
+        }
     }
 
     /// Forgets `path`'s conflict: it changed since.
     pub(super) fn clear_conflict(&mut self, path: &RelPath) {
-        self.conflicts.remove(path);
+        match self.by_path.get(path).copied() {
+            Some(slot) => self.reposition(slot, |t| {
+                t.conflicts.remove(path);
+            }),
+            None => {
+                self.conflicts.remove(path);
+            }
+        }
     }
 
     /// Every file (in slot order).
@@ -254,6 +340,11 @@ impl FileTable {
         let old_sel = self.sel;
         let screen_line = self.sel.saturating_sub(self.offset);
         self.total_bytes = files.iter().map(|f| f.size).sum();
+        self.widest = files
+            .iter()
+            .map(|f| width(f.path.as_str()))
+            .max()
+            .unwrap_or(0);
         self.by_path = HashMap::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             self.by_path.insert(f.path.clone(), i);
@@ -281,18 +372,44 @@ impl FileTable {
             .collect();
         let slots = &self.slots;
         let row = |i: usize| slots[i].as_ref().expect("live slot");
-        let path = |i: usize| &row(i).path;
+        let path = |i: usize| row(i).path.as_str();
         // Sort (key, slot) pairs, so that comparing two rows reads the
         // rows themselves only on ties (numbers are largest/newest first).
-        let by_key = |view: &mut Vec<usize>, key: &dyn Fn(&ListedFile) -> i128| {
-            let mut keyed: Vec<(i128, usize)> = view.iter().map(|&i| (-key(row(i)), i)).collect();
-            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| path(a.1).cmp(path(b.1))));
-            *view = keyed.into_iter().map(|(_, i)| i).collect();
+        // Every arm must order exactly as `cmp_rows` does.
+        fn by<K: Ord>(
+            view: &mut Vec<usize>,
+            key: impl Fn(usize) -> K,
+            path: impl Fn(usize) -> String,
+        ) {
+            let mut keyed: Vec<(K, String, usize)> =
+                view.iter().map(|&i| (key(i), path(i), i)).collect();
+            keyed.sort_unstable();
+            *view = keyed.into_iter().map(|(_, _, i)| i).collect();
+        }
+        // Ties: the path folded, then exact (as `cmp_names`).
+        let tie = |i: usize| -> String {
+            let p = path(i);
+            let mut k: String = folded(p).collect();
+            k.push('\0');
+            k.push_str(p);
+            k
         };
         match self.sort {
-            SortKey::Name => view.sort_unstable_by(|&a, &b| path(a).cmp(path(b))),
-            SortKey::Size => by_key(&mut view, &|f| i128::from(f.size)),
-            SortKey::Modified => by_key(&mut view, &|f| i128::from(f.mtime_ns)),
+            SortKey::Name => by(&mut view, |_| (), tie),
+            SortKey::Size => by(&mut view, |i| std::cmp::Reverse(row(i).size), tie),
+            SortKey::Modified => by(&mut view, |i| std::cmp::Reverse(row(i).mtime_ns), tie),
+            SortKey::State => by(&mut view, |i| self.state_rank(row(i)), tie),
+            SortKey::Lock => by(
+                &mut view,
+                |i| match &row(i).locked_by {
+                    Some(o) => (false, folded(o).collect::<String>(), o.clone()),
+                    None => (true, String::new(), String::new()),
+                },
+                tie,
+            ),
+        }
+        if self.reversed {
+            view.reverse();
         }
         self.view = view;
     }
@@ -315,6 +432,9 @@ impl FileTable {
             return;
         }
         let lower = filter.to_lowercase();
+        if !lower.is_empty() {
+            self.search = lower.clone();
+        }
         let narrower = lower.contains(self.filter_lower.as_str());
         self.filter = filter.to_string();
         self.filter_lower = lower;
@@ -340,26 +460,65 @@ impl FileTable {
         }
     }
 
-    /// Sets the order.
+    /// Sets the order, in its natural direction.
     pub fn set_sort(&mut self, sort: SortKey) {
-        if sort != self.sort {
+        if sort != self.sort || self.reversed {
             self.sort = sort;
+            self.reversed = false;
             self.rebuild_view();
         }
+    }
+
+    /// Sorts by `sort` as a click on its column header does: the same
+    /// column again reverses the order.
+    pub fn sort_by_column(&mut self, sort: SortKey) {
+        if sort == self.sort {
+            self.reversed = !self.reversed;
+        } else {
+            self.sort = sort;
+            self.reversed = false;
+        }
+        self.rebuild_view();
+    }
+
+    /// What `n`/`N` look for: the last filter typed (kept after the filter
+    /// is cleared, as vi keeps the last search).
+    pub fn search(&self) -> &str {
+        &self.search
+    }
+
+    /// The view position of the next row after the selection (`forward`)
+    /// or before it whose path contains the search text, going round the
+    /// end; and whether it went round.
+    pub fn find_match(&self, forward: bool) -> Option<(usize, bool)> {
+        let len = self.view.len();
+        if self.search.is_empty() || len == 0 {
+            return None;
+        }
+        let mut m = Matcher::new(&self.search);
+        (1..=len)
+            .map(|step| {
+                if forward {
+                    ((self.sel + step) % len, self.sel + step >= len)
+                } else {
+                    ((self.sel + len - step) % len, step > self.sel)
+                }
+            })
+            .find(|&(pos, _)| self.row(pos).is_some_and(|f| m.matches(f.path.as_str())))
     }
 
     /// Where `slot` belongs in the view (it must not be in it).
     fn insert_pos(&self, slot: usize) -> usize {
         let new = self.slot_row(slot);
         self.view
-            .partition_point(|&i| self.sort.cmp(self.slot_row(i), new) == Ordering::Less)
+            .partition_point(|&i| self.cmp_rows(self.slot_row(i), new) == Ordering::Less)
     }
 
     /// The view position of `slot`, found by its current key.
     fn view_pos(&self, slot: usize) -> Option<usize> {
         let row = self.slot_row(slot);
         self.view
-            .binary_search_by(|&i| self.sort.cmp(self.slot_row(i), row))
+            .binary_search_by(|&i| self.cmp_rows(self.slot_row(i), row))
             .ok()
     }
 
@@ -389,6 +548,7 @@ impl FileTable {
             return;
         }
         self.total_bytes += file.size;
+        self.widest = self.widest.max(width(file.path.as_str()));
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -416,22 +576,37 @@ impl FileTable {
     }
 
     fn modify(&mut self, slot: usize, f: impl FnOnce(&mut ListedFile)) {
+        self.reposition(slot, |t| {
+            let row = t.slots[slot].as_mut().expect("live slot");
+            let size = row.size;
+            f(row);
+            t.total_bytes = t.total_bytes - size + row.size;
+        });
+    }
+
+    /// Makes `change` (to the row in `slot`, or to what orders it), then
+    /// moves the row to its new place in the view if its key changed; the
+    /// selection follows the file.
+    fn reposition(&mut self, slot: usize, change: impl FnOnce(&mut Self)) {
+        // Found by the key it had: before the change.
         let pos = self.view_pos(slot);
-        let row = self.slots[slot].as_mut().expect("live slot");
-        let (size, mtime) = (row.size, row.mtime_ns);
-        f(row);
-        self.total_bytes = self.total_bytes - size + row.size;
+        let before = self.slot_row(slot).clone();
+        let before_rank = self.state_rank(&before);
+        change(self);
+        let Some(pos) = pos else { return };
+        let row = self.slot_row(slot);
         let moved = match self.sort {
             SortKey::Name => false,
-            SortKey::Size => row.size != size,
-            SortKey::Modified => row.mtime_ns != mtime,
+            SortKey::Size => row.size != before.size,
+            SortKey::Modified => row.mtime_ns != before.mtime_ns,
+            SortKey::State => self.state_rank(row) != before_rank,
+            SortKey::Lock => row.locked_by != before.locked_by,
         };
-        if let (Some(pos), true) = (pos, moved) {
+        if moved {
             let was_selected = pos == self.sel;
             self.view_remove(pos);
             self.view_insert(slot);
             if was_selected {
-                // The selection follows the file.
                 self.sel = self.view_pos(slot).unwrap_or(self.sel);
             }
         }

@@ -10,81 +10,181 @@ use ratatui::widgets::{
 };
 use tandem_common::RelPath;
 use tandem_common::display::human_size;
-use tandem_common::proto::{FileState, ListedFile};
+use tandem_common::proto::ListedFile;
 
-use crate::app::{AppState, visible_offset};
+use crate::app::{AppState, RowState, SortKey, visible_offset};
 
+use super::text::{fit_path, width};
 use super::{centered, data_style, fit_left, fit_right, header_style, selected_style, thousands};
 
 /// A file's state in words, and its colour: conflict, held, syncing k/n
 /// (k of n nodes have the newest version), stale k/n, missing k/n, in sync.
 pub fn file_state(s: &AppState, f: &ListedFile, up: usize) -> (String, Color) {
-    if s.files.has_conflict(&f.path) {
-        return ("conflict".into(), Color::Magenta);
-    }
-    let count = |st: FileState| f.states.iter().filter(|x| x.state == st).count();
-    if f.held > 0 || count(FileState::Held) > 0 {
-        return (format!("held {}", f.held.max(1)), Color::Yellow);
-    }
-    if f.states.is_empty() {
-        // A node that does not report per-node states: count replicas.
-        return if f.nodes.len() < up {
-            (format!("syncing {}/{up}", f.nodes.len()), Color::Cyan)
-        } else {
-            ("in sync".into(), Color::Green)
-        };
-    }
-    let n = f.states.len();
-    let ok = count(FileState::InSync);
-    if count(FileState::Syncing) > 0 {
-        (format!("syncing {ok}/{n}"), Color::Cyan)
-    } else if count(FileState::Stale) > 0 {
-        (format!("stale {ok}/{n}"), Color::LightRed)
-    } else if ok < n {
-        (format!("missing {ok}/{n}"), Color::DarkGray)
-    } else {
-        ("in sync".into(), Color::Green)
+    match RowState::of(f, s.files.has_conflict(&f.path), up) {
+        RowState::Conflict => ("conflict".into(), Color::Magenta),
+        RowState::Held(n) => (format!("held {n}"), Color::Yellow),
+        RowState::Syncing { ok, n } => (format!("syncing {ok}/{n}"), Color::Cyan),
+        RowState::Stale { ok, n } => (format!("stale {ok}/{n}"), Color::LightRed),
+        RowState::Missing { ok, n } => (format!("missing {ok}/{n}"), Color::DarkGray),
+        RowState::InSync => ("in sync".into(), Color::Green),
     }
 }
 
-struct Columns {
-    num: u16,
-    name: u16,
-    size: u16,
-    time: u16,
+/// The Name column keeps at least this many cells (or the widest name,
+/// if narrower): less important columns are dropped first.
+pub const NAME_MIN: u16 = 40;
+/// Other columns grow only once Name has this many cells (or all it needs).
+const NAME_WANT: u16 = 48;
+
+/// A column of the file table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// Row number (what `:lock N` takes).
+    Num,
+    /// The path.
+    Name,
+    /// Size.
+    Size,
+    /// Modification time.
+    Modified,
+    /// Nodes holding the newest version.
+    Replicas,
+    /// Sync state.
+    State,
+    /// Lock owner.
+    Lock,
+}
+
+impl Column {
+    /// The order a click on its header asks for (`#` and Replicas: none).
+    pub fn sort_key(self) -> Option<SortKey> {
+        match self {
+            Column::Name => Some(SortKey::Name),
+            Column::Size => Some(SortKey::Size),
+            Column::Modified => Some(SortKey::Modified),
+            Column::State => Some(SortKey::State),
+            Column::Lock => Some(SortKey::Lock),
+            Column::Num | Column::Replicas => None,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Column::Num => "#",
+            Column::Name => "Name",
+            Column::Size => "Size",
+            Column::Modified => "Modified",
+            Column::Replicas => "Replicas",
+            Column::State => "State",
+            Column::Lock => "Lock",
+        }
+    }
+}
+
+/// The columns shown at a width, left to right, with their widths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// (column, cells), in order.
+    pub list: Vec<(Column, u16)>,
+    /// How Modified is written at its width.
     time_fmt: &'static str,
-    replicas: u16,
-    state: u16,
-    lock: u16,
 }
 
-fn columns(inner_width: u16, rows: usize, replicas_len: usize) -> Columns {
+/// What the rows on screen would like: cells for the replicas and the lock
+/// owner, and the widest name of the whole table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wants {
+    /// Cells of the longest replica list.
+    pub replicas: usize,
+    /// Cells of the longest lock owner.
+    pub lock: usize,
+    /// Cells of the widest name.
+    pub name: usize,
+}
+
+/// Chooses columns for a table `inner_width` cells wide: the Name column
+/// keeps [`NAME_MIN`] cells (or all the widest name needs) by dropping
+/// Replicas (State sums them up), then Modified, Size and Lock; spare
+/// room then widens Replicas, Lock and Modified.
+pub fn columns(inner_width: u16, rows: usize, wants: Wants) -> Columns {
+    use Column::*;
     let num = (thousands(rows as u64).len() as u16).max(1);
-    let mut c = Columns {
-        num,
-        name: 0,
-        size: 11,
-        time: 11,
-        time_fmt: "%m-%d %H:%M",
-        replicas: 8,
-        state: 11,
-        lock: 8,
+    let mut list = vec![
+        (Num, num),
+        (Name, 0),
+        (Size, 11),
+        (Modified, 11),
+        (Replicas, 8),
+        (State, 11),
+        (Lock, 8),
+    ];
+    // The selection mark, then one space between columns.
+    let name_room = |list: &[(Column, u16)]| {
+        let others: u16 = list.iter().map(|(_, w)| w + 1).sum();
+        inner_width.saturating_sub(others)
     };
-    // One column for the selection mark, one space between columns.
-    let used = |c: &Columns| 1 + c.num + c.size + c.time + c.replicas + c.state + c.lock + 7;
-    // Wider columns only while the name keeps enough room.
-    let room = |c: &Columns| inner_width.saturating_sub(used(c));
-    let want = (replicas_len as u16).clamp(8, 24);
-    let grow = room(&c).saturating_sub(28).min(want - c.replicas);
-    c.replicas += grow;
-    let grow = room(&c).saturating_sub(32).min(8);
-    c.lock += grow;
-    if room(&c) >= 48 {
-        c.time = 19;
-        c.time_fmt = "%Y-%m-%d %H:%M:%S";
+    let widest = u16::try_from(wants.name).unwrap_or(u16::MAX).max(4);
+    for drop in [Replicas, Modified, Size, Lock] {
+        if name_room(&list) >= widest.min(NAME_MIN) {
+            break;
+        }
+        list.retain(|(c, _)| *c != drop);
     }
-    c.name = room(&c).max(8);
-    c
+    let spare = |list: &[(Column, u16)]| name_room(list).saturating_sub(widest.min(NAME_WANT));
+    let mut time_fmt = "%m-%d %H:%M";
+    let grow_to = |want: usize, max: u16| (want.min(usize::from(max)) as u16).max(8) - 8;
+    let wish = [
+        (Replicas, grow_to(wants.replicas, 24)),
+        (Lock, grow_to(wants.lock, 16)),
+        (Modified, 8),
+    ];
+    for (col, w) in wish {
+        let grow = spare(&list).min(w);
+        if let Some(c) = list.iter_mut().find(|(c, _)| *c == col) {
+            // The long time format, or none.
+            if col == Modified && grow < w {
+                continue;
+            }
+            c.1 += grow;
+            if col == Modified {
+                time_fmt = "%Y-%m-%d %H:%M:%S";
+            }
+        }
+    }
+    let name = name_room(&list).max(8);
+    list[1].1 = name;
+    Columns { list, time_fmt }
+}
+
+/// The columns of the file table as drawn in `area` (the Files view's
+/// main area) for the rows on screen; the mouse uses it to find headers.
+pub fn table_columns(area: Rect, s: &AppState) -> Columns {
+    let t = &s.files;
+    let height = super::table_rows(area);
+    let offset = visible_offset(t.offset(), t.selected_pos(), t.view_len(), height);
+    let mut wants = Wants {
+        name: t.widest_name(),
+        ..Wants::default()
+    };
+    for (_, f) in t.window(offset, height) {
+        let replicas = f.nodes.iter().map(|n| width(n) + 1).sum::<usize>();
+        wants.replicas = wants.replicas.max(replicas.saturating_sub(1));
+        wants.lock = wants.lock.max(f.locked_by.as_deref().map_or(0, width));
+    }
+    columns(area.width.saturating_sub(2), t.view_len(), wants)
+}
+
+/// The column whose header is at column `x` of the table drawn in `area`
+/// (after the border and the selection mark; one space between columns).
+pub fn header_at(area: Rect, s: &AppState, x: u16) -> Option<Column> {
+    let mut left = area.x + 2;
+    for (col, w) in table_columns(area, s).list {
+        if (left..left + w).contains(&x) {
+            return Some(col);
+        }
+        left += w + 1;
+    }
+    None
 }
 
 /// Draws the file table: only the rows on screen become widgets.
@@ -93,20 +193,13 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let height = super::table_rows(area);
     let offset = visible_offset(t.offset(), t.selected_pos(), t.view_len(), height);
     let window: Vec<(usize, &ListedFile)> = t.window(offset, height).collect();
-    let replicas_len = window
-        .iter()
-        .map(|(_, f)| f.nodes.iter().map(|n| n.chars().count() + 1).sum::<usize>())
-        .max()
-        .unwrap_or(0);
-    let c = columns(area.width.saturating_sub(2), t.view_len(), replicas_len);
+    let c = table_columns(area, s);
     let (up, _) = s.node_counts();
     let base = data_style(s);
     let live = s.is_up();
     let rows: Vec<Row> = window
         .iter()
         .map(|&(pos, f)| {
-            let (state, colour) = file_state(s, f, up);
-            let lock = f.locked_by.clone().unwrap_or_default();
             let coloured = |text: String, col: Color| {
                 if live {
                     Cell::from(text).style(Style::default().fg(col))
@@ -114,15 +207,29 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
                     Cell::from(text)
                 }
             };
-            Row::new(vec![
-                Cell::from(Line::from(thousands(pos as u64 + 1)).alignment(Alignment::Right)),
-                Cell::from(fit_left(f.path.as_str(), usize::from(c.name))),
-                Cell::from(Line::from(human_size(f.size)).alignment(Alignment::Right)),
-                Cell::from(s.zone.format(f.mtime_ns, c.time_fmt)),
-                Cell::from(fit_right(&f.nodes.join(","), usize::from(c.replicas))),
-                coloured(state, colour),
-                coloured(fit_right(&lock, usize::from(c.lock)), Color::Yellow),
-            ])
+            let cells = c.list.iter().map(|&(col, w)| {
+                let w = usize::from(w);
+                match col {
+                    Column::Num => Cell::from(
+                        Line::from(thousands(pos as u64 + 1)).alignment(Alignment::Right),
+                    ),
+                    Column::Name => Cell::from(fit_path(f.path.as_str(), w)),
+                    Column::Size => {
+                        Cell::from(Line::from(human_size(f.size)).alignment(Alignment::Right))
+                    }
+                    Column::Modified => Cell::from(s.zone.format(f.mtime_ns, c.time_fmt)),
+                    Column::Replicas => Cell::from(fit_right(&f.nodes.join(","), w)),
+                    Column::State => {
+                        let (state, colour) = file_state(s, f, up);
+                        coloured(state, colour)
+                    }
+                    Column::Lock => coloured(
+                        fit_right(f.locked_by.as_deref().unwrap_or_default(), w),
+                        Color::Yellow,
+                    ),
+                }
+            });
+            Row::new(cells)
         })
         .collect();
     let title = if t.filter().is_empty() {
@@ -150,25 +257,19 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
             .right_aligned(),
         );
     }
-    let header = Row::new(vec![
-        Cell::from(Line::from("#").alignment(Alignment::Right)),
-        Cell::from("Name"),
-        Cell::from(Line::from("Size").alignment(Alignment::Right)),
-        Cell::from("Modified"),
-        Cell::from("Replicas"),
-        Cell::from("State"),
-        Cell::from("Lock"),
-    ])
+    let header = Row::new(c.list.iter().map(|&(col, _)| {
+        // The sorted column says so, and which way.
+        let title = match col.sort_key() {
+            Some(k) if k == t.sort() => format!("{} {}", col.title(), k.arrow(t.reversed())),
+            _ => col.title().to_string(),
+        };
+        match col {
+            Column::Num | Column::Size => Cell::from(Line::from(title).alignment(Alignment::Right)),
+            _ => Cell::from(title),
+        }
+    }))
     .style(if live { header_style() } else { base });
-    let widths = [
-        Constraint::Length(c.num),
-        Constraint::Length(c.name),
-        Constraint::Length(c.size),
-        Constraint::Length(c.time),
-        Constraint::Length(c.replicas),
-        Constraint::Length(c.state),
-        Constraint::Length(c.lock),
-    ];
+    let widths: Vec<Constraint> = c.list.iter().map(|&(_, w)| Constraint::Length(w)).collect();
     let table = Table::new(rows, widths)
         .header(header)
         .block(block)

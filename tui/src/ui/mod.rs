@@ -13,6 +13,7 @@ pub mod files;
 pub mod help;
 pub mod nodes;
 pub mod status;
+pub mod text;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -20,8 +21,12 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::app::{AppState, Mode, View};
 
-/// From this width on, the feed goes beside the table instead of below.
-pub const WIDE: u16 = 120;
+/// From this width on, the feed goes beside the table instead of below:
+/// the table then still has every column at its natural width and about
+/// 50 cells of Name, and the feed about 60 cells (narrower, most of its
+/// lines would take two rows). Below it the feed is a strip under the
+/// table, as wide as the screen.
+pub const WIDE: u16 = 170;
 
 /// Where each part of the screen goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +58,7 @@ pub fn layout(area: Rect, view: View) -> Areas {
     .areas(area);
     let (main, feed) = match view {
         View::Files if area.width >= WIDE => {
-            let feed_w = (u32::from(area.width) * 38 / 100) as u16;
+            let feed_w = (u32::from(area.width) * 35 / 100) as u16;
             let [m, f] =
                 Layout::horizontal([Constraint::Min(0), Constraint::Length(feed_w)]).areas(body);
             (m, Some(f))
@@ -183,29 +188,14 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Keeps the end of `s` (the file name matters most) within `w` columns.
+/// Keeps the end of `s` (the file name matters most) within `w` cells.
 pub fn fit_left(s: &str, w: usize) -> String {
-    let n = s.chars().count();
-    if n <= w {
-        return s.to_string();
-    }
-    if w == 0 {
-        return String::new();
-    }
-    let tail: String = s.chars().skip(n - (w - 1)).collect();
-    format!("…{tail}")
+    text::fit_left(s, w)
 }
 
-/// Keeps the start of `s` within `w` columns.
+/// Keeps the start of `s` within `w` cells.
 pub fn fit_right(s: &str, w: usize) -> String {
-    if s.chars().count() <= w {
-        return s.to_string();
-    }
-    if w == 0 {
-        return String::new();
-    }
-    let head: String = s.chars().take(w - 1).collect();
-    format!("{head}…")
+    text::fit_right(s, w)
 }
 
 /// A rectangle of at most `w`×`h` centered in `area`.
@@ -227,14 +217,11 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(100_000), "100,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(fit_left("abcdef", 4), "…def");
-        assert_eq!(fit_left("abc", 4), "abc");
-        assert_eq!(fit_right("abcdef", 4), "abc…");
     }
 
     #[test]
     fn feed_goes_beside_on_wide_screens_and_below_on_narrow_ones() {
-        let wide = layout(Rect::new(0, 0, 160, 48), View::Files);
+        let wide = layout(Rect::new(0, 0, 200, 50), View::Files);
         let f = wide.feed.unwrap();
         assert_eq!(f.y, wide.main.y);
         assert!(f.x >= wide.main.right());
@@ -244,5 +231,58 @@ mod tests {
         assert!(f.y >= narrow.main.bottom());
         assert!(table_rows(narrow.main) >= 8, "{narrow:?}");
         assert!(layout(Rect::new(0, 0, 80, 24), View::Cache).feed.is_none());
+        // At 120 columns beside would leave the table too narrow.
+        let middle = layout(Rect::new(0, 0, 120, 36), View::Files);
+        assert!(middle.feed.unwrap().y >= middle.main.bottom());
+        assert_eq!(middle.main.width, 120);
+    }
+
+    #[test]
+    fn names_keep_their_room_at_every_size_and_columns_make_way() {
+        use files::{Column, NAME_MIN, Wants, columns};
+        let wants = Wants {
+            replicas: 10,
+            lock: 10,
+            name: 60,
+        };
+        for (w, h) in [
+            (80, 24),
+            (119, 36),
+            (120, 36),
+            (169, 48),
+            (170, 48),
+            (200, 50),
+        ] {
+            let a = layout(Rect::new(0, 0, w, h), View::Files);
+            // Up to 99,999 rows: a five-digit # column.
+            let c = columns(a.main.width - 2, 99_999, wants);
+            let name = c.list.iter().find(|(c, _)| *c == Column::Name).unwrap().1;
+            assert!(name >= NAME_MIN, "{w}x{h}: {c:?}");
+            let used: u16 = c.list.iter().map(|(_, w)| w + 1).sum();
+            assert!(used <= a.main.width - 2, "{w}x{h} overflows: {c:?}");
+            let shown: Vec<Column> = c.list.iter().map(|(c, _)| *c).collect();
+            assert!(shown.contains(&Column::State), "{w}x{h}: {c:?}");
+            if w >= 120 {
+                assert_eq!(shown.len(), 7, "{w}x{h} keeps every column: {c:?}");
+            }
+        }
+        let narrow = columns(78, 30, wants);
+        let shown: Vec<Column> = narrow.list.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            shown,
+            [
+                Column::Num,
+                Column::Name,
+                Column::Size,
+                Column::State,
+                Column::Lock
+            ],
+            "Replicas, then Modified make way first"
+        );
+        // Short names need less room: only as much is made as they need.
+        let short = columns(78, 30, Wants { name: 20, ..wants });
+        assert_eq!(short.list.len(), 7, "{short:?}");
+        let short = columns(78, 30, Wants { name: 25, ..wants });
+        assert_eq!(short.list.len(), 6, "{short:?}");
     }
 }

@@ -109,12 +109,33 @@ pub fn header(frame: &mut Frame, area: Rect, s: &AppState) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// Each tab with its label (` 1 Files `; the current one is drawn as
+/// `[1 Files]`, as wide), in order; one space follows each.
+fn tab_labels() -> impl Iterator<Item = (View, String)> {
+    View::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (*v, format!(" {} {} ", i + 1, v.title())))
+}
+
+/// The tab drawn at column `x` of the tab bar `area`, if any (mouse).
+pub fn tab_at(area: Rect, x: u16) -> Option<View> {
+    let mut left = area.x;
+    for (v, label) in tab_labels() {
+        let w = label.chars().count() as u16;
+        if (left..left + w).contains(&x) {
+            return Some(v);
+        }
+        left += w + 1;
+    }
+    None
+}
+
 /// The tab bar, with the sort and the filter on the right.
 pub fn tabs(frame: &mut Frame, area: Rect, s: &AppState) {
     let mut spans = Vec::new();
-    for (i, v) in View::ALL.iter().enumerate() {
-        let label = format!(" {} {} ", i + 1, v.title());
-        if *v == s.view {
+    for (v, label) in tab_labels() {
+        if v == s.view {
             spans.push(Span::styled(
                 format!("[{}]", label.trim()),
                 Style::default()
@@ -130,7 +151,7 @@ pub fn tabs(frame: &mut Frame, area: Rect, s: &AppState) {
     let left = Line::from(spans);
     let right = match s.view {
         View::Files => {
-            let mut r = format!("sort: {}", s.files.sort().label());
+            let mut r = format!("sort: {}", s.files.sort_label());
             if !s.files.filter().is_empty() {
                 r.push_str(&format!(
                     " · filter \"{}\": {} of {}",
@@ -243,7 +264,9 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
         Mode::Detail(_) => vec![("↑↓", "copy"), ("R x", "restore, delete"), ("Esc", "close")],
     };
-    let items = if s.mode == Mode::Normal {
+    let items = if s.mode == Mode::Normal && s.view == View::Files && s.feed.focused {
+        keys::feed_footer()
+    } else if s.mode == Mode::Normal {
         keys::footer(s.view)
     } else {
         fixed
