@@ -9,11 +9,14 @@
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod support;
+use support::node_bin;
 
 const READY: Duration = Duration::from_secs(60);
 const CHANGE: Duration = Duration::from_secs(20);
@@ -25,57 +28,6 @@ const HEIGHT: u16 = 48;
 
 fn tandem_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tui/ has a parent")
-        .to_path_buf()
-}
-
-fn newest_mtime(path: &Path, newest: &mut Option<std::time::SystemTime>) {
-    let Ok(meta) = fs::metadata(path) else { return };
-    if meta.is_dir() {
-        for e in fs::read_dir(path).into_iter().flatten().flatten() {
-            newest_mtime(&e.path(), newest);
-        }
-    } else if let Ok(m) = meta.modified() {
-        *newest = Some(newest.map_or(m, |n| n.max(m)));
-    }
-}
-
-/// `tandem-node`, next to `tandem`; built (same profile) when missing or
-/// older than its sources, since `cargo test -p tandem-tui` does not build
-/// other packages' binaries.
-fn node_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_tandem")).with_file_name("tandem-node");
-    let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let mut newest = None;
-    for p in ["node/src", "node/Cargo.toml", "common/src", "Cargo.lock"] {
-        newest_mtime(&workspace_root().join(p), &mut newest);
-    }
-    if built.is_none() || newest > built {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root()).args([
-            "build",
-            "-p",
-            "tandem-node",
-            "--bin",
-            "tandem-node",
-        ]);
-        if bin
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| d == "release")
-        {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("cannot run cargo to build tandem-node");
-        assert!(st.success(), "building tandem-node failed: {st}");
-    }
-    bin
 }
 
 /// Two free loopback ports (bound then released).

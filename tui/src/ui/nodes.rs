@@ -147,9 +147,19 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
         head.push("Memory");
     }
     head.extend(["Uptime", "Clock"]);
-    let mut widths = vec![Constraint::Min(8)];
+    // Names and addresses as long as they are (a far node's address says
+    // it is reached through others), within reason.
+    let longest = |f: fn(&NodeStatus) -> &str, min: usize, max: usize| {
+        s.nodes
+            .iter()
+            .map(|n| super::text::width(f(n)))
+            .max()
+            .unwrap_or(0)
+            .clamp(min, max) as u16
+    };
+    let mut widths = vec![Constraint::Length(longest(|n| &n.name, 8, 24))];
     if wide {
-        widths.push(Constraint::Length(21));
+        widths.push(Constraint::Length(longest(|n| &n.addr, 21, 44)));
     }
     widths.extend([
         Constraint::Length(5),
