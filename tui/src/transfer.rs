@@ -36,9 +36,23 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(total);
+    // Rate and time left in the words the UI's fetch gauge uses.
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {rate} ~{left}",
     ) {
+        let style = style
+            .with_key(
+                "rate",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&tandem_common::display::rate(st.per_sec() as u64));
+                },
+            )
+            .with_key(
+                "left",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&tandem_common::display::eta(st.eta().as_secs()));
+                },
+            );
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
