@@ -169,7 +169,7 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char('f')], "f", Action::Fetch, Scope::Files, "fetch (download) the file", Some(("f", "fetch"))),
     b(&[Char('[')], "[ ]", Action::FeedOlder, Scope::Files, "feed: [ older, ] newer", Some(("[ ]", "feed"))),
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
-    b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
+    b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "cancel fetch; clear filter", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
     b(&[Char(':')], ":", Action::Command, Scope::Everywhere, "command line (see below)", Some((":", "command"))),
     b(&[Code(KeyCode::Tab)], "Tab", Action::NextView, Scope::Everywhere, "next tab (S-Tab: back)", Some(("Tab", "tabs"))),
@@ -197,7 +197,10 @@ pub const INPUT_KEYS: &[(&str, &str)] = &[
 pub const COMMANDS: &[(&str, &str)] = &[
     ("lock [--wait] N", "lock file #N"),
     ("unlock N [--force]", "unlock #N"),
-    ("fetch NAME [DIR]", "download"),
+    // NAME keeps its folders under DIR (the last DIR used by default): a
+    // table of paths fetched into one folder stays a tree, without clashes.
+    ("fetch NAME [DIR]", "into DIR/NAME"),
+    ("fetch … --flat", "no subfolders"),
     ("list", "reload all"),
     ("quit", "leave"),
 ];

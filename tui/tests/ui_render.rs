@@ -12,7 +12,7 @@ use tandem_common::proto::{
     NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
-use tandem_tui::app::{AppState, Msg, Zone, update};
+use tandem_tui::app::{AppState, FetchError, Msg, Zone, update};
 use tandem_tui::ui;
 
 /// 2026-11-24 12:00:00 UTC.
@@ -447,9 +447,53 @@ fn fetch_progress() {
             Msg::FetchStarted {
                 total: 4_000_000,
                 from: "beta".into(),
+                now: NOW,
             },
         );
-        update(s, Msg::FetchProgress(1_500_000));
+        update(
+            s,
+            Msg::FetchProgress {
+                done: 1_500_000,
+                now: NOW + 2 * SEC,
+            },
+        );
+    });
+}
+
+/// The question after a fetch was refused because the file is there: the
+/// folder gives way at 80 columns, the name and "y/n" stay.
+#[test]
+fn overwrite_question() {
+    check("overwrite_question", |s| {
+        update(s, key('j'));
+        update(s, key('j'));
+        update(s, key('j'));
+        update(s, key('f'));
+        update(s, code(KeyCode::Enter));
+        update(
+            s,
+            Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(
+                "/home/ana/work/projects/tandem-notes/data/batch-02.csv",
+            )))),
+        );
+    });
+}
+
+/// Esc was pressed during the fetch: the gauge says it is stopping.
+#[test]
+fn fetch_cancelling() {
+    check("fetch_cancelling", |s| {
+        update(s, key('f'));
+        update(s, code(KeyCode::Enter));
+        update(
+            s,
+            Msg::FetchStarted {
+                total: 4_000_000,
+                from: "beta".into(),
+                now: NOW,
+            },
+        );
+        update(s, code(KeyCode::Esc));
     });
 }
 
@@ -643,6 +687,41 @@ fn any_size_draws() {
             "command",
             Box::new(|s| {
                 update(s, key(':'));
+            }),
+        ),
+        (
+            "overwrite question",
+            Box::new(|s| {
+                update(s, key('f'));
+                update(s, code(KeyCode::Enter));
+                update(
+                    s,
+                    Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(
+                        "/home/ana/work/README.md",
+                    )))),
+                );
+            }),
+        ),
+        (
+            "fetch gauge",
+            Box::new(|s| {
+                update(s, key('f'));
+                update(s, code(KeyCode::Enter));
+                update(
+                    s,
+                    Msg::FetchStarted {
+                        total: 4_000_000,
+                        from: "beta".into(),
+                        now: NOW,
+                    },
+                );
+                update(
+                    s,
+                    Msg::FetchProgress {
+                        done: 1_000_000,
+                        now: NOW + SEC,
+                    },
+                );
             }),
         ),
         (

@@ -100,7 +100,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
         Mode::Help => help::render(frame, frame.area()),
         Mode::FetchPrompt { path, input } => files::fetch_prompt(frame, s, path, input),
         Mode::Discover(p) => nodes::discover(frame, s, p),
-        Mode::Normal | Mode::Filter | Mode::Command(_) => {}
+        Mode::Normal | Mode::Filter | Mode::Command(_) | Mode::Overwrite(_) => {}
     }
 }
 
