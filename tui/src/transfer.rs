@@ -500,7 +500,7 @@ mod tests {
             Some(&token),
             |n| {
                 seen = n;
-                // The first chunk is in the temp file: cancel now.
+                // Half way, the temp file is there: cancel now.
                 assert!(names(dir.path()).iter().any(|n| n.contains("tandem-part")));
                 cancel.cancel();
             },

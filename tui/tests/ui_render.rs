@@ -437,27 +437,41 @@ fn fetch_prompt() {
     });
 }
 
+/// Fetches the selected row into the default folder: 4 MB from beta, of
+/// which `done` bytes arrived in `secs` seconds.
+fn fetching(s: &mut AppState, done: u64, secs: i64) {
+    update(s, key('f'));
+    update(s, code(KeyCode::Enter));
+    update(
+        s,
+        Msg::FetchStarted {
+            total: 4_000_000,
+            from: "beta".into(),
+            now: NOW,
+        },
+    );
+    update(
+        s,
+        Msg::FetchProgress {
+            done,
+            now: NOW + secs * SEC,
+        },
+    );
+}
+
+/// Fetches the selected row, refused because `existing` is there.
+fn refused(s: &mut AppState, existing: &str) {
+    update(s, key('f'));
+    update(s, code(KeyCode::Enter));
+    update(
+        s,
+        Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(existing)))),
+    );
+}
+
 #[test]
 fn fetch_progress() {
-    check("fetch_progress", |s| {
-        update(s, key('f'));
-        update(s, code(KeyCode::Enter));
-        update(
-            s,
-            Msg::FetchStarted {
-                total: 4_000_000,
-                from: "beta".into(),
-                now: NOW,
-            },
-        );
-        update(
-            s,
-            Msg::FetchProgress {
-                done: 1_500_000,
-                now: NOW + 2 * SEC,
-            },
-        );
-    });
+    check("fetch_progress", |s| fetching(s, 1_500_000, 2));
 }
 
 /// The question after a fetch was refused because the file is there: the
@@ -468,14 +482,7 @@ fn overwrite_question() {
         update(s, key('j'));
         update(s, key('j'));
         update(s, key('j'));
-        update(s, key('f'));
-        update(s, code(KeyCode::Enter));
-        update(
-            s,
-            Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(
-                "/home/ana/work/projects/tandem-notes/data/batch-02.csv",
-            )))),
-        );
+        refused(s, "/home/ana/work/projects/tandem-notes/data/batch-02.csv");
     });
 }
 
@@ -483,16 +490,7 @@ fn overwrite_question() {
 #[test]
 fn fetch_cancelling() {
     check("fetch_cancelling", |s| {
-        update(s, key('f'));
-        update(s, code(KeyCode::Enter));
-        update(
-            s,
-            Msg::FetchStarted {
-                total: 4_000_000,
-                from: "beta".into(),
-                now: NOW,
-            },
-        );
+        fetching(s, 0, 0);
         update(s, code(KeyCode::Esc));
     });
 }
@@ -691,39 +689,9 @@ fn any_size_draws() {
         ),
         (
             "overwrite question",
-            Box::new(|s| {
-                update(s, key('f'));
-                update(s, code(KeyCode::Enter));
-                update(
-                    s,
-                    Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(
-                        "/home/ana/work/README.md",
-                    )))),
-                );
-            }),
+            Box::new(|s| refused(s, "/home/ana/work/README.md")),
         ),
-        (
-            "fetch gauge",
-            Box::new(|s| {
-                update(s, key('f'));
-                update(s, code(KeyCode::Enter));
-                update(
-                    s,
-                    Msg::FetchStarted {
-                        total: 4_000_000,
-                        from: "beta".into(),
-                        now: NOW,
-                    },
-                );
-                update(
-                    s,
-                    Msg::FetchProgress {
-                        done: 1_000_000,
-                        now: NOW + SEC,
-                    },
-                );
-            }),
-        ),
+        ("fetch gauge", Box::new(|s| fetching(s, 1_000_000, 1))),
         (
             "cache",
             Box::new(|s| {

@@ -139,7 +139,8 @@ pub enum Effect {
     Fetch {
         /// The file.
         path: RelPath,
-        /// The directory.
+        /// The directory (with the file's own folders unless `--flat`;
+        /// made if missing).
         dest: PathBuf,
         /// Replace a file of that name in the directory (`:fetch … --force`,
         /// or `y` when asked).
