@@ -42,6 +42,22 @@ pub fn uptime(s: u64) -> String {
     }
 }
 
+/// A transfer rate, the one way the CLI's progress bars, the UI's fetch
+/// gauge and its sync progress show it: `1.50 KiB/s`, `95 MiB/s`.
+pub fn rate(bytes_per_s: u64) -> String {
+    format!("{}/s", human_size(bytes_per_s))
+}
+
+/// A time left, rounded the way people say it, the one way the CLI and the
+/// UI show it: `45 s`, `3 min 7 s`, `2 h 5 min`.
+pub fn eta(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 /// A timeout or delay in words for messages: `10 s`, `1.5 s`, `500 ms`.
 pub fn duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -84,5 +100,16 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(10)), "10 s");
         assert_eq!(duration(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(duration(Duration::from_millis(500)), "500 ms");
+    }
+
+    #[test]
+    fn rates_and_times_left() {
+        assert_eq!(rate(0), "0 B/s");
+        assert_eq!(rate(1536), "1.50 KiB/s");
+        assert_eq!(rate(95 << 20), "95 MiB/s");
+        assert_eq!(eta(0), "0 s");
+        assert_eq!(eta(59), "59 s");
+        assert_eq!(eta(187), "3 min 7 s");
+        assert_eq!(eta(7_500), "2 h 5 min");
     }
 }

@@ -381,6 +381,23 @@ impl Answers {
     }
 }
 
+#[cfg(test)]
+impl Answers {
+    /// Answers fed by hand, for tests of what reads them (no connection).
+    pub(crate) fn scripted() -> (mpsc::UnboundedSender<ClientResponse>, Answers) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let answers = Answers {
+            id: 0,
+            rx,
+            pending: Pending::default(),
+            timeout: Duration::from_secs(10),
+            node: "test".into(),
+            addr: "test".into(),
+        };
+        (tx, answers)
+    }
+}
+
 impl Drop for Answers {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.id);

@@ -197,7 +197,7 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char(']')], "]", Action::FeedNewer, Scope::Files, "", None),
     b(&[Char('e')], "e c", Action::FeedKind, Scope::Files, "feed: kinds (e), clients (c)", Some(("e", "events"))),
     b(&[Char('c')], "c", Action::FeedClients, Scope::Files, "", None),
-    b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "clear filter and status", None),
+    b(&[Code(KeyCode::Esc)], "Esc", Action::Clear, Scope::Files, "cancel fetch; clear filter", None),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Nodes, "list the node's own files", Some(("Enter", "its files"))),
     b(&[Code(KeyCode::Enter)], "Enter", Action::Open, Scope::Files, "the file in detail", Some(("Enter", "detail"))),
     b(&[Char('c')], "c", Action::ConnectTo, Scope::Nodes, "connect to it instead", Some(("c", "connect"))),
@@ -244,7 +244,10 @@ pub fn feed_footer() -> Vec<(&'static str, &'static str)> {
 pub const COMMANDS: &[(&str, &str)] = &[
     ("lock [--wait] N", "lock file #N"),
     ("unlock N [--force]", "unlock #N"),
-    ("fetch NAME [DIR]", "download"),
+    // NAME keeps its folders under DIR (the last DIR used by default): a
+    // table of paths fetched into one folder stays a tree, without clashes.
+    ("fetch NAME [DIR]", "into DIR/NAME"),
+    ("fetch … --flat", "no subfolders"),
     ("list", "reload all"),
     ("connect HOST:PORT", "switch node"),
     ("cache [NODE]", "a node's cache"),

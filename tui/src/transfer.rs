@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use tandem_common::proto::{ApiError, ClientRequest, ClientResponse, ListedFile};
 use tandem_common::{ContentHash, RelPath};
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{Answers, Client, ClientError};
 
@@ -19,6 +20,12 @@ const PUT_CHUNK: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[error("{} already exists; nothing was fetched", .0.display())]
 pub struct WouldOverwrite(pub PathBuf);
+
+/// A fetch was cancelled (its token fired): the partial download was
+/// removed and nothing was saved.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled; nothing was saved")]
+pub struct Cancelled;
 
 /// What a finished fetch wrote.
 pub struct Fetched {
@@ -36,9 +43,23 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(total);
+    // Rate and time left in the words the UI's fetch gauge uses.
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {rate} ~{left}",
     ) {
+        let style = style
+            .with_key(
+                "rate",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&tandem_common::display::rate(st.per_sec() as u64));
+                },
+            )
+            .with_key(
+                "left",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&tandem_common::display::eta(st.eta().as_secs()));
+                },
+            );
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -57,18 +78,20 @@ pub enum FetchProgress<'a> {
 /// while it is being sent. `progress` hears how it goes. A file already
 /// there is replaced only with `force`; otherwise the error is
 /// [`WouldOverwrite`], before anything is asked of the node (and checked
-/// again, atomically, when the download is put in place).
+/// again, atomically, when the download is put in place). When `cancel`
+/// fires the error is [`Cancelled`], with the partial download removed.
 pub async fn fetch(
     c: &Client,
     path: &RelPath,
     to: &Path,
     from: Option<String>,
     force: bool,
+    cancel: Option<&CancellationToken>,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let mut last = None;
     for _ in 0..3 {
-        match fetch_once(c, path, to, from.clone(), force, progress).await {
+        match fetch_once(c, path, to, from.clone(), force, cancel, progress).await {
             Err(e) if e.to_string().contains("try again") => last = Some(e),
             r => return r,
         }
@@ -85,7 +108,7 @@ pub async fn fetch_with_bar(
     force: bool,
 ) -> anyhow::Result<Fetched> {
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let res = fetch(c, path, to, from, force, &mut |p| match p {
+    let res = fetch(c, path, to, from, force, None, &mut |p| match p {
         FetchProgress::Started(file, _) => bar = Some(progress(file.size, path.as_str())),
         FetchProgress::Received(n) => {
             if let Some(b) = &bar {
@@ -106,6 +129,7 @@ async fn fetch_once(
     to: &Path,
     from: Option<String>,
     force: bool,
+    cancel: Option<&CancellationToken>,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let meta = std::fs::metadata(to)
@@ -126,7 +150,7 @@ async fn fetch_once(
         path: path.clone(),
         from,
     })?;
-    let (file, source) = match answers.next().await {
+    let (file, source) = match next_answer(&mut answers, cancel).await? {
         Ok(ClientResponse::FetchStart { file, from }) => (file, from),
         Ok(other) => bail!("unexpected answer: {other:?}"),
         Err(ClientError::Api(ApiError::Other(m))) if m.ends_with("does not exist") => {
@@ -135,7 +159,7 @@ async fn fetch_once(
         Err(e) => return Err(e.into()),
     };
     progress(FetchProgress::Started(&file, &source));
-    let dest = receive(&mut answers, &file, to, force, |n| {
+    let dest = receive(&mut answers, &file, to, force, cancel, |n| {
         progress(FetchProgress::Received(n))
     })
     .await?;
@@ -152,12 +176,14 @@ async fn fetch_once(
 /// appears under the real name, and on any error the temp file is removed.
 /// `on_progress` gets the bytes received so far. Returns where it was saved.
 /// Without `force` a file that appeared under the name meanwhile is not
-/// replaced ([`WouldOverwrite`]).
+/// replaced ([`WouldOverwrite`]). When `cancel` fires it stops at once
+/// with [`Cancelled`] (the temp file removed like on any error).
 pub async fn receive(
     answers: &mut Answers,
     file: &ListedFile,
     to: &Path,
     force: bool,
+    cancel: Option<&CancellationToken>,
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<PathBuf> {
     let name = file.path.file_name();
@@ -168,13 +194,24 @@ pub async fn receive(
     ));
     let out =
         std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let res = receive_into(answers, file, out, &tmp, &dest, force, &mut on_progress).await;
+    let res = receive_into(
+        answers,
+        file,
+        out,
+        &tmp,
+        &dest,
+        force,
+        cancel,
+        &mut on_progress,
+    )
+    .await;
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     res.map(|()| dest)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn receive_into(
     answers: &mut Answers,
     file: &ListedFile,
@@ -182,6 +219,7 @@ async fn receive_into(
     tmp: &Path,
     dest: &Path,
     force: bool,
+    cancel: Option<&CancellationToken>,
     on_progress: &mut impl FnMut(u64),
 ) -> anyhow::Result<()> {
     // Hashing and writing (and starting the disk writeback) run on a
@@ -190,7 +228,11 @@ async fn receive_into(
     let writer = Writer::start(out);
     let mut done = 0u64;
     let received = loop {
-        match answers.next().await {
+        let next = match next_answer(answers, cancel).await {
+            Ok(next) => next,
+            Err(cancelled) => break Err(cancelled.into()),
+        };
+        match next {
             Ok(ClientResponse::Chunk { data, last, .. }) => {
                 done += data.len() as u64;
                 if done > file.size {
@@ -230,6 +272,22 @@ async fn receive_into(
         rename_no_replace(tmp, dest)?;
     }
     Ok(())
+}
+
+/// The next answer, or [`Cancelled`] as soon as `cancel` fires (checked
+/// first, so a stream of ready answers cannot starve it).
+async fn next_answer(
+    answers: &mut Answers,
+    cancel: Option<&CancellationToken>,
+) -> Result<Result<ClientResponse, ClientError>, Cancelled> {
+    match cancel {
+        None => Ok(answers.next().await),
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => Err(Cancelled),
+            r = answers.next() => Ok(r),
+        },
+    }
 }
 
 /// Renames `tmp` to `dest` unless `dest` exists, atomically where the file
@@ -392,5 +450,90 @@ pub async fn put(c: &Client, local: &Path, path: &RelPath, force: bool) -> anyho
     match r? {
         ClientResponse::Stored { .. } => Ok(hashed.size),
         other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(data: &[u8]) -> ListedFile {
+        ListedFile {
+            path: RelPath::new("docs/big.bin").unwrap(),
+            size: data.len() as u64,
+            mtime_ns: 0,
+            hash: ContentHash::of(data),
+            nodes: vec!["alpha".into()],
+            locked_by: None,
+            held: 0,
+            states: Vec::new(),
+        }
+    }
+
+    fn chunk(data: &[u8], last: bool) -> ClientResponse {
+        ClientResponse::chunk(bytes::Bytes::copy_from_slice(data), last)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Cancelled half way: the error is `Cancelled`, and neither the file
+    /// nor its temp file is left in the folder.
+    #[tokio::test]
+    async fn a_cancelled_receive_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 4096];
+        let (tx, mut answers) = Answers::scripted();
+        tx.send(chunk(&data[..1024], false)).unwrap();
+        let token = CancellationToken::new();
+        let mut seen = 0;
+        let cancel = token.clone();
+        let r = receive(
+            &mut answers,
+            &listed(&data),
+            dir.path(),
+            false,
+            Some(&token),
+            |n| {
+                seen = n;
+                // Half way, the temp file is there: cancel now.
+                assert!(names(dir.path()).iter().any(|n| n.contains("tandem-part")));
+                cancel.cancel();
+            },
+        )
+        .await;
+        assert_eq!(seen, 1024);
+        let e = r.expect_err("cancelled");
+        assert!(e.is::<Cancelled>(), "{e:#}");
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        drop(tx);
+    }
+
+    /// The same chunks without a cancel arrive whole.
+    #[tokio::test]
+    async fn an_uncancelled_receive_saves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 4096];
+        let (tx, mut answers) = Answers::scripted();
+        tx.send(chunk(&data[..1024], false)).unwrap();
+        tx.send(chunk(&data[1024..], true)).unwrap();
+        let token = CancellationToken::new();
+        let saved = receive(
+            &mut answers,
+            &listed(&data),
+            dir.path(),
+            false,
+            Some(&token),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(saved, dir.path().join("big.bin"));
+        assert_eq!(std::fs::read(&saved).unwrap(), data);
+        assert_eq!(names(dir.path()), vec!["big.bin".to_string()]);
     }
 }

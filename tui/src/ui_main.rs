@@ -13,8 +13,9 @@ use ratatui::DefaultTerminal;
 use tandem_common::RelPath;
 use tandem_common::proto::{ClientRequest, ClientResponse};
 use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, Effect, Msg, Zone, update};
+use crate::app::{AppState, Effect, FetchError, Msg, Saved, Zone, update};
 use crate::client::{Client, ClientError, FeedItem};
 use crate::{term, ui};
 
@@ -97,6 +98,7 @@ async fn event_loop(
         tx,
         conn: None,
         generation: 0,
+        fetch_cancel: None,
     };
     // Raw mode is on (term::init): only now is EventStream safe to create.
     let mut input = EventStream::new();
@@ -166,6 +168,8 @@ struct Runner {
     conn: Option<Live>,
     /// Bumped on each attempt, so a late answer of an old one is ignored.
     generation: u64,
+    /// Stops the fetch under way (the state allows one at a time).
+    fetch_cancel: Option<CancellationToken>,
 }
 
 impl Runner {
@@ -261,6 +265,14 @@ impl Runner {
             });
             return;
         }
+        if e == Effect::CancelFetch {
+            // The fetch task sees it, removes its partial file and answers
+            // with `FetchDone(Err(Cancelled))`.
+            if let Some(token) = &self.fetch_cancel {
+                token.cancel();
+            }
+            return;
+        }
         let Some(live) = &self.conn else {
             self.not_connected(e);
             return;
@@ -272,7 +284,7 @@ impl Runner {
             let _ = tx.send(Incoming::Answer { generation, msg });
         };
         match e {
-            Effect::Connect | Effect::Quit | Effect::SwitchNode(_) => {}
+            Effect::Connect | Effect::Quit | Effect::SwitchNode(_) | Effect::CancelFetch => {}
             Effect::Subscribe(cursor) => {
                 tokio::spawn(async move {
                     send(Msg::Subscribed(
@@ -384,14 +396,14 @@ impl Runner {
                 });
             }
             Effect::Fetch { path, dest, force } => {
-                let tx = self.tx.clone();
+                let token = CancellationToken::new();
+                self.fetch_cancel = Some(token.clone());
+                let (node, name) = (self.node.clone(), self.name.clone());
                 tokio::spawn(async move {
-                    let progress = |m: Msg| {
-                        let _ = tx.send(Incoming::Msg(m));
-                    };
-                    let dest = expand_home(&dest);
-                    let r = fetch_reporting(&c, &path, &dest, force, &progress).await;
-                    progress(Msg::FetchDone(r));
+                    let r =
+                        fetch_on_own_connection(&node, &name, &path, &dest, force, &token, &send)
+                            .await;
+                    send(Msg::FetchDone(r));
                 });
             }
         }
@@ -422,8 +434,12 @@ impl Runner {
             }),
             Effect::Lock(_) | Effect::LockWait(_) => self.send(Msg::LockDone(Err(why()))),
             Effect::Unlock { .. } => self.send(Msg::UnlockDone(Err(why()))),
-            Effect::Fetch { .. } => self.send(Msg::FetchDone(Err(why()))),
-            Effect::Subscribe(_) | Effect::Connect | Effect::Quit | Effect::SwitchNode(_) => {}
+            Effect::Fetch { .. } => self.send(Msg::FetchDone(Err(FetchError::Failed(why())))),
+            Effect::Subscribe(_)
+            | Effect::Connect
+            | Effect::Quit
+            | Effect::SwitchNode(_)
+            | Effect::CancelFetch => {}
         }
     }
 }
@@ -573,17 +589,85 @@ fn expand_home(p: &Path) -> PathBuf {
     }
 }
 
-/// Downloads `path` into the directory `dest` (see [`crate::transfer::fetch`]),
-/// reporting progress as messages (about 200 steps).
-/// A file already in `dest` is kept unless `force`; the error then says
-/// the command that replaces it.
+/// Downloads `path` into the directory `dest` (see [`crate::transfer::fetch`])
+/// on a connection of its own, so that cancelling (`cancel`) can close it
+/// and the node stops sending (it serves a fetch to its end otherwise,
+/// and the UI's connection would carry the rest of the file). Missing
+/// folders of `dest` are made, and removed again if nothing was saved.
+/// Progress comes as messages (about 200 steps).
+async fn fetch_on_own_connection(
+    node: &str,
+    name: &str,
+    path: &RelPath,
+    dest: &Path,
+    force: bool,
+    cancel: &CancellationToken,
+    send: &(impl Fn(Msg) + Sync),
+) -> Result<Saved, FetchError> {
+    let dest = expand_home(dest);
+    let made = make_folders(&dest).map_err(FetchError::Failed)?;
+    let r = async {
+        let c = tokio::select! {
+            () = cancel.cancelled() => return Err(FetchError::Cancelled),
+            c = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_as(node, name)) => match c {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(FetchError::Failed(short_reason(&e))),
+                Err(_) => return Err(FetchError::Failed(format!(
+                    "{node} did not answer within {}; try again",
+                    tandem_common::display::duration(CONNECT_TIMEOUT)
+                ))),
+            },
+        };
+        fetch_reporting(&c, path, &dest, force, cancel, send).await
+    }
+    .await;
+    match r {
+        Ok(to) => Ok(Saved {
+            to,
+            made: made.first().cloned(),
+        }),
+        Err(e) => {
+            // Innermost first; a folder something else put a file in stays.
+            for dir in made.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Makes `dir` and any missing folders above it; the ones it made,
+/// outermost first.
+fn make_folders(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || std::fs::symlink_metadata(d).is_ok() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    missing.reverse();
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot make the folder {}: {e}; choose another folder",
+            dir.display()
+        )
+    })?;
+    Ok(missing)
+}
+
+/// Fetches with progress as messages; a file already in `dest` (without
+/// `force`) and a cancel come back as their own [`FetchError`]s.
 async fn fetch_reporting(
     c: &Client,
     path: &RelPath,
     dest: &Path,
     force: bool,
+    cancel: &CancellationToken,
     progress: &(impl Fn(Msg) + Sync),
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, FetchError> {
     let (mut total, mut shown) = (0u64, 0u64);
     let mut on_progress = |p: crate::transfer::FetchProgress<'_>| match p {
         crate::transfer::FetchProgress::Started(file, from) => {
@@ -592,28 +676,25 @@ async fn fetch_reporting(
             progress(Msg::FetchStarted {
                 total,
                 from: from.to_string(),
+                now: now_ns(),
             });
         }
         crate::transfer::FetchProgress::Received(done) => {
             if done == total || done - shown >= (total / 200).max(1) {
                 shown = done;
-                progress(Msg::FetchProgress(done));
+                progress(Msg::FetchProgress {
+                    done,
+                    now: now_ns(),
+                });
             }
         }
     };
-    crate::transfer::fetch(c, path, dest, None, force, &mut on_progress)
+    crate::transfer::fetch(c, path, dest, None, force, Some(cancel), &mut on_progress)
         .await
         .map(|f| f.dest)
-        .map_err(|e| {
-            if e.is::<crate::transfer::WouldOverwrite>() {
-                // Short: the status line is one row.
-                format!(
-                    "{} already exists there; `:fetch {path} {} --force` replaces it",
-                    path.file_name(),
-                    dest.display()
-                )
-            } else {
-                format!("{e:#}")
-            }
+        .map_err(|e| match e.downcast::<crate::transfer::WouldOverwrite>() {
+            Ok(crate::transfer::WouldOverwrite(there)) => FetchError::Exists(there),
+            Err(e) if e.is::<crate::transfer::Cancelled>() => FetchError::Cancelled,
+            Err(e) => FetchError::Failed(format!("{e:#}")),
         })
 }

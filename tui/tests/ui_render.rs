@@ -12,7 +12,7 @@ use tandem_common::proto::{
     ListedFile, LockInfo, NodeFileState, NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
-use tandem_tui::app::{AppState, FileDetail, Msg, Zone, update};
+use tandem_tui::app::{AppState, FetchError, FileDetail, Msg, Zone, update};
 use tandem_tui::ui;
 
 /// 2026-11-24 12:00:00 UTC.
@@ -533,19 +533,61 @@ fn fetch_prompt() {
     });
 }
 
+/// Fetches the selected row into the default folder: 4 MB from beta, of
+/// which `done` bytes arrived in `secs` seconds.
+fn fetching(s: &mut AppState, done: u64, secs: i64) {
+    update(s, key('f'));
+    update(s, code(KeyCode::Enter));
+    update(
+        s,
+        Msg::FetchStarted {
+            total: 4_000_000,
+            from: "beta".into(),
+            now: NOW,
+        },
+    );
+    update(
+        s,
+        Msg::FetchProgress {
+            done,
+            now: NOW + secs * SEC,
+        },
+    );
+}
+
+/// Fetches the selected row, refused because `existing` is there.
+fn refused(s: &mut AppState, existing: &str) {
+    update(s, key('f'));
+    update(s, code(KeyCode::Enter));
+    update(
+        s,
+        Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(existing)))),
+    );
+}
+
 #[test]
 fn fetch_progress() {
-    check("fetch_progress", |s| {
-        update(s, key('f'));
-        update(s, code(KeyCode::Enter));
-        update(
-            s,
-            Msg::FetchStarted {
-                total: 4_000_000,
-                from: "beta".into(),
-            },
-        );
-        update(s, Msg::FetchProgress(1_500_000));
+    check("fetch_progress", |s| fetching(s, 1_500_000, 2));
+}
+
+/// The question after a fetch was refused because the file is there: the
+/// folder gives way at 80 columns, the name and "y/n" stay.
+#[test]
+fn overwrite_question() {
+    check("overwrite_question", |s| {
+        update(s, key('j'));
+        update(s, key('j'));
+        update(s, key('j'));
+        refused(s, "/home/ana/work/projects/tandem-notes/data/batch-02.csv");
+    });
+}
+
+/// Esc was pressed during the fetch: the gauge says it is stopping.
+#[test]
+fn fetch_cancelling() {
+    check("fetch_cancelling", |s| {
+        fetching(s, 0, 0);
+        update(s, code(KeyCode::Esc));
     });
 }
 
@@ -839,6 +881,11 @@ fn any_size_draws() {
                 update(s, key(':'));
             }),
         ),
+        (
+            "overwrite question",
+            Box::new(|s| refused(s, "/home/ana/work/README.md")),
+        ),
+        ("fetch gauge", Box::new(|s| fetching(s, 1_000_000, 1))),
         (
             "cache",
             Box::new(|s| {

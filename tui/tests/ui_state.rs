@@ -11,8 +11,8 @@ use tandem_common::proto::{
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
-    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, FileDetail, Level, Mode, Msg, RECONNECT_NS,
-    REFRESH_NS, SortKey, View, Zone, update,
+    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, FetchError, FileDetail, Level, Mode, Msg,
+    RECONNECT_NS, REFRESH_NS, Saved, SortKey, View, Zone, update,
 };
 
 const NOW: i64 = 1_795_521_600_000_000_000;
@@ -106,6 +106,14 @@ fn ev(seq: u64, kind: EventKind) -> Msg {
         node: "beta".into(),
         kind,
     })
+}
+
+/// A fetch saved at `to` (no folder made).
+fn saved(to: &str) -> Msg {
+    Msg::FetchDone(Ok(Saved {
+        to: PathBuf::from(to),
+        made: None,
+    }))
 }
 
 fn selected(s: &AppState) -> String {
@@ -746,7 +754,7 @@ fn lock_unlock_and_the_command_line() {
             force: false
         }]
     );
-    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+    update(&mut s, saved("/tmp/x/d.txt"));
     // `--force` replaces a file already there, wherever it is typed.
     for line in ["fetch 2 /tmp/x --force", "fetch --force 2 /tmp/x"] {
         assert_eq!(
@@ -758,20 +766,23 @@ fn lock_unlock_and_the_command_line() {
             }],
             "{line}"
         );
-        update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+        update(&mut s, saved("/tmp/x/d.txt"));
     }
-    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/tmp/x/d.txt"))));
+    update(&mut s, saved("/tmp/x/d.txt"));
+    // The file's folders are kept under the folder (the last one used).
     assert_eq!(
         run(&mut s, "fetch docs/plan.md"),
         vec![Effect::Fetch {
             path: p("docs/plan.md"),
-            dest: PathBuf::from("/home/ana"),
+            dest: PathBuf::from("/tmp/x/docs"),
             force: false
         }]
     );
     update(
         &mut s,
-        Msg::FetchDone(Err("docs/plan.md does not exist".into())),
+        Msg::FetchDone(Err(FetchError::Failed(
+            "docs/plan.md does not exist".into(),
+        ))),
     );
     assert!(s.status.as_ref().unwrap().text.contains("does not exist"));
     update(&mut s, Msg::Tick(NOW + 10 * SEC));
@@ -817,9 +828,16 @@ fn fetch_prompts_for_the_destination() {
         Msg::FetchStarted {
             total: 100,
             from: "beta".into(),
+            now: NOW,
         },
     );
-    update(&mut s, Msg::FetchProgress(40));
+    update(
+        &mut s,
+        Msg::FetchProgress {
+            done: 40,
+            now: NOW + SEC,
+        },
+    );
     let f = s.fetch.clone().unwrap();
     assert_eq!(
         (f.done, f.total, f.from.as_deref()),
@@ -829,7 +847,7 @@ fn fetch_prompts_for_the_destination() {
     update(&mut s, key('f'));
     assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
     assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
-    update(&mut s, Msg::FetchDone(Ok(PathBuf::from("/home/bo/b.txt"))));
+    update(&mut s, saved("/home/bo/b.txt"));
     assert!(s.fetch.is_none());
     assert!(s.status.as_ref().unwrap().text.contains("/home/bo/b.txt"));
 }
@@ -1996,4 +2014,268 @@ fn n_and_shift_n_jump_between_filter_matches() {
     update(&mut s, key('/'));
     typed(&mut s, "n");
     assert_eq!(s.files.filter(), "n");
+}
+
+/// `f` on row `n` (1-based), then Enter on the prompt's default folder.
+fn fetch_row(s: &mut AppState, n: usize) -> Vec<Effect> {
+    update(s, key('g'));
+    for _ in 1..n {
+        update(s, key('j'));
+    }
+    update(s, key('f'));
+    update(s, code(KeyCode::Enter))
+}
+
+fn exists(path: &str) -> Msg {
+    Msg::FetchDone(Err(FetchError::Exists(PathBuf::from(path))))
+}
+
+#[test]
+fn a_refused_fetch_asks_and_y_fetches_again_with_force() {
+    let mut s = connected(four());
+    let fx = fetch_row(&mut s, 1);
+    let first = Effect::Fetch {
+        path: p("b.txt"),
+        dest: PathBuf::from("/home/ana"),
+        force: false,
+    };
+    assert_eq!(fx, vec![first]);
+    update(&mut s, exists("/home/ana/b.txt"));
+    assert!(s.fetch.is_none(), "the refused fetch is over");
+    let Mode::Overwrite(q) = s.mode.clone() else {
+        panic!("no question: {:?}", s.mode)
+    };
+    assert_eq!(q.text(), "b.txt exists in /home/ana — replace it? y/n");
+    // Other keys do not answer it.
+    for k in [key('j'), key('x'), code(KeyCode::Enter)] {
+        assert!(update(&mut s, k).is_empty());
+        assert!(matches!(s.mode, Mode::Overwrite(_)), "{:?}", s.mode);
+    }
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::Fetch {
+            path: p("b.txt"),
+            dest: PathBuf::from("/home/ana"),
+            force: true,
+        }]
+    );
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(s.fetch.as_ref().map(|f| f.path.clone()), Some(p("b.txt")));
+    update(&mut s, saved("/home/ana/b.txt"));
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Ok);
+}
+
+#[test]
+fn n_or_esc_keeps_the_file_and_says_nothing_changed() {
+    for answer in [key('n'), code(KeyCode::Esc)] {
+        let mut s = connected(four());
+        fetch_row(&mut s, 2);
+        update(&mut s, exists("/home/ana/d.txt"));
+        assert!(matches!(s.mode, Mode::Overwrite(_)));
+        assert!(update(&mut s, answer.clone()).is_empty(), "{answer:?}");
+        assert_eq!(s.mode, Mode::Normal);
+        assert!(s.fetch.is_none());
+        let st = s.status.clone().unwrap();
+        assert_eq!(
+            (st.level, st.text.as_str()),
+            (Level::Info, "kept /home/ana/d.txt; nothing was changed")
+        );
+    }
+}
+
+#[test]
+fn a_refusal_while_typing_does_not_take_the_keyboard() {
+    let mut s = connected(four());
+    fetch_row(&mut s, 1);
+    update(&mut s, key('/'));
+    update(&mut s, exists("/home/ana/b.txt"));
+    assert_eq!(s.mode, Mode::Filter);
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Error);
+    assert!(
+        st.text
+            .starts_with("/home/ana/b.txt is there already; nothing was fetched"),
+        "{}",
+        st.text
+    );
+}
+
+#[test]
+fn the_default_folder_is_the_last_one_used_and_paths_keep_their_folders() {
+    let mut s = connected(vec![
+        file("docs/notes/meeting.md", 10, 100),
+        file("top.txt", 5, 100),
+    ]);
+    let run = |s: &mut AppState, line: &str| {
+        update(s, key(':'));
+        typed(s, line);
+        update(s, code(KeyCode::Enter))
+    };
+    let fetch = |path: &str, dest: &str, force: bool| Effect::Fetch {
+        path: p(path),
+        dest: PathBuf::from(dest),
+        force,
+    };
+    // The first time: the working directory, in the prompt and for `:fetch`.
+    update(&mut s, key('f'));
+    assert_eq!(
+        s.mode,
+        Mode::FetchPrompt {
+            path: p("docs/notes/meeting.md"),
+            input: "/home/ana".into()
+        }
+    );
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(s.fetch_folder(), PathBuf::from("/home/ana"));
+    // A folder typed at the prompt: the file keeps docs/notes/ under it.
+    update(&mut s, key('f'));
+    update(
+        &mut s,
+        Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+    );
+    typed(&mut s, "/tmp/dl");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![fetch("docs/notes/meeting.md", "/tmp/dl/docs/notes", false)]
+    );
+    update(&mut s, saved("/tmp/dl/docs/notes/meeting.md"));
+    // Next time the prompt offers /tmp/dl, and `:fetch NAME` uses it.
+    update(&mut s, key('f'));
+    assert_eq!(
+        s.mode,
+        Mode::FetchPrompt {
+            path: p("docs/notes/meeting.md"),
+            input: "/tmp/dl".into()
+        }
+    );
+    update(&mut s, code(KeyCode::Esc));
+    assert_eq!(
+        run(&mut s, "fetch top.txt"),
+        vec![fetch("top.txt", "/tmp/dl", false)]
+    );
+    update(&mut s, saved("/tmp/dl/top.txt"));
+    // `--flat` saves under the name alone; the folder is remembered too.
+    assert_eq!(
+        run(&mut s, "fetch docs/notes/meeting.md /srv/x --flat"),
+        vec![fetch("docs/notes/meeting.md", "/srv/x", false)]
+    );
+    update(&mut s, saved("/srv/x/meeting.md"));
+    assert_eq!(s.fetch_folder(), PathBuf::from("/srv/x"));
+    // A fetch that was not started (one is under way) is not "used".
+    assert_eq!(
+        run(&mut s, "fetch top.txt /a"),
+        vec![fetch("top.txt", "/a", false)]
+    );
+    assert!(run(&mut s, "fetch top.txt /b").is_empty());
+    assert_eq!(s.fetch_folder(), PathBuf::from("/a"));
+}
+
+#[test]
+fn a_made_folder_is_named_in_the_status_line() {
+    let mut s = connected(four());
+    fetch_row(&mut s, 1);
+    update(
+        &mut s,
+        Msg::FetchDone(Ok(Saved {
+            to: PathBuf::from("/home/ana/new/b.txt"),
+            made: Some(PathBuf::from("/home/ana/new")),
+        })),
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(
+        (st.level, st.text.as_str()),
+        (
+            Level::Ok,
+            "fetched b.txt to /home/ana/new/b.txt (hash verified); made the folder /home/ana/new"
+        )
+    );
+}
+
+#[test]
+fn esc_during_a_fetch_cancels_it() {
+    let mut s = connected(four());
+    // Without a fetch Esc clears the filter, as before.
+    update(&mut s, key('/'));
+    typed(&mut s, "b");
+    update(&mut s, code(KeyCode::Enter));
+    assert!(update(&mut s, code(KeyCode::Esc)).is_empty());
+    assert_eq!(s.files.filter(), "");
+
+    fetch_row(&mut s, 4);
+    assert_eq!(
+        update(&mut s, code(KeyCode::Esc)),
+        vec![Effect::CancelFetch]
+    );
+    assert!(s.fetch.as_ref().unwrap().cancelling);
+    // Once is enough: a second Esc asks nothing more.
+    assert!(update(&mut s, code(KeyCode::Esc)).is_empty());
+    // Still one fetch at a time until the cancelled one has stopped.
+    assert!(fetch_row(&mut s, 1).is_empty());
+    update(&mut s, Msg::FetchDone(Err(FetchError::Cancelled)));
+    assert!(s.fetch.is_none());
+    let st = s.status.clone().unwrap();
+    assert_eq!(
+        (st.level, st.text.as_str()),
+        (Level::Info, "fetch of h.txt cancelled; nothing was saved")
+    );
+    // Esc works in the other views too.
+    update(&mut s, key('3'));
+    fetch_row_from_command(&mut s);
+    assert_eq!(
+        update(&mut s, code(KeyCode::Esc)),
+        vec![Effect::CancelFetch]
+    );
+}
+
+fn fetch_row_from_command(s: &mut AppState) {
+    update(s, key(':'));
+    typed(s, "fetch 1");
+    assert_eq!(update(s, code(KeyCode::Enter)).len(), 1);
+}
+
+#[test]
+fn the_rate_and_time_left_follow_the_last_seconds() {
+    let mut s = connected(four());
+    fetch_row(&mut s, 1);
+    let total = 100 << 20;
+    update(
+        &mut s,
+        Msg::FetchStarted {
+            total,
+            from: "beta".into(),
+            now: NOW,
+        },
+    );
+    let at = |s: &mut AppState, ms: i64, done: u64| {
+        update(
+            s,
+            Msg::FetchProgress {
+                done,
+                now: NOW + ms * 1_000_000,
+            },
+        );
+        let f = s.fetch.as_ref().unwrap();
+        (f.per_sec(), f.eta_secs())
+    };
+    // Too soon to tell.
+    assert_eq!(at(&mut s, 200, 1 << 20), (None, None));
+    // 10 MiB/s for 4 s: 60 MiB left is 6 s.
+    assert_eq!(at(&mut s, 4_000, 40 << 20), (Some(10 << 20), Some(6)));
+    // Then 2 MiB/s: after 5 s more, only the last 5 s count.
+    at(&mut s, 6_000, 44 << 20);
+    at(&mut s, 8_000, 48 << 20);
+    let (rate, left) = at(&mut s, 9_000, 50 << 20);
+    assert_eq!(rate, Some(2 << 20));
+    assert_eq!(left, Some(25));
+    // A retry starts counting again.
+    update(
+        &mut s,
+        Msg::FetchStarted {
+            total,
+            from: "beta".into(),
+            now: NOW + 10 * SEC,
+        },
+    );
+    let f = s.fetch.as_ref().unwrap();
+    assert_eq!((f.done, f.per_sec()), (0, None));
 }

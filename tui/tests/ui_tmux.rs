@@ -162,6 +162,33 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Like [`Cluster::wait`] while node `pid` is stopped: gives the
+    /// failure back instead of panicking, so the caller can let the node
+    /// go on first (the failure report needs its log, not a stopped node).
+    fn wait_or_continue<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pid: libc::pid_t,
+        mut f: impl FnMut(&Cluster) -> Option<T>,
+    ) -> Result<T, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f(self) {
+                return Ok(v);
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what} (node {pid} stopped)\n--- screen ---\n{}",
+                    self.screen()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.tmux_started {
@@ -336,32 +363,86 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
         c.screen().contains("(hash verified)").then_some(())
     });
 
-    // Fetching it again keeps the local file and says how to replace it;
-    // `:fetch NAME DIR --force` does.
+    // Fetching it again asks before replacing the local file (the prompt
+    // now offers the folder used last): `n` keeps it, `y` replaces it.
     fs::write(dest.join(selected), b"mine\n").expect("local edit");
-    c.keys(&["f", "C-u"]);
-    c.keys(&["-l", &dest.display().to_string()]);
-    c.keys(&["Enter"]);
-    c.wait("the refusal in the status line", CHANGE, |c| {
-        let s = c.screen();
-        s.contains(&format!(
-            "fetch of {selected} failed: {selected} already exists there; `:fetch {selected} {} --force` replaces it",
-            dest.display()
-        ))
-        .then_some(())
+    let question = format!("{selected} exists in {} — replace it? y/n", dest.display());
+    c.keys(&["f", "Enter"]);
+    c.wait("the overwrite question", CHANGE, |c| {
+        c.screen().contains(&question).then_some(())
+    });
+    c.keys(&["n"]);
+    c.wait("the answer to n", CHANGE, |c| {
+        c.screen()
+            .contains(&format!(
+                "kept {}; nothing was changed",
+                dest.join(selected).display()
+            ))
+            .then_some(())
     });
     assert_eq!(fs::read(dest.join(selected)).unwrap(), b"mine\n");
-    c.keys(&[":"]);
-    c.keys(&[
-        "-l",
-        &format!("fetch {selected} {} --force", dest.display()),
-    ]);
-    c.keys(&["Enter"]);
-    c.wait("the forced fetch replaced the file", CHANGE, |_| {
+    c.keys(&["f", "Enter"]);
+    c.wait("the overwrite question again", CHANGE, |c| {
+        c.screen().contains(&question).then_some(())
+    });
+    c.keys(&["y"]);
+    c.wait("y replaced the file", CHANGE, |_| {
         fs::read(dest.join(selected))
             .ok()
             .filter(|got| *got == want)
     });
+
+    // A file in folders keeps them under the folder given, made as needed.
+    let nested = c.dir("alpha").join("docs/notes");
+    fs::create_dir_all(&nested).expect("nested dir");
+    fs::write(nested.join("meeting.md"), b"minutes\n").expect("write");
+    c.wait("docs/notes/meeting.md in the table", CHANGE, |c| {
+        row_of(&c.screen(), "docs/notes/meeting.md")
+    });
+    let tree = c.dirs.path().join("new");
+    c.keys(&[":"]);
+    c.keys(&[
+        "-l",
+        &format!("fetch docs/notes/meeting.md {}", tree.display()),
+    ]);
+    c.keys(&["Enter"]);
+    c.wait("the status line naming the folder made", CHANGE, |c| {
+        c.screen()
+            .contains(&format!("made the folder {}", tree.display()))
+            .then_some(())
+    });
+    assert_eq!(
+        fs::read(tree.join("docs/notes/meeting.md")).expect("kept its folders"),
+        b"minutes\n"
+    );
+
+    // Esc cancels a running fetch. Alpha is stopped first, so the fetch is
+    // surely still under way when Esc arrives; the folder it made for the
+    // file is gone again afterwards.
+    let cancelled = c.dirs.path().join("cancelled");
+    let alpha_pid = c.nodes[0].1.id() as libc::pid_t;
+    // SAFETY: signals a child this test started (and still owns).
+    assert_eq!(unsafe { libc::kill(alpha_pid, libc::SIGSTOP) }, 0);
+    c.keys(&[":"]);
+    c.keys(&["-l", &format!("fetch hello.txt {}", cancelled.display())]);
+    c.keys(&["Enter"]);
+    c.wait("the fetch gauge", CHANGE, |c| {
+        c.screen().contains("fetching hello.txt").then_some(())
+    });
+    c.keys(&["Escape"]);
+    let said = c.wait_or_continue("the cancel in the status line", CHANGE, alpha_pid, |c| {
+        c.screen()
+            .contains("fetch of hello.txt cancelled; nothing was saved")
+            .then_some(())
+    });
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(alpha_pid, libc::SIGCONT) }, 0);
+    said.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !cancelled.exists(),
+        "a cancelled fetch left {} behind",
+        cancelled.display()
+    );
 
     // `q` quits (the session ends with the process).
     c.keys(&["q"]);

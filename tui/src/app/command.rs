@@ -176,23 +176,30 @@ impl AppState {
             done: 0,
             total: 0,
             from: None,
+            meter: Default::default(),
+            cancelling: false,
         });
         self.status = None;
         vec![Effect::Fetch { path, dest, force }]
     }
 }
 
-/// Runs a command line (`lock 3`, `unlock 3`, `fetch NAME [DIR] [--force]`,
-/// `list`).
+/// Runs a command line (`lock 3`, `unlock 3`,
+/// `fetch NAME [DIR] [--force] [--flat]`, `list`).
 pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
-    // `--force` anywhere in a fetch: replace a file already there.
-    let force_fetch = words.first() == Some(&"fetch") && words.contains(&"--force");
-    if force_fetch {
-        words.retain(|w| *w != "--force");
+    // Options anywhere in a fetch: `--force` replaces a file already there
+    // without asking, `--flat` saves under the file's name alone.
+    let is_fetch = words.first() == Some(&"fetch");
+    let force_fetch = is_fetch && words.contains(&"--force");
+    let flat = is_fetch && words.contains(&"--flat");
+    if is_fetch {
+        words.retain(|w| !matches!(*w, "--force" | "--flat"));
     }
     let usage = || {
-        let cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
+        let mut cmds: Vec<&str> = keys::COMMANDS.iter().map(|(c, _)| *c).collect();
+        // One form per command (`fetch … --flat` is an option of `fetch`).
+        cmds.dedup_by_key(|c| c.split(' ').next());
         format!("commands: {}", cmds.join(", "))
     };
     let target = |s: &AppState, w: &str| -> Result<RelPath, String> {
@@ -212,10 +219,12 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
             target(s, t).map(|p| s.unlock(p, true))
         }
         ["fetch", t] => target(s, t).map(|p| {
-            let cwd = s.cwd.clone();
-            s.fetch(p, cwd, force_fetch)
+            let folder = s.fetch_folder();
+            s.fetch_into(p, folder, flat, force_fetch)
         }),
-        ["fetch", t, dir] => target(s, t).map(|p| s.fetch(p, PathBuf::from(dir), force_fetch)),
+        ["fetch", t, dir] => {
+            target(s, t).map(|p| s.fetch_into(p, PathBuf::from(dir), flat, force_fetch))
+        }
         ["list"] => {
             let mut fx = Vec::new();
             if s.is_up() {

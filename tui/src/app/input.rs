@@ -88,6 +88,8 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         return vec![Effect::Quit];
     }
     match std::mem::replace(&mut s.mode, Mode::Normal) {
+        // While a fetch runs, Esc stops it (in any view).
+        Mode::Normal if k.code == KeyCode::Esc && s.fetch.is_some() => s.cancel_fetch(),
         Mode::Normal => match keys::lookup(s.view, &k) {
             Some(a) => on_action(s, a, &k),
             None => Vec::new(),
@@ -162,16 +164,16 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
         },
         Mode::FetchPrompt { path, mut input } => match edit_line(&mut input, &k) {
             Edit::Submit => {
-                let dest = if input.trim().is_empty() {
-                    s.cwd.clone()
+                let folder = if input.trim().is_empty() {
+                    s.fetch_folder()
                 } else {
                     PathBuf::from(input.trim())
                 };
-                s.fetch(path, dest, false)
+                s.fetch_into(path, folder, false, false)
             }
             Edit::Cancel => Vec::new(),
             edit => {
-                // The prompt opens with the working directory filled in:
+                // The prompt opens with the last folder filled in:
                 // Ctrl-U clears it to type another.
                 if edit == Edit::Other
                     && k.code == KeyCode::Char('u')
@@ -183,6 +185,7 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 Vec::new()
             }
         },
+        Mode::Overwrite(q) => super::fetch::on_overwrite_key(s, q, &k),
         Mode::Discover(mut p) => {
             let len = p.listed();
             let page = discover_rows(s);
@@ -317,7 +320,7 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             Some(f) => {
                 s.mode = Mode::FetchPrompt {
                     path: f.path.clone(),
-                    input: s.cwd.display().to_string(),
+                    input: s.fetch_folder().display().to_string(),
                 }
             }
             None => s.set_status(Level::Error, "no file selected"),

@@ -10,10 +10,11 @@
 //! This module holds the state and `update`, which hands each message to
 //! the module that owns it: `msg` (the messages and effects), `input`
 //! (keys, mouse) with `line_edit` (every text box) and `command` (the
-//! command line and the requests to the node), `events` (the node's feed),
-//! `schedule` (when to ask the node again), `conflicts` (the Conflicts
-//! view's list, restore and discard, and the questions before them),
-//! `detail` (one file's detail pane), and the state's parts
+//! command line and the requests to the node), `fetch` (fetching to this
+//! machine: folder, overwrite question, cancel, rate), `events` (the
+//! node's feed), `schedule` (when to ask the node again), `conflicts` (the
+//! Conflicts view's list, restore and discard, and the questions before
+//! them), `detail` (one file's detail pane), and the state's parts
 //! [`FileTable`] (`table`, its rows' [`RowState`] in `row_state`) and
 //! [`Feed`] (`feed`).
 
@@ -31,6 +32,7 @@ mod conflicts;
 mod detail;
 mod events;
 mod feed;
+mod fetch;
 mod input;
 mod line_edit;
 mod msg;
@@ -39,6 +41,7 @@ mod schedule;
 mod table;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
+pub use fetch::{FetchError, OverwriteQuestion, RATE_WINDOW_NS, RateMeter, Saved, fetch_dest};
 pub use input::WHEEL_ROWS;
 pub use msg::{Effect, Msg};
 pub use row_state::RowState;
@@ -144,6 +147,8 @@ pub enum Mode {
         /// The destination directory typed so far.
         input: String,
     },
+    /// Asking whether a fetch may replace the file already there.
+    Overwrite(OverwriteQuestion),
     /// The help overlay.
     Help,
     /// A node's own files (Enter on the Nodes view).
@@ -244,6 +249,10 @@ pub struct FetchProgress {
     pub total: u64,
     /// The serving node, once known.
     pub from: Option<String>,
+    /// The rate, from the progress so far.
+    pub meter: RateMeter,
+    /// Esc was pressed: stopping.
+    pub cancelling: bool,
 }
 
 /// Everything the UI shows.
@@ -320,8 +329,10 @@ pub struct AppState {
     pub now_ns: i64,
     /// How times are shown.
     pub zone: Zone,
-    /// Default fetch destination.
+    /// The working directory: where fetches go until one goes elsewhere.
     pub cwd: PathBuf,
+    /// The folder the last fetch went to (the default for the next one).
+    pub last_fetch_folder: Option<PathBuf>,
 }
 
 impl AppState {
@@ -368,6 +379,7 @@ impl AppState {
             now_ns,
             zone,
             cwd,
+            last_fetch_folder: None,
         }
     }
 
@@ -605,31 +617,9 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             }
             Err(e) => s.set_status(Level::Error, format!("unlock failed: {e}")),
         },
-        Msg::FetchStarted { total, from } => {
-            if let Some(f) = &mut s.fetch {
-                f.total = total;
-                f.from = Some(from);
-            }
-        }
-        Msg::FetchProgress(done) => {
-            if let Some(f) = &mut s.fetch {
-                f.done = done;
-            }
-        }
-        Msg::FetchDone(r) => {
-            let path = s
-                .fetch
-                .take()
-                .map(|f| f.path.to_string())
-                .unwrap_or_default();
-            match r {
-                Ok(to) => s.set_status(
-                    Level::Ok,
-                    format!("fetched {path} to {} (hash verified)", to.display()),
-                ),
-                Err(e) => s.set_status(Level::Error, format!("fetch of {path} failed: {e}")),
-            }
-        }
+        Msg::FetchStarted { total, from, now } => fetch::on_started(s, total, from, now),
+        Msg::FetchProgress { done, now } => fetch::on_progress(s, done, now),
+        Msg::FetchDone(r) => fetch::on_done(s, r),
     }
     fx
 }

@@ -11,6 +11,8 @@ use tandem_common::proto::{
     NodeStatus,
 };
 
+use super::{FetchError, Saved};
+
 /// A message: everything that can happen to the UI.
 #[derive(Debug, Clone)]
 pub enum Msg {
@@ -107,11 +109,18 @@ pub enum Msg {
         total: u64,
         /// The serving node.
         from: String,
+        /// Now (the rate counts from here).
+        now: i64,
     },
     /// Bytes of the fetch received so far.
-    FetchProgress(u64),
-    /// The fetch ended: where the file was written, or the error.
-    FetchDone(Result<PathBuf, String>),
+    FetchProgress {
+        /// Bytes received.
+        done: u64,
+        /// Now.
+        now: i64,
+    },
+    /// The fetch ended: what it saved, or why not.
+    FetchDone(Result<Saved, FetchError>),
 }
 
 /// Something for [`crate::ui_main`] to do.
@@ -162,11 +171,15 @@ pub enum Effect {
     Fetch {
         /// The file.
         path: RelPath,
-        /// The directory.
+        /// The directory (with the file's own folders unless `--flat`;
+        /// made if missing).
         dest: PathBuf,
-        /// Replace a file of that name in the directory (`:fetch … --force`).
+        /// Replace a file of that name in the directory (`:fetch … --force`,
+        /// or `y` when asked).
         force: bool,
     },
+    /// Stop the fetch under way, removing what it wrote.
+    CancelFetch,
     /// Leave.
     Quit,
 }

@@ -6,7 +6,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::widgets::{Block, Sparkline};
-use tandem_common::display::human_size;
+use tandem_common::display::{eta, human_size, rate};
 use tandem_common::proto::{NodeSample, NodeStatus};
 
 /// Rows the node charts take (borders included).
@@ -48,10 +48,6 @@ fn series(
 fn tail(samples: &[NodeSample], width: u16) -> &[NodeSample] {
     let w = usize::from(width.saturating_sub(2));
     &samples[samples.len().saturating_sub(w)..]
-}
-
-fn rate(b: u64) -> String {
-    format!("{}/s", human_size(b))
 }
 
 fn percent(tenths: u64) -> String {
@@ -147,15 +143,6 @@ fn span(samples: &[NodeSample]) -> String {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")
-    }
-}
-
-/// A time left, rounded the way people say it.
-fn eta(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs} s"),
-        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
-        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
     }
 }
 

@@ -110,7 +110,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
         Mode::Discover(p) => nodes::discover(frame, s, p),
         Mode::Confirm(c) => conflicts::confirm(frame, c),
         Mode::Detail(d) => detail::render(frame, s, d),
-        Mode::Normal | Mode::Filter | Mode::Command(_) => {}
+        Mode::Normal | Mode::Filter | Mode::Command(_) | Mode::Overwrite(_) => {}
     }
 }
 

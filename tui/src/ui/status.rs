@@ -1,17 +1,18 @@
 //! The header (connection, nodes, totals), the tab bar, the status line
-//! (messages, fetch progress, the text being typed) and the footer (keys).
+//! (messages, fetch progress, the text being typed, questions) and the
+//! footer (keys).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph};
-use tandem_common::display::human_size;
+use tandem_common::display::{eta, human_size, rate};
 
-use crate::app::{AppState, Conn, Level, Mode, SKEW_WARN_MS, View};
+use crate::app::{AppState, Conn, FetchProgress, Level, Mode, SKEW_WARN_MS, View, fetch_dest};
 use crate::keys;
 
-use super::thousands;
+use super::{fit_left, thousands};
 
 /// Whether any node's clock is off by more than [`SKEW_WARN_MS`].
 pub fn clock_skew(s: &AppState) -> bool {
@@ -174,8 +175,8 @@ pub fn tabs(frame: &mut Frame, area: Rect, s: &AppState) {
     );
 }
 
-/// The status line: the text being typed, the fetch's progress, or the
-/// last message.
+/// The status line: the text being typed, a question, the fetch's
+/// progress, or the last message.
 pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
     let input = |frame: &mut Frame, prompt: &str, text: &str, hint: &str| {
         let line = Line::from(vec![
@@ -204,6 +205,41 @@ pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Command(text) => {
             return input(frame, ":", text, "Enter run · Esc cancel · try: lock 3");
         }
+        Mode::Overwrite(q) => {
+            // The folder gives way first: the name and the question matter.
+            let folder = q
+                .existing
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let full = q.text();
+            let spare = full.chars().count().saturating_sub(usize::from(area.width));
+            let shown = fit_left(&folder, folder.chars().count().saturating_sub(spare));
+            let text = full.replacen(&folder, &shown, 1);
+            let style = Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD);
+            frame.render_widget(Paragraph::new(Line::styled(text, style)), area);
+            return;
+        }
+        Mode::FetchPrompt { path, input } => {
+            // Where the file will land, as typed so far: the folders kept.
+            let folder = if input.trim().is_empty() {
+                s.fetch_folder()
+            } else {
+                input.trim().into()
+            };
+            let to = fetch_dest(path, &folder, false).join(path.file_name());
+            let text = format!("saves as {} (missing folders are made)", to.display());
+            frame.render_widget(
+                Paragraph::new(Line::styled(
+                    fit_left(&text, usize::from(area.width)),
+                    Style::default().fg(Color::Gray),
+                )),
+                area,
+            );
+            return;
+        }
         _ => {}
     }
     if let Some(f) = &s.fetch {
@@ -212,18 +248,7 @@ pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
         } else {
             (f.done as f64 / f.total as f64).clamp(0.0, 1.0)
         };
-        let from = f
-            .from
-            .as_deref()
-            .map(|n| format!(" from {n}"))
-            .unwrap_or_default();
-        let label = format!(
-            "fetching {}{from}: {:.0}% ({} of {}) ",
-            f.path.file_name(),
-            ratio * 100.0,
-            human_size(f.done),
-            human_size(f.total)
-        );
+        let label = gauge_label(f, ratio, area.width);
         let gauge = LineGauge::default()
             .ratio(ratio)
             .label(label)
@@ -248,6 +273,36 @@ pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
     }
 }
 
+/// The fetch gauge's words: the file, the node, how far, the rate and the
+/// time left (in the words of the CLI's progress bar). Below 100 columns
+/// the verb, the node and the bytes done give way, so the bar still shows.
+fn gauge_label(f: &FetchProgress, ratio: f64, width: u16) -> String {
+    let name = f.path.file_name();
+    if f.cancelling {
+        return format!("cancelling the fetch of {name}… ");
+    }
+    let pct = format!("{:.0}%", ratio * 100.0);
+    let speed = match (f.per_sec(), f.eta_secs()) {
+        (Some(r), Some(left)) => format!(" · {} · ~{} left", rate(r), eta(left)),
+        (Some(r), None) => format!(" · {}", rate(r)),
+        _ => String::new(),
+    };
+    if width >= 100 {
+        let from = f
+            .from
+            .as_deref()
+            .map(|n| format!(" from {n}"))
+            .unwrap_or_default();
+        format!(
+            "fetching {name}{from}: {pct} ({} of {}){speed} ",
+            human_size(f.done),
+            human_size(f.total)
+        )
+    } else {
+        format!("{name} {pct} of {}{speed} ", human_size(f.total))
+    }
+}
+
 /// The keys that work now, from the key table.
 pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
     let key = Style::default().fg(Color::Black).bg(Color::Gray);
@@ -259,6 +314,7 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::FetchPrompt { .. } => {
             vec![("Enter", "fetch"), ("Esc", "cancel"), ("Ctrl-U", "clear")]
         }
+        Mode::Overwrite(_) => vec![("y", "replace it"), ("n Esc", "keep it")],
         Mode::Help => vec![("↓↑", "scroll"), ("any other key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
@@ -267,7 +323,12 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
     let items = if s.mode == Mode::Normal && s.view == View::Files && s.feed.focused {
         keys::feed_footer()
     } else if s.mode == Mode::Normal {
-        keys::footer(s.view)
+        let mut items = keys::footer(s.view);
+        // First, so it is never the one left out.
+        if s.fetch.is_some() {
+            items.insert(0, ("Esc", "cancel fetch"));
+        }
+        items
     } else {
         fixed
     };
