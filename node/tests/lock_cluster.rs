@@ -79,9 +79,16 @@ fn shared(nodes: &[Node], rel: &str) {
     put(nodes[0].path(rel), "shared\n");
     for n in nodes {
         n.wait_list(&format!("{rel} on {}", n.name()), |l| {
-            find(l, rel).is_some()
+            find(l, rel).is_some_and(|r| in_sync_on(r, n))
         });
     }
+}
+
+/// Whether `node` itself holds the newest version of the listed file. The
+/// list is the whole cluster's (a file any node has is listed through
+/// every node), so that a file is listed says nothing about `node`.
+fn in_sync_on(row: &serde_json::Value, node: &Node) -> bool {
+    row["states"][node.name()] == "in sync"
 }
 
 /// Rounds of clients racing to lock `rel`, each through its own node:
@@ -533,7 +540,7 @@ fn a_change_held_at_the_end_of_a_chain_is_seen_through_the_other_end() {
     assert!(out.contains("released: change made on D"), "{out}");
     for n in &nodes {
         n.wait_list(&format!("D's edit on {}", n.name()), |l| {
-            find(l, "far.txt").is_some_and(|r| r["size"] == 12)
+            find(l, "far.txt").is_some_and(|r| r["size"] == 12 && in_sync_on(r, n))
         });
     }
 }

@@ -229,8 +229,11 @@ fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
     // The Nodes view lists gamma, reached through beta.
     c.keys(&["3"]);
     c.wait("gamma up in the Nodes view", CHANGE, |c| {
-        c.screen()
-            .lines()
+        let s = c.screen();
+        if !s.contains("┌ Nodes ·") {
+            return None;
+        }
+        s.lines()
             .find(|l| {
                 l.contains(" gamma ") && l.contains(" up ") && l.contains("through other nodes")
             })
@@ -294,10 +297,15 @@ fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
     fs::create_dir_all(kept.parent().unwrap()).expect("conflicts dir");
     fs::write(&kept, b"the lost version\n").expect("plant a copy");
     c.keys(&["4"]);
+    // The list itself, not a feed line naming gamma and plan.txt (the tab
+    // switch may not be drawn yet).
     c.wait("gamma's copy in the Conflicts view", CHANGE, |c| {
-        c.screen()
-            .lines()
-            .find(|l| l.contains(" gamma ") && l.contains(" plan.txt"))
+        let s = c.screen();
+        if !s.contains("Conflict copies · 1 kept") {
+            return None;
+        }
+        s.lines()
+            .find(|l| l.starts_with("│▶") && l.contains(" gamma ") && l.contains(" plan.txt"))
             .map(str::to_string)
     });
     c.keys(&["R"]);
