@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod support;
-use support::node_bin;
+use support::{Tmux, node_bin};
 
 const READY: Duration = Duration::from_secs(60);
 const CHANGE: Duration = Duration::from_secs(20);
@@ -42,12 +42,21 @@ fn free_ports() -> (u16, u16) {
 
 /// Everything the test started; dropping it stops all of it.
 struct Cluster {
+    /// First, so its server is killed while its socket (in `dirs`) exists.
+    ui: Tmux,
     dirs: TempDir,
     nodes: Vec<(String, Child)>,
-    tmux_started: bool,
 }
 
 impl Cluster {
+    fn screen(&self) -> String {
+        self.ui.screen()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        self.ui.keys(keys)
+    }
+
     fn dir(&self, name: &str) -> PathBuf {
         self.dirs.path().join(name)
     }
@@ -93,43 +102,6 @@ impl Cluster {
             .spawn()
             .expect("cannot start tandem-node");
         self.nodes.push((name.to_string(), child));
-    }
-
-    fn tmux(&self) -> Command {
-        let mut c = Command::new("/usr/bin/tmux");
-        // A private server whose socket lives (and goes) with the temp dir.
-        c.arg("-S")
-            .arg(self.dirs.path().join("tmux.sock"))
-            .args(["-f", "/dev/null"])
-            .env_remove("TMUX");
-        c
-    }
-
-    fn screen(&self) -> String {
-        let out = self
-            .tmux()
-            .args(["capture-pane", "-p", "-t", "ui"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let st = self
-            .tmux()
-            .args(["send-keys", "-t", "ui"])
-            .args(keys)
-            .status()
-            .expect("tmux send-keys");
-        assert!(st.success());
-    }
-
-    fn session_alive(&self) -> bool {
-        self.tmux()
-            .args(["has-session", "-t", "ui"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
     }
 
     /// Polls `f` until it gives a value; fails with the screen and logs.
@@ -191,13 +163,6 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.tmux_started {
-            let _ = self
-                .tmux()
-                .arg("kill-server")
-                .stderr(Stdio::null())
-                .status();
-        }
         for (_, child) in &mut self.nodes {
             let _ = child.kill();
             let _ = child.wait();
@@ -254,13 +219,14 @@ fn row_of(screen: &str, name: &str) -> Option<String> {
 #[test]
 fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
     let (pa, pb) = free_ports();
+    let dirs = tempfile::Builder::new()
+        .prefix("tandem-ui-tmux-")
+        .tempdir()
+        .expect("temp dir");
     let mut c = Cluster {
-        dirs: tempfile::Builder::new()
-            .prefix("tandem-ui-tmux-")
-            .tempdir()
-            .expect("temp dir"),
+        ui: Tmux::new(dirs.path()),
+        dirs,
         nodes: Vec::new(),
-        tmux_started: false,
     };
     fs::create_dir_all(c.dir("alpha")).expect("dir");
     fs::write(c.dir("alpha").join("hello.txt"), b"hello from alpha\n").expect("write");
@@ -280,23 +246,7 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
         identity.display(),
         c.dirs.path().join("ui.stderr").display()
     );
-    let st = c
-        .tmux()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "ui",
-            "-x",
-            &WIDTH.to_string(),
-            "-y",
-            &HEIGHT.to_string(),
-            &cmd,
-        ])
-        .status()
-        .expect("cannot run tmux");
-    assert!(st.success(), "tmux new-session failed");
-    c.tmux_started = true;
+    c.ui.start(WIDTH, HEIGHT, &cmd);
 
     // The table appears, with the file alpha holds.
     c.wait("the table with hello.txt", READY, |c| {
@@ -446,9 +396,7 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
 
     // `q` quits (the session ends with the process).
     c.keys(&["q"]);
-    c.wait("the UI to exit", CHANGE, |c| {
-        (!c.session_alive()).then_some(())
-    });
+    c.wait("the UI to exit", CHANGE, |c| (!c.ui.alive()).then_some(()));
     let stderr = fs::read_to_string(c.dirs.path().join("ui.stderr")).unwrap_or_default();
     assert!(!stderr.contains("panicked"), "the UI panicked:\n{stderr}");
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod support;
-use support::node_bin;
+use support::{Tmux, node_bin};
 
 const READY: Duration = Duration::from_secs(60);
 const CHANGE: Duration = Duration::from_secs(30);
@@ -33,12 +33,21 @@ fn free_port() -> u16 {
 
 /// Everything the test started; dropping it stops all of it.
 struct Chain {
+    /// First, so its server is killed while its socket (in `dirs`) exists.
+    ui: Tmux,
     dirs: TempDir,
     nodes: Vec<Child>,
-    tmux_started: bool,
 }
 
 impl Chain {
+    fn screen(&self) -> String {
+        self.ui.screen()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        self.ui.keys(keys)
+    }
+
     fn dir(&self, name: &str) -> PathBuf {
         self.dirs.path().join(name)
     }
@@ -50,34 +59,6 @@ impl Chain {
             .expect("tandem-node");
         assert!(out.status.success(), "tandem-node {args:?} failed: {out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn tmux(&self) -> Command {
-        let mut c = Command::new("/usr/bin/tmux");
-        c.arg("-S")
-            .arg(self.dirs.path().join("tmux.sock"))
-            .args(["-f", "/dev/null"])
-            .env_remove("TMUX");
-        c
-    }
-
-    fn screen(&self) -> String {
-        let out = self
-            .tmux()
-            .args(["capture-pane", "-p", "-t", "ui"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let st = self
-            .tmux()
-            .args(["send-keys", "-t", "ui"])
-            .args(keys)
-            .status()
-            .expect("tmux send-keys");
-        assert!(st.success());
     }
 
     fn logs(&self) -> String {
@@ -125,13 +106,6 @@ impl Chain {
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        if self.tmux_started {
-            let _ = self
-                .tmux()
-                .arg("kill-server")
-                .stderr(Stdio::null())
-                .status();
-        }
         for child in &mut self.nodes {
             let _ = child.kill();
             let _ = child.wait();
@@ -141,13 +115,14 @@ impl Drop for Chain {
 
 #[test]
 fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
+    let dirs = tempfile::Builder::new()
+        .prefix("tandem-ui-chain-")
+        .tempdir()
+        .expect("temp dir");
     let mut c = Chain {
-        dirs: tempfile::Builder::new()
-            .prefix("tandem-ui-chain-")
-            .tempdir()
-            .expect("temp dir"),
+        ui: Tmux::new(dirs.path()),
+        dirs,
         nodes: Vec::new(),
-        tmux_started: false,
     };
     let names = ["alpha", "beta", "gamma"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
@@ -204,23 +179,7 @@ fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
         c.dirs.path().join("identity.key").display(),
         c.dirs.path().join("ui.stderr").display()
     );
-    let st = c
-        .tmux()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "ui",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            &cmd,
-        ])
-        .status()
-        .expect("cannot run tmux");
-    assert!(st.success(), "tmux new-session failed");
-    c.tmux_started = true;
+    c.ui.start(200, 50, &cmd);
     c.wait("the table with plan.txt", READY, |c| {
         let s = c.screen();
         (s.contains("● alpha") && s.contains(" plan.txt ")).then_some(())
@@ -329,15 +288,7 @@ fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
     });
 
     c.keys(&["q"]);
-    c.wait("the UI to exit", CHANGE, |c| {
-        let alive = c
-            .tmux()
-            .args(["has-session", "-t", "ui"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        (!alive).then_some(())
-    });
+    c.wait("the UI to exit", CHANGE, |c| (!c.ui.alive()).then_some(()));
     let stderr = fs::read_to_string(c.dirs.path().join("ui.stderr")).unwrap_or_default();
     assert!(!stderr.contains("panicked"), "the UI panicked:\n{stderr}");
 }

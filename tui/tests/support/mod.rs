@@ -54,3 +54,86 @@ pub fn node_bin() -> PathBuf {
     }
     bin
 }
+
+/// A private tmux server (its socket in the test's temp dir) running the
+/// UI in a session named `ui`; dropping it kills the server.
+pub struct Tmux {
+    sock: PathBuf,
+    started: bool,
+}
+
+impl Tmux {
+    /// A server whose socket will live (and go) with `dir`.
+    pub fn new(dir: &Path) -> Tmux {
+        Tmux {
+            sock: dir.join("tmux.sock"),
+            started: false,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("/usr/bin/tmux");
+        c.arg("-S")
+            .arg(&self.sock)
+            .args(["-f", "/dev/null"])
+            .env_remove("TMUX");
+        c
+    }
+
+    /// Runs the shell command `cmd` in a detached `width`×`height` session.
+    pub fn start(&mut self, width: u16, height: u16, cmd: &str) {
+        let st = self
+            .command()
+            .args(["new-session", "-d", "-s", "ui", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(cmd)
+            .status()
+            .expect("cannot run tmux");
+        assert!(st.success(), "tmux new-session failed");
+        self.started = true;
+    }
+
+    /// What the session's screen shows now.
+    pub fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "ui"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `keys` (tmux `send-keys` arguments).
+    pub fn keys(&self, keys: &[&str]) {
+        let st = self
+            .command()
+            .args(["send-keys", "-t", "ui"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(st.success());
+    }
+
+    /// Whether the session (the UI) still runs.
+    pub fn alive(&self) -> bool {
+        self.command()
+            .args(["has-session", "-t", "ui"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self
+                .command()
+                .arg("kill-server")
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
