@@ -321,15 +321,24 @@ fn check(remote: &FileEntry) -> Result<(), Invalid> {
     }
 }
 
+/// True when a peer's entry with version `remote` may take the place of
+/// the version `queued` at its path: unless it is the same or older. A
+/// repeated or late message must never put back a version the queue has
+/// moved past: the peer's sequence is already acknowledged beyond the newer
+/// one, so nothing would send it again. [`decide`] ignores such an entry;
+/// the core applies the same rule when it queues an entry undecided (the
+/// disk could not be read).
+pub fn replaces_queued(remote: &VersionVector, queued: Option<&VersionVector>) -> bool {
+    queued.is_none_or(|q| !matches!(remote.compare(q), VvOrder::Equal | VvOrder::Before))
+}
+
 /// Decides what to do with `remote`, given our entry at the same path and
 /// the context. See the module docs.
 pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -> Action {
     if let Err(e) = check(remote) {
         return Action::Reject(e);
     }
-    if let Some(q) = cx.queued
-        && matches!(remote.version.compare(q), VvOrder::Equal | VvOrder::Before)
-    {
+    if !replaces_queued(&remote.version, cx.queued) {
         return Action::Ignore;
     }
     let (version, keep_ours_as_conflict, written, losers, bump) = match plan(local, remote) {
@@ -737,6 +746,25 @@ mod tests {
         };
         assert_eq!(decide(Some(&ours), &newer, &queued), Action::Ignore);
         assert_eq!(decide(Some(&ours), &ours, &queued), Action::Ignore);
+    }
+
+    /// The planner_prop case: a re-sent older entry arrives while the disk
+    /// cannot be read and a newer version of the same history is queued.
+    /// It must not take the queued one's place: after the disk recovers it
+    /// would be decided `Ignore`/`Announce` and dropped, and the newer
+    /// version, already acknowledged to the peer, would never come again.
+    #[test]
+    fn an_older_entry_never_replaces_a_newer_queued_one() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let old = entry(&[(a, 1)], 5, "x", false).version;
+        let newer = entry(&[(a, 3), (b, 1)], 5, "x", false).version;
+        let concurrent = entry(&[(b, 2)], 5, "x", false).version;
+        assert!(replaces_queued(&old, None));
+        assert!(!replaces_queued(&old, Some(&newer)));
+        assert!(!replaces_queued(&newer, Some(&newer)));
+        assert!(replaces_queued(&newer, Some(&old)));
+        // Another history: the engine decides between them, not the queue.
+        assert!(replaces_queued(&concurrent, Some(&newer)));
     }
 
     /// What the core does just before installing a fetched version: decide

@@ -72,10 +72,7 @@ impl Core {
                 // peer's entry queued (unless a newer one already is) and
                 // decide when the disk answers.
                 let path = remote.path.clone();
-                let older = queued.as_ref().is_some_and(|q| {
-                    matches!(remote.version.compare(q), VvOrder::Equal | VvOrder::Before)
-                });
-                if !older {
+                if engine::replaces_queued(&remote.version, queued.as_ref()) {
                     self.enqueue(peer, remote);
                 }
                 self.apply_failed(&path, &format!("cannot read it here: {e}"));
