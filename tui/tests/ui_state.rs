@@ -1445,6 +1445,33 @@ fn switching_the_node_and_showing_another_nodes_cache() {
     assert!(fx.contains(&Effect::Subscribe(None)), "{fx:?}");
     assert!(fx.contains(&Effect::RefreshList), "{fx:?}");
     assert!(matches!(&s.conn, Conn::Up { name } if name == "gamma"));
+    assert_eq!(s.status.as_ref().unwrap().text, "connected to gamma");
+    // An address that reaches another node from here is said to.
+    update(&mut s, key('3'));
+    update(
+        &mut s,
+        Msg::NodesLoaded(Ok(vec![node("alpha", 0), node("beta", 0)])),
+    );
+    update(&mut s, key('j'));
+    assert_eq!(
+        update(&mut s, key('c')),
+        vec![Effect::SwitchNode("127.0.0.1:1".into())]
+    );
+    update(
+        &mut s,
+        Msg::Connected {
+            node_name: "alpha".into(),
+            now: NOW + 2 * SEC,
+        },
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Error);
+    assert!(
+        st.text
+            .starts_with("127.0.0.1:1 answered as alpha, not beta"),
+        "{}",
+        st.text
+    );
     // :connect back.
     update(&mut s, key(':'));
     typed(&mut s, "connect 127.0.0.1:7001");

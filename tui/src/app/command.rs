@@ -93,11 +93,14 @@ impl AppState {
 
     /// Talks to the node at `addr` from now on: everything shown is asked
     /// of it again (its feed starts afresh).
-    pub(super) fn switch_node(&mut self, addr: &str) -> Vec<Effect> {
+    /// `expect` is the name of the node meant, when known (chosen on the
+    /// Nodes view): the node that answers is checked against it.
+    pub(super) fn switch_node(&mut self, addr: &str, expect: Option<String>) -> Vec<Effect> {
         if addr == self.node_addr && self.is_up() {
             self.set_status(Level::Info, format!("already connected to {addr}"));
             return Vec::new();
         }
+        self.switching_to = expect;
         self.note(format!("switching to {addr}"));
         self.set_status(Level::Info, format!("connecting to {addr}…"));
         self.node_addr = addr.to_string();
@@ -235,7 +238,7 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
                 Ok(s.not_connected())
             }
         }
-        ["connect", addr] => Ok(s.switch_node(addr)),
+        ["connect", addr] => Ok(s.switch_node(addr, None)),
         ["cache", node] => Ok(s.show_cache_of(Some(node.to_string()))),
         ["cache"] => Ok(s.show_cache_of(None)),
         ["quit" | "q"] => Ok(vec![Effect::Quit]),

@@ -340,7 +340,8 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
                         format!("no address is known for {name}; use :connect HOST:PORT"),
                     );
                 } else {
-                    return s.switch_node(&addr);
+                    let name = n.name.clone();
+                    return s.switch_node(&addr, Some(name));
                 }
             }
         }

@@ -317,6 +317,8 @@ pub struct AppState {
     /// Nodes known up (true) or down (false), from the node list, the feed
     /// and the table's replicas.
     pub known_nodes: BTreeMap<String, bool>,
+    /// The node a switch was meant to reach (by name), until it answers.
+    pub switching_to: Option<String>,
     /// The status line.
     pub status: Option<Status>,
     /// Lines the help overlay is scrolled by (on screens too short for it).
@@ -372,6 +374,7 @@ impl AppState {
             conflicts_sel: 0,
             conflicts_refresh: ReportRefresh::default(),
             known_nodes: BTreeMap::new(),
+            switching_to: None,
             status: None,
             help_scroll: 0,
             fetch: None,
@@ -460,6 +463,18 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             if was_up {
                 s.set_status(Level::Ok, format!("reconnected to {node_name}"));
                 s.note(format!("reconnected to {node_name}"));
+            }
+            // An address a far node gave may reach another node from here.
+            match s.switching_to.take() {
+                Some(want) if want != node_name => s.set_status(
+                    Level::Error,
+                    format!(
+                        "{} answered as {node_name}, not {want}: from here that address reaches another node; use :connect HOST:PORT with {want}'s address",
+                        s.node_addr
+                    ),
+                ),
+                Some(_) => s.set_status(Level::Ok, format!("connected to {node_name}")),
+                None => {}
             }
             s.resumed_from = s.cursor;
             fx.push(Effect::Subscribe(s.cursor));
