@@ -26,6 +26,10 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 9: fetching through the mesh (`ClientRequest::FetchConflict`,
+/// `PeerQuery::OpenConflict`, `ReadConflict`, `Blocks`); Raft envelope
+/// bodies as bytes. 8: conflict copies listed and resolved. 7: node
+/// figures over time.
 /// 6: `NodeStatus::id`. Older nodes and clients are refused at hello with
 /// both versions named (`Refusal::VersionMismatch`).
 /// 5: TLS on every connection; ids are key ids; clients prove a key and
@@ -33,7 +37,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +345,14 @@ pub enum ClientRequest {
         path: RelPath,
         /// From this node (by name); the best holder when `None`.
         from: Option<String>,
+    },
+    /// Download a kept conflict copy (streamed like `Fetch`: `FetchStart`
+    /// names the copy by its id, then `Chunk`s).
+    FetchConflict {
+        /// The node that keeps it (by name).
+        node: String,
+        /// The copy: [`ConflictCopy::id`].
+        id: String,
     },
     /// The cache of a node (this one when `None`).
     Cache {
@@ -1118,6 +1130,55 @@ pub enum PeerQuery {
         /// Who asked (for the log and the feed).
         by: String,
     },
+    /// Describe one of your conflict copies with its content hash (a
+    /// client is about to fetch it through this node).
+    OpenConflict {
+        /// The copy.
+        id: String,
+    },
+    /// Bytes of one of your conflict copies.
+    ReadConflict {
+        /// The copy.
+        id: String,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes (at most [`MAX_MESH_READ`]).
+        len: u32,
+    },
+    /// Blocks of a file of yours, like `PeerMessage::GetBlocks` but
+    /// answered through the mesh (a client of a node with no link to you
+    /// fetches the file).
+    Blocks {
+        /// Which file.
+        path: RelPath,
+        /// Which version of it (whole-content hash).
+        hash: ContentHash,
+        /// Block indexes wanted (at most 8, so an answer stays small).
+        blocks: Vec<u32>,
+    },
+}
+
+/// Most bytes one answer read through the mesh carries (`ReadConflict`,
+/// `Blocks`): each node on the way holds it whole.
+pub const MAX_MESH_READ: u32 = 1024 * 1024;
+
+/// A conflict copy about to be fetched: what it is and its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedCopy {
+    /// The copy.
+    pub copy: ConflictCopy,
+    /// BLAKE3 of its content.
+    pub hash: ContentHash,
+}
+
+/// One block's bytes inside a message (answers through the mesh carry
+/// their data in the message, not as a raw frame after it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InlineBlock {
+    /// Block index in the file.
+    pub index: u32,
+    /// The bytes.
+    pub data: FileData,
 }
 
 /// Answers to [`PeerQuery`].
@@ -1139,6 +1200,12 @@ pub enum PeerAnswer {
     Conflicts(Vec<ConflictCopy>, u64),
     /// What resolving a conflict copy did, or why it was refused.
     ConflictResolved(Result<ConflictResolution, ApiError>),
+    /// A conflict copy about to be fetched, or why not.
+    ConflictOpened(Result<OpenedCopy, ApiError>),
+    /// Bytes of a conflict copy (fewer than asked only at its end).
+    ConflictData(Result<FileData, ApiError>),
+    /// Blocks, in the order asked, or why not (the file changed or went).
+    Blocks(Result<Vec<InlineBlock>, String>),
 }
 
 /// Messages between two nodes after the handshake.
@@ -1279,6 +1346,7 @@ pub struct RaftEnvelope {
     /// A reply (true) or a request.
     pub reply: bool,
     /// The request or reply.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 

@@ -335,6 +335,38 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
             },
         ),
         (
+            "query-read-conflict",
+            PeerMessage::Query {
+                req: 11,
+                q: PeerQuery::ReadConflict {
+                    id: "../../etc/shadow".into(),
+                    offset: u64::MAX - 3,
+                    len: u32::MAX,
+                },
+            },
+        ),
+        (
+            "query-blocks",
+            PeerMessage::Query {
+                req: 12,
+                q: PeerQuery::Blocks {
+                    path: path("a.txt"),
+                    hash: ContentHash::of(b"a"),
+                    blocks: vec![0, 0, 7],
+                },
+            },
+        ),
+        (
+            "answer-blocks",
+            PeerMessage::Answer {
+                req: 12,
+                a: Ok(PeerAnswer::Blocks(Ok(vec![InlineBlock {
+                    index: 0,
+                    data: FileData(b"block".to_vec()),
+                }]))),
+            },
+        ),
+        (
             "answer-files",
             PeerMessage::Answer {
                 req: 8,
@@ -511,6 +543,16 @@ fn request_list() -> Vec<(&'static str, Request)> {
                     node: "B".into(),
                     id: "../../etc/passwd".into(),
                     action: ConflictAction::Discard,
+                },
+            ),
+        ),
+        (
+            "fetch-conflict",
+            request(
+                12,
+                ClientRequest::FetchConflict {
+                    node: "B".into(),
+                    id: "notes/plan.conflict-20261203-060000-B.txt".into(),
                 },
             ),
         ),

@@ -30,6 +30,7 @@ pub fn required(req: &ClientRequest) -> Option<Access> {
         | R::Clients
         | R::Subscribe { .. }
         | R::Fetch { .. }
+        | R::FetchConflict { .. }
         | R::Cache { .. }
         | R::Nodes
         | R::Ping { .. }
@@ -64,6 +65,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         R::Clients => "clients",
         R::Subscribe { .. } => "feed",
         R::Fetch { .. } => "fetch",
+        R::FetchConflict { .. } => "conflicts fetch",
         R::Cache { .. } => "cache",
         R::Nodes => "nodes",
         R::Ping { .. } => "ping",
@@ -326,6 +328,11 @@ mod tests {
             None
         );
         assert_eq!(required(&ClientRequest::Conflicts), Some(Access::Read));
+        let fetch = ClientRequest::FetchConflict {
+            node: "B".into(),
+            id: "x".into(),
+        };
+        assert_eq!(required(&fetch), Some(Access::Read));
         for action in [ConflictAction::Restore, ConflictAction::Discard] {
             let req = ClientRequest::ResolveConflict {
                 node: "B".into(),

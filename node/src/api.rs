@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::core::{CoreHandle, LockMsg};
 use tandem_common::ContentHash;
-use tandem_common::proto::{PeerAnswer, PeerQuery};
+use tandem_common::proto::{OpenedCopy, PeerAnswer, PeerQuery};
 
 /// How long a new connection has for TLS and hello together.
 const HELLO_TIMEOUT: Duration = crate::peer::HANDSHAKE_TIMEOUT;
@@ -700,10 +700,16 @@ where
             }
             return Ok(());
         }
+        ClientRequest::FetchConflict { node, id } => {
+            if let Err(e) = fetch_conflict(w, ctx, req.id, node, id).await? {
+                send(w, req.id, ClientResponse::Error(e)).await?;
+            }
+            return Ok(());
+        }
         ClientRequest::Cache { node } => match node {
             None => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
             Some(n) if n == ctx.name => ClientResponse::CacheReport(ctx.cache.report(&ctx.name)),
-            Some(n) => match node_named(ctx, &n) {
+            Some(n) => match node_named(ctx, &n).await {
                 None => ClientResponse::Error(no_such_node(ctx, &n)),
                 Some(id) => match ctx
                     .peer
@@ -877,7 +883,7 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
                 )),
             }
         }
-        None => match node_named(ctx, node) {
+        None => match node_named(ctx, node).await {
             Some(id) => {
                 ctx.peer
                     .mesh
@@ -902,7 +908,7 @@ async fn discover(
     if node == ctx.name {
         return ctx.core.list().await;
     }
-    let Some(id) = node_named(ctx, node) else {
+    let Some(id) = node_named(ctx, node).await else {
         return Err(no_such_node(ctx, node));
     };
     match crate::cluster::node_files(&ctx.peer.mesh, id).await {
@@ -926,7 +932,7 @@ async fn resolve_conflict(
     if node == ctx.name {
         return ctx.core.resolve_conflict(id, action, by).await;
     }
-    let Some(target) = node_named(ctx, &node) else {
+    let Some(target) = node_named(ctx, &node).await else {
         return Err(no_such_node(ctx, &node));
     };
     let q = PeerQuery::ResolveConflict { id, action, by };
@@ -964,14 +970,42 @@ fn no_such_node(ctx: &Ctx, name: &str) -> ApiError {
     }
 }
 
-/// The trusted node called `name` (linked here or not).
-fn node_named(ctx: &Ctx, name: &str) -> Option<NodeId> {
-    ctx.peer
+/// The trusted node called `name` (linked here or not). A node's name is
+/// known here once it is linked here or in the lock cluster; until then
+/// the nodes known by id only are asked for theirs.
+async fn node_named(ctx: &Ctx, name: &str) -> Option<NodeId> {
+    let others: Vec<NodeId> = ctx
+        .peer
         .mesh
         .trust()
         .members()
         .into_iter()
-        .find(|id| *id != ctx.node_id && ctx.locks.name_of(*id) == name)
+        .filter(|id| *id != ctx.node_id)
+        .collect();
+    let names: Vec<String> = others.iter().map(|id| ctx.locks.name_of(*id)).collect();
+    if let Some(i) = names.iter().position(|n| n == name) {
+        return Some(others[i]);
+    }
+    let unnamed = others
+        .iter()
+        .zip(&names)
+        .filter(|(id, n)| **n == id.to_string())
+        .map(|(id, _)| async move {
+            let q = ctx.peer.mesh.query(
+                *id,
+                PeerQuery::Status,
+                crate::cluster::FORWARDED_QUERY_TIMEOUT,
+            );
+            match q.await {
+                Ok(PeerAnswer::Status(st, _)) if st.name == name => Some(*id),
+                _ => None,
+            }
+        });
+    futures::future::join_all(unnamed)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 async fn send_files<S>(
@@ -1020,12 +1054,13 @@ where
     let missing = || ApiError::Other(format!("{path} does not exist"));
     if let Some(n) = &from
         && *n != ctx.name
-        && node_named(ctx, n).is_none()
+        && node_named(ctx, n).await.is_none()
     {
         return Ok(Err(no_such_node(ctx, n)));
     }
-    let file = match crate::cluster::merged_row(&ctx.core, &ctx.peer.links, &ctx.name, &path).await
-    {
+    let names = |id| ctx.locks.name_of(id);
+    let row = crate::cluster::merged_row(&ctx.core, &ctx.peer.mesh, &names, &ctx.name, &path).await;
+    let (file, ids) = match row {
         Ok(Some(f)) => f,
         Ok(None) => {
             // Folders sync too, but only files are fetched.
@@ -1041,6 +1076,7 @@ where
         }
         Err(e) => return Ok(Err(e)),
     };
+    let linked = |n: &String| crate::cluster::link_by_name(&ctx.peer.links, n).is_some();
     let source = match from {
         Some(n) if file.nodes.contains(&n) => n,
         Some(n) => {
@@ -1050,7 +1086,8 @@ where
             ))));
         }
         None if file.nodes.contains(&ctx.name) => ctx.name.clone(),
-        None => match file.nodes.first() {
+        // A holder linked here sends faster than one reached through others.
+        None => match file.nodes.iter().find(|n| linked(n)).or(file.nodes.first()) {
             Some(n) => n.clone(),
             None => return Ok(Err(missing())),
         },
@@ -1063,9 +1100,11 @@ where
     if source == ctx.name {
         return serve_local(w, ctx, id, &file).await;
     }
-    let Some(link) = crate::cluster::link_by_name(&ctx.peer.links, &source) else {
+    let link = crate::cluster::link_by_name(&ctx.peer.links, &source);
+    let far = ids.iter().find(|(n, _)| *n == source).map(|(_, id)| *id);
+    if link.is_none() && far.is_none() {
         return Ok(Err(ApiError::Other(format!("node {source} went away"))));
-    };
+    }
     let blocks = file.size.div_ceil(tandem_common::model::BLOCK_SIZE) as u32;
     if blocks == 0 {
         send(w, id, ClientResponse::chunk(Bytes::new(), true)).await?;
@@ -1073,14 +1112,16 @@ where
     let mut hasher = blake3::Hasher::new();
     let mut i = 0u32;
     while i < blocks {
-        let n = (blocks - i).min(8);
+        let n = (blocks - i).min(crate::cluster::MESH_BLOCKS as u32);
         let want: Vec<u32> = (i..i + n).collect();
         let asked: Vec<usize> = want.iter().map(|&b| b as usize).collect();
-        let got = link
-            .get_blocks(path.clone(), file.hash, want)
-            .await
-            .and_then(|b| crate::transfer::check_blocks(file.size, &asked, b));
-        let got = match got {
+        let got = match (&link, far) {
+            // Over the link: the blocks travel as raw frames.
+            (Some(link), _) => link.get_blocks(path.clone(), file.hash, want).await,
+            (None, Some(node)) => far_blocks(ctx, node, path.clone(), file.hash, want).await,
+            (None, None) => Err(format!("node {source} went away")),
+        };
+        let got = match got.and_then(|b| crate::transfer::check_blocks(file.size, &asked, b)) {
             Ok(b) => b,
             Err(e) => return Ok(Err(ApiError::Other(format!("fetching from {source}: {e}")))),
         };
@@ -1096,6 +1137,170 @@ where
             }
             send(w, id, ClientResponse::chunk(data, last)).await?;
         }
+    }
+    Ok(Ok(()))
+}
+
+/// Blocks of a file on a node not linked here, through the mesh.
+async fn far_blocks(
+    ctx: &Ctx,
+    node: NodeId,
+    path: RelPath,
+    hash: ContentHash,
+    blocks: Vec<u32>,
+) -> Result<Vec<tandem_common::proto::BlockData>, String> {
+    let q = PeerQuery::Blocks { path, hash, blocks };
+    match ctx
+        .peer
+        .mesh
+        .query(node, q, crate::cluster::QUERY_TIMEOUT)
+        .await?
+    {
+        PeerAnswer::Blocks(got) => Ok(got?
+            .into_iter()
+            .map(|b| tandem_common::proto::BlockData::new(b.index, Bytes::from(b.data.0)))
+            .collect()),
+        _ => Err("unexpected answer".into()),
+    }
+}
+
+/// The node that keeps a conflict copy: this one, or one asked through
+/// the mesh.
+struct Keeper<'a> {
+    ctx: &'a Ctx,
+    node: &'a str,
+    far: Option<NodeId>,
+}
+
+impl Keeper<'_> {
+    async fn ask(&self, node: NodeId, q: PeerQuery) -> Result<PeerAnswer, ApiError> {
+        let mesh = &self.ctx.peer.mesh;
+        mesh.query(node, q, crate::cluster::QUERY_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::Other(format!("{}: {e}", self.node)))
+    }
+
+    fn unexpected(&self) -> ApiError {
+        ApiError::Other(format!("{}: unexpected answer", self.node))
+    }
+
+    async fn open(&self, id: &str) -> Result<OpenedCopy, ApiError> {
+        let Some(far) = self.far else {
+            return self.ctx.answerer.open_conflict(id.to_string()).await;
+        };
+        match self
+            .ask(far, PeerQuery::OpenConflict { id: id.into() })
+            .await?
+        {
+            PeerAnswer::ConflictOpened(r) => r,
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn read(&self, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, ApiError> {
+        let Some(far) = self.far else {
+            return self
+                .ctx
+                .answerer
+                .read_conflict(id.to_string(), offset, len)
+                .await;
+        };
+        let q = PeerQuery::ReadConflict {
+            id: id.into(),
+            offset,
+            len,
+        };
+        match self.ask(far, q).await? {
+            PeerAnswer::ConflictData(r) => r.map(|d| d.0),
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+/// Serves a fetch of a kept conflict copy, from this node's conflicts
+/// folder or, through the mesh, from the node that keeps it. The copy is
+/// hashed where it is kept before anything is sent; what arrives is hashed
+/// again here, so a copy that changes meanwhile ends the fetch with an
+/// error instead of a mix.
+async fn fetch_conflict<S>(
+    w: &mut FrameWriter<S>,
+    ctx: &Ctx,
+    id: u64,
+    node: String,
+    copy: String,
+) -> Result<Result<(), ApiError>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let far = if node == ctx.name {
+        None
+    } else {
+        match node_named(ctx, &node).await {
+            Some(n) => Some(n),
+            None => return Ok(Err(no_such_node(ctx, &node))),
+        }
+    };
+    let keeper = Keeper {
+        ctx,
+        node: &node,
+        far,
+    };
+    let opened = match keeper.open(&copy).await {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Ok(as_path) = RelPath::new(&opened.copy.id) else {
+        return Ok(Err(ApiError::Other(format!(
+            "{node} named the copy {:?}, which is not a valid path",
+            opened.copy.id
+        ))));
+    };
+    let size = opened.copy.size;
+    let file = tandem_common::proto::ListedFile {
+        path: as_path,
+        size,
+        mtime_ns: opened.copy.mtime_ns,
+        hash: opened.hash,
+        nodes: vec![node.clone()],
+        locked_by: None,
+        held: 0,
+        states: Vec::new(),
+    };
+    send(
+        w,
+        id,
+        ClientResponse::FetchStart {
+            file,
+            from: node.clone(),
+        },
+    )
+    .await?;
+    if size == 0 {
+        send(w, id, ClientResponse::chunk(Bytes::new(), true)).await?;
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut at = 0u64;
+    while at < size {
+        let len = (size - at).min(tandem_common::proto::MAX_MESH_READ as u64) as u32;
+        let got = keeper.read(&copy, at, len).await;
+        let data = match got {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        if data.len() != len as usize {
+            return Ok(Err(ApiError::Other(format!(
+                "the conflict copy {copy} on {node} changed while being sent; try again"
+            ))));
+        }
+        at += len as u64;
+        hasher.update(&data);
+        let last = at >= size;
+        if last && ContentHash(*hasher.finalize().as_bytes()) != opened.hash {
+            return Ok(Err(ApiError::Other(format!(
+                "the conflict copy {copy} on {node} changed while being sent; try again"
+            ))));
+        }
+        send(w, id, ClientResponse::chunk(Bytes::from(data), last)).await?;
     }
     Ok(Ok(()))
 }

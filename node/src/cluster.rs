@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem_common::proto::{
-    ConflictCopy, FileState, FileSummary, ListedFile, NodeFileState, NodeStatus, PeerAnswer,
-    PeerQuery,
+    ApiError, ConflictCopy, FileData, FileState, FileSummary, InlineBlock, ListedFile,
+    NodeFileState, NodeStatus, OpenedCopy, PeerAnswer, PeerQuery,
 };
 use tandem_common::{NodeId, VvOrder};
 
@@ -97,6 +97,8 @@ pub struct NodeAnswerer {
     pub addr: String,
     /// The file cache.
     pub cache: Arc<crate::cache::FileCache>,
+    /// The conflicts folder.
+    pub conflicts: std::path::PathBuf,
 }
 
 impl NodeAnswerer {
@@ -120,6 +122,35 @@ impl NodeAnswerer {
             pending_files: c.pending_files,
             pending_bytes: c.pending_bytes,
         })
+    }
+}
+
+/// Most blocks one `PeerQuery::Blocks` asks for: one
+/// [`MAX_MESH_READ`](tandem_common::proto::MAX_MESH_READ) of data.
+pub const MESH_BLOCKS: usize =
+    (tandem_common::proto::MAX_MESH_READ as u64 / tandem_common::model::BLOCK_SIZE) as usize;
+
+impl NodeAnswerer {
+    /// One of this node's conflict copies with its content hash (hashing
+    /// reads it: off the async threads).
+    pub async fn open_conflict(&self, id: String) -> Result<OpenedCopy, ApiError> {
+        let (dir, name) = (self.conflicts.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || crate::conflicts::opened(&dir, &name, &id))
+            .await
+            .map_err(|e| ApiError::Other(format!("reading a conflict copy failed: {e}")))?
+    }
+
+    /// Bytes of one of this node's conflict copies.
+    pub async fn read_conflict(
+        &self,
+        id: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, ApiError> {
+        let (dir, name) = (self.conflicts.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || crate::conflicts::read(&dir, &name, &id, offset, len))
+            .await
+            .map_err(|e| ApiError::Other(format!("reading a conflict copy failed: {e}")))?
     }
 }
 
@@ -164,6 +195,26 @@ impl Answerer for NodeAnswerer {
                 PeerQuery::ResolveConflict { id, action, by } => Ok(PeerAnswer::ConflictResolved(
                     self.core.resolve_conflict(id, action, by).await,
                 )),
+                PeerQuery::OpenConflict { id } => {
+                    Ok(PeerAnswer::ConflictOpened(self.open_conflict(id).await))
+                }
+                PeerQuery::ReadConflict { id, offset, len } => Ok(PeerAnswer::ConflictData(
+                    self.read_conflict(id, offset, len).await.map(FileData),
+                )),
+                PeerQuery::Blocks { path, hash, blocks } => {
+                    if blocks.len() > MESH_BLOCKS {
+                        return Err(format!("at most {MESH_BLOCKS} blocks per request"));
+                    }
+                    let got = crate::peer::serve_blocks(&self.core, path, hash, blocks).await;
+                    Ok(PeerAnswer::Blocks(got.map(|b| {
+                        b.into_iter()
+                            .map(|b| InlineBlock {
+                                index: b.index,
+                                data: FileData(b.bytes.to_vec()),
+                            })
+                            .collect()
+                    })))
+                }
             }
         })
     }
@@ -257,34 +308,34 @@ pub async fn merged_list(
     Ok(merge(&views))
 }
 
-/// One row of the merged table, asking every connected peer about that
-/// path only (what `fetch` needs).
+/// One row of the merged table, asking every trusted node about that path
+/// only (through the others when it is not linked here): what `fetch`
+/// needs. Each holder is named with its id, so the fetch can ask it.
 pub async fn merged_row(
     core: &CoreHandle,
-    links: &Links,
+    mesh: &Arc<crate::mesh::Mesh>,
+    name_of: &(dyn Fn(NodeId) -> String + Sync),
     me: &str,
     path: &tandem_common::RelPath,
-) -> Result<Option<ListedFile>, tandem_common::proto::ApiError> {
+) -> Result<Option<(ListedFile, Vec<(String, NodeId)>)>, ApiError> {
     let own = core.summary_of(path.clone()).await?;
     let mut views = vec![(me.to_string(), own.into_iter().collect::<Vec<_>>())];
-    let asks = links
-        .peers()
-        .into_iter()
-        .filter_map(|p| links.get(&p))
-        .map(|l| async move {
-            let q = PeerQuery::File { path: path.clone() };
-            (
-                l.name.clone(),
-                tokio::time::timeout(QUERY_TIMEOUT, l.query(q)).await,
-            )
-        });
-    for (name, r) in futures::future::join_all(asks).await {
+    let mut ids = vec![(me.to_string(), mesh.me())];
+    let asks = to_ask(mesh).into_iter().map(|(id, wait)| async move {
+        let q = PeerQuery::File { path: path.clone() };
+        (id, mesh.query(id, q, wait).await)
+    });
+    for (id, r) in futures::future::join_all(asks).await {
+        let name = name_of(id);
         match r {
-            Ok(Ok(PeerAnswer::File(f))) => views.push((name, f.into_iter().collect())),
-            _ => tracing::warn!("peer {name} did not say whether it has {path}"),
+            Ok(PeerAnswer::File(f)) => {
+                views.push((name.clone(), f.into_iter().collect()));
+                ids.push((name, id));
+            }
+            _ => tracing::warn!("node {name} did not say whether it has {path}"),
         }
     }
-    Ok(merge(&views).into_iter().next())
+    Ok(merge(&views).into_iter().next().map(|row| (row, ids)))
 }
 
 /// Every node: this one, connected peers (with RTT and clock offset),

@@ -14,12 +14,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tandem_common::RelPath;
-use tandem_common::proto::{ApiError, ConflictCopy};
+use tandem_common::proto::{ApiError, ConflictCopy, MAX_MESH_READ, OpenedCopy};
 
 /// At most this many copies are listed per node (a folder nobody cleans
 /// can hold any number; the oldest beyond this are counted, not listed),
 /// which keeps an answer of the whole cluster well under a frame.
 pub const MAX_LISTED: usize = 1_000;
+
+/// The conflicts folder of the state folder `state_dir`.
+pub fn folder(state_dir: &Path) -> PathBuf {
+    state_dir.join("conflicts")
+}
 
 /// The marker between a kept copy's stem and its time.
 const MARK: &str = ".conflict-";
@@ -135,26 +140,94 @@ pub fn list(dir: &Path, node: &str) -> std::io::Result<(Vec<ConflictCopy>, u64)>
             continue;
         };
         let meta = e.metadata().map_err(std::io::Error::from)?;
-        let id = rel.as_str().to_string();
-        let (path, author) = match parse_id(&id) {
-            Some((p, a)) => (Some(p), a),
-            None => (None, String::new()),
-        };
-        out.push(ConflictCopy {
-            node: node.to_string(),
-            id,
-            path,
-            author,
-            size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            // Moving a file in changes its ctime: that is when it was kept.
-            kept_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        });
+        out.push(describe(node, rel.as_str(), &meta));
     }
     out.sort_by(|a, b| b.kept_ns.cmp(&a.kept_ns).then_with(|| a.id.cmp(&b.id)));
     let total = out.len() as u64;
     out.truncate(MAX_LISTED);
     Ok((out, total))
+}
+
+/// The copy `id` as listed, from its metadata.
+fn describe(node: &str, id: &str, meta: &std::fs::Metadata) -> ConflictCopy {
+    let (path, author) = match parse_id(id) {
+        Some((p, a)) => (Some(p), a),
+        None => (None, String::new()),
+    };
+    ConflictCopy {
+        node: node.to_string(),
+        id: id.to_string(),
+        path,
+        author,
+        size: meta.len(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        // Moving a file in changes its ctime: that is when it was kept.
+        kept_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    }
+}
+
+/// Opens the kept copy `id` for reading, never through a link (the last
+/// component is opened with `O_NOFOLLOW`, the others were checked by
+/// [`locate`]).
+fn open(dir: &Path, node: &str, id: &str) -> Result<(std::fs::File, std::fs::Metadata), ApiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = locate(dir, node, id)?;
+    let unreadable =
+        |e: std::io::Error| ApiError::Other(format!("cannot read the conflict copy {id}: {e}"));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&at)
+        .map_err(unreadable)?;
+    let meta = f.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(ApiError::NoSuchConflict {
+            node: node.to_string(),
+            id: id.to_string(),
+        });
+    }
+    Ok((f, meta))
+}
+
+/// The kept copy `id` as listed, with the hash of its content (read
+/// whole), for a fetch.
+pub fn opened(dir: &Path, node: &str, id: &str) -> Result<OpenedCopy, ApiError> {
+    let (f, meta) = open(dir, node, id)?;
+    let hashed = tandem_common::hashing::hash_reader(f)
+        .map_err(|e| ApiError::Other(format!("cannot read the conflict copy {id}: {e}")))?;
+    let mut copy = describe(node, id, &meta);
+    // What was hashed is what will be sent; a copy that grew meanwhile is
+    // caught by the hash at the end of the fetch.
+    copy.size = hashed.size;
+    Ok(OpenedCopy {
+        copy,
+        hash: hashed.hash,
+    })
+}
+
+/// Up to `len` bytes (at most [`MAX_MESH_READ`]) of the kept copy `id`
+/// from `offset`; fewer only at its end.
+pub fn read(dir: &Path, node: &str, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, ApiError> {
+    use std::os::unix::fs::FileExt;
+    let (f, meta) = open(dir, node, id)?;
+    // Past the end (or past what an offset can be): nothing, not an error.
+    let left = meta.len().saturating_sub(offset);
+    let mut buf = vec![0u8; left.min(u64::from(len.min(MAX_MESH_READ))) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset.saturating_add(got as u64)) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(ApiError::Other(format!(
+                    "cannot read the conflict copy {id}: {e}"
+                )));
+            }
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// The kept copy `id` under `dir`: a regular file reached without
@@ -310,5 +383,34 @@ mod tests {
             discard(&dir, "A", &copy.id),
             Err(ApiError::NoSuchConflict { .. })
         ));
+    }
+
+    #[test]
+    fn a_copy_is_read_in_pieces_never_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("conflicts");
+        let rel = RelPath::new("notes/plan.txt").unwrap();
+        let kept = aside_dest(&dir, &rel, "B", T).unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&kept, &data).unwrap();
+        let id = name_of(&kept, &dir);
+
+        let o = opened(&dir, "A", &id).unwrap();
+        assert_eq!(o.hash, tandem_common::ContentHash::of(&data));
+        assert_eq!((o.copy.size, o.copy.node.as_str()), (3000, "A"));
+        assert_eq!(o.copy.path.as_ref(), Some(&rel));
+        assert_eq!(read(&dir, "A", &id, 1000, 1000).unwrap(), &data[1000..2000]);
+        assert_eq!(read(&dir, "A", &id, 2500, 1000).unwrap(), &data[2500..]);
+        assert!(read(&dir, "A", &id, 5000, 10).unwrap().is_empty());
+        assert!(read(&dir, "A", &id, u64::MAX, u32::MAX).unwrap().is_empty());
+
+        std::os::unix::fs::symlink(&kept, dir.join("notes/link")).unwrap();
+        for bad in ["notes/link", "../conflicts/notes", "notes"] {
+            assert!(
+                matches!(opened(&dir, "A", bad), Err(ApiError::NoSuchConflict { .. })),
+                "{bad}"
+            );
+            assert!(read(&dir, "A", bad, 0, 10).is_err(), "{bad}");
+        }
     }
 }

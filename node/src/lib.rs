@@ -147,6 +147,7 @@ pub async fn run(
         name: cfg.name.clone(),
         addr: local.to_string(),
         cache: cache.clone(),
+        conflicts: conflicts::folder(&cfg.state_dir),
     });
     mesh.attach_answerer(answerer.clone());
     let peer_ctx = peer::PeerCtx {

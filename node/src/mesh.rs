@@ -383,10 +383,20 @@ impl Mesh {
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => {
-                tandem_common::codec::decode(&body).map_err(|e| TransportError::Failed {
-                    to,
-                    reason: format!("reply does not decode: {e}"),
-                })
+                let reply: RaftReply =
+                    tandem_common::codec::decode(&body).map_err(|e| TransportError::Failed {
+                        to,
+                        reason: format!("reply does not decode: {e}"),
+                    })?;
+                // Views name a node before the lock cluster does.
+                match &reply {
+                    RaftReply::Formation(f) => self.trust.learn_name(to.0, &f.name),
+                    RaftReply::Answer(Ok(PeerAnswer::Status(st, _))) => {
+                        self.trust.learn_name(to.0, &st.name)
+                    }
+                    _ => {}
+                }
+                Ok(reply)
             }
             Ok(Err(_)) | Err(_) => Err(TransportError::Timeout(to, timeout)),
         }

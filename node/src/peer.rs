@@ -539,7 +539,7 @@ async fn relay_events(
 
 /// Reads the asked blocks of our current version of `path`, checking that it
 /// is still the version `hash` and that each block still matches.
-async fn serve_blocks(
+pub(crate) async fn serve_blocks(
     core: &CoreHandle,
     path: RelPath,
     hash: ContentHash,

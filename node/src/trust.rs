@@ -163,6 +163,9 @@ pub struct Trust {
     /// mtime): asked for every lock-cluster message, it is read again only
     /// when the file changed.
     cache: std::sync::Arc<std::sync::Mutex<Option<(Stamp, TrustList)>>>,
+    /// Names trusted nodes gave themselves in answers (for those the list
+    /// does not name): what views call them before the lock cluster does.
+    learned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, String>>>,
 }
 
 type Stamp = (u64, u64, Option<std::time::SystemTime>);
@@ -174,6 +177,7 @@ impl Trust {
             state_dir: state_dir.to_path_buf(),
             configured,
             cache: Default::default(),
+            learned: Default::default(),
         }
     }
 
@@ -240,12 +244,30 @@ impl Trust {
         Ok(v)
     }
 
-    /// The name the trust list gives `id`, if any.
+    /// The name the trust list gives `id`, or else the one it gave itself
+    /// in an answer ([`Trust::learn_name`]), if any.
     pub fn name_of(&self, id: NodeId) -> Option<String> {
-        let list = self.list().ok()?;
-        list.nodes()
-            .find(|(i, _)| *i == id)
-            .and_then(|(_, n)| n.map(str::to_string))
+        let listed = self.list().ok().and_then(|list| {
+            list.nodes()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, n)| n.map(str::to_string))
+        });
+        listed.or_else(|| {
+            let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+            learned.get(&id).cloned()
+        })
+    }
+
+    /// Notes the name a trusted node `id` answered with. Others are not
+    /// noted, so a peer cannot fill this (it is bounded by the trust list).
+    pub fn learn_name(&self, id: NodeId, name: &str) {
+        if name.is_empty() || !self.trusts(id) {
+            return;
+        }
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if learned.get(&id).map(String::as_str) != Some(name) {
+            learned.insert(id, name.to_string());
+        }
     }
 
     /// The exact command that trusts `id` on this node.

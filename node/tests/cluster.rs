@@ -762,6 +762,84 @@ fn conflict_copies_on_the_far_end_are_listed_restored_and_discarded_through_the_
     assert!(c.path("adir/inside/x.txt").is_file());
 }
 
+/// Through the near end of a chain, a conflict copy kept on the far end
+/// and a file fetched `--from` the far end arrive whole (forwarded by the
+/// node in between, in several pieces), under the copy's own name.
+#[test]
+fn fetches_through_a_chain_reach_the_far_end() {
+    let nodes = chain_of_three();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let all = [a, b, c];
+    // Over 2 MiB: three pieces through the mesh.
+    let lost = pattern(2_500_000, 7);
+    let copy_id = "media/clip.conflict-20251203-060000-B.bin";
+    put(c.path(format!(".tandem/conflicts/{copy_id}")), &lost);
+    put(
+        c.path(".tandem/conflicts/empty.conflict-20251203-060000-B.txt"),
+        "",
+    );
+    let listed: Value = json(a, &["conflicts", "--json"]);
+    let short_of = |id: &str| -> String {
+        listed["conflicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .and_then(|r| r["short_id"].as_str())
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
+            .to_string()
+    };
+    let to = tempfile::tempdir().unwrap();
+    let to_arg = to.path().to_str().unwrap();
+    let short = short_of(copy_id);
+    let said = run_ok(a, &["conflicts", "fetch", &short, "--to", to_arg], &all);
+    let dest = to.path().join("clip.conflict-20251203-060000-B.bin");
+    assert!(
+        said.starts_with(&format!(
+            "the conflict copy {copy_id} kept on C saved to {} (2.38 MiB, ",
+            dest.display()
+        )) && said.ends_with(", from C)\n"),
+        "{said}"
+    );
+    assert!(fs::read(&dest).unwrap() == lost, "the copy arrived changed");
+    // It is a download: the copy stays where it is kept.
+    assert!(c.path(format!(".tandem/conflicts/{copy_id}")).is_file());
+
+    let out = run_refused(a, &["conflicts", "fetch", &short, "--to", to_arg], &all);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "tandem: error: {} already exists; nothing was fetched. Add --force to replace it, or --to another folder\n",
+            dest.display()
+        )
+    );
+    fs::write(&dest, "mine").unwrap();
+    run_ok(
+        a,
+        &["conflicts", "fetch", &short, "--to", to_arg, "--force"],
+        &all,
+    );
+    assert!(fs::read(&dest).unwrap() == lost);
+    let empty = short_of("empty.conflict-20251203-060000-B.txt");
+    run_ok(a, &["conflicts", "fetch", &empty, "--to", to_arg], &all);
+    assert_eq!(
+        fs::read(to.path().join("empty.conflict-20251203-060000-B.txt")).unwrap(),
+        b""
+    );
+
+    // A file asked of C in particular comes from C, which A has no link to.
+    let data = pattern(3_000_000, 9);
+    put(c.path("big.bin"), &data);
+    wait_content(&all, "big.bin", &data);
+    let said = run_ok(
+        a,
+        &["fetch", "big.bin", "--from", "C", "--to", to_arg],
+        &all,
+    );
+    assert!(said.ends_with(", from C)\n"), "{said}");
+    assert!(fs::read(to.path().join("big.bin")).unwrap() == data);
+}
+
 // ---------------------------------------------------------------------------
 // 3. Fetch
 

@@ -48,7 +48,7 @@ pub enum Action {
     LockWait,
     /// Unlock the selected file.
     Unlock,
-    /// Fetch the selected file.
+    /// Fetch the selected file (on Conflicts: the selected copy).
     Fetch,
     /// Open the command line.
     Command,
@@ -204,6 +204,7 @@ pub const BINDINGS: &[Binding] = &[
     b(&[Char('o')], "o", Action::NextCache, Scope::Cache, "show another node's cache", Some(("o", "other node"))),
     b(&[Char('R')], "R", Action::Restore, Scope::Conflicts, "make the copy current", Some(("R", "restore"))),
     b(&[Char('x'), Code(KeyCode::Delete)], "x Del", Action::Discard, Scope::Conflicts, "delete the copy", Some(("x", "delete"))),
+    b(&[Char('f')], "f", Action::Fetch, Scope::Conflicts, "fetch (download) the copy", Some(("f", "fetch"))),
     b(&[Char(':')], ":", Action::Command, Scope::Everywhere, "command line (see below)", Some((":", "command"))),
     b(&[Code(KeyCode::Tab)], "Tab", Action::NextView, Scope::Everywhere, "next tab (S-Tab: back)", Some(("Tab", "tabs"))),
     b(&[Code(KeyCode::BackTab)], "S-Tab", Action::PrevView, Scope::Everywhere, "", None),

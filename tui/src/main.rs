@@ -7,7 +7,7 @@ use tandem_tui::{cli, client, conflicts, transfer};
 use std::process::ExitCode;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -224,9 +224,9 @@ enum Command {
         json: bool,
     },
     /// Show the losing versions kept on every node (`.tandem/conflicts/`);
-    /// restore one as the current version, or delete it.
+    /// restore one as the current version, delete it, or download it.
     #[command(
-        after_help = "Examples:\n  tandem conflicts\n  tandem conflicts restore 3f2a9c1\n  tandem conflicts discard 3f2a9c1\n\nRestoring keeps the version it replaces as a conflict copy in its turn."
+        after_help = "Examples:\n  tandem conflicts\n  tandem conflicts restore 3f2a9c1\n  tandem conflicts discard 3f2a9c1\n  tandem conflicts fetch 3f2a9c1 --to /tmp\n\nRestoring keeps the version it replaces as a conflict copy in its turn."
     )]
     Conflicts {
         /// Print JSON.
@@ -250,6 +250,45 @@ enum ConflictCommand {
         /// The copy's ID from `tandem conflicts` (its first characters do).
         id: String,
     },
+    /// Download a kept copy (from whichever node keeps it) into a directory,
+    /// under its name in the conflicts folder.
+    Fetch {
+        /// The copy's ID from `tandem conflicts` (its first characters do).
+        id: String,
+        /// Directory to save it in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        to: PathBuf,
+        /// Replace a file of the same name already in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Fetches `what` into `to` with a progress bar and says where it went.
+async fn fetch_and_say(
+    c: &client::Client,
+    what: &transfer::Wanted,
+    to: &Path,
+    force: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let done = match transfer::fetch_with_bar(c, what, to, force).await {
+        Err(e) if e.is::<transfer::WouldOverwrite>() => {
+            bail!("{e}. Add --force to replace it, or --to another folder")
+        }
+        r => r?,
+    };
+    writeln!(
+        out,
+        "{} saved to {} ({}, {:.2?}, from {})",
+        what,
+        done.dest.display(),
+        human_size(done.file.size),
+        t0.elapsed(),
+        done.from
+    )?;
+    Ok(())
 }
 
 /// Keeps the 1 MiB transfer buffers in the heap instead of a fresh mmap (and
@@ -499,22 +538,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let rel =
                 RelPath::new(path.as_str()).with_context(|| format!("invalid path {path:?}"))?;
-            let t0 = std::time::Instant::now();
-            let done = match transfer::fetch_with_bar(&c, &rel, to, from.clone(), *force).await {
-                Err(e) if e.is::<transfer::WouldOverwrite>() => {
-                    bail!("{e}. Add --force to replace it, or --to another folder")
-                }
-                r => r?,
+            let what = transfer::Wanted::File {
+                path: rel,
+                from: from.clone(),
             };
-            writeln!(
-                out,
-                "{} saved to {} ({}, {:.2?}, from {})",
-                rel,
-                done.dest.display(),
-                human_size(done.file.size),
-                t0.elapsed(),
-                done.from
-            )?;
+            fetch_and_say(&c, &what, to, *force, &mut out).await?;
         }
         Command::Put {
             file,
@@ -652,13 +680,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out.flush()?;
                     return Ok(ExitCode::SUCCESS);
                 }
-                Some(ConflictCommand::Restore { id }) => (id, ConflictAction::Restore),
-                Some(ConflictCommand::Discard { id }) => (id, ConflictAction::Discard),
+                Some(ConflictCommand::Restore { id }) => (id, Ok(ConflictAction::Restore)),
+                Some(ConflictCommand::Discard { id }) => (id, Ok(ConflictAction::Discard)),
+                Some(ConflictCommand::Fetch { id, to, force }) => (id, Err((to, *force))),
             };
             let copy = match conflicts::pick(&copies, typed) {
                 Ok(c) => c.clone(),
                 Err(e) if unanswered.is_empty() => bail!("{e}"),
                 Err(e) => bail!("{e} (not asked: {})", unanswered.join("; ")),
+            };
+            // Not a change to the copy: a download of it.
+            let action = match action {
+                Ok(action) => action,
+                Err((to, force)) => {
+                    let Some(what) = transfer::Wanted::copy(&copy) else {
+                        bail!(
+                            "{} named the copy {:?}, which is not a path",
+                            copy.node,
+                            copy.id
+                        );
+                    };
+                    fetch_and_say(&c, &what, to, force, &mut out).await?;
+                    out.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             let req = ClientRequest::ResolveConflict {
                 node: copy.node,

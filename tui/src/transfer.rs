@@ -27,6 +27,73 @@ pub struct WouldOverwrite(pub PathBuf);
 #[error("cancelled; nothing was saved")]
 pub struct Cancelled;
 
+/// What to fetch: a file of the cluster, or a conflict copy kept on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// The newest version of a file.
+    File {
+        /// Its path in the cluster.
+        path: RelPath,
+        /// From this node (by name); the best holder when `None`.
+        from: Option<String>,
+    },
+    /// A kept conflict copy.
+    Copy {
+        /// The node that keeps it.
+        node: String,
+        /// Its id there, which is its place in that node's conflicts
+        /// folder (`notes/plan.conflict-20261203-060000-B.txt`).
+        id: RelPath,
+    },
+}
+
+impl Wanted {
+    /// The newest version of `path`, from the best holder.
+    pub fn file(path: RelPath) -> Wanted {
+        Wanted::File { path, from: None }
+    }
+
+    /// The conflict copy `copy`; `None` when its id is not a path (the
+    /// node would not list such a copy).
+    pub fn copy(copy: &tandem_common::proto::ConflictCopy) -> Option<Wanted> {
+        Some(Wanted::Copy {
+            node: copy.node.clone(),
+            id: RelPath::new(&copy.id).ok()?,
+        })
+    }
+
+    /// Where it is, as a path: the file's, or the copy's place in its
+    /// conflicts folder. Its last part is the name it is saved under.
+    pub fn rel(&self) -> &RelPath {
+        match self {
+            Wanted::File { path, .. } => path,
+            Wanted::Copy { id, .. } => id,
+        }
+    }
+
+    fn request(&self) -> ClientRequest {
+        match self {
+            Wanted::File { path, from } => ClientRequest::Fetch {
+                path: path.clone(),
+                from: from.clone(),
+            },
+            Wanted::Copy { node, id } => ClientRequest::FetchConflict {
+                node: node.clone(),
+                id: id.as_str().to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wanted::File { path, .. } => write!(f, "{path}"),
+            Wanted::Copy { node, id } => write!(f, "the conflict copy {id} kept on {node}"),
+        }
+    }
+}
+
 /// What a finished fetch wrote.
 pub struct Fetched {
     /// The file as listed.
@@ -82,34 +149,32 @@ pub enum FetchProgress<'a> {
 /// fires the error is [`Cancelled`], with the partial download removed.
 pub async fn fetch(
     c: &Client,
-    path: &RelPath,
+    what: &Wanted,
     to: &Path,
-    from: Option<String>,
     force: bool,
     cancel: Option<&CancellationToken>,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
 ) -> anyhow::Result<Fetched> {
     let mut last = None;
     for _ in 0..3 {
-        match fetch_once(c, path, to, from.clone(), force, cancel, progress).await {
+        match fetch_once(c, what, to, force, cancel, progress).await {
             Err(e) if e.to_string().contains("try again") => last = Some(e),
             r => return r,
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot fetch {path}")))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot fetch {what}")))
 }
 
 /// [`fetch`] with a progress bar on a terminal (for the subcommand).
 pub async fn fetch_with_bar(
     c: &Client,
-    path: &RelPath,
+    what: &Wanted,
     to: &Path,
-    from: Option<String>,
     force: bool,
 ) -> anyhow::Result<Fetched> {
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let res = fetch(c, path, to, from, force, None, &mut |p| match p {
-        FetchProgress::Started(file, _) => bar = Some(progress(file.size, path.as_str())),
+    let res = fetch(c, what, to, force, None, &mut |p| match p {
+        FetchProgress::Started(file, _) => bar = Some(progress(file.size, what.rel().as_str())),
         FetchProgress::Received(n) => {
             if let Some(b) = &bar {
                 b.set_position(n)
@@ -125,9 +190,8 @@ pub async fn fetch_with_bar(
 
 async fn fetch_once(
     c: &Client,
-    path: &RelPath,
+    what: &Wanted,
     to: &Path,
-    from: Option<String>,
     force: bool,
     cancel: Option<&CancellationToken>,
     progress: &mut (dyn FnMut(FetchProgress<'_>) + Send),
@@ -137,7 +201,7 @@ async fn fetch_once(
     if !meta.is_dir() {
         bail!("{} is not a directory", to.display());
     }
-    let dest = to.join(path.file_name());
+    let dest = to.join(what.rel().file_name());
     match std::fs::symlink_metadata(&dest) {
         Ok(m) if m.is_dir() => bail!(
             "{} is a folder here; nothing was fetched (give --to another folder)",
@@ -146,18 +210,20 @@ async fn fetch_once(
         Ok(_) if !force => return Err(WouldOverwrite(dest).into()),
         _ => {}
     }
-    let mut answers = c.start(ClientRequest::Fetch {
-        path: path.clone(),
-        from,
-    })?;
+    let mut answers = c.start(what.request())?;
     let (file, source) = match next_answer(&mut answers, cancel).await? {
         Ok(ClientResponse::FetchStart { file, from }) => (file, from),
         Ok(other) => bail!("unexpected answer: {other:?}"),
         Err(ClientError::Api(ApiError::Other(m))) if m.ends_with("does not exist") => {
-            bail!("{path} does not exist")
+            bail!("{what} does not exist")
         }
         Err(e) => return Err(e.into()),
     };
+    // The node names what it sends: it must be what was asked for, since
+    // its name is what gets written here.
+    if file.path != *what.rel() {
+        bail!("asked for {what}, the node started sending {}", file.path);
+    }
     progress(FetchProgress::Started(&file, &source));
     let dest = receive(&mut answers, &file, to, force, cancel, |n| {
         progress(FetchProgress::Received(n))

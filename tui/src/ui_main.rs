@@ -15,7 +15,7 @@ use tandem_common::proto::{ClientRequest, ClientResponse};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, Effect, FetchError, Msg, Saved, Zone, update};
+use crate::app::{AppState, Effect, FetchError, Msg, Saved, Wanted, Zone, update};
 use crate::client::{Client, ClientError, FeedItem};
 use crate::{term, ui};
 
@@ -395,13 +395,13 @@ impl Runner {
                     send(Msg::UnlockDone(r));
                 });
             }
-            Effect::Fetch { path, dest, force } => {
+            Effect::Fetch { what, dest, force } => {
                 let token = CancellationToken::new();
                 self.fetch_cancel = Some(token.clone());
                 let (node, name) = (self.node.clone(), self.name.clone());
                 tokio::spawn(async move {
                     let r =
-                        fetch_on_own_connection(&node, &name, &path, &dest, force, &token, &send)
+                        fetch_on_own_connection(&node, &name, &what, &dest, force, &token, &send)
                             .await;
                     send(Msg::FetchDone(r));
                 });
@@ -589,7 +589,7 @@ fn expand_home(p: &Path) -> PathBuf {
     }
 }
 
-/// Downloads `path` into the directory `dest` (see [`crate::transfer::fetch`])
+/// Downloads `what` into the directory `dest` (see [`crate::transfer::fetch`])
 /// on a connection of its own, so that cancelling (`cancel`) can close it
 /// and the node stops sending (it serves a fetch to its end otherwise,
 /// and the UI's connection would carry the rest of the file). Missing
@@ -598,7 +598,7 @@ fn expand_home(p: &Path) -> PathBuf {
 async fn fetch_on_own_connection(
     node: &str,
     name: &str,
-    path: &RelPath,
+    what: &Wanted,
     dest: &Path,
     force: bool,
     cancel: &CancellationToken,
@@ -618,7 +618,7 @@ async fn fetch_on_own_connection(
                 ))),
             },
         };
-        fetch_reporting(&c, path, &dest, force, cancel, send).await
+        fetch_reporting(&c, what, &dest, force, cancel, send).await
     }
     .await;
     match r {
@@ -662,7 +662,7 @@ fn make_folders(dir: &Path) -> Result<Vec<PathBuf>, String> {
 /// `force`) and a cancel come back as their own [`FetchError`]s.
 async fn fetch_reporting(
     c: &Client,
-    path: &RelPath,
+    what: &Wanted,
     dest: &Path,
     force: bool,
     cancel: &CancellationToken,
@@ -689,7 +689,7 @@ async fn fetch_reporting(
             }
         }
     };
-    crate::transfer::fetch(c, path, dest, None, force, Some(cancel), &mut on_progress)
+    crate::transfer::fetch(c, what, dest, force, Some(cancel), &mut on_progress)
         .await
         .map(|f| f.dest)
         .map_err(|e| match e.downcast::<crate::transfer::WouldOverwrite>() {

@@ -12,7 +12,7 @@ use tandem_common::proto::{
     ListedFile, LockInfo, NodeFileState, NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
-use tandem_tui::app::{AppState, FetchError, FileDetail, Msg, Zone, update};
+use tandem_tui::app::{AppState, FetchError, FileDetail, Mode, Msg, Zone, update};
 use tandem_tui::ui;
 
 /// 2026-11-24 12:00:00 UTC.
@@ -705,7 +705,11 @@ fn restore_question() {
 #[test]
 fn detail_pane() {
     check("detail", |s| {
+        update(s, key('/'));
+        typed(s, "README");
         update(s, code(KeyCode::Enter));
+        update(s, code(KeyCode::Enter));
+        assert!(matches!(&s.mode, Mode::Detail(d) if d.path == p("README.md")));
         let copies: Vec<ConflictCopy> = conflict_copies().into_iter().take(1).collect();
         update(
             s,

@@ -12,7 +12,7 @@ use tandem_common::proto::{
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
     AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, FetchError, FileDetail, Level, Mode, Msg,
-    RECONNECT_NS, REFRESH_NS, Saved, SortKey, View, Zone, update,
+    RECONNECT_NS, REFRESH_NS, Saved, SortKey, View, Wanted, Zone, update,
 };
 
 const NOW: i64 = 1_795_521_600_000_000_000;
@@ -749,7 +749,7 @@ fn lock_unlock_and_the_command_line() {
     assert_eq!(
         run(&mut s, "fetch 2 /tmp/x"),
         vec![Effect::Fetch {
-            path: p("d.txt"),
+            what: Wanted::file(p("d.txt")),
             dest: PathBuf::from("/tmp/x"),
             force: false
         }]
@@ -760,7 +760,7 @@ fn lock_unlock_and_the_command_line() {
         assert_eq!(
             run(&mut s, line),
             vec![Effect::Fetch {
-                path: p("d.txt"),
+                what: Wanted::file(p("d.txt")),
                 dest: PathBuf::from("/tmp/x"),
                 force: true
             }],
@@ -773,7 +773,7 @@ fn lock_unlock_and_the_command_line() {
     assert_eq!(
         run(&mut s, "fetch docs/plan.md"),
         vec![Effect::Fetch {
-            path: p("docs/plan.md"),
+            what: Wanted::file(p("docs/plan.md")),
             dest: PathBuf::from("/tmp/x/docs"),
             force: false
         }]
@@ -806,7 +806,7 @@ fn fetch_prompts_for_the_destination() {
     assert_eq!(
         s.mode,
         Mode::FetchPrompt {
-            path: p("b.txt"),
+            what: Wanted::file(p("b.txt")),
             input: "/home/ana".into()
         }
     );
@@ -818,7 +818,7 @@ fn fetch_prompts_for_the_destination() {
     assert_eq!(
         fx,
         vec![Effect::Fetch {
-            path: p("b.txt"),
+            what: Wanted::file(p("b.txt")),
             dest: PathBuf::from("/home/bo"),
             force: false
         }]
@@ -1362,11 +1362,96 @@ fn enter_opens_the_detail_pane_and_its_keys_act_on_the_file() {
     // f fetches the file (the destination prompt), Esc closes.
     update(&mut s, code(KeyCode::Enter));
     assert!(update(&mut s, key('f')).is_empty());
-    assert!(matches!(&s.mode, Mode::FetchPrompt { path, .. } if *path == p("b.txt")));
+    assert!(matches!(&s.mode, Mode::FetchPrompt { what, .. } if *what == Wanted::file(p("b.txt"))));
     update(&mut s, code(KeyCode::Esc));
     update(&mut s, code(KeyCode::Enter));
     update(&mut s, code(KeyCode::Esc));
     assert_eq!(s.mode, Mode::Normal);
+}
+
+/// A conflict copy is fetched like a file (the destination asked first):
+/// `f` on the Conflicts view, `F` on a copy in the detail pane. It lands
+/// beside where its file would, under its own name.
+#[test]
+fn conflict_copies_are_fetched_from_the_conflicts_view_and_the_detail_pane() {
+    let mut s = connected(four());
+    update(&mut s, key('4'));
+    let id = "media/clip.conflict-20261124-110000-beta.bin";
+    let clip = copy("alpha", id, Some("media/clip.bin"), 5);
+    update(
+        &mut s,
+        Msg::ConflictsLoaded(Ok((vec![clip.clone()], Vec::new()))),
+    );
+    let want = Wanted::Copy {
+        node: "alpha".into(),
+        id: p(id),
+    };
+    assert!(update(&mut s, key('f')).is_empty());
+    assert_eq!(
+        s.mode,
+        Mode::FetchPrompt {
+            what: want.clone(),
+            input: "/home/ana".into()
+        }
+    );
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::Fetch {
+            what: want.clone(),
+            dest: PathBuf::from("/home/ana/media"),
+            force: false
+        }]
+    );
+    update(
+        &mut s,
+        saved("/home/ana/media/clip.conflict-20261124-110000-beta.bin"),
+    );
+    assert_eq!(
+        s.status.as_ref().unwrap().text,
+        format!(
+            "fetched the conflict copy {id} kept on alpha to /home/ana/media/clip.conflict-20261124-110000-beta.bin (hash verified)"
+        )
+    );
+
+    // The detail pane of b.txt: F fetches the selected copy, not the file.
+    update(&mut s, key('1'));
+    update(&mut s, code(KeyCode::Enter));
+    let b_copy = copy(
+        "gamma",
+        "b.conflict-20261124-100000-beta.txt",
+        Some("b.txt"),
+        50,
+    );
+    let b_detail = |conflicts| Msg::DetailLoaded {
+        path: p("b.txt"),
+        result: Ok(FileDetail {
+            lock: None,
+            held: Vec::new(),
+            conflicts,
+            unanswered: Vec::new(),
+        }),
+    };
+    update(&mut s, b_detail(vec![b_copy]));
+    assert!(update(&mut s, key('F')).is_empty());
+    let want = Wanted::Copy {
+        node: "gamma".into(),
+        id: p("b.conflict-20261124-100000-beta.txt"),
+    };
+    assert!(
+        matches!(&s.mode, Mode::FetchPrompt { what, .. } if *what == want),
+        "{:?}",
+        s.mode
+    );
+    // No copies: F says so and the pane stays.
+    update(&mut s, code(KeyCode::Esc));
+    update(&mut s, code(KeyCode::Enter));
+    update(&mut s, b_detail(Vec::new()));
+    update(&mut s, key('F'));
+    assert!(matches!(s.mode, Mode::Detail(_)), "{:?}", s.mode);
+    assert_eq!(
+        s.status.as_ref().unwrap().text,
+        "this file has no conflict copies"
+    );
 }
 
 /// `c` on the Nodes view talks to the selected node instead (a far node by
@@ -2062,7 +2147,7 @@ fn a_refused_fetch_asks_and_y_fetches_again_with_force() {
     let mut s = connected(four());
     let fx = fetch_row(&mut s, 1);
     let first = Effect::Fetch {
-        path: p("b.txt"),
+        what: Wanted::file(p("b.txt")),
         dest: PathBuf::from("/home/ana"),
         force: false,
     };
@@ -2081,13 +2166,16 @@ fn a_refused_fetch_asks_and_y_fetches_again_with_force() {
     assert_eq!(
         update(&mut s, key('y')),
         vec![Effect::Fetch {
-            path: p("b.txt"),
+            what: Wanted::file(p("b.txt")),
             dest: PathBuf::from("/home/ana"),
             force: true,
         }]
     );
     assert_eq!(s.mode, Mode::Normal);
-    assert_eq!(s.fetch.as_ref().map(|f| f.path.clone()), Some(p("b.txt")));
+    assert_eq!(
+        s.fetch.as_ref().map(|f| f.what.clone()),
+        Some(Wanted::file(p("b.txt")))
+    );
     update(&mut s, saved("/home/ana/b.txt"));
     assert_eq!(s.status.as_ref().unwrap().level, Level::Ok);
 }
@@ -2139,7 +2227,7 @@ fn the_default_folder_is_the_last_one_used_and_paths_keep_their_folders() {
         update(s, code(KeyCode::Enter))
     };
     let fetch = |path: &str, dest: &str, force: bool| Effect::Fetch {
-        path: p(path),
+        what: Wanted::file(p(path)),
         dest: PathBuf::from(dest),
         force,
     };
@@ -2148,7 +2236,7 @@ fn the_default_folder_is_the_last_one_used_and_paths_keep_their_folders() {
     assert_eq!(
         s.mode,
         Mode::FetchPrompt {
-            path: p("docs/notes/meeting.md"),
+            what: Wanted::file(p("docs/notes/meeting.md")),
             input: "/home/ana".into()
         }
     );
@@ -2171,7 +2259,7 @@ fn the_default_folder_is_the_last_one_used_and_paths_keep_their_folders() {
     assert_eq!(
         s.mode,
         Mode::FetchPrompt {
-            path: p("docs/notes/meeting.md"),
+            what: Wanted::file(p("docs/notes/meeting.md")),
             input: "/tmp/dl".into()
         }
     );

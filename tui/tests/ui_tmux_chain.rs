@@ -1,7 +1,7 @@
 //! End-to-end: the real `tandem` UI inside tmux, connected to one end of a
 //! chain of three real nodes (alpha – beta – gamma; alpha and gamma have no
 //! link). Through alpha the UI must show gamma in the Nodes view, a change
-//! held on gamma in alpha's table, and restore a conflict copy kept on
+//! held on gamma in alpha's table, and fetch and restore a conflict copy kept on
 //! gamma. Polls the screen with deadlines; a guard stops tmux and every
 //! node by PID, also on failure.
 
@@ -267,6 +267,29 @@ fn through_one_end_of_a_chain_the_ui_sees_and_restores_on_the_far_end() {
             .find(|l| l.starts_with("│▶") && l.contains(" gamma ") && l.contains(" plan.txt"))
             .map(str::to_string)
     });
+    // Fetched to this machine first: a download through beta; the copy
+    // stays kept on gamma.
+    let downloads = c.dirs.path().join("downloads");
+    c.keys(&["f"]);
+    c.wait("the fetch prompt", CHANGE, |c| {
+        c.screen().contains("Destination directory:").then_some(())
+    });
+    c.keys(&["C-u"]);
+    c.keys(&["-l", downloads.to_str().expect("a UTF-8 temp path")]);
+    c.keys(&["Enter"]);
+    c.wait("the copy fetched to this machine", CHANGE, |_| {
+        fs::read(downloads.join("plan.conflict-20251203-060000-beta.txt"))
+            .ok()
+            .filter(|b| b == b"the lost version\n")
+    });
+    c.wait("the fetch's status line", CHANGE, |c| {
+        c.screen()
+            .contains(
+                "fetched the conflict copy plan.conflict-20251203-060000-beta.txt kept on gamma",
+            )
+            .then_some(())
+    });
+    assert!(kept.is_file(), "a fetch leaves the copy where it is kept");
     c.keys(&["R"]);
     c.wait("the restore question", CHANGE, |c| {
         c.screen()

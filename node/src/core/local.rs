@@ -84,7 +84,7 @@ impl Core {
 
     /// The conflicts folder.
     pub(super) fn conflicts_dir(&self) -> PathBuf {
-        self.state_dir.join("conflicts")
+        crate::conflicts::folder(&self.state_dir)
     }
 
     /// Restores or discards a kept conflict copy (see [`crate::conflicts`]).

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use tandem_common::RelPath;
 
+use super::Wanted;
 use super::{AppState, Effect, FetchProgress, Level, Mode};
 use crate::keys;
 
@@ -161,12 +162,12 @@ impl AppState {
 
     /// Fetches `path` into `dest`, one fetch at a time (the progress gauge
     /// shows one).
-    pub(super) fn fetch(&mut self, path: RelPath, dest: PathBuf, force: bool) -> Vec<Effect> {
+    pub(super) fn fetch(&mut self, what: Wanted, dest: PathBuf, force: bool) -> Vec<Effect> {
         if !self.is_up() {
             return self.not_connected();
         }
         if let Some(f) = &self.fetch {
-            let p = f.path.clone();
+            let p = f.what.clone();
             self.set_status(
                 Level::Error,
                 format!("{p} is still being fetched; wait for it to finish"),
@@ -174,7 +175,7 @@ impl AppState {
             return Vec::new();
         }
         self.fetch = Some(FetchProgress {
-            path: path.clone(),
+            what: what.clone(),
             dest: dest.clone(),
             done: 0,
             total: 0,
@@ -183,7 +184,7 @@ impl AppState {
             cancelling: false,
         });
         self.status = None;
-        vec![Effect::Fetch { path, dest, force }]
+        vec![Effect::Fetch { what, dest, force }]
     }
 }
 
@@ -223,11 +224,10 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
         }
         ["fetch", t] => target(s, t).map(|p| {
             let folder = s.fetch_folder();
-            s.fetch_into(p, folder, flat, force_fetch)
+            s.fetch_into(Wanted::file(p), folder, flat, force_fetch)
         }),
-        ["fetch", t, dir] => {
-            target(s, t).map(|p| s.fetch_into(p, PathBuf::from(dir), flat, force_fetch))
-        }
+        ["fetch", t, dir] => target(s, t)
+            .map(|p| s.fetch_into(Wanted::file(p), PathBuf::from(dir), flat, force_fetch)),
         ["list"] => {
             let mut fx = Vec::new();
             if s.is_up() {

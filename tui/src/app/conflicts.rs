@@ -5,7 +5,7 @@
 use tandem_common::display::human_size;
 use tandem_common::proto::{ConflictAction, ConflictCopy, ConflictResolution};
 
-use super::{AppState, Confirm, Effect, Level, Mode, View};
+use super::{AppState, Confirm, Effect, Level, Mode, View, Wanted};
 
 impl AppState {
     /// The selected conflict copy, if the list has one.
@@ -13,6 +13,25 @@ impl AppState {
         self.conflicts
             .as_ref()
             .and_then(|(v, _)| v.get(self.conflicts_sel))
+    }
+
+    /// Asks where to fetch the conflict copy `c` to.
+    pub(super) fn ask_fetch_copy(&mut self, c: &ConflictCopy) {
+        match Wanted::copy(c) {
+            Some(what) => {
+                self.mode = Mode::FetchPrompt {
+                    what,
+                    input: self.fetch_folder().display().to_string(),
+                }
+            }
+            None => self.set_status(
+                Level::Error,
+                format!(
+                    "{} named the copy {:?}, which cannot be fetched",
+                    c.node, c.id
+                ),
+            ),
+        }
     }
 
     /// Rows in the conflict list.

@@ -5,6 +5,7 @@
 use crossterm::event::{KeyCode, KeyEvent};
 use tandem_common::proto::ConflictAction;
 
+use super::Wanted;
 use super::{AppState, DetailPane, Effect, Level, Mode};
 
 impl AppState {
@@ -60,10 +61,19 @@ pub(super) fn on_detail_key(s: &mut AppState, mut d: DetailPane, k: &KeyEvent) -
                 return Vec::new();
             }
         }
+        KeyCode::Char('F') => {
+            match copies.get(d.sel) {
+                Some(copy) => s.ask_fetch_copy(copy),
+                None => s.set_status(Level::Error, "this file has no conflict copies"),
+            }
+            if matches!(s.mode, Mode::FetchPrompt { .. }) {
+                return Vec::new();
+            }
+        }
         KeyCode::Char('f') => {
             s.mode = Mode::FetchPrompt {
-                path: d.path,
-                input: s.cwd.display().to_string(),
+                what: Wanted::file(d.path),
+                input: s.fetch_folder().display().to_string(),
             };
             return Vec::new();
         }

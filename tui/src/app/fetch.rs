@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crossterm::event::{KeyCode, KeyEvent};
 use tandem_common::RelPath;
 
+use super::Wanted;
 use super::{AppState, Effect, FetchProgress, Level, Mode};
 
 /// The rate is measured over about this much of the latest progress, so it
@@ -42,8 +43,8 @@ pub struct Saved {
 /// The question asked before a fetch replaces a file ([`Mode::Overwrite`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverwriteQuestion {
-    /// The file in the cluster.
-    pub path: RelPath,
+    /// The file in the cluster, or the conflict copy.
+    pub what: Wanted,
     /// The folder the fetch writes into.
     pub dest: PathBuf,
     /// The local file that is there.
@@ -56,7 +57,7 @@ impl OverwriteQuestion {
         let folder = self.existing.parent().unwrap_or(Path::new("/"));
         format!(
             "{} exists in {} — replace it? y/n",
-            self.path.file_name(),
+            self.what.rel().file_name(),
             folder.display()
         )
     }
@@ -112,18 +113,19 @@ impl AppState {
             .unwrap_or_else(|| self.cwd.clone())
     }
 
-    /// Fetches `path` under `folder`, keeping the file's own folders
-    /// (`docs/plan.md` into `~/dl` is `~/dl/docs/plan.md`) unless `flat`
-    /// (`~/dl/plan.md`). `folder` becomes the default for the next fetch.
+    /// Fetches `what` under `folder`, keeping the file's own folders
+    /// (`docs/plan.md` into `~/dl` is `~/dl/docs/plan.md`; a conflict copy
+    /// of it lands beside it) unless `flat` (`~/dl/plan.md`). `folder`
+    /// becomes the default for the next fetch.
     pub(super) fn fetch_into(
         &mut self,
-        path: RelPath,
+        what: Wanted,
         folder: PathBuf,
         flat: bool,
         force: bool,
     ) -> Vec<Effect> {
-        let dest = fetch_dest(&path, &folder, flat);
-        let fx = self.fetch(path, dest, force);
+        let dest = fetch_dest(what.rel(), &folder, flat);
+        let fx = self.fetch(what, dest, force);
         if !fx.is_empty() {
             self.last_fetch_folder = Some(folder);
         }
@@ -177,7 +179,7 @@ pub(super) fn on_done(s: &mut AppState, r: Result<Saved, FetchError>) {
     let Some(f) = s.fetch.take() else {
         return;
     };
-    let path = f.path;
+    let what = f.what;
     match r {
         Ok(saved) => {
             let made = saved
@@ -187,14 +189,14 @@ pub(super) fn on_done(s: &mut AppState, r: Result<Saved, FetchError>) {
             s.set_status(
                 Level::Ok,
                 format!(
-                    "fetched {path} to {} (hash verified){made}",
+                    "fetched {what} to {} (hash verified){made}",
                     saved.to.display()
                 ),
             )
         }
         Err(FetchError::Exists(existing)) => {
             let q = OverwriteQuestion {
-                path,
+                what,
                 dest: f.dest,
                 existing,
             };
@@ -214,10 +216,10 @@ pub(super) fn on_done(s: &mut AppState, r: Result<Saved, FetchError>) {
         }
         Err(FetchError::Cancelled) => s.set_status(
             Level::Info,
-            format!("fetch of {path} cancelled; nothing was saved"),
+            format!("fetch of {what} cancelled; nothing was saved"),
         ),
         Err(FetchError::Failed(e)) => {
-            s.set_status(Level::Error, format!("fetch of {path} failed: {e}"))
+            s.set_status(Level::Error, format!("fetch of {what} failed: {e}"))
         }
     }
 }
@@ -230,7 +232,7 @@ pub(super) fn on_overwrite_key(
     k: &KeyEvent,
 ) -> Vec<Effect> {
     match k.code {
-        KeyCode::Char('y' | 'Y') => s.fetch(q.path, q.dest, true),
+        KeyCode::Char('y' | 'Y') => s.fetch(q.what, q.dest, true),
         KeyCode::Char('n' | 'N') | KeyCode::Esc => {
             s.set_status(
                 Level::Info,

@@ -10,6 +10,7 @@ use crossterm::event::{
 use ratatui::layout::{Position, Rect};
 use tandem_common::proto::ConflictAction;
 
+use super::Wanted;
 use super::command::run_command;
 use super::line_edit::{Edit, edit_line};
 use super::{AppState, DiscoverPopup, Effect, Level, Mode, View, visible_offset};
@@ -162,14 +163,14 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 Vec::new()
             }
         },
-        Mode::FetchPrompt { path, mut input } => match edit_line(&mut input, &k) {
+        Mode::FetchPrompt { what, mut input } => match edit_line(&mut input, &k) {
             Edit::Submit => {
                 let folder = if input.trim().is_empty() {
                     s.fetch_folder()
                 } else {
                     PathBuf::from(input.trim())
                 };
-                s.fetch_into(path, folder, false, false)
+                s.fetch_into(what, folder, false, false)
             }
             Edit::Cancel => Vec::new(),
             edit => {
@@ -181,7 +182,7 @@ pub(super) fn on_key(s: &mut AppState, k: KeyEvent) -> Vec<Effect> {
                 {
                     input.clear();
                 }
-                s.mode = Mode::FetchPrompt { path, input };
+                s.mode = Mode::FetchPrompt { what, input };
                 Vec::new()
             }
         },
@@ -316,10 +317,17 @@ fn on_action(s: &mut AppState, a: Action, k: &KeyEvent) -> Vec<Effect> {
             Some(f) => return s.unlock(f.path.clone(), false),
             None => s.set_status(Level::Error, "no file selected"),
         },
+        Action::Fetch if s.view == View::Conflicts => match s.selected_conflict() {
+            Some(c) => {
+                let c = c.clone();
+                s.ask_fetch_copy(&c);
+            }
+            None => s.set_status(Level::Error, "no conflict copy selected"),
+        },
         Action::Fetch => match s.files.selected() {
             Some(f) => {
                 s.mode = Mode::FetchPrompt {
-                    path: f.path.clone(),
+                    what: Wanted::file(f.path.clone()),
                     input: s.fetch_folder().display().to_string(),
                 }
             }

@@ -48,6 +48,7 @@ pub use row_state::RowState;
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 
+pub use crate::transfer::Wanted;
 use events::{on_event, on_missed, on_subscribed};
 use input::{on_key, on_mouse};
 use schedule::{ListRefresh, ReportRefresh, on_tick};
@@ -140,10 +141,10 @@ pub enum Mode {
     Filter,
     /// Typing a command (`:`).
     Command(String),
-    /// Asking where to fetch `path` to.
+    /// Asking where to fetch `what` to.
     FetchPrompt {
-        /// The file.
-        path: RelPath,
+        /// The file or conflict copy.
+        what: Wanted,
         /// The destination directory typed so far.
         input: String,
     },
@@ -239,8 +240,8 @@ pub struct Status {
 /// A fetch in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchProgress {
-    /// The file.
-    pub path: RelPath,
+    /// The file or conflict copy.
+    pub what: Wanted,
     /// Destination directory.
     pub dest: PathBuf,
     /// Bytes received.

@@ -11,6 +11,7 @@ use tandem_common::proto::{
     NodeStatus,
 };
 
+use super::Wanted;
 use super::{FetchError, Saved};
 
 /// A message: everything that can happen to the UI.
@@ -169,8 +170,8 @@ pub enum Effect {
     },
     /// Download a file into a directory.
     Fetch {
-        /// The file.
-        path: RelPath,
+        /// The file or conflict copy.
+        what: Wanted,
         /// The directory (with the file's own folders unless `--flat`;
         /// made if missing).
         dest: PathBuf,

@@ -43,9 +43,7 @@ pub fn render(frame: &mut Frame, s: &AppState, d: &DetailPane) {
     frame.render_widget(Clear, area);
     let block = Block::bordered()
         .title(format!(" {} ", d.path))
-        .title_bottom(
-            " f fetch · l lock · u unlock · R restore · x delete copy · r reload · Esc close ",
-        )
+        .title_bottom(" f fetch · l lock · u unlock · r reload · Esc close ")
         .border_style(Style::default().fg(Color::Cyan));
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -139,6 +137,10 @@ fn more(
     lines.push(heading("Conflict copies"));
     if det.conflicts.is_empty() {
         lines.push(Line::from("  none kept"));
+    } else {
+        lines.push(grey(
+            "  ↑↓ choose · F fetch (download) · R restore as current · x delete".into(),
+        ));
     }
     for (i, c) in det.conflicts.iter().enumerate() {
         let text = format!(

@@ -1,5 +1,6 @@
 //! The merged file table and the fetch prompt.
 
+use crate::app::Wanted;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -8,7 +9,6 @@ use ratatui::widgets::{
     Block, Cell, Clear, HighlightSpacing, Paragraph, Row, Scrollbar, ScrollbarOrientation,
     ScrollbarState, Table, TableState, Wrap,
 };
-use tandem_common::RelPath;
 use tandem_common::display::human_size;
 use tandem_common::proto::ListedFile;
 
@@ -324,17 +324,29 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     }
 }
 
-/// The popup asking where to fetch `path` to.
-pub fn fetch_prompt(frame: &mut Frame, s: &AppState, path: &RelPath, input: &str) {
+/// The popup asking where to fetch `what` to.
+pub fn fetch_prompt(frame: &mut Frame, s: &AppState, what: &Wanted, input: &str) {
     let area = centered(frame.area(), 72, 7);
     frame.render_widget(Clear, area);
-    let size = s
-        .files
-        .get(path.as_str())
-        .map(|f| format!(" ({})", human_size(f.size)))
+    let (name, size) = match what {
+        Wanted::File { path, .. } => (
+            path.as_str().to_string(),
+            s.files.get(path.as_str()).map(|f| f.size),
+        ),
+        Wanted::Copy { node, id } => (
+            format!("copy {} on {node}", id.file_name()),
+            s.conflicts
+                .iter()
+                .flat_map(|(copies, _)| copies)
+                .find(|c| c.node == *node && c.id == id.as_str())
+                .map(|c| c.size),
+        ),
+    };
+    let size = size
+        .map(|n| format!(" ({})", human_size(n)))
         .unwrap_or_default();
     let block = Block::bordered()
-        .title(format!(" Fetch {}{size} ", fit_left(path.as_str(), 50)))
+        .title(format!(" Fetch {}{size} ", fit_left(&name, 50)))
         .border_style(Style::default().fg(Color::Cyan));
     let inner = block.inner(area);
     frame.render_widget(block, area);

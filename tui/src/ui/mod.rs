@@ -106,7 +106,7 @@ pub fn render(frame: &mut Frame, s: &AppState) {
     status::footer(frame, a.footer, s);
     match &s.mode {
         Mode::Help => help::render(frame, frame.area(), s.help_scroll),
-        Mode::FetchPrompt { path, input } => files::fetch_prompt(frame, s, path, input),
+        Mode::FetchPrompt { what, input } => files::fetch_prompt(frame, s, what, input),
         Mode::Discover(p) => nodes::discover(frame, s, p),
         Mode::Confirm(c) => conflicts::confirm(frame, c),
         Mode::Detail(d) => detail::render(frame, s, d),

@@ -222,13 +222,14 @@ pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
             frame.render_widget(Paragraph::new(Line::styled(text, style)), area);
             return;
         }
-        Mode::FetchPrompt { path, input } => {
+        Mode::FetchPrompt { what, input } => {
             // Where the file will land, as typed so far: the folders kept.
             let folder = if input.trim().is_empty() {
                 s.fetch_folder()
             } else {
                 input.trim().into()
             };
+            let path = what.rel();
             let to = fetch_dest(path, &folder, false).join(path.file_name());
             let text = format!("saves as {} (missing folders are made)", to.display());
             frame.render_widget(
@@ -277,7 +278,7 @@ pub fn status_line(frame: &mut Frame, area: Rect, s: &AppState) {
 /// time left (in the words of the CLI's progress bar). Below 100 columns
 /// the verb, the node and the bytes done give way, so the bar still shows.
 fn gauge_label(f: &FetchProgress, ratio: f64, width: u16) -> String {
-    let name = f.path.file_name();
+    let name = f.what.rel().file_name();
     if f.cancelling {
         return format!("cancelling the fetch of {name}… ");
     }
@@ -318,7 +319,11 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Help => vec![("↓↑", "scroll"), ("any other key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
-        Mode::Detail(_) => vec![("↑↓", "copy"), ("R x", "restore, delete"), ("Esc", "close")],
+        Mode::Detail(_) => vec![
+            ("↑↓", "copy"),
+            ("F R x", "fetch, restore, delete"),
+            ("Esc", "close"),
+        ],
     };
     let items = if s.mode == Mode::Normal && s.view == View::Files && s.feed.focused {
         keys::feed_footer()
