@@ -26,6 +26,11 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 11: versions: `ClientRequest::Versions`, `RestoreVersion`,
+/// `PeerQuery::Versions`, `RestoreVersion`, `EventKind::VersionRestored`,
+/// `ApiError::NoSuchVersion`.
+/// 10: `ClientRequest::Ignored` (ignore patterns); a `Resume` may come again
+/// on a link (send the index again from there).
 /// 9: fetching through the mesh (`ClientRequest::FetchConflict`,
 /// `PeerQuery::OpenConflict`, `ReadConflict`, `Blocks`); Raft envelope
 /// bodies as bytes. 8: conflict copies listed and resolved. 7: node
@@ -37,7 +42,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +339,21 @@ pub enum ClientRequest {
     },
     /// The clients connected to this node now.
     Clients,
+    /// What this node ignores now: its patterns and the paths they match.
+    Ignored,
+    /// The versions of a file (or of the files in a folder) that nodes
+    /// kept when a peer's change deleted or overwrote them.
+    Versions {
+        /// The file or folder.
+        path: RelPath,
+    },
+    /// Make a kept version the current one again.
+    RestoreVersion {
+        /// The node that keeps it (by name).
+        node: String,
+        /// The version: [`KeptVersion::id`].
+        id: String,
+    },
     /// Stream events as they happen, after `after` when resuming.
     Subscribe {
         /// Where the client left off (from a previous `Event`).
@@ -574,6 +594,13 @@ pub enum EventKind {
         /// Where the version it replaced is kept now (if there was one).
         replaced_as: Option<String>,
     },
+    /// A kept version was made the current one again.
+    VersionRestored {
+        /// The file.
+        path: RelPath,
+        /// Who asked.
+        by: String,
+    },
     /// A kept conflict copy was deleted.
     ConflictDiscarded {
         /// The copy (its place in the node's conflicts folder).
@@ -695,6 +722,95 @@ pub enum ClientResponse {
     },
     /// A conflict copy was restored or discarded.
     ConflictResolved(ConflictResolution),
+    /// What the node ignores (answer to `Ignored`).
+    IgnoredList(IgnoredReport),
+    /// Kept versions (answer to `Versions`).
+    VersionList {
+        /// The versions, newest kept first.
+        versions: Vec<KeptVersion>,
+        /// Nodes that could not say what they keep, with why.
+        unanswered: Vec<String>,
+    },
+    /// A kept version is the current one again.
+    VersionRestored(VersionRestoration),
+}
+
+/// A version a node kept when a peer's change deleted or overwrote it
+/// (in its `.tandem/versions/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptVersion {
+    /// The node that keeps it.
+    pub node: String,
+    /// Its place in that node's versions folder, which identifies it there.
+    pub id: String,
+    /// The file it is a version of.
+    pub path: RelPath,
+    /// The node whose change replaced it.
+    pub cause: String,
+    /// Size.
+    pub size: u64,
+    /// The version's own modification time (ns).
+    pub mtime_ns: i64,
+    /// When it was kept (ns).
+    pub kept_ns: i64,
+}
+
+impl KeptVersion {
+    /// A short id for people to type (`tandem restore f --version 3f2a9c1`).
+    pub fn short_id(&self) -> String {
+        let h = blake3::hash(format!("{}\0{}", self.node, self.id).as_bytes());
+        h.to_hex()[..7].to_string()
+    }
+}
+
+/// What restoring a version did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRestoration {
+    /// The node that kept it (and made the change).
+    pub node: String,
+    /// The version restored.
+    pub id: String,
+    /// The file.
+    pub path: RelPath,
+    /// Where the version it replaced is kept now (in the node's versions
+    /// folder), if there was one.
+    pub replaced_as: Option<String>,
+}
+
+/// What a node ignores now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredReport {
+    /// The node.
+    pub node: String,
+    /// Its patterns, in the order they apply.
+    pub patterns: Vec<IgnoreRule>,
+    /// Lines of the ignore file that are not patterns, with why.
+    pub problems: Vec<String>,
+    /// Paths on its disk that a pattern matches (an ignored folder once,
+    /// not what is in it), by path.
+    pub paths: Vec<IgnoredPath>,
+    /// Matching paths not listed (the list is capped).
+    pub not_listed: u64,
+}
+
+/// One ignore pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoreRule {
+    /// As written.
+    pub pattern: String,
+    /// `.tandemignore:LINE`, or `--ignore`.
+    pub source: String,
+}
+
+/// A path a node ignores, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredPath {
+    /// The path.
+    pub path: RelPath,
+    /// It is a folder (nothing in it is synced either).
+    pub dir: bool,
+    /// The pattern that matched it.
+    pub rule: IgnoreRule,
 }
 
 /// A losing version kept in a node's conflicts folder.
@@ -997,6 +1113,14 @@ pub enum ApiError {
         /// The copy asked for.
         id: String,
     },
+    /// No such kept version on that node.
+    #[error("{node} keeps no version {id:?} (see `tandem versions PATH`)")]
+    NoSuchVersion {
+        /// The node asked.
+        node: String,
+        /// The version asked for.
+        id: String,
+    },
     /// No trusted node of that name.
     #[error("no node named {name:?} in the cluster; its nodes are {} (see `tandem nodes`)", .known.join(", "))]
     NoSuchNode {
@@ -1130,6 +1254,19 @@ pub enum PeerQuery {
         /// Who asked (for the log and the feed).
         by: String,
     },
+    /// Your kept versions of this file, or of the files in this folder.
+    Versions {
+        /// The file or folder.
+        path: RelPath,
+    },
+    /// Make one of your kept versions the current one again (a client with
+    /// the write role asked the node that sends this).
+    RestoreVersion {
+        /// The version.
+        id: String,
+        /// Who asked.
+        by: String,
+    },
     /// Describe one of your conflict copies with its content hash (a
     /// client is about to fetch it through this node).
     OpenConflict {
@@ -1202,6 +1339,10 @@ pub enum PeerAnswer {
     ConflictResolved(Result<ConflictResolution, ApiError>),
     /// A conflict copy about to be fetched, or why not.
     ConflictOpened(Result<OpenedCopy, ApiError>),
+    /// Kept versions.
+    Versions(Vec<KeptVersion>),
+    /// What restoring a version did, or why it was refused.
+    VersionRestored(Result<VersionRestoration, ApiError>),
     /// Bytes of a conflict copy (fewer than asked only at its end).
     ConflictData(Result<FileData, ApiError>),
     /// Blocks, in the order asked, or why not (the file changed or went).

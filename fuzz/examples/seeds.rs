@@ -346,6 +346,28 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
             },
         ),
         (
+            "query-versions",
+            PeerMessage::Query {
+                req: 13,
+                q: PeerQuery::Versions { path: path("docs") },
+            },
+        ),
+        (
+            "answer-versions",
+            PeerMessage::Answer {
+                req: 13,
+                a: Ok(PeerAnswer::Versions(vec![KeptVersion {
+                    node: "B".into(),
+                    id: "docs/a.version-20261203-060000-A.txt".into(),
+                    path: path("docs/a.txt"),
+                    cause: "A".into(),
+                    size: 3,
+                    mtime_ns: 1,
+                    kept_ns: 2,
+                }])),
+            },
+        ),
+        (
             "query-blocks",
             PeerMessage::Query {
                 req: 12,
@@ -535,6 +557,21 @@ fn request_list() -> Vec<(&'static str, Request)> {
         ),
         ("ping", request(9, ClientRequest::Ping { node: "B".into() })),
         ("conflicts", request(10, ClientRequest::Conflicts)),
+        ("ignored", request(13, ClientRequest::Ignored)),
+        (
+            "versions",
+            request(14, ClientRequest::Versions { path: path("docs") }),
+        ),
+        (
+            "restore-version",
+            request(
+                15,
+                ClientRequest::RestoreVersion {
+                    node: "B".into(),
+                    id: "../../etc/passwd".into(),
+                },
+            ),
+        ),
         (
             "resolve-conflict",
             request(
@@ -600,6 +637,29 @@ fn to_client_list() -> Vec<(&'static str, NodeToClient)> {
         (
             "locked",
             response(4, ClientResponse::Locked(lock_info.clone())),
+        ),
+        (
+            "ignored-list",
+            response(
+                6,
+                ClientResponse::IgnoredList(IgnoredReport {
+                    node: "A".into(),
+                    patterns: vec![IgnoreRule {
+                        pattern: "build/".into(),
+                        source: ".tandemignore:1".into(),
+                    }],
+                    problems: vec![".tandemignore:2: \"a{b\" is not a pattern".into()],
+                    paths: vec![IgnoredPath {
+                        path: path("build"),
+                        dir: true,
+                        rule: IgnoreRule {
+                            pattern: "build/".into(),
+                            source: ".tandemignore:1".into(),
+                        },
+                    }],
+                    not_listed: 3,
+                }),
+            ),
         ),
         (
             "queued",

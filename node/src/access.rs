@@ -36,13 +36,16 @@ pub fn required(req: &ClientRequest) -> Option<Access> {
         | R::Ping { .. }
         | R::Discover { .. }
         | R::Conflicts
+        | R::Ignored
+        | R::Versions { .. }
         | R::Identities => Some(Access::Read),
         R::Lock { .. }
         | R::AwaitLock { .. }
         | R::Unlock { force: false, .. }
         | R::Put { .. }
         | R::PutData { .. }
-        | R::ResolveConflict { .. } => Some(Access::Write),
+        | R::ResolveConflict { .. }
+        | R::RestoreVersion { .. } => Some(Access::Write),
         R::Unlock { force: true, .. } | R::Approve { .. } | R::Invite { .. } => Some(Access::Admin),
     }
 }
@@ -72,6 +75,9 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         R::Discover { .. } => "discover",
         R::Put { .. } | R::PutData { .. } => "put",
         R::Conflicts => "conflicts",
+        R::Ignored => "ignored",
+        R::Versions { .. } => "versions",
+        R::RestoreVersion { .. } => "restore",
         R::ResolveConflict {
             action: ConflictAction::Restore,
             ..

@@ -77,6 +77,12 @@ pub struct Ctx {
     pub conns: Conns,
     /// The lock cluster.
     pub locks: Arc<crate::lock_service::LockService>,
+    /// The synced folder.
+    pub root: std::path::PathBuf,
+    /// The state folder.
+    pub state_dir: std::path::PathBuf,
+    /// The ignore patterns in force.
+    pub ignores: crate::ignores::SharedIgnores,
 }
 
 /// Counts of open connections, by kind, for the caps.
@@ -680,6 +686,26 @@ where
             crate::cluster::held_everywhere(&ctx.core, &ctx.peer.mesh).await,
         ),
         ClientRequest::Clients => ClientResponse::ClientList(ctx.clients.list()),
+        ClientRequest::Versions { path } => {
+            let names = |id| ctx.locks.name_of(id);
+            let (versions, unanswered) =
+                crate::cluster::versions_everywhere(&ctx.answerer, &ctx.peer.mesh, &names, &path)
+                    .await;
+            ClientResponse::VersionList {
+                versions,
+                unanswered,
+            }
+        }
+        ClientRequest::RestoreVersion { node, id } => {
+            match restore_version(ctx, session, node, id).await {
+                Ok(r) => ClientResponse::VersionRestored(r),
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
+        ClientRequest::Ignored => match ignored(ctx).await {
+            Ok(r) => ClientResponse::IgnoredList(r),
+            Err(e) => ClientResponse::Error(e),
+        },
         ClientRequest::Subscribe { after } => {
             let sub = ctx.events.subscribe(after);
             let epoch = ctx.events.epoch();
@@ -947,6 +973,59 @@ async fn resolve_conflict(
         // Not knowing whether it was done is said as such.
         Err(e) => Err(ApiError::Other(format!(
             "{node} did not confirm ({e}); check `tandem conflicts` before retrying"
+        ))),
+    }
+}
+
+/// Most ignored paths one `tandem ignored` lists.
+const MAX_LISTED_IGNORED: usize = 10_000;
+
+/// What this node ignores now: its patterns, and the paths on its disk
+/// they match (walked off the async threads; ignored folders not entered).
+async fn ignored(ctx: &Ctx) -> Result<tandem_common::proto::IgnoredReport, ApiError> {
+    let ignores = ctx.ignores.get();
+    let (root, skip) = (ctx.root.clone(), ctx.state_dir.clone());
+    let set = ignores.clone();
+    let (paths, not_listed) = tokio::task::spawn_blocking(move || {
+        crate::scan::ignored(&root, &skip, &set, MAX_LISTED_IGNORED)
+    })
+    .await
+    .map_err(|e| ApiError::Other(format!("listing ignored paths failed: {e}")))?;
+    Ok(tandem_common::proto::IgnoredReport {
+        node: ctx.name.clone(),
+        patterns: ignores.rules().to_vec(),
+        problems: ignores.problems().to_vec(),
+        paths,
+        not_listed,
+    })
+}
+
+/// Restores a kept version on the node that keeps it (this one, or one
+/// asked through the mesh).
+async fn restore_version(
+    ctx: &Ctx,
+    session: &Session,
+    node: String,
+    id: String,
+) -> Result<tandem_common::proto::VersionRestoration, ApiError> {
+    let by = session.name.clone();
+    if node == ctx.name {
+        return ctx.core.restore_version(id, by).await;
+    }
+    let Some(target) = node_named(ctx, &node).await else {
+        return Err(no_such_node(ctx, &node));
+    };
+    let q = PeerQuery::RestoreVersion { id, by };
+    match ctx
+        .peer
+        .mesh
+        .query(target, q, crate::cluster::QUERY_TIMEOUT)
+        .await
+    {
+        Ok(PeerAnswer::VersionRestored(r)) => r,
+        Ok(_) => Err(ApiError::Other(format!("{node}: unexpected answer"))),
+        Err(e) => Err(ApiError::Other(format!(
+            "{node} did not confirm ({e}); check `tandem versions` before retrying"
         ))),
     }
 }

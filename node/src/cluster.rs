@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem_common::proto::{
-    ApiError, ConflictCopy, FileData, FileState, FileSummary, InlineBlock, ListedFile,
+    ApiError, ConflictCopy, FileData, FileState, FileSummary, InlineBlock, KeptVersion, ListedFile,
     NodeFileState, NodeStatus, OpenedCopy, PeerAnswer, PeerQuery,
 };
 use tandem_common::{NodeId, VvOrder};
@@ -99,6 +99,8 @@ pub struct NodeAnswerer {
     pub cache: Arc<crate::cache::FileCache>,
     /// The conflicts folder.
     pub conflicts: std::path::PathBuf,
+    /// The versions folder.
+    pub versions: std::path::PathBuf,
 }
 
 impl NodeAnswerer {
@@ -131,6 +133,18 @@ pub const MESH_BLOCKS: usize =
     (tandem_common::proto::MAX_MESH_READ as u64 / tandem_common::model::BLOCK_SIZE) as usize;
 
 impl NodeAnswerer {
+    /// This node's kept versions of `path` (or of the files under it).
+    pub async fn versions_of(
+        &self,
+        path: tandem_common::RelPath,
+    ) -> Result<Vec<KeptVersion>, String> {
+        let (dir, name) = (self.versions.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || crate::versions::of(&dir, &name, &path))
+            .await
+            .map_err(|e| format!("listing versions failed: {e}"))?
+            .map_err(|e| format!("cannot read the versions folder: {e}"))
+    }
+
     /// One of this node's conflict copies with its content hash (hashing
     /// reads it: off the async threads).
     pub async fn open_conflict(&self, id: String) -> Result<OpenedCopy, ApiError> {
@@ -194,6 +208,12 @@ impl Answerer for NodeAnswerer {
                     .map_err(|e| e.to_string()),
                 PeerQuery::ResolveConflict { id, action, by } => Ok(PeerAnswer::ConflictResolved(
                     self.core.resolve_conflict(id, action, by).await,
+                )),
+                PeerQuery::Versions { path } => {
+                    self.versions_of(path).await.map(PeerAnswer::Versions)
+                }
+                PeerQuery::RestoreVersion { id, by } => Ok(PeerAnswer::VersionRestored(
+                    self.core.restore_version(id, by).await,
                 )),
                 PeerQuery::OpenConflict { id } => {
                     Ok(PeerAnswer::ConflictOpened(self.open_conflict(id).await))
@@ -517,6 +537,42 @@ pub async fn conflicts_everywhere(
             .then_with(|| (&a.node, &a.id).cmp(&(&b.node, &b.id)))
     });
     (out, unknown, not_listed)
+}
+
+/// Every node's kept versions of `path` (or of the files under it), newest
+/// kept first, and the nodes that could not say, with why.
+pub async fn versions_everywhere(
+    answerer: &NodeAnswerer,
+    mesh: &Arc<crate::mesh::Mesh>,
+    name_of: &(dyn Fn(NodeId) -> String + Sync),
+    path: &tandem_common::RelPath,
+) -> (Vec<KeptVersion>, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut out = match answerer.versions_of(path.clone()).await {
+        Ok(v) => v,
+        Err(e) => {
+            unknown.push(format!("{}: {e}", mesh.name()));
+            Vec::new()
+        }
+    };
+    let asked = to_ask(mesh);
+    let asks = asked.iter().map(|(id, wait)| {
+        let q = PeerQuery::Versions { path: path.clone() };
+        mesh.query(*id, q, *wait)
+    });
+    for ((id, _), r) in asked.iter().zip(futures::future::join_all(asks).await) {
+        match r {
+            Ok(PeerAnswer::Versions(v)) => out.extend(v),
+            Ok(_) => unknown.push(format!("{}: unexpected answer", name_of(*id))),
+            Err(e) => unknown.push(format!("{}: {e}", name_of(*id))),
+        }
+    }
+    out.sort_by(|a, b| {
+        b.kept_ns
+            .cmp(&a.kept_ns)
+            .then_with(|| (&a.node, &a.id).cmp(&(&b.node, &b.id)))
+    });
+    (out, unknown)
 }
 
 /// Finds the link to the node named `name`.

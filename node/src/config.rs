@@ -62,6 +62,19 @@ pub struct Args {
     /// value. e.g. 500ms, 2s.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_heartbeat)]
     pub lock_heartbeat: std::time::Duration,
+    /// Keep what a peer's change deletes or overwrites here (in
+    /// STATE/versions/) this long, e.g. 30d, 12h.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_interval)]
+    pub keep_versions: std::time::Duration,
+    /// Let the kept versions take at most this much room (the oldest go
+    /// first), e.g. 1GiB, 200MiB; 0B keeps none.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub versions_size: u64,
+    /// Do not sync paths matching this gitignore-style pattern (repeatable;
+    /// added to those of DIR/.tandemignore, which syncs to every node),
+    /// e.g. --ignore '*.tmp' --ignore build/
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
     /// Instead of running: print the id, or edit the trust list.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -236,6 +249,10 @@ pub struct Config {
     pub idle_timeout: std::time::Duration,
     /// The lock cluster's heartbeat.
     pub lock_heartbeat: std::time::Duration,
+    /// Ignore patterns from the command line (`--ignore`).
+    pub ignore: Vec<String>,
+    /// How long and how much of what peers replace is kept.
+    pub versions: crate::versions::Retention,
 }
 
 impl Config {
@@ -300,6 +317,11 @@ impl Config {
             verify_every: args.verify_every,
             idle_timeout: args.idle_timeout,
             lock_heartbeat: args.lock_heartbeat,
+            ignore: args.ignore.clone(),
+            versions: crate::versions::Retention {
+                max_age: args.keep_versions,
+                max_bytes: args.versions_size,
+            },
         })
     }
 }

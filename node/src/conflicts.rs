@@ -38,6 +38,18 @@ pub fn aside_dest(
     author: &str,
     mtime_ns: i64,
 ) -> std::io::Result<PathBuf> {
+    aside_dest_marked(dir, MARK, path, author, mtime_ns)
+}
+
+/// [`aside_dest`] with another marker than `.conflict-` (the versions
+/// folder names its copies the same way; see [`crate::versions`]).
+pub fn aside_dest_marked(
+    dir: &Path,
+    mark: &str,
+    path: &RelPath,
+    author: &str,
+    mtime_ns: i64,
+) -> std::io::Result<PathBuf> {
     let when =
         chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(mtime_ns).format("%Y%m%d-%H%M%S");
     let rel = path.as_str();
@@ -55,12 +67,12 @@ pub fn aside_dest(
         .collect();
     let base = dir.join(folder);
     std::fs::create_dir_all(&base)?;
-    let mut dest = base.join(format!("{stem}{MARK}{when}-{safe_author}{ext}"));
+    let mut dest = base.join(format!("{stem}{mark}{when}-{safe_author}{ext}"));
     let mut n = 1;
     while dest.symlink_metadata().is_ok() {
         n += 1;
         // `~` never occurs in an author (see above), so it parses back.
-        dest = base.join(format!("{stem}{MARK}{when}-{safe_author}~{n}{ext}"));
+        dest = base.join(format!("{stem}{mark}{when}-{safe_author}~{n}{ext}"));
     }
     Ok(dest)
 }
@@ -76,6 +88,11 @@ fn split_ext(name: &str) -> (&str, &str) {
 /// What a kept copy's id says: the file it is a version of and the author.
 /// `None` when the name does not follow the pattern (see the module doc).
 pub fn parse_id(id: &str) -> Option<(RelPath, String)> {
+    parse_id_marked(id, MARK)
+}
+
+/// [`parse_id`] with another marker (see [`aside_dest_marked`]).
+pub fn parse_id_marked(id: &str, mark: &str) -> Option<(RelPath, String)> {
     let (folder, name) = match id.rsplit_once('/') {
         Some((f, n)) => (Some(f), n),
         None => (None, id),
@@ -84,9 +101,9 @@ pub fn parse_id(id: &str) -> Option<(RelPath, String)> {
     // the same stem and extension (`aside_dest` made it so); of several,
     // the last: a stem may contain a marker itself (a copy of a copy).
     let (stem, author, ext) = name
-        .match_indices(MARK)
+        .match_indices(mark)
         .filter_map(|(i, _)| {
-            let (stem, rest) = (&name[..i], &name[i + MARK.len()..]);
+            let (stem, rest) = (&name[..i], &name[i + mark.len()..]);
             if stem.is_empty() || !is_time(rest) {
                 return None;
             }
@@ -233,25 +250,24 @@ pub fn read(dir: &Path, node: &str, id: &str, offset: u64, len: u32) -> Result<V
 /// The kept copy `id` under `dir`: a regular file reached without
 /// following links, or why not.
 pub fn locate(dir: &Path, node: &str, id: &str) -> Result<PathBuf, ApiError> {
-    let missing = || ApiError::NoSuchConflict {
+    find_file(dir, id).ok_or_else(|| ApiError::NoSuchConflict {
         node: node.to_string(),
         id: id.to_string(),
-    };
-    let rel = RelPath::new(id).map_err(|_| missing())?;
-    // No component may be a link: the id comes from the network.
+    })
+}
+
+/// The regular file `id` (a relative path, as sent over the network)
+/// under `dir`, reached without following any link.
+pub fn find_file(dir: &Path, id: &str) -> Option<PathBuf> {
+    let rel = RelPath::new(id).ok()?;
     let mut at = dir.to_path_buf();
     for part in rel.as_str().split('/') {
         at.push(part);
-        match at.symlink_metadata() {
-            Ok(m) if m.file_type().is_symlink() => return Err(missing()),
-            Ok(_) => {}
-            Err(_) => return Err(missing()),
+        if at.symlink_metadata().ok()?.file_type().is_symlink() {
+            return None;
         }
     }
-    match at.symlink_metadata() {
-        Ok(m) if m.is_file() => Ok(at),
-        _ => Err(missing()),
-    }
+    at.symlink_metadata().ok()?.is_file().then_some(at)
 }
 
 /// Deletes the kept copy `id` and the folders it leaves empty.

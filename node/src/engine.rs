@@ -208,6 +208,8 @@ pub struct Context<'a> {
     pub locked: bool,
     /// The version already queued to be applied at this path, if any.
     pub queued: Option<&'a VersionVector>,
+    /// The path matches an ignore pattern here (see [`crate::ignores`]).
+    pub ignored: bool,
 }
 
 /// Why a peer's entry is refused outright (bad input changes nothing).
@@ -273,6 +275,9 @@ pub struct Apply {
 pub enum Action {
     /// Ours is the same, newer, wins, or the same version is queued.
     Ignore,
+    /// The path is ignored here: nothing is applied or kept queued, whatever
+    /// the versions say (what was queued for it is dropped).
+    Excluded,
     /// Refused: a malformed or dangerous entry.
     Reject(Invalid),
     /// Ours wins a true conflict: announce it again (see
@@ -337,6 +342,9 @@ pub fn replaces_queued(remote: &VersionVector, queued: Option<&VersionVector>) -
 pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -> Action {
     if let Err(e) = check(remote) {
         return Action::Reject(e);
+    }
+    if cx.ignored {
+        return Action::Excluded;
     }
     if !replaces_queued(&remote.version, cx.queued) {
         return Action::Ignore;
@@ -660,6 +668,7 @@ mod tests {
             disk,
             locked: false,
             queued: None,
+            ignored: false,
         }
     }
 
@@ -746,6 +755,13 @@ mod tests {
         };
         assert_eq!(decide(Some(&ours), &newer, &queued), Action::Ignore);
         assert_eq!(decide(Some(&ours), &ours, &queued), Action::Ignore);
+        // An ignored path takes nothing, newer or not, locked or not.
+        let ignored = Context {
+            ignored: true,
+            ..locked
+        };
+        assert_eq!(decide(Some(&ours), &newer, &ignored), Action::Excluded);
+        assert_eq!(decide(None, &gone, &ignored), Action::Excluded);
     }
 
     /// The planner_prop case: a re-sent older entry arrives while the disk

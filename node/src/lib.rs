@@ -15,6 +15,7 @@ pub mod core;
 pub mod engine;
 pub mod events;
 pub mod held;
+pub mod ignores;
 pub mod index;
 pub mod links;
 pub mod lock_service;
@@ -27,6 +28,7 @@ pub mod statelock;
 pub mod store;
 pub mod transfer;
 pub mod trust;
+pub mod versions;
 pub mod watch;
 
 use std::future::Future;
@@ -41,6 +43,9 @@ use crate::store::Store;
 
 /// File name of the node's private key in its state folder.
 pub const KEY_FILE: &str = "node.key";
+
+/// How often versions past `--keep-versions` / `--versions-size` go.
+const VERSIONS_CLEANUP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The node's key pair (made on first use, mode 0600): its id is the
 /// node's id.
@@ -83,9 +88,33 @@ pub async fn run(
             cfg.dir.display()
         );
     }
+    // An ignore file that cannot be read is not "nothing ignored".
+    let ignored = ignores::Ignores::load(&cfg.dir, &cfg.ignore).with_context(|| {
+        format!(
+            "cannot read the ignore patterns in {}; fix or remove it",
+            cfg.dir.join(ignores::IGNORE_FILE).display()
+        )
+    })?;
+    for p in ignored.problems() {
+        tracing::warn!("{p}");
+    }
+    if !ignored.is_empty() {
+        tracing::info!(
+            "ignoring what {} pattern(s) match (`tandem ignored` lists them)",
+            ignored.rules().len()
+        );
+    }
+    let shared_ignores = ignores::SharedIgnores::default();
+    shared_ignores.set(Arc::new(ignored));
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first scan, so nothing that happens during it is missed.
-    let (watcher, unwatched) = watch::start(&cfg.dir, &cfg.state_dir, tx.clone(), CoreMsg::Watch)
+    let (watcher, unwatched) = watch::start(
+        &cfg.dir,
+        &cfg.state_dir,
+        shared_ignores.clone(),
+        tx.clone(),
+        CoreMsg::Watch,
+    )
         .with_context(|| {
             format!(
                 "cannot watch {} (if the error mentions a limit, raise fs.inotify.max_user_watches / max_user_instances)",
@@ -128,6 +157,12 @@ pub async fn run(
         io,
     )?
     .verify_every(cfg.verify_every)
+    .ignores(
+        shared_ignores.clone(),
+        cfg.ignore.clone(),
+        watcher.control(),
+    )
+    .versions(cfg.versions)
     .unwatched(unwatched)
     .locks(
         locks
@@ -148,6 +183,7 @@ pub async fn run(
         addr: local.to_string(),
         cache: cache.clone(),
         conflicts: conflicts::folder(&cfg.state_dir),
+        versions: versions::folder(&cfg.state_dir),
     });
     mesh.attach_answerer(answerer.clone());
     let peer_ctx = peer::PeerCtx {
@@ -182,8 +218,30 @@ pub async fn run(
         answerer,
         tmp_dir: cfg.state_dir.join("tmp"),
         locks: locks.clone(),
+        root: cfg.dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        ignores: shared_ignores.clone(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
+    {
+        // Old versions go in the background, once a minute.
+        let (dir, r, s) = (versions::folder(&cfg.state_dir), cfg.versions, stop.clone());
+        tasks.spawn(async move {
+            loop {
+                let d = dir.clone();
+                let n = tokio::task::spawn_blocking(move || versions::clean(&d, r, core::now_ns()))
+                    .await
+                    .unwrap_or(0);
+                if n > 0 {
+                    tracing::info!("removed {n} old version(s) (--keep-versions, --versions-size)");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(VERSIONS_CLEANUP) => {}
+                    () = s.cancelled() => return,
+                }
+            }
+        });
+    }
     {
         let (m, s, c) = (metrics.clone(), stop.clone(), ctx.cache.clone());
         let totals = move || {

@@ -21,7 +21,7 @@ use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{self, BlockData, BlockListPart, FileData, Hello, PeerMessage, Role};
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{CoreHandle, LockMsg};
@@ -147,7 +147,7 @@ where
             closed.cancel();
         })
     };
-    let (resume_tx, resume_rx) = oneshot::channel();
+    let (resume_tx, resume_rx) = watch::channel(None);
     let push_task = tokio::spawn(push_index(
         ctx.clone(),
         peer,
@@ -272,19 +272,26 @@ fn answer_bytes(m: &PeerMessage) -> usize {
     }
 }
 
-/// Sends the peer every entry it has not seen, then each change as it happens.
+/// A peer's repeated `Resume` is honoured at most this often.
+const RESEND_EVERY: Duration = Duration::from_secs(5);
+
+/// Sends our index to the peer from where its `Resume` says, then every
+/// change as it happens. A later `Resume` starts again from where it says
+/// (a node whose ignore patterns changed asks for everything again; only
+/// the latest one counts, so they cannot pile up).
 async fn push_index(
     ctx: PeerCtx,
     peer: NodeId,
     tx: mpsc::UnboundedSender<PeerMessage>,
-    resume: oneshot::Receiver<u64>,
+    mut resume: watch::Receiver<Option<u64>>,
     closed: CancellationToken,
 ) {
     let mut sent = tokio::select! {
-        r = resume => match r { Ok(s) => s, Err(_) => return },
+        r = resume.wait_for(Option::is_some) => match r { Ok(s) => s.unwrap_or(0), Err(_) => return },
         _ = closed.cancelled() => return,
     };
     let mut seq = ctx.seq.clone();
+    let mut last_resend: Option<tokio::time::Instant> = None;
     loop {
         seq.borrow_and_update();
         // In their wire form: long block lists are left out (the receiver
@@ -302,6 +309,21 @@ async fn push_index(
         }
         tokio::select! {
             r = seq.changed() => if r.is_err() { return },
+            r = resume.changed() => match r {
+                Ok(()) => {
+                    // A peer may ask again, but not make this node queue
+                    // its whole index over and over: once per RESEND_EVERY.
+                    if let Some(wait) = last_resend.map(|t| RESEND_EVERY.saturating_sub(t.elapsed())) {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            _ = closed.cancelled() => return,
+                        }
+                    }
+                    last_resend = Some(tokio::time::Instant::now());
+                    sent = resume.borrow_and_update().unwrap_or(sent);
+                }
+                Err(_) => return,
+            },
             _ = closed.cancelled() => return,
         }
     }
@@ -314,12 +336,11 @@ async fn read_loop<S>(
     ctx: &PeerCtx,
     handle: &Arc<LinkHandle>,
     tx: mpsc::UnboundedSender<PeerMessage>,
-    resume_tx: oneshot::Sender<u64>,
+    resume_tx: watch::Sender<Option<u64>>,
 ) -> String
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut resume_tx = Some(resume_tx);
     let mut tombstones = TombstoneRate::new();
     loop {
         let msg = tokio::select! {
@@ -336,9 +357,7 @@ where
         };
         match msg {
             PeerMessage::Resume { since } => {
-                if let Some(t) = resume_tx.take() {
-                    let _ = t.send(since);
-                }
+                let _ = resume_tx.send(Some(since));
             }
             PeerMessage::Index { mut entries } => {
                 if entries.len() > MAX_ENTRIES_PER_INDEX {

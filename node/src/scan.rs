@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use tandem_common::RelPath;
 use tandem_common::hashing::{Hashed, hash_reader};
 
+use crate::ignores::Ignores;
 use crate::index::LocalStat;
 
 /// Prefix of the temp files written beside a target when the state folder
@@ -125,14 +126,20 @@ impl Walk {
 }
 
 /// Walks the tree under `dir` (inclusive of `dir`'s children, not `dir`
-/// itself), skipping `skip` (the state folder) and names we cannot sync.
-pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Walk {
+/// itself), skipping `skip` (the state folder), what `ignores` excludes
+/// (an ignored folder is not entered) and names we cannot sync.
+pub fn walk(root: &Path, dir: &Path, skip: &Path, ignores: &Ignores) -> Walk {
     let mut out = Walk::default();
     let it = walkdir::WalkDir::new(dir)
         .min_depth(1)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| e.path() != skip);
+        .filter_entry(|e| {
+            e.path() != skip
+                && (ignores.is_empty()
+                    || !RelPath::from_disk(root, e.path())
+                        .is_ok_and(|r| ignores.is_ignored(&r, e.file_type().is_dir())))
+        });
     for item in it {
         let entry = match item {
             Ok(e) => e,
@@ -170,6 +177,55 @@ pub fn walk(root: &Path, dir: &Path, skip: &Path) -> Walk {
         }
     }
     out
+}
+
+/// The paths under `root` that `ignores` excludes, by path: an ignored
+/// folder once (what is in it is not looked at), at most `limit` of them,
+/// and how many more there are. `skip` (the state folder) is not entered.
+pub fn ignored(
+    root: &Path,
+    skip: &Path,
+    ignores: &Ignores,
+    limit: usize,
+) -> (Vec<tandem_common::proto::IgnoredPath>, u64) {
+    let mut found = Vec::new();
+    let mut more = 0u64;
+    if ignores.is_empty() {
+        return (found, 0);
+    }
+    let walk = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            if e.path() == skip {
+                return false;
+            }
+            let Ok(rel) = RelPath::from_disk(root, e.path()) else {
+                return false;
+            };
+            let dir = e.file_type().is_dir();
+            match ignores.matched(&rel, dir) {
+                None => true,
+                Some(rule) => {
+                    if found.len() < limit {
+                        found.push(tandem_common::proto::IgnoredPath {
+                            path: rel,
+                            dir,
+                            rule,
+                        });
+                    } else {
+                        more += 1;
+                    }
+                    false
+                }
+            }
+        });
+    // Walking is all that is needed: the filter records what it skips.
+    // Unreadable folders are simply not listed from.
+    for _ in walk {}
+    (found, more)
 }
 
 /// Why a file could not be hashed into a stable version.
@@ -222,7 +278,7 @@ mod tests {
         std::os::unix::fs::symlink("d/f", root.join("link")).unwrap();
         use std::os::unix::ffi::OsStrExt;
         fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
-        let mut got: Vec<_> = walk(root, root, &root.join(".tandem"))
+        let mut got: Vec<_> = walk(root, root, &root.join(".tandem"), &Ignores::default())
             .seen
             .into_iter()
             .map(|(p, s)| {

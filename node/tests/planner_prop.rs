@@ -1072,6 +1072,7 @@ impl Sim {
             disk,
             locked: self.locks.contains_key(&remote.path),
             queued,
+            ignored: false,
         };
         let action = engine::decide(local.as_ref(), remote, &cx);
         self.log(format!(
@@ -1103,6 +1104,8 @@ impl Sim {
         }
         match action {
             Action::Ignore => {}
+            // The simulation has no ignore patterns.
+            Action::Excluded => self.fail(format!("{path} excluded without patterns")),
             Action::Announce => self.nodes[x].index.reannounce(path),
             Action::Reject(why) => self.fail(format!("a rejected entry {path}: {why}")),
             Action::Reassert {

@@ -48,14 +48,7 @@ fn a_node_over_the_watch_limit_starts_says_so_and_rescans() {
         .peer(b.addr())
         .arg("--verify-every")
         .arg("2s")
-        .wrapper(&[
-            "unshare",
-            "-U",
-            "-r",
-            "sh",
-            "-c",
-            "echo 20 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
-        ])
+        .watch_limit(20)
         .start();
     a.wait_log("inotify watch limit");
     let warned = |a: &Node| {

@@ -313,6 +313,79 @@ pub fn print_nodes(nodes: &[NodeStatus], json: bool, out: &mut impl Write) -> st
     Ok(())
 }
 
+/// Prints what a node ignores: its patterns, lines that are not patterns,
+/// and the ignored paths with the pattern that matched each.
+pub fn print_ignored(
+    r: &tandem_common::proto::IgnoredReport,
+    json: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let rule = |p: &tandem_common::proto::IgnoreRule| serde_json::json!({ "pattern": p.pattern, "source": p.source });
+    if json {
+        let v = serde_json::json!({
+            "node": r.node,
+            "patterns": r.patterns.iter().map(rule).collect::<Vec<_>>(),
+            "problems": r.problems,
+            "paths": r.paths.iter().map(|p| serde_json::json!({
+                "path": p.path.as_str(),
+                "dir": p.dir,
+                "pattern": p.rule.pattern,
+                "source": p.rule.source,
+            })).collect::<Vec<_>>(),
+            "not_listed": r.not_listed,
+        });
+        serde_json::to_writer_pretty(&mut *out, &v)?;
+        return writeln!(out);
+    }
+    if r.patterns.is_empty() {
+        writeln!(
+            out,
+            "{} ignores nothing (no patterns in .tandemignore or --ignore)",
+            r.node
+        )?;
+    } else {
+        writeln!(out, "patterns of {}:", r.node)?;
+        for p in &r.patterns {
+            writeln!(out, "  {:<30}  {}", p.pattern, p.source)?;
+        }
+    }
+    for p in &r.problems {
+        writeln!(out, "not a pattern: {p}")?;
+    }
+    if r.patterns.is_empty() {
+        return Ok(());
+    }
+    if r.paths.is_empty() {
+        return writeln!(out, "(nothing on {}'s disk matches them)", r.node);
+    }
+    let width = r
+        .paths
+        .iter()
+        .map(|p| crate::ui::text::width(p.path.as_str()) + usize::from(p.dir))
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 60);
+    writeln!(out, "{}  PATTERN", crate::ui::text::pad("PATH", width))?;
+    for p in &r.paths {
+        let shown = if p.dir {
+            format!("{}/", p.path)
+        } else {
+            p.path.to_string()
+        };
+        writeln!(
+            out,
+            "{}  {} ({})",
+            crate::ui::text::pad(&shown, width),
+            p.rule.pattern,
+            p.rule.source
+        )?;
+    }
+    if r.not_listed > 0 {
+        writeln!(out, "… and {} more not listed", r.not_listed)?;
+    }
+    Ok(())
+}
+
 /// Prints the node's live clients.
 pub fn print_clients(
     clients: &[ClientInfo],
@@ -440,6 +513,7 @@ pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
         | EventKind::Released { path, .. }
         | EventKind::ApplyFailed { path, .. }
         | EventKind::ConflictRestored { path, .. }
+        | EventKind::VersionRestored { path, .. }
         | EventKind::ApplyRecovered { path } => Some(path),
         _ => None,
     }

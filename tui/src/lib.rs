@@ -13,4 +13,5 @@ pub mod term;
 pub mod transfer;
 pub mod ui;
 pub mod ui_main;
+pub mod versions;
 pub mod wording;

@@ -2,7 +2,7 @@
 //! scripts); with no subcommand it opens the terminal UI.
 
 use tandem_common::display::human_size;
-use tandem_tui::{cli, client, conflicts, transfer};
+use tandem_tui::{cli, client, conflicts, transfer, versions};
 
 use std::process::ExitCode;
 
@@ -179,6 +179,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the versions nodes kept of a file (or of the files in a folder)
+    /// when a peer's change deleted or overwrote them.
+    #[command(
+        after_help = "Examples:\n  tandem versions docs/plan.md\n  tandem versions docs --json"
+    )]
+    Versions {
+        /// The file or folder, as in `tandem list`.
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a kept version current again: a new change on the node that
+    /// keeps it, which syncs everywhere (what it replaces is kept in turn).
+    /// A folder brings back the newest kept version of each file in it.
+    #[command(
+        after_help = "Examples:\n  tandem restore docs/plan.md                  # the newest kept version\n  tandem restore docs/plan.md --version 3f2a9c1\n  tandem restore docs --from B                 # a deleted folder, as B kept it"
+    )]
+    Restore {
+        /// The file or folder.
+        path: String,
+        /// Which version (its ID from `tandem versions`; the first
+        /// characters do).
+        #[arg(long, value_name = "ID")]
+        version: Option<String>,
+        /// Only versions kept on this node.
+        #[arg(long, value_name = "NODE")]
+        from: Option<String>,
+    },
+    /// Show what the node ignores: its patterns (DIR/.tandemignore and
+    /// --ignore) and the paths on its disk they match.
+    #[command(
+        after_help = "Example:\n  tandem ignored\n  tandem --node 127.0.0.1:7002 ignored --json"
+    )]
+    Ignored {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show this client's id and role on the node.
     #[command(after_help = "Example:\n  tandem whoami")]
     Whoami,
@@ -262,6 +301,21 @@ enum ConflictCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Every node's kept versions of `path`, and the nodes that did not say.
+async fn kept_versions(
+    c: &client::Client,
+    path: &RelPath,
+) -> anyhow::Result<(Vec<tandem_common::proto::KeptVersion>, Vec<String>)> {
+    let req = ClientRequest::Versions { path: path.clone() };
+    match c.call(req).await? {
+        ClientResponse::VersionList {
+            versions,
+            unanswered,
+        } => Ok((versions, unanswered)),
+        other => bail!("unexpected answer: {other:?}"),
+    }
 }
 
 /// Fetches `what` into `to` with a progress bar and says where it went.
@@ -605,6 +659,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
             ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Command::Versions { path, json } => {
+            let rel = RelPath::new(path.trim_end_matches('/'))
+                .with_context(|| format!("invalid path {path:?}"))?;
+            let (found, unanswered) = kept_versions(&c, &rel).await?;
+            versions::print_versions(&rel, &found, &unanswered, *json, &mut out)?;
+        }
+        Command::Restore {
+            path,
+            version,
+            from,
+        } => {
+            let rel = RelPath::new(path.trim_end_matches('/'))
+                .with_context(|| format!("invalid path {path:?}"))?;
+            let (found, unanswered) = kept_versions(&c, &rel).await?;
+            let chosen = match versions::pick(&rel, &found, version.as_deref(), from.as_deref()) {
+                Ok(c) => c,
+                Err(e) if unanswered.is_empty() => bail!("{e}"),
+                Err(e) => bail!("{e} (not asked: {})", unanswered.join("; ")),
+            };
+            let mut failed = 0;
+            for v in chosen {
+                let req = ClientRequest::RestoreVersion {
+                    node: v.node.clone(),
+                    id: v.id.clone(),
+                };
+                match c.call(req).await {
+                    Ok(ClientResponse::VersionRestored(r)) => {
+                        writeln!(out, "{}", versions::describe_restoration(&r))?
+                    }
+                    Ok(other) => bail!("unexpected answer: {other:?}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("tandem: cannot restore {} from {}: {e}", v.path, v.node);
+                    }
+                }
+            }
+            if failed > 0 {
+                out.flush()?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Ignored { json } => match c.call(ClientRequest::Ignored).await? {
+            ClientResponse::IgnoredList(r) => cli::print_ignored(&r, *json, &mut out)?,
             other => bail!("unexpected answer: {other:?}"),
         },
         Command::Whoami => {

@@ -80,6 +80,9 @@ pub fn describe_event(e: &EventKind) -> String {
         EventKind::ConflictDiscarded { id, by } => {
             format!("conflict copy {id} discarded by {by}")
         }
+        EventKind::VersionRestored { path, by } => {
+            format!("{path} restored from a kept version by {by}")
+        }
     }
 }
 
@@ -104,5 +107,6 @@ pub fn event_kind_name(e: &EventKind) -> &'static str {
         EventKind::Unwatched { .. } => "unwatched",
         EventKind::ConflictRestored { .. } => "conflict_restored",
         EventKind::ConflictDiscarded { .. } => "conflict_discarded",
+        EventKind::VersionRestored { .. } => "version_restored",
     }
 }

@@ -24,15 +24,7 @@ impl Core {
                     if self.in_use.contains_key(&path) {
                         return Ok(Settled::Wait);
                     }
-                    let stat = self.index.get(&path).and_then(|r| r.stat);
-                    if let Some(stranded) = remove_checked(&full, &self.aside_path(), stat, l.hash)?
-                    {
-                        let name = self.name.clone();
-                        self.keep_aside(&stranded, &path, &name, l.mtime_ns, peer)?;
-                        return Err(std::io::Error::other(
-                            "it changed here while being deleted; the changed file is kept as a conflict copy",
-                        ));
-                    }
+                    self.remove_ours(peer, &l)?;
                 }
                 EntryKind::Dir => match std::fs::remove_dir(&full) {
                     Ok(()) => {}
@@ -42,6 +34,16 @@ impl Core {
                             // Its files are still to be deleted (some wait to
                             // be copied elsewhere: a moved folder): after them.
                             return Ok(Settled::Wait);
+                        }
+                        // Only what is ignored here is left: not ours to
+                        // delete, and not new either (keeping the folder as
+                        // a new version would bring it back everywhere).
+                        // Shown and retried until those files go.
+                        let walk = scan::walk(&self.root, &full, &self.state_dir, &self.ignores);
+                        if walk.seen.is_empty() && walk.unreadable.is_empty() {
+                            return Err(std::io::Error::other(format!(
+                                "the folder holds files ignored here; delete them (see `tandem ignored`) to let the deletion of {path} through"
+                            )));
                         }
                         // Something new is inside: an edit beats a delete.
                         keep_dir = Some(l.mode);
@@ -86,7 +88,7 @@ impl Core {
             if keep {
                 self.keep_conflict(l, peer)?;
             } else {
-                std::fs::remove_file(&full)?;
+                self.remove_ours(peer, l)?;
             }
         }
         std::fs::create_dir_all(&full)?;
@@ -204,7 +206,8 @@ impl Core {
         // lands right after the rename then differs from it and is seen as
         // a local change, instead of being recorded as ours.
         let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
-        if let Some(mtime_ns) = place(&done.tmp, &full, expect, entry.mtime_ns)? {
+        let keeper = self.keeper(path, from);
+        if let Some(mtime_ns) = place(&done.tmp, &full, expect, entry.mtime_ns, &keeper)? {
             // Someone wrote the file between our last look and the swap:
             // a change we never indexed. Keep it; the fetched one is in
             // place (the peer's version beat what we knew of).
@@ -232,6 +235,37 @@ impl Core {
             }
         }
         Ok(Some(st))
+    }
+
+    /// Removes our file `l` for `peer`'s change, keeping it as a version;
+    /// refused when it changed since it was indexed (an edit beats it).
+    fn remove_ours(&mut self, peer: NodeId, l: &FileEntry) -> std::io::Result<()> {
+        let path = &l.path;
+        let full = path.to_disk(&self.root);
+        let stat = self.index.get(path).and_then(|r| r.stat);
+        let keeper = self.keeper(path, peer);
+        let scratch = self.aside_path();
+        if let Some(stranded) = remove_checked(&full, &scratch, stat, l.hash, &keeper)? {
+            let name = self.name.clone();
+            self.keep_aside(&stranded, path, &name, l.mtime_ns, peer)?;
+            return Err(std::io::Error::other(
+                "it changed here while being deleted; the changed file is kept as a conflict copy",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where what `peer`'s change replaces at `path` goes.
+    pub(super) fn keeper(&self, path: &RelPath, peer: NodeId) -> crate::versions::Keeper {
+        crate::versions::Keeper {
+            dir: self
+                .retention
+                .keeps()
+                .then(|| crate::versions::folder(&self.state_dir)),
+            max_bytes: self.retention.max_bytes,
+            path: path.clone(),
+            cause: self.peer_name(peer),
+        }
     }
 
     /// Deletes of paths inside `dir` are queued (waiting for a transfer
@@ -356,11 +390,13 @@ impl Core {
 /// (`incoming_mtime`): then newest-wins says it stays, so the two are
 /// swapped back and an error returned (decided again once the scan has
 /// indexed the change). Filesystems without `renameat2` get a plain rename.
+/// Our replaced file goes to `keeper` (the versions folder).
 fn place(
     tmp: &Path,
     full: &Path,
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
     incoming_mtime: i64,
+    keeper: &crate::versions::Keeper,
 ) -> std::io::Result<Option<i64>> {
     let Some((stat, hash)) = expect else {
         return match rename2(tmp, full, libc::RENAME_NOREPLACE) {
@@ -376,9 +412,28 @@ fn place(
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return place(tmp, full, None, incoming_mtime);
+            return place(tmp, full, None, incoming_mtime, keeper);
         }
-        Err(e) if unsupported(&e) => return move_file(tmp, full).map(|()| None),
+        Err(e) if unsupported(&e) => {
+            // No exchange: a copy of what is replaced is kept first.
+            if keeper.dir.is_some() {
+                let copy = tmp.with_extension("replaced");
+                let copied = std::fs::copy(full, &copy).and_then(|_| {
+                    let m = std::fs::symlink_metadata(full)?;
+                    let t = filetime::FileTime::from_last_modification_time(&m);
+                    filetime::set_file_mtime(&copy, t)
+                });
+                match copied {
+                    Ok(()) => {
+                        keeper.keep(&copy);
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&copy);
+                    }
+                }
+            }
+            return move_file(tmp, full).map(|()| None);
+        }
         Err(e) => return Err(e),
     }
     // The new file is in place: from here on nothing may fail as "not in
@@ -390,7 +445,8 @@ fn place(
         && (stat == Some(scan::local_stat(&out))
             || scan::hash_file(tmp).is_ok_and(|(_, h)| h.hash == hash));
     if ours {
-        let _ = std::fs::remove_file(tmp);
+        // Out of the tree: kept as a version (or removed).
+        keeper.keep(tmp);
         return Ok(None);
     }
     let theirs = scan::local_stat(&out).mtime_ns;
@@ -410,7 +466,8 @@ fn place(
 /// (atomically, so a write racing with us lands either before, and is
 /// seen, or after, on a new file), checked, then unlinked; a changed file
 /// is put back and the delete refused (decided again: an edit beats a
-/// concurrent delete). If a new file took the name before it could be put
+/// concurrent delete). What is deleted goes to `keeper` (the versions
+/// folder). If a new file took the name before it could be put
 /// back, the changed one is returned (at `scratch`) to be kept aside.
 /// Without `renameat2` or across filesystems it is checked in place, then
 /// unlinked.
@@ -419,6 +476,7 @@ fn remove_checked(
     scratch: &Path,
     stat: Option<crate::index::LocalStat>,
     hash: tandem_common::ContentHash,
+    keeper: &crate::versions::Keeper,
 ) -> std::io::Result<Option<PathBuf>> {
     let ours = |p: &Path| -> std::io::Result<bool> {
         let m = std::fs::symlink_metadata(p)?;
@@ -438,15 +496,21 @@ fn remove_checked(
             if !ours(full)? {
                 return Err(changed());
             }
-            return match std::fs::remove_file(full) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(None),
+            keeper.keep(full);
+            return match std::fs::symlink_metadata(full) {
+                Ok(_) => Err(std::io::Error::other(format!(
+                    "cannot remove {} (nor keep it as a version)",
+                    full.display()
+                ))),
+                Err(_) => Ok(None),
             };
         }
         Err(e) => return Err(e),
     }
     if ours(scratch)? {
-        return std::fs::remove_file(scratch).map(|()| None);
+        // Out of the tree: kept as a version (or removed).
+        keeper.keep(scratch);
+        return Ok(None);
     }
     // Back where it was. If a new file took the name meanwhile, both are
     // the user's: the caller keeps the moved-out one as a conflict copy.
@@ -492,7 +556,7 @@ pub(super) fn unsupported(e: &std::io::Error) -> bool {
 
 /// Renames `from` to `to`; across filesystems (a state folder elsewhere),
 /// copies to a hidden temp beside the target and renames that instead.
-pub(super) fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -532,7 +596,13 @@ mod tests {
             std::fs::write(&tmp, b"fetched").unwrap();
             std::fs::write(&full, b"written here, never indexed").unwrap();
             set_mtime(&full, local_mtime);
-            let r = place(&tmp, &full, Some((None, ours)), incoming);
+            let keeper = crate::versions::Keeper {
+                dir: None,
+                max_bytes: 0,
+                path: RelPath::new("f").unwrap(),
+                cause: "B".into(),
+            };
+            let r = place(&tmp, &full, Some((None, ours)), incoming, &keeper);
             if stays {
                 assert!(r.is_err(), "{r:?}");
                 assert_eq!(

@@ -8,6 +8,19 @@ use super::apply::move_file;
 use super::*;
 use crate::engine::DiskFacts;
 
+/// A folder of kept files (conflict copies or versions) and how it names
+/// them.
+struct Shelf {
+    dir: PathBuf,
+    mark: &'static str,
+    /// Who the replaced current version is said to be by; `None`: its
+    /// author (conflict copies name the version's author).
+    who: Option<String>,
+}
+
+/// The ignore patterns in force when the node last ran (state folder).
+const IGNORES_SEEN: &str = "ignores.seen";
+
 impl Core {
     /// Puts an upload in place (replacing what is there by the normal
     /// rules: it becomes a new local version) unless the path is locked by
@@ -39,6 +52,12 @@ impl Core {
                     l.via, l.via
                 )));
             }
+        }
+        if let Some(rule) = self.ignores.matched(path, false) {
+            return Err(ApiError::Other(format!(
+                "{path} is ignored here (pattern {:?} in {}): it would not sync, so nothing was uploaded",
+                rule.pattern, rule.source
+            )));
         }
         let full = path.to_disk(&self.root);
         let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));
@@ -117,12 +136,9 @@ impl Core {
         })
     }
 
-    /// Makes the kept copy `id` the current version of its file: a new
-    /// local change (modified now, so it is also the newest), which syncs
-    /// everywhere. What was there is indexed first and kept as a conflict
-    /// copy; the two are swapped in one step (`RENAME_EXCHANGE`), so the
-    /// path is never empty (a crash in between would read as a delete).
-    /// Returns where the replaced version is kept.
+    /// Makes the kept copy `id` the current version of its file (see
+    /// [`Core::restore_kept`]); the version it replaces is kept as a
+    /// conflict copy. Returns where.
     fn restore_conflict(&mut self, id: &str, by: &str) -> Result<Option<String>, ApiError> {
         let dir = self.conflicts_dir();
         let kept = crate::conflicts::locate(&dir, &self.name, id)?;
@@ -132,6 +148,81 @@ impl Core {
                 kept.display()
             )));
         };
+        let shelf = Shelf {
+            dir,
+            mark: ".conflict-",
+            who: None,
+        };
+        let replaced_as = self.restore_kept(&shelf, &kept, &path)?;
+        tracing::info!(
+            "{by} restored {path} from the conflict copy {id}{}",
+            replaced_as
+                .as_ref()
+                .map(|r| format!("; the version it replaced is kept as {r}"))
+                .unwrap_or_default()
+        );
+        self.io.events.emit(EventKind::ConflictRestored {
+            path,
+            by: by.to_string(),
+            replaced_as: replaced_as.clone(),
+        });
+        Ok(replaced_as)
+    }
+
+    /// Makes the kept version `id` (see [`crate::versions`]) the current
+    /// one again, like a conflict copy; the version it replaces is kept as
+    /// a version in turn.
+    pub(super) fn restore_version(
+        &mut self,
+        id: &str,
+        by: &str,
+    ) -> Result<tandem_common::proto::VersionRestoration, ApiError> {
+        let dir = crate::versions::folder(&self.state_dir);
+        let (kept, path) = crate::versions::locate(&dir, &self.name, id)?;
+        let shelf = Shelf {
+            dir,
+            mark: crate::versions::MARK,
+            who: Some(self.name.clone()),
+        };
+        let replaced_as = self.restore_kept(&shelf, &kept, &path)?;
+        tracing::info!(
+            "{by} restored {path} from the version {id}{}",
+            replaced_as
+                .as_ref()
+                .map(|r| format!("; the version it replaced is kept as {r}"))
+                .unwrap_or_default()
+        );
+        self.io.events.emit(EventKind::VersionRestored {
+            path: path.clone(),
+            by: by.to_string(),
+        });
+        Ok(tandem_common::proto::VersionRestoration {
+            node: self.name.clone(),
+            id: id.to_string(),
+            path,
+            replaced_as,
+        })
+    }
+
+    /// Makes the kept file at `kept` (on `shelf`) the current version of
+    /// `path`: a new local change (modified now, so it is also the newest),
+    /// which syncs everywhere. What was there is indexed first and kept on
+    /// the shelf; the two are swapped in one step (`RENAME_EXCHANGE`), so
+    /// the path is never empty (a crash in between would read as a delete).
+    /// Returns where the replaced version is kept (relative to the shelf).
+    fn restore_kept(
+        &mut self,
+        shelf: &Shelf,
+        kept: &Path,
+        path: &RelPath,
+    ) -> Result<Option<String>, ApiError> {
+        let path = path.clone();
+        let dir = &shelf.dir;
+        if self.is_ignored(&path, false) {
+            return Err(ApiError::Other(format!(
+                "cannot restore {path}: it is ignored here, so it would not sync"
+            )));
+        }
         if let Some(e) = self.locked_error(&path) {
             return Err(e);
         }
@@ -152,12 +243,13 @@ impl Core {
                 )));
             }
             Ok(m) if m.is_file() => {
-                let author = self
-                    .index
-                    .get(&path)
-                    .filter(|r| !r.entry.deleted)
-                    .map_or_else(|| self.name.clone(), |r| self.author_of(&r.entry));
-                Some((author, m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+                let who = shelf.who.clone().unwrap_or_else(|| {
+                    self.index
+                        .get(&path)
+                        .filter(|r| !r.entry.deleted)
+                        .map_or_else(|| self.name.clone(), |r| self.author_of(&r.entry))
+                });
+                Some((who, m.mtime() * 1_000_000_000 + m.mtime_nsec()))
             }
             Ok(_) => {
                 return Err(ApiError::Other(format!(
@@ -167,15 +259,15 @@ impl Core {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(e)),
         };
-        // Modified now while it is still a kept copy: if anything below
-        // fails, the tree is as it was.
-        filetime::set_file_mtime(&kept, file_time(now_ns())).map_err(io)?;
+        // Modified now while it is still kept: if anything below fails,
+        // the tree is as it was.
+        filetime::set_file_mtime(kept, file_time(now_ns())).map_err(io)?;
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         let replaced = match current {
             None => {
-                match super::apply::rename2(&kept, &full, libc::RENAME_NOREPLACE) {
+                match super::apply::rename2(kept, &full, libc::RENAME_NOREPLACE) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         return Err(ApiError::Other(format!(
@@ -183,53 +275,43 @@ impl Core {
                         )));
                     }
                     Err(e) if super::apply::unsupported(&e) => {
-                        move_file(&kept, &full).map_err(io)?;
+                        move_file(kept, &full).map_err(io)?;
                     }
                     Err(e) => return Err(io(e)),
                 }
-                crate::conflicts::remove_empty_parents(&dir, &kept);
+                crate::conflicts::remove_empty_parents(dir, kept);
                 None
             }
-            Some((author, mtime)) => Some(self.swap_in(&kept, &full, &path, &author, mtime)?),
+            Some((who, mtime)) => Some(self.swap_in(shelf, kept, &full, &path, &who, mtime)?),
         };
         if let Some(parent) = full.parent() {
             self.dirs_to_sync.insert(parent.to_path_buf());
         }
         let replaced_as = replaced.map(|r| {
-            r.strip_prefix(&dir)
+            r.strip_prefix(dir)
                 .unwrap_or(&r)
                 .to_string_lossy()
                 .into_owned()
         });
-        tracing::info!(
-            "{by} restored {path} from the conflict copy {id}{}",
-            replaced_as
-                .as_ref()
-                .map(|r| format!("; the version it replaced is kept as {r}"))
-                .unwrap_or_default()
-        );
         let seen = scan::stat(&full).map_err(io)?;
         self.look_at(&path, seen, true);
-        self.io.events.emit(EventKind::ConflictRestored {
-            path,
-            by: by.to_string(),
-            replaced_as: replaced_as.clone(),
-        });
         Ok(replaced_as)
     }
 
-    /// Swaps the kept copy at `kept` with the current file at `full`, then
-    /// gives the current version (now at `kept`) a name of its own in the
-    /// conflicts folder. Returns where it is kept.
+    /// Swaps the kept file at `kept` with the current file at `full`, then
+    /// gives the current version (now at `kept`) a name of its own on the
+    /// shelf (made by `who`, modified at `mtime`). Returns where it is kept.
     fn swap_in(
         &mut self,
+        shelf: &Shelf,
         kept: &Path,
         full: &Path,
         path: &RelPath,
-        author: &str,
+        who: &str,
         mtime: i64,
     ) -> Result<PathBuf, ApiError> {
-        let dir = self.conflicts_dir();
+        let dir = &shelf.dir;
+        let name = || crate::conflicts::aside_dest_marked(dir, shelf.mark, path, who, mtime);
         let io = |e: std::io::Error| ApiError::Other(format!("cannot restore {path}: {e}"));
         match super::apply::rename2(kept, full, libc::RENAME_EXCHANGE) {
             Ok(()) => {}
@@ -237,7 +319,7 @@ impl Core {
                 // No exchange here (a state folder on another filesystem):
                 // the current version first, then the copy, put back on
                 // failure.
-                let dest = crate::conflicts::aside_dest(&dir, path, author, mtime).map_err(io)?;
+                let dest = name().map_err(io)?;
                 move_file(full, &dest).map_err(io)?;
                 if let Err(e) = move_file(kept, full) {
                     if let Err(back) = move_file(&dest, full) {
@@ -248,18 +330,17 @@ impl Core {
                     }
                     return Err(io(e));
                 }
-                crate::conflicts::remove_empty_parents(&dir, kept);
+                crate::conflicts::remove_empty_parents(dir, kept);
                 return Ok(dest);
             }
             Err(e) => return Err(io(e)),
         }
-        // Restored. The replaced version sits under the copy's old name
-        // until it gets its own; if that rename fails it stays there, kept.
-        let named = crate::conflicts::aside_dest(&dir, path, author, mtime)
-            .and_then(|dest| std::fs::rename(kept, &dest).map(|()| dest));
+        // Restored. The replaced version sits under the kept file's old
+        // name until it gets its own; if that rename fails it stays there.
+        let named = name().and_then(|dest| std::fs::rename(kept, &dest).map(|()| dest));
         match named {
             Ok(dest) => {
-                crate::conflicts::remove_empty_parents(&dir, kept);
+                crate::conflicts::remove_empty_parents(dir, kept);
                 Ok(dest)
             }
             Err(e) => {
@@ -294,11 +375,17 @@ impl Core {
             if covered.as_ref().is_some_and(|c| p.is_inside(c)) {
                 continue;
             }
+            if p.as_str() == crate::ignores::IGNORE_FILE {
+                self.reload_ignores();
+            }
             match scan::stat_rel(&self.root, &p) {
+                Ok(Seen::Dir { .. }) if self.is_ignored(&p, true) => {}
                 Ok(Seen::Dir { .. }) => {
                     self.reconcile(Some(&p));
                     covered = Some(p);
                 }
+                Ok(Seen::File(_)) if self.is_ignored(&p, false) => {}
+                Ok(_) if self.ignores_indexed(&p) => {}
                 Ok(seen) => {
                     self.look_at(&p, seen, true);
                 }
@@ -411,6 +498,98 @@ impl Core {
         1
     }
 
+    /// Reads the ignore patterns again (the file changed, or may have). When
+    /// they differ: puts them in force, has the watcher follow, looks at the
+    /// whole tree again (what is no longer ignored is picked up as local
+    /// changes) and asks every peer to send its index again from the start
+    /// (its changes to what was ignored here were not taken). A file that
+    /// cannot be read leaves the patterns in force as they are.
+    pub(super) fn reload_ignores(&mut self) {
+        let new = match crate::ignores::Ignores::load(&self.root, &self.ignore_extra) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read {}: {e}; the ignore patterns in force stay",
+                    crate::ignores::IGNORE_FILE
+                );
+                return;
+            }
+        };
+        if *self.ignores == new {
+            return;
+        }
+        for p in new.problems() {
+            tracing::warn!("{p}");
+        }
+        if self.ignores.same_patterns(&new) {
+            // Only where they are written changed (a comment line).
+            let new = Arc::new(new);
+            self.ignores = new.clone();
+            self.shared_ignores.set(new);
+            return;
+        }
+        tracing::info!(
+            "the ignore patterns changed: {} in force now (`tandem ignored` lists what they match)",
+            new.rules().len()
+        );
+        let new = Arc::new(new);
+        self.ignores = new.clone();
+        self.shared_ignores.set(new);
+        self.remember_ignores();
+        if let Some(w) = &self.watch_control {
+            w.rewatch();
+        }
+        // Queued changes to what is ignored now are not wanted any more.
+        let dropped: Vec<RelPath> = self
+            .needed
+            .iter()
+            .filter(|(p, n)| self.is_ignored(p, n.w.entry.kind == EntryKind::Dir))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in dropped {
+            self.drop_need(&p);
+        }
+        self.reconcile(None);
+        // Every peer sends everything again: now over the links up, and
+        // from the start when the others link (also after a restart).
+        for (peer, (seq, _)) in self.peers.iter_mut() {
+            *seq = 0;
+            self.peers_dirty.insert(*peer);
+        }
+        for peer in self.io.links.peers() {
+            if let Some(link) = self.io.links.get(&peer) {
+                link.post(tandem_common::proto::PeerMessage::Resume { since: 0 });
+            }
+        }
+    }
+
+    /// Records the patterns in force in the state folder. Returns true when
+    /// they differ from those recorded before (the last run's, when the
+    /// node starts): what peers sent while the old ones were in force may
+    /// have been dropped here.
+    pub(super) fn remember_ignores(&mut self) -> bool {
+        let path = self.state_dir.join(IGNORES_SEEN);
+        let now: String = self
+            .ignores
+            .rules()
+            .iter()
+            .map(|r| format!("{}\t{}\n", r.source, r.pattern))
+            .collect();
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        if before == now {
+            return false;
+        }
+        let tmp = self.state_dir.join(format!("{IGNORES_SEEN}.tmp"));
+        if let Err(e) = std::fs::write(&tmp, &now).and_then(|()| std::fs::rename(&tmp, &path)) {
+            // At worst the next start asks peers for everything again.
+            tracing::warn!(
+                "cannot record the ignore patterns in {}: {e}",
+                path.display()
+            );
+        }
+        true
+    }
+
     /// Brings the index in line with the disk for the whole tree (`None`) or
     /// one directory and everything under it. Files whose stat matches the
     /// index are not read; the others are hashed in parallel.
@@ -427,11 +606,13 @@ impl Core {
                 }
             }
         }
-        let walk = scan::walk(&self.root, &base, &self.state_dir);
-        let known = match dir {
+        let walk = scan::walk(&self.root, &base, &self.state_dir, &self.ignores);
+        let mut known = match dir {
             None => self.index.live_paths(),
             Some(d) => self.index.live_under(d),
         };
+        // What is ignored was not walked: its entries stay as they are.
+        known.retain(|p| !self.ignores_indexed(p));
         let present: HashSet<&RelPath> = walk
             .seen
             .iter()

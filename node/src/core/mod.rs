@@ -38,6 +38,7 @@ mod queries;
 mod remote;
 
 pub use crate::clock::{file_time, now_ns};
+pub use apply::move_file;
 pub use locking::LockMsg;
 
 /// Transfers running at once.
@@ -87,6 +88,15 @@ pub enum CoreMsg {
         by: String,
         /// What was done, or why not.
         reply: oneshot::Sender<Result<ConflictResolution, ApiError>>,
+    },
+    /// Make a kept version the current one again.
+    RestoreVersion {
+        /// The version.
+        id: String,
+        /// Who asked.
+        by: String,
+        /// What was done, or why not.
+        reply: oneshot::Sender<Result<tandem_common::proto::VersionRestoration, ApiError>>,
     },
     /// A verified upload to put in place as a local change.
     Put {
@@ -237,6 +247,16 @@ impl CoreHandle {
             reply,
         })
         .await?
+    }
+
+    /// Makes a version kept here the current one again.
+    pub async fn restore_version(
+        &self,
+        id: String,
+        by: String,
+    ) -> Result<tandem_common::proto::VersionRestoration, ApiError> {
+        self.ask(|reply| CoreMsg::RestoreVersion { id, by, reply })
+            .await?
     }
 
     /// This node's view of one file.
@@ -434,6 +454,14 @@ pub struct Core {
     /// Why some folders are not watched (the inotify limit): they are
     /// rescanned every [`UNWATCHED_RESCAN`] instead.
     unwatched: Option<String>,
+    /// The ignore patterns in force (also published in `shared_ignores`).
+    ignores: Arc<crate::ignores::Ignores>,
+    shared_ignores: crate::ignores::SharedIgnores,
+    /// `--ignore` patterns, added to the file's when it is read again.
+    ignore_extra: Vec<String>,
+    watch_control: Option<crate::watch::WatchControl>,
+    /// How long, and how much of, what peers' changes replace is kept.
+    retention: crate::versions::Retention,
 }
 
 /// Suffix of a file a delete moved aside in the temp folder to check it.
@@ -534,6 +562,14 @@ impl Core {
             held,
             identities_dirty: HashSet::new(),
             held_dirty: false,
+            ignores: Default::default(),
+            shared_ignores: Default::default(),
+            ignore_extra: Vec::new(),
+            watch_control: None,
+            retention: crate::versions::Retention {
+                max_age: Duration::from_secs(30 * 86_400),
+                max_bytes: 1 << 30,
+            },
         };
         // Queued fetches read blocks from local files (the other half of a
         // rename): those files' queued deletes wait for them, as before the
@@ -551,6 +587,52 @@ impl Core {
             }
         }
         Ok(core)
+    }
+
+    /// Uses the ignore patterns in `shared` (loaded from the folder and
+    /// `extra`), reloading them when the ignore file changes; `watch` is
+    /// told when they do.
+    pub fn ignores(
+        mut self,
+        shared: crate::ignores::SharedIgnores,
+        extra: Vec<String>,
+        watch: crate::watch::WatchControl,
+    ) -> Self {
+        self.ignores = shared.get();
+        self.shared_ignores = shared;
+        self.ignore_extra = extra;
+        self.watch_control = Some(watch);
+        if self.remember_ignores() {
+            // Not the patterns of the last run: peers' changes to what was
+            // ignored then were dropped. Every peer sends everything again.
+            for (peer, (seq, _)) in self.peers.iter_mut() {
+                *seq = 0;
+                self.peers_dirty.insert(*peer);
+            }
+        }
+        self
+    }
+
+    /// Keeps what peers' changes replace under `r` (see [`crate::versions`]).
+    pub fn versions(mut self, r: crate::versions::Retention) -> Self {
+        self.retention = r;
+        self
+    }
+
+    /// Whether `p` is ignored here (`is_dir`: it is a folder).
+    pub(super) fn is_ignored(&self, p: &RelPath, is_dir: bool) -> bool {
+        !self.ignores.is_empty() && self.ignores.is_ignored(p, is_dir)
+    }
+
+    /// Whether the indexed path `p` is ignored here.
+    pub(super) fn ignores_indexed(&self, p: &RelPath) -> bool {
+        !self.ignores.is_empty()
+            && self.is_ignored(
+                p,
+                self.index
+                    .get(p)
+                    .is_some_and(|r| r.entry.kind == EntryKind::Dir),
+            )
     }
 
     /// Compares the whole tree with the index every `every` (a full stat
@@ -663,6 +745,8 @@ impl Core {
             if Instant::now() >= self.verify_at {
                 // The disk is the truth: whatever the watcher missed (or
                 // could not watch) is found here.
+                // The watcher may have missed the ignore file too.
+                self.reload_ignores();
                 let n = self.reconcile(None);
                 tracing::info!("verified the tree against the index: {n} changes found");
                 self.verify_at = Instant::now() + self.verify_interval();
@@ -682,9 +766,12 @@ impl Core {
             CoreMsg::Shutdown => return false,
             CoreMsg::Watch(WatchMsg::Unwatched(why)) => {
                 self.note_unwatched(why);
+                self.reload_ignores();
                 self.reconcile(None);
             }
             CoreMsg::Watch(WatchMsg::Rescan) => {
+                // Events were lost: maybe the ignore file's too.
+                self.reload_ignores();
                 self.reconcile(None);
             }
             CoreMsg::Watch(WatchMsg::Paths(hints)) => {
@@ -734,6 +821,9 @@ impl Core {
             } => {
                 let _ = reply.send(self.resolve_conflict(&id, action, &by));
             }
+            CoreMsg::RestoreVersion { id, by, reply } => {
+                let _ = reply.send(self.restore_version(&id, &by));
+            }
             CoreMsg::Counts(reply) => {
                 let _ = reply.send(self.counts());
             }
@@ -762,7 +852,10 @@ impl Core {
                 peer,
                 reply,
             } => {
-                let _ = reply.send(self.index.entries_since(since, max_bytes, Some(peer)));
+                let (mut entries, upto) = self.index.entries_since(since, max_bytes, Some(peer));
+                // What is ignored here is never sent.
+                entries.retain(|(_, e)| !self.is_ignored(&e.path, e.kind == EntryKind::Dir));
+                let _ = reply.send((entries, upto));
             }
             CoreMsg::RemoteIndex {
                 peer,
@@ -775,6 +868,10 @@ impl Core {
                 let r = paths
                     .into_iter()
                     .map(|p| {
+                        // Nothing ignored here is served either.
+                        if self.ignores_indexed(&p) {
+                            return None;
+                        }
                         let e = self.index.get(&p).map(|r| r.entry.clone())?;
                         Some((p.to_disk(&self.root), e))
                     })

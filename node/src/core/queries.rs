@@ -1,5 +1,6 @@
 //! Read-only answers about this node's files: the table for clients and
-//! the per-node summaries that merged tables are built from.
+//! the per-node summaries that merged tables are built from. What is
+//! ignored here is in none of them.
 
 use super::*;
 
@@ -7,7 +8,7 @@ impl Core {
     pub(super) fn list(&self) -> Vec<ListedFile> {
         self.index
             .records()
-            .filter(|r| r.entry.is_live_file())
+            .filter(|r| r.entry.is_live_file() && !self.is_ignored(&r.entry.path, false))
             .map(|r| ListedFile {
                 path: r.entry.path.clone(),
                 size: r.entry.size,
@@ -29,6 +30,9 @@ impl Core {
 
     /// This node's view of one path (see [`Core::summary`]).
     pub(super) fn summary_of(&self, path: &RelPath) -> Option<FileSummary> {
+        if self.is_ignored(path, false) {
+            return None;
+        }
         match self.index.get(path).filter(|r| r.entry.is_live_file()) {
             Some(r) => Some(self.summarise(&r.entry, true)),
             None => self
@@ -44,11 +48,13 @@ impl Core {
         let mut out: Vec<FileSummary> = self
             .index
             .records()
-            .filter(|r| r.entry.is_live_file())
+            .filter(|r| r.entry.is_live_file() && !self.is_ignored(&r.entry.path, false))
             .map(|r| self.summarise(&r.entry, true))
             .collect();
         for (p, n) in &self.needed {
-            if n.w.entry.is_live_file() && self.index.get(p).is_none_or(|r| !r.entry.is_live_file())
+            if n.w.entry.is_live_file()
+                && !self.is_ignored(p, false)
+                && self.index.get(p).is_none_or(|r| !r.entry.is_live_file())
             {
                 out.push(self.summarise(&n.w.entry, false));
             }
@@ -83,7 +89,8 @@ impl Core {
     /// Totals and warnings for `tandem nodes`.
     pub(super) fn counts(&self) -> Counts {
         let mut c = Counts::default();
-        for r in self.index.records().filter(|r| r.entry.is_live_file()) {
+        let files = self.index.records().filter(|r| r.entry.is_live_file());
+        for r in files.filter(|r| !self.is_ignored(&r.entry.path, false)) {
             c.files += 1;
             c.bytes = c.bytes.saturating_add(r.entry.size);
         }

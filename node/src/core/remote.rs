@@ -10,7 +10,7 @@
 //! engine's, not a drop.
 
 use super::*;
-use crate::engine::{Action, Apply, Op};
+use crate::engine::{Action, Apply, DiskFacts, Op};
 use tandem_common::VvOrder;
 
 /// How a queued decision ended this time.
@@ -114,12 +114,20 @@ impl Core {
         remote: &FileEntry,
         queued: Option<&VersionVector>,
     ) -> std::io::Result<(Action, Option<FileEntry>)> {
-        let disk = self.refresh(&remote.path)?;
+        // An ignored path is not looked at (nor indexed) for a peer's sake.
+        let ignored = self.is_ignored(&remote.path, remote.kind == EntryKind::Dir);
+        let disk = if ignored {
+            DiskFacts::Indexed
+        } else {
+            self.refresh(&remote.path)?
+        };
+        // After the refresh: it may have indexed a local change.
         let local = self.index.get(&remote.path).map(|r| r.entry.clone());
         let cx = engine::Context {
             disk,
             locked: self.holds_remote(remote),
             queued,
+            ignored,
         };
         Ok((engine::decide(local.as_ref(), remote, &cx), local))
     }
@@ -142,6 +150,13 @@ impl Core {
         }
         match action {
             Action::Ignore => {}
+            Action::Excluded => {
+                self.drop_need(path);
+                tracing::debug!(
+                    "{path}: ignored here; {}'s change is not taken",
+                    self.peer_name(peer)
+                );
+            }
             Action::Announce => {
                 tracing::debug!(
                     "{path}: ours wins a conflict with {}'s version; announcing ours again",

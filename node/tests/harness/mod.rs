@@ -583,6 +583,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Starts the node in a user namespace of its own whose inotify watch
+    /// limit is `limit` (the host's limit is left alone).
+    pub fn watch_limit(self, limit: u32) -> Self {
+        let script =
+            format!("echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"");
+        self.wrapper(&["unshare", "-U", "-r", "sh", "-c", &script])
+    }
+
     /// Uses `dir` as `--dir` (the caller owns it; it may be missing or not
     /// even a directory) instead of a fresh temp dir.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -1085,6 +1093,11 @@ impl Node {
         signal(&mut child, libc::SIGKILL);
         let _ = child.wait();
         true
+    }
+
+    /// The extra arguments it runs with, to change before a restart.
+    pub fn args_mut(&mut self) -> &mut Vec<OsString> {
+        &mut self.args
     }
 
     /// Starts the stopped node again with the same directory, port, name,

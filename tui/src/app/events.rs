@@ -97,7 +97,7 @@ pub(super) fn on_event(s: &mut AppState, e: Event) {
             s.files.mark_conflict(path);
             s.schedule_list();
         }
-        EventKind::ConflictRestored { .. } => s.schedule_list(),
+        EventKind::ConflictRestored { .. } | EventKind::VersionRestored { .. } => s.schedule_list(),
         EventKind::Locked { path, owner, .. } => {
             s.files.patch(&path, |f| f.locked_by = Some(owner));
         }

@@ -64,7 +64,8 @@ impl EventGroup {
             EventKind::Added { .. }
             | EventKind::Changed { .. }
             | EventKind::Deleted { .. }
-            | EventKind::Transferred { .. } => EventGroup::Transfers,
+            | EventKind::Transferred { .. }
+            | EventKind::VersionRestored { .. } => EventGroup::Transfers,
             EventKind::Conflict { .. }
             | EventKind::ConflictRestored { .. }
             | EventKind::ConflictDiscarded { .. } => EventGroup::Conflicts,
