@@ -46,7 +46,7 @@ pub fn for_wire(e: &FileEntry) -> FileEntry {
     };
     FileEntry {
         path: e.path.clone(),
-        kind: e.kind,
+        kind: e.kind.clone(),
         size: e.size,
         mtime_ns: e.mtime_ns,
         mode: e.mode,

@@ -276,12 +276,46 @@ impl fmt::Debug for Writes {
 }
 
 /// What a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     /// A regular file.
     File,
     /// A directory (tracked so that empty directories sync too).
     Dir,
+    /// A symbolic link, with its target text. Synced as a link and never
+    /// followed: the target is only ever written into a new link. The
+    /// entry's `size` is 0, `blocks` empty and `hash` the target's hash.
+    Link(String),
+}
+
+/// The longest link target accepted (Linux's `PATH_MAX` less the NUL).
+pub const MAX_LINK_TARGET: usize = 4095;
+
+/// Why a link target is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkTargetError {
+    /// Nothing to point at.
+    #[error("an empty link target")]
+    Empty,
+    /// Over [`MAX_LINK_TARGET`] bytes.
+    #[error("a link target of {0} bytes (at most {MAX_LINK_TARGET})")]
+    TooLong(usize),
+    /// A NUL byte cannot be in a path.
+    #[error("a link target with a NUL byte")]
+    Nul,
+}
+
+/// Checks a link target received from elsewhere: what `symlink(2)` takes.
+pub fn check_link_target(target: &str) -> Result<(), LinkTargetError> {
+    if target.is_empty() {
+        Err(LinkTargetError::Empty)
+    } else if target.len() > MAX_LINK_TARGET {
+        Err(LinkTargetError::TooLong(target.len()))
+    } else if target.contains('\0') {
+        Err(LinkTargetError::Nul)
+    } else {
+        Ok(())
+    }
 }
 
 /// Everything a node knows about one path, as exchanged between nodes.
@@ -326,6 +360,19 @@ impl FileEntry {
     /// True for a regular file that exists.
     pub fn is_live_file(&self) -> bool {
         !self.deleted && self.kind == EntryKind::File
+    }
+
+    /// The target of a link that exists.
+    pub fn live_link(&self) -> Option<&str> {
+        match &self.kind {
+            EntryKind::Link(t) if !self.deleted => Some(t),
+            _ => None,
+        }
+    }
+
+    /// True for a folder that exists.
+    pub fn is_live_dir(&self) -> bool {
+        !self.deleted && self.kind == EntryKind::Dir
     }
 
     /// True if write `d` is live in this history: not seen yet, or seen

@@ -26,6 +26,8 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 12: symbolic links: `EntryKind::Link` (an entry's target text),
+/// `ListedFile::link`, `FileSummary::link`.
 /// 11: versions: `ClientRequest::Versions`, `RestoreVersion`,
 /// `PeerQuery::Versions`, `RestoreVersion`, `EventKind::VersionRestored`,
 /// `ApiError::NoSuchVersion`.
@@ -42,7 +44,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1153,6 +1155,8 @@ pub struct ListedFile {
     pub held: u32,
     /// Each node's state for this file.
     pub states: Vec<NodeFileState>,
+    /// A symbolic link: its target (never followed; not fetched).
+    pub link: Option<String>,
 }
 
 /// How one node stands with one file.
@@ -1218,6 +1222,8 @@ pub struct FileSummary {
     pub present: bool,
     /// A change to it could not be applied here: why (retried until it is).
     pub error: Option<String>,
+    /// A symbolic link: its target.
+    pub link: Option<String>,
 }
 
 /// Questions a node asks a peer on behalf of a client.

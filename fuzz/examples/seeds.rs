@@ -94,6 +94,7 @@ fn entry(p: &str, size: u64, blocks: usize) -> FileEntry {
 fn summary(p: &str) -> FileSummary {
     let e = entry(p, 5, 1);
     FileSummary {
+        link: None,
         path: e.path,
         size: e.size,
         mtime_ns: e.mtime_ns,
@@ -164,6 +165,7 @@ fn cache_report() -> CacheReport {
 
 fn listed(p: &str) -> ListedFile {
     ListedFile {
+        link: None,
         path: path(p),
         size: 7,
         mtime_ns: 1_764_000_000_000_000_000,

@@ -1155,6 +1155,11 @@ where
         }
         Err(e) => return Ok(Err(e)),
     };
+    if let Some(target) = &file.link {
+        return Ok(Err(ApiError::Other(format!(
+            "{path} is a symbolic link to {target}; links sync as links and are never followed, so there is nothing to fetch (make the same link with `ln -s {target} ...`)"
+        ))));
+    }
     let linked = |n: &String| crate::cluster::link_by_name(&ctx.peer.links, n).is_some();
     let source = match from {
         Some(n) if file.nodes.contains(&n) => n,
@@ -1336,6 +1341,7 @@ where
     };
     let size = opened.copy.size;
     let file = tandem_common::proto::ListedFile {
+        link: None,
         path: as_path,
         size,
         mtime_ns: opened.copy.mtime_ns,
@@ -1407,7 +1413,10 @@ where
             .cache
             .get_or_load(&key, || async move {
                 tokio::task::spawn_blocking(move || {
-                    let data = std::fs::read(&f2).map_err(|e| e.to_string())?;
+                    let mut data = Vec::new();
+                    crate::scan::open_nofollow(&f2)
+                        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+                        .map_err(|e| e.to_string())?;
                     if ContentHash::of(&data) != e2.hash {
                         return Err(format!("{} changed while being read; try again", e2.path));
                     }
@@ -1439,7 +1448,7 @@ where
     }
     // Larger than the cache: stream from disk, block by block, verified.
     ctx.cache.count_uncached();
-    let f = match std::fs::File::open(&full) {
+    let f = match crate::scan::open_nofollow(&full) {
         Ok(f) => Arc::new(f),
         Err(e) => return Ok(Err(ApiError::Other(format!("cannot read {path}: {e}")))),
     };

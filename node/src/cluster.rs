@@ -290,6 +290,7 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
             })
             .collect();
         out.push(ListedFile {
+            link: newest.link.clone(),
             path: path.clone(),
             size: newest.size,
             mtime_ns: newest.mtime_ns,
@@ -595,6 +596,7 @@ mod tests {
             version.set(n, c);
         }
         FileSummary {
+            link: None,
             path: RelPath::new(path).unwrap(),
             size: content.len() as u64,
             mtime_ns: mtime,

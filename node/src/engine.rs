@@ -8,7 +8,7 @@
 //! [`plan`] is the version-vector part (which history wins); [`decide`]
 //! wraps it with everything else: malformed or overflowing entries are
 //! rejected, a locked path holds the change, something of another kind in
-//! the way (a symlink, a parent that is a link or a file) blocks it, and
+//! the way (a socket or fifo, a parent that is a link or a file) blocks it, and
 //! the operation that makes the disk match (fetch, delete, make a folder,
 //! set metadata) is named.
 //!
@@ -161,8 +161,8 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
             if remote_wins {
                 Decision::Take {
                     keep_ours_as_conflict: true_conflict
-                        && local.is_live_file()
-                        && !(remote.kind == EntryKind::File && remote.hash == local.hash),
+                        && (local.is_live_file() || local.live_link().is_some())
+                        && !(remote.kind == local.kind && remote.hash == local.hash),
                     version: merged,
                     written,
                     losers,
@@ -192,7 +192,7 @@ pub const MAX_COUNTER: u64 = 1 << 62;
 pub enum DiskFacts {
     /// The index describes the disk at this path.
     Indexed,
-    /// Something Tandem does not sync has the name: a symlink, a socket, a
+    /// Something Tandem does not sync has the name: a socket, a fifo, a
     /// device. It is never written, deleted or chmod-ed through.
     OtherKind,
     /// A parent of the path is a symlink or a file here.
@@ -226,14 +226,22 @@ pub enum Invalid {
     /// A version counter so large that counting on would wrap.
     #[error("a version counter of {0} (above the limit of {MAX_COUNTER})")]
     CounterOverflow(u64),
+    /// A link whose target no link can have.
+    #[error("{0}")]
+    LinkTarget(tandem_common::model::LinkTargetError),
+    /// A link whose hash is not its target's (versions would be compared
+    /// wrongly).
+    #[error("a link whose hash is not its target's")]
+    LinkHash,
 }
 
 /// Why a change that should be applied cannot be, here and now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Obstacle {
-    /// Something Tandem does not sync (a symlink, a special file) has the name.
+    /// Something Tandem does not sync (a socket, a fifo, a device) has the
+    /// name.
     #[error(
-        "something that is not a regular file or folder (a symlink?) has this name here; move it away to let the change in"
+        "something that is not a regular file, folder or link (a socket? a fifo?) has this name here; move it away to let the change in"
     )]
     OtherKind,
     /// A parent is a symlink or a file.
@@ -252,6 +260,9 @@ pub enum Op {
     MakeDir,
     /// Same content: set mtime and mode.
     SetMeta,
+    /// Make the link (replacing what is there, kept aside if it lost a
+    /// conflict; a folder only if it is empty).
+    MakeLink,
 }
 
 /// A remote version to make ours.
@@ -313,6 +324,13 @@ fn check(remote: &FileEntry) -> Result<(), Invalid> {
             blocks: remote.blocks.len(),
             size: remote.size,
         });
+    }
+    if let EntryKind::Link(target) = &remote.kind {
+        tandem_common::model::check_link_target(target).map_err(Invalid::LinkTarget)?;
+        // A tombstone's hash is no content's.
+        if !remote.deleted && remote.hash != tandem_common::ContentHash::of(target.as_bytes()) {
+            return Err(Invalid::LinkHash);
+        }
     }
     let counters = remote
         .version
@@ -386,6 +404,8 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
         Op::Delete
     } else if entry.kind == EntryKind::Dir {
         Op::MakeDir
+    } else if matches!(entry.kind, EntryKind::Link(_)) {
+        Op::MakeLink
     } else if local_live.is_some_and(|l| l.kind == EntryKind::File && l.hash == entry.hash) {
         Op::SetMeta
     } else {
@@ -411,7 +431,7 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_common::model::Dot;
+    use tandem_common::model::{Dot, LinkTargetError};
     use tandem_common::{ContentHash, NodeId, RelPath};
 
     fn entry(vv: &[(NodeId, u64)], mtime: i64, content: &str, deleted: bool) -> FileEntry {
@@ -721,6 +741,89 @@ mod tests {
             Action::Apply(a) => assert!(a.exact && !a.bump),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn link(vv: &[(NodeId, u64)], mtime: i64, target: &str) -> FileEntry {
+        FileEntry {
+            kind: EntryKind::Link(target.into()),
+            size: 0,
+            mode: 0,
+            ..entry(vv, mtime, target, false)
+        }
+    }
+
+    #[test]
+    fn links_are_made_checked_and_lose_to_folders_as_conflict_copies() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let fine = cx(DiskFacts::Indexed);
+        let ours = entry(&[(a, 1)], 5, "x", false);
+        // A link replacing our file (seen by its author): made, no copy.
+        let l = link(&[(a, 1), (b, 2)], 9, "x");
+        match decide(Some(&ours), &l, &fine) {
+            Action::Apply(x) => assert!(x.op == Op::MakeLink && !x.keep_ours_as_conflict),
+            other => panic!("{other:?}"),
+        }
+        // A link made concurrently with our newer file: ours wins; with an
+        // older one, the link wins and our file is kept as a conflict copy.
+        let concurrent = link(&[(b, 1)], 9, "target");
+        assert_eq!(
+            decide(Some(&entry(&[(a, 1)], 10, "x", false)), &concurrent, &fine),
+            Action::Announce
+        );
+        match decide(Some(&ours), &concurrent, &fine) {
+            Action::Apply(x) => assert!(x.op == Op::MakeLink && x.keep_ours_as_conflict),
+            other => panic!("{other:?}"),
+        }
+        // A folder beats a link made concurrently, newer or not; our link
+        // is kept as a conflict copy.
+        let mut dir = entry(&[(b, 1)], 1, "", false);
+        dir.kind = EntryKind::Dir;
+        let our_link = link(&[(a, 1)], 50, "elsewhere");
+        match decide(Some(&our_link), &dir, &fine) {
+            Action::Apply(x) => assert!(x.op == Op::MakeDir && x.keep_ours_as_conflict),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decide(Some(&dir), &our_link, &fine), Action::Announce);
+        // The same link made on both sides: no copy.
+        let same = link(&[(b, 1)], 60, "elsewhere");
+        match decide(Some(&our_link), &same, &fine) {
+            Action::Apply(x) => assert!(!x.keep_ours_as_conflict),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn impossible_links_are_refused() {
+        let a = NodeId::random();
+        let fine = cx(DiskFacts::Indexed);
+        let mut empty = link(&[(a, 1)], 5, "");
+        assert_eq!(
+            decide(None, &empty, &fine),
+            Action::Reject(Invalid::LinkTarget(LinkTargetError::Empty))
+        );
+        empty.deleted = true;
+        assert_eq!(
+            decide(None, &empty, &fine),
+            Action::Reject(Invalid::LinkTarget(LinkTargetError::Empty))
+        );
+        let long = "x".repeat(tandem_common::model::MAX_LINK_TARGET + 1);
+        assert_eq!(
+            decide(None, &link(&[(a, 1)], 5, &long), &fine),
+            Action::Reject(Invalid::LinkTarget(LinkTargetError::TooLong(long.len())))
+        );
+        assert_eq!(
+            decide(None, &link(&[(a, 1)], 5, "a\0b"), &fine),
+            Action::Reject(Invalid::LinkTarget(LinkTargetError::Nul))
+        );
+        let mut lying = link(&[(a, 1)], 5, "t");
+        lying.hash = ContentHash::of(b"not t");
+        assert_eq!(
+            decide(None, &lying, &fine),
+            Action::Reject(Invalid::LinkHash)
+        );
+        // A tombstone's hash is no content's.
+        lying.deleted = true;
+        assert!(matches!(decide(None, &lying, &fine), Action::Apply(_)));
     }
 
     #[test]

@@ -310,10 +310,12 @@ impl Index {
             .collect()
     }
 
-    /// True if a file with this stat must be (re)hashed.
+    /// True if a file (or link) with this stat must be (re)hashed (read).
     pub fn needs_hash(&self, path: &RelPath, stat: &LocalStat) -> bool {
         match self.records.get(path) {
-            Some(r) if r.entry.is_live_file() => r.stat.as_ref() != Some(stat),
+            Some(r) if r.entry.is_live_file() || r.entry.live_link().is_some() => {
+                r.stat.as_ref() != Some(stat)
+            }
             _ => true,
         }
     }
@@ -432,6 +434,42 @@ impl Index {
                 mode: stat.mode,
                 hash,
                 blocks,
+                version,
+                written,
+                losers: Writes::default(),
+                deleted: false,
+            }),
+        )
+    }
+
+    /// Records a symbolic link seen on disk, with its target text.
+    pub fn observe_link(
+        &mut self,
+        path: &RelPath,
+        stat: LocalStat,
+        target: String,
+    ) -> Option<ChangeKind> {
+        if let Some(r) = self.records.get(path)
+            && r.entry.live_link() == Some(target.as_str())
+            && r.entry.mtime_ns == stat.mtime_ns
+        {
+            if r.stat != Some(stat) {
+                let mut r = r.clone();
+                r.stat = Some(stat);
+                self.put(r);
+            }
+            return None;
+        }
+        let hash = ContentHash::of(target.as_bytes());
+        Some(
+            self.local_change(path, Some(stat), |version, written| FileEntry {
+                path: path.clone(),
+                kind: EntryKind::Link(target),
+                size: 0,
+                mtime_ns: stat.mtime_ns,
+                mode: 0,
+                hash,
+                blocks: Vec::new(),
                 version,
                 written,
                 losers: Writes::default(),

@@ -583,7 +583,8 @@ pub(crate) async fn serve_blocks(
     }
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<BlockData>, String> {
-        let f = std::fs::File::open(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
+        let f =
+            crate::scan::open_nofollow(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
         let mut spans = Vec::with_capacity(blocks.len());
         let mut total = 0usize;
         for &i in &blocks {
@@ -715,7 +716,7 @@ async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> F
 fn read_at_most(full: &std::path::Path, size: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::with_capacity(size as usize);
-    std::fs::File::open(full)?
+    crate::scan::open_nofollow(full)?
         .take(size + 1)
         .read_to_end(&mut out)?;
     Ok(out)

@@ -1,9 +1,13 @@
 //! Looking at the disk: stat a path, walk a tree, hash a file.
 //!
 //! The state folder is never entered. Names that are not UTF-8 (and other
-//! names `RelPath` refuses) are skipped with a warning. Symlinks, sockets and
-//! other special files are not synced: they are [`Seen::Other`], which the
-//! index treats as absent but which nothing is ever written through.
+//! names `RelPath` refuses) are skipped with a warning. Symlinks are synced
+//! as links ([`Seen::Link`]: their target text, read with `readlink`, never
+//! followed). Sockets and other special files are not synced: they are
+//! [`Seen::Other`], which the index treats as absent but which nothing is
+//! ever written through. Files are opened with `O_NOFOLLOW`
+//! ([`open_nofollow`]), so a file swapped for a link between a stat and an
+//! open is never read through.
 //!
 //! A folder that cannot be read is reported, never taken as empty: what
 //! was under it is not known, so nothing under it may become a delete.
@@ -33,9 +37,11 @@ pub fn is_temp_name(rel: &RelPath) -> bool {
 pub enum Seen {
     /// Nothing there.
     Absent,
-    /// Something we do not sync: a symlink, a socket, a device. For the
+    /// Something we do not sync: a socket, a device, a fifo. For the
     /// index it is as good as absent; nothing is written through it.
     Other,
+    /// A symbolic link (its size is the target's length, its mode 0).
+    Link(LocalStat),
     /// A directory with these permission bits.
     Dir {
         /// Permission bits.
@@ -45,13 +51,19 @@ pub enum Seen {
     File(LocalStat),
 }
 
-/// Converts metadata to what the index compares.
+/// Converts metadata to what the index compares (a link's mode is 0: its
+/// permission bits mean nothing).
 pub fn local_stat(m: &Metadata) -> LocalStat {
+    let mode = if m.file_type().is_symlink() {
+        0
+    } else {
+        m.mode() & tandem_common::model::SYNCED_MODE_BITS
+    };
     LocalStat {
         inode: m.ino(),
         size: m.len(),
         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        mode: m.mode() & tandem_common::model::SYNCED_MODE_BITS,
+        mode,
     }
 }
 
@@ -63,6 +75,8 @@ fn seen_from(m: &Metadata) -> Seen {
         }
     } else if ft.is_file() {
         Seen::File(local_stat(m))
+    } else if ft.is_symlink() {
+        Seen::Link(local_stat(m))
     } else {
         Seen::Other
     }
@@ -242,12 +256,46 @@ pub enum HashError {
     Io(#[from] io::Error),
 }
 
+/// Opens `full` for reading without following a link at its last
+/// component (a link there fails with `ELOOP`; parents are checked by the
+/// callers, see [`parents_are_dirs`]).
+pub fn open_nofollow(full: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(full)
+}
+
+/// True when an open failed because the path is a symbolic link.
+pub fn is_link_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Reads the target of the link at `full`. A target that is not UTF-8 or
+/// not one a peer would accept is an error (`InvalidData`).
+pub fn read_link(full: &Path) -> io::Result<String> {
+    let t = fs::read_link(full)?;
+    let t = t.into_os_string().into_string().map_err(|t| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("its target {t:?} is not valid UTF-8"),
+        )
+    })?;
+    tandem_common::model::check_link_target(&t)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(t)
+}
+
 /// Hashes the file at `full`, and checks that it did not change meanwhile.
 /// Returns the stat the hash belongs to.
 pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
-    let f = match File::open(full) {
+    let f = match open_nofollow(full) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HashError::Gone),
+        // Became a link (or went) since it was looked at: look again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound || is_link_error(&e) => {
+            return Err(HashError::Gone);
+        }
         Err(e) => return Err(e.into()),
     };
     let before = f.metadata()?;

@@ -32,7 +32,11 @@ use crate::index::{LocalStat, Record};
 /// 5: no `locks` table: locks live in the lock cluster (`STATE/raft.db`).
 /// A schema-4 folder is migrated on open by dropping the table (its locks
 /// are forgotten, with a warning when there were any).
-const SCHEMA_VERSION: i64 = 5;
+/// 6: entries may be symbolic links (`EntryKind::Link`), which a build that
+/// knows only schema 5 could not decode: it refuses the folder by its
+/// schema instead of calling a row corrupt. A schema-5 folder is taken as
+/// it is (its links were never indexed; the start-up scan finds them).
+const SCHEMA_VERSION: i64 = 6;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,7 @@ impl Store {
         match store.meta_i64("schema")? {
             None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(SCHEMA_VERSION) => {}
+            Some(5) => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(4) => {
                 // Locks moved to the lock cluster (STATE/raft.db) in
                 // protocol 7; the old vote's records mean nothing there.
@@ -520,6 +525,28 @@ mod tests {
             .unwrap();
         let err = Store::open(&db).err().expect("refused");
         assert!(matches!(err, StoreError::Schema(1)), "{err}");
+    }
+
+    #[test]
+    fn schema_5_is_taken_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let set = |v: i64| {
+            Store::open(&db)
+                .unwrap()
+                .set_meta("schema", &v.to_be_bytes())
+                .unwrap()
+        };
+        set(5);
+        let s = Store::open(&db).expect("schema 5 opens");
+        assert_eq!(s.meta_i64("schema").unwrap(), Some(SCHEMA_VERSION));
+        drop(s);
+        set(SCHEMA_VERSION + 1);
+        let err = Store::open(&db).err().expect("refused");
+        assert!(
+            matches!(err, StoreError::Schema(v) if v == SCHEMA_VERSION + 1),
+            "{err}"
+        );
     }
 
     #[test]

@@ -614,7 +614,7 @@ async fn fetch_segment(
                     .into_iter()
                     .map(|(i, p, at, len, h)| {
                         let mut buf = vec![0u8; len];
-                        let ok = File::open(&p)
+                        let ok = crate::scan::open_nofollow(&p)
                             .and_then(|f| f.read_exact_at(&mut buf, at as u64 * BLOCK_SIZE))
                             .is_ok()
                             && ContentHash::of(&buf) == h;

@@ -309,9 +309,10 @@ fn replacements_links_and_special_files() {
     });
     assert_paths(&node, &list, &["doc.txt", "thing"]);
 
-    // Not listed: symlinks (to files or directories), a FIFO, anything in
-    // the state folder. The sentinel written after them is a barrier: once
-    // it is listed, the node has seen the earlier events too.
+    // Listed as links (never followed): symlinks to files or directories.
+    // Not listed: a FIFO, anything in the state folder. The sentinel
+    // written after them is a barrier: once it is listed, the node has seen
+    // the earlier events too.
     let list = s.step("links, a FIFO and .tandem/junk, then a sentinel", || {
         std::os::unix::fs::symlink("doc.txt", node.path("link-to-file")).expect("ln -s");
         fs::create_dir(node.path("realdir")).expect("mkdir");
@@ -322,36 +323,44 @@ fn replacements_links_and_special_files() {
         put(node.path(".tandem/junk.txt"), "never listed\n");
         put(node.path("sentinel-1"), "1\n");
     });
-    assert_paths(&node, &list, &["doc.txt", "sentinel-1", "thing"]);
+    assert_paths(
+        &node,
+        &list,
+        &[
+            "doc.txt",
+            "link-to-dir",
+            "link-to-file",
+            "sentinel-1",
+            "thing",
+        ],
+    );
+    for (link, target) in [("link-to-dir", "realdir"), ("link-to-file", "doc.txt")] {
+        let row = find(&list, link).expect("listed");
+        assert_eq!(row["link"], target, "{row}");
+    }
 
     // Only the top-level .tandem is the state folder; hidden files count.
     let list = s.step("sub/.tandem/x and .hidden", || {
         put(node.path("sub/.tandem/x"), "x\n");
         put(node.path(".hidden"), "h\n");
     });
-    assert_paths(
-        &node,
-        &list,
-        &[".hidden", "doc.txt", "sentinel-1", "sub/.tandem/x", "thing"],
-    );
+    let links = ["link-to-dir", "link-to-file"];
+    let mut want = vec![".hidden", "doc.txt"];
+    want.extend(links);
+    want.extend(["sentinel-1", "sub/.tandem/x", "thing"]);
+    assert_paths(&node, &list, &want);
 
-    // A listed file replaced by a symlink is no longer a file we sync.
+    // A listed file replaced by a symlink is a link now.
     let list = s.step("thing replaced by a symlink, then a sentinel", || {
         fs::remove_file(node.path("thing")).expect("rm");
         std::os::unix::fs::symlink("doc.txt", node.path("thing")).expect("ln -s");
         put(node.path("sentinel-2"), "2\n");
     });
-    assert_paths(
-        &node,
-        &list,
-        &[
-            ".hidden",
-            "doc.txt",
-            "sentinel-1",
-            "sentinel-2",
-            "sub/.tandem/x",
-        ],
-    );
+    let mut want = vec![".hidden", "doc.txt"];
+    want.extend(links);
+    want.extend(["sentinel-1", "sentinel-2", "sub/.tandem/x", "thing"]);
+    assert_paths(&node, &list, &want);
+    assert_eq!(find(&list, "thing").expect("listed")["link"], "doc.txt");
 }
 
 /// A directory replaced by a symlink to a directory outside the tree: the
@@ -376,7 +385,12 @@ fn directory_replaced_by_a_symlink_is_not_followed() {
     std::os::unix::fs::symlink(outside.path(), node.path("a")).expect("ln -s");
     put(node.path("sentinel"), "s\n");
     let list = node.wait_matches_disk("a/x gone, sentinel listed");
-    assert_paths(&node, &list, &["sentinel"]);
+    // `a` is listed as the link it is now; nothing behind it.
+    assert_paths(&node, &list, &["a", "sentinel"]);
+    assert_eq!(
+        find(&list, "a").expect("listed")["link"],
+        outside.path().to_str().unwrap()
+    );
     // No waiting needed: the sentinel's hint is due no earlier than the one
     // for a/x, so by now the node has looked at a/x (and logged it if it
     // indexed it).

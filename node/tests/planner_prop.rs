@@ -1284,6 +1284,7 @@ impl Sim {
                 .install(x, entry, local, keep_ours_as_conflict, origin)
                 .map(|()| Settled::Done),
             DiskOp::Fetch => Ok(Settled::Fetch),
+            DiskOp::MakeLink => unreachable!("the simulator makes no links"),
         }
     }
 
@@ -1327,6 +1328,7 @@ impl Sim {
         let mut keep_dir = None;
         if let Some(l) = local.filter(|l| !l.deleted) {
             match l.kind {
+                EntryKind::Link(_) => unreachable!("the simulator makes no links"),
                 EntryKind::File => {
                     if self.nodes[x].in_use.contains_key(&path) {
                         return Ok(Settled::Wait);
@@ -2083,7 +2085,7 @@ impl Sim {
             // The disk and the index agree.
             for r in node.index.records() {
                 let e = &r.entry;
-                let ok = match (node.disk.get(&e.path), e.deleted, e.kind) {
+                let ok = match (node.disk.get(&e.path), e.deleted, e.kind.clone()) {
                     (None, true, _) => true,
                     (Some(Item::Dir { mode }), false, EntryKind::Dir) => *mode == e.mode,
                     (
@@ -2209,8 +2211,9 @@ impl Sim {
         if !e.losers.is_empty() {
             let _ = write!(dot, " (losers {})", dots(&e.losers));
         }
-        let what = match (e.deleted, e.kind) {
+        let what = match (e.deleted, &e.kind) {
             (true, _) => "deleted".to_string(),
+            (false, EntryKind::Link(t)) => format!("link to {t}"),
             (false, EntryKind::Dir) => format!("dir(mode {:o})", e.mode),
             (false, EntryKind::File) => format!(
                 "{}(mtime {}, mode {:o})",

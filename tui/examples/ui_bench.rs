@@ -38,6 +38,7 @@ fn rss_kib(field: &str) -> u64 {
 fn files() -> Vec<ListedFile> {
     (0..N)
         .map(|i| ListedFile {
+            link: None,
             path: RelPath::new(format!(
                 "project-{:03}/src/module_{:04}/file-{i:06}.rs",
                 i % 211,

@@ -25,6 +25,8 @@ struct JsonRow<'a> {
     locked_by: Option<&'a str>,
     held: u32,
     states: BTreeMap<&'a str, &'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<&'a str>,
 }
 
 /// Prints the file table.
@@ -47,15 +49,21 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
                     .iter()
                     .map(|s| (s.node.as_str(), s.state.as_str()))
                     .collect(),
+                link: f.link.as_deref(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)?;
         return Ok(());
     }
+    // A link is shown as `ls -l` shows it: its name, an arrow, its target.
+    let name = |f: &ListedFile| match &f.link {
+        Some(t) => format!("{} -> {t}", f.path),
+        None => f.path.to_string(),
+    };
     let width = files
         .iter()
-        .map(|f| crate::ui::text::width(f.path.as_str()))
+        .map(|f| crate::ui::text::width(&name(f)))
         .max()
         .unwrap_or(4)
         .max(4);
@@ -80,8 +88,12 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
             "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  {}",
             i + 1,
             // `{:<width$}` pads by chars: a wide name would push its row out.
-            pad(f.path.as_str(), width),
-            human_size(f.size),
+            pad(&name(f), width),
+            if f.link.is_some() {
+                "link".to_string()
+            } else {
+                human_size(f.size)
+            },
             local_time(f.mtime_ns),
             f.nodes.join(","),
             lock
@@ -554,6 +566,7 @@ mod tests {
 
     fn file(p: &str, size: u64) -> ListedFile {
         ListedFile {
+            link: None,
             path: RelPath::new(p).unwrap(),
             size,
             mtime_ns: 1_700_000_000_000_000_000,

@@ -525,6 +525,7 @@ mod tests {
 
     fn listed(data: &[u8]) -> ListedFile {
         ListedFile {
+            link: None,
             path: RelPath::new("docs/big.bin").unwrap(),
             size: data.len() as u64,
             mtime_ns: 0,

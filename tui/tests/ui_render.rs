@@ -28,6 +28,7 @@ fn p(s: &str) -> RelPath {
 
 fn file(path: &str, size: u64, age_s: i64, states: &[(&str, FileState)]) -> ListedFile {
     ListedFile {
+        link: None,
         path: p(path),
         size,
         mtime_ns: NOW - age_s * SEC,

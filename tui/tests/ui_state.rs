@@ -24,6 +24,7 @@ fn p(s: &str) -> RelPath {
 
 fn file(path: &str, size: u64, mtime_s: i64) -> ListedFile {
     ListedFile {
+        link: None,
         path: p(path),
         size,
         mtime_ns: NOW - mtime_s * SEC,

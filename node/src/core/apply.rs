@@ -20,7 +20,7 @@ impl Core {
         let mut keep_dir = None;
         if let Some(l) = local.filter(|l| !l.deleted) {
             match l.kind {
-                EntryKind::File => {
+                EntryKind::File | EntryKind::Link(_) => {
                     if self.in_use.contains_key(&path) {
                         return Ok(Settled::Wait);
                     }
@@ -56,7 +56,7 @@ impl Core {
             }
             if keep_dir.is_none() {
                 tracing::info!("deleted {path} (deleted on {})", self.peer_name(peer));
-                if l.kind == EntryKind::File {
+                if l.kind != EntryKind::Dir {
                     self.io.events.emit(EventKind::Deleted {
                         path: path.clone(),
                         by: self.peer_name(peer),
@@ -84,14 +84,15 @@ impl Core {
         origin: Option<NodeId>,
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
-        if let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
-            if keep {
-                self.keep_conflict(l, peer)?;
-            } else {
-                self.remove_ours(peer, l)?;
-            }
-        }
+        self.clear_for(peer, local.as_ref(), keep)?;
         std::fs::create_dir_all(&full)?;
+        // A link to a folder put there meanwhile satisfies create_dir_all;
+        // its target's mode must not be changed through it.
+        if !std::fs::symlink_metadata(&full)?.is_dir() {
+            return Err(std::io::Error::other(
+                "something not a folder appeared here while the folder was being made; deciding again",
+            ));
+        }
         std::fs::set_permissions(
             &full,
             std::fs::Permissions::from_mode(entry.mode & tandem_common::model::SYNCED_MODE_BITS),
@@ -107,6 +108,108 @@ impl Core {
         Ok(())
     }
 
+    /// Takes our file or link at the path out of the way of `peer`'s change
+    /// of another kind: into the conflicts folder when it lost a conflict
+    /// (`keep`), else into the versions folder.
+    fn clear_for(
+        &mut self,
+        peer: NodeId,
+        local: Option<&FileEntry>,
+        keep: bool,
+    ) -> std::io::Result<()> {
+        let Some(l) = local.filter(|l| l.is_live_file() || l.live_link().is_some()) else {
+            return Ok(());
+        };
+        if keep {
+            self.keep_conflict(l, peer).map(|_| ())
+        } else {
+            self.remove_ours(peer, l)
+        }
+    }
+
+    /// Makes the link `entry` describes: written beside the path under a
+    /// temp name, given its mtime, then renamed over what is there (a
+    /// rename replaces a link or a file, and follows neither). Our file or
+    /// link there is kept first (a version, or a conflict copy when it
+    /// lost); a folder there must be empty (its files' deletions come
+    /// first), else this fails and is retried.
+    pub(super) fn apply_link(
+        &mut self,
+        peer: NodeId,
+        entry: FileEntry,
+        local: Option<FileEntry>,
+        keep: bool,
+        origin: Option<NodeId>,
+    ) -> std::io::Result<Settled> {
+        let EntryKind::Link(target) = &entry.kind else {
+            return Err(std::io::Error::other("not a link"));
+        };
+        let path = entry.path.clone();
+        let full = path.to_disk(&self.root);
+        if local.as_ref().is_some_and(|l| l.is_live_dir()) {
+            match std::fs::remove_dir(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    if self.deletes_queued_inside(&path) {
+                        return Ok(Settled::Wait);
+                    }
+                    return Err(std::io::Error::other(format!(
+                        "{}'s link would replace the folder here, which still holds files; move them away to let it in",
+                        self.peer_name(peer)
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.clear_for(peer, local.as_ref(), keep)?;
+        }
+        let parent = full
+            .parent()
+            .ok_or_else(|| std::io::Error::other("a link at the root"))?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(
+            "{}{}",
+            scan::TEMP_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::os::unix::fs::symlink(target, &tmp)?;
+        let placed = filetime::set_symlink_file_times(
+            &tmp,
+            file_time(entry.mtime_ns),
+            file_time(entry.mtime_ns),
+        )
+        .and_then(|()| std::fs::symlink_metadata(&tmp))
+        .and_then(|m| {
+            // Nothing expected there now: something that appeared meanwhile
+            // is a change not decided on yet.
+            match rename2(&tmp, &full, libc::RENAME_NOREPLACE) {
+                Err(e) if unsupported(&e) => std::fs::rename(&tmp, &full),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(std::io::Error::other(
+                        "something appeared here while the link was being made; deciding again",
+                    ))
+                }
+                r => r,
+            }
+            .map(|()| scan::local_stat(&m))
+        });
+        let st = match placed {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        self.dirs_to_sync.insert(parent.to_path_buf());
+        tracing::info!(
+            "made link {path} -> {target} (from {})",
+            self.peer_name(peer)
+        );
+        self.index.record_remote(entry, Some(st), origin);
+        Ok(Settled::Done)
+    }
+
     /// Same content, new metadata (mtime, mode) or just a newer version.
     pub(super) fn apply_meta(
         &mut self,
@@ -115,7 +218,14 @@ impl Core {
         origin: Option<NodeId>,
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
-        let f = std::fs::File::options().write(true).open(&full)?;
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a link put there since we looked.
+            std::fs::File::options()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&full)?
+        };
         f.set_permissions(std::fs::Permissions::from_mode(
             entry.mode & tandem_common::model::SYNCED_MODE_BITS,
         ))?;
@@ -149,7 +259,8 @@ impl Core {
     ) -> std::io::Result<Option<crate::index::LocalStat>> {
         let path = &entry.path;
         let full = path.to_disk(&self.root);
-        if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(|l| l.is_live_file()) {
+        let ours_kept = |l: &&FileEntry| l.is_live_file() || l.live_link().is_some();
+        if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(ours_kept) {
             // Only our indexed version is the loser: a write that landed
             // since we looked is a change we have not decided on yet.
             let indexed = self.index.get(path).and_then(|r| r.stat);
@@ -166,6 +277,12 @@ impl Core {
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
+        }
+        if !keep_ours_as_conflict
+            && let Some(l) = local.as_ref().filter(|l| l.live_link().is_some())
+        {
+            // A link replaced by a file: the link is kept as a version.
+            self.remove_ours(from, l)?;
         }
         if local
             .as_ref()
@@ -480,6 +597,12 @@ fn remove_checked(
 ) -> std::io::Result<Option<PathBuf>> {
     let ours = |p: &Path| -> std::io::Result<bool> {
         let m = std::fs::symlink_metadata(p)?;
+        if m.file_type().is_symlink() {
+            // A link's hash is its target's.
+            return Ok(stat == Some(scan::local_stat(&m))
+                || scan::read_link(p)
+                    .is_ok_and(|t| tandem_common::ContentHash::of(t.as_bytes()) == hash));
+        }
         Ok(m.file_type().is_file()
             && (stat == Some(scan::local_stat(&m))
                 || scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash)))
@@ -561,8 +684,13 @@ pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
             let side = to.with_file_name(format!("{}{name}", scan::TEMP_PREFIX));
-            std::fs::copy(from, &side)?;
-            std::fs::File::open(&side)?.sync_all()?;
+            if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
+                // A link is copied as a link, never through it.
+                std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
+            } else {
+                std::fs::copy(from, &side)?;
+                std::fs::File::open(&side)?.sync_all()?;
+            }
             std::fs::rename(&side, to)?;
             // In place: a temp file left behind is removed at the next start.
             let _ = std::fs::remove_file(from);

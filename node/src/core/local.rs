@@ -384,7 +384,7 @@ impl Core {
                     self.reconcile(Some(&p));
                     covered = Some(p);
                 }
-                Ok(Seen::File(_)) if self.is_ignored(&p, false) => {}
+                Ok(Seen::File(_) | Seen::Link(_)) if self.is_ignored(&p, false) => {}
                 Ok(_) if self.ignores_indexed(&p) => {}
                 Ok(seen) => {
                     self.look_at(&p, seen, true);
@@ -426,7 +426,7 @@ impl Core {
                     if self
                         .index
                         .get(g)
-                        .is_some_and(|r| r.entry.kind == EntryKind::File)
+                        .is_some_and(|r| r.entry.kind != EntryKind::Dir)
                     {
                         self.io.events.emit(EventKind::Deleted {
                             path: g.clone(),
@@ -439,6 +439,31 @@ impl Core {
             Seen::Dir { mode } => {
                 let c = self.index.observe_dir(p, mode);
                 self.log_change(p, c, log)
+            }
+            Seen::Link(st) => {
+                if !self.index.needs_hash(p, &st) {
+                    return 0;
+                }
+                match scan::read_link(&p.to_disk(&self.root)) {
+                    Ok(target) => {
+                        self.io_retries.remove(p);
+                        let c = self.index.observe_link(p, st, target);
+                        self.log_change(p, c, log)
+                    }
+                    // Replaced meanwhile: look again.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        self.pending.insert(p.clone(), Instant::now() + QUICK);
+                        0
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        self.pending.insert(p.clone(), Instant::now() + QUICK);
+                        0
+                    }
+                    Err(e) => {
+                        self.retry_later(p, &format!("link: {e}"));
+                        0
+                    }
+                }
             }
             Seen::File(st) => {
                 if !self.index.needs_hash(p, &st) {
@@ -667,9 +692,16 @@ impl Core {
             .collect();
         let hashed: Vec<(RelPath, _)> = hashed.into_iter().map(|(p, r)| (p.clone(), r)).collect();
         for (p, s) in &seen {
-            if let Seen::Dir { mode } = s {
-                let c = self.index.observe_dir(p, *mode);
-                changed += self.log_change(p, c, log);
+            match s {
+                Seen::Dir { mode } => {
+                    let c = self.index.observe_dir(p, *mode);
+                    changed += self.log_change(p, c, log);
+                }
+                // A readlink is cheap: no need to do it in parallel.
+                Seen::Link(st) if self.index.needs_hash(p, st) && !self.locks.contains_key(p) => {
+                    changed += self.look_at(p, *s, log);
+                }
+                _ => {}
             }
         }
         for (p, r) in hashed {
@@ -712,7 +744,7 @@ impl Core {
         let seen = scan::stat(&p.to_disk(&self.root))?;
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
         let stale = match (seen, rec) {
-            (Seen::File(st), _) => self.index.needs_hash(p, &st),
+            (Seen::File(st) | Seen::Link(st), _) => self.index.needs_hash(p, &st),
             (Seen::Absent | Seen::Other, Some(_)) => true,
             (Seen::Absent | Seen::Other, None) => false,
             (Seen::Dir { mode }, Some(r)) => r.entry.kind != EntryKind::Dir || r.entry.mode != mode,

@@ -193,7 +193,7 @@ impl Core {
         let owner = lock.info.owner_name.clone();
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
         let (kind, size, mtime_ns) = match seen {
-            Seen::File(st) => {
+            Seen::File(st) | Seen::Link(st) => {
                 if !self.index.needs_hash(p, st) {
                     return true;
                 }

@@ -8,8 +8,9 @@ impl Core {
     pub(super) fn list(&self) -> Vec<ListedFile> {
         self.index
             .records()
-            .filter(|r| r.entry.is_live_file() && !self.is_ignored(&r.entry.path, false))
+            .filter(|r| listed(&r.entry) && !self.is_ignored(&r.entry.path, false))
             .map(|r| ListedFile {
+                link: r.entry.live_link().map(str::to_string),
                 path: r.entry.path.clone(),
                 size: r.entry.size,
                 mtime_ns: r.entry.mtime_ns,
@@ -33,7 +34,7 @@ impl Core {
         if self.is_ignored(path, false) {
             return None;
         }
-        match self.index.get(path).filter(|r| r.entry.is_live_file()) {
+        match self.index.get(path).filter(|r| listed(&r.entry)) {
             Some(r) => Some(self.summarise(&r.entry, true)),
             None => self
                 .needed
@@ -48,13 +49,13 @@ impl Core {
         let mut out: Vec<FileSummary> = self
             .index
             .records()
-            .filter(|r| r.entry.is_live_file() && !self.is_ignored(&r.entry.path, false))
+            .filter(|r| listed(&r.entry) && !self.is_ignored(&r.entry.path, false))
             .map(|r| self.summarise(&r.entry, true))
             .collect();
         for (p, n) in &self.needed {
-            if n.w.entry.is_live_file()
+            if listed(&n.w.entry)
                 && !self.is_ignored(p, false)
-                && self.index.get(p).is_none_or(|r| !r.entry.is_live_file())
+                && self.index.get(p).is_none_or(|r| !listed(&r.entry))
             {
                 out.push(self.summarise(&n.w.entry, false));
             }
@@ -67,6 +68,7 @@ impl Core {
     /// the version being fetched.
     pub(super) fn summarise(&self, e: &FileEntry, present: bool) -> FileSummary {
         FileSummary {
+            link: e.live_link().map(str::to_string),
             path: e.path.clone(),
             size: e.size,
             mtime_ns: e.mtime_ns,
@@ -121,4 +123,10 @@ impl Core {
         }
         c
     }
+}
+
+/// What the file tables list: live files and links (folders are implied by
+/// their files).
+fn listed(e: &FileEntry) -> bool {
+    e.is_live_file() || e.live_link().is_some()
 }

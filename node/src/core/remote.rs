@@ -362,6 +362,7 @@ impl Core {
                 .apply_dir(from, entry, local, keep_ours_as_conflict, origin)
                 .map(|()| Settled::Done),
             Op::SetMeta => self.apply_meta(from, entry, origin).map(|()| Settled::Done),
+            Op::MakeLink => self.apply_link(from, entry, local, keep_ours_as_conflict, origin),
             Op::Fetch => match fetched {
                 Some(done) => self
                     .install(from, entry, local, keep_ours_as_conflict, origin, done)

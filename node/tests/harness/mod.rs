@@ -1309,11 +1309,24 @@ pub fn walk_tree(dir: &Path, visit: &mut impl FnMut(&str, &Path, &fs::Metadata))
     walk(dir, "", visit)
 }
 
-/// The regular files under `dir` as a node should list them (see
-/// [`walk_tree`]; symlinks and special files are skipped).
+/// The regular files and links under `dir` as a node should list them
+/// (see [`walk_tree`]; special files are skipped; a link is listed with
+/// size 0 and its target's hash).
 pub fn disk_files(dir: &Path) -> BTreeMap<String, FileInfo> {
     let mut out = BTreeMap::new();
     walk_tree(dir, &mut |rel, path, meta| {
+        if meta.file_type().is_symlink() {
+            let Ok(target) = fs::read_link(path) else {
+                return;
+            };
+            let info = FileInfo {
+                size: 0,
+                mtime: mtime_rfc3339(meta),
+                hash: blake3_hex(target.as_os_str().as_encoded_bytes()),
+            };
+            out.insert(rel.to_string(), info);
+            return;
+        }
         if !meta.is_file() {
             return;
         }

@@ -61,6 +61,7 @@ pub(super) fn on_event(s: &mut AppState, e: Event) {
             });
             if !patched {
                 s.files.upsert(ListedFile {
+                    link: None,
                     path,
                     size,
                     mtime_ns,

@@ -52,6 +52,11 @@ pub fn render(frame: &mut Frame, s: &AppState, d: &DetailPane) {
     match s.files.get(d.path.as_str()) {
         Some(f) => {
             lines.push(heading("Newest version"));
+            if let Some(t) = &f.link {
+                lines.push(Line::from(format!(
+                    "  a symbolic link to {t} (synced as a link, never followed)"
+                )));
+            }
             let hex = f.hash.to_hex();
             lines.push(Line::from(format!(
                 "  {} · modified {} · BLAKE3 {} · on {}",

@@ -213,7 +213,14 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
                     Column::Num => Cell::from(
                         Line::from(thousands(pos as u64 + 1)).alignment(Alignment::Right),
                     ),
-                    Column::Name => Cell::from(fit_path(f.path.as_str(), w)),
+                    Column::Name => match &f.link {
+                        // As `ls -l` shows a link.
+                        Some(t) => Cell::from(fit_path(&format!("{} -> {t}", f.path), w)),
+                        None => Cell::from(fit_path(f.path.as_str(), w)),
+                    },
+                    Column::Size if f.link.is_some() => {
+                        Cell::from(Line::from("link").alignment(Alignment::Right))
+                    }
                     Column::Size => {
                         Cell::from(Line::from(human_size(f.size)).alignment(Alignment::Right))
                     }
