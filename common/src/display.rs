@@ -58,6 +58,20 @@ pub fn eta(secs: u64) -> String {
     }
 }
 
+/// How long ago something happened, rounded down the way people say it,
+/// the one way the CLI and the UI show it: `just now` (under 10 s),
+/// `45 s ago`, `3 min ago`, `2 h ago`, `1 day ago`, `12 days ago`.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        0..10 => "just now".to_string(),
+        10..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        86400..172800 => "1 day ago".to_string(),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
 /// A timeout or delay in words for messages: `10 s`, `1.5 s`, `500 ms`.
 pub fn duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -111,5 +125,16 @@ mod tests {
         assert_eq!(eta(59), "59 s");
         assert_eq!(eta(187), "3 min 7 s");
         assert_eq!(eta(7_500), "2 h 5 min");
+    }
+
+    #[test]
+    fn times_ago() {
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(9), "just now");
+        assert_eq!(ago(10), "10 s ago");
+        assert_eq!(ago(187), "3 min ago");
+        assert_eq!(ago(7_500), "2 h ago");
+        assert_eq!(ago(86_400), "1 day ago");
+        assert_eq!(ago(86_400 * 12 + 5), "12 days ago");
     }
 }

@@ -6,12 +6,12 @@ use std::io::Write;
 use serde::Serialize;
 use tandem_common::display::{human_size, local_time, rfc3339};
 use tandem_common::proto::{
-    CacheReport, ClientInfo, Event, EventKind, HeldChange, HeldFate, HeldKind, ListedFile,
-    LockInfo, NodeStatus,
+    CacheReport, ClientInfo, Event, HeldChange, HeldFate, HeldKind, ListedFile, LockInfo,
+    NodeStatus,
 };
 
 use crate::ui::text::pad;
-use crate::wording::{describe_event, event_kind_name, kind_word};
+use crate::wording::{describe_event, event_kind_name, event_path, kind_word};
 
 /// One row of `list --json`.
 #[derive(Serialize)]
@@ -509,26 +509,6 @@ pub fn print_event(e: &Event, json: bool, out: &mut impl Write) -> std::io::Resu
         )?;
     }
     out.flush()
-}
-
-/// The file an event is about, if any.
-pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
-    match e {
-        EventKind::Added { path, .. }
-        | EventKind::Changed { path, .. }
-        | EventKind::Deleted { path, .. }
-        | EventKind::Transferred { path, .. }
-        | EventKind::Conflict { path, .. }
-        | EventKind::Locked { path, .. }
-        | EventKind::Unlocked { path, .. }
-        | EventKind::Held { path, .. }
-        | EventKind::Released { path, .. }
-        | EventKind::ApplyFailed { path, .. }
-        | EventKind::ConflictRestored { path, .. }
-        | EventKind::VersionRestored { path, .. }
-        | EventKind::ApplyRecovered { path } => Some(path),
-        _ => None,
-    }
 }
 
 /// One line per released change, for `unlock`.

@@ -227,6 +227,16 @@ pub const INPUT_KEYS: &[(&str, &str)] = &[
     ("Backspace", "delete a character"),
 ];
 
+/// Keys of the detail pane (Enter on a file, `:versions PATH`), for the
+/// help overlay; the pane's own lines and footer say them where they apply.
+pub const DETAIL_KEYS: &[(&str, &str)] = &[
+    ("↑↓ g G", "choose a copy or a version"),
+    ("R x F", "restore, delete, fetch copy"),
+    ("V", "restore the kept version"),
+    ("f l u", "file: fetch, lock, unlock"),
+    ("r", "load again"),
+];
+
 /// The footer while the feed has the keys (help and quit last, as in
 /// [`footer`]).
 pub fn feed_footer() -> Vec<(&'static str, &'static str)> {
@@ -249,6 +259,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     // table of paths fetched into one folder stays a tree, without clashes.
     ("fetch NAME [DIR]", "into DIR/NAME"),
     ("fetch … --flat", "no subfolders"),
+    ("versions PATH", "versions (deleted too)"),
     ("list", "reload all"),
     ("connect HOST:PORT", "switch node"),
     ("cache [NODE]", "a node's cache"),
@@ -284,14 +295,15 @@ pub fn help_sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)>
             .collect();
         (scope.title(), rows)
     };
-    // In this order the two columns of the overlay come out balanced
-    // (on short screens the overlay scrolls).
+    // In this order the two columns of the overlay come out balanced, and
+    // it fits in 36 rows (on shorter screens the overlay scrolls).
     vec![
         rows(Scope::Everywhere),
         rows(Scope::Move),
         ("Typing", INPUT_KEYS.to_vec()),
-        rows(Scope::Files),
+        ("Detail pane (Enter)", DETAIL_KEYS.to_vec()),
         rows(Scope::Nodes),
+        rows(Scope::Files),
         rows(Scope::Cache),
         rows(Scope::Conflicts),
         ("Commands (:)", COMMANDS.to_vec()),

@@ -303,21 +303,6 @@ enum ConflictCommand {
     },
 }
 
-/// Every node's kept versions of `path`, and the nodes that did not say.
-async fn kept_versions(
-    c: &client::Client,
-    path: &RelPath,
-) -> anyhow::Result<(Vec<tandem_common::proto::KeptVersion>, Vec<String>)> {
-    let req = ClientRequest::Versions { path: path.clone() };
-    match c.call(req).await? {
-        ClientResponse::VersionList {
-            versions,
-            unanswered,
-        } => Ok((versions, unanswered)),
-        other => bail!("unexpected answer: {other:?}"),
-    }
-}
-
 /// Fetches `what` into `to` with a progress bar and says where it went.
 async fn fetch_and_say(
     c: &client::Client,
@@ -664,7 +649,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Versions { path, json } => {
             let rel = RelPath::new(path.trim_end_matches('/'))
                 .with_context(|| format!("invalid path {path:?}"))?;
-            let (found, unanswered) = kept_versions(&c, &rel).await?;
+            let (found, unanswered) = versions::kept_versions(&c, &rel).await?;
             versions::print_versions(&rel, &found, &unanswered, *json, &mut out)?;
         }
         Command::Restore {
@@ -674,7 +659,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let rel = RelPath::new(path.trim_end_matches('/'))
                 .with_context(|| format!("invalid path {path:?}"))?;
-            let (found, unanswered) = kept_versions(&c, &rel).await?;
+            let (found, unanswered) = versions::kept_versions(&c, &rel).await?;
             let chosen = match versions::pick(&rel, &found, version.as_deref(), from.as_deref()) {
                 Ok(c) => c,
                 Err(e) if unanswered.is_empty() => bail!("{e}"),

@@ -11,11 +11,11 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tandem_common::RelPath;
-use tandem_common::proto::{ClientRequest, ClientResponse};
+use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, Effect, FetchError, Msg, Saved, Wanted, Zone, update};
+use crate::app::{AppState, Effect, FetchError, Msg, RestoreError, Saved, Wanted, Zone, update};
 use crate::client::{Client, ClientError, FeedItem};
 use crate::{term, ui};
 
@@ -355,6 +355,23 @@ impl Runner {
                     send(Msg::ConflictResolved(r));
                 });
             }
+            Effect::RestoreVersion { node, id, path } => {
+                tokio::spawn(async move {
+                    let req = ClientRequest::RestoreVersion {
+                        node: node.clone(),
+                        id,
+                    };
+                    let result = match c.call(req).await {
+                        Ok(ClientResponse::VersionRestored(r)) => Ok(r),
+                        Ok(other) => Err(RestoreError::Failed(unexpected(&other))),
+                        Err(ClientError::Api(ApiError::NoSuchVersion { .. })) => {
+                            Err(RestoreError::Gone)
+                        }
+                        Err(e) => Err(RestoreError::Failed(e.to_string())),
+                    };
+                    send(Msg::VersionRestored { node, path, result });
+                });
+            }
             Effect::LoadDetail(path) => {
                 tokio::spawn(async move {
                     let result = file_detail(&c, &path).await;
@@ -428,6 +445,11 @@ impl Runner {
                 result: Err(why()),
             }),
             Effect::ResolveConflict { .. } => self.send(Msg::ConflictResolved(Err(why()))),
+            Effect::RestoreVersion { node, path, .. } => self.send(Msg::VersionRestored {
+                node,
+                path,
+                result: Err(RestoreError::Failed(why())),
+            }),
             Effect::Discover(node) => self.send(Msg::Discovered {
                 node,
                 result: Err(why()),
@@ -445,12 +467,14 @@ impl Runner {
 }
 
 /// What the detail pane shows of `path` beyond its row: asked of the
-/// node at once (the lock table, the held changes, the conflict copies).
+/// node at once (the lock table, the held changes, the conflict copies,
+/// the kept versions).
 async fn file_detail(c: &Client, path: &RelPath) -> Result<crate::app::FileDetail, String> {
-    let (locks, held, conflicts) = tokio::join!(
+    let (locks, held, conflicts, versions) = tokio::join!(
         c.call(ClientRequest::Locks),
         c.call(ClientRequest::Held),
-        c.call(ClientRequest::Conflicts)
+        c.call(ClientRequest::Conflicts),
+        crate::versions::kept_versions(c, path)
     );
     let lock = match locks.map_err(|e| e.to_string())? {
         ClientResponse::LockList(v) => v.into_iter().find(|l| &l.path == path),
@@ -472,11 +496,14 @@ async fn file_detail(c: &Client, path: &RelPath) -> Result<crate::app::FileDetai
         ),
         other => return Err(unexpected(&other)),
     };
+    let (versions, versions_unanswered) = versions.map_err(|e| e.to_string())?;
     Ok(crate::app::FileDetail {
         lock,
         held,
         conflicts,
         unanswered,
+        versions,
+        versions_unanswered,
     })
 }
 

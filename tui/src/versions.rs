@@ -1,12 +1,32 @@
-//! Kept versions as the client shows them: the `tandem versions` table, and
-//! which versions `tandem restore` brings back.
+//! Kept versions as the client shows them: asking for them, the `tandem
+//! versions` table, which versions `tandem restore` brings back, and what a
+//! restore did, in words (the UI's detail pane uses the same).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use tandem_common::RelPath;
 use tandem_common::display::{human_size, local_time, rfc3339};
-use tandem_common::proto::{KeptVersion, VersionRestoration};
+use tandem_common::proto::{ClientRequest, ClientResponse, KeptVersion, VersionRestoration};
+
+use crate::client::{Client, ClientError};
+
+/// Every node's kept versions of `path` (and of the files under it, when it
+/// is or was a folder), newest kept first, and the nodes that could not say
+/// what they keep, with why.
+pub async fn kept_versions(
+    c: &Client,
+    path: &RelPath,
+) -> Result<(Vec<KeptVersion>, Vec<String>), ClientError> {
+    let req = ClientRequest::Versions { path: path.clone() };
+    match c.call(req).await? {
+        ClientResponse::VersionList {
+            versions,
+            unanswered,
+        } => Ok((versions, unanswered)),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
 
 /// Prints the versions (newest kept first, as the node sends them) and the
 /// nodes that could not say what they keep.
@@ -155,6 +175,13 @@ pub fn pick<'a>(
         });
     }
     Ok(chosen)
+}
+
+/// What replaced a kept version, in words: `replaced by B's change` (an
+/// edit or a delete made on B: the versions folder does not say which).
+pub fn cause(v: &KeptVersion) -> String {
+    let by = if v.cause.is_empty() { "?" } else { &v.cause };
+    format!("replaced by {by}'s change")
 }
 
 /// What restoring did, in a sentence.

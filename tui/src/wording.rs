@@ -1,6 +1,7 @@
 //! Events in words: the sentences and kind names that the CLI's `feed`
 //! and the UI's feed both show, so the two always read alike.
 
+use tandem_common::RelPath;
 use tandem_common::display::human_size;
 use tandem_common::proto::{EventKind, HeldKind};
 
@@ -83,6 +84,26 @@ pub fn describe_event(e: &EventKind) -> String {
         EventKind::VersionRestored { path, by } => {
             format!("{path} restored from a kept version by {by}")
         }
+    }
+}
+
+/// The file an event is about, if any.
+pub fn event_path(e: &EventKind) -> Option<&RelPath> {
+    match e {
+        EventKind::Added { path, .. }
+        | EventKind::Changed { path, .. }
+        | EventKind::Deleted { path, .. }
+        | EventKind::Transferred { path, .. }
+        | EventKind::Conflict { path, .. }
+        | EventKind::Locked { path, .. }
+        | EventKind::Unlocked { path, .. }
+        | EventKind::Held { path, .. }
+        | EventKind::Released { path, .. }
+        | EventKind::ApplyFailed { path, .. }
+        | EventKind::ConflictRestored { path, .. }
+        | EventKind::VersionRestored { path, .. }
+        | EventKind::ApplyRecovered { path } => Some(path),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tandem_common::proto::{
     CacheEntry, CacheReport, ConflictCopy, Event, EventKind, FileState, HeldChange, HeldKind,
-    ListedFile, LockInfo, NodeFileState, NodeSample, NodeStatus,
+    KeptVersion, ListedFile, LockInfo, NodeFileState, NodeSample, NodeStatus,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{AppState, FetchError, FileDetail, Mode, Msg, Zone, update};
@@ -701,40 +701,125 @@ fn restore_question() {
     });
 }
 
+/// README.md's detail: the lock with its queue, a held change, one kept
+/// copy (gamma did not answer), and `versions`.
+fn readme_detail(versions: Vec<KeptVersion>, versions_unanswered: Vec<String>) -> Msg {
+    let copies: Vec<ConflictCopy> = conflict_copies().into_iter().take(1).collect();
+    Msg::DetailLoaded {
+        path: p("README.md"),
+        result: Ok(FileDetail {
+            lock: Some(LockInfo {
+                path: p("README.md"),
+                owner_name: "ana".into(),
+                owner: uuid::Uuid::nil(),
+                since_ns: NOW - 600 * SEC,
+                via: "alpha".into(),
+                waiting: vec!["bob".into(), "carol".into()],
+            }),
+            held: vec![HeldChange {
+                path: p("README.md"),
+                node: "beta".into(),
+                kind: HeldKind::Modify,
+                size: 2_100,
+                mtime_ns: NOW - 300 * SEC,
+                since_ns: NOW - 299 * SEC,
+            }],
+            conflicts: copies,
+            unanswered: vec!["gamma: timed out".into()],
+            versions,
+            versions_unanswered,
+        }),
+    }
+}
+
+/// Opens README.md's detail pane.
+fn open_readme(s: &mut AppState) {
+    update(s, key('/'));
+    typed(s, "README");
+    update(s, code(KeyCode::Enter));
+    update(s, code(KeyCode::Enter));
+    assert!(matches!(&s.mode, Mode::Detail(d) if d.path == p("README.md")));
+}
+
+/// A version of `path` kept on `node` `kept_s` seconds ago, which
+/// `cause`'s change replaced.
+fn kept(node: &str, path: &str, cause: &str, kept_s: i64) -> KeptVersion {
+    let stem = path.trim_end_matches(".md").trim_end_matches(".jpg");
+    KeptVersion {
+        node: node.into(),
+        id: format!("{stem}.version-{kept_s}-{cause}"),
+        path: p(path),
+        cause: cause.into(),
+        size: 1_000 + kept_s as u64 * 3,
+        mtime_ns: NOW - (kept_s + 900) * SEC,
+        kept_ns: NOW - kept_s * SEC,
+    }
+}
+
 /// Enter on README.md: both nodes' states, the lock with its queue, a
-/// held change and two kept copies.
+/// held change, a kept copy, and no kept versions.
 #[test]
 fn detail_pane() {
     check("detail", |s| {
-        update(s, key('/'));
-        typed(s, "README");
+        open_readme(s);
+        update(s, readme_detail(Vec::new(), Vec::new()));
+    });
+}
+
+/// README.md's kept versions, newest first, under its copy; the second
+/// version is selected (on short screens the pane scrolls to it), and
+/// delta did not say what it keeps.
+#[test]
+fn detail_pane_with_versions() {
+    check("detail_versions", |s| {
+        open_readme(s);
+        let versions = vec![
+            kept("beta", "README.md", "alpha", 200),
+            kept("alpha", "README.md", "beta", 3_700),
+            kept("beta", "README.md", "alpha", 86_400 * 2),
+            kept("alpha", "README.md", "beta", 86_400 * 9),
+        ];
+        update(s, readme_detail(versions, vec!["delta: timed out".into()]));
+        update(s, key('j'));
+        update(s, key('j'));
+    });
+}
+
+/// V on a kept version: the question says what comes back, from where,
+/// and that the current file is kept in turn.
+#[test]
+fn version_restore_question() {
+    check("version_question", |s| {
+        open_readme(s);
+        let versions = vec![kept("beta", "README.md", "alpha", 200)];
+        update(s, readme_detail(versions, Vec::new()));
+        update(s, key('j'));
+        update(s, key('V'));
+    });
+}
+
+/// `:versions photos/2025` on a folder deleted everywhere: no row, the
+/// versions of the files that were in it (each with its path).
+#[test]
+fn versions_of_a_deleted_folder() {
+    check("versions_deleted", |s| {
+        typed(s, ":versions photos/2025");
         update(s, code(KeyCode::Enter));
-        update(s, code(KeyCode::Enter));
-        assert!(matches!(&s.mode, Mode::Detail(d) if d.path == p("README.md")));
-        let copies: Vec<ConflictCopy> = conflict_copies().into_iter().take(1).collect();
         update(
             s,
             Msg::DetailLoaded {
-                path: p("README.md"),
+                path: p("photos/2025"),
                 result: Ok(FileDetail {
-                    lock: Some(LockInfo {
-                        path: p("README.md"),
-                        owner_name: "ana".into(),
-                        owner: uuid::Uuid::nil(),
-                        since_ns: NOW - 600 * SEC,
-                        via: "alpha".into(),
-                        waiting: vec!["bob".into(), "carol".into()],
-                    }),
-                    held: vec![HeldChange {
-                        path: p("README.md"),
-                        node: "beta".into(),
-                        kind: HeldKind::Modify,
-                        size: 2_100,
-                        mtime_ns: NOW - 300 * SEC,
-                        since_ns: NOW - 299 * SEC,
-                    }],
-                    conflicts: copies,
-                    unanswered: vec!["gamma: timed out".into()],
+                    lock: None,
+                    held: Vec::new(),
+                    conflicts: Vec::new(),
+                    unanswered: Vec::new(),
+                    versions: vec![
+                        kept("beta", "photos/2025/dunes.jpg", "alpha", 1_200),
+                        kept("beta", "photos/2025/beach.jpg", "alpha", 1_200),
+                        kept("alpha", "photos/2025/beach.jpg", "beta", 86_400 * 3),
+                    ],
+                    versions_unanswered: Vec::new(),
                 }),
             },
         );

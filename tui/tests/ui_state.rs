@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use tandem_common::proto::{
     ConflictAction, ConflictCopy, ConflictResolution, Event, EventKind, FeedCursor, FileState,
-    HeldKind, ListedFile, NodeFileState, NodeStatus,
+    HeldKind, KeptVersion, ListedFile, NodeFileState, NodeStatus, VersionRestoration,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
-    AppState, Conn, DEBOUNCE_NS, Effect, FEED_CAP, FetchError, FileDetail, Level, Mode, Msg,
-    RECONNECT_NS, REFRESH_NS, Saved, SortKey, View, Wanted, Zone, update,
+    AppState, Conn, DEBOUNCE_NS, DetailItem, Effect, FEED_CAP, FetchError, FileDetail, Level, Mode,
+    Msg, RECONNECT_NS, REFRESH_NS, RestoreError, Saved, SortKey, View, Wanted, Zone, update,
 };
 
 const NOW: i64 = 1_795_521_600_000_000_000;
@@ -1324,6 +1324,8 @@ fn enter_opens_the_detail_pane_and_its_keys_act_on_the_file() {
             ),
         ],
         unanswered: Vec::new(),
+        versions: Vec::new(),
+        versions_unanswered: Vec::new(),
     };
     update(
         &mut s,
@@ -1430,6 +1432,8 @@ fn conflict_copies_are_fetched_from_the_conflicts_view_and_the_detail_pane() {
             held: Vec::new(),
             conflicts,
             unanswered: Vec::new(),
+            versions: Vec::new(),
+            versions_unanswered: Vec::new(),
         }),
     };
     update(&mut s, b_detail(vec![b_copy]));
@@ -2394,4 +2398,357 @@ fn the_rate_and_time_left_follow_the_last_seconds() {
     );
     let f = s.fetch.as_ref().unwrap();
     assert_eq!((f.done, f.per_sec()), (0, None));
+}
+
+/// A version of `path` kept on `node` `kept_s` seconds ago, which
+/// alpha's change replaced.
+fn version(node: &str, path: &str, kept_s: i64) -> KeptVersion {
+    KeptVersion {
+        node: node.into(),
+        id: format!("{path}.version-{kept_s}-alpha"),
+        path: p(path),
+        cause: "alpha".into(),
+        size: 12_288,
+        mtime_ns: NOW - 3_600 * SEC,
+        kept_ns: NOW - kept_s * SEC,
+    }
+}
+
+/// What the pane of `path` shows: the copies, then the versions.
+fn detail(path: &str, conflicts: Vec<ConflictCopy>, versions: Vec<KeptVersion>) -> Msg {
+    Msg::DetailLoaded {
+        path: p(path),
+        result: Ok(FileDetail {
+            lock: None,
+            held: Vec::new(),
+            conflicts,
+            unanswered: Vec::new(),
+            versions,
+            versions_unanswered: Vec::new(),
+        }),
+    }
+}
+
+/// The id of the selected line (copy or version) of the pane.
+fn pane_selection(s: &AppState) -> Option<String> {
+    match &s.mode {
+        Mode::Detail(d) => d.selected().map(|i| match i {
+            DetailItem::Copy(c) => c.id.clone(),
+            DetailItem::Version(v) => v.id.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn loads_detail(fx: &[Effect]) -> usize {
+    fx.iter()
+        .filter(|e| matches!(e, Effect::LoadDetail(_)))
+        .count()
+}
+
+/// The pane asks for the kept versions with the rest; one selection runs
+/// over the copies, then the versions, and stays on its line when the
+/// lists change; a change to the file (per the feed) loads the pane again,
+/// debounced, one load at a time.
+#[test]
+fn the_detail_pane_lists_kept_versions_and_loads_again_when_the_file_changes() {
+    let mut s = connected(four());
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+    let b_copy = copy(
+        "gamma",
+        "b.conflict-20261124-100000-beta.txt",
+        Some("b.txt"),
+        50,
+    );
+    let (older, newer) = (
+        version("beta", "b.txt", 600),
+        version("gamma", "b.txt", 180),
+    );
+    update(
+        &mut s,
+        detail(
+            "b.txt",
+            vec![b_copy.clone()],
+            vec![newer.clone(), older.clone()],
+        ),
+    );
+    assert_eq!(pane_selection(&s), Some(b_copy.id.clone()));
+    update(&mut s, key('j'));
+    assert_eq!(pane_selection(&s), Some(newer.id.clone()));
+    update(&mut s, key('j'));
+    update(&mut s, key('j'));
+    assert_eq!(
+        pane_selection(&s),
+        Some(older.id.clone()),
+        "stops at the last"
+    );
+    update(&mut s, key('g'));
+    assert_eq!(pane_selection(&s), Some(b_copy.id.clone()));
+    update(&mut s, key('G'));
+    assert_eq!(pane_selection(&s), Some(older.id.clone()));
+
+    // Another file's change: nothing to load.
+    update(
+        &mut s,
+        ev(
+            1,
+            EventKind::Changed {
+                path: p("d.txt"),
+                size: 3,
+            },
+        ),
+    );
+    assert_eq!(loads_detail(&update(&mut s, Msg::Tick(NOW + SEC))), 0);
+    // b.txt arrived on beta (which kept what it replaced): once the
+    // debounce is over, the pane loads again, once.
+    update(
+        &mut s,
+        ev(
+            2,
+            EventKind::Transferred {
+                path: p("b.txt"),
+                from: "alpha".into(),
+                to: "beta".into(),
+                size: 31,
+                sent: 31,
+                millis: 2,
+            },
+        ),
+    );
+    let t = s.now_ns;
+    assert_eq!(loads_detail(&update(&mut s, Msg::Tick(t + 1))), 0);
+    assert_eq!(
+        update(&mut s, Msg::Tick(t + DEBOUNCE_NS))
+            .into_iter()
+            .filter(|e| matches!(e, Effect::LoadDetail(_)))
+            .collect::<Vec<_>>(),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+    // A change while it loads: it waits for the answer (which may predate
+    // the change), then loads again.
+    update(
+        &mut s,
+        ev(
+            3,
+            EventKind::Locked {
+                path: p("b.txt"),
+                owner: "bob".into(),
+                via: "beta".into(),
+            },
+        ),
+    );
+    assert_eq!(
+        loads_detail(&update(&mut s, Msg::Tick(t + 3 * DEBOUNCE_NS))),
+        0
+    );
+    let newest = version("beta", "b.txt", 1);
+    update(
+        &mut s,
+        detail(
+            "b.txt",
+            vec![b_copy.clone()],
+            vec![newest, newer, older.clone()],
+        ),
+    );
+    assert!(
+        matches!(&s.mode, Mode::Detail(d) if d.sel == 3),
+        "the selection stays on its version: {:?}",
+        s.mode
+    );
+    assert_eq!(pane_selection(&s), Some(older.id.clone()));
+    assert_eq!(
+        loads_detail(&update(&mut s, Msg::Tick(t + 4 * DEBOUNCE_NS))),
+        1
+    );
+    // A version gone from the list: the selection stays in the list.
+    update(&mut s, detail("b.txt", vec![b_copy], Vec::new()));
+    assert!(matches!(&s.mode, Mode::Detail(d) if d.sel == 0));
+    // r loads again at once.
+    assert_eq!(
+        update(&mut s, key('r')),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+}
+
+/// V on a kept version asks first, saying what happens; only a plain `y`
+/// sends the restore (to the node that keeps it); the result or the error
+/// is said in the status line. The copies' keys refuse a version and V a
+/// copy, saying which key does what.
+#[test]
+fn a_kept_version_is_restored_only_after_a_yes() {
+    let mut s = connected(four());
+    let b_copy = copy(
+        "gamma",
+        "b.conflict-20261124-100000-beta.txt",
+        Some("b.txt"),
+        50,
+    );
+    let v = version("beta", "b.txt", 180);
+    let open = |s: &mut AppState| {
+        update(s, code(KeyCode::Enter));
+        update(s, detail("b.txt", vec![b_copy.clone()], vec![v.clone()]));
+    };
+    open(&mut s);
+    // On the copy, V says what it is for; the pane stays.
+    assert!(update(&mut s, key('V')).is_empty());
+    assert!(matches!(s.mode, Mode::Detail(_)));
+    assert_eq!(
+        s.status.as_ref().unwrap().text,
+        "that is a conflict copy: R restores it; V restores a kept version (below the copies)"
+    );
+    update(&mut s, key('j'));
+    for (k, says) in [
+        ('R', "that is a kept version: V restores it"),
+        ('x', "kept versions are not deleted by hand"),
+        ('F', "a kept version cannot be fetched"),
+    ] {
+        assert!(update(&mut s, key(k)).is_empty());
+        assert!(matches!(s.mode, Mode::Detail(_)), "{k}: {:?}", s.mode);
+        let st = s.status.as_ref().unwrap();
+        assert!(st.text.starts_with(says), "{k}: {}", st.text);
+        assert_eq!(st.level, Level::Error);
+    }
+
+    // V: the question says what is restored and what becomes of the
+    // current file.
+    assert!(update(&mut s, key('V')).is_empty());
+    let Mode::Confirm(c) = &s.mode else {
+        panic!("V asks first: {:?}", s.mode)
+    };
+    assert_eq!(
+        c.question,
+        "Restore b.txt as kept on beta 3 min ago (12 KiB, modified 2026-11-24 11:00:00, replaced by alpha's change)? It becomes the current version on every node. The current b.txt (30 B, modified 2026-11-24 11:53:20) is kept as a version on beta."
+    );
+    // n, Enter and Ctrl-Y are no.
+    for no in [
+        key('n'),
+        code(KeyCode::Enter),
+        Msg::Key(KeyEvent::new(KeyCode::Char('y'), KeyModifiers::CONTROL)),
+    ] {
+        assert!(update(&mut s, no).is_empty());
+        assert_eq!(s.mode, Mode::Normal);
+        assert_eq!(
+            s.status.as_ref().unwrap().text,
+            "cancelled; nothing was changed"
+        );
+        open(&mut s);
+        update(&mut s, key('j'));
+        update(&mut s, key('V'));
+        assert!(matches!(s.mode, Mode::Confirm(_)));
+    }
+    // y restores it, on the node that keeps it.
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::RestoreVersion {
+            node: "beta".into(),
+            id: v.id.clone(),
+            path: p("b.txt"),
+        }]
+    );
+    assert_eq!(s.status.as_ref().unwrap().text, "restoring b.txt on beta…");
+    let restored = |result| Msg::VersionRestored {
+        node: "beta".into(),
+        path: p("b.txt"),
+        result,
+    };
+    update(
+        &mut s,
+        restored(Ok(VersionRestoration {
+            node: "beta".into(),
+            id: v.id.clone(),
+            path: p("b.txt"),
+            replaced_as: Some("b.version-20261124-115320-beta.txt".into()),
+        })),
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Ok);
+    assert_eq!(
+        st.text,
+        format!(
+            "restored b.txt on beta from the version {}; the version it replaced is kept as b.version-20261124-115320-beta.txt on beta",
+            v.id
+        )
+    );
+    // The version was cleaned up (or restored) meanwhile: said so.
+    update(&mut s, restored(Err(RestoreError::Gone)));
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.level, Level::Error);
+    assert_eq!(
+        st.text,
+        "beta no longer keeps that version of b.txt: it was cleaned up meanwhile (versions go by age and size) or restored already; :versions b.txt shows what is kept now"
+    );
+    update(
+        &mut s,
+        restored(Err(RestoreError::Failed(
+            "b.txt is locked by bob since 11:58".into(),
+        ))),
+    );
+    assert_eq!(
+        s.status.as_ref().unwrap().text,
+        "cannot restore b.txt from beta: b.txt is locked by bob since 11:58"
+    );
+}
+
+/// A file deleted everywhere has no row: `:versions PATH` opens the pane
+/// on it, and V brings it back (the question says so). `:versions` alone
+/// opens the selected file's.
+#[test]
+fn versions_of_a_file_deleted_everywhere_open_from_the_command_line() {
+    let mut s = connected(four());
+    typed(&mut s, ":versions notes/gone.txt");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::LoadDetail(p("notes/gone.txt"))]
+    );
+    assert!(matches!(&s.mode, Mode::Detail(d) if d.path == p("notes/gone.txt")));
+    update(
+        &mut s,
+        detail(
+            "notes/gone.txt",
+            Vec::new(),
+            vec![version("gamma", "notes/gone.txt", 7_200)],
+        ),
+    );
+    update(&mut s, key('V'));
+    let Mode::Confirm(c) = &s.mode else {
+        panic!("V asks first: {:?}", s.mode)
+    };
+    assert!(
+        c.question.starts_with(
+            "Restore notes/gone.txt as kept on gamma 2 h ago (12 KiB, modified 2026-11-24 11:00:00, replaced by alpha's change)?"
+        ) && c
+            .question
+            .ends_with("There is no current notes/gone.txt: it comes back."),
+        "{}",
+        c.question
+    );
+    update(&mut s, key('n'));
+    // A folder's path may end in a slash; alone, the selected file.
+    typed(&mut s, ":versions notes/");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::LoadDetail(p("notes"))]
+    );
+    update(&mut s, code(KeyCode::Esc));
+    typed(&mut s, ":versions");
+    assert_eq!(
+        update(&mut s, code(KeyCode::Enter)),
+        vec![Effect::LoadDetail(p("b.txt"))]
+    );
+    update(&mut s, code(KeyCode::Esc));
+    // Away from the node: said, nothing opened.
+    update(
+        &mut s,
+        Msg::ConnectionLost {
+            reason: "reset".into(),
+            now: NOW + SEC,
+        },
+    );
+    typed(&mut s, ":versions notes/gone.txt");
+    assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+    assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
 }

@@ -394,6 +394,42 @@ fn ui_in_tmux_shows_the_table_the_feed_and_locks() {
         cancelled.display()
     );
 
+    // A file deleted everywhere comes back from a kept version: alpha
+    // kept what beta's delete removed there; `:versions PATH` opens the
+    // pane of a path without a row, V asks, y restores it on every node.
+    fs::remove_file(c.dir("beta").join("docs/notes/meeting.md")).expect("delete on beta");
+    c.wait("alpha to apply beta's delete", CHANGE, |c| {
+        (!c.dir("alpha").join("docs/notes/meeting.md").exists()).then_some(())
+    });
+    c.keys(&[":"]);
+    c.keys(&["-l", "versions docs/notes/meeting.md"]);
+    c.keys(&["Enter"]);
+    c.wait("the version alpha kept, in the pane", CHANGE, |c| {
+        let s = c.screen();
+        (s.contains("Kept versions")
+            && s.contains("on alpha: kept")
+            && s.contains("replaced by beta's change"))
+        .then_some(())
+    });
+    c.keys(&["V"]);
+    c.wait("the restore question", CHANGE, |c| {
+        c.screen()
+            .contains("Restore docs/notes/meeting.md as kept on alpha")
+            .then_some(())
+    });
+    c.keys(&["y"]);
+    c.wait("the restore in the status line", CHANGE, |c| {
+        c.screen()
+            .contains("restored docs/notes/meeting.md on alpha from the version")
+            .then_some(())
+    });
+    for n in ["alpha", "beta"] {
+        let back = c.dir(n).join("docs/notes/meeting.md");
+        c.wait(&format!("meeting.md back on {n}"), CHANGE, |_| {
+            fs::read(&back).ok().filter(|got| got == b"minutes\n")
+        });
+    }
+
     // `q` quits (the session ends with the process).
     c.keys(&["q"]);
     c.wait("the UI to exit", CHANGE, |c| (!c.ui.alive()).then_some(()));

@@ -1,6 +1,6 @@
-//! What the user asks of the node (lock, wait for a lock, unlock, fetch),
-//! whether by a key on the selected row or by the command line (`:lock 3`),
-//! which this module reads.
+//! What the user asks of the node (lock, wait for a lock, unlock, fetch,
+//! a path's kept versions), whether by a key on the selected row or by the
+//! command line (`:lock 3`), which this module reads.
 
 use std::path::PathBuf;
 
@@ -189,7 +189,7 @@ impl AppState {
 }
 
 /// Runs a command line (`lock 3`, `unlock 3`,
-/// `fetch NAME [DIR] [--force] [--flat]`, `list`).
+/// `fetch NAME [DIR] [--force] [--flat]`, `versions PATH`, `list`).
 pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     // Options anywhere in a fetch: `--force` replaces a file already there
@@ -238,6 +238,10 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
                 Ok(s.not_connected())
             }
         }
+        // Any path, in the table or not: a file deleted everywhere has no
+        // row, and its kept versions are what brings it back.
+        ["versions", t] => target(s, t.trim_end_matches('/')).map(|p| s.open_detail_of(p)),
+        ["versions"] => Ok(s.open_detail()),
         ["connect", addr] => Ok(s.switch_node(addr, None)),
         ["cache", node] => Ok(s.show_cache_of(Some(node.to_string()))),
         ["cache"] => Ok(s.show_cache_of(None)),

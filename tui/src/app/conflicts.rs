@@ -2,6 +2,7 @@
 //! restoring or discarding one — each after a question, since both change
 //! what other people see ([`Confirm`]).
 
+use tandem_common::RelPath;
 use tandem_common::display::human_size;
 use tandem_common::proto::{ConflictAction, ConflictCopy, ConflictResolution};
 
@@ -90,6 +91,20 @@ impl AppState {
         }
     }
 
+    /// What becomes of the current `p` when a kept file (a conflict copy,
+    /// a version) on `node` replaces it, for the question before: it is
+    /// kept there `as` a copy or a version in turn, or there is none.
+    pub(super) fn current_is_kept(&self, p: &RelPath, kept_as: &str, node: &str) -> String {
+        match self.files.get(p.as_str()) {
+            Some(f) => format!(
+                "The current {p} ({}, modified {}) is kept as {kept_as} on {node}.",
+                human_size(f.size),
+                self.zone.format(f.mtime_ns, "%Y-%m-%d %H:%M:%S"),
+            ),
+            None => format!("There is no current {p}: it comes back."),
+        }
+    }
+
     /// Asks before restoring or discarding the conflict copy `c`.
     pub(super) fn ask_resolve_copy(&mut self, c: ConflictCopy, action: ConflictAction) {
         let version = format!(
@@ -110,15 +125,7 @@ impl AppState {
                 return;
             }
             (ConflictAction::Restore, Some(p)) => {
-                let current = match self.files.get(p.as_str()) {
-                    Some(f) => format!(
-                        "The current {p} ({}, modified {}) is kept as a conflict copy on {}.",
-                        human_size(f.size),
-                        self.zone.format(f.mtime_ns, "%Y-%m-%d %H:%M:%S"),
-                        c.node
-                    ),
-                    None => format!("There is no current {p}: it comes back."),
-                };
+                let current = self.current_is_kept(p, "a conflict copy", &c.node);
                 (
                     format!(
                         "Restore {p} from {version}, kept on {}? It becomes the current version on every node. {current}",

@@ -40,6 +40,9 @@ pub(super) fn on_event(s: &mut AppState, e: Event) {
         seq: e.seq,
     });
     s.feed.event(&e);
+    if let Some(path) = crate::wording::event_path(&e.kind) {
+        s.detail_touched(path);
+    }
     let node = e.node;
     match e.kind {
         // A new version made on `node`: only it holds it so far. The event

@@ -14,7 +14,8 @@
 //! machine: folder, overwrite question, cancel, rate), `events` (the
 //! node's feed), `schedule` (when to ask the node again), `conflicts` (the
 //! Conflicts view's list, restore and discard, and the questions before
-//! them), `detail` (one file's detail pane), and the state's parts
+//! them), `detail` (one file's detail pane), `versions` (restoring a kept
+//! version from the pane, after a question), and the state's parts
 //! [`FileTable`] (`table`, its rows' [`RowState`] in `row_state`) and
 //! [`Feed`] (`feed`).
 
@@ -24,7 +25,8 @@ use std::path::PathBuf;
 use ratatui::layout::Rect;
 use tandem_common::RelPath;
 use tandem_common::proto::{
-    CacheReport, ConflictCopy, FeedCursor, HeldChange, ListedFile, LockInfo, NodeStatus,
+    CacheReport, ConflictCopy, FeedCursor, HeldChange, KeptVersion, ListedFile, LockInfo,
+    NodeStatus,
 };
 
 mod command;
@@ -39,6 +41,7 @@ mod msg;
 mod row_state;
 mod schedule;
 mod table;
+mod versions;
 
 pub use feed::{FEED_CAP, Feed, FeedLine};
 pub use fetch::{FetchError, OverwriteQuestion, RATE_WINDOW_NS, RateMeter, Saved, fetch_dest};
@@ -47,6 +50,7 @@ pub use msg::{Effect, Msg};
 pub use row_state::RowState;
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
+pub use versions::RestoreError;
 
 pub use crate::transfer::Wanted;
 use events::{on_event, on_missed, on_subscribed};
@@ -161,7 +165,8 @@ pub enum Mode {
 }
 
 /// What the detail pane shows beyond the table's row: the lock with its
-/// queue, the changes held back, and the conflict copies of the file.
+/// queue, the changes held back, the conflict copies of the file and the
+/// versions of it that nodes kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDetail {
     /// The lock, if the file is locked.
@@ -172,17 +177,53 @@ pub struct FileDetail {
     pub conflicts: Vec<ConflictCopy>,
     /// Nodes that did not say which conflict copies they keep.
     pub unanswered: Vec<String>,
+    /// Versions of the file that nodes kept when a peer's change replaced
+    /// or deleted it (of the files under it too, for a path that was a
+    /// folder), newest kept first.
+    pub versions: Vec<KeptVersion>,
+    /// Nodes that did not say which versions they keep, with why.
+    pub versions_unanswered: Vec<String>,
 }
 
-/// The detail pane of one file.
+/// A line of the detail pane that can be selected: the conflict copies
+/// come first, then the kept versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailItem<'a> {
+    /// A conflict copy.
+    Copy(&'a ConflictCopy),
+    /// A kept version.
+    Version(&'a KeptVersion),
+}
+
+impl FileDetail {
+    /// Lines the selection moves over: the copies, then the versions.
+    pub fn items(&self) -> usize {
+        self.conflicts.len() + self.versions.len()
+    }
+
+    /// Selectable line `i`.
+    pub fn item(&self, i: usize) -> Option<DetailItem<'_>> {
+        match i.checked_sub(self.conflicts.len()) {
+            None => self.conflicts.get(i).map(DetailItem::Copy),
+            Some(v) => self.versions.get(v).map(DetailItem::Version),
+        }
+    }
+}
+
+/// The detail pane of one file (or of a path the table does not have: a
+/// file deleted everywhere, opened with `:versions PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetailPane {
     /// The file.
     pub path: RelPath,
     /// `None` while loading.
     pub detail: Option<Result<FileDetail, String>>,
-    /// Selected conflict copy.
+    /// Selected line: a conflict copy, or (after them) a kept version.
     pub sel: usize,
+    /// A load is under way.
+    loading: bool,
+    /// Load again at this time (ns): the feed said the file changed.
+    reload_due_ns: Option<i64>,
 }
 
 /// An action waiting for a yes (`y`); any other key cancels it.
@@ -581,18 +622,8 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
         }
         Msg::ConflictsLoaded(r) => s.conflicts_loaded(r),
         Msg::ConflictResolved(r) => s.conflict_resolved(r, &mut fx),
-        Msg::DetailLoaded { path, result } => {
-            if let Mode::Detail(d) = &mut s.mode
-                && d.path == path
-            {
-                d.sel = d.sel.min(
-                    result
-                        .as_ref()
-                        .map_or(0, |r| r.conflicts.len().saturating_sub(1)),
-                );
-                d.detail = Some(result);
-            }
-        }
+        Msg::VersionRestored { node, path, result } => s.version_restored(node, path, result),
+        Msg::DetailLoaded { path, result } => s.detail_loaded(path, result),
         Msg::Discovered { node, result } => {
             if let Mode::Discover(p) = &mut s.mode
                 && p.node == node

@@ -8,11 +8,11 @@ use crossterm::event::{KeyEvent, MouseEvent};
 use tandem_common::RelPath;
 use tandem_common::proto::{
     CacheReport, ConflictAction, ConflictCopy, ConflictResolution, Event, FeedCursor, ListedFile,
-    NodeStatus,
+    NodeStatus, VersionRestoration,
 };
 
 use super::Wanted;
-use super::{FetchError, Saved};
+use super::{FetchError, RestoreError, Saved};
 
 /// A message: everything that can happen to the UI.
 #[derive(Debug, Clone)]
@@ -77,11 +77,21 @@ pub enum Msg {
     ConflictsLoaded(Result<(Vec<ConflictCopy>, Vec<String>), String>),
     /// A conflict copy was restored or discarded, or the error.
     ConflictResolved(Result<ConflictResolution, String>),
+    /// A kept version was restored, or why not.
+    VersionRestored {
+        /// The node asked to restore it (the one keeping it).
+        node: String,
+        /// The file.
+        path: RelPath,
+        /// What the node did, or why not.
+        result: Result<VersionRestoration, RestoreError>,
+    },
     /// The detail of one file arrived.
     DetailLoaded {
         /// The file.
         path: RelPath,
-        /// Lock, held changes and conflict copies, or the error.
+        /// Lock, held changes, conflict copies and kept versions, or the
+        /// error.
         result: Result<super::FileDetail, String>,
     },
     /// A node's own files arrived.
@@ -151,6 +161,15 @@ pub enum Effect {
         id: String,
         /// What to do.
         action: ConflictAction,
+    },
+    /// Make a kept version the current one again.
+    RestoreVersion {
+        /// The node that keeps it.
+        node: String,
+        /// The version ([`KeptVersion::id`](tandem_common::proto::KeptVersion::id)).
+        id: String,
+        /// The file it is a version of (for the words of the result).
+        path: RelPath,
     },
     /// Load what the detail pane shows of one file.
     LoadDetail(RelPath),

@@ -1,7 +1,8 @@
 //! When to ask the node again: the file table (debounced after changes the
 //! feed cannot patch), the Cache and Nodes reports (while shown, and the
-//! node list soon after a node comes or goes), and the connection (while
-//! the node is away). The clock comes in [`Msg::Tick`](super::Msg::Tick).
+//! node list soon after a node comes or goes), the detail pane (soon after
+//! its file changed), and the connection (while the node is away). The
+//! clock comes in [`Msg::Tick`](super::Msg::Tick).
 
 use super::{AppState, Effect, View};
 
@@ -120,6 +121,7 @@ impl AppState {
         self.cache_refresh.answered();
         self.nodes_refresh.answered();
         self.conflicts_refresh.answered();
+        self.detail_abandoned();
     }
 
     /// A new connection: the table and the node list (the header's node
@@ -130,6 +132,7 @@ impl AppState {
         self.nodes_refresh.start(self.now_ns);
         fx.push(Effect::RefreshNodes);
         self.refresh_view(false, fx);
+        self.detail_after_connect(fx);
     }
 
     /// Asks for the current view's report when it is older than
@@ -187,5 +190,6 @@ pub(super) fn on_tick(s: &mut AppState, now: i64, fx: &mut Vec<Effect>) {
         nodes.start(now);
         fx.push(Effect::RefreshNodes);
     }
+    s.reload_detail_when_due(now, fx);
     s.refresh_view(false, fx);
 }

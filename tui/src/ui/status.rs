@@ -9,7 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph};
 use tandem_common::display::{eta, human_size, rate};
 
-use crate::app::{AppState, Conn, FetchProgress, Level, Mode, SKEW_WARN_MS, View, fetch_dest};
+use crate::app::{
+    AppState, Conn, DetailItem, FetchProgress, Level, Mode, SKEW_WARN_MS, View, fetch_dest,
+};
 use crate::keys;
 
 use super::{fit_left, thousands};
@@ -319,11 +321,24 @@ pub fn footer(frame: &mut Frame, area: Rect, s: &AppState) {
         Mode::Help => vec![("↓↑", "scroll"), ("any other key", "close help")],
         Mode::Discover(_) => vec![("↑↓ PgUp PgDn", "scroll"), ("Esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("any other key", "no")],
-        Mode::Detail(_) => vec![
-            ("↑↓", "copy"),
-            ("F R x", "fetch, restore, delete"),
-            ("Esc", "close"),
-        ],
+        // What the keys do to the selected line.
+        Mode::Detail(d) => match d.selected() {
+            Some(DetailItem::Copy(_)) => vec![
+                ("↑↓", "choose"),
+                ("F R x", "fetch, restore, delete copy"),
+                ("Esc", "close"),
+            ],
+            Some(DetailItem::Version(_)) => vec![
+                ("↑↓", "choose"),
+                ("V", "restore this version"),
+                ("Esc", "close"),
+            ],
+            None => vec![
+                ("f l u", "fetch, lock, unlock"),
+                ("r", "load again"),
+                ("Esc", "close"),
+            ],
+        },
     };
     let items = if s.mode == Mode::Normal && s.view == View::Files && s.feed.focused {
         keys::feed_footer()
