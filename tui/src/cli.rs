@@ -514,6 +514,7 @@ pub fn event_path(e: &EventKind) -> Option<&tandem_common::RelPath> {
         | EventKind::ApplyFailed { path, .. }
         | EventKind::ConflictRestored { path, .. }
         | EventKind::VersionRestored { path, .. }
+        | EventKind::NamesCollide { path, .. }
         | EventKind::ApplyRecovered { path } => Some(path),
         _ => None,
     }
