@@ -21,6 +21,7 @@ pub mod links;
 pub mod lock_service;
 pub mod mesh;
 pub mod metrics;
+pub mod names;
 pub mod peer;
 pub mod raft;
 pub mod scan;
