@@ -187,6 +187,8 @@ fn a_case_insensitive_node_refuses_a_second_spelling_and_loses_nothing() {
     put(a.path("notes.txt"), "lower");
     put(a.path("Docs/a.txt"), "in Docs");
     put(a.path("docs/b.txt"), "in docs");
+    // On A a folder like any other; where case is folded, B's state folder.
+    put(a.path(".TANDEM/forged.txt"), "forged");
     barrier(&a, &b, "barrier-1.txt");
 
     // B holds one spelling of each; which one is the order of arrival.
@@ -240,6 +242,10 @@ fn a_case_insensitive_node_refuses_a_second_spelling_and_loses_nothing() {
     b.wait_log(&format!(
         "{kept_dir} is here, and this file system cannot hold {refused_dir} beside it"
     ));
+    b.wait_log(
+        "cannot apply .TANDEM/forged.txt (from A): .tandem is here, and this file system cannot hold .TANDEM beside it",
+    );
+    assert!(!b.path(".tandem/forged.txt").exists() && !b.path(".TANDEM").exists());
     let w = wait_until(SYNC, "a warning on B", &[&b], || {
         let w = warnings(&b)?;
         if w.iter().any(|l| l.contains("cannot be applied here")) {
