@@ -27,7 +27,8 @@ use crate::path::RelPath;
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
 /// 12: symbolic links: `EntryKind::Link` (an entry's target text),
-/// `ListedFile::link`, `FileSummary::link`.
+/// `ListedFile::link`, `FileSummary::link`; `EventKind::NamesCollide` (two
+/// names that differ only in case or Unicode form), `NameDifference`.
 /// 11: versions: `ClientRequest::Versions`, `RestoreVersion`,
 /// `PeerQuery::Versions`, `RestoreVersion`, `EventKind::VersionRestored`,
 /// `ApiError::NoSuchVersion`.
@@ -618,6 +619,42 @@ pub enum EventKind {
         /// Seconds between rescans.
         rescan_secs: u64,
     },
+    /// Two names in the node's folder differ only in case or Unicode form
+    /// (`Notes.txt`, `notes.txt`): both are kept there, but a
+    /// case-insensitive or normalizing file system cannot hold both.
+    NamesCollide {
+        /// One of the two (the first in path order).
+        path: RelPath,
+        /// The other.
+        other: RelPath,
+        /// How they differ.
+        how: NameDifference,
+    },
+}
+
+/// How two spellings of one name differ, for a file system that does not
+/// tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NameDifference {
+    /// Only in upper and lower case (`Notes.txt`, `notes.txt`).
+    Case,
+    /// Only in Unicode form: the same letters, composed differently (NFC
+    /// `café`, one character for `é`, and NFD `café`, `e` and an accent).
+    Unicode,
+    /// Both.
+    CaseAndUnicode,
+}
+
+impl fmt::Display for NameDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameDifference::Case => "only in case",
+            NameDifference::Unicode => {
+                "only in Unicode form (an accented letter written as one character or as two)"
+            }
+            NameDifference::CaseAndUnicode => "only in case and Unicode form",
+        })
+    }
 }
 
 /// Answers to client requests.

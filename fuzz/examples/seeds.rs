@@ -307,6 +307,14 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                         kept_as: "a.sync-conflict-B.txt".into(),
                     },
                 ),
+                event(
+                    3,
+                    EventKind::NamesCollide {
+                        path: path("Notes.txt"),
+                        other: path("notes.txt"),
+                        how: NameDifference::Case,
+                    },
+                ),
             ]),
         ),
         (

@@ -75,6 +75,13 @@ pub struct Args {
     /// e.g. --ignore '*.tmp' --ignore build/
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<String>,
+    /// For tests, and for file systems the start-up probe misjudges: how
+    /// DIR's file system compares names, instead of what the probe finds.
+    /// On one that takes two spellings for one name, a peer's file whose
+    /// name is another spelling of one here is not written (shown as an
+    /// error until one is renamed).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub assume_fs: Option<crate::fsprobe::AssumeFs>,
     /// Instead of running: print the id, or edit the trust list.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -253,6 +260,8 @@ pub struct Config {
     pub ignore: Vec<String>,
     /// How long and how much of what peers replace is kept.
     pub versions: crate::versions::Retention,
+    /// `--assume-fs`: how DIR's file system compares names, if not probed.
+    pub assume_fs: Option<crate::fsprobe::AssumeFs>,
 }
 
 impl Config {
@@ -322,6 +331,7 @@ impl Config {
                 max_age: args.keep_versions,
                 max_bytes: args.versions_size,
             },
+            assume_fs: args.assume_fs,
         })
     }
 }

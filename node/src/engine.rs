@@ -188,7 +188,7 @@ pub const MAX_COUNTER: u64 = 1 << 62;
 
 /// What the disk here shows at the path, looked at just before deciding
 /// (after the core brought the index in line with it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskFacts {
     /// The index describes the disk at this path.
     Indexed,
@@ -197,10 +197,13 @@ pub enum DiskFacts {
     OtherKind,
     /// A parent of the path is a symlink or a file here.
     ParentNotDir,
+    /// Another spelling of the path, or of one of its folders, is here, and
+    /// this file system takes the two for one name (see [`crate::names`]).
+    OtherSpelling(crate::names::Clash),
 }
 
 /// The rest of what a decision depends on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Context<'a> {
     /// What the disk shows.
     pub disk: DiskFacts,
@@ -236,7 +239,7 @@ pub enum Invalid {
 }
 
 /// Why a change that should be applied cannot be, here and now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Obstacle {
     /// Something Tandem does not sync (a socket, a fifo, a device) has the
     /// name.
@@ -247,6 +250,10 @@ pub enum Obstacle {
     /// A parent is a symlink or a file.
     #[error("a parent folder here is a symlink or a file; move it away to let the change in")]
     ParentNotDir,
+    /// Another spelling of the name is here and the file system cannot hold
+    /// both: writing this one would overwrite that one.
+    #[error("{0}; rename one of them (on a node that has both) to let both in")]
+    OtherSpelling(crate::names::Clash),
 }
 
 /// What carrying out a decision does to the disk.
@@ -420,11 +427,12 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
     };
     // Recording a tombstone where nothing of ours is touches no disk.
     let touches_disk = op != Op::Delete || local_live.is_some();
-    match cx.disk {
+    match &cx.disk {
         DiskFacts::Indexed => Action::Apply(apply),
         _ if !touches_disk => Action::Apply(apply),
         DiskFacts::OtherKind => Action::Blocked(apply, Obstacle::OtherKind),
         DiskFacts::ParentNotDir => Action::Blocked(apply, Obstacle::ParentNotDir),
+        DiskFacts::OtherSpelling(c) => Action::Blocked(apply, Obstacle::OtherSpelling(c.clone())),
     }
 }
 
@@ -865,6 +873,41 @@ mod tests {
         };
         assert_eq!(decide(Some(&ours), &newer, &ignored), Action::Excluded);
         assert_eq!(decide(None, &gone, &ignored), Action::Excluded);
+    }
+
+    /// Another spelling of the name is here and the file system takes both
+    /// for one: a file or folder is not written over it, and says why; a
+    /// deletion of the spelling that never came here touches nothing.
+    #[test]
+    fn another_spelling_here_blocks_what_would_be_written() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let clash = crate::names::Clash {
+            ours: "Notes.txt".into(),
+            theirs: "notes.txt".into(),
+            how: tandem_common::proto::NameDifference::Case,
+        };
+        let here = cx(DiskFacts::OtherSpelling(clash.clone()));
+        let new = entry(&[(a, 1)], 5, "x", false);
+        let mut dir = entry(&[(a, 1)], 5, "", false);
+        dir.kind = EntryKind::Dir;
+        for (e, want) in [(&new, Op::Fetch), (&dir, Op::MakeDir)] {
+            match decide(None, e, &here) {
+                Action::Blocked(Apply { op, .. }, why) => {
+                    assert_eq!(op, want);
+                    assert_eq!(why, Obstacle::OtherSpelling(clash.clone()));
+                    assert_eq!(
+                        why.to_string(),
+                        "Notes.txt is here, and this file system cannot hold notes.txt beside it (the names differ only in case); rename one of them (on a node that has both) to let both in"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let gone = entry(&[(a, 1), (b, 2)], 9, "", true);
+        assert!(matches!(
+            decide(None, &gone, &here),
+            Action::Apply(Apply { op: Op::Delete, .. })
+        ));
     }
 
     /// The planner_prop case: a re-sent older entry arrives while the disk

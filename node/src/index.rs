@@ -301,6 +301,41 @@ impl Index {
             .collect()
     }
 
+    /// Live paths directly inside `dir` (the top level for `None`), sorted.
+    /// Each folder's own paths are skipped in one step, so this costs one
+    /// lookup per child, however deep the tree below.
+    pub fn live_children(&self, dir: Option<&RelPath>) -> Vec<&RelPath> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let prefix = dir.map_or(String::new(), |d| format!("{}/", d.as_str()));
+        let mut out = Vec::new();
+        let mut from = Included(prefix.clone());
+        loop {
+            let bound = match &from {
+                Included(s) => Included(s.as_str()),
+                Excluded(s) => Excluded(s.as_str()),
+                Unbounded => Unbounded,
+            };
+            let Some((p, r)) = self.records.range::<str, _>((bound, Unbounded)).next() else {
+                break;
+            };
+            let Some(rest) = p.as_str().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            match rest.find('/') {
+                None => {
+                    if !r.entry.deleted {
+                        out.push(p);
+                    }
+                    from = Excluded(p.as_str().to_string());
+                }
+                // Inside a child folder: on past everything under it
+                // (`x/…` sorts before `x0`, '0' following '/').
+                Some(i) => from = Included(format!("{prefix}{}0", &rest[..i])),
+            }
+        }
+        out
+    }
+
     /// Every live path.
     pub fn live_paths(&self) -> Vec<RelPath> {
         self.records
@@ -685,6 +720,34 @@ mod tests {
         assert_eq!(gone, vec![p("d"), p("d/e/y"), p("d/x")]);
         assert!(!ix.get(&p("d2")).unwrap().entry.deleted);
         assert!(!ix.get(&p("d.txt")).unwrap().entry.deleted);
+    }
+
+    #[test]
+    fn children_of_a_folder_skip_what_is_deeper() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        for (i, f) in [
+            "d/x", "d/e/y", "d/e/z/w", "d.txt", "d-e", "d/f", "top", "d/E",
+        ]
+        .iter()
+        .enumerate()
+        {
+            ix.observe_file(&p(f), stat(i as u64, 1, 1), &h);
+        }
+        ix.observe_dir(&p("d"), 0o755);
+        ix.observe_dir(&p("d/e"), 0o755);
+        ix.observe_missing(&p("d/f"));
+        let names = |d: Option<&str>| -> Vec<String> {
+            let d = d.map(p);
+            ix.live_children(d.as_ref())
+                .into_iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        assert_eq!(names(None), ["d", "d-e", "d.txt", "top"]);
+        assert_eq!(names(Some("d")), ["d/E", "d/e", "d/x"]);
+        assert_eq!(names(Some("d/e")), ["d/e/y"], "z is not a record itself");
+        assert!(names(Some("nope")).is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod conflicts;
 pub mod core;
 pub mod engine;
 pub mod events;
+pub mod fsprobe;
 pub mod held;
 pub mod ignores;
 pub mod index;
@@ -21,6 +22,7 @@ pub mod links;
 pub mod lock_service;
 pub mod mesh;
 pub mod metrics;
+pub mod names;
 pub mod peer;
 pub mod raft;
 pub mod scan;
@@ -149,6 +151,7 @@ pub async fn run(
         stop.clone(),
     )
     .await?;
+    let (folds, fs_folds) = fsprobe::settle(&cfg.dir, &cfg.state_dir, cfg.assume_fs);
     let core = Core::new(
         cfg.dir.clone(),
         cfg.state_dir.clone(),
@@ -163,6 +166,7 @@ pub async fn run(
         watcher.control(),
     )
     .versions(cfg.versions)
+    .names(folds, fs_folds)
     .unwatched(unwatched)
     .locks(
         locks

@@ -1069,7 +1069,7 @@ impl Sim {
             .get(&remote.path)
             .map(|r| r.entry.clone());
         let cx = Context {
-            disk,
+            disk: disk.clone(),
             locked: self.locks.contains_key(&remote.path),
             queued,
             ignored: false,

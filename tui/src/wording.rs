@@ -84,6 +84,9 @@ pub fn describe_event(e: &EventKind) -> String {
         EventKind::VersionRestored { path, by } => {
             format!("{path} restored from a kept version by {by}")
         }
+        EventKind::NamesCollide { path, other, how } => format!(
+            "{path} and {other} differ {how}: both are kept here, but a case-insensitive or normalizing file system (macOS, Windows) cannot hold both; rename one"
+        ),
     }
 }
 
@@ -102,6 +105,7 @@ pub fn event_path(e: &EventKind) -> Option<&RelPath> {
         | EventKind::ApplyFailed { path, .. }
         | EventKind::ConflictRestored { path, .. }
         | EventKind::VersionRestored { path, .. }
+        | EventKind::NamesCollide { path, .. }
         | EventKind::ApplyRecovered { path } => Some(path),
         _ => None,
     }
@@ -129,5 +133,27 @@ pub fn event_kind_name(e: &EventKind) -> &'static str {
         EventKind::ConflictRestored { .. } => "conflict_restored",
         EventKind::ConflictDiscarded { .. } => "conflict_discarded",
         EventKind::VersionRestored { .. } => "version_restored",
+        EventKind::NamesCollide { .. } => "names_collide",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_common::RelPath;
+    use tandem_common::proto::NameDifference;
+
+    #[test]
+    fn names_that_collide_elsewhere_in_words() {
+        let e = EventKind::NamesCollide {
+            path: RelPath::new("Notes.txt").unwrap(),
+            other: RelPath::new("notes.txt").unwrap(),
+            how: NameDifference::Case,
+        };
+        assert_eq!(
+            describe_event(&e),
+            "Notes.txt and notes.txt differ only in case: both are kept here, but a case-insensitive or normalizing file system (macOS, Windows) cannot hold both; rename one"
+        );
+        assert_eq!(event_kind_name(&e), "names_collide");
     }
 }

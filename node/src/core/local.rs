@@ -61,6 +61,11 @@ impl Core {
         }
         let full = path.to_disk(&self.root);
         let io = |e: std::io::Error| ApiError::Other(format!("cannot write {path}: {e}"));
+        if let Some(c) = self.other_spelling(path).map_err(io)? {
+            return Err(ApiError::Other(format!(
+                "{c}; nothing was uploaded (upload it under another name)"
+            )));
+        }
         if !scan::parents_are_dirs(&self.root, path).map_err(io)? {
             return Err(ApiError::Other(format!(
                 "{path} is under a symlink or a file here; refusing to write through it"

@@ -34,6 +34,7 @@ mod apply;
 mod fetch;
 mod local;
 mod locking;
+mod names;
 mod queries;
 mod remote;
 
@@ -462,6 +463,8 @@ pub struct Core {
     watch_control: Option<crate::watch::WatchControl>,
     /// How long, and how much of, what peers' changes replace is kept.
     retention: crate::versions::Retention,
+    /// Names the file system here takes for one, and pairs of them here.
+    names: names::Names,
 }
 
 /// Suffix of a file a delete moved aside in the temp folder to check it.
@@ -570,6 +573,7 @@ impl Core {
                 max_age: Duration::from_secs(30 * 86_400),
                 max_bytes: 1 << 30,
             },
+            names: Default::default(),
         };
         // Queued fetches read blocks from local files (the other half of a
         // rename): those files' queued deletes wait for them, as before the
@@ -720,6 +724,7 @@ impl Core {
                 .copied()
                 .chain(retry)
                 .chain([self.verify_at])
+                .chain(self.names.due())
                 .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
@@ -898,6 +903,9 @@ impl Core {
             }
         }
         let records = self.index.take_dirty();
+        for r in &records {
+            self.names.touched(&r.entry.path);
+        }
         let peers: Vec<(NodeId, u64, String)> = self
             .peers_dirty
             .drain()
@@ -938,6 +946,7 @@ impl Core {
             *s = seq;
             changed
         });
+        self.check_names();
     }
 
     fn peer_name(&self, id: NodeId) -> String {

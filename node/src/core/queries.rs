@@ -115,6 +115,7 @@ impl Core {
                 self.io_retries.len()
             ));
         }
+        c.warnings.extend(self.names.warning());
         if let Some(why) = &self.unwatched {
             c.warnings.push(format!(
                 "{why}: some folders are not watched, the tree is rescanned every {}s",

@@ -119,7 +119,7 @@ impl Core {
         let disk = if ignored {
             DiskFacts::Indexed
         } else {
-            self.refresh(&remote.path)?
+            self.disk_facts(&remote.path)?
         };
         // After the refresh: it may have indexed a local change.
         let local = self.index.get(&remote.path).map(|r| r.entry.clone());

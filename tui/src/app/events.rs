@@ -132,7 +132,8 @@ pub(super) fn on_event(s: &mut AppState, e: Event) {
         EventKind::ApplyFailed { .. }
         | EventKind::ApplyRecovered { .. }
         | EventKind::ConflictDiscarded { .. }
-        | EventKind::Unwatched { .. } => {}
+        | EventKind::Unwatched { .. }
+        | EventKind::NamesCollide { .. } => {}
     }
     s.settle();
 }

@@ -76,7 +76,8 @@ impl EventGroup {
             // A recovery ends an error: it belongs with it.
             EventKind::ApplyFailed { .. }
             | EventKind::ApplyRecovered { .. }
-            | EventKind::Unwatched { .. } => EventGroup::Errors,
+            | EventKind::Unwatched { .. }
+            | EventKind::NamesCollide { .. } => EventGroup::Errors,
             EventKind::NodeUp { .. } | EventKind::NodeDown { .. } => EventGroup::Nodes,
             EventKind::ClientConnected { .. } | EventKind::ClientDisconnected { .. } => {
                 EventGroup::Clients
