@@ -26,6 +26,9 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 13: one-way mirrors: `ClientRequest::Override`, `Revert`,
+/// `ClientResponse::Mirrored`, `ApiError::WrongMode`, `FileState::Differs`,
+/// `FileSummary::differs`.
 /// 12: symbolic links: `EntryKind::Link` (an entry's target text),
 /// `ListedFile::link`, `FileSummary::link`; `EventKind::NamesCollide` (two
 /// names that differ only in case or Unicode form), `NameDifference`.
@@ -45,7 +48,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +347,19 @@ pub enum ClientRequest {
     Clients,
     /// What this node ignores now: its patterns and the paths they match.
     Ignored,
+    /// On a send-only node: push this node's version over every peer's
+    /// version it declined (under `path`, or everywhere).
+    Override {
+        /// A file or folder; `None`: everything.
+        path: Option<RelPath>,
+    },
+    /// On a receive-only node: throw away the changes made here (under
+    /// `path`, or everywhere), keeping them as versions, and take the
+    /// cluster's version again.
+    Revert {
+        /// A file or folder; `None`: everything.
+        path: Option<RelPath>,
+    },
     /// The versions of a file (or of the files in a folder) that nodes
     /// kept when a peer's change deleted or overwrote them.
     Versions {
@@ -772,6 +788,25 @@ pub enum ClientResponse {
     },
     /// A kept version is the current one again.
     VersionRestored(VersionRestoration),
+    /// What `Override` or `Revert` did.
+    Mirrored(MirrorReport),
+}
+
+/// What `tandem override` or `tandem revert` did on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorReport {
+    /// The node.
+    pub node: String,
+    /// The paths pushed over the others' version (override) or thrown
+    /// away here (revert), at most [`MirrorReport::LISTED`] of them.
+    pub paths: Vec<RelPath>,
+    /// How many there were in all.
+    pub count: u64,
+}
+
+impl MirrorReport {
+    /// At most this many paths are named.
+    pub const LISTED: usize = 1000;
 }
 
 /// A version a node kept when a peer's change deleted or overwrote it
@@ -1160,6 +1195,20 @@ pub enum ApiError {
         /// The version asked for.
         id: String,
     },
+    /// The request is for a node of another mode.
+    #[error(
+        "{node} is {mode}; `tandem {request}` is for a {needed} node (`tandem-node --mode {needed}`)"
+    )]
+    WrongMode {
+        /// The node asked.
+        node: String,
+        /// Its mode.
+        mode: String,
+        /// The request.
+        request: String,
+        /// The mode the request is for.
+        needed: String,
+    },
     /// No trusted node of that name.
     #[error("no node named {name:?} in the cluster; its nodes are {} (see `tandem nodes`)", .known.join(", "))]
     NoSuchNode {
@@ -1220,6 +1269,9 @@ pub enum FileState {
     Missing,
     /// A change to it could not be applied here (retried until it is).
     Error,
+    /// Differs by the node's mode: a send-only node did not take the
+    /// others' version, or a receive-only node did not send its own.
+    Differs,
 }
 
 impl FileState {
@@ -1232,6 +1284,7 @@ impl FileState {
             FileState::Stale => "stale",
             FileState::Missing => "missing",
             FileState::Error => "error",
+            FileState::Differs => "differs",
         }
     }
 }
@@ -1261,6 +1314,10 @@ pub struct FileSummary {
     pub error: Option<String>,
     /// A symbolic link: its target.
     pub link: Option<String>,
+    /// This node's version is not the cluster's by its mode: a send-only
+    /// node declined a peer's change, or a receive-only node's change is
+    /// not sent.
+    pub differs: bool,
 }
 
 /// Questions a node asks a peer on behalf of a client.

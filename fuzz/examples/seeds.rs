@@ -94,6 +94,7 @@ fn entry(p: &str, size: u64, blocks: usize) -> FileEntry {
 fn summary(p: &str) -> FileSummary {
     let e = entry(p, 5, 1);
     FileSummary {
+        differs: false,
         link: None,
         path: e.path,
         size: e.size,

@@ -45,7 +45,9 @@ pub fn required(req: &ClientRequest) -> Option<Access> {
         | R::Put { .. }
         | R::PutData { .. }
         | R::ResolveConflict { .. }
-        | R::RestoreVersion { .. } => Some(Access::Write),
+        | R::RestoreVersion { .. }
+        | R::Override { .. }
+        | R::Revert { .. } => Some(Access::Write),
         R::Unlock { force: true, .. } | R::Approve { .. } | R::Invite { .. } => Some(Access::Admin),
     }
 }
@@ -78,6 +80,8 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         R::Ignored => "ignored",
         R::Versions { .. } => "versions",
         R::RestoreVersion { .. } => "restore",
+        R::Override { .. } => "override",
+        R::Revert { .. } => "revert",
         R::ResolveConflict {
             action: ConflictAction::Restore,
             ..

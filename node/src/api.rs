@@ -702,6 +702,20 @@ where
                 Err(e) => ClientResponse::Error(e),
             }
         }
+        ClientRequest::Override { path } => {
+            let action = crate::core::mirror::MirrorAction::Override;
+            match ctx.core.mirror(action, path, session.name.clone()).await {
+                Ok(r) => ClientResponse::Mirrored(r),
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
+        ClientRequest::Revert { path } => {
+            let action = crate::core::mirror::MirrorAction::Revert;
+            match ctx.core.mirror(action, path, session.name.clone()).await {
+                Ok(r) => ClientResponse::Mirrored(r),
+                Err(e) => ClientResponse::Error(e),
+            }
+        }
         ClientRequest::Ignored => match ignored(ctx).await {
             Ok(r) => ClientResponse::IgnoredList(r),
             Err(e) => ClientResponse::Error(e),

@@ -252,15 +252,26 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
     }
     let mut out = Vec::with_capacity(by_path.len());
     for (path, cands) in by_path {
-        let newest =
-            cands
-                .iter()
-                .map(|(_, f)| *f)
-                .reduce(|a, b| match b.version.compare(&a.version) {
-                    VvOrder::After => b,
-                    VvOrder::Concurrent if (b.mtime_ns, b.hash) > (a.mtime_ns, a.hash) => b,
-                    _ => a,
-                });
+        // A version that differs by its node's mode (declined, or not
+        // sent) is not the cluster's: it is the newest only where it is
+        // the only one.
+        let agreed: Vec<&FileSummary> = cands
+            .iter()
+            .map(|(_, f)| *f)
+            .filter(|f| !f.differs)
+            .collect();
+        let pool: Vec<&FileSummary> = if agreed.is_empty() {
+            cands.iter().map(|(_, f)| *f).collect()
+        } else {
+            agreed
+        };
+        let newest = pool
+            .into_iter()
+            .reduce(|a, b| match b.version.compare(&a.version) {
+                VvOrder::After => b,
+                VvOrder::Concurrent if (b.mtime_ns, b.hash) > (a.mtime_ns, a.hash) => b,
+                _ => a,
+            });
         let Some(newest) = newest else { continue };
         let holds =
             |f: &FileSummary| f.present && f.hash == newest.hash && f.mtime_ns == newest.mtime_ns;
@@ -277,6 +288,7 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
                 let state = match mine {
                     None => FileState::Missing,
                     Some(f) if f.error.is_some() => FileState::Error,
+                    Some(f) if f.differs => FileState::Differs,
                     Some(f) if f.held > 0 => FileState::Held,
                     Some(f) if holds(f) => FileState::InSync,
                     Some(f) if f.syncing => FileState::Syncing,
@@ -596,6 +608,7 @@ mod tests {
             version.set(n, c);
         }
         FileSummary {
+            differs: false,
             link: None,
             path: RelPath::new(path).unwrap(),
             size: content.len() as u64,

@@ -75,6 +75,12 @@ pub struct Args {
     /// e.g. --ignore '*.tmp' --ignore build/
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<String>,
+    /// How this node takes part: send-receive (the default), send-only
+    /// (its changes go out, the others' are not taken: `tandem override`
+    /// pushes its version over them) or receive-only (the others' changes
+    /// come in, its own are not sent: `tandem revert` throws them away).
+    #[arg(long, value_name = "MODE", default_value = "send-receive")]
+    pub mode: crate::engine::Mode,
     /// For tests, and for file systems the start-up probe misjudges: how
     /// DIR's file system compares names, instead of what the probe finds.
     /// On one that takes two spellings for one name, a peer's file whose
@@ -258,6 +264,8 @@ pub struct Config {
     pub lock_heartbeat: std::time::Duration,
     /// Ignore patterns from the command line (`--ignore`).
     pub ignore: Vec<String>,
+    /// How this node takes part (`--mode`).
+    pub mode: crate::engine::Mode,
     /// How long and how much of what peers replace is kept.
     pub versions: crate::versions::Retention,
     /// `--assume-fs`: how DIR's file system compares names, if not probed.
@@ -327,6 +335,7 @@ impl Config {
             idle_timeout: args.idle_timeout,
             lock_heartbeat: args.lock_heartbeat,
             ignore: args.ignore.clone(),
+            mode: args.mode,
             versions: crate::versions::Retention {
                 max_age: args.keep_versions,
                 max_bytes: args.versions_size,

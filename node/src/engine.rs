@@ -202,6 +202,48 @@ pub enum DiskFacts {
     OtherSpelling(crate::names::Clash),
 }
 
+/// How a node takes part in the cluster (`tandem-node --mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Sends its changes and takes the others'.
+    #[default]
+    SendReceive,
+    /// Sends its changes, never takes the others': a peer's change is
+    /// declined ([`Action::Declined`]) and stays shown until this node's
+    /// version is pushed over it (`tandem override`) or it goes.
+    SendOnly,
+    /// Takes the others' changes, never sends its own: a change made here
+    /// stays here, shown, until thrown away (`tandem revert`); a peer's
+    /// newer change beats it (it is kept as a conflict copy).
+    ReceiveOnly,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "send-receive" => Ok(Mode::SendReceive),
+            "send-only" => Ok(Mode::SendOnly),
+            "receive-only" => Ok(Mode::ReceiveOnly),
+            _ => Err(format!(
+                "{s:?} is not a mode: use send-receive, send-only or receive-only"
+            )),
+        }
+    }
+}
+
+impl Mode {
+    /// The mode as `--mode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::SendReceive => "send-receive",
+            Mode::SendOnly => "send-only",
+            Mode::ReceiveOnly => "receive-only",
+        }
+    }
+}
+
 /// The rest of what a decision depends on.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
@@ -213,6 +255,11 @@ pub struct Context<'a> {
     pub queued: Option<&'a VersionVector>,
     /// The path matches an ignore pattern here (see [`crate::ignores`]).
     pub ignored: bool,
+    /// How this node takes part.
+    pub mode: Mode,
+    /// Our entry is a change made here that was never sent (a receive-only
+    /// node's): it never wins against a peer's change.
+    pub ours_unsent: bool,
 }
 
 /// Why a peer's entry is refused outright (bad input changes nothing).
@@ -317,6 +364,9 @@ pub enum Action {
     Blocked(Apply, Obstacle),
     /// Take it.
     Apply(Apply),
+    /// This node is send-only: it would take it, but does not. Kept and
+    /// shown as a difference (see [`Mode::SendOnly`]).
+    Declined,
 }
 
 fn check(remote: &FileEntry) -> Result<(), Invalid> {
@@ -374,7 +424,25 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
     if !replaces_queued(&remote.version, cx.queued) {
         return Action::Ignore;
     }
-    let (version, keep_ours_as_conflict, written, losers, bump) = match plan(local, remote) {
+    let mut decision = plan(local, remote);
+    if let Some(l) = local.filter(|_| cx.ours_unsent && cx.mode == Mode::ReceiveOnly)
+        && matches!(remote.version.compare(&l.version), VvOrder::Concurrent)
+    {
+        // A change never sent loses to any change made elsewhere that did
+        // not build on it (none did: it was never sent); it is kept.
+        let differs = !(remote.kind == l.kind && remote.hash == l.hash && !remote.deleted);
+        decision = Decision::Take {
+            version: remote.version.clone(),
+            keep_ours_as_conflict: differs && (l.is_live_file() || l.live_link().is_some()),
+            written: remote.written.clone(),
+            losers: remote.losers.clone(),
+            bump: false,
+        };
+    }
+    if cx.mode == Mode::SendOnly && matches!(decision, Decision::Take { .. }) {
+        return Action::Declined;
+    }
+    let (version, keep_ours_as_conflict, written, losers, bump) = match decision {
         Decision::Ignore => return Action::Ignore,
         Decision::Announce => return Action::Announce,
         Decision::Reassert { .. } if cx.locked => return Action::Ignore,
@@ -697,6 +765,8 @@ mod tests {
             locked: false,
             queued: None,
             ignored: false,
+            mode: Mode::SendReceive,
+            ours_unsent: false,
         }
     }
 
@@ -798,6 +868,53 @@ mod tests {
             Action::Apply(x) => assert!(!x.keep_ours_as_conflict),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn one_way_modes_decline_or_never_win() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let send_only = Context {
+            mode: Mode::SendOnly,
+            ..cx(DiskFacts::Indexed)
+        };
+        let ours = entry(&[(a, 1)], 5, "x", false);
+        let newer = entry(&[(a, 1), (b, 2)], 9, "y", false);
+        assert_eq!(decide(Some(&ours), &newer, &send_only), Action::Declined);
+        assert_eq!(decide(None, &newer, &send_only), Action::Declined);
+        // Ours still wins a conflict it wins, and is announced.
+        let older_conflict = entry(&[(b, 1)], 1, "z", false);
+        assert_eq!(
+            decide(Some(&ours), &older_conflict, &send_only),
+            Action::Announce
+        );
+
+        let receive_only = |unsent| Context {
+            mode: Mode::ReceiveOnly,
+            ours_unsent: unsent,
+            ..cx(DiskFacts::Indexed)
+        };
+        // Our unsent change, newer than a concurrent one from elsewhere:
+        // theirs is taken as it is, ours kept as a conflict copy.
+        let mine = entry(&[(b, 1), (a, 1)], 50, "mine", false);
+        let theirs = entry(&[(b, 2)], 10, "theirs", false);
+        match decide(Some(&mine), &theirs, &receive_only(true)) {
+            Action::Apply(x) => {
+                assert!(x.keep_ours_as_conflict && x.exact && !x.bump);
+                assert_eq!(x.entry.version, theirs.version);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A change that was sent wins as usual.
+        assert_eq!(
+            decide(Some(&mine), &theirs, &receive_only(false)),
+            Action::Announce
+        );
+        // The version ours was made on top of changes nothing.
+        let base = entry(&[(b, 1)], 5, "base", false);
+        assert_eq!(
+            decide(Some(&mine), &base, &receive_only(true)),
+            Action::Ignore
+        );
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct Index {
     /// at the save, would leave holes between the records that pin most of
     /// the heap's pages.
     dirty: Vec<u64>,
+    /// A receive-only node's writes with a counter above this were made
+    /// while it was receive-only: they are never sent (see
+    /// [`Index::is_unsent`]).
+    withhold_above: Option<u64>,
+    /// Paths forgotten since the last save.
+    forgotten: Vec<RelPath>,
 }
 
 impl Index {
@@ -116,7 +122,82 @@ impl Index {
             by_content,
             origin: HashMap::new(),
             dirty: Vec::new(),
+            withhold_above: None,
+            forgotten: Vec::new(),
         }
+    }
+
+    /// The largest version counter seen anywhere.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Withholds from peers this node's writes with a counter above `c`
+    /// (`None`: sends everything).
+    pub fn withhold_above(&mut self, c: Option<u64>) {
+        self.withhold_above = c;
+    }
+
+    /// True when `e` is a change made here that is withheld from peers (a
+    /// receive-only node's).
+    pub fn is_unsent(&self, e: &FileEntry) -> bool {
+        self.withhold_above.is_some_and(|t| {
+            e.written
+                .iter()
+                .any(|d| d.node == Some(self.me) && d.counter > t)
+        })
+    }
+
+    /// Forgets `path` entirely, as if it had never been seen (a withheld
+    /// change thrown away: peers never heard of it, and their version is
+    /// taken again when they send it).
+    pub fn forget(&mut self, path: &RelPath) {
+        if let Some(old) = self.records.remove(path) {
+            self.by_seq.remove(&old.seq);
+            if self.by_content.get(&old.entry.hash) == Some(path) {
+                self.by_content.remove(&old.entry.hash);
+            }
+            self.origin.remove(path);
+            self.forgotten.push(path.clone());
+        }
+    }
+
+    /// Paths forgotten since the last save (to delete from the store).
+    pub fn take_forgotten(&mut self) -> Vec<RelPath> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Makes this node's version of `path` win over `theirs` (a send-only
+    /// node pushing its version): our content, or our absence (a
+    /// tombstone), with a version that has seen `theirs` and adds a write
+    /// of ours. Returns false when there is nothing to push.
+    pub fn override_with(&mut self, path: &RelPath, theirs: &VersionVector) -> bool {
+        let (mut entry, stat) = match self.records.get(path) {
+            Some(r) => (r.entry.clone(), r.stat),
+            None => (
+                FileEntry {
+                    path: path.clone(),
+                    kind: EntryKind::File,
+                    size: 0,
+                    mtime_ns: 0,
+                    mode: 0,
+                    hash: ContentHash::default(),
+                    blocks: Vec::new(),
+                    version: VersionVector::new(),
+                    written: Writes::default(),
+                    losers: Writes::default(),
+                    deleted: true,
+                },
+                None,
+            ),
+        };
+        let merged = entry.version.merge(theirs);
+        let (version, seq) = self.next_version(Some(&merged));
+        entry.version = version;
+        entry.written = self.dot();
+        entry.losers = Writes::default();
+        self.put(Record { entry, seq, stat });
+        true
     }
 
     /// Rebuilds the maps in bulk: after many single inserts (a cold scan)
@@ -222,6 +303,9 @@ impl Index {
                 continue;
             };
             if peer.is_some() && self.origin.get(path) == peer.as_ref() {
+                continue;
+            }
+            if self.is_unsent(&r.entry) {
                 continue;
             }
             // What the entry costs on the wire: large lists are not sent.

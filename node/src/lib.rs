@@ -166,6 +166,7 @@ pub async fn run(
         watcher.control(),
     )
     .versions(cfg.versions)
+    .mode(cfg.mode)
     .names(folds, fs_folds)
     .unwatched(unwatched)
     .locks(

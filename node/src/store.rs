@@ -120,6 +120,25 @@ impl Store {
         Ok(store)
     }
 
+    /// The version counter a receive-only node's withheld writes are above
+    /// (see [`crate::index::Index::withhold_above`]); `None` when it is not
+    /// receive-only.
+    pub fn receive_only_since(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta_i64("receive_only_since")?.map(|v| v as u64))
+    }
+
+    /// Records (or clears) [`Store::receive_only_since`].
+    pub fn set_receive_only_since(&self, c: Option<u64>) -> Result<(), StoreError> {
+        match c {
+            Some(c) => self.set_meta("receive_only_since", &(c as i64).to_be_bytes()),
+            None => {
+                self.conn
+                    .execute("DELETE FROM meta WHERE key = 'receive_only_since'", [])?;
+                Ok(())
+            }
+        }
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
@@ -286,6 +305,7 @@ impl Store {
             && batch.peers.is_empty()
             && batch.wanted.is_empty()
             && batch.unwanted.is_empty()
+            && batch.forgotten.is_empty()
             && batch.identities.is_empty()
             && batch.held.is_none()
         {
@@ -313,6 +333,10 @@ impl Store {
                 for h in held {
                     stmt.execute([enc(h.info.path.as_str(), h)?.as_ref()])?;
                 }
+            }
+            let mut stmt = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
+            for p in batch.forgotten {
+                stmt.execute([p.as_str()])?;
             }
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO peers(id, seq, name) VALUES (?1, ?2, ?3)",
@@ -391,6 +415,8 @@ pub struct Batch<'a> {
     pub wanted: &'a [&'a Wanted],
     /// Pending downloads finished or dropped.
     pub unwanted: &'a [RelPath],
+    /// Index records to delete (before `records` are written).
+    pub forgotten: &'a [RelPath],
     /// Identities added or changed.
     pub identities: &'a [&'a IdentityRecord],
     /// The whole list of held remote changes, when it changed.

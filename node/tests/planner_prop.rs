@@ -1073,6 +1073,8 @@ impl Sim {
             locked: self.locks.contains_key(&remote.path),
             queued,
             ignored: false,
+            mode: engine::Mode::SendReceive,
+            ours_unsent: false,
         };
         let action = engine::decide(local.as_ref(), remote, &cx);
         self.log(format!(
@@ -1106,6 +1108,8 @@ impl Sim {
             Action::Ignore => {}
             // The simulation has no ignore patterns.
             Action::Excluded => self.fail(format!("{path} excluded without patterns")),
+            // Every simulated node is send-receive.
+            Action::Declined => self.fail(format!("{path} declined on a send-receive node")),
             Action::Announce => self.nodes[x].index.reannounce(path),
             Action::Reject(why) => self.fail(format!("a rejected entry {path}: {why}")),
             Action::Reassert {

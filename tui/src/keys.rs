@@ -260,6 +260,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("fetch NAME [DIR]", "into DIR/NAME"),
     ("fetch … --flat", "no subfolders"),
     ("versions PATH", "versions (deleted too)"),
+    // `override [PATH]` (send-only) and `revert [PATH]` (receive-only).
+    ("override, revert", "one-way node's diffs"),
     ("list", "reload all"),
     ("connect HOST:PORT", "switch node"),
     ("cache [NODE]", "a node's cache"),

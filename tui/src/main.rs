@@ -208,6 +208,28 @@ enum Command {
         #[arg(long, value_name = "NODE")]
         from: Option<String>,
     },
+    /// On a send-only node (`tandem-node --mode send-only`): push its
+    /// version over every change of the others it did not take (state
+    /// "differs" in `tandem list`): its files win everywhere, files it does
+    /// not have are deleted everywhere (kept as versions there).
+    #[command(
+        after_help = "Examples:\n  tandem --node 127.0.0.1:7001 override\n  tandem --node 127.0.0.1:7001 override docs/"
+    )]
+    Override {
+        /// Only this file or folder.
+        path: Option<String>,
+    },
+    /// On a receive-only node (`tandem-node --mode receive-only`): throw
+    /// away the changes made there (state "differs" in `tandem list`),
+    /// keeping them in its versions folder, and take the cluster's version
+    /// again.
+    #[command(
+        after_help = "Examples:\n  tandem --node 127.0.0.1:7002 revert\n  tandem --node 127.0.0.1:7002 revert notes.txt"
+    )]
+    Revert {
+        /// Only this file or folder.
+        path: Option<String>,
+    },
     /// Show what the node ignores: its patterns (DIR/.tandemignore and
     /// --ignore) and the paths on its disk they match.
     #[command(
@@ -685,6 +707,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if failed > 0 {
                 out.flush()?;
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Override { path } | Command::Revert { path } => {
+            let path = path
+                .as_deref()
+                .map(|p| {
+                    RelPath::new(p.trim_end_matches('/'))
+                        .with_context(|| format!("invalid path {p:?}"))
+                })
+                .transpose()?;
+            let (req, did) = match command {
+                Command::Override { .. } => (
+                    ClientRequest::Override { path },
+                    "pushed over the others' version",
+                ),
+                _ => (
+                    ClientRequest::Revert { path },
+                    "thrown away here (kept as versions); the cluster's version comes back",
+                ),
+            };
+            match c.call(req).await? {
+                ClientResponse::Mirrored(r) => {
+                    for p in &r.paths {
+                        writeln!(out, "{p}")?;
+                    }
+                    if r.count > r.paths.len() as u64 {
+                        writeln!(out, "… and {} more", r.count - r.paths.len() as u64)?;
+                    }
+                    writeln!(out, "{} path(s) on {} {did}", r.count, r.node)?;
+                }
+                other => bail!("unexpected answer: {other:?}"),
             }
         }
         Command::Ignored { json } => match c.call(ClientRequest::Ignored).await? {

@@ -372,6 +372,21 @@ impl Runner {
                     send(Msg::VersionRestored { node, path, result });
                 });
             }
+            Effect::Mirror { revert, path } => {
+                tokio::spawn(async move {
+                    let req = if revert {
+                        ClientRequest::Revert { path }
+                    } else {
+                        ClientRequest::Override { path }
+                    };
+                    let result = match c.call(req).await {
+                        Ok(ClientResponse::Mirrored(r)) => Ok(r),
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    send(Msg::Mirrored { revert, result });
+                });
+            }
             Effect::LoadDetail(path) => {
                 tokio::spawn(async move {
                     let result = file_detail(&c, &path).await;
@@ -445,6 +460,10 @@ impl Runner {
                 result: Err(why()),
             }),
             Effect::ResolveConflict { .. } => self.send(Msg::ConflictResolved(Err(why()))),
+            Effect::Mirror { revert, .. } => self.send(Msg::Mirrored {
+                revert,
+                result: Err(why()),
+            }),
             Effect::RestoreVersion { node, path, .. } => self.send(Msg::VersionRestored {
                 node,
                 path,

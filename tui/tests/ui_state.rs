@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use tandem_common::proto::{
     ConflictAction, ConflictCopy, ConflictResolution, Event, EventKind, FeedCursor, FileState,
-    HeldKind, KeptVersion, ListedFile, NodeFileState, NodeStatus, VersionRestoration,
+    HeldKind, KeptVersion, ListedFile, MirrorReport, NodeFileState, NodeStatus, VersionRestoration,
 };
 use tandem_common::{ContentHash, RelPath};
 use tandem_tui::app::{
@@ -2751,4 +2751,76 @@ fn versions_of_a_file_deleted_everywhere_open_from_the_command_line() {
     assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
     assert_eq!(s.mode, Mode::Normal);
     assert_eq!(s.status.as_ref().unwrap().level, Level::Error);
+}
+
+#[test]
+fn override_and_revert_ask_first_and_say_what_came_of_them() {
+    let mut s = connected(four());
+    update(&mut s, key(':'));
+    typed(&mut s, "override docs/");
+    assert!(update(&mut s, code(KeyCode::Enter)).is_empty());
+    let Mode::Confirm(c) = &s.mode else {
+        panic!(":override asks first: {:?}", s.mode)
+    };
+    assert_eq!(
+        c.question,
+        "Push alpha's version over every change of the others it did not take under docs? Its files win on every node; files only the others have are deleted there (kept as versions)."
+    );
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::Mirror {
+            revert: false,
+            path: Some(p("docs"))
+        }]
+    );
+    update(
+        &mut s,
+        Msg::Mirrored {
+            revert: false,
+            result: Ok(MirrorReport {
+                node: "alpha".into(),
+                paths: vec![p("docs/a.txt")],
+                count: 1,
+            }),
+        },
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(
+        st.text,
+        "1 path(s) on alpha pushed over the others' version"
+    );
+    assert_eq!(st.level, Level::Ok);
+
+    // No is no; the node's refusal is shown.
+    update(&mut s, key(':'));
+    typed(&mut s, "revert");
+    update(&mut s, code(KeyCode::Enter));
+    assert!(
+        matches!(&s.mode, Mode::Confirm(c) if c.question.starts_with("Throw away the changes made on alpha?"))
+    );
+    assert!(update(&mut s, key('n')).is_empty());
+    assert_eq!(s.mode, Mode::Normal);
+    update(&mut s, key(':'));
+    typed(&mut s, "revert");
+    update(&mut s, code(KeyCode::Enter));
+    assert_eq!(
+        update(&mut s, key('y')),
+        vec![Effect::Mirror {
+            revert: true,
+            path: None
+        }]
+    );
+    update(
+        &mut s,
+        Msg::Mirrored {
+            revert: true,
+            result: Err("alpha is send-receive; `tandem revert` is for a receive-only node".into()),
+        },
+    );
+    let st = s.status.clone().unwrap();
+    assert_eq!(
+        st.text,
+        "cannot revert: alpha is send-receive; `tandem revert` is for a receive-only node"
+    );
+    assert_eq!(st.level, Level::Error);
 }

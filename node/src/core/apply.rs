@@ -356,7 +356,7 @@ impl Core {
 
     /// Removes our file `l` for `peer`'s change, keeping it as a version;
     /// refused when it changed since it was indexed (an edit beats it).
-    fn remove_ours(&mut self, peer: NodeId, l: &FileEntry) -> std::io::Result<()> {
+    pub(super) fn remove_ours(&mut self, peer: NodeId, l: &FileEntry) -> std::io::Result<()> {
         let path = &l.path;
         let full = path.to_disk(&self.root);
         let stat = self.index.get(path).and_then(|r| r.stat);

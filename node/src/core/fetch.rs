@@ -34,8 +34,11 @@ impl Core {
             };
             // Deletes, folders and metadata (which need no data) and
             // anything that failed before are carried out, or found to
-            // need a fetch, by deciding again now.
-            if (!n.w.entry.is_live_file() || n.error.is_some())
+            // need a fetch, by deciding again now; so is everything on a
+            // send-only node, which fetches nothing it would decline.
+            if (!n.w.entry.is_live_file()
+                || n.error.is_some()
+                || self.mode == crate::engine::Mode::SendOnly)
                 && !matches!(self.settle(&path, None), super::remote::Settled::Fetch)
             {
                 continue;

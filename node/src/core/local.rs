@@ -580,8 +580,12 @@ impl Core {
             self.drop_need(&p);
         }
         self.reconcile(None);
-        // Every peer sends everything again: now over the links up, and
-        // from the start when the others link (also after a restart).
+        self.ask_everything_again();
+    }
+
+    /// Every peer sends its whole index again: now over the links up, and
+    /// from the start when the others link (also after a restart).
+    pub(super) fn ask_everything_again(&mut self) {
         for (peer, (seq, _)) in self.peers.iter_mut() {
             *seq = 0;
             self.peers_dirty.insert(*peer);

@@ -34,6 +34,7 @@ mod apply;
 mod fetch;
 mod local;
 mod locking;
+pub mod mirror;
 mod names;
 mod queries;
 mod remote;
@@ -89,6 +90,18 @@ pub enum CoreMsg {
         by: String,
         /// What was done, or why not.
         reply: oneshot::Sender<Result<ConflictResolution, ApiError>>,
+    },
+    /// Push this send-only node's version over what it declined, or throw
+    /// away this receive-only node's changes (see [`mirror`]).
+    Mirror {
+        /// Override (send-only) or revert (receive-only).
+        action: mirror::MirrorAction,
+        /// Under this path only.
+        path: Option<RelPath>,
+        /// Who asked.
+        by: String,
+        /// What was done, or why not.
+        reply: oneshot::Sender<Result<tandem_common::proto::MirrorReport, ApiError>>,
     },
     /// Make a kept version the current one again.
     RestoreVersion {
@@ -260,6 +273,22 @@ impl CoreHandle {
             .await?
     }
 
+    /// `tandem override` / `tandem revert` (see [`mirror`]).
+    pub async fn mirror(
+        &self,
+        action: mirror::MirrorAction,
+        path: Option<RelPath>,
+        by: String,
+    ) -> Result<tandem_common::proto::MirrorReport, ApiError> {
+        self.ask(|reply| CoreMsg::Mirror {
+            action,
+            path,
+            by,
+            reply,
+        })
+        .await?
+    }
+
     /// This node's view of one file.
     pub async fn summary_of(&self, path: RelPath) -> Result<Option<FileSummary>, ApiError> {
         self.ask(|reply| CoreMsg::SummaryOf(path, reply)).await
@@ -388,6 +417,9 @@ struct Need {
     sources: Vec<RelPath>,
     /// Why the last attempt to apply it failed (shown until it succeeds).
     error: Option<String>,
+    /// This node is send-only and does not take it (shown as a difference
+    /// until `tandem override` or a newer version settles it).
+    declined: bool,
 }
 
 /// True when a wanted entry has its whole block list (entries of large
@@ -465,6 +497,8 @@ pub struct Core {
     retention: crate::versions::Retention,
     /// Names the file system here takes for one, and pairs of them here.
     names: names::Names,
+    /// How this node takes part (`--mode`).
+    mode: engine::Mode,
 }
 
 /// Suffix of a file a delete moved aside in the temp folder to check it.
@@ -501,6 +535,7 @@ impl Core {
                     attempts: 0,
                     sources: Vec::new(),
                     error: None,
+                    declined: false,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -574,6 +609,7 @@ impl Core {
                 max_bytes: 1 << 30,
             },
             names: Default::default(),
+            mode: engine::Mode::SendReceive,
         };
         // Queued fetches read blocks from local files (the other half of a
         // rename): those files' queued deletes wait for them, as before the
@@ -613,6 +649,54 @@ impl Core {
                 *seq = 0;
                 self.peers_dirty.insert(*peer);
             }
+        }
+        self
+    }
+
+    /// Takes part as `mode` says. A node that starts receive-only
+    /// remembers from which version counter on its writes are withheld; one
+    /// that is no longer receive-only sends what it withheld.
+    pub fn mode(mut self, mode: engine::Mode) -> Self {
+        self.mode = mode;
+        let since = self.store.receive_only_since().unwrap_or_else(|e| {
+            tracing::error!("cannot read the receive-only mark in the state folder: {e}");
+            None
+        });
+        match (mode, since) {
+            (engine::Mode::ReceiveOnly, Some(c)) => self.index.withhold_above(Some(c)),
+            (engine::Mode::ReceiveOnly, None) => {
+                let c = self.index.clock();
+                if let Err(e) = self.store.set_receive_only_since(Some(c)) {
+                    tracing::error!("cannot save the receive-only mark in the state folder: {e}");
+                }
+                self.index.withhold_above(Some(c));
+            }
+            (_, Some(c)) => {
+                self.index.withhold_above(Some(c));
+                let unsent: Vec<RelPath> = self
+                    .index
+                    .records()
+                    .filter(|r| self.index.is_unsent(&r.entry))
+                    .map(|r| r.entry.path.clone())
+                    .collect();
+                self.index.withhold_above(None);
+                for p in &unsent {
+                    self.index.reannounce(p);
+                }
+                if !unsent.is_empty() {
+                    tracing::warn!(
+                        "no longer receive-only: the {} change(s) made here meanwhile are sent now",
+                        unsent.len()
+                    );
+                }
+                if let Err(e) = self.store.set_receive_only_since(None) {
+                    tracing::error!("cannot clear the receive-only mark in the state folder: {e}");
+                }
+            }
+            (_, None) => {}
+        }
+        if mode != engine::Mode::SendReceive {
+            tracing::info!("this node is {}", mode.as_str());
         }
         self
     }
@@ -829,6 +913,14 @@ impl Core {
             CoreMsg::RestoreVersion { id, by, reply } => {
                 let _ = reply.send(self.restore_version(&id, &by));
             }
+            CoreMsg::Mirror {
+                action,
+                path,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.mirror(action, path.as_ref(), &by));
+            }
             CoreMsg::Counts(reply) => {
                 let _ = reply.send(self.counts());
             }
@@ -902,6 +994,7 @@ impl Core {
                 let _ = f.sync_all();
             }
         }
+        let forgotten = self.index.take_forgotten();
         let records = self.index.take_dirty();
         for r in &records {
             self.names.touched(&r.entry.path);
@@ -933,6 +1026,7 @@ impl Core {
             peers: &peers,
             wanted: &wanted,
             unwanted: &unwanted,
+            forgotten: &forgotten,
             identities: &identities,
             held: held.as_deref(),
         };

@@ -82,10 +82,16 @@ impl Core {
             } else {
                 0
             },
-            syncing: !present || self.needed.contains_key(&e.path),
+            syncing: (!present || self.needed.contains_key(&e.path)) && !self.declined(&e.path),
             present,
             error: self.needed.get(&e.path).and_then(|n| n.error.clone()),
+            differs: self.declined(&e.path) || (present && self.index.is_unsent(e)),
         }
+    }
+
+    /// This send-only node declined a peer's version of `path`.
+    fn declined(&self, path: &RelPath) -> bool {
+        self.needed.get(path).is_some_and(|n| n.declined)
     }
 
     /// Totals and warnings for `tandem nodes`.
@@ -97,7 +103,11 @@ impl Core {
             c.bytes = c.bytes.saturating_add(r.entry.size);
         }
         // Changes that keep failing are warnings (below), not progress.
-        for n in self.needed.values().filter(|n| n.error.is_none()) {
+        for n in self
+            .needed
+            .values()
+            .filter(|n| n.error.is_none() && !n.declined)
+        {
             c.pending_files += 1;
             if n.w.entry.is_live_file() {
                 c.pending_bytes = c.pending_bytes.saturating_add(n.w.entry.size);
@@ -116,6 +126,24 @@ impl Core {
             ));
         }
         c.warnings.extend(self.names.warning());
+        let declined = self.needed.values().filter(|n| n.declined).count();
+        if declined > 0 {
+            c.warnings.push(format!(
+                "send-only: {declined} path(s) differ from the other nodes' version (state \"differs\" in tandem list); `tandem override` pushes this node's version"
+            ));
+        }
+        if self.mode == crate::engine::Mode::ReceiveOnly {
+            let unsent = self
+                .index
+                .records()
+                .filter(|r| self.index.is_unsent(&r.entry))
+                .count();
+            if unsent > 0 {
+                c.warnings.push(format!(
+                    "receive-only: {unsent} change(s) made here are not sent (state \"differs\" in tandem list); `tandem revert` throws them away, keeping them as versions"
+                ));
+            }
+        }
         if let Some(why) = &self.unwatched {
             c.warnings.push(format!(
                 "{why}: some folders are not watched, the tree is rescanned every {}s",

@@ -104,7 +104,33 @@ impl Core {
                 self.enqueue(peer, remote);
                 self.apply_failed(&path, &why);
             }
+            Action::Declined => {
+                if engine::replaces_queued(&remote.version, queued.as_ref()) {
+                    self.enqueue(peer, remote);
+                }
+                self.decline(&path);
+            }
             other => self.not_applied(peer, &remote, other),
+        }
+    }
+
+    /// A send-only node does not take the queued version at `path`: it
+    /// stays queued (and saved), shown as a difference, and is looked at
+    /// again only now and then (it is decided again whenever a newer
+    /// version arrives, and dropped by `tandem override`).
+    pub(super) fn decline(&mut self, path: &RelPath) {
+        let Some(n) = self.needed.get_mut(path) else {
+            return;
+        };
+        n.in_flight = false;
+        n.retry_at = Instant::now() + Duration::from_secs(3600);
+        if !n.declined {
+            n.declined = true;
+            let from = n.w.from;
+            let from = self.peer_name(from);
+            tracing::info!(
+                "not taking {from}'s change to {path}: this node is send-only (`tandem override` pushes this node's version)"
+            );
         }
     }
 
@@ -128,6 +154,8 @@ impl Core {
             locked: self.holds_remote(remote),
             queued,
             ignored,
+            mode: self.mode,
+            ours_unsent: local.as_ref().is_some_and(|l| self.index.is_unsent(l)),
         };
         Ok((engine::decide(local.as_ref(), remote, &cx), local))
     }
@@ -183,7 +211,7 @@ impl Core {
                 self.drop_need(path);
                 self.hold_remote(peer, remote);
             }
-            Action::Apply(_) | Action::Blocked(..) => {
+            Action::Apply(_) | Action::Blocked(..) | Action::Declined => {
                 unreachable!("not_applied is only given decisions that take nothing")
             }
         }
@@ -204,6 +232,7 @@ impl Core {
             attempts: 0,
             sources,
             error: None,
+            declined: false,
         };
         self.wanted_dirty.insert(path.clone());
         // An older version's transfer that is still running finishes as
@@ -313,6 +342,10 @@ impl Core {
                 .carry_out(from, a, local, fetched)
                 .map_err(|e| e.to_string()),
             Ok((Action::Blocked(_, why), _)) => Err(why.to_string()),
+            Ok((Action::Declined, _)) => {
+                self.decline(path);
+                return Settled::Wait;
+            }
             Ok((other, _)) => {
                 self.drop_need(path);
                 self.not_applied(from, &remote, other);

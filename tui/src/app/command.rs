@@ -242,6 +242,10 @@ pub(super) fn run_command(s: &mut AppState, line: &str) -> Vec<Effect> {
         // row, and its kept versions are what brings it back.
         ["versions", t] => target(s, t.trim_end_matches('/')).map(|p| s.open_detail_of(p)),
         ["versions"] => Ok(s.open_detail()),
+        ["override"] => Ok(s.ask_mirror(false, None)),
+        ["override", t] => target(s, t.trim_end_matches('/')).map(|p| s.ask_mirror(false, Some(p))),
+        ["revert"] => Ok(s.ask_mirror(true, None)),
+        ["revert", t] => target(s, t.trim_end_matches('/')).map(|p| s.ask_mirror(true, Some(p))),
         ["connect", addr] => Ok(s.switch_node(addr, None)),
         ["cache", node] => Ok(s.show_cache_of(Some(node.to_string()))),
         ["cache"] => Ok(s.show_cache_of(None)),

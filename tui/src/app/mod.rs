@@ -37,6 +37,7 @@ mod feed;
 mod fetch;
 mod input;
 mod line_edit;
+mod mirror;
 mod msg;
 mod row_state;
 mod schedule;
@@ -623,6 +624,7 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
         Msg::ConflictsLoaded(r) => s.conflicts_loaded(r),
         Msg::ConflictResolved(r) => s.conflict_resolved(r, &mut fx),
         Msg::VersionRestored { node, path, result } => s.version_restored(node, path, result),
+        Msg::Mirrored { revert, result } => s.mirrored(revert, result),
         Msg::DetailLoaded { path, result } => s.detail_loaded(path, result),
         Msg::Discovered { node, result } => {
             if let Mode::Discover(p) = &mut s.mode

@@ -8,7 +8,7 @@ use crossterm::event::{KeyEvent, MouseEvent};
 use tandem_common::RelPath;
 use tandem_common::proto::{
     CacheReport, ConflictAction, ConflictCopy, ConflictResolution, Event, FeedCursor, ListedFile,
-    NodeStatus, VersionRestoration,
+    MirrorReport, NodeStatus, VersionRestoration,
 };
 
 use super::Wanted;
@@ -77,6 +77,13 @@ pub enum Msg {
     ConflictsLoaded(Result<(Vec<ConflictCopy>, Vec<String>), String>),
     /// A conflict copy was restored or discarded, or the error.
     ConflictResolved(Result<ConflictResolution, String>),
+    /// `:override` / `:revert` came back.
+    Mirrored {
+        /// `:revert` (else `:override`).
+        revert: bool,
+        /// What the node did, or why not.
+        result: Result<MirrorReport, String>,
+    },
     /// A kept version was restored, or why not.
     VersionRestored {
         /// The node asked to restore it (the one keeping it).
@@ -170,6 +177,13 @@ pub enum Effect {
         id: String,
         /// The file it is a version of (for the words of the result).
         path: RelPath,
+    },
+    /// `:override` (`revert` false) or `:revert` on the connected node.
+    Mirror {
+        /// `:revert` (else `:override`).
+        revert: bool,
+        /// Under this path only.
+        path: Option<RelPath>,
     },
     /// Load what the detail pane shows of one file.
     LoadDetail(RelPath),

@@ -1,0 +1,229 @@
+//! One-way mirrors (issue 16, part 4), through real `tandem-node` processes
+//! and the real `tandem` client: a send-only node does not take a peer's
+//! changes (they show as "differs") until `tandem override` pushes its own
+//! version over them; a receive-only node does not send its changes (they
+//! show as "differs") until `tandem revert` throws them away, kept as
+//! versions, and a peer's newer change beats one it never sent.
+
+mod harness;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::*;
+use serde_json::Value;
+
+const SYNC: Duration = Duration::from_secs(20);
+
+fn read(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok()
+}
+
+/// `node`'s state for `path` in a list, if listed.
+fn state_of<'a>(list: &'a [Value], path: &str, node: &str) -> Option<&'a str> {
+    find(list, path)?["states"][node].as_str()
+}
+
+/// The names of the regular files kept under `node`'s versions folder
+/// whose content is `data`.
+fn kept_with(node: &Node, data: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_tree(&node.state_dir().join("versions"), &mut |rel, p, m| {
+        if m.is_file() && read(p).as_deref() == Some(data) {
+            out.push(rel.to_string());
+        }
+    });
+    out
+}
+
+fn run(node: &Node, args: &[&str]) -> (bool, String) {
+    let out = node.tandem(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_send_only_node_takes_nothing_until_it_overrides() {
+    let (a, b) = linked_pair(&["--mode", "send-only"]);
+    let nodes = [&a, &b];
+    put(a.path("own.txt"), "A's");
+    wait_until(scaled(SYNC), "own.txt on B", &nodes, || {
+        read(&b.path("own.txt")).as_deref() == Some("A's")
+    });
+
+    put(b.path("own.txt"), "B's edit");
+    put(b.path("new.txt"), "B's new file");
+    put(b.path("barrier.txt"), "after the others");
+    // Declined in the order sent: once the last shows as differing, A has
+    // decided on the others too.
+    let list = wait_until(scaled(SYNC), "A declines B's changes", &nodes, || {
+        let l = a.try_list()?;
+        match state_of(&l, "barrier.txt", "A") {
+            Some("differs") => Ok(l),
+            other => Err(format!("barrier.txt on A: {other:?}\n{}", pretty(&l))),
+        }
+    });
+    for p in ["own.txt", "new.txt"] {
+        assert_eq!(
+            state_of(&list, p, "A"),
+            Some("differs"),
+            "{}",
+            pretty(&list)
+        );
+        assert_eq!(
+            state_of(&list, p, "B"),
+            Some("in sync"),
+            "{}",
+            pretty(&list)
+        );
+    }
+    assert_eq!(read(&a.path("own.txt")).as_deref(), Some("A's"));
+    assert!(!a.path("new.txt").exists() && !a.path("barrier.txt").exists());
+    let me = nodes_json(&a).unwrap();
+    let me = me.iter().find(|n| n["name"] == "A").unwrap();
+    assert!(
+        me["warnings"]
+            .to_string()
+            .contains("send-only: 3 path(s) differ"),
+        "{me}"
+    );
+    // Revert is for receive-only nodes, and says so.
+    let (ok, said) = run(&a, &["revert"]);
+    assert!(
+        !ok && said.contains("A is send-only; `tandem revert` is for a receive-only node"),
+        "{said}"
+    );
+
+    let (ok, said) = run(&a, &["override"]);
+    assert!(ok && said.contains("3 path(s) on A pushed over"), "{said}");
+    wait_until(scaled(SYNC), "A's version everywhere", &nodes, || {
+        if read(&b.path("own.txt")).as_deref() != Some("A's") {
+            return Err(format!("B's own.txt: {:?}", read(&b.path("own.txt"))));
+        }
+        for p in ["new.txt", "barrier.txt"] {
+            if b.path(p).exists() {
+                return Err(format!("B still has {p}"));
+            }
+        }
+        Ok(())
+    });
+    // Nothing is lost on B: what A's version replaced is kept there.
+    for data in ["B's edit", "B's new file", "after the others"] {
+        assert!(!kept_with(&b, data).is_empty(), "B kept no {data:?}");
+    }
+    let list = wait_until(scaled(SYNC), "nothing differs", &nodes, || {
+        let l = a.try_list()?;
+        if l.iter()
+            .any(|r| r["states"].to_string().contains("differs"))
+        {
+            Err(pretty(&l))
+        } else {
+            Ok(l)
+        }
+    });
+    assert_eq!(paths(&list), ["own.txt"]);
+
+    // A's own changes still go out.
+    put(a.path("later.txt"), "A again");
+    wait_until(scaled(SYNC), "later.txt on B", &nodes, || {
+        read(&b.path("later.txt")).as_deref() == Some("A again")
+    });
+}
+
+#[test]
+fn a_receive_only_node_sends_nothing_and_reverts() {
+    let (a, b) = linked_pair(&["--mode", "receive-only"]);
+    let nodes = [&a, &b];
+    put(b.path("doc.txt"), "v1");
+    wait_until(scaled(SYNC), "doc.txt on A", &nodes, || {
+        read(&a.path("doc.txt")).as_deref() == Some("v1")
+    });
+
+    put(a.path("doc.txt"), "A's local edit");
+    put(a.path("mine.txt"), "made on A");
+    let list = wait_until(
+        scaled(SYNC),
+        "A's changes shown as differing",
+        &nodes,
+        || {
+            let l = b.try_list()?;
+            match (state_of(&l, "doc.txt", "A"), state_of(&l, "mine.txt", "A")) {
+                (Some("differs"), Some("differs")) => Ok(l),
+                other => Err(format!("{other:?}\n{}", pretty(&l))),
+            }
+        },
+    );
+    // The cluster's version is B's, not A's unsent edit.
+    assert_eq!(
+        state_of(&list, "doc.txt", "B"),
+        Some("in sync"),
+        "{}",
+        pretty(&list)
+    );
+    // A round trip B -> A after A indexed its changes; then B still has
+    // none of them.
+    put(b.path("barrier.txt"), "b");
+    wait_until(scaled(SYNC), "barrier.txt on A", &nodes, || {
+        a.path("barrier.txt").exists()
+    });
+    assert_eq!(read(&b.path("doc.txt")).as_deref(), Some("v1"));
+    assert!(!b.path("mine.txt").exists(), "A sent mine.txt");
+    let me = nodes_json(&a).unwrap();
+    let me = me.iter().find(|n| n["name"] == "A").unwrap();
+    assert!(
+        me["warnings"]
+            .to_string()
+            .contains("receive-only: 2 change(s) made here are not sent"),
+        "{me}"
+    );
+
+    let (ok, said) = run(&a, &["revert"]);
+    assert!(ok && said.contains("2 path(s) on A thrown away"), "{said}");
+    wait_until(
+        scaled(SYNC),
+        "the cluster's version back on A",
+        &nodes,
+        || read(&a.path("doc.txt")).as_deref() == Some("v1") && !a.path("mine.txt").exists(),
+    );
+    for data in ["A's local edit", "made on A"] {
+        assert!(!kept_with(&a, data).is_empty(), "A kept no {data:?}");
+    }
+    wait_until(scaled(SYNC), "nothing differs", &nodes, || {
+        let l = b.try_list()?;
+        if l.iter()
+            .any(|r| r["states"].to_string().contains("differs"))
+        {
+            Err(pretty(&l))
+        } else {
+            Ok(())
+        }
+    });
+
+    // A change made here never wins over one made elsewhere: it is kept
+    // as a conflict copy.
+    put(a.path("doc.txt"), "A's second edit");
+    wait_until(scaled(SYNC), "A's second edit indexed", &nodes, || {
+        let l = b.try_list()?;
+        match state_of(&l, "doc.txt", "A") {
+            Some("differs") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    put(b.path("doc.txt"), "v2 from B");
+    wait_until(scaled(SYNC), "B's v2 on A", &nodes, || {
+        read(&a.path("doc.txt")).as_deref() == Some("v2 from B")
+    });
+    let mut copies = Vec::new();
+    walk_tree(&a.state_dir().join("conflicts"), &mut |rel, p, _| {
+        if read(p).as_deref() == Some("A's second edit") {
+            copies.push(rel.to_string());
+        }
+    });
+    assert_eq!(copies.len(), 1, "A's conflicts: {copies:?}");
+    assert_eq!(read(&b.path("doc.txt")).as_deref(), Some("v2 from B"));
+}
