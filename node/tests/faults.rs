@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use harness::{
     CHANGE_TIMEOUT, FileInfo, Node, blake3_hex, disk_files, find, linked_pair, pattern, pretty,
-    put, scaled, wait_until, walk_tree,
+    put, row_state, scaled, wait_until, walk_tree,
 };
 use serde_json::Value;
 
@@ -106,20 +106,6 @@ fn mode_of(path: &Path) -> u32 {
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
         .mode()
         & 0o7777
-}
-
-/// `node`'s state for the row `row` of a merged `tandem list --json`
-/// (`states` is an object node → state, or an array of `{node, state}`).
-fn state_of(row: &Value, node: &str) -> Option<String> {
-    match &row["states"] {
-        Value::Object(m) => m.get(node).and_then(Value::as_str).map(str::to_string),
-        Value::Array(a) => a
-            .iter()
-            .find(|s| s["node"] == node)
-            .and_then(|s| s["state"].as_str())
-            .map(str::to_string),
-        _ => None,
-    }
 }
 
 /// Writes a marker file on `from` (after whatever the test did there) and
@@ -248,7 +234,7 @@ fn unreadable_folder_is_not_a_delete() {
                         )
                     )
                 });
-                let st = state_of(row, a.name());
+                let st = row_state(row, a.name());
                 assert!(
                     matches!(st.as_deref(), Some("in sync") | Some("error")),
                     "{}",
@@ -410,7 +396,7 @@ fn wait_failed_apply_converged(a: &Node, b: &Node) {
     let list = b.list();
     let row = find(&list, "ro/new.txt").expect("ro/new.txt listed");
     assert_eq!(
-        state_of(row, b.name()).as_deref(),
+        row_state(row, b.name()).as_deref(),
         Some("in sync"),
         "B's state for ro/new.txt after convergence: {row}"
     );
@@ -435,7 +421,7 @@ fn failed_apply_is_retried_and_shown() {
             || {
                 let list = b.try_list()?;
                 let row = find(&list, "ro/new.txt").ok_or("ro/new.txt not listed")?;
-                match state_of(row, b.name()) {
+                match row_state(row, b.name()) {
                     Some(s) if s == "error" => Ok(()),
                     s => Err(format!("B's state is {s:?}: {row}")),
                 }

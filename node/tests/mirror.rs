@@ -12,17 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::*;
-use serde_json::Value;
 
 const SYNC: Duration = Duration::from_secs(20);
 
 fn read(p: &Path) -> Option<String> {
     fs::read_to_string(p).ok()
-}
-
-/// `node`'s state for `path` in a list, if listed.
-fn state_of<'a>(list: &'a [Value], path: &str, node: &str) -> Option<&'a str> {
-    find(list, path)?["states"][node].as_str()
 }
 
 /// The names of the regular files kept under `node`'s versions folder
@@ -63,20 +57,20 @@ fn a_send_only_node_takes_nothing_until_it_overrides() {
     // decided on the others too.
     let list = wait_until(scaled(SYNC), "A declines B's changes", &nodes, || {
         let l = a.try_list()?;
-        match state_of(&l, "barrier.txt", "A") {
+        match state_in(&l, "barrier.txt", "A").as_deref() {
             Some("differs") => Ok(l),
             other => Err(format!("barrier.txt on A: {other:?}\n{}", pretty(&l))),
         }
     });
     for p in ["own.txt", "new.txt"] {
         assert_eq!(
-            state_of(&list, p, "A"),
+            state_in(&list, p, "A").as_deref(),
             Some("differs"),
             "{}",
             pretty(&list)
         );
         assert_eq!(
-            state_of(&list, p, "B"),
+            state_in(&list, p, "B").as_deref(),
             Some("in sync"),
             "{}",
             pretty(&list)
@@ -152,7 +146,10 @@ fn a_receive_only_node_sends_nothing_and_reverts() {
         &nodes,
         || {
             let l = b.try_list()?;
-            match (state_of(&l, "doc.txt", "A"), state_of(&l, "mine.txt", "A")) {
+            match (
+                state_in(&l, "doc.txt", "A").as_deref(),
+                state_in(&l, "mine.txt", "A").as_deref(),
+            ) {
                 (Some("differs"), Some("differs")) => Ok(l),
                 other => Err(format!("{other:?}\n{}", pretty(&l))),
             }
@@ -160,7 +157,7 @@ fn a_receive_only_node_sends_nothing_and_reverts() {
     );
     // The cluster's version is B's, not A's unsent edit.
     assert_eq!(
-        state_of(&list, "doc.txt", "B"),
+        state_in(&list, "doc.txt", "B").as_deref(),
         Some("in sync"),
         "{}",
         pretty(&list)
@@ -209,7 +206,7 @@ fn a_receive_only_node_sends_nothing_and_reverts() {
     put(a.path("doc.txt"), "A's second edit");
     wait_until(scaled(SYNC), "A's second edit indexed", &nodes, || {
         let l = b.try_list()?;
-        match state_of(&l, "doc.txt", "A") {
+        match state_in(&l, "doc.txt", "A").as_deref() {
             Some("differs") => Ok(()),
             other => Err(format!("{other:?}")),
         }

@@ -57,20 +57,6 @@ fn barrier(from: &Node, to: &Node, name: &str) {
     );
 }
 
-/// `node`'s state for the row of `path` in a merged `tandem list --json`.
-fn state(list: &[Value], path: &str, node: &str) -> Option<String> {
-    let row = find(list, path)?;
-    match &row["states"] {
-        Value::Object(m) => m.get(node).and_then(Value::as_str).map(str::to_string),
-        Value::Array(a) => a
-            .iter()
-            .find(|s| s["node"] == node)
-            .and_then(|s| s["state"].as_str())
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
 /// `node`'s warnings in `tandem nodes --json` (asked of `node` itself).
 fn warnings(node: &Node) -> Result<Vec<String>, String> {
     let v = nodes_json(node)?;
@@ -223,11 +209,11 @@ fn a_case_insensitive_node_refuses_a_second_spelling_and_loses_nothing() {
         if kept_dir == "Docs" { "b.txt" } else { "a.txt" }
     );
     let list = b.wait_list("the refused names in error on B", |l| {
-        state(l, refused, "B").as_deref() == Some("error")
-            && state(l, &refused_file, "B").as_deref() == Some("error")
+        state_in(l, refused, "B").as_deref() == Some("error")
+            && state_in(l, &refused_file, "B").as_deref() == Some("error")
     });
-    assert_eq!(state(&list, refused, "A").as_deref(), Some("in sync"));
-    assert_eq!(state(&list, kept, "B").as_deref(), Some("in sync"));
+    assert_eq!(state_in(&list, refused, "A").as_deref(), Some("in sync"));
+    assert_eq!(state_in(&list, kept, "B").as_deref(), Some("in sync"));
 
     // The log and the feed say what is in the way, and what to do.
     let why = format!(
@@ -286,7 +272,7 @@ fn a_case_insensitive_node_refuses_a_second_spelling_and_loses_nothing() {
         read(&b, "notes-2.txt").as_deref() == Some(want(refused).as_bytes())
     });
     b.wait_list("no error left for the renamed file", |l| {
-        find(l, refused).is_none() && state(l, "notes-2.txt", "B").as_deref() == Some("in sync")
+        find(l, refused).is_none() && state_in(l, "notes-2.txt", "B").as_deref() == Some("in sync")
     });
     assert_eq!(read(&b, kept).unwrap(), want(kept).as_bytes());
 }
@@ -312,7 +298,7 @@ fn a_normalizing_node_refuses_the_other_unicode_form_only() {
         _ => panic!("{}", b.fail(&format!("B holds {here:?}"))),
     };
     b.wait_list("the other form in error on B", |l| {
-        state(l, refused, "B").as_deref() == Some("error")
+        state_in(l, refused, "B").as_deref() == Some("error")
     });
     b.wait_log(&format!(
         "cannot apply {refused} (from A): {kept} is here, and this file system cannot hold {refused} beside it (the names differ only in Unicode form"

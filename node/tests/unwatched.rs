@@ -8,25 +8,11 @@
 
 mod harness;
 
-use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, disk_files, nodes_json, put, scaled, wait_until};
+use harness::{Node, disk_files, nodes_json, put, scaled, user_namespaces_work, wait_until};
 
 const FOLDERS: usize = 40;
-
-fn user_namespaces_work() -> bool {
-    Command::new("unshare")
-        .args([
-            "-U",
-            "-r",
-            "sh",
-            "-c",
-            "echo 20 > /proc/sys/user/max_inotify_watches",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 #[test]
 fn a_node_over_the_watch_limit_starts_says_so_and_rescans() {

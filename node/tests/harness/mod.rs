@@ -438,6 +438,33 @@ pub fn try_list_json(addr: SocketAddr) -> Result<Vec<Value>, String> {
     })
 }
 
+/// `node`'s state in `row` of a merged `tandem list --json` (`states` is
+/// an object node → state).
+pub fn row_state(row: &Value, node: &str) -> Option<String> {
+    row["states"].get(node)?.as_str().map(str::to_string)
+}
+
+/// `node`'s state for `path` in a merged `tandem list --json`.
+pub fn state_in(list: &[Value], path: &str, node: &str) -> Option<String> {
+    row_state(find(list, path)?, node)
+}
+
+/// True when `unshare -U -r` works here and lets a test lower the inotify
+/// watch limit in a user namespace of its own (see
+/// [`NodeBuilder::watch_limit`]).
+pub fn user_namespaces_work() -> bool {
+    Command::new("unshare")
+        .args([
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            "echo 20 > /proc/sys/user/max_inotify_watches",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// `tandem --node ADDR list --json`, parsed; panics when it fails.
 pub fn list_json(addr: SocketAddr) -> Vec<Value> {
     try_list_json(addr).unwrap_or_else(|e| panic!("{e}"))
