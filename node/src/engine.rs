@@ -283,6 +283,9 @@ pub enum Invalid {
     /// wrongly).
     #[error("a link whose hash is not its target's")]
     LinkHash,
+    /// The ignore file as something other than a file.
+    #[error("a {} that is not a regular file", crate::ignores::IGNORE_FILE)]
+    IgnoreFileKind,
 }
 
 /// Why a change that should be applied cannot be, here and now.
@@ -382,6 +385,14 @@ fn check(remote: &FileEntry) -> Result<(), Invalid> {
             size: remote.size,
         });
     }
+    if remote.path.as_str() == crate::ignores::IGNORE_FILE
+        && !remote.deleted
+        && remote.kind != EntryKind::File
+    {
+        // Every node must be able to read it as a file (it is refused as
+        // anything else when the node starts).
+        return Err(Invalid::IgnoreFileKind);
+    }
     if let EntryKind::Link(target) = &remote.kind {
         tandem_common::model::check_link_target(target).map_err(Invalid::LinkTarget)?;
         // A tombstone's hash is no content's.
@@ -412,6 +423,24 @@ pub fn replaces_queued(remote: &VersionVector, queued: Option<&VersionVector>) -
     queued.is_none_or(|q| !matches!(remote.compare(q), VvOrder::Equal | VvOrder::Before))
 }
 
+/// True when taking `remote` changes nothing on our disk: the same
+/// content, kind, mode and mtime as ours (a newer version of it, as when
+/// a peer settled a conflict ours won), or a delete of what we do not
+/// have. A send-only node takes those: declining them would show a
+/// difference where there is none.
+fn changes_nothing(local: Option<&FileEntry>, remote: &FileEntry) -> bool {
+    match local.filter(|l| !l.deleted) {
+        Some(l) => {
+            !remote.deleted
+                && remote.kind == l.kind
+                && remote.hash == l.hash
+                && remote.mode == l.mode
+                && remote.mtime_ns == l.mtime_ns
+        }
+        None => remote.deleted,
+    }
+}
+
 /// Decides what to do with `remote`, given our entry at the same path and
 /// the context. See the module docs.
 pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -> Action {
@@ -439,7 +468,10 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
             bump: false,
         };
     }
-    if cx.mode == Mode::SendOnly && matches!(decision, Decision::Take { .. }) {
+    if cx.mode == Mode::SendOnly
+        && matches!(decision, Decision::Take { .. })
+        && !changes_nothing(local, remote)
+    {
         return Action::Declined;
     }
     let (version, keep_ours_as_conflict, written, losers, bump) = match decision {
@@ -887,6 +919,23 @@ mod tests {
             decide(Some(&ours), &older_conflict, &send_only),
             Action::Announce
         );
+        // What changes nothing here is taken: a newer version of our very
+        // content, a delete of what we do not have.
+        let same = entry(&[(a, 1), (b, 2)], 5, "x", false);
+        assert!(matches!(
+            decide(Some(&ours), &same, &send_only),
+            Action::Apply(_)
+        ));
+        let gone = entry(&[(b, 1)], 5, "", true);
+        assert!(matches!(decide(None, &gone, &send_only), Action::Apply(_)));
+        assert_eq!(
+            decide(
+                Some(&ours),
+                &entry(&[(a, 1), (b, 2)], 5, "", true),
+                &send_only
+            ),
+            Action::Declined
+        );
 
         let receive_only = |unsent| Context {
             mode: Mode::ReceiveOnly,
@@ -915,6 +964,12 @@ mod tests {
             decide(Some(&mine), &base, &receive_only(true)),
             Action::Ignore
         );
+        // A delete made elsewhere beats it too; ours is kept as a copy.
+        let deleted = entry(&[(b, 2)], 10, "", true);
+        match decide(Some(&mine), &deleted, &receive_only(true)) {
+            Action::Apply(x) => assert!(x.op == Op::Delete && x.keep_ours_as_conflict),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl Index {
         }
     }
 
+    /// Forgets which records were taken unchanged from `peer` (so they are
+    /// sent to it again).
+    pub fn forget_origin_of(&mut self, peer: NodeId) {
+        self.origin.retain(|_, o| *o != peer);
+    }
+
     /// The largest version counter seen anywhere.
     pub fn clock(&self) -> u64 {
         self.clock
@@ -136,6 +142,12 @@ impl Index {
     /// (`None`: sends everything).
     pub fn withhold_above(&mut self, c: Option<u64>) {
         self.withhold_above = c;
+        // The clock is rebuilt from the records at start; a revert may
+        // have forgotten those above the mark, and a write numbered below
+        // it would pass for one made before.
+        if let Some(c) = c {
+            self.clock = self.clock.max(c);
+        }
     }
 
     /// True when `e` is a change made here that is withheld from peers (a

@@ -219,7 +219,9 @@ pub fn clean(dir: &Path, r: Retention, now_ns: i64) -> usize {
         .into_iter()
         .flatten()
     {
-        if !e.file_type().is_file() {
+        // Kept links go by age and size too (`metadata` here is the link's
+        // own: the walk does not follow links).
+        if !e.file_type().is_file() && !e.file_type().is_symlink() {
             continue;
         }
         let Ok(m) = e.metadata() else { continue };

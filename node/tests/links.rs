@@ -134,7 +134,34 @@ fn links_sync_as_links_and_nothing_behind_them_is_read() {
         "B's versions folder holds links {kept:?}"
     );
 
-    // Both sides list the same, and nothing outside was touched.
+    // A folder replaced by a link: its files go first, then the link.
+    put(a.path("folder/inner.txt"), "inner");
+    wait_until(scaled(SYNC), "folder/inner.txt on B", &nodes, || {
+        b.path("folder/inner.txt").exists()
+    });
+    fs::remove_dir_all(a.path("folder")).unwrap();
+    symlink("notes.txt", a.path("folder")).unwrap();
+    // A link at the ignore file is not synced: every node reads that file
+    // as a file, and would refuse to start with a link there.
+    symlink("notes.txt", a.path(".tandemignore")).unwrap();
+    wait_until(
+        scaled(SYNC),
+        "folder is a link on B",
+        &nodes,
+        || match link_at(&b.path("folder")) {
+            Ok(t) if t == Path::new("notes.txt") => Ok(()),
+            Ok(t) => Err(format!("B's folder points at {}", t.display())),
+            Err(e) => Err(e),
+        },
+    );
+    assert!(
+        fs::symlink_metadata(b.path(".tandemignore")).is_err(),
+        "the ignore file's link reached B"
+    );
+    assert!(find(&a.list(), ".tandemignore").is_none());
+
+    // Both sides list the same (mtimes included), and nothing outside
+    // was touched.
     wait_until(scaled(SYNC), "A and B list the same", &nodes, || {
         let (la, lb) = (a.try_list()?, b.try_list()?);
         if listed_files(&la) == listed_files(&lb) {

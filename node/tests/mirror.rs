@@ -223,4 +223,72 @@ fn a_receive_only_node_sends_nothing_and_reverts() {
     });
     assert_eq!(copies.len(), 1, "A's conflicts: {copies:?}");
     assert_eq!(read(&b.path("doc.txt")).as_deref(), Some("v2 from B"));
+
+    // Nor over a delete made elsewhere: the edit goes to the conflicts
+    // folder (kept as long as the user wants), not to versions.
+    put(a.path("doc.txt"), "A's third edit");
+    wait_until(scaled(SYNC), "A's third edit indexed", &nodes, || {
+        let l = b.try_list()?;
+        match state_in(&l, "doc.txt", "A").as_deref() {
+            Some("differs") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    fs::remove_file(b.path("doc.txt")).unwrap();
+    wait_until(scaled(SYNC), "B's delete on A", &nodes, || {
+        !a.path("doc.txt").exists()
+    });
+    let mut copies = Vec::new();
+    walk_tree(&a.state_dir().join("conflicts"), &mut |rel, p, _| {
+        if read(p).as_deref() == Some("A's third edit") {
+            copies.push(rel.to_string());
+        }
+    });
+    assert_eq!(copies.len(), 1, "A's conflicts: {copies:?}");
+}
+
+#[test]
+fn a_send_only_node_that_wins_a_conflict_differs_in_nothing() {
+    let (mut a, mut b) = linked_pair(&["--mode", "send-only"]);
+    put(a.path("f.txt"), "first");
+    wait_until(scaled(SYNC), "f.txt on B", &[&a, &b], || {
+        read(&b.path("f.txt")).as_deref() == Some("first")
+    });
+    // Concurrent edits while apart; A's is newer and wins everywhere.
+    a.stop();
+    b.stop();
+    put(b.path("f.txt"), "B's, older");
+    put(a.path("f.txt"), "A's, newer");
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(a.path("f.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    a.restart();
+    b.restart();
+    let nodes = [&a, &b];
+    wait_until(scaled(SYNC), "A's version on B", &nodes, || {
+        read(&b.path("f.txt")).as_deref() == Some("A's, newer")
+    });
+    // B settles the conflict with a version of its own of A's content; A
+    // takes that (it changes nothing here) instead of showing a difference.
+    wait_until(scaled(SYNC), "nothing differs", &nodes, || {
+        let l = a.try_list()?;
+        match (
+            state_in(&l, "f.txt", "A").as_deref(),
+            state_in(&l, "f.txt", "B").as_deref(),
+        ) {
+            (Some("in sync"), Some("in sync")) => Ok(()),
+            other => Err(format!("{other:?}\n{}", pretty(&l))),
+        }
+    });
+    let mut kept = Vec::new();
+    walk_tree(&b.state_dir().join("conflicts"), &mut |rel, p, _| {
+        if read(p).as_deref() == Some("B's, older") {
+            kept.push(rel.to_string());
+        }
+    });
+    assert_eq!(kept.len(), 1, "B's conflicts: {kept:?}");
 }

@@ -8,11 +8,14 @@ impl Core {
     /// Removes our file or (empty) folder and records the tombstone. A file
     /// that a running transfer reads blocks from (the other half of a
     /// rename) waits for it; so does a folder whose files are still to go.
+    /// `keep`: our file lost a conflict to the delete (a receive-only
+    /// node's unsent edit) and goes to the conflicts folder, not versions.
     pub(super) fn apply_delete(
         &mut self,
         peer: NodeId,
         entry: FileEntry,
         local: Option<FileEntry>,
+        keep: bool,
         origin: Option<NodeId>,
     ) -> std::io::Result<Settled> {
         let full = entry.path.to_disk(&self.root);
@@ -24,7 +27,11 @@ impl Core {
                     if self.in_use.contains_key(&path) {
                         return Ok(Settled::Wait);
                     }
-                    self.remove_ours(peer, &l)?;
+                    if keep {
+                        self.keep_conflict(&l, peer)?;
+                    } else {
+                        self.remove_ours(peer, &l)?;
+                    }
                 }
                 EntryKind::Dir => match std::fs::remove_dir(&full) {
                     Ok(()) => {}
@@ -146,6 +153,15 @@ impl Core {
         };
         let path = entry.path.clone();
         let full = path.to_disk(&self.root);
+        if local.as_ref().and_then(|l| l.live_link()) == Some(target.as_str()) {
+            // The same link, a newer version of it: only its mtime can
+            // differ, set on the link itself (never through it).
+            let t = file_time(entry.mtime_ns);
+            filetime::set_symlink_file_times(&full, t, t)?;
+            let st = scan::local_stat(&std::fs::symlink_metadata(&full)?);
+            self.index.record_remote(entry, Some(st), origin);
+            return Ok(Settled::Done);
+        }
         if local.as_ref().is_some_and(|l| l.is_live_dir()) {
             match std::fs::remove_dir(&full) {
                 Ok(()) => {}
@@ -154,10 +170,17 @@ impl Core {
                     if self.deletes_queued_inside(&path) {
                         return Ok(Settled::Wait);
                     }
-                    return Err(std::io::Error::other(format!(
-                        "{}'s link would replace the folder here, which still holds files; move them away to let it in",
+                    // It holds files the peer has not seen: keep it, as a
+                    // new version concurrent with the peer's link, which
+                    // the peer then keeps as a conflict copy (a folder
+                    // beats a link), as with a file (`place_fetched`).
+                    tracing::info!(
+                        "kept folder {path}: {}'s link of that name would replace it, but it holds files that are new here",
                         self.peer_name(peer)
-                    )));
+                    );
+                    let mode = local.as_ref().map_or(0o755, |l| l.mode);
+                    self.index.keep_dir(&path, mode);
+                    return Ok(Settled::Done);
                 }
                 Err(e) => return Err(e),
             }
@@ -168,39 +191,46 @@ impl Core {
             .parent()
             .ok_or_else(|| std::io::Error::other("a link at the root"))?;
         std::fs::create_dir_all(parent)?;
-        let tmp = parent.join(format!(
-            "{}{}",
-            scan::TEMP_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::os::unix::fs::symlink(target, &tmp)?;
-        let placed = filetime::set_symlink_file_times(
-            &tmp,
-            file_time(entry.mtime_ns),
-            file_time(entry.mtime_ns),
-        )
-        .and_then(|()| std::fs::symlink_metadata(&tmp))
-        .and_then(|m| {
-            // Nothing expected there now: something that appeared meanwhile
-            // is a change not decided on yet.
-            match rename2(&tmp, &full, libc::RENAME_NOREPLACE) {
-                Err(e) if unsupported(&e) => std::fs::rename(&tmp, &full),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(std::io::Error::other(
-                        "something appeared here while the link was being made; deciding again",
-                    ))
+        // Made in the temp folder (emptied at start, so a crash leaves
+        // nothing in the tree) and renamed in; beside the path when the
+        // state folder is on another file system.
+        let mut placed = Err(std::io::Error::other("no place to make the link"));
+        for dir in [self.state_dir.join("tmp"), parent.to_path_buf()] {
+            let tmp = dir.join(format!(
+                "{}{}",
+                scan::TEMP_PREFIX,
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::os::unix::fs::symlink(target, &tmp)?;
+            let t = file_time(entry.mtime_ns);
+            placed = filetime::set_symlink_file_times(&tmp, t, t)
+                .and_then(|()| std::fs::symlink_metadata(&tmp))
+                .and_then(|m| {
+                    // Nothing expected there now: something that appeared
+                    // meanwhile is a change not decided on yet.
+                    match rename2(&tmp, &full, libc::RENAME_NOREPLACE) {
+                        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(e),
+                        Err(e) if unsupported(&e) => std::fs::rename(&tmp, &full),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            Err(std::io::Error::other(
+                                "something appeared here while the link was being made; deciding again",
+                            ))
+                        }
+                        r => r,
+                    }
+                    .map(|()| scan::local_stat(&m))
+                });
+            match &placed {
+                Ok(_) => break,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    if e.raw_os_error() != Some(libc::EXDEV) {
+                        break;
+                    }
                 }
-                r => r,
             }
-            .map(|()| scan::local_stat(&m))
-        });
-        let st = match placed {
-            Ok(st) => st,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        }
+        let st = placed?;
         self.dirs_to_sync.insert(parent.to_path_buf());
         tracing::info!(
             "made link {path} -> {target} (from {})",
@@ -362,7 +392,8 @@ impl Core {
         let stat = self.index.get(path).and_then(|r| r.stat);
         let keeper = self.keeper(path, peer);
         let scratch = self.aside_path();
-        if let Some(stranded) = remove_checked(&full, &scratch, stat, l.hash, &keeper)? {
+        let link = l.live_link().is_some();
+        if let Some(stranded) = remove_checked(&full, &scratch, stat, l.hash, link, &keeper)? {
             let name = self.name.clone();
             self.keep_aside(&stranded, path, &name, l.mtime_ns, peer)?;
             return Err(std::io::Error::other(
@@ -586,6 +617,7 @@ fn place(
 /// concurrent delete). What is deleted goes to `keeper` (the versions
 /// folder). If a new file took the name before it could be put
 /// back, the changed one is returned (at `scratch`) to be kept aside.
+/// `link`: ours is a link (compared by its target), not a file.
 /// Without `renameat2` or across filesystems it is checked in place, then
 /// unlinked.
 fn remove_checked(
@@ -593,11 +625,16 @@ fn remove_checked(
     scratch: &Path,
     stat: Option<crate::index::LocalStat>,
     hash: tandem_common::ContentHash,
+    link: bool,
     keeper: &crate::versions::Keeper,
 ) -> std::io::Result<Option<PathBuf>> {
     let ours = |p: &Path| -> std::io::Result<bool> {
         let m = std::fs::symlink_metadata(p)?;
-        if m.file_type().is_symlink() {
+        if m.file_type().is_symlink() != link {
+            // A file where our link was, or the other way round: changed.
+            return Ok(false);
+        }
+        if link {
             // A link's hash is its target's.
             return Ok(stat == Some(scan::local_stat(&m))
                 || scan::read_link(p)

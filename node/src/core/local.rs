@@ -413,6 +413,12 @@ impl Core {
 
     /// Re-examines one non-directory path. Returns the number of changes.
     pub(super) fn look_at(&mut self, p: &RelPath, seen: Seen, log: bool) -> usize {
+        // The ignore file is read as a file, never through a link: a link
+        // there is not synced (every node would refuse to start with it).
+        let seen = match seen {
+            Seen::Link(_) if p.as_str() == crate::ignores::IGNORE_FILE => Seen::Other,
+            s => s,
+        };
         if self.hold_local(p, &seen) {
             return 0;
         }

@@ -96,7 +96,19 @@ impl Core {
     /// again, so the cluster's version of each comes back.
     fn revert_unsent(&mut self, at: Option<&RelPath>, by: &str) -> Result<Vec<RelPath>, ApiError> {
         // What was changed a moment ago may not be indexed yet.
-        self.reconcile(at.filter(|a| self.index.get(a).is_some_and(|r| r.entry.is_live_dir())));
+        match at {
+            Some(a) if self.index.get(a).is_some_and(|r| r.entry.is_live_dir()) => {
+                self.reconcile(Some(a));
+            }
+            Some(a) => {
+                if let Err(e) = self.refresh(a) {
+                    tracing::warn!("cannot read {a} before reverting it: {e}");
+                }
+            }
+            None => {
+                self.reconcile(None);
+            }
+        }
         let mut unsent: Vec<FileEntry> = self
             .index
             .records()

@@ -689,6 +689,15 @@ impl Core {
                         unsent.len()
                     );
                 }
+                // Saved before the mark goes: a crash in between must not
+                // leave them numbered below what peers have already seen.
+                let records = self.index.take_dirty();
+                if let Err(e) = self.store.save(&records) {
+                    tracing::error!(
+                        "cannot save the changes made while receive-only ({e}); they are sent once this succeeds at a later start"
+                    );
+                    return self;
+                }
                 if let Err(e) = self.store.set_receive_only_since(None) {
                     tracing::error!("cannot clear the receive-only mark in the state folder: {e}");
                 }
@@ -949,6 +958,13 @@ impl Core {
                 peer,
                 reply,
             } => {
+                if since == 0 {
+                    // The peer asks for everything (it is new, lost its
+                    // state, or forgot paths: a revert, new ignore
+                    // patterns): what it once sent us is no longer
+                    // assumed to be there.
+                    self.index.forget_origin_of(peer);
+                }
                 let (mut entries, upto) = self.index.entries_since(since, max_bytes, Some(peer));
                 // What is ignored here is never sent.
                 entries.retain(|(_, e)| !self.is_ignored(&e.path, e.kind == EntryKind::Dir));

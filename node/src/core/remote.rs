@@ -44,10 +44,15 @@ impl Core {
         // Live entries first, so a rename's new name can reuse the old
         // file's blocks before the old name is deleted; deletions deepest
         // first, so directories are empty when their turn comes.
+        // Links last: a link that replaces a folder finds the deletions of
+        // its files queued (they have no blocks to lend).
         let (mut tombs, lives): (Vec<FileEntry>, Vec<FileEntry>) =
             entries.into_iter().map(|(_, e)| e).partition(|e| e.deleted);
         tombs.sort_by(|a, b| b.path.cmp(&a.path));
-        for e in lives.into_iter().chain(tombs) {
+        let (links, lives): (Vec<FileEntry>, Vec<FileEntry>) = lives
+            .into_iter()
+            .partition(|e| matches!(e.kind, EntryKind::Link(_)));
+        for e in lives.into_iter().chain(tombs).chain(links) {
             self.on_remote_entry(peer, e);
         }
         // Everything up to `max` is now applied or queued (and the queue is
@@ -390,7 +395,7 @@ impl Core {
         }
         let origin = exact.then_some(from);
         match op {
-            Op::Delete => self.apply_delete(from, entry, local, origin),
+            Op::Delete => self.apply_delete(from, entry, local, keep_ours_as_conflict, origin),
             Op::MakeDir => self
                 .apply_dir(from, entry, local, keep_ours_as_conflict, origin)
                 .map(|()| Settled::Done),
