@@ -38,10 +38,12 @@
 //!
 //! On start it prints one line, `wan_link: listening on ADDR -> TARGET, ...`
 //! (stdout); it logs each connection's bytes when it closes (stderr) and
-//! exits on SIGTERM or SIGINT.
+//! exits on SIGTERM or SIGINT, after a last line with the totals
+//! (`wan_link: totals: N connections; to target X B, from target Y B`).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -200,13 +202,16 @@ struct Config {
     handshake_delay: bool,
 }
 
-/// What the proxy shares between connections: the clock's epoch and one wire
-/// per direction.
+/// What the proxy shares between connections: the clock's epoch, one wire
+/// per direction, and byte counts ("up" = towards the target).
 struct Link {
     cfg: Config,
     epoch: Instant,
     up: Mutex<Wire>,
     down: Mutex<Wire>,
+    up_bytes: AtomicU64,
+    down_bytes: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl Link {
@@ -214,9 +219,21 @@ impl Link {
         Arc::new(Link {
             up: Mutex::new(Wire::new(cfg.rate, cfg.delay)),
             down: Mutex::new(Wire::new(cfg.rate, cfg.delay)),
+            up_bytes: AtomicU64::new(0),
+            down_bytes: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             epoch: Instant::now(),
             cfg,
         })
+    }
+
+    fn totals(&self) -> String {
+        format!(
+            "{} connections; to target {} B, from target {} B",
+            self.connections.load(Ordering::Relaxed),
+            self.up_bytes.load(Ordering::Relaxed),
+            self.down_bytes.load(Ordering::Relaxed)
+        )
     }
 
     fn now_ns(&self) -> u64 {
@@ -228,11 +245,13 @@ impl Link {
     }
 }
 
-/// Copies `rd` to `wr` through `wire`; returns the bytes copied. Reading and
-/// writing run side by side, joined by a queue bounded in bytes.
+/// Copies `rd` to `wr` through `wire`; returns the bytes copied (and adds
+/// them to `count` as they are read). Reading and writing run side by side,
+/// joined by a queue bounded in bytes.
 async fn pipe(
     link: &Link,
     wire: &Mutex<Wire>,
+    count: &AtomicU64,
     mut rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
 ) -> io::Result<u64> {
@@ -262,6 +281,7 @@ async fn pipe(
             room.add_permits(q - n);
             let at = wire.lock().unwrap().send(now, n);
             total += n as u64;
+            count.fetch_add(n as u64, Ordering::Relaxed);
             if tx.send((at, Some(buf))).is_err() {
                 return Ok(total); // the writer failed; its error is reported
             }
@@ -320,8 +340,8 @@ async fn serve(link: Arc<Link>, client: TcpStream, n: u64) {
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = pipe(&link, &link.up, cr, sw);
-    let down = pipe(&link, &link.down, sr, cw);
+    let up = pipe(&link, &link.up, &link.up_bytes, cr, sw);
+    let down = pipe(&link, &link.down, &link.down_bytes, sr, cw);
     tokio::pin!(up, down);
     let (mut up_res, mut down_res) = (None, None);
     // Both directions to their end; a failure in one drops the other (and
@@ -355,10 +375,9 @@ async fn serve(link: Arc<Link>, client: TcpStream, n: u64) {
 
 /// Accepts connections on `listener` and serves each through `link`, forever.
 async fn run(listener: TcpListener, link: Arc<Link>) -> io::Result<()> {
-    let mut n = 0u64;
     loop {
         let (client, _) = listener.accept().await?;
-        n += 1;
+        let n = link.connections.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::spawn(serve(link.clone(), client, n));
     }
 }
@@ -399,11 +418,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let link = Link::new(cfg);
     tokio::select! {
-        r = run(listener, Link::new(cfg)) => r?,
+        r = run(listener, link.clone()) => r?,
         _ = term.recv() => eprintln!("wan_link: SIGTERM received; exiting"),
         _ = int.recv() => eprintln!("wan_link: SIGINT received; exiting"),
     }
+    eprintln!("wan_link: totals: {}", link.totals());
     Ok(())
 }
 
@@ -535,7 +556,7 @@ mod tests {
             queue: Duration::from_millis(100),
             handshake_delay: true,
         });
-        let server = tokio::spawn(run(proxy, link));
+        let server = tokio::spawn(run(proxy, link.clone()));
         let receiver = tokio::spawn(async move {
             let (mut s, _) = sink.accept().await.unwrap();
             let mut first = [0u8; 1];
@@ -566,6 +587,10 @@ mod tests {
         let (first_at, done_at, got) = receiver.await.unwrap();
         server.abort();
         assert_eq!(back, b"pong");
+        assert_eq!(
+            link.totals(),
+            format!("1 connections; to target {total} B, from target 4 B")
+        );
         assert!(got == data, "bytes changed on the way");
         // the handshake's round trip, then the delay
         assert!(
