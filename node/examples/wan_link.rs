@@ -118,7 +118,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         }
     };
     let r = (num * bytes_per_unit).round();
-    if !(r >= 1.0 && r < 1e15) {
+    if !(1.0..1e15).contains(&r) {
         return Err(format!("{s:?}: out of range"));
     }
     Ok(r as u64)
