@@ -7,10 +7,15 @@
 # Cases: 1 latency of a new 4 KiB file; 2 1 GiB as 256 x 4 MiB into an empty
 # peer; 3 20,000 x 4 KiB in 200 folders into an empty peer, followed by 6 idle
 # CPU; 4 4 KiB changed inside a 256 MiB file; 5 a 100 MiB file renamed.
+# Over a slow link (a delay-and-bandwidth proxy, node/examples/wan_link.rs, that
+# B dials A through): 7 latency of a new 4 KiB file; 8 2,000 x 4 KiB into an
+# empty peer; 9 one 64 MiB file into an empty peer (8 and 9 beside rsync -a to
+# an rsync daemon through the same kind of link). CASES=wan is 7 8 9.
 #
 # Environment:
-#   CASES="1 2 3 4 5"  which cases (6, idle CPU, runs inside 3; IDLE=0 skips it)
-#   RUNS=5             runs of the fast cases (3, 4, 5); each printed, then the median
+#   CASES="1 2 3 4 5"  which cases (6, idle CPU, runs inside 3; IDLE=0 skips it;
+#                      the WAN cases 7 8 9 run only when named)
+#   RUNS=5             runs of the fast cases (3, 4, 5, 8, 9); each printed, then the median
 #   RUNS_BIG=3         runs of the 1 GiB case
 #   SAMPLES=50         latency samples per write mode (case 1)
 #   IDLE=20            seconds of idle CPU measurement after each 20k run
@@ -27,6 +32,10 @@
 #   KEEP_LOGS=0        1 = keep the node logs (path printed at exit)
 #   JSON=              also write all results as JSON to this file
 #   RUST_LOG=info      passed to the nodes (the "received" lines are at info)
+#   WAN_DELAY=25ms     one-way delay of the WAN link, each direction (cases 7-9)
+#   WAN_RATE=100mbit   its bandwidth, each direction (bits with SI prefixes; 0 = none)
+#   WAN_LINK=          the proxy binary (default target/release/examples/wan_link,
+#                      built with BUILD=1; taken from here even with BIN_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,6 +47,10 @@ IDLE=${IDLE:-20}
 SETTLE=${SETTLE:-1}
 TIMEOUT=${TIMEOUT:-600}
 DIAL=${DIAL:-both}
+WAN_DELAY=${WAN_DELAY:-25ms}
+WAN_RATE=${WAN_RATE:-100mbit}
+WAN=0
+for c in ${CASES//,/ }; do [[ $c == 7 || $c == 8 || $c == 9 || $c == wan ]] && WAN=1; done
 if [[ -n ${BIN_DIR:-} ]]; then BUILD=${BUILD:-0}; else BUILD=${BUILD:-1}; fi
 BIN=${BIN_DIR:-$ROOT/target/release}
 export RUST_LOG=${RUST_LOG:-info}
@@ -70,7 +83,7 @@ cleanup() {
     if [[ -n $WORK && -f $WORK/pids ]]; then
         while read -r pid; do
             [[ -n $pid ]] || continue
-            if alive "$pid" && grep -q tandem-node "/proc/$pid/cmdline" 2>/dev/null; then
+            if alive "$pid" && grep -qaE 'tandem-node|wan_link|rsync' "/proc/$pid/cmdline" 2>/dev/null; then
                 stop_pid "$pid" 20
             fi
         done <"$WORK/pids"
@@ -101,7 +114,12 @@ if [[ $BUILD == 1 ]]; then
         cargo build --release -p tandem-node
     fi
 fi
+if [[ $WAN == 1 && -z ${WAN_LINK:-} && $BUILD == 1 ]]; then
+    cargo build --release -p tandem-node --example wan_link
+fi
+WAN_LINK=${WAN_LINK:-$ROOT/target/release/examples/wan_link}
 [[ -x $BIN/tandem-node ]] || die "no $BIN/tandem-node (build it or set BIN_DIR)"
+[[ $WAN == 0 || -x $WAN_LINK ]] || die "no $WAN_LINK for the WAN cases (BUILD=1, or set WAN_LINK)"
 if ! command -v rsync >/dev/null; then
     echo "rsync is missing; installing it for the comparison column..."
     if ! (apt-get install -y rsync >/dev/null 2>&1 ||
@@ -121,17 +139,19 @@ echo "machine: $(nproc) CPUs, kernel $(uname -r), /tmp on $(findmnt -no FSTYPE -
 echo "node:    $BIN/tandem-node ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -z $(git -C "$ROOT" status --porcelain -- node common 2>/dev/null) ]] || echo ', with uncommitted changes in node/ or common/'))"
 echo "tools:   $(cp --version | sed -n 1p); $({ rsync --version 2>/dev/null || echo 'no rsync'; } | sed -n 1p)"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg); CPU pressure: $(sed -n 1p /proc/pressure/cpu 2>/dev/null); IO pressure: $(sed -n 1p /proc/pressure/io 2>/dev/null)"
-echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG SAMPLES=$SAMPLES IDLE=$IDLE SETTLE=$SETTLE DIAL=$DIAL"
+echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG SAMPLES=$SAMPLES IDLE=$IDLE SETTLE=$SETTLE DIAL=$DIAL$([[ $WAN == 0 ]] || echo " WAN_DELAY=$WAN_DELAY WAN_RATE=$WAN_RATE")"
 
 # Run a private copy: other people rebuilding target/release mid-run must not
 # swap the binary under the benchmark.
 mkdir -p "$WORK/bin"
 cp "$BIN/tandem-node" "$WORK/bin/tandem-node"
+[[ $WAN == 0 ]] || cp "$WAN_LINK" "$WORK/bin/wan_link"
 
 python3 "$ROOT/bench/sync_helpers.py" \
     --bin "$WORK/bin" --work "$WORK" --pidfile "$WORK/pids" --cases "$CASES" \
     --runs "$RUNS" --runs-big "$RUNS_BIG" --samples "$SAMPLES" --idle "$IDLE" \
-    --settle "$SETTLE" --timeout "$TIMEOUT" --dial "$DIAL" ${JSON:+--json "$JSON"} &
+    --settle "$SETTLE" --timeout "$TIMEOUT" --dial "$DIAL" ${JSON:+--json "$JSON"} \
+    --wan-link "$WORK/bin/wan_link" --wan-delay "$WAN_DELAY" --wan-rate "$WAN_RATE" &
 PY_PID=$!
 rc=0
 wait "$PY_PID" || rc=$?

@@ -172,6 +172,8 @@ class Node:
         self.bench, self.name, self.dir, self.state = bench, name, d, state
         self.port, self.peer_ports = port, peer_ports
         self.peer_ids = {}  # port -> node id of the peer there (TLS binaries)
+        self.dial_addr = {}  # port -> the address dialed for it instead (a WAN proxy)
+        self.proxy = None  # that proxy (an Aux)
         self.logpath = log
         self.log = Log(log)
         self.proc = None
@@ -190,7 +192,8 @@ class Node:
             # ID@ADDR trusts the peer (binaries since db5f45b); plain ADDR for
             # older binaries, which have no ids.
             pid = self.peer_ids.get(p)
-            cmd += ["--peer", f"{pid}@127.0.0.1:{p}" if pid else f"127.0.0.1:{p}"]
+            addr = self.dial_addr.get(p, f"127.0.0.1:{p}")
+            cmd += ["--peer", f"{pid}@{addr}" if pid else addr]
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_LOG", "info")
         logf = open(self.logpath, "ab")
@@ -274,6 +277,72 @@ class Node:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             print(f"  ! node {self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing",
+                  flush=True)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Aux:
+    """A helper process (the WAN proxy, an rsync daemon), logged to a file
+    and stopped by PID like the nodes."""
+
+    def __init__(self, bench, name, cmd, log):
+        self.bench, self.name, self.cmd, self.logpath = bench, name, cmd, log
+        self.log = Log(log)
+        self.proc = None
+
+    def start(self, case_scoped=False):
+        """case_scoped: stopped by stop_aux at the end of the case, not with
+        the nodes by stop_all."""
+        logf = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                     stderr=subprocess.STDOUT)
+        logf.close()
+        self.bench.track(self, case_scoped)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_line(self, pattern, timeout):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        new = self.log.lines
+        while time.monotonic() < deadline:
+            for line in new:
+                if rx.search(line):
+                    return line
+            new = self.log.poll()
+            if not self.alive():
+                raise BenchError(f"{self.name} exited (rc {self.proc.returncode}); log {self.logpath}")
+            time.sleep(0.005)
+        raise BenchError(f"{self.name}: no {pattern!r} within {timeout}s; log {self.logpath}")
+
+    def wait_port(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if not self.alive():
+                    raise BenchError(f"{self.name} exited (rc {self.proc.returncode}); "
+                                     f"log {self.logpath}")
+                time.sleep(0.02)
+        raise BenchError(f"{self.name}: nothing listens on port {port} after {timeout}s")
+
+    def stop(self, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  ! {self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing",
                   flush=True)
             self.proc.kill()
             self.proc.wait(10)
@@ -398,7 +467,8 @@ class Bench:
         self.bin = args.bin
         self.work = args.work
         self.ports = Ports()
-        self.nodes = []
+        self.nodes = []  # nodes, and the WAN proxies of their pairs
+        self.aux = []  # helpers that live for a whole case (rsync daemon and its proxy)
         self.results = {}
         self.logs = os.path.join(self.work, "logs")
         os.makedirs(self.logs, exist_ok=True)
@@ -431,30 +501,98 @@ class Bench:
             return None
         return lines[-1].strip()
 
-    def track(self, node):
-        self.nodes.append(node)
+    def track(self, node, case_scoped=False):
+        (self.aux if case_scoped else self.nodes).append(node)
         with open(self.args.pidfile, "a") as f:
             f.write(f"{node.pid}\n")
 
     def stop_all(self):
-        for n in self.nodes:
+        # Nodes first, then the proxies between them (a proxy stopped first
+        # would make the nodes log a lost link before their SIGTERM).
+        for n in sorted(self.nodes, key=lambda n: not isinstance(n, Node)):
             try:
                 n.stop()
             except Exception as e:  # keep stopping the others
-                print(f"  ! cannot stop node {n.name} pid {n.pid}: {e}", file=sys.stderr)
+                print(f"  ! cannot stop {n.name} pid {n.pid}: {e}", file=sys.stderr)
         self.nodes = [n for n in self.nodes if n.alive()]
 
-    def pair(self, tag, dir_a, dir_b, start_b=True, steady=False):
+    def stop_aux(self):
+        for n in self.aux:
+            try:
+                n.stop()
+            except Exception as e:
+                print(f"  ! cannot stop {n.name} pid {n.pid}: {e}", file=sys.stderr)
+        self.aux = [n for n in self.aux if n.alive()]
+
+    def wan_proxy(self, tag, target_port, case_scoped=False):
+        """Starts bench's WAN link (node/examples/wan_link.rs) on a free port,
+        forwarding to target_port; returns (proxy, its port). Its start line
+        gives the delay and rate it applies (self.wan = (delay s, bytes/s))."""
+        port = self.ports.get()
+        proxy = Aux(self, f"WAN link {tag}",
+                    [self.args.wan_link, "--listen", f"127.0.0.1:{port}",
+                     "--to", f"127.0.0.1:{target_port}", "--delay", self.args.wan_delay,
+                     "--rate", self.args.wan_rate],
+                    os.path.join(self.logs, f"proxy-{tag}.log")).start(case_scoped)
+        line = proxy.wait_line(r"listening on", 30)
+        m = re.search(r"\[delay_ns=(\d+) rate=(\d+)\]", line)
+        if not m:
+            raise BenchError(f"cannot read the WAN link's settings from {line!r}")
+        self.wan = (int(m[1]) / 1e9, int(m[2]))
+        return proxy, port
+
+    def wan_probe(self):
+        """Starts and stops one WAN link to learn the delay and rate it
+        applies (and that the binary works) before any case needs them."""
+        proxy, _ = self.wan_proxy("probe", self.ports.get())
+        proxy.stop()
+        self.nodes.remove(proxy)
+        delay, rate = self.wan
+        print(f"wan:     {self.args.wan_link}: {delay * 1000:g} ms one way, "
+              + (f"{rate * 8 / 1e6:g} Mbit/s" if rate else "unlimited") + " each way",
+              flush=True)
+
+    @staticmethod
+    def wan_bytes(proxy, conn=None, timeout=5):
+        """(bytes to the target, bytes from it) through a WAN link: of its
+        connection number `conn` (waits for its closing line), or the
+        proxy's totals (written when it stops)."""
+        rx = (re.compile(rf"#{conn} from \S+ closed after .*; to target (\d+) B, from target "
+                         r"(\d+) B") if conn else
+              re.compile(r"totals: .*to target (\d+) B, from target (\d+) B"))
+        deadline = time.monotonic() + timeout
+        new = proxy.log.lines
+        while True:
+            for line in new:
+                m = rx.search(line)
+                if m:
+                    return int(m[1]), int(m[2])
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.01)
+            new = proxy.log.poll()
+
+    def wan_floor(self, nbytes):
+        """bytes ÷ bandwidth + one round trip: the link's limit."""
+        delay, rate = self.wan
+        return (nbytes / rate if rate else 0) + 2 * delay
+
+    def pair(self, tag, dir_a, dir_b, start_b=True, steady=False, wan=False):
         """Two nodes A and B that dial each other; returns (A, B). B is not
-        started when start_b is False (call B.start() later)."""
+        started when start_b is False (call B.start() later). wan: only B
+        dials, through a WAN proxy in front of A (as DIAL=b, so every byte of
+        the pair crosses the proxy, on one link)."""
         pa, pb = self.ports.get(), self.ports.get()
         base = os.path.join(self.work, tag)
         os.makedirs(base, exist_ok=True)
         a = Node(self, "A", dir_a, os.path.join(base, "state-A"), pa,
-                 [pb] if self.args.dial == "both" else [],
+                 [pb] if self.args.dial == "both" and not wan else [],
                  os.path.join(self.logs, f"{tag}-A.log"))
         b = Node(self, "B", dir_b, os.path.join(base, "state-B"), pb, [pa],
                  os.path.join(self.logs, f"{tag}-B.log"))
+        if wan:
+            b.proxy, via = self.wan_proxy(tag, pa)
+            b.dial_addr = {pa: f"127.0.0.1:{via}"}
         if self.tls:
             # Ids before either node starts (the key is made on first use in
             # the state folder the node will use); each trusts the other.
@@ -496,7 +634,8 @@ class Bench:
         logged after the first SIGTERM of a pair (our teardown) are only
         counted; "cannot reach peer ... refused" (since TLS: "cannot link with
         peer ... refused") before the other node is up is expected and left
-        out."""
+        out, and so is the start-up warning "RUNNING AS ROOT" (the benchmark
+        runs as root on the project's machines)."""
         groups = {}
         for fn in sorted(os.listdir(self.logs)):
             if fn.startswith(tag_prefix + "-") and fn[:-len("-A.log")] not in groups:
@@ -519,6 +658,8 @@ class Bench:
                     if (("cannot reach peer" in line or "cannot link with peer" in line)
                             and "Connection refused" in line):
                         continue
+                    if "RUNNING AS ROOT" in line:  # the benchmark runs as root on some machines
+                        continue
                     ts = log_ts(line)
                     if cutoff is not None and ts is not None and ts >= cutoff:
                         shutdown += 1
@@ -537,23 +678,30 @@ class Bench:
                 print(f"    ... {len(problems) - 30} more kinds")
         else:
             print("  node logs: no WARN/ERROR lines before shutdown (besides the expected "
-                  "start-up 'cannot reach peer ... refused')")
+                  "start-up 'cannot reach peer ... refused' and 'RUNNING AS ROOT')")
         if shutdown:
             print(f"  ({shutdown} WARN/ERROR lines during our shutdown of the nodes, not listed)")
         return problems
 
     # ------------------------------------------------------------ case 1
 
-    def case_latency(self):
-        hline("case 1: a new 4 KiB file A -> B (propagation latency)")
+    def case_latency(self, key="latency", tag="lat",
+                     title="case 1: a new 4 KiB file A -> B (propagation latency)", wan=False):
+        hline(title)
         n = self.args.samples
-        base = os.path.join(self.work, "lat")
+        base = os.path.join(self.work, tag)
         da, db, stage = (os.path.join(base, x) for x in ("A", "B", "stage"))
         for d in (da, db, stage):
             os.makedirs(d, exist_ok=True)
         rng = random.Random(1)
         res = {}
-        a, b = self.pair("lat", da, db, steady=True)
+        a, b = self.pair(tag, da, db, steady=True, wan=wan)
+        if wan:
+            delay, rate = self.wan
+            res["link"] = {"delay": delay, "rate": rate}
+            print(f"  B dials A through the WAN link: {delay * 1000:g} ms one way, "
+                  f"{rate * 8 / 1e6:g} Mbit/s each way; one crossing with 4 KiB = "
+                  f"{fmt_s(delay + (4 * KIB / rate if rate else 0))}", flush=True)
         try:
             for mode in ("mv", "write"):
                 lat, timeouts = [], 0
@@ -612,8 +760,8 @@ class Bench:
                       f"max {fmt_s(r['max'])}", flush=True)
         finally:
             self.stop_all()
-        res["problems"] = self.log_problems("lat")
-        self.results["latency"] = res
+        res["problems"] = self.log_problems(tag)
+        self.results[key] = res
         rmtree(base)
 
     # ------------------------------------------------------------ cases 2, 3 (+6)
@@ -717,14 +865,14 @@ class Bench:
             rmtree(os.path.join(self.work, f"{key}-r{r}"))
         self.slow("sync", sync_disks)
 
-    def tandem_initial(self, key, r, src, base, nfiles, idle, keep):
+    def tandem_initial(self, key, r, src, base, nfiles, idle, keep, wan=False):
         tag = f"{key}-r{r}"
         db = os.path.join(base, f"B-r{r}")
         rmtree(db)
         for s in ("state-A", "state-B"):
             rmtree(os.path.join(self.work, tag, s))
         self.slow("sync before", sync_disks)
-        a, b = self.pair(tag, src, db, start_b=False)
+        a, b = self.pair(tag, src, db, start_b=False, wan=wan)
         out = {}
         try:
             line = a.wait_line(r"\bindexed ", 1, "indexed")
@@ -781,10 +929,119 @@ class Bench:
             out["ok"], out["verify"] = self.slow("verify", compare_trees, src, db)
         finally:
             self.slow("stop nodes", self.stop_all)
+        if wan:
+            # B dialed A through the proxy: to the target = B->A
+            out["wire_b_a"], out["wire_a_b"] = self.wan_bytes(b.proxy)
         if not keep:
             self.slow("rm B", rmtree, db)
             self.slow("rm state", rmtree, os.path.join(self.work, tag))
         return out
+
+    # ------------------------------------------------------------ cases 8, 9 (WAN)
+
+    def rsync_daemon(self, tag, root):
+        """An rsync daemon on a free loopback port serving `root` as module
+        `mod` (writable, as this user), behind its own WAN link; returns
+        (the proxy, its port). Both live until stop_aux."""
+        port = self.ports.get()
+        conf = os.path.join(self.work, f"{tag}-rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write(f"use chroot = no\n"
+                    f"log file = {os.path.join(self.logs, f'rsyncd-{tag}.log')}\n"
+                    f"[mod]\n"
+                    f"    path = {root}\n"
+                    f"    read only = no\n"
+                    f"    uid = {os.getuid()}\n"
+                    f"    gid = {os.getgid()}\n")
+        d = Aux(self, f"rsync daemon {tag}",
+                ["rsync", "--daemon", "--no-detach", f"--config={conf}", "--address=127.0.0.1",
+                 f"--port={port}"],
+                os.path.join(self.logs, f"rsyncd-{tag}.out")).start(case_scoped=True)
+        d.wait_port(port, 30)
+        return self.wan_proxy(f"{tag}-rsync", port, case_scoped=True)
+
+    def case_wan_initial(self, key, title, nfiles, size, per_dir, runs):
+        """nfiles x size into an empty peer over the WAN link: rsync -a to an
+        rsync daemon through one proxy, then Tandem (B dials A through
+        another), each run; wall time and ratio to the link's limit."""
+        hline(title)
+        total = nfiles * size
+        need = (2 * runs + 1) * (total + nfiles * 4 * KIB) + 64 * MIB
+        free = shutil.disk_usage(self.work).free
+        if free < need:
+            print(f"  SKIPPED: {fmt_bytes(free)} free in {self.work}, this case needs "
+                  f"{fmt_bytes(need)}", flush=True)
+            self.results[key] = {"skipped": f"{fmt_bytes(free)} free, need {fmt_bytes(need)}"}
+            return
+        base = os.path.join(self.work, key)
+        src = os.path.join(base, "A")
+        t0 = time.perf_counter()
+        make_tree(src, nfiles, size, per_dir, seed=zlib.crc32(key.encode()))
+        sync_disks()
+        print(f"  made {nfiles} file(s) x {fmt_bytes(size)} = {fmt_bytes(total)} in "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
+        rows = []
+        try:
+            rsync_proxy, rsync_port = (self.rsync_daemon(key, base) if self.have_rsync
+                                       else (None, None))
+            delay, rate = self.wan
+            floor = self.wan_floor(total)
+            print(f"  link: {delay * 1000:g} ms one way, {rate * 8 / 1e6:g} Mbit/s each way; "
+                  f"limit = {fmt_bytes(total)} / bandwidth + one round trip = {fmt_s(floor)}",
+                  flush=True)
+            for r in range(1, runs + 1):
+                row = {"run": r, "load": os.getloadavg()[0], "psi_cpu": psi("cpu")}
+                if rsync_port:
+                    dst = f"rsync-r{r}"
+                    rmtree(os.path.join(base, dst))
+                    row["rsync"], row["rsync_nosync"] = self.time_copy(
+                        ["rsync", "-a", src + "/", f"rsync://127.0.0.1:{rsync_port}/mod/{dst}/"],
+                        os.path.join(base, dst), keep=True)
+                    row["rsync_ok"], row["rsync_verify"] = compare_trees(src, os.path.join(base, dst))
+                    # one connection per run: client -> daemon is "to the target"
+                    row["rsync_wire_up"], row["rsync_wire_down"] = self.wan_bytes(rsync_proxy, r)
+                row.update(self.tandem_initial(key, r, src, base, nfiles, False, True, wan=True))
+                row["floor"] = floor
+                rows.append(row)
+                print(f"  run {r} (load {row['load']:.1f}, CPU pressure {row['psi_cpu']}): "
+                      + (f"rsync -a {fmt_s(row['rsync'])} ({row['rsync'] / floor:.2f}x the "
+                         f"limit; without the sync {fmt_s(row['rsync_nosync'])}; on the link "
+                         f"{fmt_bytes(row['rsync_wire_up'])} out, "
+                         f"{fmt_bytes(row['rsync_wire_down'])} back; "
+                         f"{'OK' if row['rsync_ok'] else 'FAILED: ' + row['rsync_verify']}), "
+                         if rsync_port else "")
+                      + f"tandem {fmt_s(row['tandem'])} ({row['tandem'] / floor:.2f}x the limit, "
+                      f"{total / MIB / row['tandem']:.1f} MiB/s; on the link A->B "
+                      f"{fmt_bytes(row['wire_a_b'])}, B->A {fmt_bytes(row['wire_b_a'])}); "
+                      f"connect {fmt_s(row['connect'])}, "
+                      f"first file {fmt_s(row['first'])}; links up {row['links']}, failed "
+                      f"fetches {row['retries']}; CPU during the sync A {row['cpu_a']:.2f}s "
+                      f"B {row['cpu_b']:.2f}s; verify: {'OK' if row['ok'] else 'FAILED'} "
+                      f"({row['verify']})", flush=True)
+        finally:
+            self.stop_all()
+            self.stop_aux()
+        summary = {k: median([row.get(k) for row in rows])
+                   for k in ("rsync", "tandem", "connect", "first", "rsync_nosync", "load",
+                             "wire_a_b", "wire_b_a", "rsync_wire_up", "rsync_wire_down")}
+        summary["floor"] = floor if rows else None
+        summary["ratio"] = median([row["tandem"] / row["floor"] for row in rows])
+        summary["rsync_ratio"] = median([row["rsync"] / row["floor"] for row in rows
+                                         if "rsync" in row])
+        summary["all_ok"] = all(row["ok"] for row in rows)
+        summary["rsync_all_ok"] = all(row.get("rsync_ok", True) for row in rows)
+        print(f"  median of {len(rows)}: limit {fmt_s(summary['floor'])}, rsync -a "
+              f"{fmt_s(summary['rsync'])}"
+              + (f" ({summary['rsync_ratio']:.2f}x)" if summary["rsync_ratio"] else "")
+              + f", tandem {fmt_s(summary['tandem'])} ({summary['ratio']:.2f}x; median of "
+              f"per-run ratios)", flush=True)
+        summary["problems"] = self.log_problems(key)
+        self.results[key] = {"files": nfiles, "bytes": total, "link": {"delay": self.wan[0],
+                             "rate": self.wan[1]}, "runs": rows, "median": summary}
+        self.slow("remove this case's trees", rmtree, base)
+        for r in range(1, runs + 1):
+            rmtree(os.path.join(self.work, f"{key}-r{r}"))
+        self.slow("sync", sync_disks)
 
     # ------------------------------------------------------------ cases 4, 5
 
@@ -941,7 +1198,8 @@ class Bench:
     def summary(self):
         R = self.results
         hline("summary (medians)")
-        lines = ["| work | cp -a | rsync -a | Tandem | target |", "|---|---|---|---|---|"]
+        head = ["| work | cp -a | rsync -a | Tandem | target |", "|---|---|---|---|---|"]
+        lines = list(head)
         lat = R.get("latency")
         if lat:
             for mode, what in (("mv", "mv into A's dir"), ("write", "written in place")):
@@ -979,6 +1237,37 @@ class Bench:
                          f"{fmt_bytes(m['ss_total'])} (log: {fmt_bytes(m['log_net'])} over the "
                          f"network) / {fmt_s(m['time'])}"
                          + ("" if m["all_ok"] else ", CONTENT MISMATCH") + f" | {target} |")
+        if lines == head:
+            lines = []
+        wan = [k for k in ("wan_latency", "wan_2k", "wan_64m") if R.get(k)]
+        if wan:
+            delay, rate = self.wan
+            lines += ["", f"over the WAN link ({delay * 1000:g} ms one way, "
+                      f"{rate * 8 / 1e6:g} Mbit/s each way; B dials A through it):", "",
+                      "| work | limit | rsync -a | Tandem |", "|---|---|---|---|"]
+        lat = R.get("wan_latency")
+        if lat:
+            for mode, what in (("mv", "mv into A's dir"), ("write", "written in place")):
+                x = lat[mode]
+                lines.append(f"| new 4 KiB file reaches the peer ({what}): median / p90 of "
+                             f"{x['samples']} | {fmt_s(lat['link']['delay'])} (one crossing) | — | "
+                             f"{fmt_s(x['median'])} / {fmt_s(x['p90'])}"
+                             + (f", {x['timeouts']} timeouts" if x["timeouts"] else "") + " |")
+        for key, label in (("wan_2k", "2,000 × 4 KiB into an empty peer"),
+                           ("wan_64m", "one 64 MiB file into an empty peer")):
+            x = R.get(key)
+            if not x:
+                continue
+            if "skipped" in x:
+                lines.append(f"| {label} | skipped: {x['skipped']} | | |")
+                continue
+            m = x["median"]
+            lines.append(
+                f"| {label} | {fmt_s(m['floor'])} | "
+                + (f"{fmt_s(m['rsync'])} ({m['rsync_ratio']:.2f}×)" if m["rsync"] else "—")
+                + ("" if m["rsync_all_ok"] else ", CONTENT MISMATCH")
+                + f" | {fmt_s(m['tandem'])} ({m['ratio']:.2f}×)"
+                + ("" if m["all_ok"] else ", CONTENT MISMATCH") + " |")
         print("\n".join(lines), flush=True)
 
 
@@ -998,10 +1287,19 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json")
     ap.add_argument("--dial", choices=("both", "b"), default="both")
+    ap.add_argument("--wan-link", help="the wan_link proxy (node/examples/wan_link.rs), cases 7-9")
+    ap.add_argument("--wan-delay", default="25ms")
+    ap.add_argument("--wan-rate", default="100mbit")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     bench = Bench(args)
     cases = set(args.cases.replace(",", " ").split())
+    if "wan" in cases:
+        cases |= {"7", "8", "9"}
+    if cases & {"7", "8", "9"}:
+        if not args.wan_link:
+            raise SystemExit("cases 7-9 need --wan-link")
+        bench.wan_probe()
     rc = 0
     try:
         steps = [
@@ -1013,6 +1311,15 @@ def main():
                 20000, 4 * KIB, 100, args.runs, 1 * GIB, idle=args.idle > 0)),
             ("4", bench.case_edit),
             ("5", bench.case_rename),
+            ("7", lambda: bench.case_latency(
+                "wan_latency", "wlat", "case 7: a new 4 KiB file A -> B over the WAN link",
+                wan=True)),
+            ("8", lambda: bench.case_wan_initial(
+                "wan_2k", "case 8: 2,000 x 4 KiB in 20 folders into an empty peer over the WAN link",
+                2000, 4 * KIB, 100, args.runs)),
+            ("9", lambda: bench.case_wan_initial(
+                "wan_64m", "case 9: one 64 MiB file into an empty peer over the WAN link",
+                1, 64 * MIB, 0, args.runs)),
         ]
         for num, fn in steps:
             if num not in cases:
@@ -1026,6 +1333,7 @@ def main():
         bench.summary()
     finally:
         bench.stop_all()
+        bench.stop_aux()
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(bench.results, f, indent=1, default=str)
