@@ -52,6 +52,7 @@ impl Core {
         let (links, lives): (Vec<FileEntry>, Vec<FileEntry>) = lives
             .into_iter()
             .partition(|e| matches!(e.kind, EntryKind::Link(_)));
+        self.move_renamed(peer, &lives, &tombs);
         for e in lives.into_iter().chain(tombs).chain(links) {
             self.on_remote_entry(peer, e);
         }
@@ -62,6 +63,145 @@ impl Core {
         e.0 = e.0.max(max);
         self.peers_dirty.insert(peer);
         unknown_tombstones
+    }
+
+    /// Renames in this batch: a new name whose content is a file of ours
+    /// that the same batch deletes is made by renaming that file, not by
+    /// copying its blocks (a 100 MiB rename costs a rename). Both halves
+    /// are decided by the engine first, and the file must still be what
+    /// the index says; otherwise (or when the rename fails) the normal
+    /// path rebuilds it from the blocks. The deletion then finds the old
+    /// name gone and only records it. A crash after the rename leaves the
+    /// file at its new name: nothing is lost.
+    fn move_renamed(&mut self, peer: NodeId, lives: &[FileEntry], tombs: &[FileEntry]) {
+        let mut taken = HashSet::new();
+        for t in tombs {
+            let Some(old) = self.index.get(&t.path).map(|r| (r.entry.clone(), r.stat)) else {
+                continue;
+            };
+            let (old, Some(old_stat)) = old else { continue };
+            if !old.is_live_file() || self.in_use.contains_key(&old.path) {
+                continue;
+            }
+            let Some(i) = lives.iter().position(|e| {
+                e.is_live_file()
+                    && e.hash == old.hash
+                    && e.size == old.size
+                    && !taken.contains(&e.path)
+                    && self.index.get(&e.path).is_none_or(|r| r.entry.deleted)
+            }) else {
+                continue;
+            };
+            let new = &lives[i];
+            match self.rename_into(peer, &old, old_stat, t, new) {
+                Ok(true) => {
+                    taken.insert(new.path.clone());
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(
+                    "{} is not renamed to {} ({e}); it is rebuilt from its blocks",
+                    old.path,
+                    new.path
+                ),
+            }
+        }
+    }
+
+    /// [`Core::move_renamed`] for one pair: true when `new` is in place.
+    fn rename_into(
+        &mut self,
+        peer: NodeId,
+        old: &FileEntry,
+        old_stat: crate::index::LocalStat,
+        tomb: &FileEntry,
+        new: &FileEntry,
+    ) -> std::io::Result<bool> {
+        let started = Instant::now();
+        let queued = |p: &RelPath| self.needed.get(p).map(|n| n.w.entry.version.clone());
+        let (q_old, q_new) = (queued(&tomb.path), queued(&new.path));
+        let gone = match self.decide(tomb, q_old.as_ref())? {
+            (Action::Apply(a), _) if a.op == Op::Delete && !a.keep_ours_as_conflict => a,
+            _ => return Ok(false),
+        };
+        let Apply {
+            mut entry,
+            bump,
+            keep_ours_as_conflict,
+            exact,
+            op,
+        } = match self.decide(new, q_new.as_ref())? {
+            (Action::Apply(a), None) => a,
+            (Action::Apply(a), Some(l)) if l.deleted => a,
+            _ => return Ok(false),
+        };
+        if op != Op::Fetch || keep_ours_as_conflict {
+            return Ok(false);
+        }
+        let (from, to) = (old.path.to_disk(&self.root), new.path.to_disk(&self.root));
+        // Still the file the index describes (deciding looked at the disk).
+        let now = std::fs::symlink_metadata(&from)?;
+        if !now.is_file() || scan::local_stat(&now) != old_stat {
+            return Ok(false);
+        }
+        let parent = to
+            .parent()
+            .ok_or_else(|| std::io::Error::other("no parent"))?;
+        std::fs::create_dir_all(parent)?;
+        super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
+        let st = {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::File::options()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&to)?;
+            f.set_permissions(std::fs::Permissions::from_mode(
+                entry.mode & tandem_common::model::SYNCED_MODE_BITS,
+            ))?;
+            filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
+            scan::local_stat(&f.metadata()?)
+        };
+        for d in [from.parent(), Some(parent)].into_iter().flatten() {
+            self.dirs_to_sync.insert(d.to_path_buf());
+        }
+        if bump {
+            self.index.bump(&mut entry.version);
+        }
+        let from_name = self.peer_name(peer);
+        tracing::info!(
+            "received {} from {from_name}: {} in {:.1?} (0 B over the network, renamed from {})",
+            new.path,
+            human_size(entry.size),
+            started.elapsed(),
+            old.path
+        );
+        crate::metrics::Metrics::add(&self.io.metrics.transfers, 1);
+        self.io.events.emit(EventKind::Transferred {
+            path: new.path.clone(),
+            from: from_name,
+            to: self.name.clone(),
+            size: entry.size,
+            sent: 0,
+            millis: started.elapsed().as_millis() as u64,
+        });
+        // First: its block list comes from the old name's record.
+        self.index
+            .record_remote(entry, Some(st), exact.then_some(peer));
+        // The old name's deletion is recorded now, before anything looks
+        // at the disk there again (it would take the missing file for a
+        // delete made here).
+        let mut tombstone = gone.entry;
+        if gone.bump {
+            self.index.bump(&mut tombstone.version);
+        }
+        let from_name = self.peer_name(peer);
+        tracing::info!("deleted {} (deleted on {from_name})", old.path);
+        self.io.events.emit(EventKind::Deleted {
+            path: old.path.clone(),
+            by: from_name,
+        });
+        self.index
+            .record_remote(tombstone, None, gone.exact.then_some(peer));
+        Ok(true)
     }
 
     /// Decides a peer's entry and carries the decision out.
