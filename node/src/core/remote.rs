@@ -74,6 +74,15 @@ impl Core {
     /// name gone and only records it. A crash after the rename leaves the
     /// file at its new name: nothing is lost.
     fn move_renamed(&mut self, peer: NodeId, lives: &[FileEntry], tombs: &[FileEntry]) {
+        if tombs.is_empty() {
+            return;
+        }
+        // New files of the batch by content, to pair each deletion in one
+        // lookup (a batch can hold thousands of both).
+        let mut by_hash: HashMap<tandem_common::ContentHash, Vec<&FileEntry>> = HashMap::new();
+        for e in lives.iter().filter(|e| e.is_live_file()) {
+            by_hash.entry(e.hash).or_default().push(e);
+        }
         let mut taken = HashSet::new();
         for t in tombs {
             let Some(old) = self.index.get(&t.path).map(|r| (r.entry.clone(), r.stat)) else {
@@ -83,16 +92,15 @@ impl Core {
             if !old.is_live_file() || self.in_use.contains_key(&old.path) {
                 continue;
             }
-            let Some(i) = lives.iter().position(|e| {
-                e.is_live_file()
-                    && e.hash == old.hash
-                    && e.size == old.size
-                    && !taken.contains(&e.path)
-                    && self.index.get(&e.path).is_none_or(|r| r.entry.deleted)
+            let Some(new) = by_hash.get(&old.hash).and_then(|c| {
+                c.iter().copied().find(|e| {
+                    e.size == old.size
+                        && !taken.contains(&e.path)
+                        && self.index.get(&e.path).is_none_or(|r| r.entry.deleted)
+                })
             }) else {
                 continue;
             };
-            let new = &lives[i];
             match self.rename_into(peer, &old, old_stat, t, new) {
                 Ok(true) => {
                     taken.insert(new.path.clone());
