@@ -802,6 +802,9 @@ pub struct MirrorReport {
     pub paths: Vec<RelPath>,
     /// How many there were in all.
     pub count: u64,
+    /// Paths left as they were, with why (at most
+    /// [`MirrorReport::LISTED`]); the node's log has them all.
+    pub not_done: Vec<String>,
 }
 
 impl MirrorReport {

@@ -736,6 +736,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         writeln!(out, "… and {} more", r.count - r.paths.len() as u64)?;
                     }
                     writeln!(out, "{} path(s) on {} {did}", r.count, r.node)?;
+                    if !r.not_done.is_empty() {
+                        out.flush()?;
+                        for why in &r.not_done {
+                            eprintln!("tandem: left as it was: {why}");
+                        }
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
                 other => bail!("unexpected answer: {other:?}"),
             }

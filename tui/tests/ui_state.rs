@@ -2781,6 +2781,7 @@ fn override_and_revert_ask_first_and_say_what_came_of_them() {
                 node: "alpha".into(),
                 paths: vec![p("docs/a.txt")],
                 count: 1,
+                not_done: vec![],
             }),
         },
     );

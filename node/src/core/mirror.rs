@@ -54,21 +54,28 @@ impl Core {
                 needed: action.needs().as_str().into(),
             });
         }
+        let mut not_done = Vec::new();
         let paths = match action {
-            MirrorAction::Override => self.override_declined(at, by),
-            MirrorAction::Revert => self.revert_unsent(at, by)?,
+            MirrorAction::Override => self.override_declined(at, by, &mut not_done),
+            MirrorAction::Revert => self.revert_unsent(at, by, &mut not_done),
         };
         self.flush();
         Ok(MirrorReport {
             node: self.name.clone(),
             count: paths.len() as u64,
             paths: paths.into_iter().take(MirrorReport::LISTED).collect(),
+            not_done: not_done.into_iter().take(MirrorReport::LISTED).collect(),
         })
     }
 
     /// Makes this node's version of every declined path win: a new
     /// version of ours that has seen theirs (our content, or our absence).
-    fn override_declined(&mut self, at: Option<&RelPath>, by: &str) -> Vec<RelPath> {
+    fn override_declined(
+        &mut self,
+        at: Option<&RelPath>,
+        by: &str,
+        not_done: &mut Vec<String>,
+    ) -> Vec<RelPath> {
         let declined: Vec<(RelPath, VersionVector)> = self
             .needed
             .iter()
@@ -80,6 +87,7 @@ impl Core {
             // The disk is the truth: what is here now is what is pushed.
             if let Err(e) = self.refresh(&p) {
                 tracing::warn!("cannot override {p}: cannot read it here ({e}); left as it is");
+                not_done.push(format!("{p}: cannot read it here ({e})"));
                 continue;
             }
             self.index.override_with(&p, &theirs);
@@ -94,7 +102,12 @@ impl Core {
     /// go to the versions folder, folders made here are removed when
     /// empty, and the index forgets them; then every peer sends its index
     /// again, so the cluster's version of each comes back.
-    fn revert_unsent(&mut self, at: Option<&RelPath>, by: &str) -> Result<Vec<RelPath>, ApiError> {
+    fn revert_unsent(
+        &mut self,
+        at: Option<&RelPath>,
+        by: &str,
+        not_done: &mut Vec<String>,
+    ) -> Vec<RelPath> {
         // What was changed a moment ago may not be indexed yet.
         match at {
             Some(a) if self.index.get(a).is_some_and(|r| r.entry.is_live_dir()) => {
@@ -133,6 +146,7 @@ impl Core {
             };
             if let Err(err) = gone {
                 tracing::warn!("cannot revert {}: {err}; left as it is", e.path);
+                not_done.push(format!("{}: {err}", e.path));
                 continue;
             }
             self.index.forget(&e.path);
@@ -142,6 +156,6 @@ impl Core {
         if !done.is_empty() {
             self.ask_everything_again();
         }
-        Ok(done)
+        done
     }
 }

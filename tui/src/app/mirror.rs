@@ -43,6 +43,16 @@ impl AppState {
     /// `:override` or `:revert` came back.
     pub(super) fn mirrored(&mut self, revert: bool, result: Result<MirrorReport, String>) {
         match result {
+            Ok(r) if !r.not_done.is_empty() => self.set_status(
+                Level::Error,
+                format!(
+                    "{} path(s) done on {}; {} left as they were: {}",
+                    r.count,
+                    r.node,
+                    r.not_done.len(),
+                    r.not_done.join("; ")
+                ),
+            ),
             Ok(r) => {
                 let did = if revert {
                     "thrown away (kept as versions); the cluster's version comes back"
