@@ -36,6 +36,19 @@ RECEIVED = re.compile(
 UNITS = {"B": 1, "KiB": KIB, "MiB": MIB, "GiB": GIB, "TiB": 1024 * GIB}
 
 
+
+def stop_process(proc, label, timeout=20):
+    """SIGTERM, then SIGKILL after `timeout` s; nothing when it has exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  ! {label} (pid {proc.pid}) ignored SIGTERM for {timeout}s; killing", flush=True)
+        proc.kill()
+        proc.wait(10)
+
 class BenchError(Exception):
     pass
 
@@ -270,16 +283,7 @@ class Node:
         return out
 
     def stop(self, timeout=20):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"  ! node {self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing",
-                  flush=True)
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, f"node {self.name}", timeout)
 
 
 class Aux:
@@ -336,16 +340,7 @@ class Aux:
         raise BenchError(f"{self.name}: nothing listens on port {port} after {timeout}s")
 
     def stop(self, timeout=20):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"  ! {self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing",
-                  flush=True)
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, self.name, timeout)
 
 
 # ---------------------------------------------------------------- ss

@@ -247,20 +247,7 @@ impl Core {
         entry: FileEntry,
         origin: Option<NodeId>,
     ) -> std::io::Result<()> {
-        let full = entry.path.to_disk(&self.root);
-        let f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Never through a link put there since we looked.
-            std::fs::File::options()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&full)?
-        };
-        f.set_permissions(std::fs::Permissions::from_mode(
-            entry.mode & tandem_common::model::SYNCED_MODE_BITS,
-        ))?;
-        filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
-        let st = scan::local_stat(&f.metadata()?);
+        let st = set_meta(&entry.path.to_disk(&self.root), &entry)?;
         if let Some(r) = self.index.get(&entry.path)
             && (r.entry.mtime_ns != entry.mtime_ns || r.entry.mode != entry.mode)
         {
@@ -678,6 +665,21 @@ fn remove_checked(
         Ok(()) => Err(changed()),
         Err(_) => Ok(Some(scratch.to_path_buf())),
     }
+}
+
+/// Gives the file at `full` the mode and mtime of `entry` (never through a
+/// link put there since it was looked at) and returns its stat.
+pub(super) fn set_meta(full: &Path, entry: &FileEntry) -> std::io::Result<crate::index::LocalStat> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::File::options()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(full)?;
+    f.set_permissions(std::fs::Permissions::from_mode(
+        entry.mode & tandem_common::model::SYNCED_MODE_BITS,
+    ))?;
+    filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
+    Ok(scan::local_stat(&f.metadata()?))
 }
 
 /// `renameat2(2)` with `flags`.

@@ -156,18 +156,7 @@ impl Core {
             .ok_or_else(|| std::io::Error::other("no parent"))?;
         std::fs::create_dir_all(parent)?;
         super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
-        let st = {
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = std::fs::File::options()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&to)?;
-            f.set_permissions(std::fs::Permissions::from_mode(
-                entry.mode & tandem_common::model::SYNCED_MODE_BITS,
-            ))?;
-            filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
-            scan::local_stat(&f.metadata()?)
-        };
+        let st = super::apply::set_meta(&to, &entry)?;
         for d in [from.parent(), Some(parent)].into_iter().flatten() {
             self.dirs_to_sync.insert(d.to_path_buf());
         }
