@@ -26,6 +26,8 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 14: small files' content travels inside the index message
+/// (`PeerMessage::Index::contents`, at most [`INLINE_MAX`] bytes a file).
 /// 13: one-way mirrors: `ClientRequest::Override`, `Revert`,
 /// `ClientResponse::Mirrored`, `ApiError::WrongMode`, `FileState::Differs`,
 /// `FileSummary::differs`.
@@ -48,7 +50,11 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
+
+/// Largest file whose content may travel inside an index message (the
+/// receiver installs it without asking: one crossing instead of three).
+pub const INLINE_MAX: u64 = 16 * 1024;
 
 /// What the connecting side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1464,6 +1470,11 @@ pub enum PeerMessage {
     Index {
         /// (sequence, entry), ascending by sequence.
         entries: Vec<(u64, FileEntry)>,
+        /// The content of some small files among `entries` (by position in
+        /// `entries`; each at most [`INLINE_MAX`] bytes, checked against
+        /// its entry's size and hash before it is used). A file left out
+        /// is asked for as usual.
+        contents: Vec<(u32, FileData)>,
     },
     /// Client identities known to the sender (replicated cluster-wide).
     Identities(Vec<IdentityRecord>),

@@ -226,6 +226,7 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                     (1, entry("a.txt", 7, 1)),
                     (2, entry("dir/big.bin", 3_000_000, 0)),
                 ],
+                contents: vec![(0, FileData(b"content".to_vec()))],
             },
         ),
         (

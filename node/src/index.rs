@@ -325,6 +325,10 @@ impl Index {
                 bytes += r.entry.blocks.len() * 32;
             }
             bytes += 128;
+            // Small files' content travels with them.
+            if r.entry.is_live_file() && r.entry.size <= tandem_common::proto::INLINE_MAX {
+                bytes += r.entry.size as usize;
+            }
             out.push((*seq, blocklist::for_wire(&r.entry)));
             if bytes >= max_bytes {
                 break;

@@ -19,7 +19,7 @@ use tandem_common::blocklist::{self, MAX_GROUPS_PER_REQUEST};
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{self, BlockData, BlockListPart, FileData, Hello, PeerMessage, Role};
-use tandem_common::{ContentHash, NodeId, RelPath};
+use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +34,14 @@ use crate::links::{FilesAnswer, ListAnswer, take_waiter};
 /// fewer); a peer sending more is cut off.
 const MAX_ENTRIES_PER_INDEX: usize = 100_000;
 
-/// Index batches are cut at about this many bytes.
+/// Index batches are cut at about this many bytes (small files' content
+/// sent inside the batch included).
 const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// Index messages queued for one peer and not yet written, at most: the
+/// index is read from the core (and small files from disk) only as fast
+/// as the link takes it, so memory stays flat however large the index.
+const INDEX_WINDOW: usize = 2;
 
 /// What a link task needs.
 #[derive(Clone)]
@@ -90,6 +96,7 @@ where
 {
     let (mut writer, reader) = io.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<PeerMessage>();
+    let index_window = Arc::new(tokio::sync::Semaphore::new(INDEX_WINDOW));
     let handle = Arc::new(LinkHandle {
         peer,
         name: peer_name.clone(),
@@ -115,12 +122,14 @@ where
     let writer_task = {
         let closed = closed.clone();
         let link = handle.clone();
+        let index_window = index_window.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
                         Some(m) => {
                             let events = matches!(m, PeerMessage::Events(_));
+                            let index = matches!(m, PeerMessage::Index { .. });
                             let served = answer_bytes(&m);
                             // A peer that does not read blocks this write
                             // for good: closing the link must end it too.
@@ -134,6 +143,9 @@ where
                             }
                             if events {
                                 link.events_queued.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            if index {
+                                index_window.add_permits(1);
                             }
                             if served > 0 {
                                 link.queued_bytes.fetch_sub(served, Ordering::Relaxed);
@@ -152,6 +164,7 @@ where
         ctx.clone(),
         peer,
         tx.clone(),
+        index_window,
         resume_rx,
         closed.clone(),
     ));
@@ -278,11 +291,13 @@ const RESEND_EVERY: Duration = Duration::from_secs(5);
 /// Sends our index to the peer from where its `Resume` says, then every
 /// change as it happens. A later `Resume` starts again from where it says
 /// (a node whose ignore patterns changed asks for everything again; only
-/// the latest one counts, so they cannot pile up).
+/// the latest one counts, so they cannot pile up). Small files travel with
+/// their entries; at most [`INDEX_WINDOW`] messages wait to be written.
 async fn push_index(
     ctx: PeerCtx,
     peer: NodeId,
     tx: mpsc::UnboundedSender<PeerMessage>,
+    window: Arc<tokio::sync::Semaphore>,
     mut resume: watch::Receiver<Option<u64>>,
     closed: CancellationToken,
 ) {
@@ -302,7 +317,19 @@ async fn push_index(
         };
         if upto > sent {
             sent = upto;
-            if !entries.is_empty() && tx.send(PeerMessage::Index { entries }).is_err() {
+            if entries.is_empty() {
+                continue;
+            }
+            // Given back by the writer once the message is written.
+            tokio::select! {
+                permit = window.acquire() => match permit {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                },
+                _ = closed.cancelled() => return,
+            }
+            let contents = small_contents(&ctx, &entries).await;
+            if tx.send(PeerMessage::Index { entries, contents }).is_err() {
                 return;
             }
             continue;
@@ -359,7 +386,10 @@ where
             PeerMessage::Resume { since } => {
                 let _ = resume_tx.send(Some(since));
             }
-            PeerMessage::Index { mut entries } => {
+            PeerMessage::Index {
+                mut entries,
+                contents,
+            } => {
                 if entries.len() > MAX_ENTRIES_PER_INDEX {
                     tracing::warn!(
                         "closing link to {peer_name}: an index message of {} entries (at most {MAX_ENTRIES_PER_INDEX})",
@@ -372,7 +402,14 @@ where
                     e.mode &= tandem_common::model::SYNCED_MODE_BITS;
                 }
                 let n = entries.len();
-                let Ok(unknown) = ctx.core.remote_index(peer, entries).await else {
+                let contents = match check_contents(&entries, contents) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        tracing::warn!("closing link to {peer_name}: {why}");
+                        return why;
+                    }
+                };
+                let Ok(unknown) = ctx.core.remote_index(peer, entries, contents).await else {
                     return "node shutting down".into();
                 };
                 tracing::debug!(
@@ -466,6 +503,38 @@ where
             }
         }
     }
+}
+
+/// The contents sent with an index message, keyed by their entry's path,
+/// or why the message is malformed: each names a different entry that is
+/// a live file of exactly its size, at most [`proto::INLINE_MAX`] bytes.
+/// (Its hash is checked when it is written.)
+fn check_contents(
+    entries: &[(u64, FileEntry)],
+    contents: Vec<(u32, FileData)>,
+) -> Result<HashMap<RelPath, FileData>, String> {
+    let mut out = HashMap::with_capacity(contents.len());
+    for (i, data) in contents {
+        let Some((_, e)) = entries.get(i as usize) else {
+            return Err(format!(
+                "index message content for entry {i} of {}",
+                entries.len()
+            ));
+        };
+        if !e.is_live_file() || e.size != data.0.len() as u64 || e.size > proto::INLINE_MAX {
+            return Err(format!(
+                "index message content of {} bytes for {} ({} bytes{})",
+                data.0.len(),
+                e.path,
+                e.size,
+                if e.is_live_file() { "" } else { ", not a file" }
+            ));
+        }
+        if out.insert(e.path.clone(), data).is_some() {
+            return Err(format!("index message content for {} twice", e.path));
+        }
+    }
+    Ok(out)
 }
 
 /// Makes an answer that carries file content in the background and queues
@@ -709,6 +778,45 @@ async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> F
         core.recheck(&full);
     }
     Ok(data)
+}
+
+/// The content of the small files among `entries` (by position), read
+/// from disk and checked against each entry's hash: the receiver installs
+/// them without asking. A file that is not what its entry says any more
+/// is left out (the receiver asks for it; the core is told to look again).
+async fn small_contents(ctx: &PeerCtx, entries: &[(u64, FileEntry)]) -> Vec<(u32, FileData)> {
+    let wanted: Vec<(u32, std::path::PathBuf, u64, ContentHash)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, e))| e.is_live_file() && e.size <= proto::INLINE_MAX)
+        .map(|(i, (_, e))| (i as u32, e.path.to_disk(&ctx.dir), e.size, e.hash))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let read = tokio::task::spawn_blocking(move || {
+        let mut changed = Vec::new();
+        let mut out = Vec::with_capacity(wanted.len());
+        for (i, full, size, hash) in wanted {
+            match read_at_most(&full, size) {
+                Ok(bytes) if bytes.len() as u64 == size && ContentHash::of(&bytes) == hash => {
+                    out.push((i, FileData(bytes)));
+                }
+                Ok(_) => changed.push(full),
+                // Gone or unreadable: the scanner reports it; the peer asks.
+                Err(_) => {}
+            }
+        }
+        (out, changed)
+    })
+    .await;
+    let Ok((out, changed)) = read else {
+        return Vec::new();
+    };
+    for full in changed {
+        ctx.core.recheck(&full);
+    }
+    out
 }
 
 /// Reads `full`, but never more than one byte past `size` (a file that

@@ -284,6 +284,58 @@ pub struct Batch {
     pub links: Links,
 }
 
+/// A small file's content that came inside a peer's index message, held
+/// until it is written. Every `Given` alive counts its bytes in a shared
+/// total (given back when dropped), which the core keeps under a cap.
+pub struct Given {
+    data: FileData,
+    /// Counted in `held` (the data may have been taken out meanwhile).
+    len: usize,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Given {
+    /// Holds `data`, counted in `held`.
+    pub fn new(data: FileData, held: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        let len = data.0.len();
+        held.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Given {
+            data,
+            len,
+            held: held.clone(),
+        }
+    }
+}
+
+impl Drop for Given {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.len, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes small files whose content `from` sent with their entries, like
+/// a fetched batch (verified, one `syncfs`), without asking anyone.
+pub async fn write_given(
+    files: Vec<(FileEntry, PathBuf, Given)>,
+    from: NodeId,
+) -> Vec<Result<Done, Failure>> {
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(files.len());
+    let (files, data): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .map(|(e, tmp, mut g)| {
+            let data = FileData(std::mem::take(&mut g.data.0));
+            // Still counted until written.
+            held.push(g);
+            ((e, tmp), Ok(data))
+        })
+        .unzip();
+    let done = written_batch(files, data, from, started).await;
+    drop(held);
+    done
+}
+
 /// Fetches a batch of small files with one request, writes each into its
 /// temp file (verified, with permissions and mtime), and makes them all
 /// durable with one `syncfs` instead of an fsync per file: per-file fsyncs
@@ -335,8 +387,19 @@ pub async fn run_batch(batch: Batch) -> Vec<Result<Done, Failure>> {
     let Some((peer, data)) = answer else {
         return batch.files.iter().map(|_| Err(last.clone())).collect();
     };
-    let n = batch.files.len();
-    let written = tokio::task::spawn_blocking(move || write_batch(batch.files, data)).await;
+    written_batch(batch.files, data, peer, started).await
+}
+
+/// Writes `files` from `data` (see [`write_batch`]) off the async threads,
+/// and reports each as received from `peer`.
+async fn written_batch(
+    files: Vec<(FileEntry, PathBuf)>,
+    data: Vec<Result<FileData, String>>,
+    peer: NodeId,
+    started: Instant,
+) -> Vec<Result<Done, Failure>> {
+    let n = files.len();
+    let written = tokio::task::spawn_blocking(move || write_batch(files, data)).await;
     let written = written.unwrap_or_else(|e| {
         let e = Failure::from(format!("writing a batch of {n} small files failed: {e}"));
         vec![Err(e); n]

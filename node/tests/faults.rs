@@ -564,8 +564,10 @@ fn raw_peer_announcing(
                 .await
                 .expect("send");
             let (path, hash) = (entry.path.clone(), entry.hash);
+            // Content left out of the index: the node asks for it.
             io.send(&PeerMessage::Index {
                 entries: vec![(1, entry)],
+                contents: vec![],
             })
             .await
             .expect("send");

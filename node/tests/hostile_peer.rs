@@ -74,12 +74,14 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         // Ten block hashes for a 100-byte file: inconsistent.
         io.send(&PeerMessage::Index {
             entries: vec![(1, entry("evil.bin", 100, 10))],
+            contents: vec![],
         })
         .await
         .expect("send");
         // No block list (fine for a large file), but a size no list fits.
         io.send(&PeerMessage::Index {
             entries: vec![(2, entry("huge.bin", u64::MAX, 0))],
+            contents: vec![],
         })
         .await
         .expect("send");
@@ -249,7 +251,11 @@ fn a_flood_of_deletions_of_unknown_names_is_slowed_and_the_node_keeps_serving() 
                 .map(|i| (i as u64 + 1, tombstone(i)))
                 .collect();
             // A half budget per message: a frame holds no more.
-            if io.send(&PeerMessage::Index { entries }).await.is_err() {
+            let msg = PeerMessage::Index {
+                entries,
+                contents: vec![],
+            };
+            if io.send(&msg).await.is_err() {
                 break;
             }
         }
@@ -271,4 +277,98 @@ fn a_flood_of_deletions_of_unknown_names_is_slowed_and_the_node_keeps_serving() 
         "the node still serves clients: {files:?}"
     );
     flood.abort();
+}
+
+/// The entry of a small file holding `content`, written by a fresh node.
+fn file_entry(path: &str, content: &[u8]) -> FileEntry {
+    let mut e = entry(path, content.len() as u64, 1);
+    e.hash = ContentHash::of(content);
+    e.blocks = vec![e.hash];
+    e
+}
+
+/// Small files' content that comes inside an index message is used only
+/// when it is what the entry says: a good one is installed without asking,
+/// one whose hash is wrong is asked for again (and the answer installed),
+/// and content that names no entry closes the link with the reason.
+#[test]
+fn contents_in_an_index_are_checked_before_use() {
+    use tandem_common::proto::FileData;
+    let node = Node::start("victim");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let ok = node.path("ok.txt");
+    let liar = node.path("liar.txt");
+    let asked = rt.block_on(async {
+        let (mut io, _) = harness::raw_peer(&node, "giver").await;
+        io.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        io.send(&PeerMessage::Index {
+            entries: vec![
+                (1, file_entry("ok.txt", b"hello")),
+                (2, file_entry("liar.txt", b"abcde")),
+            ],
+            contents: vec![
+                (0, FileData(b"hello".to_vec())),
+                (1, FileData(b"zzzzz".to_vec())),
+            ],
+        })
+        .await
+        .expect("send");
+        // Answers the node's requests until both files are in place.
+        let mut asked = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read(&liar).ok().as_deref() != Some(b"abcde".as_slice())
+            || std::fs::read(&ok).ok().as_deref() != Some(b"hello".as_slice())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ok.txt and liar.txt were not installed:\n{}",
+                node.log()
+            );
+            let got = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                io.recv_msg::<PeerMessage>(),
+            )
+            .await;
+            let Ok(got) = got else { continue };
+            if let PeerMessage::GetFiles { req, files } = got.expect("read").expect("open link") {
+                let data = files
+                    .iter()
+                    .map(|(p, _)| {
+                        asked.push(p.to_string());
+                        Ok(FileData(b"abcde".to_vec()))
+                    })
+                    .collect();
+                io.send(&PeerMessage::Files {
+                    req,
+                    data: Ok(data),
+                })
+                .await
+                .expect("send");
+            }
+        }
+        // Content for an entry the message does not have.
+        io.send(&PeerMessage::Index {
+            entries: vec![(3, file_entry("stray.txt", b"stray"))],
+            contents: vec![(9, FileData(b"stray".to_vec()))],
+        })
+        .await
+        .expect("send");
+        asked
+    });
+    assert_eq!(
+        asked,
+        ["liar.txt"],
+        "only the file whose content did not match was asked for"
+    );
+    node.wait_log("closing link to giver: index message content for entry 9 of 1");
+    assert!(
+        !node.path("stray.txt").exists(),
+        "nothing of it was applied"
+    );
+    assert!(
+        node.log().contains("content hash mismatch for liar.txt"),
+        "the bad content is named in the log"
+    );
 }

@@ -23,8 +23,10 @@ impl Core {
             .map(|(p, _)| p.clone())
             .take(MAX_TRANSFERS * MAX_FILES_PER_REQUEST)
             .collect();
-        // Open batches by preferred peer.
+        // Open batches by preferred peer, and of content peers sent.
         let mut batches: BTreeMap<NodeId, Vec<(FileEntry, PathBuf)>> = BTreeMap::new();
+        let mut given: BTreeMap<NodeId, Vec<(FileEntry, PathBuf, transfer::Given)>> =
+            BTreeMap::new();
         for path in due {
             if self.running >= MAX_TRANSFERS {
                 break;
@@ -43,9 +45,23 @@ impl Core {
             {
                 continue;
             }
-            let Some(n) = self.needed.get(&path) else {
+            let Some(n) = self.needed.get_mut(&path) else {
                 continue;
             };
+            if let Some(g) = n.given.take() {
+                // Its content came with its entry: written without asking.
+                n.in_flight = true;
+                let (entry, from) = (n.w.entry.clone(), n.w.from);
+                let tmp = self.temp_path();
+                let batch = given.entry(from).or_default();
+                batch.push((entry, tmp, g));
+                if batch.len() == MAX_FILES_PER_REQUEST
+                    && let Some(files) = given.remove(&from)
+                {
+                    self.spawn_given(files, from);
+                }
+                continue;
+            }
             if !has_list(&n.w.entry) {
                 self.get_block_list(&path, &connected);
                 continue;
@@ -101,6 +117,9 @@ impl Core {
         for (from, files) in batches {
             let peers = self.peers_to_ask(from, &connected);
             self.spawn_batch(files, peers);
+        }
+        for (from, files) in given {
+            self.spawn_given(files, from);
         }
     }
 
@@ -241,6 +260,22 @@ impl Core {
         };
         self.spawn_transfer(async move {
             let results = transfer::run_batch(batch).await;
+            keys.into_iter()
+                .zip(results)
+                .map(|((p, v), r)| (p, v, r))
+                .collect()
+        });
+    }
+
+    /// Writes small files whose content came from `from` with their
+    /// entries (one slot, like a fetched batch).
+    fn spawn_given(&mut self, files: Vec<(FileEntry, PathBuf, transfer::Given)>, from: NodeId) {
+        let keys: Vec<(RelPath, VersionVector)> = files
+            .iter()
+            .map(|(e, _, _)| (e.path.clone(), e.version.clone()))
+            .collect();
+        self.spawn_transfer(async move {
+            let results = transfer::write_given(files, from).await;
             keys.into_iter()
                 .zip(results)
                 .map(|((p, v), r)| (p, v, r))

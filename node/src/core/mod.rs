@@ -51,6 +51,10 @@ const MAX_TRANSFERS: usize = 16;
 const MAX_LIST_FETCHES: usize = 16;
 /// Bytes of remote blocks in flight across all transfers, in KiB.
 const BUDGET_KIB: usize = 32 * 1024;
+/// Bytes of small files' content received with peers' index entries and
+/// not yet written, at most; beyond it content is dropped (and asked for
+/// when its turn comes), so a fast peer cannot fill memory.
+const GIVEN_MAX_HELD: usize = 8 << 20;
 
 /// How long a path must be quiet after a write without a close before it is
 /// looked at (the writer is probably still busy).
@@ -158,6 +162,9 @@ pub enum CoreMsg {
         peer: NodeId,
         /// (peer's sequence, entry).
         entries: Vec<(u64, FileEntry)>,
+        /// Small files' content sent with them, by path (checked against
+        /// the entries' sizes; hashes are checked when written).
+        contents: HashMap<RelPath, tandem_common::proto::FileData>,
         /// Answered when processed, with the number of deletions of paths
         /// this node did not know.
         reply: oneshot::Sender<usize>,
@@ -360,10 +367,12 @@ impl CoreHandle {
         &self,
         peer: NodeId,
         entries: Vec<(u64, FileEntry)>,
+        contents: HashMap<RelPath, tandem_common::proto::FileData>,
     ) -> Result<usize, ApiError> {
         self.ask(|reply| CoreMsg::RemoteIndex {
             peer,
             entries,
+            contents,
             reply,
         })
         .await
@@ -420,6 +429,9 @@ struct Need {
     /// This node is send-only and does not take it (shown as a difference
     /// until `tandem override` or a newer version settles it).
     declined: bool,
+    /// Its content, when it came with the peer's entry: written without
+    /// asking (dropped when the first attempt does not use it).
+    given: Option<transfer::Given>,
 }
 
 /// True when a wanted entry has its whole block list (entries of large
@@ -472,6 +484,8 @@ pub struct Core {
     /// When the whole tree is next compared with the index.
     verify_at: Instant,
     budget: Arc<Semaphore>,
+    /// Bytes of content held in [`Need::given`] (see [`GIVEN_MAX_HELD`]).
+    given_held: Arc<std::sync::atomic::AtomicUsize>,
     dirs_to_sync: HashSet<PathBuf>,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
@@ -536,6 +550,7 @@ impl Core {
                     sources: Vec::new(),
                     error: None,
                     declined: false,
+                    given: None,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -593,6 +608,7 @@ impl Core {
             verify_every: VERIFY_EVERY,
             unwatched: None,
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
+            given_held: Arc::default(),
             dirs_to_sync: HashSet::new(),
             running: 0,
             lists_running: 0,
@@ -973,9 +989,10 @@ impl Core {
             CoreMsg::RemoteIndex {
                 peer,
                 entries,
+                contents,
                 reply,
             } => {
-                let _ = reply.send(self.on_remote_index(peer, entries));
+                let _ = reply.send(self.on_remote_index(peer, entries, contents));
             }
             CoreMsg::Entries(paths, reply) => {
                 let r = paths

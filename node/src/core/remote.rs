@@ -33,6 +33,7 @@ impl Core {
         &mut self,
         peer: NodeId,
         entries: Vec<(u64, FileEntry)>,
+        contents: HashMap<RelPath, tandem_common::proto::FileData>,
     ) -> usize {
         let Some(max) = entries.iter().map(|(s, _)| *s).max() else {
             return 0;
@@ -53,9 +54,14 @@ impl Core {
             .into_iter()
             .partition(|e| matches!(e.kind, EntryKind::Link(_)));
         self.move_renamed(peer, &lives, &tombs);
+        let mut versions = Vec::with_capacity(contents.len());
         for e in lives.into_iter().chain(tombs).chain(links) {
+            if contents.contains_key(&e.path) {
+                versions.push((e.path.clone(), e.version.clone()));
+            }
             self.on_remote_entry(peer, e);
         }
+        self.take_contents(contents, versions);
         // Everything up to `max` is now applied or queued (and the queue is
         // saved in the same commit as this progress).
         let name = self.peer_name(peer);
@@ -63,6 +69,35 @@ impl Core {
         e.0 = e.0.max(max);
         self.peers_dirty.insert(peer);
         unknown_tombstones
+    }
+
+    /// Keeps the content that came with entries now queued for a fetch,
+    /// fresh (not failing, not declined) and still the version that came
+    /// with it, up to [`GIVEN_MAX_HELD`] bytes held; the rest is dropped
+    /// (asked for when its turn comes).
+    fn take_contents(
+        &mut self,
+        mut contents: HashMap<RelPath, tandem_common::proto::FileData>,
+        versions: Vec<(RelPath, VersionVector)>,
+    ) {
+        use std::sync::atomic::Ordering;
+        for (path, version) in versions {
+            let Some(data) = contents.remove(&path) else {
+                continue;
+            };
+            if self.given_held.load(Ordering::Relaxed) + data.0.len() > GIVEN_MAX_HELD {
+                break;
+            }
+            if let Some(n) = self.needed.get_mut(&path)
+                && n.w.entry.version == version
+                && n.w.entry.is_live_file()
+                && !n.in_flight
+                && n.error.is_none()
+                && !n.declined
+            {
+                n.given = Some(transfer::Given::new(data, &self.given_held));
+            }
+        }
     }
 
     /// Renames in this batch: a new name whose content is a file of ours
@@ -265,6 +300,7 @@ impl Core {
             return;
         };
         n.in_flight = false;
+        n.given = None;
         n.retry_at = Instant::now() + Duration::from_secs(3600);
         if !n.declined {
             n.declined = true;
@@ -375,6 +411,7 @@ impl Core {
             sources,
             error: None,
             declined: false,
+            given: None,
         };
         self.wanted_dirty.insert(path.clone());
         // An older version's transfer that is still running finishes as
@@ -430,6 +467,7 @@ impl Core {
             return;
         };
         n.in_flight = false;
+        n.given = None;
         n.attempts += 1;
         let backoff = Duration::from_millis(250 * (1u64 << n.attempts.min(7)));
         n.retry_at = Instant::now() + backoff;
