@@ -213,7 +213,28 @@ pub async fn connect_handshake<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    send_hello(io, hello).await?;
+    recv_welcome(io).await
+}
+
+/// The connecting side's first step: its hello. Messages may follow at
+/// once, before the answer (a peer's `Resume`: one round trip less).
+pub async fn send_hello<S>(
+    io: &mut crate::codec::FrameIo<S>,
+    hello: &Hello,
+) -> Result<(), HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     io.send_raw(encode_hello(hello)?).await?;
+    Ok(())
+}
+
+/// The connecting side's second step: the accepting node's answer.
+pub async fn recv_welcome<S>(io: &mut crate::codec::FrameIo<S>) -> Result<Welcomed, HandshakeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let frame = io.recv_raw().await?.ok_or(HandshakeError::Closed)?;
     match decode_hello::<HelloReply>(&frame)? {
         (theirs, None) => Err(HandshakeError::VersionMismatch {

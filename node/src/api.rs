@@ -202,6 +202,13 @@ where
     if let Ok(frame) = proto::encode_hello(&HelloReply::Refused(why)) {
         let _ = tokio::time::timeout(Duration::from_secs(2), io.send_raw(frame)).await;
     }
+    // What the other side sent meanwhile (its hello, a peer's `Resume`) is
+    // read before closing, for a moment: a close with unread data resets
+    // the connection, and the reset can overtake the refusal.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(Some(_)) = io.recv_raw().await {}
+    })
+    .await;
 }
 
 /// A place under the cap `(counter, limit, kind)`, or a `Busy` refusal sent
@@ -277,7 +284,7 @@ where
             return;
         }
     };
-    crate::peer::run_link(io, peer, hello.name, peer, ctx.peer.clone()).await;
+    crate::peer::run_link(io, peer, hello.name, peer, ctx.peer.clone(), None).await;
 }
 
 async fn serve_client<S>(mut io: FrameIo<S>, addr: SocketAddr, id: Uuid, ctx: Ctx, _slot: Slot)

@@ -83,13 +83,15 @@ pub enum LinkEnd {
     Closed,
 }
 
-/// Runs a handshaken link until it closes.
+/// Runs a handshaken link until it closes. `resumed`: the `Resume` this
+/// side already sent (behind its hello).
 pub async fn run_link<S>(
     io: FrameIo<S>,
     peer: NodeId,
     peer_name: String,
     dialed_by: NodeId,
     ctx: PeerCtx,
+    resumed: Option<u64>,
 ) -> LinkEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -176,7 +178,9 @@ where
     if let Ok(ids) = ctx.core.ask_lock(crate::core::LockMsg::Snapshot).await {
         handle.post(PeerMessage::Identities(ids));
     }
-    handle.post(PeerMessage::Resume { since });
+    if resumed.is_none() {
+        handle.post(PeerMessage::Resume { since });
+    }
     let why = read_loop(reader, peer, &peer_name, &ctx, &handle, tx, resume_tx).await;
     closed.cancel();
     let _ = writer_task.await;
@@ -921,7 +925,15 @@ async fn dial_once(
         role: Role::Peer,
         name: ctx.name.clone(),
     };
-    let w = tokio::time::timeout(HANDSHAKE_TIMEOUT, proto::connect_handshake(&mut io, &hello))
+    // Our `Resume` goes right behind the hello, so the peer starts sending
+    // its index as soon as it has said welcome.
+    let since = ctx.core.peer_seq(proven).await?;
+    let handshake = async {
+        proto::send_hello(&mut io, &hello).await?;
+        io.send(&PeerMessage::Resume { since }).await?;
+        anyhow::Ok(proto::recv_welcome(&mut io).await?)
+    };
+    let w = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
     if w.node_id != proven {
@@ -936,7 +948,9 @@ async fn dial_once(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(spec.addr.clone(), proven);
-    let end = run_link(io, proven, w.name, ctx.me, ctx.clone()).await;
+    let end = run_link(io, proven, w.name, ctx.me, ctx.clone(), Some(since)).await;
+    // (Another link to the same peer may have applied more since `since`
+    // was read: the peer then sends a few entries twice, which is harmless.)
     Ok((proven, end))
 }
 

@@ -2,6 +2,7 @@
 //! slots, batches of small files, retries with backoff.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// Failed fetch attempts after which the file shows the error state.
 const FETCH_ERROR_AFTER: u32 = 5;
@@ -48,8 +49,13 @@ impl Core {
             let Some(n) = self.needed.get_mut(&path) else {
                 continue;
             };
-            if let Some(g) = n.given.take() {
-                // Its content came with its entry: written without asking.
+            if n.given.is_some() {
+                // Its content came with its entry: written without asking
+                // (when a writer is free; looked at again when one is).
+                if self.given_writes.load(Ordering::Relaxed) >= MAX_GIVEN_WRITES {
+                    continue;
+                }
+                let Some(g) = n.given.take() else { continue };
                 n.in_flight = true;
                 let (entry, from) = (n.w.entry.clone(), n.w.from);
                 let tmp = self.temp_path();
@@ -274,8 +280,16 @@ impl Core {
             .iter()
             .map(|(e, _, _)| (e.path.clone(), e.version.clone()))
             .collect();
+        tracing::debug!(
+            "{} files came with {}'s index; writing them",
+            files.len(),
+            self.peer_name(from)
+        );
+        let writes = self.given_writes.clone();
+        writes.fetch_add(1, Ordering::Relaxed);
         self.spawn_transfer(async move {
             let results = transfer::write_given(files, from).await;
+            writes.fetch_sub(1, Ordering::Relaxed);
             keys.into_iter()
                 .zip(results)
                 .map(|((p, v), r)| (p, v, r))

@@ -55,6 +55,10 @@ const BUDGET_KIB: usize = 32 * 1024;
 /// not yet written, at most; beyond it content is dropped (and asked for
 /// when its turn comes), so a fast peer cannot fill memory.
 const GIVEN_MAX_HELD: usize = 8 << 20;
+/// Batches of such content being written at once. They wait for no one,
+/// so more would only contend for the temp folder's lock (measured: 16 at
+/// once spent most of a core spinning on it).
+const MAX_GIVEN_WRITES: usize = 2;
 
 /// How long a path must be quiet after a write without a close before it is
 /// looked at (the writer is probably still busy).
@@ -140,6 +144,14 @@ pub enum CoreMsg {
         peer: NodeId,
         /// Its name.
         name: String,
+        /// Where to answer.
+        reply: oneshot::Sender<u64>,
+    },
+    /// The highest of a peer's sequence numbers applied here (0 for a
+    /// peer never heard from), for a link about to come up.
+    PeerSeq {
+        /// The peer.
+        peer: NodeId,
         /// Where to answer.
         reply: oneshot::Sender<u64>,
     },
@@ -339,6 +351,11 @@ impl CoreHandle {
             .await
     }
 
+    /// The highest of `peer`'s sequence numbers applied here.
+    pub async fn peer_seq(&self, peer: NodeId) -> Result<u64, ApiError> {
+        self.ask(|reply| CoreMsg::PeerSeq { peer, reply }).await
+    }
+
     /// Reports a peer link down.
     pub fn peer_down(&self, peer: NodeId) {
         let _ = self.tx.send(CoreMsg::PeerDown(peer));
@@ -486,6 +503,8 @@ pub struct Core {
     budget: Arc<Semaphore>,
     /// Bytes of content held in [`Need::given`] (see [`GIVEN_MAX_HELD`]).
     given_held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Batches of given content being written (see [`MAX_GIVEN_WRITES`]).
+    given_writes: Arc<std::sync::atomic::AtomicUsize>,
     dirs_to_sync: HashSet<PathBuf>,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
@@ -609,6 +628,7 @@ impl Core {
             unwatched: None,
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             given_held: Arc::default(),
+            given_writes: Arc::default(),
             dirs_to_sync: HashSet::new(),
             running: 0,
             lists_running: 0,
@@ -818,10 +838,13 @@ impl Core {
             // Queued downloads only matter for the wake-up time when a
             // transfer slot is free; otherwise a finishing transfer wakes us
             // (waking for them anyway would spin on a due-but-blocked queue).
+            // The same holds for content to write while the writers are busy.
+            let writers_busy =
+                self.given_writes.load(std::sync::atomic::Ordering::Relaxed) >= MAX_GIVEN_WRITES;
             let retry = if self.running < MAX_TRANSFERS {
                 self.needed
                     .values()
-                    .filter(|n| !n.in_flight)
+                    .filter(|n| !(n.in_flight || writers_busy && n.given.is_some()))
                     .map(|n| n.retry_at)
                     .min()
             } else {
@@ -963,6 +986,9 @@ impl Core {
                 for n in self.needed.values_mut() {
                     n.retry_at = n.retry_at.min(Instant::now());
                 }
+            }
+            CoreMsg::PeerSeq { peer, reply } => {
+                let _ = reply.send(self.peers.get(&peer).map_or(0, |p| p.0));
             }
             CoreMsg::PeerDown(peer) => {
                 let name = self.peer_name(peer);
