@@ -1240,11 +1240,15 @@ fn renaming_a_20_mib_file_sends_no_content() {
         )
     );
 
+    // a knew the content: it did not read the file again.
+    a.wait_log("moved/renamed.bin: a file known here under another name; not read again");
+
     // The same while b is offline: the new name and the old name's
     // tombstone reach b together when it comes back.
     b.stop();
     rename(a.path("moved/renamed.bin"), a.path("again.bin"));
     wait_hash(SYNC, &a, "again.bin", &hash, &[&a]);
+    a.wait_log("again.bin: a file known here under another name; not read again");
     b.restart();
     wait_until(RECONNECT, "the offline rename on b", &[&a, &b], || {
         let l = b.try_list()?;

@@ -7,6 +7,12 @@ use std::os::unix::fs::MetadataExt;
 use super::apply::move_file;
 use super::*;
 use crate::engine::DiskFacts;
+use crate::index::LocalStat;
+use tandem_common::hashing::Hashed;
+
+/// Paths waiting to be looked at beyond which a new file's name is not
+/// compared with them as a rename (each is a lookup).
+const MAX_RENAME_CANDIDATES: usize = 1000;
 
 /// A folder of kept files (conflict copies or versions) and how it names
 /// them.
@@ -374,8 +380,26 @@ impl Core {
             self.pending.remove(p);
         }
         due.sort();
+        let seen: Vec<(RelPath, std::io::Result<Seen>)> = due
+            .into_iter()
+            .map(|p| {
+                let s = scan::stat_rel(&self.root, &p);
+                (p, s)
+            })
+            .collect();
+        // What the files at these paths held, by inode, before this batch
+        // changes them, and at the paths to look at soon (a rename into a
+        // new folder is seen in two batches): one that shows up under
+        // another name (a rename) is not read and hashed again.
+        let soon = (self.pending.len() <= MAX_RENAME_CANDIDATES).then_some(self.pending.keys());
+        self.moved_away = seen
+            .iter()
+            .map(|(p, _)| p)
+            .chain(soon.into_iter().flatten())
+            .filter_map(|p| self.indexed_content(p))
+            .collect();
         let mut covered: Option<RelPath> = None;
-        for p in due {
+        for (p, stat) in seen {
             // A directory rescanned in this batch already covered its children.
             if covered.as_ref().is_some_and(|c| p.is_inside(c)) {
                 continue;
@@ -383,7 +407,7 @@ impl Core {
             if p.as_str() == crate::ignores::IGNORE_FILE {
                 self.reload_ignores();
             }
-            match scan::stat_rel(&self.root, &p) {
+            match stat {
                 Ok(Seen::Dir { .. }) if self.is_ignored(&p, true) => {}
                 Ok(Seen::Dir { .. }) => {
                     self.reconcile(Some(&p));
@@ -397,6 +421,28 @@ impl Core {
                 Err(e) => self.retry_later(&p, &e),
             }
         }
+        self.moved_away.clear();
+    }
+
+    /// The inode, stat and content of the file indexed at `p`, if any.
+    fn indexed_content(&self, p: &RelPath) -> Option<(u64, (LocalStat, Hashed))> {
+        let r = self.index.get(p)?;
+        let st = r.stat.filter(|_| r.entry.is_live_file())?;
+        let h = Hashed {
+            size: r.entry.size,
+            hash: r.entry.hash,
+            blocks: r.entry.blocks.clone(),
+        };
+        Some((st.inode, (st, h)))
+    }
+
+    /// The content of a file with stat `st`, when it is a file indexed
+    /// under another name that is being looked at now or soon (see
+    /// [`Core::process_due`]): the same inode, size and mtime, the test by
+    /// which an unchanged file goes unread.
+    fn known_content(&self, st: &LocalStat) -> Option<Hashed> {
+        let (was, h) = self.moved_away.get(&st.inode)?;
+        (was.size == st.size && was.mtime_ns == st.mtime_ns).then(|| h.clone())
     }
 
     /// A path could not be looked at (EACCES, EMFILE, EIO...): that is not
@@ -479,6 +525,15 @@ impl Core {
             Seen::File(st) => {
                 if !self.index.needs_hash(p, &st) {
                     return 0;
+                }
+                // Renamed here: the same inode, size and mtime that left
+                // another path a moment ago (the same test that lets an
+                // unchanged file go unread).
+                if let Some(h) = self.known_content(&st) {
+                    tracing::debug!("{p}: a file known here under another name; not read again");
+                    self.io_retries.remove(p);
+                    let c = self.index.observe_file(p, st, &h);
+                    return self.log_change(p, c, log);
                 }
                 match scan::hash_file(&p.to_disk(&self.root)) {
                     Ok((st, h)) => {
@@ -682,11 +737,11 @@ impl Core {
             }
         }
         let seen = walk.seen;
-        let to_hash: Vec<&RelPath> = seen
+        let to_hash: Vec<(&RelPath, &LocalStat)> = seen
             .iter()
             .filter_map(|(p, s)| match s {
                 Seen::File(st) if self.index.needs_hash(p, st) && !self.locks.contains_key(p) => {
-                    Some(p)
+                    Some((p, st))
                 }
                 _ => None,
             })
@@ -700,6 +755,18 @@ impl Core {
             self.hold_local(p, s);
         }
         let log = to_hash.len() + missing.len() <= LOG_EACH_LIMIT;
+        // Renamed in (see `known_content`): recorded without reading.
+        let mut known = Vec::new();
+        let to_hash: Vec<&RelPath> = to_hash
+            .into_iter()
+            .filter_map(|(p, st)| match self.known_content(st) {
+                Some(h) => {
+                    known.push((p.clone(), *st, h));
+                    None
+                }
+                None => Some(p),
+            })
+            .collect();
         let root = &self.root;
         let hashed: Vec<_> = to_hash
             .par_iter()
@@ -718,6 +785,11 @@ impl Core {
                 }
                 _ => {}
             }
+        }
+        for (p, st, h) in known {
+            tracing::debug!("{p}: a file known here under another name; not read again");
+            let c = self.index.observe_file(&p, st, &h);
+            changed += self.log_change(&p, c, log);
         }
         for (p, r) in hashed {
             match r {

@@ -496,6 +496,9 @@ pub struct Core {
     /// Queued changes that wait for a transfer to finish (see
     /// [`Core::wait`]), looked at again when one does.
     waiting: HashSet<RelPath>,
+    /// Files that left a path in the batch of changes being looked at, by
+    /// inode, with their stat and content (see [`Core::process_due`]).
+    moved_away: HashMap<u64, (crate::index::LocalStat, tandem_common::hashing::Hashed)>,
     /// Paths that could not be read, with the attempts so far (backoff).
     io_retries: HashMap<RelPath, u32>,
     /// When the whole tree is next compared with the index.
@@ -623,6 +626,7 @@ impl Core {
             in_use: HashMap::new(),
             waiting: HashSet::new(),
             io_retries: HashMap::new(),
+            moved_away: HashMap::new(),
             verify_at: now + VERIFY_EVERY,
             verify_every: VERIFY_EVERY,
             unwatched: None,
