@@ -162,18 +162,9 @@ impl Drop for Feed {
     }
 }
 
-/// Polls `f` for at most `d`; true if it held.
-fn wait_until_or(d: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = std::time::Instant::now() + scaled(d);
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
+/// Polls `f` for at most `d` (scaled); true if it held.
+fn wait_until_or(d: Duration, f: impl FnMut() -> bool) -> bool {
+    harness::wait_until_or_timeout(scaled(d), f)
 }
 
 /// Of two spellings on A, B (case-insensitive) takes one; the other is

@@ -558,6 +558,20 @@ pub fn wait_ready(node: &Node) -> Vec<Value> {
     node.wait_ready()
 }
 
+/// Polls `f` until it holds (true) or `d` has passed (false).
+pub fn wait_until_or_timeout(d: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// `msg` followed by the logs of `nodes`.
 pub fn fail_with_logs(msg: &str, nodes: &[&Node]) -> String {
     let mut s = msg.to_string();
@@ -1136,7 +1150,25 @@ impl Node {
             "restart(): node {} is still running; stop() or kill9() it first",
             self.name
         );
-        self.spawn_process();
+        // While the node was down, another process's outgoing connection
+        // may have taken its port as its own end (the ports tests pick are
+        // in the ephemeral range): wait for it to be free, as an operator
+        // would, and start again (bounded).
+        for _ in 0..10 {
+            self.spawn_process();
+            match self.try_wait_ready() {
+                Ok(list) => return list,
+                Err(NotReady::Exited(_)) if self.run_log().contains("Address already in use") => {
+                    self.child().take();
+                    let addr = self.addr;
+                    let free = wait_until_or_timeout(scaled(Duration::from_secs(30)), || {
+                        std::net::TcpListener::bind(addr).is_ok()
+                    });
+                    assert!(free, "{}", self.fail(&format!("port {addr} stayed in use")));
+                }
+                Err(_) => break,
+            }
+        }
         self.wait_ready()
     }
 
