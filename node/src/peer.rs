@@ -36,7 +36,7 @@ const MAX_ENTRIES_PER_INDEX: usize = 100_000;
 
 /// Index batches are cut at about this many bytes (small files' content
 /// sent inside the batch included).
-const INDEX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+const INDEX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Index messages queued for one peer and not yet written, at most: the
 /// index is read from the core (and small files from disk) only as fast

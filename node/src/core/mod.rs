@@ -54,7 +54,7 @@ const BUDGET_KIB: usize = 32 * 1024;
 /// Bytes of small files' content received with peers' index entries and
 /// not yet written, at most; beyond it content is dropped (and asked for
 /// when its turn comes), so a fast peer cannot fill memory.
-const GIVEN_MAX_HELD: usize = 8 << 20;
+const GIVEN_MAX_HELD: usize = 2 << 20;
 /// Batches of such content being written at once. They wait for no one,
 /// so more would only contend for the temp folder's lock (measured: 16 at
 /// once spent most of a core spinning on it).
