@@ -338,9 +338,8 @@ pub async fn write_given(
 
 /// Fetches a batch of small files with one request, writes each into its
 /// temp file (verified, with permissions and mtime), and makes them all
-/// durable with one `syncfs` instead of an fsync per file: per-file fsyncs
-/// are what made many small files slow. One result per file, in order; a
-/// failed file's temp file is removed.
+/// durable (see [`write_batch`]). One result per file, in order; a failed
+/// file's temp file is removed.
 pub async fn run_batch(batch: Batch) -> Vec<Result<Done, Failure>> {
     let started = Instant::now();
     let asked: Vec<(RelPath, ContentHash)> = batch
@@ -419,14 +418,17 @@ async fn written_batch(
         .collect()
 }
 
-/// Writes and verifies each answered file into its temp file, then syncs
-/// the filesystem once. Returns (temp file, size) per file.
+/// Writes and verifies each answered file into its temp file, then makes
+/// them durable: an fsync each when they are few, else one `syncfs` (see
+/// [`FSYNC_EACH_MAX`]). Returns (temp file, size) per file.
 fn write_batch(
     files: Vec<(FileEntry, PathBuf)>,
     data: Vec<Result<FileData, String>>,
 ) -> Vec<Result<(PathBuf, u64), Failure>> {
     let mut out = Vec::with_capacity(files.len());
-    let mut written = None;
+    // The files written, while few enough to fsync one by one.
+    let mut written: Vec<File> = Vec::new();
+    let mut count = 0;
     for ((entry, tmp), d) in files.into_iter().zip(data) {
         let r = d.map_err(Failure::from).and_then(|FileData(bytes)| {
             if bytes.len() as u64 != entry.size || ContentHash::of(&bytes) != entry.hash {
@@ -440,7 +442,12 @@ fn write_batch(
             }
             let f = write_temp(&tmp, &bytes, entry.mode, entry.mtime_ns)
                 .map_err(|e| format!("cannot write temp file {}: {e}", tmp.display()))?;
-            written = Some(f);
+            count += 1;
+            if count > FSYNC_EACH_MAX {
+                // One is enough for the `syncfs`.
+                written.truncate(1);
+            }
+            written.push(f);
             Ok((tmp.clone(), entry.size))
         });
         if r.is_err() {
@@ -448,9 +455,12 @@ fn write_batch(
         }
         out.push(r);
     }
-    if let Some(f) = written
-        && let Err(e) = syncfs(&f)
-    {
+    let synced = if count <= FSYNC_EACH_MAX {
+        written.iter().try_for_each(File::sync_all)
+    } else {
+        written.first().map_or(Ok(()), syncfs)
+    };
+    if let Err(e) = synced {
         for r in &mut out {
             if let Ok((tmp, _)) = r {
                 let _ = std::fs::remove_file(&*tmp);
@@ -460,6 +470,13 @@ fn write_batch(
     }
     out
 }
+
+/// Batches of at most this many files are made durable by an fsync of
+/// each; larger ones by one `syncfs` (per-file fsyncs are what made many
+/// small files slow). A `syncfs` also writes back everything else dirty on
+/// the file system (another program's large copy included), so a lone new
+/// file does not wait for that.
+const FSYNC_EACH_MAX: usize = 4;
 
 /// Creates `tmp` with `bytes`, permission bits and mtime (not synced).
 fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, mtime_ns: i64) -> std::io::Result<File> {
