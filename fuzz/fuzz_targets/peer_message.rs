@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match &msg {
-        PeerMessage::Index { entries } => entries.iter().for_each(|(_, e)| check_entry(e)),
+        PeerMessage::Index { entries, .. } => entries.iter().for_each(|(_, e)| check_entry(e)),
         PeerMessage::GetBlocks { path, .. } | PeerMessage::GetBlockList { path, .. } => {
             check_path(path.as_str())
         }
