@@ -14,6 +14,15 @@ use tandem_common::hashing::Hashed;
 /// compared with them as a rename (each is a lookup).
 const MAX_RENAME_CANDIDATES: usize = 1000;
 
+/// Where a file that may show up under another name was (see
+/// [`Core::process_due`]).
+pub(super) enum Moved {
+    /// At a path this batch found gone: what it held.
+    Gone(Hashed),
+    /// At a path to look at soon: its record is still there.
+    Soon(RelPath),
+}
+
 /// A folder of kept files (conflict copies or versions) and how it names
 /// them.
 struct Shelf {
@@ -387,17 +396,28 @@ impl Core {
                 (p, s)
             })
             .collect();
-        // What the files at these paths held, by inode, before this batch
-        // changes them, and at the paths to look at soon (a rename into a
-        // new folder is seen in two batches): one that shows up under
-        // another name (a rename) is not read and hashed again.
-        let soon = (self.pending.len() <= MAX_RENAME_CANDIDATES).then_some(self.pending.keys());
-        self.moved_away = seen
+        // Where a file that shows up under another name (a rename) may
+        // come from, so that it is not read and hashed again: a file this
+        // batch finds gone (its content is kept here: the batch replaces
+        // its record), or one at a path to look at soon (a rename into a
+        // new folder is seen in two batches; its record is read when a
+        // new name matches).
+        let gone = seen
             .iter()
-            .map(|(p, _)| p)
-            .chain(soon.into_iter().flatten())
-            .filter_map(|p| self.indexed_content(p))
-            .collect();
+            .filter(|(_, s)| matches!(s, Ok(Seen::Absent | Seen::Other)))
+            .filter_map(|(p, _)| {
+                let (st, h) = self.indexed_content(p)?;
+                Some((st.inode, (st, Moved::Gone(h))))
+            });
+        let soon = (self.pending.len() <= MAX_RENAME_CANDIDATES)
+            .then_some(self.pending.keys())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let st = self.index.get(p)?.stat?;
+                Some((st.inode, (st, Moved::Soon(p.clone()))))
+            });
+        self.moved_away = soon.chain(gone).collect();
         let mut covered: Option<RelPath> = None;
         for (p, stat) in seen {
             // A directory rescanned in this batch already covered its children.
@@ -424,8 +444,8 @@ impl Core {
         self.moved_away.clear();
     }
 
-    /// The inode, stat and content of the file indexed at `p`, if any.
-    fn indexed_content(&self, p: &RelPath) -> Option<(u64, (LocalStat, Hashed))> {
+    /// The stat and content of the file indexed at `p`, if any.
+    fn indexed_content(&self, p: &RelPath) -> Option<(LocalStat, Hashed)> {
         let r = self.index.get(p)?;
         let st = r.stat.filter(|_| r.entry.is_live_file())?;
         let h = Hashed {
@@ -433,7 +453,7 @@ impl Core {
             hash: r.entry.hash,
             blocks: r.entry.blocks.clone(),
         };
-        Some((st.inode, (st, h)))
+        Some((st, h))
     }
 
     /// The content of a file with stat `st`, when it is a file indexed
@@ -441,8 +461,17 @@ impl Core {
     /// [`Core::process_due`]): the same inode, size and mtime, the test by
     /// which an unchanged file goes unread.
     fn known_content(&self, st: &LocalStat) -> Option<Hashed> {
-        let (was, h) = self.moved_away.get(&st.inode)?;
-        (was.size == st.size && was.mtime_ns == st.mtime_ns).then(|| h.clone())
+        let (was, from) = self.moved_away.get(&st.inode)?;
+        if was.size != st.size || was.mtime_ns != st.mtime_ns {
+            return None;
+        }
+        match from {
+            Moved::Gone(h) => Some(h.clone()),
+            Moved::Soon(p) => self
+                .indexed_content(p)
+                .filter(|(now, _)| now == was)
+                .map(|(_, h)| h),
+        }
     }
 
     /// A path could not be looked at (EACCES, EMFILE, EIO...): that is not

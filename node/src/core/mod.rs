@@ -496,9 +496,9 @@ pub struct Core {
     /// Queued changes that wait for a transfer to finish (see
     /// [`Core::wait`]), looked at again when one does.
     waiting: HashSet<RelPath>,
-    /// Files that left a path in the batch of changes being looked at, by
-    /// inode, with their stat and content (see [`Core::process_due`]).
-    moved_away: HashMap<u64, (crate::index::LocalStat, tandem_common::hashing::Hashed)>,
+    /// Files that may show up under another name in the batch of changes
+    /// being looked at, by inode (see [`Core::process_due`]).
+    moved_away: HashMap<u64, (crate::index::LocalStat, local::Moved)>,
     /// Paths that could not be read, with the attempts so far (backoff).
     io_retries: HashMap<RelPath, u32>,
     /// When the whole tree is next compared with the index.
