@@ -315,7 +315,8 @@ impl Drop for Given {
 }
 
 /// Writes small files whose content `from` sent with their entries, like
-/// a fetched batch (verified, one `syncfs`), without asking anyone.
+/// a fetched batch (verified, made durable; see [`write_batch`]), without
+/// asking anyone.
 pub async fn write_given(
     files: Vec<(FileEntry, PathBuf, Given)>,
     from: NodeId,
