@@ -298,18 +298,24 @@ impl Index {
 
     /// Entries changed after sequence `since`, oldest first, up to roughly
     /// `max_bytes` (at least one entry), leaving out those taken unchanged
-    /// from `peer`. They are in their wire form: without long block lists
-    /// (see [`blocklist::for_wire`]); the index keeps them whole. Also returns the last sequence covered.
+    /// from `peer`, and none above `upto_max` (what is written to the store).
+    /// They are in their wire form: without long block lists (see
+    /// [`blocklist::for_wire`]); the index keeps them whole. Also returns
+    /// the last sequence covered.
     pub fn entries_since(
         &self,
         since: u64,
+        upto_max: u64,
         max_bytes: usize,
         peer: Option<NodeId>,
     ) -> (Vec<(u64, FileEntry)>, u64) {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut upto = since;
-        for (seq, path) in self.by_seq.range(since + 1..) {
+        if upto_max <= since {
+            return (out, upto);
+        }
+        for (seq, path) in self.by_seq.range(since + 1..=upto_max) {
             upto = *seq;
             let Some(r) = self.records.get(path) else {
                 continue;
@@ -858,15 +864,19 @@ mod tests {
         ix.observe_file(&p("b"), stat(2, 1, 1), &h);
         ix.observe_file(&p("a"), stat(1, 1, 2), &h);
         let got: Vec<(u64, String)> = ix
-            .entries_since(0, usize::MAX, None)
+            .entries_since(0, u64::MAX, usize::MAX, None)
             .0
             .into_iter()
             .map(|(s, e)| (s, e.path.to_string()))
             .collect();
         assert_eq!(got, vec![(2, "b".into()), (3, "a".into())]);
-        assert_eq!(ix.entries_since(2, usize::MAX, None).0.len(), 1);
+        assert_eq!(ix.entries_since(2, u64::MAX, usize::MAX, None).0.len(), 1);
+        // Nothing above what the store holds.
+        let (capped, upto) = ix.entries_since(0, 2, usize::MAX, None);
+        assert_eq!((capped.len(), capped[0].0, upto), (1, 2, 2));
+        assert_eq!(ix.entries_since(2, 2, usize::MAX, None), (vec![], 2));
         assert_eq!(
-            ix.entries_since(0, 1, None).0.len(),
+            ix.entries_since(0, u64::MAX, 1, None).0.len(),
             1,
             "at least one entry per batch"
         );
@@ -880,8 +890,11 @@ mod tests {
         ix.record_remote(remote, None, Some(peer));
         assert_eq!(ix.get(&p("c")).unwrap().seq, 4);
         // Not echoed to the peer it came from, but the sequence still advances.
-        assert_eq!(ix.entries_since(3, usize::MAX, Some(peer)), (vec![], 4));
-        assert_eq!(ix.entries_since(3, usize::MAX, None).0.len(), 1);
+        assert_eq!(
+            ix.entries_since(3, u64::MAX, usize::MAX, Some(peer)),
+            (vec![], 4)
+        );
+        assert_eq!(ix.entries_since(3, u64::MAX, usize::MAX, None).0.len(), 1);
         // The clock moved past the remote counter: our next change dominates.
         ix.observe_file(&p("c"), stat(9, 1, 9), &h);
         assert_eq!(ix.get(&p("c")).unwrap().entry.version.get(ix.me()), 41);

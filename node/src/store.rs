@@ -301,64 +301,50 @@ impl Store {
     /// Writes a batch in one transaction: changed records, peer progress,
     /// and additions/removals of pending downloads.
     pub fn save_batch(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
-        if batch.records.is_empty()
-            && batch.peers.is_empty()
-            && batch.wanted.is_empty()
-            && batch.unwanted.is_empty()
-            && batch.forgotten.is_empty()
-            && batch.identities.is_empty()
-            && batch.held.is_none()
-        {
+        self.write_encoded(Encoded::of(batch)?)
+    }
+
+    /// Writes a batch encoded by [`Encoded::of`] in one transaction (the
+    /// encoding can be done on one thread and the writing on another).
+    pub fn write_encoded(&mut self, batch: Encoded) -> Result<(), StoreError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
         {
-            let enc = |path: &str, v: &dyn erased::Encode| {
-                v.encode().map_err(|e| StoreError::Corrupt {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })
-            };
             let mut stmt =
                 tx.prepare_cached("INSERT OR REPLACE INTO identities(id, record) VALUES (?1, ?2)")?;
-            for i in batch.identities {
-                stmt.execute(params![
-                    i.id.as_bytes().as_slice(),
-                    enc("identity", *i)?.as_ref()
-                ])?;
+            for (id, blob) in &batch.identities {
+                stmt.execute(params![id.as_bytes().as_slice(), blob.as_ref()])?;
             }
-            if let Some(held) = batch.held {
+            if let Some(held) = &batch.held {
                 tx.execute("DELETE FROM held", [])?;
                 let mut stmt = tx.prepare_cached("INSERT INTO held(item) VALUES (?1)")?;
                 for h in held {
-                    stmt.execute([enc(h.info.path.as_str(), h)?.as_ref()])?;
+                    stmt.execute([h.as_ref()])?;
                 }
             }
             let mut stmt = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
-            for p in batch.forgotten {
+            for p in &batch.forgotten {
                 stmt.execute([p.as_str()])?;
             }
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO peers(id, seq, name) VALUES (?1, ?2, ?3)",
             )?;
-            for (id, seq, name) in batch.peers {
+            for (id, seq, name) in &batch.peers {
                 stmt.execute(params![id.0.as_bytes().as_slice(), *seq as i64, name])?;
             }
             let mut stmt =
                 tx.prepare_cached("INSERT OR REPLACE INTO needed(path, wanted) VALUES (?1, ?2)")?;
-            for w in batch.wanted {
-                let blob = codec::encode_stored(w).map_err(|e| StoreError::Corrupt {
-                    path: w.entry.path.to_string(),
-                    reason: e.to_string(),
-                })?;
-                stmt.execute(params![w.entry.path.as_str(), blob.as_ref()])?;
+            for (path, blob) in &batch.wanted {
+                stmt.execute(params![path.as_str(), blob.as_ref()])?;
             }
             let mut stmt = tx.prepare_cached("DELETE FROM needed WHERE path = ?1")?;
-            for p in batch.unwanted {
+            for p in &batch.unwanted {
                 stmt.execute([p.as_str()])?;
             }
         }
-        Self::write_records(&tx, batch.records)?;
+        Self::write_rows(&tx, &batch.records)?;
         tx.commit()?;
         Ok(())
     }
@@ -378,29 +364,121 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         records: &[&Record],
     ) -> Result<(), StoreError> {
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO files(path, seq, entry, inode, size, mtime_ns, mode)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for r in records {
-                let blob = codec::encode_stored(&r.entry).map_err(|e| StoreError::Corrupt {
-                    path: r.entry.path.to_string(),
-                    reason: e.to_string(),
-                })?;
-                let s = r.stat.as_ref();
-                stmt.execute(params![
-                    r.entry.path.as_str(),
-                    r.seq as i64,
-                    blob.as_ref(),
-                    s.map(|s| s.inode as i64),
-                    s.map(|s| s.size as i64),
-                    s.map(|s| s.mtime_ns),
-                    s.map(|s| s.mode as i64),
-                ])?;
-            }
+        let rows = records
+            .iter()
+            .map(|r| RecordRow::of(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::write_rows(tx, &rows)
+    }
+
+    fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &[RecordRow]) -> Result<(), StoreError> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO files(path, seq, entry, inode, size, mtime_ns, mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in rows {
+            let s = r.stat.as_ref();
+            stmt.execute(params![
+                r.path.as_str(),
+                r.seq as i64,
+                r.entry.as_ref(),
+                s.map(|s| s.inode as i64),
+                s.map(|s| s.size as i64),
+                s.map(|s| s.mtime_ns),
+                s.map(|s| s.mode as i64),
+            ])?;
         }
         Ok(())
+    }
+}
+
+/// One index record, encoded for its row.
+struct RecordRow {
+    path: RelPath,
+    seq: u64,
+    entry: bytes::Bytes,
+    stat: Option<crate::index::LocalStat>,
+}
+
+impl RecordRow {
+    fn of(r: &Record) -> Result<RecordRow, StoreError> {
+        Ok(RecordRow {
+            path: r.entry.path.clone(),
+            seq: r.seq,
+            entry: encode(r.entry.path.as_str(), &r.entry)?,
+            stat: r.stat,
+        })
+    }
+}
+
+/// Encodes `v` for the store; a failure names `what`.
+fn encode(what: &str, v: &impl serde::Serialize) -> Result<bytes::Bytes, StoreError> {
+    codec::encode_stored(v).map_err(|e| StoreError::Corrupt {
+        path: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A [`Batch`] encoded, owning its bytes: it can be handed to another
+/// thread to write while the one that made it goes on.
+#[derive(Default)]
+pub struct Encoded {
+    records: Vec<RecordRow>,
+    peers: Vec<(NodeId, u64, String)>,
+    wanted: Vec<(RelPath, bytes::Bytes)>,
+    unwanted: Vec<RelPath>,
+    forgotten: Vec<RelPath>,
+    identities: Vec<(uuid::Uuid, bytes::Bytes)>,
+    held: Option<Vec<bytes::Bytes>>,
+}
+
+impl Encoded {
+    /// Encodes `batch`.
+    pub fn of(batch: &Batch<'_>) -> Result<Encoded, StoreError> {
+        Ok(Encoded {
+            records: batch
+                .records
+                .iter()
+                .map(|r| RecordRow::of(r))
+                .collect::<Result<_, _>>()?,
+            peers: batch.peers.to_vec(),
+            wanted: batch
+                .wanted
+                .iter()
+                .map(|w| Ok((w.entry.path.clone(), encode(w.entry.path.as_str(), *w)?)))
+                .collect::<Result<_, StoreError>>()?,
+            unwanted: batch.unwanted.to_vec(),
+            forgotten: batch.forgotten.to_vec(),
+            identities: batch
+                .identities
+                .iter()
+                .map(|i| Ok((i.id, encode("identity", *i)?)))
+                .collect::<Result<_, StoreError>>()?,
+            held: batch
+                .held
+                .map(|held| {
+                    held.iter()
+                        .map(|h| encode(h.info.path.as_str(), h))
+                        .collect::<Result<_, _>>()
+                })
+                .transpose()?,
+        })
+    }
+
+    /// How many index records it holds.
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.peers.is_empty()
+            && self.wanted.is_empty()
+            && self.unwanted.is_empty()
+            && self.forgotten.is_empty()
+            && self.identities.is_empty()
+            && self.held.is_none()
     }
 }
 
@@ -421,20 +499,6 @@ pub struct Batch<'a> {
     pub identities: &'a [&'a IdentityRecord],
     /// The whole list of held remote changes, when it changed.
     pub held: Option<&'a [Held]>,
-}
-
-/// Object-safe encoding for the batch writer.
-mod erased {
-    /// Anything serializable, encoded with the wire codec.
-    pub trait Encode {
-        /// The encoded bytes.
-        fn encode(&self) -> Result<bytes::Bytes, tandem_common::codec::CodecError>;
-    }
-    impl<T: serde::Serialize> Encode for T {
-        fn encode(&self) -> Result<bytes::Bytes, tandem_common::codec::CodecError> {
-            tandem_common::codec::encode_stored(self)
-        }
-    }
 }
 
 /// A remote version this node has decided to take but not yet applied

@@ -24,6 +24,7 @@ use tandem_common::proto::{BlockListPart, FileData};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::Semaphore;
 
+use crate::index::LocalStat;
 use crate::links::{LinkHandle, Links};
 #[cfg(doc)]
 use crate::links::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
@@ -70,6 +71,10 @@ pub struct Job {
 pub struct Done {
     /// The temp file holding the verified content.
     pub tmp: PathBuf,
+    /// Its stat, taken by the writer after its last change (mode, mtime):
+    /// what is recorded once it is in place (a rename keeps all of it), so
+    /// the core does not look at it again.
+    pub stat: LocalStat,
     /// Bytes received over the network.
     pub bytes_received: u64,
     /// Bytes reused from local files.
@@ -239,15 +244,17 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
     }
     let (mode, mtime) = (entry.mode, entry.mtime_ns);
     let f = file.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let stat = tokio::task::spawn_blocking(move || -> std::io::Result<LocalStat> {
         set_mode_and_mtime(&f, mode, mtime)?;
-        f.sync_all()
+        f.sync_all()?;
+        Ok(crate::scan::local_stat(&f.metadata()?))
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("cannot finish temp file: {e}"))?;
     Ok(Done {
         tmp: job.tmp,
+        stat,
         bytes_received: received,
         bytes_reused: reused,
         from,
@@ -408,8 +415,9 @@ async fn written_batch(
     written
         .into_iter()
         .map(|r| {
-            r.map(|(tmp, size)| Done {
+            r.map(|(tmp, size, stat)| Done {
                 tmp,
+                stat,
                 bytes_received: size,
                 bytes_reused: 0,
                 from: Some(peer),
@@ -421,11 +429,11 @@ async fn written_batch(
 
 /// Writes and verifies each answered file into its temp file, then makes
 /// them durable: an fsync each when they are few, else one `syncfs` (see
-/// [`FSYNC_EACH_MAX`]). Returns (temp file, size) per file.
+/// [`FSYNC_EACH_MAX`]). Returns (temp file, size, its stat) per file.
 fn write_batch(
     files: Vec<(FileEntry, PathBuf)>,
     data: Vec<Result<FileData, String>>,
-) -> Vec<Result<(PathBuf, u64), Failure>> {
+) -> Vec<Result<(PathBuf, u64, LocalStat), Failure>> {
     let mut out = Vec::with_capacity(files.len());
     // The files written, while few enough to fsync one by one.
     let mut written: Vec<File> = Vec::new();
@@ -441,7 +449,7 @@ fn write_batch(
                     ),
                 ));
             }
-            let f = write_temp(&tmp, &bytes, entry.mode, entry.mtime_ns)
+            let (f, stat) = write_temp(&tmp, &bytes, entry.mode, entry.mtime_ns)
                 .map_err(|e| format!("cannot write temp file {}: {e}", tmp.display()))?;
             count += 1;
             if count > FSYNC_EACH_MAX {
@@ -449,7 +457,7 @@ fn write_batch(
                 written.truncate(1);
             }
             written.push(f);
-            Ok((tmp.clone(), entry.size))
+            Ok((tmp.clone(), entry.size, stat))
         });
         if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -463,7 +471,7 @@ fn write_batch(
     };
     if let Err(e) = synced {
         for r in &mut out {
-            if let Ok((tmp, _)) = r {
+            if let Ok((tmp, _, _)) = r {
                 let _ = std::fs::remove_file(&*tmp);
                 *r = Err(Failure::from(format!("cannot sync the temp files: {e}")));
             }
@@ -479,8 +487,14 @@ fn write_batch(
 /// file does not wait for that.
 const FSYNC_EACH_MAX: usize = 4;
 
-/// Creates `tmp` with `bytes`, permission bits and mtime (not synced).
-fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, mtime_ns: i64) -> std::io::Result<File> {
+/// Creates `tmp` with `bytes`, permission bits and mtime (not synced);
+/// returns it open, and its stat.
+fn write_temp(
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+    mtime_ns: i64,
+) -> std::io::Result<(File, LocalStat)> {
     let mut f = match File::create(tmp) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = tmp.parent() {
@@ -492,7 +506,8 @@ fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, mtime_ns: i64) -> std::io::Re
     };
     f.write_all(bytes)?;
     set_mode_and_mtime(&f, mode, mtime_ns)?;
-    Ok(f)
+    let stat = crate::scan::local_stat(&f.metadata()?);
+    Ok((f, stat))
 }
 
 /// Flushes everything written to the filesystem holding `f` to disk.

@@ -1662,10 +1662,12 @@ impl Sim {
         let cursor = link.cursor[dir];
         self.flush(from);
         let peer = self.nodes[to].id;
-        let (batch, upto) =
-            self.nodes[from]
-                .index
-                .entries_since(cursor, entries.max(1) * 128, Some(peer));
+        let (batch, upto) = self.nodes[from].index.entries_since(
+            cursor,
+            u64::MAX,
+            entries.max(1) * 128,
+            Some(peer),
+        );
         if upto <= cursor {
             return false;
         }

@@ -291,8 +291,10 @@ impl Core {
             }
             self.keep_conflict(l, from)?;
         }
+        // The folder is made only when the rename finds it missing (most
+        // files land in folders that exist: a look and a failing mkdir
+        // each, saved).
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
         }
         if !keep_ours_as_conflict
@@ -339,9 +341,19 @@ impl Core {
         // place (a rename keeps inode, size, mtime and mode): a write that
         // lands right after the rename then differs from it and is seen as
         // a local change, instead of being recorded as ours.
-        let st = std::fs::symlink_metadata(&done.tmp).map(|m| scan::local_stat(&m))?;
+        let st = done.stat;
         let keeper = self.keeper(path, from);
-        if let Some(mtime_ns) = place(&done.tmp, &full, expect, entry.mtime_ns, &keeper)? {
+        let placed = match place(&done.tmp, &full, expect, entry.mtime_ns, &keeper) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Its folder is missing (a temp file gone would fail again).
+                if let Some(parent) = full.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                place(&done.tmp, &full, expect, entry.mtime_ns, &keeper)
+            }
+            r => r,
+        };
+        if let Some(mtime_ns) = placed? {
             // Someone wrote the file between our last look and the swap:
             // a change we never indexed. Keep it; the fetched one is in
             // place (the peer's version beat what we knew of).

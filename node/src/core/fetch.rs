@@ -239,11 +239,14 @@ impl Core {
         peers
     }
 
-    /// A fresh temp file name in the state folder.
-    pub(super) fn temp_path(&self) -> PathBuf {
+    /// A fresh temp file name in the state folder. A counter suffices (the
+    /// folder is this node's alone and emptied at start) and costs no
+    /// system call for randomness per file.
+    pub(super) fn temp_path(&mut self) -> PathBuf {
+        self.temp_seq += 1;
         self.state_dir
             .join("tmp")
-            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+            .join(format!("{}.part", self.temp_seq))
     }
 
     /// A fresh name in the state folder for a file a delete sets aside

@@ -26,7 +26,7 @@ use crate::engine;
 use crate::index::{ChangeKind, Index};
 use crate::links::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 use crate::scan::{self, HashError, Seen};
-use crate::store::{Batch, Store, Wanted};
+use crate::store::{Batch, Encoded, Store, Wanted};
 use crate::transfer::{self, BlockSource};
 use crate::watch::{Hint, WatchMsg};
 
@@ -38,6 +38,7 @@ pub mod mirror;
 mod names;
 mod queries;
 mod remote;
+mod saver;
 
 pub use crate::clock::{file_time, now_ns};
 pub use apply::move_file;
@@ -78,6 +79,8 @@ pub const VERIFY_EVERY: Duration = Duration::from_secs(3600);
 pub enum CoreMsg {
     /// From the filesystem watcher.
     Watch(WatchMsg),
+    /// The store writer wrote the batch that ends at this sequence number.
+    Saved(u64),
     /// The file table, for a client.
     List(oneshot::Sender<Vec<ListedFile>>),
     /// This node's files for a merged table.
@@ -480,7 +483,14 @@ pub struct Core {
     root: PathBuf,
     state_dir: PathBuf,
     name: String,
-    store: Store,
+    /// The store, while the core writes it itself (at start and at the
+    /// end); in between the saver thread has it.
+    store: Option<Store>,
+    saver: Option<saver::Saver>,
+    /// The highest sequence number known to be written to the store:
+    /// peers are sent nothing above it (a crash must not renumber what a
+    /// peer has seen).
+    saved_seq: u64,
     index: Index,
     /// Paths to look at again, and when.
     pending: HashMap<RelPath, Instant>,
@@ -509,6 +519,8 @@ pub struct Core {
     /// Batches of given content being written (see [`MAX_GIVEN_WRITES`]).
     given_writes: Arc<std::sync::atomic::AtomicUsize>,
     dirs_to_sync: HashSet<PathBuf>,
+    /// The last temp file number given out (see [`Core::temp_path`]).
+    temp_seq: u64,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
     /// Block list requests running (see [`MAX_LIST_FETCHES`]).
@@ -615,7 +627,9 @@ impl Core {
             state_dir,
             name,
             index: Index::new(me, records),
-            store,
+            store: Some(store),
+            saver: None,
+            saved_seq: 0,
             pending: HashMap::new(),
             io,
             peers,
@@ -634,6 +648,7 @@ impl Core {
             given_held: Arc::default(),
             given_writes: Arc::default(),
             dirs_to_sync: HashSet::new(),
+            temp_seq: 0,
             running: 0,
             lists_running: 0,
             locks: Default::default(),
@@ -666,6 +681,7 @@ impl Core {
                 n.sources = sources;
             }
         }
+        core.saved_seq = core.index.seq();
         Ok(core)
     }
 
@@ -698,7 +714,10 @@ impl Core {
     /// that is no longer receive-only sends what it withheld.
     pub fn mode(mut self, mode: engine::Mode) -> Self {
         self.mode = mode;
-        let since = self.store.receive_only_since().unwrap_or_else(|e| {
+        let Some(store) = self.store.as_mut() else {
+            return self;
+        };
+        let since = store.receive_only_since().unwrap_or_else(|e| {
             tracing::error!("cannot read the receive-only mark in the state folder: {e}");
             None
         });
@@ -706,7 +725,7 @@ impl Core {
             (engine::Mode::ReceiveOnly, Some(c)) => self.index.withhold_above(Some(c)),
             (engine::Mode::ReceiveOnly, None) => {
                 let c = self.index.clock();
-                if let Err(e) = self.store.set_receive_only_since(Some(c)) {
+                if let Err(e) = store.set_receive_only_since(Some(c)) {
                     tracing::error!("cannot save the receive-only mark in the state folder: {e}");
                 }
                 self.index.withhold_above(Some(c));
@@ -732,13 +751,13 @@ impl Core {
                 // Saved before the mark goes: a crash in between must not
                 // leave them numbered below what peers have already seen.
                 let records = self.index.take_dirty();
-                if let Err(e) = self.store.save(&records) {
+                if let Err(e) = store.save(&records) {
                     tracing::error!(
                         "cannot save the changes made while receive-only ({e}); they are sent once this succeeds at a later start"
                     );
                     return self;
                 }
-                if let Err(e) = self.store.set_receive_only_since(None) {
+                if let Err(e) = store.set_receive_only_since(None) {
                     tracing::error!("cannot clear the receive-only mark in the state folder: {e}");
                 }
             }
@@ -829,8 +848,22 @@ impl Core {
         }
         // The start-up scan's temporary buffers are freed now; hand the
         // memory back instead of keeping it for the node's lifetime.
-        self.store.release_memory();
+        if let Some(store) = self.store.as_ref() {
+            store.release_memory();
+        }
         crate::metrics::release_memory();
+        // From here on the store is written beside the core.
+        if let Some(store) = self.store.take() {
+            match saver::Saver::start(store, self.io.tx.clone()) {
+                Ok(s) => self.saver = Some(s),
+                Err((store, e)) => {
+                    tracing::error!(
+                        "cannot start the store writer thread ({e}); the core writes the store itself"
+                    );
+                    self.store = Some(store);
+                }
+            }
+        }
         tracing::info!(
             "indexed {} in {:.2?}: {} entries, {n} changed since last run",
             self.root.display(),
@@ -896,6 +929,16 @@ impl Core {
                 self.start_transfers();
             }
             self.flush();
+        }
+        // The last batches: the writer finishes its own and gives the
+        // store back for what gathered meanwhile.
+        if let Some(saver) = self.saver.take() {
+            self.store = saver.stop();
+            if self.store.is_none() {
+                tracing::error!(
+                    "the store writer thread died; the last changes are not saved (the next start scans the folder again)"
+                );
+            }
         }
         self.flush();
         tracing::info!("index saved; core stopped");
@@ -1011,7 +1054,9 @@ impl Core {
                     // assumed to be there.
                     self.index.forget_origin_of(peer);
                 }
-                let (mut entries, upto) = self.index.entries_since(since, max_bytes, Some(peer));
+                let (mut entries, upto) =
+                    self.index
+                        .entries_since(since, self.saved_seq, max_bytes, Some(peer));
                 // What is ignored here is never sent.
                 entries.retain(|(_, e)| !self.is_ignored(&e.path, e.kind == EntryKind::Dir));
                 let _ = reply.send((entries, upto));
@@ -1039,6 +1084,12 @@ impl Core {
                 let _ = reply.send(r);
             }
             CoreMsg::TransfersDone(results) => self.on_transfers_done(results),
+            CoreMsg::Saved(seq) => {
+                if let Some(s) = self.saver.as_mut() {
+                    s.busy = false;
+                }
+                self.saved(seq);
+            }
             CoreMsg::BlockList {
                 path,
                 version,
@@ -1049,14 +1100,16 @@ impl Core {
         true
     }
 
+    /// Hands what changed to the store writer (or writes it here when
+    /// there is none). While the writer is busy, changes gather for the
+    /// next batch: its [`CoreMsg::Saved`] brings the core back here.
     fn flush(&mut self) {
-        // Directory entries of renamed-in files first: a crash after the
-        // index commit must not find the rename undone.
-        for d in self.dirs_to_sync.drain() {
-            if let Ok(f) = std::fs::File::open(&d) {
-                let _ = f.sync_all();
-            }
+        if self.saver.as_ref().is_some_and(|s| s.busy) {
+            return;
         }
+        // Directory entries of renamed-in files are synced before the
+        // index commit: a crash after it must not find the rename undone.
+        let dirs: Vec<PathBuf> = self.dirs_to_sync.drain().collect();
         let forgotten = self.index.take_forgotten();
         let records = self.index.take_dirty();
         for r in &records {
@@ -1093,17 +1146,45 @@ impl Core {
             identities: &identities,
             held: held.as_deref(),
         };
-        if let Err(e) = self.store.save_batch(&batch) {
+        let encoded = Encoded::of(&batch).unwrap_or_else(|e| {
             // Keep running: the disk is the truth, and the next start re-scans.
             tracing::error!("cannot save {n} index entries: {e}");
-        }
+            Encoded::default()
+        });
         let seq = self.index.seq();
+        let job = saver::Job {
+            dirs,
+            batch: encoded,
+            seq,
+        };
+        if job.dirs.is_empty() && job.batch.is_empty() {
+            self.saved(seq);
+        } else if let Some(s) = self.saver.as_mut() {
+            if let Err(n) = s.send(job) {
+                tracing::error!(
+                    "the store writer thread is gone; {n} index entries are not saved (the next start scans the folder again)"
+                );
+                self.saver = None;
+                self.saved(seq);
+            }
+        } else {
+            if let Some(store) = self.store.as_mut() {
+                saver::write(store, job);
+            }
+            self.saved(seq);
+        }
+        self.check_names();
+    }
+
+    /// Everything up to `seq` is in the store: peers may be sent it.
+    fn saved(&mut self, seq: u64) {
+        self.saved_seq = self.saved_seq.max(seq);
+        let seq = self.saved_seq;
         self.io.seq_tx.send_if_modified(|s| {
             let changed = *s != seq;
             *s = seq;
             changed
         });
-        self.check_names();
     }
 
     fn peer_name(&self, id: NodeId) -> String {
