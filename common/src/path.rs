@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,16 +62,19 @@ pub enum PathError {
 }
 
 /// A validated path relative to a node's synced directory.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RelPath(String);
+///
+/// Shared, not copied: the index keeps a path under several keys (by name,
+/// by sequence, by block), and a clone is a reference count, not a string.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RelPath(Arc<str>);
 
 impl RelPath {
     /// Validates `s` and wraps it.
     pub fn new(s: impl Into<String>) -> Result<Self, PathError> {
         let s = s.into();
         validate(&s)?;
-        Ok(RelPath(s))
+        Ok(RelPath(s.into()))
     }
 
     /// The path as a `/`-separated string.
@@ -80,7 +84,7 @@ impl RelPath {
 
     /// The path on disk under `root`.
     pub fn to_disk(&self, root: &Path) -> PathBuf {
-        root.join(&self.0)
+        root.join(&*self.0)
     }
 
     /// Turns `full` (a path under `root`, as a walker or watcher reports it)
@@ -109,7 +113,7 @@ impl RelPath {
 
     /// The parent directory, or `None` at the top level.
     pub fn parent(&self) -> Option<RelPath> {
-        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_string()))
+        self.0.rfind('/').map(|i| RelPath(self.0[..i].into()))
     }
 
     /// The last component.
@@ -120,7 +124,7 @@ impl RelPath {
     /// True if `self` is strictly inside the directory `dir`.
     pub fn is_inside(&self, dir: &RelPath) -> bool {
         self.0.len() > dir.0.len()
-            && self.0.starts_with(&dir.0)
+            && self.0.starts_with(&*dir.0)
             && self.0.as_bytes()[dir.0.len()] == b'/'
     }
 }
@@ -163,11 +167,17 @@ impl TryFrom<String> for RelPath {
 
 impl From<RelPath> for String {
     fn from(p: RelPath) -> String {
-        p.0
+        p.0.to_string()
     }
 }
 
-// Ord, Eq and Hash are derived from the inner String, so they agree with str's.
+impl Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+// Ord, Eq and Hash are derived from the inner str, so they agree with str's.
 impl std::borrow::Borrow<str> for RelPath {
     fn borrow(&self) -> &str {
         &self.0

@@ -12,6 +12,14 @@ use tandem_common::hashing::Hashed;
 use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
+/// The key of a block in [`Index::block_source`]'s map: the first 8 bytes
+/// of its hash.
+fn block_key(h: &ContentHash) -> u64 {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&h.0[..8]);
+    u64::from_le_bytes(k)
+}
+
 /// What the disk said about a file the last time it was indexed: if it still
 /// says the same, the content is not hashed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +68,9 @@ pub struct Index {
     by_seq: BTreeMap<u64, RelPath>,
     /// Where each block hash can be read locally (one place suffices; the
     /// reader verifies, so a stale location only costs a network fetch).
-    blocks: HashMap<ContentHash, (RelPath, u32)>,
+    /// Keyed by the hash's first 8 bytes (see [`block_key`]): a quarter of
+    /// the memory, and a prefix shared by chance is caught by the same check.
+    blocks: HashMap<u64, (RelPath, u32)>,
     /// A live file holding each whole content whose block list is not sent
     /// inline: a peer's entry for it (a rename, a copy) arrives without a
     /// list, and this file's list is the same. Only large files are here,
@@ -97,7 +107,7 @@ impl Index {
             seqs.push((r.seq, r.entry.path.clone()));
             if r.entry.is_live_file() {
                 for (i, b) in r.entry.blocks.iter().enumerate() {
-                    blocks.insert(*b, (r.entry.path.clone(), i as u32));
+                    blocks.insert(block_key(b), (r.entry.path.clone(), i as u32));
                 }
                 if !blocklist::sent_inline(r.entry.blocks.len()) {
                     by_content.insert(r.entry.hash, r.entry.path.clone());
@@ -246,7 +256,7 @@ impl Index {
         self.by_seq.insert(record.seq, path.clone());
         if record.entry.is_live_file() {
             for (i, b) in record.entry.blocks.iter().enumerate() {
-                self.blocks.insert(*b, (path.clone(), i as u32));
+                self.blocks.insert(block_key(b), (path.clone(), i as u32));
             }
             if !blocklist::sent_inline(record.entry.blocks.len()) {
                 self.by_content.insert(record.entry.hash, path.clone());
@@ -255,9 +265,10 @@ impl Index {
         self.records.insert(record.entry.path.clone(), record);
     }
 
-    /// A local place to read the block with hash `h`, if any.
+    /// A local place to read the block with hash `h`, if any. A place, not
+    /// a promise: the reader checks what it reads against `h`.
     pub fn block_source(&self, h: &ContentHash) -> Option<&(RelPath, u32)> {
-        self.blocks.get(h)
+        self.blocks.get(&block_key(h))
     }
 
     /// The complete block list of content `hash` of `size` bytes, if a live
