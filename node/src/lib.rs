@@ -109,20 +109,21 @@ pub async fn run(
     let shared_ignores = ignores::SharedIgnores::default();
     shared_ignores.set(Arc::new(ignored));
     let (tx, rx) = std::sync::mpsc::channel();
-    // Watch before the first scan, so nothing that happens during it is missed.
-    let (watcher, unwatched) = watch::start(
-        &cfg.dir,
-        &cfg.state_dir,
-        shared_ignores.clone(),
-        tx.clone(),
-        CoreMsg::Watch,
-    )
-        .with_context(|| {
-            format!(
-                "cannot watch {} (if the error mentions a limit, raise fs.inotify.max_user_watches / max_user_instances)",
-                cfg.dir.display()
-            )
-        })?;
+    // Watch before the first scan, so nothing that happens during it is
+    // missed. Watching lists every folder of the tree: that is done beside
+    // loading the index (below), and waited for before the core starts.
+    let watching = {
+        let (dir, state, ignores, tx) = (
+            cfg.dir.clone(),
+            cfg.state_dir.clone(),
+            shared_ignores.clone(),
+            tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name("tandem-watch-start".into())
+            .spawn(move || watch::start(&dir, &state, ignores, tx, CoreMsg::Watch))
+            .context("cannot start the thread that sets up the watches")?
+    };
     let links = links::Links::new(node_id);
     let (seq_tx, seq_rx) = tokio::sync::watch::channel(0);
     let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
@@ -158,22 +159,32 @@ pub async fn run(
         cfg.name.clone(),
         store,
         io,
-    )?
-    .verify_every(cfg.verify_every)
-    .ignores(
-        shared_ignores.clone(),
-        cfg.ignore.clone(),
-        watcher.control(),
-    )
-    .versions(cfg.versions)
-    .mode(cfg.mode)
-    .names(folds, fs_folds)
-    .unwatched(unwatched)
-    .locks(
-        locks
-            .mirror()
-            .context("cannot read the lock table in the state folder")?,
-    );
+    )?;
+    let (watcher, unwatched) = watching
+        .join()
+        .map_err(|_| anyhow::anyhow!("setting up the watches of {} failed", cfg.dir.display()))?
+        .with_context(|| {
+            format!(
+                "cannot watch {} (if the error mentions a limit, raise fs.inotify.max_user_watches / max_user_instances)",
+                cfg.dir.display()
+            )
+        })?;
+    let core = core
+        .verify_every(cfg.verify_every)
+        .ignores(
+            shared_ignores.clone(),
+            cfg.ignore.clone(),
+            watcher.control(),
+        )
+        .versions(cfg.versions)
+        .mode(cfg.mode)
+        .names(folds, fs_folds)
+        .unwatched(unwatched)
+        .locks(
+            locks
+                .mirror()
+                .context("cannot read the lock table in the state folder")?,
+        );
     let core_thread = std::thread::Builder::new()
         .name("tandem-core".into())
         .spawn(move || core.run(rx))

@@ -301,12 +301,12 @@ impl Store {
     /// Writes a batch in one transaction: changed records, peer progress,
     /// and additions/removals of pending downloads.
     pub fn save_batch(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
-        self.write_encoded(Encoded::of(batch)?)
+        self.write_encoded(&Encoded::of(batch)?)
     }
 
     /// Writes a batch encoded by [`Encoded::of`] in one transaction (the
     /// encoding can be done on one thread and the writing on another).
-    pub fn write_encoded(&mut self, batch: Encoded) -> Result<(), StoreError> {
+    pub fn write_encoded(&mut self, batch: &Encoded) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -513,7 +513,7 @@ pub struct Wanted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tandem_common::{ContentHash, EntryKind, VersionVector};
 
@@ -546,7 +546,8 @@ mod tests {
         assert!(s.needed().unwrap().is_empty());
     }
 
-    fn record(path: &str, seq: u64, deleted: bool) -> Record {
+    /// A file's record at `seq` (shared with other modules' tests).
+    pub(crate) fn record(path: &str, seq: u64, deleted: bool) -> Record {
         let mut version = VersionVector::new();
         version.set(NodeId::random(), seq);
         Record {

@@ -69,6 +69,9 @@ const SETTLE: Duration = Duration::from_millis(100);
 const QUICK: Duration = Duration::from_millis(3);
 /// A full scan logs each change only when there are at most this many.
 const LOG_EACH_LIMIT: usize = 20;
+/// How long the core waits before sending the store writer another batch
+/// after one could not be written.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Messages handled per pass before the core acts and commits.
 const DRAIN_LIMIT: usize = 1024;
 /// How often the whole tree is compared with the index when not told
@@ -79,8 +82,13 @@ pub const VERIFY_EVERY: Duration = Duration::from_secs(3600);
 pub enum CoreMsg {
     /// From the filesystem watcher.
     Watch(WatchMsg),
-    /// The store writer wrote the batch that ends at this sequence number.
-    Saved(u64),
+    /// The store writer is done with the batch it was given.
+    Saved {
+        /// The sequence number of the last batch written, if any was.
+        upto: Option<u64>,
+        /// A batch could not be written (it is tried again).
+        failing: bool,
+    },
     /// The file table, for a client.
     List(oneshot::Sender<Vec<ListedFile>>),
     /// This node's files for a merged table.
@@ -487,6 +495,10 @@ pub struct Core {
     /// end); in between the saver thread has it.
     store: Option<Store>,
     saver: Option<saver::Saver>,
+    /// Batches the core could not write itself (given to the saver).
+    unsaved: saver::Backlog,
+    /// Writing the store fails: the next batch is sent at this time.
+    store_retry_at: Option<Instant>,
     /// The highest sequence number known to be written to the store:
     /// peers are sent nothing above it (a crash must not renumber what a
     /// peer has seen).
@@ -629,6 +641,8 @@ impl Core {
             index: Index::new(me, records),
             store: Some(store),
             saver: None,
+            unsaved: Default::default(),
+            store_retry_at: None,
             saved_seq: 0,
             pending: HashMap::new(),
             io,
@@ -854,13 +868,16 @@ impl Core {
         crate::metrics::release_memory();
         // From here on the store is written beside the core.
         if let Some(store) = self.store.take() {
-            match saver::Saver::start(store, self.io.tx.clone()) {
+            let backlog = std::mem::take(&mut self.unsaved);
+            match saver::Saver::start(store, backlog, self.io.tx.clone()) {
                 Ok(s) => self.saver = Some(s),
-                Err((store, e)) => {
+                Err(failed) => {
+                    let (store, backlog, e) = *failed;
                     tracing::error!(
                         "cannot start the store writer thread ({e}); the core writes the store itself"
                     );
                     self.store = Some(store);
+                    self.unsaved = backlog;
                 }
             }
         }
@@ -892,6 +909,7 @@ impl Core {
                 .values()
                 .copied()
                 .chain(retry)
+                .chain(self.store_retry_at)
                 .chain([self.verify_at])
                 .chain(self.names.due())
                 .min()
@@ -933,13 +951,17 @@ impl Core {
         // The last batches: the writer finishes its own and gives the
         // store back for what gathered meanwhile.
         if let Some(saver) = self.saver.take() {
-            self.store = saver.stop();
-            if self.store.is_none() {
-                tracing::error!(
+            match saver.stop() {
+                Some((store, backlog)) => {
+                    self.store = Some(store);
+                    self.unsaved = backlog;
+                }
+                None => tracing::error!(
                     "the store writer thread died; the last changes are not saved (the next start scans the folder again)"
-                );
+                ),
             }
         }
+        self.store_retry_at = None;
         self.flush();
         tracing::info!("index saved; core stopped");
     }
@@ -1084,11 +1106,14 @@ impl Core {
                 let _ = reply.send(r);
             }
             CoreMsg::TransfersDone(results) => self.on_transfers_done(results),
-            CoreMsg::Saved(seq) => {
+            CoreMsg::Saved { upto, failing } => {
                 if let Some(s) = self.saver.as_mut() {
                     s.busy = false;
                 }
-                self.saved(seq);
+                if let Some(seq) = upto {
+                    self.saved(seq);
+                }
+                self.store_retry_at = failing.then(|| Instant::now() + STORE_RETRY);
             }
             CoreMsg::BlockList {
                 path,
@@ -1104,7 +1129,11 @@ impl Core {
     /// there is none). While the writer is busy, changes gather for the
     /// next batch: its [`CoreMsg::Saved`] brings the core back here.
     fn flush(&mut self) {
-        if self.saver.as_ref().is_some_and(|s| s.busy) {
+        let wait = self.saver.as_ref().is_some_and(|s| s.busy)
+            || self.store_retry_at.is_some_and(|t| t > Instant::now());
+        if wait {
+            // Its own timer must not spin the loop meanwhile.
+            self.check_names();
             return;
         }
         // Directory entries of renamed-in files are synced before the
@@ -1157,7 +1186,14 @@ impl Core {
             batch: encoded,
             seq,
         };
-        if job.dirs.is_empty() && job.batch.is_empty() {
+        // Nothing to write and nothing left unwritten: all is saved. (A
+        // failing store gets even an empty batch: the writer then tries
+        // its backlog again.)
+        let idle = job.dirs.is_empty()
+            && job.batch.is_empty()
+            && self.store_retry_at.is_none()
+            && self.unsaved.is_empty();
+        if idle {
             self.saved(seq);
         } else if let Some(s) = self.saver.as_mut() {
             if let Err(n) = s.send(job) {
@@ -1165,13 +1201,12 @@ impl Core {
                     "the store writer thread is gone; {n} index entries are not saved (the next start scans the folder again)"
                 );
                 self.saver = None;
+            }
+        } else if let Some(store) = self.store.as_mut() {
+            self.unsaved.push_back(job);
+            if let Some(seq) = saver::write_backlog(store, &mut self.unsaved) {
                 self.saved(seq);
             }
-        } else {
-            if let Some(store) = self.store.as_mut() {
-                saver::write(store, job);
-            }
-            self.saved(seq);
         }
         self.check_names();
     }
