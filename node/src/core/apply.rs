@@ -432,7 +432,36 @@ impl Core {
     ) -> std::io::Result<PathBuf> {
         let author = self.author_of(loser);
         let src = loser.path.to_disk(&self.root);
-        self.keep_aside(&src, &loser.path, &author, loser.mtime_ns, winner_peer)
+        let indexed = self.index.get(&loser.path).and_then(|r| r.stat);
+        let dest = crate::conflicts::aside_dest(
+            &self.conflicts_dir(),
+            &loser.path,
+            &author,
+            loser.mtime_ns,
+        )?;
+        move_file(&src, &dest)?;
+        // What was moved must be the loser: a write that landed between the
+        // decision and the move is a change not decided on yet (newest
+        // wins), so it goes back and the path is decided again.
+        let link = loser.live_link().is_some();
+        if !holds_indexed(&dest, indexed, loser.hash, link).unwrap_or(true) {
+            match rename2(&dest, &src, libc::RENAME_NOREPLACE) {
+                Ok(()) => {
+                    return Err(std::io::Error::other(
+                        "the file was changed here while the peer's version was being put in place; deciding again",
+                    ));
+                }
+                // A new file took the name meanwhile: both are the user's;
+                // the moved one stays kept (announced below).
+                Err(e) => tracing::warn!(
+                    "{}: changed here while being kept as a conflict copy, and the name was taken again ({e}); the change is kept as {}",
+                    loser.path,
+                    dest.display()
+                ),
+            }
+        }
+        self.announce_kept(&loser.path, &author, &dest, winner_peer);
+        Ok(dest)
     }
 
     /// The node that made version `e` (the one with the highest counter).
@@ -456,6 +485,12 @@ impl Core {
     ) -> std::io::Result<PathBuf> {
         let dest = crate::conflicts::aside_dest(&self.conflicts_dir(), path, author, mtime_ns)?;
         move_file(src, &dest)?;
+        self.announce_kept(path, author, &dest, winner_peer);
+        Ok(dest)
+    }
+
+    /// Counts, shows and logs a conflict whose loser was kept as `dest`.
+    fn announce_kept(&self, path: &RelPath, author: &str, dest: &Path, winner_peer: NodeId) {
         crate::metrics::Metrics::add(&self.io.metrics.conflicts, 1);
         self.io.events.emit(EventKind::Conflict {
             path: path.clone(),
@@ -470,7 +505,6 @@ impl Core {
             author,
             dest.display()
         );
-        Ok(dest)
     }
 
     /// Puts a verified temp file in place as `entry` (the engine has just
@@ -588,9 +622,7 @@ fn place(
     let Ok(out) = std::fs::symlink_metadata(tmp) else {
         return Ok(Some(0));
     };
-    let ours = out.file_type().is_file()
-        && (stat == Some(scan::local_stat(&out))
-            || scan::hash_file(tmp).is_ok_and(|(_, h)| h.hash == hash));
+    let ours = holds_indexed(tmp, stat, hash, false).unwrap_or(false);
     if ours {
         // Out of the tree: kept as a version (or removed).
         keeper.keep(tmp);
@@ -627,22 +659,7 @@ fn remove_checked(
     link: bool,
     keeper: &crate::versions::Keeper,
 ) -> std::io::Result<Option<PathBuf>> {
-    let ours = |p: &Path| -> std::io::Result<bool> {
-        let m = std::fs::symlink_metadata(p)?;
-        if m.file_type().is_symlink() != link {
-            // A file where our link was, or the other way round: changed.
-            return Ok(false);
-        }
-        if link {
-            // A link's hash is its target's.
-            return Ok(stat == Some(scan::local_stat(&m))
-                || scan::read_link(p)
-                    .is_ok_and(|t| tandem_common::ContentHash::of(t.as_bytes()) == hash));
-        }
-        Ok(m.file_type().is_file()
-            && (stat == Some(scan::local_stat(&m))
-                || scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash)))
-    };
+    let ours = |p: &Path| holds_indexed(p, stat, hash, link);
     let changed = || {
         std::io::Error::other(
             "it changed here since it was last looked at; deciding again (an edit beats a delete)",
@@ -692,6 +709,30 @@ pub(super) fn set_meta(full: &Path, entry: &FileEntry) -> std::io::Result<crate:
     ))?;
     filetime::set_file_handle_times(&f, None, Some(file_time(entry.mtime_ns)))?;
     Ok(scan::local_stat(&f.metadata()?))
+}
+
+/// True if what is at `p` is our indexed version: the same stat as when it
+/// was indexed (`stat`), or else the same content (`hash`; a link's hash is
+/// its target's). `link`: ours is a link, not a file.
+fn holds_indexed(
+    p: &Path,
+    stat: Option<crate::index::LocalStat>,
+    hash: tandem_common::ContentHash,
+    link: bool,
+) -> std::io::Result<bool> {
+    let m = std::fs::symlink_metadata(p)?;
+    if m.file_type().is_symlink() != link {
+        // A file where our link was, or the other way round: changed.
+        return Ok(false);
+    }
+    if link {
+        return Ok(stat == Some(scan::local_stat(&m))
+            || scan::read_link(p)
+                .is_ok_and(|t| tandem_common::ContentHash::of(t.as_bytes()) == hash));
+    }
+    Ok(m.file_type().is_file()
+        && (stat == Some(scan::local_stat(&m))
+            || scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash)))
 }
 
 /// `renameat2(2)` with `flags`.
@@ -762,6 +803,26 @@ mod tests {
 
     /// A write nobody indexed lands before the swap: an older one is kept
     /// aside (the peer's newer version goes in), a newer one stays.
+    #[test]
+    fn only_the_indexed_version_counts_as_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"indexed").unwrap();
+        let stat = Some(scan::local_stat(&std::fs::symlink_metadata(&p).unwrap()));
+        let hash = tandem_common::ContentHash::of(b"indexed");
+        assert!(holds_indexed(&p, stat, hash, false).unwrap());
+        // Touched: another stat, the same content.
+        set_mtime(&p, 1_000_000_000);
+        assert!(holds_indexed(&p, stat, hash, false).unwrap());
+        // Written over: not ours.
+        std::fs::write(&p, b"a newer write").unwrap();
+        assert!(!holds_indexed(&p, stat, hash, false).unwrap());
+        // A link where our file was: not ours either.
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("indexed", &p).unwrap();
+        assert!(!holds_indexed(&p, stat, hash, false).unwrap());
+    }
+
     #[test]
     fn an_unseen_write_is_kept_aside_when_older_and_stays_when_newer() {
         let dir = tempfile::tempdir().unwrap();
