@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# 20,000 x 4 KiB in 200 folders into an empty peer, each run on a freshly made
+# ext4 file system (a loop-mounted image), beside `cp -a` + `sync` of the same
+# tree on the same fresh file system. Needs root (mkfs, mount).
+#
+#   bench/fresh_fs.sh                          # target/release, 3 runs
+#   RUNS=5 BIN_DIRS="/a/release /b/release" bench/fresh_fs.sh   # A/B, alternating
+#
+# Why: on this machine kind, ext4 spends much of a small-file copy scanning
+# inodes freed in the last seconds (`recently_deleted` in the inode
+# allocator), so a run right after a tree was deleted is 2-3x slower, for
+# Tandem, rsync and cp alike; bench/sync.sh case 3 swings with it. A fresh
+# file system per run has none.
+#
+# Environment: RUNS=3, BIN_DIRS (space-separated; default target/release, not
+# built here), IMG=/var/tmp/tandem-fresh-fs.img (4 GiB sparse image),
+# MNT=/mnt/tandem-fresh-fs, TIMEOUT=300 (seconds per run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-3}
+BIN_DIRS=${BIN_DIRS:-$ROOT/target/release}
+IMG=${IMG:-/var/tmp/tandem-fresh-fs.img}
+MNT=${MNT:-/mnt/tandem-fresh-fs}
+TIMEOUT=${TIMEOUT:-300}
+SRC=$(mktemp -d /var/tmp/tandem-fresh-src.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    mountpoint -q "$MNT" && umount "$MNT"
+    rm -rf "$SRC" "$IMG"
+}
+trap cleanup EXIT
+[[ $(id -u) == 0 ]] || { echo "fresh_fs.sh: needs root (mkfs, mount)" >&2; exit 2; }
+python3 - "$SRC/tree" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(200):
+    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
+    for f in range(100):
+        with open(f"{root}/d{d:03}/f{f:03}.bin", "wb") as fh:
+            fh.write(os.urandom(4096))
+PY
+mkdir -p "$MNT"
+now() { date +%s.%N; }
+fresh() {
+    mountpoint -q "$MNT" && umount "$MNT"
+    truncate -s 4G "$IMG"
+    mkfs.ext4 -q -F "$IMG"
+    mount -o loop "$IMG" "$MNT"
+    cp -a "$SRC/tree" "$MNT/A"
+    sync
+}
+one_run() {
+    local bin=$1 w=$MNT
+    fresh
+    local t0 t1
+    t0=$(now); cp -a "$w/A" "$w/C"; sync; t1=$(now)
+    local cp_s; cp_s=$(echo "$t1 - $t0" | bc)
+    rm -rf "$w/C"; fresh  # the copy's inodes are not left recently freed
+    local ida idb pa pb
+    ida=$("$bin/tandem-node" --dir "$w/A" --state-dir "$w/SA" id 2>/dev/null | tail -1)
+    idb=$("$bin/tandem-node" --dir "$w/B" --state-dir "$w/SB" id 2>/dev/null | tail -1)
+    pa=$((20000 + RANDOM % 20000)); pb=$((pa + 1))
+    RUST_LOG=info NO_COLOR=1 "$bin/tandem-node" --dir "$w/A" --state-dir "$w/SA" \
+        --listen "127.0.0.1:$pa" --peer "$idb@127.0.0.1:$pb" >"$w/a.log" 2>&1 &
+    local apid=$!; PIDS+=("$apid")
+    local deadline=$(( $(date +%s) + TIMEOUT ))
+    until grep -q "indexed " "$w/a.log"; do
+        (( $(date +%s) < deadline )) || { echo "A never indexed" >&2; return 1; }
+        sleep 0.05
+    done
+    sync
+    t0=$(now)
+    RUST_LOG=info NO_COLOR=1 "$bin/tandem-node" --dir "$w/B" --state-dir "$w/SB" \
+        --listen "127.0.0.1:$pb" --peer "$ida@127.0.0.1:$pa" >"$w/b.log" 2>&1 &
+    local bpid=$!; PIDS+=("$bpid")
+    local n=0
+    until (( n >= 20000 )); do
+        (( $(date +%s) < deadline )) || { echo "only $n files reached B" >&2; return 1; }
+        sleep 0.05
+        n=$(grep -c "received " "$w/b.log" || true)
+    done
+    sync
+    t1=$(now)
+    kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
+    PIDS=()
+    local rss; rss=$(grep -o "rss [0-9.]* MiB" "$w/b.log" | tail -1 || true)
+    local files; files=$(find "$w/B" -type f -name 'f*.bin' | wc -l)
+    printf '%-40s cp -a + sync %6.2f s   tandem (B start to all on disk, synced) %6.2f s   %5.2fx   B files %d   last B sample: %s\n' \
+        "$bin" "$cp_s" "$(echo "$t1 - $t0" | bc)" "$(echo "($t1 - $t0) / $cp_s" | bc -l)" "$files" "${rss:-none}"
+}
+for ((r = 1; r <= RUNS; r++)); do
+    for b in $BIN_DIRS; do
+        echo -n "run $r: "
+        one_run "$b"
+    done
+done
