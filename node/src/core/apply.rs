@@ -448,7 +448,7 @@ impl Core {
             match rename2(&dest, &src, libc::RENAME_NOREPLACE) {
                 Ok(()) => {
                     return Err(std::io::Error::other(
-                        "the file was changed here while the peer's version was being put in place; deciding again",
+                        "the file was changed here while it was being kept as a conflict copy; deciding again",
                     ));
                 }
                 // A new file took the name meanwhile: both are the user's;
@@ -801,8 +801,6 @@ mod tests {
         filetime::set_file_mtime(p, t).unwrap();
     }
 
-    /// A write nobody indexed lands before the swap: an older one is kept
-    /// aside (the peer's newer version goes in), a newer one stays.
     #[test]
     fn only_the_indexed_version_counts_as_ours() {
         let dir = tempfile::tempdir().unwrap();
@@ -823,6 +821,8 @@ mod tests {
         assert!(!holds_indexed(&p, stat, hash, false).unwrap());
     }
 
+    /// A write nobody indexed lands before the swap: an older one is kept
+    /// aside (the peer's newer version goes in), a newer one stays.
     #[test]
     fn an_unseen_write_is_kept_aside_when_older_and_stays_when_newer() {
         let dir = tempfile::tempdir().unwrap();
