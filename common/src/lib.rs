@@ -7,6 +7,7 @@
 
 pub mod blocklist;
 pub mod codec;
+pub mod delta;
 pub mod display;
 pub mod hashing;
 pub mod identity;

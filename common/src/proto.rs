@@ -26,6 +26,9 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 15: part of a block: `PeerMessage::GetBlocks::bases` (the asker's older
+/// copy as chunk hashes), `BlockData::patch` (only the chunks that differ).
+/// A node of 14 is refused at hello like any other version.
 /// 14: small files' content travels inside the index message
 /// (`PeerMessage::Index::contents`, at most [`INLINE_MAX`] bytes a file).
 /// 13: one-way mirrors: `ClientRequest::Override`, `Revert`,
@@ -50,7 +53,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// Largest file whose content may travel inside an index message (the
 /// receiver installs it without asking: one crossing instead of three).
@@ -1512,6 +1515,10 @@ pub enum PeerMessage {
         hash: ContentHash,
         /// Block indexes wanted.
         blocks: Vec<u32>,
+        /// For some of `blocks`, the chunk hashes of the asker's older copy
+        /// of that block: only the chunks that differ are sent back (see
+        /// [`crate::delta`]). Each names a block of `blocks`, at most once.
+        bases: Vec<BlockBase>,
     },
     /// Ask for the whole content of several small files at once, so many
     /// small files cost one round trip instead of one each.
@@ -1626,13 +1633,29 @@ pub struct RaftEnvelope {
     pub body: Vec<u8>,
 }
 
-/// One block's bytes. Build it with [`BlockData::new`].
+/// The asker's older copy of one block, as chunk hashes (see
+/// [`crate::delta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockBase {
+    /// Block index in the file.
+    pub block: u32,
+    /// [`delta::chunk_hashes`](crate::delta::chunk_hashes) of the asker's
+    /// copy: at most [`CHUNKS_PER_BLOCK`](crate::delta::CHUNKS_PER_BLOCK).
+    pub chunks: Vec<u64>,
+}
+
+/// One block's bytes, or some of its chunks. Build it with
+/// [`BlockData::new`] or [`BlockData::chunks`].
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BlockData {
     /// Block index in the file.
     pub index: u32,
     /// Bytes in `bytes`.
     pub len: u32,
+    /// `None`: `bytes` is the whole block. `Some(mask)`: `bytes` holds
+    /// only the chunks whose bit is set, in order; the others are the same
+    /// as in the asker's base (only for a block asked with a base).
+    pub patch: Option<u32>,
     /// The bytes; the blocks of one answer travel together as the raw
     /// frame after it (see [`codec::Body`]).
     #[serde(skip)]
@@ -1645,7 +1668,16 @@ impl BlockData {
         BlockData {
             index,
             len: bytes.len() as u32,
+            patch: None,
             bytes,
+        }
+    }
+
+    /// The chunks in `mask` of block `index`, in order, in `bytes`.
+    pub fn chunks(index: u32, mask: u32, bytes: Bytes) -> Self {
+        BlockData {
+            patch: Some(mask),
+            ..BlockData::new(index, bytes)
         }
     }
 }
@@ -1732,7 +1764,15 @@ impl fmt::Debug for FileData {
 
 impl fmt::Debug for BlockData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlockData(#{}, {} bytes)", self.index, self.bytes.len())
+        match self.patch {
+            None => write!(f, "BlockData(#{}, {} bytes)", self.index, self.bytes.len()),
+            Some(m) => write!(
+                f,
+                "BlockData(#{}, chunks {m:#x}, {} bytes)",
+                self.index,
+                self.bytes.len()
+            ),
+        }
     }
 }
 

@@ -193,6 +193,7 @@ fn blocks_answer() -> PeerMessage {
         data: Ok(vec![
             BlockData::new(0, Bytes::from_static(b"first block ")),
             BlockData::new(3, Bytes::from_static(b"fourth")),
+            BlockData::chunks(5, 0b101, Bytes::from_static(b"two chunks")),
         ]),
     }
 }
@@ -268,6 +269,10 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                 path: path("dir/big.bin"),
                 hash: ContentHash::of(b"big"),
                 blocks: vec![0, 3, 17],
+                bases: vec![BlockBase {
+                    block: 17,
+                    chunks: vec![1, 2, u64::MAX],
+                }],
             },
         ),
         (

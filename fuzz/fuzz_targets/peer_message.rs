@@ -12,13 +12,17 @@
 //!   and unique, every path a valid `RelPath`;
 //! - the raw body that follows a `Blocks` answer (`codec::Body`): its length
 //!   is the sum of the blocks' lengths, and putting a body of that length
-//!   back gives each block exactly its bytes, in order.
+//!   back gives each block exactly its bytes, in order;
+//! - a block sent as some of its chunks (`BlockData::patch`) is put
+//!   together with an older copy, or refused, without panicking.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tandem_common::codec::Body;
+use tandem_common::delta;
+use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{FileSummary, PeerAnswer, PeerMessage, PeerQuery};
 use tandem_fuzz::{check_entry, check_path, check_version, round_trip};
 
@@ -59,6 +63,21 @@ fn check_summary(f: &FileSummary) {
     check_path(f.path.as_str());
 }
 
+/// Chunks sent for a block, put together with older copies of a few
+/// lengths: a patch is the block's length or an error.
+fn check_patch(mask: u32, sent: &[u8]) {
+    let full = BLOCK_SIZE as usize;
+    let base = vec![7u8; full];
+    for len in [0, 1, delta::CHUNK_SIZE + 1, full - 1, full, full + 1] {
+        for base in [&base[..], &base[..len.min(full) / 2]] {
+            if let Ok(block) = delta::patch(base, len, mask, sent) {
+                assert_eq!(block.len(), len);
+                assert_eq!(delta::masked_len(len, mask), Ok(sent.len()));
+            }
+        }
+    }
+}
+
 /// The `Body` contract of a decoded message.
 fn check_body(msg: &mut PeerMessage) {
     let announced = msg.body_len();
@@ -92,6 +111,9 @@ fn check_body(msg: &mut PeerMessage) {
         assert_eq!(b.bytes.len(), b.len as usize);
         assert_eq!(b.bytes, body.slice(at..at + b.len as usize));
         at += b.len as usize;
+        if let Some(mask) = b.patch {
+            check_patch(mask, &b.bytes);
+        }
     }
     let parts = msg.take_body();
     assert_eq!(

@@ -1222,7 +1222,10 @@ where
         let asked: Vec<usize> = want.iter().map(|&b| b as usize).collect();
         let got = match (&link, far) {
             // Over the link: the blocks travel as raw frames.
-            (Some(link), _) => link.get_blocks(path.clone(), file.hash, want).await,
+            (Some(link), _) => {
+                link.get_blocks(path.clone(), file.hash, want, Vec::new())
+                    .await
+            }
             (None, Some(node)) => far_blocks(ctx, node, path.clone(), file.hash, want).await,
             (None, None) => Err(format!("node {source} went away")),
         };

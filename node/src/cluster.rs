@@ -225,7 +225,8 @@ impl Answerer for NodeAnswerer {
                     if blocks.len() > MESH_BLOCKS {
                         return Err(format!("at most {MESH_BLOCKS} blocks per request"));
                     }
-                    let got = crate::peer::serve_blocks(&self.core, path, hash, blocks).await;
+                    let got =
+                        crate::peer::serve_blocks(&self.core, path, hash, blocks, Vec::new()).await;
                     Ok(PeerAnswer::Blocks(got.map(|b| {
                         b.into_iter()
                             .map(|b| InlineBlock {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tandem_common::proto::{
-    BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
+    BlockBase, BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
 };
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -102,18 +102,21 @@ impl LinkHandle {
         }
     }
 
-    /// Asks the peer for blocks of the version `hash` of `path`.
+    /// Asks the peer for blocks of the version `hash` of `path`; those
+    /// with a base come back as their changed chunks only.
     pub async fn get_blocks(
         &self,
         path: RelPath,
         hash: ContentHash,
         blocks: Vec<u32>,
+        bases: Vec<BlockBase>,
     ) -> Result<Vec<BlockData>, String> {
         let msg = |req| PeerMessage::GetBlocks {
             req,
             path,
             hash,
             blocks,
+            bases,
         };
         self.request(&self.blocks, msg, || Err("link closed".into()))
             .await

@@ -17,8 +17,11 @@ use std::time::Duration;
 
 use tandem_common::blocklist::{self, MAX_GROUPS_PER_REQUEST};
 use tandem_common::codec::{FrameIo, FrameReader};
+use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::{self, BlockData, BlockListPart, FileData, Hello, PeerMessage, Role};
+use tandem_common::proto::{
+    self, BlockBase, BlockData, BlockListPart, FileData, Hello, PeerMessage, Role,
+};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -428,6 +431,7 @@ where
                 path,
                 hash,
                 blocks,
+                bases,
             } => {
                 if let Some(why) = over_budget(handle, peer_name) {
                     return why;
@@ -435,7 +439,7 @@ where
                 let most = blocks.len().min(MAX_BLOCKS_PER_REQUEST) * BLOCK_SIZE as usize;
                 let core = ctx.core.clone();
                 answer_with_content(ctx, handle, &tx, most, async move {
-                    let data = serve_blocks(&core, path, hash, blocks).await;
+                    let data = serve_blocks(&core, path, hash, blocks, bases).await;
                     PeerMessage::Blocks { req, data }
                 });
             }
@@ -630,12 +634,15 @@ async fn relay_events(
 }
 
 /// Reads the asked blocks of our current version of `path`, checking that it
-/// is still the version `hash` and that each block still matches.
+/// is still the version `hash` and that each block still matches. A block
+/// with a base in `bases` is answered with only the chunks that differ
+/// from it (see [`tandem_common::delta`]).
 pub(crate) async fn serve_blocks(
     core: &CoreHandle,
     path: RelPath,
     hash: ContentHash,
     blocks: Vec<u32>,
+    bases: Vec<BlockBase>,
 ) -> Result<Vec<BlockData>, String> {
     if blocks.len() > MAX_BLOCKS_PER_REQUEST {
         return Err(format!(
@@ -646,6 +653,26 @@ pub(crate) async fn serve_blocks(
     sorted.sort_unstable();
     if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
         return Err(format!("block {} asked twice in one request", w[0]));
+    }
+    let mut base_of: HashMap<u32, Vec<u64>> = HashMap::with_capacity(bases.len());
+    for b in bases {
+        if sorted.binary_search(&b.block).is_err() {
+            return Err(format!(
+                "a base was sent for block {}, which was not asked",
+                b.block
+            ));
+        }
+        if b.chunks.len() > delta::CHUNKS_PER_BLOCK {
+            return Err(format!(
+                "the base of block {} has {} chunk hashes (at most {})",
+                b.block,
+                b.chunks.len(),
+                delta::CHUNKS_PER_BLOCK
+            ));
+        }
+        if base_of.insert(b.block, b.chunks).is_some() {
+            return Err(format!("block {} has two bases", b.block));
+        }
     }
     let (full, entry) = match core.entry(path.clone()).await {
         Ok(Some(x)) => x,
@@ -680,12 +707,39 @@ pub(crate) async fn serve_blocks(
                 return Err(format!("{path} changed on disk while being sent"));
             }
         }
-        let buf = bytes::Bytes::from(buf);
-        let out: Vec<BlockData> = spans
+        if base_of.is_empty() {
+            let buf = bytes::Bytes::from(buf);
+            let out: Vec<BlockData> = spans
+                .into_iter()
+                .map(|(i, _, at, len)| BlockData::new(i, buf.slice(at..at + len)))
+                .collect();
+            return Ok(out);
+        }
+        // Some blocks go as their changed chunks only: gather what is sent
+        // into a second buffer, then slice it.
+        let mut sent = Vec::with_capacity(total);
+        let mut parts = Vec::with_capacity(spans.len());
+        for &(i, _, at, len) in &spans {
+            let block = &buf[at..at + len];
+            let from = sent.len();
+            let mask = base_of.get(&i).map(|base| {
+                let mask = delta::changed_chunks(block, base);
+                delta::take_chunks(block, mask, &mut sent);
+                mask
+            });
+            if mask.is_none() {
+                sent.extend_from_slice(block);
+            }
+            parts.push((i, mask, from..sent.len()));
+        }
+        let sent = bytes::Bytes::from(sent);
+        Ok(parts
             .into_iter()
-            .map(|(i, _, at, len)| BlockData::new(i, buf.slice(at..at + len)))
-            .collect();
-        Ok(out)
+            .map(|(i, mask, r)| match mask {
+                Some(m) => BlockData::chunks(i, m, sent.slice(r)),
+                None => BlockData::new(i, sent.slice(r)),
+            })
+            .collect())
     })
     .await
     .map_err(|e| e.to_string())?;

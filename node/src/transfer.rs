@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tandem_common::blocklist;
+use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::{BlockListPart, FileData};
+use tandem_common::proto::{BlockBase, BlockData, BlockListPart, FileData};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::Semaphore;
 
@@ -64,6 +65,10 @@ pub struct Job {
     pub links: Links,
     /// Node-wide budget of bytes in flight, in KiB permits.
     pub budget: Arc<Semaphore>,
+    /// Our file at this path (an older version): a block fetched from a
+    /// peer is asked as a patch of the block at the same place in it, so an
+    /// edit costs its changed chunks (see [`tandem_common::delta`]).
+    pub base: Option<PathBuf>,
 }
 
 /// A finished transfer.
@@ -192,15 +197,21 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
     loop {
         while inflight.len() < WINDOW {
             let Some(seg) = segs.pop_front() else { break };
-            let (entry, links, peers, budget) = (
+            let (entry, links, peers, budget, base) = (
                 entry.clone(),
                 job.links.clone(),
                 job.peers.clone(),
                 job.budget.clone(),
+                job.base.clone(),
             );
-            inflight.push_back(
-                async move { fetch_segment(seg, &entry, &links, &peers, &budget).await },
-            );
+            inflight.push_back(async move {
+                let source = Source {
+                    links: &links,
+                    peers: &peers,
+                    base: base.as_deref(),
+                };
+                fetch_segment(seg, &entry, &source, &budget).await
+            });
         }
         let Some(res): Option<SegmentResult> = futures::StreamExt::next(&mut inflight).await else {
             break;
@@ -525,21 +536,36 @@ fn syncfs(f: &File) -> std::io::Result<()> {
 /// right length. Block contents are not hashed here: the sender checked each
 /// against its hash, and the whole-content hash of the finished file catches
 /// anything else (one hashing pass instead of two).
-pub fn check_blocks(
+pub fn check_blocks(size: u64, asked: &[usize], got: Vec<BlockData>) -> Result<Vec<Bytes>, String> {
+    let whole = vec![false; asked.len()];
+    let got = check_answer(size, asked, &whole, got)?;
+    Ok(got.into_iter().map(|b| b.bytes).collect())
+}
+
+/// Checks an answer to blocks `asked` (`with_base`: which were asked with
+/// a base, and so may come as some of their chunks): one per block asked,
+/// in order, each of its block's length or its chunks' length.
+fn check_answer(
     size: u64,
     asked: &[usize],
-    got: Vec<tandem_common::proto::BlockData>,
-) -> Result<Vec<Bytes>, String> {
+    with_base: &[bool],
+    got: Vec<BlockData>,
+) -> Result<Vec<BlockData>, String> {
     if got.len() != asked.len() {
         return Err(format!("sent {} blocks, {} asked", got.len(), asked.len()));
     }
     got.into_iter()
-        .zip(asked)
-        .map(|(b, &i)| {
-            if b.index as usize != i || b.bytes.len() != block_len(size, i) {
+        .zip(asked.iter().zip(with_base))
+        .map(|(b, (&i, &based))| {
+            let len = block_len(size, i);
+            let fits = match b.patch {
+                None => b.bytes.len() == len,
+                Some(mask) => based && delta::masked_len(len, mask) == Ok(b.bytes.len()),
+            };
+            if b.index as usize != i || !fits {
                 return Err(format!("block {i} has the wrong index or size"));
             }
-            Ok(b.bytes)
+            Ok(b)
         })
         .collect()
 }
@@ -688,12 +714,56 @@ async fn list_from(
     Some(merged)
 }
 
+/// Where a transfer's remote blocks come from.
+struct Source<'a> {
+    links: &'a Links,
+    /// Preferred first.
+    peers: &'a [NodeId],
+    /// Our older copy of the file (see [`Job::base`]).
+    base: Option<&'a Path>,
+}
+
+/// Our older copy of one block: its bytes (possibly shorter than the
+/// block) and their chunk hashes.
+struct Base {
+    bytes: Vec<u8>,
+    chunks: Vec<u64>,
+}
+
+/// Reads the blocks `wanted` (index, length) from our older copy at
+/// `path`; `None` where it has nothing there or cannot be read (the block
+/// is then asked whole).
+fn read_bases(path: &Path, wanted: &[(usize, usize)]) -> Vec<Option<Base>> {
+    let Ok(f) = crate::scan::open_nofollow(path) else {
+        return wanted.iter().map(|_| None).collect();
+    };
+    wanted
+        .iter()
+        .map(|&(i, len)| {
+            let mut bytes = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                match f.read_at(&mut bytes[filled..], i as u64 * BLOCK_SIZE + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            bytes.truncate(filled);
+            (filled > 0).then(|| Base {
+                chunks: delta::chunk_hashes(&bytes),
+                bytes,
+            })
+        })
+        .collect()
+}
+
 /// Reads or fetches one segment; returns (blocks, bytes from the network, peer).
 async fn fetch_segment(
     seg: Segment,
     entry: &FileEntry,
-    links: &Links,
-    peers: &[NodeId],
+    source: &Source<'_>,
     budget: &Semaphore,
 ) -> SegmentResult {
     let mut out = Vec::new();
@@ -736,38 +806,101 @@ async fn fetch_segment(
             .acquire_many((bytes / 1024 + 1) as u32)
             .await
             .map_err(|_| "shutting down".to_string())?;
-        let (peer, data) = fetch_remote(entry, &missing, links, peers).await?;
+        let bases = match source.base {
+            Some(path) => {
+                let wanted: Vec<(usize, usize)> = missing
+                    .iter()
+                    .map(|&i| (i, block_len(entry.size, i)))
+                    .collect();
+                let path = path.to_path_buf();
+                tokio::task::spawn_blocking(move || read_bases(&path, &wanted))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            None => missing.iter().map(|_| None).collect(),
+        };
+        let (peer, data, got) = fetch_remote(entry, &missing, &bases, source).await?;
         from = Some(peer);
+        received += got;
+        let mut again = Vec::new();
         for (i, d) in missing.iter().zip(data) {
-            received += d.len() as u64;
-            out.push((*i, d));
+            match d {
+                Some(d) => out.push((*i, d)),
+                None => again.push(*i),
+            }
+        }
+        if !again.is_empty() {
+            // A patched block did not come out right (the peer's chunks and
+            // our copy do not make the block): ask for those whole.
+            tracing::debug!("{} blocks of {} asked again whole", again.len(), entry.path);
+            let none: Vec<Option<Base>> = again.iter().map(|_| None).collect();
+            let (_, data, got) = fetch_remote(entry, &again, &none, source).await?;
+            received += got;
+            for (i, d) in again.iter().zip(data) {
+                // Whole blocks are never left out.
+                out.extend(d.map(|d| (*i, d)));
+            }
         }
     }
     out.sort_by_key(|(i, _)| *i);
     Ok((out, received, from))
 }
 
+/// The block `b` of `entry` as answered: whole, or its sent chunks put
+/// together with our older copy `base`, which must then make the block's
+/// hash (`None` if not: it is asked again whole).
+fn assemble(entry: &FileEntry, b: BlockData, base: Option<&Base>) -> Option<Bytes> {
+    let (Some(mask), Some(base)) = (b.patch, base) else {
+        return Some(b.bytes);
+    };
+    let i = b.index as usize;
+    delta::patch(&base.bytes, block_len(entry.size, i), mask, &b.bytes)
+        .ok()
+        .filter(|p| entry.blocks.get(i) == Some(&ContentHash::of(p)))
+        .map(Bytes::from)
+}
+
+/// Asks the first peer that answers for the blocks `missing`, those with a
+/// base in `bases` (one per block) as patches of it. Returns the peer, each
+/// block (`None`: a patched block that did not match its hash) and the
+/// bytes that crossed the network.
 async fn fetch_remote(
     entry: &FileEntry,
     missing: &[usize],
-    links: &Links,
-    peers: &[NodeId],
-) -> Result<(NodeId, Vec<Bytes>), Failure> {
+    bases: &[Option<Base>],
+    source: &Source<'_>,
+) -> Result<(NodeId, Vec<Option<Bytes>>, u64), Failure> {
     let mut last = Failure::from("no peer that has this version is connected".to_string());
-    for peer in peers {
-        let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
+    let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
+    let wire: Vec<BlockBase> = missing
+        .iter()
+        .zip(bases)
+        .filter_map(|(&i, b)| {
+            b.as_ref().map(|b| BlockBase {
+                block: i as u32,
+                chunks: b.chunks.clone(),
+            })
+        })
+        .collect();
+    let with_base: Vec<bool> = bases.iter().map(Option::is_some).collect();
+    for peer in source.peers {
         let ask = |link: Arc<LinkHandle>| {
-            let (path, idx) = (entry.path.clone(), idx.clone());
-            async move { link.get_blocks(path, entry.hash, idx).await }
+            let (path, idx, wire) = (entry.path.clone(), idx.clone(), wire.clone());
+            async move { link.get_blocks(path, entry.hash, idx, wire).await }
         };
-        let Some((link, res)) = ask_peer(links, peer, ask).await else {
+        let Some((link, res)) = ask_peer(source.links, peer, ask).await else {
             continue;
         };
-        match res {
-            Ok(blocks) => match check_blocks(entry.size, missing, blocks) {
-                Ok(data) => return Ok((*peer, data)),
-                Err(e) => last = Failure::from(format!("{}: {e}", link.name)),
-            },
+        match res.and_then(|blocks| check_answer(entry.size, missing, &with_base, blocks)) {
+            Ok(blocks) => {
+                let got = blocks.iter().map(|b| b.bytes.len() as u64).sum();
+                let data = blocks
+                    .into_iter()
+                    .zip(bases)
+                    .map(|(b, base)| assemble(entry, b, base.as_ref()))
+                    .collect();
+                return Ok((*peer, data, got));
+            }
             Err(e) => last = link_failure(&link, e),
         }
     }
@@ -777,7 +910,50 @@ async fn fetch_remote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_common::proto::BlockData;
+
+    #[test]
+    fn a_patched_block_counts_only_if_it_makes_the_block() {
+        let old = vec![3u8; BLOCK_SIZE as usize];
+        let mut new = old.clone();
+        new[100..200].fill(9);
+        let hashed = tandem_common::hashing::hash_reader(&new[..]).expect("hash");
+        let entry = FileEntry {
+            path: RelPath::new("f").expect("path"),
+            kind: tandem_common::EntryKind::File,
+            size: hashed.size,
+            mtime_ns: 0,
+            mode: 0o644,
+            hash: hashed.hash,
+            blocks: hashed.blocks,
+            version: Default::default(),
+            written: Default::default(),
+            losers: Default::default(),
+            deleted: false,
+        };
+        let base = Base {
+            chunks: delta::chunk_hashes(&old),
+            bytes: old.clone(),
+        };
+        let mask = delta::changed_chunks(&new, &base.chunks);
+        assert_eq!(mask, 1);
+        let mut sent = Vec::new();
+        delta::take_chunks(&new, mask, &mut sent);
+        let answer = |bytes: Vec<u8>| BlockData::chunks(0, mask, Bytes::from(bytes));
+        let got = assemble(&entry, answer(sent.clone()), Some(&base));
+        assert_eq!(got.as_deref(), Some(&new[..]));
+        // Wrong chunks, or a base that changed meanwhile: asked again.
+        sent[150] ^= 1;
+        assert_eq!(assemble(&entry, answer(sent.clone()), Some(&base)), None);
+        sent[150] ^= 1;
+        let changed = Base {
+            bytes: vec![4u8; BLOCK_SIZE as usize],
+            ..base
+        };
+        assert_eq!(assemble(&entry, answer(sent), Some(&changed)), None);
+        // A whole block is taken as it is (the file's hash checks it).
+        let whole = BlockData::new(0, Bytes::from(new.clone()));
+        assert_eq!(assemble(&entry, whole, None).as_deref(), Some(&new[..]));
+    }
 
     #[test]
     fn block_answers_must_match_what_was_asked() {

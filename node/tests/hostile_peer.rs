@@ -7,7 +7,7 @@ mod harness;
 use harness::{Node, list_json};
 use tandem_common::codec::FrameIo;
 use tandem_common::model::Dot;
-use tandem_common::proto::{self, PeerMessage};
+use tandem_common::proto::{self, BlockBase, PeerMessage};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
 fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
@@ -91,6 +91,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             path: RelPath::new("real.txt").expect("path"),
             hash: ContentHash::of(b"x"),
             blocks: (0..10_000).collect(),
+            bases: vec![],
         })
         .await
         .expect("send");
@@ -99,6 +100,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             path: RelPath::new("nope.bin").expect("path"),
             hash: ContentHash::of(b"x"),
             blocks: vec![0],
+            bases: vec![],
         })
         .await
         .expect("send");
@@ -118,6 +120,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             path: RelPath::new("real.txt").expect("path"),
             hash: ContentHash::of(b"hello"),
             blocks: vec![0; 64],
+            bases: vec![],
         })
         .await
         .expect("send");
@@ -130,8 +133,49 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             _ => false,
         })
         .await;
-        // Too many files in one request: refused whole.
+        // Bases that do not fit the request are refused, naming why; good
+        // ones get only the chunks that differ.
         let real = RelPath::new("real.txt").expect("path");
+        let base = |block, chunks| BlockBase { block, chunks };
+        let same = tandem_common::delta::chunk_hashes(b"hello");
+        let cases = [
+            (vec![base(1, vec![])], "not asked"),
+            (vec![base(0, vec![0; 33])], "33 chunk hashes"),
+            (vec![base(0, vec![]), base(0, vec![])], "two bases"),
+            (vec![base(0, same)], ""),
+            (vec![base(0, vec![1])], ""),
+        ];
+        for (k, (bases, _)) in cases.iter().enumerate() {
+            io.send(&PeerMessage::GetBlocks {
+                req: 10 + k as u64,
+                path: real.clone(),
+                hash: ContentHash::of(b"hello"),
+                blocks: vec![0],
+                bases: bases.clone(),
+            })
+            .await
+            .expect("send");
+        }
+        expect_answers(&mut io, cases.len(), "requests with bases", |m| match m {
+            PeerMessage::Blocks { req, data } if (10..15).contains(&req) => {
+                let why = cases[req as usize - 10].1;
+                match (why, data) {
+                    ("", Ok(blocks)) => {
+                        assert_eq!(blocks.len(), 1);
+                        let changed = if req == 13 { 0 } else { 1 };
+                        assert_eq!(blocks[0].patch, Some(changed), "request {req}");
+                        assert_eq!(blocks[0].len, 5 * changed, "request {req}");
+                    }
+                    ("", Err(e)) => panic!("request {req} must be answered: {e}"),
+                    (why, Err(e)) => assert!(e.contains(why), "request {req}: {e}"),
+                    (_, Ok(b)) => panic!("request {req} must be refused, got {b:?}"),
+                }
+                true
+            }
+            _ => false,
+        })
+        .await;
+        // Too many files in one request: refused whole.
         io.send(&PeerMessage::GetFiles {
             req: 3,
             files: vec![(real.clone(), ContentHash::of(b"hello")); 129],

@@ -496,6 +496,7 @@ async fn ask_blocks(
             path: path.clone(),
             hash,
             blocks: (first..first + PER_REQUEST).collect(),
+            bases: vec![],
         };
         // Small frames: they fit in the socket buffers even when the node
         // has stopped reading; an error means it has cut the link.

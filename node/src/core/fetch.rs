@@ -108,6 +108,13 @@ impl Core {
                 }
                 continue;
             }
+            // Our own older version of the file, if we hold one: blocks
+            // that changed are asked as patches of it.
+            let base = self
+                .index
+                .get(&path)
+                .filter(|r| r.entry.is_live_file() && r.stat.is_some() && needs_peer)
+                .map(|_| path.to_disk(&self.root));
             let job = transfer::Job {
                 entry: entry.clone(),
                 plan,
@@ -115,6 +122,7 @@ impl Core {
                 peers,
                 links: self.io.links.clone(),
                 budget: self.budget.clone(),
+                base,
             };
             self.spawn_transfer(
                 async move { vec![(path, entry.version, transfer::run(job).await)] },
