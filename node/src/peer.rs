@@ -716,22 +716,33 @@ pub(crate) async fn serve_blocks(
             return Ok(out);
         }
         // Some blocks go as their changed chunks only: gather what is sent
-        // into a second buffer, then slice it.
-        let mut sent = Vec::with_capacity(total);
+        // into a buffer of exactly its size (every slice of it keeps all of
+        // it alive while queued, and only what is sent is counted there).
+        let masks: Vec<Option<u32>> = spans
+            .iter()
+            .map(|&(i, _, at, len)| {
+                let base = base_of.get(&i)?;
+                Some(delta::changed_chunks(&buf[at..at + len], base))
+            })
+            .collect();
+        let exact = spans
+            .iter()
+            .zip(&masks)
+            .map(|(&(_, _, _, len), m)| m.map_or(Ok(len), |m| delta::masked_len(len, m)))
+            .sum::<Result<usize, _>>()
+            .map_err(|e| format!("cannot answer for {path}: {e}"))?;
+        let mut sent = Vec::with_capacity(exact);
         let mut parts = Vec::with_capacity(spans.len());
-        for &(i, _, at, len) in &spans {
+        for (&(i, _, at, len), &mask) in spans.iter().zip(&masks) {
             let block = &buf[at..at + len];
             let from = sent.len();
-            let mask = base_of.get(&i).map(|base| {
-                let mask = delta::changed_chunks(block, base);
-                delta::take_chunks(block, mask, &mut sent);
-                mask
-            });
-            if mask.is_none() {
-                sent.extend_from_slice(block);
+            match mask {
+                Some(m) => delta::take_chunks(block, m, &mut sent),
+                None => sent.extend_from_slice(block),
             }
             parts.push((i, mask, from..sent.len()));
         }
+        drop(buf);
         let sent = bytes::Bytes::from(sent);
         Ok(parts
             .into_iter()

@@ -4,9 +4,14 @@
 //! permissions and mtime, and fsync. The core then renames the temp file
 //! over the target, so a half-received file is never visible under its name.
 //!
+//! A block that changed in a file we hold an older version of is asked as
+//! a patch of our copy of it: only its changed 4 KiB chunks cross the
+//! network (see [`tandem_common::delta`]).
+//!
 //! Memory is bounded: at most [`WINDOW`] segments of at most
 //! [`SEGMENT_BLOCKS`] blocks are in flight per transfer, and every remote
-//! segment also takes bytes from a node-wide budget.
+//! segment also takes bytes from a node-wide budget (twice its blocks when
+//! our older copy of them is held beside what arrives).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -170,7 +175,21 @@ pub async fn run(job: Job) -> Result<Done, Failure> {
     res
 }
 
-type SegmentResult = Result<(Vec<(usize, Bytes)>, u64, Option<NodeId>), Failure>;
+/// What one segment brought.
+#[derive(Default)]
+struct Got {
+    /// (block index, bytes), in order.
+    blocks: Vec<(usize, Bytes)>,
+    /// Bytes that crossed the network.
+    received: u64,
+    /// Bytes taken from local files (whole blocks, and what patches of our
+    /// older copy did not carry).
+    reused: u64,
+    /// The peer that answered, if one was asked.
+    from: Option<NodeId>,
+}
+
+type SegmentResult = Result<Got, Failure>;
 
 async fn run_inner(job: Job) -> Result<Done, Failure> {
     let started = Instant::now();
@@ -216,15 +235,20 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
         let Some(res): Option<SegmentResult> = futures::StreamExt::next(&mut inflight).await else {
             break;
         };
-        let (blocks, got, peer) = res?;
+        let Got {
+            blocks,
+            received: got,
+            reused: local,
+            from: peer,
+        } = res?;
         received += got;
+        reused += local;
         if peer.is_some() {
             from = peer;
         }
         for (_, data) in &blocks {
             whole.update(data);
         }
-        reused += blocks.iter().map(|(_, d)| d.len() as u64).sum::<u64>() - got;
         let f = file.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             for (i, data) in blocks {
@@ -558,9 +582,12 @@ fn check_answer(
         .zip(asked.iter().zip(with_base))
         .map(|(b, (&i, &based))| {
             let len = block_len(size, i);
+            if b.patch.is_some() && !based {
+                return Err(format!("block {i} was sent as chunks but asked whole"));
+            }
             let fits = match b.patch {
                 None => b.bytes.len() == len,
-                Some(mask) => based && delta::masked_len(len, mask) == Ok(b.bytes.len()),
+                Some(mask) => delta::masked_len(len, mask) == Ok(b.bytes.len()),
             };
             if b.index as usize != i || !fits {
                 return Err(format!("block {i} has the wrong index or size"));
@@ -759,14 +786,14 @@ fn read_bases(path: &Path, wanted: &[(usize, usize)]) -> Vec<Option<Base>> {
         .collect()
 }
 
-/// Reads or fetches one segment; returns (blocks, bytes from the network, peer).
+/// Reads or fetches one segment.
 async fn fetch_segment(
     seg: Segment,
     entry: &FileEntry,
     source: &Source<'_>,
     budget: &Semaphore,
 ) -> SegmentResult {
-    let mut out = Vec::new();
+    let mut got = Got::default();
     let mut missing = Vec::new();
     match seg {
         Segment::Remote(v) => missing = v,
@@ -792,18 +819,25 @@ async fn fetch_segment(
             .map_err(|e| e.to_string())?;
             for (i, data) in read {
                 match data {
-                    Some(d) => out.push((i, d)),
+                    Some(d) => {
+                        got.reused += d.len() as u64;
+                        got.blocks.push((i, d));
+                    }
                     None => missing.push(i),
                 }
             }
         }
     }
-    let mut received = 0;
-    let mut from = None;
     if !missing.is_empty() {
         let bytes: usize = missing.iter().map(|&i| block_len(entry.size, i)).sum();
+        // With an older copy, its blocks are held beside what arrives.
+        let held = if source.base.is_some() {
+            2 * bytes
+        } else {
+            bytes
+        };
         let _permit = budget
-            .acquire_many((bytes / 1024 + 1) as u32)
+            .acquire_many((held / 1024 + 1) as u32)
             .await
             .map_err(|_| "shutting down".to_string())?;
         let bases = match source.base {
@@ -819,62 +853,80 @@ async fn fetch_segment(
             }
             None => missing.iter().map(|_| None).collect(),
         };
-        let (peer, data, got) = fetch_remote(entry, &missing, &bases, source).await?;
-        from = Some(peer);
-        received += got;
+        let (peer, answered) = fetch_remote(entry, &missing, bases, source).await?;
+        got.from = Some(peer);
         let mut again = Vec::new();
-        for (i, d) in missing.iter().zip(data) {
-            match d {
-                Some(d) => out.push((*i, d)),
-                None => again.push(*i),
+        for (&i, a) in missing.iter().zip(answered) {
+            got.received += a.sent;
+            match a.block {
+                Some(d) => {
+                    // What a patch did not carry came from our older copy.
+                    got.reused += d.len() as u64 - a.sent;
+                    got.blocks.push((i, d));
+                }
+                None => again.push(i),
             }
         }
         if !again.is_empty() {
             // A patched block did not come out right (the peer's chunks and
             // our copy do not make the block): ask for those whole.
             tracing::debug!("{} blocks of {} asked again whole", again.len(), entry.path);
-            let none: Vec<Option<Base>> = again.iter().map(|_| None).collect();
-            let (_, data, got) = fetch_remote(entry, &again, &none, source).await?;
-            received += got;
-            for (i, d) in again.iter().zip(data) {
-                // Whole blocks are never left out.
-                out.extend(d.map(|d| (*i, d)));
+            let none = again.iter().map(|_| None).collect();
+            let (_, answered) = fetch_remote(entry, &again, none, source).await?;
+            for (&i, a) in again.iter().zip(answered) {
+                got.received += a.sent;
+                // A block asked whole is always there.
+                got.blocks.extend(a.block.map(|d| (i, d)));
             }
         }
     }
-    out.sort_by_key(|(i, _)| *i);
-    Ok((out, received, from))
+    got.blocks.sort_by_key(|(i, _)| *i);
+    Ok(got)
+}
+
+/// One block as answered by a peer.
+struct Answered {
+    /// The block (`None`: a patch that did not make the block).
+    block: Option<Bytes>,
+    /// Bytes the peer sent for it.
+    sent: u64,
 }
 
 /// The block `b` of `entry` as answered: whole, or its sent chunks put
 /// together with our older copy `base`, which must then make the block's
 /// hash (`None` if not: it is asked again whole).
-fn assemble(entry: &FileEntry, b: BlockData, base: Option<&Base>) -> Option<Bytes> {
-    let (Some(mask), Some(base)) = (b.patch, base) else {
-        return Some(b.bytes);
+fn assemble(entry: &FileEntry, b: BlockData, base: Option<Base>) -> Answered {
+    let sent = b.bytes.len() as u64;
+    let block = match (b.patch, base) {
+        (None, _) => Some(b.bytes),
+        (Some(mask), Some(base)) => {
+            let i = b.index as usize;
+            delta::patch(&base.bytes, block_len(entry.size, i), mask, &b.bytes)
+                .ok()
+                .filter(|p| entry.blocks.get(i) == Some(&ContentHash::of(p)))
+                .map(Bytes::from)
+        }
+        // Chunks of a block asked whole (refused by `check_answer` first).
+        (Some(_), None) => None,
     };
-    let i = b.index as usize;
-    delta::patch(&base.bytes, block_len(entry.size, i), mask, &b.bytes)
-        .ok()
-        .filter(|p| entry.blocks.get(i) == Some(&ContentHash::of(p)))
-        .map(Bytes::from)
+    Answered { block, sent }
 }
 
 /// Asks the first peer that answers for the blocks `missing`, those with a
-/// base in `bases` (one per block) as patches of it. Returns the peer, each
-/// block (`None`: a patched block that did not match its hash) and the
-/// bytes that crossed the network.
+/// base in `bases` (one per block) as patches of it. Returns the peer and
+/// each block as answered, in order; the bases are gone once the patched
+/// blocks are made.
 async fn fetch_remote(
     entry: &FileEntry,
     missing: &[usize],
-    bases: &[Option<Base>],
+    bases: Vec<Option<Base>>,
     source: &Source<'_>,
-) -> Result<(NodeId, Vec<Option<Bytes>>, u64), Failure> {
+) -> Result<(NodeId, Vec<Answered>), Failure> {
     let mut last = Failure::from("no peer that has this version is connected".to_string());
     let idx: Vec<u32> = missing.iter().map(|&i| i as u32).collect();
     let wire: Vec<BlockBase> = missing
         .iter()
-        .zip(bases)
+        .zip(&bases)
         .filter_map(|(&i, b)| {
             b.as_ref().map(|b| BlockBase {
                 block: i as u32,
@@ -893,13 +945,12 @@ async fn fetch_remote(
         };
         match res.and_then(|blocks| check_answer(entry.size, missing, &with_base, blocks)) {
             Ok(blocks) => {
-                let got = blocks.iter().map(|b| b.bytes.len() as u64).sum();
-                let data = blocks
+                let answered = blocks
                     .into_iter()
                     .zip(bases)
-                    .map(|(b, base)| assemble(entry, b, base.as_ref()))
+                    .map(|(b, base)| assemble(entry, b, base))
                     .collect();
-                return Ok((*peer, data, got));
+                return Ok((*peer, answered));
             }
             Err(e) => last = link_failure(&link, e),
         }
@@ -930,29 +981,36 @@ mod tests {
             losers: Default::default(),
             deleted: false,
         };
-        let base = Base {
-            chunks: delta::chunk_hashes(&old),
-            bytes: old.clone(),
+        let base = |bytes: &[u8]| {
+            Some(Base {
+                chunks: delta::chunk_hashes(&old),
+                bytes: bytes.to_vec(),
+            })
         };
-        let mask = delta::changed_chunks(&new, &base.chunks);
+        let mask = delta::changed_chunks(&new, &delta::chunk_hashes(&old));
         assert_eq!(mask, 1);
         let mut sent = Vec::new();
         delta::take_chunks(&new, mask, &mut sent);
-        let answer = |bytes: Vec<u8>| BlockData::chunks(0, mask, Bytes::from(bytes));
-        let got = assemble(&entry, answer(sent.clone()), Some(&base));
-        assert_eq!(got.as_deref(), Some(&new[..]));
-        // Wrong chunks, or a base that changed meanwhile: asked again.
+        let answer = |bytes: &[u8]| BlockData::chunks(0, mask, Bytes::copy_from_slice(bytes));
+        let got = assemble(&entry, answer(&sent), base(&old));
+        assert_eq!(got.block.as_deref(), Some(&new[..]));
+        assert_eq!(got.sent, delta::CHUNK_SIZE as u64);
+        // Wrong chunks, or a base that changed meanwhile: asked again (the
+        // bytes sent still count as received).
         sent[150] ^= 1;
-        assert_eq!(assemble(&entry, answer(sent.clone()), Some(&base)), None);
+        let got = assemble(&entry, answer(&sent), base(&old));
+        assert_eq!((got.block, got.sent), (None, delta::CHUNK_SIZE as u64));
         sent[150] ^= 1;
-        let changed = Base {
-            bytes: vec![4u8; BLOCK_SIZE as usize],
-            ..base
-        };
-        assert_eq!(assemble(&entry, answer(sent), Some(&changed)), None);
+        let changed = vec![4u8; BLOCK_SIZE as usize];
+        assert_eq!(assemble(&entry, answer(&sent), base(&changed)).block, None);
+        // Chunks without a base cannot make a block.
+        assert_eq!(assemble(&entry, answer(&sent), None).block, None);
         // A whole block is taken as it is (the file's hash checks it).
         let whole = BlockData::new(0, Bytes::from(new.clone()));
-        assert_eq!(assemble(&entry, whole, None).as_deref(), Some(&new[..]));
+        assert_eq!(
+            assemble(&entry, whole, None).block.as_deref(),
+            Some(&new[..])
+        );
     }
 
     #[test]
@@ -980,5 +1038,14 @@ mod tests {
         let short = vec![BlockData::new(0, Bytes::from(vec![0u8; 5]))];
         let e = check_blocks(size, &[0], short).unwrap_err();
         assert!(e.contains("block 0"), "{e}");
+        // Chunks of a block asked whole (the client's fetch asks no bases).
+        let chunks = vec![BlockData::chunks(0, 1, Bytes::from(vec![0u8; 4096]))];
+        let e = check_blocks(size, &[0], chunks.clone()).unwrap_err();
+        assert!(e.contains("sent as chunks but asked whole"), "{e}");
+        // Asked with a base: chunks of the right length pass, others not.
+        assert!(check_answer(size, &[0], &[true], chunks).is_ok());
+        let wrong = vec![BlockData::chunks(0, 0b11, Bytes::from(vec![0u8; 4096]))];
+        let e = check_answer(size, &[0], &[true], wrong).unwrap_err();
+        assert!(e.contains("wrong index or size"), "{e}");
     }
 }

@@ -416,3 +416,128 @@ fn contents_in_an_index_are_checked_before_use() {
         "the bad content is named in the log"
     );
 }
+
+/// A peer that answers a block asked as a patch of the node's older copy
+/// with chunks that do not make the block: the node asks for that block
+/// whole, installs the right content, and counts what crossed (before,
+/// the chunks counted twice made the reused bytes go below zero).
+#[test]
+fn chunks_that_do_not_make_the_block_are_asked_again_whole() {
+    use tandem_common::model::BLOCK_SIZE;
+    use tandem_common::proto::BlockData;
+    const BLOCK: usize = BLOCK_SIZE as usize;
+    let node = Node::start("victim");
+    let old: Vec<u8> = (0..2 * BLOCK).map(|i| (i % 251) as u8).collect();
+    std::fs::write(node.path("f.bin"), &old).expect("write");
+    node.wait_list("f.bin indexed", |l| l.iter().any(|f| f["path"] == "f.bin"));
+    let mut new = old.clone();
+    new[5000..9096].fill(0xAB);
+    let target = node.path("f.bin");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let asked = rt.block_on(async {
+        let (io, me) = harness::raw_peer(&node, "evil").await;
+        // Split: a `Blocks` answer's bytes travel as a frame after it.
+        let (mut tx, mut rx) = io.split();
+        tx.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        // The node's entry for f.bin, from its index.
+        let ours = loop {
+            let got = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                rx.recv_msg::<PeerMessage>(),
+            )
+            .await;
+            if let PeerMessage::Index { entries, .. } = got
+                .expect("the node's index")
+                .expect("read")
+                .expect("open link")
+                && let Some((_, e)) = entries
+                    .into_iter()
+                    .find(|(_, e)| e.path.as_str() == "f.bin")
+            {
+                break e;
+            }
+        };
+        // A newer version: block 0 edited across chunks 1 and 2.
+        let hashed = tandem_common::hashing::hash_reader(&new[..]).expect("hash");
+        let mut version = ours.version.clone();
+        version.set(me, ours.version.max_counter() + 1);
+        let written = Dot {
+            node: Some(me),
+            counter: ours.version.max_counter() + 1,
+        };
+        let entry = FileEntry {
+            size: hashed.size,
+            mtime_ns: ours.mtime_ns + 1_000_000_000,
+            hash: hashed.hash,
+            blocks: hashed.blocks,
+            version,
+            written: written.into(),
+            ..ours
+        };
+        tx.send(&PeerMessage::Index {
+            entries: vec![(1, entry)],
+            contents: vec![],
+        })
+        .await
+        .expect("send");
+        // Answers block requests until the new content is in place: with
+        // a base, 128 KiB of wrong chunks; without, the block.
+        let mut asked = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read(&target).ok().as_deref() != Some(&new[..]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "f.bin was not installed:\n{}",
+                node.log()
+            );
+            let got = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                rx.recv_msg::<PeerMessage>(),
+            )
+            .await;
+            let Ok(got) = got else { continue };
+            let PeerMessage::GetBlocks {
+                req, blocks, bases, ..
+            } = got.expect("read").expect("open link")
+            else {
+                continue;
+            };
+            asked.push((
+                blocks.clone(),
+                bases.iter().map(|b| b.block).collect::<Vec<_>>(),
+            ));
+            let data = blocks
+                .iter()
+                .map(|&i| {
+                    let at = i as usize * BLOCK;
+                    let block = bytes::Bytes::copy_from_slice(&new[at..at + BLOCK]);
+                    if bases.iter().any(|b| b.block == i) {
+                        BlockData::chunks(i, u32::MAX, bytes::Bytes::from(vec![7u8; BLOCK]))
+                    } else {
+                        BlockData::new(i, block)
+                    }
+                })
+                .collect();
+            tx.send_msg(PeerMessage::Blocks {
+                req,
+                data: Ok(data),
+            })
+            .await
+            .expect("send");
+        }
+        asked
+    });
+    assert_eq!(
+        asked,
+        [(vec![0], vec![0]), (vec![0], vec![])],
+        "block 0 asked with a base, then whole; block 1 taken from the node's copy"
+    );
+    let line = node.wait_log("received f.bin from evil:");
+    assert!(
+        line.contains("(256 KiB over the network, 128 KiB reused locally)"),
+        "{}",
+        node.fail(&format!("wrong counts: {line}"))
+    );
+}
