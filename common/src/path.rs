@@ -77,6 +77,12 @@ impl RelPath {
         Ok(RelPath(s.into()))
     }
 
+    /// Whether `s` would make a valid `RelPath` (checked without keeping
+    /// a copy of it).
+    pub fn check(s: &str) -> Result<(), PathError> {
+        validate(s)
+    }
+
     /// The path as a `/`-separated string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -463,7 +463,11 @@ impl Index {
     }
 
     /// True if a file (or link) with this stat must be (re)hashed (read).
-    pub fn needs_hash(&self, path: &RelPath, stat: &LocalStat) -> bool {
+    pub fn needs_hash<P>(&self, path: &P, stat: &LocalStat) -> bool
+    where
+        RelPath: std::borrow::Borrow<P>,
+        P: Ord + ?Sized,
+    {
         match self.records.get(path) {
             Some(r) if r.entry.is_live_file() || r.entry.live_link().is_some() => {
                 r.stat.as_ref() != Some(stat)

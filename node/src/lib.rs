@@ -110,8 +110,9 @@ pub async fn run(
     shared_ignores.set(Arc::new(ignored));
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first scan, so nothing that happens during it is
-    // missed. Watching lists every folder of the tree: that is done beside
-    // loading the index (below), and waited for before the core starts.
+    // missed: each folder is watched, then listed with a stat of what is in
+    // it, in one pass that is the first scan's listing. It runs beside
+    // loading the index (below) and is waited for before the core starts.
     let watching = {
         let (dir, state, ignores, tx) = (
             cfg.dir.clone(),
@@ -160,7 +161,7 @@ pub async fn run(
         store,
         io,
     )?;
-    let (watcher, unwatched) = watching
+    let (watcher, unwatched, walked) = watching
         .join()
         .map_err(|_| anyhow::anyhow!("setting up the watches of {} failed", cfg.dir.display()))?
         .with_context(|| {
@@ -180,6 +181,7 @@ pub async fn run(
         .mode(cfg.mode)
         .names(folds, fs_folds)
         .unwatched(unwatched)
+        .walked(walked)
         .locks(
             locks
                 .mirror()

@@ -123,14 +123,39 @@ pub fn stat(full: &Path) -> io::Result<Seen> {
 /// What a walk saw.
 #[derive(Debug, Default)]
 pub struct Walk {
-    /// Every path found, with what it is.
-    pub seen: Vec<(RelPath, Seen)>,
+    /// The relative paths found, end to end: one allocation for all (a
+    /// string each would pin the memory between the long-lived allocations
+    /// made meanwhile, such as the watches of a start-up walk).
+    names: String,
+    /// Per path found: where its text ends in `names`, and what it is.
+    found: Vec<(usize, Seen)>,
     /// Paths that could not be read (a folder's listing, or an entry's
     /// metadata), with why. What is under them is unknown, not absent.
     pub unreadable: Vec<(PathBuf, io::Error)>,
 }
 
 impl Walk {
+    fn push(&mut self, rel: &str, seen: Seen) {
+        self.names.push_str(rel);
+        self.found.push((self.names.len(), seen));
+    }
+
+    /// Nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Every path found (text a [`RelPath`] accepts) with what it is, a
+    /// folder before what is in it.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Seen)> + '_ {
+        let mut start = 0;
+        self.found.iter().map(move |&(end, seen)| {
+            let p = &self.names[start..end];
+            start = end;
+            (p, seen)
+        })
+    }
+
     /// True when `p` (under `root`) is, or is inside, a path that could not
     /// be read.
     pub fn unknown(&self, root: &Path, p: &RelPath) -> bool {
@@ -141,54 +166,105 @@ impl Walk {
 
 /// Walks the tree under `dir` (inclusive of `dir`'s children, not `dir`
 /// itself), skipping `skip` (the state folder), what `ignores` excludes
-/// (an ignored folder is not entered) and names we cannot sync.
+/// (an ignored folder is not entered) and names we cannot sync. A folder
+/// is listed before what is in it is (parents come first in `seen`).
+///
+/// Each entry is looked at relative to its open folder (`fstatat`), not by
+/// its full path, and its relative path is its folder's plus its name: at
+/// 100,000 files the path lookups and conversions were a third of a walk.
 pub fn walk(root: &Path, dir: &Path, skip: &Path, ignores: &Ignores) -> Walk {
+    walk_with(root, dir, skip, ignores, |_| {})
+}
+
+/// [`walk`], calling `before_listing` with each folder (`dir` first) just
+/// before it is listed: a watch added there sees whatever changes in the
+/// folder after the listing.
+pub fn walk_with(
+    root: &Path,
+    dir: &Path,
+    skip: &Path,
+    ignores: &Ignores,
+    mut before_listing: impl FnMut(&Path),
+) -> Walk {
     let mut out = Walk::default();
-    let it = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| {
-            e.path() != skip
-                && (ignores.is_empty()
-                    || !RelPath::from_disk(root, e.path())
-                        .is_ok_and(|r| ignores.is_ignored(&r, e.file_type().is_dir())))
-        });
-    for item in it {
-        let entry = match item {
-            Ok(e) => e,
+    let top = if dir == root {
+        String::new()
+    } else {
+        match RelPath::from_disk(root, dir) {
+            Ok(r) => r.as_str().to_string(),
             Err(e) => {
-                let path = e.path().unwrap_or(dir).to_path_buf();
-                let err = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("symlink loop"));
-                // Vanished while walking: the watcher or the next scan sees
-                // the final state. Anything else is not knowing.
-                if err.kind() != io::ErrorKind::NotFound {
-                    out.unreadable.push((path, err));
-                }
+                tracing::warn!("skipping {}: {e}", dir.display());
+                return out;
+            }
+        }
+    };
+    // Folders still to list: (full path, relative path; "" for the root).
+    let mut todo: Vec<(PathBuf, String)> = vec![(dir.to_path_buf(), top)];
+    while let Some((full, rel)) = todo.pop() {
+        before_listing(&full);
+        let list = match fs::read_dir(&full) {
+            Ok(l) => l,
+            // Vanished while walking: the watcher or the next scan sees
+            // the final state. Anything else is not knowing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.unreadable.push((full, e));
                 continue;
             }
         };
-        let rel = match RelPath::from_disk(root, entry.path()) {
-            Ok(r) if is_temp_name(&r) => continue,
-            Ok(r) => r,
-            Err(e) => {
+        let mut sub = Vec::new();
+        let mut child = String::new();
+        for item in list {
+            let entry = match item {
+                Ok(e) => e,
+                Err(e) => {
+                    out.unreadable.push((full.clone(), e));
+                    break;
+                }
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                tracing::warn!("skipping {}: the name is not UTF-8", entry.path().display());
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            child.clear();
+            if !rel.is_empty() {
+                child.push_str(&rel);
+                child.push('/');
+            }
+            child.push_str(name);
+            if let Err(e) = RelPath::check(&child) {
                 tracing::warn!("skipping {}: {e}", entry.path().display());
                 continue;
             }
-        };
-        match entry.metadata() {
-            Ok(m) => out.seen.push((rel, seen_from(&m))),
-            Err(e) => {
-                let err = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("symlink loop"));
-                if err.kind() != io::ErrorKind::NotFound {
-                    out.unreadable.push((entry.path().to_path_buf(), err));
+            // The kind as the listing says (no stat): enough for the
+            // ignore patterns and the state folder.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && entry.path() == skip {
+                continue;
+            }
+            if !ignores.is_empty()
+                && RelPath::new(child.as_str()).is_ok_and(|r| ignores.is_ignored(&r, is_dir))
+            {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(m) => {
+                    let seen = seen_from(&m);
+                    if matches!(seen, Seen::Dir { .. }) {
+                        sub.push((entry.path(), child.clone()));
+                    }
+                    out.push(&child, seen);
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => out.unreadable.push((entry.path(), e)),
             }
         }
+        // Popped in listing order: the tree comes out depth first.
+        todo.extend(sub.into_iter().rev());
     }
     out
 }
@@ -327,8 +403,7 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
         let mut got: Vec<_> = walk(root, root, &root.join(".tandem"), &Ignores::default())
-            .seen
-            .into_iter()
+            .iter()
             .map(|(p, s)| {
                 (
                     p.to_string(),
@@ -353,5 +428,52 @@ mod tests {
             Err(HashError::Gone)
         ));
         assert_eq!(stat(&root.join("d/f/x")).unwrap(), Seen::Absent);
+    }
+
+    #[test]
+    fn walk_lists_folders_before_their_content_and_honours_ignores() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["a/b/c", "a/skip/deep", "z", "tgt"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["a/1", "a/b/2", "a/b/c/3", "a/skip/deep/4", "z/x.log", "z/5"] {
+            fs::write(root.join(f), b"x").unwrap();
+        }
+        fs::write(root.join(format!("a/{TEMP_PREFIX}part")), b"x").unwrap();
+        // A link to a folder is a link: never entered.
+        std::os::unix::fs::symlink("tgt", root.join("a/to-tgt")).unwrap();
+        fs::write(root.join("tgt/6"), b"x").unwrap();
+        let ignores = Ignores::new(Some("skip/\n*.log\n"), &[]);
+        let walked = walk(root, root, &root.join(".tandem"), &ignores);
+        assert!(walked.unreadable.is_empty(), "{:?}", walked.unreadable);
+        let got: Vec<String> = walked.iter().map(|(p, _)| p.to_string()).collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                "a", "a/1", "a/b", "a/b/2", "a/b/c", "a/b/c/3", "a/to-tgt", "tgt", "tgt/6", "z",
+                "z/5"
+            ]
+        );
+        for (i, p) in got.iter().enumerate() {
+            if let Some((parent, _)) = p.rsplit_once('/') {
+                let at = got.iter().position(|q| q == parent).expect("parent listed");
+                assert!(at < i, "{parent} comes after {p}: {got:?}");
+            }
+        }
+        assert!(matches!(
+            walked.iter().find(|(p, _)| *p == "a/to-tgt"),
+            Some((_, Seen::Link(_)))
+        ));
+        // A walk of one folder names paths from the root.
+        let sub = walk(root, &root.join("a/b"), &root.join(".tandem"), &ignores);
+        let mut got: Vec<String> = sub.iter().map(|(p, _)| p.to_string()).collect();
+        got.sort();
+        assert_eq!(got, ["a/b/2", "a/b/c", "a/b/c/3"]);
+        // A folder that is gone is no error: nothing is there.
+        let gone = walk(root, &root.join("nope"), &root.join(".tandem"), &ignores);
+        assert!(gone.is_empty() && gone.unreadable.is_empty());
     }
 }

@@ -200,25 +200,22 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT path, seq, entry, inode, size, mtime_ns, mode FROM files")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
+        // Rows are read in place (no copy of each path and entry blob).
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let seq = r.get::<_, i64>(1)?;
+            let (inode, size, mtime_ns, mode) = (
                 r.get::<_, Option<i64>>(3)?,
                 r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, seq, blob, inode, size, mtime_ns, mode) = row?;
-            let entry: FileEntry =
-                codec::decode_stored(&blob).map_err(|e| StoreError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            );
+            let blob = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            let entry: FileEntry = codec::decode_stored(blob).map_err(|e| StoreError::Corrupt {
+                path: r.get::<_, String>(0).unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
             let stat = match (inode, size, mtime_ns, mode) {
                 (Some(i), Some(s), Some(m), Some(md)) => Some(LocalStat {
                     inode: i as u64,

@@ -13,9 +13,11 @@
 //! renamed in) and then hints the folder to the core once more, so
 //! whatever was made in it before its watch existed is still found; it
 //! also follows changes of the ignore patterns ([`WatchControl::rewatch`]).
-//! A folder's watch is added before what is in it is listed, and the
-//! listing is repeated until it finds no folder without one, so a tree
-//! unpacked quickly (`tar x`, `git clone`) ends up watched throughout.
+//! A folder's watch is added before what is in it is listed: at start in
+//! one pass that is also the first scan's listing ([`start`]); for a folder
+//! that appears later, the listing is repeated until it finds no folder
+//! without one, so a tree unpacked quickly (`tar x`, `git clone`) ends up
+//! watched throughout.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -92,6 +94,14 @@ impl WatchControl {
     }
 }
 
+/// Why a folder could not be watched.
+enum Unwatchable {
+    /// The inotify watch limit: every further watch fails too.
+    Limit(String),
+    /// This folder only.
+    Other(String),
+}
+
 /// The folders being watched and how to watch more.
 struct Watched<M> {
     watcher: RecommendedWatcher,
@@ -145,21 +155,32 @@ impl<M: Send + 'static> Watched<M> {
     fn add(&mut self, dirs: Vec<PathBuf>) -> Option<String> {
         let mut why = None;
         for d in dirs {
-            match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    self.dirs.insert(d);
-                }
-                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                    return Some(format!("the inotify watch limit is reached ({e})"));
-                }
-                // Gone meanwhile: nothing to watch.
-                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
-                Err(e) => {
-                    why.get_or_insert(format!("cannot watch every folder ({e})"));
+            match self.add_one(d) {
+                Ok(()) => {}
+                Err(Unwatchable::Limit(w)) => return Some(w),
+                Err(Unwatchable::Other(w)) => {
+                    why.get_or_insert(w);
                 }
             }
         }
         why
+    }
+
+    /// Watches the folder `d` (gone meanwhile: nothing to watch).
+    fn add_one(&mut self, d: PathBuf) -> Result<(), Unwatchable> {
+        match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.dirs.insert(d);
+                Ok(())
+            }
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => Err(
+                Unwatchable::Limit(format!("the inotify watch limit is reached ({e})")),
+            ),
+            Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => Ok(()),
+            Err(e) => Err(Unwatchable::Other(format!(
+                "cannot watch every folder ({e})"
+            ))),
+        }
     }
 
     fn unwatched(&mut self, why: String) {
@@ -261,14 +282,16 @@ impl<M: Send + 'static> Watched<M> {
 /// folder) and those `ignores` excludes; hints go to `tx` as `wrap(msg)`.
 /// When the inotify watch limit or an unreadable folder stops it part of
 /// the way, the watcher is still returned (what it watches keeps working),
-/// with why some folders are not watched.
+/// with why some folders are not watched. Also returns the tree as listed
+/// while the watches were added (see [`crate::scan::walk`]): whatever
+/// changes after a folder's listing is an event of its watch.
 pub fn start<M: Send + 'static>(
     root: &Path,
     skip: &Path,
     ignores: SharedIgnores,
     tx: Sender<M>,
     wrap: fn(WatchMsg) -> M,
-) -> notify::Result<(Watch, Option<String>)> {
+) -> notify::Result<(Watch, Option<String>, crate::scan::Walk)> {
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let events_tx = tx.clone();
     let appeared = ctl_tx.clone();
@@ -341,22 +364,41 @@ pub fn start<M: Send + 'static>(
         wrap,
         told: None,
     };
-    let (dirs, unreadable) = watched.wanted_under(root);
-    if dirs.is_empty() {
-        // The folder itself cannot be read or is not a folder.
-        return Err(
-            notify::Error::generic(&unreadable.unwrap_or_else(|| "not a folder".into()))
-                .add_path(root.to_path_buf()),
-        );
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return Err(notify::Error::generic("not a folder").add_path(root.to_path_buf()));
     }
-    let mut why = watched.add(dirs).or(unreadable);
-    if why.is_none() {
-        // Folders made while the first listing ran.
-        why = watched.add_tree(root);
+    // One pass over the tree: each folder is watched, then listed (with a
+    // stat of everything in it, for the first scan). A folder made in one
+    // after its listing is an event of that folder's watch; one made
+    // before is in the listing.
+    let ignores = watched.ignores.get();
+    let mut why = None;
+    let mut at_limit = false;
+    let walk = crate::scan::walk_with(root, root, skip, &ignores, |dir| {
+        if at_limit {
+            return;
+        }
+        match watched.add_one(dir.to_path_buf()) {
+            Ok(()) => {}
+            Err(Unwatchable::Limit(w)) => {
+                at_limit = true;
+                why = Some(w);
+            }
+            Err(Unwatchable::Other(w)) => {
+                why.get_or_insert(w);
+            }
+        }
+    });
+    if let Some((_, e)) = walk.unreadable.iter().find(|(p, _)| p == root) {
+        // The folder itself cannot be read.
+        return Err(notify::Error::generic(&e.to_string()).add_path(root.to_path_buf()));
+    }
+    if let Some((p, e)) = walk.unreadable.first() {
+        why.get_or_insert(format!("cannot watch every folder ({}: {e})", p.display()));
     }
     std::thread::Builder::new()
         .name("tandem-watch".into())
         .spawn(move || watched.run(ctl_rx))
         .map_err(notify::Error::io)?;
-    Ok((Watch { ctl: ctl_tx }, why))
+    Ok((Watch { ctl: ctl_tx }, why, walk))
 }

@@ -47,7 +47,7 @@ impl Core {
                         // a new version would bring it back everywhere).
                         // Shown and retried until those files go.
                         let walk = scan::walk(&self.root, &full, &self.state_dir, &self.ignores);
-                        if walk.seen.is_empty() && walk.unreadable.is_empty() {
+                        if walk.is_empty() && walk.unreadable.is_empty() {
                             return Err(std::io::Error::other(format!(
                                 "the folder holds files ignored here; delete them (see `tandem ignored`) to let the deletion of {path} through"
                             )));

@@ -730,15 +730,17 @@ impl Core {
                 }
             }
         }
-        let walk = scan::walk(&self.root, &base, &self.state_dir, &self.ignores);
+        let walk = match (dir, self.walked.take()) {
+            (None, Some(walk)) => walk,
+            _ => scan::walk(&self.root, &base, &self.state_dir, &self.ignores),
+        };
         let mut known = match dir {
             None => self.index.live_paths(),
             Some(d) => self.index.live_under(d),
         };
         // What is ignored was not walked: its entries stay as they are.
         known.retain(|p| !self.ignores_indexed(p));
-        let present: HashSet<&RelPath> = walk
-            .seen
+        let present: HashSet<&str> = walk
             .iter()
             .filter(|(_, s)| !matches!(s, Seen::Other | Seen::Absent))
             .map(|(p, _)| p)
@@ -746,8 +748,9 @@ impl Core {
         // Under a folder that could not be read, nothing is known to be gone.
         let missing: Vec<RelPath> = known
             .into_iter()
-            .filter(|p| !present.contains(p) && !walk.unknown(&self.root, p))
+            .filter(|p| !present.contains(p.as_str()) && !walk.unknown(&self.root, p))
             .collect();
+        drop(present);
         if walk.unreadable.is_empty()
             && let Some(d) = dir
         {
@@ -765,43 +768,53 @@ impl Core {
                 }
             }
         }
-        let seen = walk.seen;
-        let to_hash: Vec<(&RelPath, &LocalStat)> = seen
-            .iter()
-            .filter_map(|(p, s)| match s {
-                Seen::File(st) if self.index.needs_hash(p, st) && !self.locks.contains_key(p) => {
-                    Some((p, st))
+        // Paths are made from the walk's text only where they are needed:
+        // folders, and what changed or is locked.
+        let rel = |p: &str| RelPath::new(p).ok();
+        let mut to_hash: Vec<(RelPath, LocalStat)> = Vec::new();
+        let mut locked: Vec<(RelPath, Seen)> = Vec::new();
+        let mut seen: Vec<(RelPath, Seen)> = Vec::new();
+        for (p, s) in walk.iter() {
+            let is_locked = self.locks.contains_key(p);
+            if is_locked {
+                locked.extend(rel(p).map(|r| (r, s)));
+            }
+            match s {
+                Seen::File(st) if !is_locked && self.index.needs_hash(p, &st) => {
+                    to_hash.extend(rel(p).map(|r| (r, st)));
                 }
-                _ => None,
-            })
-            .collect();
-        let locked: Vec<(RelPath, Seen)> = seen
-            .iter()
-            .filter(|(p, _)| self.locks.contains_key(p))
-            .cloned()
-            .collect();
+                Seen::Dir { .. } => seen.extend(rel(p).map(|r| (r, s))),
+                Seen::Link(st) if !is_locked && self.index.needs_hash(p, &st) => {
+                    seen.extend(rel(p).map(|r| (r, s)))
+                }
+                _ => {}
+            }
+        }
+        drop(walk);
         for (p, s) in &locked {
             self.hold_local(p, s);
         }
         let log = to_hash.len() + missing.len() <= LOG_EACH_LIMIT;
         // Renamed in (see `known_content`): recorded without reading.
         let mut known = Vec::new();
-        let to_hash: Vec<&RelPath> = to_hash
+        let to_hash: Vec<RelPath> = to_hash
             .into_iter()
-            .filter_map(|(p, st)| match self.known_content(st) {
+            .filter_map(|(p, st)| match self.known_content(&st) {
                 Some(h) => {
-                    known.push((p.clone(), *st, h));
+                    known.push((p, st, h));
                     None
                 }
                 None => Some(p),
             })
             .collect();
         let root = &self.root;
-        let hashed: Vec<_> = to_hash
-            .par_iter()
-            .map(|p| (*p, scan::hash_file(&p.to_disk(root))))
+        let hashed: Vec<(RelPath, _)> = to_hash
+            .into_par_iter()
+            .map(|p| {
+                let r = scan::hash_file(&p.to_disk(root));
+                (p, r)
+            })
             .collect();
-        let hashed: Vec<(RelPath, _)> = hashed.into_iter().map(|(p, r)| (p.clone(), r)).collect();
         for (p, s) in &seen {
             match s {
                 Seen::Dir { mode } => {
@@ -809,9 +822,7 @@ impl Core {
                     changed += self.log_change(p, c, log);
                 }
                 // A readlink is cheap: no need to do it in parallel.
-                Seen::Link(st) if self.index.needs_hash(p, st) && !self.locks.contains_key(p) => {
-                    changed += self.look_at(p, *s, log);
-                }
+                Seen::Link(_) => changed += self.look_at(p, *s, log),
                 _ => {}
             }
         }

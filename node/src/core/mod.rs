@@ -547,6 +547,10 @@ pub struct Core {
     /// Why some folders are not watched (the inotify limit): they are
     /// rescanned every [`UNWATCHED_RESCAN`] instead.
     unwatched: Option<String>,
+    /// The whole tree as listed at start, once every folder was watched
+    /// (made beside loading the index): the first scan compares it instead
+    /// of listing again.
+    walked: Option<crate::scan::Walk>,
     /// The ignore patterns in force (also published in `shared_ignores`).
     ignores: Arc<crate::ignores::Ignores>,
     shared_ignores: crate::ignores::SharedIgnores,
@@ -658,6 +662,7 @@ impl Core {
             verify_at: now + VERIFY_EVERY,
             verify_every: VERIFY_EVERY,
             unwatched: None,
+            walked: None,
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
             given_held: Arc::default(),
             given_writes: Arc::default(),
@@ -826,6 +831,14 @@ impl Core {
             self.note_unwatched(w.clone());
         }
         self.unwatched = why;
+        self
+    }
+
+    /// The tree as listed at start, after its watches were set up with the
+    /// ignore patterns in force: the first scan uses it (changes made after
+    /// the listing arrive as watch events).
+    pub fn walked(mut self, walk: crate::scan::Walk) -> Self {
+        self.walked = Some(walk);
         self
     }
 
