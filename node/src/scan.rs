@@ -132,12 +132,24 @@ pub struct Walk {
     /// Paths that could not be read (a folder's listing, or an entry's
     /// metadata), with why. What is under them is unknown, not absent.
     pub unreadable: Vec<(PathBuf, io::Error)>,
+    /// Which of `unreadable` are folders that could not be listed.
+    unlisted: Vec<usize>,
 }
 
 impl Walk {
     fn push(&mut self, rel: &str, seen: Seen) {
         self.names.push_str(rel);
         self.found.push((self.names.len(), seen));
+    }
+
+    fn unlisted_folder(&mut self, path: PathBuf, e: io::Error) {
+        self.unlisted.push(self.unreadable.len());
+        self.unreadable.push((path, e));
+    }
+
+    /// The folders that could not be listed (or listed to the end), with why.
+    pub fn unlisted(&self) -> impl Iterator<Item = &(PathBuf, io::Error)> + '_ {
+        self.unlisted.iter().map(|&i| &self.unreadable[i])
     }
 
     /// Nothing was found.
@@ -208,7 +220,7 @@ pub fn walk_with(
             // the final state. Anything else is not knowing.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                out.unreadable.push((full, e));
+                out.unlisted_folder(full, e);
                 continue;
             }
         };
@@ -218,7 +230,7 @@ pub fn walk_with(
             let entry = match item {
                 Ok(e) => e,
                 Err(e) => {
-                    out.unreadable.push((full.clone(), e));
+                    out.unlisted_folder(full.clone(), e);
                     break;
                 }
             };
@@ -227,9 +239,9 @@ pub fn walk_with(
                 tracing::warn!("skipping {}: the name is not UTF-8", entry.path().display());
                 continue;
             };
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
+            // Our temp files are not indexed (a folder of that name is
+            // still entered, as hints look only at the last name).
+            let temp = name.starts_with(TEMP_PREFIX);
             child.clear();
             if !rel.is_empty() {
                 child.push_str(&rel);
@@ -241,26 +253,36 @@ pub fn walk_with(
                 continue;
             }
             // The kind as the listing says (no stat): enough for the
-            // ignore patterns and the state folder.
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && entry.path() == skip {
+            // ignore patterns and the state folder...
+            let listed_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let excluded = |is_dir: bool| {
+                (is_dir && entry.path() == skip)
+                    || (!ignores.is_empty()
+                        && RelPath::new(child.as_str())
+                            .is_ok_and(|r| ignores.is_ignored(&r, is_dir)))
+            };
+            if excluded(listed_dir) {
                 continue;
             }
-            if !ignores.is_empty()
-                && RelPath::new(child.as_str()).is_ok_and(|r| ignores.is_ignored(&r, is_dir))
-            {
-                continue;
-            }
-            match entry.metadata() {
-                Ok(m) => {
-                    let seen = seen_from(&m);
-                    if matches!(seen, Seen::Dir { .. }) {
-                        sub.push((entry.path(), child.clone()));
-                    }
-                    out.push(&child, seen);
+            let seen = match entry.metadata() {
+                Ok(m) => seen_from(&m),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    out.unreadable.push((entry.path(), e));
+                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => out.unreadable.push((entry.path(), e)),
+            };
+            let is_dir = matches!(seen, Seen::Dir { .. });
+            // ...unless the stat says otherwise (the listing could not
+            // tell, or a folder took a file's place): checked again.
+            if is_dir && !listed_dir && excluded(true) {
+                continue;
+            }
+            if is_dir {
+                sub.push((entry.path(), child.clone()));
+            }
+            if !temp {
+                out.push(&child, seen);
             }
         }
         // Popped in listing order: the tree comes out depth first.
@@ -441,6 +463,10 @@ mod tests {
             fs::write(root.join(f), b"x").unwrap();
         }
         fs::write(root.join(format!("a/{TEMP_PREFIX}part")), b"x").unwrap();
+        // A folder named like a temp file is not indexed, what is in it is
+        // (as the watcher's hints see it).
+        fs::create_dir(root.join(format!("z/{TEMP_PREFIX}dir"))).unwrap();
+        fs::write(root.join(format!("z/{TEMP_PREFIX}dir/7")), b"x").unwrap();
         // A link to a folder is a link: never entered.
         std::os::unix::fs::symlink("tgt", root.join("a/to-tgt")).unwrap();
         fs::write(root.join("tgt/6"), b"x").unwrap();
@@ -453,12 +479,24 @@ mod tests {
         assert_eq!(
             sorted,
             [
-                "a", "a/1", "a/b", "a/b/2", "a/b/c", "a/b/c/3", "a/to-tgt", "tgt", "tgt/6", "z",
-                "z/5"
+                "a".to_string(),
+                "a/1".into(),
+                "a/b".into(),
+                "a/b/2".into(),
+                "a/b/c".into(),
+                "a/b/c/3".into(),
+                "a/to-tgt".into(),
+                "tgt".into(),
+                "tgt/6".into(),
+                "z".into(),
+                format!("z/{TEMP_PREFIX}dir/7"),
+                "z/5".into(),
             ]
         );
         for (i, p) in got.iter().enumerate() {
-            if let Some((parent, _)) = p.rsplit_once('/') {
+            if let Some((parent, _)) = p.rsplit_once('/')
+                && !parent.contains(TEMP_PREFIX)
+            {
                 let at = got.iter().position(|q| q == parent).expect("parent listed");
                 assert!(at < i, "{parent} comes after {p}: {got:?}");
             }

@@ -389,11 +389,9 @@ pub fn start<M: Send + 'static>(
             }
         }
     });
-    if let Some((_, e)) = walk.unreadable.iter().find(|(p, _)| p == root) {
-        // The folder itself cannot be read.
-        return Err(notify::Error::generic(&e.to_string()).add_path(root.to_path_buf()));
-    }
-    if let Some((p, e)) = walk.unreadable.first() {
+    // A folder that cannot be listed (the synced folder itself included)
+    // is not known to be empty: it is rescanned periodically.
+    if let Some((p, e)) = walk.unlisted().next() {
         why.get_or_insert(format!("cannot watch every folder ({}: {e})", p.display()));
     }
     std::thread::Builder::new()
