@@ -197,12 +197,18 @@ impl Store {
 
     /// Every stored record.
     pub fn load(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        self.load_each(|r| out.push(r))?;
+        Ok(out)
+    }
+
+    /// Hands every stored record to `f`, one at a time.
+    pub fn load_each(&self, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT path, seq, entry, inode, size, mtime_ns, mode FROM files")?;
         // Rows are read in place (no copy of each path and entry blob).
         let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let seq = r.get::<_, i64>(1)?;
             let (inode, size, mtime_ns, mode) = (
@@ -225,13 +231,13 @@ impl Store {
                 }),
                 _ => None,
             };
-            out.push(Record {
+            f(Record {
                 entry,
                 seq: seq as u64,
                 stat,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every known peer: (id, highest of its sequence numbers applied, name).
@@ -347,7 +353,7 @@ impl Store {
     }
 
     /// Writes `records` in one transaction.
-    pub fn save(&mut self, records: &[&Record]) -> Result<(), StoreError> {
+    pub fn save(&mut self, records: &[Record]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -357,13 +363,10 @@ impl Store {
         Ok(())
     }
 
-    fn write_records(
-        tx: &rusqlite::Transaction<'_>,
-        records: &[&Record],
-    ) -> Result<(), StoreError> {
+    fn write_records(tx: &rusqlite::Transaction<'_>, records: &[Record]) -> Result<(), StoreError> {
         let rows = records
             .iter()
-            .map(|r| RecordRow::of(r))
+            .map(RecordRow::of)
             .collect::<Result<Vec<_>, _>>()?;
         Self::write_rows(tx, &rows)
     }
@@ -436,7 +439,7 @@ impl Encoded {
             records: batch
                 .records
                 .iter()
-                .map(|r| RecordRow::of(r))
+                .map(RecordRow::of)
                 .collect::<Result<_, _>>()?,
             peers: batch.peers.to_vec(),
             wanted: batch
@@ -483,7 +486,7 @@ impl Encoded {
 #[derive(Default)]
 pub struct Batch<'a> {
     /// Changed index records.
-    pub records: &'a [&'a Record],
+    pub records: &'a [Record],
     /// Peer progress: (id, highest sequence applied, name).
     pub peers: &'a [(NodeId, u64, String)],
     /// Pending downloads added or updated.
@@ -578,7 +581,7 @@ pub(crate) mod tests {
         let (a, b) = (record("a.txt", 1, false), record("d/b", 2, true));
         let id = {
             let mut s = Store::open(&db).unwrap();
-            s.save(&[&a, &b]).unwrap();
+            s.save(&[a.clone(), b.clone()]).unwrap();
             s.node_id().unwrap()
         };
         let s = Store::open(&db).unwrap();
@@ -597,7 +600,7 @@ pub(crate) mod tests {
         r.entry.blocks = vec![ContentHash::of(b"x"); 600_000];
         r.entry.size = 600_000 * tandem_common::model::BLOCK_SIZE;
         let mut s = Store::open(&db).unwrap();
-        s.save(&[&r]).unwrap();
+        s.save(std::slice::from_ref(&r)).unwrap();
         drop(s);
         let got = Store::open(&db).unwrap().load().unwrap();
         assert_eq!(got, vec![r]);

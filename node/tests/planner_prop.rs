@@ -1561,7 +1561,7 @@ impl Sim {
     /// `Core::flush`.
     fn flush(&mut self, x: usize) {
         let n = &mut self.nodes[x];
-        let records: Vec<Record> = n.index.take_dirty().into_iter().cloned().collect();
+        let records: Vec<Record> = n.index.take_dirty();
         for r in records {
             n.saved.records.insert(r.entry.path.clone(), r);
         }
@@ -1601,7 +1601,7 @@ impl Sim {
         }
         self.superseded.retain(|_, v| !v.is_empty());
         let n = &mut self.nodes[x];
-        n.index = Index::new(n.id, n.saved.records.values().cloned().collect());
+        n.index = Index::new(n.id, n.saved.records.values().cloned());
         n.needed = n
             .saved
             .needed

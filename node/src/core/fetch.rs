@@ -79,7 +79,7 @@ impl Core {
                 .map(|h| match self.index.block_source(h) {
                     Some((p, i)) => BlockSource::Local {
                         path: p.to_disk(&self.root),
-                        index: *i,
+                        index: i,
                     },
                     None => BlockSource::Remote,
                 })
@@ -334,7 +334,7 @@ impl Core {
         let mut sources: Vec<RelPath> = entry
             .blocks
             .iter()
-            .filter_map(|h| self.index.block_source(h).map(|(p, _)| p.clone()))
+            .filter_map(|h| self.index.block_source(h).map(|(p, _)| p))
             .filter(|p| *p != entry.path)
             .collect();
         sources.sort();

@@ -85,7 +85,7 @@ impl Core {
     }
 
     fn lockable(&self, path: &RelPath) -> Result<(), ApiError> {
-        match self.index.get(path).map(|r| &r.entry) {
+        match self.index.get(path).map(|r| r.entry).as_ref() {
             None => Err(ApiError::Other(format!("{path} does not exist"))),
             Some(e) if e.deleted => Err(ApiError::Other(format!(
                 "{path} does not exist (it was deleted)"

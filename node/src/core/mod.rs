@@ -585,7 +585,8 @@ impl Core {
         io: CoreIo,
     ) -> anyhow::Result<Core> {
         let me = store.node_id()?;
-        let records = store.load()?;
+        let mut loader = Index::loader(me);
+        store.load_each(|r| loader.push(r))?;
         let peers = store
             .peers()?
             .into_iter()
@@ -646,7 +647,7 @@ impl Core {
             root,
             state_dir,
             name,
-            index: Index::new(me, records),
+            index: loader.finish(),
             store: Some(store),
             saver: None,
             unsaved: Default::default(),

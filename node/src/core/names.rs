@@ -186,11 +186,8 @@ impl Core {
         self.names.check_at = now + CHECK_EVERY;
         let found: BTreeSet<Pair> = if std::mem::take(&mut self.names.all_dirty) {
             self.names.dirty.clear();
-            let live = self
-                .index
-                .records()
-                .filter(|r| !r.entry.deleted && !self.ignores_indexed(&r.entry.path))
-                .map(|r| &r.entry.path);
+            let paths = self.index.live_paths();
+            let live = paths.iter().filter(|p| !self.ignores_indexed(p));
             let found: BTreeSet<Pair> = crate::names::collisions(live).into_iter().collect();
             self.names.pairs.retain(|p| found.contains(p));
             found

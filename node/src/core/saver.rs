@@ -157,7 +157,7 @@ mod tests {
         Job {
             dirs: Vec::new(),
             batch: Encoded::of(&Batch {
-                records: &[&r],
+                records: &[r],
                 ..Batch::default()
             })
             .unwrap(),

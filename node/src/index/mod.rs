@@ -3,7 +3,11 @@
 //!
 //! Pure: callers stat and hash; this module only decides. Every record it
 //! touches is remembered until [`Index::take_dirty`] hands the batch to the
-//! store.
+//! store. Records are held compact (see [`packed`]) and handed out whole,
+//! as copies: a lookup costs a few small allocations, and the index of a
+//! million files fits in a few hundred megabytes.
+
+mod packed;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +15,8 @@ use tandem_common::blocklist;
 use tandem_common::hashing::Hashed;
 use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+
+use packed::{Nodes, Packed};
 
 /// The key of a block in [`Index::block_source`]'s map: the first 8 bytes
 /// of its hash.
@@ -56,29 +62,73 @@ pub enum ChangeKind {
     Deleted,
 }
 
+/// An index being built from stored records (see [`Index::loader`]).
+pub struct Loader {
+    ix: Index,
+    packed: Vec<(RelPath, Packed)>,
+    seqs: Vec<(u64, RelPath)>,
+}
+
+impl Loader {
+    /// Adds a stored record.
+    pub fn push(&mut self, r: Record) {
+        let ix = &mut self.ix;
+        ix.clock = ix.clock.max(r.entry.version.max_counter());
+        ix.seq = ix.seq.max(r.seq);
+        let path = r.entry.path.clone();
+        self.seqs.push((r.seq, path.clone()));
+        if r.entry.is_live_file() {
+            for b in &r.entry.blocks {
+                ix.blocks.insert(block_key(b), r.seq);
+            }
+            if !blocklist::sent_inline(r.entry.blocks.len()) {
+                ix.by_content.insert(r.entry.hash, path.clone());
+            }
+        }
+        self.packed.push((path, Packed::pack(r, &mut ix.nodes)));
+    }
+
+    /// The index of the records pushed.
+    pub fn finish(self) -> Index {
+        let Loader {
+            mut ix,
+            mut packed,
+            mut seqs,
+        } = self;
+        // Built from sorted input in bulk: full tree nodes, far less memory
+        // than inserting one by one.
+        seqs.sort_unstable_by_key(|(s, _)| *s);
+        packed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        ix.by_seq = seqs.into_iter().collect();
+        ix.records = packed.into_iter().collect();
+        ix
+    }
+}
+
 /// The index of one node.
 pub struct Index {
     me: NodeId,
-    records: BTreeMap<RelPath, Record>,
+    records: BTreeMap<RelPath, Packed>,
+    /// The node ids the records name, numbered (see [`packed`]).
+    nodes: Nodes,
     /// Largest version counter seen anywhere (Lamport clock).
     clock: u64,
     /// Last sequence number issued.
     seq: u64,
     /// Sequence number → path, to send peers what they have not seen.
     by_seq: BTreeMap<u64, RelPath>,
-    /// Where each block hash can be read locally (one place suffices; the
-    /// reader verifies, so a stale location only costs a network fetch).
-    /// Keyed by the hash's first 8 bytes (see [`block_key`]): a quarter of
-    /// the memory, and a prefix shared by chance is caught by the same check.
-    blocks: HashMap<u64, (RelPath, u32)>,
+    /// Where each block hash can be read locally: the sequence number of a
+    /// record holding it (one place suffices; the reader verifies, so a
+    /// stale place only costs a network fetch, and a record changed since
+    /// has a new number and is not found). Keyed by the hash's first 8
+    /// bytes (see [`block_key`]), and holding a number rather than a path:
+    /// 16 bytes an entry, one entry per distinct block.
+    blocks: HashMap<u64, u64>,
     /// A live file holding each whole content whose block list is not sent
     /// inline: a peer's entry for it (a rename, a copy) arrives without a
     /// list, and this file's list is the same. Only large files are here,
     /// so many small files cost nothing; a stale path is checked on use.
     by_content: HashMap<ContentHash, RelPath>,
-    /// The peer a record was taken from unchanged: it need not be sent
-    /// back there. (Not persisted: after a restart it is sent once more.)
-    origin: HashMap<RelPath, NodeId>,
     /// Sequence numbers of the records changed since the last save (a
     /// record changed again leaves a stale number, skipped when taken).
     /// Numbers, not paths: a copy of every path seen by a cold scan, freed
@@ -95,52 +145,48 @@ pub struct Index {
 
 impl Index {
     /// Builds the index from stored records.
-    pub fn new(me: NodeId, records: Vec<Record>) -> Index {
-        let mut clock = 0;
-        let mut seq = 0;
-        let mut seqs: Vec<(u64, RelPath)> = Vec::with_capacity(records.len());
-        let mut blocks = HashMap::new();
-        let mut by_content = HashMap::new();
-        for r in &records {
-            clock = clock.max(r.entry.version.max_counter());
-            seq = seq.max(r.seq);
-            seqs.push((r.seq, r.entry.path.clone()));
-            if r.entry.is_live_file() {
-                for (i, b) in r.entry.blocks.iter().enumerate() {
-                    blocks.insert(block_key(b), (r.entry.path.clone(), i as u32));
-                }
-                if !blocklist::sent_inline(r.entry.blocks.len()) {
-                    by_content.insert(r.entry.hash, r.entry.path.clone());
-                }
-            }
+    pub fn new(me: NodeId, records: impl IntoIterator<Item = Record>) -> Index {
+        let mut l = Index::loader(me);
+        for r in records {
+            l.push(r);
         }
-        seqs.sort_unstable_by_key(|(s, _)| *s);
-        // Built from sorted input in bulk: full tree nodes, far less memory
-        // than inserting one by one.
-        let mut records = records;
-        records.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
-        Index {
-            me,
-            records: records
-                .into_iter()
-                .map(|r| (r.entry.path.clone(), r))
-                .collect(),
-            clock,
-            seq,
-            by_seq: seqs.into_iter().collect(),
-            blocks,
-            by_content,
-            origin: HashMap::new(),
-            dirty: Vec::new(),
-            withhold_above: None,
-            forgotten: Vec::new(),
+        l.finish()
+    }
+
+    /// Builds the index from stored records handed one at a time, packing
+    /// each as it comes: a store's rows go straight into it, and no record
+    /// is held whole beside the index.
+    pub fn loader(me: NodeId) -> Loader {
+        Loader {
+            ix: Index {
+                me,
+                records: BTreeMap::new(),
+                nodes: Nodes::default(),
+                clock: 0,
+                seq: 0,
+                by_seq: BTreeMap::new(),
+                blocks: HashMap::new(),
+                by_content: HashMap::new(),
+                dirty: Vec::new(),
+                withhold_above: None,
+                forgotten: Vec::new(),
+            },
+            packed: Vec::new(),
+            seqs: Vec::new(),
         }
     }
 
     /// Forgets which records were taken unchanged from `peer` (so they are
     /// sent to it again).
     pub fn forget_origin_of(&mut self, peer: NodeId) {
-        self.origin.retain(|_, o| *o != peer);
+        let Some(n) = self.nodes.find(peer) else {
+            return;
+        };
+        for p in self.records.values_mut() {
+            if p.origin() == Some(n) {
+                p.set_origin(None);
+            }
+        }
     }
 
     /// The largest version counter seen anywhere.
@@ -175,11 +221,10 @@ impl Index {
     /// taken again when they send it).
     pub fn forget(&mut self, path: &RelPath) {
         if let Some(old) = self.records.remove(path) {
-            self.by_seq.remove(&old.seq);
-            if self.by_content.get(&old.entry.hash) == Some(path) {
-                self.by_content.remove(&old.entry.hash);
+            self.by_seq.remove(&old.seq());
+            if self.by_content.get(old.hash()) == Some(path) {
+                self.by_content.remove(old.hash());
             }
-            self.origin.remove(path);
             self.forgotten.push(path.clone());
         }
     }
@@ -194,8 +239,8 @@ impl Index {
     /// tombstone), with a version that has seen `theirs` and adds a write
     /// of ours. Returns false when there is nothing to push.
     pub fn override_with(&mut self, path: &RelPath, theirs: &VersionVector) -> bool {
-        let (mut entry, stat) = match self.records.get(path) {
-            Some(r) => (r.entry.clone(), r.stat),
+        let (mut entry, stat) = match self.get(path) {
+            Some(r) => (r.entry, r.stat),
             None => (
                 FileEntry {
                     path: path.clone(),
@@ -243,32 +288,38 @@ impl Index {
         self.seq
     }
 
+    /// Stores `record`, replacing what was at its path; the origin is
+    /// cleared.
     fn insert(&mut self, record: Record) {
-        let path = &record.entry.path;
-        if let Some(old) = self.records.get(path) {
-            self.by_seq.remove(&old.seq);
-            if old.entry.hash != record.entry.hash
-                && self.by_content.get(&old.entry.hash) == Some(path)
-            {
-                self.by_content.remove(&old.entry.hash);
+        let path = record.entry.path.clone();
+        if let Some(old) = self.records.get(&path) {
+            self.by_seq.remove(&old.seq());
+            if *old.hash() != record.entry.hash && self.by_content.get(old.hash()) == Some(&path) {
+                self.by_content.remove(old.hash());
             }
         }
         self.by_seq.insert(record.seq, path.clone());
         if record.entry.is_live_file() {
-            for (i, b) in record.entry.blocks.iter().enumerate() {
-                self.blocks.insert(block_key(b), (path.clone(), i as u32));
+            for b in &record.entry.blocks {
+                self.blocks.insert(block_key(b), record.seq);
             }
             if !blocklist::sent_inline(record.entry.blocks.len()) {
                 self.by_content.insert(record.entry.hash, path.clone());
             }
         }
-        self.records.insert(record.entry.path.clone(), record);
+        let packed = Packed::pack(record, &mut self.nodes);
+        self.records.insert(path, packed);
     }
 
-    /// A local place to read the block with hash `h`, if any. A place, not
-    /// a promise: the reader checks what it reads against `h`.
-    pub fn block_source(&self, h: &ContentHash) -> Option<&(RelPath, u32)> {
-        self.blocks.get(&block_key(h))
+    /// A local place to read the block with hash `h`, if any: a live file
+    /// and the block's number in it. A place, not a promise: the reader
+    /// checks what it reads against `h`.
+    pub fn block_source(&self, h: &ContentHash) -> Option<(RelPath, u32)> {
+        let seq = self.blocks.get(&block_key(h))?;
+        let path = self.by_seq.get(seq)?;
+        let r = self.records.get(path).filter(|r| r.is_live_file())?;
+        let i = r.blocks().iter().position(|b| b == h)?;
+        Some((path.clone(), i as u32))
     }
 
     /// The complete block list of content `hash` of `size` bytes, if a live
@@ -279,16 +330,16 @@ impl Index {
         hash: &ContentHash,
         size: u64,
     ) -> Option<&[ContentHash]> {
-        let fits = |r: &&Record| {
-            r.entry.is_live_file()
-                && r.entry.hash == *hash
-                && r.entry.size == size
-                && r.entry.blocks.len() == blocklist::block_count(size)
+        let fits = |r: &&Packed| {
+            r.is_live_file()
+                && r.hash() == hash
+                && r.size() == size
+                && r.blocks().len() == blocklist::block_count(size)
         };
         let at = |p: &RelPath| self.records.get(p).filter(fits);
         at(path)
             .or_else(|| self.by_content.get(hash).and_then(at))
-            .map(|r| r.entry.blocks.as_slice())
+            .map(|r| r.blocks())
     }
 
     /// Fills in the block list of a live file's entry that arrived without
@@ -326,27 +377,32 @@ impl Index {
         if upto_max <= since {
             return (out, upto);
         }
+        // A peer never numbered sent us nothing.
+        let from = peer.and_then(|p| self.nodes.find(p));
         for (seq, path) in self.by_seq.range(since + 1..=upto_max) {
             upto = *seq;
-            let Some(r) = self.records.get(path) else {
+            let Some(p) = self.records.get(path) else {
                 continue;
             };
-            if peer.is_some() && self.origin.get(path) == peer.as_ref() {
+            if from.is_some() && p.origin() == from {
                 continue;
             }
-            if self.is_unsent(&r.entry) {
+            let mut entry = p.unpack(path, &self.nodes).entry;
+            if self.is_unsent(&entry) {
                 continue;
             }
             // What the entry costs on the wire: large lists are not sent.
-            if blocklist::sent_inline(r.entry.blocks.len()) {
-                bytes += r.entry.blocks.len() * 32;
+            if blocklist::sent_inline(entry.blocks.len()) {
+                bytes += entry.blocks.len() * 32;
+            } else {
+                entry.blocks = Vec::new();
             }
             bytes += 128;
             // Small files' content travels with them.
-            if r.entry.is_live_file() && r.entry.size <= tandem_common::proto::INLINE_MAX {
-                bytes += r.entry.size as usize;
+            if entry.is_live_file() && entry.size <= tandem_common::proto::INLINE_MAX {
+                bytes += entry.size as usize;
             }
-            out.push((*seq, blocklist::for_wire(&r.entry)));
+            out.push((*seq, entry));
             if bytes >= max_bytes {
                 break;
             }
@@ -380,18 +436,33 @@ impl Index {
         let path = entry.path.clone();
         self.put(Record { entry, seq, stat });
         if let Some(o) = origin {
-            self.origin.insert(path, o);
+            let n = self.nodes.intern(o);
+            if let Some(p) = self.records.get_mut(&path) {
+                p.set_origin(n);
+            }
         }
     }
 
-    /// The record at `path`.
-    pub fn get(&self, path: &RelPath) -> Option<&Record> {
-        self.records.get(path)
+    /// The record at `path` (a copy).
+    pub fn get(&self, path: &RelPath) -> Option<Record> {
+        self.records.get(path).map(|p| p.unpack(path, &self.nodes))
     }
 
-    /// Every record, sorted by path.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.records.values()
+    /// Every record, sorted by path (copies, made as iterated).
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.records
+            .iter()
+            .map(|(path, p)| p.unpack(path, &self.nodes))
+    }
+
+    /// The disk stat recorded for `path`, without copying its record.
+    pub fn stat_of(&self, path: &RelPath) -> Option<LocalStat> {
+        self.records.get(path).and_then(|p| p.stat())
+    }
+
+    /// True when `path` is known and deleted (a tombstone).
+    pub fn is_tombstone(&self, path: &RelPath) -> bool {
+        self.records.get(path).is_some_and(|p| p.deleted())
     }
 
     /// Number of records (live and deleted).
@@ -413,7 +484,7 @@ impl Index {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(p, _)| p.as_str().starts_with(&start))
-            .filter(|(_, r)| !r.entry.deleted)
+            .filter(|(_, r)| !r.deleted())
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -440,7 +511,7 @@ impl Index {
             };
             match rest.find('/') {
                 None => {
-                    if !r.entry.deleted {
+                    if !r.deleted() {
                         out.push(p);
                     }
                     from = Excluded(p.as_str().to_string());
@@ -456,9 +527,9 @@ impl Index {
     /// Every live path.
     pub fn live_paths(&self) -> Vec<RelPath> {
         self.records
-            .values()
-            .filter(|r| !r.entry.deleted)
-            .map(|r| r.entry.path.clone())
+            .iter()
+            .filter(|(_, r)| !r.deleted())
+            .map(|(p, _)| p.clone())
             .collect()
     }
 
@@ -469,8 +540,8 @@ impl Index {
         P: Ord + ?Sized,
     {
         match self.records.get(path) {
-            Some(r) if r.entry.is_live_file() || r.entry.live_link().is_some() => {
-                r.stat.as_ref() != Some(stat)
+            Some(r) if r.is_live_file() || r.live_link().is_some() => {
+                r.stat().as_ref() != Some(stat)
             }
             _ => true,
         }
@@ -510,10 +581,9 @@ impl Index {
         written: Writes,
         losers: Writes,
     ) {
-        let Some(r) = self.records.get(path) else {
+        let Some(mut r) = self.get(path) else {
             return;
         };
-        let mut r = r.clone();
         self.clock = self.clock.max(version.max_counter());
         self.seq += 1;
         r.entry.version = version;
@@ -532,30 +602,40 @@ impl Index {
         let Some(r) = self.records.get_mut(path) else {
             return false;
         };
-        if !r.entry.is_live_file() {
+        if !r.is_live_file() {
             return false;
         }
-        r.stat = Some(stat);
-        self.dirty.push(r.seq);
+        r.set_stat(stat);
+        self.dirty.push(r.seq());
         true
     }
 
     /// Announces our entry at `path` again, unchanged: a new sequence
     /// number, so every peer (the one it came from too) is sent it again.
     pub fn reannounce(&mut self, path: &RelPath) {
-        let Some(r) = self.records.get(path) else {
+        let Some(mut r) = self.get(path) else {
             return;
         };
-        let mut r = r.clone();
         self.seq += 1;
         r.seq = self.seq;
         self.put(r);
     }
 
     fn put(&mut self, record: Record) {
-        self.origin.remove(&record.entry.path);
         self.dirty.push(record.seq);
         self.insert(record);
+    }
+
+    /// Records a new stat for the unchanged record at `path` (same sequence
+    /// number: peers are not sent it again, the store is).
+    fn restat(&mut self, path: &RelPath, stat: LocalStat) {
+        if let Some(r) = self.records.get_mut(path)
+            && r.stat() != Some(stat)
+        {
+            r.set_stat(stat);
+            r.set_origin(None);
+            self.dirty.push(r.seq());
+        }
     }
 
     /// Records a file seen on disk with the given stat and content.
@@ -565,19 +645,14 @@ impl Index {
         stat: LocalStat,
         h: &Hashed,
     ) -> Option<ChangeKind> {
-        let prev = self.records.get(path);
-        if let Some(r) = prev
-            && r.entry.is_live_file()
-            && r.entry.hash == h.hash
-            && r.entry.size == h.size
-            && r.entry.mtime_ns == stat.mtime_ns
-            && r.entry.mode == stat.mode
+        if let Some(r) = self.records.get(path)
+            && r.is_live_file()
+            && *r.hash() == h.hash
+            && r.size() == h.size
+            && r.mtime_ns() == stat.mtime_ns
+            && r.mode() == stat.mode
         {
-            if r.stat != Some(stat) {
-                let mut r = r.clone();
-                r.stat = Some(stat);
-                self.put(r);
-            }
+            self.restat(path, stat);
             return None;
         }
         let (size, hash, blocks) = (h.size, h.hash, h.blocks.clone());
@@ -606,14 +681,10 @@ impl Index {
         target: String,
     ) -> Option<ChangeKind> {
         if let Some(r) = self.records.get(path)
-            && r.entry.live_link() == Some(target.as_str())
-            && r.entry.mtime_ns == stat.mtime_ns
+            && r.live_link() == Some(target.as_str())
+            && r.mtime_ns() == stat.mtime_ns
         {
-            if r.stat != Some(stat) {
-                let mut r = r.clone();
-                r.stat = Some(stat);
-                self.put(r);
-            }
+            self.restat(path, stat);
             return None;
         }
         let hash = ContentHash::of(target.as_bytes());
@@ -637,11 +708,10 @@ impl Index {
     /// Records a directory seen on disk. Directory mtimes are not versioned:
     /// they change whenever a child does.
     pub fn observe_dir(&mut self, path: &RelPath, mode: u32) -> Option<ChangeKind> {
-        let prev = self.records.get(path);
-        if let Some(r) = prev
-            && !r.entry.deleted
-            && r.entry.kind == EntryKind::Dir
-            && r.entry.mode == mode
+        if self
+            .records
+            .get(path)
+            .is_some_and(|r| r.is_live_dir() && r.mode() == mode)
         {
             return None;
         }
@@ -683,13 +753,15 @@ impl Index {
         stat: Option<LocalStat>,
         make: impl FnOnce(VersionVector, Writes) -> FileEntry,
     ) -> ChangeKind {
-        let prev = self.records.get(path);
-        let kind = match prev {
+        let prev = self.get(path);
+        let kind = match &prev {
             Some(r) if !r.entry.deleted => ChangeKind::Modified,
             _ => ChangeKind::Added,
         };
-        let prev_version = prev.map(|r| r.entry.version.clone());
-        let losers = prev.map(|r| r.entry.losers.clone()).unwrap_or_default();
+        let (prev_version, losers) = match prev {
+            Some(r) => (Some(r.entry.version), r.entry.losers),
+            None => (None, Writes::default()),
+        };
         let (version, seq) = self.next_version(prev_version.as_ref());
         let entry = FileEntry {
             losers,
@@ -703,7 +775,7 @@ impl Index {
     /// tombstones. Returns the paths deleted.
     pub fn observe_missing(&mut self, path: &RelPath) -> Vec<RelPath> {
         let mut gone = self.live_under(path);
-        if self.records.get(path).is_some_and(|r| !r.entry.deleted) {
+        if self.records.get(path).is_some_and(|r| !r.deleted()) {
             gone.push(path.clone());
         }
         for p in &gone {
@@ -713,10 +785,10 @@ impl Index {
     }
 
     fn tombstone(&mut self, path: &RelPath) {
-        let Some(prev) = self.records.get(path) else {
+        let Some(prev) = self.get(path) else {
             return;
         };
-        let prev_entry = prev.entry.clone();
+        let prev_entry = prev.entry;
         let (version, seq) = self.next_version(Some(&prev_entry.version));
         self.put(Record {
             entry: FileEntry {
@@ -733,19 +805,15 @@ impl Index {
         });
     }
 
-    /// The records changed since the last call, for the store.
+    /// The records changed since the last call, for the store (copies).
     /// Sorted by path, as the store's table is.
-    pub fn take_dirty(&mut self) -> Vec<&Record> {
+    pub fn take_dirty(&mut self) -> Vec<Record> {
         let mut seqs = std::mem::take(&mut self.dirty);
         seqs.sort_unstable();
         seqs.dedup();
-        let mut out: Vec<&Record> = seqs
-            .iter()
-            .filter_map(|s| self.by_seq.get(s))
-            .filter_map(|p| self.records.get(p))
-            .collect();
-        out.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
-        out
+        let mut paths: Vec<&RelPath> = seqs.iter().filter_map(|s| self.by_seq.get(s)).collect();
+        paths.sort_unstable();
+        paths.into_iter().filter_map(|p| self.get(p)).collect()
     }
 }
 
@@ -977,7 +1045,7 @@ mod tests {
         let h = hash_reader(&b"x"[..]).unwrap();
         ix.observe_file(&p("a"), stat(1, 1, 1), &h);
         ix.observe_file(&p("b"), stat(2, 1, 1), &h);
-        let saved: Vec<Record> = ix.records().cloned().collect();
+        let saved: Vec<Record> = ix.records().collect();
         let mut ix2 = Index::new(me, saved);
         ix2.observe_file(&p("c"), stat(3, 1, 1), &h);
         let c = ix2.get(&p("c")).unwrap();
