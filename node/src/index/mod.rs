@@ -77,14 +77,7 @@ impl Loader {
         ix.seq = ix.seq.max(r.seq);
         let path = r.entry.path.clone();
         self.seqs.push((r.seq, path.clone()));
-        if r.entry.is_live_file() {
-            for b in &r.entry.blocks {
-                ix.blocks.insert(block_key(b), r.seq);
-            }
-            if !blocklist::sent_inline(r.entry.blocks.len()) {
-                ix.by_content.insert(r.entry.hash, path.clone());
-            }
-        }
+        ix.add_sources(&r);
         self.packed.push((path, Packed::pack(r, &mut ix.nodes)));
     }
 
@@ -299,16 +292,28 @@ impl Index {
             }
         }
         self.by_seq.insert(record.seq, path.clone());
-        if record.entry.is_live_file() {
-            for b in &record.entry.blocks {
-                self.blocks.insert(block_key(b), record.seq);
-            }
-            if !blocklist::sent_inline(record.entry.blocks.len()) {
-                self.by_content.insert(record.entry.hash, path.clone());
-            }
-        }
+        self.add_sources(&record);
         let packed = Packed::pack(record, &mut self.nodes);
         self.records.insert(path, packed);
+    }
+
+    /// Notes `r`'s blocks as readable here. Not those of small files: their
+    /// content travels with their announcement (see
+    /// [`proto::INLINE_MAX`](tandem_common::proto::INLINE_MAX)), so a peer
+    /// seldom needs to fetch it, and a million small files would cost
+    /// 35 MB of map for nothing.
+    fn add_sources(&mut self, r: &Record) {
+        if !r.entry.is_live_file() {
+            return;
+        }
+        if r.entry.size > tandem_common::proto::INLINE_MAX {
+            for b in &r.entry.blocks {
+                self.blocks.insert(block_key(b), r.seq);
+            }
+        }
+        if !blocklist::sent_inline(r.entry.blocks.len()) {
+            self.by_content.insert(r.entry.hash, r.entry.path.clone());
+        }
     }
 
     /// A local place to read the block with hash `h`, if any: a live file
@@ -963,7 +968,9 @@ mod tests {
             1,
             "at least one entry per batch"
         );
-        assert!(ix.block_source(&h.blocks[0]).is_some());
+        // Small files' blocks are not sources (their content travels with
+        // them); a larger file's are, until it changes or goes.
+        assert!(ix.block_source(&h.blocks[0]).is_none());
         let mut remote = ix.get(&p("b")).unwrap().entry.clone();
         remote.path = p("c");
         let mut v = VersionVector::new();
@@ -981,6 +988,12 @@ mod tests {
         // The clock moved past the remote counter: our next change dominates.
         ix.observe_file(&p("c"), stat(9, 1, 9), &h);
         assert_eq!(ix.get(&p("c")).unwrap().entry.version.get(ix.me()), 41);
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let big = hash_reader(&data[..]).unwrap();
+        ix.observe_file(&p("big"), stat(7, big.size, 1), &big);
+        assert_eq!(ix.block_source(&big.blocks[1]), Some((p("big"), 1)));
+        ix.observe_missing(&p("big"));
+        assert_eq!(ix.block_source(&big.blocks[1]), None);
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! rest of the node sees it costs about 500 bytes with its allocations: a
 //! version vector, a set of writes and a block list each on the heap, node
 //! ids of 16 bytes, and the disk stat repeating the entry's size and time.
-//! [`Packed`] keeps the common case in 112 bytes and no allocation beside
+//! [`Packed`] keeps the common case in 96 bytes and no allocation beside
 //! the path (which the index's map owns):
 //!
 //! - node ids are numbers into the index's [`Nodes`] table;
-//! - a version vector of up to two nodes, one write and no conflict losers
-//!   are inline;
+//! - a version vector of up to two nodes (counters under 2^32), the write
+//!   one of its entries counts, and no conflict losers are inline;
 //! - the block list of an empty file or of a one-block file (whose only
 //!   block hash is the content hash) is implied;
 //! - the stat is its inode when size, time and mode are the entry's.
@@ -80,6 +80,8 @@ struct Extra {
     written: Option<Writes>,
     /// Conflict losers still live.
     losers: Writes,
+    /// Permission bits past 16 bits (only a peer would send them).
+    mode: Option<u32>,
 }
 
 const KIND_FILE: u8 = 0;
@@ -89,8 +91,12 @@ const KIND_MASK: u8 = 0b11;
 const DELETED: u8 = 1 << 2;
 /// The stat is `inode` with the entry's size, time and mode.
 const STAT_INLINE: u8 = 1 << 3;
-/// One write, inline (`w_node`, `w_counter`).
-const WRITTEN_INLINE: u8 = 1 << 4;
+/// One write, the one the first inline vector entry counts (a node's
+/// counter for the write that made the content, until the vector grows
+/// without a new write there).
+const WRITTEN_VV0: u8 = 1 << 4;
+/// One write, the one the second inline vector entry counts.
+const WRITTEN_VV1: u8 = 1 << 7;
 /// The block list is `[hash]`.
 const BLOCKS_SELF: u8 = 1 << 5;
 /// The block list is in [`Extra`] (else it is empty).
@@ -108,17 +114,15 @@ pub(super) struct Packed {
     mtime_ns: i64,
     seq: u64,
     inode: u64,
-    vv_counters: [u64; INLINE_VV],
-    w_counter: u64,
-    mode: u32,
+    extra: Option<Box<Extra>>,
+    vv_counters: [u32; INLINE_VV],
+    mode: u16,
     vv_nodes: [u16; INLINE_VV],
-    w_node: u16,
     /// The peer the record was taken from unchanged: its number in
     /// [`Nodes`] plus one, 0 for none.
     origin: u16,
     vv_len: u8,
     flags: u8,
-    extra: Option<Box<Extra>>,
 }
 
 impl Packed {
@@ -164,11 +168,17 @@ impl Packed {
             flags |= BLOCKS_EXTRA;
             extra.blocks = blocks;
         }
+        let short_mode = u16::try_from(mode).ok();
+        if short_mode.is_none() {
+            extra.mode = Some(mode);
+        }
         let (mut vv_nodes, mut vv_counters, mut vv_len) = ([0; INLINE_VV], [0; INLINE_VV], 0);
-        let inline_vv: Option<Vec<(u16, u64)>> = if version.iter().count() <= INLINE_VV {
+        // Counters past 32 bits (a peer's doing: clocks count events) keep
+        // the vector out of line.
+        let inline_vv: Option<Vec<(u16, u32)>> = if version.iter().count() <= INLINE_VV {
             version
                 .iter()
-                .map(|(n, c)| nodes.intern(n).map(|i| (i, c)))
+                .map(|(n, c)| Some((nodes.intern(n)?, u32::try_from(c).ok()?)))
                 .collect()
         } else {
             None
@@ -186,7 +196,7 @@ impl Packed {
                 extra.version = Some(version);
             }
         }
-        let (mut w_node, mut w_counter) = (0, 0);
+        // The one write, when an inline vector entry counts exactly it.
         let single = {
             let mut it = written.iter();
             match (it.next(), it.next()) {
@@ -196,15 +206,15 @@ impl Packed {
                         counter,
                     }),
                     None,
-                ) => nodes.intern(n).map(|i| (i, counter)),
+                ) if vv_len != VV_EXTRA => (0..vv_len as usize).find(|&k| {
+                    nodes.find(n) == Some(vv_nodes[k]) && u64::from(vv_counters[k]) == counter
+                }),
                 _ => None,
             }
         };
         match single {
-            Some((n, c)) => {
-                flags |= WRITTEN_INLINE;
-                (w_node, w_counter) = (n, c);
-            }
+            Some(0) => flags |= WRITTEN_VV0,
+            Some(_) => flags |= WRITTEN_VV1,
             None if written.is_empty() => {}
             None => extra.written = Some(written),
         }
@@ -214,7 +224,8 @@ impl Packed {
             || !extra.blocks.is_empty()
             || extra.version.is_some()
             || extra.written.is_some()
-            || !extra.losers.is_empty();
+            || !extra.losers.is_empty()
+            || extra.mode.is_some();
         Packed {
             hash,
             size,
@@ -222,10 +233,8 @@ impl Packed {
             seq,
             inode,
             vv_counters,
-            w_counter,
-            mode,
+            mode: short_mode.unwrap_or_default(),
             vv_nodes,
-            w_node,
             origin: 0,
             vv_len,
             flags,
@@ -245,16 +254,19 @@ impl Packed {
             Some(v) => v.clone(),
             None => VersionVector::from(
                 (0..self.vv_len as usize)
-                    .map(|k| (nodes.id(self.vv_nodes[k]), self.vv_counters[k]))
+                    .map(|k| (nodes.id(self.vv_nodes[k]), self.vv_counters[k].into()))
                     .collect::<Vec<_>>(),
             ),
         };
         let written = match extra.and_then(|x| x.written.as_ref()) {
             Some(w) => w.clone(),
-            None if self.flags & WRITTEN_INLINE != 0 => Writes::from(Dot {
-                node: Some(nodes.id(self.w_node)),
-                counter: self.w_counter,
-            }),
+            None if self.flags & (WRITTEN_VV0 | WRITTEN_VV1) != 0 => {
+                let k = usize::from(self.flags & WRITTEN_VV1 != 0);
+                Writes::from(Dot {
+                    node: Some(nodes.id(self.vv_nodes[k])),
+                    counter: self.vv_counters[k].into(),
+                })
+            }
             None => Writes::default(),
         };
         Record {
@@ -263,7 +275,7 @@ impl Packed {
                 kind,
                 size: self.size,
                 mtime_ns: self.mtime_ns,
-                mode: self.mode,
+                mode: self.mode(),
                 hash: self.hash,
                 blocks: self.blocks().to_vec(),
                 version,
@@ -321,7 +333,10 @@ impl Packed {
 
     /// Permission bits.
     pub(super) fn mode(&self) -> u32 {
-        self.mode
+        match self.extra.as_ref().and_then(|x| x.mode) {
+            Some(m) => m,
+            None => self.mode.into(),
+        }
     }
 
     /// The block list, without copying it.
@@ -342,7 +357,7 @@ impl Packed {
                 inode: self.inode,
                 size: self.size,
                 mtime_ns: self.mtime_ns,
-                mode: self.mode,
+                mode: self.mode(),
             });
         }
         self.extra.as_ref().and_then(|x| x.stat)
@@ -350,7 +365,7 @@ impl Packed {
 
     /// Replaces the stat, keeping the rest.
     pub(super) fn set_stat(&mut self, stat: LocalStat) {
-        if stat.size == self.size && stat.mtime_ns == self.mtime_ns && stat.mode == self.mode {
+        if stat.size == self.size && stat.mtime_ns == self.mtime_ns && stat.mode == self.mode() {
             self.flags |= STAT_INLINE;
             self.inode = stat.inode;
             if let Some(x) = self.extra.as_mut() {
@@ -460,6 +475,17 @@ mod tests {
                 r.entry.losers = dot(c, 1).into();
             }
             r.entry.deleted = i == 3;
+            if i == 5 {
+                // Beyond what is inline: a counter past 32 bits, a mode
+                // past 16 bits.
+                r.entry.version.set(b, 1 << 40);
+                r.entry.mode = 0x1_0000;
+            }
+            more.push(r);
+            let mut r = more.last().unwrap().clone();
+            // The one write is what an inline entry counts.
+            let n = r.entry.version.iter().last();
+            r.entry.written = n.map_or(Writes::default(), |(n, c)| dot(n, c).into());
             more.push(r);
         }
         cases.extend(more);
@@ -491,7 +517,7 @@ mod tests {
         let mut nodes = Nodes::default();
         let mut p = Packed::pack(r.clone(), &mut nodes);
         assert!(p.extra.is_none());
-        assert!(std::mem::size_of::<Packed>() <= 112);
+        assert!(std::mem::size_of::<Packed>() <= 96);
         // A stat that moves away from the entry's goes out of line and back.
         let moved = LocalStat {
             inode: 2,
