@@ -14,6 +14,8 @@
 #   DATA=          data-set folder to reuse (made if missing, kept afterwards);
 #                  default: a fresh temp dir under /tmp, removed at the end
 #   KEEP_LOGS=0    1 = keep the node logs (printed at exit)
+#   REF=1          0 = skip the reference commands (cp -a of a million
+#                  files takes minutes; the node runs are what is compared)
 #   TIMEOUT=600    seconds any single wait may take before the bench fails
 #   POLL=0.01      log polling interval (seconds)
 #   RUST_LOG=info  passed to the node (its "indexed" line is at info level)
@@ -163,6 +165,7 @@ ref() {  # name, command...
     record "ref:$name" "$run" "$(elapsed "$t0" "$t1")"
 }
 for run in $(seq 1 "$RUNS"); do
+    [[ ${REF:-1} == 0 ]] && { echo "   skipped (REF=0)"; break; }
     echo "   run $run"
     ref "find -type f | wc -l" bash -c "find '$TREE' -type f | wc -l"
     ref "du -s" du -s "$TREE"

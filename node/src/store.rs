@@ -433,6 +433,16 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// Adds changed index records to what is encoded (written before the
+    /// batch's own records).
+    pub fn add_records(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.records.reserve(records.len());
+        for r in records {
+            self.records.push(RecordRow::of(r)?);
+        }
+        Ok(())
+    }
+
     /// Encodes `batch`.
     pub fn of(batch: &Batch<'_>) -> Result<Encoded, StoreError> {
         Ok(Encoded {

@@ -280,7 +280,7 @@ impl Core {
         if keep_ours_as_conflict && let Some(l) = local.as_ref().filter(ours_kept) {
             // Only our indexed version is the loser: a write that landed
             // since we looked is a change we have not decided on yet.
-            let indexed = self.index.get(path).and_then(|r| r.stat);
+            let indexed = self.index.stat_of(path);
             let now = std::fs::symlink_metadata(&full).map(|m| scan::local_stat(&m));
             if let (Some(want), Ok(got)) = (indexed, now)
                 && want != got
@@ -336,7 +336,7 @@ impl Core {
         let expect = local
             .as_ref()
             .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
-            .map(|l| (self.index.get(path).and_then(|r| r.stat), l.hash));
+            .map(|l| (self.index.stat_of(path), l.hash));
         // The stat recorded is the temp file's, taken before it is in
         // place (a rename keeps inode, size, mtime and mode): a write that
         // lands right after the rename then differs from it and is seen as
@@ -388,7 +388,7 @@ impl Core {
     pub(super) fn remove_ours(&mut self, peer: NodeId, l: &FileEntry) -> std::io::Result<()> {
         let path = &l.path;
         let full = path.to_disk(&self.root);
-        let stat = self.index.get(path).and_then(|r| r.stat);
+        let stat = self.index.stat_of(path);
         let keeper = self.keeper(path, peer);
         let scratch = self.aside_path();
         let link = l.live_link().is_some();
@@ -432,7 +432,7 @@ impl Core {
     ) -> std::io::Result<PathBuf> {
         let author = self.author_of(loser);
         let src = loser.path.to_disk(&self.root);
-        let indexed = self.index.get(&loser.path).and_then(|r| r.stat);
+        let indexed = self.index.stat_of(&loser.path);
         let dest = crate::conflicts::aside_dest(
             &self.conflicts_dir(),
             &loser.path,

@@ -414,7 +414,7 @@ impl Core {
             .into_iter()
             .flatten()
             .filter_map(|p| {
-                let st = self.index.get(p)?.stat?;
+                let st = self.index.stat_of(p)?;
                 Some((st.inode, (st, Moved::Soon(p.clone()))))
             });
         self.moved_away = soon.chain(gone).collect();
@@ -848,7 +848,7 @@ impl Core {
         }
         for p in missing {
             // Already tombstoned as part of a removed parent.
-            if self.index.get(&p).is_some_and(|r| r.entry.deleted) {
+            if self.index.is_tombstone(&p) {
                 continue;
             }
             changed += self.look_at(&p, Seen::Absent, log);

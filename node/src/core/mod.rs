@@ -1158,9 +1158,9 @@ impl Core {
         // index commit: a crash after it must not find the rename undone.
         let dirs: Vec<PathBuf> = self.dirs_to_sync.drain().collect();
         let forgotten = self.index.take_forgotten();
-        let records = self.index.take_dirty();
-        for r in &records {
-            self.names.touched(&r.entry.path);
+        let dirty = self.index.take_dirty_paths();
+        for p in &dirty {
+            self.names.touched(p);
         }
         let peers: Vec<(NodeId, u64, String)> = self
             .peers_dirty
@@ -1183,9 +1183,9 @@ impl Core {
             };
         let identities: Vec<&tandem_common::proto::IdentityRecord> = identities.iter().collect();
         let held = std::mem::take(&mut self.held_dirty).then(|| self.held.remote());
-        let n = records.len();
+        let n = dirty.len();
         let batch = Batch {
-            records: &records,
+            records: &[],
             peers: &peers,
             wanted: &wanted,
             unwanted: &unwanted,
@@ -1193,7 +1193,18 @@ impl Core {
             identities: &identities,
             held: held.as_deref(),
         };
-        let encoded = Encoded::of(&batch).unwrap_or_else(|e| {
+        // Records are copied out of the index a slice at a time: a cold
+        // scan's million would otherwise all be held twice, as records and
+        // encoded.
+        let encoded = Encoded::of(&batch).and_then(|mut enc| {
+            for chunk in dirty.chunks(1024) {
+                let records: Vec<crate::index::Record> =
+                    chunk.iter().filter_map(|p| self.index.get(p)).collect();
+                enc.add_records(&records)?;
+            }
+            Ok(enc)
+        });
+        let encoded = encoded.unwrap_or_else(|e| {
             // Keep running: the disk is the truth, and the next start re-scans.
             tracing::error!("cannot save {n} index entries: {e}");
             Encoded::default()

@@ -97,10 +97,11 @@ impl Core {
     /// Totals and warnings for `tandem nodes`.
     pub(super) fn counts(&self) -> Counts {
         let mut c = Counts::default();
-        let files = self.index.records().filter(|r| r.entry.is_live_file());
-        for r in files.filter(|r| !self.is_ignored(&r.entry.path, false)) {
-            c.files += 1;
-            c.bytes = c.bytes.saturating_add(r.entry.size);
+        for (path, size) in self.index.live_files() {
+            if !self.is_ignored(path, false) {
+                c.files += 1;
+                c.bytes = c.bytes.saturating_add(size);
+            }
         }
         // Changes that keep failing are warnings (below), not progress.
         for n in self

@@ -111,12 +111,14 @@ pub struct Index {
     /// Sequence number → path, to send peers what they have not seen.
     by_seq: BTreeMap<u64, RelPath>,
     /// Where each block hash can be read locally: the sequence number of a
-    /// record holding it (one place suffices; the reader verifies, so a
-    /// stale place only costs a network fetch, and a record changed since
-    /// has a new number and is not found). Keyed by the hash's first 8
-    /// bytes (see [`block_key`]), and holding a number rather than a path:
-    /// 16 bytes an entry, one entry per distinct block.
-    blocks: HashMap<u64, u64>,
+    /// record holding it and the block's position there (one place
+    /// suffices; the reader verifies, so a stale place only costs a network
+    /// fetch, and a record changed since has a new number and is not
+    /// found). Keyed by the hash's first 8 bytes (see [`block_key`]), and
+    /// holding a number rather than a path: 24 bytes an entry, one entry
+    /// per distinct block of a file past
+    /// [`INLINE_MAX`](tandem_common::proto::INLINE_MAX).
+    blocks: HashMap<u64, (u64, u32)>,
     /// A live file holding each whole content whose block list is not sent
     /// inline: a peer's entry for it (a rename, a copy) arrives without a
     /// list, and this file's list is the same. Only large files are here,
@@ -306,13 +308,30 @@ impl Index {
         if !r.entry.is_live_file() {
             return;
         }
-        if r.entry.size > tandem_common::proto::INLINE_MAX {
-            for b in &r.entry.blocks {
-                self.blocks.insert(block_key(b), r.seq);
+        self.add_blocks(
+            &r.entry.path,
+            r.seq,
+            &r.entry.hash,
+            r.entry.size,
+            &r.entry.blocks,
+        );
+    }
+
+    fn add_blocks(
+        &mut self,
+        path: &RelPath,
+        seq: u64,
+        hash: &ContentHash,
+        size: u64,
+        blocks: &[ContentHash],
+    ) {
+        if size > tandem_common::proto::INLINE_MAX {
+            for (i, b) in blocks.iter().enumerate() {
+                self.blocks.insert(block_key(b), (seq, i as u32));
             }
         }
-        if !blocklist::sent_inline(r.entry.blocks.len()) {
-            self.by_content.insert(r.entry.hash, r.entry.path.clone());
+        if !blocklist::sent_inline(blocks.len()) {
+            self.by_content.insert(*hash, path.clone());
         }
     }
 
@@ -320,11 +339,10 @@ impl Index {
     /// and the block's number in it. A place, not a promise: the reader
     /// checks what it reads against `h`.
     pub fn block_source(&self, h: &ContentHash) -> Option<(RelPath, u32)> {
-        let seq = self.blocks.get(&block_key(h))?;
+        let (seq, i) = self.blocks.get(&block_key(h))?;
         let path = self.by_seq.get(seq)?;
         let r = self.records.get(path).filter(|r| r.is_live_file())?;
-        let i = r.blocks().iter().position(|b| b == h)?;
-        Some((path.clone(), i as u32))
+        (r.blocks().get(*i as usize) == Some(h)).then(|| (path.clone(), *i))
     }
 
     /// The complete block list of content `hash` of `size` bytes, if a live
@@ -392,16 +410,14 @@ impl Index {
             if from.is_some() && p.origin() == from {
                 continue;
             }
-            let mut entry = p.unpack(path, &self.nodes).entry;
+            // Long lists are not sent (nor copied).
+            let inline = blocklist::sent_inline(p.blocks().len());
+            let entry = p.unpack_with(path, &self.nodes, inline).entry;
             if self.is_unsent(&entry) {
                 continue;
             }
-            // What the entry costs on the wire: large lists are not sent.
-            if blocklist::sent_inline(entry.blocks.len()) {
-                bytes += entry.blocks.len() * 32;
-            } else {
-                entry.blocks = Vec::new();
-            }
+            // What the entry costs on the wire.
+            bytes += entry.blocks.len() * 32;
             bytes += 128;
             // Small files' content travels with them.
             if entry.is_live_file() && entry.size <= tandem_common::proto::INLINE_MAX {
@@ -529,6 +545,14 @@ impl Index {
         out
     }
 
+    /// Every live file's path and size, sorted by path (nothing copied).
+    pub fn live_files(&self) -> impl Iterator<Item = (&RelPath, u64)> {
+        self.records
+            .iter()
+            .filter(|(_, r)| r.is_live_file())
+            .map(|(p, r)| (p, r.size()))
+    }
+
     /// Every live path.
     pub fn live_paths(&self) -> Vec<RelPath> {
         self.records
@@ -634,12 +658,22 @@ impl Index {
     /// Records a new stat for the unchanged record at `path` (same sequence
     /// number: peers are not sent it again, the store is).
     fn restat(&mut self, path: &RelPath, stat: LocalStat) {
-        if let Some(r) = self.records.get_mut(path)
-            && r.stat() != Some(stat)
-        {
-            r.set_stat(stat);
-            r.set_origin(None);
-            self.dirty.push(r.seq());
+        let Some(r) = self.records.get_mut(path) else {
+            return;
+        };
+        if r.stat() == Some(stat) {
+            return;
+        }
+        r.set_stat(stat);
+        r.set_origin(None);
+        self.dirty.push(r.seq());
+        // As a new record would: this file is where its content is now
+        // (another copy may have gone since it was noted).
+        if r.is_live_file() {
+            let (seq, hash, size) = (r.seq(), *r.hash(), r.size());
+            let r = &self.records[path];
+            let blocks = r.blocks().to_vec();
+            self.add_blocks(path, seq, &hash, size, &blocks);
         }
     }
 
@@ -813,12 +847,23 @@ impl Index {
     /// The records changed since the last call, for the store (copies).
     /// Sorted by path, as the store's table is.
     pub fn take_dirty(&mut self) -> Vec<Record> {
+        let paths = self.take_dirty_paths();
+        paths.iter().filter_map(|p| self.get(p)).collect()
+    }
+
+    /// The paths of the records changed since the last call, sorted: a
+    /// caller that saves a whole cold scan copies the records a few at a
+    /// time instead of all at once.
+    pub fn take_dirty_paths(&mut self) -> Vec<RelPath> {
         let mut seqs = std::mem::take(&mut self.dirty);
         seqs.sort_unstable();
         seqs.dedup();
-        let mut paths: Vec<&RelPath> = seqs.iter().filter_map(|s| self.by_seq.get(s)).collect();
+        let mut paths: Vec<RelPath> = seqs
+            .iter()
+            .filter_map(|s| self.by_seq.get(s).cloned())
+            .collect();
         paths.sort_unstable();
-        paths.into_iter().filter_map(|p| self.get(p)).collect()
+        paths
     }
 }
 
@@ -994,6 +1039,23 @@ mod tests {
         assert_eq!(ix.block_source(&big.blocks[1]), Some((p("big"), 1)));
         ix.observe_missing(&p("big"));
         assert_eq!(ix.block_source(&big.blocks[1]), None);
+    }
+
+    #[test]
+    fn a_file_seen_again_is_where_its_blocks_are_read() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let h = hash_reader(&data[..]).unwrap();
+        ix.observe_file(&p("a"), stat(1, h.size, 1), &h);
+        ix.observe_file(&p("c"), stat(2, h.size, 1), &h);
+        assert_eq!(ix.block_source(&h.blocks[2]), Some((p("c"), 2)));
+        ix.observe_missing(&p("c"));
+        assert_eq!(ix.block_source(&h.blocks[2]), None, "c is gone");
+        // a's inode changed (its own rename): a stat-only change, and a is
+        // where the blocks are.
+        assert_eq!(ix.observe_file(&p("a"), stat(3, h.size, 1), &h), None);
+        assert_eq!(ix.block_source(&h.blocks[2]), Some((p("a"), 2)));
+        assert_eq!(ix.block_source(&h.blocks[0]), Some((p("a"), 0)));
     }
 
     #[test]

@@ -84,6 +84,19 @@ struct Extra {
     mode: Option<u32>,
 }
 
+impl Extra {
+    /// Nothing out of line.
+    fn is_empty(&self) -> bool {
+        self.target.is_none()
+            && self.stat.is_none()
+            && self.blocks.is_empty()
+            && self.version.is_none()
+            && self.written.is_none()
+            && self.losers.is_empty()
+            && self.mode.is_none()
+    }
+}
+
 const KIND_FILE: u8 = 0;
 const KIND_DIR: u8 = 1;
 const KIND_LINK: u8 = 2;
@@ -219,13 +232,7 @@ impl Packed {
             None => extra.written = Some(written),
         }
         extra.losers = losers;
-        let needed = extra.target.is_some()
-            || extra.stat.is_some()
-            || !extra.blocks.is_empty()
-            || extra.version.is_some()
-            || extra.written.is_some()
-            || !extra.losers.is_empty()
-            || extra.mode.is_some();
+        let needed = !extra.is_empty();
         Packed {
             hash,
             size,
@@ -244,6 +251,11 @@ impl Packed {
 
     /// The record, whole, at `path`.
     pub(super) fn unpack(&self, path: &RelPath, nodes: &Nodes) -> Record {
+        self.unpack_with(path, nodes, true)
+    }
+
+    /// The record at `path`, with its block list only if `blocks`.
+    pub(super) fn unpack_with(&self, path: &RelPath, nodes: &Nodes, blocks: bool) -> Record {
         let extra = self.extra.as_deref();
         let kind = match self.flags & KIND_MASK {
             KIND_DIR => EntryKind::Dir,
@@ -277,7 +289,11 @@ impl Packed {
                 mtime_ns: self.mtime_ns,
                 mode: self.mode(),
                 hash: self.hash,
-                blocks: self.blocks().to_vec(),
+                blocks: if blocks {
+                    self.blocks().to_vec()
+                } else {
+                    Vec::new()
+                },
                 version,
                 written,
                 losers: extra.map(|x| x.losers.clone()).unwrap_or_default(),
@@ -370,6 +386,9 @@ impl Packed {
             self.inode = stat.inode;
             if let Some(x) = self.extra.as_mut() {
                 x.stat = None;
+            }
+            if self.extra.as_deref().is_some_and(Extra::is_empty) {
+                self.extra = None;
             }
         } else {
             self.flags &= !STAT_INLINE;
@@ -529,6 +548,7 @@ mod tests {
         assert_eq!(p.stat(), Some(moved));
         p.set_stat(r.stat.unwrap());
         assert_eq!(p.unpack(&r.entry.path, &nodes), r);
+        assert!(p.extra.is_none(), "nothing is left boxed");
     }
 
     #[test]
