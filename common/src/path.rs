@@ -71,9 +71,10 @@ pub struct RelPath(Arc<str>);
 
 impl RelPath {
     /// Validates `s` and wraps it.
-    pub fn new(s: impl Into<String>) -> Result<Self, PathError> {
-        let s = s.into();
-        validate(&s)?;
+    pub fn new(s: impl AsRef<str>) -> Result<Self, PathError> {
+        let s = s.as_ref();
+        validate(s)?;
+        // One allocation: an `Arc<str>` copies even an owned string.
         Ok(RelPath(s.into()))
     }
 

@@ -263,14 +263,37 @@ impl Index {
     }
 
     /// Rebuilds the maps in bulk: after many single inserts (a cold scan)
-    /// the trees are half empty; this gives the memory back.
+    /// the trees are half empty, and the paths lie between what the scan
+    /// freed. All of it is made again, in one go, after the old is freed:
+    /// the memory given back is whole pages.
     pub fn compact(&mut self) {
-        let records = std::mem::take(&mut self.records);
+        let mut names = String::new();
+        let mut packed = Vec::with_capacity(self.records.len());
+        for (p, r) in std::mem::take(&mut self.records) {
+            names.push_str(p.as_str());
+            packed.push((names.len(), r));
+        }
+        self.by_seq = BTreeMap::new();
+        self.by_content = HashMap::new();
+        crate::metrics::release_memory();
+        let mut start = 0;
+        let mut records = Vec::with_capacity(packed.len());
+        let mut seqs = Vec::with_capacity(packed.len());
+        for (end, r) in packed {
+            // Checked when the record was made.
+            let p = RelPath::new(&names[start..end]).expect("an indexed path");
+            start = end;
+            seqs.push((r.seq(), p.clone()));
+            if r.is_live_file() && !blocklist::sent_inline(r.blocks().len()) {
+                self.by_content.insert(*r.hash(), p.clone());
+            }
+            records.push((p, r));
+        }
+        drop(names);
+        seqs.sort_unstable_by_key(|(s, _)| *s);
+        self.by_seq = seqs.into_iter().collect();
         self.records = records.into_iter().collect();
-        let by_seq = std::mem::take(&mut self.by_seq);
-        self.by_seq = by_seq.into_iter().collect();
         self.blocks.shrink_to_fit();
-        self.by_content.shrink_to_fit();
     }
 
     /// This node's id.
