@@ -734,23 +734,72 @@ impl Core {
             (None, Some(walk)) => walk,
             _ => scan::walk(&self.root, &base, &self.state_dir, &self.ignores),
         };
-        let mut known = match dir {
-            None => self.index.live_paths(),
-            Some(d) => self.index.live_under(d),
+        // Paths are made from the walk's text only where they are needed:
+        // folders, and what changed or is locked.
+        let rel = |p: &str| RelPath::new(p).ok();
+        let mut to_hash: Vec<(RelPath, LocalStat)> = Vec::new();
+        let mut locked: Vec<(RelPath, Seen)> = Vec::new();
+        let mut seen: Vec<(RelPath, Seen)> = Vec::new();
+        // Walked paths with a live record (not ignored): when they are as
+        // many as the live records, nothing is missing, and the sets below
+        // need not be built (at a million files they take most of the
+        // comparison's time).
+        let mut found = 0usize;
+        for (p, s) in walk.iter() {
+            let stat = match s {
+                Seen::File(st) | Seen::Link(st) => Some(st),
+                _ => None,
+            };
+            let at = self.index.compare_seen(p, stat.as_ref());
+            if at.live
+                && !matches!(s, Seen::Other | Seen::Absent)
+                && !self.ignores_walked(p, at.dir)
+            {
+                found += 1;
+            }
+            let is_locked = self.locks.contains_key(p);
+            if is_locked {
+                locked.extend(rel(p).map(|r| (r, s)));
+            }
+            match s {
+                Seen::File(st) if !is_locked && at.needs_hash => {
+                    to_hash.extend(rel(p).map(|r| (r, st)));
+                }
+                Seen::Dir { .. } => seen.extend(rel(p).map(|r| (r, s))),
+                Seen::Link(_) if !is_locked && at.needs_hash => seen.extend(rel(p).map(|r| (r, s))),
+                _ => {}
+            }
+        }
+        let live = match dir {
+            None => self
+                .index
+                .live()
+                .filter(|p| !self.ignores_indexed(p))
+                .count(),
+            // Small, usually: counted the way the sets below are.
+            Some(_) => usize::MAX,
         };
-        // What is ignored was not walked: its entries stay as they are.
-        known.retain(|p| !self.ignores_indexed(p));
-        let present: HashSet<&str> = walk
-            .iter()
-            .filter(|(_, s)| !matches!(s, Seen::Other | Seen::Absent))
-            .map(|(p, _)| p)
-            .collect();
-        // Under a folder that could not be read, nothing is known to be gone.
-        let missing: Vec<RelPath> = known
-            .into_iter()
-            .filter(|p| !present.contains(p.as_str()) && !walk.unknown(&self.root, p))
-            .collect();
-        drop(present);
+        let missing: Vec<RelPath> = if found == live {
+            Vec::new()
+        } else {
+            let mut known = match dir {
+                None => self.index.live_paths(),
+                Some(d) => self.index.live_under(d),
+            };
+            // What is ignored was not walked: its entries stay as they are.
+            known.retain(|p| !self.ignores_indexed(p));
+            let present: HashSet<&str> = walk
+                .iter()
+                .filter(|(_, s)| !matches!(s, Seen::Other | Seen::Absent))
+                .map(|(p, _)| p)
+                .collect();
+            // Under a folder that could not be read, nothing is known to be
+            // gone.
+            known
+                .into_iter()
+                .filter(|p| !present.contains(p.as_str()) && !walk.unknown(&self.root, p))
+                .collect()
+        };
         if walk.unreadable.is_empty()
             && let Some(d) = dir
         {
@@ -766,28 +815,6 @@ impl Core {
                     );
                     self.verify_at = self.verify_at.min(Instant::now() + Duration::from_secs(30));
                 }
-            }
-        }
-        // Paths are made from the walk's text only where they are needed:
-        // folders, and what changed or is locked.
-        let rel = |p: &str| RelPath::new(p).ok();
-        let mut to_hash: Vec<(RelPath, LocalStat)> = Vec::new();
-        let mut locked: Vec<(RelPath, Seen)> = Vec::new();
-        let mut seen: Vec<(RelPath, Seen)> = Vec::new();
-        for (p, s) in walk.iter() {
-            let is_locked = self.locks.contains_key(p);
-            if is_locked {
-                locked.extend(rel(p).map(|r| (r, s)));
-            }
-            match s {
-                Seen::File(st) if !is_locked && self.index.needs_hash(p, &st) => {
-                    to_hash.extend(rel(p).map(|r| (r, st)));
-                }
-                Seen::Dir { .. } => seen.extend(rel(p).map(|r| (r, s))),
-                Seen::Link(st) if !is_locked && self.index.needs_hash(p, &st) => {
-                    seen.extend(rel(p).map(|r| (r, s)))
-                }
-                _ => {}
             }
         }
         drop(walk);

@@ -806,13 +806,14 @@ impl Core {
 
     /// Whether the indexed path `p` is ignored here.
     pub(super) fn ignores_indexed(&self, p: &RelPath) -> bool {
+        !self.ignores.is_empty() && self.is_ignored(p, self.index.is_dir(p))
+    }
+
+    /// Whether the walked path `p` is ignored here, its record being a
+    /// folder or not (as [`Core::ignores_indexed`] judges it).
+    pub(super) fn ignores_walked(&self, p: &str, dir_record: bool) -> bool {
         !self.ignores.is_empty()
-            && self.is_ignored(
-                p,
-                self.index
-                    .get(p)
-                    .is_some_and(|r| r.entry.kind == EntryKind::Dir),
-            )
+            && RelPath::new(p).is_ok_and(|r| self.ignores.is_ignored(&r, dir_record))
     }
 
     /// Compares the whole tree with the index every `every` (a full stat

@@ -41,9 +41,13 @@ impl Nodes {
     /// one still fits, see [`Packed::origin`]).
     const MAX: usize = u16::MAX as usize - 1;
 
+    /// Ids looked up by a scan of `ids` rather than hashed: a cluster has
+    /// a handful of nodes, and each record asks two or three times.
+    const SCANNED: usize = 8;
+
     /// The number of `n`, numbering it if new; `None` when the table is full.
     pub(super) fn intern(&mut self, n: NodeId) -> Option<u16> {
-        if let Some(&i) = self.of.get(&n) {
+        if let Some(i) = self.find(n) {
             return Some(i);
         }
         if self.ids.len() >= Self::MAX {
@@ -57,6 +61,9 @@ impl Nodes {
 
     /// The number of `n`, if it has one.
     pub(super) fn find(&self, n: NodeId) -> Option<u16> {
+        if self.ids.len() <= Self::SCANNED {
+            return self.ids.iter().position(|&m| m == n).map(|i| i as u16);
+        }
         self.of.get(&n).copied()
     }
 
@@ -188,26 +195,20 @@ impl Packed {
         let (mut vv_nodes, mut vv_counters, mut vv_len) = ([0; INLINE_VV], [0; INLINE_VV], 0);
         // Counters past 32 bits (a peer's doing: clocks count events) keep
         // the vector out of line.
-        let inline_vv: Option<Vec<(u16, u32)>> = if version.iter().count() <= INLINE_VV {
-            version
-                .iter()
-                .map(|(n, c)| Some((nodes.intern(n)?, u32::try_from(c).ok()?)))
-                .collect()
-        } else {
-            None
-        };
-        match inline_vv {
-            Some(v) => {
-                for (k, (n, c)) in v.into_iter().enumerate() {
+        let mut inline = version.iter().count() <= INLINE_VV;
+        for (k, (n, c)) in version.iter().enumerate().take(INLINE_VV) {
+            match (nodes.intern(n), u32::try_from(c)) {
+                (Some(n), Ok(c)) => {
                     vv_nodes[k] = n;
                     vv_counters[k] = c;
                     vv_len += 1;
                 }
+                _ => inline = false,
             }
-            None => {
-                vv_len = VV_EXTRA;
-                extra.version = Some(version);
-            }
+        }
+        if !inline {
+            (vv_nodes, vv_counters, vv_len) = ([0; INLINE_VV], [0; INLINE_VV], VV_EXTRA);
+            extra.version = Some(version);
         }
         // The one write, when an inline vector entry counts exactly it.
         let single = {
@@ -321,7 +322,12 @@ impl Packed {
 
     /// A folder that exists.
     pub(super) fn is_live_dir(&self) -> bool {
-        !self.deleted() && self.flags & KIND_MASK == KIND_DIR
+        !self.deleted() && self.is_dir()
+    }
+
+    /// A folder's record, live or deleted.
+    pub(super) fn is_dir(&self) -> bool {
+        self.flags & KIND_MASK == KIND_DIR
     }
 
     /// The target of a link that exists.
