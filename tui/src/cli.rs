@@ -29,14 +29,25 @@ struct JsonRow<'a> {
     link: Option<&'a str>,
 }
 
-/// Prints the file table.
-pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    if json {
-        let rows: Vec<JsonRow> = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| JsonRow {
-                index: i + 1,
+/// `list --json` written as its rows arrive: the same text as one
+/// pretty-printed array, without holding the table (a million rows took
+/// about a gigabyte in the client when gathered first).
+pub struct JsonList<W: Write> {
+    out: W,
+    rows: usize,
+}
+
+impl<W: Write> JsonList<W> {
+    /// Starts the array.
+    pub fn new(out: W) -> Self {
+        JsonList { out, rows: 0 }
+    }
+
+    /// Writes the next rows.
+    pub fn rows(&mut self, files: &[ListedFile]) -> std::io::Result<()> {
+        for f in files {
+            let row = JsonRow {
+                index: self.rows + 1,
                 path: f.path.as_str(),
                 size: f.size,
                 mtime: rfc3339(f.mtime_ns),
@@ -50,11 +61,37 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
                     .map(|s| (s.node.as_str(), s.state.as_str()))
                     .collect(),
                 link: f.link.as_deref(),
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &rows)?;
-        writeln!(out)?;
-        return Ok(());
+            };
+            // An element of a pretty array is the element pretty-printed,
+            // each line indented once (JSON strings hold no raw newline).
+            let text = serde_json::to_string_pretty(&row)?;
+            self.out
+                .write_all(if self.rows == 0 { b"[\n" } else { b",\n" })?;
+            for (i, line) in text.lines().enumerate() {
+                if i > 0 {
+                    self.out.write_all(b"\n")?;
+                }
+                write!(self.out, "  {line}")?;
+            }
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the array.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.out
+            .write_all(if self.rows == 0 { b"[]\n" } else { b"\n]\n" })?;
+        self.out.flush()
+    }
+}
+
+/// Prints the file table.
+pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let mut list = JsonList::new(&mut *out);
+        list.rows(files)?;
+        return list.finish();
     }
     // A link is shown as `ls -l` shows it: its name, an arrow, its target.
     let name = |f: &ListedFile| match &f.link {
@@ -555,6 +592,45 @@ mod tests {
             locked_by: None,
             held: 0,
             states: vec![],
+        }
+    }
+
+    #[test]
+    fn json_rows_streamed_in_pages_are_one_pretty_array() {
+        let mut files: Vec<ListedFile> = (0..5).map(|i| file(&format!("f{i}"), i)).collect();
+        files[1].link = Some("t\n\"x\"".into());
+        files[2].locked_by = Some("ann".into());
+        for n in [0, 1, 5] {
+            let files = &files[..n];
+            // What one array printed whole looks like.
+            let rows: Vec<JsonRow> = files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| JsonRow {
+                    index: i + 1,
+                    path: f.path.as_str(),
+                    size: f.size,
+                    mtime: rfc3339(f.mtime_ns),
+                    hash: f.hash.to_hex(),
+                    nodes: &f.nodes,
+                    locked_by: f.locked_by.as_deref(),
+                    held: f.held,
+                    states: BTreeMap::new(),
+                    link: f.link.as_deref(),
+                })
+                .collect();
+            let whole = serde_json::to_string_pretty(&rows).unwrap();
+            // The same, in pages of two.
+            let mut out = Vec::new();
+            let mut list = JsonList::new(&mut out);
+            for page in files.chunks(2) {
+                list.rows(page).unwrap();
+            }
+            list.finish().unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text, format!("{whole}\n"), "{n} rows");
+            let parsed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed.len(), n);
         }
     }
 

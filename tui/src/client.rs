@@ -55,6 +55,9 @@ pub enum ClientError {
     /// The node sent something that does not answer the request.
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
+    /// What arrived could not be written out (a closed pipe, a full disk).
+    #[error("cannot write what the node sent: {0}")]
+    Output(std::io::Error),
     /// The identity file could not be used.
     #[error("{0}")]
     Identity(String),
@@ -534,14 +537,29 @@ impl Client {
 
     /// A streamed file table (`List` or `Discover`).
     async fn files(&self, body: ClientRequest) -> Result<Vec<ListedFile>, ClientError> {
-        let mut answers = self.start(body)?;
         let mut out = Vec::new();
+        self.files_each(body, |page| {
+            out.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// A streamed file table, handed to `each` a page at a time as it
+    /// arrives; an error from `each` ends it.
+    async fn files_each(
+        &self,
+        body: ClientRequest,
+        mut each: impl FnMut(Vec<ListedFile>) -> std::io::Result<()>,
+    ) -> Result<(), ClientError> {
+        let mut answers = self.start(body)?;
         loop {
             match answers.next().await? {
                 ClientResponse::Files { files, more } => {
-                    out.extend(files);
+                    each(files).map_err(ClientError::Output)?;
                     if !more {
-                        return Ok(out);
+                        return Ok(());
                     }
                 }
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -552,6 +570,14 @@ impl Client {
     /// The cluster's file table, sorted by path.
     pub async fn list(&self) -> Result<Vec<ListedFile>, ClientError> {
         self.files(ClientRequest::List).await
+    }
+
+    /// The cluster's file table, sorted by path, a page at a time.
+    pub async fn list_each(
+        &self,
+        each: impl FnMut(Vec<ListedFile>) -> std::io::Result<()>,
+    ) -> Result<(), ClientError> {
+        self.files_each(ClientRequest::List, each).await
     }
 
     /// One node's own files.
