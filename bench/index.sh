@@ -229,7 +229,15 @@ parse_indexed() {
 list_json() {  # run; times `tandem list --json`, checks the row count
     local out=$LOGDIR/list.json t0 t1 rows
     t0=$(now)
-    timeout "$TIMEOUT" "$BIN/tandem" --node "127.0.0.1:$PORT" list --json >"$out"
+    # The client's peak RSS too, when GNU time is there to say it.
+    if [[ -x /usr/bin/time ]]; then
+        /usr/bin/time -f %M -o "$LOGDIR/list.rss" \
+            timeout "$TIMEOUT" "$BIN/tandem" --node "127.0.0.1:$PORT" list --json >"$out"
+        LIST_RSS=$(awk '{ printf "%.1f", $1 / 1024 }' "$LOGDIR/list.rss")
+    else
+        timeout "$TIMEOUT" "$BIN/tandem" --node "127.0.0.1:$PORT" list --json >"$out"
+        LIST_RSS=
+    fi
     t1=$(now)
     rows=$(grep -c '"path":' "$out" || true)
     [[ $rows == "$FILES" ]] || die "list --json returned $rows rows, expected $FILES"
@@ -275,6 +283,7 @@ for run in $(seq 1 "$RUNS"); do
         record "$kind:before_scan" "$run" "$(awk -v a="$ready" -v b="$LOGGED_S" 'BEGIN { printf "%.3f", a - b }')"
         record "$kind:cpu" "$run" "$cpu"
         record "$kind:list" "$run" "$LIST_S"
+        [[ -n $LIST_RSS ]] && record "$kind:list_rss" "$run" "$LIST_RSS"
         record "$kind:rss_ready" "$run" "$rss0"
         record "$kind:rss_list" "$run" "$rss"
         record "$kind:hwm_list" "$run" "$hwm"
@@ -313,6 +322,7 @@ row("  before the scan (wall - logged)", "warm:before_scan", "s")
 row("  node CPU (user+sys)", "warm:cpu", "s")
 row("list --json, %d rows (after cold)" % files, "cold:list", "s")
 row("list --json, %d rows (after warm)" % files, "warm:list", "s")
+row("list --json: the client's peak RSS", "warm:list_rss", "MiB")
 row("RSS after cold index", "cold:rss_ready", "MiB")
 row("RSS after cold index + list", "cold:rss_list", "MiB", 100)
 row("peak RSS (VmHWM), cold + list", "cold:hwm_list", "MiB", 100)
