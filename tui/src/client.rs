@@ -57,7 +57,7 @@ pub enum ClientError {
     Unexpected(String),
     /// What arrived could not be written out (a closed pipe, a full disk).
     #[error("cannot write what the node sent: {0}")]
-    Output(std::io::Error),
+    Output(#[source] std::io::Error),
     /// The identity file could not be used.
     #[error("{0}")]
     Identity(String),

@@ -406,19 +406,20 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         // The reader went away (`tandem list | head`): not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tandem: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when `e` comes from writing to a pipe whose reader is gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn parse_role(s: &str) -> Result<Access, String> {
@@ -875,6 +876,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_closed_pipe_while_rows_stream_is_not_an_error() {
+        use std::io::{Error, ErrorKind};
+        let pipe = || Error::from(ErrorKind::BrokenPipe);
+        let streamed = anyhow::Error::from(client::ClientError::Output(pipe()));
+        assert!(super::is_broken_pipe(&streamed));
+        let finished = anyhow::Error::from(pipe()).context("cannot write the list");
+        assert!(super::is_broken_pipe(&finished));
+        let other = anyhow::Error::from(client::ClientError::Output(Error::from(
+            ErrorKind::StorageFull,
+        )));
+        assert!(!super::is_broken_pipe(&other));
+    }
+
     use super::*;
 
     #[test]

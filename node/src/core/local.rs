@@ -740,11 +740,14 @@ impl Core {
         let mut to_hash: Vec<(RelPath, LocalStat)> = Vec::new();
         let mut locked: Vec<(RelPath, Seen)> = Vec::new();
         let mut seen: Vec<(RelPath, Seen)> = Vec::new();
-        // Walked paths with a live record (not ignored): when they are as
-        // many as the live records, nothing is missing, and the sets below
-        // need not be built (at a million files they take most of the
-        // comparison's time).
-        let mut found = 0usize;
+        // Walked paths with a live record (not ignored), counted and summed
+        // by a mark of each record: when both match those of the live
+        // records, every live record was walked, nothing is missing, and
+        // the sets below need not be built (at a million files they take
+        // most of the comparison's time). The sum catches a path listed
+        // twice (a file system may repeat an entry of a folder changing
+        // while it is listed) beside one that is gone.
+        let mut found = Tally::default();
         for (p, s) in walk.iter() {
             let stat = match s {
                 Seen::File(st) | Seen::Link(st) => Some(st),
@@ -755,7 +758,7 @@ impl Core {
                 && !matches!(s, Seen::Other | Seen::Absent)
                 && !self.ignores_walked(p, at.dir)
             {
-                found += 1;
+                found.add(at.seq);
             }
             let is_locked = self.locks.contains_key(p);
             if is_locked {
@@ -771,15 +774,19 @@ impl Core {
             }
         }
         let live = match dir {
-            None => self
-                .index
-                .live()
-                .filter(|p| !self.ignores_indexed(p))
-                .count(),
-            // Small, usually: counted the way the sets below are.
-            Some(_) => usize::MAX,
+            None => {
+                let mut t = Tally::default();
+                for (p, seq) in self.index.live_seqs() {
+                    if !self.ignores_indexed(p) {
+                        t.add(seq);
+                    }
+                }
+                Some(t)
+            }
+            // Small, usually: found the way the sets below find them.
+            Some(_) => None,
         };
-        let missing: Vec<RelPath> = if found == live {
+        let missing: Vec<RelPath> = if live == Some(found) {
             Vec::new()
         } else {
             let mut known = match dir {
@@ -911,5 +918,47 @@ impl Core {
             Seen::Other => DiskFacts::OtherKind,
             _ => DiskFacts::Indexed,
         })
+    }
+}
+
+/// A count of records and a sum of a mark of each (see `reconcile`): two
+/// sets of records with the same tally are, but for a chance of 2^-64, the
+/// same set.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    count: u64,
+    sum: u64,
+}
+
+impl Tally {
+    fn add(&mut self, seq: u64) {
+        // SplitMix64's finalizer: sequence numbers are dense, their marks
+        // are not.
+        let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(z);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn a_tally_tells_a_repeated_path_beside_a_gone_one() {
+        let of = |seqs: &[u64]| {
+            let mut t = Tally::default();
+            for &s in seqs {
+                t.add(s);
+            }
+            t
+        };
+        assert_eq!(of(&[3, 1, 2]), of(&[1, 2, 3]), "order does not matter");
+        // 3 listed twice, 2 gone: as many, but not the same records.
+        assert_ne!(of(&[1, 3, 3]), of(&[1, 2, 3]));
+        assert_ne!(of(&[1, 2]), of(&[1, 2, 3]));
     }
 }

@@ -61,6 +61,8 @@ pub struct SeenAt {
     /// A file or link with the stat seen must be read: the record is not
     /// a live file or link with that stat.
     pub needs_hash: bool,
+    /// The record's sequence number (0: none).
+    pub seq: u64,
 }
 
 /// What a change to the index was, for events and logs.
@@ -596,6 +598,14 @@ impl Index {
         self.live().cloned().collect()
     }
 
+    /// Every live path with its record's sequence number, sorted.
+    pub fn live_seqs(&self) -> impl Iterator<Item = (&RelPath, u64)> {
+        self.records
+            .iter()
+            .filter(|(_, r)| !r.deleted())
+            .map(|(p, r)| (p, r.seq()))
+    }
+
     /// Every live path, sorted (nothing copied).
     pub fn live(&self) -> impl Iterator<Item = &RelPath> {
         self.records
@@ -629,6 +639,7 @@ impl Index {
             live: r.is_some_and(|r| !r.deleted()),
             dir: r.is_some_and(|r| r.is_dir()),
             needs_hash,
+            seq: r.map_or(0, |r| r.seq()),
         }
     }
 
