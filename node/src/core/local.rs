@@ -841,14 +841,6 @@ impl Core {
                 None => Some(p),
             })
             .collect();
-        let root = &self.root;
-        let hashed: Vec<(RelPath, _)> = to_hash
-            .into_par_iter()
-            .map(|p| {
-                let r = scan::hash_file(&p.to_disk(root));
-                (p, r)
-            })
-            .collect();
         for (p, s) in &seen {
             match s {
                 Seen::Dir { mode } => {
@@ -865,19 +857,37 @@ impl Core {
             let c = self.index.observe_file(&p, st, &h);
             changed += self.log_change(&p, c, log);
         }
-        for (p, r) in hashed {
-            match r {
-                Ok((st, h)) => {
-                    let c = self.index.observe_file(&p, st, &h);
-                    changed += self.log_change(&p, c, log);
+        // Read in slices, each recorded and saved before the next: a cold
+        // scan of a million files would otherwise hold every result, and
+        // then every record to save, at once.
+        let mut to_hash = to_hash.into_iter().peekable();
+        while to_hash.peek().is_some() {
+            let slice: Vec<RelPath> = to_hash.by_ref().take(HASH_SLICE).collect();
+            let root = &self.root;
+            let hashed: Vec<(RelPath, _)> = slice
+                .into_par_iter()
+                .map(|p| {
+                    let r = scan::hash_file(&p.to_disk(root));
+                    (p, r)
+                })
+                .collect();
+            for (p, r) in hashed {
+                match r {
+                    Ok((st, h)) => {
+                        let c = self.index.observe_file(&p, st, &h);
+                        changed += self.log_change(&p, c, log);
+                    }
+                    Err(HashError::Unstable) => {
+                        self.pending.insert(p, Instant::now() + SETTLE);
+                    }
+                    Err(HashError::Gone) => {
+                        self.pending.insert(p, Instant::now() + QUICK);
+                    }
+                    Err(HashError::Io(e)) => self.retry_later(&p, &e),
                 }
-                Err(HashError::Unstable) => {
-                    self.pending.insert(p, Instant::now() + SETTLE);
-                }
-                Err(HashError::Gone) => {
-                    self.pending.insert(p, Instant::now() + QUICK);
-                }
-                Err(HashError::Io(e)) => self.retry_later(&p, &e),
+            }
+            if to_hash.peek().is_some() {
+                self.flush();
             }
         }
         for p in missing {
@@ -920,6 +930,9 @@ impl Core {
         })
     }
 }
+
+/// Files read and recorded together by a scan (see `reconcile`).
+const HASH_SLICE: usize = 16 * 1024;
 
 /// A count of records and a sum of a mark of each (see `reconcile`): two
 /// sets of records with the same tally are, but for a chance of 2^-64, the
