@@ -536,15 +536,9 @@ where
     let body = match req.body {
         ClientRequest::List => {
             let names = |id| ctx.locks.name_of(id);
-            match crate::cluster::merged_list(&ctx.core, &ctx.peer.mesh, &names, &ctx.name).await {
-                Ok(files) => {
-                    let big = files.len() > 10_000;
-                    send_files(w, req.id, files).await?;
-                    if big {
-                        tokio::task::spawn_blocking(crate::metrics::release_memory);
-                    }
-                    return Ok(());
-                }
+            let mesh = &ctx.peer.mesh;
+            match crate::cluster::MergedList::open(&ctx.core, mesh, &names, &ctx.name).await {
+                Ok(table) => return send_table(w, req.id, table).await,
                 Err(e) => ClientResponse::Error(e),
             }
         }
@@ -800,13 +794,13 @@ where
             )
         }
         ClientRequest::Ping { node } => ping(ctx, &node).await,
-        ClientRequest::Discover { node } => match discover(ctx, &node).await {
-            Ok(files) => {
-                send_files(w, req.id, files).await?;
-                return Ok(());
-            }
-            Err(e) => ClientResponse::Error(e),
-        },
+        ClientRequest::Discover { node } => {
+            let table = match discover(ctx, &node).await {
+                Ok(t) => t,
+                Err(e) => return send(w, req.id, ClientResponse::Error(e)).await,
+            };
+            return send_table(w, req.id, table).await;
+        }
         ClientRequest::Put {
             path,
             size,
@@ -948,23 +942,19 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
     }
 }
 
-async fn discover(
-    ctx: &Ctx,
+async fn discover<'a>(
+    ctx: &'a Ctx,
     node: &str,
-) -> Result<Vec<tandem_common::proto::ListedFile>, ApiError> {
-    if node == ctx.name {
-        return ctx.core.list().await;
-    }
-    let Some(id) = node_named(ctx, node).await else {
-        return Err(no_such_node(ctx, node));
-    };
-    match crate::cluster::node_files(&ctx.peer.mesh, id).await {
-        Ok(v) => {
-            let table = crate::cluster::merge(&[(node.to_string(), v)]);
-            Ok(table.into_iter().filter(|f| !f.nodes.is_empty()).collect())
+) -> Result<crate::cluster::MergedList<'a>, ApiError> {
+    let peer = if node == ctx.name {
+        None
+    } else {
+        match node_named(ctx, node).await {
+            Some(id) => Some(id),
+            None => return Err(no_such_node(ctx, node)),
         }
-        Err(e) => Err(ApiError::Other(format!("{node}: {e}"))),
-    }
+    };
+    crate::cluster::MergedList::of_node(&ctx.core, &ctx.peer.mesh, node, peer).await
 }
 
 /// Restores or discards a conflict copy on the node that keeps it.
@@ -1108,27 +1098,36 @@ async fn node_named(ctx: &Ctx, name: &str) -> Option<NodeId> {
         .next()
 }
 
-async fn send_files<S>(
+/// Sends a table as it is read, `LIST_CHUNK` rows a response.
+async fn send_table<S>(
     w: &mut FrameWriter<S>,
     id: u64,
-    files: Vec<tandem_common::proto::ListedFile>,
+    mut table: crate::cluster::MergedList<'_>,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if files.is_empty() {
-        let empty = ClientResponse::Files {
-            files: vec![],
-            more: false,
-        };
-        return send(w, id, empty).await;
+    let mut rows = std::collections::VecDeque::new();
+    let mut sent = 0usize;
+    loop {
+        match table.next_rows().await {
+            Ok(Some(more)) => rows.extend(more),
+            Ok(None) => break,
+            Err(e) => return send(w, id, ClientResponse::Error(e)).await,
+        }
+        // A chunk goes once a row after it is known, so the last one can
+        // say that nothing follows.
+        while rows.len() > LIST_CHUNK {
+            let files: Vec<_> = rows.drain(..LIST_CHUNK).collect();
+            sent += files.len();
+            send(w, id, ClientResponse::Files { files, more: true }).await?;
+        }
     }
-    let mut rest = files.into_iter().peekable();
-    while rest.peek().is_some() {
-        let chunk: Vec<_> = rest.by_ref().take(LIST_CHUNK).collect();
-        let more = rest.peek().is_some();
-        let body = ClientResponse::Files { files: chunk, more };
-        send(w, id, body).await?;
+    sent += rows.len();
+    let files = rows.into();
+    send(w, id, ClientResponse::Files { files, more: false }).await?;
+    if sent > 10_000 {
+        tokio::task::spawn_blocking(crate::metrics::release_memory);
     }
     Ok(())
 }

@@ -27,34 +27,6 @@ use crate::metrics::Metrics;
 /// Files per answer page (keeps each frame a few MiB).
 const FILES_PAGE: usize = 20_000;
 
-/// All files of node `id` (linked here or not), page by page.
-pub async fn node_files(
-    mesh: &Arc<crate::mesh::Mesh>,
-    id: NodeId,
-) -> Result<Vec<FileSummary>, String> {
-    files_by(|q| mesh.query(id, q, QUERY_TIMEOUT)).await
-}
-
-/// All files of a node, page by page, asking with `ask`.
-async fn files_by<F>(ask: impl Fn(PeerQuery) -> F) -> Result<Vec<FileSummary>, String>
-where
-    F: std::future::Future<Output = Result<PeerAnswer, String>>,
-{
-    let mut out: Vec<FileSummary> = Vec::new();
-    loop {
-        let after = out.last().map(|f| f.path.clone());
-        match ask(PeerQuery::Files { after }).await? {
-            PeerAnswer::Files(page, more) => {
-                out.extend(page);
-                if !more {
-                    return Ok(out);
-                }
-            }
-            _ => return Err("unexpected answer".into()),
-        }
-    }
-}
-
 /// How long a question that went unanswered keeps a node that is not
 /// linked here out of views.
 const SKIP_UNANSWERED: Duration = Duration::from_secs(10);
@@ -177,13 +149,12 @@ impl Answerer for NodeAnswerer {
         Box::pin(async move {
             match q {
                 PeerQuery::Files { after } => {
-                    let all = self.core.summary().await.map_err(|e| e.to_string())?;
-                    let start = match &after {
-                        None => 0,
-                        Some(a) => all.partition_point(|f| &f.path <= a),
-                    };
-                    let end = (start + FILES_PAGE).min(all.len());
-                    Ok(PeerAnswer::Files(all[start..end].to_vec(), end < all.len()))
+                    let (page, more) = self
+                        .core
+                        .summary_page(after, FILES_PAGE)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(PeerAnswer::Files(page, more))
                 }
                 PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
                 PeerQuery::Ping => Ok(PeerAnswer::Pong),
@@ -251,95 +222,321 @@ pub fn merge(views: &[(String, Vec<FileSummary>)]) -> Vec<ListedFile> {
             by_path.entry(&f.path).or_default().push((node.as_str(), f));
         }
     }
-    let mut out = Vec::with_capacity(by_path.len());
-    for (path, cands) in by_path {
-        // A version that differs by its node's mode (declined, or not
-        // sent) is not the cluster's: it is the newest only where it is
-        // the only one.
-        let agreed: Vec<&FileSummary> = cands
-            .iter()
-            .map(|(_, f)| *f)
-            .filter(|f| !f.differs)
-            .collect();
-        let pool: Vec<&FileSummary> = if agreed.is_empty() {
-            cands.iter().map(|(_, f)| *f).collect()
-        } else {
-            agreed
-        };
-        let newest = pool
-            .into_iter()
-            .reduce(|a, b| match b.version.compare(&a.version) {
-                VvOrder::After => b,
-                VvOrder::Concurrent if (b.mtime_ns, b.hash) > (a.mtime_ns, a.hash) => b,
-                _ => a,
-            });
-        let Some(newest) = newest else { continue };
-        let holds =
-            |f: &FileSummary| f.present && f.hash == newest.hash && f.mtime_ns == newest.mtime_ns;
-        let mut nodes: Vec<String> = cands
-            .iter()
-            .filter(|(_, f)| holds(f))
-            .map(|(n, _)| n.to_string())
-            .collect();
-        nodes.sort();
-        let states = views
-            .iter()
-            .map(|(node, _)| {
-                let mine = cands.iter().find(|(n, _)| n == node).map(|(_, f)| *f);
-                let state = match mine {
-                    None => FileState::Missing,
-                    Some(f) if f.error.is_some() => FileState::Error,
-                    Some(f) if f.differs => FileState::Differs,
-                    Some(f) if f.held > 0 => FileState::Held,
-                    Some(f) if holds(f) => FileState::InSync,
-                    Some(f) if f.syncing => FileState::Syncing,
-                    Some(f) if !f.present => FileState::Missing,
-                    Some(_) => FileState::Stale,
-                };
-                NodeFileState {
-                    node: node.clone(),
-                    state,
-                }
-            })
-            .collect();
-        out.push(ListedFile {
-            link: newest.link.clone(),
-            path: path.clone(),
-            size: newest.size,
-            mtime_ns: newest.mtime_ns,
-            hash: newest.hash,
-            nodes,
-            locked_by: cands.iter().find_map(|(_, f)| f.locked_by.clone()),
-            held: cands.iter().map(|(_, f)| f.held).sum(),
-            states,
-        });
-    }
-    // Files only wanted somewhere (nobody has them yet) are not listed.
-    out.retain(|f| !f.nodes.is_empty() || f.states.iter().any(|s| s.state != FileState::Missing));
-    out
+    let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
+    by_path
+        .into_iter()
+        .filter_map(|(path, cands)| merge_row(path, &cands, &names))
+        .collect()
 }
 
-/// The merged table, asking every trusted node (through the others when
-/// it is not linked here); `name_of` names them.
-pub async fn merged_list(
-    core: &CoreHandle,
-    mesh: &Arc<crate::mesh::Mesh>,
-    name_of: &(dyn Fn(NodeId) -> String + Sync),
-    me: &str,
-) -> Result<Vec<ListedFile>, tandem_common::proto::ApiError> {
-    let own = core.summary().await?;
-    let mut views = vec![(me.to_string(), own)];
-    let asks = to_ask(mesh).into_iter().map(|(id, wait)| async move {
-        let files = files_by(|q| mesh.query(id, q, wait)).await;
-        (name_of(id), files)
-    });
-    for (name, r) in futures::future::join_all(asks).await {
-        match r {
-            Ok(v) => views.push((name, v)),
-            Err(e) => tracing::warn!("node {name} could not list its files: {e}"),
+/// One row of the merged table: `cands` are the nodes whose views list
+/// `path`, `names` every node of the table. `None` for a file only wanted
+/// somewhere (nobody has it yet): such files are not listed.
+fn merge_row(
+    path: &tandem_common::RelPath,
+    cands: &[(&str, &FileSummary)],
+    names: &[&str],
+) -> Option<ListedFile> {
+    // A version that differs by its node's mode (declined, or not sent) is
+    // not the cluster's: it is the newest only where it is the only one.
+    let agreed: Vec<&FileSummary> = cands
+        .iter()
+        .map(|(_, f)| *f)
+        .filter(|f| !f.differs)
+        .collect();
+    let pool: Vec<&FileSummary> = if agreed.is_empty() {
+        cands.iter().map(|(_, f)| *f).collect()
+    } else {
+        agreed
+    };
+    let newest = pool
+        .into_iter()
+        .reduce(|a, b| match b.version.compare(&a.version) {
+            VvOrder::After => b,
+            VvOrder::Concurrent if (b.mtime_ns, b.hash) > (a.mtime_ns, a.hash) => b,
+            _ => a,
+        })?;
+    let holds =
+        |f: &FileSummary| f.present && f.hash == newest.hash && f.mtime_ns == newest.mtime_ns;
+    let mut nodes: Vec<String> = cands
+        .iter()
+        .filter(|(_, f)| holds(f))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    nodes.sort();
+    let states: Vec<NodeFileState> = names
+        .iter()
+        .map(|node| {
+            let mine = cands.iter().find(|(n, _)| n == node).map(|(_, f)| *f);
+            let state = match mine {
+                None => FileState::Missing,
+                Some(f) if f.error.is_some() => FileState::Error,
+                Some(f) if f.differs => FileState::Differs,
+                Some(f) if f.held > 0 => FileState::Held,
+                Some(f) if holds(f) => FileState::InSync,
+                Some(f) if f.syncing => FileState::Syncing,
+                Some(f) if !f.present => FileState::Missing,
+                Some(_) => FileState::Stale,
+            };
+            NodeFileState {
+                node: node.to_string(),
+                state,
+            }
+        })
+        .collect();
+    if nodes.is_empty() && states.iter().all(|s| s.state == FileState::Missing) {
+        return None;
+    }
+    Some(ListedFile {
+        link: newest.link.clone(),
+        path: path.clone(),
+        size: newest.size,
+        mtime_ns: newest.mtime_ns,
+        hash: newest.hash,
+        nodes,
+        locked_by: cands.iter().find_map(|(_, f)| f.locked_by.clone()),
+        held: cands.iter().map(|(_, f)| f.held).sum(),
+        states,
+    })
+}
+
+/// The merged table, read page by page: every trusted node's files
+/// (through the others when it is not linked here) are asked for a page
+/// at a time and merged as they arrive, so neither this node nor the
+/// table's reader holds a whole table of a million files. Rows come
+/// sorted by path. A node whose first page does not come is left out of
+/// the table; one that fails later is left out of the rows after that
+/// point (both are logged), as a file listing of a changing folder would.
+pub struct MergedList<'a> {
+    core: &'a CoreHandle,
+    mesh: &'a Arc<crate::mesh::Mesh>,
+    views: Vec<View>,
+    /// One node's own files (`discover`): a node that does not answer is
+    /// an error, and files it only wants are not rows.
+    one_node: bool,
+}
+
+/// One node's files as the merged table reads them.
+struct View {
+    name: String,
+    /// The peer asked and how long it may take; `None` for this node.
+    peer: Option<(NodeId, Duration)>,
+    /// Read and not merged yet, sorted by path.
+    page: std::collections::VecDeque<FileSummary>,
+    /// The last path read: the next page starts after it.
+    last: Option<tandem_common::RelPath>,
+    /// The node has files after `last`.
+    more: bool,
+}
+
+/// Why a node's page of files was not used.
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    /// This node's core did not answer (it is shutting down).
+    #[error("{0}")]
+    Here(ApiError),
+    #[error("{0}")]
+    Query(String),
+    #[error("its answer was not a page of files")]
+    Unexpected,
+    #[error("its page of files was not sorted after {after:?} (at {at})")]
+    Unsorted { after: Option<String>, at: String },
+    #[error("it said more files follow a page holding none")]
+    EmptyWithMore,
+}
+
+impl<'a> MergedList<'a> {
+    /// Asks every node for its first page; `name_of` names the peers and
+    /// `me` this node.
+    pub async fn open(
+        core: &'a CoreHandle,
+        mesh: &'a Arc<crate::mesh::Mesh>,
+        name_of: &(dyn Fn(NodeId) -> String + Sync),
+        me: &str,
+    ) -> Result<MergedList<'a>, ApiError> {
+        let mut views = vec![View {
+            name: me.to_string(),
+            peer: None,
+            page: Default::default(),
+            last: None,
+            more: true,
+        }];
+        views.extend(to_ask(mesh).into_iter().map(|(id, wait)| View {
+            name: name_of(id),
+            peer: Some((id, wait)),
+            page: Default::default(),
+            last: None,
+            more: true,
+        }));
+        let mut list = MergedList {
+            core,
+            mesh,
+            views,
+            one_node: false,
+        };
+        list.refill(|name, e| {
+            tracing::warn!("node {name} could not list its files: {e}");
+        })
+        .await?;
+        Ok(list)
+    }
+
+    /// One node's own files: this node's (`peer` `None`) or a trusted
+    /// peer's, linked here or not; its name is `name`.
+    pub async fn of_node(
+        core: &'a CoreHandle,
+        mesh: &'a Arc<crate::mesh::Mesh>,
+        name: &str,
+        peer: Option<NodeId>,
+    ) -> Result<MergedList<'a>, ApiError> {
+        let mut list = MergedList {
+            core,
+            mesh,
+            views: vec![View {
+                name: name.to_string(),
+                peer: peer.map(|id| (id, QUERY_TIMEOUT)),
+                page: Default::default(),
+                last: None,
+                more: true,
+            }],
+            one_node: true,
+        };
+        list.refill(|_, _| {}).await?;
+        Ok(list)
+    }
+
+    /// The next rows, in path order; `None` when the table is done.
+    pub async fn next_rows(&mut self) -> Result<Option<Vec<ListedFile>>, ApiError> {
+        loop {
+            self.refill(|name, e| {
+                tracing::warn!(
+                    "node {name} stopped answering while its files were listed, so rows after this point leave it out: {e}"
+                );
+            })
+            .await?;
+            if self.views.iter().all(|v| v.page.is_empty()) {
+                return Ok(None);
+            }
+            let mut rows = merge_ready(&mut self.views);
+            if self.one_node {
+                rows.retain(|r| !r.nodes.is_empty());
+            }
+            if !rows.is_empty() {
+                return Ok(Some(rows));
+            }
         }
     }
-    Ok(merge(&views))
+
+    /// Reads the next page of every view that has merged all it read and
+    /// has more. A peer that fails is dropped (`dropped` says why); this
+    /// node failing, or the one node of `of_node`, is an error.
+    async fn refill(&mut self, dropped: impl Fn(&str, &PageError)) -> Result<(), ApiError> {
+        let (core, mesh) = (self.core, self.mesh);
+        let asks = self
+            .views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.more && v.page.is_empty())
+            .map(|(i, v)| {
+                let (peer, after) = (v.peer, v.last.clone());
+                async move {
+                    let got = match peer {
+                        None => core
+                            .summary_page(after, FILES_PAGE)
+                            .await
+                            .map_err(PageError::Here),
+                        Some((id, wait)) => {
+                            match mesh.query(id, PeerQuery::Files { after }, wait).await {
+                                Ok(PeerAnswer::Files(page, more)) => Ok((page, more)),
+                                Ok(_) => Err(PageError::Unexpected),
+                                Err(e) => Err(PageError::Query(e)),
+                            }
+                        }
+                    };
+                    (i, got)
+                }
+            });
+        let mut failed = Vec::new();
+        for (i, got) in futures::future::join_all(asks).await {
+            let v = &mut self.views[i];
+            match got.and_then(|(page, more)| v.take(page, more)) {
+                Ok(()) => {}
+                Err(PageError::Here(e)) => return Err(e),
+                Err(e) if self.one_node => {
+                    return Err(ApiError::Other(format!("{}: {e}", v.name)));
+                }
+                Err(e) => {
+                    dropped(&v.name, &e);
+                    failed.push(i);
+                }
+            }
+        }
+        for i in failed.into_iter().rev() {
+            self.views.remove(i);
+        }
+        Ok(())
+    }
+}
+
+/// Merges and takes out of `views` the rows that are complete: those up to
+/// the lowest last path read among views that have more, since no later
+/// page can hold a smaller path. At least one file is taken when any view
+/// holds one.
+fn merge_ready(views: &mut [View]) -> Vec<ListedFile> {
+    let bound = views
+        .iter()
+        .filter(|v| v.more)
+        .filter_map(|v| v.page.back().map(|f| f.path.clone()))
+        .min();
+    let owned: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+    let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    loop {
+        let Some(path) = views
+            .iter()
+            .filter_map(|v| v.page.front().map(|f| &f.path))
+            .min()
+            .cloned()
+        else {
+            return rows;
+        };
+        if bound.as_ref().is_some_and(|b| path > *b) {
+            return rows;
+        }
+        let mut taken: Vec<(usize, FileSummary)> = Vec::new();
+        for (i, v) in views.iter_mut().enumerate() {
+            if v.page.front().is_some_and(|f| f.path == path) {
+                taken.extend(v.page.pop_front().map(|f| (i, f)));
+            }
+        }
+        let cands: Vec<(&str, &FileSummary)> = taken.iter().map(|(i, f)| (names[*i], f)).collect();
+        rows.extend(merge_row(&path, &cands, &names));
+    }
+}
+
+impl View {
+    /// Takes a page read from this view's node, checked to come after what
+    /// was read before and in order (a merge of pages out of order would
+    /// list a path twice or not at all).
+    fn take(&mut self, page: Vec<FileSummary>, more: bool) -> Result<(), PageError> {
+        if more && page.is_empty() {
+            return Err(PageError::EmptyWithMore);
+        }
+        let mut prev = self.last.as_ref();
+        for f in &page {
+            if prev.is_some_and(|p| f.path <= *p) {
+                return Err(PageError::Unsorted {
+                    after: prev.map(|p| p.to_string()),
+                    at: f.path.to_string(),
+                });
+            }
+            prev = Some(&f.path);
+        }
+        self.last = page.last().map(|f| f.path.clone()).or(self.last.take());
+        self.page = page.into();
+        self.more = more;
+        Ok(())
+    }
 }
 
 /// One row of the merged table, asking every trusted node about that path
@@ -655,5 +852,99 @@ mod tests {
         assert_eq!(only.nodes, vec!["A"]);
         assert_eq!(state(only, "B"), FileState::Missing);
         assert_eq!(t[0].path.as_str(), "only-a", "sorted by path");
+    }
+
+    fn view(name: &str) -> View {
+        View {
+            name: name.to_string(),
+            peer: None,
+            page: Default::default(),
+            last: None,
+            more: true,
+        }
+    }
+
+    #[test]
+    fn a_page_out_of_order_or_empty_with_more_is_refused() {
+        let a = NodeId::random();
+        let p = |path: &str| f(path, &[(a, 1)], path, 1);
+        let mut v = view("A");
+        assert!(matches!(
+            v.take(vec![p("b"), p("a")], true),
+            Err(PageError::Unsorted { .. })
+        ));
+        assert!(matches!(
+            v.take(vec![p("a"), p("a")], true),
+            Err(PageError::Unsorted { .. })
+        ));
+        assert!(matches!(
+            v.take(vec![], true),
+            Err(PageError::EmptyWithMore)
+        ));
+        v.take(vec![p("a"), p("c")], true).unwrap();
+        assert_eq!(v.last.as_ref().map(|l| l.as_str()), Some("c"));
+        assert!(
+            matches!(v.take(vec![p("b")], false), Err(PageError::Unsorted { .. })),
+            "a page must start after the last path read"
+        );
+        v.take(vec![], false).unwrap();
+        assert!(!v.more);
+        assert_eq!(v.last.as_ref().map(|l| l.as_str()), Some("c"));
+    }
+
+    proptest::proptest! {
+        /// Merging views a page at a time, whatever the page sizes, gives
+        /// the table that merging them whole gives.
+        #[test]
+        fn merging_page_by_page_is_merging_whole(
+            files in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..40, (1u64..4, 0u8..3, proptest::bool::ANY), 0..30),
+                1..4,
+            ),
+            sizes in proptest::collection::vec(1usize..7, 1..4),
+        ) {
+            let ids: Vec<NodeId> = (0..files.len()).map(|_| NodeId::random()).collect();
+            let views: Vec<(String, Vec<FileSummary>)> = files
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let list = m
+                        .iter()
+                        .map(|(&p, &(counter, content, present))| {
+                            let mut s = f(&format!("p{p:02}"), &[(ids[i], counter)], &content.to_string(), i64::from(content));
+                            s.present = present;
+                            s
+                        })
+                        .collect();
+                    (format!("N{i}"), list)
+                })
+                .collect();
+            let whole = merge(&views);
+            let mut streams: Vec<(View, std::vec::IntoIter<FileSummary>)> = views
+                .iter()
+                .map(|(n, l)| (view(n), l.clone().into_iter()))
+                .collect();
+            let mut got = Vec::new();
+            for _round in 0..1000 {
+                for (i, (v, rest)) in streams.iter_mut().enumerate() {
+                    if v.more && v.page.is_empty() {
+                        let page: Vec<FileSummary> = rest.by_ref().take(sizes[i % sizes.len()]).collect();
+                        let more = rest.len() > 0;
+                        v.take(page, more).unwrap();
+                    }
+                }
+                if streams.iter().all(|(v, _)| v.page.is_empty()) {
+                    break;
+                }
+                let mut vs: Vec<View> = streams.iter_mut().map(|(v, _)| std::mem::replace(v, view(""))).collect();
+                let rows = merge_ready(&mut vs);
+                for ((v, _), back) in streams.iter_mut().zip(vs) {
+                    *v = back;
+                }
+                got.extend(rows);
+            }
+            let key = |t: &[ListedFile]| -> Vec<String> { t.iter().map(|r| format!("{r:?}")).collect() };
+            proptest::prop_assert_eq!(key(&got), key(&whole));
+        }
     }
 }

@@ -1623,3 +1623,75 @@ fn fifty_clients_at_once_while_200_files_sync() {
     );
     let _ = b.wait_matches_disk("B's list matches its disk");
 }
+
+/// A table longer than a page (nodes read each other's files and their own
+/// 20,000 at a time) is merged page by page: on either node, every file is
+/// listed once, in order, with each node's state. B ignores A's many files
+/// (so they need not travel), and a file both hold sorts between them.
+#[test]
+fn a_table_of_several_pages_lists_every_file_once_in_order() {
+    const FOLDERS: usize = 41;
+    const PER_FOLDER: usize = 500;
+    let a_dir = TempDir::new().unwrap();
+    for d in 0..FOLDERS {
+        let folder = a_dir.path().join(format!("many/d{d:02}"));
+        fs::create_dir_all(&folder).unwrap();
+        for i in 0..PER_FOLDER {
+            fs::write(folder.join(format!("f{i:03}")), i.to_string()).unwrap();
+        }
+    }
+    let (aa, ba) = (free_addr(), free_addr());
+    let mut started = start_all(vec![
+        Node::builder("A").dir(a_dir.path()).listen(aa).peer(ba),
+        Node::builder("B")
+            .listen(ba)
+            .peer(aa)
+            .arg("--ignore")
+            .arg("many/d*/f*"),
+    ]);
+    let b = started.pop().expect("B");
+    let a = started.pop().expect("A");
+    wait_linked(&a, &b);
+    let nodes = [&a, &b];
+    put(b.path("many/d20/g"), "on both");
+    wait_content(&nodes, "many/d20/g", b"on both");
+
+    let total = FOLDERS * PER_FOLDER + 1;
+    for via in nodes {
+        let list = wait_until(
+            scaled(SYNC_TIMEOUT),
+            &format!(
+                "{total} rows on {}, the shared file on both nodes",
+                via.name()
+            ),
+            &nodes,
+            || {
+                let l = via.try_list()?;
+                let shared = l.iter().find(|r| r["path"] == "many/d20/g");
+                match shared {
+                    Some(r) if l.len() == total && r["nodes"] == serde_json::json!(["A", "B"]) => {
+                        Ok(l)
+                    }
+                    _ => Err(format!("{} rows, the shared one: {shared:?}", l.len())),
+                }
+            },
+        );
+        let got = paths(&list);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{}",
+            via.fail("the table's paths are not each listed once, in order")
+        );
+        let mut want: Vec<String> = (0..FOLDERS)
+            .flat_map(|d| (0..PER_FOLDER).map(move |i| format!("many/d{d:02}/f{i:03}")))
+            .collect();
+        want.push("many/d20/g".into());
+        want.sort();
+        assert_eq!(got, want, "{}", via.fail("the table's paths"));
+        for r in list.iter().filter(|r| r["path"] != "many/d20/g") {
+            assert_eq!(r["nodes"], serde_json::json!(["A"]), "{r}");
+            assert_eq!(r["states"]["A"], "in sync", "{r}");
+            assert_eq!(r["states"]["B"], "missing", "{r}");
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use tandem_common::display::human_size;
 use tandem_common::proto::{
-    ApiError, ConflictAction, ConflictCopy, ConflictResolution, EventKind, FileSummary, ListedFile,
+    ApiError, ConflictAction, ConflictCopy, ConflictResolution, EventKind, FileSummary,
 };
 use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -93,10 +93,12 @@ pub enum CoreMsg {
         /// A batch could not be written (it is tried again).
         failing: bool,
     },
-    /// The file table, for a client.
-    List(oneshot::Sender<Vec<ListedFile>>),
-    /// This node's files for a merged table.
-    Summary(oneshot::Sender<Vec<FileSummary>>),
+    /// A page of this node's files for a merged table.
+    SummaryPage {
+        after: Option<RelPath>,
+        limit: usize,
+        reply: oneshot::Sender<(Vec<FileSummary>, bool)>,
+    },
     /// This node's view of one file.
     SummaryOf(RelPath, oneshot::Sender<Option<FileSummary>>),
     /// Number of live files and their bytes.
@@ -264,14 +266,19 @@ impl CoreHandle {
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 
-    /// The node's file table, sorted by path.
-    pub async fn list(&self) -> Result<Vec<ListedFile>, ApiError> {
-        self.ask(CoreMsg::List).await
-    }
-
-    /// This node's files for a merged table.
-    pub async fn summary(&self) -> Result<Vec<FileSummary>, ApiError> {
-        self.ask(CoreMsg::Summary).await
+    /// A page of this node's files for a merged table: at most `limit`
+    /// after `after`, sorted by path, and whether more follow.
+    pub async fn summary_page(
+        &self,
+        after: Option<RelPath>,
+        limit: usize,
+    ) -> Result<(Vec<FileSummary>, bool), ApiError> {
+        self.ask(|reply| CoreMsg::SummaryPage {
+            after,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// The newest conflict copies kept here, and how many there are.
@@ -1015,11 +1022,12 @@ impl Core {
                     }
                 }
             }
-            CoreMsg::List(reply) => {
-                let _ = reply.send(self.list());
-            }
-            CoreMsg::Summary(reply) => {
-                let _ = reply.send(self.summary());
+            CoreMsg::SummaryPage {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.summary_page(after.as_ref(), limit));
             }
             CoreMsg::SummaryOf(path, reply) => {
                 let _ = reply.send(self.summary_of(&path));

@@ -5,30 +5,6 @@
 use super::*;
 
 impl Core {
-    pub(super) fn list(&self) -> Vec<ListedFile> {
-        self.index
-            .records()
-            .filter(|r| listed(&r.entry) && !self.is_ignored(&r.entry.path, false))
-            .map(|r| ListedFile {
-                link: r.entry.live_link().map(str::to_string),
-                path: r.entry.path.clone(),
-                size: r.entry.size,
-                mtime_ns: r.entry.mtime_ns,
-                hash: r.entry.hash,
-                nodes: vec![self.name.clone()],
-                locked_by: self
-                    .locks
-                    .get(&r.entry.path)
-                    .map(|l| l.info.owner_name.clone()),
-                held: self.held.count(&r.entry.path) as u32,
-                states: vec![tandem_common::proto::NodeFileState {
-                    node: self.name.clone(),
-                    state: tandem_common::proto::FileState::InSync,
-                }],
-            })
-            .collect()
-    }
-
     /// This node's view of one path (see [`Core::summary`]).
     pub(super) fn summary_of(&self, path: &RelPath) -> Option<FileSummary> {
         if self.is_ignored(path, false) {
@@ -43,25 +19,54 @@ impl Core {
         }
     }
 
-    /// This node's files for a merged table: live files, plus files it is
-    /// fetching but does not have yet.
-    pub(super) fn summary(&self) -> Vec<FileSummary> {
-        let mut out: Vec<FileSummary> = self
+    /// A page of this node's files for a merged table, sorted by path:
+    /// the first `limit` after `after` of its live files and of the files
+    /// it is fetching but does not have yet, and whether more follow. A
+    /// page at a time, so a table of a million files is never held whole.
+    pub(super) fn summary_page(
+        &self,
+        after: Option<&RelPath>,
+        limit: usize,
+    ) -> (Vec<FileSummary>, bool) {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut have = self
             .index
-            .records()
+            .records_after(after)
             .filter(|r| listed(&r.entry) && !self.is_ignored(&r.entry.path, false))
-            .map(|r| self.summarise(&r.entry, true))
-            .collect();
-        for (p, n) in &self.needed {
-            if listed(&n.w.entry)
-                && !self.is_ignored(p, false)
-                && self.index.get(p).is_none_or(|r| !listed(&r.entry))
-            {
+            .peekable();
+        let mut wanted = self
+            .needed
+            .range::<RelPath, _>((from, Bound::Unbounded))
+            .filter(|(p, n)| {
+                listed(&n.w.entry)
+                    && !self.is_ignored(p, false)
+                    && self.index.get(p).is_none_or(|r| !listed(&r.entry))
+            })
+            .peekable();
+        let mut out = Vec::new();
+        loop {
+            // Both sources are sorted and never hold the same path.
+            let take_have = match (have.peek(), wanted.peek()) {
+                (None, None) => return (out, false),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(r), Some((p, _))) => r.entry.path < **p,
+            };
+            if out.len() == limit {
+                return (out, true);
+            }
+            if take_have {
+                let r = have.next().expect("peeked");
+                out.push(self.summarise(&r.entry, true));
+            } else {
+                let (_, n) = wanted.next().expect("peeked");
                 out.push(self.summarise(&n.w.entry, false));
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        out
     }
 
     /// One file for a merged table: `present` when it is on disk here, else

@@ -516,6 +516,19 @@ impl Index {
             .map(|(path, p)| p.unpack(path, &self.nodes))
     }
 
+    /// The records after `after` (all of them for `None`), sorted by path
+    /// (copies, made as iterated): a page of a table starts here.
+    pub fn records_after(&self, after: Option<&RelPath>) -> impl Iterator<Item = Record> + '_ {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.records
+            .range::<RelPath, _>((from, Bound::Unbounded))
+            .map(|(path, p)| p.unpack(path, &self.nodes))
+    }
+
     /// The disk stat recorded for `path`, without copying its record.
     pub fn stat_of(&self, path: &RelPath) -> Option<LocalStat> {
         self.records.get(path).and_then(|p| p.stat())
