@@ -325,7 +325,14 @@ pub struct Client {
 /// The secured connection to a node.
 type TlsStream = tokio_rustls::client::TlsStream<tandem_common::tls::Transport<TcpStream>>;
 
-type Pending = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ClientResponse>>>>;
+type Pending = Arc<Mutex<HashMap<u64, mpsc::Sender<ClientResponse>>>>;
+
+/// Answers of one request held before it reads them. A request that reads
+/// slower than the node sends (a table of a million rows written out as
+/// JSON) stops the connection's reader, and so the node, instead of
+/// gathering what is sent in memory; a request that stopped reading has
+/// dropped its answers and is sent nothing more.
+const ANSWERS_BACKLOG: usize = 8;
 
 /// Something from the feed.
 #[derive(Debug, Clone)]
@@ -348,7 +355,7 @@ pub enum FeedItem {
 /// The answers to one request, as they arrive.
 pub struct Answers {
     id: u64,
-    rx: mpsc::UnboundedReceiver<ClientResponse>,
+    rx: mpsc::Receiver<ClientResponse>,
     pending: Pending,
     timeout: Duration,
     node: String,
@@ -387,8 +394,8 @@ impl Answers {
 #[cfg(test)]
 impl Answers {
     /// Answers fed by hand, for tests of what reads them (no connection).
-    pub(crate) fn scripted() -> (mpsc::UnboundedSender<ClientResponse>, Answers) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn scripted() -> (mpsc::Sender<ClientResponse>, Answers) {
+        let (tx, rx) = mpsc::channel(ANSWERS_BACKLOG);
         let answers = Answers {
             id: 0,
             rx,
@@ -456,8 +463,10 @@ impl Client {
             let why = loop {
                 match reader.recv_msg::<NodeToClient>().await {
                     Ok(Some(NodeToClient::Response { id, body })) => {
-                        if let Some(tx) = lock(&p).get(&id) {
-                            let _ = tx.send(body);
+                        let tx = lock(&p).get(&id).cloned();
+                        if let Some(tx) = tx {
+                            // Fails only when the request dropped its answers.
+                            let _ = tx.send(body).await;
                         }
                     }
                     Ok(Some(NodeToClient::Event(e))) => {
@@ -492,7 +501,7 @@ impl Client {
     /// Sends a request; its answers arrive on the returned stream.
     pub fn start(&self, body: ClientRequest) -> Result<Answers, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(ANSWERS_BACKLOG);
         lock(&self.pending).insert(id, tx);
         if self.out.send(Request { id, body }).is_err() {
             lock(&self.pending).remove(&id);

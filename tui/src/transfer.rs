@@ -555,7 +555,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = vec![7u8; 4096];
         let (tx, mut answers) = Answers::scripted();
-        tx.send(chunk(&data[..1024], false)).unwrap();
+        tx.try_send(chunk(&data[..1024], false)).unwrap();
         let token = CancellationToken::new();
         let mut seen = 0;
         let cancel = token.clone();
@@ -586,8 +586,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = vec![7u8; 4096];
         let (tx, mut answers) = Answers::scripted();
-        tx.send(chunk(&data[..1024], false)).unwrap();
-        tx.send(chunk(&data[1024..], true)).unwrap();
+        tx.try_send(chunk(&data[..1024], false)).unwrap();
+        tx.try_send(chunk(&data[1024..], true)).unwrap();
         let token = CancellationToken::new();
         let saved = receive(
             &mut answers,
