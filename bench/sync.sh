@@ -10,13 +10,16 @@
 # Over a slow link (a delay-and-bandwidth proxy, node/examples/wan_link.rs, that
 # B dials A through): 7 latency of a new 4 KiB file; 8 2,000 x 4 KiB into an
 # empty peer; 9 one 64 MiB file into an empty peer (8 and 9 beside rsync -a to
-# an rsync daemon through the same kind of link). CASES=wan is 7 8 9.
+# an rsync daemon through the same kind of link). CASES=wan is 7 8 9. Case 10,
+# 1,000,000 x 2 KiB in 1,000 folders into an empty peer, runs only when named
+# (one run takes about ten minutes and 12 GB of disk).
 #
 # Environment:
 #   CASES="1 2 3 4 5"  which cases (6, idle CPU, runs inside 3; IDLE=0 skips it;
 #                      the WAN cases 7 8 9 run only when named)
 #   RUNS=5             runs of the fast cases (3, 4, 5, 8, 9); each printed, then the median
 #   RUNS_BIG=3         runs of the 1 GiB case
+#   RUNS_HUGE=1        runs of the million-file case (10)
 #   SAMPLES=50         latency samples per write mode (case 1)
 #   IDLE=20            seconds of idle CPU measurement after each 20k run
 #   DIAL=both          both nodes get --peer ID@ADDR for the other (as a cluster is set up);
@@ -42,6 +45,7 @@ ROOT=$PWD
 CASES=${CASES:-1 2 3 4 5}
 RUNS=${RUNS:-5}
 RUNS_BIG=${RUNS_BIG:-3}
+RUNS_HUGE=${RUNS_HUGE:-1}
 SAMPLES=${SAMPLES:-50}
 IDLE=${IDLE:-20}
 SETTLE=${SETTLE:-1}
@@ -139,7 +143,7 @@ echo "machine: $(nproc) CPUs, kernel $(uname -r), /tmp on $(findmnt -no FSTYPE -
 echo "node:    $BIN/tandem-node ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -z $(git -C "$ROOT" status --porcelain -- node common 2>/dev/null) ]] || echo ', with uncommitted changes in node/ or common/'))"
 echo "tools:   $(cp --version | sed -n 1p); $({ rsync --version 2>/dev/null || echo 'no rsync'; } | sed -n 1p)"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg); CPU pressure: $(sed -n 1p /proc/pressure/cpu 2>/dev/null); IO pressure: $(sed -n 1p /proc/pressure/io 2>/dev/null)"
-echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG SAMPLES=$SAMPLES IDLE=$IDLE SETTLE=$SETTLE DIAL=$DIAL$([[ $WAN == 0 ]] || echo " WAN_DELAY=$WAN_DELAY WAN_RATE=$WAN_RATE")"
+echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG RUNS_HUGE=$RUNS_HUGE SAMPLES=$SAMPLES IDLE=$IDLE SETTLE=$SETTLE DIAL=$DIAL$([[ $WAN == 0 ]] || echo " WAN_DELAY=$WAN_DELAY WAN_RATE=$WAN_RATE")"
 
 # Run a private copy: other people rebuilding target/release mid-run must not
 # swap the binary under the benchmark.
@@ -149,7 +153,7 @@ cp "$BIN/tandem-node" "$WORK/bin/tandem-node"
 
 python3 "$ROOT/bench/sync_helpers.py" \
     --bin "$WORK/bin" --work "$WORK" --pidfile "$WORK/pids" --cases "$CASES" \
-    --runs "$RUNS" --runs-big "$RUNS_BIG" --samples "$SAMPLES" --idle "$IDLE" \
+    --runs "$RUNS" --runs-big "$RUNS_BIG" --runs-huge "$RUNS_HUGE" --samples "$SAMPLES" --idle "$IDLE" \
     --settle "$SETTLE" --timeout "$TIMEOUT" --dial "$DIAL" ${JSON:+--json "$JSON"} \
     --wan-link "$WORK/bin/wan_link" --wan-delay "$WAN_DELAY" --wan-rate "$WAN_RATE" &
 PY_PID=$!

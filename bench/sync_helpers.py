@@ -1205,7 +1205,9 @@ class Bench:
                              + " | < 50 ms / < 250 ms |")
         for key, label, target in (
                 ("1gib", "1 GiB as 256 × 4 MiB into an empty peer", "≤ 2× cp -a"),
-                ("20k", "20,000 × 4 KiB in 200 folders into an empty peer", "< 3× cp -a")):
+                ("20k", "20,000 × 4 KiB in 200 folders into an empty peer", "< 3× cp -a"),
+                ("1m", "1,000,000 × 2 KiB in 1,000 folders into an empty peer",
+                 "≤ 1.3× cp -a + sync, ≤ 300 MB each")):
             x = R.get(key)
             if not x:
                 continue
@@ -1274,6 +1276,7 @@ def main():
     ap.add_argument("--cases", default="1 2 3 4 5")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--runs-big", type=int, default=3)
+    ap.add_argument("--runs-huge", type=int, default=1)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--gap", type=float, default=0.1)
     ap.add_argument("--sample-timeout", type=float, default=10)
@@ -1304,6 +1307,9 @@ def main():
             ("3", lambda: bench.case_initial(
                 "20k", "case 3 (+6): 20,000 x 4 KiB in 200 folders into an empty peer, then idle CPU",
                 20000, 4 * KIB, 100, args.runs, 1 * GIB, idle=args.idle > 0)),
+            ("10", lambda: bench.case_initial(
+                "1m", "case 10: 1,000,000 x 2 KiB in 1,000 folders into an empty peer",
+                1_000_000, 2 * KIB, 1000, args.runs_huge, 8 * GIB)),
             ("4", bench.case_edit),
             ("5", bench.case_rename),
             ("7", lambda: bench.case_latency(
