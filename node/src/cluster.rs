@@ -1,6 +1,7 @@
 //! The cluster as clients see it: the merged file table, the node list with
 //! round-trip times and clock offsets, and answers to peers' questions. The
-//! merge itself is pure ([`merge`]); gathering asks each connected peer.
+//! merge itself is pure ([`merge`], [`merge_ready`]); gathering asks each
+//! node for its files a page at a time ([`MergedList`]).
 //!
 //! Scope: the merged table and the held changes ask every trusted node,
 //! through the others when it is not linked here (the mesh forwards the
