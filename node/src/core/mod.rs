@@ -44,6 +44,10 @@ pub use crate::clock::{file_time, now_ns};
 pub use apply::move_file;
 pub use locking::LockMsg;
 
+/// Records stored, at least, before the index's maps are made whole again
+/// (see [`Core::compact_when_settled`]).
+const COMPACT_AFTER: usize = 100_000;
+
 /// Transfers running at once.
 const MAX_TRANSFERS: usize = 16;
 /// Block lists being asked for at once. Bounded because a node catching up
@@ -973,6 +977,7 @@ impl Core {
                 self.start_transfers();
             }
             self.flush();
+            self.compact_when_settled();
         }
         // The last batches: the writer finishes its own and gives the
         // store back for what gathered meanwhile.
@@ -990,6 +995,40 @@ impl Core {
         self.store_retry_at = None;
         self.flush();
         tracing::info!("index saved; core stopped");
+    }
+
+    /// Makes the index's maps whole again, and gives the memory freed back,
+    /// once many records were stored since it was last done and nothing is
+    /// being fetched or looked at: a peer's million new files leave the
+    /// maps' nodes part empty and the memory of what was replaced between
+    /// live pieces (after a million-file sync: 489 MiB resident, of which
+    /// 306 MiB in use). Takes about a second at a million records, so it
+    /// waits until the node has settled.
+    fn compact_when_settled(&mut self) {
+        let changed = self.index.changed_since_compact();
+        if changed < COMPACT_AFTER.max(self.index.len() / 4)
+            || !self.needed.is_empty()
+            || self.running > 0
+            || !self.pending.is_empty()
+        {
+            return;
+        }
+        let t0 = Instant::now();
+        self.index.compact();
+        // Sets that grew with the sync and are empty now keep their room.
+        self.in_use.shrink_to_fit();
+        self.wanted_dirty.shrink_to_fit();
+        self.waiting.shrink_to_fit();
+        self.pending.shrink_to_fit();
+        self.io_retries.shrink_to_fit();
+        self.moved_away.shrink_to_fit();
+        self.dirs_to_sync.shrink_to_fit();
+        crate::metrics::release_memory();
+        tracing::info!(
+            "made the index's maps whole again after {changed} changes ({} records) in {:.2?}",
+            self.index.len(),
+            t0.elapsed()
+        );
     }
 
     /// Handles one message; false means stop.

@@ -8,6 +8,7 @@
 //! million files fits in a few hundred megabytes.
 
 mod packed;
+mod sorted;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -106,8 +107,8 @@ impl Loader {
         // than inserting one by one.
         seqs.sort_unstable_by_key(|(s, _)| *s);
         packed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        ix.by_seq = seqs.into_iter().collect();
-        ix.records = packed.into_iter().collect();
+        ix.by_seq = sorted::map_from_sorted(seqs);
+        ix.records = sorted::map_from_sorted(packed);
         ix
     }
 }
@@ -150,6 +151,9 @@ pub struct Index {
     withhold_above: Option<u64>,
     /// Paths forgotten since the last save.
     forgotten: Vec<RelPath>,
+    /// Records stored since the maps were last made whole (see
+    /// [`Index::compact`] and [`Index::changed_since_compact`]).
+    changed_since_compact: usize,
 }
 
 impl Index {
@@ -179,6 +183,7 @@ impl Index {
                 dirty: Vec::new(),
                 withhold_above: None,
                 forgotten: Vec::new(),
+                changed_since_compact: 0,
             },
             packed: Vec::new(),
             seqs: Vec::new(),
@@ -281,6 +286,10 @@ impl Index {
     /// freed. All of it is made again, in one go, after the old is freed:
     /// the memory given back is whole pages.
     pub fn compact(&mut self) {
+        // What is free already goes back first, so that the copies made
+        // below take the place of freed memory rather than adding to it
+        // (after a million-file sync, 489 -> ~440 MiB before the copies).
+        crate::metrics::release_memory();
         let mut names = String::new();
         let mut packed = Vec::with_capacity(self.records.len());
         for (p, r) in std::mem::take(&mut self.records) {
@@ -308,9 +317,10 @@ impl Index {
         }
         drop(names);
         seqs.sort_unstable_by_key(|(s, _)| *s);
-        self.by_seq = seqs.into_iter().collect();
-        self.records = records.into_iter().collect();
+        self.by_seq = sorted::map_from_sorted(seqs);
+        self.records = sorted::map_from_sorted(records);
         self.blocks.shrink_to_fit();
+        self.changed_since_compact = 0;
     }
 
     /// This node's id.
@@ -337,6 +347,15 @@ impl Index {
         self.add_sources(&record);
         let packed = Packed::pack(record, &mut self.nodes);
         self.records.insert(path, packed);
+        self.changed_since_compact += 1;
+    }
+
+    /// Records stored since the last [`Index::compact`] (or the load): a
+    /// tree filled by many changes in path order it did not choose keeps
+    /// its nodes part empty, and the memory of the replaced pieces lies
+    /// between live ones.
+    pub fn changed_since_compact(&self) -> usize {
+        self.changed_since_compact
     }
 
     /// Notes `r`'s blocks as readable here. Not those of small files: their
@@ -1028,6 +1047,31 @@ mod tests {
                 .compare(&r.entry.version.clone()),
             VvOrder::After
         );
+    }
+
+    #[test]
+    fn compacting_keeps_every_record_and_counts_changes_from_zero() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let h = hash_reader(&b"x"[..]).unwrap();
+        for i in 0..50u64 {
+            ix.observe_file(&p(&format!("f{i:02}")), stat(i + 1, 1, 1), &h);
+        }
+        ix.observe_missing(&p("f07"));
+        assert_eq!(ix.changed_since_compact(), 51);
+        let before: Vec<_> = ix.records().map(|r| format!("{r:?}")).collect();
+        let since = |ix: &Index| {
+            let (e, upto) = ix.entries_since(40, u64::MAX, usize::MAX, None);
+            (e.iter().map(|(s, _)| *s).collect::<Vec<u64>>(), upto)
+        };
+        let sent = since(&ix);
+        assert_eq!(sent.0.len(), 11);
+        ix.compact();
+        assert_eq!(ix.changed_since_compact(), 0);
+        let after: Vec<_> = ix.records().map(|r| format!("{r:?}")).collect();
+        assert_eq!(before, after);
+        assert_eq!(since(&ix), sent, "the sequence map too");
+        ix.observe_file(&p("f07"), stat(99, 1, 1), &h);
+        assert_eq!(ix.changed_since_compact(), 1);
     }
 
     #[test]
