@@ -859,7 +859,11 @@ impl Core {
         }
         // Read in slices, each recorded and saved before the next: a cold
         // scan of a million files would otherwise hold every result, and
-        // then every record to save, at once.
+        // then every record to save, at once. (At start-up the store is
+        // written here; on a later scan the writer thread takes a slice
+        // while the next is read, and the rest waits for the scan's end.)
+        // Names are checked once the whole scan is recorded: between
+        // slices, a renamed file can be in the index under both names.
         let mut to_hash = to_hash.into_iter().peekable();
         while to_hash.peek().is_some() {
             let slice: Vec<RelPath> = to_hash.by_ref().take(HASH_SLICE).collect();
@@ -887,7 +891,7 @@ impl Core {
                 }
             }
             if to_hash.peek().is_some() {
-                self.flush();
+                self.save_changes();
             }
         }
         for p in missing {

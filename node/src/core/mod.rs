@@ -46,7 +46,11 @@ pub use locking::LockMsg;
 
 /// Records stored, at least, before the index's maps are made whole again
 /// (see [`Core::compact_when_settled`]).
-const COMPACT_AFTER: usize = 100_000;
+const COMPACT_AFTER: usize = 10_000;
+
+/// How long the index must be still before its maps are made whole again
+/// (see [`Core::compact_when_settled`]).
+const COMPACT_QUIET: Duration = Duration::from_secs(2);
 
 /// Transfers running at once.
 const MAX_TRANSFERS: usize = 16;
@@ -550,6 +554,9 @@ pub struct Core {
     temp_seq: u64,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
+    /// The count of changes last seen by [`Core::compact_when_settled`],
+    /// and when the maps may be made whole if it has not moved by then.
+    compact_check: Option<(usize, Instant)>,
     /// Block list requests running (see [`MAX_LIST_FETCHES`]).
     lists_running: usize,
     /// The lock cluster's table, as last applied here.
@@ -685,6 +692,7 @@ impl Core {
             dirs_to_sync: HashSet::new(),
             temp_seq: 0,
             running: 0,
+            compact_check: None,
             lists_running: 0,
             locks: Default::default(),
             held,
@@ -940,6 +948,7 @@ impl Core {
                 .copied()
                 .chain(retry)
                 .chain(self.store_retry_at)
+                .chain(self.compact_check.map(|(_, due)| due))
                 .chain([self.verify_at])
                 .chain(self.names.due())
                 .min()
@@ -977,7 +986,9 @@ impl Core {
                 self.start_transfers();
             }
             self.flush();
-            self.compact_when_settled();
+            if !stop {
+                self.compact_when_settled();
+            }
         }
         // The last batches: the writer finishes its own and gives the
         // store back for what gathered meanwhile.
@@ -998,21 +1009,34 @@ impl Core {
     }
 
     /// Makes the index's maps whole again, and gives the memory freed back,
-    /// once many records were stored since it was last done and nothing is
-    /// being fetched or looked at: a peer's million new files leave the
-    /// maps' nodes part empty and the memory of what was replaced between
-    /// live pieces (after a million-file sync: 489 MiB resident, of which
-    /// 306 MiB in use). Takes about a second at a million records, so it
-    /// waits until the node has settled.
+    /// once many records were stored since it was last done and the index
+    /// has then been still for [`COMPACT_QUIET`] with no transfer running:
+    /// a peer's million new files leave the maps' nodes part empty and the
+    /// memory of what was replaced between live pieces (after a
+    /// million-file sync: 489 MiB resident, of which 306 MiB in use). It
+    /// takes about a second at a million records, so it waits for a lull;
+    /// it does not wait for every queue to empty, since some never do (a
+    /// send-only node's declined versions, a file that cannot be read).
     fn compact_when_settled(&mut self) {
         let changed = self.index.changed_since_compact();
-        if changed < COMPACT_AFTER.max(self.index.len() / 4)
-            || !self.needed.is_empty()
-            || self.running > 0
-            || !self.pending.is_empty()
-        {
+        if changed < COMPACT_AFTER.max(self.index.len() / 4) {
+            self.compact_check = None;
             return;
         }
+        let now = Instant::now();
+        match self.compact_check {
+            Some((seen, due)) if seen == changed && now >= due => {}
+            Some((seen, _)) if seen == changed => return,
+            _ => {
+                self.compact_check = Some((changed, now + COMPACT_QUIET));
+                return;
+            }
+        }
+        if self.running > 0 || self.needed.values().any(|n| n.given.is_some()) {
+            self.compact_check = Some((changed, now + COMPACT_QUIET));
+            return;
+        }
+        self.compact_check = None;
         let t0 = Instant::now();
         self.index.compact();
         // Sets that grew with the sync and are empty now keep their room.
@@ -1195,11 +1219,19 @@ impl Core {
     /// there is none). While the writer is busy, changes gather for the
     /// next batch: its [`CoreMsg::Saved`] brings the core back here.
     fn flush(&mut self) {
+        self.save_changes();
+        // Also when the writer is busy: its own timer must not spin the
+        // loop meanwhile.
+        self.check_names();
+    }
+
+    /// Hands what changed to the store writer (or writes it here before
+    /// the writer starts), unless the writer is still busy with the last
+    /// batch or the store failed and waits to be tried again.
+    pub(super) fn save_changes(&mut self) {
         let wait = self.saver.as_ref().is_some_and(|s| s.busy)
             || self.store_retry_at.is_some_and(|t| t > Instant::now());
         if wait {
-            // Its own timer must not spin the loop meanwhile.
-            self.check_names();
             return;
         }
         // Directory entries of renamed-in files are synced before the
@@ -1285,7 +1317,6 @@ impl Core {
                 self.saved(seq);
             }
         }
-        self.check_names();
     }
 
     /// Everything up to `seq` is in the store: peers may be sent it.
