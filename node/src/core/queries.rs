@@ -29,24 +29,30 @@ impl Core {
         limit: usize,
     ) -> (Vec<FileSummary>, bool) {
         use std::ops::Bound;
-        let from = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        let mut have = self
+        // One more than a page of what is here: the one after the page
+        // bounds which wanted files can be in it, so each page looks only
+        // at its own part of the queue (a queue of a million changes to
+        // files held here would otherwise be looked through for every page).
+        let have: Vec<crate::index::Record> = self
             .index
             .records_after(after)
             .filter(|r| listed(&r.entry) && !self.is_ignored(&r.entry.path, false))
-            .peekable();
+            .take(limit.saturating_add(1))
+            .collect();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let to = have
+            .get(limit)
+            .map_or(Bound::Unbounded, |r| Bound::Excluded(&r.entry.path));
         let mut wanted = self
             .needed
-            .range::<RelPath, _>((from, Bound::Unbounded))
+            .range::<RelPath, _>((from, to))
             .filter(|(p, n)| {
                 listed(&n.w.entry)
                     && !self.is_ignored(p, false)
                     && self.index.get(p).is_none_or(|r| !listed(&r.entry))
             })
             .peekable();
+        let mut have = have.iter().peekable();
         let mut out = Vec::new();
         loop {
             // Both sources are sorted and never hold the same path.
