@@ -860,11 +860,11 @@ impl Core {
         // Read in slices, each recorded and saved before the next, when
         // there are many (see SLICED_ABOVE): a cold scan of a million files
         // would otherwise hold every result, and then every record to save,
-        // at once. (At start-up the store is
-        // written here; on a later scan the writer thread takes a slice
-        // while the next is read, and the rest waits for the scan's end.)
-        // Names are checked once the whole scan is recorded: between
-        // slices, a renamed file can be in the index under both names.
+        // at once. (At start-up the store is written here; on a later scan
+        // the writer thread takes a slice while the next is read, and the
+        // rest waits for the scan's end.) Names are checked once the whole
+        // scan is recorded: between slices, a renamed file can be in the
+        // index under both names.
         let sliced = to_hash.len() > SLICED_ABOVE;
         let slice_len = if sliced { HASH_SLICE } else { to_hash.len() };
         let mut to_hash = to_hash.into_iter().peekable();
