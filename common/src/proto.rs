@@ -26,6 +26,10 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 16: receiver-paced index: `PeerMessage::IndexTaken` (the receiver has
+/// room for that many more index messages); a node sends at most a window
+/// of index messages ahead of it. A node of 15 (which never sends it) is
+/// refused at hello like any other version.
 /// 15: part of a block: `PeerMessage::GetBlocks::bases` (the asker's older
 /// copy as chunk hashes), `BlockData::patch` (only the chunks that differ).
 /// A node of 14 is refused at hello like any other version.
@@ -53,7 +57,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 15;
+pub const PROTOCOL_VERSION: u32 = 16;
 
 /// Largest file whose content may travel inside an index message (the
 /// receiver installs it without asking: one crossing instead of three).
@@ -1581,6 +1585,14 @@ pub enum PeerMessage {
         req: u64,
         /// The list part asked, or why not (file changed or gone).
         data: Result<BlockListPart, String>,
+    },
+    /// "I have taken `messages` more of your `Index` messages and have room
+    /// for as many again": the sender keeps at most a window of index
+    /// messages unacknowledged, so announcements go no faster than the
+    /// receiver installs. More than were sent is ignored.
+    IndexTaken {
+        /// Index messages acknowledged by this message.
+        messages: u32,
     },
 }
 

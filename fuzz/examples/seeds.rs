@@ -220,6 +220,7 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
     let _ = blocks.take_body();
     vec![
         ("resume", PeerMessage::Resume { since: 3 }),
+        ("index-taken", PeerMessage::IndexTaken { messages: 2 }),
         (
             "index",
             PeerMessage::Index {

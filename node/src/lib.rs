@@ -23,6 +23,7 @@ pub mod lock_service;
 pub mod mesh;
 pub mod metrics;
 pub mod names;
+pub mod pace;
 pub mod peer;
 pub mod raft;
 pub mod scan;
@@ -130,7 +131,9 @@ pub async fn run(
     let events = std::sync::Arc::new(events::EventBus::new(&cfg.name, core::now_ns() as u64));
     let metrics = Arc::new(metrics::Metrics::default());
     let identities = access::Identities::default();
+    let pace = Arc::new(pace::Pace::default());
     let io = core::CoreIo {
+        pace: pace.clone(),
         identities: identities.clone(),
         rt: tokio::runtime::Handle::current(),
         links: links.clone(),
@@ -218,6 +221,7 @@ pub async fn run(
         trust,
         dir: cfg.dir.clone(),
         mesh,
+        pace,
     };
     let ctx = api::Ctx {
         identities,

@@ -541,3 +541,106 @@ fn chunks_that_do_not_make_the_block_are_asked_again_whole() {
         node.fail(&format!("wrong counts: {line}"))
     );
 }
+
+/// Index messages move at the receiver's pace (protocol 16): a peer that
+/// does not acknowledge gets a window of them and then nothing more; an
+/// acknowledgement of more than was sent opens the window no wider; and the
+/// node acknowledges the index messages it takes in itself.
+#[test]
+fn index_messages_wait_for_the_receivers_acknowledgement() {
+    use std::collections::BTreeSet;
+    use tandem_node::peer::INDEX_WINDOW;
+    const FILES: usize = 600;
+    let node = Node::start("sender");
+    // 16 KiB files travel with their entries: about 31 to a message of
+    // 512 KiB, so about 20 messages in all.
+    let content = vec![5u8; proto::INLINE_MAX as usize];
+    std::fs::create_dir_all(node.path("many")).expect("mkdir");
+    for i in 0..FILES {
+        std::fs::write(node.path(format!("many/{i:04}.bin")), &content).expect("write");
+    }
+    node.wait_list("every file indexed", |l| l.len() >= FILES);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (mut io, _) = harness::raw_peer(&node, "slow").await;
+        io.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        let mut seen = BTreeSet::new();
+        // Index messages until none comes for a while (other messages are
+        // skipped): the ones the window allows.
+        let read_window = async |io: &mut harness::RawPeerIo, seen: &mut BTreeSet<String>| {
+            let mut messages = 0;
+            loop {
+                let quiet = harness::scaled(std::time::Duration::from_millis(1500));
+                match tokio::time::timeout(quiet, io.recv_msg::<PeerMessage>()).await {
+                    Err(_) => return messages,
+                    Ok(got) => {
+                        if let PeerMessage::Index { entries, .. } =
+                            got.expect("read").expect("open link")
+                        {
+                            messages += 1;
+                            for (_, e) in entries {
+                                assert!(seen.insert(e.path.to_string()), "{} sent twice", e.path);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        assert_eq!(
+            read_window(&mut io, &mut seen).await,
+            INDEX_WINDOW,
+            "{}",
+            node.fail("without acknowledgements, only a window of index messages")
+        );
+        io.send(&PeerMessage::IndexTaken { messages: 1000 })
+            .await
+            .expect("send");
+        assert_eq!(
+            read_window(&mut io, &mut seen).await,
+            INDEX_WINDOW,
+            "{}",
+            node.fail("an acknowledgement of more than was sent opens one window, no more")
+        );
+        let all = (0..FILES).map(|i| format!("many/{i:04}.bin"));
+        let all: BTreeSet<String> = all.collect();
+        let mut rounds = 0;
+        while !seen.is_superset(&all) {
+            rounds += 1;
+            assert!(rounds < 100, "{}", node.fail("the index did not arrive"));
+            io.send(&PeerMessage::IndexTaken {
+                messages: INDEX_WINDOW as u32,
+            })
+            .await
+            .expect("send");
+            let got = read_window(&mut io, &mut seen).await;
+            assert!(got <= INDEX_WINDOW, "{got} messages for one window");
+        }
+        // The other way: an index message sent to the node is acknowledged.
+        io.send(&PeerMessage::Index {
+            entries: vec![(1, file_entry("given.txt", b"hello"))],
+            contents: vec![(0, proto::FileData(b"hello".to_vec()))],
+        })
+        .await
+        .expect("send");
+        let wait = harness::scaled(std::time::Duration::from_secs(20));
+        let taken = tokio::time::timeout(wait, async {
+            loop {
+                match io.recv_msg::<PeerMessage>().await {
+                    Ok(Some(PeerMessage::IndexTaken { messages })) => return messages,
+                    Ok(Some(_)) => {}
+                    other => panic!("link closed: {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(taken.ok(), Some(1), "{}", node.fail("no acknowledgement"));
+    });
+    harness::wait_until(
+        std::time::Duration::from_secs(20),
+        "given.txt installed",
+        &[&node],
+        || std::fs::read(node.path("given.txt")).ok().as_deref() == Some(b"hello".as_slice()),
+    );
+}

@@ -88,6 +88,7 @@ impl Core {
             let peers = self.peers_to_ask(from, &connected);
             if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
                 // Nobody to ask now; a peer coming up makes it due again.
+                self.unpace(&path);
                 if let Some(n) = self.needed.get_mut(&path) {
                     n.retry_at = now + Duration::from_secs(5);
                 }
@@ -211,9 +212,10 @@ impl Core {
                 n.attempts += 1;
                 let backoff = Duration::from_millis(200 * (1u64 << n.attempts.min(7)));
                 n.retry_at = Instant::now() + backoff;
+                self.unpace(&path);
+                let attempts = self.needed.get(&path).map_or(0, |n| n.attempts);
                 tracing::warn!(
-                    "getting the block list of {path} failed (attempt {}): {e}; retrying in {backoff:?}",
-                    n.attempts
+                    "getting the block list of {path} failed (attempt {attempts}): {e}; retrying in {backoff:?}"
                 );
             }
         }
@@ -379,6 +381,8 @@ impl Core {
                 n.retry_at = n.retry_at.min(now);
             }
         }
+        // Content given with entries may have been written (room for more).
+        self.io.pace.wake();
     }
 
     pub(super) fn finish_transfer(
@@ -410,6 +414,10 @@ impl Core {
                     return;
                 };
                 need.attempts += 1;
+                self.unpace(&path);
+                let Some(need) = self.needed.get_mut(&path) else {
+                    return;
+                };
                 if e.cause == transfer::Cause::ContentMismatch
                     && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
                 {

@@ -64,10 +64,6 @@ const MAX_LIST_FETCHES: usize = 16;
 /// same speed as 32 MiB (A's peak 48-57 MiB instead of 71-83), and is far
 /// above a WAN link's bandwidth-delay product (100 Mbit/s × 50 ms: 625 KB).
 const BUDGET_KIB: usize = 16 * 1024;
-/// Bytes of small files' content received with peers' index entries and
-/// not yet written, at most; beyond it content is dropped (and asked for
-/// when its turn comes), so a fast peer cannot fill memory.
-const GIVEN_MAX_HELD: usize = 2 << 20;
 /// Batches of such content being written at once. They wait for no one,
 /// so more would only contend for the temp folder's lock (measured: 16 at
 /// once spent most of a core spinning on it).
@@ -479,6 +475,8 @@ struct Need {
     /// Its content, when it came with the peer's entry: written without
     /// asking (dropped when the first attempt does not use it).
     given: Option<transfer::Given>,
+    /// Counted as on its way in from `w.from` (see [`crate::pace`]).
+    paced: bool,
 }
 
 /// True when a wanted entry has its whole block list (entries of large
@@ -503,6 +501,8 @@ pub struct CoreIo {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Client identities (shared with the connection tasks).
     pub identities: crate::access::Identities,
+    /// What is queued from each peer (the links pace peers by it).
+    pub pace: Arc<crate::pace::Pace>,
 }
 
 /// The core's state.
@@ -545,8 +545,6 @@ pub struct Core {
     /// When the whole tree is next compared with the index.
     verify_at: Instant,
     budget: Arc<Semaphore>,
-    /// Bytes of content held in [`Need::given`] (see [`GIVEN_MAX_HELD`]).
-    given_held: Arc<std::sync::atomic::AtomicUsize>,
     /// Batches of given content being written (see [`MAX_GIVEN_WRITES`]).
     given_writes: Arc<std::sync::atomic::AtomicUsize>,
     dirs_to_sync: HashSet<PathBuf>,
@@ -624,6 +622,8 @@ impl Core {
                     error: None,
                     declined: false,
                     given: None,
+                    // No link waits for what an earlier run queued.
+                    paced: false,
                 };
                 (need.w.entry.path.clone(), need)
             })
@@ -687,7 +687,6 @@ impl Core {
             unwatched: None,
             walked: None,
             budget: Arc::new(Semaphore::new(BUDGET_KIB)),
-            given_held: Arc::default(),
             given_writes: Arc::default(),
             dirs_to_sync: HashSet::new(),
             temp_seq: 0,

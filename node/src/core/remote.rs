@@ -73,7 +73,7 @@ impl Core {
 
     /// Keeps the content that came with entries now queued for a fetch,
     /// fresh (not failing, not declined) and still the version that came
-    /// with it, up to [`GIVEN_MAX_HELD`] bytes held; the rest is dropped
+    /// with it, up to [`crate::pace::GIVEN_MAX_HELD`] bytes held; the rest is dropped
     /// (asked for when its turn comes).
     fn take_contents(
         &mut self,
@@ -85,7 +85,8 @@ impl Core {
             let Some(data) = contents.remove(&path) else {
                 continue;
             };
-            if self.given_held.load(Ordering::Relaxed) + data.0.len() > GIVEN_MAX_HELD {
+            let held = self.io.pace.given_held();
+            if held.load(Ordering::Relaxed) + data.0.len() > crate::pace::GIVEN_MAX_HELD {
                 break;
             }
             if let Some(n) = self.needed.get_mut(&path)
@@ -95,7 +96,7 @@ impl Core {
                 && n.error.is_none()
                 && !n.declined
             {
-                n.given = Some(transfer::Given::new(data, &self.given_held));
+                n.given = Some(transfer::Given::new(data, held));
             }
         }
     }
@@ -296,6 +297,7 @@ impl Core {
     /// again only now and then (it is decided again whenever a newer
     /// version arrives, and dropped by `tandem override`).
     pub(super) fn decline(&mut self, path: &RelPath) {
+        self.unpace(path);
         let Some(n) = self.needed.get_mut(path) else {
             return;
         };
@@ -412,11 +414,16 @@ impl Core {
             error: None,
             declined: false,
             given: None,
+            paced: true,
         };
+        self.io.pace.add(peer);
         self.wanted_dirty.insert(path.clone());
         // An older version's transfer that is still running finishes as
         // superseded and its result is dropped.
         if let Some(old) = self.needed.insert(path.clone(), need) {
+            if old.paced {
+                self.io.pace.sub(old.w.from);
+            }
             self.release_sources(&old.sources);
             if let Some(n) = self.needed.get_mut(&path) {
                 // Still failing until shown otherwise.
@@ -428,6 +435,7 @@ impl Core {
     /// The queued version at `path` waits for a transfer that reads from
     /// the file (see [`Core::on_transfers_done`]), not for a timer.
     pub(super) fn wait(&mut self, path: &RelPath) {
+        self.unpace(path);
         if let Some(n) = self.needed.get_mut(path) {
             n.in_flight = false;
             n.retry_at = Instant::now() + Duration::from_secs(3600);
@@ -435,10 +443,24 @@ impl Core {
         }
     }
 
+    /// The queued version at `path` may stay queued for a while (it failed,
+    /// waits, is declined or has nobody to fetch from): its peer's link
+    /// no longer waits for it (see [`crate::pace`]).
+    pub(super) fn unpace(&mut self, path: &RelPath) {
+        if let Some(n) = self.needed.get_mut(path)
+            && std::mem::take(&mut n.paced)
+        {
+            self.io.pace.sub(n.w.from);
+        }
+    }
+
     /// Forgets the queued version at `path`. A folder's queued delete that
     /// waits for what is inside to go is looked at again now.
     pub(super) fn drop_need(&mut self, path: &RelPath) {
         if let Some(old) = self.needed.remove(path) {
+            if old.paced {
+                self.io.pace.sub(old.w.from);
+            }
             let mut parent = path.parent();
             while let Some(p) = parent {
                 if let Some(n) = self.needed.get_mut(&p)
@@ -463,6 +485,7 @@ impl Core {
     /// The queued version at `path` could not be applied: say so (once per
     /// distinct reason), and try again later with backoff.
     pub(super) fn apply_failed(&mut self, path: &RelPath, why: &dyn std::fmt::Display) {
+        self.unpace(path);
         let Some(n) = self.needed.get_mut(path) else {
             return;
         };

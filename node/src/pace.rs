@@ -1,0 +1,184 @@
+//! Receiver-paced announcements. A peer's index messages are acknowledged
+//! (`PeerMessage::IndexTaken`) only while this node has room for more of
+//! what they announce, and the peer sends at most a window of messages
+//! ahead of those acknowledgements: the queue of files announced and not
+//! yet installed stays near [`FRESH_MARK`] however large the sync, and
+//! small files' contents sent with their entries are kept instead of
+//! dropped and asked for again.
+//!
+//! The core counts, per peer, the queued versions that peer announced and
+//! that are on their way in ("fresh": not yet tried, or being fetched for
+//! the first time). A version that failed, is declined (send-only node),
+//! waits for another transfer or has nobody to fetch from stops counting:
+//! it may stay queued for a long time, and a link must never wait for it.
+//! A link that waited [`ACK_ANYWAY`] acknowledges regardless, so even a
+//! count that went wrong slows a peer down, never stops it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tandem_common::NodeId;
+use tokio::sync::Notify;
+
+/// Fresh queued versions from one peer below which its index messages are
+/// acknowledged: a few seconds of installs of small files, about 8 MiB of
+/// queue.
+pub const FRESH_MARK: usize = 16_384;
+
+/// Bytes of small files' content received with entries and not yet
+/// written, at most; beyond it content is dropped (and asked for when its
+/// turn comes), so a peer that ignores the pacing cannot fill memory.
+pub const GIVEN_MAX_HELD: usize = 2 << 20;
+
+/// Index messages are acknowledged only while this much content (one
+/// message's worth at most) still fits under [`GIVEN_MAX_HELD`].
+pub const GIVEN_ROOM: usize = 512 * 1024;
+
+/// The longest a link holds back an acknowledgement.
+pub const ACK_ANYWAY: Duration = Duration::from_secs(5);
+
+/// What the core has queued from each peer, and content held; shared by
+/// the core (which counts) and the links (which wait for room).
+#[derive(Default)]
+pub struct Pace {
+    fresh: Mutex<HashMap<NodeId, usize>>,
+    /// Bytes of content held in queued versions (see [`GIVEN_MAX_HELD`]).
+    given_held: Arc<AtomicUsize>,
+    room: Notify,
+}
+
+impl Pace {
+    /// A fresh version from `peer` was queued.
+    pub fn add(&self, peer: NodeId) {
+        *self.counts().entry(peer).or_default() += 1;
+    }
+
+    /// A fresh version from `peer` left the queue or stopped counting
+    /// (links waiting for room are woken once it is below the mark).
+    pub fn sub(&self, peer: NodeId) {
+        let below = {
+            let mut counts = self.counts();
+            let Some(n) = counts.get_mut(&peer) else {
+                return;
+            };
+            *n = n.saturating_sub(1);
+            let left = *n;
+            if left == 0 {
+                counts.remove(&peer);
+            }
+            left < FRESH_MARK
+        };
+        if below {
+            self.wake();
+        }
+    }
+
+    /// How many fresh versions from `peer` are queued.
+    pub fn fresh(&self, peer: NodeId) -> usize {
+        self.counts().get(&peer).copied().unwrap_or(0)
+    }
+
+    /// The count of content bytes held (given to the queued versions).
+    pub fn given_held(&self) -> &Arc<AtomicUsize> {
+        &self.given_held
+    }
+
+    /// True when `peer`'s next index message fits.
+    pub fn has_room(&self, peer: NodeId) -> bool {
+        self.fresh(peer) < FRESH_MARK
+            && self.given_held.load(Ordering::Relaxed) + GIVEN_ROOM <= GIVEN_MAX_HELD
+    }
+
+    /// Wakes links that wait for room (the core calls it when work is done
+    /// or leaves the queue; a spurious wake costs one look).
+    pub fn wake(&self) {
+        self.room.notify_waiters();
+    }
+
+    /// Waits until `peer`'s next index message fits, or [`ACK_ANYWAY`].
+    /// True when it fits (false: the wait ran out).
+    pub async fn room_for(&self, peer: NodeId) -> bool {
+        let deadline = tokio::time::Instant::now() + ACK_ANYWAY;
+        loop {
+            let woken = self.room.notified();
+            tokio::pin!(woken);
+            // Registered before looking, so a wake in between is not lost.
+            woken.as_mut().enable();
+            if self.has_room(peer) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, usize>> {
+        // A panic while holding it cannot leave the map torn (one integer
+        // changes at a time): keep using it.
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId(uuid::Uuid::from_bytes([n; 16]))
+    }
+
+    #[test]
+    fn room_depends_on_the_peer_and_on_content_held() {
+        let pace = Pace::default();
+        for _ in 0..FRESH_MARK {
+            pace.add(node(1));
+        }
+        assert!(!pace.has_room(node(1)));
+        assert!(
+            pace.has_room(node(2)),
+            "another peer's queue does not count"
+        );
+        pace.sub(node(1));
+        assert!(pace.has_room(node(1)));
+        pace.given_held()
+            .store(GIVEN_MAX_HELD - GIVEN_ROOM + 1, Ordering::Relaxed);
+        assert!(
+            !pace.has_room(node(2)),
+            "content held counts for every peer"
+        );
+        // More subs than adds never wrap.
+        for _ in 0..FRESH_MARK + 5 {
+            pace.sub(node(1));
+        }
+        assert_eq!(pace.fresh(node(1)), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_link_is_woken_when_room_is_made() {
+        let pace = Arc::new(Pace::default());
+        for _ in 0..FRESH_MARK {
+            pace.add(node(1));
+        }
+        let waiter = tokio::spawn({
+            let pace = pace.clone();
+            async move { pace.room_for(node(1)).await }
+        });
+        tokio::task::yield_now().await;
+        pace.sub(node(1));
+        // Without the wake it would wait out ACK_ANYWAY and say false.
+        assert!(waiter.await.expect("waiter"), "it found room");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_never_waits_longer_than_ack_anyway() {
+        let pace = Pace::default();
+        for _ in 0..FRESH_MARK {
+            pace.add(node(1));
+        }
+        assert!(!pace.room_for(node(1)).await, "no room, but the wait ended");
+    }
+}
