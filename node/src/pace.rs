@@ -15,7 +15,6 @@
 //! count that went wrong slows a peer down, never stops it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,7 +45,7 @@ pub const ACK_ANYWAY: Duration = Duration::from_secs(5);
 pub struct Pace {
     fresh: Mutex<HashMap<NodeId, usize>>,
     /// Bytes of content held in queued versions (see [`GIVEN_MAX_HELD`]).
-    given_held: Arc<AtomicUsize>,
+    given_held: AtomicUsize,
     room: Notify,
 }
 
@@ -81,15 +80,26 @@ impl Pace {
         self.counts().get(&peer).copied().unwrap_or(0)
     }
 
-    /// The count of content bytes held (given to the queued versions).
-    pub fn given_held(&self) -> &Arc<AtomicUsize> {
-        &self.given_held
+    /// Bytes of content held (given to queued versions).
+    pub fn given_held(&self) -> usize {
+        self.given_held.load(Ordering::Relaxed)
+    }
+
+    /// `n` more bytes of content are held.
+    pub fn hold(&self, n: usize) {
+        self.given_held.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` bytes of content held are let go (written or dropped): links
+    /// waiting for room are woken.
+    pub fn release(&self, n: usize) {
+        self.given_held.fetch_sub(n, Ordering::Relaxed);
+        self.wake();
     }
 
     /// True when `peer`'s next index message fits.
     pub fn has_room(&self, peer: NodeId) -> bool {
-        self.fresh(peer) < FRESH_MARK
-            && self.given_held.load(Ordering::Relaxed) + GIVEN_ROOM <= GIVEN_MAX_HELD
+        self.fresh(peer) < FRESH_MARK && self.given_held() + GIVEN_ROOM <= GIVEN_MAX_HELD
     }
 
     /// Wakes links that wait for room (the core calls it when work is done
@@ -126,6 +136,7 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn node(n: u8) -> NodeId {
         NodeId(uuid::Uuid::from_bytes([n; 16]))
@@ -144,12 +155,13 @@ mod tests {
         );
         pace.sub(node(1));
         assert!(pace.has_room(node(1)));
-        pace.given_held()
-            .store(GIVEN_MAX_HELD - GIVEN_ROOM + 1, Ordering::Relaxed);
+        pace.hold(GIVEN_MAX_HELD - GIVEN_ROOM + 1);
         assert!(
             !pace.has_room(node(2)),
             "content held counts for every peer"
         );
+        pace.release(1);
+        assert!(pace.has_room(node(2)));
         // More subs than adds never wrap.
         for _ in 0..FRESH_MARK + 5 {
             pace.sub(node(1));

@@ -331,28 +331,28 @@ pub struct Batch {
 /// total (given back when dropped), which the core keeps under a cap.
 pub struct Given {
     data: FileData,
-    /// Counted in `held` (the data may have been taken out meanwhile).
+    /// Counted as held in `pace` (the data may have been taken out
+    /// meanwhile).
     len: usize,
-    held: Arc<std::sync::atomic::AtomicUsize>,
+    pace: Arc<crate::pace::Pace>,
 }
 
 impl Given {
-    /// Holds `data`, counted in `held`.
-    pub fn new(data: FileData, held: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+    /// Holds `data`, counted in `pace`.
+    pub fn new(data: FileData, pace: &Arc<crate::pace::Pace>) -> Self {
         let len = data.0.len();
-        held.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        pace.hold(len);
         Given {
             data,
             len,
-            held: held.clone(),
+            pace: pace.clone(),
         }
     }
 }
 
 impl Drop for Given {
     fn drop(&mut self) {
-        self.held
-            .fetch_sub(self.len, std::sync::atomic::Ordering::Relaxed);
+        self.pace.release(self.len);
     }
 }
 

@@ -567,29 +567,44 @@ fn index_messages_wait_for_the_receivers_acknowledgement() {
             .await
             .expect("send");
         let mut seen = BTreeSet::new();
-        // Index messages until none comes for a while (other messages are
-        // skipped): the ones the window allows.
-        let read_window = async |io: &mut harness::RawPeerIo, seen: &mut BTreeSet<String>| {
+        // Index messages (others are skipped): `want` of them, each within
+        // a generous time, then any more that come in a quiet spell after
+        // them. How many came in all.
+        let read_index = async |io: &mut harness::RawPeerIo,
+                                seen: &mut BTreeSet<String>,
+                                want: usize| {
             let mut messages = 0;
+            let mut quiet_until = None;
             loop {
-                let quiet = harness::scaled(std::time::Duration::from_millis(1500));
-                match tokio::time::timeout(quiet, io.recv_msg::<PeerMessage>()).await {
-                    Err(_) => return messages,
-                    Ok(got) => {
-                        if let PeerMessage::Index { entries, .. } =
-                            got.expect("read").expect("open link")
-                        {
-                            messages += 1;
-                            for (_, e) in entries {
-                                assert!(seen.insert(e.path.to_string()), "{} sent twice", e.path);
-                            }
-                        }
+                let wait = match quiet_until {
+                    Some(t) => t,
+                    None if messages >= want => {
+                        let quiet = harness::scaled(std::time::Duration::from_millis(1500));
+                        *quiet_until.insert(tokio::time::Instant::now() + quiet)
+                    }
+                    None => {
+                        tokio::time::Instant::now()
+                            + harness::scaled(std::time::Duration::from_secs(30))
+                    }
+                };
+                let got = tokio::time::timeout_at(wait, io.recv_msg::<PeerMessage>()).await;
+                let Ok(got) = got else {
+                    assert!(
+                        messages >= want,
+                        "only {messages} of {want} index messages came"
+                    );
+                    return messages;
+                };
+                if let PeerMessage::Index { entries, .. } = got.expect("read").expect("open link") {
+                    messages += 1;
+                    for (_, e) in entries {
+                        assert!(seen.insert(e.path.to_string()), "{} sent twice", e.path);
                     }
                 }
             }
         };
         assert_eq!(
-            read_window(&mut io, &mut seen).await,
+            read_index(&mut io, &mut seen, INDEX_WINDOW).await,
             INDEX_WINDOW,
             "{}",
             node.fail("without acknowledgements, only a window of index messages")
@@ -598,24 +613,34 @@ fn index_messages_wait_for_the_receivers_acknowledgement() {
             .await
             .expect("send");
         assert_eq!(
-            read_window(&mut io, &mut seen).await,
+            read_index(&mut io, &mut seen, INDEX_WINDOW).await,
             INDEX_WINDOW,
             "{}",
             node.fail("an acknowledgement of more than was sent opens one window, no more")
         );
+        // The rest, a window at a time: never more than acknowledged plus
+        // one window (counted in all, as a late message may come in the
+        // next round).
         let all = (0..FILES).map(|i| format!("many/{i:04}.bin"));
         let all: BTreeSet<String> = all.collect();
-        let mut rounds = 0;
+        let (mut received, mut acknowledged) = (2 * INDEX_WINDOW, INDEX_WINDOW);
         while !seen.is_superset(&all) {
-            rounds += 1;
-            assert!(rounds < 100, "{}", node.fail("the index did not arrive"));
+            assert!(
+                acknowledged < 100 * INDEX_WINDOW,
+                "{}",
+                node.fail("the index did not arrive")
+            );
             io.send(&PeerMessage::IndexTaken {
                 messages: INDEX_WINDOW as u32,
             })
             .await
             .expect("send");
-            let got = read_window(&mut io, &mut seen).await;
-            assert!(got <= INDEX_WINDOW, "{got} messages for one window");
+            acknowledged += INDEX_WINDOW;
+            received += read_index(&mut io, &mut seen, 0).await;
+            assert!(
+                received <= acknowledged + INDEX_WINDOW,
+                "{received} index messages for {acknowledged} acknowledged"
+            );
         }
         // The other way: an index message sent to the node is acknowledged.
         io.send(&PeerMessage::Index {

@@ -10,9 +10,12 @@ const FETCH_ERROR_AFTER: u32 = 5;
 impl Core {
     /// Starts downloads that are due, up to the concurrency limit. Small
     /// files whose content must come from a peer go in batches (one request
-    /// and one filesystem sync per batch); a batch takes one slot.
+    /// and one filesystem sync per batch); a batch takes one slot. Content
+    /// that came with entries is written even when every slot is taken
+    /// (see [`Core::slots_full`]).
     pub(super) fn start_transfers(&mut self) {
-        if self.running >= MAX_TRANSFERS {
+        let slots_full = self.slots_full();
+        if slots_full && self.writers_full() {
             return;
         }
         let now = Instant::now();
@@ -21,6 +24,7 @@ impl Core {
             .needed
             .iter()
             .filter(|(_, n)| !n.in_flight && n.retry_at <= now)
+            .filter(|(_, n)| !slots_full || n.given.is_some())
             .map(|(p, _)| p.clone())
             .take(MAX_TRANSFERS * MAX_FILES_PER_REQUEST)
             .collect();
@@ -29,12 +33,12 @@ impl Core {
         let mut given: BTreeMap<NodeId, Vec<(FileEntry, PathBuf, transfer::Given)>> =
             BTreeMap::new();
         for path in due {
-            if self.running >= MAX_TRANSFERS {
-                break;
-            }
             let Some(n) = self.needed.get(&path) else {
                 continue;
             };
+            if n.given.is_none() && self.slots_full() {
+                continue;
+            }
             // Deletes, folders and metadata (which need no data) and
             // anything that failed before are carried out, or found to
             // need a fetch, by deciding again now; so is everything on a
@@ -46,13 +50,14 @@ impl Core {
             {
                 continue;
             }
+            let writers_full = self.writers_full();
             let Some(n) = self.needed.get_mut(&path) else {
                 continue;
             };
             if n.given.is_some() {
                 // Its content came with its entry: written without asking
                 // (when a writer is free; looked at again when one is).
-                if self.given_writes.load(Ordering::Relaxed) >= MAX_GIVEN_WRITES {
+                if writers_full {
                     continue;
                 }
                 let Some(g) = n.given.take() else { continue };
@@ -88,7 +93,8 @@ impl Core {
             let peers = self.peers_to_ask(from, &connected);
             if needs_peer && !peers.iter().any(|p| connected.contains(p)) {
                 // Nobody to ask now; a peer coming up makes it due again.
-                self.unpace(&path);
+                // (Still counted for pacing: its peer's link is down, and
+                // it is fetched first when the link is up again.)
                 if let Some(n) = self.needed.get_mut(&path) {
                     n.retry_at = now + Duration::from_secs(5);
                 }
@@ -310,6 +316,22 @@ impl Core {
         });
     }
 
+    /// True when every transfer slot is taken. Writes of content that came
+    /// with entries do not take one (they have [`MAX_GIVEN_WRITES`]): that
+    /// content is held until written, and while it is held peers' index
+    /// messages wait (see [`crate::pace`]), so long transfers of large
+    /// files must not hold it up.
+    pub(super) fn slots_full(&self) -> bool {
+        let writes = self.given_writes.load(Ordering::Relaxed);
+        self.running.saturating_sub(writes) >= MAX_TRANSFERS
+    }
+
+    /// True when [`MAX_GIVEN_WRITES`] batches of given content are being
+    /// written.
+    pub(super) fn writers_full(&self) -> bool {
+        self.given_writes.load(Ordering::Relaxed) >= MAX_GIVEN_WRITES
+    }
+
     /// Runs a transfer (one slot) and reports its results to the core.
     pub(super) fn spawn_transfer(
         &mut self,
@@ -381,8 +403,6 @@ impl Core {
                 n.retry_at = n.retry_at.min(now);
             }
         }
-        // Content given with entries may have been written (room for more).
-        self.io.pace.wake();
     }
 
     pub(super) fn finish_transfer(
@@ -414,7 +434,12 @@ impl Core {
                     return;
                 };
                 need.attempts += 1;
-                self.unpace(&path);
+                // A link that closed is retried when it is up again (still
+                // counted for pacing, or every outage would let the peer
+                // queue another window's worth on top).
+                if e.cause != transfer::Cause::LinkClosed {
+                    self.unpace(&path);
+                }
                 let Some(need) = self.needed.get_mut(&path) else {
                     return;
                 };

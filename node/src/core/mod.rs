@@ -930,16 +930,19 @@ impl Core {
             // transfer slot is free; otherwise a finishing transfer wakes us
             // (waking for them anyway would spin on a due-but-blocked queue).
             // The same holds for content to write while the writers are busy.
-            let writers_busy =
-                self.given_writes.load(std::sync::atomic::Ordering::Relaxed) >= MAX_GIVEN_WRITES;
-            let retry = if self.running < MAX_TRANSFERS {
+            let (slots_full, writers_full) = (self.slots_full(), self.writers_full());
+            let retry = if slots_full && writers_full {
+                None
+            } else {
                 self.needed
                     .values()
-                    .filter(|n| !(n.in_flight || writers_busy && n.given.is_some()))
+                    .filter(|n| !n.in_flight)
+                    .filter(|n| match n.given {
+                        Some(_) => !writers_full,
+                        None => !slots_full,
+                    })
                     .map(|n| n.retry_at)
                     .min()
-            } else {
-                None
             };
             let timeout = self
                 .pending

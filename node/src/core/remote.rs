@@ -80,13 +80,11 @@ impl Core {
         mut contents: HashMap<RelPath, tandem_common::proto::FileData>,
         versions: Vec<(RelPath, VersionVector)>,
     ) {
-        use std::sync::atomic::Ordering;
         for (path, version) in versions {
             let Some(data) = contents.remove(&path) else {
                 continue;
             };
-            let held = self.io.pace.given_held();
-            if held.load(Ordering::Relaxed) + data.0.len() > crate::pace::GIVEN_MAX_HELD {
+            if self.io.pace.given_held() + data.0.len() > crate::pace::GIVEN_MAX_HELD {
                 break;
             }
             if let Some(n) = self.needed.get_mut(&path)
@@ -96,7 +94,7 @@ impl Core {
                 && n.error.is_none()
                 && !n.declined
             {
-                n.given = Some(transfer::Given::new(data, held));
+                n.given = Some(transfer::Given::new(data, &self.io.pace));
             }
         }
     }
