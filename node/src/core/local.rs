@@ -895,6 +895,7 @@ impl Core {
             }
             if sliced && to_hash.peek().is_some() {
                 self.save_changes();
+                self.compact_if_grown();
             }
         }
         for p in missing {
