@@ -56,9 +56,11 @@ impl Pace {
     }
 
     /// A fresh version from `peer` left the queue or stopped counting
-    /// (links waiting for room are woken once it is below the mark).
+    /// (links waiting for room are woken when it goes below the mark: a
+    /// wake for every file installed cost more system time than the
+    /// installs, 200,000 files taking 40-44 s instead of 31-34).
     pub fn sub(&self, peer: NodeId) {
-        let below = {
+        let crossed = {
             let mut counts = self.counts();
             let Some(n) = counts.get_mut(&peer) else {
                 return;
@@ -68,9 +70,9 @@ impl Pace {
             if left == 0 {
                 counts.remove(&peer);
             }
-            left < FRESH_MARK
+            left + 1 == FRESH_MARK
         };
-        if below {
+        if crossed {
             self.wake();
         }
     }
@@ -91,10 +93,13 @@ impl Pace {
     }
 
     /// `n` bytes of content held are let go (written or dropped): links
-    /// waiting for room are woken.
+    /// waiting for room are woken when this makes room.
     pub fn release(&self, n: usize) {
-        self.given_held.fetch_sub(n, Ordering::Relaxed);
-        self.wake();
+        let before = self.given_held.fetch_sub(n, Ordering::Relaxed);
+        let fits = |held: usize| held + GIVEN_ROOM <= GIVEN_MAX_HELD;
+        if !fits(before) && fits(before.saturating_sub(n)) {
+            self.wake();
+        }
     }
 
     /// True when `peer`'s next index message fits.
@@ -182,6 +187,20 @@ mod tests {
         tokio::task::yield_now().await;
         pace.sub(node(1));
         // Without the wake it would wait out ACK_ANYWAY and say false.
+        assert!(waiter.await.expect("waiter"), "it found room");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_link_is_woken_when_content_is_written() {
+        let pace = Arc::new(Pace::default());
+        pace.hold(GIVEN_MAX_HELD);
+        let waiter = tokio::spawn({
+            let pace = pace.clone();
+            async move { pace.room_for(node(1)).await }
+        });
+        tokio::task::yield_now().await;
+        pace.release(GIVEN_ROOM / 2);
+        pace.release(GIVEN_ROOM / 2);
         assert!(waiter.await.expect("waiter"), "it found room");
     }
 
