@@ -980,7 +980,7 @@ impl Core {
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
             self.process_due();
-            if Instant::now() >= self.verify_at {
+            if !stop && Instant::now() >= self.verify_at {
                 // The disk is the truth: whatever the watcher missed (or
                 // could not watch) is found here.
                 // The watcher may have missed the ignore file too.
@@ -1016,8 +1016,10 @@ impl Core {
     }
 
     /// Makes the index's maps whole again, and gives the memory freed back,
-    /// once many records were stored since it was last done and the index
-    /// has then been still for [`COMPACT_QUIET`] with no transfer running:
+    /// at once when the index grew by half or more (see
+    /// [`Core::compact_if_grown`]); otherwise once many records were stored
+    /// since it was last done and the index has then been still for
+    /// [`COMPACT_QUIET`] with no transfer running:
     /// a peer's million new files leave the maps' nodes part empty and the
     /// memory of what was replaced between live pieces (after a
     /// million-file sync: 489 MiB resident, of which 306 MiB in use). It

@@ -113,10 +113,11 @@ impl Loader {
     }
 }
 
-/// Records made again at a time by [`Index::compact`]: at most this many
-/// (about 14 MiB of them) are held twice. Each slice's merge moves the tree
-/// made so far again; 2^17 keeps that to a fraction of the compaction's
-/// time at a million records. (Tests make many slices of few records.)
+/// Records made again at a time by [`Index::compact`], at least; an eighth
+/// of the index when that is more. At most that many (about 14 MiB at a
+/// million records) are held twice. Each slice's merge moves the tree made
+/// so far again, so there are at most about eight of them: the work stays
+/// linear in the index's size. (Tests make many slices of few records.)
 #[cfg(not(test))]
 const COMPACT_SLICE: usize = 1 << 17;
 #[cfg(test)]
@@ -310,8 +311,9 @@ impl Index {
         // since replaced or deleted are left out.
         self.blocks = HashMap::new();
         let mut seqs = Vec::with_capacity(rest.len());
+        let slice_len = COMPACT_SLICE.max(rest.len() / 8);
         while !rest.is_empty() {
-            let tail = match rest.keys().nth(COMPACT_SLICE).cloned() {
+            let tail = match rest.keys().nth(slice_len).cloned() {
                 Some(first_after) => rest.split_off(&first_after),
                 None => BTreeMap::new(),
             };
@@ -1073,6 +1075,33 @@ mod tests {
                 .compare(&r.entry.version.clone()),
             VvOrder::After
         );
+    }
+
+    #[test]
+    fn compacting_in_slices_keeps_every_record_at_slice_edges() {
+        let h = hash_reader(&b"x"[..]).unwrap();
+        for n in [
+            0,
+            1,
+            COMPACT_SLICE,
+            COMPACT_SLICE + 1,
+            2 * COMPACT_SLICE,
+            70,
+        ] {
+            let mut ix = Index::new(NodeId::random(), vec![]);
+            for i in 0..n as u64 {
+                ix.observe_file(&p(&format!("f{i:03}")), stat(i + 1, 1, 1), &h);
+            }
+            let before: Vec<_> = ix.records().map(|r| format!("{r:?}")).collect();
+            let seqs: Vec<_> = ix.by_seq.iter().map(|(s, p)| (*s, p.clone())).collect();
+            ix.compact();
+            let after: Vec<_> = ix.records().map(|r| format!("{r:?}")).collect();
+            assert_eq!(before, after, "{n} records");
+            assert!(
+                ix.by_seq.iter().map(|(s, p)| (*s, p.clone())).eq(seqs),
+                "{n}"
+            );
+        }
     }
 
     #[test]
