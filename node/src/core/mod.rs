@@ -49,8 +49,8 @@ pub use locking::LockMsg;
 const COMPACT_AFTER: usize = 10_000;
 
 /// Records stored since the maps were last made whole past which they are
-/// made whole at once, busy or not, when that is half the index or more
-/// (see [`Core::compact_if_grown`]).
+/// made whole at once, busy or not, when that is a quarter of the index or
+/// more (see [`Core::compact_if_grown`]).
 const COMPACT_GROWN: usize = 1 << 18;
 
 /// How long the index must be still before its maps are made whole again
@@ -1052,15 +1052,16 @@ impl Core {
     }
 
     /// Makes the maps whole at once when at least [`COMPACT_GROWN`] records,
-    /// and half the index, were stored since they last were: records stored
-    /// one by one take about 270 bytes each against 190 once made whole, so
-    /// a peer's million new files (or a cold scan of them) would otherwise
-    /// leave the receiver at 302 MiB by the end. Made whole at 262,144 and
-    /// 524,288 records, about a second of work in all, the index grows by
-    /// the smaller figure for half of its records. True when it compacted.
+    /// and a quarter of the index, were stored since they last were:
+    /// records stored one by one take about 270 bytes each against 190 once
+    /// made whole, so a peer's million new files (or a cold scan of them)
+    /// would otherwise leave the receiver at 302 MiB by the end. Made whole
+    /// every 262,144 records up to a million (about 1.5 s of work in all),
+    /// the index grows by the smaller figure for all but the last of them.
+    /// True when it compacted.
     pub(super) fn compact_if_grown(&mut self) -> bool {
         let changed = self.index.changed_since_compact();
-        if changed < COMPACT_GROWN.max(self.index.len() / 2) {
+        if changed < COMPACT_GROWN.max(self.index.len() / 4) {
             return false;
         }
         self.compact_now(changed);
