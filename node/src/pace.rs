@@ -8,11 +8,13 @@
 //!
 //! The core counts, per peer, the queued versions that peer announced and
 //! that are on their way in ("fresh": not yet tried, or being fetched for
-//! the first time). A version that failed, is declined (send-only node),
-//! waits for another transfer or has nobody to fetch from stops counting:
-//! it may stay queued for a long time, and a link must never wait for it.
-//! A link that waited [`ACK_ANYWAY`] acknowledges regardless, so even a
-//! count that went wrong slows a peer down, never stops it.
+//! the first time). A version that failed (other than by its link
+//! closing), is declined (send-only node) or waits for another transfer
+//! stops counting: it may stay queued for a long time, and a link must
+//! never wait for it. One whose peer is not linked keeps counting (no link
+//! waits on it, and it goes first when the link is up again). A link that
+//! waited [`ACK_ANYWAY`] acknowledges regardless, so even a count that went
+//! wrong slows a peer down, never stops it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1016,7 +1016,7 @@ impl Core {
     }
 
     /// Makes the index's maps whole again, and gives the memory freed back,
-    /// at once when the index grew by half or more (see
+    /// at once when it grew by a quarter or more (see
     /// [`Core::compact_if_grown`]); otherwise once many records were stored
     /// since it was last done and the index has then been still for
     /// [`COMPACT_QUIET`] with no transfer running:
@@ -1056,7 +1056,7 @@ impl Core {
     /// records stored one by one take about 270 bytes each against 190 once
     /// made whole, so a peer's million new files (or a cold scan of them)
     /// would otherwise leave the receiver at 302 MiB by the end. Made whole
-    /// every 262,144 records up to a million (about 1.5 s of work in all),
+    /// every 262,144 records up to a million (about 1.7 s of work in all),
     /// the index grows by the smaller figure for all but the last of them.
     /// True when it compacted.
     pub(super) fn compact_if_grown(&mut self) -> bool {

@@ -73,8 +73,8 @@ impl Core {
 
     /// Keeps the content that came with entries now queued for a fetch,
     /// fresh (not failing, not declined) and still the version that came
-    /// with it, up to [`crate::pace::GIVEN_MAX_HELD`] bytes held; the rest is dropped
-    /// (asked for when its turn comes).
+    /// with it, up to [`crate::pace::GIVEN_MAX_HELD`] bytes held; the rest
+    /// is dropped (asked for when its turn comes).
     fn take_contents(
         &mut self,
         mut contents: HashMap<RelPath, tandem_common::proto::FileData>,
@@ -442,8 +442,8 @@ impl Core {
     }
 
     /// The queued version at `path` may stay queued for a while (it failed,
-    /// waits, is declined or has nobody to fetch from): its peer's link
-    /// no longer waits for it (see [`crate::pace`]).
+    /// waits for a transfer, or is declined): its peer's link no longer
+    /// waits for it (see [`crate::pace`]).
     pub(super) fn unpace(&mut self, path: &RelPath) {
         if let Some(n) = self.needed.get_mut(path)
             && std::mem::take(&mut n.paced)
