@@ -29,14 +29,31 @@ use tokio::sync::Notify;
 /// queue.
 pub const FRESH_MARK: usize = 16_384;
 
+/// Index batches are cut at about this many bytes (small files' content
+/// sent inside the batch included).
+pub const INDEX_BATCH_BYTES: usize = 512 * 1024;
+
+/// Index messages sent to one peer and not yet acknowledged by it
+/// (`IndexTaken`), at most: the index is read from the core (and small
+/// files from disk) only as fast as the peer takes it in, so memory stays
+/// flat on both sides however large the index. Four of 512 KiB keep a
+/// 100 Mbit/s link with 50 ms round trips busy.
+pub const INDEX_WINDOW: usize = 4;
+
 /// Bytes of small files' content received with entries and not yet
 /// written, at most; beyond it content is dropped (and asked for when its
 /// turn comes), so a peer that ignores the pacing cannot fill memory.
-pub const GIVEN_MAX_HELD: usize = 2 << 20;
+pub const GIVEN_MAX_HELD: usize = 4 << 20;
 
-/// Index messages are acknowledged only while this much content (one
-/// message's worth at most) still fits under [`GIVEN_MAX_HELD`].
-pub const GIVEN_ROOM: usize = 512 * 1024;
+/// Index messages are acknowledged only while a whole window of messages
+/// (each a batch plus at most one small file over it) still fits under
+/// [`GIVEN_MAX_HELD`]: the peer may have that many on their way already,
+/// each acknowledged when there was room for it alone, and content that
+/// arrives over the limit is dropped and asked for again (with 2 MiB and
+/// room for one message, about 40 % of a 20,000-file sync was: 62 to 81
+/// requests of about 124 files).
+pub const GIVEN_ROOM: usize =
+    INDEX_WINDOW * (INDEX_BATCH_BYTES + tandem_common::proto::INLINE_MAX as usize);
 
 /// The longest a link holds back an acknowledgement.
 pub const ACK_ANYWAY: Duration = Duration::from_secs(5);

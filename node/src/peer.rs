@@ -37,16 +37,7 @@ use crate::links::{FilesAnswer, ListAnswer, take_waiter};
 /// fewer); a peer sending more is cut off.
 const MAX_ENTRIES_PER_INDEX: usize = 100_000;
 
-/// Index batches are cut at about this many bytes (small files' content
-/// sent inside the batch included).
-const INDEX_BATCH_BYTES: usize = 512 * 1024;
-
-/// Index messages sent to one peer and not yet acknowledged by it
-/// (`IndexTaken`), at most: the index is read from the core (and small
-/// files from disk) only as fast as the peer takes it in, so memory stays
-/// flat on both sides however large the index (see [`crate::pace`]). Four
-/// of 512 KiB keep a 100 Mbit/s link with 50 ms round trips busy.
-pub const INDEX_WINDOW: usize = 4;
+pub use crate::pace::{INDEX_BATCH_BYTES, INDEX_WINDOW};
 
 /// Index messages sent and not yet acknowledged by the peer.
 struct IndexWindow {

@@ -669,3 +669,96 @@ fn index_messages_wait_for_the_receivers_acknowledgement() {
         || std::fs::read(node.path("given.txt")).ok().as_deref() == Some(b"hello".as_slice()),
     );
 }
+
+/// Content that comes with index messages sent at the node's pace is never
+/// dropped: a peer that keeps a whole window of index messages full of
+/// small files unacknowledged, as nodes do, is never asked for any of them
+/// again (the node acknowledges only while a window more fits in what it
+/// may hold; with room for one message, about 40 % of a 20,000-file sync
+/// was sent twice). A file named like the node's temp files is not taken.
+#[test]
+fn content_sent_at_the_receivers_pace_is_never_asked_for_again() {
+    use tandem_common::proto::FileData;
+    use tandem_node::peer::{INDEX_BATCH_BYTES, INDEX_WINDOW};
+    const SIZE: usize = 4096;
+    const MESSAGES: usize = 40;
+    const TEMP_NAME: &str = ".tandem-tmp-from-a-peer";
+    let per_message = INDEX_BATCH_BYTES / SIZE;
+    let node = Node::start("receiver");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let name = |m: usize, i: usize| format!("f{m:02}-{i:03}.bin");
+    rt.block_on(async {
+        let (mut io, _) = harness::raw_peer(&node, "fast").await;
+        io.send(&PeerMessage::Resume { since: 0 })
+            .await
+            .expect("send");
+        let (mut sent, mut acknowledged, mut seq) = (0, 0, 0u64);
+        let deadline = std::time::Instant::now() + harness::scaled(std::time::Duration::from_secs(120));
+        let installed = || {
+            std::fs::read_dir(node.dir())
+                .map(|d| d.flatten().filter(|e| e.path().is_file()).count())
+                .unwrap_or(0)
+        };
+        while acknowledged < MESSAGES || installed() < MESSAGES * per_message {
+            while sent < MESSAGES && sent < acknowledged + INDEX_WINDOW {
+                let mut entries = Vec::with_capacity(per_message);
+                let mut contents = Vec::with_capacity(per_message);
+                for i in 0..per_message {
+                    let mut bytes = name(sent, i).into_bytes();
+                    bytes.resize(SIZE, b'.');
+                    seq += 1;
+                    entries.push((seq, file_entry(&name(sent, i), &bytes)));
+                    contents.push((i as u32, FileData(bytes)));
+                }
+                if sent == 0 {
+                    // A name of the node's own temp files is never taken.
+                    seq += 1;
+                    entries.push((seq, file_entry(TEMP_NAME, b"temp")));
+                    contents.push((per_message as u32, FileData(b"temp".to_vec())));
+                }
+                io.send(&PeerMessage::Index { entries, contents })
+                    .await
+                    .expect("send");
+                sent += 1;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                node.fail(&format!(
+                    "{acknowledged} of {MESSAGES} index messages acknowledged, {} of {} files installed",
+                    installed(),
+                    MESSAGES * per_message
+                ))
+            );
+            let got = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                io.recv_msg::<PeerMessage>(),
+            )
+            .await;
+            match got {
+                Err(_) => {}
+                Ok(Ok(Some(PeerMessage::IndexTaken { messages }))) => {
+                    acknowledged += messages as usize
+                }
+                Ok(Ok(Some(PeerMessage::GetFiles { files, .. }))) => panic!(
+                    "{}",
+                    node.fail(&format!(
+                        "asked again for {} files whose content it was sent (after {acknowledged} of {sent} index messages were acknowledged)",
+                        files.len()
+                    ))
+                ),
+                Ok(Ok(Some(_))) => {}
+                other => panic!("{}", node.fail(&format!("link closed: {other:?}"))),
+            }
+        }
+    });
+    for (m, i) in [(0, 0), (MESSAGES - 1, per_message - 1)] {
+        let got = std::fs::read(node.path(name(m, i))).expect("installed");
+        assert!(got.starts_with(name(m, i).as_bytes()) && got.len() == SIZE);
+    }
+    assert!(
+        !node.path(TEMP_NAME).exists(),
+        "{}",
+        node.fail("a peer's file named like our temp files was installed")
+    );
+}

@@ -318,8 +318,11 @@ impl Core {
         remote: &FileEntry,
         queued: Option<&VersionVector>,
     ) -> std::io::Result<(Action, Option<FileEntry>)> {
-        // An ignored path is not looked at (nor indexed) for a peer's sake.
-        let ignored = self.is_ignored(&remote.path, remote.kind == EntryKind::Dir);
+        // An ignored path is not looked at (nor indexed) for a peer's sake;
+        // nor is one of our temp names (never indexed here: taken, it would
+        // look deleted to the next scan).
+        let ignored = scan::is_temp_name(&remote.path)
+            || self.is_ignored(&remote.path, remote.kind == EntryKind::Dir);
         let disk = if ignored {
             DiskFacts::Indexed
         } else {
