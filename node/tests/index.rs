@@ -716,6 +716,67 @@ fn list_text_has_a_header_and_human_sizes() {
     }
 }
 
+/// A table longer than the rows `list` sizes its columns from comes out
+/// whole and in order, numbered on, though written as it arrives (the node
+/// sends it in pages of 4,096 rows).
+#[test]
+fn list_text_streams_a_table_of_many_pages() {
+    const FILES: usize = 4096 + 300;
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-test-pages-")
+        .tempdir()
+        .expect("temp dir");
+    fs::create_dir_all(dir.path().join("d")).expect("mkdir");
+    for i in 0..FILES {
+        fs::write(dir.path().join(format!("d/f{i:05}.txt")), b"x").expect("write");
+    }
+    // A longer name sorting last: it comes after the sizing rows.
+    put(
+        dir.path()
+            .join("z-a-name-longer-than-every-name-before-it.txt"),
+        "z",
+    );
+    let node = Node::builder("pages-node").dir(dir.path()).start();
+    let long = "z-a-name-longer-than-every-name-before-it.txt";
+    let listed = wait_until(
+        Duration::from_secs(60),
+        "every file indexed",
+        &[&node],
+        || {
+            let list = node.try_list()?;
+            let paths: Vec<String> = list
+                .iter()
+                .filter_map(|r| r["path"].as_str().map(String::from))
+                .collect();
+            if paths.len() > FILES && paths.last().map(String::as_str) == Some(long) {
+                Ok(paths)
+            } else {
+                Err(format!("{} rows listed", paths.len()))
+            }
+        },
+    );
+    let out = node.tandem(&["list"]);
+    assert!(out.status.success(), "{}", node.fail(&format!("{out:?}")));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        listed.len() + 1,
+        "{}",
+        node.fail("a header and a line for each row of `list --json`")
+    );
+    for (i, (line, path)) in lines[1..].iter().zip(&listed).enumerate() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let n = (i + 1).to_string();
+        assert_eq!(
+            cols[..2],
+            [n.as_str(), path.as_str()],
+            "line {}: {line}",
+            i + 1
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 6. Nothing listening
 

@@ -86,35 +86,83 @@ impl<W: Write> JsonList<W> {
     }
 }
 
-/// Prints the file table.
-pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    if json {
-        let mut list = JsonList::new(&mut *out);
-        list.rows(files)?;
-        return list.finish();
+/// Rows `list` gathers before it writes the table for people: its columns
+/// are as wide as the widest of these (a table this long or shorter comes
+/// out as if printed whole); later rows are written as they arrive, a name
+/// wider than its column pushing the rest of its own line right (as `ls -l`
+/// of a growing folder would), so a million rows are never held.
+pub const TEXT_LIST_SIZING_ROWS: usize = 4096;
+
+/// `list` for people written as its rows arrive (see
+/// [`TEXT_LIST_SIZING_ROWS`]).
+pub struct TextList<W: Write> {
+    out: W,
+    /// Rows gathered until the columns are sized.
+    first: Vec<ListedFile>,
+    /// (index width, name width) once the header is written.
+    widths: Option<(usize, usize)>,
+    rows: usize,
+}
+
+impl<W: Write> TextList<W> {
+    /// Starts the table.
+    pub fn new(out: W) -> Self {
+        TextList {
+            out,
+            first: Vec::new(),
+            widths: None,
+            rows: 0,
+        }
     }
-    // A link is shown as `ls -l` shows it: its name, an arrow, its target.
-    let name = |f: &ListedFile| match &f.link {
-        Some(t) => format!("{} -> {t}", f.path),
-        None => f.path.to_string(),
-    };
-    let width = files
-        .iter()
-        .map(|f| crate::ui::text::width(&name(f)))
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let iw = files.len().to_string().len().max(1);
-    writeln!(
-        out,
-        "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  LOCK",
-        "#",
-        pad("NAME", width),
-        "SIZE",
-        "MODIFIED",
-        "NODES"
-    )?;
-    for (i, f) in files.iter().enumerate() {
+
+    /// Writes (or, until the columns are sized, gathers) the next rows.
+    pub fn rows(&mut self, files: &[ListedFile]) -> std::io::Result<()> {
+        if self.widths.is_some() {
+            return files.iter().try_for_each(|f| self.row(f));
+        }
+        self.first.extend_from_slice(files);
+        if self.first.len() >= TEXT_LIST_SIZING_ROWS {
+            self.size_and_write_first()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the table.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if self.widths.is_none() {
+            self.size_and_write_first()?;
+        }
+        if self.rows == 0 {
+            writeln!(self.out, "(no files)")?;
+        }
+        self.out.flush()
+    }
+
+    fn size_and_write_first(&mut self) -> std::io::Result<()> {
+        let first = std::mem::take(&mut self.first);
+        let width = first
+            .iter()
+            .map(|f| crate::ui::text::width(&list_name(f)))
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let iw = first.len().to_string().len().max(1);
+        writeln!(
+            self.out,
+            "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  LOCK",
+            "#",
+            pad("NAME", width),
+            "SIZE",
+            "MODIFIED",
+            "NODES"
+        )?;
+        self.widths = Some((iw, width));
+        first.iter().try_for_each(|f| self.row(f))
+    }
+
+    fn row(&mut self, f: &ListedFile) -> std::io::Result<()> {
+        let (iw, width) = self.widths.unwrap_or((1, 4));
+        self.rows += 1;
         let lock = match (&f.locked_by, f.held) {
             (Some(o), 0) => format!("locked by {o}"),
             (Some(o), n) => format!("locked by {o}, {n} held"),
@@ -123,9 +171,9 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
         };
         let line = format!(
             "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  {}",
-            i + 1,
+            self.rows,
             // `{:<width$}` pads by chars: a wide name would push its row out.
-            pad(&name(f), width),
+            pad(&list_name(f), width),
             if f.link.is_some() {
                 "link".to_string()
             } else {
@@ -135,12 +183,29 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
             f.nodes.join(","),
             lock
         );
-        writeln!(out, "{}", line.trim_end())?;
+        writeln!(self.out, "{}", line.trim_end())
     }
-    if files.is_empty() {
-        writeln!(out, "(no files)")?;
+}
+
+/// A row's name as `list` shows it: a link as `ls -l` shows it, its name,
+/// an arrow, its target.
+fn list_name(f: &ListedFile) -> String {
+    match &f.link {
+        Some(t) => format!("{} -> {t}", f.path),
+        None => f.path.to_string(),
     }
-    Ok(())
+}
+
+/// Prints the file table.
+pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        let mut list = JsonList::new(&mut *out);
+        list.rows(files)?;
+        return list.finish();
+    }
+    let mut list = TextList::new(&mut *out);
+    list.rows(files)?;
+    list.finish()
 }
 
 /// Prints the lock table.
@@ -632,6 +697,54 @@ mod tests {
             let parsed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
             assert_eq!(parsed.len(), n);
         }
+    }
+
+    #[test]
+    fn text_rows_streamed_in_pages_size_columns_from_the_first_rows() {
+        // Up to the sizing rows, pages make the same table as one call.
+        let mut files: Vec<ListedFile> = (0..5).map(|i| file(&format!("f{i}"), i)).collect();
+        files[3].link = Some("target".into());
+        for n in [0, 1, 5] {
+            let mut whole = Vec::new();
+            print_list(&files[..n], false, &mut whole).unwrap();
+            let mut paged = Vec::new();
+            let mut list = TextList::new(&mut paged);
+            for page in files[..n].chunks(2) {
+                list.rows(page).unwrap();
+            }
+            list.finish().unwrap();
+            assert_eq!(
+                String::from_utf8(paged).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "{n} rows"
+            );
+        }
+        // Beyond them, rows are written as they come: a longer name later
+        // keeps its whole text (pushing its own line right), the numbering
+        // goes on, and nothing is held back until the end.
+        let n = TEXT_LIST_SIZING_ROWS + 2;
+        let mut files: Vec<ListedFile> = (0..n).map(|i| file(&format!("f{i:05}"), 1)).collect();
+        files[n - 1] = file("a-much-longer-name-than-the-first-rows-had", 1);
+        let mut out = Vec::new();
+        let mut list = TextList::new(&mut out);
+        for page in files.chunks(1000) {
+            list.rows(page).unwrap();
+        }
+        let lines_before_finish = String::from_utf8_lossy(list.out).lines().count();
+        list.finish().unwrap();
+        assert_eq!(
+            lines_before_finish,
+            n + 1,
+            "every row written before the end"
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), n + 1, "{}", &text[..200]);
+        assert!(lines[0].starts_with("   #  NAME  "), "{}", lines[0]);
+        assert!(lines[n].starts_with(&format!(
+            "{n}  a-much-longer-name-than-the-first-rows-had  "
+        )));
+        assert!(lines[1].starts_with("   1  f00000  "), "{}", lines[1]);
     }
 
     #[test]

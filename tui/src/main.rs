@@ -546,16 +546,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Buffered: a 100,000-row listing is one write, not a million.
     let mut out = std::io::BufWriter::new(stdout.lock());
     match command {
-        // Rows for scripts are written as they arrive; the table for people
-        // needs every row first, to size its columns.
+        // Rows are written as they arrive (the table for people sizes its
+        // columns from its first rows; see `cli::TextList`).
         Command::List { json: true } => {
             let mut list = cli::JsonList::new(&mut out);
             c.list_each(|page| list.rows(&page)).await?;
             list.finish().context("cannot write the list")?;
         }
         Command::List { json: false } => {
-            let files = c.list().await?;
-            cli::print_list(&files, false, &mut out).context("cannot write the list")?;
+            let mut list = cli::TextList::new(&mut out);
+            c.list_each(|page| list.rows(&page)).await?;
+            list.finish().context("cannot write the list")?;
         }
         Command::Lock { target, wait } => {
             let path = resolve(&c, target).await?;
