@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -931,37 +931,16 @@ impl Core {
         );
         let mut stop = false;
         while !stop {
-            // Queued downloads only matter for the wake-up time when a
-            // transfer slot is free; otherwise a finishing transfer wakes us
-            // (waking for them anyway would spin on a due-but-blocked queue).
-            // The same holds for content to write while the writers are busy.
-            let (slots_full, writers_full) = (self.slots_full(), self.writers_full());
-            let retry = if slots_full && writers_full {
-                None
-            } else {
-                self.needed
-                    .values()
-                    .filter(|n| !n.in_flight)
-                    .filter(|n| match n.given {
-                        Some(_) => !writers_full,
-                        None => !slots_full,
-                    })
-                    .map(|n| n.retry_at)
-                    .min()
+            // A message already waiting is taken without working out how
+            // long to wait (that looks through the whole queue of wanted
+            // versions, once a turn, and a busy sync turns for every
+            // message).
+            let got = match rx.try_recv() {
+                Ok(msg) => Ok(msg),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => rx.recv_timeout(self.wait_for()),
             };
-            let timeout = self
-                .pending
-                .values()
-                .copied()
-                .chain(retry)
-                .chain(self.store_retry_at)
-                .chain(self.compact_check.map(|(_, due)| due))
-                .chain([self.verify_at])
-                .chain(self.names.due())
-                .min()
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3600));
-            match rx.recv_timeout(timeout) {
+            match got {
                 Ok(msg) => {
                     stop = !self.handle(msg);
                     // Take what is already queued (bounded) before acting, so
@@ -1013,6 +992,39 @@ impl Core {
         self.store_retry_at = None;
         self.flush();
         tracing::info!("index saved; core stopped");
+    }
+
+    /// How long the loop may wait for a message before something is due.
+    fn wait_for(&self) -> Duration {
+        // Queued downloads only matter for the wake-up time when a
+        // transfer slot is free; otherwise a finishing transfer wakes us
+        // (waking for them anyway would spin on a due-but-blocked queue).
+        // The same holds for content to write while the writers are busy.
+        let (slots_full, writers_full) = (self.slots_full(), self.writers_full());
+        let retry = if slots_full && writers_full {
+            None
+        } else {
+            self.needed
+                .values()
+                .filter(|n| !n.in_flight)
+                .filter(|n| match n.given {
+                    Some(_) => !writers_full,
+                    None => !slots_full,
+                })
+                .map(|n| n.retry_at)
+                .min()
+        };
+        self.pending
+            .values()
+            .copied()
+            .chain(retry)
+            .chain(self.store_retry_at)
+            .chain(self.compact_check.map(|(_, due)| due))
+            .chain([self.verify_at])
+            .chain(self.names.due())
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600))
     }
 
     /// Makes the index's maps whole again, and gives the memory freed back,
