@@ -88,9 +88,10 @@ impl<W: Write> JsonList<W> {
 
 /// Rows `list` gathers before it writes the table for people: its columns
 /// are as wide as the widest of these (a table this long or shorter comes
-/// out as if printed whole); later rows are written as they arrive, a name
-/// wider than its column pushing the rest of its own line right (as `ls -l`
-/// of a growing folder would), so a million rows are never held.
+/// out as if printed whole; a longer one numbers its rows in 7 columns);
+/// later rows are written as they arrive, a name wider than its column
+/// pushing the rest of its own line right (as `ls -l` of a growing folder
+/// would), so a million rows are never held.
 pub const TEXT_LIST_SIZING_ROWS: usize = 4096;
 
 /// `list` for people written as its rows arrive (see
@@ -122,7 +123,7 @@ impl<W: Write> TextList<W> {
         }
         self.first.extend_from_slice(files);
         if self.first.len() >= TEXT_LIST_SIZING_ROWS {
-            self.size_and_write_first()?;
+            self.size_and_write_first(false)?;
         }
         Ok(())
     }
@@ -130,7 +131,7 @@ impl<W: Write> TextList<W> {
     /// Ends the table.
     pub fn finish(mut self) -> std::io::Result<()> {
         if self.widths.is_none() {
-            self.size_and_write_first()?;
+            self.size_and_write_first(true)?;
         }
         if self.rows == 0 {
             writeln!(self.out, "(no files)")?;
@@ -138,7 +139,9 @@ impl<W: Write> TextList<W> {
         self.out.flush()
     }
 
-    fn size_and_write_first(&mut self) -> std::io::Result<()> {
+    /// `complete`: these are all the rows; else more may follow, and the
+    /// numbers get room for up to 9,999,999 rows.
+    fn size_and_write_first(&mut self, complete: bool) -> std::io::Result<()> {
         let first = std::mem::take(&mut self.first);
         let width = first
             .iter()
@@ -146,7 +149,8 @@ impl<W: Write> TextList<W> {
             .max()
             .unwrap_or(4)
             .max(4);
-        let iw = first.len().to_string().len().max(1);
+        let rows = if complete { first.len() } else { 9_999_999 };
+        let iw = rows.to_string().len().max(1);
         writeln!(
             self.out,
             "{:>iw$}  {}  {:>10}  {:<19}  {:<12}  LOCK",
@@ -740,11 +744,12 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), n + 1, "{}", &text[..200]);
-        assert!(lines[0].starts_with("   #  NAME  "), "{}", lines[0]);
+        // The numbers have room for a long table.
+        assert!(lines[0].starts_with("      #  NAME  "), "{}", lines[0]);
         assert!(lines[n].starts_with(&format!(
-            "{n}  a-much-longer-name-than-the-first-rows-had  "
+            "   {n}  a-much-longer-name-than-the-first-rows-had  "
         )));
-        assert!(lines[1].starts_with("   1  f00000  "), "{}", lines[1]);
+        assert!(lines[1].starts_with("      1  f00000  "), "{}", lines[1]);
     }
 
     #[test]
