@@ -4,7 +4,9 @@
 //! ahead of those acknowledgements: the queue of files announced and not
 //! yet installed stays near [`FRESH_MARK`] however large the sync, and
 //! small files' contents sent with their entries are kept instead of
-//! dropped and asked for again.
+//! dropped and asked for again (from one peer at a time: the room is one
+//! window's, so several peers sending at once can still overrun it, which
+//! costs a second fetch of what was dropped, never a stall).
 //!
 //! The core counts, per peer, the queued versions that peer announced and
 //! that are on their way in ("fresh": not yet tried, or being fetched for
@@ -51,7 +53,8 @@ pub const GIVEN_MAX_HELD: usize = 4 << 20;
 /// each acknowledged when there was room for it alone, and content that
 /// arrives over the limit is dropped and asked for again (with 2 MiB and
 /// room for one message, about 40 % of a 20,000-file sync was: 62 to 81
-/// requests of about 124 files).
+/// requests of about 124 files). The room is one peer's window: several
+/// peers sending at once may still overrun it (see the module's note).
 pub const GIVEN_ROOM: usize =
     INDEX_WINDOW * (INDEX_BATCH_BYTES + tandem_common::proto::INLINE_MAX as usize);
 

@@ -437,6 +437,10 @@ async fn acknowledge_index(
                 _ = link.closed.cancelled() => return,
             }
         }
+        // Only the messages taken in before the look at the room are
+        // acknowledged: one that arrives meanwhile waits for a look of its
+        // own (its content was not counted yet).
+        let messages = unacknowledged.count.load(Ordering::Relaxed);
         let room = tokio::select! {
             room = pace.room_for(peer) => room,
             _ = link.closed.cancelled() => return,
@@ -448,7 +452,7 @@ async fn acknowledge_index(
                 pace.fresh(peer)
             );
         }
-        let messages = unacknowledged.count.swap(0, Ordering::Relaxed);
+        unacknowledged.count.fetch_sub(messages, Ordering::Relaxed);
         link.post(PeerMessage::IndexTaken { messages });
     }
 }

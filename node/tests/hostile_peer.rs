@@ -687,7 +687,7 @@ fn content_sent_at_the_receivers_pace_is_never_asked_for_again() {
     let node = Node::start("receiver");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let name = |m: usize, i: usize| format!("f{m:02}-{i:03}.bin");
-    rt.block_on(async {
+    let judged = rt.block_on(async {
         let (mut io, _) = harness::raw_peer(&node, "fast").await;
         io.send(&PeerMessage::Resume { since: 0 })
             .await
@@ -740,18 +740,35 @@ fn content_sent_at_the_receivers_pace_is_never_asked_for_again() {
                 Ok(Ok(Some(PeerMessage::IndexTaken { messages }))) => {
                     acknowledged += messages as usize
                 }
-                Ok(Ok(Some(PeerMessage::GetFiles { files, .. }))) => panic!(
-                    "{}",
-                    node.fail(&format!(
-                        "asked again for {} files whose content it was sent (after {acknowledged} of {sent} index messages were acknowledged)",
-                        files.len()
-                    ))
-                ),
+                Ok(Ok(Some(PeerMessage::GetFiles { files, .. }))) => {
+                    // A node that waited 5 s for its writers acknowledges
+                    // anyway (it never stalls a link): then content may be
+                    // dropped, and this machine was too slow to judge.
+                    if node.log().contains("acknowledging its index anyway") {
+                        eprintln!(
+                            "not judged: the node acknowledged after waiting {:?} (a very slow disk); {} files asked again",
+                            tandem_node::pace::ACK_ANYWAY,
+                            files.len()
+                        );
+                        return false;
+                    }
+                    panic!(
+                        "{}",
+                        node.fail(&format!(
+                            "asked again for {} files whose content it was sent (after {acknowledged} of {sent} index messages were acknowledged)",
+                            files.len()
+                        ))
+                    )
+                }
                 Ok(Ok(Some(_))) => {}
                 other => panic!("{}", node.fail(&format!("link closed: {other:?}"))),
             }
         }
+        true
     });
+    if !judged {
+        return;
+    }
     for (m, i) in [(0, 0), (MESSAGES - 1, per_message - 1)] {
         let got = std::fs::read(node.path(name(m, i))).expect("installed");
         assert!(got.starts_with(name(m, i).as_bytes()) && got.len() == SIZE);

@@ -117,13 +117,16 @@ impl<W: Write> TextList<W> {
     }
 
     /// Writes (or, until the columns are sized, gathers) the next rows.
-    pub fn rows(&mut self, files: &[ListedFile]) -> std::io::Result<()> {
+    pub fn rows(&mut self, files: Vec<ListedFile>) -> std::io::Result<()> {
         if self.widths.is_some() {
             return files.iter().try_for_each(|f| self.row(f));
         }
-        self.first.extend_from_slice(files);
-        if self.first.len() >= TEXT_LIST_SIZING_ROWS {
-            self.size_and_write_first(false)?;
+        self.first.extend(files);
+        // More than the sizing rows: more may follow (a table of exactly
+        // that many is sized at the end, as a whole).
+        if self.first.len() > TEXT_LIST_SIZING_ROWS {
+            let first = std::mem::take(&mut self.first);
+            self.size_and_write(&first, false)?;
         }
         Ok(())
     }
@@ -131,7 +134,8 @@ impl<W: Write> TextList<W> {
     /// Ends the table.
     pub fn finish(mut self) -> std::io::Result<()> {
         if self.widths.is_none() {
-            self.size_and_write_first(true)?;
+            let first = std::mem::take(&mut self.first);
+            self.size_and_write(&first, true)?;
         }
         if self.rows == 0 {
             writeln!(self.out, "(no files)")?;
@@ -139,10 +143,10 @@ impl<W: Write> TextList<W> {
         self.out.flush()
     }
 
+    /// Sizes the columns from `first`, writes the header and them.
     /// `complete`: these are all the rows; else more may follow, and the
     /// numbers get room for up to 9,999,999 rows.
-    fn size_and_write_first(&mut self, complete: bool) -> std::io::Result<()> {
-        let first = std::mem::take(&mut self.first);
+    fn size_and_write(&mut self, first: &[ListedFile], complete: bool) -> std::io::Result<()> {
         let width = first
             .iter()
             .map(|f| crate::ui::text::width(&list_name(f)))
@@ -208,7 +212,7 @@ pub fn print_list(files: &[ListedFile], json: bool, out: &mut impl Write) -> std
         return list.finish();
     }
     let mut list = TextList::new(&mut *out);
-    list.rows(files)?;
+    list.size_and_write(files, true)?;
     list.finish()
 }
 
@@ -705,34 +709,36 @@ mod tests {
 
     #[test]
     fn text_rows_streamed_in_pages_size_columns_from_the_first_rows() {
-        // Up to the sizing rows, pages make the same table as one call.
-        let mut files: Vec<ListedFile> = (0..5).map(|i| file(&format!("f{i}"), i)).collect();
+        // Up to the sizing rows (exactly that many included), pages make
+        // the same table as one call.
+        let n = TEXT_LIST_SIZING_ROWS;
+        let mut files: Vec<ListedFile> = (0..n).map(|i| file(&format!("f{i:05}"), 1)).collect();
         files[3].link = Some("target".into());
-        for n in [0, 1, 5] {
+        for n in [0, 1, 5, TEXT_LIST_SIZING_ROWS] {
             let mut whole = Vec::new();
             print_list(&files[..n], false, &mut whole).unwrap();
-            let mut paged = Vec::new();
-            let mut list = TextList::new(&mut paged);
-            for page in files[..n].chunks(2) {
-                list.rows(page).unwrap();
+            for page in [2, 1024, TEXT_LIST_SIZING_ROWS] {
+                let mut paged = Vec::new();
+                let mut list = TextList::new(&mut paged);
+                for rows in files[..n].chunks(page) {
+                    list.rows(rows.to_vec()).unwrap();
+                }
+                list.finish().unwrap();
+                assert!(paged == whole, "{n} rows in pages of {page}");
             }
-            list.finish().unwrap();
-            assert_eq!(
-                String::from_utf8(paged).unwrap(),
-                String::from_utf8(whole).unwrap(),
-                "{n} rows"
-            );
         }
-        // Beyond them, rows are written as they come: a longer name later
-        // keeps its whole text (pushing its own line right), the numbering
-        // goes on, and nothing is held back until the end.
-        let n = TEXT_LIST_SIZING_ROWS + 2;
+        // Beyond them, rows are written as they come, with the columns of
+        // the first rows: a longer name later keeps its whole text (pushing
+        // its own line right), the numbers have room for a long table, and
+        // nothing is held back until the end.
+        let n = TEXT_LIST_SIZING_ROWS + 2000;
         let mut files: Vec<ListedFile> = (0..n).map(|i| file(&format!("f{i:05}"), 1)).collect();
-        files[n - 1] = file("a-much-longer-name-than-the-first-rows-had", 1);
+        let long = "a-much-longer-name-than-the-first-rows-had";
+        files[n - 1] = file(long, 1);
         let mut out = Vec::new();
         let mut list = TextList::new(&mut out);
         for page in files.chunks(1000) {
-            list.rows(page).unwrap();
+            list.rows(page.to_vec()).unwrap();
         }
         let lines_before_finish = String::from_utf8_lossy(list.out).lines().count();
         list.finish().unwrap();
@@ -743,13 +749,16 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), n + 1, "{}", &text[..200]);
-        // The numbers have room for a long table.
-        assert!(lines[0].starts_with("      #  NAME  "), "{}", lines[0]);
-        assert!(lines[n].starts_with(&format!(
-            "   {n}  a-much-longer-name-than-the-first-rows-had  "
-        )));
+        assert_eq!(lines.len(), n + 1);
+        assert!(lines[0].starts_with("      #  NAME    "), "{}", lines[0]);
         assert!(lines[1].starts_with("      1  f00000  "), "{}", lines[1]);
+        assert!(
+            lines[n].starts_with(&format!("   {n}  {long}  ")),
+            "{}",
+            lines[n]
+        );
+        // Sized from the first rows: the long name did not widen the column.
+        assert_eq!(lines[1].len() + long.len() - "f00000".len(), lines[n].len());
     }
 
     #[test]

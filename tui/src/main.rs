@@ -555,7 +555,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::List { json: false } => {
             let mut list = cli::TextList::new(&mut out);
-            c.list_each(|page| list.rows(&page)).await?;
+            c.list_each(|page| list.rows(page)).await?;
             list.finish().context("cannot write the list")?;
         }
         Command::Lock { target, wait } => {
