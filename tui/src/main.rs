@@ -441,13 +441,22 @@ async fn resolve(c: &client::Client, t: &Target) -> anyhow::Result<RelPath> {
         return RelPath::new(p.as_str()).with_context(|| format!("invalid path {p:?}"));
     }
     let i = t.index.unwrap_or(0);
-    let files = c.list().await?;
-    match i.checked_sub(1).and_then(|i| files.get(i)) {
-        Some(f) => Ok(f.path.clone()),
-        None => bail!(
-            "there is no file #{i}: the list has {} files (see `tandem list`)",
-            files.len()
-        ),
+    // Read page by page, keeping only the row wanted (a million-row table
+    // is never held).
+    let (mut rows, mut found) = (0usize, None);
+    c.list_each(|page| {
+        for f in page {
+            rows += 1;
+            if rows == i {
+                found = Some(f.path);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    match found {
+        Some(p) => Ok(p),
+        None => bail!("there is no file #{i}: the list has {rows} files (see `tandem list`)"),
     }
 }
 

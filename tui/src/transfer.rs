@@ -474,8 +474,16 @@ pub async fn put(c: &Client, local: &Path, path: &RelPath, force: bool) -> anyho
         // The cluster's table, not only this node's disk: a file another
         // node has counts. (A file made between this look and the upload
         // is replaced; the node does not know --force.)
-        let files = c.list().await?;
-        if let Some(f) = files.iter().find(|f| f.path == *path)
+        // Read page by page, keeping only that path's row.
+        let mut existing = None;
+        c.list_each(|page| {
+            if existing.is_none() {
+                existing = page.into_iter().find(|f| f.path == *path);
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(f) = existing
             && f.locked_by.is_none()
         {
             bail!(
