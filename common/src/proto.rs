@@ -1283,7 +1283,7 @@ pub struct ListedFile {
 }
 
 /// How one node stands with one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeFileState {
     /// The node.
     pub node: String,
@@ -1292,7 +1292,7 @@ pub struct NodeFileState {
 }
 
 /// A node's state for a file, relative to the newest version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileState {
     /// Holds the newest version.
     InSync,

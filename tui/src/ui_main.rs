@@ -138,7 +138,14 @@ async fn event_loop(
             let Some(msg) = runner.accept(inc) else {
                 continue;
             };
+            let table = matches!(msg, Msg::ListLoaded { result: Ok(_), .. });
             let effects = update(&mut state, msg);
+            if table {
+                // The old table was just dropped, and the new one grew in
+                // steps whose old buffers are free now: give them back
+                // (the allocator keeps up to 128 MiB, see `tune_allocator`).
+                release_memory();
+            }
             if runner.run_all(effects) {
                 return Ok(());
             }
@@ -294,7 +301,17 @@ impl Runner {
             }
             Effect::RefreshList => {
                 tokio::spawn(async move {
-                    let result = c.list().await.map_err(|e| e.to_string());
+                    // Taken in compactly page by page as the node sends
+                    // them: a million rows never exist whole here.
+                    let mut rows = crate::app::Rows::default();
+                    let result = c
+                        .list_each(|page| {
+                            rows.extend(page);
+                            Ok(())
+                        })
+                        .await
+                        .map(|()| rows)
+                        .map_err(|e| e.to_string());
                     send(Msg::ListLoaded {
                         result,
                         now: now_ns(),
@@ -743,4 +760,13 @@ async fn fetch_reporting(
             Err(e) if e.is::<crate::transfer::Cancelled>() => FetchError::Cancelled,
             Err(e) => FetchError::Failed(format!("{e:#}")),
         })
+}
+
+/// Returns freed heap memory to the system.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -304,7 +304,7 @@ fn state(w: u16, h: u16) -> AppState {
     update(
         &mut s,
         Msg::ListLoaded {
-            result: Ok(files()),
+            result: Ok(files().into()),
             now: NOW - 400 * SEC,
         },
     );
@@ -315,7 +315,7 @@ fn state(w: u16, h: u16) -> AppState {
     update(
         &mut s,
         Msg::ListLoaded {
-            result: Ok(files()),
+            result: Ok(files().into()),
             now: NOW,
         },
     );
@@ -385,7 +385,7 @@ fn long_and_wide_names(s: &mut AppState) {
     update(
         s,
         Msg::ListLoaded {
-            result: Ok(v),
+            result: Ok(v.into()),
             now: NOW,
         },
     );

@@ -76,7 +76,7 @@ fn connected(files: Vec<ListedFile>) -> AppState {
     update(
         &mut s,
         Msg::ListLoaded {
-            result: Ok(files),
+            result: Ok(files.into()),
             now: NOW,
         },
     );
@@ -382,7 +382,7 @@ fn selection_stays_on_its_file_when_rows_come_and_go_above_it() {
     update(
         &mut s,
         Msg::ListLoaded {
-            result: Ok(files),
+            result: Ok(files.into()),
             now: NOW,
         },
     );
@@ -555,7 +555,7 @@ fn changes_without_details_schedule_one_debounced_throttled_reload() {
             update(
                 &mut s,
                 Msg::ListLoaded {
-                    result: Ok(four()),
+                    result: Ok(four().into()),
                     now: t,
                 },
             );
@@ -1055,12 +1055,12 @@ fn hundred_thousand_rows() {
     }
     assert_eq!(s.files.rebuilds, rebuilds);
     assert_eq!(s.files.view_len(), n as usize + 100);
-    let rows: Vec<&ListedFile> = (0..s.files.view_len())
+    let rows: Vec<ListedFile> = (0..s.files.view_len())
         .map(|i| s.files.row(i).unwrap())
         .collect();
     assert!(
         rows.windows(2)
-            .all(|w| s.files.cmp_rows(w[0], w[1]).is_lt())
+            .all(|w| s.files.cmp_rows(&w[0], &w[1]).is_lt())
     );
     let total: u64 = rows.iter().map(|f| f.size).sum();
     assert_eq!(s.files.total_bytes(), total);

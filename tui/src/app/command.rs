@@ -60,8 +60,8 @@ impl AppState {
     /// are asked about first.
     pub(super) fn unlock(&mut self, path: RelPath, force: bool) -> Vec<Effect> {
         let row = self.files.get(path.as_str());
-        let owner = row.and_then(|f| f.locked_by.clone());
-        let held = row.map_or(0, |f| f.held);
+        let owner = row.as_ref().and_then(|f| f.locked_by.clone());
+        let held = row.as_ref().map_or(0, |f| f.held);
         let mut question = Vec::new();
         if force {
             question.push(match &owner {

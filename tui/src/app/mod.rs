@@ -40,6 +40,7 @@ mod line_edit;
 mod mirror;
 mod msg;
 mod row_state;
+mod rows;
 mod schedule;
 mod table;
 mod versions;
@@ -49,6 +50,7 @@ pub use fetch::{FetchError, OverwriteQuestion, RATE_WINDOW_NS, RateMeter, Saved,
 pub use input::WHEEL_ROWS;
 pub use msg::{Effect, Msg};
 pub use row_state::RowState;
+pub use rows::{Holders, Rows};
 pub use schedule::{DEBOUNCE_NS, RECONNECT_NS, REFRESH_NS};
 pub use table::{FileTable, SortKey, visible_offset};
 pub use versions::RestoreError;
@@ -570,11 +572,11 @@ pub fn update(s: &mut AppState, msg: Msg) -> Vec<Effect> {
             s.now_ns = s.now_ns.max(now);
             s.list_answered();
             match result {
-                Ok(files) => {
-                    for f in &files {
-                        s.mark_known(&f.nodes);
+                Ok(rows) => {
+                    for h in rows.all_holders() {
+                        s.mark_known(&h.nodes);
                     }
-                    s.files.replace_all(files);
+                    s.files.replace_all(rows);
                     s.settle();
                     s.list_loaded_ns = Some(now);
                     s.list_error = None;

@@ -12,7 +12,7 @@ use tandem_common::proto::{
 };
 
 use super::Wanted;
-use super::{FetchError, RestoreError, Saved};
+use super::{FetchError, RestoreError, Rows, Saved};
 
 /// A message: everything that can happen to the UI.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub enum Msg {
     /// The file table arrived.
     ListLoaded {
         /// Rows, or the error.
-        result: Result<Vec<ListedFile>, String>,
+        result: Result<Rows, String>,
         /// Now.
         now: i64,
     },

@@ -1,7 +1,7 @@
 //! A file's sync state as one value: what the State column says and
 //! what sorting by state orders by, so the two cannot disagree.
 
-use tandem_common::proto::{FileState, ListedFile};
+use tandem_common::proto::{FileState, ListedFile, NodeFileState};
 
 /// A file's state across the cluster, most in need of attention first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,24 +39,36 @@ impl RowState {
     /// The state of `f`. `up` counts the nodes up, for rows from a node
     /// that does not report per-node states (0: no count, in sync).
     pub fn of(f: &ListedFile, conflict: bool, up: usize) -> RowState {
+        RowState::of_parts(&f.nodes, &f.states, f.held, conflict, up)
+    }
+
+    /// The state of a file held by `nodes`, with per-node `states` and
+    /// `held` changes (what [`RowState::of`] reads of a row).
+    pub fn of_parts(
+        nodes: &[String],
+        states: &[NodeFileState],
+        held: u32,
+        conflict: bool,
+        up: usize,
+    ) -> RowState {
         if conflict {
             return RowState::Conflict;
         }
-        let count = |st: FileState| f.states.iter().filter(|x| x.state == st).count();
-        if f.held > 0 || count(FileState::Held) > 0 {
-            return RowState::Held(f.held.max(1));
+        let count = |st: FileState| states.iter().filter(|x| x.state == st).count();
+        if held > 0 || count(FileState::Held) > 0 {
+            return RowState::Held(held.max(1));
         }
-        if f.states.is_empty() {
-            return if f.nodes.len() < up {
+        if states.is_empty() {
+            return if nodes.len() < up {
                 RowState::Syncing {
-                    ok: f.nodes.len(),
+                    ok: nodes.len(),
                     n: up,
                 }
             } else {
                 RowState::InSync
             };
         }
-        let n = f.states.len();
+        let n = states.len();
         let ok = count(FileState::InSync);
         if count(FileState::Syncing) > 0 {
             RowState::Syncing { ok, n }

@@ -1,15 +1,16 @@
-//! The file table: every file the cluster holds, filtered and sorted for
-//! the screen and patched in place by feed events (so a busy cluster never
-//! re-sorts the whole list), and [`visible_offset`], the scrolling that
-//! every list on screen shares.
+//! The file table: every file the cluster holds (compactly, in
+//! [`Rows`]), filtered and sorted for the screen and patched in place by
+//! feed events (so a busy cluster never re-sorts the whole list), and
+//! [`visible_offset`], the scrolling that every list on screen shares.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tandem_common::RelPath;
 use tandem_common::proto::ListedFile;
 
 use super::RowState;
+use super::rows::Rows;
 use crate::ui::text::width;
 
 /// Order of the file table.
@@ -67,7 +68,26 @@ fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
 
 /// Paths ignoring case, then exactly (a total order: `a` and `A` differ).
 fn cmp_names(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        // The same order without decoding characters: sorting a million
+        // rows compares about twenty million times.
+        let o = a
+            .bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()));
+        return o.then_with(|| a.cmp(b));
+    }
     folded(a).cmp(folded(b)).then_with(|| a.cmp(b))
+}
+
+/// What orders a row, read from a whole row or a compact one.
+struct Key<'a> {
+    path: &'a str,
+    size: u64,
+    mtime_ns: i64,
+    /// [`RowState::rank`]; only read when sorting by state.
+    rank: u8,
+    owner: Option<&'a str>,
 }
 
 /// The file table: rows in stable slots, plus the filtered and sorted view
@@ -76,10 +96,9 @@ fn cmp_names(a: &str, b: &str) -> Ordering {
 /// the sort changes.
 #[derive(Debug, Clone)]
 pub struct FileTable {
-    slots: Vec<Option<ListedFile>>,
-    free: Vec<usize>,
-    by_path: HashMap<RelPath, usize>,
-    view: Vec<usize>,
+    rows: Rows,
+    /// Slots of `rows`, filtered and in order.
+    view: Vec<u32>,
     filter: String,
     filter_lower: String,
     sort: SortKey,
@@ -107,9 +126,7 @@ pub struct FileTable {
 impl Default for FileTable {
     fn default() -> Self {
         FileTable {
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_path: HashMap::new(),
+            rows: Rows::default(),
             view: Vec::new(),
             filter: String::new(),
             filter_lower: String::new(),
@@ -173,12 +190,12 @@ pub fn visible_offset(offset: usize, sel: usize, len: usize, height: usize) -> u
 impl FileTable {
     /// Files in the table.
     pub fn len(&self) -> usize {
-        self.by_path.len()
+        self.rows.len()
     }
 
     /// Whether the table has no files.
     pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
+        self.rows.is_empty()
     }
 
     /// Rows shown (after the filter).
@@ -219,16 +236,17 @@ impl FileTable {
     /// The table's order of two rows: a total order (ties broken by
     /// path), so binary search finds a row's place.
     pub fn cmp_rows(&self, a: &ListedFile, b: &ListedFile) -> Ordering {
-        let by_path = || cmp_names(a.path.as_str(), b.path.as_str());
+        self.cmp_keys(&self.file_key(a), &self.file_key(b))
+    }
+
+    fn cmp_keys(&self, a: &Key, b: &Key) -> Ordering {
+        let by_path = || cmp_names(a.path, b.path);
         let o = match self.sort {
             SortKey::Name => by_path(),
             SortKey::Size => b.size.cmp(&a.size).then_with(by_path),
             SortKey::Modified => b.mtime_ns.cmp(&a.mtime_ns).then_with(by_path),
-            SortKey::State => self
-                .state_rank(a)
-                .cmp(&self.state_rank(b))
-                .then_with(by_path),
-            SortKey::Lock => match (&a.locked_by, &b.locked_by) {
+            SortKey::State => a.rank.cmp(&b.rank).then_with(by_path),
+            SortKey::Lock => match (a.owner, b.owner) {
                 (Some(x), Some(y)) => cmp_names(x, y).then_with(by_path),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
@@ -238,10 +256,43 @@ impl FileTable {
         if self.reversed { o.reverse() } else { o }
     }
 
+    fn file_key<'a>(&self, f: &'a ListedFile) -> Key<'a> {
+        Key {
+            path: f.path.as_str(),
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            rank: self.state_rank(f),
+            owner: f.locked_by.as_deref(),
+        }
+    }
+
+    fn slot_key(&self, slot: u32) -> Key<'_> {
+        let r = &self.rows;
+        Key {
+            path: r.path(slot),
+            size: r.size(slot),
+            mtime_ns: r.mtime_ns(slot),
+            rank: if self.sort == SortKey::State {
+                self.slot_rank(slot)
+            } else {
+                0
+            },
+            owner: r.owner(slot),
+        }
+    }
+
     /// What sorting by state orders by (rows without per-node states
     /// count as in sync: the number of nodes up must not move rows).
     fn state_rank(&self, f: &ListedFile) -> u8 {
         RowState::of(f, self.conflicts.contains(&f.path), 0).rank()
+    }
+
+    /// [`FileTable::state_rank`] of a compact row.
+    fn slot_rank(&self, slot: u32) -> u8 {
+        let r = &self.rows;
+        let h = r.holders(slot);
+        let conflict = !self.conflicts.is_empty() && self.conflicts.contains(r.path(slot));
+        RowState::of_parts(&h.nodes, &h.states, r.held(slot), conflict, 0).rank()
     }
 
     /// Position of the selection in the view.
@@ -255,22 +306,18 @@ impl FileTable {
     }
 
     /// The row at view position `pos` (0-based; the `#` column is pos + 1).
-    pub fn row(&self, pos: usize) -> Option<&ListedFile> {
-        self.view
-            .get(pos)
-            .and_then(|&slot| self.slots[slot].as_ref())
+    pub fn row(&self, pos: usize) -> Option<ListedFile> {
+        self.view.get(pos).and_then(|&slot| self.rows.get(slot))
     }
 
     /// The selected row.
-    pub fn selected(&self) -> Option<&ListedFile> {
+    pub fn selected(&self) -> Option<ListedFile> {
         self.row(self.sel)
     }
 
     /// A file by path.
-    pub fn get(&self, path: &str) -> Option<&ListedFile> {
-        self.by_path
-            .get(path)
-            .and_then(|&slot| self.slots[slot].as_ref())
+    pub fn get(&self, path: &str) -> Option<ListedFile> {
+        self.rows.find(path).and_then(|slot| self.rows.get(slot))
     }
 
     /// Whether a conflict was reported for `path` since it last changed.
@@ -280,7 +327,7 @@ impl FileTable {
 
     /// Marks `path` as having had a conflict resolved.
     pub(super) fn mark_conflict(&mut self, path: RelPath) {
-        match self.by_path.get(&path).copied() {
+        match self.rows.find(path.as_str()) {
             // Sorted by state, the row moves.
             Some(slot) => self.reposition(slot, |t| {
                 t.conflicts.insert(path);
@@ -293,7 +340,7 @@ impl FileTable {
 
     /// Forgets `path`'s conflict: it changed since.
     pub(super) fn clear_conflict(&mut self, path: &RelPath) {
-        match self.by_path.get(path).copied() {
+        match self.rows.find(path.as_str()) {
             Some(slot) => self.reposition(slot, |t| {
                 t.conflicts.remove(path);
             }),
@@ -303,59 +350,38 @@ impl FileTable {
         }
     }
 
-    /// Every file (in slot order).
-    pub fn iter(&self) -> impl Iterator<Item = &ListedFile> {
-        self.slots.iter().flatten()
-    }
-
     /// The rows on screen: (view position, row) from `offset`, at most
     /// `height` of them. Only these are ever turned into widgets.
     pub fn window(
         &self,
         offset: usize,
         height: usize,
-    ) -> impl Iterator<Item = (usize, &ListedFile)> {
+    ) -> impl Iterator<Item = (usize, ListedFile)> {
         let end = (offset + height).min(self.view.len());
         let start = offset.min(end);
         self.view[start..end]
             .iter()
             .enumerate()
-            .filter_map(move |(i, &slot)| self.slots[slot].as_ref().map(|f| (start + i, f)))
-    }
-
-    fn matches(&self, f: &ListedFile) -> bool {
-        Matcher::new(&self.filter_lower).matches(f.path.as_str())
-    }
-
-    fn slot_row(&self, slot: usize) -> &ListedFile {
-        self.slots[slot]
-            .as_ref()
-            .expect("the view holds only live slots")
+            .filter_map(move |(i, &slot)| self.rows.get(slot).map(|f| (start + i, f)))
     }
 
     /// Replaces every row (a fresh list from the node), keeping the
     /// selection on the same path when it is still there.
-    pub fn replace_all(&mut self, files: Vec<ListedFile>) {
-        let keep = self.selected().map(|f| f.path.clone());
+    pub fn replace_all(&mut self, rows: Rows) {
+        let keep = self
+            .view
+            .get(self.sel)
+            .map(|&s| self.rows.path(s).to_string());
         let old_sel = self.sel;
         let screen_line = self.sel.saturating_sub(self.offset);
-        self.total_bytes = files.iter().map(|f| f.size).sum();
-        self.widest = files
-            .iter()
-            .map(|f| width(f.path.as_str()))
-            .max()
-            .unwrap_or(0);
-        self.by_path = HashMap::with_capacity(files.len());
-        for (i, f) in files.iter().enumerate() {
-            self.by_path.insert(f.path.clone(), i);
-        }
-        self.slots = files.into_iter().map(Some).collect();
-        self.free.clear();
-        self.conflicts
-            .retain(|p| self.by_path.contains_key(p.as_str()));
+        self.total_bytes = rows.slots().map(|s| rows.size(s)).sum();
+        self.widest = rows.slots().map(|s| width(rows.path(s))).max().unwrap_or(0);
+        self.rows = rows;
+        let rows = &self.rows;
+        self.conflicts.retain(|p| rows.find(p.as_str()).is_some());
         self.rebuild_view_inner();
         self.sel = keep
-            .and_then(|p| self.by_path.get(&p).copied())
+            .and_then(|p| self.rows.find(&p))
             .and_then(|slot| self.view.iter().position(|&s| s == slot))
             .unwrap_or_else(|| old_sel.min(self.view.len().saturating_sub(1)));
         self.offset = self.sel.saturating_sub(screen_line);
@@ -363,50 +389,50 @@ impl FileTable {
 
     fn rebuild_view_inner(&mut self) {
         self.rebuilds += 1;
+        let rows = &self.rows;
         let mut m = Matcher::new(&self.filter_lower);
-        let mut view: Vec<usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.as_ref().filter(|f| m.matches(f.path.as_str())).map(|_| i))
-            .collect();
-        let slots = &self.slots;
-        let row = |i: usize| slots[i].as_ref().expect("live slot");
-        let path = |i: usize| row(i).path.as_str();
-        // Sort (key, slot) pairs, so that comparing two rows reads the
-        // rows themselves only on ties (numbers are largest/newest first).
-        // Every arm must order exactly as `cmp_rows` does.
-        fn by<K: Ord>(
-            view: &mut Vec<usize>,
-            key: impl Fn(usize) -> K,
-            path: impl Fn(usize) -> String,
+        let mut view: Vec<u32> = rows.slots().filter(|&s| m.matches(rows.path(s))).collect();
+        let path = |s: u32| rows.path(s);
+        // Sort (key, slot) pairs, so that comparing two rows reads their
+        // paths only on ties (numbers are largest/newest first). Every arm
+        // must order exactly as `cmp_keys` does.
+        fn by<'a, K: Ord>(
+            view: &mut Vec<u32>,
+            key: impl Fn(u32) -> K,
+            path: impl Fn(u32) -> &'a str,
         ) {
-            let mut keyed: Vec<(K, String, usize)> =
-                view.iter().map(|&i| (key(i), path(i), i)).collect();
-            keyed.sort_unstable();
-            *view = keyed.into_iter().map(|(_, _, i)| i).collect();
+            let mut keyed: Vec<(K, u32)> = view.iter().map(|&s| (key(s), s)).collect();
+            keyed.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0).then_with(|| cmp_names(path(a.1), path(b.1)))
+            });
+            *view = keyed.into_iter().map(|(_, s)| s).collect();
         }
-        // Ties: the path folded, then exact (as `cmp_names`).
-        let tie = |i: usize| -> String {
-            let p = path(i);
-            let mut k: String = folded(p).collect();
-            k.push('\0');
-            k.push_str(p);
-            k
-        };
         match self.sort {
-            SortKey::Name => by(&mut view, |_| (), tie),
-            SortKey::Size => by(&mut view, |i| std::cmp::Reverse(row(i).size), tie),
-            SortKey::Modified => by(&mut view, |i| std::cmp::Reverse(row(i).mtime_ns), tie),
-            SortKey::State => by(&mut view, |i| self.state_rank(row(i)), tie),
-            SortKey::Lock => by(
-                &mut view,
-                |i| match &row(i).locked_by {
-                    Some(o) => (false, folded(o).collect::<String>(), o.clone()),
-                    None => (true, String::new(), String::new()),
-                },
-                tie,
-            ),
+            // The node sends rows by path, so this mostly finds them in
+            // order already (linear for sorted runs).
+            SortKey::Name => view.sort_unstable_by(|&a, &b| cmp_names(path(a), path(b))),
+            SortKey::Size => by(&mut view, |s| std::cmp::Reverse(rows.size(s)), path),
+            SortKey::Modified => by(&mut view, |s| std::cmp::Reverse(rows.mtime_ns(s)), path),
+            SortKey::State => by(&mut view, |s| self.slot_rank(s), path),
+            SortKey::Lock => {
+                // Owners ordered once; rows by their owner's place.
+                let owners = rows.all_owners();
+                let mut order: Vec<u32> = (0..owners.len() as u32).collect();
+                order
+                    .sort_unstable_by(|&a, &b| cmp_names(&owners[a as usize], &owners[b as usize]));
+                let mut place = vec![0u32; owners.len()];
+                for (p, &o) in order.iter().enumerate() {
+                    place[o as usize] = p as u32;
+                }
+                by(
+                    &mut view,
+                    |s| match rows.owner_id(s) {
+                        0 => (true, 0),
+                        o => (false, place[o as usize - 1]),
+                    },
+                    path,
+                )
+            }
         }
         if self.reversed {
             view.reverse();
@@ -445,12 +471,11 @@ impl FileTable {
             let keep = self.view.get(self.sel).copied();
             let screen_line = self.sel.saturating_sub(self.offset);
             let mut m = Matcher::new(&self.filter_lower);
-            let hit: Vec<bool> = self
-                .slots
-                .iter()
-                .map(|f| f.as_ref().is_some_and(|f| m.matches(f.path.as_str())))
-                .collect();
-            self.view.retain(|&slot| hit[slot]);
+            let mut hit = vec![false; self.rows.slot_count()];
+            for s in self.rows.slots() {
+                hit[s as usize] = m.matches(self.rows.path(s));
+            }
+            self.view.retain(|&slot| hit[slot as usize]);
             self.sel = keep
                 .and_then(|slot| self.view.iter().position(|&s| s == slot))
                 .unwrap_or(0);
@@ -504,25 +529,29 @@ impl FileTable {
                     ((self.sel + len - step) % len, step > self.sel)
                 }
             })
-            .find(|&(pos, _)| self.row(pos).is_some_and(|f| m.matches(f.path.as_str())))
+            .find(|&(pos, _)| {
+                self.view
+                    .get(pos)
+                    .is_some_and(|&s| m.matches(self.rows.path(s)))
+            })
     }
 
     /// Where `slot` belongs in the view (it must not be in it).
-    fn insert_pos(&self, slot: usize) -> usize {
-        let new = self.slot_row(slot);
+    fn insert_pos(&self, slot: u32) -> usize {
+        let new = self.slot_key(slot);
         self.view
-            .partition_point(|&i| self.cmp_rows(self.slot_row(i), new) == Ordering::Less)
+            .partition_point(|&i| self.cmp_keys(&self.slot_key(i), &new) == Ordering::Less)
     }
 
     /// The view position of `slot`, found by its current key.
-    fn view_pos(&self, slot: usize) -> Option<usize> {
-        let row = self.slot_row(slot);
+    fn view_pos(&self, slot: u32) -> Option<usize> {
+        let row = self.slot_key(slot);
         self.view
-            .binary_search_by(|&i| self.cmp_rows(self.slot_row(i), row))
+            .binary_search_by(|&i| self.cmp_keys(&self.slot_key(i), &row))
             .ok()
     }
 
-    fn view_insert(&mut self, slot: usize) {
+    fn view_insert(&mut self, slot: u32) {
         let had_rows = !self.view.is_empty();
         let pos = self.insert_pos(slot);
         self.view.insert(pos, slot);
@@ -543,22 +572,14 @@ impl FileTable {
 
     /// Adds a file, or replaces the row of the same path.
     pub fn upsert(&mut self, file: ListedFile) {
-        if let Some(&slot) = self.by_path.get(&file.path) {
+        if let Some(slot) = self.rows.find(file.path.as_str()) {
             self.modify(slot, |f| *f = file);
             return;
         }
         self.total_bytes += file.size;
         self.widest = self.widest.max(width(file.path.as_str()));
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.by_path.insert(file.path.clone(), slot);
-        let show = self.matches(&file);
-        self.slots[slot] = Some(file);
+        let show = Matcher::new(&self.filter_lower).matches(file.path.as_str());
+        let slot = self.rows.upsert(file);
         if show {
             self.view_insert(slot);
         }
@@ -566,8 +587,8 @@ impl FileTable {
 
     /// Changes the row of `path` in place; `false` if there is none.
     pub fn patch(&mut self, path: &RelPath, f: impl FnOnce(&mut ListedFile)) -> bool {
-        match self.by_path.get(path) {
-            Some(&slot) => {
+        match self.rows.find(path.as_str()) {
+            Some(slot) => {
                 self.modify(slot, f);
                 true
             }
@@ -575,32 +596,41 @@ impl FileTable {
         }
     }
 
-    fn modify(&mut self, slot: usize, f: impl FnOnce(&mut ListedFile)) {
+    /// Changes the row in `slot` through a whole copy of it (the path
+    /// stays: a change of path is a removal and an addition).
+    fn modify(&mut self, slot: u32, f: impl FnOnce(&mut ListedFile)) {
         self.reposition(slot, |t| {
-            let row = t.slots[slot].as_mut().expect("live slot");
-            let size = row.size;
-            f(row);
+            let mut row = t.rows.get(slot).expect("live slot");
+            let (path, size) = (row.path.clone(), row.size);
+            f(&mut row);
+            row.path = path;
             t.total_bytes = t.total_bytes - size + row.size;
+            t.rows.set(slot, row);
         });
     }
 
     /// Makes `change` (to the row in `slot`, or to what orders it), then
     /// moves the row to its new place in the view if its key changed; the
     /// selection follows the file.
-    fn reposition(&mut self, slot: usize, change: impl FnOnce(&mut Self)) {
+    fn reposition(&mut self, slot: u32, change: impl FnOnce(&mut Self)) {
         // Found by the key it had: before the change.
         let pos = self.view_pos(slot);
-        let before = self.slot_row(slot).clone();
-        let before_rank = self.state_rank(&before);
+        let r = &self.rows;
+        let before = (
+            r.size(slot),
+            r.mtime_ns(slot),
+            self.slot_rank(slot),
+            r.owner(slot).map(str::to_string),
+        );
         change(self);
         let Some(pos) = pos else { return };
-        let row = self.slot_row(slot);
+        let r = &self.rows;
         let moved = match self.sort {
             SortKey::Name => false,
-            SortKey::Size => row.size != before.size,
-            SortKey::Modified => row.mtime_ns != before.mtime_ns,
-            SortKey::State => self.state_rank(row) != before_rank,
-            SortKey::Lock => row.locked_by != before.locked_by,
+            SortKey::Size => r.size(slot) != before.0,
+            SortKey::Modified => r.mtime_ns(slot) != before.1,
+            SortKey::State => self.slot_rank(slot) != before.2,
+            SortKey::Lock => r.owner(slot) != before.3.as_deref(),
         };
         if moved {
             let was_selected = pos == self.sel;
@@ -614,17 +644,14 @@ impl FileTable {
 
     /// Removes `path`; `false` if it was not there.
     pub fn remove(&mut self, path: &RelPath) -> bool {
-        let Some(&slot) = self.by_path.get(path) else {
+        let Some(slot) = self.rows.find(path.as_str()) else {
             return false;
         };
         if let Some(pos) = self.view_pos(slot) {
             self.view_remove(pos);
         }
-        self.by_path.remove(path);
-        if let Some(f) = self.slots[slot].take() {
-            self.total_bytes -= f.size;
-        }
-        self.free.push(slot);
+        self.total_bytes -= self.rows.size(slot);
+        self.rows.remove(slot);
         self.conflicts.remove(path);
         true
     }

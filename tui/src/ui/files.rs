@@ -192,14 +192,15 @@ pub fn render(frame: &mut Frame, area: Rect, s: &AppState) {
     let t = &s.files;
     let height = super::table_rows(area);
     let offset = visible_offset(t.offset(), t.selected_pos(), t.view_len(), height);
-    let window: Vec<(usize, &ListedFile)> = t.window(offset, height).collect();
+    let window: Vec<(usize, ListedFile)> = t.window(offset, height).collect();
     let c = table_columns(area, s);
     let (up, _) = s.node_counts();
     let base = data_style(s);
     let live = s.is_up();
     let rows: Vec<Row> = window
         .iter()
-        .map(|&(pos, f)| {
+        .map(|(pos, f)| {
+            let pos = *pos;
             let coloured = |text: String, col: Color| {
                 if live {
                     Cell::from(text).style(Style::default().fg(col))
