@@ -80,6 +80,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    tandem_tui::memory::tune_allocator();
     let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
     let node = arg("--node");
     let count: usize = match arg("--files") {
@@ -141,6 +142,10 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let build = t.elapsed();
+    // What the UI does after each table load (see `ui_main`).
+    let t = Instant::now();
+    tandem_tui::memory::release_memory();
+    let trim = t.elapsed();
 
     let mut term = Terminal::new(TestBackend::new(160, 48))?;
     let t = Instant::now();
@@ -213,6 +218,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("rows: {n}");
     println!("build the table state (ListLoaded): {}", ms(build));
+    println!("give freed memory back (malloc_trim): {}", ms(trim));
     println!("first frame 160x48: {}", ms(first));
     println!(
         "frame while scrolling (2000 frames): median {} · p99 {} · max {}",

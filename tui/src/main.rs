@@ -352,17 +352,6 @@ async fn fetch_and_say(
     Ok(())
 }
 
-/// Keeps the 1 MiB transfer buffers in the heap instead of a fresh mmap (and
-/// page faults) per chunk: measured ~20% less client CPU on fetches.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-    }
-}
-
 /// `--node` must be an address. A node's name there is most likely the
 /// old `cache --node NAME`, now `cache --of NAME` (`--node` is global and
 /// taken after the subcommand too): say so instead of failing to resolve.
@@ -391,7 +380,7 @@ fn check_node_arg(cli: &Cli) -> Result<(), clap::Error> {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    tandem_tui::memory::tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = check_node_arg(&cli) {
         e.exit();

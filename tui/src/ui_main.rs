@@ -143,8 +143,8 @@ async fn event_loop(
             if table {
                 // The old table was just dropped, and the new one grew in
                 // steps whose old buffers are free now: give them back
-                // (the allocator keeps up to 128 MiB, see `tune_allocator`).
-                release_memory();
+                // (the heap keeps up to 128 MiB free otherwise).
+                crate::memory::release_memory();
             }
             if runner.run_all(effects) {
                 return Ok(());
@@ -760,13 +760,4 @@ async fn fetch_reporting(
             Err(e) if e.is::<crate::transfer::Cancelled>() => FetchError::Cancelled,
             Err(e) => FetchError::Failed(format!("{e:#}")),
         })
-}
-
-/// Returns freed heap memory to the system.
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

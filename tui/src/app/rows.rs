@@ -12,7 +12,7 @@
 //! ([`Rows::extend`]); nothing holds the whole table twice.
 //!
 //! The paths of removed rows are dropped from that string once they are
-//! half of it. Shared holders and owners are not forgotten when no row
+//! half of it and over a mebibyte. Shared holders and owners are not forgotten when no row
 //! uses them any more; the table is made anew on every full load, which
 //! drops them.
 
@@ -235,9 +235,13 @@ impl Rows {
         slot
     }
 
-    /// Replaces the row in `slot` (a live one) with `f`, of the same path.
+    /// Replaces the row in `slot` with `f`, of the same path; an empty
+    /// slot stays empty (use [`Rows::upsert`] to add).
     pub fn set(&mut self, slot: u32, f: ListedFile) {
-        debug_assert_eq!(self.path(slot), f.path.as_str());
+        let Some(r) = self.live(slot) else {
+            return;
+        };
+        debug_assert_eq!(self.path_of(r), f.path.as_str());
         self.store(slot, f);
     }
 
@@ -439,22 +443,24 @@ mod tests {
     }
 
     #[test]
-    fn paths_of_removed_rows_are_dropped_once_they_are_half_the_string() {
+    fn paths_of_removed_rows_are_dropped_once_they_are_half_the_string_and_over_a_mebibyte() {
         let name = |i: usize| format!("some/deeper/folder/with/a/longer/name-{i:06}");
         let mut rows: Rows = (0..40_000)
             .map(|i| file(&name(i), "A", None, None))
             .collect();
         let full = rows.paths.len();
+        assert!(full > 1 << 20, "{full} bytes: enough to be compacted");
         let gone = |i: usize| !i.is_multiple_of(4);
         for i in (0..40_000).filter(|&i| gone(i)) {
             assert!(rows.remove(rows.find(&name(i)).unwrap()));
         }
-        assert!(
-            rows.paths.len() < full / 2,
-            "{} of {full} bytes kept",
-            rows.paths.len()
-        );
-        assert!(rows.dropped < rows.paths.len());
+        let kept = rows.paths.len();
+        assert!(kept < full / 2, "{kept} of {full} bytes kept");
+        // What is held is the kept rows' paths and what was removed since
+        // the last compaction.
+        let live: usize = rows.slots().map(|s| rows.path(s).len()).sum();
+        assert_eq!(live, 10_000 * name(0).len());
+        assert_eq!(kept, live + rows.dropped);
         assert_eq!(rows.len(), 10_000);
         for i in 0..40_000 {
             let found = rows
@@ -465,6 +471,19 @@ mod tests {
         // New rows go on after the kept paths and into the emptied slots.
         let slot = rows.upsert(file("new", "B", None, None));
         assert_eq!(rows.path(slot), "new");
+        assert!(rows.paths.ends_with("new") && rows.paths.len() == kept + 3);
         assert_eq!(rows.slot_count(), 40_000);
+        // A small table is not compacted: copying it would cost more than
+        // it gives back.
+        let mut small: Rows = (0..100).map(|i| file(&name(i), "A", None, None)).collect();
+        let before = small.paths.len();
+        for i in 0..90 {
+            small.remove(small.find(&name(i)).unwrap());
+        }
+        assert_eq!(small.paths.len(), before);
+        // `set` on an emptied slot leaves it empty.
+        let emptied = (0..100).find(|&s| small.get(s).is_none()).unwrap();
+        small.set(emptied, file(&name(0), "A", None, None));
+        assert_eq!((small.get(emptied), small.len()), (None, 10));
     }
 }
