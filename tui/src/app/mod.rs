@@ -16,8 +16,8 @@
 //! Conflicts view's list, restore and discard, and the questions before
 //! them), `detail` (one file's detail pane), `versions` (restoring a kept
 //! version from the pane, after a question), and the state's parts
-//! [`FileTable`] (`table`, its rows' [`RowState`] in `row_state`) and
-//! [`Feed`] (`feed`).
+//! [`FileTable`] (`table`, its rows held compactly in [`Rows`] (`rows`),
+//! their [`RowState`] in `row_state`) and [`Feed`] (`feed`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
