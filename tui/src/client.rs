@@ -544,17 +544,6 @@ impl Client {
         }
     }
 
-    /// A streamed file table (`List` or `Discover`).
-    async fn files(&self, body: ClientRequest) -> Result<Vec<ListedFile>, ClientError> {
-        let mut out = Vec::new();
-        self.files_each(body, |page| {
-            out.extend(page);
-            Ok(())
-        })
-        .await?;
-        Ok(out)
-    }
-
     /// A streamed file table, handed to `each` a page at a time as it
     /// arrives; an error from `each` ends it.
     async fn files_each(
@@ -576,11 +565,6 @@ impl Client {
         }
     }
 
-    /// The cluster's file table, sorted by path.
-    pub async fn list(&self) -> Result<Vec<ListedFile>, ClientError> {
-        self.files(ClientRequest::List).await
-    }
-
     /// The cluster's file table, sorted by path, a page at a time.
     pub async fn list_each(
         &self,
@@ -589,12 +573,16 @@ impl Client {
         self.files_each(ClientRequest::List, each).await
     }
 
-    /// One node's own files.
-    pub async fn discover(&self, node: &str) -> Result<Vec<ListedFile>, ClientError> {
-        self.files(ClientRequest::Discover {
+    /// One node's own files, sorted by path, a page at a time.
+    pub async fn discover_each(
+        &self,
+        node: &str,
+        each: impl FnMut(Vec<ListedFile>) -> std::io::Result<()>,
+    ) -> Result<(), ClientError> {
+        let body = ClientRequest::Discover {
             node: node.to_string(),
-        })
-        .await
+        };
+        self.files_each(body, each).await
     }
 }
 

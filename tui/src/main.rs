@@ -667,9 +667,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?,
             other => bail!("unexpected answer: {other:?}"),
         },
-        Command::Discover { target, json } => {
-            let files = c.discover(target).await?;
-            cli::print_list(&files, *json, &mut out)?;
+        Command::Discover { target, json: true } => {
+            let mut list = cli::JsonList::new(&mut out);
+            c.discover_each(target, |page| list.rows(&page)).await?;
+            list.finish().context("cannot write the list")?;
+        }
+        Command::Discover {
+            target,
+            json: false,
+        } => {
+            let mut list = cli::TextList::new(&mut out);
+            c.discover_each(target, |page| list.rows(page)).await?;
+            list.finish().context("cannot write the list")?;
         }
         Command::Clients { json } => match c.call(ClientRequest::Clients).await? {
             ClientResponse::ClientList(v) => cli::print_clients(&v, *json, &mut out)?,

@@ -412,7 +412,15 @@ impl Runner {
             }
             Effect::Discover(node) => {
                 tokio::spawn(async move {
-                    let result = c.discover(&node).await.map_err(|e| e.to_string());
+                    let mut rows = crate::app::Rows::default();
+                    let result = c
+                        .discover_each(&node, |page| {
+                            rows.extend(page);
+                            Ok(())
+                        })
+                        .await
+                        .map(|()| rows)
+                        .map_err(|e| e.to_string());
                     send(Msg::Discovered { node, result });
                 });
             }

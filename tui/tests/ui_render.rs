@@ -993,7 +993,7 @@ fn any_size_draws() {
                     s,
                     Msg::Discovered {
                         node: "alpha".into(),
-                        result: Ok(files()),
+                        result: Ok(files().into()),
                     },
                 );
             }),

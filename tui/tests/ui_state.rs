@@ -920,10 +920,10 @@ fn cache_and_nodes_refresh_every_two_seconds_while_visible() {
         &mut s,
         Msg::Discovered {
             node: "beta".into(),
-            result: Ok(four()),
+            result: Ok(four().into()),
         },
     );
-    assert!(matches!(&s.mode, Mode::Discover(p) if p.files == Some(Ok(four()))));
+    assert!(matches!(&s.mode, Mode::Discover(p) if p.files == Some(Ok(four().into()))));
     update(&mut s, code(KeyCode::Esc));
     assert_eq!(s.mode, Mode::Normal);
     // A node going down in the feed counts in the header at once.

@@ -25,8 +25,7 @@ use std::path::PathBuf;
 use ratatui::layout::Rect;
 use tandem_common::RelPath;
 use tandem_common::proto::{
-    CacheReport, ConflictCopy, FeedCursor, HeldChange, KeptVersion, ListedFile, LockInfo,
-    NodeStatus,
+    CacheReport, ConflictCopy, FeedCursor, HeldChange, KeptVersion, LockInfo, NodeStatus,
 };
 
 mod command;
@@ -245,8 +244,9 @@ pub struct Confirm {
 pub struct DiscoverPopup {
     /// The node.
     pub node: String,
-    /// `None` while loading.
-    pub files: Option<Result<Vec<ListedFile>, String>>,
+    /// `None` while loading. Rows are in the node's order (its slots: none
+    /// is ever removed).
+    pub files: Option<Result<Rows, String>>,
     /// First row shown.
     pub scroll: usize,
 }

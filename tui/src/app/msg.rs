@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crossterm::event::{KeyEvent, MouseEvent};
 use tandem_common::RelPath;
 use tandem_common::proto::{
-    CacheReport, ConflictAction, ConflictCopy, ConflictResolution, Event, FeedCursor, ListedFile,
-    MirrorReport, NodeStatus, VersionRestoration,
+    CacheReport, ConflictAction, ConflictCopy, ConflictResolution, Event, FeedCursor, MirrorReport,
+    NodeStatus, VersionRestoration,
 };
 
 use super::Wanted;
@@ -106,7 +106,7 @@ pub enum Msg {
         /// The node.
         node: String,
         /// Rows, or the error.
-        result: Result<Vec<ListedFile>, String>,
+        result: Result<Rows, String>,
     },
     /// A lock was taken: (path, owner), or the error.
     LockDone(Result<(RelPath, String), String>),

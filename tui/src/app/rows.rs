@@ -126,6 +126,17 @@ impl std::fmt::Debug for Rows {
     }
 }
 
+/// Equal when they hold the same rows in the same slots.
+impl PartialEq for Rows {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self.slot_count() == other.slot_count()
+            && (0..self.slot_count() as u32).all(|s| self.get(s) == other.get(s))
+    }
+}
+
+impl Eq for Rows {}
+
 impl FromIterator<ListedFile> for Rows {
     fn from_iter<I: IntoIterator<Item = ListedFile>>(iter: I) -> Self {
         let mut rows = Rows::default();
@@ -183,6 +194,23 @@ impl Rows {
     /// [`Rows::owner_id`] is a place in it plus one.
     pub fn all_owners(&self) -> &[String] {
         &self.owners.values
+    }
+
+    /// At most `take` rows from the `skip`th, in slot order: the order
+    /// they were taken in, when none was removed (then without looking
+    /// through the rows before them).
+    pub fn in_order(&self, skip: usize, take: usize) -> Vec<ListedFile> {
+        if self.free.is_empty() {
+            let end = skip.saturating_add(take).min(self.slots.len());
+            return (skip.min(end)..end)
+                .filter_map(|s| self.get(s as u32))
+                .collect();
+        }
+        self.slots()
+            .skip(skip)
+            .take(take)
+            .filter_map(|s| self.get(s))
+            .collect()
     }
 
     /// The slot of `path`.
@@ -408,6 +436,25 @@ mod tests {
             assert_eq!(rows.get(slot).as_ref(), Some(f));
         }
         assert_eq!(rows.find("d/f1000"), None);
+    }
+
+    #[test]
+    fn rows_are_read_in_the_order_they_came() {
+        let files: Vec<ListedFile> = (0..10)
+            .map(|i| file(&format!("f{i}"), "A", None, None))
+            .collect();
+        let mut rows: Rows = files.clone().into();
+        assert_eq!(rows, files.clone().into());
+        assert_eq!(rows.in_order(3, 4), files[3..7].to_vec());
+        assert_eq!(rows.in_order(8, 5), files[8..].to_vec());
+        assert_eq!(rows.in_order(12, 5), vec![]);
+        // With a row removed, the live ones are counted.
+        rows.remove(rows.find("f4").unwrap());
+        assert_ne!(rows, files.clone().into());
+        let mut left = files.clone();
+        left.remove(4);
+        assert_eq!(rows.in_order(3, 3), left[3..6].to_vec());
+        assert_eq!(rows.in_order(0, usize::MAX), left);
     }
 
     #[test]

@@ -246,9 +246,8 @@ pub fn discover(frame: &mut Frame, s: &AppState, p: &DiscoverPopup) {
     let time_w: u16 = if wide { 19 } else { 11 };
     let name_w = area.width.saturating_sub(2 + 11 + time_w + 2).max(8);
     let rows: Vec<Row> = files
-        .iter()
-        .skip(p.scroll)
-        .take(height)
+        .in_order(p.scroll, height)
+        .into_iter()
         .map(|f| {
             Row::new(vec![
                 Cell::from(fit_left(f.path.as_str(), usize::from(name_w))),
