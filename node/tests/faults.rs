@@ -183,11 +183,6 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// True when `dir` exists and has at least one entry.
-fn has_entries(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some())
-}
-
 // ---------------------------------------------------------------------------
 // 1. An unreadable folder is not a delete.
 
@@ -880,7 +875,9 @@ fn rename_crossing_a_restart_converges() {
         let deadline = Instant::now() + scaled(SYNC_TIMEOUT);
         loop {
             let log = b.run_log();
-            if log.get(start..).is_some_and(|l| l.contains(&new_big)) || has_entries(&tmp) {
+            if log.get(start..).is_some_and(|l| l.contains(&new_big))
+                || !harness::temp_files(&tmp).is_empty()
+            {
                 break;
             }
             assert!(
@@ -974,7 +971,7 @@ fn fetched_version_is_not_dropped_at_install() {
         let mtime_a = fs::metadata(a.path("f.txt")).expect("stat").mtime();
         let deadline = Instant::now() + scaled(SYNC_TIMEOUT);
         let raced = loop {
-            if has_entries(&tmp) {
+            if !harness::temp_files(&tmp).is_empty() {
                 break true;
             }
             if fs::read(b.path("f.txt")).ok().as_deref() == Some(&content_a[..]) {

@@ -386,7 +386,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn wait_tmp_empty(node: &Node, nodes: &[&Node]) {
     let tmp = node.path(".tandem/tmp");
     wait_until(SYNC, "no temp files left in .tandem/tmp/", nodes, || {
-        let left = dir_entries(&tmp);
+        let left = temp_files(&tmp);
         if left.is_empty() {
             Ok(())
         } else {
@@ -1292,7 +1292,7 @@ fn receiver_killed_mid_transfer_recovers_without_debris() {
     let mut b = Node::builder("b").peer(a.addr()).start();
     let tmp = b.path(".tandem/tmp");
     let real = b.path("big.bin");
-    let has_part = || !dir_entries(&tmp).is_empty();
+    let has_part = || !temp_files(&tmp).is_empty();
     // A tight poll: the window is the length of the transfer.
     let deadline = Instant::now() + scaled(BIG);
     let mut polls = 0u64;
@@ -1318,7 +1318,7 @@ fn receiver_killed_mid_transfer_recovers_without_debris() {
         thread::sleep(Duration::from_millis(1));
     }
     b.kill9();
-    let parts = dir_entries(&tmp);
+    let parts = temp_files(&tmp);
     let received = b.log().contains("received big.bin");
     match fs::metadata(&real) {
         Err(_) => {}
@@ -1803,7 +1803,7 @@ fn file_rewritten_while_being_sent_is_fetched_again() {
     write_big(&a.path("moving.bin"), 100 * MIB, 1, Some(outside.path()));
     let tmp = b.path(".tandem/tmp");
     let deadline = Instant::now() + scaled(BIG);
-    while dir_entries(&tmp).is_empty() {
+    while temp_files(&tmp).is_empty() {
         assert!(
             Instant::now() < deadline,
             "{}",

@@ -555,6 +555,8 @@ pub struct Core {
     dirs_to_sync: HashSet<PathBuf>,
     /// The last temp file number given out (see [`Core::temp_path`]).
     temp_seq: u64,
+    /// The folders for temp files made in this run, a bit each.
+    temp_dirs_made: u32,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
     /// The count of changes last seen by [`Core::compact_when_settled`],
@@ -662,6 +664,13 @@ impl Core {
                     }
                     continue;
                 }
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(fetch::TEMP_DIR_PREFIX)
+                {
+                    let _ = std::fs::remove_dir_all(&p);
+                    continue;
+                }
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -695,6 +704,7 @@ impl Core {
             given_writes: Arc::default(),
             dirs_to_sync: HashSet::new(),
             temp_seq: 0,
+            temp_dirs_made: 0,
             running: 0,
             compact_check: None,
             lists_running: 0,

@@ -18,7 +18,7 @@ use super::oracle::{self, Finding, HashCache};
 use super::plan::{NAMES, Op, Rng, Topology, plan};
 use super::proxy::Proxy;
 use super::record::Record;
-use crate::harness::{Node, dir_entries, free_addr, scaled, start_all, wait_linked};
+use crate::harness::{Node, free_addr, scaled, start_all, temp_files, wait_linked};
 
 /// The cluster: nodes on folders of one temp dir, every link through a
 /// pair of proxies (one per direction).
@@ -251,7 +251,7 @@ fn execute(
             let target = r.path(path);
             let deadline = Instant::now() + scaled(Duration::from_secs(30));
             let seen = loop {
-                if !dir_entries(&tmp).is_empty() {
+                if !temp_files(&tmp).is_empty() {
                     break "download seen in .tandem/tmp";
                 }
                 if fs::metadata(&target).is_ok_and(|m| m.len() == *size as u64) {
@@ -265,7 +265,7 @@ fn execute(
             };
             let r = &mut cl.nodes[*receiver];
             r.kill9();
-            let left = dir_entries(&tmp);
+            let left = temp_files(&tmp);
             r.restart();
             format!(
                 "{wrote}; {seen}; killed {} with {} temp file(s); restarted",

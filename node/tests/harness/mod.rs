@@ -1417,6 +1417,25 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The files in a node's temp folder (`.tandem/tmp`) and in its folders
+/// of downloads (`parts-N`), as `name` or `parts-N/name`: what a transfer
+/// under way, or one cut off, leaves there.
+pub fn temp_files(tmp: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            for f in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                out.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+            }
+        } else {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The rows of a `tandem list --json` by path. Panics on a malformed row.
 pub fn listed_files(list: &[Value]) -> BTreeMap<String, FileInfo> {
     list.iter()
