@@ -278,7 +278,8 @@ impl Core {
             .join("tmp")
             .join(format!("{TEMP_DIR_PREFIX}{n}"));
         // Made on first use in a run (the temp folder is emptied at start);
-        // a folder that cannot be made fails the write, which is retried.
+        // the writers make it again if it is gone (deleted meanwhile), and
+        // one that cannot be made fails the write, which is retried.
         if self.temp_dirs_made & (1 << n) == 0 && std::fs::create_dir_all(&dir).is_ok() {
             self.temp_dirs_made |= 1 << n;
         }
