@@ -544,9 +544,9 @@ impl Client {
         }
     }
 
-    /// A streamed file table, handed to `each` a page at a time as it
-    /// arrives; an error from `each` ends it.
-    async fn files_each(
+    /// A streamed file table (`List` or `Discover`), handed to `each` a
+    /// page at a time as it arrives; an error from `each` ends it.
+    pub(crate) async fn files_each(
         &self,
         body: ClientRequest,
         mut each: impl FnMut(Vec<ListedFile>) -> std::io::Result<()>,

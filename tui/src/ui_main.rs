@@ -301,17 +301,7 @@ impl Runner {
             }
             Effect::RefreshList => {
                 tokio::spawn(async move {
-                    // Taken in compactly page by page as the node sends
-                    // them: a million rows never exist whole here.
-                    let mut rows = crate::app::Rows::default();
-                    let result = c
-                        .list_each(|page| {
-                            rows.extend(page);
-                            Ok(())
-                        })
-                        .await
-                        .map(|()| rows)
-                        .map_err(|e| e.to_string());
+                    let result = rows_of(&c, ClientRequest::List).await;
                     send(Msg::ListLoaded {
                         result,
                         now: now_ns(),
@@ -412,15 +402,8 @@ impl Runner {
             }
             Effect::Discover(node) => {
                 tokio::spawn(async move {
-                    let mut rows = crate::app::Rows::default();
-                    let result = c
-                        .discover_each(&node, |page| {
-                            rows.extend(page);
-                            Ok(())
-                        })
-                        .await
-                        .map(|()| rows)
-                        .map_err(|e| e.to_string());
+                    let body = ClientRequest::Discover { node: node.clone() };
+                    let result = rows_of(&c, body).await;
                     send(Msg::Discovered { node, result });
                 });
             }
@@ -768,4 +751,17 @@ async fn fetch_reporting(
             Err(e) if e.is::<crate::transfer::Cancelled>() => FetchError::Cancelled,
             Err(e) => FetchError::Failed(format!("{e:#}")),
         })
+}
+
+/// A table the node streams (`List` or `Discover`), taken in compactly page
+/// by page as it arrives: a million rows never exist whole here.
+async fn rows_of(c: &Client, body: ClientRequest) -> Result<crate::app::Rows, String> {
+    let mut rows = crate::app::Rows::default();
+    c.files_each(body, |page| {
+        rows.extend(page);
+        Ok(())
+    })
+    .await
+    .map(|()| rows)
+    .map_err(|e| e.to_string())
 }
