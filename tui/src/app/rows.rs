@@ -52,6 +52,11 @@ struct Row {
     held: u32,
 }
 
+/// The path of `r` in `paths` (`Rows::paths`).
+fn path_in<'a>(paths: &'a str, r: &Row) -> &'a str {
+    &paths[r.at as usize..r.at as usize + r.len as usize]
+}
+
 /// Values kept once and named by their place (holders, lock owners).
 #[derive(Debug, Clone)]
 struct Interned<T> {
@@ -222,7 +227,7 @@ impl Rows {
     }
 
     fn path_of(&self, r: &Row) -> &str {
-        &self.paths[r.at as usize..r.at as usize + r.len as usize]
+        path_in(&self.paths, r)
     }
 
     /// Adds `f`, or replaces the row of the same path; its slot.
@@ -257,8 +262,7 @@ impl Rows {
         self.store(slot, f);
         let (slots, paths, hasher) = (&self.slots, &self.paths, &self.hasher);
         self.by_path.insert_unique(h, slot, |&s| {
-            let r = &slots[s as usize];
-            hasher.hash_one(&paths[r.at as usize..r.at as usize + r.len as usize])
+            hasher.hash_one(path_in(paths, &slots[s as usize]))
         });
         slot
     }
@@ -322,9 +326,10 @@ impl Rows {
     fn compact_paths(&mut self) {
         let mut paths = String::with_capacity(self.paths.len() - self.dropped);
         for r in self.slots.iter_mut().filter(|r| r.holders != EMPTY) {
-            let (at, len) = (r.at as usize, r.len as usize);
-            r.at = paths.len() as u64;
-            paths.push_str(&self.paths[at..at + len]);
+            let old = path_in(&self.paths, r);
+            let at = paths.len() as u64;
+            paths.push_str(old);
+            r.at = at;
         }
         self.paths = paths;
         self.dropped = 0;
