@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod conflicts;
 pub mod core;
+pub mod crashpoint;
 pub mod engine;
 pub mod events;
 pub mod fsprobe;

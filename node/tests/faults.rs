@@ -1,7 +1,8 @@
 //! Regression tests for known defects in how a node handles faults: an
 //! unreadable folder, a change it cannot apply, a symlink in the way, a
 //! version counter near its limit, transient errors while scanning, a rename
-//! interrupted by a restart, and a fetched version dropped at install.
+//! interrupted by a restart, a fetched version dropped at install, and a
+//! crash inside an install.
 //!
 //! Each test runs real `tandem-node` processes (see `harness`) and is written
 //! to fail on the code that has the defect and to pass once it is fixed.
@@ -1063,5 +1064,73 @@ fn fetched_version_is_not_dropped_at_install() {
         hits > 0,
         "{}",
         harness::fail_with_logs("the race was never hit in 5 rounds", &[&a, &b])
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. A crash inside an install.
+
+/// Defect: an install swaps the fetched file in (`RENAME_EXCHANGE`), which
+/// leaves the file it replaced at the temp file's name until it is kept
+/// (as a version, or as a conflict copy if a person wrote it); a crash in
+/// that window left it in the temp folder, which the next start empties:
+/// the replaced file was lost. Expected: after a crash exactly there (the
+/// node's `install-exchanged` crash point, in debug builds), the restarted
+/// node keeps the replaced content as a conflict copy, and the pair
+/// converges on the new version.
+#[test]
+fn a_crash_inside_an_install_keeps_what_it_replaced() {
+    let (a, mut b) = linked_pair(&[]);
+    let (old, new) = (
+        b"the version B had".as_slice(),
+        b"A's newer version".as_slice(),
+    );
+    put(a.path("f.txt"), old);
+    wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
+
+    b.stop();
+    b.env_mut()
+        .push(("TANDEM_CRASH_AT".into(), "install-exchanged".into()));
+    b.restart();
+    put(a.path("f.txt"), new);
+    let status = b.wait_exit();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{}",
+        harness::fail_with_logs(
+            &format!("B was to kill itself at the crash point, but exited with {status}"),
+            &[&a, &b]
+        )
+    );
+    assert!(
+        b.run_log()
+            .contains("crash point install-exchanged reached"),
+        "{}",
+        harness::fail_with_logs("B died, but not at the crash point", &[&a, &b])
+    );
+    // The new version is in place on disk, the old one swapped out.
+    assert_eq!(fs::read(b.path("f.txt")).expect("read f.txt on B"), new);
+
+    b.env_mut().clear();
+    b.restart();
+    let kept = b.state_dir().join("conflicts");
+    let fail = |m: &str| harness::fail_with_logs(m, &[&a, &b]);
+    assert!(
+        files_under(&kept).iter().any(|(_, d)| d == old),
+        "{}",
+        fail(&format!(
+            "the replaced version is not kept: conflicts {:?}, temp folder {:?}",
+            files_under(&kept),
+            files_under(&b.state_dir().join("tmp"))
+        ))
+    );
+    marker(&a, &b, "after-the-crash.txt");
+    let (files, _) = wait_same_trees(&a, &b, "the pair to converge after the crash", SYNC_TIMEOUT);
+    assert_eq!(
+        files.get("f.txt").map(|f| f.hash.clone()),
+        Some(blake3_hex(new)),
+        "{}",
+        fail("f.txt is not A's newer version on both")
     );
 }

@@ -343,30 +343,32 @@ impl Core {
         // a local change, instead of being recorded as ours.
         let st = done.stat;
         let keeper = self.keeper(path, from);
-        let placed = match place(&done.tmp, &full, expect, entry.mtime_ns, &keeper) {
+        let swapped = self.swapped_path();
+        let placed = match place(&done.tmp, &full, expect, entry.mtime_ns, &keeper, &swapped) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Its folder is missing (a temp file gone would fail again).
                 if let Some(parent) = full.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                place(&done.tmp, &full, expect, entry.mtime_ns, &keeper)
+                place(&done.tmp, &full, expect, entry.mtime_ns, &keeper, &swapped)
             }
             r => r,
         };
-        if let Some(mtime_ns) = placed? {
+        if let Some((mtime_ns, out)) = placed? {
             // Someone wrote the file between our last look and the swap:
             // a change we never indexed. Keep it; the fetched one is in
             // place (the peer's version beat what we knew of).
             let name = self.name.clone();
-            if let Err(e) = self.keep_aside(&done.tmp, path, &name, mtime_ns, from) {
-                // Never left in the temp folder (emptied at start): beside
+            if let Err(e) = self.keep_aside(&out, path, &name, mtime_ns, from) {
+                // Where a person looks first (the start-up would keep it
+                // from the temp folder, but only at the next start): beside
                 // the file, under a name that says what it is.
                 let side = full.with_file_name(format!(
                     "{}.unsynced-{}",
                     path.file_name(),
                     uuid::Uuid::new_v4().simple()
                 ));
-                match move_file(&done.tmp, &side) {
+                match move_file(&out, &side) {
                     Ok(()) => tracing::error!(
                         "cannot keep the change made here to {path} as a conflict copy ({e}); it is at {}",
                         side.display()
@@ -374,8 +376,8 @@ impl Core {
                     // The fetched file is in place: no error may make the
                     // caller treat it as not installed and remove `tmp`.
                     Err(e2) => tracing::error!(
-                        "cannot keep the change made here to {path} as a conflict copy ({e}) nor beside it ({e2}); it is at {} until the node restarts: copy it out",
-                        done.tmp.display()
+                        "cannot keep the change made here to {path} as a conflict copy ({e}) nor beside it ({e2}); it stays at {}, which the node keeps as a conflict copy when it starts again",
+                        out.display()
                     ),
                 }
             }
@@ -566,34 +568,72 @@ impl Core {
 /// nothing. Nothing expected: the rename refuses to replace a file that
 /// appeared meanwhile (an error: decided again). Our file expected: the two
 /// are swapped atomically (`RENAME_EXCHANGE`), and if what came out is not
-/// our file, it is left at `tmp` and its mtime returned, to be kept as a
-/// conflict copy, unless it is newer than the version being installed
-/// (`incoming_mtime`): then newest-wins says it stays, so the two are
-/// swapped back and an error returned (decided again once the scan has
+/// our file, it is left at `swapped` and returned with its mtime, to be
+/// kept as a conflict copy, unless it is newer than the version being
+/// installed (`incoming_mtime`): then newest-wins says it stays, so the two
+/// are swapped back and an error returned (decided again once the scan has
 /// indexed the change). Filesystems without `renameat2` get a plain rename.
-/// Our replaced file goes to `keeper` (the versions folder).
+/// Our replaced file goes to `keeper` (the versions folder). On an error
+/// the fetched content is back at `tmp` (or, if that fails, removed).
+///
+/// What an exchange takes out of the tree may be the only copy of a file
+/// (a person's change, or ours while versions are kept), so the temp file
+/// is first renamed to `swapped`, a name the start-up keeps as a conflict
+/// copy (`SWAPPED_SUFFIX`): a crash before what came out is kept loses
+/// nothing.
 fn place(
     tmp: &Path,
     full: &Path,
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
     incoming_mtime: i64,
     keeper: &crate::versions::Keeper,
-) -> std::io::Result<Option<i64>> {
+    swapped: &Path,
+) -> std::io::Result<Option<(i64, PathBuf)>> {
     let Some((stat, hash)) = expect else {
-        return match rename2(tmp, full, libc::RENAME_NOREPLACE) {
-            Ok(()) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
-                "a file appeared here while the new version was being written; deciding again",
-            )),
-            Err(e) if unsupported(&e) => move_file(tmp, full).map(|()| None),
-            Err(e) => Err(e),
-        };
+        return place_new(tmp, full).map(|()| None);
     };
+    match rename2(tmp, swapped, libc::RENAME_NOREPLACE) {
+        Ok(()) => {}
+        Err(e) if unsupported(&e) => std::fs::rename(tmp, swapped)?,
+        Err(e) => return Err(e),
+    }
+    let placed = exchange(swapped, full, stat, hash, incoming_mtime, keeper);
+    if placed.is_err() && std::fs::rename(swapped, tmp).is_err() {
+        // Every way to an error leaves the fetched content at `swapped`
+        // (nothing came out, or it went back): back at `tmp` for the
+        // caller (a retry once the folder is made, or removal), or gone.
+        let _ = std::fs::remove_file(swapped);
+    }
+    placed
+}
+
+/// [`place`] where nothing is expected at `full`.
+fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
+    match rename2(tmp, full, libc::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
+            "a file appeared here while the new version was being written; deciding again",
+        )),
+        Err(e) if unsupported(&e) => move_file(tmp, full),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`place`]'s swap of `tmp` (the fetched file, under a name the start-up
+/// keeps) with our file at `full`.
+fn exchange(
+    tmp: &Path,
+    full: &Path,
+    stat: Option<crate::index::LocalStat>,
+    hash: tandem_common::ContentHash,
+    incoming_mtime: i64,
+    keeper: &crate::versions::Keeper,
+) -> std::io::Result<Option<(i64, PathBuf)>> {
     match rename2(tmp, full, libc::RENAME_EXCHANGE) {
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return place(tmp, full, None, incoming_mtime, keeper);
+            return place_new(tmp, full).map(|()| None);
         }
         Err(e) if unsupported(&e) => {
             // No exchange: a copy of what is replaced is kept first.
@@ -617,10 +657,11 @@ fn place(
         }
         Err(e) => return Err(e),
     }
+    crate::crashpoint::reached("install-exchanged");
     // The new file is in place: from here on nothing may fail as "not in
     // place". What came out is removed only when it is certainly ours.
     let Ok(out) = std::fs::symlink_metadata(tmp) else {
-        return Ok(Some(0));
+        return Ok(Some((0, tmp.to_path_buf())));
     };
     let ours = holds_indexed(tmp, stat, hash, false).unwrap_or(false);
     if ours {
@@ -637,7 +678,7 @@ fn place(
             "a newer change was made here while the peer's version was being written; it stays, and is decided again",
         ));
     }
-    Ok(Some(theirs))
+    Ok(Some((theirs, tmp.to_path_buf())))
 }
 
 /// Deletes our file at `full` unless it changed since we indexed it (its
@@ -842,18 +883,25 @@ mod tests {
                 path: RelPath::new("f").unwrap(),
                 cause: "B".into(),
             };
-            let r = place(&tmp, &full, Some((None, ours)), incoming, &keeper);
+            let swapped = dir.path().join(format!("{local_mtime}.swapped"));
+            let r = place(&tmp, &full, Some((None, ours)), incoming, &keeper, &swapped);
             if stays {
                 assert!(r.is_err(), "{r:?}");
                 assert_eq!(
                     std::fs::read(&full).unwrap(),
                     b"written here, never indexed"
                 );
+                // The fetched content is back where the caller had it.
                 assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
+                assert!(!swapped.exists());
             } else {
-                assert_eq!(r.unwrap(), Some(local_mtime));
+                assert_eq!(r.unwrap(), Some((local_mtime, swapped.clone())));
                 assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
-                assert_eq!(std::fs::read(&tmp).unwrap(), b"written here, never indexed");
+                assert_eq!(
+                    std::fs::read(&swapped).unwrap(),
+                    b"written here, never indexed"
+                );
+                assert!(!tmp.exists());
             }
         }
     }

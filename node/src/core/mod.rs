@@ -595,6 +595,10 @@ pub struct Core {
 /// Suffix of a file a delete moved aside in the temp folder to check it.
 const ASIDE_SUFFIX: &str = ".aside";
 
+/// Suffix of a fetched file about to be swapped with ours, and then of
+/// ours (or a person's change) that came out, until it is kept.
+const SWAPPED_SUFFIX: &str = ".swapped";
+
 /// How often the tree is rescanned while some folders cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -642,32 +646,38 @@ impl Core {
         }
         // Leftovers of transfers cut off by a crash: the pending downloads
         // are in the store and start again from scratch. A file a delete
-        // had set aside (`ASIDE_SUFFIX`) when the crash came may be a
-        // person's change: it is kept in the conflicts folder, not removed.
+        // had set aside (`ASIDE_SUFFIX`) or an install had swapped out
+        // (`SWAPPED_SUFFIX`) when the crash came may be a person's change:
+        // it is kept in the conflicts folder, not removed.
         let tmp = state_dir.join("tmp");
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let p = e.path();
-                if p.to_string_lossy().ends_with(ASIDE_SUFFIX) {
+                let file_name = e.file_name().to_string_lossy().into_owned();
+                let interrupted = [
+                    (ASIDE_SUFFIX, "delete", "a delete"),
+                    (SWAPPED_SUFFIX, "install", "an install"),
+                ]
+                .into_iter()
+                .find_map(|(suffix, what, a_what)| {
+                    Some((file_name.strip_suffix(suffix)?, what, a_what))
+                });
+                if let Some((stem, what, a_what)) = interrupted {
                     let kept = state_dir.join("conflicts");
-                    let name = format!("interrupted-delete-{}", e.file_name().to_string_lossy());
-                    let dest = kept.join(name.trim_end_matches(ASIDE_SUFFIX));
+                    let dest = kept.join(format!("interrupted-{what}-{stem}"));
                     match std::fs::create_dir_all(&kept).and_then(|()| std::fs::rename(&p, &dest)) {
                         Ok(()) => tracing::warn!(
-                            "a delete was interrupted by a crash; the file it had set aside is kept as {}",
+                            "{a_what} was interrupted by a crash; the file it had set aside is kept as {}",
                             dest.display()
                         ),
                         Err(err) => tracing::error!(
-                            "cannot keep {} (set aside by an interrupted delete): {err}; leaving it there",
+                            "cannot keep {} (set aside by {a_what} a crash interrupted): {err}; leaving it there",
                             p.display()
                         ),
                     }
                     continue;
                 }
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(fetch::TEMP_DIR_PREFIX)
-                {
+                if file_name.starts_with(fetch::TEMP_DIR_PREFIX) {
                     let _ = std::fs::remove_dir_all(&p);
                     continue;
                 }

@@ -1141,6 +1141,11 @@ impl Node {
         &mut self.args
     }
 
+    /// The extra environment it runs with, to change before a restart.
+    pub fn env_mut(&mut self) -> &mut Vec<(OsString, OsString)> {
+        &mut self.env
+    }
+
     /// Starts the stopped node again with the same directory, port, name,
     /// peers and arguments, and waits until it answers; returns its first
     /// list (which reflects the startup scan: the node answers only after).
