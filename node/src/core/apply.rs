@@ -343,14 +343,25 @@ impl Core {
         // a local change, instead of being recorded as ours.
         let st = done.stat;
         let keeper = self.keeper(path, from);
-        let swapped = self.swapped_path();
-        let placed = match place(&done.tmp, &full, expect, entry.mtime_ns, &keeper, &swapped) {
+        let swapped = |inode| swapped_path(&self.state_dir, inode);
+        let place_it = || {
+            place(
+                &done.tmp,
+                st.inode,
+                &full,
+                expect,
+                entry.mtime_ns,
+                &keeper,
+                &swapped,
+            )
+        };
+        let placed = match place_it() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Its folder is missing (a temp file gone would fail again).
                 if let Some(parent) = full.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                place(&done.tmp, &full, expect, entry.mtime_ns, &keeper, &swapped)
+                place_it()
             }
             r => r,
         };
@@ -562,7 +573,8 @@ impl Core {
     }
 }
 
-/// Puts the finished temp file `tmp` at `full` without losing anything a
+/// Puts the finished temp file `tmp` (inode `fetched_inode`) at `full`
+/// without losing anything a
 /// person wrote there since the node last looked. `expect` is what should
 /// be there: our indexed file (its stat when known, and its hash), or
 /// nothing. Nothing expected: the rename refuses to replace a file that
@@ -578,33 +590,53 @@ impl Core {
 ///
 /// What an exchange takes out of the tree may be the only copy of a file
 /// (a person's change, or ours while versions are kept), so the temp file
-/// is first renamed to `swapped`, a name the start-up keeps as a conflict
-/// copy (`SWAPPED_SUFFIX`): a crash before what came out is kept loses
-/// nothing.
+/// is first renamed to a fresh name from `swapped`, one the start-up keeps
+/// as a conflict copy (`SWAPPED_SUFFIX`) unless it still holds the fetched
+/// file (the name says its inode): a crash before what came out is kept
+/// loses nothing.
 fn place(
     tmp: &Path,
+    fetched_inode: u64,
     full: &Path,
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
     incoming_mtime: i64,
     keeper: &crate::versions::Keeper,
-    swapped: &Path,
+    swapped: &dyn Fn(u64) -> PathBuf,
 ) -> std::io::Result<Option<(i64, PathBuf)>> {
     let Some((stat, hash)) = expect else {
         return place_new(tmp, full).map(|()| None);
     };
-    match rename2(tmp, swapped, libc::RENAME_NOREPLACE) {
+    let swapped = swapped(fetched_inode);
+    match rename2(tmp, &swapped, libc::RENAME_NOREPLACE) {
         Ok(()) => {}
-        Err(e) if unsupported(&e) => std::fs::rename(tmp, swapped)?,
+        Err(e) if unsupported(&e) => std::fs::rename(tmp, &swapped)?,
         Err(e) => return Err(e),
     }
-    let placed = exchange(swapped, full, stat, hash, incoming_mtime, keeper);
-    if placed.is_err() && std::fs::rename(swapped, tmp).is_err() {
+    crate::crashpoint::reached("install-swapping");
+    let placed = exchange(
+        &swapped,
+        full,
+        (stat, hash),
+        fetched_inode,
+        incoming_mtime,
+        keeper,
+    );
+    if placed.is_err() && std::fs::rename(&swapped, tmp).is_err() {
         // Every way to an error leaves the fetched content at `swapped`
         // (nothing came out, or it went back): back at `tmp` for the
         // caller (a retry once the folder is made, or removal), or gone.
-        let _ = std::fs::remove_file(swapped);
+        let _ = std::fs::remove_file(&swapped);
     }
     placed
+}
+
+/// A fresh name in the state folder's temp folder for the fetched file
+/// (inode `inode`) about to be swapped with ours (see [`place`]).
+fn swapped_path(state_dir: &Path, inode: u64) -> PathBuf {
+    state_dir.join("tmp").join(format!(
+        "{}{SWAPPED_INODE}{inode}{SWAPPED_SUFFIX}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// [`place`] where nothing is expected at `full`.
@@ -619,16 +651,17 @@ fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
     }
 }
 
-/// [`place`]'s swap of `tmp` (the fetched file, under a name the start-up
-/// keeps) with our file at `full`.
+/// [`place`]'s swap of `tmp` (the fetched file, inode `fetched_inode`,
+/// under a name the start-up keeps) with our file at `full` (`expect`).
 fn exchange(
     tmp: &Path,
     full: &Path,
-    stat: Option<crate::index::LocalStat>,
-    hash: tandem_common::ContentHash,
+    expect: (Option<crate::index::LocalStat>, tandem_common::ContentHash),
+    fetched_inode: u64,
     incoming_mtime: i64,
     keeper: &crate::versions::Keeper,
 ) -> std::io::Result<Option<(i64, PathBuf)>> {
+    let (stat, hash) = expect;
     match rename2(tmp, full, libc::RENAME_EXCHANGE) {
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
@@ -674,9 +707,17 @@ fn exchange(
         && theirs > incoming_mtime
         && rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok()
     {
-        return Err(std::io::Error::other(
-            "a newer change was made here while the peer's version was being written; it stays, and is decided again",
-        ));
+        // What went back out must be the fetched file: a save (by rename)
+        // that landed since the first swap is a person's newest change,
+        // kept as a conflict copy rather than removed as the fetched file.
+        return match std::fs::symlink_metadata(tmp) {
+            Ok(m) if m.ino() != fetched_inode => {
+                Ok(Some((scan::local_stat(&m).mtime_ns, tmp.to_path_buf())))
+            }
+            _ => Err(std::io::Error::other(
+                "a newer change was made here while the peer's version was being written; it stays, and is decided again",
+            )),
+        };
     }
     Ok(Some((theirs, tmp.to_path_buf())))
 }
@@ -862,6 +903,47 @@ mod tests {
         assert!(!holds_indexed(&p, stat, hash, false).unwrap());
     }
 
+    /// Every way through `place` with our file expected: the fetched file
+    /// ends in place or back at `tmp`, never under the swapped name.
+    #[test]
+    fn place_leaves_nothing_under_the_swapped_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        let swapped = dir.path().join("x.swapped");
+        let keeper = crate::versions::Keeper {
+            dir: None,
+            max_bytes: 0,
+            path: RelPath::new("f").unwrap(),
+            cause: "B".into(),
+        };
+        let ours = tandem_common::ContentHash::of(b"indexed");
+        let run = |full: &Path| {
+            std::fs::write(&tmp, b"fetched").unwrap();
+            let inode = std::fs::metadata(&tmp).unwrap().ino();
+            let r = place(&tmp, inode, full, Some((None, ours)), 0, &keeper, &|_| {
+                swapped.clone()
+            });
+            assert!(!swapped.exists(), "{r:?}");
+            r
+        };
+        // Our file: swapped in, ours out of the tree (not kept: no folder).
+        let full = dir.path().join("f");
+        std::fs::write(&full, b"indexed").unwrap();
+        assert_eq!(run(&full).unwrap(), None);
+        assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
+        assert!(!tmp.exists());
+        // Deleted here meanwhile: put in place.
+        std::fs::remove_file(&full).unwrap();
+        assert_eq!(run(&full).unwrap(), None);
+        assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
+        // Its folder gone: an error, the fetched file back at `tmp` for
+        // the caller's retry.
+        let deep = dir.path().join("gone/f");
+        let e = run(&deep).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
+    }
+
     /// A write nobody indexed lands before the swap: an older one is kept
     /// aside (the peer's newer version goes in), a newer one stays.
     #[test]
@@ -884,7 +966,16 @@ mod tests {
                 cause: "B".into(),
             };
             let swapped = dir.path().join(format!("{local_mtime}.swapped"));
-            let r = place(&tmp, &full, Some((None, ours)), incoming, &keeper, &swapped);
+            let inode = std::fs::metadata(&tmp).unwrap().ino();
+            let r = place(
+                &tmp,
+                inode,
+                &full,
+                Some((None, ours)),
+                incoming,
+                &keeper,
+                &|_| swapped.clone(),
+            );
             if stays {
                 assert!(r.is_err(), "{r:?}");
                 assert_eq!(

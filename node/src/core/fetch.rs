@@ -294,15 +294,6 @@ impl Core {
             .join(format!("{}{ASIDE_SUFFIX}", uuid::Uuid::new_v4().simple()))
     }
 
-    /// A fresh name in the state folder for a fetched file about to be
-    /// swapped with ours (what comes out is kept, not removed, if a crash
-    /// comes before it is dealt with).
-    pub(super) fn swapped_path(&self) -> PathBuf {
-        self.state_dir
-            .join("tmp")
-            .join(format!("{}{SWAPPED_SUFFIX}", uuid::Uuid::new_v4().simple()))
-    }
-
     pub(super) fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {
         let keys: Vec<(RelPath, VersionVector)> = files
             .iter()

@@ -8,7 +8,7 @@
 //! [`CoreHandle`] and get answers on oneshot channels.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -599,6 +599,20 @@ const ASIDE_SUFFIX: &str = ".aside";
 /// ours (or a person's change) that came out, until it is kept.
 const SWAPPED_SUFFIX: &str = ".swapped";
 
+/// In a swapped file's name, what comes before the fetched file's inode.
+const SWAPPED_INODE: &str = "-i";
+
+/// Whether the swapped file at `p` (its name's stem `stem`) is still the
+/// fetched file its name says (by inode), not what an install took out of
+/// the tree.
+fn holds_fetched(p: &Path, stem: &str) -> bool {
+    let named = stem
+        .rsplit_once(SWAPPED_INODE)
+        .and_then(|(_, ino)| ino.parse::<u64>().ok());
+    let now = std::fs::symlink_metadata(p).ok().map(|m| m.ino());
+    named.is_some() && named == now
+}
+
 /// How often the tree is rescanned while some folders cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -663,15 +677,21 @@ impl Core {
                     Some((file_name.strip_suffix(suffix)?, what, a_what))
                 });
                 if let Some((stem, what, a_what)) = interrupted {
+                    if what == "install" && holds_fetched(&p, stem) {
+                        // The crash came before the swap or after it was
+                        // undone: the peer's version, to be fetched again.
+                        let _ = std::fs::remove_file(&p);
+                        continue;
+                    }
                     let kept = state_dir.join("conflicts");
                     let dest = kept.join(format!("interrupted-{what}-{stem}"));
                     match std::fs::create_dir_all(&kept).and_then(|()| std::fs::rename(&p, &dest)) {
                         Ok(()) => tracing::warn!(
-                            "{a_what} was interrupted by a crash; the file it had set aside is kept as {}",
+                            "{a_what} was interrupted by a crash; the file it had taken out of the tree is kept as {}",
                             dest.display()
                         ),
                         Err(err) => tracing::error!(
-                            "cannot keep {} (set aside by {a_what} a crash interrupted): {err}; leaving it there",
+                            "cannot keep {}, which {a_what} interrupted by a crash had taken out of the tree: {err}; leaving it there",
                             p.display()
                         ),
                     }
