@@ -165,6 +165,33 @@ impl LinkHandle {
     }
 }
 
+#[cfg(test)]
+impl LinkHandle {
+    /// A link with no connection behind it (for tests): what is posted to
+    /// it arrives at the receiver returned.
+    pub(crate) fn detached(
+        peer: NodeId,
+        dialed_by: NodeId,
+    ) -> (Arc<LinkHandle>, mpsc::UnboundedReceiver<PeerMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let h = LinkHandle {
+            peer,
+            name: format!("{peer}"),
+            dialed_by,
+            tx,
+            blocks: Default::default(),
+            files: Default::default(),
+            lists: Default::default(),
+            answers: Default::default(),
+            next_req: AtomicU64::new(1),
+            events_queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
+        };
+        (Arc::new(h), rx)
+    }
+}
+
 /// The registry of live links.
 #[derive(Clone)]
 pub struct Links {
@@ -220,6 +247,8 @@ impl Links {
             old.closed.cancel();
         }
         map.insert(h.peer, h);
+        drop(map);
+        self.changed.send_modify(|g| *g += 1);
         true
     }
 
@@ -230,6 +259,25 @@ impl Links {
         }
         drop(map);
         self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Waits until a live link to `peer` other than `old` is up.
+    pub(crate) async fn wait_replaced(
+        &self,
+        peer: NodeId,
+        old: &Arc<LinkHandle>,
+    ) -> Arc<LinkHandle> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            let now = self.get(&peer);
+            if let Some(h) = now.filter(|h| !Arc::ptr_eq(h, old) && !h.closed.is_cancelled()) {
+                return h;
+            }
+            if rx.changed().await.is_err() {
+                // The registry lives as long as the node: not reached.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Waits until there is no link to `peer`.

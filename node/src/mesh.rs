@@ -198,15 +198,25 @@ impl Mesh {
     /// Sends `env` one step towards `env.to`, never back to `came_from`.
     /// False when it went nowhere.
     fn route(&self, env: RaftEnvelope, came_from: Option<NodeId>) -> bool {
+        self.route_via(env, came_from).is_some()
+    }
+
+    /// [`Mesh::route`], saying which link took it when it went straight to
+    /// `env.to` (`Some(None)`: forwarded or flooded; `None`: nowhere).
+    fn route_via(
+        &self,
+        env: RaftEnvelope,
+        came_from: Option<NodeId>,
+    ) -> Option<Option<Arc<crate::links::LinkHandle>>> {
         if let Some(link) = self.links.get(&env.to) {
             link.post(PeerMessage::Raft(env));
-            return true;
+            return Some(Some(link));
         }
         let learned = self.routes().via.get(&env.to).copied();
         if let Some(next) = learned.filter(|n| Some(*n) != came_from) {
             if let Some(link) = self.links.get(&next) {
                 link.post(PeerMessage::Raft(env));
-                return true;
+                return Some(None);
             }
             self.routes().via.remove(&env.to);
         }
@@ -220,7 +230,7 @@ impl Mesh {
                 sent = true;
             }
         }
-        sent
+        sent.then_some(None)
     }
 
     /// The link to `peer` closed: it is not taken for reachable (until a
@@ -359,18 +369,21 @@ impl Mesh {
                 reason: e.to_string(),
             })?
             .to_vec();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resend = changes_nothing(&request);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.pending().insert(id, (to.0, tx));
-        /// Forgets the waiter however the call ends.
+        /// Forgets the waiter (under its latest number) however the call
+        /// ends.
         struct Forget<'a>(&'a Mesh, u64);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
                 self.0.pending().remove(&self.1);
             }
         }
-        let _forget = Forget(&self, id);
-        let env = RaftEnvelope {
+        let mut forget = Forget(&self, id);
+        let mut env = RaftEnvelope {
             id,
             from: self.me,
             to: to.0,
@@ -378,11 +391,51 @@ impl Mesh {
             reply: false,
             body,
         };
-        if !self.route(env, None) {
+        let Some(mut went_on) = self.route_via(env.clone(), None) else {
             return Err(TransportError::Unreachable(to));
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(body)) => {
+        };
+        // A link replaced by a newer one to the same node (both dialed at
+        // once) drops what was in flight on it, the request or its reply:
+        // a request that changes nothing is sent again, under a new number
+        // (the node drops copies of one it has seen), over the link that
+        // takes its place; at most a few times, within the same deadline.
+        let mut resends = 0;
+        let got = loop {
+            let closed = went_on.clone().filter(|_| resend && resends < MAX_RESENDS);
+            let replaced = async {
+                match closed {
+                    Some(old) => {
+                        old.closed.cancelled().await;
+                        self.links.wait_replaced(to.0, &old).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                () = tokio::time::sleep_until(deadline) => break None,
+                link = replaced => {
+                    resends += 1;
+                    let next = self.next.fetch_add(1, Ordering::Relaxed);
+                    let Some(waiter) = self.pending().remove(&env.id) else {
+                        // Answered meanwhile: `rx` has it.
+                        went_on = None;
+                        continue;
+                    };
+                    self.pending().insert(next, waiter);
+                    forget.1 = next;
+                    env.id = next;
+                    tracing::debug!(
+                        "the link a {} request to {to} went out on was replaced before the reply; sent again",
+                        request.kind(),
+                    );
+                    link.post(PeerMessage::Raft(env.clone()));
+                    went_on = Some(link);
+                }
+            }
+        };
+        match got {
+            Some(body) => {
                 let reply: RaftReply =
                     tandem_common::codec::decode(&body).map_err(|e| TransportError::Failed {
                         to,
@@ -398,8 +451,38 @@ impl Mesh {
                 }
                 Ok(reply)
             }
-            Ok(Err(_)) | Err(_) => Err(TransportError::Timeout(to, timeout)),
+            None => Err(TransportError::Timeout(to, timeout)),
         }
+    }
+}
+
+/// Times a request is sent again because the link it went out on closed.
+const MAX_RESENDS: u32 = 3;
+
+/// Whether answering `request` changes nothing where it is answered, so
+/// that sending it twice does no harm (see [`Mesh::call_inner`]). Raft's
+/// own messages are left to Raft, which retries them itself.
+fn changes_nothing(request: &RaftRequest) -> bool {
+    match request {
+        RaftRequest::Ping | RaftRequest::Formation => true,
+        RaftRequest::AppendEntries(_)
+        | RaftRequest::Vote(_)
+        | RaftRequest::InstallSnapshot(_)
+        | RaftRequest::Submit { .. } => false,
+        RaftRequest::Query(q) => match q {
+            PeerQuery::Files { .. }
+            | PeerQuery::Status
+            | PeerQuery::Ping
+            | PeerQuery::Cache
+            | PeerQuery::Held
+            | PeerQuery::File { .. }
+            | PeerQuery::Conflicts
+            | PeerQuery::Versions { .. }
+            | PeerQuery::OpenConflict { .. }
+            | PeerQuery::ReadConflict { .. }
+            | PeerQuery::Blocks { .. } => true,
+            PeerQuery::ResolveConflict { .. } | PeerQuery::RestoreVersion { .. } => false,
+        },
     }
 }
 
@@ -439,6 +522,81 @@ impl RaftTransport for MeshTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::links::LinkHandle;
+
+    /// The request a link was posted, as the far end would read it.
+    async fn posted(rx: &mut tokio::sync::mpsc::UnboundedReceiver<PeerMessage>) -> RaftEnvelope {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(PeerMessage::Raft(env))) => env,
+            other => panic!("expected a mesh message, got {other:?}"),
+        }
+    }
+
+    /// Both nodes dial at once and the second link replaces the first:
+    /// a question in flight on the first is asked again on the second
+    /// (under a new number, the only one answered), not left to time out.
+    #[tokio::test]
+    async fn a_question_on_a_replaced_link_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, peer) = (NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let trust = Trust::new(dir.path(), vec![peer]);
+        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
+        // The link dialed by the larger id is the one a second link
+        // replaces (see `Links::register`).
+        let (old, mut old_rx) = LinkHandle::detached(peer, me.max(peer));
+        assert!(links.register(old.clone()));
+        let asking = tokio::spawn({
+            let mesh = mesh.clone();
+            async move {
+                mesh.query(peer, PeerQuery::Status, Duration::from_secs(30))
+                    .await
+            }
+        });
+        let first = posted(&mut old_rx).await;
+        assert_eq!((first.to, first.reply), (peer, false));
+
+        let (new, mut new_rx) = LinkHandle::detached(peer, me.min(peer));
+        assert!(links.register(new.clone()));
+        assert!(old.closed.is_cancelled(), "the first link is closed");
+        let again = posted(&mut new_rx).await;
+        assert_eq!((again.to, &again.body), (peer, &first.body));
+        assert_ne!(again.id, first.id);
+        links.unregister(&old);
+
+        let reply = |id| RaftEnvelope {
+            id,
+            from: peer,
+            to: me,
+            hops: 0,
+            reply: true,
+            body: tandem_common::codec::encode(&RaftReply::Answer(Ok(PeerAnswer::Pong)))
+                .unwrap()
+                .to_vec(),
+        };
+        // A late reply to the first number is not taken; the second is.
+        mesh.receive(peer, reply(first.id));
+        assert!(!asking.is_finished());
+        mesh.receive(peer, reply(again.id));
+        let answer = tokio::time::timeout(Duration::from_secs(30), asking)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
+        assert!(mesh.pending().is_empty(), "nothing left waiting");
+    }
+
+    #[test]
+    fn only_questions_that_change_nothing_are_asked_twice() {
+        let q = |q| RaftRequest::Query(q);
+        assert!(changes_nothing(&q(PeerQuery::Status)));
+        assert!(changes_nothing(&RaftRequest::Formation));
+        let restore = PeerQuery::RestoreVersion {
+            id: "x".into(),
+            by: "someone".into(),
+        };
+        assert!(!changes_nothing(&q(restore)));
+    }
 
     #[test]
     fn copies_are_seen_once_and_memory_is_bounded() {
