@@ -1,8 +1,8 @@
 //! Regression tests for known defects in how a node handles faults: an
 //! unreadable folder, a change it cannot apply, a symlink in the way, a
 //! version counter near its limit, transient errors while scanning, a rename
-//! interrupted by a restart, a fetched version dropped at install, and a
-//! crash inside an install.
+//! interrupted by a restart, a fetched version dropped at install, and
+//! crashes at chosen points inside applying a peer's change.
 //!
 //! Each test runs real `tandem-node` processes (see `harness`) and is written
 //! to fail on the code that has the defect and to pass once it is fixed.
@@ -1068,7 +1068,98 @@ fn fetched_version_is_not_dropped_at_install() {
 }
 
 // ---------------------------------------------------------------------------
-// 9. A crash inside an install.
+// 9. Crashes inside applying a peer's change.
+//
+// Crash points (`TANDEM_CRASH_AT`) exist in debug builds of the node only:
+// with release binaries (`--release`, or `TANDEM_BIN_DIR`) these tests are
+// skipped.
+
+/// Whether the node under test has crash points.
+fn crash_points_built() -> bool {
+    let built = cfg!(debug_assertions) && std::env::var_os("TANDEM_BIN_DIR").is_none();
+    if !built {
+        eprintln!("skipped: crash points exist in debug builds of the node only");
+    }
+    built
+}
+
+/// Stops `b`, makes the change on `a` that leads it to crash point
+/// `point` (`change`), starts it to die there, and starts it again
+/// without the crash point (the start-up has run when this returns).
+fn crash_at(a: &Node, b: &mut Node, point: &str, change: impl FnOnce()) {
+    b.stop();
+    change();
+    crash_on_restart(a, b, point);
+}
+
+/// Starts the stopped `b` to die at crash point `point` (reached by what
+/// it finds at start or from its peer `a`), waits for it to die there, and
+/// starts it again without the crash point.
+fn crash_on_restart(a: &Node, b: &mut Node, point: &str) {
+    b.env_mut().push(("TANDEM_CRASH_AT".into(), point.into()));
+    b.respawn();
+    wait_until(
+        SYNC_TIMEOUT,
+        &format!("{point}: B to reach the crash point"),
+        &[a, b],
+        || match b.unexpected_exit() {
+            Some(_) => Ok(()),
+            None => Err("B still runs".to_string()),
+        },
+    );
+    let status = b.wait_exit();
+    let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[a, b]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{}",
+        fail(&format!("B exited with {status}, not by its crash point"))
+    );
+    assert!(
+        b.run_log()
+            .contains(&format!("crash point {point} reached")),
+        "{}",
+        fail("B died, but not at the crash point")
+    );
+    b.env_mut().retain(|(k, _)| k != "TANDEM_CRASH_AT");
+    b.restart();
+}
+
+/// Files under `node`'s conflicts folder whose name starts with `prefix`.
+fn kept_copies(node: &Node, prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(&node.state_dir().join("conflicts"))
+        .into_iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect()
+}
+
+/// Whether `content` is anywhere on `node`: in its tree, or kept in its
+/// conflicts or versions folder.
+fn kept_anywhere(node: &Node, content: &[u8]) -> bool {
+    let state = node.state_dir();
+    [
+        node.dir().to_path_buf(),
+        state.join("conflicts"),
+        state.join("versions"),
+    ]
+    .iter()
+    .any(|d| files_under(d).iter().any(|(_, c)| c == content))
+}
+
+/// Waits for the pair to agree after a crash (a marker written later has
+/// arrived, and both trees are the same); returns the tree.
+fn converged(a: &Node, b: &Node, point: &str) -> Tree {
+    marker(a, b, &format!("after-{point}.txt"));
+    wait_same_trees(
+        a,
+        b,
+        &format!("{point}: the pair to converge after the crash"),
+        SYNC_TIMEOUT,
+    )
+}
 
 /// Defect: an install swaps the fetched file in (`RENAME_EXCHANGE`), which
 /// leaves the file it replaced at the temp file's name until it is kept
@@ -1080,13 +1171,9 @@ fn fetched_version_is_not_dropped_at_install() {
 /// (`install-swapping`), when the temp file is already under the name the
 /// start-up keeps, it keeps nothing (that is the peer's version, fetched
 /// again). Either way the pair converges on the new version.
-///
-/// Crash points exist in debug builds only: with release binaries
-/// (`--release`, or `TANDEM_BIN_DIR`) the test is skipped.
 #[test]
 fn a_crash_inside_an_install_keeps_what_it_replaced() {
-    if !cfg!(debug_assertions) || std::env::var_os("TANDEM_BIN_DIR").is_some() {
-        eprintln!("skipped: crash points exist in debug builds of the node only");
+    if !crash_points_built() {
         return;
     }
     for (point, swapped_in) in [("install-exchanged", true), ("install-swapping", false)] {
@@ -1097,48 +1184,9 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
         );
         put(a.path("f.txt"), old);
         wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
-
-        b.stop();
-        b.env_mut().push(("TANDEM_CRASH_AT".into(), point.into()));
-        b.restart();
-        put(a.path("f.txt"), new);
-        wait_until(
-            SYNC_TIMEOUT,
-            &format!("{point}: B to fetch A's version and reach the crash point"),
-            &[&a, &b],
-            || match b.unexpected_exit() {
-                Some(_) => Ok(()),
-                None => Err("B still runs".to_string()),
-            },
-        );
-        let status = b.wait_exit();
+        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new));
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(libc::SIGKILL),
-            "{}",
-            fail(&format!("B exited with {status}, not by its crash point"))
-        );
-        assert!(
-            b.run_log()
-                .contains(&format!("crash point {point} reached")),
-            "{}",
-            fail("B died, but not at the crash point")
-        );
-        let on_disk = fs::read(b.path("f.txt")).expect("read f.txt on B");
-        assert_eq!(on_disk, if swapped_in { new } else { old }, "{point}");
-
-        b.env_mut().retain(|(k, _)| k != "TANDEM_CRASH_AT");
-        b.restart();
-        let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-        // The start-up has run: what it kept is there now.
-        let kept: Vec<_> = files_under(&b.state_dir().join("conflicts"))
-            .into_iter()
-            .filter(|(p, _)| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("interrupted-install-"))
-            })
-            .collect();
+        let kept = kept_copies(&b, "interrupted-install-");
         let leftovers: Vec<_> = files_under(&b.state_dir().join("tmp"))
             .into_iter()
             .filter(|(p, _)| p.to_string_lossy().ends_with(".swapped"))
@@ -1172,14 +1220,124 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
                 ))
             );
         }
-        marker(&a, &b, "after-the-crash.txt");
-        let (files, _) =
-            wait_same_trees(&a, &b, "the pair to converge after the crash", SYNC_TIMEOUT);
+        let (files, _) = converged(&a, &b, point);
         assert_eq!(
             files.get("f.txt").map(|f| f.hash.clone()),
             Some(blake3_hex(new)),
             "{}",
             fail("f.txt is not A's newer version on both")
+        );
+    }
+}
+
+/// A crash after a fetched file is in place but before the node recorded
+/// it (`install-placed`), for a new file and for one that replaces ours:
+/// the restarted node finds the file on disk as if written here, and must
+/// neither lose a version nor make a conflict copy of identical content;
+/// the pair converges on A's version.
+#[test]
+fn a_crash_after_an_install_converges_without_a_conflict() {
+    if !crash_points_built() {
+        return;
+    }
+    for replacing in [false, true] {
+        let point = "install-placed";
+        let (a, mut b) = linked_pair(&[]);
+        let (old, new) = (b"B's version".as_slice(), b"A's version".as_slice());
+        if replacing {
+            put(a.path("f.txt"), old);
+            wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
+        }
+        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new));
+        let what = format!("{point} (replacing: {replacing})");
+        let (files, _) = converged(&a, &b, &what);
+        let fail = |m: &str| harness::fail_with_logs(&format!("{what}: {m}"), &[&a, &b]);
+        assert_eq!(
+            files.get("f.txt").map(|f| f.hash.clone()),
+            Some(blake3_hex(new)),
+            "{}",
+            fail("f.txt is not A's version on both")
+        );
+        for n in [&a, &b] {
+            let copies = files_under(&n.state_dir().join("conflicts"));
+            assert!(
+                copies.is_empty(),
+                "{}",
+                fail(&format!("conflict copies on {}: {copies:?}", n.name()))
+            );
+        }
+        if replacing {
+            assert!(
+                kept_anywhere(&a, old) || kept_anywhere(&b, old),
+                "{}",
+                fail("B's replaced version is lost")
+            );
+        }
+    }
+}
+
+/// A crash right after our losing version of a conflict was moved to the
+/// conflicts folder, before the winner is in place (`conflict-kept`): the
+/// path is empty on disk then, which must not read as a delete made here.
+/// Expected: the winner (A's newer edit) ends on both, B's edit is kept.
+#[test]
+fn a_crash_inside_a_conflict_loses_neither_version() {
+    if !crash_points_built() {
+        return;
+    }
+    let point = "conflict-kept";
+    let (a, mut b) = linked_pair(&[]);
+    put(a.path("f.txt"), b"the version both had");
+    wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
+    b.stop();
+    // B's edit, made while it was down, a minute older than A's.
+    let (ours, theirs) = (b"B's edit".as_slice(), b"A's edit".as_slice());
+    put(b.path("f.txt"), ours);
+    let older = filetime::FileTime::from_system_time(
+        std::time::SystemTime::now() - Duration::from_secs(60),
+    );
+    filetime::set_file_mtime(b.path("f.txt"), older).expect("set mtime");
+    put(a.path("f.txt"), theirs);
+    crash_on_restart(&a, &mut b, point);
+    let (files, _) = converged(&a, &b, point);
+    let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
+    assert_eq!(
+        files.get("f.txt").map(|f| f.hash.clone()),
+        Some(blake3_hex(theirs)),
+        "{}",
+        fail("f.txt is not A's newer edit on both")
+    );
+    assert!(
+        kept_anywhere(&a, ours) || kept_anywhere(&b, ours),
+        "{}",
+        fail("B's edit is lost")
+    );
+}
+
+/// A crash inside a delete: after our file was moved aside to be checked
+/// (`delete-aside`), and after it was deleted but before the node recorded
+/// it (`delete-done`). Expected: the file stays deleted on both (it does
+/// not come back from either), and its content is kept on B.
+#[test]
+fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
+    if !crash_points_built() {
+        return;
+    }
+    for point in ["delete-aside", "delete-done"] {
+        let (a, mut b) = linked_pair(&[]);
+        let content = format!("to be deleted ({point})");
+        put(a.path("f.txt"), &content);
+        wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
+        crash_at(&a, &mut b, point, || {
+            fs::remove_file(a.path("f.txt")).expect("delete f.txt on A")
+        });
+        let (files, _) = converged(&a, &b, point);
+        let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
+        assert!(!files.contains_key("f.txt"), "{}", fail("f.txt came back"));
+        assert!(
+            kept_anywhere(&b, content.as_bytes()),
+            "{}",
+            fail("the deleted content is not kept on B")
         );
     }
 }

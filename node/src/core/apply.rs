@@ -61,6 +61,7 @@ impl Core {
             if let Some(parent) = full.parent() {
                 self.dirs_to_sync.insert(parent.to_path_buf());
             }
+            crate::crashpoint::reached("delete-done");
             if keep_dir.is_none() {
                 tracing::info!("deleted {path} (deleted on {})", self.peer_name(peer));
                 if l.kind != EntryKind::Dir {
@@ -290,6 +291,7 @@ impl Core {
                 ));
             }
             self.keep_conflict(l, from)?;
+            crate::crashpoint::reached("conflict-kept");
         }
         // The folder is made only when the rename finds it missing (most
         // files land in folders that exist: a look and a failing mkdir
@@ -547,6 +549,7 @@ impl Core {
             let _ = std::fs::remove_file(&done.tmp);
             return Ok(());
         };
+        crate::crashpoint::reached("install-placed");
         let path = &entry.path;
         // In place now: whatever happens next must not retry the install.
         let st = Some(st);
@@ -748,7 +751,7 @@ fn remove_checked(
         )
     };
     match rename2(full, scratch, libc::RENAME_NOREPLACE) {
-        Ok(()) => {}
+        Ok(()) => crate::crashpoint::reached("delete-aside"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if unsupported(&e) => {
             if !ours(full)? {

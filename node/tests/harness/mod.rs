@@ -1177,6 +1177,17 @@ impl Node {
         self.wait_ready()
     }
 
+    /// Starts the stopped node again like [`Node::restart`], but returns at
+    /// once (for a run expected to end by itself, e.g. at a crash point).
+    pub fn respawn(&mut self) {
+        assert!(
+            self.child().is_none(),
+            "respawn(): node {} is still running; stop() or kill9() it first",
+            self.name
+        );
+        self.spawn_process();
+    }
+
     /// The whole log: every run's stdout and stderr.
     pub fn log(&self) -> String {
         fs::read(&self.log_path)
