@@ -412,6 +412,8 @@ impl Mesh {
                 }
             };
             tokio::select! {
+                // A reply that is there wins over the deadline.
+                biased;
                 r = &mut rx => break r.ok(),
                 () = tokio::time::sleep_until(deadline) => break None,
                 link = replaced => {
@@ -562,7 +564,14 @@ mod tests {
         let again = posted(&mut new_rx).await;
         assert_eq!((again.to, &again.body), (peer, &first.body));
         assert_ne!(again.id, first.id);
-        links.unregister(&old);
+        {
+            let pending = mesh.pending();
+            assert!(
+                pending.contains_key(&again.id),
+                "waits under the new number"
+            );
+            assert!(!pending.contains_key(&first.id), "not under the old one");
+        }
 
         let reply = |id| RaftEnvelope {
             id,
@@ -576,13 +585,68 @@ mod tests {
         };
         // A late reply to the first number is not taken; the second is.
         mesh.receive(peer, reply(first.id));
-        assert!(!asking.is_finished());
+        assert!(
+            mesh.pending().contains_key(&again.id),
+            "a reply to the old number is not taken"
+        );
         mesh.receive(peer, reply(again.id));
         let answer = tokio::time::timeout(Duration::from_secs(30), asking)
             .await
             .expect("answered")
             .unwrap();
         assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
+        assert!(mesh.pending().is_empty(), "nothing left waiting");
+    }
+
+    /// A node whose link closes for good (links to it come and go, none
+    /// stays): the question ends at its deadline, with nothing left
+    /// waiting, rather than being asked again and again.
+    #[tokio::test(start_paused = true)]
+    async fn a_question_to_a_node_that_stays_down_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, peer) = (NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let mesh = Mesh::new(
+            me,
+            "A".into(),
+            links.clone(),
+            Trust::new(dir.path(), vec![peer]),
+        );
+        let (old, mut old_rx) = LinkHandle::detached(peer, me);
+        assert!(links.register(old.clone()));
+        let started = tokio::time::Instant::now();
+        let asking = tokio::spawn({
+            let mesh = mesh.clone();
+            async move {
+                mesh.query(peer, PeerQuery::Status, Duration::from_secs(5))
+                    .await
+            }
+        });
+        posted(&mut old_rx).await;
+        old.closed.cancel();
+        links.unregister(&old);
+        let mut resent = 0;
+        for _ in 0..5 {
+            let (brief, mut rx) = LinkHandle::detached(peer, me);
+            assert!(links.register(brief.clone()));
+            if rx.try_recv().is_ok() {
+                resent += 1;
+            }
+            tokio::task::yield_now().await;
+            while rx.try_recv().is_ok() {
+                resent += 1;
+            }
+            brief.closed.cancel();
+            links.unregister(&brief);
+            tokio::task::yield_now().await;
+        }
+        let answer = asking.await.unwrap();
+        assert!(
+            answer.as_ref().is_err_and(|e| e.contains("no reply")),
+            "{answer:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "at its deadline");
+        assert!(resent <= MAX_RESENDS as usize, "{resent} resends");
         assert!(mesh.pending().is_empty(), "nothing left waiting");
     }
 

@@ -710,12 +710,20 @@ fn exchange(
         && theirs > incoming_mtime
         && rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok()
     {
-        // What went back out must be the fetched file: a save (by rename)
-        // that landed since the first swap is a person's newest change,
-        // kept as a conflict copy rather than removed as the fetched file.
+        // What went back out must be the fetched file. A save (by rename)
+        // that landed since the first swap is a person's newest change: it
+        // goes back in (the next look at the disk finds it, a change made
+        // here) and the older one that came out first is kept as a
+        // conflict copy; neither is removed as the fetched file.
         return match std::fs::symlink_metadata(tmp) {
             Ok(m) if m.ino() != fetched_inode => {
-                Ok(Some((scan::local_stat(&m).mtime_ns, tmp.to_path_buf())))
+                let back_in = rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok();
+                let kept = if back_in {
+                    theirs
+                } else {
+                    scan::local_stat(&m).mtime_ns
+                };
+                Ok(Some((kept, tmp.to_path_buf())))
             }
             _ => Err(std::io::Error::other(
                 "a newer change was made here while the peer's version was being written; it stays, and is decided again",
@@ -881,6 +889,16 @@ pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A keeper of `f` that keeps no versions (what is replaced is removed).
+    fn no_versions() -> crate::versions::Keeper {
+        crate::versions::Keeper {
+            dir: None,
+            max_bytes: 0,
+            path: RelPath::new("f").unwrap(),
+            cause: "B".into(),
+        }
+    }
+
     fn set_mtime(p: &Path, ns: i64) {
         let t = filetime::FileTime::from_unix_time(ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
         filetime::set_file_mtime(p, t).unwrap();
@@ -913,12 +931,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().join("tmp");
         let swapped = dir.path().join("x.swapped");
-        let keeper = crate::versions::Keeper {
-            dir: None,
-            max_bytes: 0,
-            path: RelPath::new("f").unwrap(),
-            cause: "B".into(),
-        };
+        let keeper = no_versions();
         let ours = tandem_common::ContentHash::of(b"indexed");
         let run = |full: &Path| {
             std::fs::write(&tmp, b"fetched").unwrap();
@@ -947,6 +960,51 @@ mod tests {
         assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
     }
 
+    /// When the swap is undone for a newer change made here and something
+    /// other than the fetched file comes back out (a save that landed in
+    /// between; here: an inode that is not the fetched file's), that
+    /// newest save goes back in and the older change is returned to keep.
+    #[test]
+    fn a_save_between_the_swaps_goes_back_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, full) = (dir.path().join("tmp"), dir.path().join("f"));
+        let newer = 2_000_000_000_000_000_000;
+        std::fs::write(&tmp, b"saved in between").unwrap();
+        std::fs::write(&full, b"newer change").unwrap();
+        set_mtime(&full, newer);
+        let keeper = no_versions();
+        let ours = tandem_common::ContentHash::of(b"indexed");
+        let not_it = std::fs::metadata(&tmp).unwrap().ino() + 1;
+        let r = exchange(&tmp, &full, (None, ours), not_it, newer - 1, &keeper);
+        assert_eq!(r.unwrap(), Some((newer, tmp.clone())));
+        assert_eq!(std::fs::read(&full).unwrap(), b"saved in between");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"newer change");
+    }
+
+    /// A swapped-out file is taken for the fetched one only when its
+    /// inode is the one its name says.
+    #[test]
+    fn a_swapped_file_is_the_fetched_one_only_by_its_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"x").unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        let stem = |s: &str| format!("0123456789abcdef0123456789abcdef{s}");
+        assert!(super::super::holds_fetched(&p, &stem(&format!("-i{ino}"))));
+        assert!(!super::super::holds_fetched(
+            &p,
+            &stem(&format!("-i{}", ino + 1))
+        ));
+        for odd in ["", "-i", "-ix", "-i99999999999999999999999"] {
+            assert!(!super::super::holds_fetched(&p, &stem(odd)), "{odd:?}");
+        }
+        let gone = dir.path().join("gone");
+        assert!(!super::super::holds_fetched(
+            &gone,
+            &stem(&format!("-i{ino}"))
+        ));
+    }
+
     /// A write nobody indexed lands before the swap: an older one is kept
     /// aside (the peer's newer version goes in), a newer one stays.
     #[test]
@@ -962,12 +1020,7 @@ mod tests {
             std::fs::write(&tmp, b"fetched").unwrap();
             std::fs::write(&full, b"written here, never indexed").unwrap();
             set_mtime(&full, local_mtime);
-            let keeper = crate::versions::Keeper {
-                dir: None,
-                max_bytes: 0,
-                path: RelPath::new("f").unwrap(),
-                cause: "B".into(),
-            };
+            let keeper = no_versions();
             let swapped = dir.path().join(format!("{local_mtime}.swapped"));
             let inode = std::fs::metadata(&tmp).unwrap().ino();
             let r = place(
