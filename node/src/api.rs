@@ -914,14 +914,15 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
     // the nodes that forward the question.
     let answer = match crate::cluster::link_by_name(&ctx.peer.links, node) {
         Some(l) => {
-            match tokio::time::timeout(crate::cluster::QUERY_TIMEOUT, l.query(PeerQuery::Ping))
+            let ping =
+                |l: Arc<crate::links::LinkHandle>| async move { l.query(PeerQuery::Ping).await };
+            let links = &ctx.peer.links;
+            match links
+                .ask(&l.peer, crate::cluster::QUERY_TIMEOUT, ping)
                 .await
             {
-                Ok(r) => r,
-                Err(_) => Err(format!(
-                    "did not answer within {:?}",
-                    crate::cluster::QUERY_TIMEOUT
-                )),
+                Some((_, r)) => r,
+                None => Err("not connected".to_string()),
             }
         }
         None => match node_named(ctx, node).await {

@@ -594,7 +594,12 @@ pub async fn nodes(
         .map(|l| async move {
             let t0 = Instant::now();
             let sent_ns = now_ns();
-            let r = tokio::time::timeout(QUERY_TIMEOUT, l.query(PeerQuery::Status)).await;
+            let status =
+                |l: Arc<crate::links::LinkHandle>| async move { l.query(PeerQuery::Status).await };
+            let r = match links.ask(&l.peer, QUERY_TIMEOUT, status).await {
+                Some((_, r)) => r,
+                None => Err("not connected".to_string()),
+            };
             let rtt = t0.elapsed();
             (l.peer, l.name.clone(), r, rtt, sent_ns)
         });
@@ -605,7 +610,7 @@ pub async fn nodes(
             .find(|a| links.dialed(&a.addr) == Some(id))
             .map_or_else(|| "(connected to us)".to_string(), |a| a.addr.clone());
         match r {
-            Ok(Ok(PeerAnswer::Status(mut st, their_now))) => {
+            Ok(PeerAnswer::Status(mut st, their_now)) => {
                 let mid = sent_ns + rtt.as_nanos() as i64 / 2;
                 st.addr = addr;
                 // The id its key proved, whatever it says about itself.

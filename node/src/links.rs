@@ -192,6 +192,10 @@ impl LinkHandle {
     }
 }
 
+/// How long a request whose link closed waits for the link that replaces
+/// it (the other dial of a simultaneous pair) before it fails.
+const REPLACED_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The registry of live links.
 #[derive(Clone)]
 pub struct Links {
@@ -261,6 +265,43 @@ impl Links {
         self.changed.send_modify(|g| *g += 1);
     }
 
+    /// Asks `peer` over its link, with a deadline for each try. When both
+    /// nodes dialed at once, the link a request went out on may be replaced
+    /// by the one both keep: the request is then asked again on that one
+    /// (at most three tries) instead of failing. `None` when the peer is
+    /// not connected.
+    pub(crate) async fn ask<T, F, Fut>(
+        &self,
+        peer: &NodeId,
+        timeout: std::time::Duration,
+        ask: F,
+    ) -> Option<(Arc<LinkHandle>, Result<T, String>)>
+    where
+        F: Fn(Arc<LinkHandle>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let mut link = self.get(peer)?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let res = tokio::time::timeout(timeout, ask(link.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!("{} did not answer within {timeout:?}", link.name))
+                });
+            if res.is_ok() || tries == 3 || !link.is_closed() {
+                return Some((link, res));
+            }
+            // The other dial of a simultaneous pair may still be finishing
+            // its handshake.
+            let newer = tokio::time::timeout(REPLACED_WITHIN, self.wait_replaced(*peer, &link));
+            match newer.await {
+                Ok(newer) => link = newer,
+                Err(_) => return Some((link, res)),
+            }
+        }
+    }
+
     /// Waits until a live link to `peer` other than `old` is up.
     pub(crate) async fn wait_replaced(
         &self,
@@ -288,5 +329,70 @@ impl Links {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Answers on the link `good` only; on any other, fails once it closes.
+    async fn answer_on(good: Option<Arc<LinkHandle>>, l: Arc<LinkHandle>) -> Result<u32, String> {
+        if good.is_some_and(|g| Arc::ptr_eq(&g, &l)) {
+            return Ok(2);
+        }
+        l.closed.cancelled().await;
+        Err("link closed".into())
+    }
+
+    /// A request on a link that a newer one replaces is asked again on the
+    /// newer one; with no newer link it fails soon after its link closed.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_follows_the_link_that_replaces_its_own() {
+        let (me, peer) = (NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let (old, _rx) = LinkHandle::detached(peer, me.max(peer));
+        assert!(links.register(old.clone()));
+        let (new, _rx2) = LinkHandle::detached(peer, me.min(peer));
+        let asking = tokio::spawn({
+            let (links, new) = (links.clone(), new.clone());
+            async move {
+                links
+                    .ask(&peer, Duration::from_secs(60), |l| {
+                        answer_on(Some(new.clone()), l)
+                    })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(links.register(new.clone()));
+        let (via, r) = asking.await.unwrap().expect("connected");
+        assert!(Arc::ptr_eq(&via, &new));
+        assert_eq!(r, Ok(2));
+
+        // Closed for good: no newer link comes.
+        let t0 = tokio::time::Instant::now();
+        let asking = tokio::spawn({
+            let links = links.clone();
+            async move {
+                links
+                    .ask(&peer, Duration::from_secs(60), |l| answer_on(None, l))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        new.closed.cancel();
+        let (_, r) = asking.await.unwrap().expect("was connected");
+        assert_eq!(r, Err("link closed".into()));
+        assert!(t0.elapsed() <= REPLACED_WITHIN, "{:?}", t0.elapsed());
+        assert!(
+            links
+                .ask(&NodeId::random(), Duration::from_secs(1), |l| answer_on(
+                    None, l
+                ))
+                .await
+                .is_none()
+        );
     }
 }

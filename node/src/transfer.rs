@@ -607,10 +607,7 @@ fn link_failure(link: &LinkHandle, e: String) -> Failure {
     Failure::new(cause, format!("{}: {e}", link.name))
 }
 
-/// Asks `peer` over its link, with a deadline. When both nodes dialed at
-/// once, the link a request went out on may be replaced by the one both
-/// keep; the request is then asked again on that one instead of failing.
-/// `None` when the peer is not connected.
+/// [`Links::ask`] with the transfers' deadline.
 async fn ask_peer<T, F, Fut>(
     links: &Links,
     peer: &NodeId,
@@ -620,40 +617,7 @@ where
     F: Fn(Arc<LinkHandle>) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let mut link = links.get(peer)?;
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let res = tokio::time::timeout(REQUEST_TIMEOUT, ask(link.clone()))
-            .await
-            .unwrap_or_else(|_| Err(format!("request to {} timed out", link.name)));
-        if res.is_ok() || tries == 3 || !link.is_closed() {
-            return Some((link, res));
-        }
-        match replacement(links, peer, &link).await {
-            Some(newer) => link = newer,
-            None => return Some((link, res)),
-        }
-    }
-}
-
-/// A newer link to `peer` than `old`, waiting briefly for the other dial
-/// of a simultaneous pair to finish its handshake.
-async fn replacement(
-    links: &Links,
-    peer: &NodeId,
-    old: &Arc<LinkHandle>,
-) -> Option<Arc<LinkHandle>> {
-    for _ in 0..50 {
-        if let Some(l) = links
-            .get(peer)
-            .filter(|l| !Arc::ptr_eq(l, old) && !l.is_closed())
-        {
-            return Some(l);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+    links.ask(peer, REQUEST_TIMEOUT, ask).await
 }
 
 /// Gets the complete block list of `entry` (announced without one) from
