@@ -241,16 +241,7 @@ impl Core {
             .needed
             .get(&remote.path)
             .map(|n| n.w.entry.version.clone());
-        // What the index says first: a fetch is decided again with fresh
-        // disk facts before anything is installed (`settle`), so looking
-        // at the disk now too would only look twice (two `statx` a file,
-        // on the thread every change waits for). Anything else is carried
-        // out now, so it is decided with what the disk says.
-        let decided = match self.decide_indexed(&remote, queued.as_ref()) {
-            fetch @ (Action::Apply(Apply { op: Op::Fetch, .. }), _) => Ok(fetch),
-            _ => self.decide(&remote, queued.as_ref()),
-        };
-        let (action, local) = match decided {
+        let (action, local) = match self.decide(&remote, queued.as_ref()) {
             Ok(d) => d,
             Err(e) => {
                 // Not knowing what is here is not a decision: keep the
@@ -330,41 +321,13 @@ impl Core {
         // An ignored path is not looked at (nor indexed) for a peer's sake;
         // nor is one of our temp names (never indexed here: taken, it would
         // look deleted to the next scan).
-        let ignored = self.ignored_for_peer(remote);
+        let ignored = scan::is_temp_name(&remote.path)
+            || self.is_ignored(&remote.path, remote.kind == EntryKind::Dir);
         let disk = if ignored {
             DiskFacts::Indexed
         } else {
             self.disk_facts(&remote.path)?
         };
-        Ok(self.decide_on(remote, queued, disk, ignored))
-    }
-
-    /// [`Core::decide`] on what the index says, without looking at the
-    /// disk.
-    fn decide_indexed(
-        &mut self,
-        remote: &FileEntry,
-        queued: Option<&VersionVector>,
-    ) -> (Action, Option<FileEntry>) {
-        let ignored = self.ignored_for_peer(remote);
-        self.decide_on(remote, queued, DiskFacts::Indexed, ignored)
-    }
-
-    /// Whether `remote`'s path is not this node's to take (ignored here,
-    /// or one of our temp names).
-    fn ignored_for_peer(&self, remote: &FileEntry) -> bool {
-        scan::is_temp_name(&remote.path)
-            || self.is_ignored(&remote.path, remote.kind == EntryKind::Dir)
-    }
-
-    /// The engine's decision on `remote` given what the disk says.
-    fn decide_on(
-        &mut self,
-        remote: &FileEntry,
-        queued: Option<&VersionVector>,
-        disk: DiskFacts,
-        ignored: bool,
-    ) -> (Action, Option<FileEntry>) {
         // After the refresh: it may have indexed a local change.
         let local = self.index.get(&remote.path).map(|r| r.entry.clone());
         let cx = engine::Context {
@@ -375,7 +338,7 @@ impl Core {
             mode: self.mode,
             ours_unsent: local.as_ref().is_some_and(|l| self.index.is_unsent(l)),
         };
-        (engine::decide(local.as_ref(), remote, &cx), local)
+        Ok((engine::decide(local.as_ref(), remote, &cx), local))
     }
 
     /// The decisions that take nothing from the peer: ignore, refuse,
