@@ -914,14 +914,20 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
     // the nodes that forward the question.
     let answer = match crate::cluster::link_by_name(&ctx.peer.links, node) {
         Some(l) => {
-            let ping =
-                |l: Arc<crate::links::LinkHandle>| async move { l.query(PeerQuery::Ping).await };
-            let links = &ctx.peer.links;
-            match links
-                .ask(&l.peer, crate::cluster::QUERY_TIMEOUT, ping)
-                .await
-            {
-                Some((_, r)) => r,
+            // Timed per try: a try on a link that was replaced is not
+            // part of the round trip.
+            let ping = |l: Arc<crate::links::LinkHandle>| async move {
+                let t0 = std::time::Instant::now();
+                l.query(PeerQuery::Ping).await.map(|_| t0.elapsed())
+            };
+            let (links, wait) = (&ctx.peer.links, crate::cluster::QUERY_TIMEOUT);
+            match links.ask(&l.peer, wait, wait, ping).await {
+                Some((_, Ok(rtt))) => {
+                    return ClientResponse::Pong {
+                        rtt_us: rtt.as_micros() as u64,
+                    };
+                }
+                Some((_, Err(e))) => Err(e),
                 None => Err("not connected".to_string()),
             }
         }

@@ -592,25 +592,30 @@ pub async fn nodes(
         .into_iter()
         .filter_map(|p| links.get(&p))
         .map(|l| async move {
-            let t0 = Instant::now();
-            let sent_ns = now_ns();
-            let status =
-                |l: Arc<crate::links::LinkHandle>| async move { l.query(PeerQuery::Status).await };
-            let r = match links.ask(&l.peer, QUERY_TIMEOUT, status).await {
+            // Timed per try: a try on a link that was replaced is not
+            // part of the round trip.
+            let status = |l: Arc<crate::links::LinkHandle>| async move {
+                let (t0, sent_ns) = (Instant::now(), now_ns());
+                let r = l.query(PeerQuery::Status).await;
+                r.map(|a| (a, t0.elapsed(), sent_ns))
+            };
+            let r = match links
+                .ask(&l.peer, QUERY_TIMEOUT, QUERY_TIMEOUT, status)
+                .await
+            {
                 Some((_, r)) => r,
                 None => Err("not connected".to_string()),
             };
-            let rtt = t0.elapsed();
-            (l.peer, l.name.clone(), r, rtt, sent_ns)
+            (l.peer, l.name.clone(), r)
         });
-    for (id, name, r, rtt, sent_ns) in futures::future::join_all(asks).await {
+    for (id, name, r) in futures::future::join_all(asks).await {
         seen.push(id);
         let addr = configured
             .iter()
             .find(|a| links.dialed(&a.addr) == Some(id))
             .map_or_else(|| "(connected to us)".to_string(), |a| a.addr.clone());
         match r {
-            Ok(PeerAnswer::Status(mut st, their_now)) => {
+            Ok((PeerAnswer::Status(mut st, their_now), rtt, sent_ns)) => {
                 let mid = sent_ns + rtt.as_nanos() as i64 / 2;
                 st.addr = addr;
                 // The id its key proved, whatever it says about itself.

@@ -265,37 +265,38 @@ impl Links {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    /// Asks `peer` over its link, with a deadline for each try. When both
-    /// nodes dialed at once, the link a request went out on may be replaced
-    /// by the one both keep: the request is then asked again on that one
-    /// (at most three tries) instead of failing. `None` when the peer is
-    /// not connected.
+    /// Asks `peer` over its link, each try within `per_try` and all of it
+    /// within `within`. When both nodes dialed at once, the link a request
+    /// went out on may be replaced by the one both keep: the request is
+    /// then asked again on that one (at most three tries) instead of
+    /// failing. `None` when the peer is not connected.
     pub(crate) async fn ask<T, F, Fut>(
         &self,
         peer: &NodeId,
-        timeout: std::time::Duration,
+        per_try: std::time::Duration,
+        within: std::time::Duration,
         ask: F,
     ) -> Option<(Arc<LinkHandle>, Result<T, String>)>
     where
         F: Fn(Arc<LinkHandle>) -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
+        let deadline = tokio::time::Instant::now() + within;
         let mut link = self.get(peer)?;
         let mut tries = 0;
         loop {
             tries += 1;
-            let res = tokio::time::timeout(timeout, ask(link.clone()))
+            let until = deadline.min(tokio::time::Instant::now() + per_try);
+            let res = tokio::time::timeout_at(until, ask(link.clone()))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!("{} did not answer within {timeout:?}", link.name))
-                });
+                .unwrap_or_else(|_| Err(format!("{} did not answer in time", link.name)));
             if res.is_ok() || tries == 3 || !link.is_closed() {
                 return Some((link, res));
             }
             // The other dial of a simultaneous pair may still be finishing
             // its handshake.
-            let newer = tokio::time::timeout(REPLACED_WITHIN, self.wait_replaced(*peer, &link));
-            match newer.await {
+            let until = deadline.min(tokio::time::Instant::now() + REPLACED_WITHIN);
+            match tokio::time::timeout_at(until, self.wait_replaced(*peer, &link)).await {
                 Ok(newer) => link = newer,
                 Err(_) => return Some((link, res)),
             }
@@ -350,26 +351,35 @@ mod tests {
     /// newer one; with no newer link it fails soon after its link closed.
     #[tokio::test(start_paused = true)]
     async fn a_request_follows_the_link_that_replaces_its_own() {
+        const MINUTE: Duration = Duration::from_secs(60);
         let (me, peer) = (NodeId::random(), NodeId::random());
         let links = Links::new(me);
         let (old, _rx) = LinkHandle::detached(peer, me.max(peer));
         assert!(links.register(old.clone()));
         let (new, _rx2) = LinkHandle::detached(peer, me.min(peer));
+        let tried = Arc::new(Mutex::new(Vec::new()));
         let asking = tokio::spawn({
-            let (links, new) = (links.clone(), new.clone());
+            let (links, new, tried) = (links.clone(), new.clone(), tried.clone());
             async move {
-                links
-                    .ask(&peer, Duration::from_secs(60), |l| {
-                        answer_on(Some(new.clone()), l)
-                    })
-                    .await
+                let ask = |l: Arc<LinkHandle>| {
+                    tried.lock().unwrap().push(l.clone());
+                    answer_on(Some(new.clone()), l)
+                };
+                links.ask(&peer, MINUTE, MINUTE, ask).await
             }
         });
-        tokio::task::yield_now().await;
+        while tried.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
         assert!(links.register(new.clone()));
         let (via, r) = asking.await.unwrap().expect("connected");
         assert!(Arc::ptr_eq(&via, &new));
         assert_eq!(r, Ok(2));
+        let tried = tried.lock().unwrap().clone();
+        assert!(
+            tried.len() == 2 && Arc::ptr_eq(&tried[0], &old),
+            "asked on the first link, then again"
+        );
 
         // Closed for good: no newer link comes.
         let t0 = tokio::time::Instant::now();
@@ -377,7 +387,7 @@ mod tests {
             let links = links.clone();
             async move {
                 links
-                    .ask(&peer, Duration::from_secs(60), |l| answer_on(None, l))
+                    .ask(&peer, MINUTE, MINUTE, |l| answer_on(None, l))
                     .await
             }
         });
@@ -386,13 +396,26 @@ mod tests {
         let (_, r) = asking.await.unwrap().expect("was connected");
         assert_eq!(r, Err("link closed".into()));
         assert!(t0.elapsed() <= REPLACED_WITHIN, "{:?}", t0.elapsed());
+        let unknown = NodeId::random();
         assert!(
             links
-                .ask(&NodeId::random(), Duration::from_secs(1), |l| answer_on(
-                    None, l
-                ))
+                .ask(&unknown, MINUTE, MINUTE, |l| answer_on(None, l))
                 .await
                 .is_none()
         );
+
+        // All of it within `within`, however long one try may take.
+        links.unregister(&new);
+        let (slow, _rx3) = LinkHandle::detached(peer, me.min(peer));
+        assert!(links.register(slow));
+        let t0 = tokio::time::Instant::now();
+        let (_, r) = links
+            .ask(&peer, MINUTE, Duration::from_secs(5), |l| {
+                answer_on(None, l)
+            })
+            .await
+            .expect("connected");
+        assert!(r.is_err());
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
     }
 }

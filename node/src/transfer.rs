@@ -617,7 +617,10 @@ where
     F: Fn(Arc<LinkHandle>) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    links.ask(peer, REQUEST_TIMEOUT, ask).await
+    // Each try as long as one request may take (three at most).
+    links
+        .ask(peer, REQUEST_TIMEOUT, 4 * REQUEST_TIMEOUT, ask)
+        .await
 }
 
 /// Gets the complete block list of `entry` (announced without one) from

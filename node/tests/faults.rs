@@ -1084,18 +1084,25 @@ fn crash_points_built() -> bool {
 }
 
 /// Stops `b`, makes the change on `a` that leads it to crash point
-/// `point` (`change`), starts it to die there, and starts it again
-/// without the crash point (the start-up has run when this returns).
-fn crash_at(a: &Node, b: &mut Node, point: &str, change: impl FnOnce()) {
+/// `point` (`change`), starts it to die there, runs `crashed` on its disk
+/// as the crash left it, and starts it again without the crash point (the
+/// start-up has run when this returns).
+fn crash_at(
+    a: &Node,
+    b: &mut Node,
+    point: &str,
+    change: impl FnOnce(),
+    crashed: impl FnOnce(&Node),
+) {
     b.stop();
     change();
-    crash_on_restart(a, b, point);
+    crash_on_restart(a, b, point, crashed);
 }
 
 /// Starts the stopped `b` to die at crash point `point` (reached by what
-/// it finds at start or from its peer `a`), waits for it to die there, and
-/// starts it again without the crash point.
-fn crash_on_restart(a: &Node, b: &mut Node, point: &str) {
+/// it finds at start or from its peer `a`), waits for it to die there,
+/// runs `crashed`, and starts it again without the crash point.
+fn crash_on_restart(a: &Node, b: &mut Node, point: &str, crashed: impl FnOnce(&Node)) {
     b.env_mut().push(("TANDEM_CRASH_AT".into(), point.into()));
     b.respawn();
     wait_until(
@@ -1121,6 +1128,7 @@ fn crash_on_restart(a: &Node, b: &mut Node, point: &str) {
         "{}",
         fail("B died, but not at the crash point")
     );
+    crashed(b);
     b.env_mut().retain(|(k, _)| k != "TANDEM_CRASH_AT");
     b.restart();
 }
@@ -1184,7 +1192,12 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
         );
         put(a.path("f.txt"), old);
         wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
-        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new));
+        let crashed = |b: &Node| {
+            // Where the crash came: the new version in place, or not yet.
+            let on_disk = fs::read(b.path("f.txt")).expect("read f.txt on B");
+            assert_eq!(on_disk, if swapped_in { new } else { old }, "{point}");
+        };
+        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new), crashed);
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
         let kept = kept_copies(&b, "interrupted-install-");
         let leftovers: Vec<_> = files_under(&b.state_dir().join("tmp"))
@@ -1248,7 +1261,7 @@ fn a_crash_after_an_install_converges_without_a_conflict() {
             put(a.path("f.txt"), old);
             wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
         }
-        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new));
+        crash_at(&a, &mut b, point, || put(a.path("f.txt"), new), |_| {});
         let what = format!("{point} (replacing: {replacing})");
         let (files, _) = converged(&a, &b, &what);
         let fail = |m: &str| harness::fail_with_logs(&format!("{what}: {m}"), &[&a, &b]);
@@ -1298,7 +1311,13 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
     );
     filetime::set_file_mtime(b.path("f.txt"), older).expect("set mtime");
     put(a.path("f.txt"), theirs);
-    crash_on_restart(&a, &mut b, point);
+    crash_on_restart(&a, &mut b, point, |b| {
+        // Ours is kept, the winner not yet in place.
+        assert!(
+            !b.path("f.txt").exists(),
+            "{point}: f.txt still on B's disk"
+        );
+    });
     let (files, _) = converged(&a, &b, point);
     let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
     assert_eq!(
@@ -1312,6 +1331,10 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
         "{}",
         fail("B's edit is lost")
     );
+    // Known, not yet fixed: the restarted B takes the path the crash left
+    // empty for a delete made here ("deleted f.txt" in its log); A's edit
+    // beats that delete everywhere, so nothing is lost. The fix is to swap
+    // the winner in and the loser out in one step, as installs do.
 }
 
 /// A crash inside a delete: after our file was moved aside to be checked
@@ -1328,9 +1351,8 @@ fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
         let content = format!("to be deleted ({point})");
         put(a.path("f.txt"), &content);
         wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
-        crash_at(&a, &mut b, point, || {
-            fs::remove_file(a.path("f.txt")).expect("delete f.txt on A")
-        });
+        let delete = || fs::remove_file(a.path("f.txt")).expect("delete f.txt on A");
+        crash_at(&a, &mut b, point, delete, |_| {});
         let (files, _) = converged(&a, &b, point);
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
         assert!(!files.contains_key("f.txt"), "{}", fail("f.txt came back"));
