@@ -1289,16 +1289,18 @@ fn a_crash_after_an_install_converges_without_a_conflict() {
     }
 }
 
-/// A crash right after our losing version of a conflict was moved to the
-/// conflicts folder, before the winner is in place (`conflict-kept`): the
-/// path is empty on disk then, which must not read as a delete made here.
-/// Expected: the winner (A's newer edit) ends on both, B's edit is kept.
+/// A crash inside a conflict, right after the winner was swapped in and
+/// our losing version out (`install-exchanged`; a file's loser is no
+/// longer moved out first, which left the path empty for a moment: a crash
+/// there read as a delete made here). Expected: the path is never empty,
+/// the restarted node does not take it for a delete, the winner (A's newer
+/// edit) ends on both, and B's edit is kept.
 #[test]
 fn a_crash_inside_a_conflict_loses_neither_version() {
     if !crash_points_built() {
         return;
     }
-    let point = "conflict-kept";
+    let point = "install-exchanged";
     let (a, mut b) = linked_pair(&[]);
     put(a.path("f.txt"), b"the version both had");
     wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
@@ -1312,11 +1314,9 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
     filetime::set_file_mtime(b.path("f.txt"), older).expect("set mtime");
     put(a.path("f.txt"), theirs);
     crash_on_restart(&a, &mut b, point, |b| {
-        // Ours is kept, the winner not yet in place.
-        assert!(
-            !b.path("f.txt").exists(),
-            "{point}: f.txt still on B's disk"
-        );
+        // The winner in place, ours swapped out.
+        let on_disk = fs::read(b.path("f.txt")).expect("f.txt on B's disk");
+        assert_eq!(on_disk, theirs, "{point}");
     });
     let (files, _) = converged(&a, &b, point);
     let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
@@ -1331,10 +1331,12 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
         "{}",
         fail("B's edit is lost")
     );
-    // Known, not yet fixed: the restarted B takes the path the crash left
-    // empty for a delete made here ("deleted f.txt" in its log); A's edit
-    // beats that delete everywhere, so nothing is lost. The fix is to swap
-    // the winner in and the loser out in one step, as installs do.
+    // The restarted run (its log) took nothing for a delete made here.
+    assert!(
+        !b.run_log().contains("deleted f.txt"),
+        "{}",
+        fail("B took f.txt for deleted after the crash")
+    );
 }
 
 /// A crash inside a delete: after our file was moved aside to be checked

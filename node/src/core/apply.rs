@@ -290,8 +290,13 @@ impl Core {
                     "the file was changed here while the peer's version was being fetched; deciding again",
                 ));
             }
-            self.keep_conflict(l, from)?;
-            crate::crashpoint::reached("conflict-kept");
+            // A link is moved aside first; a file is swapped out below, in
+            // the same step that puts the winner in (the path is never
+            // empty: a crash in between would read as a delete made here).
+            if l.live_link().is_some() {
+                self.keep_conflict(l, from)?;
+                crate::crashpoint::reached("conflict-kept");
+            }
         }
         // The folder is made only when the rename finds it missing (most
         // files land in folders that exist: a look and a failing mkdir
@@ -335,10 +340,12 @@ impl Core {
             }
         }
         // What should be there now: our indexed file, or nothing.
-        let expect = local
-            .as_ref()
-            .filter(|l| l.is_live_file() && !keep_ours_as_conflict)
-            .map(|l| (self.index.stat_of(path), l.hash));
+        let ours = local.as_ref().filter(|l| l.is_live_file());
+        let expect = ours.map(|l| (self.index.stat_of(path), l.hash));
+        // Who made ours, if it loses a conflict (kept as a copy of theirs).
+        let loser = ours
+            .filter(|_| keep_ours_as_conflict)
+            .map(|l| self.author_of(l));
         // The stat recorded is the temp file's, taken before it is in
         // place (a rename keeps inode, size, mtime and mode): a write that
         // lands right after the rename then differs from it and is seen as
@@ -353,7 +360,7 @@ impl Core {
                 &full,
                 expect,
                 entry.mtime_ns,
-                &keeper,
+                (&keeper, loser.is_some()),
                 &swapped,
             )
         };
@@ -367,12 +374,20 @@ impl Core {
             }
             r => r,
         };
-        if let Some((mtime_ns, out)) = placed? {
-            // Someone wrote the file between our last look and the swap:
-            // a change we never indexed. Keep it; the fetched one is in
-            // place (the peer's version beat what we knew of).
-            let name = self.name.clone();
-            if let Err(e) = self.keep_aside(&out, path, &name, mtime_ns, from) {
+        if let Some(CameOut {
+            path: out,
+            mtime_ns,
+            indexed,
+        }) = placed?
+        {
+            // Our version that lost the conflict, or a change someone made
+            // between our last look and the swap (never indexed): kept as
+            // a conflict copy; the fetched one is in place.
+            let author = match (&loser, indexed) {
+                (Some(author), true) => author.clone(),
+                _ => self.name.clone(),
+            };
+            if let Err(e) = self.keep_aside(&out, path, &author, mtime_ns, from) {
                 // Where a person looks first (the start-up would keep it
                 // from the temp folder, but only at the next start): beside
                 // the file, under a name that says what it is.
@@ -603,9 +618,9 @@ fn place(
     full: &Path,
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
     incoming_mtime: i64,
-    keeper: &crate::versions::Keeper,
+    keep: (&crate::versions::Keeper, bool),
     swapped: &dyn Fn(u64) -> PathBuf,
-) -> std::io::Result<Option<(i64, PathBuf)>> {
+) -> std::io::Result<Option<CameOut>> {
     let Some((stat, hash)) = expect else {
         return place_new(tmp, full).map(|()| None);
     };
@@ -622,7 +637,7 @@ fn place(
         (stat, hash),
         fetched_inode,
         incoming_mtime,
-        keeper,
+        keep,
     );
     if placed.is_err() && std::fs::rename(&swapped, tmp).is_err() {
         // Every way to an error leaves the fetched content at `swapped`
@@ -654,22 +669,54 @@ fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
     }
 }
 
+/// What an install took out of the tree and the caller keeps as a
+/// conflict copy.
+#[derive(Debug, PartialEq, Eq)]
+struct CameOut {
+    /// Where it is now.
+    path: PathBuf,
+    /// Its mtime.
+    mtime_ns: i64,
+    /// It is our indexed version (that lost a conflict), not a change
+    /// made here that was never indexed.
+    indexed: bool,
+}
+
 /// [`place`]'s swap of `tmp` (the fetched file, inode `fetched_inode`,
 /// under a name the start-up keeps) with our file at `full` (`expect`).
+/// `keep`: where ours goes once out: the keeper (versions), or, when it
+/// lost a conflict (`true`), back to the caller to keep as a conflict copy.
 fn exchange(
     tmp: &Path,
     full: &Path,
     expect: (Option<crate::index::LocalStat>, tandem_common::ContentHash),
     fetched_inode: u64,
     incoming_mtime: i64,
-    keeper: &crate::versions::Keeper,
-) -> std::io::Result<Option<(i64, PathBuf)>> {
+    keep: (&crate::versions::Keeper, bool),
+) -> std::io::Result<Option<CameOut>> {
     let (stat, hash) = expect;
+    let (keeper, ours_lost) = keep;
     match rename2(tmp, full, libc::RENAME_EXCHANGE) {
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return place_new(tmp, full).map(|()| None);
+        }
+        Err(e) if unsupported(&e) && ours_lost => {
+            // No exchange: the losing version is copied first (no copy, no
+            // install: it is fetched again later).
+            let copy = tmp.with_extension("replaced");
+            let m = std::fs::symlink_metadata(full)?;
+            std::fs::copy(full, &copy).and_then(|_| {
+                let t = filetime::FileTime::from_last_modification_time(&m);
+                filetime::set_file_mtime(&copy, t)
+            })?;
+            move_file(tmp, full)?;
+            return Ok(Some(CameOut {
+                path: copy,
+                mtime_ns: scan::local_stat(&m).mtime_ns,
+                indexed: true,
+            }));
         }
         Err(e) if unsupported(&e) => {
             // No exchange: a copy of what is replaced is kept first.
@@ -697,9 +744,16 @@ fn exchange(
     // The new file is in place: from here on nothing may fail as "not in
     // place". What came out is removed only when it is certainly ours.
     let Ok(out) = std::fs::symlink_metadata(tmp) else {
-        return Ok(Some((0, tmp.to_path_buf())));
+        return Ok(None);
     };
     let ours = holds_indexed(tmp, stat, hash, false).unwrap_or(false);
+    if ours && ours_lost {
+        return Ok(Some(CameOut {
+            path: tmp.to_path_buf(),
+            mtime_ns: scan::local_stat(&out).mtime_ns,
+            indexed: true,
+        }));
+    }
     if ours {
         // Out of the tree: kept as a version (or removed).
         keeper.keep(tmp);
@@ -723,14 +777,22 @@ fn exchange(
                 } else {
                     scan::local_stat(&m).mtime_ns
                 };
-                Ok(Some((kept, tmp.to_path_buf())))
+                Ok(Some(CameOut {
+                    path: tmp.to_path_buf(),
+                    mtime_ns: kept,
+                    indexed: false,
+                }))
             }
             _ => Err(std::io::Error::other(
                 "a newer change was made here while the peer's version was being written; it stays, and is decided again",
             )),
         };
     }
-    Ok(Some((theirs, tmp.to_path_buf())))
+    Ok(Some(CameOut {
+        path: tmp.to_path_buf(),
+        mtime_ns: theirs,
+        indexed: false,
+    }))
 }
 
 /// Deletes our file at `full` unless it changed since we indexed it (its
@@ -936,9 +998,15 @@ mod tests {
         let run = |full: &Path| {
             std::fs::write(&tmp, b"fetched").unwrap();
             let inode = std::fs::metadata(&tmp).unwrap().ino();
-            let r = place(&tmp, inode, full, Some((None, ours)), 0, &keeper, &|_| {
-                swapped.clone()
-            });
+            let r = place(
+                &tmp,
+                inode,
+                full,
+                Some((None, ours)),
+                0,
+                (&keeper, false),
+                &|_| swapped.clone(),
+            );
             assert!(!swapped.exists(), "{r:?}");
             r
         };
@@ -975,8 +1043,22 @@ mod tests {
         let keeper = no_versions();
         let ours = tandem_common::ContentHash::of(b"indexed");
         let not_it = std::fs::metadata(&tmp).unwrap().ino() + 1;
-        let r = exchange(&tmp, &full, (None, ours), not_it, newer - 1, &keeper);
-        assert_eq!(r.unwrap(), Some((newer, tmp.clone())));
+        let r = exchange(
+            &tmp,
+            &full,
+            (None, ours),
+            not_it,
+            newer - 1,
+            (&keeper, false),
+        );
+        assert_eq!(
+            r.unwrap(),
+            Some(CameOut {
+                path: tmp.clone(),
+                mtime_ns: newer,
+                indexed: false
+            })
+        );
         assert_eq!(std::fs::read(&full).unwrap(), b"saved in between");
         assert_eq!(std::fs::read(&tmp).unwrap(), b"newer change");
     }
@@ -1029,7 +1111,7 @@ mod tests {
                 &full,
                 Some((None, ours)),
                 incoming,
-                &keeper,
+                (&keeper, false),
                 &|_| swapped.clone(),
             );
             if stays {
@@ -1042,7 +1124,14 @@ mod tests {
                 assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
                 assert!(!swapped.exists());
             } else {
-                assert_eq!(r.unwrap(), Some((local_mtime, swapped.clone())));
+                assert_eq!(
+                    r.unwrap(),
+                    Some(CameOut {
+                        path: swapped.clone(),
+                        mtime_ns: local_mtime,
+                        indexed: false
+                    })
+                );
                 assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
                 assert_eq!(
                     std::fs::read(&swapped).unwrap(),
