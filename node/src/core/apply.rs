@@ -374,6 +374,27 @@ impl Core {
             }
             r => r,
         };
+        let placed = match (placed, ours.filter(|_| loser.is_some())) {
+            (Err(e), Some(l)) if unsupported(&e) => {
+                // No exchange here: ours is moved to the conflicts folder
+                // first (checked to be ours, put back if not), then the
+                // winner is put in place.
+                self.keep_conflict(l, from)?;
+                crate::crashpoint::reached("conflict-kept");
+                let swapped = |inode| swapped_path(&self.state_dir, inode);
+                let keep = (&keeper, false);
+                place(
+                    &done.tmp,
+                    st.inode,
+                    &full,
+                    None,
+                    entry.mtime_ns,
+                    keep,
+                    &swapped,
+                )
+            }
+            (r, _) => r,
+        };
         if let Some(CameOut {
             path: out,
             mtime_ns,
@@ -383,9 +404,9 @@ impl Core {
             // Our version that lost the conflict, or a change someone made
             // between our last look and the swap (never indexed): kept as
             // a conflict copy; the fetched one is in place.
-            let author = match (&loser, indexed) {
-                (Some(author), true) => author.clone(),
-                _ => self.name.clone(),
+            let (author, mtime_ns) = match (&loser, ours, indexed) {
+                (Some(author), Some(l), true) => (author.clone(), l.mtime_ns),
+                _ => (self.name.clone(), mtime_ns),
             };
             if let Err(e) = self.keep_aside(&out, path, &author, mtime_ns, from) {
                 // Where a person looks first (the start-up would keep it
@@ -398,13 +419,13 @@ impl Core {
                 ));
                 match move_file(&out, &side) {
                     Ok(()) => tracing::error!(
-                        "cannot keep the change made here to {path} as a conflict copy ({e}); it is at {}",
+                        "cannot keep {author}'s version of {path} as a conflict copy ({e}); it is at {}",
                         side.display()
                     ),
                     // The fetched file is in place: no error may make the
                     // caller treat it as not installed and remove `tmp`.
                     Err(e2) => tracing::error!(
-                        "cannot keep the change made here to {path} as a conflict copy ({e}) nor beside it ({e2}); it stays at {}, which the node keeps as a conflict copy when it starts again",
+                        "cannot keep {author}'s version of {path} as a conflict copy ({e}) nor beside it ({e2}); it stays at {}, which the node keeps as a conflict copy when it starts again",
                         out.display()
                     ),
                 }
@@ -702,22 +723,9 @@ fn exchange(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return place_new(tmp, full).map(|()| None);
         }
-        Err(e) if unsupported(&e) && ours_lost => {
-            // No exchange: the losing version is copied first (no copy, no
-            // install: it is fetched again later).
-            let copy = tmp.with_extension("replaced");
-            let m = std::fs::symlink_metadata(full)?;
-            std::fs::copy(full, &copy).and_then(|_| {
-                let t = filetime::FileTime::from_last_modification_time(&m);
-                filetime::set_file_mtime(&copy, t)
-            })?;
-            move_file(tmp, full)?;
-            return Ok(Some(CameOut {
-                path: copy,
-                mtime_ns: scan::local_stat(&m).mtime_ns,
-                indexed: true,
-            }));
-        }
+        // No exchange (a state folder on another file system): the caller
+        // keeps our losing version the way that needs none.
+        Err(e) if unsupported(&e) && ours_lost => return Err(e),
         Err(e) if unsupported(&e) => {
             // No exchange: a copy of what is replaced is kept first.
             if keeper.dir.is_some() {
