@@ -1158,15 +1158,18 @@ fn kept_anywhere(node: &Node, content: &[u8]) -> bool {
 }
 
 /// Waits for the pair to agree after a crash (a marker written later has
-/// arrived, and both trees are the same); returns the tree.
-fn converged(a: &Node, b: &Node, point: &str) -> Tree {
+/// arrived, and both trees are the same) and checks that `f.txt` holds
+/// `want` on both (`None`: it is gone from both).
+fn converged_on(a: &Node, b: &Node, point: &str, want: Option<&[u8]>) {
     marker(a, b, &format!("after-{point}.txt"));
-    wait_same_trees(
-        a,
-        b,
-        &format!("{point}: the pair to converge after the crash"),
-        SYNC_TIMEOUT,
-    )
+    let what = format!("{point}: the pair to converge after the crash");
+    let (files, _) = wait_same_trees(a, b, &what, SYNC_TIMEOUT);
+    assert_eq!(
+        files.get("f.txt").map(|f| f.hash.clone()),
+        want.map(blake3_hex),
+        "{}",
+        harness::fail_with_logs(&format!("{point}: f.txt on both after the crash"), &[a, b])
+    );
 }
 
 /// Defect: an install swaps the fetched file in (`RENAME_EXCHANGE`), which
@@ -1233,13 +1236,7 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
                 ))
             );
         }
-        let (files, _) = converged(&a, &b, point);
-        assert_eq!(
-            files.get("f.txt").map(|f| f.hash.clone()),
-            Some(blake3_hex(new)),
-            "{}",
-            fail("f.txt is not A's newer version on both")
-        );
+        converged_on(&a, &b, point, Some(new));
     }
 }
 
@@ -1263,14 +1260,8 @@ fn a_crash_after_an_install_converges_without_a_conflict() {
         }
         crash_at(&a, &mut b, point, || put(a.path("f.txt"), new), |_| {});
         let what = format!("{point} (replacing: {replacing})");
-        let (files, _) = converged(&a, &b, &what);
+        converged_on(&a, &b, &what, Some(new));
         let fail = |m: &str| harness::fail_with_logs(&format!("{what}: {m}"), &[&a, &b]);
-        assert_eq!(
-            files.get("f.txt").map(|f| f.hash.clone()),
-            Some(blake3_hex(new)),
-            "{}",
-            fail("f.txt is not A's version on both")
-        );
         for n in [&a, &b] {
             let copies = files_under(&n.state_dir().join("conflicts"));
             assert!(
@@ -1318,14 +1309,8 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
         let on_disk = fs::read(b.path("f.txt")).expect("f.txt on B's disk");
         assert_eq!(on_disk, theirs, "{point}");
     });
-    let (files, _) = converged(&a, &b, point);
+    converged_on(&a, &b, point, Some(theirs));
     let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-    assert_eq!(
-        files.get("f.txt").map(|f| f.hash.clone()),
-        Some(blake3_hex(theirs)),
-        "{}",
-        fail("f.txt is not A's newer edit on both")
-    );
     assert!(
         kept_anywhere(&a, ours) || kept_anywhere(&b, ours),
         "{}",
@@ -1355,9 +1340,8 @@ fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
         wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
         let delete = || fs::remove_file(a.path("f.txt")).expect("delete f.txt on A");
         crash_at(&a, &mut b, point, delete, |_| {});
-        let (files, _) = converged(&a, &b, point);
+        converged_on(&a, &b, point, None);
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-        assert!(!files.contains_key("f.txt"), "{}", fail("f.txt came back"));
         assert!(
             kept_anywhere(&b, content.as_bytes()),
             "{}",
