@@ -1178,7 +1178,7 @@ fn converged_on(a: &Node, b: &Node, point: &str, want: Option<&[u8]>) {
 /// that window left it in the temp folder, which the next start empties:
 /// the replaced file was lost. Expected: after a crash exactly there (the
 /// node's `install-exchanged` crash point), the restarted node keeps the
-/// replaced content as a conflict copy; after a crash just before the swap
+/// replaced content as a conflict copy of f.txt by B; after a crash just before the swap
 /// (`install-swapping`), when the temp file is already under the name the
 /// start-up keeps, it keeps nothing (that is the peer's version, fetched
 /// again). Either way the pair converges on the new version.
@@ -1202,10 +1202,13 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
         };
         crash_at(&a, &mut b, point, || put(a.path("f.txt"), new), crashed);
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-        let kept = kept_copies(&b, "interrupted-install-");
+        // Kept as a copy of f.txt by B, as any conflict copy is named.
+        let kept = kept_copies(&b, "f.conflict-");
         if swapped_in {
             assert!(
-                kept.len() == 1 && kept[0].1 == old,
+                kept.len() == 1
+                    && kept[0].1 == old
+                    && kept[0].0.to_string_lossy().ends_with("-B.txt"),
                 "{}",
                 fail(&format!(
                     "the replaced version is not kept (once): {kept:?}; conflicts {:?}",
@@ -1214,7 +1217,7 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
             );
             assert!(
                 b.run_log()
-                    .contains("an install was interrupted by a crash"),
+                    .contains("an install of f.txt was interrupted by a crash"),
                 "{}",
                 fail("the kept copy is not logged")
             );
@@ -1333,7 +1336,8 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
 /// A crash inside a delete: after our file was moved aside to be checked
 /// (`delete-aside`), and after it was deleted but before the node recorded
 /// it (`delete-done`). Expected: the file stays deleted on both (it does
-/// not come back from either), and its content is kept on B.
+/// not come back from either), and its content is kept on B (what the
+/// delete had set aside, as a conflict copy of f.txt by B).
 #[test]
 fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
     if !crash_points_built() {
@@ -1353,5 +1357,14 @@ fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
             "{}",
             fail("the deleted content is not kept on B")
         );
+        if point == "delete-aside" {
+            // What the delete had set aside, kept as a copy of f.txt.
+            let kept = kept_copies(&b, "f.conflict-");
+            assert!(
+                kept.len() == 1 && kept[0].1 == content.as_bytes(),
+                "{}",
+                fail(&format!("not kept as a copy of f.txt: {kept:?}"))
+            );
+        }
     }
 }

@@ -352,7 +352,7 @@ impl Core {
         // a local change, instead of being recorded as ours.
         let st = done.stat;
         let keeper = self.keeper(path, from);
-        let swapped = |inode| swapped_path(&self.state_dir, inode);
+        let swapped = |inode| swapped_path(&self.state_dir, path, inode);
         let place_it = || {
             place(
                 &done.tmp,
@@ -381,7 +381,7 @@ impl Core {
                 // winner is put in place.
                 self.keep_conflict(l, from)?;
                 crate::crashpoint::reached("conflict-kept");
-                let swapped = |inode| swapped_path(&self.state_dir, inode);
+                let swapped = |inode| swapped_path(&self.state_dir, path, inode);
                 let keep = (&keeper, false);
                 place(
                     &done.tmp,
@@ -441,7 +441,7 @@ impl Core {
         let full = path.to_disk(&self.root);
         let stat = self.index.stat_of(path);
         let keeper = self.keeper(path, peer);
-        let scratch = self.aside_path();
+        let scratch = self.aside_path(path);
         let link = l.live_link().is_some();
         if let Some(stranded) = remove_checked(&full, &scratch, stat, l.hash, link, &keeper)? {
             let name = self.name.clone();
@@ -671,11 +671,10 @@ fn place(
 
 /// A fresh name in the state folder's temp folder for the fetched file
 /// (inode `inode`) about to be swapped with ours (see [`place`]).
-fn swapped_path(state_dir: &Path, inode: u64) -> PathBuf {
-    state_dir.join("tmp").join(format!(
-        "{}{SWAPPED_INODE}{inode}{SWAPPED_SUFFIX}",
-        uuid::Uuid::new_v4().simple()
-    ))
+fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64) -> PathBuf {
+    state_dir
+        .join("tmp")
+        .join(super::interrupted::swapped_name(path, inode))
 }
 
 /// [`place`] where nothing is expected at `full`.
@@ -1069,30 +1068,6 @@ mod tests {
         );
         assert_eq!(std::fs::read(&full).unwrap(), b"saved in between");
         assert_eq!(std::fs::read(&tmp).unwrap(), b"newer change");
-    }
-
-    /// A swapped-out file is taken for the fetched one only when its
-    /// inode is the one its name says.
-    #[test]
-    fn a_swapped_file_is_the_fetched_one_only_by_its_inode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x");
-        std::fs::write(&p, b"x").unwrap();
-        let ino = std::fs::metadata(&p).unwrap().ino();
-        let stem = |s: &str| format!("0123456789abcdef0123456789abcdef{s}");
-        assert!(super::super::holds_fetched(&p, &stem(&format!("-i{ino}"))));
-        assert!(!super::super::holds_fetched(
-            &p,
-            &stem(&format!("-i{}", ino + 1))
-        ));
-        for odd in ["", "-i", "-ix", "-i99999999999999999999999"] {
-            assert!(!super::super::holds_fetched(&p, &stem(odd)), "{odd:?}");
-        }
-        let gone = dir.path().join("gone");
-        assert!(!super::super::holds_fetched(
-            &gone,
-            &stem(&format!("-i{ino}"))
-        ));
     }
 
     /// A write nobody indexed lands before the swap: an older one is kept

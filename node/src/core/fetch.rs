@@ -286,12 +286,13 @@ impl Core {
         dir.join(format!("{}.part", self.temp_seq))
     }
 
-    /// A fresh name in the state folder for a file a delete sets aside
-    /// (kept, not removed, if a crash comes before the delete finishes).
-    pub(super) fn aside_path(&self) -> PathBuf {
+    /// A fresh name in the state folder for our file at `path` that a
+    /// delete sets aside (kept, not removed, if a crash comes before the
+    /// delete finishes; see [`super::interrupted`]).
+    pub(super) fn aside_path(&self, path: &RelPath) -> PathBuf {
         self.state_dir
             .join("tmp")
-            .join(format!("{}{ASIDE_SUFFIX}", uuid::Uuid::new_v4().simple()))
+            .join(super::interrupted::aside_name(path))
     }
 
     pub(super) fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {

@@ -32,6 +32,7 @@ use crate::watch::{Hint, WatchMsg};
 
 mod apply;
 mod fetch;
+mod interrupted;
 mod local;
 mod locking;
 pub mod mirror;
@@ -592,27 +593,6 @@ pub struct Core {
     mode: engine::Mode,
 }
 
-/// Suffix of a file a delete moved aside in the temp folder to check it.
-const ASIDE_SUFFIX: &str = ".aside";
-
-/// Suffix of a fetched file about to be swapped with ours, and then of
-/// ours (or a person's change) that came out, until it is kept.
-const SWAPPED_SUFFIX: &str = ".swapped";
-
-/// In a swapped file's name, what comes before the fetched file's inode.
-const SWAPPED_INODE: &str = "-i";
-
-/// Whether the swapped file at `p` (its name's stem `stem`) is still the
-/// fetched file its name says (by inode), not what an install took out of
-/// the tree.
-fn holds_fetched(p: &Path, stem: &str) -> bool {
-    let named = stem
-        .rsplit_once(SWAPPED_INODE)
-        .and_then(|(_, ino)| ino.parse::<u64>().ok());
-    let now = std::fs::symlink_metadata(p).ok().map(|m| m.ino());
-    named.is_some() && named == now
-}
-
 /// How often the tree is rescanned while some folders cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -659,51 +639,11 @@ impl Core {
             held.hold(h);
         }
         // Leftovers of transfers cut off by a crash: the pending downloads
-        // are in the store and start again from scratch. A file a delete
-        // had set aside (`ASIDE_SUFFIX`) or an install had swapped out
-        // (`SWAPPED_SUFFIX`) when the crash came may be a person's change:
-        // it is kept in the conflicts folder, not removed.
+        // are in the store and start again from scratch; what a delete or
+        // an install had taken out of the tree is kept.
+        let kept = interrupted::clear_temp(&state_dir, &name, fetch::TEMP_DIR_PREFIX);
+        crate::metrics::Metrics::add(&io.metrics.conflicts, kept.len() as u64);
         let tmp = state_dir.join("tmp");
-        if let Ok(rd) = std::fs::read_dir(&tmp) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let file_name = e.file_name().to_string_lossy().into_owned();
-                let interrupted = [
-                    (ASIDE_SUFFIX, "delete", "a delete"),
-                    (SWAPPED_SUFFIX, "install", "an install"),
-                ]
-                .into_iter()
-                .find_map(|(suffix, what, a_what)| {
-                    Some((file_name.strip_suffix(suffix)?, what, a_what))
-                });
-                if let Some((stem, what, a_what)) = interrupted {
-                    if what == "install" && holds_fetched(&p, stem) {
-                        // The crash came before the swap or after it was
-                        // undone: the peer's version, to be fetched again.
-                        let _ = std::fs::remove_file(&p);
-                        continue;
-                    }
-                    let kept = state_dir.join("conflicts");
-                    let dest = kept.join(format!("interrupted-{what}-{stem}"));
-                    match std::fs::create_dir_all(&kept).and_then(|()| std::fs::rename(&p, &dest)) {
-                        Ok(()) => tracing::warn!(
-                            "{a_what} was interrupted by a crash; the file it had taken out of the tree is kept as {}",
-                            dest.display()
-                        ),
-                        Err(err) => tracing::error!(
-                            "cannot keep {}, which {a_what} interrupted by a crash had taken out of the tree: {err}; leaving it there",
-                            p.display()
-                        ),
-                    }
-                    continue;
-                }
-                if file_name.starts_with(fetch::TEMP_DIR_PREFIX) {
-                    let _ = std::fs::remove_dir_all(&p);
-                    continue;
-                }
-                let _ = std::fs::remove_file(p);
-            }
-        }
         std::fs::create_dir_all(&tmp)?;
         let mut core = Core {
             root,

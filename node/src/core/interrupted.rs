@@ -1,0 +1,284 @@
+//! Files taken out of the tree in the middle of a step, and what the next
+//! start does with them after a crash.
+//!
+//! A delete moves our file aside (`UUID.TAG.aside`) to check it before it
+//! is removed; an install swaps the fetched file (first renamed to
+//! `UUID-iINODE.TAG.swapped`) with ours, which then sits under that name
+//! until it is kept. Either may be a person's change, so a crash there must
+//! not lose it: at start such a file is kept in the conflicts folder, named
+//! after the file it was (`TAG` is its path, `/` and `%` percent-encoded)
+//! like any conflict copy, so it is listed and can be restored. A swapped
+//! file whose inode is still the one its name gives is the fetched file
+//! itself (the crash came before the swap or after it was undone): that is
+//! the peer's version, fetched again, and is removed. A name too long for
+//! its path (or written by an older version) has no `TAG`; its file is
+//! kept as `interrupted-delete-UUID` or `interrupted-install-UUID-iINODE`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tandem_common::RelPath;
+
+/// Suffix of a file a delete moved aside in the temp folder to check it.
+const ASIDE_SUFFIX: &str = ".aside";
+
+/// Suffix of a fetched file about to be swapped with ours, and then of
+/// ours (or a person's change) that came out, until it is kept.
+const SWAPPED_SUFFIX: &str = ".swapped";
+
+/// In a swapped file's name, what comes before the fetched file's inode.
+const SWAPPED_INODE: &str = "-i";
+
+/// Longest file name most file systems take.
+const MAX_NAME: usize = 255;
+
+/// A fresh name for our file at `path` set aside by a delete.
+pub(super) fn aside_name(path: &RelPath) -> String {
+    tagged(
+        uuid::Uuid::new_v4().simple().to_string(),
+        path,
+        ASIDE_SUFFIX,
+    )
+}
+
+/// A fresh name for the fetched file (inode `inode`) about to be swapped
+/// with ours at `path`.
+pub(super) fn swapped_name(path: &RelPath, inode: u64) -> String {
+    let head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
+    tagged(head, path, SWAPPED_SUFFIX)
+}
+
+/// `HEAD.TAG.SUFFIX`, or `HEAD.SUFFIX` when that would be too long a name.
+fn tagged(head: String, path: &RelPath, suffix: &str) -> String {
+    let mut tag = String::with_capacity(path.as_str().len());
+    for c in path.as_str().chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '/' => tag.push_str("%2F"),
+            c => tag.push(c),
+        }
+    }
+    if head.len() + 1 + tag.len() + suffix.len() <= MAX_NAME {
+        format!("{head}.{tag}{suffix}")
+    } else {
+        format!("{head}{suffix}")
+    }
+}
+
+/// The path a tag names, if it is a valid one.
+fn untag(tag: &str) -> Option<RelPath> {
+    let mut out = String::with_capacity(tag.len());
+    let mut rest = tag;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let c = match rest.get(i + 1..i + 3)? {
+            "25" => '%',
+            "2F" => '/',
+            _ => return None,
+        };
+        out.push(c);
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    RelPath::new(out).ok()
+}
+
+/// Whether the swapped file at `p` (its name's head `head`) is still the
+/// fetched file its name says (by inode), not what an install took out of
+/// the tree.
+fn holds_fetched(p: &Path, head: &str) -> bool {
+    let named = head
+        .rsplit_once(SWAPPED_INODE)
+        .and_then(|(_, ino)| ino.parse::<u64>().ok());
+    let now = std::fs::symlink_metadata(p).ok().map(|m| m.ino());
+    named.is_some() && named == now
+}
+
+/// Empties the temp folder `STATE/tmp` at start (pending downloads start
+/// again from scratch), keeping what a delete or an install interrupted by
+/// a crash had taken out of the tree in the conflicts folder as a copy by
+/// node `me` (see the module doc). Returns where they are kept.
+pub(super) fn clear_temp(state_dir: &Path, me: &str, temp_dir_prefix: &str) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    let Ok(rd) = std::fs::read_dir(state_dir.join("tmp")) else {
+        return kept;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let file_name = e.file_name().to_string_lossy().into_owned();
+        let interrupted = [
+            (ASIDE_SUFFIX, "delete", "a delete"),
+            (SWAPPED_SUFFIX, "install", "an install"),
+        ]
+        .into_iter()
+        .find_map(|(suffix, what, a_what)| Some((file_name.strip_suffix(suffix)?, what, a_what)));
+        if let Some((stem, what, a_what)) = interrupted {
+            let (head, path) = match stem.split_once('.') {
+                Some((head, tag)) => (head, untag(tag)),
+                None => (stem, None),
+            };
+            if what == "install" && holds_fetched(&p, head) {
+                // The peer's version, to be fetched again.
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            match keep(
+                state_dir,
+                &p,
+                path.as_ref(),
+                me,
+                &format!("interrupted-{what}-{head}"),
+            ) {
+                Ok(dest) => {
+                    let of = path
+                        .as_ref()
+                        .map(|p| format!(" of {p}"))
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        "{a_what}{of} was interrupted by a crash; the file it had taken out of the tree is kept as the conflict copy {}",
+                        dest.display()
+                    );
+                    kept.push(dest);
+                }
+                Err(err) => tracing::error!(
+                    "cannot keep {}, which {a_what} interrupted by a crash had taken out of the tree: {err}; leaving it there",
+                    p.display()
+                ),
+            }
+            continue;
+        }
+        if file_name.starts_with(temp_dir_prefix) {
+            let _ = std::fs::remove_dir_all(&p);
+            continue;
+        }
+        let _ = std::fs::remove_file(p);
+    }
+    kept
+}
+
+/// Moves `p` into the conflicts folder: as a copy of `path` by `me` when
+/// known, else under `anonymous`.
+fn keep(
+    state_dir: &Path,
+    p: &Path,
+    path: Option<&RelPath>,
+    me: &str,
+    anonymous: &str,
+) -> std::io::Result<PathBuf> {
+    let dir = crate::conflicts::folder(state_dir);
+    std::fs::create_dir_all(&dir)?;
+    let dest = match path {
+        Some(path) => {
+            let m = std::fs::symlink_metadata(p)?;
+            let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            crate::conflicts::aside_dest(&dir, path, me, mtime_ns)?
+        }
+        None => dir.join(anonymous),
+    };
+    std::fs::rename(p, &dest)?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path comes back from its tag, odd characters and all; a name is
+    /// never longer than a file system takes (the tag is left out).
+    #[test]
+    fn names_carry_the_path_when_it_fits() {
+        for p in ["f.txt", "a/b/c.d.e", "100%/x%2F.txt", "dir/.hidden", "é/ü"] {
+            let path = RelPath::new(p).unwrap();
+            for name in [aside_name(&path), swapped_name(&path, 42)] {
+                let stem = name
+                    .strip_suffix(ASIDE_SUFFIX)
+                    .or_else(|| name.strip_suffix(SWAPPED_SUFFIX))
+                    .unwrap();
+                let (_, tag) = stem.split_once('.').unwrap();
+                assert_eq!(untag(tag), Some(path.clone()), "{name}");
+            }
+        }
+        let long = RelPath::new(format!("{}/{}", "d".repeat(200), "f".repeat(100))).unwrap();
+        for name in [aside_name(&long), swapped_name(&long, u64::MAX)] {
+            assert!(name.len() <= MAX_NAME, "{name}");
+            let stem = name
+                .strip_suffix(ASIDE_SUFFIX)
+                .or_else(|| name.strip_suffix(SWAPPED_SUFFIX));
+            assert!(!stem.unwrap().contains('.'), "{name}");
+        }
+        for bad in ["%", "%2", "%41", "..", "a%2F..%2Fb", ""] {
+            assert_eq!(untag(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A swapped-out file is taken for the fetched one only when its
+    /// inode is the one its name says.
+    #[test]
+    fn a_swapped_file_is_the_fetched_one_only_by_its_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"x").unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        let head = |s: &str| format!("0123456789abcdef0123456789abcdef{s}");
+        assert!(holds_fetched(&p, &head(&format!("-i{ino}"))));
+        assert!(!holds_fetched(&p, &head(&format!("-i{}", ino + 1))));
+        for odd in ["", "-i", "-ix", "-i99999999999999999999999"] {
+            assert!(!holds_fetched(&p, &head(odd)), "{odd:?}");
+        }
+        let gone = dir.path().join("gone");
+        assert!(!holds_fetched(&gone, &head(&format!("-i{ino}"))));
+    }
+
+    /// At start: a set-aside or swapped-out file is kept as a conflict
+    /// copy of the path its name gives, by this node, with its mtime; one
+    /// without a path under its old anonymous name; the fetched file
+    /// itself and every other temp file are removed.
+    #[test]
+    fn the_start_keeps_what_was_taken_out_under_its_path() {
+        let state = tempfile::tempdir().unwrap();
+        let tmp = state.path().join("tmp");
+        std::fs::create_dir_all(tmp.join("parts-3")).unwrap();
+        let path = RelPath::new("notes/plan.txt").unwrap();
+        let aside = tmp.join(aside_name(&path));
+        std::fs::write(&aside, b"set aside").unwrap();
+        let when = filetime::FileTime::from_unix_time(1_764_745_200, 0); // 2025-12-03 07:00 UTC
+        filetime::set_file_mtime(&aside, when).unwrap();
+        let fetched = tmp.join("x");
+        std::fs::write(&fetched, b"fetched").unwrap();
+        let ino = std::fs::metadata(&fetched).unwrap().ino();
+        std::fs::rename(&fetched, tmp.join(swapped_name(&path, ino))).unwrap();
+        // Named for an inode no file has: what came out of the tree.
+        let other = tmp.join(swapped_name(&RelPath::new("a.txt").unwrap(), 0));
+        std::fs::write(&other, b"swapped out").unwrap();
+        std::fs::write(tmp.join("0123.aside"), b"old name").unwrap();
+        std::fs::write(tmp.join("7.part"), b"part").unwrap();
+
+        let mut kept = clear_temp(state.path(), "B", "parts-");
+        kept.sort();
+        let conflicts = state.path().join("conflicts");
+        let names: Vec<_> = kept
+            .iter()
+            .map(|k| k.strip_prefix(&conflicts).unwrap().display().to_string())
+            .collect();
+        let ids: Vec<_> = names
+            .iter()
+            .map(|n| crate::conflicts::parse_id(n).map(|(p, who)| (p.to_string(), who)))
+            .collect();
+        let by_b = |p: &str| Some((p.to_string(), "B".to_string()));
+        assert_eq!(
+            ids,
+            [by_b("a.txt"), None, by_b("notes/plan.txt")],
+            "{names:?}"
+        );
+        assert_eq!(names[1], "interrupted-delete-0123");
+        assert_eq!(names[2], "notes/plan.conflict-20251203-070000-B.txt");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"swapped out");
+        assert_eq!(std::fs::read(&kept[1]).unwrap(), b"old name");
+        assert_eq!(std::fs::read(&kept[2]).unwrap(), b"set aside");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "the temp folder is empty"
+        );
+    }
+}
