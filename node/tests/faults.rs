@@ -1368,3 +1368,123 @@ fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// 10. A state folder on another file system.
+
+/// A folder for a node's state on another file system than the tests'
+/// trees (`/dev/shm`, a tmpfs), or `None` (the test is skipped) where
+/// there is no such file system.
+fn state_elsewhere() -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| fs::metadata(p).ok().map(|m| m.dev());
+    let elsewhere = dev(shm).is_some() && dev(shm) != dev(&std::env::temp_dir());
+    let made = elsewhere
+        .then(|| {
+            tempfile::Builder::new()
+                .prefix("tandem-test-state-")
+                .tempdir_in(shm)
+                .ok()
+        })
+        .flatten();
+    if made.is_none() {
+        eprintln!("skipped: no writable /dev/shm on another file system than the temp folder");
+    }
+    made
+}
+
+/// With `--state-dir` on another file system than the synced folder, no
+/// rename between the two can be atomic (`EXDEV`): installs, the versions
+/// a peer's change replaces, deletes and conflict copies each take the
+/// slower way. Expected: the same results as with the state folder inside
+/// the tree: every version lands, what a change replaces is kept, a
+/// conflict's loser is kept as a copy of its file, and no temp file is
+/// left in the tree.
+#[test]
+fn a_state_folder_on_another_file_system_loses_nothing() {
+    let Some(state) = state_elsewhere() else {
+        return;
+    };
+    let (aa, ba) = (harness::free_addr(), harness::free_addr());
+    let b_state = state.path().to_str().expect("a UTF-8 temp path");
+    let mut nodes = harness::start_all(vec![
+        Node::builder("A").listen(aa).peer(ba),
+        Node::builder("B")
+            .listen(ba)
+            .peer(aa)
+            .arg("--state-dir")
+            .arg(b_state),
+    ]);
+    let mut b = nodes.pop().expect("B");
+    let a = nodes.pop().expect("A");
+    harness::wait_linked(&a, &b);
+    let fail = |m: &str, b: &Node| harness::fail_with_logs(m, &[&a, b]);
+    let big = |n: u8| -> Vec<u8> { (0..3 << 20).map(|i: u32| (i % 251) as u8 ^ n).collect() };
+
+    // New files, then new versions of them: what they replace is kept.
+    put(a.path("f.txt"), "first");
+    put(a.path("d/big.bin"), big(0));
+    wait_same_trees(&a, &b, "new files reach B", SYNC_TIMEOUT);
+    put(a.path("f.txt"), "second");
+    put(a.path("d/big.bin"), big(1));
+    wait_same_trees(&a, &b, "new versions reach B", SYNC_TIMEOUT);
+    for (what, old) in [("f.txt", b"first".to_vec()), ("d/big.bin", big(0))] {
+        assert!(
+            kept_anywhere(&b, &old),
+            "{}",
+            fail(
+                &format!("B lost the version of {what} that A's change replaced"),
+                &b
+            )
+        );
+    }
+
+    // A delete: gone from both, its content kept on B.
+    fs::remove_file(a.path("f.txt")).expect("delete f.txt on A");
+    wait_same_trees(&a, &b, "the delete reaches B", SYNC_TIMEOUT);
+    assert!(
+        kept_anywhere(&b, b"second"),
+        "{}",
+        fail("B lost the deleted f.txt", &b)
+    );
+
+    // A conflict: B's offline edit, a minute older than A's, loses and is
+    // kept as a copy of g.txt.
+    put(a.path("g.txt"), "both had");
+    wait_same_trees(&a, &b, "g.txt reaches B", SYNC_TIMEOUT);
+    b.stop();
+    put(b.path("g.txt"), "B's edit");
+    let older = filetime::FileTime::from_system_time(
+        std::time::SystemTime::now() - Duration::from_secs(60),
+    );
+    filetime::set_file_mtime(b.path("g.txt"), older).expect("set mtime");
+    put(a.path("g.txt"), "A's edit");
+    b.restart();
+    marker(&a, &b, "after-conflict.txt");
+    let (files, _) = wait_same_trees(&a, &b, "the pair agrees on g.txt", SYNC_TIMEOUT);
+    assert_eq!(
+        files.get("g.txt").map(|f| f.hash.clone()),
+        Some(blake3_hex(b"A's edit")),
+        "{}",
+        fail("g.txt on both", &b)
+    );
+    let kept = kept_copies(&b, "g.conflict-");
+    assert!(
+        kept.len() == 1 && kept[0].1 == b"B's edit",
+        "{}",
+        fail(
+            &format!("B's edit is not kept as a copy of g.txt: {kept:?}"),
+            &b
+        )
+    );
+    let temps: Vec<_> = files_under(b.dir())
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.to_string_lossy().contains(".tandem-tmp-"))
+        .collect();
+    assert!(
+        temps.is_empty(),
+        "{}",
+        fail(&format!("temp files left in B's tree: {temps:?}"), &b)
+    );
+}

@@ -490,7 +490,7 @@ impl Core {
             &author,
             loser.mtime_ns,
         )?;
-        move_file(&src, &dest)?;
+        move_out_of_tree(&src, &dest)?;
         // What was moved must be the loser: a write that landed between the
         // decision and the move is a change not decided on yet (newest
         // wins), so it goes back and the path is decided again.
@@ -684,7 +684,7 @@ fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
             "a file appeared here while the new version was being written; deciding again",
         )),
-        Err(e) if unsupported(&e) => move_file(tmp, full),
+        Err(e) if unsupported(&e) => move_across(tmp, full, false),
         Err(e) => Err(e),
     }
 }
@@ -726,7 +726,21 @@ fn exchange(
         // keeps our losing version the way that needs none.
         Err(e) if unsupported(&e) && ours_lost => return Err(e),
         Err(e) if unsupported(&e) => {
-            // No exchange: a copy of what is replaced is kept first.
+            // No exchange: what is there is replaced only if it is ours (a
+            // change made here since is decided again, as a conflict), and
+            // a copy of it is kept first.
+            match holds_indexed(full, stat, hash, false) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(std::io::Error::other(
+                        "the file was changed here while the peer's version was being written; deciding again",
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return place_new(tmp, full).map(|()| None);
+                }
+                Err(e) => return Err(e),
+            }
             if keeper.dir.is_some() {
                 let copy = tmp.with_extension("replaced");
                 let copied = std::fs::copy(full, &copy).and_then(|_| {
@@ -935,20 +949,68 @@ pub(super) fn unsupported(e: &std::io::Error) -> bool {
 /// copies to a hidden temp beside the target and renames that instead.
 pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, true),
+        r => r,
+    }
+}
+
+/// [`move_file`] across file systems: a copy beside `to` is renamed onto
+/// it (over what is there only if `replace`; else a file that appeared
+/// meanwhile stays and this fails), then `from` is removed.
+fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
+    let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let side = to.with_file_name(format!("{}{name}", scan::TEMP_PREFIX));
+    if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
+        // A link is copied as a link, never through it.
+        let _ = std::fs::remove_file(&side);
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
+    } else {
+        std::fs::copy(from, &side)?;
+        std::fs::File::open(&side)?.sync_all()?;
+    }
+    let placed = if replace {
+        std::fs::rename(&side, to)
+    } else {
+        match rename2(&side, to, libc::RENAME_NOREPLACE) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
+                "a file appeared here while the new version was being written; deciding again",
+            )),
+            Err(e) if unsupported(&e) => std::fs::rename(&side, to),
+            r => r,
+        }
+    };
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&side);
+        return Err(e);
+    }
+    // In place: a temp file left behind is removed at the next start.
+    let _ = std::fs::remove_file(from);
+    Ok(())
+}
+
+/// Moves our file `src` in the tree to `dest` in the state folder. Across
+/// file systems `src` first leaves its name in one step (to a hidden name
+/// in its folder, never indexed), so a save landing while it is copied
+/// makes a new file there instead of being removed with the old one.
+fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::rename(src, dest) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-            let side = to.with_file_name(format!("{}{name}", scan::TEMP_PREFIX));
-            if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
-                // A link is copied as a link, never through it.
-                std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
-            } else {
-                std::fs::copy(from, &side)?;
-                std::fs::File::open(&side)?.sync_all()?;
-            }
-            std::fs::rename(&side, to)?;
-            // In place: a temp file left behind is removed at the next start.
-            let _ = std::fs::remove_file(from);
-            Ok(())
+            let side = src.with_file_name(format!(
+                "{}{}",
+                scan::TEMP_PREFIX,
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::rename(src, &side)?;
+            move_across(&side, dest, false).inspect_err(|e| {
+                // Back under its name, unless a new file took it.
+                if let Err(back) = rename2(&side, src, libc::RENAME_NOREPLACE) {
+                    tracing::warn!(
+                        "cannot keep {} ({e}), nor put it back ({back}): it stays as {}",
+                        src.display(),
+                        side.display()
+                    );
+                }
+            })
         }
         r => r,
     }
@@ -991,6 +1053,84 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink("indexed", &p).unwrap();
         assert!(!holds_indexed(&p, stat, hash, false).unwrap());
+    }
+
+    /// A folder on another file system than the temp folder (`/dev/shm`),
+    /// or `None` where there is none (the test then checks nothing).
+    fn elsewhere() -> Option<tempfile::TempDir> {
+        let dev = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
+        let shm = Path::new("/dev/shm");
+        (dev(shm).is_some() && dev(shm) != dev(&std::env::temp_dir()))
+            .then(|| tempfile::tempdir_in(shm).ok())
+            .flatten()
+    }
+
+    /// Across file systems (no exchange, no atomic move): an install
+    /// never replaces a change made here since the decision (versions off:
+    /// it would be gone), nor a file that appeared where none was; a
+    /// conflict's loser leaves the tree before it is copied, so a save
+    /// landing meanwhile stays; nothing is left under a temp name.
+    #[test]
+    fn across_file_systems_nothing_made_here_is_replaced() {
+        let Some(state) = elsewhere() else {
+            eprintln!("skipped: no /dev/shm on another file system");
+            return;
+        };
+        let tree = tempfile::tempdir().unwrap();
+        let (tmp, full) = (state.path().join("t"), tree.path().join("f"));
+        let fetched = |b: &[u8]| {
+            std::fs::write(&tmp, b).unwrap();
+            std::fs::metadata(&tmp).unwrap().ino()
+        };
+        let leftovers = || {
+            std::fs::read_dir(tree.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(scan::TEMP_PREFIX)
+                })
+                .count()
+        };
+        // Ours was indexed as "indexed"; a person wrote over it since.
+        std::fs::write(&full, b"indexed").unwrap();
+        let stat = Some(scan::local_stat(&std::fs::symlink_metadata(&full).unwrap()));
+        let hash = tandem_common::ContentHash::of(b"indexed");
+        std::fs::write(&full, b"a change made here").unwrap();
+        let ino = fetched(b"the peer's");
+        let keep = (&no_versions(), false);
+        let r = exchange(&tmp, &full, (stat, hash), ino, 0, keep);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(std::fs::read(&full).unwrap(), b"a change made here");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"the peer's");
+        // Ours untouched: replaced.
+        std::fs::write(&full, b"indexed").unwrap();
+        let stat = Some(scan::local_stat(&std::fs::symlink_metadata(&full).unwrap()));
+        assert_eq!(
+            exchange(&tmp, &full, (stat, hash), ino, 0, keep).unwrap(),
+            None
+        );
+        assert_eq!(std::fs::read(&full).unwrap(), b"the peer's");
+        assert!(!tmp.exists());
+        // A new file where nothing was expected stays.
+        fetched(b"the peer's new file");
+        let r = place_new(&tmp, &full);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(std::fs::read(&full).unwrap(), b"the peer's");
+        // A conflict's loser is kept; the path is free for a save.
+        let dest = state.path().join("kept");
+        move_out_of_tree(&full, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the peer's");
+        assert!(!full.exists());
+        assert_eq!(leftovers(), 0);
+        // A file already at the destination is not replaced, and ours goes
+        // back under its name.
+        std::fs::write(&full, b"ours again").unwrap();
+        assert!(move_out_of_tree(&full, &dest).is_err());
+        assert_eq!(std::fs::read(&full).unwrap(), b"ours again");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the peer's");
+        assert_eq!(leftovers(), 0);
     }
 
     /// Every way through `place` with our file expected: the fetched file
