@@ -1460,23 +1460,47 @@ fn a_state_folder_on_another_file_system_loses_nothing() {
     filetime::set_file_mtime(b.path("g.txt"), older).expect("set mtime");
     put(a.path("g.txt"), "A's edit");
     b.restart();
-    marker(&a, &b, "after-conflict.txt");
-    let (files, _) = wait_same_trees(&a, &b, "the pair agrees on g.txt", SYNC_TIMEOUT);
-    assert_eq!(
-        files.get("g.txt").map(|f| f.hash.clone()),
-        Some(blake3_hex(b"A's edit")),
-        "{}",
-        fail("g.txt on both", &b)
-    );
-    let kept = kept_copies(&b, "g.conflict-");
+    // The pair agrees on g.txt holding `current`, and B keeps `other`
+    // (once) as a copy of g.txt.
+    let settled = |b: &Node, step: &str, current: &[u8], other: &[u8]| {
+        marker(&a, b, &format!("after-{step}.txt"));
+        let (files, _) = wait_same_trees(
+            &a,
+            b,
+            &format!("the pair agrees after the {step}"),
+            SYNC_TIMEOUT,
+        );
+        assert_eq!(
+            files.get("g.txt").map(|f| f.hash.clone()),
+            Some(blake3_hex(current)),
+            "{}",
+            fail(&format!("g.txt on both after the {step}"), b)
+        );
+        let kept = kept_copies(b, "g.conflict-");
+        assert!(
+            kept.len() == 1 && kept[0].1 == other,
+            "{}",
+            fail(&format!("after the {step}, g.conflict-… on B: {kept:?}"), b)
+        );
+    };
+    settled(&b, "conflict", b"A's edit", b"B's edit");
+    // Restoring B's edit: the version it replaces (A's edit) is kept.
+    let out = b.tandem(&["conflicts", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("conflicts --json");
+    let id = listed["conflicts"][0]["short_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = b.tandem(&["conflicts", "restore", &id]);
     assert!(
-        kept.len() == 1 && kept[0].1 == b"B's edit",
+        out.status.success(),
         "{}",
         fail(
-            &format!("B's edit is not kept as a copy of g.txt: {kept:?}"),
+            &format!("restore {id}: {}", String::from_utf8_lossy(&out.stderr)),
             &b
         )
     );
+    settled(&b, "restore", b"B's edit", b"A's edit");
     let temps: Vec<_> = files_under(b.dir())
         .into_iter()
         .map(|(p, _)| p)

@@ -679,14 +679,26 @@ fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64) -> PathBuf {
 
 /// [`place`] where nothing is expected at `full`.
 fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
-    match rename2(tmp, full, libc::RENAME_NOREPLACE) {
+    move_no_replace(tmp, full)
+}
+
+/// Moves `from` to `to` unless something is there (then fails, and both
+/// stay), across file systems too. Where the file system cannot refuse
+/// (no `renameat2`), whatever is there is replaced.
+pub(super) fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    match rename2(from, to, libc::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
-            "a file appeared here while the new version was being written; deciding again",
-        )),
-        Err(e) if unsupported(&e) => move_across(tmp, full, false),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
+        Err(e) if unsupported(&e) => move_across(from, to, false),
         Err(e) => Err(e),
     }
+}
+
+/// A file took a name that was free when it was decided to put one there.
+fn appeared() -> std::io::Error {
+    std::io::Error::other(
+        "a file appeared here while the new version was being written; deciding again",
+    )
 }
 
 /// What an install took out of the tree and the caller keeps as a
@@ -972,9 +984,7 @@ fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
         std::fs::rename(&side, to)
     } else {
         match rename2(&side, to, libc::RENAME_NOREPLACE) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::other(
-                "a file appeared here while the new version was being written; deciding again",
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
             Err(e) if unsupported(&e) => std::fs::rename(&side, to),
             r => r,
         }
@@ -992,7 +1002,7 @@ fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
 /// file systems `src` first leaves its name in one step (to a hidden name
 /// in its folder, never indexed), so a save landing while it is copied
 /// makes a new file there instead of being removed with the old one.
-fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+pub(super) fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     match std::fs::rename(src, dest) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let side = src.with_file_name(format!(

@@ -287,17 +287,13 @@ impl Core {
         }
         let replaced = match current {
             None => {
-                match super::apply::rename2(kept, &full, libc::RENAME_NOREPLACE) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Err(e) = super::apply::move_no_replace(kept, &full) {
+                    if full.symlink_metadata().is_ok() {
                         return Err(ApiError::Other(format!(
                             "cannot restore {path}: a file appeared there meanwhile; nothing was changed, try again"
                         )));
                     }
-                    Err(e) if super::apply::unsupported(&e) => {
-                        move_file(kept, &full).map_err(io)?;
-                    }
-                    Err(e) => return Err(io(e)),
+                    return Err(io(e));
                 }
                 crate::conflicts::remove_empty_parents(dir, kept);
                 None
@@ -337,12 +333,14 @@ impl Core {
             Ok(()) => {}
             Err(e) if super::apply::unsupported(&e) => {
                 // No exchange here (a state folder on another filesystem):
-                // the current version first, then the copy, put back on
-                // failure.
+                // the current version leaves the tree first (in one step,
+                // then copied), then the copy goes in where nothing is (a
+                // save landing in between stays, and the current version
+                // is put back only where nothing is either).
                 let dest = name().map_err(io)?;
-                move_file(full, &dest).map_err(io)?;
-                if let Err(e) = move_file(kept, full) {
-                    if let Err(back) = move_file(&dest, full) {
+                super::apply::move_out_of_tree(full, &dest).map_err(io)?;
+                if let Err(e) = super::apply::move_no_replace(kept, full) {
+                    if let Err(back) = super::apply::move_no_replace(&dest, full) {
                         return Err(ApiError::Other(format!(
                             "cannot restore {path}: {e}; and the current version could not be put back ({back}): it is kept as {}",
                             dest.display()
