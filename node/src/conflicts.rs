@@ -150,7 +150,12 @@ pub fn list(dir: &Path, node: &str) -> std::io::Result<(Vec<ConflictCopy>, u64)>
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let e = e.map_err(std::io::Error::from)?;
-        if !e.file_type().is_file() {
+        // A copy on its way in (across file systems) is not one yet.
+        if !e.file_type().is_file()
+            || e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::scan::TEMP_PREFIX)
+        {
             continue;
         }
         let Ok(rel) = RelPath::from_disk(dir, e.path()) else {

@@ -62,7 +62,11 @@ pub fn local_stat(m: &Metadata) -> LocalStat {
     LocalStat {
         inode: m.ino(),
         size: m.len(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        // Saturating: a time past 2262 (set by hand) must not overflow.
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
         mode,
     }
 }

@@ -1294,43 +1294,73 @@ fn a_crash_after_an_install_converges_without_a_conflict() {
 /// longer moved out first, which left the path empty for a moment: a crash
 /// there read as a delete made here). Expected: the path is never empty,
 /// the restarted node does not take it for a delete, the winner (A's newer
-/// edit) ends on both, and B's edit is kept.
+/// edit) ends on both, and B's edit is kept. With B's state folder on
+/// another file system there is no exchange: the loser is copied out
+/// first (`conflict-kept`); a crash there leaves the path empty, which the
+/// restarted node takes for a delete made there, and A's edit beats that
+/// delete: the same end, nothing lost.
 #[test]
 fn a_crash_inside_a_conflict_loses_neither_version() {
     if !crash_points_built() {
         return;
     }
-    let point = "install-exchanged";
-    let (a, mut b) = linked_pair(&[]);
-    put(a.path("f.txt"), b"the version both had");
-    wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
-    b.stop();
-    // B's edit, made while it was down, a minute older than A's.
-    let (ours, theirs) = (b"B's edit".as_slice(), b"A's edit".as_slice());
-    put(b.path("f.txt"), ours);
-    let older = filetime::FileTime::from_system_time(
-        std::time::SystemTime::now() - Duration::from_secs(60),
-    );
-    filetime::set_file_mtime(b.path("f.txt"), older).expect("set mtime");
-    put(a.path("f.txt"), theirs);
-    crash_on_restart(&a, &mut b, point, |b| {
-        // The winner in place, ours swapped out.
-        let on_disk = fs::read(b.path("f.txt")).expect("f.txt on B's disk");
-        assert_eq!(on_disk, theirs, "{point}");
-    });
-    converged_on(&a, &b, point, Some(theirs));
-    let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-    assert!(
-        kept_anywhere(&a, ours) || kept_anywhere(&b, ours),
-        "{}",
-        fail("B's edit is lost")
-    );
-    // The restarted run (its log) took nothing for a delete made here.
-    assert!(
-        !b.run_log().contains("deleted f.txt"),
-        "{}",
-        fail("B took f.txt for deleted after the crash")
-    );
+    let elsewhere = state_elsewhere();
+    let mut cases = vec![("install-exchanged", None)];
+    if let Some(state) = &elsewhere {
+        cases.push(("conflict-kept", Some(state.path())));
+    }
+    for (point, b_state) in cases {
+        let (a, mut b) = pair_with_state_of_b(b_state);
+        put(a.path("f.txt"), b"the version both had");
+        wait_same_trees(&a, &b, "f.txt synced to B", SYNC_TIMEOUT);
+        b.stop();
+        // B's edit, made while it was down, a minute older than A's.
+        let (ours, theirs) = (b"B's edit".as_slice(), b"A's edit".as_slice());
+        put(b.path("f.txt"), ours);
+        let older = filetime::FileTime::from_system_time(
+            std::time::SystemTime::now() - Duration::from_secs(60),
+        );
+        filetime::set_file_mtime(b.path("f.txt"), older).expect("set mtime");
+        put(a.path("f.txt"), theirs);
+        crash_on_restart(&a, &mut b, point, |b| {
+            // The winner in place, ours swapped out; or, copied out first,
+            // the path empty.
+            let on_disk = fs::read(b.path("f.txt")).ok();
+            let want = b_state.is_none().then_some(theirs);
+            assert_eq!(on_disk.as_deref(), want, "{point}");
+        });
+        converged_on(&a, &b, point, Some(theirs));
+        let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
+        assert!(
+            kept_anywhere(&a, ours) || kept_anywhere(&b, ours),
+            "{}",
+            fail("B's edit is lost")
+        );
+        // The restarted run (its log) took nothing for a delete made here.
+        assert!(
+            b_state.is_some() || !b.run_log().contains("deleted f.txt"),
+            "{}",
+            fail("B took f.txt for deleted after the crash")
+        );
+    }
+}
+
+/// A linked pair, B's state folder at `b_state` if given.
+fn pair_with_state_of_b(b_state: Option<&Path>) -> (Node, Node) {
+    let Some(state) = b_state else {
+        return linked_pair(&[]);
+    };
+    let (aa, ba) = (harness::free_addr(), harness::free_addr());
+    let b = Node::builder("B")
+        .listen(ba)
+        .peer(aa)
+        .arg("--state-dir")
+        .arg(state.to_str().expect("a UTF-8 temp path"));
+    let mut nodes = harness::start_all(vec![Node::builder("A").listen(aa).peer(ba), b]);
+    let b = nodes.pop().expect("B");
+    let a = nodes.pop().expect("A");
+    harness::wait_linked(&a, &b);
+    (a, b)
 }
 
 /// A crash inside a delete: after our file was moved aside to be checked
@@ -1405,19 +1435,7 @@ fn a_state_folder_on_another_file_system_loses_nothing() {
     let Some(state) = state_elsewhere() else {
         return;
     };
-    let (aa, ba) = (harness::free_addr(), harness::free_addr());
-    let b_state = state.path().to_str().expect("a UTF-8 temp path");
-    let mut nodes = harness::start_all(vec![
-        Node::builder("A").listen(aa).peer(ba),
-        Node::builder("B")
-            .listen(ba)
-            .peer(aa)
-            .arg("--state-dir")
-            .arg(b_state),
-    ]);
-    let mut b = nodes.pop().expect("B");
-    let a = nodes.pop().expect("A");
-    harness::wait_linked(&a, &b);
+    let (a, mut b) = pair_with_state_of_b(Some(state.path()));
     let fail = |m: &str, b: &Node| harness::fail_with_logs(m, &[&a, b]);
     let big = |n: u8| -> Vec<u8> { (0..3 << 20).map(|i: u32| (i % 251) as u8 ^ n).collect() };
 

@@ -352,7 +352,7 @@ impl Core {
         // a local change, instead of being recorded as ours.
         let st = done.stat;
         let keeper = self.keeper(path, from);
-        let swapped = |inode| swapped_path(&self.state_dir, path, inode);
+        let swapped = |inode, tag| swapped_path(&self.state_dir, path, inode, tag);
         let place_it = || {
             place(
                 &done.tmp,
@@ -381,7 +381,7 @@ impl Core {
                 // winner is put in place.
                 self.keep_conflict(l, from)?;
                 crate::crashpoint::reached("conflict-kept");
-                let swapped = |inode| swapped_path(&self.state_dir, path, inode);
+                let swapped = |inode, tag| swapped_path(&self.state_dir, path, inode, tag);
                 let keep = (&keeper, false);
                 place(
                     &done.tmp,
@@ -496,7 +496,7 @@ impl Core {
         // wins), so it goes back and the path is decided again.
         let link = loser.live_link().is_some();
         if !holds_indexed(&dest, indexed, loser.hash, link).unwrap_or(true) {
-            match rename2(&dest, &src, libc::RENAME_NOREPLACE) {
+            match move_no_replace(&dest, &src) {
                 Ok(()) => {
                     return Err(std::io::Error::other(
                         "the file was changed here while it was being kept as a conflict copy; deciding again",
@@ -640,16 +640,28 @@ fn place(
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
     incoming_mtime: i64,
     keep: (&crate::versions::Keeper, bool),
-    swapped: &dyn Fn(u64) -> PathBuf,
+    swapped: &dyn Fn(u64, bool) -> PathBuf,
 ) -> std::io::Result<Option<CameOut>> {
     let Some((stat, hash)) = expect else {
         return place_new(tmp, full).map(|()| None);
     };
-    let swapped = swapped(fetched_inode);
-    match rename2(tmp, &swapped, libc::RENAME_NOREPLACE) {
-        Ok(()) => {}
-        Err(e) if unsupported(&e) => std::fs::rename(tmp, &swapped)?,
-        Err(e) => return Err(e),
+    let rename = |to: &Path| match rename2(tmp, to, libc::RENAME_NOREPLACE) {
+        Err(e) if unsupported(&e) => std::fs::rename(tmp, to),
+        r => r,
+    };
+    let name_for = swapped;
+    let mut swapped = name_for(fetched_inode, true);
+    if let Err(e) = rename(&swapped) {
+        // A name the state folder's file system refuses (too long, or a
+        // character it cannot hold): the name without the path.
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENAMETOOLONG | libc::EINVAL | libc::EILSEQ)
+        ) {
+            return Err(e);
+        }
+        swapped = name_for(fetched_inode, false);
+        rename(&swapped)?;
     }
     crate::crashpoint::reached("install-swapping");
     let placed = exchange(
@@ -671,10 +683,10 @@ fn place(
 
 /// A fresh name in the state folder's temp folder for the fetched file
 /// (inode `inode`) about to be swapped with ours (see [`place`]).
-fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64) -> PathBuf {
+fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64, tag: bool) -> PathBuf {
     state_dir
         .join("tmp")
-        .join(super::interrupted::swapped_name(path, inode))
+        .join(super::interrupted::swapped_name(path, inode, tag))
 }
 
 /// [`place`] where nothing is expected at `full`.
@@ -684,13 +696,24 @@ fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
 
 /// Moves `from` to `to` unless something is there (then fails, and both
 /// stay), across file systems too. Where the file system cannot refuse
-/// (no `renameat2`), whatever is there is replaced.
+/// (no `renameat2`, no hard links), whatever is there is replaced.
 pub(super) fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     match rename2(from, to, libc::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
-        Err(e) if unsupported(&e) => move_across(from, to, false),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, false),
+        Err(e) if unsupported(&e) => link_no_replace(from, to),
         Err(e) => Err(e),
+    }
+}
+
+/// Within one file system without `renameat2`: a hard link refuses a
+/// taken name as the rename cannot; without hard links, a plain rename.
+fn link_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => std::fs::remove_file(from),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
+        Err(_) => std::fs::rename(from, to),
     }
 }
 
@@ -738,38 +761,53 @@ fn exchange(
         // keeps our losing version the way that needs none.
         Err(e) if unsupported(&e) && ours_lost => return Err(e),
         Err(e) if unsupported(&e) => {
-            // No exchange: what is there is replaced only if it is ours (a
-            // change made here since is decided again, as a conflict), and
-            // a copy of it is kept first.
+            // No exchange (a state folder on another file system, or no
+            // `renameat2`). The slow steps come first: the fetched file is
+            // copied beside ours if it must cross file systems, and a copy
+            // of ours is kept as a version; then, only if what is there is
+            // still ours (a change made here since is decided again, as a
+            // conflict), one rename replaces it.
+            let across = e.raw_os_error() == Some(libc::EXDEV);
+            let staged = if across {
+                stage(tmp, full)?
+            } else {
+                tmp.to_path_buf()
+            };
+            let unstage = |r: std::io::Result<()>| {
+                if across {
+                    let _ = std::fs::remove_file(&staged);
+                }
+                r.map(|()| None)
+            };
+            if keeper.dir.is_some()
+                && let Ok(copy) = stage(full, tmp)
+            {
+                keeper.keep(&copy);
+            }
             match holds_indexed(full, stat, hash, false) {
                 Ok(true) => {}
                 Ok(false) => {
-                    return Err(std::io::Error::other(
+                    return unstage(Err(std::io::Error::other(
                         "the file was changed here while the peer's version was being written; deciding again",
-                    ));
+                    )));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !across => {
                     return place_new(tmp, full).map(|()| None);
                 }
-                Err(e) => return Err(e),
-            }
-            if keeper.dir.is_some() {
-                let copy = tmp.with_extension("replaced");
-                let copied = std::fs::copy(full, &copy).and_then(|_| {
-                    let m = std::fs::symlink_metadata(full)?;
-                    let t = filetime::FileTime::from_last_modification_time(&m);
-                    filetime::set_file_mtime(&copy, t)
-                });
-                match copied {
-                    Ok(()) => {
-                        keeper.keep(&copy);
-                    }
-                    Err(_) => {
-                        let _ = std::fs::remove_file(&copy);
-                    }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    put_staged(&staged, full, false)?;
+                    let _ = std::fs::remove_file(tmp);
+                    return Ok(None);
                 }
+                Err(e) => return unstage(Err(e)),
             }
-            return move_file(tmp, full).map(|()| None);
+            if let Err(e) = std::fs::rename(&staged, full) {
+                return unstage(Err(e));
+            }
+            if across {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Ok(None);
         }
         Err(e) => return Err(e),
     }
@@ -857,16 +895,21 @@ fn remove_checked(
         Ok(()) => crate::crashpoint::reached("delete-aside"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if unsupported(&e) => {
+            // Checked in place. The slow step first: a copy is kept as a
+            // version (across file systems a move copies, and a save
+            // landing during that copy would be removed with the file);
+            // then it is removed right after the check.
+            if keeper.dir.is_some()
+                && let Ok(copy) = stage(full, scratch)
+            {
+                keeper.keep(&copy);
+            }
             if !ours(full)? {
                 return Err(changed());
             }
-            keeper.keep(full);
-            return match std::fs::symlink_metadata(full) {
-                Ok(_) => Err(std::io::Error::other(format!(
-                    "cannot remove {} (nor keep it as a version)",
-                    full.display()
-                ))),
-                Err(_) => Ok(None),
+            return match std::fs::remove_file(full) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(None),
             };
         }
         Err(e) => return Err(e),
@@ -970,59 +1013,107 @@ pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 /// it (over what is there only if `replace`; else a file that appeared
 /// meanwhile stays and this fails), then `from` is removed.
 fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
-    let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let side = to.with_file_name(format!("{}{name}", scan::TEMP_PREFIX));
-    if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
-        // A link is copied as a link, never through it.
-        let _ = std::fs::remove_file(&side);
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
-    } else {
-        std::fs::copy(from, &side)?;
-        std::fs::File::open(&side)?.sync_all()?;
-    }
-    let placed = if replace {
-        std::fs::rename(&side, to)
-    } else {
-        match rename2(&side, to, libc::RENAME_NOREPLACE) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
-            Err(e) if unsupported(&e) => std::fs::rename(&side, to),
-            r => r,
-        }
-    };
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&side);
-        return Err(e);
-    }
+    let side = stage(from, to)?;
+    put_staged(&side, to, replace)?;
     // In place: a temp file left behind is removed at the next start.
     let _ = std::fs::remove_file(from);
     Ok(())
 }
 
-/// Moves our file `src` in the tree to `dest` in the state folder. Across
-/// file systems `src` first leaves its name in one step (to a hidden name
-/// in its folder, never indexed), so a save landing while it is copied
-/// makes a new file there instead of being removed with the old one.
+/// A fresh hidden name beside `to` (never indexed, never listed).
+fn side_of(to: &Path) -> PathBuf {
+    to.with_file_name(format!(
+        "{}{}",
+        scan::TEMP_PREFIX,
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Copies `from` (a file, synced, with its mtime; or a link, as a link)
+/// to a new hidden name beside `to`, and returns that name.
+fn stage(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
+    let side = side_of(to);
+    let meta = std::fs::symlink_metadata(from)?;
+    let copied = if meta.file_type().is_symlink() {
+        // A link is copied as a link, never through it.
+        std::fs::read_link(from).and_then(|t| std::os::unix::fs::symlink(t, &side))
+    } else {
+        std::fs::copy(from, &side).and_then(|_| {
+            let f = std::fs::File::options().write(true).open(&side)?;
+            let mtime = filetime::FileTime::from_last_modification_time(&meta);
+            filetime::set_file_handle_times(&f, None, Some(mtime))?;
+            f.sync_all()
+        })
+    };
+    match copied {
+        Ok(()) => Ok(side),
+        Err(e) => {
+            let _ = std::fs::remove_file(&side);
+            Err(e)
+        }
+    }
+}
+
+/// Renames a copy made by [`stage`] onto `to` (over what is there only if
+/// `replace`); removes it if that fails.
+fn put_staged(side: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
+    let placed = if replace {
+        std::fs::rename(side, to)
+    } else {
+        match rename2(side, to, libc::RENAME_NOREPLACE) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
+            Err(e) if unsupported(&e) => link_no_replace(side, to),
+            r => r,
+        }
+    };
+    if placed.is_err() {
+        let _ = std::fs::remove_file(side);
+    }
+    placed
+}
+
+/// Moves our file `src` in the tree to `dest` in the state folder (where
+/// nothing is). Across file systems it is copied to `dest` first (it stays
+/// in the tree meanwhile, so a crash loses nothing), then leaves its name
+/// in one step and is removed only if it is still what was copied: a save
+/// that landed during the copy goes back under its name and this fails
+/// (the copy is removed: it is an older version the save replaced).
 pub(super) fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     match std::fs::rename(src, dest) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let side = src.with_file_name(format!(
-                "{}{}",
-                scan::TEMP_PREFIX,
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::rename(src, &side)?;
-            move_across(&side, dest, false).inspect_err(|e| {
-                // Back under its name, unless a new file took it.
-                if let Err(back) = rename2(&side, src, libc::RENAME_NOREPLACE) {
-                    tracing::warn!(
-                        "cannot keep {} ({e}), nor put it back ({back}): it stays as {}",
-                        src.display(),
-                        side.display()
-                    );
-                }
-            })
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        r => return r,
+    }
+    let copied = scan::local_stat(&std::fs::symlink_metadata(src)?);
+    let staged = stage(src, dest)?;
+    put_staged(&staged, dest, false)?;
+    let side = side_of(src);
+    if let Err(e) = std::fs::rename(src, &side) {
+        let _ = std::fs::remove_file(dest);
+        return Err(e);
+    }
+    let left = std::fs::symlink_metadata(&side).map(|m| scan::local_stat(&m));
+    if left.as_ref().is_ok_and(|l| *l == copied) {
+        let _ = std::fs::remove_file(&side);
+        return Ok(());
+    }
+    match move_no_replace(&side, src) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(dest);
+            Err(std::io::Error::other(
+                "it was changed here while it was being copied; deciding again",
+            ))
         }
-        r => r,
+        // Saved twice meanwhile: the newest is in the tree, the one that
+        // came out is kept where it is, and said where.
+        Err(back) => {
+            tracing::error!(
+                "{} was changed here twice while being copied out of the tree; the change that came out is at {} ({back}), the older version at {}",
+                src.display(),
+                side.display(),
+                dest.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -1114,15 +1205,28 @@ mod tests {
         assert!(r.is_err(), "{r:?}");
         assert_eq!(std::fs::read(&full).unwrap(), b"a change made here");
         assert_eq!(std::fs::read(&tmp).unwrap(), b"the peer's");
-        // Ours untouched: replaced.
+        // Ours untouched: replaced, and kept as a version.
         std::fs::write(&full, b"indexed").unwrap();
         let stat = Some(scan::local_stat(&std::fs::symlink_metadata(&full).unwrap()));
+        let versions = crate::versions::Keeper {
+            dir: Some(state.path().join("versions")),
+            max_bytes: u64::MAX,
+            ..no_versions()
+        };
+        let keep = (&versions, false);
         assert_eq!(
             exchange(&tmp, &full, (stat, hash), ino, 0, keep).unwrap(),
             None
         );
         assert_eq!(std::fs::read(&full).unwrap(), b"the peer's");
         assert!(!tmp.exists());
+        let kept: Vec<_> = walkdir::WalkDir::new(state.path().join("versions"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        assert_eq!(kept, [b"indexed".to_vec()]);
         // A new file where nothing was expected stays.
         fetched(b"the peer's new file");
         let r = place_new(&tmp, &full);
@@ -1141,6 +1245,17 @@ mod tests {
         assert_eq!(std::fs::read(&full).unwrap(), b"ours again");
         assert_eq!(std::fs::read(&dest).unwrap(), b"the peer's");
         assert_eq!(leftovers(), 0);
+        let in_state: Vec<_> = walkdir::WalkDir::new(state.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(scan::TEMP_PREFIX)
+            })
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        assert!(in_state.is_empty(), "{in_state:?}");
     }
 
     /// Every way through `place` with our file expected: the fetched file
@@ -1162,7 +1277,7 @@ mod tests {
                 Some((None, ours)),
                 0,
                 (&keeper, false),
-                &|_| swapped.clone(),
+                &|_, _| swapped.clone(),
             );
             assert!(!swapped.exists(), "{r:?}");
             r
@@ -1245,7 +1360,7 @@ mod tests {
                 Some((None, ours)),
                 incoming,
                 (&keeper, false),
-                &|_| swapped.clone(),
+                &|_, _| swapped.clone(),
             );
             if stays {
                 assert!(r.is_err(), "{r:?}");

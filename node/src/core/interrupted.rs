@@ -29,8 +29,8 @@ const SWAPPED_SUFFIX: &str = ".swapped";
 /// In a swapped file's name, what comes before the fetched file's inode.
 const SWAPPED_INODE: &str = "-i";
 
-/// Longest file name most file systems take.
-const MAX_NAME: usize = 255;
+/// Longest name given (most file systems take 255 bytes; eCryptfs 143).
+const MAX_NAME: usize = 143;
 
 /// A fresh name for our file at `path` set aside by a delete.
 pub(super) fn aside_name(path: &RelPath) -> String {
@@ -42,10 +42,15 @@ pub(super) fn aside_name(path: &RelPath) -> String {
 }
 
 /// A fresh name for the fetched file (inode `inode`) about to be swapped
-/// with ours at `path`.
-pub(super) fn swapped_name(path: &RelPath, inode: u64) -> String {
+/// with ours at `path`; without the path if not `tag` (for a file system
+/// that refuses a character of it).
+pub(super) fn swapped_name(path: &RelPath, inode: u64, tag: bool) -> String {
     let head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
-    tagged(head, path, SWAPPED_SUFFIX)
+    if tag {
+        tagged(head, path, SWAPPED_SUFFIX)
+    } else {
+        format!("{head}{SWAPPED_SUFFIX}")
+    }
 }
 
 /// `HEAD.TAG.SUFFIX`, or `HEAD.SUFFIX` when that would be too long a name.
@@ -169,8 +174,7 @@ fn keep(
     std::fs::create_dir_all(&dir)?;
     let dest = match path {
         Some(path) => {
-            let m = std::fs::symlink_metadata(p)?;
-            let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            let mtime_ns = crate::scan::local_stat(&std::fs::symlink_metadata(p)?).mtime_ns;
             crate::conflicts::aside_dest(&dir, path, me, mtime_ns)?
         }
         None => dir.join(anonymous),
@@ -189,7 +193,7 @@ mod tests {
     fn names_carry_the_path_when_it_fits() {
         for p in ["f.txt", "a/b/c.d.e", "100%/x%2F.txt", "dir/.hidden", "é/ü"] {
             let path = RelPath::new(p).unwrap();
-            for name in [aside_name(&path), swapped_name(&path, 42)] {
+            for name in [aside_name(&path), swapped_name(&path, 42, true)] {
                 let stem = name
                     .strip_suffix(ASIDE_SUFFIX)
                     .or_else(|| name.strip_suffix(SWAPPED_SUFFIX))
@@ -199,7 +203,7 @@ mod tests {
             }
         }
         let long = RelPath::new(format!("{}/{}", "d".repeat(200), "f".repeat(100))).unwrap();
-        for name in [aside_name(&long), swapped_name(&long, u64::MAX)] {
+        for name in [aside_name(&long), swapped_name(&long, u64::MAX, true)] {
             assert!(name.len() <= MAX_NAME, "{name}");
             let stem = name
                 .strip_suffix(ASIDE_SUFFIX)
@@ -246,9 +250,9 @@ mod tests {
         let fetched = tmp.join("x");
         std::fs::write(&fetched, b"fetched").unwrap();
         let ino = std::fs::metadata(&fetched).unwrap().ino();
-        std::fs::rename(&fetched, tmp.join(swapped_name(&path, ino))).unwrap();
+        std::fs::rename(&fetched, tmp.join(swapped_name(&path, ino, true))).unwrap();
         // Named for an inode no file has: what came out of the tree.
-        let other = tmp.join(swapped_name(&RelPath::new("a.txt").unwrap(), 0));
+        let other = tmp.join(swapped_name(&RelPath::new("a.txt").unwrap(), 0, true));
         std::fs::write(&other, b"swapped out").unwrap();
         std::fs::write(tmp.join("0123.aside"), b"old name").unwrap();
         std::fs::write(tmp.join("7.part"), b"part").unwrap();
