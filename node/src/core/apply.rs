@@ -633,7 +633,7 @@ impl Core {
 /// as a conflict copy (`SWAPPED_SUFFIX`) unless it still holds the fetched
 /// file (the name says its inode): a crash before what came out is kept
 /// loses nothing.
-fn place(
+pub(super) fn place(
     tmp: &Path,
     fetched_inode: u64,
     full: &Path,
@@ -683,7 +683,7 @@ fn place(
 
 /// A fresh name in the state folder's temp folder for the fetched file
 /// (inode `inode`) about to be swapped with ours (see [`place`]).
-fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64, tag: bool) -> PathBuf {
+pub(super) fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64, tag: bool) -> PathBuf {
     state_dir
         .join("tmp")
         .join(super::interrupted::swapped_name(path, inode, tag))
@@ -727,11 +727,11 @@ fn appeared() -> std::io::Error {
 /// What an install took out of the tree and the caller keeps as a
 /// conflict copy.
 #[derive(Debug, PartialEq, Eq)]
-struct CameOut {
+pub(super) struct CameOut {
     /// Where it is now.
-    path: PathBuf,
+    pub path: PathBuf,
     /// Its mtime.
-    mtime_ns: i64,
+    pub mtime_ns: i64,
     /// It is our indexed version (that lost a conflict), not a change
     /// made here that was never indexed.
     indexed: bool,

@@ -104,7 +104,36 @@ impl Core {
             std::fs::create_dir_all(parent).map_err(io)?;
             self.dirs_to_sync.insert(parent.to_path_buf());
         }
-        move_file(tmp, &full).map_err(io)?;
+        // Our indexed file is swapped out and removed only if it is still
+        // ours (as an install does): a save landing meanwhile is kept.
+        let ours = self
+            .index
+            .get(path)
+            .map(|r| r.entry)
+            .filter(|e| e.is_live_file());
+        if let Some(l) = ours {
+            let inode = std::fs::metadata(tmp).map_err(io)?.ino();
+            let expect = Some((self.index.stat_of(path), l.hash));
+            let not_kept = crate::versions::Keeper {
+                dir: None,
+                max_bytes: 0,
+                path: path.clone(),
+                cause: who.to_string(),
+            };
+            let swapped =
+                |inode, tag| super::apply::swapped_path(&self.state_dir, path, inode, tag);
+            let keep = (&not_kept, false);
+            let out = super::apply::place(tmp, inode, &full, expect, mtime_ns, keep, &swapped)
+                .map_err(io)?;
+            if let Some(out) = out {
+                let me = self.index.me();
+                let name = self.name.clone();
+                self.keep_aside(&out.path, path, &name, out.mtime_ns, me)
+                    .map_err(io)?;
+            }
+        } else {
+            move_file(tmp, &full).map_err(io)?;
+        }
         tracing::info!("{who} put {path}");
         let seen = scan::stat(&full).map_err(io)?;
         self.look_at(path, seen, true);
