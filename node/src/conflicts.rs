@@ -182,7 +182,7 @@ fn describe(node: &str, id: &str, meta: &std::fs::Metadata) -> ConflictCopy {
         path,
         author,
         size: meta.len(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        mtime_ns: crate::scan::mtime_ns(meta),
         // Moving a file in changes its ctime: that is when it was kept.
         kept_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
     }

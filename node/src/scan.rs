@@ -62,13 +62,17 @@ pub fn local_stat(m: &Metadata) -> LocalStat {
     LocalStat {
         inode: m.ino(),
         size: m.len(),
-        // Saturating: a time past 2262 (set by hand) must not overflow.
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
+        mtime_ns: mtime_ns(m),
         mode,
     }
+}
+
+/// The mtime of `m` in nanoseconds since the epoch; saturating: a time
+/// past 2262 (set by hand) must not overflow.
+pub fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 fn seen_from(m: &Metadata) -> Seen {

@@ -79,10 +79,7 @@ impl Keeper {
         let meta = std::fs::symlink_metadata(src).ok();
         let fits = meta.as_ref().is_some_and(|m| m.len() <= self.max_bytes);
         if let Some(dir) = self.dir.as_ref().filter(|_| fits) {
-            let mtime = meta
-                .as_ref()
-                .map(|m| m.mtime() * 1_000_000_000 + m.mtime_nsec())
-                .unwrap_or(0);
+            let mtime = meta.as_ref().map(crate::scan::mtime_ns).unwrap_or(0);
             let put = || {
                 dest(dir, &self.path, &self.cause, mtime)
                     .and_then(|d| crate::core::move_file(src, &d).map(|()| d))
@@ -153,7 +150,7 @@ pub fn of(dir: &Path, node: &str, path: &RelPath) -> std::io::Result<Vec<KeptVer
                 path: of,
                 cause,
                 size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: crate::scan::mtime_ns(&meta),
                 kept_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
             });
         }

@@ -713,7 +713,18 @@ fn link_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::hard_link(from, to) {
         Ok(()) => std::fs::remove_file(from),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
-        Err(_) => std::fs::rename(from, to),
+        // Two file systems (a kernel without `renameat2` says so only here).
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, false),
+        // No hard links here: nothing can refuse a taken name.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+            ) =>
+        {
+            std::fs::rename(from, to)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -767,7 +778,7 @@ fn exchange(
             // of ours is kept as a version; then, only if what is there is
             // still ours (a change made here since is decided again, as a
             // conflict), one rename replaces it.
-            let across = e.raw_os_error() == Some(libc::EXDEV);
+            let across = e.raw_os_error() == Some(libc::EXDEV) || !same_file_system(tmp, full);
             let staged = if across {
                 stage(tmp, full)?
             } else {
@@ -779,11 +790,7 @@ fn exchange(
                 }
                 r.map(|()| None)
             };
-            if keeper.dir.is_some()
-                && let Ok(copy) = stage(full, tmp)
-            {
-                keeper.keep(&copy);
-            }
+            keep_a_copy(keeper, full, tmp);
             match holds_indexed(full, stat, hash, false) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -899,11 +906,7 @@ fn remove_checked(
             // version (across file systems a move copies, and a save
             // landing during that copy would be removed with the file);
             // then it is removed right after the check.
-            if keeper.dir.is_some()
-                && let Ok(copy) = stage(full, scratch)
-            {
-                keeper.keep(&copy);
-            }
+            keep_a_copy(keeper, full, scratch);
             if !ours(full)? {
                 return Err(changed());
             }
@@ -961,9 +964,17 @@ fn holds_indexed(
             || scan::read_link(p)
                 .is_ok_and(|t| tandem_common::ContentHash::of(t.as_bytes()) == hash));
     }
-    Ok(m.file_type().is_file()
-        && (stat == Some(scan::local_stat(&m))
-            || scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash)))
+    if !m.file_type().is_file() {
+        return Ok(false);
+    }
+    if stat == Some(scan::local_stat(&m)) {
+        return Ok(true);
+    }
+    // The same content, and not written while it was read.
+    let same = scan::hash_file(p).is_ok_and(|(_, h)| h.hash == hash);
+    Ok(same
+        && std::fs::symlink_metadata(p)
+            .is_ok_and(|now| scan::local_stat(&now) == scan::local_stat(&m)))
 }
 
 /// `renameat2(2)` with `flags`.
@@ -1020,6 +1031,35 @@ fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Keeps a copy of `full` (still in the tree) as a version, made beside
+/// `near` (in the state folder), when versions are kept; a copy that
+/// cannot be made is logged, as [`crate::versions::Keeper::keep`] logs one
+/// it cannot keep.
+fn keep_a_copy(keeper: &crate::versions::Keeper, full: &Path, near: &Path) {
+    if keeper.dir.is_none() {
+        return;
+    }
+    match stage(full, near) {
+        Ok(copy) => {
+            keeper.keep(&copy);
+        }
+        Err(e) => tracing::warn!(
+            "cannot keep the version of {} that {}'s change replaces ({e}); it is not kept",
+            keeper.path,
+            keeper.cause
+        ),
+    }
+}
+
+/// Whether `a` and the folder of `b` are on one file system (unknown: no).
+fn same_file_system(a: &Path, b: &Path) -> bool {
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    match (dev(a), b.parent().map(dev)) {
+        (Ok(x), Some(Ok(y))) => x == y,
+        _ => false,
+    }
+}
+
 /// A fresh hidden name beside `to` (never indexed, never listed).
 fn side_of(to: &Path) -> PathBuf {
     to.with_file_name(format!(
@@ -1029,22 +1069,40 @@ fn side_of(to: &Path) -> PathBuf {
     ))
 }
 
-/// Copies `from` (a file, synced, with its mtime; or a link, as a link)
-/// to a new hidden name beside `to`, and returns that name.
+/// Copies `from` (a regular file, synced, with its mode and mtime; or a
+/// link, as a link) to a new hidden name beside `to`, and returns that
+/// name. Anything else at `from` (a fifo, a device: a copy would block or
+/// never end) is refused, as is a link that takes a file's place meanwhile.
 fn stage(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
     let side = side_of(to);
-    let meta = std::fs::symlink_metadata(from)?;
-    let copied = if meta.file_type().is_symlink() {
+    if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
         // A link is copied as a link, never through it.
-        std::fs::read_link(from).and_then(|t| std::os::unix::fs::symlink(t, &side))
-    } else {
-        std::fs::copy(from, &side).and_then(|_| {
-            let f = std::fs::File::options().write(true).open(&side)?;
-            let mtime = filetime::FileTime::from_last_modification_time(&meta);
-            filetime::set_file_handle_times(&f, None, Some(mtime))?;
-            f.sync_all()
-        })
-    };
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
+        return Ok(side);
+    }
+    let mut src = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(from)?;
+    let meta = src.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            from.display()
+        )));
+    }
+    let copied = (|| {
+        let mut dst = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&side)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.set_permissions(meta.permissions())?;
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        filetime::set_file_handle_times(&dst, None, Some(mtime))?;
+        dst.sync_all()
+    })();
     match copied {
         Ok(()) => Ok(side),
         Err(e) => {
@@ -1069,7 +1127,14 @@ fn put_staged(side: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
     if placed.is_err() {
         let _ = std::fs::remove_file(side);
     }
-    placed
+    placed?;
+    // Its name is on disk before the caller removes the original.
+    if let Some(dir) = to.parent()
+        && let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all())
+    {
+        tracing::warn!("cannot sync folder {}: {e}", dir.display());
+    }
+    Ok(())
 }
 
 /// Moves our file `src` in the tree to `dest` in the state folder (where
@@ -1156,6 +1221,19 @@ mod tests {
         assert!(!holds_indexed(&p, stat, hash, false).unwrap());
     }
 
+    /// How many hidden temp names (`.tandem-tmp-…`) are in `dir`.
+    fn temp_names_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(scan::TEMP_PREFIX)
+            })
+            .count()
+    }
+
     /// A folder on another file system than the temp folder (`/dev/shm`),
     /// or `None` where there is none (the test then checks nothing).
     fn elsewhere() -> Option<tempfile::TempDir> {
@@ -1183,17 +1261,7 @@ mod tests {
             std::fs::write(&tmp, b).unwrap();
             std::fs::metadata(&tmp).unwrap().ino()
         };
-        let leftovers = || {
-            std::fs::read_dir(tree.path())
-                .unwrap()
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(scan::TEMP_PREFIX)
-                })
-                .count()
-        };
+        let leftovers = || temp_names_in(tree.path());
         // Ours was indexed as "indexed"; a person wrote over it since.
         std::fs::write(&full, b"indexed").unwrap();
         let stat = Some(scan::local_stat(&std::fs::symlink_metadata(&full).unwrap()));
@@ -1256,6 +1324,34 @@ mod tests {
             .map(|e| e.path().to_path_buf())
             .collect();
         assert!(in_state.is_empty(), "{in_state:?}");
+    }
+
+    /// A copy on its way across keeps mode and mtime (a read-only file
+    /// too), a link stays a link, and a fifo is refused at once (a copy
+    /// of it would block the node).
+    #[test]
+    fn stage_copies_files_and_links_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, to) = (dir.path().join("f"), dir.path().join("to"));
+        std::fs::write(&f, b"read only").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        set_mtime(&f, 1_700_000_000_123_456_789);
+        let side = stage(&f, &to).unwrap();
+        assert_eq!(std::fs::read(&side).unwrap(), b"read only");
+        let m = std::fs::metadata(&side).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o444);
+        assert_eq!(scan::mtime_ns(&m), 1_700_000_000_123_456_789);
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("f", &link).unwrap();
+        let side = stage(&link, &to).unwrap();
+        assert_eq!(std::fs::read_link(&side).unwrap(), Path::new("f"));
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(stage(&fifo, &to).is_err());
+        let sides = temp_names_in(dir.path());
+        assert_eq!(sides, 2, "the two copies made, nothing for the fifo");
     }
 
     /// Every way through `place` with our file expected: the fetched file

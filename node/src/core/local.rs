@@ -298,7 +298,7 @@ impl Core {
                         .filter(|r| !r.entry.deleted)
                         .map_or_else(|| self.name.clone(), |r| self.author_of(&r.entry))
                 });
-                Some((who, m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+                Some((who, scan::mtime_ns(&m)))
             }
             Ok(_) => {
                 return Err(ApiError::Other(format!(
