@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # 20,000 x 4 KiB in 200 folders into an empty peer, each run on a freshly made
-# ext4 file system (a loop-mounted image), beside `cp -a` + `sync` of the same
-# tree on the same fresh file system. Needs root (mkfs, mount).
+# ext4 file system (a loop-mounted image), beside `cp -a`, `cp -a` + `sync`,
+# `rsync -a` and `rsync -a` + `sync` of the same tree, each on a fresh file
+# system of its own in the same run. Prints each run, then the medians.
+# Needs root (mkfs, mount).
 #
 #   bench/fresh_fs.sh                          # target/release, 3 runs
 #   RUNS=5 BIN_DIRS="/a/release /b/release" bench/fresh_fs.sh   # A/B, alternating
@@ -52,14 +54,25 @@ fresh() {
     cp -a "$SRC/tree" "$MNT/A"
     sync
 }
+# Times `$@` (a copy of $MNT/A to $MNT/C) on a fresh file system: prints the
+# seconds for the copy and for the copy + sync.
+timed_copy() {
+    fresh
+    local t0 t1 t2
+    t0=$(now); "$@"; t1=$(now); sync; t2=$(now)
+    echo "$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t0" | bc)"
+}
+# Peak resident set of a running process, in MiB.
+peak_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A RESULTS
 one_run() {
     local bin=$1 w=$MNT
-    fresh
-    local t0 t1
-    t0=$(now); cp -a "$w/A" "$w/C"; sync; t1=$(now)
-    local cp_s; cp_s=$(echo "$t1 - $t0" | bc)
-    rm -rf "$w/C"; fresh  # the copy's inodes are not left recently freed
-    local ida idb pa pb
+    local cp_s cps_s rs_s rss_s
+    read -r cp_s cps_s <<<"$(timed_copy cp -a "$w/A" "$w/C")"
+    read -r rs_s rss_s <<<"$(timed_copy rsync -a "$w/A/" "$w/C/")"
+    fresh  # the copies' inodes are not left recently freed
+    local ida idb pa pb t0 t1
     ida=$("$bin/tandem-node" --dir "$w/A" --state-dir "$w/SA" id 2>/dev/null | tail -1)
     idb=$("$bin/tandem-node" --dir "$w/B" --state-dir "$w/SB" id 2>/dev/null | tail -1)
     pa=$((20000 + RANDOM % 20000)); pb=$((pa + 1))
@@ -84,16 +97,29 @@ one_run() {
     done
     sync
     t1=$(now)
+    local rss_a rss_b
+    rss_a=$(peak_mib "$apid"); rss_b=$(peak_mib "$bpid")
     kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
     PIDS=()
-    local rss; rss=$(grep -o "rss [0-9.]* MiB" "$w/b.log" | tail -1 || true)
     local files; files=$(find "$w/B" -type f -name 'f*.bin' | wc -l)
-    printf '%-40s cp -a + sync %6.2f s   tandem (B start to all on disk, synced) %6.2f s   %5.2fx   B files %d   last B sample: %s\n' \
-        "$bin" "$cp_s" "$(echo "$t1 - $t0" | bc)" "$(echo "($t1 - $t0) / $cp_s" | bc -l)" "$files" "${rss:-none}"
+    local t; t=$(echo "$t1 - $t0" | bc)
+    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  tandem %5.2f s = %4.2fx cp -a+sync  peak RSS A %s + B %s MiB  B files %d\n' \
+        "$bin" "$cp_s" "$cps_s" "$rs_s" "$rss_s" "$t" "$(echo "$t / $cps_s" | bc -l)" "$rss_a" "$rss_b" "$files"
+    RESULTS[$bin]+="$cp_s $cps_s $rs_s $rss_s $t $rss_a $rss_b;"
 }
 for ((r = 1; r <= RUNS; r++)); do
     for b in $BIN_DIRS; do
         echo -n "run $r: "
         one_run "$b"
     done
+done
+echo "medians of $RUNS runs:"
+for b in $BIN_DIRS; do
+    cols=()
+    for i in 1 2 3 4 5 6 7; do
+        cols+=("$(median $(tr ';' '\n' <<<"${RESULTS[$b]}" | awk -v i="$i" 'NF { print $i }'))")
+    done
+    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  tandem %5.2f s = %4.2fx cp -a+sync, %4.2fx rsync -a+sync  peak RSS A %s + B %s MiB\n' \
+        "$b" "${cols[0]}" "${cols[1]}" "${cols[2]}" "${cols[3]}" "${cols[4]}" \
+        "$(echo "${cols[4]} / ${cols[1]}" | bc -l)" "$(echo "${cols[4]} / ${cols[3]}" | bc -l)" "${cols[5]}" "${cols[6]}"
 done
