@@ -795,7 +795,7 @@ fn exchange(
                 Ok(true) => {}
                 Ok(false) => {
                     return unstage(Err(std::io::Error::other(
-                        "the file was changed here while the peer's version was being written; deciding again",
+                        "the file was changed here while the new version was being written; deciding again",
                     )));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !across => {
@@ -824,6 +824,13 @@ fn exchange(
     let Ok(out) = std::fs::symlink_metadata(tmp) else {
         return Ok(None);
     };
+    if out.is_dir() && rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok() {
+        // A folder took the path since it was looked at: it goes straight
+        // back (swapped out whole, its files would read as deleted).
+        return Err(std::io::Error::other(
+            "a folder took this path while the new version was being written; deciding again",
+        ));
+    }
     let ours = holds_indexed(tmp, stat, hash, false).unwrap_or(false);
     if ours && ours_lost {
         return Ok(Some(CameOut {
@@ -862,7 +869,7 @@ fn exchange(
                 }))
             }
             _ => Err(std::io::Error::other(
-                "a newer change was made here while the peer's version was being written; it stays, and is decided again",
+                "a newer change was made here while the new version was being written; it stays, and is decided again",
             )),
         };
     }
@@ -1026,7 +1033,10 @@ pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
 fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
     let side = stage(from, to)?;
     put_staged(&side, to, replace)?;
-    // In place: a temp file left behind is removed at the next start.
+    // In place (its name synced): the original goes. A crash before that
+    // leaves it where it was: in the state folder's temp folder (emptied
+    // at start), or under a hidden name in the tree (left there: see
+    // `move_out_of_tree`).
     let _ = std::fs::remove_file(from);
     Ok(())
 }
@@ -1093,12 +1103,23 @@ fn stage(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
         )));
     }
     let copied = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Readable by nobody else while it is made; its own mode at the end.
         let mut dst = std::fs::File::options()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&side)?;
-        std::io::copy(&mut src, &mut dst)?;
-        dst.set_permissions(meta.permissions())?;
+        let n = std::io::copy(&mut src, &mut dst)?;
+        if n != meta.len() {
+            return Err(std::io::Error::other(format!(
+                "{} changed size while it was copied",
+                from.display()
+            )));
+        }
+        dst.set_permissions(std::fs::Permissions::from_mode(
+            meta.mode() & tandem_common::model::SYNCED_MODE_BITS,
+        ))?;
         let mtime = filetime::FileTime::from_last_modification_time(&meta);
         filetime::set_file_handle_times(&dst, None, Some(mtime))?;
         dst.sync_all()
@@ -1219,6 +1240,26 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink("indexed", &p).unwrap();
         assert!(!holds_indexed(&p, stat, hash, false).unwrap());
+    }
+
+    /// A folder that took the path since it was looked at is swapped
+    /// straight back: its files stay in the tree.
+    #[test]
+    fn a_folder_swapped_out_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, full) = (dir.path().join("t"), dir.path().join("f"));
+        std::fs::write(&tmp, b"fetched").unwrap();
+        let ino = std::fs::metadata(&tmp).unwrap().ino();
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("inside"), b"a file in the folder").unwrap();
+        let expect = (None, tandem_common::ContentHash::of(b"ours"));
+        let r = exchange(&tmp, &full, expect, ino, 0, (&no_versions(), false));
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(
+            std::fs::read(full.join("inside")).unwrap(),
+            b"a file in the folder"
+        );
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"fetched");
     }
 
     /// How many hidden temp names (`.tandem-tmp-…`) are in `dir`.

@@ -106,12 +106,15 @@ impl Core {
         }
         // Our indexed file is swapped out and removed only if it is still
         // ours (as an install does): a save landing meanwhile is kept.
-        let ours = self
-            .index
-            .get(path)
-            .map(|r| r.entry)
-            .filter(|e| e.is_live_file());
-        if let Some(l) = ours {
+        // Where nothing is indexed, nothing that appears meanwhile is
+        // replaced; an indexed link is replaced (a change made here).
+        let indexed = self.index.get(path).map(|r| r.entry).filter(|e| !e.deleted);
+        let put_io = |e: std::io::Error| {
+            ApiError::Other(format!(
+                "cannot write {path}: {e}; the upload was not stored (put it again)"
+            ))
+        };
+        if let Some(l) = indexed.as_ref().filter(|e| e.is_live_file()) {
             let inode = std::fs::metadata(tmp).map_err(io)?.ino();
             let expect = Some((self.index.stat_of(path), l.hash));
             let not_kept = crate::versions::Keeper {
@@ -124,15 +127,23 @@ impl Core {
                 |inode, tag| super::apply::swapped_path(&self.state_dir, path, inode, tag);
             let keep = (&not_kept, false);
             let out = super::apply::place(tmp, inode, &full, expect, mtime_ns, keep, &swapped)
-                .map_err(io)?;
+                .map_err(put_io)?;
             if let Some(out) = out {
                 let me = self.index.me();
                 let name = self.name.clone();
-                self.keep_aside(&out.path, path, &name, out.mtime_ns, me)
-                    .map_err(io)?;
+                if let Err(e) = self.keep_aside(&out.path, path, &name, out.mtime_ns, me) {
+                    // The upload is in place; what came out stays where
+                    // the next start keeps it as a conflict copy.
+                    tracing::error!(
+                        "cannot keep the change to {path} that the upload replaced as a conflict copy ({e}); it is at {}, kept as one when the node starts again",
+                        out.path.display()
+                    );
+                }
             }
-        } else {
+        } else if indexed.is_some() {
             move_file(tmp, &full).map_err(io)?;
+        } else {
+            super::apply::move_no_replace(tmp, &full).map_err(put_io)?;
         }
         tracing::info!("{who} put {path}");
         let seen = scan::stat(&full).map_err(io)?;
