@@ -604,7 +604,11 @@ impl RaftLocks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| t.elapsed() <= self.inner.settings.fresh_ack());
-        if !acked_lately {
+        // A fresh acknowledgement says nothing of a member whose link has
+        // closed since: then the leadership is confirmed as usual (a write
+        // without that member's majority would wait out the deadline and
+        // come back "unknown" instead of "not reachable").
+        if !acked_lately || !self.voters_heard() {
             // Before writing, the leader confirms a majority still follows
             // it (one heartbeat round, bounded by openraft; the deadline is
             // a backstop that leaves time to probe), unless a majority
@@ -705,6 +709,19 @@ impl RaftLocks {
             .filter_map(|(id, ok)| ok.then_some(id))
             .collect();
         self.quorum_of(|id| *id == me || answered.contains(id))
+    }
+
+    /// Whether every other voter was heard from lately over a link that is
+    /// still up (see [`RaftTransport::heard_within`]).
+    fn voters_heard(&self) -> bool {
+        let me = self.inner.me;
+        let membership = self.inner.raft.metrics().borrow().membership_config.clone();
+        let stale = self.inner.settings.stale_after();
+        membership
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != me)
+            .all(|id| self.inner.transport.heard_within(id, stale))
     }
 
     /// The voters split by `reachable`, with their names.
