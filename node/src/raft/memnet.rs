@@ -22,6 +22,9 @@ use super::types::MemberId;
 pub(crate) struct MemNet {
     members: Mutex<BTreeMap<MemberId, RaftLocks>>,
     cut: Mutex<BTreeSet<(MemberId, MemberId)>>,
+    /// Whether transports say which links are up, as the mesh's does
+    /// ([`RaftTransport::heard_within`]); off: they say nothing (true).
+    links_known: std::sync::atomic::AtomicBool,
 }
 
 impl MemNet {
@@ -54,6 +57,12 @@ impl MemNet {
         for o in others.into_iter().filter(|o| *o != id) {
             cut.insert(ordered(id, o));
         }
+    }
+
+    /// Transports say from now on which links are up (see `links_known`).
+    pub(crate) fn know_links(&self) {
+        self.links_known
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Restores every link.
@@ -89,6 +98,12 @@ struct MemTransport {
 }
 
 impl RaftTransport for MemTransport {
+    fn heard_within(&self, member: MemberId, _within: Duration) -> bool {
+        let net = &self.net;
+        !net.links_known.load(std::sync::atomic::Ordering::Relaxed)
+            || (net.members.lock().unwrap().contains_key(&member) && !net.is_cut(self.me, member))
+    }
+
     fn call(
         &self,
         to: MemberId,

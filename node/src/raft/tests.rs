@@ -530,6 +530,25 @@ async fn a_leader_cut_off_in_the_middle_of_a_grant_never_answers_granted() {
     c.shutdown().await;
 }
 
+/// A leader whose last command a majority acknowledged a moment ago, then
+/// cut off, does not take that acknowledgement for a majority now (its
+/// links say the others are gone): the next command is refused naming who
+/// is down, not left to time out as "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_right_after_a_commit_is_refused_not_unknown() {
+    let c = Cluster::start(test_settings()).await;
+    c.net.know_links();
+    let leader = c.leader_among(&[0, 1, 2]).await;
+    let cl = claim(1, c.ids[leader]);
+    let granted = c.node(leader).submit(lock("x", &cl)).await.unwrap();
+    assert_eq!(granted, LockOutcome::Granted(cl));
+    c.net.isolate(c.mid(leader));
+    let err = refused_in_time(c.node(leader), lock("y", &claim(2, c.ids[leader]))).await;
+    assert!(matches!(err, SubmitError::NoMajority(_)), "{err:?}");
+    assert_eq!(err.to_string(), alone_message(leader));
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_of_three_stopped_the_last_one_refuses_naming_both() {
     let mut c = Cluster::start(test_settings()).await;
