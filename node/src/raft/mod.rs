@@ -20,7 +20,8 @@
 //!
 //! How "no majority" is told apart, and how fast:
 //! - on the leader: before writing, unless it had a command committed
-//!   within a tenth of a heartbeat, it confirms its leadership
+//!   within a tenth of a heartbeat and every voter's link is still up
+//!   ([`RaftTransport::heard_within`]), it confirms its leadership
 //!   (`Raft::get_read_log_id`, one heartbeat round bounded by the heartbeat
 //!   interval) and refuses with openraft's `QuorumNotEnough` (which lists
 //!   who answered) before writing anything;
