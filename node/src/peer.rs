@@ -761,6 +761,13 @@ async fn relay_events(
     }
 }
 
+/// Block reads for peers at once (see [`serve_blocks`]). Reading and
+/// hashing 1 MiB from the page cache takes well under a millisecond, so two
+/// keep a link busy; without a bound a 1 GiB send ran a dozen reads at
+/// once, each on its own blocking thread (and malloc arena), and the
+/// sender's peak was 48-51 MiB against 39-40 with two.
+static BLOCK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Reads the asked blocks of our current version of `path`, checking that it
 /// is still the version `hash` and that each block still matches. A block
 /// with a base in `bases` is answered with only the chunks that differ
@@ -809,24 +816,27 @@ pub(crate) async fn serve_blocks(
     if entry.hash != hash || !entry.is_live_file() {
         return Err(format!("{path} has changed here"));
     }
+    let mut spans = Vec::with_capacity(blocks.len());
+    let mut total = 0usize;
+    for &i in &blocks {
+        if i as usize >= entry.blocks.len() {
+            return Err(format!("{path} has no block {i}"));
+        }
+        let off = i as u64 * BLOCK_SIZE;
+        let len = (entry.size - off).min(BLOCK_SIZE) as usize;
+        spans.push((i, off, total, len));
+        total += len;
+    }
+    let _reading = BLOCK_READS.acquire().await.map_err(|e| e.to_string())?;
+    // One buffer for the whole answer: its blocks go out as slices of it,
+    // without further copies. Made here, not on the blocking thread: each
+    // of those has its own malloc arena, and answers freed into a dozen
+    // arenas kept about 20 MiB more resident on a 1 GiB send.
+    let mut buf = vec![0u8; total];
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<BlockData>, String> {
         let f =
             crate::scan::open_nofollow(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
-        let mut spans = Vec::with_capacity(blocks.len());
-        let mut total = 0usize;
-        for &i in &blocks {
-            if i as usize >= entry.blocks.len() {
-                return Err(format!("{path} has no block {i}"));
-            }
-            let off = i as u64 * BLOCK_SIZE;
-            let len = (entry.size - off).min(BLOCK_SIZE) as usize;
-            spans.push((i, off, total, len));
-            total += len;
-        }
-        // One buffer for the whole answer: its blocks go out as slices of
-        // it, without further copies.
-        let mut buf = vec![0u8; total];
         for &(i, off, at, len) in &spans {
             let b = &mut buf[at..at + len];
             f.read_exact_at(b, off)

@@ -11,7 +11,8 @@
 //! Memory is bounded: at most [`WINDOW`] segments of at most
 //! [`SEGMENT_BLOCKS`] blocks are in flight per transfer, and every remote
 //! segment also takes bytes from a node-wide budget (twice its blocks when
-//! our older copy of them is held beside what arrives).
+//! our older copy of them is held beside what arrives) until its blocks are
+//! written.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -28,7 +29,7 @@ use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{BlockBase, BlockData, BlockListPart, FileData};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::index::LocalStat;
 use crate::links::{LinkHandle, Links};
@@ -187,6 +188,9 @@ struct Got {
     reused: u64,
     /// The peer that answered, if one was asked.
     from: Option<NodeId>,
+    /// The budget taken for the remote blocks: given back once they are
+    /// written, so the budget bounds what is held, not only what is asked.
+    held: Option<OwnedSemaphorePermit>,
 }
 
 type SegmentResult = Result<Got, Failure>;
@@ -240,6 +244,7 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
             received: got,
             reused: local,
             from: peer,
+            held,
         } = res?;
         received += got;
         reused += local;
@@ -254,6 +259,7 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
             for (i, data) in blocks {
                 f.write_all_at(&data, i as u64 * BLOCK_SIZE)?;
             }
+            drop(held);
             Ok(())
         })
         .await
@@ -758,22 +764,27 @@ async fn fetch_segment(
     seg: Segment,
     entry: &FileEntry,
     source: &Source<'_>,
-    budget: &Semaphore,
+    budget: &Arc<Semaphore>,
 ) -> SegmentResult {
     let mut got = Got::default();
     let mut missing = Vec::new();
+    let local = matches!(seg, Segment::Local(_));
     match seg {
         Segment::Remote(v) => missing = v,
         Segment::Local(v) => {
-            let wanted: Vec<(usize, PathBuf, u32, usize, ContentHash)> = v
+            // The buffers are made here, not on the blocking thread, for
+            // the reason given in `serve_blocks` (malloc arenas).
+            let wanted: Vec<(usize, PathBuf, u32, Vec<u8>, ContentHash)> = v
                 .into_iter()
-                .map(|(i, p, at)| (i, p, at, block_len(entry.size, i), entry.blocks[i]))
+                .map(|(i, p, at)| {
+                    let buf = vec![0u8; block_len(entry.size, i)];
+                    (i, p, at, buf, entry.blocks[i])
+                })
                 .collect();
             let read = tokio::task::spawn_blocking(move || {
                 wanted
                     .into_iter()
-                    .map(|(i, p, at, len, h)| {
-                        let mut buf = vec![0u8; len];
+                    .map(|(i, p, at, mut buf, h)| {
                         let ok = crate::scan::open_nofollow(&p)
                             .and_then(|f| f.read_exact_at(&mut buf, at as u64 * BLOCK_SIZE))
                             .is_ok()
@@ -803,10 +814,24 @@ async fn fetch_segment(
         } else {
             bytes
         };
-        let _permit = budget
-            .acquire_many((held / 1024 + 1) as u32)
-            .await
-            .map_err(|_| "shutting down".to_string())?;
+        let permits = (held / 1024 + 1) as u32;
+        got.held = if local {
+            // Blocks a local copy did not have: this segment's turn for the
+            // budget came and went, and the later segments of this transfer
+            // may hold it while they wait to be written after this one, so
+            // waiting here could wait for ever. Taken only if free.
+            budget.clone().try_acquire_many_owned(permits).ok()
+        } else {
+            // Remote segments wait their turn, in order: within a transfer
+            // an earlier segment is never behind a later one.
+            Some(
+                budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| "shutting down".to_string())?,
+            )
+        };
         let bases = match source.base {
             Some(path) => {
                 let wanted: Vec<(usize, usize)> = missing

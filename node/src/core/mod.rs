@@ -64,12 +64,14 @@ const MAX_TRANSFERS: usize = 16;
 /// may want thousands of large files: their lists (up to 256 KiB per GiB)
 /// would otherwise all be queued on the peer's link at the same time.
 const MAX_LIST_FETCHES: usize = 16;
-/// Bytes of remote blocks in flight across all transfers, in KiB. The
-/// sending peer holds about this much in answers waiting for the link:
-/// 16 MiB keeps both nodes under 64 MiB for 1 GiB of 4 MiB files at the
-/// same speed as 32 MiB (A's peak 48-57 MiB instead of 71-83), and is far
-/// above a WAN link's bandwidth-delay product (100 Mbit/s × 50 ms: 625 KB).
-const BUDGET_KIB: usize = 16 * 1024;
+/// Bytes of remote blocks asked for and not yet written, across all
+/// transfers, in KiB; the sending peer holds about this much in answers
+/// waiting for the link. 1 GiB of 4 MiB files into an empty peer took as
+/// long with 8 MiB as with 16 (1.34-1.39 s against 1.33-1.44 s, three
+/// runs each) and 4 % longer with 4 MiB, with both nodes' peak at 67, 78
+/// and 56 MiB; 6 MiB is still ten times a WAN link's bandwidth-delay
+/// product (100 Mbit/s × 50 ms: 625 KB).
+const BUDGET_KIB: usize = 6 * 1024;
 /// Batches of such content being written at once. Each ends in a `syncfs`
 /// (5 ms median on a fresh ext4, 11 ms p90), which two writers spent about
 /// half their time waiting for: four wrote 20,000 small files into an
