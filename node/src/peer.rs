@@ -761,11 +761,13 @@ async fn relay_events(
     }
 }
 
-/// Block reads for peers at once (see [`serve_blocks`]). Reading and
-/// hashing 1 MiB from the page cache takes well under a millisecond, so two
-/// keep a link busy; without a bound a 1 GiB send ran a dozen reads at
-/// once, each on its own blocking thread (and malloc arena), and the
-/// sender's peak was 48-51 MiB against 39-40 with two.
+/// Block reads for peers at once, for all peers and forwarded questions
+/// together (see [`serve_blocks`]). Reading and hashing 1 MiB from the page
+/// cache takes well under a millisecond, so two keep links busy; without a
+/// bound a 1 GiB send ran a dozen reads at once, each on its own blocking
+/// thread (and malloc arena), and the sender's peak was 48-51 MiB against
+/// 39-40 with two. Each peer asks for at most its own budget of blocks at
+/// once (6 MiB), so a request waits behind a few others, not a whole sync.
 static BLOCK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Reads the asked blocks of our current version of `path`, checking that it
@@ -827,14 +829,17 @@ pub(crate) async fn serve_blocks(
         spans.push((i, off, total, len));
         total += len;
     }
-    let _reading = BLOCK_READS.acquire().await.map_err(|e| e.to_string())?;
+    let reading = BLOCK_READS.acquire().await.map_err(|e| e.to_string())?;
     // One buffer for the whole answer: its blocks go out as slices of it,
     // without further copies. Made here, not on the blocking thread: each
     // of those has its own malloc arena, and answers freed into a dozen
-    // arenas kept about 20 MiB more resident on a 1 GiB send.
+    // arenas kept about 20 MiB more resident on a 1 GiB send. (A patch's
+    // answer, only the changed chunks, is still made there: it is small.)
     let mut buf = vec![0u8; total];
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<BlockData>, String> {
+        // Held by the read itself: it is not cut short if the request is.
+        let _reading = reading;
         let f =
             crate::scan::open_nofollow(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
         for &(i, off, at, len) in &spans {

@@ -10,9 +10,10 @@
 //!
 //! Memory is bounded: at most [`WINDOW`] segments of at most
 //! [`SEGMENT_BLOCKS`] blocks are in flight per transfer, and every remote
-//! segment also takes bytes from a node-wide budget (twice its blocks when
+//! segment also takes bytes from a node-wide budget (twice its blocks while
 //! our older copy of them is held beside what arrives) until its blocks are
-//! written.
+//! written; blocks that were to come from a local copy and had to be asked
+//! for take it only when it is free (see [`fetch_segment`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -69,7 +70,8 @@ pub struct Job {
     pub peers: Vec<NodeId>,
     /// Live links.
     pub links: Links,
-    /// Node-wide budget of bytes in flight, in KiB permits.
+    /// Node-wide budget of remote blocks asked for and not yet written, in
+    /// KiB permits.
     pub budget: Arc<Semaphore>,
     /// Our file at this path (an older version): a block fetched from a
     /// peer is asked as a patch of the block at the same place in it, so an
@@ -759,6 +761,11 @@ fn read_bases(path: &Path, wanted: &[(usize, usize)]) -> Vec<Option<Base>> {
         .collect()
 }
 
+/// `bytes` in the budget's KiB permits (at least one).
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).max(1) as u32
+}
+
 /// Reads or fetches one segment.
 async fn fetch_segment(
     seg: Segment,
@@ -814,16 +821,21 @@ async fn fetch_segment(
         } else {
             bytes
         };
-        let permits = (held / 1024 + 1) as u32;
+        let permits = kib(held);
         got.held = if local {
-            // Blocks a local copy did not have: this segment's turn for the
-            // budget came and went, and the later segments of this transfer
-            // may hold it while they wait to be written after this one, so
-            // waiting here could wait for ever. Taken only if free.
+            // Blocks a local copy did not have (it differed or could not be
+            // read): this segment's turn for the budget came and went, and
+            // the later segments of this transfer may hold it while they
+            // wait to be written after this one, so waiting here could wait
+            // for ever. Taken only if free.
             budget.clone().try_acquire_many_owned(permits).ok()
         } else {
-            // Remote segments wait their turn, in order: within a transfer
-            // an earlier segment is never behind a later one.
+            // Remote segments wait their turn, in order, so within a
+            // transfer an earlier segment never waits behind a later one:
+            // segments are first polled in the order they were pushed
+            // (`FuturesOrdered`), nothing is awaited before this acquire,
+            // and tokio's semaphore serves waiters first come, first served
+            // (a newcomer takes nothing while anyone waits).
             Some(
                 budget
                     .clone()
@@ -846,6 +858,12 @@ async fn fetch_segment(
             None => missing.iter().map(|_| None).collect(),
         };
         let (peer, answered) = fetch_remote(entry, &missing, bases, source).await?;
+        // Our older copy's blocks are gone now: only what arrived is held.
+        if let Some(p) = got.held.as_mut()
+            && held > bytes
+        {
+            drop(p.split(p.num_permits().saturating_sub(kib(bytes) as usize)));
+        }
         got.from = Some(peer);
         let mut again = Vec::new();
         for (&i, a) in missing.iter().zip(answered) {

@@ -66,12 +66,23 @@ const MAX_TRANSFERS: usize = 16;
 const MAX_LIST_FETCHES: usize = 16;
 /// Bytes of remote blocks asked for and not yet written, across all
 /// transfers, in KiB; the sending peer holds about this much in answers
-/// waiting for the link. 1 GiB of 4 MiB files into an empty peer took as
-/// long with 8 MiB as with 16 (1.34-1.39 s against 1.33-1.44 s, three
-/// runs each) and 4 % longer with 4 MiB, with both nodes' peak at 67, 78
-/// and 56 MiB; 6 MiB is still ten times a WAN link's bandwidth-delay
-/// product (100 Mbit/s × 50 ms: 625 KB).
+/// waiting for the link. 1 GiB of 4 MiB files into an empty peer
+/// (`bench/sync.sh` case 2): both nodes' peak 61 MiB with 6 MiB, 67 with 8,
+/// 78 with 16 (56 with 4); 16 was about 9 % faster than 6 (hand script,
+/// five interleaved runs). 6 meets the 64 MiB both nodes may use and is
+/// still ten times a WAN link's bandwidth-delay product (100 Mbit/s ×
+/// 50 ms: 625 KB). A segment holds its share until its blocks are
+/// written, and later segments of a transfer wait to be written behind an
+/// earlier one, so a peer that stops answering stalls other transfers once
+/// its stuck ones hold the budget (each at most a window of segments, until
+/// the request times out).
 const BUDGET_KIB: usize = 6 * 1024;
+/// The largest segment (with our older copy of its blocks beside it) fits
+/// in the budget: a request for more permits than there are would wait for
+/// ever.
+const _: () = assert!(
+    2 * transfer::SEGMENT_BLOCKS * (tandem_common::model::BLOCK_SIZE as usize / 1024) <= BUDGET_KIB
+);
 /// Batches of such content being written at once. Each ends in a `syncfs`
 /// (5 ms median on a fresh ext4, 11 ms p90), which two writers spent about
 /// half their time waiting for: four wrote 20,000 small files into an
