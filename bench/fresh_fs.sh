@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# 20,000 x 4 KiB in 200 folders into an empty peer, each run on a freshly made
-# ext4 file system (a loop-mounted image), beside `cp -a`, `cp -a` + `sync`,
-# `rsync -a` and `rsync -a` + `sync` of the same tree, each on a fresh file
-# system of its own in the same run. Prints each run, then the medians.
+# 20,000 x 4 KiB in 200 folders (by default) into an empty peer, each run on
+# a freshly made ext4 file system (a loop-mounted image), beside `cp -a`,
+# `cp -a` + `sync`, `rsync -a` and `rsync -a` + `sync` of the same tree, each
+# on a fresh file system of its own in the same run. Prints each run, then
+# the medians.
 # Needs root (mkfs, mount).
 #
 #   bench/fresh_fs.sh                          # target/release, 3 runs
 #   RUNS=5 BIN_DIRS="/a/release /b/release" bench/fresh_fs.sh   # A/B, alternating
+#   DIRS=1000 PER_DIR=1000 SIZE=2048 IMG_SIZE=24G MKFS_OPTS="-N 3000000" \
+#       RUNS=1 TIMEOUT=1800 POLL=1 \
+#       bench/fresh_fs.sh                      # the million-file row (sync.sh case 10)
 #
 # Why: on this machine kind, ext4 spends much of a small-file copy scanning
 # inodes freed in the last seconds (`recently_deleted` in the inode
@@ -15,8 +19,11 @@
 # file system per run has none.
 #
 # Environment: RUNS=3, BIN_DIRS (space-separated; default target/release, not
-# built here), IMG=/var/tmp/tandem-fresh-fs.img (4 GiB sparse image),
-# MNT=/mnt/tandem-fresh-fs, TIMEOUT=300 (seconds per run).
+# built here), IMG=/var/tmp/tandem-fresh-fs.img (a sparse image of IMG_SIZE=4G),
+# MNT=/mnt/tandem-fresh-fs, TIMEOUT=300 (seconds per run), the tree: DIRS=200
+# folders of PER_DIR=100 files of SIZE=4096 random bytes, POLL=0.05 (seconds
+# between counts of B's "received" lines: Tandem's time is late by up to
+# that; counting a million lines often would take a core from the nodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +32,13 @@ BIN_DIRS=${BIN_DIRS:-$ROOT/target/release}
 IMG=${IMG:-/var/tmp/tandem-fresh-fs.img}
 MNT=${MNT:-/mnt/tandem-fresh-fs}
 TIMEOUT=${TIMEOUT:-300}
+DIRS=${DIRS:-200}
+PER_DIR=${PER_DIR:-100}
+SIZE=${SIZE:-4096}
+IMG_SIZE=${IMG_SIZE:-4G}
+MKFS_OPTS=${MKFS_OPTS:-}
+FILES=$((DIRS * PER_DIR))
+POLL=${POLL:-0.05}
 SRC=$(mktemp -d /var/tmp/tandem-fresh-src.XXXXXX)
 PIDS=()
 cleanup() {
@@ -35,21 +49,22 @@ cleanup() {
 }
 trap cleanup EXIT
 [[ $(id -u) == 0 ]] || { echo "fresh_fs.sh: needs root (mkfs, mount)" >&2; exit 2; }
-python3 - "$SRC/tree" <<'PY'
+python3 - "$SRC/tree" "$DIRS" "$PER_DIR" "$SIZE" <<'PY'
 import os, sys
-root = sys.argv[1]
-for d in range(200):
-    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
-    for f in range(100):
-        with open(f"{root}/d{d:03}/f{f:03}.bin", "wb") as fh:
-            fh.write(os.urandom(4096))
+root, dirs, per_dir, size = sys.argv[1], *map(int, sys.argv[2:])
+for d in range(dirs):
+    os.makedirs(f"{root}/d{d:04}", exist_ok=True)
+    for f in range(per_dir):
+        with open(f"{root}/d{d:04}/f{f:04}.bin", "wb") as fh:
+            fh.write(os.urandom(size))
 PY
 mkdir -p "$MNT"
 now() { date +%s.%N; }
 fresh() {
     mountpoint -q "$MNT" && umount "$MNT"
-    truncate -s 4G "$IMG"
-    mkfs.ext4 -q -F "$IMG"
+    truncate -s "$IMG_SIZE" "$IMG"
+    # shellcheck disable=SC2086 # options, split on purpose
+    mkfs.ext4 -q -F $MKFS_OPTS "$IMG"
     mount -o loop "$IMG" "$MNT"
     cp -a "$SRC/tree" "$MNT/A"
     sync
@@ -90,9 +105,9 @@ one_run() {
         --listen "127.0.0.1:$pb" --peer "$ida@127.0.0.1:$pa" >"$w/b.log" 2>&1 &
     local bpid=$!; PIDS+=("$bpid")
     local n=0
-    until (( n >= 20000 )); do
+    until (( n >= FILES )); do
         (( $(date +%s) < deadline )) || { echo "only $n files reached B" >&2; return 1; }
-        sleep 0.05
+        sleep "$POLL"
         n=$(grep -c "received " "$w/b.log" || true)
     done
     sync
