@@ -431,6 +431,14 @@ impl Core {
                 }
             }
         }
+        // Across file systems the file in place is a copy of the temp file
+        // (another inode): recorded with the temp file's stat, the next look
+        // would read and hash it again.
+        let st = if self.state_elsewhere {
+            stat_in_place(&full, st)
+        } else {
+            st
+        };
         Ok(Some(st))
     }
 
@@ -679,6 +687,27 @@ pub(super) fn place(
         let _ = std::fs::remove_file(&swapped);
     }
     placed
+}
+
+/// The stat to record for a fetched file whose stat was `fetched` before
+/// it was put at `full`: the file there now if it differs only by its inode
+/// (a copy made across file systems), else `fetched` (a write that landed
+/// since then differs in mtime or size, and must be seen as a change).
+pub(super) fn stat_in_place(
+    full: &Path,
+    fetched: crate::index::LocalStat,
+) -> crate::index::LocalStat {
+    match std::fs::symlink_metadata(full) {
+        Ok(m) if m.is_file() => {
+            let now = scan::local_stat(&m);
+            let same = crate::index::LocalStat {
+                inode: fetched.inode,
+                ..now
+            } == fetched;
+            if same { now } else { fetched }
+        }
+        _ => fetched,
+    }
 }
 
 /// A fresh name in the state folder's temp folder for the fetched file
@@ -1220,6 +1249,31 @@ mod tests {
     fn set_mtime(p: &Path, ns: i64) {
         let t = filetime::FileTime::from_unix_time(ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
         filetime::set_file_mtime(p, t).unwrap();
+    }
+
+    #[test]
+    fn a_copy_in_place_is_recorded_under_its_own_inode_unless_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, full) = (dir.path().join("tmp"), dir.path().join("f"));
+        std::fs::write(&tmp, b"fetched").unwrap();
+        set_mtime(&tmp, 1_500_000_000_000_000_000);
+        let fetched = scan::local_stat(&std::fs::symlink_metadata(&tmp).unwrap());
+        // A copy (as across file systems): another inode, all else the same.
+        std::fs::copy(&tmp, &full).unwrap();
+        set_mtime(&full, 1_500_000_000_000_000_000);
+        let copy = scan::local_stat(&std::fs::symlink_metadata(&full).unwrap());
+        assert_ne!(copy.inode, fetched.inode);
+        assert_eq!(stat_in_place(&full, fetched), copy);
+        // Written since it was put there: the fetched stat stays, so the
+        // next look sees the write as a change.
+        std::fs::write(&full, b"a save").unwrap();
+        assert_eq!(stat_in_place(&full, fetched), fetched);
+        // The temp file itself moved in (one file system): nothing differs.
+        std::fs::rename(&tmp, &full).unwrap();
+        assert_eq!(stat_in_place(&full, fetched), fetched);
+        // Gone, or not a file: the fetched stat.
+        std::fs::remove_file(&full).unwrap();
+        assert_eq!(stat_in_place(&full, fetched), fetched);
     }
 
     #[test]
