@@ -1235,6 +1235,7 @@ pub(super) fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A keeper of `f` that keeps no versions (what is replaced is removed).
     fn no_versions() -> crate::versions::Keeper {
@@ -1264,14 +1265,22 @@ mod tests {
         let copy = scan::local_stat(&std::fs::symlink_metadata(&full).unwrap());
         assert_ne!(copy.inode, fetched.inode);
         assert_eq!(stat_in_place(&full, fetched), copy);
-        // Written since it was put there: the fetched stat stays, so the
-        // next look sees the write as a change.
-        std::fs::write(&full, b"a save").unwrap();
+        // Written since it was put there, even at the same length: the
+        // fetched stat stays, so the next look sees the write as a change.
+        std::fs::write(&full, b"fetchex").unwrap();
         assert_eq!(stat_in_place(&full, fetched), fetched);
-        // The temp file itself moved in (one file system): nothing differs.
-        std::fs::rename(&tmp, &full).unwrap();
+        // Only its mode changed (mtime put back): the same.
+        set_mtime(&full, 1_500_000_000_000_000_000);
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(stat_in_place(&full, fetched), fetched);
-        // Gone, or not a file: the fetched stat.
+        // (What no stat can tell: the same length, mode and mtime to the
+        // nanosecond; the scanner trusts the same.)
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(fetched.mode)).unwrap();
+        assert_eq!(stat_in_place(&full, fetched).inode, copy.inode);
+        // A link, or nothing: the fetched stat.
+        std::fs::remove_file(&full).unwrap();
+        std::os::unix::fs::symlink("tmp", &full).unwrap();
+        assert_eq!(stat_in_place(&full, fetched), fetched);
         std::fs::remove_file(&full).unwrap();
         assert_eq!(stat_in_place(&full, fetched), fetched);
     }
