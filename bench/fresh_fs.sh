@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # 20,000 x 4 KiB in 200 folders (by default) into an empty peer, each run on
 # a freshly made ext4 file system (a loop-mounted image), beside `cp -a`,
-# `cp -a` + `sync`, `rsync -a` and `rsync -a` + `sync` of the same tree, each
-# on a fresh file system of its own in the same run. Prints each run, then
-# the medians.
+# `cp -a` + `sync`, `rsync -a` and `rsync -a` + `sync` of the same tree, and
+# the floor of an atomic, durable install (`node/examples/install_floor.rs`:
+# each file written under a temp name in a folder of its own, made durable,
+# renamed into place; in batches of 128 files as the node does, and in one
+# batch), each on a fresh file system of its own in the same run. Prints
+# each run, then the medians.
 # Needs root (mkfs, mount).
 #
 #   bench/fresh_fs.sh                          # target/release, 3 runs
@@ -18,7 +21,8 @@
 # Tandem, rsync and cp alike; bench/sync.sh case 3 swings with it. A fresh
 # file system per run has none.
 #
-# Environment: RUNS=3, BIN_DIRS (space-separated; default target/release, not
+# Environment: FLOOR (the install_floor binary; built here by default),
+# RUNS=3, BIN_DIRS (space-separated; default target/release, not
 # built here), IMG=/var/tmp/tandem-fresh-fs.img (a sparse image of IMG_SIZE=4G),
 # MNT=/mnt/tandem-fresh-fs, TIMEOUT=300 (seconds per run), the tree: DIRS=200
 # folders of PER_DIR=100 files of SIZE=4096 random bytes, POLL=0.05 (seconds
@@ -39,6 +43,10 @@ IMG_SIZE=${IMG_SIZE:-4G}
 MKFS_OPTS=${MKFS_OPTS:-}
 FILES=$((DIRS * PER_DIR))
 POLL=${POLL:-0.05}
+if [[ -z "${FLOOR:-}" ]]; then
+    cargo build --release -q -p tandem-node --example install_floor
+    FLOOR=$ROOT/target/release/examples/install_floor
+fi
 SRC=$(mktemp -d /var/tmp/tandem-fresh-src.XXXXXX)
 PIDS=()
 cleanup() {
@@ -83,9 +91,12 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 declare -A RESULTS
 one_run() {
     local bin=$1 w=$MNT
-    local cp_s cps_s rs_s rss_s
+    local cp_s cps_s rs_s rss_s fl_s fl1_s x
     read -r cp_s cps_s <<<"$(timed_copy cp -a "$w/A" "$w/C")"
     read -r rs_s rss_s <<<"$(timed_copy rsync -a "$w/A/" "$w/C/")"
+    # The floor makes its files durable itself (its time includes that).
+    read -r fl_s x <<<"$(timed_copy "$FLOOR" "$w/A" "$w/C" "$w/SC/tmp" 128)"
+    read -r fl1_s x <<<"$(timed_copy "$FLOOR" "$w/A" "$w/C" "$w/SC/tmp")"
     fresh  # the copies' inodes are not left recently freed
     local ida idb pa pb t0 t1
     ida=$("$bin/tandem-node" --dir "$w/A" --state-dir "$w/SA" id 2>/dev/null | tail -1)
@@ -118,9 +129,9 @@ one_run() {
     PIDS=()
     local files; files=$(find "$w/B" -type f -name 'f*.bin' | wc -l)
     local t; t=$(echo "$t1 - $t0" | bc)
-    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  tandem %5.2f s = %4.2fx cp -a+sync  peak RSS A %s + B %s MiB  B files %d\n' \
-        "$bin" "$cp_s" "$cps_s" "$rs_s" "$rss_s" "$t" "$(echo "$t / $cps_s" | bc -l)" "$rss_a" "$rss_b" "$files"
-    RESULTS[$bin]+="$cp_s $cps_s $rs_s $rss_s $t $rss_a $rss_b;"
+    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  floor %5.2f (one batch %5.2f)  tandem %5.2f s = %4.2fx cp -a+sync  peak RSS A %s + B %s MiB  B files %d\n' \
+        "$bin" "$cp_s" "$cps_s" "$rs_s" "$rss_s" "$fl_s" "$fl1_s" "$t" "$(echo "$t / $cps_s" | bc -l)" "$rss_a" "$rss_b" "$files"
+    RESULTS[$bin]+="$cp_s $cps_s $rs_s $rss_s $t $rss_a $rss_b $fl_s $fl1_s;"
 }
 for ((r = 1; r <= RUNS; r++)); do
     for b in $BIN_DIRS; do
@@ -131,10 +142,10 @@ done
 echo "medians of $RUNS runs:"
 for b in $BIN_DIRS; do
     cols=()
-    for i in 1 2 3 4 5 6 7; do
+    for i in 1 2 3 4 5 6 7 8 9; do
         cols+=("$(median $(tr ';' '\n' <<<"${RESULTS[$b]}" | awk -v i="$i" 'NF { print $i }'))")
     done
-    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  tandem %5.2f s = %4.2fx cp -a+sync, %4.2fx rsync -a+sync  peak RSS A %s + B %s MiB\n' \
-        "$b" "${cols[0]}" "${cols[1]}" "${cols[2]}" "${cols[3]}" "${cols[4]}" \
-        "$(echo "${cols[4]} / ${cols[1]}" | bc -l)" "$(echo "${cols[4]} / ${cols[3]}" | bc -l)" "${cols[5]}" "${cols[6]}"
+    printf '%-34s cp -a %5.2f  +sync %5.2f  rsync -a %5.2f  +sync %5.2f  floor %5.2f (one batch %5.2f)  tandem %5.2f s = %4.2fx cp -a+sync, %4.2fx rsync -a+sync, %4.2fx the floor  peak RSS A %s + B %s MiB\n' \
+        "$b" "${cols[0]}" "${cols[1]}" "${cols[2]}" "${cols[3]}" "${cols[7]}" "${cols[8]}" "${cols[4]}" \
+        "$(echo "${cols[4]} / ${cols[1]}" | bc -l)" "$(echo "${cols[4]} / ${cols[3]}" | bc -l)" "$(echo "${cols[4]} / ${cols[7]}" | bc -l)" "${cols[5]}" "${cols[6]}"
 done
