@@ -395,11 +395,12 @@ impl Core {
             }
             (r, _) => r,
         };
+        let placed = placed?;
         if let Some(CameOut {
             path: out,
             mtime_ns,
             indexed,
-        }) = placed?
+        }) = placed.came_out
         {
             // Our version that lost the conflict, or a change someone made
             // between our last look and the swap (never indexed): kept as
@@ -434,11 +435,9 @@ impl Core {
         // Across file systems the file in place is a copy of the temp file
         // (another inode): recorded with the temp file's stat, the next look
         // would read and hash it again.
-        let st = if self.state_elsewhere {
-            stat_in_place(&full, st)
-        } else {
-            st
-        };
+        let st = placed
+            .copy
+            .map_or(st, |copy| stat_in_place(&full, st, copy));
         Ok(Some(st))
     }
 
@@ -649,9 +648,9 @@ pub(super) fn place(
     incoming_mtime: i64,
     keep: (&crate::versions::Keeper, bool),
     swapped: &dyn Fn(u64, bool) -> PathBuf,
-) -> std::io::Result<Option<CameOut>> {
+) -> std::io::Result<Placed> {
     let Some((stat, hash)) = expect else {
-        return place_new(tmp, full).map(|()| None);
+        return place_new(tmp, full).map(Placed::copied);
     };
     let rename = |to: &Path| match rename2(tmp, to, libc::RENAME_NOREPLACE) {
         Err(e) if unsupported(&e) => std::fs::rename(tmp, to),
@@ -689,25 +688,21 @@ pub(super) fn place(
     placed
 }
 
-/// The stat to record for a fetched file whose stat was `fetched` before
-/// it was put at `full`: the file there now if it differs only by its inode
-/// (a copy made across file systems), else `fetched` (a write that landed
-/// since then differs in mtime or size, and must be seen as a change).
+/// The stat to record for a fetched file (stat `fetched`) that was copied
+/// to `full` across file systems (the copy's stat: `copy`): the copy's, if
+/// that copy is what is there now, unchanged; else `fetched`, which differs
+/// from whatever is there (another inode), so the next look reads it as a
+/// change (a write that landed since, or another file renamed over it).
 pub(super) fn stat_in_place(
     full: &Path,
     fetched: crate::index::LocalStat,
+    copy: crate::index::LocalStat,
 ) -> crate::index::LocalStat {
-    match std::fs::symlink_metadata(full) {
-        Ok(m) if m.is_file() => {
-            let now = scan::local_stat(&m);
-            let same = crate::index::LocalStat {
-                inode: fetched.inode,
-                ..now
-            } == fetched;
-            if same { now } else { fetched }
-        }
-        _ => fetched,
-    }
+    let now = std::fs::symlink_metadata(full)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| scan::local_stat(&m));
+    if now == Some(copy) { copy } else { fetched }
 }
 
 /// A fresh name in the state folder's temp folder for the fetched file
@@ -718,17 +713,28 @@ pub(super) fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64, tag: bo
         .join(super::interrupted::swapped_name(path, inode, tag))
 }
 
-/// [`place`] where nothing is expected at `full`.
-fn place_new(tmp: &Path, full: &Path) -> std::io::Result<()> {
-    move_no_replace(tmp, full)
+/// [`place`] where nothing is expected at `full`. Returns the stat of the
+/// copy put there, if it had to be copied (see [`move_no_replace_copied`]).
+fn place_new(tmp: &Path, full: &Path) -> std::io::Result<Option<crate::index::LocalStat>> {
+    move_no_replace_copied(tmp, full)
 }
 
 /// Moves `from` to `to` unless something is there (then fails, and both
 /// stay), across file systems too. Where the file system cannot refuse
 /// (no `renameat2`, no hard links), whatever is there is replaced.
 pub(super) fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    move_no_replace_copied(from, to).map(drop)
+}
+
+/// [`move_no_replace`], returning the stat of the copy now at `to` when it
+/// had to be copied across file systems (another inode than `from`'s), or
+/// `None` when `from` itself was moved.
+fn move_no_replace_copied(
+    from: &Path,
+    to: &Path,
+) -> std::io::Result<Option<crate::index::LocalStat>> {
     match rename2(from, to, libc::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, false),
         Err(e) if unsupported(&e) => link_no_replace(from, to),
@@ -738,9 +744,9 @@ pub(super) fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Within one file system without `renameat2`: a hard link refuses a
 /// taken name as the rename cannot; without hard links, a plain rename.
-fn link_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+fn link_no_replace(from: &Path, to: &Path) -> std::io::Result<Option<crate::index::LocalStat>> {
     match std::fs::hard_link(from, to) {
-        Ok(()) => std::fs::remove_file(from),
+        Ok(()) => std::fs::remove_file(from).map(|()| None),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
         // Two file systems (a kernel without `renameat2` says so only here).
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, false),
@@ -751,7 +757,7 @@ fn link_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
                 Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
             ) =>
         {
-            std::fs::rename(from, to)
+            std::fs::rename(from, to).map(|()| None)
         }
         Err(e) => Err(e),
     }
@@ -777,6 +783,34 @@ pub(super) struct CameOut {
     indexed: bool,
 }
 
+/// What an install did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Placed {
+    /// What it took out of the tree, for the caller to keep.
+    pub came_out: Option<CameOut>,
+    /// The stat of the copy it put in place, when the fetched file had to
+    /// be copied across file systems (a state folder elsewhere, or a
+    /// subfolder mounted from elsewhere); `None` when the fetched file
+    /// itself was moved there.
+    pub copy: Option<crate::index::LocalStat>,
+}
+
+impl Placed {
+    fn out(came_out: Option<CameOut>) -> Placed {
+        Placed {
+            came_out,
+            copy: None,
+        }
+    }
+
+    fn copied(copy: Option<crate::index::LocalStat>) -> Placed {
+        Placed {
+            came_out: None,
+            copy,
+        }
+    }
+}
+
 /// [`place`]'s swap of `tmp` (the fetched file, inode `fetched_inode`,
 /// under a name the start-up keeps) with our file at `full` (`expect`).
 /// `keep`: where ours goes once out: the keeper (versions), or, when it
@@ -788,14 +822,14 @@ fn exchange(
     fetched_inode: u64,
     incoming_mtime: i64,
     keep: (&crate::versions::Keeper, bool),
-) -> std::io::Result<Option<CameOut>> {
+) -> std::io::Result<Placed> {
     let (stat, hash) = expect;
     let (keeper, ours_lost) = keep;
     match rename2(tmp, full, libc::RENAME_EXCHANGE) {
         Ok(()) => {}
         // Deleted here meanwhile: an edit beats a delete, put it in place.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return place_new(tmp, full).map(|()| None);
+            return place_new(tmp, full).map(Placed::copied);
         }
         // No exchange (a state folder on another file system): the caller
         // keeps our losing version the way that needs none.
@@ -808,16 +842,16 @@ fn exchange(
             // still ours (a change made here since is decided again, as a
             // conflict), one rename replaces it.
             let across = e.raw_os_error() == Some(libc::EXDEV) || !same_file_system(tmp, full);
-            let staged = if across {
-                stage(tmp, full)?
+            let (staged, copy) = if across {
+                stage_copied(tmp, full)?
             } else {
-                tmp.to_path_buf()
+                (tmp.to_path_buf(), None)
             };
             let unstage = |r: std::io::Result<()>| {
                 if across {
                     let _ = std::fs::remove_file(&staged);
                 }
-                r.map(|()| None)
+                r.map(|()| Placed::default())
             };
             keep_a_copy(keeper, full, tmp);
             match holds_indexed(full, stat, hash, false) {
@@ -828,12 +862,12 @@ fn exchange(
                     )));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !across => {
-                    return place_new(tmp, full).map(|()| None);
+                    return place_new(tmp, full).map(Placed::copied);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     put_staged(&staged, full, false)?;
                     let _ = std::fs::remove_file(tmp);
-                    return Ok(None);
+                    return Ok(Placed::copied(copy));
                 }
                 Err(e) => return unstage(Err(e)),
             }
@@ -843,7 +877,7 @@ fn exchange(
             if across {
                 let _ = std::fs::remove_file(tmp);
             }
-            return Ok(None);
+            return Ok(Placed::copied(copy));
         }
         Err(e) => return Err(e),
     }
@@ -851,7 +885,7 @@ fn exchange(
     // The new file is in place: from here on nothing may fail as "not in
     // place". What came out is removed only when it is certainly ours.
     let Ok(out) = std::fs::symlink_metadata(tmp) else {
-        return Ok(None);
+        return Ok(Placed::default());
     };
     if out.is_dir() && rename2(tmp, full, libc::RENAME_EXCHANGE).is_ok() {
         // A folder took the path since it was looked at: it goes straight
@@ -862,16 +896,16 @@ fn exchange(
     }
     let ours = holds_indexed(tmp, stat, hash, false).unwrap_or(false);
     if ours && ours_lost {
-        return Ok(Some(CameOut {
+        return Ok(Placed::out(Some(CameOut {
             path: tmp.to_path_buf(),
             mtime_ns: scan::local_stat(&out).mtime_ns,
             indexed: true,
-        }));
+        })));
     }
     if ours {
         // Out of the tree: kept as a version (or removed).
         keeper.keep(tmp);
-        return Ok(None);
+        return Ok(Placed::default());
     }
     let theirs = scan::local_stat(&out).mtime_ns;
     if out.file_type().is_file()
@@ -891,22 +925,22 @@ fn exchange(
                 } else {
                     scan::local_stat(&m).mtime_ns
                 };
-                Ok(Some(CameOut {
+                Ok(Placed::out(Some(CameOut {
                     path: tmp.to_path_buf(),
                     mtime_ns: kept,
                     indexed: false,
-                }))
+                })))
             }
             _ => Err(std::io::Error::other(
                 "a newer change was made here while the new version was being written; it stays, and is decided again",
             )),
         };
     }
-    Ok(Some(CameOut {
+    Ok(Placed::out(Some(CameOut {
         path: tmp.to_path_buf(),
         mtime_ns: theirs,
         indexed: false,
-    }))
+    })))
 }
 
 /// Deletes our file at `full` unless it changed since we indexed it (its
@@ -1051,23 +1085,28 @@ pub(super) fn unsupported(e: &std::io::Error) -> bool {
 /// copies to a hidden temp beside the target and renames that instead.
 pub fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, true),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(from, to, true).map(drop),
         r => r,
     }
 }
 
 /// [`move_file`] across file systems: a copy beside `to` is renamed onto
 /// it (over what is there only if `replace`; else a file that appeared
-/// meanwhile stays and this fails), then `from` is removed.
-fn move_across(from: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
-    let side = stage(from, to)?;
+/// meanwhile stays and this fails), then `from` is removed. Returns the
+/// copy's stat (see [`stage_copied`]).
+fn move_across(
+    from: &Path,
+    to: &Path,
+    replace: bool,
+) -> std::io::Result<Option<crate::index::LocalStat>> {
+    let (side, copy) = stage_copied(from, to)?;
     put_staged(&side, to, replace)?;
     // In place (its name synced): the original goes. A crash before that
     // leaves it where it was: in the state folder's temp folder (emptied
     // at start), or under a hidden name in the tree (left there: see
     // `move_out_of_tree`).
     let _ = std::fs::remove_file(from);
-    Ok(())
+    Ok(copy)
 }
 
 /// Keeps a copy of `full` (still in the tree) as a version, made beside
@@ -1113,12 +1152,21 @@ fn side_of(to: &Path) -> PathBuf {
 /// name. Anything else at `from` (a fifo, a device: a copy would block or
 /// never end) is refused, as is a link that takes a file's place meanwhile.
 fn stage(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
+    stage_copied(from, to).map(|(side, _)| side)
+}
+
+/// [`stage`], also returning the stat of the copy of a regular file, taken
+/// from the copy itself once it is synced (a link's copy: `None`).
+fn stage_copied(
+    from: &Path,
+    to: &Path,
+) -> std::io::Result<(PathBuf, Option<crate::index::LocalStat>)> {
     use std::os::unix::fs::OpenOptionsExt;
     let side = side_of(to);
     if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
         // A link is copied as a link, never through it.
         std::os::unix::fs::symlink(std::fs::read_link(from)?, &side)?;
-        return Ok(side);
+        return Ok((side, None));
     }
     let mut src = std::fs::File::options()
         .read(true)
@@ -1151,10 +1199,11 @@ fn stage(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
         ))?;
         let mtime = filetime::FileTime::from_last_modification_time(&meta);
         filetime::set_file_handle_times(&dst, None, Some(mtime))?;
-        dst.sync_all()
+        dst.sync_all()?;
+        Ok(scan::local_stat(&dst.metadata()?))
     })();
     match copied {
-        Ok(()) => Ok(side),
+        Ok(stat) => Ok((side, Some(stat))),
         Err(e) => {
             let _ = std::fs::remove_file(&side);
             Err(e)
@@ -1170,7 +1219,7 @@ fn put_staged(side: &Path, to: &Path, replace: bool) -> std::io::Result<()> {
     } else {
         match rename2(side, to, libc::RENAME_NOREPLACE) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(appeared()),
-            Err(e) if unsupported(&e) => link_no_replace(side, to),
+            Err(e) if unsupported(&e) => link_no_replace(side, to).map(drop),
             r => r,
         }
     };
@@ -1259,30 +1308,87 @@ mod tests {
         std::fs::write(&tmp, b"fetched").unwrap();
         set_mtime(&tmp, 1_500_000_000_000_000_000);
         let fetched = scan::local_stat(&std::fs::symlink_metadata(&tmp).unwrap());
-        // A copy (as across file systems): another inode, all else the same.
-        std::fs::copy(&tmp, &full).unwrap();
-        set_mtime(&full, 1_500_000_000_000_000_000);
-        let copy = scan::local_stat(&std::fs::symlink_metadata(&full).unwrap());
+        // A copy put in place (as across file systems): another inode.
+        let (side, copy) = stage_copied(&tmp, &full).unwrap();
+        put_staged(&side, &full, false).unwrap();
+        let copy = copy.unwrap();
         assert_ne!(copy.inode, fetched.inode);
-        assert_eq!(stat_in_place(&full, fetched), copy);
+        assert_eq!(
+            (copy.size, copy.mtime_ns, copy.mode),
+            (fetched.size, fetched.mtime_ns, fetched.mode)
+        );
+        assert_eq!(stat_in_place(&full, fetched, copy), copy);
         // Written since it was put there, even at the same length: the
         // fetched stat stays, so the next look sees the write as a change.
         std::fs::write(&full, b"fetchex").unwrap();
-        assert_eq!(stat_in_place(&full, fetched), fetched);
+        assert_eq!(stat_in_place(&full, fetched, copy), fetched);
         // Only its mode changed (mtime put back): the same.
         set_mtime(&full, 1_500_000_000_000_000_000);
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(stat_in_place(&full, fetched), fetched);
-        // (What no stat can tell: the same length, mode and mtime to the
-        // nanosecond; the scanner trusts the same.)
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(fetched.mode)).unwrap();
-        assert_eq!(stat_in_place(&full, fetched).inode, copy.inode);
+        assert_eq!(stat_in_place(&full, fetched, copy), fetched);
+        // Another file renamed over it with the same length, mode and mtime
+        // to the nanosecond: another inode, so not taken for the copy.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"FETCHED").unwrap();
+        set_mtime(&other, 1_500_000_000_000_000_000);
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(fetched.mode)).unwrap();
+        std::fs::rename(&other, &full).unwrap();
+        assert_eq!(stat_in_place(&full, fetched, copy), fetched);
         // A link, or nothing: the fetched stat.
         std::fs::remove_file(&full).unwrap();
         std::os::unix::fs::symlink("tmp", &full).unwrap();
-        assert_eq!(stat_in_place(&full, fetched), fetched);
+        assert_eq!(stat_in_place(&full, fetched, copy), fetched);
         std::fs::remove_file(&full).unwrap();
-        assert_eq!(stat_in_place(&full, fetched), fetched);
+        assert_eq!(stat_in_place(&full, fetched, copy), fetched);
+    }
+
+    /// Across file systems (a temp file in `/dev/shm`, where that is
+    /// another file system than the temp folder's), an install says which
+    /// copy it put in place; on one file system it put the file itself.
+    #[test]
+    fn an_install_across_file_systems_returns_the_copy_it_put_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let shm = Path::new("/dev/shm");
+        let elsewhere = (dev(shm).is_some() && dev(shm) != dev(dir.path()))
+            .then(|| tempfile::tempdir_in(shm).ok())
+            .flatten();
+        let here = tempfile::tempdir_in(dir.path()).unwrap();
+        let keep = (&no_versions(), false);
+        for (state, across) in [(here.path(), false)]
+            .into_iter()
+            .chain(elsewhere.as_ref().map(|d| (d.path(), true)))
+        {
+            let full = dir.path().join(format!("new-{across}"));
+            let tmp = state.join("t");
+            // As the state folder's temp names are: beside `tmp`.
+            let swapped = state.join("swapped");
+            let no_name = |_: u64, _: bool| swapped.clone();
+            std::fs::write(&tmp, b"fetched").unwrap();
+            let ino = std::fs::metadata(&tmp).unwrap().ino();
+            let placed = place(&tmp, ino, &full, None, 0, keep, &no_name).unwrap();
+            let now = scan::local_stat(&std::fs::symlink_metadata(&full).unwrap());
+            assert_eq!(
+                placed.copy,
+                across.then_some(now),
+                "new file, across: {across}"
+            );
+            // Over our indexed version (no exchange across file systems).
+            let expect = Some((Some(now), tandem_common::ContentHash::of(b"fetched")));
+            std::fs::write(&tmp, b"fetched again").unwrap();
+            let ino = std::fs::metadata(&tmp).unwrap().ino();
+            let placed = place(&tmp, ino, &full, expect, 0, keep, &no_name).unwrap();
+            assert_eq!(std::fs::read(&full).unwrap(), b"fetched again");
+            let now = scan::local_stat(&std::fs::symlink_metadata(&full).unwrap());
+            assert_eq!(
+                placed.copy,
+                across.then_some(now),
+                "replaced, across: {across}"
+            );
+        }
+        if elsewhere.is_none() {
+            eprintln!("across file systems not tried: no /dev/shm on another file system");
+        }
     }
 
     #[test]
@@ -1387,7 +1493,9 @@ mod tests {
         };
         let keep = (&versions, false);
         assert_eq!(
-            exchange(&tmp, &full, (stat, hash), ino, 0, keep).unwrap(),
+            exchange(&tmp, &full, (stat, hash), ino, 0, keep)
+                .unwrap()
+                .came_out,
             None
         );
         assert_eq!(std::fs::read(&full).unwrap(), b"the peer's");
@@ -1485,12 +1593,12 @@ mod tests {
         // Our file: swapped in, ours out of the tree (not kept: no folder).
         let full = dir.path().join("f");
         std::fs::write(&full, b"indexed").unwrap();
-        assert_eq!(run(&full).unwrap(), None);
+        assert_eq!(run(&full).unwrap(), Placed::default());
         assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
         assert!(!tmp.exists());
         // Deleted here meanwhile: put in place.
         std::fs::remove_file(&full).unwrap();
-        assert_eq!(run(&full).unwrap(), None);
+        assert_eq!(run(&full).unwrap(), Placed::default());
         assert_eq!(std::fs::read(&full).unwrap(), b"fetched");
         // Its folder gone: an error, the fetched file back at `tmp` for
         // the caller's retry.
@@ -1524,7 +1632,7 @@ mod tests {
             (&keeper, false),
         );
         assert_eq!(
-            r.unwrap(),
+            r.unwrap().came_out,
             Some(CameOut {
                 path: tmp.clone(),
                 mtime_ns: newer,
@@ -1573,7 +1681,7 @@ mod tests {
                 assert!(!swapped.exists());
             } else {
                 assert_eq!(
-                    r.unwrap(),
+                    r.unwrap().came_out,
                     Some(CameOut {
                         path: swapped.clone(),
                         mtime_ns: local_mtime,

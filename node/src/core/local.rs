@@ -128,7 +128,7 @@ impl Core {
             let keep = (&not_kept, false);
             let out = super::apply::place(tmp, inode, &full, expect, mtime_ns, keep, &swapped)
                 .map_err(put_io)?;
-            if let Some(out) = out {
+            if let Some(out) = out.came_out {
                 let me = self.index.me();
                 let name = self.name.clone();
                 if let Err(e) = self.keep_aside(&out.path, path, &name, out.mtime_ns, me) {

@@ -575,10 +575,6 @@ pub struct Core {
     temp_seq: u64,
     /// The folders for temp files made in this run, a bit each.
     temp_dirs_made: u32,
-    /// The state folder is on another file system than the synced folder:
-    /// what is put in place is a copy of the temp file (see
-    /// [`apply::stat_in_place`]).
-    state_elsewhere: bool,
     /// Transfer tasks running (including superseded ones not yet finished).
     running: usize,
     /// The count of changes last seen by [`Core::compact_when_settled`],
@@ -666,11 +662,6 @@ impl Core {
         crate::metrics::Metrics::add(&io.metrics.conflicts, kept.len() as u64);
         let tmp = state_dir.join("tmp");
         std::fs::create_dir_all(&tmp)?;
-        let state_elsewhere = {
-            use std::os::unix::fs::MetadataExt;
-            let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
-            matches!((dev(&tmp), dev(&root)), (Ok(a), Ok(b)) if a != b)
-        };
         let mut core = Core {
             root,
             state_dir,
@@ -701,7 +692,6 @@ impl Core {
             dirs_to_sync: HashSet::new(),
             temp_seq: 0,
             temp_dirs_made: 0,
-            state_elsewhere,
             running: 0,
             compact_check: None,
             lists_running: 0,
