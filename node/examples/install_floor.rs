@@ -14,12 +14,18 @@
 //! BATCH files are written, then one `syncfs` makes them durable, then they
 //! are renamed into place (default: every file in one batch, the fewest
 //! barriers; the node uses batches of 128 so files appear as they come).
+//!
+//! With `FLOOR_TMPFILE=1` each file is instead written as an unnamed file in
+//! its destination folder (`O_TMPFILE`) and linked into place (`linkat`,
+//! which never replaces a name either): no temp folder entry to make and
+//! remove, no rename across folders. (The node does not do this yet; this
+//! measures what it would save.)
 
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -40,7 +46,8 @@ fn main() -> anyhow::Result<()> {
         None => usize::MAX,
     };
     fs::create_dir_all(&tmp).with_context(|| format!("cannot make {}", tmp.display()))?;
-    let mut pending: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let unnamed = std::env::var_os("FLOOR_TMPFILE").is_some_and(|v| v == "1");
+    let mut pending: Vec<(Part, PathBuf)> = Vec::new();
     let mut n = 0u64;
     for e in walkdir::WalkDir::new(&src).sort_by_file_name() {
         let e = e?;
@@ -56,9 +63,20 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let data = fs::read(e.path())?;
-        let part = tmp.join(format!("{n}.part"));
-        n += 1;
-        let mut f = File::create(&part)?;
+        let (mut f, part) = if unnamed {
+            let dir = to.parent().context("a file has a folder")?;
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(dir)
+                .with_context(|| format!("O_TMPFILE in {}", dir.display()))?;
+            (f.try_clone()?, Part::Unnamed(f))
+        } else {
+            let part = tmp.join(format!("{n}.part"));
+            n += 1;
+            (File::create(&part)?, Part::Named(part))
+        };
         f.write_all(&data)?;
         f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         f.set_modified(meta.modified()?)?;
@@ -82,26 +100,49 @@ fn syncfs(at: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes the written temp files durable, then renames each into place.
-fn install(tmp: &Path, pending: &mut Vec<(PathBuf, PathBuf)>) -> anyhow::Result<()> {
+/// A file written, not yet in place.
+enum Part {
+    /// Under a temp name.
+    Named(PathBuf),
+    /// Unnamed (`O_TMPFILE`), held open.
+    Unnamed(File),
+}
+
+/// Makes the written temp files durable, then puts each in place.
+fn install(tmp: &Path, pending: &mut Vec<(Part, PathBuf)>) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
     syncfs(tmp)?;
     for (from, to) in pending.drain(..) {
-        let (a, b) = (
-            CString::new(from.as_os_str().as_bytes())?,
-            CString::new(to.as_os_str().as_bytes())?,
-        );
-        // SAFETY: two valid C strings; plain integers otherwise.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                a.as_ptr(),
-                libc::AT_FDCWD,
-                b.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
+        let b = CString::new(to.as_os_str().as_bytes())?;
+        let rc = match from {
+            Part::Named(from) => {
+                let a = CString::new(from.as_os_str().as_bytes())?;
+                // SAFETY: two valid C strings; plain integers otherwise.
+                unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_NOREPLACE,
+                    )
+                }
+            }
+            Part::Unnamed(f) => {
+                let a = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+                // SAFETY: two valid C strings; `f` keeps the descriptor open.
+                unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                }
+            }
         };
         if rc != 0 {
             return Err(std::io::Error::last_os_error())
