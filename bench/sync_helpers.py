@@ -1121,13 +1121,27 @@ class Bench:
                 row = {"run": r, "time": t1 - t0, "ss_a": sa, "ss_b": sb,
                        "log_net": parse_size(m["net"]), "log_reused": parse_size(m["reused"]),
                        "log_took": m["took"], "ok": same_file(fa, fb), "notes": notes}
+                # The floor of any install that replaces the file atomically
+                # on this disk: a full copy of it, made durable (outside the
+                # nodes' folders, on the same file system).
+                floor_path = os.path.join(base, "floor.bin")
+                c0 = time.perf_counter()
+                shutil.copyfile(fb, floor_path)
+                with open(floor_path, "rb") as f:
+                    os.fsync(f.fileno())
+                row["floor"] = time.perf_counter() - c0
+                os.unlink(floor_path)
                 rows.append(row)
                 print(f"  run {r}: identical on B after {fmt_s(row['time'])}; TCP payload "
                       f"A->B {fmt_bytes(sa)}, B->A {fmt_bytes(sb)}, total {fmt_bytes(sa + sb)}; "
                       f"B's log: {m['net']} over the network, {m['reused']} reused, transfer "
-                      f"{m['took']}" + (f"; {'; '.join(notes)}" if notes else ""), flush=True)
+                      f"{m['took']}; a copy of the file + fsync {fmt_s(row['floor'])}"
+                      + (f"; {'; '.join(notes)}" if notes else ""), flush=True)
         finally:
             self.stop_all()
+        if rows:
+            print(f"  median copy of the file + fsync (the floor of an atomic install): "
+                  f"{fmt_s(statistics.median(x['floor'] for x in rows))}", flush=True)
         self.report_bytes("identical on B after", rows, "edit")
         if base:
             rmtree(base)
