@@ -16,7 +16,6 @@ pub mod crashpoint;
 pub mod engine;
 pub mod events;
 pub mod fsprobe;
-pub mod group_sync;
 pub mod held;
 pub mod ignores;
 pub mod index;

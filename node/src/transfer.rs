@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -509,8 +510,7 @@ fn write_batch(
     let synced = if count <= FSYNC_EACH_MAX {
         written.iter().try_for_each(File::sync_all)
     } else {
-        // Shared with other writers finishing meanwhile (one flush for all).
-        written.first().map_or(Ok(()), crate::group_sync::syncfs)
+        written.first().map_or(Ok(()), syncfs)
     };
     if let Err(e) = synced {
         for r in &mut out {
@@ -551,6 +551,16 @@ fn write_temp(
     set_mode_and_mtime(&f, mode, mtime_ns)?;
     let stat = crate::scan::local_stat(&f.metadata()?);
     Ok((f, stat))
+}
+
+/// Flushes everything written to the filesystem holding `f` to disk.
+fn syncfs(f: &File) -> std::io::Result<()> {
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The bytes of an answer to a block request for `asked` blocks of a file

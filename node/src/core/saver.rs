@@ -39,7 +39,11 @@ pub(super) type Backlog = VecDeque<Job>;
 pub(super) fn write_backlog(store: &mut Store, backlog: &mut Backlog) -> Option<u64> {
     let mut saved = None;
     while let Some(job) = backlog.front() {
-        sync_dirs(&job.dirs);
+        for d in &job.dirs {
+            if let Ok(f) = std::fs::File::open(d) {
+                let _ = f.sync_all();
+            }
+        }
         // A panic in the database layer is a failed write, not a dead
         // writer that would leave the core waiting for it.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -66,37 +70,6 @@ pub(super) fn write_backlog(store: &mut Store, backlog: &mut Backlog) -> Option<
         }
     }
     saved
-}
-
-/// Folders of one file system up to this many are fsynced one by one; more
-/// are made durable by one `syncfs` of their file system (shared with the
-/// writers', see [`crate::group_sync`]). A batch of 20,000 small files into
-/// 200 folders fsynced about 200 folders, each a journal commit of its own.
-const FSYNC_DIRS_MAX: usize = 4;
-
-/// Makes the entries of the folders `dirs` durable (failures are left to
-/// the next start's scan, which finds whatever a crash undid).
-fn sync_dirs(dirs: &[PathBuf]) {
-    use std::os::unix::fs::MetadataExt;
-    let mut by_fs: std::collections::HashMap<u64, Vec<std::fs::File>> = Default::default();
-    for d in dirs {
-        let Ok(f) = std::fs::File::open(d) else {
-            continue;
-        };
-        let Ok(dev) = f.metadata().map(|m| m.dev()) else {
-            continue;
-        };
-        by_fs.entry(dev).or_default().push(f);
-    }
-    for files in by_fs.values() {
-        if files.len() <= FSYNC_DIRS_MAX {
-            for f in files {
-                let _ = f.sync_all();
-            }
-        } else {
-            let _ = crate::group_sync::syncfs(&files[0]);
-        }
-    }
 }
 
 /// The writer thread, and whether it is busy with a batch.
