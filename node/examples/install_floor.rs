@@ -19,7 +19,8 @@
 //! its destination folder (`O_TMPFILE`) and linked into place (`linkat`,
 //! which never replaces a name either): no temp folder entry to make and
 //! remove, no rename across folders. (The node does not do this yet; this
-//! measures what it would save.)
+//! measures what it would save.) It holds a descriptor per file of a batch
+//! open: keep BATCH under the open-files limit (`ulimit -n`).
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -83,11 +84,11 @@ fn main() -> anyhow::Result<()> {
         drop(f);
         pending.push((part, to));
         if pending.len() >= batch {
-            install(&tmp, &mut pending)?;
+            install(&dst, &mut pending)?;
         }
     }
-    install(&tmp, &mut pending)?;
-    syncfs(&tmp)
+    install(&dst, &mut pending)?;
+    syncfs(&dst)
 }
 
 /// `syncfs(2)` of the file system holding `at`.
@@ -108,12 +109,14 @@ enum Part {
     Unnamed(File),
 }
 
-/// Makes the written temp files durable, then puts each in place.
-fn install(tmp: &Path, pending: &mut Vec<(Part, PathBuf)>) -> anyhow::Result<()> {
+/// Makes the written temp files durable (a flush of `dst`'s file system:
+/// the unnamed files are there, and named ones must be, to be renamed
+/// there), then puts each in place.
+fn install(dst: &Path, pending: &mut Vec<(Part, PathBuf)>) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
-    syncfs(tmp)?;
+    syncfs(dst)?;
     for (from, to) in pending.drain(..) {
         let b = CString::new(to.as_os_str().as_bytes())?;
         let rc = match from {

@@ -1322,9 +1322,11 @@ mod tests {
         // fetched stat stays, so the next look sees the write as a change.
         std::fs::write(&full, b"fetchex").unwrap();
         assert_eq!(stat_in_place(&full, fetched, copy), fetched);
-        // Only its mode changed (mtime put back): the same.
+        // Only its mode changed (mtime put back): the same. (Another mode
+        // than the fetched one whatever the umask made that.)
         set_mtime(&full, 1_500_000_000_000_000_000);
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let other_mode = std::fs::Permissions::from_mode(fetched.mode ^ 0o100);
+        std::fs::set_permissions(&full, other_mode).unwrap();
         assert_eq!(stat_in_place(&full, fetched, copy), fetched);
         // Another file renamed over it with the same length, mode and mtime
         // to the nanosecond: another inode, so not taken for the copy.
