@@ -52,7 +52,12 @@ fn stored_config() -> impl bincode::config::Config {
 /// Serializes a record for the local store (not the wire: no frame limit).
 pub fn encode_stored<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
     bincode::serde::encode_to_vec(msg, stored_config())
-        .map(Bytes::from)
+        .map(|mut v| {
+            // Cut to its length: the vector grew by doubling, and a cold
+            // scan holds every record's encoding at once until it is saved.
+            v.shrink_to_fit();
+            Bytes::from(v)
+        })
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 

@@ -456,7 +456,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut w, mut r) = io.split();
-    let mut feed: Option<broadcast::Receiver<Event>> = None;
+    let mut feed: Option<broadcast::Receiver<Arc<Event>>> = None;
     let idle = tokio::time::sleep(ctx.idle_timeout);
     tokio::pin!(idle);
     loop {
@@ -479,7 +479,7 @@ where
             ev = next_event(&mut feed) => match ev {
                 Ok(e) => {
                     session.last_seq = e.seq;
-                    w.send(&NodeToClient::Event(e)).await?;
+                    w.send(&NodeToClient::Event(Arc::unwrap_or_clone(e))).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let from = session.last_seq + 1;
@@ -498,8 +498,8 @@ where
 }
 
 async fn next_event(
-    feed: &mut Option<broadcast::Receiver<Event>>,
-) -> Result<Event, broadcast::error::RecvError> {
+    feed: &mut Option<broadcast::Receiver<Arc<Event>>>,
+) -> Result<Arc<Event>, broadcast::error::RecvError> {
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -511,7 +511,7 @@ async fn handle_request<S>(
     r: &mut FrameReader<S>,
     ctx: &Ctx,
     session: &mut Session,
-    feed: &mut Option<broadcast::Receiver<Event>>,
+    feed: &mut Option<broadcast::Receiver<Arc<Event>>>,
     req: Request,
 ) -> Result<(), SessionError>
 where
@@ -826,7 +826,7 @@ const FATE_WAIT: Duration = Duration::from_secs(2);
 /// nodes holding them report (`Conflict` with the change's node as loser:
 /// kept aside; `Released` from it: handed back), within [`FATE_WAIT`].
 async fn held_fates(
-    events: &mut broadcast::Receiver<Event>,
+    events: &mut broadcast::Receiver<Arc<Event>>,
     held: &[tandem_common::proto::HeldChange],
 ) -> Vec<tandem_common::proto::HeldFate> {
     use tandem_common::proto::HeldFate;

@@ -10,8 +10,8 @@
 //! one that arrives again by another path is dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tandem_common::proto::{Event, EventKind, FeedCursor};
 use tokio::sync::broadcast;
@@ -31,18 +31,22 @@ pub struct Subscription {
     /// Sequences that can no longer be replayed: (first, next).
     pub missed: Option<(u64, u64)>,
     /// Live events from now on.
-    pub live: broadcast::Receiver<Event>,
+    pub live: broadcast::Receiver<Arc<Event>>,
 }
 
 /// Publishes events to every subscriber.
+///
+/// An event is held once, behind an `Arc`, however many of the backlog and
+/// the channels' slots hold it: a sync of many files fills the backlog, and
+/// each channel's slots are allocated in full when it is made.
 pub struct EventBus {
     node: String,
     epoch: u64,
     next: AtomicU64,
-    backlog: Mutex<VecDeque<Event>>,
-    tx: broadcast::Sender<Event>,
+    backlog: Mutex<VecDeque<Arc<Event>>>,
+    tx: broadcast::Sender<Arc<Event>>,
     /// Events to pass on to peers, numbered by the node that reported them.
-    relay_tx: broadcast::Sender<Event>,
+    relay_tx: broadcast::Sender<Arc<Event>>,
     /// Newest (run, sequence) seen per reporting node.
     seen: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -54,7 +58,9 @@ impl EventBus {
             node: node.to_string(),
             epoch,
             next: AtomicU64::new(1),
-            backlog: Mutex::new(VecDeque::new()),
+            // Allocated once at its bound: grown by doubling, it would
+            // end a quarter unused and hold both halves while it moves.
+            backlog: Mutex::new(VecDeque::with_capacity(BACKLOG)),
             tx: broadcast::channel(4096).0,
             relay_tx: broadcast::channel(4096).0,
             seen: Mutex::new(HashMap::new()),
@@ -93,26 +99,26 @@ impl EventBus {
             seen.insert(ev.node.clone(), (ev.epoch, ev.seq));
         }
         self.publish(ev.node.clone(), ev.time_ns, ev.kind.clone());
-        let _ = self.relay_tx.send(ev);
+        let _ = self.relay_tx.send(Arc::new(ev));
         true
     }
 
     /// Events to pass on to a peer, from now on.
-    pub fn relayed(&self) -> broadcast::Receiver<Event> {
+    pub fn relayed(&self) -> broadcast::Receiver<Arc<Event>> {
         self.relay_tx.subscribe()
     }
 
     /// Numbers an event in this bus, keeps it for resuming, and sends it to
     /// subscribers.
-    fn publish(&self, node: String, time_ns: i64, kind: EventKind) -> Event {
+    fn publish(&self, node: String, time_ns: i64, kind: EventKind) -> Arc<Event> {
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        let ev = Event {
+        let ev = Arc::new(Event {
             epoch: self.epoch,
             seq: self.next.fetch_add(1, Ordering::Relaxed),
             time_ns,
             node,
             kind,
-        };
+        });
         if backlog.len() == BACKLOG {
             backlog.pop_front();
         }
@@ -143,7 +149,11 @@ impl EventBus {
         } else {
             (after.seq + 1, None)
         };
-        let replay = backlog.iter().filter(|e| e.seq >= from).cloned().collect();
+        let replay = backlog
+            .iter()
+            .filter(|e| e.seq >= from)
+            .map(|e| Event::clone(e))
+            .collect();
         Subscription {
             replay,
             missed: missed.filter(|(a, b)| a < b),
@@ -206,7 +216,7 @@ mod tests {
         bus.emit(added(9));
 
         let got: Vec<(String, u64, i64)> = std::iter::from_fn(|| sub.live.try_recv().ok())
-            .map(|e| (e.node, e.seq, e.time_ns))
+            .map(|e| (e.node.clone(), e.seq, e.time_ns))
             .collect();
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(
@@ -219,7 +229,9 @@ mod tests {
             vec![1, 2, 3, 4]
         );
         assert_eq!(got[3].0, "A");
-        let passed: Vec<Event> = std::iter::from_fn(|| out.try_recv().ok()).collect();
+        let passed: Vec<Event> = std::iter::from_fn(|| out.try_recv().ok())
+            .map(Arc::unwrap_or_clone)
+            .collect();
         assert_eq!(
             passed
                 .iter()
@@ -230,6 +242,35 @@ mod tests {
         );
         let echo = passed.last().cloned().expect("our own event");
         assert!(!bus.relay(echo), "our own event coming back is dropped");
+    }
+
+    #[test]
+    fn a_full_backlog_holds_its_bound_and_no_more() {
+        let bus = EventBus::new("A", 1);
+        let mut sub = bus.subscribe(None);
+        for i in 0..(BACKLOG as u64 + 10) {
+            bus.emit(added(i));
+        }
+        let backlog = bus.backlog.lock().unwrap();
+        assert_eq!(backlog.len(), BACKLOG);
+        assert_eq!(backlog.front().unwrap().seq, 11, "the oldest went first");
+        // Grown by doubling it would hold 16,384 slots for 10,000 events.
+        assert_eq!(backlog.capacity(), BACKLOG);
+        drop(backlog);
+        // The live copy and the backlog's are one event (the subscriber
+        // lagged: the channel holds fewer than were sent).
+        let mut last = None;
+        loop {
+            match sub.live.try_recv() {
+                Ok(e) => last = Some(e),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        let last = last.expect("live events");
+        assert_eq!(last.seq, BACKLOG as u64 + 10);
+        let kept = bus.backlog.lock().unwrap().back().cloned().unwrap();
+        assert!(Arc::ptr_eq(&last, &kept));
     }
 
     #[tokio::test]

@@ -716,7 +716,7 @@ const RELAY_BATCH: usize = 256;
 /// falls behind the bus: peers then lose a part of the history, which is
 /// only a feed's.
 async fn relay_events(
-    mut rx: tokio::sync::broadcast::Receiver<tandem_common::proto::Event>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<tandem_common::proto::Event>>,
     link: Arc<LinkHandle>,
     closed: CancellationToken,
 ) {
@@ -727,7 +727,7 @@ async fn relay_events(
             _ = closed.cancelled() => return,
         };
         let mut batch = match first {
-            Ok(ev) => vec![ev],
+            Ok(ev) => vec![Arc::unwrap_or_clone(ev)],
             Err(RecvError::Lagged(n)) => {
                 tracing::debug!("{n} feed events not passed on to {}", link.name);
                 continue;
@@ -736,7 +736,7 @@ async fn relay_events(
         };
         while batch.len() < RELAY_BATCH {
             match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
+                Ok(ev) => batch.push(Arc::unwrap_or_clone(ev)),
                 Err(_) => break,
             }
         }

@@ -433,6 +433,12 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// Makes room for `n` more records at once (added a slice at a time,
+    /// they would grow the list by doubling).
+    pub fn reserve_records(&mut self, n: usize) {
+        self.records.reserve_exact(n);
+    }
+
     /// Adds changed index records to what is encoded (written before the
     /// batch's own records).
     pub fn add_records(&mut self, records: &[Record]) -> Result<(), StoreError> {

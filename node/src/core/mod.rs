@@ -1319,6 +1319,7 @@ impl Core {
         // scan's million would otherwise all be held twice, as records and
         // encoded.
         let encoded = Encoded::of(&batch).and_then(|mut enc| {
+            enc.reserve_records(n);
             for chunk in dirty.chunks(1024) {
                 let records: Vec<crate::index::Record> =
                     chunk.iter().filter_map(|p| self.index.get(p)).collect();
