@@ -39,6 +39,11 @@
 #   WAN_RATE=100mbit   its bandwidth, each direction (bits with SI prefixes; 0 = none)
 #   WAN_LINK=          the proxy binary (default target/release/examples/wan_link,
 #                      built with BUILD=1; taken from here even with BIN_DIR)
+#   TRANSFER_FLOOR=    case 2's floor (node/examples/transfer_floor.rs: the tree
+#                      over one TLS connection, each file made durable and renamed
+#                      into place; timed with and without BLAKE3 on both ends;
+#                      default target/release/examples/transfer_floor, built with
+#                      BUILD=1; the column stays empty without it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -122,6 +127,10 @@ if [[ $WAN == 1 && -z ${WAN_LINK:-} && $BUILD == 1 ]]; then
     cargo build --release -p tandem-node --example wan_link
 fi
 WAN_LINK=${WAN_LINK:-$ROOT/target/release/examples/wan_link}
+if [[ $CASES == *2* && -z ${TRANSFER_FLOOR:-} && $BUILD == 1 ]]; then
+    cargo build --release -p tandem-node --example transfer_floor
+fi
+TRANSFER_FLOOR=${TRANSFER_FLOOR:-$ROOT/target/release/examples/transfer_floor}
 [[ -x $BIN/tandem-node ]] || die "no $BIN/tandem-node (build it or set BIN_DIR)"
 [[ $WAN == 0 || -x $WAN_LINK ]] || die "no $WAN_LINK for the WAN cases (BUILD=1, or set WAN_LINK)"
 if ! command -v rsync >/dev/null; then
@@ -150,12 +159,13 @@ echo "settings: CASES='$CASES' RUNS=$RUNS RUNS_BIG=$RUNS_BIG RUNS_HUGE=$RUNS_HUG
 mkdir -p "$WORK/bin"
 cp "$BIN/tandem-node" "$WORK/bin/tandem-node"
 [[ $WAN == 0 ]] || cp "$WAN_LINK" "$WORK/bin/wan_link"
+[[ ! -x $TRANSFER_FLOOR ]] || cp "$TRANSFER_FLOOR" "$WORK/bin/transfer_floor"
 
 python3 "$ROOT/bench/sync_helpers.py" \
     --bin "$WORK/bin" --work "$WORK" --pidfile "$WORK/pids" --cases "$CASES" \
     --runs "$RUNS" --runs-big "$RUNS_BIG" --runs-huge "$RUNS_HUGE" --samples "$SAMPLES" --idle "$IDLE" \
     --settle "$SETTLE" --timeout "$TIMEOUT" --dial "$DIAL" ${JSON:+--json "$JSON"} \
-    --wan-link "$WORK/bin/wan_link" --wan-delay "$WAN_DELAY" --wan-rate "$WAN_RATE" &
+    --wan-link "$WORK/bin/wan_link" --transfer-floor "$WORK/bin/transfer_floor" --wan-delay "$WAN_DELAY" --wan-rate "$WAN_RATE" &
 PY_PID=$!
 rc=0
 wait "$PY_PID" || rc=$?

@@ -819,6 +819,17 @@ class Bench:
                 if self.have_rsync:
                     row["rsync"], row["rsync_nosync"] = self.time_copy(
                         ["rsync", "-a", src + "/", rsd + "/"], rsd, keep)
+                floor = self.args.transfer_floor
+                if key == "1gib" and floor and os.access(floor, os.X_OK):
+                    # The floor under this row: the same tree over one TLS
+                    # connection, each file made durable and renamed into
+                    # place; then again with BLAKE3 over every byte on both
+                    # ends.
+                    for col, env in (("floor", "0"), ("floor_hash", "1")):
+                        fd, tmp = os.path.join(base, f"{col}-r{r}"), os.path.join(base, f"{col}-tmp")
+                        row[col], _ = self.time_copy(
+                            ["env", f"FLOOR_HASH={env}", floor, src, fd, tmp], fd, keep)
+                        rmtree(tmp)
                 row.update(self.tandem_initial(key, r, src, base, nfiles, idle, keep))
                 rows.append(row)
                 ratio = row["tandem"] / row["cp"]
@@ -826,6 +837,8 @@ class Bench:
                       f"(without the sync {fmt_s(row['cp_nosync'])}), "
                       + (f"rsync -a {fmt_s(row['rsync'])} (without the sync "
                          f"{fmt_s(row['rsync_nosync'])}), " if "rsync" in row else "")
+                      + (f"transfer floor {fmt_s(row['floor'])} (with BLAKE3 on both ends "
+                         f"{fmt_s(row['floor_hash'])}), " if "floor" in row else "")
                       + f"tandem {fmt_s(row['tandem'])} ({total / MIB / row['tandem']:.0f} MiB/s, "
                       f"{ratio:.2f}x cp); connect {fmt_s(row['connect'])}, first file "
                       f"{fmt_s(row['first'])}; A indexed in {row['a_index']}; "
@@ -844,12 +857,16 @@ class Bench:
             self.stop_all()
         summary = {k: median([row.get(k) for row in rows])
                    for k in ("cp", "rsync", "tandem", "hwm_a", "hwm_b", "connect", "first",
-                             "idle_a", "idle_b", "cp_nosync", "rsync_nosync", "load")}
+                             "idle_a", "idle_b", "cp_nosync", "rsync_nosync", "load",
+                             "floor", "floor_hash")}
         summary["ratio"] = median([row["tandem"] / row["cp"] for row in rows])
         summary["all_ok"] = all(row["ok"] for row in rows)
         print(f"  median of {len(rows)}: cp -a {fmt_s(summary['cp'])}, rsync -a "
               f"{fmt_s(summary['rsync'])}, tandem {fmt_s(summary['tandem'])} "
-              f"({summary['ratio']:.2f}x cp -a), peak RSS A {fmt_bytes(summary['hwm_a'])} "
+              f"({summary['ratio']:.2f}x cp -a), "
+              + (f"transfer floor {fmt_s(summary['floor'])} (with BLAKE3 "
+                 f"{fmt_s(summary['floor_hash'])}), " if summary.get("floor") else "")
+              + f"peak RSS A {fmt_bytes(summary['hwm_a'])} "
               f"B {fmt_bytes(summary['hwm_b'])}"
               + (f", idle CPU A {summary['idle_a']:.2f}% B {summary['idle_b']:.2f}%"
                  if idle else ""), flush=True)
@@ -1233,6 +1250,8 @@ class Bench:
                 f"| {label} | {fmt_s(m['cp'])} | {fmt_s(m['rsync'])} | {fmt_s(m['tandem'])} "
                 f"({m['ratio']:.2f}× cp, median of per-run ratios), peak RSS A {fmt_bytes(m['hwm_a'])} + B "
                 f"{fmt_bytes(m['hwm_b'])}"
+                + (f"; transfer floor {fmt_s(m['floor'])}, with BLAKE3 on both ends "
+                   f"{fmt_s(m['floor_hash'])}" if m.get("floor") else "")
                 + ("" if m["all_ok"] else ", CONTENT MISMATCH") + f" | {target} |")
             if key == "20k" and m.get("idle_a") is not None:
                 lines.append(f"| idle with 20,000 files: CPU over {self.args.idle:.0f} s | — | — | "
@@ -1300,6 +1319,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--dial", choices=("both", "b"), default="both")
     ap.add_argument("--wan-link", help="the wan_link proxy (node/examples/wan_link.rs), cases 7-9")
+    ap.add_argument("--transfer-floor",
+                    help="node/examples/transfer_floor.rs, timed in case 2 when it exists")
     ap.add_argument("--wan-delay", default="25ms")
     ap.add_argument("--wan-rate", default="100mbit")
     args = ap.parse_args()
