@@ -408,7 +408,14 @@ pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
     if !before.file_type().is_file() {
         return Err(HashError::Gone);
     }
-    let hashed = hash_reader(&f)?;
+    let hashed = if before.len() >= HASH_IN_TWO_MIN {
+        match hash_in_two(&f)? {
+            Some(h) => h,
+            None => return Err(HashError::Unstable),
+        }
+    } else {
+        hash_reader(&f)?
+    };
     let after = f.metadata()?;
     let (b, a) = (local_stat(&before), local_stat(&after));
     if a != b || hashed.size != a.size {
@@ -417,9 +424,71 @@ pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
     Ok((a, hashed))
 }
 
+/// Files at least this large are hashed on two threads (see
+/// [`hash_in_two`]); below it a thread costs more than it saves, and a
+/// scan already hashes many files at once.
+const HASH_IN_TWO_MIN: u64 = 16 << 20;
+
+/// Hashes `f` on two threads at once, each reading it on its own: the
+/// block hashes here, the whole-content hash on a helper thread. They are
+/// two BLAKE3 passes over every byte (see [`tandem_common::hashing`]); a
+/// file changed in place after hashing (say 4 KiB of 256 MiB) is read
+/// again in full to find the change, and this halves that wait. `None`
+/// when the two reads saw different lengths (the file changed meanwhile).
+/// Falls back to one thread when no thread can be started.
+fn hash_in_two(f: &File) -> io::Result<Option<Hashed>> {
+    use tandem_common::hashing::{block_hashes, whole_hash};
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("tandem-hash".into())
+            .spawn_scoped(s, || whole_hash(ReadAt { f, at: 0 }));
+        let helper = match helper {
+            Ok(h) => h,
+            Err(_) => return hash_reader(ReadAt { f, at: 0 }).map(Some),
+        };
+        let blocks = block_hashes(ReadAt { f, at: 0 });
+        let whole = helper
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        let ((size, blocks), (whole_size, hash)) = (blocks?, whole?);
+        Ok((size == whole_size).then_some(Hashed { size, hash, blocks }))
+    })
+}
+
+/// Reads a file from its own offset (`pread`), so two readers of one
+/// descriptor do not move each other's place.
+struct ReadAt<'a> {
+    f: &'a File,
+    at: u64,
+}
+
+impl io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.f.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_file_hashed_on_two_threads_has_the_one_thread_hashes() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("big");
+        let len = HASH_IN_TWO_MIN as usize + 3 * 128 * 1024 + 5;
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 17) as u8)
+            .collect();
+        fs::write(&p, &data).unwrap();
+        let (st, h) = hash_file(&p).unwrap();
+        assert_eq!(st.size, len as u64);
+        assert_eq!(h, hash_reader(&data[..]).unwrap());
+        assert_eq!(h.hash, tandem_common::ContentHash::of(&data));
+    }
 
     #[test]
     fn walk_skips_state_dir_and_bad_names() {
