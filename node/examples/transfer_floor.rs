@@ -5,8 +5,9 @@
 //! receiving end writes each under a temp name in a folder of its own (as
 //! the node's state folder), makes it durable (`fsync`, on one of four
 //! threads while the next file arrives), and renames it into place with
-//! `RENAME_NOREPLACE`; the folders are made durable at the end. No index, no block list, no questions and answers: what is left is
-//! what encryption, loopback TCP and durable, atomic installs charge.
+//! `RENAME_NOREPLACE`; the folders are made durable at the end. No index,
+//! no block list, no questions and answers: what is left is what
+//! encryption, loopback TCP and durable, atomic installs charge.
 //! `bench/sync.sh` case 2 times it beside `cp -a` + `sync` in the same run,
 //! as the floor under the large-file row.
 //!
