@@ -1,6 +1,6 @@
 //! Content hashing: one read of a reader yields the size, the whole-file
-//! BLAKE3 hash and the per-block hashes (or either hash alone, for callers
-//! that read twice on two threads).
+//! BLAKE3 hash and the per-block hashes; large content can be hashed in two
+//! parts on two threads, each part read once for both.
 
 use std::io::{self, Read};
 
@@ -28,28 +28,62 @@ pub fn hash_reader(r: impl Read) -> io::Result<Hashed> {
     with_buf(|buf| hash_with(r, buf))
 }
 
-/// Only the block hashes of `r` (and its size): one of the two passes of
-/// [`hash_reader`], for a caller that runs the other, [`whole_hash`], at
-/// the same time on another thread. (A block's hash is BLAKE3 of the block
-/// alone, its chunks numbered from its own start, so the whole content's
-/// hash cannot be made from the blocks' work: they are two passes.)
-pub fn block_hashes(r: impl Read) -> io::Result<(u64, Vec<ContentHash>)> {
+/// One part of some content, hashed apart from the rest (see
+/// [`split_point`]): its size, its block hashes, and the BLAKE3 chaining
+/// value of its subtree, which [`join_parts`] makes the whole hash from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Bytes read.
+    pub size: u64,
+    /// BLAKE3 of each `BLOCK_SIZE` block of the part.
+    pub blocks: Vec<ContentHash>,
+    cv: blake3::hazmat::ChainingValue,
+}
+
+/// Where content of `len` bytes splits in two parts that can be hashed on
+/// two threads, each read once for both its block hashes and its share of
+/// the whole hash: BLAKE3's left subtree, a power of two of 1 KiB chunks
+/// (a whole number of blocks). `None` below two blocks.
+pub fn split_point(len: u64) -> Option<u64> {
+    (len >= 2 * BLOCK_SIZE)
+        .then(|| blake3::hazmat::left_subtree_len(len))
+        .filter(|at| at % BLOCK_SIZE == 0 && *at < len)
+}
+
+/// Hashes the part read from `r`, which starts `offset` bytes into the
+/// content: 0 for the left part, the [`split_point`] for the right. `None`
+/// if it is empty (a part never is, unless the content shrank meanwhile).
+pub fn hash_part(r: impl Read, offset: u64) -> io::Result<Option<Part>> {
+    use blake3::hazmat::HasherExt;
+    assert_eq!(offset % BLOCK_SIZE, 0, "a part starts on a block boundary");
     with_buf(|buf| {
+        let mut tree = blake3::Hasher::new();
+        tree.set_input_offset(offset);
         let mut blocks = Vec::new();
-        let size = each_block(r, buf, |b| blocks.push(ContentHash::of(b)))?;
-        Ok((size, blocks))
+        let size = each_block(r, buf, |b| {
+            tree.update(b);
+            blocks.push(ContentHash::of(b));
+        })?;
+        Ok((size > 0).then(|| Part {
+            size,
+            blocks,
+            cv: tree.finalize_non_root(),
+        }))
     })
 }
 
-/// Only the whole-content hash of `r` (and its size); see [`block_hashes`].
-pub fn whole_hash(r: impl Read) -> io::Result<(u64, ContentHash)> {
-    with_buf(|buf| {
-        let mut whole = blake3::Hasher::new();
-        let size = each_block(r, buf, |b| {
-            whole.update(b);
-        })?;
-        Ok((size, ContentHash(*whole.finalize().as_bytes())))
-    })
+/// The whole content's hashes from its left and right [`Part`]s, as
+/// [`hash_reader`] would make them from one read. The caller checks the
+/// left part's size is the [`split_point`] of the whole.
+pub fn join_parts(left: Part, right: Part) -> Hashed {
+    let hash = blake3::hazmat::merge_subtrees_root(&left.cv, &right.cv, blake3::hazmat::Mode::Hash);
+    let mut blocks = left.blocks;
+    blocks.extend(right.blocks);
+    Hashed {
+        size: left.size + right.size,
+        hash: ContentHash(*hash.as_bytes()),
+        blocks,
+    }
 }
 
 /// Runs `f` with this thread's block buffer.
@@ -138,27 +172,55 @@ mod tests {
     }
 
     #[test]
-    fn either_pass_alone_agrees_with_both_at_once() {
+    fn two_parts_hash_as_one_read() {
         let b = BLOCK_SIZE as usize;
-        for len in [0, 1, b - 1, b, b + 1, 3 * b, 3 * b + 7] {
+        assert_eq!(split_point(0), None);
+        assert_eq!(split_point(2 * BLOCK_SIZE - 1), None);
+        for len in [
+            2 * b,
+            2 * b + 1,
+            3 * b,
+            4 * b,
+            4 * b + 5,
+            7 * b + 1000,
+            9 * b,
+        ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-            let both = hash_reader(&data[..]).unwrap();
-            assert_eq!(both.hash, ContentHash::of(&data), "{len} bytes");
-            assert_eq!(both.size, len as u64);
-            assert_eq!(both.blocks.len(), len.div_ceil(b), "{len} bytes");
-            for (i, h) in both.blocks.iter().enumerate() {
-                let end = ((i + 1) * b).min(len);
-                assert_eq!(
-                    *h,
-                    ContentHash::of(&data[i * b..end]),
-                    "{len} bytes, block {i}"
-                );
-            }
-            assert_eq!(
-                block_hashes(&data[..]).unwrap(),
-                (len as u64, both.blocks.clone())
+            let one = hash_reader(&data[..]).unwrap();
+            assert_eq!(one.hash, ContentHash::of(&data), "{len} bytes");
+            let at = split_point(len as u64).unwrap() as usize;
+            assert!(
+                at >= len / 2 && at < len && at.is_multiple_of(b),
+                "{len} bytes split at {at}"
             );
-            assert_eq!(whole_hash(&data[..]).unwrap(), (len as u64, both.hash));
+            let left = hash_part(&data[..at], 0).unwrap().unwrap();
+            let right = hash_part(&data[at..], at as u64).unwrap().unwrap();
+            assert_eq!(left.size, at as u64);
+            assert_eq!(join_parts(left, right), one, "{len} bytes split at {at}");
+        }
+        assert_eq!(hash_part(&[][..], 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_part_from_the_wrong_place_gives_another_hash() {
+        let b = BLOCK_SIZE as usize;
+        let data: Vec<u8> = (0..3 * b).map(|i| (i % 253) as u8).collect();
+        let at = split_point(data.len() as u64).unwrap() as usize;
+        let left = hash_part(&data[..at], 0).unwrap().unwrap();
+        // The right part hashed as if it started the content.
+        let wrong = hash_part(&data[at..], 0).unwrap().unwrap();
+        assert_ne!(join_parts(left, wrong).hash, ContentHash::of(&data));
+    }
+
+    #[test]
+    fn content_of_less_than_a_block_is_hashed_once_as_before() {
+        let b = BLOCK_SIZE as usize;
+        for len in [1, 100, b - 1, b] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 249) as u8).collect();
+            let h = hash_reader(&data[..]).unwrap();
+            assert_eq!(h.hash, ContentHash::of(&data), "{len} bytes");
+            assert_eq!(h.blocks, vec![ContentHash::of(&data)], "{len} bytes");
+            assert_eq!(h.size, len as u64);
         }
     }
 }

@@ -36,9 +36,10 @@ pub struct Subscription {
 
 /// Publishes events to every subscriber.
 ///
-/// An event is held once, behind an `Arc`, however many of the backlog and
-/// the channels' slots hold it: a sync of many files fills the backlog, and
-/// each channel's slots are allocated in full when it is made.
+/// An event of this node is held once, behind an `Arc`, however many of the
+/// backlog and the channels' slots hold it (one relayed from a peer twice:
+/// as renumbered here, and as passed on): a sync of many files fills the
+/// backlog, and each channel's slots are allocated in full when it is made.
 pub struct EventBus {
     node: String,
     epoch: u64,
@@ -59,7 +60,8 @@ impl EventBus {
             epoch,
             next: AtomicU64::new(1),
             // Allocated once at its bound: grown by doubling, it would
-            // end a quarter unused and hold both halves while it moves.
+            // end with 16,384 slots for 10,000 events and hold both
+            // halves while it moves.
             backlog: Mutex::new(VecDeque::with_capacity(BACKLOG)),
             tx: broadcast::channel(4096).0,
             relay_tx: broadcast::channel(4096).0,

@@ -409,7 +409,7 @@ pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
         return Err(HashError::Gone);
     }
     let hashed = if before.len() >= HASH_IN_TWO_MIN {
-        match hash_in_two(&f)? {
+        match hash_in_two(&f, before.len())? {
             Some(h) => h,
             None => return Err(HashError::Unstable),
         }
@@ -429,30 +429,51 @@ pub fn hash_file(full: &Path) -> Result<(LocalStat, Hashed), HashError> {
 /// scan already hashes many files at once.
 const HASH_IN_TWO_MIN: u64 = 16 << 20;
 
-/// Hashes `f` on two threads at once, each reading it on its own: the
-/// block hashes here, the whole-content hash on a helper thread. They are
-/// two BLAKE3 passes over every byte (see [`tandem_common::hashing`]); a
+/// Hashes `f` on two threads at once: the content splits in two parts at
+/// BLAKE3's left subtree (see [`tandem_common::hashing::split_point`]), and
+/// each thread reads its part once for both its block hashes and its share
+/// of the whole hash, so both hashes always describe the same bytes. A
 /// file changed in place after hashing (say 4 KiB of 256 MiB) is read
-/// again in full to find the change, and this halves that wait. `None`
-/// when the two reads saw different lengths (the file changed meanwhile).
+/// again in full to find the change; this halves that wait. The helper
+/// reads through a descriptor of its own (reopened through `/proc`), so
+/// the two reads do not share one readahead. `None` when the parts did
+/// not have the lengths `len` gives them (the file changed meanwhile).
 /// Falls back to one thread when no thread can be started.
-fn hash_in_two(f: &File) -> io::Result<Option<Hashed>> {
-    use tandem_common::hashing::{block_hashes, whole_hash};
+fn hash_in_two(f: &File, len: u64) -> io::Result<Option<Hashed>> {
+    use std::io::Read;
+    use tandem_common::hashing::{hash_part, join_parts, split_point};
+    let Some(at) = split_point(len) else {
+        return hash_reader(ReadAt { f, at: 0 }).map(Some);
+    };
+    let own = own_descriptor(f);
+    let right_f = own.as_ref().unwrap_or(f);
     std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
             .name("tandem-hash".into())
-            .spawn_scoped(s, || whole_hash(ReadAt { f, at: 0 }));
+            .spawn_scoped(s, || hash_part(ReadAt { f: right_f, at }, at));
         let helper = match helper {
             Ok(h) => h,
             Err(_) => return hash_reader(ReadAt { f, at: 0 }).map(Some),
         };
-        let blocks = block_hashes(ReadAt { f, at: 0 });
-        let whole = helper
+        let left = hash_part(ReadAt { f, at: 0 }.take(at), 0);
+        let right = helper
             .join()
             .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        let ((size, blocks), (whole_size, hash)) = (blocks?, whole?);
-        Ok((size == whole_size).then_some(Hashed { size, hash, blocks }))
+        Ok(match (left?, right?) {
+            (Some(l), Some(r)) if l.size == at && r.size == len - at => Some(join_parts(l, r)),
+            _ => None,
+        })
     })
+}
+
+/// Another open file description of the file `f` is open on (the same
+/// inode, whatever its name is now), or `None` where `/proc` cannot give
+/// one.
+fn own_descriptor(f: &File) -> Option<File> {
+    use std::os::unix::io::AsRawFd;
+    let again = File::open(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    let same = |m: &Metadata| (m.dev(), m.ino());
+    (same(&again.metadata().ok()?) == same(&f.metadata().ok()?)).then_some(again)
 }
 
 /// Reads a file from its own offset (`pread`), so two readers of one
