@@ -51,11 +51,15 @@ pub fn split_point(len: u64) -> Option<u64> {
 }
 
 /// Hashes the part read from `r`, which starts `offset` bytes into the
-/// content: 0 for the left part, the [`split_point`] for the right. `None`
-/// if it is empty (a part never is, unless the content shrank meanwhile).
+/// content: 0 for the left part, the [`split_point`] for the right. A right
+/// part is read for at most `offset` bytes, the most BLAKE3's tree lets it
+/// hold (the caller bounds it to what it expects, and compares sizes).
+/// `None` if it is empty (a part never is, unless the content shrank
+/// meanwhile).
 pub fn hash_part(r: impl Read, offset: u64) -> io::Result<Option<Part>> {
     use blake3::hazmat::HasherExt;
     assert_eq!(offset % BLOCK_SIZE, 0, "a part starts on a block boundary");
+    let r = r.take(if offset == 0 { u64::MAX } else { offset });
     with_buf(|buf| {
         let mut tree = blake3::Hasher::new();
         tree.set_input_offset(offset);

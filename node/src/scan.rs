@@ -450,7 +450,12 @@ fn hash_in_two(f: &File, len: u64) -> io::Result<Option<Hashed>> {
     std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
             .name("tandem-hash".into())
-            .spawn_scoped(s, || hash_part(ReadAt { f: right_f, at }, at));
+            // Bounded: a part that starts at `at` may hold at most `at`
+            // bytes (BLAKE3's tree; blake3 asserts it), and a file that
+            // grows meanwhile is caught by the caller's stat comparison.
+            .spawn_scoped(s, || {
+                hash_part(ReadAt { f: right_f, at }.take(len - at), at)
+            });
         let helper = match helper {
             Ok(h) => h,
             Err(_) => return hash_reader(ReadAt { f, at: 0 }).map(Some),
@@ -509,6 +514,24 @@ mod tests {
         assert_eq!(st.size, len as u64);
         assert_eq!(h, hash_reader(&data[..]).unwrap());
         assert_eq!(h.hash, tandem_common::ContentHash::of(&data));
+    }
+
+    #[test]
+    fn a_file_that_grew_while_hashed_in_two_is_hashed_as_long_as_it_was() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("growing");
+        // A power of two: the right part may hold as many bytes as the
+        // left, and one more would break BLAKE3's tree.
+        let len = 2 * HASH_IN_TWO_MIN as usize;
+        let data: Vec<u8> = (0..len + 1).map(|i| (i % 241) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let h = hash_in_two(&f, len as u64)
+            .unwrap()
+            .expect("both parts read");
+        assert_eq!(h, hash_reader(&data[..len]).unwrap());
+        // Through hash_file the length seen before reading is the file's.
+        assert_eq!(hash_file(&p).unwrap().1, hash_reader(&data[..]).unwrap());
     }
 
     #[test]
