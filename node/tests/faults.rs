@@ -1135,7 +1135,17 @@ fn crash_on_restart(a: &Node, b: &mut Node, point: &str, crashed: impl FnOnce(&N
 
 /// Files under `node`'s conflicts folder whose name starts with `prefix`.
 fn kept_copies(node: &Node, prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    files_under(&node.state_dir().join("conflicts"))
+    kept_in(node, "conflicts", prefix)
+}
+
+/// The versions in `node`'s versions folder whose name starts with
+/// `prefix`, with their contents.
+fn kept_versions(node: &Node, prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    kept_in(node, "versions", prefix)
+}
+
+fn kept_in(node: &Node, folder: &str, prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(&node.state_dir().join(folder))
         .into_iter()
         .filter(|(p, _)| {
             p.file_name()
@@ -1178,7 +1188,8 @@ fn converged_on(a: &Node, b: &Node, point: &str, want: Option<&[u8]>) {
 /// that window left it in the temp folder, which the next start empties:
 /// the replaced file was lost. Expected: after a crash exactly there (the
 /// node's `install-exchanged` crash point), the restarted node keeps the
-/// replaced content as a conflict copy of f.txt by B; after a crash just before the swap
+/// replaced content, which is the version its index holds, as a version of
+/// f.txt replaced by A's change (no conflict copy); after a crash just before the swap
 /// (`install-swapping`), when the temp file is already under the name the
 /// start-up keeps, it keeps nothing (that is the peer's version, fetched
 /// again). Either way the pair converges on the new version.
@@ -1202,32 +1213,31 @@ fn a_crash_inside_an_install_keeps_what_it_replaced() {
         };
         crash_at(&a, &mut b, point, || put(a.path("f.txt"), new), crashed);
         let fail = |m: &str| harness::fail_with_logs(&format!("{point}: {m}"), &[&a, &b]);
-        // Kept as a copy of f.txt by B, as any conflict copy is named.
-        let kept = kept_copies(&b, "f.conflict-");
+        let copies = kept_copies(&b, "f.conflict-");
+        assert!(
+            copies.is_empty(),
+            "{}",
+            fail(&format!("kept as a conflict copy: {copies:?}"))
+        );
         if swapped_in {
+            // Kept as a version of f.txt that A's change replaced.
+            let kept = kept_versions(&b, "f.version-");
             assert!(
                 kept.len() == 1
                     && kept[0].1 == old
-                    && kept[0].0.to_string_lossy().ends_with("-B.txt"),
+                    && kept[0].0.to_string_lossy().ends_with("-A.txt"),
                 "{}",
                 fail(&format!(
-                    "the replaced version is not kept (once): {kept:?}; conflicts {:?}",
-                    files_under(&b.state_dir().join("conflicts"))
+                    "the replaced version is not kept (once): {kept:?}; versions {:?}",
+                    files_under(&b.state_dir().join("versions"))
                 ))
             );
             assert!(
-                b.run_log()
-                    .contains("an install of f.txt was interrupted by a crash"),
+                b.run_log().contains(
+                    "an install of f.txt (a change made on A) was interrupted by a crash"
+                ),
                 "{}",
-                fail("the kept copy is not logged")
-            );
-        } else {
-            assert!(
-                kept.is_empty(),
-                "{}",
-                fail(&format!(
-                    "the fetched version was kept as a conflict copy: {kept:?}"
-                ))
+                fail("the kept version is not logged")
             );
         }
         converged_on(&a, &b, point, Some(new));
@@ -1366,8 +1376,11 @@ fn pair_with_state_of_b(b_state: Option<&Path>) -> (Node, Node) {
 /// A crash inside a delete: after our file was moved aside to be checked
 /// (`delete-aside`), and after it was deleted but before the node recorded
 /// it (`delete-done`). Expected: the file stays deleted on both (it does
-/// not come back from either), and its content is kept on B (what the
-/// delete had set aside, as a conflict copy of f.txt by B).
+/// not come back from either), and its content is kept on B. What the
+/// delete had set aside is still the version B's index holds, so the
+/// restart finishes the delete: it is kept as a version of f.txt replaced
+/// by A's change, not as a conflict copy (a conflict nothing won: the
+/// chaos suite's pair seed 3 once found one).
 #[test]
 fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
     if !crash_points_built() {
@@ -1387,13 +1400,27 @@ fn a_crash_inside_a_delete_keeps_it_deleted_and_kept() {
             "{}",
             fail("the deleted content is not kept on B")
         );
+        let copies = kept_copies(&b, "f.conflict-");
+        assert!(
+            copies.is_empty(),
+            "{}",
+            fail(&format!("kept as a conflict copy: {copies:?}"))
+        );
         if point == "delete-aside" {
-            // What the delete had set aside, kept as a copy of f.txt.
-            let kept = kept_copies(&b, "f.conflict-");
+            // What the delete had set aside, kept as a version of f.txt.
+            let kept = kept_versions(&b, "f.version-");
             assert!(
-                kept.len() == 1 && kept[0].1 == content.as_bytes(),
+                kept.len() == 1
+                    && kept[0].1 == content.as_bytes()
+                    && kept[0].0.to_string_lossy().ends_with("-A.txt"),
                 "{}",
-                fail(&format!("not kept as a copy of f.txt: {kept:?}"))
+                fail(&format!("not kept as a version of f.txt: {kept:?}"))
+            );
+            assert!(
+                b.run_log()
+                    .contains("a delete of f.txt (a change made on A) was interrupted by a crash"),
+                "{}",
+                fail("the finished delete is not logged")
             );
         }
     }

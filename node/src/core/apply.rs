@@ -352,7 +352,10 @@ impl Core {
         // a local change, instead of being recorded as ours.
         let st = done.stat;
         let keeper = self.keeper(path, from);
-        let swapped = |inode, tag| swapped_path(&self.state_dir, path, inode, tag);
+        // What a crash leaves swapped out: a version of the peer's change,
+        // unless ours lost a conflict.
+        let replaced_by = loser.is_none().then_some(keeper.cause.as_str());
+        let swapped = |inode, tag| swapped_path(&self.state_dir, path, inode, tag, replaced_by);
         let place_it = || {
             place(
                 &done.tmp,
@@ -381,7 +384,8 @@ impl Core {
                 // winner is put in place.
                 self.keep_conflict(l, from)?;
                 crate::crashpoint::reached("conflict-kept");
-                let swapped = |inode, tag| swapped_path(&self.state_dir, path, inode, tag);
+                let swapped =
+                    |inode, tag| swapped_path(&self.state_dir, path, inode, tag, replaced_by);
                 let keep = (&keeper, false);
                 place(
                     &done.tmp,
@@ -448,7 +452,7 @@ impl Core {
         let full = path.to_disk(&self.root);
         let stat = self.index.stat_of(path);
         let keeper = self.keeper(path, peer);
-        let scratch = self.aside_path(path);
+        let scratch = self.aside_path(path, &keeper.cause);
         let link = l.live_link().is_some();
         if let Some(stranded) = remove_checked(&full, &scratch, stat, l.hash, link, &keeper)? {
             let name = self.name.clone();
@@ -707,10 +711,20 @@ pub(super) fn stat_in_place(
 
 /// A fresh name in the state folder's temp folder for the fetched file
 /// (inode `inode`) about to be swapped with ours (see [`place`]).
-pub(super) fn swapped_path(state_dir: &Path, path: &RelPath, inode: u64, tag: bool) -> PathBuf {
-    state_dir
-        .join("tmp")
-        .join(super::interrupted::swapped_name(path, inode, tag))
+/// `replaced_by`: the node whose change replaces ours without a conflict.
+pub(super) fn swapped_path(
+    state_dir: &Path,
+    path: &RelPath,
+    inode: u64,
+    tag: bool,
+    replaced_by: Option<&str>,
+) -> PathBuf {
+    state_dir.join("tmp").join(super::interrupted::swapped_name(
+        path,
+        inode,
+        tag,
+        replaced_by,
+    ))
 }
 
 /// [`place`] where nothing is expected at `full`. Returns the stat of the
@@ -1018,7 +1032,7 @@ pub(super) fn set_meta(full: &Path, entry: &FileEntry) -> std::io::Result<crate:
 /// True if what is at `p` is our indexed version: the same stat as when it
 /// was indexed (`stat`), or else the same content (`hash`; a link's hash is
 /// its target's). `link`: ours is a link, not a file.
-fn holds_indexed(
+pub(super) fn holds_indexed(
     p: &Path,
     stat: Option<crate::index::LocalStat>,
     hash: tandem_common::ContentHash,

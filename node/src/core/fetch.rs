@@ -286,13 +286,14 @@ impl Core {
         dir.join(format!("{}.part", self.temp_seq))
     }
 
-    /// A fresh name in the state folder for our file at `path` that a
-    /// delete sets aside (kept, not removed, if a crash comes before the
-    /// delete finishes; see [`super::interrupted`]).
-    pub(super) fn aside_path(&self, path: &RelPath) -> PathBuf {
+    /// A fresh name in the state folder for our file at `path` that
+    /// `cause`'s delete sets aside (if a crash comes before the delete
+    /// finishes, the start finishes it or keeps the file; see
+    /// [`super::interrupted`]).
+    pub(super) fn aside_path(&self, path: &RelPath, cause: &str) -> PathBuf {
         self.state_dir
             .join("tmp")
-            .join(super::interrupted::aside_name(path))
+            .join(super::interrupted::aside_name(path, cause))
     }
 
     pub(super) fn spawn_batch(&mut self, files: Vec<(FileEntry, PathBuf)>, peers: Vec<NodeId>) {

@@ -1,13 +1,19 @@
 //! Files taken out of the tree in the middle of a step, and what the next
 //! start does with them after a crash.
 //!
-//! A delete moves our file aside (`UUID.TAG.aside`) to check it before it
-//! is removed; an install swaps the fetched file (first renamed to
+//! A delete moves our file aside (`UUID~PEER.TAG.aside`, `PEER` the node
+//! whose delete it carries out) to check it before it is removed; an
+//! install swaps the fetched file (first renamed to
 //! `UUID-iINODE.TAG.swapped`) with ours, which then sits under that name
 //! until it is kept. Either may be a person's change, so a crash there must
 //! not lose it: at start such a file is kept in the conflicts folder, named
 //! after the file it was (`TAG` is its path, `/` and `%` percent-encoded)
-//! like any conflict copy, so it is listed and can be restored. A swapped
+//! like any conflict copy, so it is listed and can be restored. A file set
+//! aside that is still exactly what the index (as saved) holds at its path
+//! is no person's change: it is what the delete was for, and the delete is
+//! finished (the file is kept as a version replaced by `PEER`'s change, as
+//! the delete would have kept it). Kept as a conflict copy instead, it
+//! would read as a conflict that something older won. A swapped
 //! file whose inode is still the one its name gives is the fetched file
 //! itself (the crash came before the swap or after it was undone): that is
 //! the peer's version, fetched again, and is removed. A name too long for
@@ -32,20 +38,48 @@ const SWAPPED_INODE: &str = "-i";
 /// Longest name given (most file systems take 255 bytes; eCryptfs 143).
 const MAX_NAME: usize = 143;
 
-/// A fresh name for our file at `path` set aside by a delete.
-pub(super) fn aside_name(path: &RelPath) -> String {
-    tagged(
-        uuid::Uuid::new_v4().simple().to_string(),
-        path,
-        ASIDE_SUFFIX,
-    )
+/// Between the head of a file's name (its UUID, and inode) and the name of
+/// the node whose change takes it out of the tree (never in a UUID, nor in
+/// a name as [`name_part`] writes it).
+const CAUSE: char = '~';
+
+/// Longest node name an aside file's name carries.
+const MAX_CAUSE: usize = 32;
+
+/// A fresh name for our file at `path` set aside by `cause`'s delete.
+pub(super) fn aside_name(path: &RelPath, cause: &str) -> String {
+    let head = format!(
+        "{}{CAUSE}{}",
+        uuid::Uuid::new_v4().simple(),
+        name_part(cause)
+    );
+    tagged(head, path, ASIDE_SUFFIX)
+}
+
+/// `name` as part of a file name, at most [`MAX_CAUSE`] characters.
+fn name_part(name: &str) -> String {
+    let cut = name
+        .char_indices()
+        .nth(MAX_CAUSE)
+        .map_or(name.len(), |(i, _)| i);
+    crate::conflicts::name_part(&name[..cut])
 }
 
 /// A fresh name for the fetched file (inode `inode`) about to be swapped
 /// with ours at `path`; without the path if not `tag` (for a file system
-/// that refuses a character of it).
-pub(super) fn swapped_name(path: &RelPath, inode: u64, tag: bool) -> String {
-    let head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
+/// that refuses a character of it). `replaced_by`: the node whose change
+/// replaces ours without a conflict (ours becomes a version of it), if so.
+pub(super) fn swapped_name(
+    path: &RelPath,
+    inode: u64,
+    tag: bool,
+    replaced_by: Option<&str>,
+) -> String {
+    let mut head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
+    if let Some(cause) = replaced_by {
+        head.push(CAUSE);
+        head.push_str(&name_part(cause));
+    }
     if tag {
         tagged(head, path, SWAPPED_SUFFIX)
     } else {
@@ -92,6 +126,7 @@ fn untag(tag: &str) -> Option<RelPath> {
 /// fetched file its name says (by inode), not what an install took out of
 /// the tree.
 fn holds_fetched(p: &Path, head: &str) -> bool {
+    let head = head.split_once(CAUSE).map_or(head, |(h, _)| h);
     let named = head
         .rsplit_once(SWAPPED_INODE)
         .and_then(|(_, ino)| ino.parse::<u64>().ok());
@@ -102,8 +137,15 @@ fn holds_fetched(p: &Path, head: &str) -> bool {
 /// Empties the temp folder `STATE/tmp` at start (pending downloads start
 /// again from scratch), keeping what a delete or an install interrupted by
 /// a crash had taken out of the tree in the conflicts folder as a copy by
-/// node `me` (see the module doc). Returns where they are kept.
-pub(super) fn clear_temp(state_dir: &Path, me: &str, temp_dir_prefix: &str) -> Vec<PathBuf> {
+/// node `me` (see the module doc), except a file set aside by a delete that
+/// `indexed(path, file)` says is the version the index holds at its path:
+/// that delete is finished. Returns where conflict copies are kept.
+pub(super) fn clear_temp(
+    state_dir: &Path,
+    me: &str,
+    temp_dir_prefix: &str,
+    indexed: &dyn Fn(&RelPath, &Path) -> bool,
+) -> Vec<PathBuf> {
     let mut kept = Vec::new();
     let Ok(rd) = std::fs::read_dir(state_dir.join("tmp")) else {
         return kept;
@@ -125,6 +167,16 @@ pub(super) fn clear_temp(state_dir: &Path, me: &str, temp_dir_prefix: &str) -> V
             if what == "install" && holds_fetched(&p, head) {
                 // The peer's version, to be fetched again.
                 let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            // Our indexed version that a peer's change replaced (a delete,
+            // or an install that was no conflict): a version of it.
+            let cause = head.split_once(CAUSE).map(|(_, c)| c);
+            if let (Some(path), Some(cause)) = (path.as_ref(), cause)
+                && !cause.is_empty()
+                && indexed(path, &p)
+            {
+                keep_replaced(state_dir, &p, path, cause, a_what);
                 continue;
             }
             match keep(
@@ -161,6 +213,30 @@ pub(super) fn clear_temp(state_dir: &Path, me: &str, temp_dir_prefix: &str) -> V
     kept
 }
 
+/// Finishes `a_what` (a delete, an install) of `path` that a crash
+/// interrupted after it had taken our indexed version out of the tree, to
+/// `p`: keeps it as a version replaced by `cause`'s change, as the step
+/// would have. The scan at start records what is at the path now (nothing
+/// after a delete; the peer's version after an install).
+fn keep_replaced(state_dir: &Path, p: &Path, path: &RelPath, cause: &str, a_what: &str) {
+    // The retention set for this run applies when the versions folder is
+    // next cleaned; here any size is taken.
+    let keeper = crate::versions::Keeper {
+        dir: Some(crate::versions::folder(state_dir)),
+        max_bytes: u64::MAX,
+        path: path.clone(),
+        cause: cause.to_string(),
+    };
+    let kept = keeper.keep(p);
+    tracing::info!(
+        "{a_what} of {path} (a change made on {cause}) was interrupted by a crash after it had taken the version indexed here out of the tree; finished: {}",
+        kept.map_or("it is removed".to_string(), |d| format!(
+            "kept as the version {}",
+            d.display()
+        ))
+    );
+}
+
 /// Moves `p` into the conflicts folder: as a copy of `path` by `me` when
 /// known, else under `anonymous`.
 fn keep(
@@ -193,7 +269,11 @@ mod tests {
     fn names_carry_the_path_when_it_fits() {
         for p in ["f.txt", "a/b/c.d.e", "100%/x%2F.txt", "dir/.hidden", "é/ü"] {
             let path = RelPath::new(p).unwrap();
-            for name in [aside_name(&path), swapped_name(&path, 42, true)] {
+            for name in [
+                aside_name(&path, "B"),
+                swapped_name(&path, 42, true, None),
+                swapped_name(&path, 42, true, Some("B")),
+            ] {
                 let stem = name
                     .strip_suffix(ASIDE_SUFFIX)
                     .or_else(|| name.strip_suffix(SWAPPED_SUFFIX))
@@ -203,7 +283,11 @@ mod tests {
             }
         }
         let long = RelPath::new(format!("{}/{}", "d".repeat(200), "f".repeat(100))).unwrap();
-        for name in [aside_name(&long), swapped_name(&long, u64::MAX, true)] {
+        let cause = "a very long node name . / ~ with odd characters in it";
+        for name in [
+            aside_name(&long, cause),
+            swapped_name(&long, u64::MAX, true, Some(cause)),
+        ] {
             assert!(name.len() <= MAX_NAME, "{name}");
             let stem = name
                 .strip_suffix(ASIDE_SUFFIX)
@@ -225,6 +309,8 @@ mod tests {
         let ino = std::fs::metadata(&p).unwrap().ino();
         let head = |s: &str| format!("0123456789abcdef0123456789abcdef{s}");
         assert!(holds_fetched(&p, &head(&format!("-i{ino}"))));
+        assert!(holds_fetched(&p, &head(&format!("-i{ino}~B"))));
+        assert!(!holds_fetched(&p, &head(&format!("-i{}~B", ino + 1))));
         assert!(!holds_fetched(&p, &head(&format!("-i{}", ino + 1))));
         for odd in ["", "-i", "-ix", "-i99999999999999999999999"] {
             assert!(!holds_fetched(&p, &head(odd)), "{odd:?}");
@@ -235,29 +321,53 @@ mod tests {
 
     /// At start: a set-aside or swapped-out file is kept as a conflict
     /// copy of the path its name gives, by this node, with its mtime; one
-    /// without a path under its old anonymous name; the fetched file
-    /// itself and every other temp file are removed.
+    /// without a path under its old anonymous name; a set-aside file the
+    /// index still holds is kept as a version (its delete is finished); the
+    /// fetched file itself and every other temp file are removed.
     #[test]
     fn the_start_keeps_what_was_taken_out_under_its_path() {
         let state = tempfile::tempdir().unwrap();
         let tmp = state.path().join("tmp");
         std::fs::create_dir_all(tmp.join("parts-3")).unwrap();
         let path = RelPath::new("notes/plan.txt").unwrap();
-        let aside = tmp.join(aside_name(&path));
+        let aside = tmp.join(aside_name(&path, "A"));
         std::fs::write(&aside, b"set aside").unwrap();
+        // Set aside by a delete, and still what the index holds there.
+        let done = RelPath::new("done/gone.txt").unwrap();
+        let finished = tmp.join(aside_name(&done, "peer A.2"));
+        std::fs::write(&finished, b"deleted").unwrap();
         let when = filetime::FileTime::from_unix_time(1_764_745_200, 0); // 2025-12-03 07:00 UTC
         filetime::set_file_mtime(&aside, when).unwrap();
+        filetime::set_file_mtime(&finished, when).unwrap();
         let fetched = tmp.join("x");
         std::fs::write(&fetched, b"fetched").unwrap();
         let ino = std::fs::metadata(&fetched).unwrap().ino();
-        std::fs::rename(&fetched, tmp.join(swapped_name(&path, ino, true))).unwrap();
+        std::fs::rename(
+            &fetched,
+            tmp.join(swapped_name(&path, ino, true, Some("A"))),
+        )
+        .unwrap();
         // Named for an inode no file has: what came out of the tree.
-        let other = tmp.join(swapped_name(&RelPath::new("a.txt").unwrap(), 0, true));
+        let other = tmp.join(swapped_name(&RelPath::new("a.txt").unwrap(), 0, true, None));
         std::fs::write(&other, b"swapped out").unwrap();
+        // Swapped out by a change that was no conflict, and what the index
+        // holds there: a version of that change. The same but not what the
+        // index holds (a person's change): a conflict copy.
+        let replaced = RelPath::new("done/replaced.txt").unwrap();
+        let version = tmp.join(swapped_name(&replaced, 0, true, Some("A")));
+        std::fs::write(&version, b"replaced").unwrap();
+        filetime::set_file_mtime(&version, when).unwrap();
+        let changed = RelPath::new("changed.txt").unwrap();
+        let person = tmp.join(swapped_name(&changed, 0, true, Some("A")));
+        std::fs::write(&person, b"a person's change").unwrap();
         std::fs::write(tmp.join("0123.aside"), b"old name").unwrap();
         std::fs::write(tmp.join("7.part"), b"part").unwrap();
 
-        let mut kept = clear_temp(state.path(), "B", "parts-");
+        let indexed = |p: &RelPath, f: &Path| {
+            assert!(f.starts_with(&tmp), "{f:?}");
+            *p == done || *p == replaced
+        };
+        let mut kept = clear_temp(state.path(), "B", "parts-", &indexed);
         kept.sort();
         let conflicts = state.path().join("conflicts");
         let names: Vec<_> = kept
@@ -271,14 +381,29 @@ mod tests {
         let by_b = |p: &str| Some((p.to_string(), "B".to_string()));
         assert_eq!(
             ids,
-            [by_b("a.txt"), None, by_b("notes/plan.txt")],
+            [
+                by_b("a.txt"),
+                by_b("changed.txt"),
+                None,
+                by_b("notes/plan.txt")
+            ],
             "{names:?}"
         );
-        assert_eq!(names[1], "interrupted-delete-0123");
-        assert_eq!(names[2], "notes/plan.conflict-20251203-070000-B.txt");
+        assert_eq!(names[2], "interrupted-delete-0123");
+        assert_eq!(names[3], "notes/plan.conflict-20251203-070000-B.txt");
         assert_eq!(std::fs::read(&kept[0]).unwrap(), b"swapped out");
-        assert_eq!(std::fs::read(&kept[1]).unwrap(), b"old name");
-        assert_eq!(std::fs::read(&kept[2]).unwrap(), b"set aside");
+        assert_eq!(std::fs::read(&kept[1]).unwrap(), b"a person's change");
+        assert_eq!(std::fs::read(&kept[2]).unwrap(), b"old name");
+        assert_eq!(std::fs::read(&kept[3]).unwrap(), b"set aside");
+        // The finished delete: a version replaced by its peer's change.
+        let version = state
+            .path()
+            .join("versions/done/gone.version-20251203-070000-peer_A_2.txt");
+        assert_eq!(std::fs::read(&version).unwrap(), b"deleted");
+        let version = state
+            .path()
+            .join("versions/done/replaced.version-20251203-070000-A.txt");
+        assert_eq!(std::fs::read(&version).unwrap(), b"replaced");
         assert_eq!(
             std::fs::read_dir(&tmp).unwrap().count(),
             0,

@@ -124,7 +124,7 @@ impl Core {
                 cause: who.to_string(),
             };
             let swapped =
-                |inode, tag| super::apply::swapped_path(&self.state_dir, path, inode, tag);
+                |inode, tag| super::apply::swapped_path(&self.state_dir, path, inode, tag, None);
             let keep = (&not_kept, false);
             let out = super::apply::place(tmp, inode, &full, expect, mtime_ns, keep, &swapped)
                 .map_err(put_io)?;

@@ -658,7 +658,15 @@ impl Core {
         // Leftovers of transfers cut off by a crash: the pending downloads
         // are in the store and start again from scratch; what a delete or
         // an install had taken out of the tree is kept.
-        let kept = interrupted::clear_temp(&state_dir, &name, fetch::TEMP_DIR_PREFIX);
+        let index = loader.finish();
+        let indexed = |path: &RelPath, p: &Path| {
+            index.get(path).is_some_and(|r| {
+                let link = r.entry.live_link().is_some();
+                (r.entry.is_live_file() || link)
+                    && apply::holds_indexed(p, r.stat, r.entry.hash, link).unwrap_or(false)
+            })
+        };
+        let kept = interrupted::clear_temp(&state_dir, &name, fetch::TEMP_DIR_PREFIX, &indexed);
         crate::metrics::Metrics::add(&io.metrics.conflicts, kept.len() as u64);
         let tmp = state_dir.join("tmp");
         std::fs::create_dir_all(&tmp)?;
@@ -666,7 +674,7 @@ impl Core {
             root,
             state_dir,
             name,
-            index: loader.finish(),
+            index,
             store: Some(store),
             saver: None,
             unsaved: Default::default(),
