@@ -27,7 +27,11 @@
 //!   finally the larger version vector; every node computes the same
 //!   winner. The winner's version becomes the merge of both vectors,
 //!   dominating both; the node whose version won announces it again so the
-//!   loser's node decides the same conflict.
+//!   loser's node decides the same conflict. When both sides hold the same
+//!   bytes (the same content, two folders, two deletions) the winner's
+//!   node also records the merge itself ([`Decision::Reassert`]): both
+//!   writes live on in its version, so its next change (a delete, say)
+//!   builds on both and is not taken for one concurrent with the other's.
 //!
 //! "Replaced" needs more than a vector: each entry also lists the writes
 //! whose content it shows ([`FileEntry::written`]; several when the same
@@ -79,8 +83,8 @@ pub enum Decision {
     /// replace it (say, delete it) and never learn that ours beat it.
     Announce,
     /// Ours wins because the peer's content is something we already saw and
-    /// replaced; record ours with `version` (the merge of both) so the peer
-    /// takes it.
+    /// replaced, or is the same bytes as ours; record ours with `version`
+    /// (the merge of both) so the peer takes it.
     Reassert {
         /// Our new version.
         version: VersionVector,
@@ -158,6 +162,13 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                 written = winner.written.clone();
             }
             let losers = live.filter(|d| !written.contains(d));
+            // Ours wins over the same bytes (the same content, two folders,
+            // two deletions): both writes live on in ours, so ours is
+            // recorded with the merged history. Announced unchanged, a
+            // later change here (a delete) would build on our write alone
+            // and be concurrent with theirs, which would then win over it
+            // (a live version beats a deletion) and come back.
+            let merge_ours = true_conflict && !theirs_replaced && same_bytes(local, remote);
             if remote_wins {
                 Decision::Take {
                     keep_ours_as_conflict: true_conflict
@@ -168,7 +179,7 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                     losers,
                     bump: true,
                 }
-            } else if !true_conflict {
+            } else if !true_conflict || merge_ours {
                 Decision::Reassert {
                     version: merged,
                     written,
@@ -771,7 +782,64 @@ mod tests {
         y.mode = 0o644;
         assert!(wins(&y, &x));
         assert!(matches!(plan(Some(&x), &y), Decision::Take { .. }));
-        assert_eq!(plan(Some(&y), &x), Decision::Announce);
+        // The same bytes: the winner keeps both writes, in the merge.
+        let merged = x.version.merge(&y.version);
+        match plan(Some(&y), &x) {
+            Decision::Reassert {
+                version, written, ..
+            } => {
+                assert_eq!(version, merged);
+                assert_eq!(written, vec![dot(a, 1), dot(b, 1)].into());
+            }
+            d => panic!("expected reassert, got {d:?}"),
+        }
+    }
+
+    /// Chaos chain3 seed 66: A made a folder (a file installed there made
+    /// it; A's scan took it for A's own) while C's folder of that name was
+    /// on its way; A's won the tie. A then deleted the folder; C's folder,
+    /// relayed by B after the delete, came back everywhere: A had
+    /// announced its folder unchanged, so its delete built on A's write
+    /// alone and was concurrent with C's, and a live folder beats a
+    /// deletion. The winner now records the merge, and its delete
+    /// dominates C's folder.
+    #[test]
+    fn a_folder_made_on_two_nodes_then_deleted_on_one_stays_deleted() {
+        let (a, c) = (NodeId::random(), NodeId::random());
+        let dir = |vv: &[(NodeId, u64)], mtime| FileEntry {
+            kind: EntryKind::Dir,
+            size: 0,
+            hash: ContentHash::default(),
+            mode: 0o755,
+            ..entry(vv, mtime, "", false)
+        };
+        let at_a = dir(&[(a, 1)], 200);
+        let from_c = dir(&[(c, 1)], 100);
+        assert!(wins(&at_a, &from_c));
+        let Decision::Reassert {
+            version, written, ..
+        } = plan(Some(&at_a), &from_c)
+        else {
+            panic!("expected the merge to be recorded");
+        };
+        // A deletes the folder on top of what it recorded.
+        let mut deleted = FileEntry {
+            version,
+            written,
+            ..at_a.clone()
+        };
+        deleted.version.set(a, 2);
+        deleted.written = dot(a, 2).into();
+        deleted.deleted = true;
+        // C's folder, arriving late, changes nothing; at C the delete wins.
+        assert_eq!(plan(Some(&deleted), &from_c), Decision::Ignore);
+        assert!(matches!(
+            plan(Some(&from_c), &deleted),
+            Decision::Take {
+                keep_ours_as_conflict: false,
+                ..
+            }
+        ));
     }
 
     #[test]
