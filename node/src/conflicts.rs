@@ -55,7 +55,16 @@ pub fn aside_dest_marked(
     let rel = path.as_str();
     let (folder, name) = rel.rsplit_once('/').unwrap_or(("", rel));
     let (stem, ext) = split_ext(name);
-    let safe_author = name_part(author);
+    let safe_author: String = author
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let base = dir.join(folder);
     std::fs::create_dir_all(&base)?;
     let mut dest = base.join(format!("{stem}{mark}{when}-{safe_author}{ext}"));
@@ -66,20 +75,6 @@ pub fn aside_dest_marked(
         dest = base.join(format!("{stem}{mark}{when}-{safe_author}~{n}{ext}"));
     }
     Ok(dest)
-}
-
-/// A node's name as part of a file name: letters, digits, `-` and `_`
-/// (anything else becomes `_`, so `.`, `~` and `/` never occur).
-pub fn name_part(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// `("plan", ".txt")`; a leading dot is part of the stem (`.bashrc`).

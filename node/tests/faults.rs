@@ -1346,6 +1346,16 @@ fn a_crash_inside_a_conflict_loses_neither_version() {
             "{}",
             fail("B's edit is lost")
         );
+        if b_state.is_none() {
+            // Swapped out as a conflict's loser: a conflict copy, though
+            // it is what B's index held (never a version).
+            let kept = kept_copies(&b, "f.conflict-");
+            assert!(
+                kept.iter().any(|(_, c)| c == ours),
+                "{}",
+                fail(&format!("B's edit is not a conflict copy on B: {kept:?}"))
+            );
+        }
         // The restarted run (its log) took nothing for a delete made here.
         assert!(
             b_state.is_some() || !b.run_log().contains("deleted f.txt"),

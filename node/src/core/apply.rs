@@ -641,7 +641,9 @@ impl Core {
 /// What an exchange takes out of the tree may be the only copy of a file
 /// (a person's change, or ours while versions are kept), so the temp file
 /// is first renamed to a fresh name from `swapped`, one the start-up keeps
-/// as a conflict copy (`SWAPPED_SUFFIX`) unless it still holds the fetched
+/// (`SWAPPED_SUFFIX`; see [`super::interrupted`]: as a version when it is
+/// still our indexed file and its name gives the peer whose change
+/// replaced it, else as a conflict copy) unless it still holds the fetched
 /// file (the name says its inode): a crash before what came out is kept
 /// loses nothing.
 pub(super) fn place(

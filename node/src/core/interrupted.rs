@@ -1,24 +1,29 @@
 //! Files taken out of the tree in the middle of a step, and what the next
 //! start does with them after a crash.
 //!
-//! A delete moves our file aside (`UUID~PEER.TAG.aside`, `PEER` the node
-//! whose delete it carries out) to check it before it is removed; an
-//! install swaps the fetched file (first renamed to
-//! `UUID-iINODE.TAG.swapped`) with ours, which then sits under that name
-//! until it is kept. Either may be a person's change, so a crash there must
-//! not lose it: at start such a file is kept in the conflicts folder, named
-//! after the file it was (`TAG` is its path, `/` and `%` percent-encoded)
-//! like any conflict copy, so it is listed and can be restored. A file set
-//! aside that is still exactly what the index (as saved) holds at its path
-//! is no person's change: it is what the delete was for, and the delete is
-//! finished (the file is kept as a version replaced by `PEER`'s change, as
-//! the delete would have kept it). Kept as a conflict copy instead, it
-//! would read as a conflict that something older won. A swapped
-//! file whose inode is still the one its name gives is the fetched file
-//! itself (the crash came before the swap or after it was undone): that is
-//! the peer's version, fetched again, and is removed. A name too long for
-//! its path (or written by an older version) has no `TAG`; its file is
-//! kept as `interrupted-delete-UUID` or `interrupted-install-UUID-iINODE`.
+//! A delete moves our file aside (`UUID~PEER.TAG.aside`) to check it before
+//! it is removed; an install swaps the fetched file (first renamed to
+//! `UUID-iINODE[~PEER].TAG.swapped`) with ours, which then sits under that
+//! name until it is kept. `TAG` is the file's path (`/` and `%`
+//! percent-encoded); `PEER` is the node whose change replaces ours (in
+//! letters, digits, `-` and `_` of ASCII), left out of an install when ours
+//! lost a conflict (it is kept as a conflict copy then) and of a client's
+//! upload. Either file may be a person's change, so a crash there must not
+//! lose it. At start:
+//!
+//! - a swapped file whose inode is still the one its name gives is the
+//!   fetched file itself (the crash came before the swap or after it was
+//!   undone): the peer's version, fetched again; it is removed;
+//! - a file with a `PEER` that is still exactly what the index (as last
+//!   saved) holds at its path is no person's change: it is what the step
+//!   replaced, and the step is finished (the file is kept as a version
+//!   replaced by `PEER`'s change, as the step would have kept it; kept as a
+//!   conflict copy, it would read as a conflict that nothing newer won);
+//! - anything else is kept in the conflicts folder as a copy of its path by
+//!   this node, like any conflict copy, so it is listed and can be
+//!   restored. A name too long for its path (or written by a version before
+//!   tags) has no `TAG`; its file is kept as `interrupted-delete-HEAD` or
+//!   `interrupted-install-HEAD`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -43,26 +48,29 @@ const MAX_NAME: usize = 143;
 /// a name as [`name_part`] writes it).
 const CAUSE: char = '~';
 
-/// Longest node name an aside file's name carries.
+/// Longest node name (in bytes) a temp file's name carries.
 const MAX_CAUSE: usize = 32;
 
 /// A fresh name for our file at `path` set aside by `cause`'s delete.
 pub(super) fn aside_name(path: &RelPath, cause: &str) -> String {
-    let head = format!(
-        "{}{CAUSE}{}",
-        uuid::Uuid::new_v4().simple(),
-        name_part(cause)
-    );
-    tagged(head, path, ASIDE_SUFFIX)
+    let head = uuid::Uuid::new_v4().simple().to_string();
+    tagged(head, Some(cause), path, ASIDE_SUFFIX)
 }
 
-/// `name` as part of a file name, at most [`MAX_CAUSE`] characters.
+/// `name` as part of a temp file's name: ASCII letters, digits, `-` and
+/// `_` (anything else becomes `_`, so every file system takes it and it
+/// never holds `.` or `~`), at most [`MAX_CAUSE`] bytes.
 fn name_part(name: &str) -> String {
-    let cut = name
-        .char_indices()
-        .nth(MAX_CAUSE)
-        .map_or(name.len(), |(i, _)| i);
-    crate::conflicts::name_part(&name[..cut])
+    name.chars()
+        .take(MAX_CAUSE)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A fresh name for the fetched file (inode `inode`) about to be swapped
@@ -75,20 +83,19 @@ pub(super) fn swapped_name(
     tag: bool,
     replaced_by: Option<&str>,
 ) -> String {
-    let mut head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
-    if let Some(cause) = replaced_by {
-        head.push(CAUSE);
-        head.push_str(&name_part(cause));
-    }
+    let head = format!("{}{SWAPPED_INODE}{inode}", uuid::Uuid::new_v4().simple());
     if tag {
-        tagged(head, path, SWAPPED_SUFFIX)
+        tagged(head, replaced_by, path, SWAPPED_SUFFIX)
     } else {
+        // Without the path the start could not finish the step anyway.
         format!("{head}{SWAPPED_SUFFIX}")
     }
 }
 
-/// `HEAD.TAG.SUFFIX`, or `HEAD.SUFFIX` when that would be too long a name.
-fn tagged(head: String, path: &RelPath, suffix: &str) -> String {
+/// `HEAD~CAUSE.TAG.SUFFIX`; when that is too long a name, `HEAD.TAG.SUFFIX`
+/// (the path matters more: without it the file is kept under an anonymous
+/// name), else `HEAD.SUFFIX`.
+fn tagged(head: String, cause: Option<&str>, path: &RelPath, suffix: &str) -> String {
     let mut tag = String::with_capacity(path.as_str().len());
     for c in path.as_str().chars() {
         match c {
@@ -97,7 +104,14 @@ fn tagged(head: String, path: &RelPath, suffix: &str) -> String {
             c => tag.push(c),
         }
     }
-    if head.len() + 1 + tag.len() + suffix.len() <= MAX_NAME {
+    let fits = |h: &str| h.len() + 1 + tag.len() + suffix.len() <= MAX_NAME;
+    if let Some(c) = cause {
+        let with = format!("{head}{CAUSE}{}", name_part(c));
+        if fits(&with) {
+            return format!("{with}.{tag}{suffix}");
+        }
+    }
+    if fits(&head) {
         format!("{head}.{tag}{suffix}")
     } else {
         format!("{head}{suffix}")
@@ -137,9 +151,10 @@ fn holds_fetched(p: &Path, head: &str) -> bool {
 /// Empties the temp folder `STATE/tmp` at start (pending downloads start
 /// again from scratch), keeping what a delete or an install interrupted by
 /// a crash had taken out of the tree in the conflicts folder as a copy by
-/// node `me` (see the module doc), except a file set aside by a delete that
-/// `indexed(path, file)` says is the version the index holds at its path:
-/// that delete is finished. Returns where conflict copies are kept.
+/// node `me` (see the module doc), except a file whose name gives the peer
+/// whose change replaced it and that `indexed(path, file)` says is the
+/// version the index holds at its path: that step is finished, the file
+/// kept as a version. Returns where conflict copies are kept.
 pub(super) fn clear_temp(
     state_dir: &Path,
     me: &str,
@@ -297,6 +312,35 @@ mod tests {
         for bad in ["%", "%2", "%41", "..", "a%2F..%2Fb", ""] {
             assert_eq!(untag(bad), None, "{bad:?}");
         }
+        // A peer's name goes in as ASCII, at most MAX_CAUSE bytes, and
+        // gives way to the path when both do not fit.
+        let wide = "日本語のノードの名前".repeat(8);
+        let path = RelPath::new("x.txt").unwrap();
+        let name = aside_name(&path, &wide);
+        let (head, _) = name.split_once('.').unwrap();
+        let (_, cause) = head.split_once(CAUSE).unwrap();
+        assert!(
+            cause.len() == MAX_CAUSE && cause.bytes().all(|b| b == b'_'),
+            "{name}"
+        );
+        // Paths that fit only without the name (each kind's head differs).
+        let (p1, p2) = (
+            RelPath::new("p".repeat(100)).unwrap(),
+            RelPath::new("q".repeat(78)).unwrap(),
+        );
+        for (mid, name) in [
+            (&p1, aside_name(&p1, "a node")),
+            (&p2, swapped_name(&p2, u64::MAX, true, Some("a node"))),
+        ] {
+            assert!(name.len() <= MAX_NAME, "{name}");
+            let stem = name
+                .strip_suffix(ASIDE_SUFFIX)
+                .or_else(|| name.strip_suffix(SWAPPED_SUFFIX))
+                .unwrap();
+            let (head, tag) = stem.split_once('.').unwrap();
+            assert_eq!(untag(tag).as_ref(), Some(mid), "{name}");
+            assert!(!head.contains(CAUSE), "{name}");
+        }
     }
 
     /// A swapped-out file is taken for the fetched one only when its
@@ -365,7 +409,9 @@ mod tests {
 
         let indexed = |p: &RelPath, f: &Path| {
             assert!(f.starts_with(&tmp), "{f:?}");
-            *p == done || *p == replaced
+            // a.txt too: without a peer in its name (ours lost a conflict)
+            // it is a conflict copy all the same.
+            *p == done || *p == replaced || p.as_str() == "a.txt"
         };
         let mut kept = clear_temp(state.path(), "B", "parts-", &indexed);
         kept.sort();
