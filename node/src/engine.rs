@@ -27,11 +27,12 @@
 //!   finally the larger version vector; every node computes the same
 //!   winner. The winner's version becomes the merge of both vectors,
 //!   dominating both; the node whose version won announces it again so the
-//!   loser's node decides the same conflict. When both sides hold the same
-//!   bytes (the same content, two folders, two deletions) the winner's
-//!   node also records the merge itself ([`Decision::Reassert`]): both
-//!   writes live on in its version, so its next change (a delete, say)
-//!   builds on both and is not taken for one concurrent with the other's.
+//!   loser's node decides the same conflict. When both entries are the same
+//!   but for their history (the same content, mode and mtime; two folders
+//!   of one mode) the winner's node also records the merge itself
+//!   ([`Decision::Reassert`]): both writes live on in its version, so its
+//!   next change (a delete, say) builds on both and is not taken for one
+//!   concurrent with the other's.
 //!
 //! "Replaced" needs more than a vector: each entry also lists the writes
 //! whose content it shows ([`FileEntry::written`]; several when the same
@@ -76,22 +77,27 @@ pub enum Decision {
         /// vectors for different content.
         bump: bool,
     },
-    /// Ours wins a true conflict: announce ours again, unchanged (a new
-    /// sequence number, the same version), so the peer, which may never
-    /// hear of it otherwise, decides the same conflict and keeps its loser.
-    /// Without this, a peer whose losing version was ignored here can
-    /// replace it (say, delete it) and never learn that ours beat it.
+    /// Ours wins a true conflict over other content (or other metadata):
+    /// announce ours again, unchanged (a new sequence number, the same
+    /// version), so the peer, which may never hear of it otherwise, decides
+    /// the same conflict and keeps its loser. Without this, a peer whose
+    /// losing version was ignored here can replace it (say, delete it) and
+    /// never learn that ours beat it.
     Announce,
     /// Ours wins because the peer's content is something we already saw and
-    /// replaced, or is the same bytes as ours; record ours with `version`
-    /// (the merge of both) so the peer takes it.
+    /// replaced, or because the peer's entry is ours exactly but for its
+    /// history (`same`); record ours with `version` (the merge of both) so
+    /// the peer takes it.
     Reassert {
         /// Our new version.
         version: VersionVector,
-        /// Our writes still live in the merged history.
+        /// Our writes still live in the merged history (and, when `same`,
+        /// the peer's writes of the same entry).
         written: Writes,
         /// The other live writes of the merged history.
         losers: Writes,
+        /// The peer's entry differs from ours in its history only.
+        same: bool,
     },
 }
 
@@ -162,13 +168,22 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                 written = winner.written.clone();
             }
             let losers = live.filter(|d| !written.contains(d));
-            // Ours wins over the same bytes (the same content, two folders,
-            // two deletions): both writes live on in ours, so ours is
-            // recorded with the merged history. Announced unchanged, a
-            // later change here (a delete) would build on our write alone
-            // and be concurrent with theirs, which would then win over it
-            // (a live version beats a deletion) and come back.
-            let merge_ours = true_conflict && !theirs_replaced && same_bytes(local, remote);
+            // Ours wins over an entry that is ours but for its history (the
+            // same content, mode and mtime; a folder each, as folders are
+            // recorded without an mtime): both writes live on in ours, so
+            // ours is recorded with the merged history. Announced
+            // unchanged, a later change here (a delete) would build on our
+            // write alone and be concurrent with theirs, which would then
+            // win over it (a live version beats a deletion) and come back.
+            // Only an identical entry: two nodes that each merged a
+            // different pair of entries differing in mode or mtime could
+            // otherwise hold equal vectors for different entries (the
+            // bump of a `Take` is what keeps those apart).
+            let merge_ours = true_conflict
+                && !theirs_replaced
+                && same_bytes(local, remote)
+                && local.mode == remote.mode
+                && local.mtime_ns == remote.mtime_ns;
             if remote_wins {
                 Decision::Take {
                     keep_ours_as_conflict: true_conflict
@@ -184,6 +199,7 @@ pub fn plan(local: Option<&FileEntry>, remote: &FileEntry) -> Decision {
                     version: merged,
                     written,
                     losers,
+                    same: merge_ours,
                 }
             } else {
                 Decision::Announce
@@ -360,13 +376,13 @@ pub enum Action {
     /// Refused: a malformed or dangerous entry.
     Reject(Invalid),
     /// Ours wins a true conflict: announce it again (see
-    /// [`Decision::Announce`]).
+    /// [`Decision::Announce`]; also an identical entry on a locked path).
     Announce,
     /// Keep ours, recorded with a merged version (see [`Decision::Reassert`]).
     Reassert {
         /// Our new version.
         version: VersionVector,
-        /// Our writes still live.
+        /// Our writes still live (and the peer's of an identical entry).
         written: Writes,
         /// Other live writes.
         losers: Writes,
@@ -488,11 +504,14 @@ pub fn decide(local: Option<&FileEntry>, remote: &FileEntry, cx: &Context<'_>) -
     let (version, keep_ours_as_conflict, written, losers, bump) = match decision {
         Decision::Ignore => return Action::Ignore,
         Decision::Announce => return Action::Announce,
+        // Locked: nothing recorded; the peer still hears ours won.
+        Decision::Reassert { same: true, .. } if cx.locked => return Action::Announce,
         Decision::Reassert { .. } if cx.locked => return Action::Ignore,
         Decision::Reassert {
             version,
             written,
             losers,
+            ..
         } => {
             return Action::Reassert {
                 version,
@@ -782,17 +801,8 @@ mod tests {
         y.mode = 0o644;
         assert!(wins(&y, &x));
         assert!(matches!(plan(Some(&x), &y), Decision::Take { .. }));
-        // The same bytes: the winner keeps both writes, in the merge.
-        let merged = x.version.merge(&y.version);
-        match plan(Some(&y), &x) {
-            Decision::Reassert {
-                version, written, ..
-            } => {
-                assert_eq!(version, merged);
-                assert_eq!(written, vec![dot(a, 1), dot(b, 1)].into());
-            }
-            d => panic!("expected reassert, got {d:?}"),
-        }
+        // Other modes: the loser's node settles it (with a bump).
+        assert_eq!(plan(Some(&y), &x), Decision::Announce);
     }
 
     /// Chaos chain3 seed 66: A made a folder (a file installed there made
@@ -806,40 +816,51 @@ mod tests {
     #[test]
     fn a_folder_made_on_two_nodes_then_deleted_on_one_stays_deleted() {
         let (a, c) = (NodeId::random(), NodeId::random());
-        let dir = |vv: &[(NodeId, u64)], mtime| FileEntry {
+        // Folders are recorded without an mtime: the vectors decide.
+        let dir = |vv: &[(NodeId, u64)]| FileEntry {
             kind: EntryKind::Dir,
             size: 0,
             hash: ContentHash::default(),
             mode: 0o755,
-            ..entry(vv, mtime, "", false)
+            ..entry(vv, 0, "", false)
         };
-        let at_a = dir(&[(a, 1)], 200);
-        let from_c = dir(&[(c, 1)], 100);
-        assert!(wins(&at_a, &from_c));
+        let (x, y) = (dir(&[(a, 1)]), dir(&[(c, 1)]));
+        let (won, lost, winner) = if wins(&x, &y) { (x, y, a) } else { (y, x, c) };
         let Decision::Reassert {
-            version, written, ..
-        } = plan(Some(&at_a), &from_c)
+            version,
+            written,
+            same: true,
+            ..
+        } = plan(Some(&won), &lost)
         else {
             panic!("expected the merge to be recorded");
         };
-        // A deletes the folder on top of what it recorded.
+        assert_eq!(written, won.written.union(&lost.written), "both live");
+        // The winner deletes the folder on top of what it recorded.
         let mut deleted = FileEntry {
             version,
             written,
-            ..at_a.clone()
+            ..won.clone()
         };
-        deleted.version.set(a, 2);
-        deleted.written = dot(a, 2).into();
+        deleted.version.set(winner, 2);
+        deleted.written = dot(winner, 2).into();
         deleted.deleted = true;
-        // C's folder, arriving late, changes nothing; at C the delete wins.
-        assert_eq!(plan(Some(&deleted), &from_c), Decision::Ignore);
+        // The other folder, arriving late, changes nothing; on its node the
+        // delete wins.
+        assert_eq!(plan(Some(&deleted), &lost), Decision::Ignore);
         assert!(matches!(
-            plan(Some(&from_c), &deleted),
+            plan(Some(&lost), &deleted),
             Decision::Take {
                 keep_ours_as_conflict: false,
                 ..
             }
         ));
+        // Locked, nothing is recorded, and ours is announced as before.
+        let locked = Context {
+            locked: true,
+            ..cx(DiskFacts::Indexed)
+        };
+        assert_eq!(decide(Some(&won), &lost, &locked), Action::Announce);
     }
 
     #[test]

@@ -2729,7 +2729,8 @@ fn a_file_and_a_folder_at_the_same_name() {
 /// a newer one, and the node stayed on the old version for good.
 ///
 /// n0 and n1 each make `d` (for `d/c`). n0 takes n1's `d` (same bytes;
-/// settled as {n0:3,n1:1}); n1 keeps its own {n1:1} (`Announce`). With
+/// settled as {n0:3,n1:1}); n1 keeps its own {n1:1} (`Announce` then; an
+/// identical folder is now recorded merged, {n0:1,n1:1}). With
 /// n1's disk failing, n0's batch [d/c, d {n0:3,n1:1}] arrives and is
 /// queued undecided; then the earlier batch [d {n0:1}] arrives again and
 /// took its place. Once the disk works, {n0:1} is decided `Announce` and

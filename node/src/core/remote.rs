@@ -383,7 +383,7 @@ impl Core {
                 losers,
             } => {
                 tracing::debug!(
-                    "{path}: {} has only seen an older write; re-announcing ours",
+                    "{path}: {}'s version is one ours replaced, or ours but for its history; ours recorded with both histories and announced again",
                     self.peer_name(peer)
                 );
                 self.index.reassert(path, version, written, losers);

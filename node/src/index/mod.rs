@@ -733,8 +733,8 @@ impl Index {
     }
 
     /// Keeps our content but records `version` (ours merged with a peer's
-    /// that had only seen an older write) and the writes still live in it,
-    /// so the peer takes ours.
+    /// that had only seen an older write, or that was ours exactly but for
+    /// its history) and the writes still live in it, so the peer takes ours.
     pub fn reassert(
         &mut self,
         path: &RelPath,
