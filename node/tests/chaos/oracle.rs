@@ -73,6 +73,9 @@ pub struct Conflict {
 pub struct View {
     pub tree: BTreeMap<String, Entry>,
     pub conflicts: Vec<Conflict>,
+    /// What is in `.tandem/versions/` (name, content): not counted as
+    /// kept by the invariants, only named in a `lost` finding's text.
+    pub versions: Vec<(String, Hash)>,
     pub temps: Vec<String>,
     pub list: Result<Vec<Value>, String>,
 }
@@ -162,6 +165,14 @@ pub fn view(node: &Node, cache: &mut HashCache) -> View {
         }
     });
     conflicts.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut versions = Vec::new();
+    walk_tree(&node.path(".tandem/versions"), &mut |rel, full, m| {
+        if m.is_file()
+            && let Some(hash) = cache.hash(full, m)
+        {
+            versions.push((rel.to_string(), hash));
+        }
+    });
     let list = if node.is_running() {
         try_list_json(node.addr())
     } else {
@@ -170,6 +181,7 @@ pub fn view(node: &Node, cache: &mut HashCache) -> View {
     View {
         tree,
         conflicts,
+        versions,
         temps,
         list,
     }
@@ -792,16 +804,26 @@ pub fn check(dirs: &[&Path], views: &[View], rec: &Record) -> Vec<Finding> {
         .contents
         .iter()
         .filter(|(h, _)| !ix.destroyed.contains(*h) && !present.contains(*h))
-        .map(|(_, c)| c)
         .collect();
-    lost.sort_by_key(|c| c.op);
-    for c in lost {
+    lost.sort_by_key(|(_, c)| c.op);
+    for (lost_hash, c) in lost {
         let dels = ix.deletes_of(&c.path);
+        // Where it is all the same, if only as a replaced version.
+        let as_version: Vec<String> = views
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| {
+                v.versions
+                    .iter()
+                    .filter(|(_, h)| h == lost_hash)
+                    .map(move |(name, _)| format!("{}:versions/{name}", NAMES[i]))
+            })
+            .collect();
         findings.push(Finding {
             kind: "lost",
             paths: vec![c.path.clone()],
             text: format!(
-                "{} ({} B, written at {:?} on {} by op #{}) is nowhere: not current on any node, not in any conflicts folder, and no operation destroyed it{}",
+                "{} ({} B, written at {:?} on {} by op #{}) is nowhere: not current on any node, not in any conflicts folder, and no operation destroyed it{}{}",
                 c.label,
                 c.size,
                 c.path,
@@ -811,6 +833,14 @@ pub fn check(dirs: &[&Path], views: &[View], rec: &Record) -> Vec<Finding> {
                     String::new()
                 } else {
                     format!(" (ops that deleted that path: {})", dels.join(", "))
+                },
+                if as_version.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; kept only as a version replaced by a peer's change: {}",
+                        as_version.join(", ")
+                    )
                 }
             ),
         });
@@ -922,6 +952,7 @@ mod tests {
                     mtime_ns: *m,
                 })
                 .collect(),
+            versions: vec![],
             temps: vec![],
             list: Ok(vec![]),
         }
@@ -937,6 +968,29 @@ mod tests {
         c.wrote("w2", 2, 0, "p.txt", 200);
         let v = view(&[], &[]);
         assert_eq!(c.kinds(&[v.clone(), v]), ["edit-lost-to-delete", "lost"]);
+    }
+
+    /// Content found only in a versions folder is still lost (a version
+    /// is what a peer's change replaced, not a kept conflict), and the
+    /// finding says where it is.
+    #[test]
+    fn lost_content_kept_as_a_version_is_named() {
+        let mut c = Case::default();
+        let w0 = c.wrote("w0", 0, 1, "p.txt", 100);
+        let mut b = view(&[], &[]);
+        b.versions
+            .push(("p.version-19700101-000000-A.txt".into(), w0));
+        let dirs = [Path::new("/nonexistent"), Path::new("/nonexistent")];
+        let found = check(&dirs, &[view(&[], &[]), b], &c.rec);
+        let lost: Vec<_> = found.iter().filter(|f| f.kind == "lost").collect();
+        assert_eq!(lost.len(), 1, "{found:?}");
+        assert!(
+            lost[0].text.contains(
+                "kept only as a version replaced by a peer's change: B:versions/p.version-"
+            ),
+            "{}",
+            lost[0].text
+        );
     }
 
     #[test]
