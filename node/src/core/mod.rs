@@ -657,7 +657,9 @@ impl Core {
         }
         // Leftovers of transfers cut off by a crash: the pending downloads
         // are in the store and start again from scratch; what a delete or
-        // an install had taken out of the tree is kept.
+        // an install had taken out of the tree is kept (as a version when
+        // it is still what the saved index holds there: the step is
+        // finished; else as a conflict copy).
         let index = loader.finish();
         let indexed = |path: &RelPath, p: &Path| {
             index.get(path).is_some_and(|r| {
