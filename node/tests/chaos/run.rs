@@ -357,8 +357,15 @@ pub fn run(spec: Spec) -> Outcome {
     let ran = catch_unwind(AssertUnwindSafe(|| {
         for (i, op) in ops.iter().enumerate() {
             let t = started.elapsed().as_secs_f64();
+            // The wall clock to the millisecond, as the nodes' logs show it
+            // (UTC), so an operation lines up with what each node did.
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let wall = crate::harness::rfc3339_utc(now.as_secs() as i64, now.subsec_nanos());
+            let clock = wall.get(11..23).unwrap_or(&wall).to_string();
             let what = execute(&mut cl, &mut rec, spec.seed, i, op, &mut pacing);
-            log.push(format!("#{i:03} {t:6.1}s {op} → {what}"));
+            log.push(format!("#{i:03} {t:6.1}s {clock} {op} → {what}"));
             if verbose {
                 eprintln!("{}", log[i]);
             }
