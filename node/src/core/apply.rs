@@ -248,7 +248,12 @@ impl Core {
         entry: FileEntry,
         origin: Option<NodeId>,
     ) -> std::io::Result<()> {
-        let st = set_meta(&entry.path.to_disk(&self.root), &entry)?;
+        // Only on our indexed version: a change that landed since the look
+        // would otherwise take the peer's mtime and be recorded with its
+        // stat as the peer's content, and never be seen (chaos chain3 seed
+        // 1, mesh3 seed 55: an edit then replaced as a mere version).
+        let expect = (self.index.stat_of(&entry.path), entry.hash);
+        let st = set_meta_checked(&entry.path.to_disk(&self.root), &entry, Some(expect))?;
         if let Some(r) = self.index.get(&entry.path)
             && (r.entry.mtime_ns != entry.mtime_ns || r.entry.mode != entry.mode)
         {
@@ -1019,11 +1024,36 @@ fn remove_checked(
 /// Gives the file at `full` the mode and mtime of `entry` (never through a
 /// link put there since it was looked at) and returns its stat.
 pub(super) fn set_meta(full: &Path, entry: &FileEntry) -> std::io::Result<crate::index::LocalStat> {
+    set_meta_checked(full, entry, None)
+}
+
+/// [`set_meta`], only if the file opened is still `expect` (our indexed
+/// version: its stat as indexed, or else its content hash); otherwise an
+/// error, and nothing is changed (the path is decided again once the
+/// change is seen).
+fn set_meta_checked(
+    full: &Path,
+    entry: &FileEntry,
+    expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
+) -> std::io::Result<crate::index::LocalStat> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::File::options()
+        .read(expect.is_some())
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(full)?;
+    if let Some((stat, hash)) = expect {
+        let before = f.metadata()?;
+        let same = stat == Some(scan::local_stat(&before))
+            || (tandem_common::hashing::hash_reader(&f).is_ok_and(|h| h.hash == hash)
+                && f.metadata()
+                    .is_ok_and(|m| scan::local_stat(&m) == scan::local_stat(&before)));
+        if !same {
+            return Err(std::io::Error::other(
+                "it changed here since it was looked at; deciding again",
+            ));
+        }
+    }
     f.set_permissions(std::fs::Permissions::from_mode(
         entry.mode & tandem_common::model::SYNCED_MODE_BITS,
     ))?;
@@ -1301,6 +1331,41 @@ pub(super) fn move_out_of_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A peer's newer version of our content changes only its metadata,
+    /// and only on our indexed file: a change that landed since the look
+    /// (other content, not yet indexed) is refused untouched, where it
+    /// used to take the peer's mtime and be recorded as the peer's content.
+    #[test]
+    fn metadata_is_set_only_on_our_indexed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"ours").unwrap();
+        let indexed = scan::local_stat(&std::fs::metadata(&p).unwrap());
+        let entry = FileEntry {
+            path: RelPath::new("f").unwrap(),
+            kind: EntryKind::File,
+            size: 4,
+            mtime_ns: 1_000_000_000,
+            mode: 0o600,
+            hash: tandem_common::ContentHash::of(b"ours"),
+            blocks: vec![],
+            version: Default::default(),
+            written: Default::default(),
+            losers: Default::default(),
+            deleted: false,
+        };
+        // A person's edit, not indexed yet: refused, nothing changed.
+        std::fs::write(&p, b"an edit made here").unwrap();
+        let edited = scan::local_stat(&std::fs::metadata(&p).unwrap());
+        let e = set_meta_checked(&p, &entry, Some((Some(indexed), entry.hash))).unwrap_err();
+        assert!(e.to_string().contains("changed here"), "{e}");
+        assert_eq!(scan::local_stat(&std::fs::metadata(&p).unwrap()), edited);
+        // Our content under another stat (rewritten as it was): set.
+        std::fs::write(&p, b"ours").unwrap();
+        let st = set_meta_checked(&p, &entry, Some((Some(indexed), entry.hash))).unwrap();
+        assert_eq!((st.mtime_ns, st.mode & 0o777), (1_000_000_000, 0o600));
+    }
 
     /// A keeper of `f` that keeps no versions (what is replaced is removed).
     fn no_versions() -> crate::versions::Keeper {
