@@ -26,6 +26,10 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 17: typed errors in answers between nodes: `PeerError` for content
+/// (`Blocks`, `Files`, `BlockList`, `PeerAnswer::Blocks`), `ApiError` for
+/// a question's answer (`Answer`), where text was sent before. An older
+/// node is refused at hello (`Refusal::VersionMismatch`).
 /// 16: receiver-paced index: `PeerMessage::IndexTaken` (the receiver has
 /// room for that many more index messages); a node sends at most a window
 /// of index messages ahead of it. A node of 15 (which never sends it) is
@@ -57,7 +61,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 16;
+pub const PROTOCOL_VERSION: u32 = 17;
 
 /// Largest file whose content may travel inside an index message (the
 /// receiver installs it without asking: one crossing instead of three).
@@ -1483,7 +1487,57 @@ pub enum PeerAnswer {
     /// Bytes of a conflict copy (fewer than asked only at its end).
     ConflictData(Result<FileData, ApiError>),
     /// Blocks, in the order asked, or why not (the file changed or went).
-    Blocks(Result<Vec<InlineBlock>, String>),
+    Blocks(Result<Vec<InlineBlock>, PeerError>),
+}
+
+/// Why a node did not give the content asked (blocks, whole files, a block
+/// list). Typed, so the asker acts on the kind (look again, retry, try
+/// another peer) and never on the words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerError {
+    /// The path is not a live file here (never was, gone, or ignored).
+    #[error("{0} is not available here")]
+    NotHere(RelPath),
+    /// Our version of the path is not the one asked for.
+    #[error("{0} has changed here")]
+    Changed(RelPath),
+    /// The file on disk no longer matched its indexed version when read
+    /// (the node looks at it again); ask again later.
+    #[error("{0} changed on disk while being sent")]
+    ChangedOnDisk(RelPath),
+    /// Too large to be sent whole: ask for its blocks.
+    #[error("{path} is larger than {most} bytes; ask for its blocks")]
+    TooLarge {
+        /// The file.
+        path: RelPath,
+        /// The largest file sent whole.
+        most: u64,
+    },
+    /// The block list of this version is not held here.
+    #[error("the block list of {0} is not available here")]
+    NoBlockList(RelPath),
+    /// Reading the file failed.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: RelPath,
+        /// The error, in words.
+        reason: String,
+    },
+    /// The request broke a rule of the protocol (a limit, a block asked
+    /// twice): a correct node never sends one. Says which rule.
+    #[error("request refused: {0}")]
+    BadRequest(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The link closed before the answer came (made by the asker).
+    #[error("link closed")]
+    LinkClosed,
+    /// No answer within the asker's deadline (made by the asker; names
+    /// the peer).
+    #[error("{0} did not answer in time")]
+    Timeout(String),
 }
 
 /// Messages between two nodes after the handshake.
@@ -1538,7 +1592,7 @@ pub enum PeerMessage {
         req: u64,
         /// `Ok(content)` per file or why that file is not available; an
         /// `Err` for the whole request when it was refused.
-        data: Result<Vec<Result<FileData, String>>, String>,
+        data: Result<Vec<Result<FileData, PeerError>>, PeerError>,
     },
     /// Feed events, numbered by the node that reported them (relayed
     /// through the cluster; see the node's `events` module).
@@ -1555,14 +1609,14 @@ pub enum PeerMessage {
         /// The question answered.
         req: u64,
         /// The answer, or why not.
-        a: Result<PeerAnswer, String>,
+        a: Result<PeerAnswer, ApiError>,
     },
     /// Block data, in the order asked.
     Blocks {
         /// The request answered.
         req: u64,
         /// `Ok(data per block)`, or why not (file changed or gone).
-        data: Result<Vec<BlockData>, String>,
+        data: Result<Vec<BlockData>, PeerError>,
     },
     /// Ask for (part of) the block list of the file at `path` whose content
     /// hash is `hash` (entries of large files travel without their list;
@@ -1584,7 +1638,7 @@ pub enum PeerMessage {
         /// The request answered.
         req: u64,
         /// The list part asked, or why not (file changed or gone).
-        data: Result<BlockListPart, String>,
+        data: Result<BlockListPart, PeerError>,
     },
     /// "I have taken `messages` more of your `Index` messages and have room
     /// for as many again": the sender keeps at most a window of index
@@ -1815,6 +1869,44 @@ mod tests {
             decode_hello::<Hello>(b"GET / HTTP/1.1\r\n"),
             Err(HandshakeError::BadMagic)
         ));
+    }
+
+    /// A refusal crosses the wire as its kind, so the asker can act on it
+    /// without reading words, and still says what failed on what.
+    #[test]
+    fn a_peer_error_keeps_its_kind_across_the_wire() {
+        let p = RelPath::new("dir/a.txt").unwrap();
+        let errors = [
+            PeerError::NotHere(p.clone()),
+            PeerError::Changed(p.clone()),
+            PeerError::ChangedOnDisk(p.clone()),
+            PeerError::TooLarge {
+                path: p.clone(),
+                most: 65536,
+            },
+            PeerError::NoBlockList(p.clone()),
+            PeerError::Unreadable {
+                path: p.clone(),
+                reason: "Permission denied (os error 13)".into(),
+            },
+            PeerError::BadRequest("block 3 asked twice in one request".into()),
+            PeerError::ShuttingDown,
+        ];
+        for e in errors {
+            let m = PeerMessage::Blocks {
+                req: 7,
+                data: Err(e.clone()),
+            };
+            let bytes = codec::encode(&m).unwrap();
+            let Ok(PeerMessage::Blocks { req: 7, data }) = codec::decode::<PeerMessage>(&bytes)
+            else {
+                panic!("{e:?} did not come back as a Blocks answer");
+            };
+            assert_eq!(data.unwrap_err(), e);
+            let words = e.to_string();
+            let names_path = !matches!(e, PeerError::BadRequest(_) | PeerError::ShuttingDown);
+            assert!(!names_path || words.contains("dir/a.txt"), "{words}");
+        }
     }
 
     #[test]

@@ -292,7 +292,7 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                 req: 5,
                 data: Ok(vec![
                     Ok(FileData(b"hello\n".to_vec())),
-                    Err("changed".into()),
+                    Err(PeerError::Changed(path("notes.md"))),
                 ]),
             },
         ),
@@ -441,7 +441,7 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
             "answer-error",
             PeerMessage::Answer {
                 req: 12,
-                a: Err("shutting down".into()),
+                a: Err(ApiError::ShuttingDown),
             },
         ),
         ("blocks-header", blocks),
@@ -462,6 +462,16 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                     ContentHash::of(b"g0"),
                     ContentHash::of(b"g1"),
                 ])),
+            },
+        ),
+        (
+            "blocks-error",
+            PeerMessage::Blocks {
+                req: 14,
+                data: Err(PeerError::Unreadable {
+                    path: path("a.txt"),
+                    reason: "Input/output error (os error 5)".into(),
+                }),
             },
         ),
     ]

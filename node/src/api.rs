@@ -927,7 +927,7 @@ async fn ping(ctx: &Ctx, node: &str) -> ClientResponse {
                         rtt_us: rtt.as_micros() as u64,
                     };
                 }
-                Some((_, Err(e))) => Err(e),
+                Some((_, Err(e))) => Err(e.to_string()),
                 None => Err("not connected".to_string()),
             }
         }
@@ -1228,10 +1228,10 @@ where
         let asked: Vec<usize> = want.iter().map(|&b| b as usize).collect();
         let got = match (&link, far) {
             // Over the link: the blocks travel as raw frames.
-            (Some(link), _) => {
-                link.get_blocks(path.clone(), file.hash, want, Vec::new())
-                    .await
-            }
+            (Some(link), _) => link
+                .get_blocks(path.clone(), file.hash, want, Vec::new())
+                .await
+                .map_err(|e| e.to_string()),
             (None, Some(node)) => far_blocks(ctx, node, path.clone(), file.hash, want).await,
             (None, None) => Err(format!("node {source} went away")),
         };
@@ -1270,7 +1270,8 @@ async fn far_blocks(
         .query(node, q, crate::cluster::QUERY_TIMEOUT)
         .await?
     {
-        PeerAnswer::Blocks(got) => Ok(got?
+        PeerAnswer::Blocks(got) => Ok(got
+            .map_err(|e| e.to_string())?
             .into_iter()
             .map(|b| tandem_common::proto::BlockData::new(b.index, Bytes::from(b.data.0)))
             .collect()),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tandem_common::proto::{
     ApiError, ConflictCopy, FileData, FileState, FileSummary, InlineBlock, KeptVersion, ListedFile,
-    NodeFileState, NodeStatus, OpenedCopy, PeerAnswer, PeerQuery,
+    NodeFileState, NodeStatus, OpenedCopy, PeerAnswer, PeerError, PeerQuery,
 };
 use tandem_common::{NodeId, VvOrder};
 
@@ -78,8 +78,8 @@ pub struct NodeAnswerer {
 
 impl NodeAnswerer {
     /// This node's own line of `tandem nodes`.
-    pub async fn status(&self) -> Result<NodeStatus, String> {
-        let c = self.core.counts().await.map_err(|e| e.to_string())?;
+    pub async fn status(&self) -> Result<NodeStatus, ApiError> {
+        let c = self.core.counts().await?;
         Ok(NodeStatus {
             id: Some(self.id),
             name: self.name.clone(),
@@ -110,12 +110,12 @@ impl NodeAnswerer {
     pub async fn versions_of(
         &self,
         path: tandem_common::RelPath,
-    ) -> Result<Vec<KeptVersion>, String> {
+    ) -> Result<Vec<KeptVersion>, ApiError> {
         let (dir, name) = (self.versions.clone(), self.name.clone());
         tokio::task::spawn_blocking(move || crate::versions::of(&dir, &name, &path))
             .await
-            .map_err(|e| format!("listing versions failed: {e}"))?
-            .map_err(|e| format!("cannot read the versions folder: {e}"))
+            .map_err(|e| ApiError::Other(format!("listing versions failed: {e}")))?
+            .map_err(|e| ApiError::Other(format!("cannot read the versions folder: {e}")))
     }
 
     /// One of this node's conflict copies with its content hash (hashing
@@ -145,39 +145,29 @@ impl Answerer for NodeAnswerer {
     fn answer(
         &self,
         q: PeerQuery,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PeerAnswer, String>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<PeerAnswer, ApiError>> + Send + '_>,
+    > {
         Box::pin(async move {
             match q {
                 PeerQuery::Files { after } => {
-                    let (page, more) = self
-                        .core
-                        .summary_page(after, FILES_PAGE)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let (page, more) = self.core.summary_page(after, FILES_PAGE).await?;
                     Ok(PeerAnswer::Files(page, more))
                 }
                 PeerQuery::Status => Ok(PeerAnswer::Status(self.status().await?, now_ns())),
                 PeerQuery::Ping => Ok(PeerAnswer::Pong),
                 PeerQuery::Cache => Ok(PeerAnswer::Cache(self.cache.report(&self.name))),
-                PeerQuery::File { path } => self
-                    .core
-                    .summary_of(path)
-                    .await
-                    .map(PeerAnswer::File)
-                    .map_err(|e| e.to_string()),
+                PeerQuery::File { path } => self.core.summary_of(path).await.map(PeerAnswer::File),
                 PeerQuery::Held => self
                     .core
                     .ask_lock(LockMsg::Held)
                     .await
-                    .map(PeerAnswer::Held)
-                    .map_err(|e| e.to_string()),
+                    .map(PeerAnswer::Held),
                 PeerQuery::Conflicts => self
                     .core
                     .conflicts()
                     .await
-                    .map(|(v, total)| PeerAnswer::Conflicts(v, total))
-                    .map_err(|e| e.to_string()),
+                    .map(|(v, total)| PeerAnswer::Conflicts(v, total)),
                 PeerQuery::ResolveConflict { id, action, by } => Ok(PeerAnswer::ConflictResolved(
                     self.core.resolve_conflict(id, action, by).await,
                 )),
@@ -195,7 +185,9 @@ impl Answerer for NodeAnswerer {
                 )),
                 PeerQuery::Blocks { path, hash, blocks } => {
                     if blocks.len() > MESH_BLOCKS {
-                        return Err(format!("at most {MESH_BLOCKS} blocks per request"));
+                        return Ok(PeerAnswer::Blocks(Err(PeerError::BadRequest(format!(
+                            "at most {MESH_BLOCKS} blocks per request"
+                        )))));
                     }
                     let got =
                         crate::peer::serve_blocks(&self.core, path, hash, blocks, Vec::new()).await;
@@ -603,7 +595,7 @@ pub async fn nodes(
                 .ask(&l.peer, QUERY_TIMEOUT, QUERY_TIMEOUT, status)
                 .await
             {
-                Some((_, r)) => r,
+                Some((_, r)) => r.map_err(|e| e.to_string()),
                 None => Err("not connected".to_string()),
             };
             (l.peer, l.name.clone(), r)

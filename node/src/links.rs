@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tandem_common::proto::{
-    BlockBase, BlockData, BlockListPart, FileData, PeerAnswer, PeerMessage, PeerQuery,
+    ApiError, BlockBase, BlockData, BlockListPart, FileData, PeerAnswer, PeerError, PeerMessage,
+    PeerQuery,
 };
 use tandem_common::{ContentHash, NodeId, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,11 +27,37 @@ pub const MAX_FILES_PER_REQUEST: usize = 128;
 /// under the frame limit).
 pub const SMALL_FILE_MAX: u64 = 64 * 1024;
 
+/// An error a request can end with when the peer gives no answer at all.
+pub(crate) trait Unanswered {
+    /// The link closed first.
+    fn closed() -> Self;
+    /// Nothing came from `peer` in time.
+    fn timed_out(peer: &str) -> Self;
+}
+
+impl Unanswered for PeerError {
+    fn closed() -> Self {
+        PeerError::LinkClosed
+    }
+    fn timed_out(peer: &str) -> Self {
+        PeerError::Timeout(peer.to_string())
+    }
+}
+
+impl Unanswered for ApiError {
+    fn closed() -> Self {
+        ApiError::Other("link closed".into())
+    }
+    fn timed_out(peer: &str) -> Self {
+        ApiError::Other(format!("{peer} did not answer in time"))
+    }
+}
+
 /// Requests waiting for their answer, by request number.
 pub(crate) type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
-pub(crate) type BlockAnswer = Result<Vec<BlockData>, String>;
-pub(crate) type FilesAnswer = Result<Vec<Result<FileData, String>>, String>;
-pub(crate) type ListAnswer = Result<BlockListPart, String>;
+pub(crate) type BlockAnswer = Result<Vec<BlockData>, PeerError>;
+pub(crate) type FilesAnswer = Result<Vec<Result<FileData, PeerError>>, PeerError>;
+pub(crate) type ListAnswer = Result<BlockListPart, PeerError>;
 
 /// Removes and returns the waiter for `req` (a poisoned map only means
 /// another task panicked mid-insert; the map itself is still usable).
@@ -44,7 +71,9 @@ pub trait Answerer: Send + Sync {
     fn answer(
         &self,
         q: PeerQuery,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PeerAnswer, String>> + Send + '_>>;
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<PeerAnswer, ApiError>> + Send + '_>,
+    >;
 }
 
 /// A live link, as the rest of the node sees it.
@@ -59,7 +88,7 @@ pub struct LinkHandle {
     pub(crate) blocks: Pending<BlockAnswer>,
     pub(crate) files: Pending<FilesAnswer>,
     pub(crate) lists: Pending<ListAnswer>,
-    pub(crate) answers: Pending<Result<PeerAnswer, String>>,
+    pub(crate) answers: Pending<Result<PeerAnswer, ApiError>>,
     pub(crate) next_req: AtomicU64,
     /// Feed event batches queued for this peer and not yet written.
     pub(crate) events_queued: AtomicUsize,
@@ -110,7 +139,7 @@ impl LinkHandle {
         hash: ContentHash,
         blocks: Vec<u32>,
         bases: Vec<BlockBase>,
-    ) -> Result<Vec<BlockData>, String> {
+    ) -> BlockAnswer {
         let msg = |req| PeerMessage::GetBlocks {
             req,
             path,
@@ -118,14 +147,14 @@ impl LinkHandle {
             blocks,
             bases,
         };
-        self.request(&self.blocks, msg, || Err("link closed".into()))
+        self.request(&self.blocks, msg, || Err(PeerError::LinkClosed))
             .await
     }
 
     /// Asks the peer for the whole content of several small files.
     pub async fn get_files(&self, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
         let msg = |req| PeerMessage::GetFiles { req, files };
-        self.request(&self.files, msg, || Err("link closed".into()))
+        self.request(&self.files, msg, || Err(PeerError::LinkClosed))
             .await
     }
 
@@ -143,7 +172,7 @@ impl LinkHandle {
             hash,
             groups,
         };
-        self.request(&self.lists, msg, || Err("link closed".into()))
+        self.request(&self.lists, msg, || Err(PeerError::LinkClosed))
             .await
     }
 
@@ -158,9 +187,9 @@ impl LinkHandle {
     }
 
     /// Asks the peer a question.
-    pub async fn query(&self, q: PeerQuery) -> Result<PeerAnswer, String> {
+    pub async fn query(&self, q: PeerQuery) -> Result<PeerAnswer, ApiError> {
         let msg = |req| PeerMessage::Query { req, q };
-        self.request(&self.answers, msg, || Err("link closed".into()))
+        self.request(&self.answers, msg, || Err(ApiError::closed()))
             .await
     }
 }
@@ -270,16 +299,17 @@ impl Links {
     /// went out on may be replaced by the one both keep: the request is
     /// then asked again on that one (at most three tries) instead of
     /// failing. `None` when the peer is not connected.
-    pub(crate) async fn ask<T, F, Fut>(
+    pub(crate) async fn ask<T, E, F, Fut>(
         &self,
         peer: &NodeId,
         per_try: std::time::Duration,
         within: std::time::Duration,
         ask: F,
-    ) -> Option<(Arc<LinkHandle>, Result<T, String>)>
+    ) -> Option<(Arc<LinkHandle>, Result<T, E>)>
     where
         F: Fn(Arc<LinkHandle>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, String>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Unanswered,
     {
         let deadline = tokio::time::Instant::now() + within;
         let mut link = self.get(peer)?;
@@ -289,7 +319,7 @@ impl Links {
             let until = deadline.min(tokio::time::Instant::now() + per_try);
             let res = tokio::time::timeout_at(until, ask(link.clone()))
                 .await
-                .unwrap_or_else(|_| Err(format!("{} did not answer in time", link.name)));
+                .unwrap_or_else(|_| Err(E::timed_out(&link.name)));
             if res.is_ok() || tries == 3 || !link.is_closed() {
                 return Some((link, res));
             }
@@ -339,12 +369,15 @@ mod tests {
     use std::time::Duration;
 
     /// Answers on the link `good` only; on any other, fails once it closes.
-    async fn answer_on(good: Option<Arc<LinkHandle>>, l: Arc<LinkHandle>) -> Result<u32, String> {
+    async fn answer_on(
+        good: Option<Arc<LinkHandle>>,
+        l: Arc<LinkHandle>,
+    ) -> Result<u32, PeerError> {
         if good.is_some_and(|g| Arc::ptr_eq(&g, &l)) {
             return Ok(2);
         }
         l.closed.cancelled().await;
-        Err("link closed".into())
+        Err(PeerError::LinkClosed)
     }
 
     /// A request on a link that a newer one replaces is asked again on the
@@ -394,7 +427,7 @@ mod tests {
         tokio::task::yield_now().await;
         new.closed.cancel();
         let (_, r) = asking.await.unwrap().expect("was connected");
-        assert_eq!(r, Err("link closed".into()));
+        assert_eq!(r, Err(PeerError::LinkClosed));
         assert!(t0.elapsed() <= REPLACED_WITHIN, "{:?}", t0.elapsed());
         let unknown = NodeId::random();
         assert!(

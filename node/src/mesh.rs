@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tandem_common::NodeId;
-use tandem_common::proto::{MAX_RAFT_HOPS, PeerAnswer, PeerMessage, PeerQuery, RaftEnvelope};
+use tandem_common::proto::{
+    ApiError, MAX_RAFT_HOPS, PeerAnswer, PeerMessage, PeerQuery, RaftEnvelope,
+};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::links::{Answerer, Links};
@@ -170,7 +172,7 @@ impl Mesh {
                 .insert(to, Instant::now());
         }
         match r {
-            Ok(RaftReply::Answer(a)) => a,
+            Ok(RaftReply::Answer(a)) => a.map_err(|e| e.to_string()),
             Ok(_) => Err("answered with a reply of another kind".into()),
             Err(e) => Err(e.to_string()),
         }
@@ -332,7 +334,7 @@ impl Mesh {
                 }),
                 RaftRequest::Query(q) => RaftReply::Answer(match mesh.answerer.get() {
                     Some(a) => a.answer(q).await,
-                    None => Err("this node is starting".into()),
+                    None => Err(ApiError::Other("this node is starting".into())),
                 }),
                 request => raft.answer(MemberId(env.from), request).await,
             };

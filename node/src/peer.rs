@@ -20,7 +20,7 @@ use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{
-    self, BlockBase, BlockData, BlockListPart, FileData, Hello, PeerMessage, Role,
+    self, BlockBase, BlockData, BlockListPart, FileData, Hello, PeerError, PeerMessage, Role,
 };
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,7 +31,7 @@ use crate::core::{CoreHandle, LockMsg};
 use crate::links::{
     Answerer, LinkHandle, Links, MAX_BLOCKS_PER_REQUEST, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX,
 };
-use crate::links::{FilesAnswer, ListAnswer, take_waiter};
+use crate::links::{BlockAnswer, FilesAnswer, ListAnswer, take_waiter};
 
 /// Most entries one index message may carry (a batch of 2 MiB holds far
 /// fewer); a peer sending more is cut off.
@@ -780,27 +780,28 @@ pub(crate) async fn serve_blocks(
     hash: ContentHash,
     blocks: Vec<u32>,
     bases: Vec<BlockBase>,
-) -> Result<Vec<BlockData>, String> {
+) -> BlockAnswer {
+    let bad = |why: String| Err(PeerError::BadRequest(why));
     if blocks.len() > MAX_BLOCKS_PER_REQUEST {
-        return Err(format!(
+        return bad(format!(
             "at most {MAX_BLOCKS_PER_REQUEST} blocks per request"
         ));
     }
     let mut sorted = blocks.clone();
     sorted.sort_unstable();
     if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("block {} asked twice in one request", w[0]));
+        return bad(format!("block {} asked twice in one request", w[0]));
     }
     let mut base_of: HashMap<u32, Vec<u64>> = HashMap::with_capacity(bases.len());
     for b in bases {
         if sorted.binary_search(&b.block).is_err() {
-            return Err(format!(
+            return bad(format!(
                 "a base was sent for block {}, which was not asked",
                 b.block
             ));
         }
         if b.chunks.len() > delta::CHUNKS_PER_BLOCK {
-            return Err(format!(
+            return bad(format!(
                 "the base of block {} has {} chunk hashes (at most {})",
                 b.block,
                 b.chunks.len(),
@@ -808,28 +809,32 @@ pub(crate) async fn serve_blocks(
             ));
         }
         if base_of.insert(b.block, b.chunks).is_some() {
-            return Err(format!("block {} has two bases", b.block));
+            return bad(format!("block {} has two bases", b.block));
         }
     }
     let (full, entry) = match core.entry(path.clone()).await {
         Ok(Some(x)) => x,
-        _ => return Err(format!("{path} is not available here")),
+        Ok(None) => return Err(PeerError::NotHere(path)),
+        Err(_) => return Err(PeerError::ShuttingDown),
     };
     if entry.hash != hash || !entry.is_live_file() {
-        return Err(format!("{path} has changed here"));
+        return Err(PeerError::Changed(path));
     }
     let mut spans = Vec::with_capacity(blocks.len());
     let mut total = 0usize;
     for &i in &blocks {
         if i as usize >= entry.blocks.len() {
-            return Err(format!("{path} has no block {i}"));
+            return bad(format!("{path} has no block {i}"));
         }
         let off = i as u64 * BLOCK_SIZE;
         let len = (entry.size - off).min(BLOCK_SIZE) as usize;
         spans.push((i, off, total, len));
         total += len;
     }
-    let reading = BLOCK_READS.acquire().await.map_err(|e| e.to_string())?;
+    // The semaphore is static and never closed.
+    let Ok(reading) = BLOCK_READS.acquire().await else {
+        return Err(PeerError::ShuttingDown);
+    };
     // One buffer for the whole answer: its blocks go out as slices of it,
     // without further copies. Made here, not on the blocking thread: each
     // of those has its own malloc arena, and answers freed into a dozen
@@ -837,17 +842,19 @@ pub(crate) async fn serve_blocks(
     // answer, only the changed chunks, is still made there: it is small.)
     let mut buf = vec![0u8; total];
     let disk = full.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<Vec<BlockData>, String> {
+    let res = tokio::task::spawn_blocking(move || -> BlockAnswer {
         // Held by the read itself: it is not cut short if the request is.
         let _reading = reading;
-        let f =
-            crate::scan::open_nofollow(&disk).map_err(|e| format!("cannot open {path}: {e}"))?;
+        let unreadable = |e: std::io::Error| PeerError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let f = crate::scan::open_nofollow(&disk).map_err(unreadable)?;
         for &(i, off, at, len) in &spans {
             let b = &mut buf[at..at + len];
-            f.read_exact_at(b, off)
-                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            f.read_exact_at(b, off).map_err(unreadable)?;
             if ContentHash::of(b) != entry.blocks[i as usize] {
-                return Err(format!("{path} changed on disk while being sent"));
+                return Err(PeerError::ChangedOnDisk(path));
             }
         }
         if base_of.is_empty() {
@@ -873,7 +880,7 @@ pub(crate) async fn serve_blocks(
             .zip(&masks)
             .map(|(&(_, _, _, len), m)| m.map_or(Ok(len), |m| delta::masked_len(len, m)))
             .sum::<Result<usize, _>>()
-            .map_err(|e| format!("cannot answer for {path}: {e}"))?;
+            .map_err(|e| PeerError::BadRequest(format!("cannot answer for {path}: {e}")))?;
         let mut sent = Vec::with_capacity(exact);
         let mut parts = Vec::with_capacity(spans.len());
         for (&(i, _, at, len), &mask) in spans.iter().zip(&masks) {
@@ -896,10 +903,9 @@ pub(crate) async fn serve_blocks(
             .collect())
     })
     .await
-    .map_err(|e| e.to_string())?;
-    if let Err(e) = &res
-        && e.contains("changed on disk")
-    {
+    // Only a runtime shutting down cancels a blocking read (it does not panic).
+    .map_err(|_| PeerError::ShuttingDown)?;
+    if let Err(PeerError::ChangedOnDisk(_)) = &res {
         core.recheck(&full);
     }
     res
@@ -917,20 +923,21 @@ async fn serve_block_list(
         .as_ref()
         .is_some_and(|g| g.len() > MAX_GROUPS_PER_REQUEST)
     {
-        return Err(format!(
+        return Err(PeerError::BadRequest(format!(
             "at most {MAX_GROUPS_PER_REQUEST} groups per block list request"
-        ));
+        )));
     }
     let entry = match core.entry(path.clone()).await {
         Ok(Some((_, e))) => e,
-        _ => return Err(format!("{path} is not available here")),
+        Ok(None) => return Err(PeerError::NotHere(path)),
+        Err(_) => return Err(PeerError::ShuttingDown),
     };
     if entry.hash != hash || !entry.is_live_file() {
-        return Err(format!("{path} has changed here"));
+        return Err(PeerError::Changed(path));
     }
     let blocks = &entry.blocks;
     if blocks.len() != blocklist::block_count(entry.size) {
-        return Err(format!("the block list of {path} is not available here"));
+        return Err(PeerError::NoBlockList(path));
     }
     let count = blocklist::group_count(blocks.len());
     match groups {
@@ -940,7 +947,9 @@ async fn serve_block_list(
             .into_iter()
             .map(|g| match g as usize {
                 g if g < count => Ok(blocklist::group(blocks, g).to_vec()),
-                _ => Err(format!("{path} has no block group {g} ({count} groups)")),
+                _ => Err(PeerError::BadRequest(format!(
+                    "{path} has no block group {g} ({count} groups)"
+                ))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(BlockListPart::Blocks),
@@ -951,41 +960,48 @@ async fn serve_block_list(
 /// be our current version (`hash`) and still match it on disk.
 async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> FilesAnswer {
     if files.len() > MAX_FILES_PER_REQUEST {
-        return Err(format!("at most {MAX_FILES_PER_REQUEST} files per request"));
+        return Err(PeerError::BadRequest(format!(
+            "at most {MAX_FILES_PER_REQUEST} files per request"
+        )));
     }
     let (paths, hashes): (Vec<RelPath>, Vec<ContentHash>) = files.into_iter().unzip();
     let found = core
         .entries(paths.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| PeerError::ShuttingDown)?;
     let (data, changed) = tokio::task::spawn_blocking(move || {
         let mut changed = Vec::new();
-        let data: Vec<Result<FileData, String>> = paths
+        let data: Vec<Result<FileData, PeerError>> = paths
             .into_iter()
             .zip(hashes)
             .zip(found)
             .map(|((path, hash), found)| match found {
                 Some((_, e)) if e.hash != hash || !e.is_live_file() => {
-                    Err(format!("{path} has changed here"))
+                    Err(PeerError::Changed(path))
                 }
-                Some((_, e)) if e.size > SMALL_FILE_MAX => Err(format!(
-                    "{path} is larger than {SMALL_FILE_MAX} bytes; ask for its blocks"
-                )),
+                Some((_, e)) if e.size > SMALL_FILE_MAX => Err(PeerError::TooLarge {
+                    path,
+                    most: SMALL_FILE_MAX,
+                }),
                 Some((full, e)) => match read_at_most(&full, e.size) {
                     Ok(bytes) if ContentHash::of(&bytes) == hash => Ok(FileData(bytes)),
                     Ok(_) => {
                         changed.push(full);
-                        Err(format!("{path} changed on disk while being sent"))
+                        Err(PeerError::ChangedOnDisk(path))
                     }
-                    Err(e) => Err(format!("cannot read {path}: {e}")),
+                    Err(e) => Err(PeerError::Unreadable {
+                        path,
+                        reason: e.to_string(),
+                    }),
                 },
-                None => Err(format!("{path} is not available here")),
+                None => Err(PeerError::NotHere(path)),
             })
             .collect();
         (data, changed)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    // Only a runtime shutting down cancels a blocking read (it does not panic).
+    .map_err(|_| PeerError::ShuttingDown)?;
     for full in changed {
         core.recheck(&full);
     }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tandem_common::blocklist;
 use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
-use tandem_common::proto::{BlockBase, BlockData, BlockListPart, FileData};
+use tandem_common::proto::{BlockBase, BlockData, BlockListPart, FileData, PeerError};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -606,8 +606,8 @@ fn check_answer(
 }
 
 /// A request to a peer failed: say which peer, and whether its link closed.
-fn link_failure(link: &LinkHandle, e: String) -> Failure {
-    let cause = if link.is_closed() {
+fn link_failure(link: &LinkHandle, e: PeerError) -> Failure {
+    let cause = if link.is_closed() || e == PeerError::LinkClosed {
         Cause::LinkClosed
     } else {
         Cause::Other
@@ -620,10 +620,10 @@ async fn ask_peer<T, F, Fut>(
     links: &Links,
     peer: &NodeId,
     ask: F,
-) -> Option<(Arc<LinkHandle>, Result<T, String>)>
+) -> Option<(Arc<LinkHandle>, Result<T, PeerError>)>
 where
     F: Fn(Arc<LinkHandle>) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, PeerError>>,
 {
     // Each try as long as one request may take (three at most).
     links
@@ -953,7 +953,12 @@ async fn fetch_remote(
         let Some((link, res)) = ask_peer(source.links, peer, ask).await else {
             continue;
         };
-        match res.and_then(|blocks| check_answer(entry.size, missing, &with_base, blocks)) {
+        let checked = match res {
+            Ok(blocks) => check_answer(entry.size, missing, &with_base, blocks)
+                .map_err(|why| Failure::from(format!("{}: {why}", link.name))),
+            Err(e) => Err(link_failure(&link, e)),
+        };
+        match checked {
             Ok(blocks) => {
                 let answered = blocks
                     .into_iter()
@@ -962,7 +967,7 @@ async fn fetch_remote(
                     .collect();
                 return Ok((*peer, answered));
             }
-            Err(e) => last = link_failure(&link, e),
+            Err(e) => last = e,
         }
     }
     Err(last)

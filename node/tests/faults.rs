@@ -551,7 +551,7 @@ fn raw_peer_announcing(
     entry: tandem_common::FileEntry,
     content: Vec<u8>,
 ) -> std::thread::JoinHandle<()> {
-    use tandem_common::proto::{FileData, PeerMessage};
+    use tandem_common::proto::{ApiError, FileData, PeerError, PeerMessage};
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let mut io = io;
@@ -577,22 +577,24 @@ fn raw_peer_announcing(
                                 if *p == path && *h == hash {
                                     Ok(FileData(content.clone()))
                                 } else {
-                                    Err("not available".to_string())
+                                    Err(PeerError::NotHere(p.clone()))
                                 }
                             })
                             .collect()),
                     },
-                    PeerMessage::GetBlocks { req, .. } => PeerMessage::Blocks {
+                    PeerMessage::GetBlocks { req, path, .. } => PeerMessage::Blocks {
                         req,
-                        data: Err("not available".into()),
+                        data: Err(PeerError::NotHere(path)),
                     },
-                    PeerMessage::GetBlockList { req, .. } => PeerMessage::BlockList {
+                    PeerMessage::GetBlockList { req, path, .. } => PeerMessage::BlockList {
                         req,
-                        data: Err("not available".into()),
+                        data: Err(PeerError::NotHere(path)),
                     },
                     PeerMessage::Query { req, .. } => PeerMessage::Answer {
                         req,
-                        a: Err("a raw test peer answers no questions".into()),
+                        a: Err(ApiError::Other(
+                            "a raw test peer answers no questions".into(),
+                        )),
                     },
                     _ => continue,
                 };

@@ -7,7 +7,7 @@ mod harness;
 use harness::{Node, list_json};
 use tandem_common::codec::FrameIo;
 use tandem_common::model::Dot;
-use tandem_common::proto::{self, BlockBase, PeerMessage};
+use tandem_common::proto::{self, BlockBase, PeerError, PeerMessage};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 
 fn entry(path: &str, size: u64, blocks: usize) -> FileEntry {
@@ -127,7 +127,10 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         expect_answers(&mut io, 1, "a request repeating a block", |m| match m {
             PeerMessage::Blocks { req: 3, data } => {
                 let e = data.expect_err("refused");
-                assert!(e.contains("asked twice"), "{e}");
+                assert!(
+                    matches!(&e, PeerError::BadRequest(w) if w.contains("asked twice")),
+                    "{e}"
+                );
                 true
             }
             _ => false,
@@ -167,7 +170,10 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                         assert_eq!(blocks[0].len, 5 * changed, "request {req}");
                     }
                     ("", Err(e)) => panic!("request {req} must be answered: {e}"),
-                    (why, Err(e)) => assert!(e.contains(why), "request {req}: {e}"),
+                    (why, Err(e)) => assert!(
+                        matches!(&e, PeerError::BadRequest(w) if w.contains(why)),
+                        "request {req}: {e}"
+                    ),
                     (_, Ok(b)) => panic!("request {req} must be refused, got {b:?}"),
                 }
                 true
@@ -199,7 +205,10 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
         expect_answers(&mut io, 2, "the file requests", |m| match m {
             PeerMessage::Files { req: 3, data } => {
                 let e = data.expect_err("129 files must be refused");
-                assert!(e.contains("at most 128 files"), "{e}");
+                assert!(
+                    matches!(&e, PeerError::BadRequest(w) if w.contains("at most 128 files")),
+                    "{e}"
+                );
                 true
             }
             PeerMessage::Files { req: 4, data } => {
@@ -208,9 +217,12 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                 let good = files[0].as_ref().expect("real.txt at its hash");
                 assert_eq!(good.0, b"hello");
                 let stale = files[1].as_ref().expect_err("stale hash");
-                assert!(stale.contains("has changed here"), "{stale}");
+                assert!(
+                    matches!(stale, PeerError::Changed(p) if p.as_str() == "real.txt"),
+                    "{stale}"
+                );
                 let gone = files[2].as_ref().expect_err("missing file");
-                assert!(gone.contains("not available"), "{gone}");
+                assert!(matches!(gone, PeerError::NotHere(_)), "{gone}");
                 true
             }
             _ => false,
@@ -244,7 +256,15 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                 true
             }
             PeerMessage::BlockList { req, data } => {
-                assert!(data.is_err(), "request {req} must be refused, got {data:?}");
+                // Each refusal says why, as a kind the asker can act on.
+                let e = data.expect_err("refused");
+                let right = match req {
+                    5 | 8 => matches!(e, PeerError::BadRequest(_)),
+                    6 => matches!(e, PeerError::NotHere(_)),
+                    7 => matches!(e, PeerError::Changed(_)),
+                    _ => false,
+                };
+                assert!(right, "request {req}: {e:?}");
                 true
             }
             _ => false,

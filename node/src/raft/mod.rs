@@ -454,9 +454,9 @@ impl RaftLocks {
                 trusted: Vec::new(),
                 name: String::new(),
             }),
-            RaftRequest::Query(_) => {
-                RaftReply::Answer(Err("questions are answered by the node".into()))
-            }
+            RaftRequest::Query(_) => RaftReply::Answer(Err(tandem_common::proto::ApiError::Other(
+                "questions are answered by the node".into(),
+            ))),
         }
     }
 

@@ -90,7 +90,7 @@ pub enum RaftReply {
     /// Answer to `Formation`.
     Formation(Formation),
     /// Answer to `Query`.
-    Answer(Result<tandem_common::proto::PeerAnswer, String>),
+    Answer(Result<tandem_common::proto::PeerAnswer, tandem_common::proto::ApiError>),
 }
 
 /// What a node says when asked to form a lock cluster.
