@@ -1013,6 +1013,52 @@ fn file_deleted_while_a_node_is_offline_stays_deleted() {
     wait_same_where(SYNC, "still deleted after restarts", &nodes, gone);
 }
 
+/// A file moved into a new folder while its node was offline arrives as
+/// one message: the folder, the file under its new name and the old
+/// name's deletion. The receiver renames its copy into the folder; it
+/// used to make the folder for the rename first, then record it as a
+/// folder made here, a write of its own concurrent with the sender's. A
+/// later delete of the folder on the sender did not cover that write, so
+/// the folder came back on both (chaos chain3 seed 161).
+#[test]
+fn a_folder_a_file_was_moved_into_stays_deleted_when_deleted() {
+    let (a, mut b) = pair();
+    let body = "moved into a new folder\n";
+    put(b.path("x.txt"), body);
+    wait_same_where(SYNC, "x.txt on both", &[&a, &b], |t| {
+        has_content(t, "x.txt", body.as_bytes())
+    });
+    b.stop();
+    fs::create_dir(b.path("d")).unwrap();
+    rename(b.path("x.txt"), b.path("d/x.txt"));
+    b.restart();
+    let nodes = [&a, &b];
+    wait_same_where(RECONNECT, "the move on a", &nodes, |t| {
+        is_absent(t, "x.txt")?;
+        has_content(t, "d/x.txt", body.as_bytes())
+    });
+    assert!(
+        a.log_count("renamed from x.txt") >= 1,
+        "{}",
+        a.fail("a must rename its copy (the path this test is about)")
+    );
+    assert_eq!(
+        a.log_count("added directory d"),
+        0,
+        "{}",
+        a.fail("a must take b's folder, not record one of its own")
+    );
+    fs::remove_dir_all(b.path("d")).unwrap();
+    wait_same_where(SYNC, "the folder deleted on both", &nodes, |t| {
+        is_absent(t, "d")
+    });
+    barrier(&b, &nodes, "after");
+    barrier(&a, &nodes, "after");
+    wait_same_where(SYNC, "still deleted after a barrier", &nodes, |t| {
+        is_absent(t, "d")
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 7. Chain A–B–C
 

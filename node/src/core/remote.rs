@@ -53,6 +53,18 @@ impl Core {
         let (links, lives): (Vec<FileEntry>, Vec<FileEntry>) = lives
             .into_iter()
             .partition(|e| matches!(e.kind, EntryKind::Link(_)));
+        // Folders before anything else, parents before their children:
+        // a rename into a folder this node does not have yet would make
+        // the folder itself, and the look that follows would record it as
+        // a folder made here, a write of ours concurrent with the peer's
+        // folder. A delete of that folder on the peer's side would then
+        // not cover our write, and the folder would come back everywhere.
+        let (mut dirs, lives): (Vec<FileEntry>, Vec<FileEntry>) =
+            lives.into_iter().partition(|e| e.kind == EntryKind::Dir);
+        dirs.sort_by(|a, b| a.path.cmp(&b.path));
+        for e in dirs {
+            self.on_remote_entry(peer, e);
+        }
         self.move_renamed(peer, &lives, &tombs);
         let mut versions = Vec::with_capacity(contents.len());
         for e in lives.into_iter().chain(tombs).chain(links) {
