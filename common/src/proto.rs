@@ -28,8 +28,9 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
 /// 17: typed errors in answers between nodes: `PeerError` for content
 /// (`Blocks`, `Files`, `BlockList`, `PeerAnswer::Blocks`), `ApiError` for
-/// a question's answer (`Answer`), where text was sent before. An older
-/// node is refused at hello (`Refusal::VersionMismatch`).
+/// a question's answer (`Answer`, and the lock cluster's forwarded
+/// `Answer` reply), where text was sent before. An older node is refused
+/// at hello (`Refusal::VersionMismatch`).
 /// 16: receiver-paced index: `PeerMessage::IndexTaken` (the receiver has
 /// room for that many more index messages); a node sends at most a window
 /// of index messages ahead of it. A node of 15 (which never sends it) is
@@ -1495,7 +1496,8 @@ pub enum PeerAnswer {
 /// another peer) and never on the words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum PeerError {
-    /// The path is not a live file here (never was, gone, or ignored).
+    /// This node has no entry for the path (never heard of it, or it is
+    /// ignored here); a path deleted here answers [`PeerError::Changed`].
     #[error("{0} is not available here")]
     NotHere(RelPath),
     /// Our version of the path is not the one asked for.
@@ -1531,7 +1533,12 @@ pub enum PeerError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// The link closed before the answer came (made by the asker).
+    /// Answering failed on the answering node (a bug there); says how.
+    #[error("the node failed to answer: {0}")]
+    Internal(String),
+    /// The link closed before the answer came. Made by the asker, which
+    /// decides by its own link's state, not by this kind: a peer that
+    /// sends it is taken at its word only for the log.
     #[error("link closed")]
     LinkClosed,
     /// No answer within the asker's deadline (made by the asker; names
@@ -1891,6 +1898,7 @@ mod tests {
             },
             PeerError::BadRequest("block 3 asked twice in one request".into()),
             PeerError::ShuttingDown,
+            PeerError::Internal("task 7 panicked".into()),
         ];
         for e in errors {
             let m = PeerMessage::Blocks {
@@ -1904,7 +1912,10 @@ mod tests {
             };
             assert_eq!(data.unwrap_err(), e);
             let words = e.to_string();
-            let names_path = !matches!(e, PeerError::BadRequest(_) | PeerError::ShuttingDown);
+            let names_path = !matches!(
+                e,
+                PeerError::BadRequest(_) | PeerError::ShuttingDown | PeerError::Internal(_)
+            );
             assert!(!names_path || words.contains("dir/a.txt"), "{words}");
         }
     }

@@ -820,6 +820,9 @@ pub(crate) async fn serve_blocks(
     if entry.hash != hash || !entry.is_live_file() {
         return Err(PeerError::Changed(path));
     }
+    if entry.blocks.len() != blocklist::block_count(entry.size) {
+        return Err(PeerError::NoBlockList(path));
+    }
     let mut spans = Vec::with_capacity(blocks.len());
     let mut total = 0usize;
     for &i in &blocks {
@@ -903,8 +906,7 @@ pub(crate) async fn serve_blocks(
             .collect())
     })
     .await
-    // Only a runtime shutting down cancels a blocking read (it does not panic).
-    .map_err(|_| PeerError::ShuttingDown)?;
+    .map_err(read_failed)?;
     if let Err(PeerError::ChangedOnDisk(_)) = &res {
         core.recheck(&full);
     }
@@ -1000,8 +1002,7 @@ async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> F
         (data, changed)
     })
     .await
-    // Only a runtime shutting down cancels a blocking read (it does not panic).
-    .map_err(|_| PeerError::ShuttingDown)?;
+    .map_err(read_failed)?;
     for full in changed {
         core.recheck(&full);
     }
@@ -1045,6 +1046,17 @@ async fn small_contents(ctx: &PeerCtx, entries: &[(u64, FileEntry)]) -> Vec<(u32
         ctx.core.recheck(&full);
     }
     out
+}
+
+/// Why a blocking read for a peer ended without its result: the runtime
+/// shutting down cancelled it, or it panicked (a bug, reported as such).
+fn read_failed(e: tokio::task::JoinError) -> PeerError {
+    if e.is_panic() {
+        tracing::error!("a read for a peer failed: {e}");
+        PeerError::Internal(e.to_string())
+    } else {
+        PeerError::ShuttingDown
+    }
 }
 
 /// Reads `full`, but never more than one byte past `size` (a file that

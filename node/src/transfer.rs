@@ -605,9 +605,10 @@ fn check_answer(
         .collect()
 }
 
-/// A request to a peer failed: say which peer, and whether its link closed.
+/// A request to a peer failed: say which peer, and whether its link closed
+/// (asked of the link itself: a peer could send any kind of refusal).
 fn link_failure(link: &LinkHandle, e: PeerError) -> Failure {
-    let cause = if link.is_closed() || e == PeerError::LinkClosed {
+    let cause = if link.is_closed() {
         Cause::LinkClosed
     } else {
         Cause::Other

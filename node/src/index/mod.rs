@@ -531,8 +531,10 @@ impl Index {
         origin: Option<NodeId>,
     ) {
         if !self.fill_blocks(&mut entry) {
-            // Not expected: callers record only content they hold. The
-            // file is then served as "changed here" until rescanned.
+            // Not expected: callers record only content they hold. A peer
+            // asking for its blocks or its list is then told this node has
+            // no block list for it (`PeerError::NoBlockList`) until the
+            // file is rescanned.
             tracing::error!(
                 "recording {} without its block list: no local file has its content",
                 entry.path
