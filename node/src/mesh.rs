@@ -376,14 +376,6 @@ impl Mesh {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         self.pending().insert(id, (to.0, tx));
-        /// Forgets the waiter (under its latest number) however the call
-        /// ends.
-        struct Forget<'a>(&'a Mesh, u64);
-        impl Drop for Forget<'_> {
-            fn drop(&mut self) {
-                self.0.pending().remove(&self.1);
-            }
-        }
         let mut forget = Forget(&self, id);
         let mut env = RaftEnvelope {
             id,
@@ -401,7 +393,14 @@ impl Mesh {
         // a request that changes nothing is sent again, under a new number
         // (the node drops copies of one it has seen), over the link that
         // takes its place; at most a few times, within the same deadline.
+        // A request that went through other nodes cannot see the links it
+        // crossed: it is sent again when no reply came within a share of
+        // the deadline (a node that forwards does not keep what it
+        // forwarded).
         let mut resends = 0;
+        let quiet = timeout / (MAX_RESENDS + 1);
+        let mut quiet_until =
+            (resend && went_on.is_none()).then(|| tokio::time::Instant::now() + quiet);
         let got = loop {
             let closed = went_on.clone().filter(|_| resend && resends < MAX_RESENDS);
             let replaced = async {
@@ -413,6 +412,12 @@ impl Mesh {
                     None => std::future::pending().await,
                 }
             };
+            let silence = async {
+                match quiet_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // A reply that is there wins over the deadline.
                 biased;
@@ -420,21 +425,30 @@ impl Mesh {
                 () = tokio::time::sleep_until(deadline) => break None,
                 link = replaced => {
                     resends += 1;
-                    let next = self.next.fetch_add(1, Ordering::Relaxed);
-                    let Some(waiter) = self.pending().remove(&env.id) else {
+                    if !self.renumber(&mut env, &mut forget) {
                         // Answered meanwhile: `rx` has it.
                         went_on = None;
                         continue;
-                    };
-                    self.pending().insert(next, waiter);
-                    forget.1 = next;
-                    env.id = next;
+                    }
                     tracing::debug!(
                         "the link a {} request to {to} went out on was replaced before the reply; sent again",
                         request.kind(),
                     );
                     link.post(PeerMessage::Raft(env.clone()));
                     went_on = Some(link);
+                }
+                () = silence => {
+                    resends += 1;
+                    quiet_until = (resends < MAX_RESENDS)
+                        .then(|| tokio::time::Instant::now() + quiet);
+                    if !self.renumber(&mut env, &mut forget) {
+                        continue;
+                    }
+                    tracing::debug!(
+                        "no reply yet to a {} request to {to} sent through other nodes; sent again",
+                        request.kind(),
+                    );
+                    self.route_via(env.clone(), None);
                 }
             }
         };
@@ -460,7 +474,33 @@ impl Mesh {
     }
 }
 
-/// Times a request is sent again because the link it went out on closed.
+impl Mesh {
+    /// Moves the waiter of `env` to a new number (what a request sent
+    /// again is answered under); false when it was answered meanwhile.
+    fn renumber(&self, env: &mut RaftEnvelope, forget: &mut Forget<'_>) -> bool {
+        let next = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(waiter) = self.pending().remove(&env.id) else {
+            return false;
+        };
+        self.pending().insert(next, waiter);
+        forget.1 = next;
+        env.id = next;
+        true
+    }
+}
+
+/// Forgets a call's waiter (under its latest number) however the call
+/// ends.
+struct Forget<'a>(&'a Mesh, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.pending().remove(&self.1);
+    }
+}
+
+/// Times a request is sent again because the link it went out on closed
+/// (or, through other nodes, because no reply came).
 const MAX_RESENDS: u32 = 3;
 
 /// Whether answering `request` changes nothing where it is answered, so
@@ -536,6 +576,33 @@ mod tests {
         }
     }
 
+    /// Asks `to` for its status through `mesh`, in the background.
+    fn ask_status(
+        mesh: &Arc<Mesh>,
+        to: NodeId,
+        secs: u64,
+    ) -> tokio::task::JoinHandle<Result<PeerAnswer, String>> {
+        let mesh = mesh.clone();
+        tokio::spawn(async move {
+            mesh.query(to, PeerQuery::Status, Duration::from_secs(secs))
+                .await
+        })
+    }
+
+    /// `from`'s reply `Pong` to the request numbered `id` of `to`.
+    fn pong(id: u64, from: NodeId, to: NodeId) -> RaftEnvelope {
+        RaftEnvelope {
+            id,
+            from,
+            to,
+            hops: 0,
+            reply: true,
+            body: tandem_common::codec::encode(&RaftReply::Answer(Ok(PeerAnswer::Pong)))
+                .unwrap()
+                .to_vec(),
+        }
+    }
+
     /// Both nodes dial at once and the second link replaces the first:
     /// a question in flight on the first is asked again on the second
     /// (under a new number, the only one answered), not left to time out.
@@ -550,13 +617,7 @@ mod tests {
         // replaces (see `Links::register`).
         let (old, mut old_rx) = LinkHandle::detached(peer, me.max(peer));
         assert!(links.register(old.clone()));
-        let asking = tokio::spawn({
-            let mesh = mesh.clone();
-            async move {
-                mesh.query(peer, PeerQuery::Status, Duration::from_secs(30))
-                    .await
-            }
-        });
+        let asking = ask_status(&mesh, peer, 30);
         let first = posted(&mut old_rx).await;
         assert_eq!((first.to, first.reply), (peer, false));
 
@@ -575,16 +636,7 @@ mod tests {
             assert!(!pending.contains_key(&first.id), "not under the old one");
         }
 
-        let reply = |id| RaftEnvelope {
-            id,
-            from: peer,
-            to: me,
-            hops: 0,
-            reply: true,
-            body: tandem_common::codec::encode(&RaftReply::Answer(Ok(PeerAnswer::Pong)))
-                .unwrap()
-                .to_vec(),
-        };
+        let reply = |id| pong(id, peer, me);
         // A late reply to the first number is not taken; the second is.
         mesh.receive(peer, reply(first.id));
         assert!(
@@ -598,6 +650,68 @@ mod tests {
             .unwrap();
         assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
         assert!(mesh.pending().is_empty(), "nothing left waiting");
+    }
+
+    /// A question that goes through another node (no link to the node
+    /// asked) is sent again, under a new number, when no reply came within
+    /// a share of its deadline: a link further on may have dropped it,
+    /// which the asker cannot see. It stops after a few tries, and a
+    /// question that changes something is never sent twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_question_through_another_node_is_asked_again_when_unanswered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, middle, far) = (NodeId::random(), NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let trust = Trust::new(dir.path(), vec![middle, far]);
+        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
+        let (link, mut rx) = LinkHandle::detached(middle, me);
+        assert!(links.register(link.clone()));
+        mesh.routes().via.insert(far, middle);
+        let started = tokio::time::Instant::now();
+        let asking = ask_status(&mesh, far, 8);
+        // Lost on the way: only the asker's own clock sends it again.
+        let first = posted(&mut rx).await;
+        assert_eq!((first.to, first.reply), (far, false));
+        let again = posted(&mut rx).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2), "after a quarter");
+        assert_eq!(again.body, first.body);
+        assert_ne!(again.id, first.id);
+        mesh.receive(middle, pong(again.id, far, me));
+        let answer = asking.await.unwrap();
+        assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
+        assert!(mesh.pending().is_empty(), "nothing left waiting");
+
+        // Never answered: a few tries, then the deadline.
+        let started = tokio::time::Instant::now();
+        let answer = ask_status(&mesh, far, 8).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(8), "at its deadline");
+        assert!(answer.is_err(), "{answer:?}");
+        let mut sent = 0;
+        while rx.try_recv().is_ok() {
+            sent += 1;
+        }
+        assert_eq!(
+            sent,
+            1 + MAX_RESENDS as usize,
+            "the first try and the resends"
+        );
+        assert!(mesh.pending().is_empty(), "nothing left waiting");
+
+        // A question that changes something goes once.
+        let restore = PeerQuery::RestoreVersion {
+            id: "x".into(),
+            by: "someone".into(),
+        };
+        let asking = tokio::spawn({
+            let mesh = mesh.clone();
+            async move { mesh.query(far, restore, Duration::from_secs(8)).await }
+        });
+        assert!(asking.await.unwrap().is_err());
+        let mut sent = 0;
+        while rx.try_recv().is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 1, "sent once");
     }
 
     /// A node whose link closes for good (links to it come and go, none
