@@ -30,7 +30,7 @@
 
 pub mod locking;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -211,10 +211,40 @@ fn build_client(bin: &Path, why: &str) {
 // ---------------------------------------------------------------------------
 // Processes and the client
 
-/// A loopback address whose port was free a moment ago (bound to port 0,
-/// read, and released: another process may take it meanwhile, which
-/// [`NodeBuilder::start`] handles by retrying once with another port).
+/// A loopback address whose port was free a moment ago (bound, read and
+/// released: another process may take it meanwhile, which
+/// [`NodeBuilder::start`] handles by retrying once with another port; the
+/// nodes of a cluster, whose addresses are given to each other first,
+/// cannot retry).
+///
+/// Chosen at random below the kernel's ephemeral range
+/// (`ip_local_port_range`), where every outgoing connection takes its local
+/// port: a port chosen there (as port 0 gives) could be taken by any
+/// connection on the machine before the node binds it, which failed a CI
+/// run while another test run was busy beside it. Never a port this
+/// process handed out before. Port 0's choice when nothing below is free.
 pub fn free_addr() -> SocketAddr {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const FROM: u16 = 10_000;
+    let below = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if below > FROM + 1_000 {
+        use std::hash::BuildHasher;
+        let random = std::hash::RandomState::new();
+        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+        for i in 0..200u64 {
+            let port = FROM + (random.hash_one(i) % u64::from(below - FROM)) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                given.insert(port);
+                return l.local_addr().expect("bound listener has an address");
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
     l.local_addr().expect("bound listener has an address")
 }
