@@ -1059,6 +1059,82 @@ fn a_folder_a_file_was_moved_into_stays_deleted_when_deleted() {
     });
 }
 
+/// A peer's file can arrive before its folder's entry (a folder announced
+/// again comes after its files). The receiver makes the folder for the
+/// file; it used to record it as a folder made here, a write of its own
+/// that the peer's later deletion of the folder did not cover, so the
+/// folder stayed (and came back on the peer). Now the folder waits for the
+/// peer's entry, and the peer's deletion removes it. A raw peer sends the
+/// file alone, then the deletion of the file and of its folder.
+#[test]
+fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
+    use tandem_common::model::Dot;
+    use tandem_common::proto::{FileData, PeerMessage};
+    use tandem_common::{ContentHash, EntryKind, FileEntry, RelPath, VersionVector};
+
+    let node = Node::start("n");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (mut io, p) = rt.block_on(harness::raw_peer(&node, "p"));
+    let body = b"a file whose folder is announced later\n";
+    let entry = |path: &str, kind: EntryKind, counter: u64, data: Option<&[u8]>| {
+        let deleted = data.is_none() && kind != EntryKind::Dir;
+        let mut version = VersionVector::new();
+        version.set(p, counter);
+        FileEntry {
+            path: RelPath::new(path).expect("path"),
+            kind,
+            size: data.map_or(0, |d| d.len() as u64),
+            mtime_ns: 1_700_000_000_000_000_000,
+            mode: 0o644,
+            hash: data.map_or_else(ContentHash::default, ContentHash::of),
+            blocks: Vec::new(),
+            version,
+            written: Dot {
+                node: Some(p),
+                counter,
+            }
+            .into(),
+            losers: Default::default(),
+            deleted,
+        }
+    };
+    let send = |io: &mut harness::RawPeerIo, m: PeerMessage| {
+        rt.block_on(io.send(&m)).expect("send");
+    };
+    send(&mut io, PeerMessage::Resume { since: 0 });
+    send(
+        &mut io,
+        PeerMessage::Index {
+            entries: vec![(1, entry("d/f.txt", EntryKind::File, 2, Some(body)))],
+            contents: vec![(0, FileData(body.to_vec()))],
+        },
+    );
+    wait_until(SYNC, "the peer's file installed", &[&node], || {
+        fs::read(node.path("d/f.txt")).ok().as_deref() == Some(&body[..])
+    });
+    let mut gone_dir = entry("d", EntryKind::Dir, 4, None);
+    gone_dir.deleted = true;
+    send(
+        &mut io,
+        PeerMessage::Index {
+            entries: vec![
+                (2, entry("d/f.txt", EntryKind::File, 3, None)),
+                (3, gone_dir),
+            ],
+            contents: vec![],
+        },
+    );
+    wait_until(SYNC, "the folder gone with the file", &[&node], || {
+        !node.path("d").exists()
+    });
+    assert_eq!(
+        node.log_count("added directory d"),
+        0,
+        "{}",
+        node.fail("the folder made for the peer's file is not one made here")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 7. Chain A–B–C
 

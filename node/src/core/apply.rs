@@ -4,6 +4,101 @@
 use super::remote::Settled;
 use super::*;
 
+/// How long a folder an install made waits for the peer's entry for it
+/// before a look records it as a folder made here: the entry may have come
+/// and been declined before, and then it does not come again.
+const MADE_DIR_WAIT: Duration = Duration::from_secs(60);
+
+/// Folders an install waits for at most (past it, a folder it makes is
+/// recorded as made here, as before).
+const MADE_DIRS_MAX: usize = 10_000;
+
+/// Makes `dir` and the folders above it that are missing (below `root`);
+/// returns those it made, topmost first.
+pub(super) fn make_parents(root: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while d != root
+        && matches!(std::fs::symlink_metadata(d), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    missing.reverse();
+    Ok(missing)
+}
+
+impl Core {
+    /// Notes folders an install made for a peer's file (see
+    /// [`make_parents`]). The peer holds the file, so it holds the folder,
+    /// and its entry for the folder is on its way (a message's folders are
+    /// taken before its files, but a folder announced again comes after
+    /// them). Until it comes, a look leaves the folder unrecorded: recorded
+    /// as made here, it would be a write of this node's concurrent with
+    /// the peer's folder, which a delete of the folder on the peer's side
+    /// would not cover, and the folder would come back.
+    pub(super) fn note_made(&mut self, made: Vec<PathBuf>) {
+        if made.is_empty() {
+            return;
+        }
+        if self.made_dirs.len() + made.len() > MADE_DIRS_MAX {
+            self.made_dirs.retain(|_, t| t.elapsed() < MADE_DIR_WAIT);
+        }
+        let now = Instant::now();
+        for m in made {
+            if self.made_dirs.len() >= MADE_DIRS_MAX {
+                break;
+            }
+            if let Ok(rel) = RelPath::from_disk(&self.root, &m) {
+                self.made_dirs.insert(rel, now);
+            }
+        }
+    }
+
+    /// Whether a look leaves the folder `p` unrecorded for now: an install
+    /// made it lately and nothing is recorded there (see
+    /// [`Core::note_made`]).
+    pub(super) fn awaits_folder_entry(&mut self, p: &RelPath) -> bool {
+        let Some(t) = self.made_dirs.get(p) else {
+            return false;
+        };
+        if t.elapsed() < MADE_DIR_WAIT && self.index.get(p).is_none() {
+            return true;
+        }
+        self.made_dirs.remove(p);
+        false
+    }
+
+    /// The folder an install made at `p` as the engine is to see it when
+    /// a peer's entry for the path comes: a folder with no write of this
+    /// node's in its history, which any peer's entry replaces (their
+    /// folder is taken, their deletion removes it unless it holds files
+    /// new here). `None` when no such folder is there.
+    pub(super) fn made_folder(&mut self, p: &RelPath) -> Option<FileEntry> {
+        if !self.awaits_folder_entry(p) {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(p.to_disk(&self.root)).ok()?;
+        meta.is_dir().then(|| FileEntry {
+            path: p.clone(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 0,
+            mode: meta.mode() & tandem_common::model::SYNCED_MODE_BITS,
+            hash: tandem_common::ContentHash::default(),
+            blocks: Vec::new(),
+            version: Default::default(),
+            written: Default::default(),
+            losers: Default::default(),
+            deleted: false,
+        })
+    }
+}
+
 impl Core {
     /// Removes our file or (empty) folder and records the tombstone. A file
     /// that a running transfer reads blocks from (the other half of a
@@ -93,6 +188,10 @@ impl Core {
     ) -> std::io::Result<()> {
         let full = entry.path.to_disk(&self.root);
         self.clear_for(peer, local.as_ref(), keep)?;
+        if let Some(parent) = full.parent() {
+            let made = make_parents(&self.root, parent)?;
+            self.note_made(made);
+        }
         std::fs::create_dir_all(&full)?;
         // A link to a folder put there meanwhile satisfies create_dir_all;
         // its target's mode must not be changed through it.
@@ -191,7 +290,8 @@ impl Core {
         let parent = full
             .parent()
             .ok_or_else(|| std::io::Error::other("a link at the root"))?;
-        std::fs::create_dir_all(parent)?;
+        let made = make_parents(&self.root, parent)?;
+        self.note_made(made);
         // Made in the temp folder (emptied at start, so a crash leaves
         // nothing in the tree) and renamed in; beside the path when the
         // state folder is on another file system.
@@ -372,16 +472,18 @@ impl Core {
                 &swapped,
             )
         };
+        let mut made = Vec::new();
         let placed = match place_it() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Its folder is missing (a temp file gone would fail again).
                 if let Some(parent) = full.parent() {
-                    std::fs::create_dir_all(parent)?;
+                    made = make_parents(&self.root, parent)?;
                 }
                 place_it()
             }
             r => r,
         };
+        self.note_made(made);
         let placed = match (placed, ours.filter(|_| loser.is_some())) {
             (Err(e), Some(l)) if unsupported(&e) => {
                 // No exchange here: ours is moved to the conflicts folder

@@ -560,6 +560,7 @@ impl Core {
                 }
                 gone.len()
             }
+            Seen::Dir { .. } if self.awaits_folder_entry(p) => 0,
             Seen::Dir { mode } => {
                 let c = self.index.observe_dir(p, mode);
                 self.log_change(p, c, log)
@@ -881,6 +882,7 @@ impl Core {
             .collect();
         for (p, s) in &seen {
             match s {
+                Seen::Dir { .. } if self.awaits_folder_entry(p) => {}
                 Seen::Dir { mode } => {
                     let c = self.index.observe_dir(p, *mode);
                     changed += self.log_change(p, c, log);

@@ -548,6 +548,10 @@ pub struct Core {
     index: Index,
     /// Paths to look at again, and when.
     pending: HashMap<RelPath, Instant>,
+    /// Folders an install made for a peer's file (its folder's entry had
+    /// not come yet), and when: not recorded as folders made here while
+    /// that entry is awaited (see [`Core::make_parents`]).
+    made_dirs: HashMap<RelPath, Instant>,
     io: CoreIo,
     /// Peers: highest of their sequence numbers applied here, and name.
     peers: HashMap<NodeId, (u64, String)>,
@@ -683,6 +687,7 @@ impl Core {
             store_retry_at: None,
             saved_seq: 0,
             pending: HashMap::new(),
+            made_dirs: HashMap::new(),
             io,
             peers,
             peers_dirty: HashSet::new(),

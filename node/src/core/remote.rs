@@ -200,7 +200,8 @@ impl Core {
         let parent = to
             .parent()
             .ok_or_else(|| std::io::Error::other("no parent"))?;
-        std::fs::create_dir_all(parent)?;
+        let made = super::apply::make_parents(&self.root, parent)?;
+        self.note_made(made);
         super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
         let st = super::apply::set_meta(&to, &entry)?;
         for d in [from.parent(), Some(parent)].into_iter().flatten() {
@@ -341,7 +342,10 @@ impl Core {
             self.disk_facts(&remote.path)?
         };
         // After the refresh: it may have indexed a local change.
-        let local = self.index.get(&remote.path).map(|r| r.entry.clone());
+        let local = match self.index.get(&remote.path) {
+            Some(r) => Some(r.entry.clone()),
+            None => self.made_folder(&remote.path),
+        };
         let cx = engine::Context {
             disk,
             locked: self.holds_remote(remote),
