@@ -1064,8 +1064,9 @@ fn a_folder_a_file_was_moved_into_stays_deleted_when_deleted() {
 /// file; it used to record it as a folder made here, a write of its own
 /// that the peer's later deletion of the folder did not cover, so the
 /// folder stayed (and came back on the peer). Now the folder waits for the
-/// peer's entry, and the peer's deletion removes it. A raw peer sends the
-/// file alone, then the deletion of the file and of its folder.
+/// peer's entry, which it takes as it is, and the peer's deletion then
+/// removes it. A raw peer sends the file alone, then the folder's entry,
+/// then the deletion of both.
 #[test]
 fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
     use tandem_common::model::Dot;
@@ -1112,14 +1113,23 @@ fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
     wait_until(SYNC, "the peer's file installed", &[&node], || {
         fs::read(node.path("d/f.txt")).ok().as_deref() == Some(&body[..])
     });
-    let mut gone_dir = entry("d", EntryKind::Dir, 4, None);
+    // Its folder's entry, then both deleted: the deletion covers the
+    // folder only if the node took the peer's folder as it is.
+    send(
+        &mut io,
+        PeerMessage::Index {
+            entries: vec![(2, entry("d", EntryKind::Dir, 3, None))],
+            contents: vec![],
+        },
+    );
+    let mut gone_dir = entry("d", EntryKind::Dir, 5, None);
     gone_dir.deleted = true;
     send(
         &mut io,
         PeerMessage::Index {
             entries: vec![
-                (2, entry("d/f.txt", EntryKind::File, 3, None)),
-                (3, gone_dir),
+                (3, entry("d/f.txt", EntryKind::File, 4, None)),
+                (4, gone_dir),
             ],
             contents: vec![],
         },

@@ -9,6 +9,10 @@ use super::*;
 /// and been declined before, and then it does not come again.
 const MADE_DIR_WAIT: Duration = Duration::from_secs(60);
 
+/// How often a folder whose peer's entry is queued here is looked at
+/// again once its wait is over (see [`Core::awaits_folder_entry`]).
+const MADE_DIR_RECHECK: Duration = Duration::from_secs(5);
+
 /// Folders an install waits for at most (past it, a folder it makes is
 /// recorded as made here, as before).
 const MADE_DIRS_MAX: usize = 10_000;
@@ -42,18 +46,20 @@ impl Core {
     /// the peer's folder, which a delete of the folder on the peer's side
     /// would not cover, and the folder would come back.
     pub(super) fn note_made(&mut self, made: Vec<PathBuf>) {
-        if made.is_empty() {
-            return;
-        }
-        if self.made_dirs.len() + made.len() > MADE_DIRS_MAX {
-            self.made_dirs.retain(|_, t| t.elapsed() < MADE_DIR_WAIT);
-        }
         let now = Instant::now();
         for m in made {
+            // Past the bound, recorded as made here (as before): each note
+            // goes when its folder is looked at again, at the latest when
+            // its wait ends.
             if self.made_dirs.len() >= MADE_DIRS_MAX {
                 break;
             }
             if let Ok(rel) = RelPath::from_disk(&self.root, &m) {
+                // Looked at when its wait ends, whether or not the watcher
+                // reports it meanwhile.
+                self.pending
+                    .entry(rel.clone())
+                    .or_insert(now + MADE_DIR_WAIT);
                 self.made_dirs.insert(rel, now);
             }
         }
@@ -66,7 +72,15 @@ impl Core {
         let Some(t) = self.made_dirs.get(p) else {
             return false;
         };
-        if t.elapsed() < MADE_DIR_WAIT && self.index.get(p).is_none() {
+        // The peer's entry for it may be queued here (waiting for files
+        // inside to go, for a lock): it still waits, however long.
+        let waiting = t.elapsed() < MADE_DIR_WAIT || self.needed.contains_key(p);
+        if waiting && self.index.get(p).is_none() {
+            // Looked at again when the wait ends (or, past it, now and
+            // then), so a folder whose entry never came is then recorded
+            // and announced.
+            let at = (*t + MADE_DIR_WAIT).max(Instant::now() + MADE_DIR_RECHECK);
+            self.pending.entry(p.clone()).or_insert(at);
             return true;
         }
         self.made_dirs.remove(p);
@@ -77,13 +91,18 @@ impl Core {
     /// a peer's entry for the path comes: a folder with no write of this
     /// node's in its history, which any peer's entry replaces (their
     /// folder is taken, their deletion removes it unless it holds files
-    /// new here). `None` when no such folder is there.
-    pub(super) fn made_folder(&mut self, p: &RelPath) -> Option<FileEntry> {
+    /// new here). `None` when no such folder is there; an error when
+    /// what is there cannot be read (not a decision: the entry waits).
+    pub(super) fn made_folder(&mut self, p: &RelPath) -> std::io::Result<Option<FileEntry>> {
         if !self.awaits_folder_entry(p) {
-            return None;
+            return Ok(None);
         }
-        let meta = std::fs::symlink_metadata(p.to_disk(&self.root)).ok()?;
-        meta.is_dir().then(|| FileEntry {
+        let meta = match std::fs::symlink_metadata(p.to_disk(&self.root)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(meta.is_dir().then(|| FileEntry {
             path: p.clone(),
             kind: EntryKind::Dir,
             size: 0,
@@ -95,7 +114,7 @@ impl Core {
             written: Default::default(),
             losers: Default::default(),
             deleted: false,
-        })
+        }))
     }
 }
 

@@ -344,7 +344,7 @@ impl Core {
         // After the refresh: it may have indexed a local change.
         let local = match self.index.get(&remote.path) {
             Some(r) => Some(r.entry.clone()),
-            None => self.made_folder(&remote.path),
+            None => self.made_folder(&remote.path)?,
         };
         let cx = engine::Context {
             disk,
