@@ -223,6 +223,7 @@ impl Core {
             &full,
             std::fs::Permissions::from_mode(entry.mode & tandem_common::model::SYNCED_MODE_BITS),
         )?;
+        crate::crashpoint::reached("folder-made");
         if local.as_ref().is_none_or(|l| l.deleted) {
             tracing::info!(
                 "created directory {} (from {})",

@@ -635,6 +635,8 @@ impl Core {
             .unwrap_or((0, false));
         let path = p.clone();
         match (c, dir) {
+            // Logged by the index; the peer's change was shown when made.
+            (ChangeKind::Applied, _) => return 1,
             (_, true) => {}
             (ChangeKind::Added, false) => self.io.events.emit(EventKind::Added { path, size }),
             (ChangeKind::Modified, false) => self.io.events.emit(EventKind::Changed { path, size }),
@@ -652,6 +654,7 @@ impl Core {
                     tracing::info!("changed {p} ({})", human_size(size))
                 }
                 (ChangeKind::Deleted, _) => tracing::info!("deleted {p}"),
+                (ChangeKind::Applied, _) => {}
             }
         }
         1

@@ -33,6 +33,7 @@ use crate::watch::{Hint, WatchMsg};
 mod apply;
 mod fetch;
 mod interrupted;
+mod journal;
 mod local;
 mod locking;
 pub mod mirror;
@@ -548,6 +549,8 @@ pub struct Core {
     index: Index,
     /// Paths to look at again, and when.
     pending: HashMap<RelPath, Instant>,
+    /// Peers' changes written down before they are made on disk.
+    journal: journal::Journal,
     /// Folders an install made for a peer's file (its folder's entry had
     /// not come yet), and when: not recorded as folders made here while
     /// that entry is awaited (see [`Core::make_parents`]).
@@ -664,7 +667,9 @@ impl Core {
         // an install had taken out of the tree is kept (as a version when
         // it is still what the saved index holds there: the step is
         // finished; else as a conflict copy).
-        let index = loader.finish();
+        let mut index = loader.finish();
+        let (journal, applied) = journal::Journal::open(&state_dir);
+        index.expect_applied(applied);
         let indexed = |path: &RelPath, p: &Path| {
             index.get(path).is_some_and(|r| {
                 let link = r.entry.live_link().is_some();
@@ -687,6 +692,7 @@ impl Core {
             store_retry_at: None,
             saved_seq: 0,
             pending: HashMap::new(),
+            journal,
             made_dirs: HashMap::new(),
             io,
             peers,
@@ -910,6 +916,13 @@ impl Core {
     pub fn run(mut self, rx: Receiver<CoreMsg>) {
         let started = Instant::now();
         let n = self.reconcile(None);
+        let unmade = self.index.end_applied();
+        if unmade > 0 {
+            tracing::debug!(
+                "{unmade} peers' changes written down by the last run are not on disk as written (not made, or changed since)"
+            );
+        }
+        self.journal.started();
         self.flush();
         if n > 1000 {
             self.index.compact();
@@ -1348,6 +1361,7 @@ impl Core {
             Encoded::default()
         });
         let seq = self.index.seq();
+        self.journal.seal(seq);
         let job = saver::Job {
             dirs,
             batch: encoded,
@@ -1381,6 +1395,7 @@ impl Core {
     fn saved(&mut self, seq: u64) {
         self.saved_seq = self.saved_seq.max(seq);
         let seq = self.saved_seq;
+        self.journal.saved(seq);
         self.io.seq_tx.send_if_modified(|s| {
             let changed = *s != seq;
             *s = seq;

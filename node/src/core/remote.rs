@@ -200,15 +200,23 @@ impl Core {
         let parent = to
             .parent()
             .ok_or_else(|| std::io::Error::other("no parent"))?;
+        if bump {
+            self.index.bump(&mut entry.version);
+        }
+        let mut tombstone = gone.entry;
+        if gone.bump {
+            self.index.bump(&mut tombstone.version);
+        }
+        self.journal.note(&mut entry, exact.then_some(peer));
+        self.journal
+            .note(&mut tombstone, gone.exact.then_some(peer));
         let made = super::apply::make_parents(&self.root, parent)?;
         self.note_made(made);
         super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
         let st = super::apply::set_meta(&to, &entry)?;
+        crate::crashpoint::reached("rename-placed");
         for d in [from.parent(), Some(parent)].into_iter().flatten() {
             self.dirs_to_sync.insert(d.to_path_buf());
-        }
-        if bump {
-            self.index.bump(&mut entry.version);
         }
         let from_name = self.peer_name(peer);
         tracing::info!(
@@ -233,10 +241,6 @@ impl Core {
         // The old name's deletion is recorded now, before anything looks
         // at the disk there again (it would take the missing file for a
         // delete made here).
-        let mut tombstone = gone.entry;
-        if gone.bump {
-            self.index.bump(&mut tombstone.version);
-        }
         let from_name = self.peer_name(peer);
         tracing::info!("deleted {} (deleted on {from_name})", old.path);
         self.io.events.emit(EventKind::Deleted {
@@ -609,6 +613,9 @@ impl Core {
             self.index.bump(&mut entry.version);
         }
         let origin = exact.then_some(from);
+        if op != Op::Fetch || fetched.is_some() {
+            self.journal.note(&mut entry, origin);
+        }
         match op {
             Op::Delete => self.apply_delete(from, entry, local, keep_ours_as_conflict, origin),
             Op::MakeDir => self

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use tandem_common::blocklist;
 use tandem_common::hashing::Hashed;
 use tandem_common::model::{Dot, Writes};
-use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector};
+use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector, VvOrder};
 
 use packed::{Nodes, Packed};
 
@@ -75,6 +75,9 @@ pub enum ChangeKind {
     Modified,
     /// Deleted (a tombstone was recorded).
     Deleted,
+    /// A peer's change this node had made on disk just before it stopped,
+    /// recorded now as that peer's (see [`Index::expect_applied`]).
+    Applied,
 }
 
 /// An index being built from stored records (see [`Index::loader`]).
@@ -164,6 +167,9 @@ pub struct Index {
     /// Records stored since the maps were last made whole (see
     /// [`Index::compact`] and [`Index::changed_since_compact`]).
     changed_since_compact: usize,
+    /// Peers' entries the last run wrote down before making them on disk,
+    /// while the start-up looks at the tree (see [`Index::expect_applied`]).
+    applied: HashMap<RelPath, (FileEntry, Option<NodeId>)>,
 }
 
 impl Index {
@@ -194,6 +200,7 @@ impl Index {
                 withhold_above: None,
                 forgotten: Vec::new(),
                 changed_since_compact: 0,
+                applied: HashMap::new(),
             },
             packed: Vec::new(),
             seqs: Vec::new(),
@@ -811,6 +818,68 @@ impl Index {
         }
     }
 
+    /// Peers' entries that the last run wrote down just before making them
+    /// on disk (see `core::journal`). Until [`Index::end_applied`], a path
+    /// seen to differ from its record is recorded as such an entry (the
+    /// peer's version, with the peer as its origin) rather than as a change
+    /// made here, when the disk shows exactly that entry and the entry is
+    /// newer than the record: the crash came after the step and before the
+    /// record was saved. The latest of several entries for a path counts.
+    pub fn expect_applied(&mut self, entries: Vec<(FileEntry, Option<NodeId>)>) {
+        for (e, origin) in entries {
+            let newer = self
+                .applied
+                .get(&e.path)
+                .is_none_or(|(had, _)| e.version.compare(&had.version) == VvOrder::After);
+            if newer {
+                self.applied.insert(e.path.clone(), (e, origin));
+            }
+        }
+    }
+
+    /// The start-up has looked at the tree: entries not found on disk were
+    /// not made (or were made over since); they are dropped. Returns how
+    /// many.
+    pub fn end_applied(&mut self) -> usize {
+        let n = self.applied.len();
+        self.applied = HashMap::new();
+        n
+    }
+
+    /// Records the entry written down for `path` if `shown` says the disk
+    /// shows it and it is newer than our record (see
+    /// [`Index::expect_applied`]), with `stat` and, for a file, the block
+    /// list read from it.
+    fn finish_applied(
+        &mut self,
+        path: &RelPath,
+        stat: Option<LocalStat>,
+        blocks: Option<&[ContentHash]>,
+        shown: impl FnOnce(&FileEntry) -> bool,
+    ) -> bool {
+        let Some((e, _)) = self.applied.get(path) else {
+            return false;
+        };
+        let newer = || {
+            self.get(path)
+                .is_none_or(|r| e.version.compare(&r.entry.version) == VvOrder::After)
+        };
+        if !shown(e) || !newer() {
+            return false;
+        }
+        let Some((mut e, origin)) = self.applied.remove(path) else {
+            return false;
+        };
+        if let Some(b) = blocks {
+            e.blocks = b.to_vec();
+        }
+        tracing::info!(
+            "{path}: recorded as the peer's change it is (made here just before the node stopped, not yet recorded then)"
+        );
+        self.record_remote(e, stat, origin);
+        true
+    }
+
     /// Records a file seen on disk with the given stat and content.
     pub fn observe_file(
         &mut self,
@@ -827,6 +896,16 @@ impl Index {
         {
             self.restat(path, stat);
             return None;
+        }
+        let shown = |e: &FileEntry| {
+            e.is_live_file()
+                && e.hash == h.hash
+                && e.size == h.size
+                && e.mtime_ns == stat.mtime_ns
+                && e.mode == stat.mode
+        };
+        if self.finish_applied(path, Some(stat), Some(&h.blocks), shown) {
+            return Some(ChangeKind::Applied);
         }
         let (size, hash, blocks) = (h.size, h.hash, h.blocks.clone());
         Some(
@@ -860,6 +939,11 @@ impl Index {
             self.restat(path, stat);
             return None;
         }
+        let shown =
+            |e: &FileEntry| e.live_link() == Some(target.as_str()) && e.mtime_ns == stat.mtime_ns;
+        if self.finish_applied(path, Some(stat), None, shown) {
+            return Some(ChangeKind::Applied);
+        }
         let hash = ContentHash::of(target.as_bytes());
         Some(
             self.local_change(path, Some(stat), |version, written| FileEntry {
@@ -887,6 +971,9 @@ impl Index {
             .is_some_and(|r| r.is_live_dir() && r.mode() == mode)
         {
             return None;
+        }
+        if self.finish_applied(path, None, None, |e| e.is_live_dir() && e.mode == mode) {
+            return Some(ChangeKind::Applied);
         }
         Some(self.dir_change(path, mode))
     }
@@ -945,15 +1032,21 @@ impl Index {
     }
 
     /// Records that `path` is gone: it and everything under it become
-    /// tombstones. Returns the paths deleted.
+    /// tombstones. Returns the paths deleted here (not those whose peer's
+    /// deletion was made before a restart: see [`Index::expect_applied`]).
     pub fn observe_missing(&mut self, path: &RelPath) -> Vec<RelPath> {
         let mut gone = self.live_under(path);
         if self.records.get(path).is_some_and(|r| !r.deleted()) {
             gone.push(path.clone());
         }
-        for p in &gone {
-            self.tombstone(p);
-        }
+        gone.retain(|p| {
+            let applied =
+                !self.applied.is_empty() && self.finish_applied(p, None, None, |e| e.deleted);
+            if !applied {
+                self.tombstone(p);
+            }
+            !applied
+        });
         gone
     }
 
