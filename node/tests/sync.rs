@@ -1066,16 +1066,25 @@ fn a_folder_a_file_was_moved_into_stays_deleted_when_deleted() {
 /// folder stayed (and came back on the peer). Now the folder waits for the
 /// peer's entry, which it takes as it is, and the peer's deletion then
 /// removes it. A raw peer sends the file alone, then the folder's entry,
-/// then the deletion of both.
+/// then the deletion of both; and again with the node restarted while the
+/// folder waits (the wait is written down in the journal, so it goes on).
 #[test]
 fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
+    for restart in [false, true] {
+        a_folder_made_for_a_peers_file_goes(restart);
+    }
+}
+
+fn a_folder_made_for_a_peers_file_goes(restart: bool) {
     use tandem_common::model::Dot;
     use tandem_common::proto::{FileData, PeerMessage};
     use tandem_common::{ContentHash, EntryKind, FileEntry, RelPath, VersionVector};
 
-    let node = Node::start("n");
+    let mut node = Node::start("n");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (mut io, p) = rt.block_on(harness::raw_peer(&node, "p"));
+    let key = harness::fresh_key();
+    let p = tandem_common::NodeId(key.id());
+    let mut io = rt.block_on(harness::raw_peer_keyed(&node, "p", &key));
     let body = b"a file whose folder is announced later\n";
     let entry = |path: &str, kind: EntryKind, counter: u64, data: Option<&[u8]>| {
         let deleted = data.is_none() && kind != EntryKind::Dir;
@@ -1113,6 +1122,13 @@ fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
     wait_until(SYNC, "the peer's file installed", &[&node], || {
         fs::read(node.path("d/f.txt")).ok().as_deref() == Some(&body[..])
     });
+    if restart {
+        drop(io);
+        node.stop();
+        node.restart();
+        io = rt.block_on(harness::raw_peer_keyed(&node, "p", &key));
+        send(&mut io, PeerMessage::Resume { since: 0 });
+    }
     // Its folder's entry, then both deleted: the deletion covers the
     // folder only if the node took the peer's folder as it is.
     send(
@@ -1134,14 +1150,15 @@ fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
             contents: vec![],
         },
     );
-    wait_until(SYNC, "the folder gone with the file", &[&node], || {
-        !node.path("d").exists()
-    });
+    let what = format!("the folder gone with the file (restarted: {restart})");
+    wait_until(SYNC, &what, &[&node], || !node.path("d").exists());
     assert_eq!(
         node.log_count("added directory d"),
         0,
         "{}",
-        node.fail("the folder made for the peer's file is not one made here")
+        node.fail(&format!(
+            "the folder made for the peer's file is not one made here (restarted: {restart})"
+        ))
     );
 }
 

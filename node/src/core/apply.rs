@@ -18,8 +18,13 @@ const MADE_DIR_RECHECK: Duration = Duration::from_secs(5);
 const MADE_DIRS_MAX: usize = 10_000;
 
 /// Makes `dir` and the folders above it that are missing (below `root`);
-/// returns those it made, topmost first.
-pub(super) fn make_parents(root: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// returns those it made, topmost first. `journal` writes them down first
+/// (see [`Core::note_made`]).
+pub(super) fn make_parents(
+    root: &Path,
+    dir: &Path,
+    journal: &mut super::journal::Journal,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut d = dir;
     while d != root
@@ -31,8 +36,13 @@ pub(super) fn make_parents(root: &Path, dir: &Path) -> std::io::Result<Vec<PathB
             None => break,
         }
     }
-    std::fs::create_dir_all(dir)?;
     missing.reverse();
+    for m in &missing {
+        if let Ok(rel) = RelPath::from_disk(root, m) {
+            journal.note_made(rel);
+        }
+    }
+    std::fs::create_dir_all(dir)?;
     Ok(missing)
 }
 
@@ -45,23 +55,35 @@ impl Core {
     /// as made here, it would be a write of this node's concurrent with
     /// the peer's folder, which a delete of the folder on the peer's side
     /// would not cover, and the folder would come back.
+    ///
+    /// The folders are written down in the journal (by [`make_parents`],
+    /// before it makes them, and again while they wait), so a restart goes
+    /// on waiting (see [`Core::await_made`]).
     pub(super) fn note_made(&mut self, made: Vec<PathBuf>) {
+        let made = made
+            .iter()
+            .filter_map(|m| RelPath::from_disk(&self.root, m).ok())
+            .collect();
+        self.await_made(made);
+    }
+
+    /// Folders made for a peer's file wait for the peer's entry (see
+    /// [`Core::note_made`]); also those the last run wrote down.
+    pub(super) fn await_made(&mut self, made: Vec<RelPath>) {
         let now = Instant::now();
-        for m in made {
+        for rel in made {
             // Past the bound, recorded as made here (as before): each note
             // goes when its folder is looked at again, at the latest when
             // its wait ends.
             if self.made_dirs.len() >= MADE_DIRS_MAX {
                 break;
             }
-            if let Ok(rel) = RelPath::from_disk(&self.root, &m) {
-                // Looked at when its wait ends, whether or not the watcher
-                // reports it meanwhile.
-                self.pending
-                    .entry(rel.clone())
-                    .or_insert(now + MADE_DIR_WAIT);
-                self.made_dirs.insert(rel, now);
-            }
+            // Looked at when its wait ends, whether or not the watcher
+            // reports it meanwhile.
+            self.pending
+                .entry(rel.clone())
+                .or_insert(now + MADE_DIR_WAIT);
+            self.made_dirs.insert(rel, now);
         }
     }
 
@@ -208,7 +230,7 @@ impl Core {
         let full = entry.path.to_disk(&self.root);
         self.clear_for(peer, local.as_ref(), keep)?;
         if let Some(parent) = full.parent() {
-            let made = make_parents(&self.root, parent)?;
+            let made = make_parents(&self.root, parent, &mut self.journal)?;
             self.note_made(made);
         }
         std::fs::create_dir_all(&full)?;
@@ -310,7 +332,7 @@ impl Core {
         let parent = full
             .parent()
             .ok_or_else(|| std::io::Error::other("a link at the root"))?;
-        let made = make_parents(&self.root, parent)?;
+        let made = make_parents(&self.root, parent, &mut self.journal)?;
         self.note_made(made);
         // Made in the temp folder (emptied at start, so a crash leaves
         // nothing in the tree) and renamed in; beside the path when the
@@ -497,7 +519,7 @@ impl Core {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Its folder is missing (a temp file gone would fail again).
                 if let Some(parent) = full.parent() {
-                    made = make_parents(&self.root, parent)?;
+                    made = make_parents(&self.root, parent, &mut self.journal)?;
                 }
                 place_it()
             }
@@ -1159,11 +1181,22 @@ fn set_meta_checked(
     expect: Option<(Option<crate::index::LocalStat>, tandem_common::ContentHash)>,
 ) -> std::io::Result<crate::index::LocalStat> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::File::options()
-        .read(expect.is_some())
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(full)?;
+    // Opened for reading: the owner may set a read-only file's mode and
+    // times, but not open it for writing (unless root). Opened for
+    // writing only when it cannot be read (and nothing is to be hashed).
+    let open = |read: bool| {
+        std::fs::File::options()
+            .read(read)
+            .write(!read)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(full)
+    };
+    let f = match open(true) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && expect.is_none() => {
+            open(false)?
+        }
+        r => r?,
+    };
     if let Some((stat, hash)) = expect {
         let before = f.metadata()?;
         let same = stat == Some(scan::local_stat(&before))

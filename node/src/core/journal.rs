@@ -11,10 +11,16 @@
 //! cover that phantom write: the folder or file came back, or two equal
 //! histories read as a conflict (chaos mesh3 seed 226).
 //!
-//! Each entry is appended (one `write`, no fsync: a killed process loses
-//! nothing the kernel has, and on a file system that commits metadata in
-//! order, as ext4 does by default, an append reaches the disk no later than
-//! a rename after it) before the step that carries it out. The next start
+//! Each entry is appended (one `write`, no fsync) before the step that
+//! carries it out. That covers a killed or crashing process, which loses
+//! nothing the kernel has; a power cut can still lose an entry whose step
+//! reached the disk (nothing orders the two without an fsync each, which
+//! would cost one disk flush per file), and then leaves things as they
+//! were before the journal. Folders an install makes for a peer's file
+//! before the folder's own entry came are written down too (as entries
+//! with an empty version, see [`Journal::note_made`]), so the next start
+//! goes on waiting for that entry instead of taking the folder for one
+//! made here (see `Core::note_made`). The next start
 //! takes an entry for the peer's version only where the disk shows exactly
 //! it and the saved index holds an older version (see
 //! [`crate::index::Index::expect_applied`]): an entry whose step failed, or
@@ -34,7 +40,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use tandem_common::{FileEntry, NodeId, codec};
+use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, codec};
 
 /// Names of the two files, in the state folder.
 const NAMES: [&str; 2] = ["journal-v1-a", "journal-v1-b"];
@@ -92,7 +98,13 @@ impl Journal {
         // Appends go to an empty file when there is one; what the last run
         // wrote down stays until `started` (and then a save) says the
         // start-up has recorded it.
-        let current = usize::from(sides[0].len > 0 && sides[1].len == 0);
+        let usable =
+            |i: usize, empty: bool| sides[i].file.is_some() && (!empty || sides[i].len == 0);
+        let current = [0, 1]
+            .into_iter()
+            .find(|&i| usable(i, true))
+            .or_else(|| [0, 1].into_iter().find(|&i| usable(i, false)))
+            .unwrap_or(0);
         let journal = Journal {
             sides,
             current,
@@ -110,6 +122,30 @@ impl Journal {
         let noted = (&*entry, origin);
         let payload = codec::encode(&noted);
         entry.blocks = blocks;
+        self.append(payload, &entry.path);
+    }
+
+    /// Writes down the folder at `path`, about to be made for a peer's
+    /// file before that peer's entry for the folder came: an entry with an
+    /// empty version (no peer's entry has one), see [`is_made_folder`].
+    pub(super) fn note_made(&mut self, path: RelPath) {
+        let mut folder = FileEntry {
+            path,
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0,
+            hash: Default::default(),
+            blocks: Vec::new(),
+            version: Default::default(),
+            written: Default::default(),
+            losers: Default::default(),
+            deleted: false,
+        };
+        self.note(&mut folder, None);
+    }
+
+    fn append(&mut self, payload: Result<bytes::Bytes, codec::CodecError>, path: &RelPath) {
         let side = &mut self.sides[self.current];
         let Some(file) = side.file.as_mut() else {
             return;
@@ -130,8 +166,7 @@ impl Journal {
             Err(e) => {
                 if !self.failing {
                     tracing::warn!(
-                        "cannot write {}'s change down before making it ({e}); a crash right after it may record it as a change of this node",
-                        entry.path
+                        "cannot write the change of {path} down before making it ({e}); a crash right after it may record it as a change of this node"
                     );
                 }
                 self.failing = true;
@@ -153,18 +188,21 @@ impl Journal {
 
     /// A batch holding every record up to `seq` goes to the store: what was
     /// written down so far is recorded in it. New entries go to the other
-    /// file if that one is empty.
-    pub(super) fn seal(&mut self, seq: u64) {
+    /// file if that one is empty; true when they do (what must stay written
+    /// down beyond this batch is to be written down again).
+    pub(super) fn seal(&mut self, seq: u64) -> bool {
         for side in &mut self.sides {
             if side.fresh {
                 side.fresh = false;
                 side.sealed_at = Some(seq);
             }
         }
-        let other = 1 - self.current;
-        if self.sides[other].sealed_at.is_none() && self.sides[other].len == 0 {
-            self.current = other;
+        let other = &self.sides[1 - self.current];
+        let free = other.file.is_some() && other.sealed_at.is_none() && other.len == 0;
+        if free {
+            self.current = 1 - self.current;
         }
+        free
     }
 
     /// The store holds everything up to `seq`: a file whose entries are all
@@ -175,18 +213,26 @@ impl Journal {
             if !covered {
                 continue;
             }
-            side.sealed_at = None;
             let Some(file) = side.file.as_mut() else {
+                side.sealed_at = None;
                 continue;
             };
-            // Not emptied: its entries stay, and change nothing at the next
-            // start but the time it takes to read them.
+            // Not emptied: tried again at the next save. Its entries change
+            // nothing at the next start but the time it takes to read them.
             match file.set_len(0) {
-                Ok(()) => side.len = 0,
+                Ok(()) => {
+                    side.len = 0;
+                    side.sealed_at = None;
+                }
                 Err(e) => tracing::debug!("cannot empty a journal file: {e}"),
             }
         }
     }
+}
+
+/// Whether `e` is a folder written down by [`Journal::note_made`].
+pub(super) fn is_made_folder(e: &FileEntry) -> bool {
+    e.kind == EntryKind::Dir && e.version.max_counter() == 0
 }
 
 /// Four bytes of the BLAKE3 of `payload`.
@@ -206,15 +252,16 @@ fn open_side(path: &PathBuf, noted: &mut Vec<Noted>) -> std::io::Result<(File, u
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     let (entries, good) = parse(&bytes);
+    noted.extend(entries);
     if good < bytes.len() {
         tracing::warn!(
             "{}: the last {} bytes are torn or damaged; ignored",
             path.display(),
             bytes.len() - good
         );
+        // Appends after them could not be read: the file is cut first.
         file.set_len(good as u64)?;
     }
-    noted.extend(entries);
     Ok((file, good as u64))
 }
 
@@ -243,8 +290,8 @@ fn parse(bytes: &[u8]) -> (Vec<Noted>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_common::model::{EntryKind, VersionVector, Writes};
-    use tandem_common::{ContentHash, RelPath};
+    use tandem_common::ContentHash;
+    use tandem_common::model::{VersionVector, Writes};
 
     fn entry(path: &str, counter: u64) -> FileEntry {
         let peer = NodeId(uuid::Uuid::from_bytes([7; 16]));

@@ -617,6 +617,11 @@ pub struct Core {
     mode: engine::Mode,
 }
 
+/// Folders made for a peer's file and waiting for its entry (see
+/// [`Core::note_made`]) that are written down again with each batch, at
+/// most.
+const MADE_DIRS_NOTED: usize = 256;
+
 /// How often the tree is rescanned while some folders cannot be watched.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -668,7 +673,10 @@ impl Core {
         // it is still what the saved index holds there: the step is
         // finished; else as a conflict copy).
         let mut index = loader.finish();
-        let (journal, applied) = journal::Journal::open(&state_dir);
+        let (journal, noted) = journal::Journal::open(&state_dir);
+        let (made, applied): (Vec<_>, Vec<_>) = noted
+            .into_iter()
+            .partition(|(e, _)| journal::is_made_folder(e));
         index.expect_applied(applied);
         let indexed = |path: &RelPath, p: &Path| {
             index.get(path).is_some_and(|r| {
@@ -747,6 +755,7 @@ impl Core {
             }
         }
         core.saved_seq = core.index.seq();
+        core.await_made(made.into_iter().map(|(e, _)| e.path).collect());
         Ok(core)
     }
 
@@ -1361,7 +1370,14 @@ impl Core {
             Encoded::default()
         });
         let seq = self.index.seq();
-        self.journal.seal(seq);
+        if self.journal.seal(seq) && self.made_dirs.len() <= MADE_DIRS_NOTED {
+            // Folders still waiting stay written down when the file that
+            // holds them is emptied (more than a few are left out: each
+            // batch would write them all again).
+            for p in self.made_dirs.keys() {
+                self.journal.note_made(p.clone());
+            }
+        }
         let job = saver::Job {
             dirs,
             batch: encoded,

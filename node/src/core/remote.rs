@@ -210,10 +210,24 @@ impl Core {
         self.journal.note(&mut entry, exact.then_some(peer));
         self.journal
             .note(&mut tombstone, gone.exact.then_some(peer));
-        let made = super::apply::make_parents(&self.root, parent)?;
+        let made = super::apply::make_parents(&self.root, parent, &mut self.journal)?;
         self.note_made(made);
         super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
-        let st = super::apply::set_meta(&to, &entry)?;
+        let st = match super::apply::set_meta(&to, &entry) {
+            Ok(st) => st,
+            Err(e) => {
+                // Back where it was, so nothing looks like a rename made
+                // here; the new name is then rebuilt from the blocks.
+                if let Err(back) = super::apply::rename2(&to, &from, libc::RENAME_NOREPLACE) {
+                    tracing::warn!(
+                        "cannot put {} back at {} after failing to set its metadata ({back}); it is looked at as it is",
+                        new.path,
+                        old.path
+                    );
+                }
+                return Err(e);
+            }
+        };
         crate::crashpoint::reached("rename-placed");
         for d in [from.parent(), Some(parent)].into_iter().flatten() {
             self.dirs_to_sync.insert(d.to_path_buf());
@@ -613,7 +627,14 @@ impl Core {
             self.index.bump(&mut entry.version);
         }
         let origin = exact.then_some(from);
-        if op != Op::Fetch || fetched.is_some() {
+        // Written down when it changes the disk: not a fetch still to be
+        // made, nor the deletion of what is not here.
+        let changes_disk = match op {
+            Op::Fetch => fetched.is_some(),
+            Op::Delete => local.as_ref().is_some_and(|l| !l.deleted),
+            _ => true,
+        };
+        if changes_disk {
             self.journal.note(&mut entry, origin);
         }
         match op {

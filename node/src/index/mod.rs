@@ -169,7 +169,7 @@ pub struct Index {
     changed_since_compact: usize,
     /// Peers' entries the last run wrote down before making them on disk,
     /// while the start-up looks at the tree (see [`Index::expect_applied`]).
-    applied: HashMap<RelPath, (FileEntry, Option<NodeId>)>,
+    applied: HashMap<RelPath, Vec<(FileEntry, Option<NodeId>)>>,
 }
 
 impl Index {
@@ -824,52 +824,61 @@ impl Index {
     /// peer's version, with the peer as its origin) rather than as a change
     /// made here, when the disk shows exactly that entry and the entry is
     /// newer than the record: the crash came after the step and before the
-    /// record was saved. The latest of several entries for a path counts.
+    /// record was saved. Of several entries for a path (a step written down
+    /// may have waited or failed), the newest the disk shows counts.
     pub fn expect_applied(&mut self, entries: Vec<(FileEntry, Option<NodeId>)>) {
         for (e, origin) in entries {
-            let newer = self
-                .applied
-                .get(&e.path)
-                .is_none_or(|(had, _)| e.version.compare(&had.version) == VvOrder::After);
-            if newer {
-                self.applied.insert(e.path.clone(), (e, origin));
-            }
+            self.applied
+                .entry(e.path.clone())
+                .or_default()
+                .push((e, origin));
         }
     }
 
     /// The start-up has looked at the tree: entries not found on disk were
     /// not made (or were made over since); they are dropped. Returns how
-    /// many.
+    /// many paths had some.
     pub fn end_applied(&mut self) -> usize {
         let n = self.applied.len();
         self.applied = HashMap::new();
         n
     }
 
-    /// Records the entry written down for `path` if `shown` says the disk
-    /// shows it and it is newer than our record (see
+    /// Records the newest entry written down for `path` that `shown` says
+    /// the disk shows and that is newer than our record (see
     /// [`Index::expect_applied`]), with `stat` and, for a file, the block
-    /// list read from it.
+    /// list read from it. False when there is none.
     fn finish_applied(
         &mut self,
         path: &RelPath,
         stat: Option<LocalStat>,
         blocks: Option<&[ContentHash]>,
-        shown: impl FnOnce(&FileEntry) -> bool,
+        shown: impl Fn(&FileEntry) -> bool,
     ) -> bool {
-        let Some((e, _)) = self.applied.get(path) else {
+        let Some(noted) = self.applied.get(path) else {
             return false;
         };
-        let newer = || {
-            self.get(path)
-                .is_none_or(|r| e.version.compare(&r.entry.version) == VvOrder::After)
+        let ours = self.get(path).map(|r| r.entry.version);
+        let newer = |e: &FileEntry| {
+            ours.as_ref()
+                .is_none_or(|v| e.version.compare(v) == VvOrder::After)
         };
-        if !shown(e) || !newer() {
-            return false;
+        let mut best: Option<usize> = None;
+        for (i, (e, _)) in noted.iter().enumerate() {
+            if !shown(e) || !newer(e) {
+                continue;
+            }
+            if best.is_none_or(|b| e.version.compare(&noted[b].0.version) == VvOrder::After) {
+                best = Some(i);
+            }
         }
-        let Some((mut e, origin)) = self.applied.remove(path) else {
+        let Some(i) = best else {
             return false;
         };
+        let Some(mut noted) = self.applied.remove(path) else {
+            return false;
+        };
+        let (mut e, origin) = noted.swap_remove(i);
         if let Some(b) = blocks {
             e.blocks = b.to_vec();
         }
@@ -1111,6 +1120,142 @@ mod tests {
             mtime_ns,
             mode: 0o644,
         }
+    }
+
+    /// A peer's entry for `path` with `content` at mtime 10, its version
+    /// `prev` plus the peer's counter `c`.
+    fn peers_file(
+        peer: NodeId,
+        path: &RelPath,
+        content: &[u8],
+        prev: Option<&VersionVector>,
+        c: u64,
+    ) -> FileEntry {
+        let h = hash_reader(content).unwrap();
+        let mut version = prev.cloned().unwrap_or_default();
+        version.set(peer, c);
+        FileEntry {
+            path: path.clone(),
+            kind: EntryKind::File,
+            size: h.size,
+            mtime_ns: 10,
+            mode: 0o644,
+            hash: h.hash,
+            blocks: Vec::new(),
+            version,
+            written: Writes::default(),
+            losers: Writes::default(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_peers_change_written_down_and_on_disk_is_recorded_as_the_peers() {
+        let (me, peer) = (NodeId::random(), NodeId::random());
+        let mut ix = Index::new(me, vec![]);
+        let (a, b, gone, old) = (p("a"), p("b"), p("gone"), p("old"));
+        let one = hash_reader(&b"one"[..]).unwrap();
+        ix.observe_file(&b, stat(1, 3, 10), &one);
+        ix.observe_file(&gone, stat(2, 3, 10), &one);
+        ix.observe_file(&old, stat(3, 3, 10), &one);
+        let b_was = ix.get(&b).unwrap().entry.version;
+        let old_was = ix.get(&old).unwrap().entry.version;
+        // a: new; b: an edit, written down twice (the second step waited,
+        // so the disk shows the first); gone: deleted; old: an entry older
+        // than our record (saved long ago, edited here since).
+        let a_e = peers_file(peer, &a, b"two", None, 1);
+        let b1 = peers_file(peer, &b, b"three", Some(&b_was), 2);
+        let b2 = peers_file(peer, &b, b"four", Some(&b1.version), 3);
+        let mut gone_e = peers_file(
+            peer,
+            &gone,
+            b"",
+            Some(&ix.get(&gone).unwrap().entry.version),
+            4,
+        );
+        gone_e.deleted = true;
+        let mut stale = peers_file(peer, &old, b"five", None, 5);
+        stale.version = VersionVector::default();
+        stale.version.set(peer, 5);
+        assert_eq!(stale.version.compare(&old_was), VvOrder::Concurrent);
+        ix.expect_applied(vec![
+            (a_e.clone(), Some(peer)),
+            (b1.clone(), Some(peer)),
+            (b2, Some(peer)),
+            (gone_e.clone(), None),
+            (stale.clone(), Some(peer)),
+        ]);
+        let two = hash_reader(&b"two"[..]).unwrap();
+        assert_eq!(
+            ix.observe_file(&a, stat(4, 3, 10), &two),
+            Some(ChangeKind::Applied)
+        );
+        let r = ix.get(&a).unwrap();
+        assert_eq!(
+            r.entry.version, a_e.version,
+            "the peer's version, no write of ours"
+        );
+        assert_eq!(r.entry.blocks, two.blocks, "the list read from the file");
+        assert_eq!(r.stat, Some(stat(4, 3, 10)));
+        let three = hash_reader(&b"three"[..]).unwrap();
+        assert_eq!(
+            ix.observe_file(&b, stat(5, 5, 10), &three),
+            Some(ChangeKind::Applied)
+        );
+        assert_eq!(ix.get(&b).unwrap().entry.version, b1.version);
+        assert!(
+            ix.observe_missing(&gone).is_empty(),
+            "not a delete made here"
+        );
+        let r = ix.get(&gone).unwrap();
+        assert!(r.entry.deleted && r.entry.version == gone_e.version);
+        // Not newer than ours: a change made here, on top of ours.
+        let five = hash_reader(&b"five"[..]).unwrap();
+        assert_eq!(
+            ix.observe_file(&old, stat(6, 4, 10), &five),
+            Some(ChangeKind::Modified)
+        );
+        assert_eq!(
+            ix.get(&old).unwrap().entry.version.compare(&old_was),
+            VvOrder::After
+        );
+        // A file that is not what was written down: ours.
+        let mut c_e = peers_file(peer, &p("c"), b"six", None, 6);
+        ix.expect_applied(vec![(c_e.clone(), None)]);
+        let six = hash_reader(&b"six"[..]).unwrap();
+        assert_eq!(
+            ix.observe_file(&p("c"), stat(7, 3, 11), &six),
+            Some(ChangeKind::Added)
+        );
+        // Once the start-up is over, nothing written down counts.
+        c_e.path = p("d");
+        ix.expect_applied(vec![(c_e, None)]);
+        assert_eq!(ix.end_applied(), 3, "old, c and d were not taken");
+        assert_eq!(
+            ix.observe_file(&p("d"), stat(8, 3, 10), &six),
+            Some(ChangeKind::Added)
+        );
+        let folder = FileEntry {
+            kind: EntryKind::Dir,
+            size: 0,
+            hash: ContentHash::default(),
+            mode: 0o755,
+            ..peers_file(peer, &p("f"), b"", None, 7)
+        };
+        ix.expect_applied(vec![(folder.clone(), Some(peer))]);
+        assert_eq!(
+            ix.observe_dir(&p("f"), 0o700),
+            Some(ChangeKind::Added),
+            "another mode"
+        );
+        ix.expect_applied(vec![(
+            FileEntry {
+                path: p("g"),
+                ..folder
+            },
+            Some(peer),
+        )]);
+        assert_eq!(ix.observe_dir(&p("g"), 0o755), Some(ChangeKind::Applied));
     }
 
     #[test]

@@ -1659,11 +1659,21 @@ pub async fn tls_to(
 /// to trust first, and says hello. Returns the connection and the raw
 /// peer's id.
 pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::NodeId) {
-    use tandem_common::proto::{self, Hello, Role};
     let key = fresh_key();
     let id = tandem_common::NodeId(key.id());
+    (raw_peer_keyed(node, name, &key).await, id)
+}
+
+/// [`raw_peer`] with the key `key` (the same peer again, after a restart).
+pub async fn raw_peer_keyed(
+    node: &Node,
+    name: &str,
+    key: &tandem_common::identity::KeyPair,
+) -> RawPeerIo {
+    use tandem_common::proto::{self, Hello, Role};
+    let id = tandem_common::NodeId(key.id());
     trust_in(&node.state_dir(), &id.to_string());
-    let mut io = tls_to(node, &key, true).await;
+    let mut io = tls_to(node, key, true).await;
     let hello = Hello {
         role: Role::Peer,
         name: name.into(),
@@ -1671,7 +1681,7 @@ pub async fn raw_peer(node: &Node, name: &str) -> (RawPeerIo, tandem_common::Nod
     proto::connect_handshake(&mut io, &hello)
         .await
         .expect("handshake as a peer");
-    (io, id)
+    io
 }
 
 /// A TLS client connection with a fresh key of its own, hello said.
