@@ -602,6 +602,57 @@ mod tests {
         }
     }
 
+    /// A folder an install made here for a peer's file, over our older
+    /// deletion of the path (as the core hands it to the engine: the
+    /// deletion's history, no write of ours): the peer's folder is taken
+    /// without a conflict, and the peer's later deletion, concurrent with
+    /// our old one, removes it (a folder recorded as a write of ours would
+    /// beat that deletion and come back).
+    #[test]
+    fn a_folder_made_for_a_peers_file_over_our_deletion_is_not_ours() {
+        let (us, peer) = (NodeId::random(), NodeId::random());
+        let dir = |mut e: FileEntry| {
+            e.kind = EntryKind::Dir;
+            e.size = 0;
+            e.hash = ContentHash::default();
+            e
+        };
+        let mut made = dir(entry(&[(us, 3)], 0, "", false));
+        made.written = Default::default();
+        let theirs = dir(entry(&[(peer, 5)], 0, "", false));
+        let Decision::Take {
+            version,
+            written,
+            keep_ours_as_conflict,
+            ..
+        } = plan(Some(&made), &theirs)
+        else {
+            panic!(
+                "the peer's folder is not taken: {:?}",
+                plan(Some(&made), &theirs)
+            );
+        };
+        assert!(!keep_ours_as_conflict);
+        assert_eq!(written, theirs.written, "no write of ours in it");
+        let taken = FileEntry {
+            version,
+            written,
+            ..theirs.clone()
+        };
+        // The peer deletes it without having seen our old deletion.
+        let gone = dir(entry(&[(peer, 6)], 0, "", true));
+        assert!(
+            matches!(plan(Some(&taken), &gone), Decision::Take { .. }),
+            "the peer's deletion does not remove it: {:?}",
+            plan(Some(&taken), &gone)
+        );
+        // Straight from the made folder, too.
+        assert!(matches!(plan(Some(&made), &gone), Decision::Take { .. }));
+        // A folder recorded as made here (a write of ours) would win.
+        let ours = dir(entry(&[(us, 4)], 0, "", false));
+        assert!(!matches!(plan(Some(&ours), &gone), Decision::Take { .. }));
+    }
+
     #[test]
     fn decision_table() {
         let (a, b) = (NodeId::random(), NodeId::random());

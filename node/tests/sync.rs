@@ -1066,16 +1066,18 @@ fn a_folder_a_file_was_moved_into_stays_deleted_when_deleted() {
 /// folder stayed (and came back on the peer). Now the folder waits for the
 /// peer's entry, which it takes as it is, and the peer's deletion then
 /// removes it. A raw peer sends the file alone, then the folder's entry,
-/// then the deletion of both; and again with the node restarted while the
-/// folder waits (the wait is written down in the journal, so it goes on).
+/// then the deletion of both; again with the node restarted while the
+/// folder waits (the wait is written down in the journal, so it goes on);
+/// and again where the node holds an older deletion of the folder (the
+/// folder made then was recorded as made here, over that deletion).
 #[test]
 fn a_folder_made_for_a_peers_file_goes_when_the_peer_deletes_it() {
-    for restart in [false, true] {
-        a_folder_made_for_a_peers_file_goes(restart);
+    for (restart, deleted_before) in [(false, false), (true, false), (false, true)] {
+        a_folder_made_for_a_peers_file_goes(restart, deleted_before);
     }
 }
 
-fn a_folder_made_for_a_peers_file_goes(restart: bool) {
+fn a_folder_made_for_a_peers_file_goes(restart: bool, deleted_before: bool) {
     use tandem_common::model::Dot;
     use tandem_common::proto::{FileData, PeerMessage};
     use tandem_common::{ContentHash, EntryKind, FileEntry, RelPath, VersionVector};
@@ -1088,6 +1090,7 @@ fn a_folder_made_for_a_peers_file_goes(restart: bool) {
     let body = b"a file whose folder is announced later\n";
     let entry = |path: &str, kind: EntryKind, counter: u64, data: Option<&[u8]>| {
         let deleted = data.is_none() && kind != EntryKind::Dir;
+        let mode = if kind == EntryKind::Dir { 0o755 } else { 0o644 };
         let mut version = VersionVector::new();
         version.set(p, counter);
         FileEntry {
@@ -1095,7 +1098,7 @@ fn a_folder_made_for_a_peers_file_goes(restart: bool) {
             kind,
             size: data.map_or(0, |d| d.len() as u64),
             mtime_ns: 1_700_000_000_000_000_000,
-            mode: 0o644,
+            mode,
             hash: data.map_or_else(ContentHash::default, ContentHash::of),
             blocks: Vec::new(),
             version,
@@ -1112,10 +1115,36 @@ fn a_folder_made_for_a_peers_file_goes(restart: bool) {
         rt.block_on(io.send(&m)).expect("send");
     };
     send(&mut io, PeerMessage::Resume { since: 0 });
+    let case = format!("restarted: {restart}, deleted before: {deleted_before}");
+    if deleted_before {
+        send(
+            &mut io,
+            PeerMessage::Index {
+                entries: vec![(1, entry("d", EntryKind::Dir, 1, None))],
+                contents: vec![],
+            },
+        );
+        wait_until(SYNC, "the peer's first folder made", &[&node], || {
+            node.path("d").is_dir()
+        });
+        let mut gone = entry("d", EntryKind::Dir, 2, None);
+        gone.deleted = true;
+        send(
+            &mut io,
+            PeerMessage::Index {
+                entries: vec![(2, gone)],
+                contents: vec![],
+            },
+        );
+        wait_until(SYNC, "the peer's first folder deleted", &[&node], || {
+            !node.path("d").exists()
+        });
+    }
+    // Sequence numbers and counters from 10 on: after those above.
     send(
         &mut io,
         PeerMessage::Index {
-            entries: vec![(1, entry("d/f.txt", EntryKind::File, 2, Some(body)))],
+            entries: vec![(11, entry("d/f.txt", EntryKind::File, 12, Some(body)))],
             contents: vec![(0, FileData(body.to_vec()))],
         },
     );
@@ -1134,30 +1163,30 @@ fn a_folder_made_for_a_peers_file_goes(restart: bool) {
     send(
         &mut io,
         PeerMessage::Index {
-            entries: vec![(2, entry("d", EntryKind::Dir, 3, None))],
+            entries: vec![(12, entry("d", EntryKind::Dir, 13, None))],
             contents: vec![],
         },
     );
-    let mut gone_dir = entry("d", EntryKind::Dir, 5, None);
+    let mut gone_dir = entry("d", EntryKind::Dir, 15, None);
     gone_dir.deleted = true;
     send(
         &mut io,
         PeerMessage::Index {
             entries: vec![
-                (3, entry("d/f.txt", EntryKind::File, 4, None)),
-                (4, gone_dir),
+                (13, entry("d/f.txt", EntryKind::File, 14, None)),
+                (14, gone_dir),
             ],
             contents: vec![],
         },
     );
-    let what = format!("the folder gone with the file (restarted: {restart})");
+    let what = format!("the folder gone with the file ({case})");
     wait_until(SYNC, &what, &[&node], || !node.path("d").exists());
     assert_eq!(
         node.log_count("added directory d"),
         0,
         "{}",
         node.fail(&format!(
-            "the folder made for the peer's file is not one made here (restarted: {restart})"
+            "the folder made for the peer's file is not one made here ({case})"
         ))
     );
 }

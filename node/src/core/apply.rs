@@ -88,8 +88,8 @@ impl Core {
     }
 
     /// Whether a look leaves the folder `p` unrecorded for now: an install
-    /// made it lately and nothing is recorded there (see
-    /// [`Core::note_made`]).
+    /// made it lately and nothing live is recorded there (nothing, or an
+    /// older deletion; see [`Core::note_made`]).
     pub(super) fn awaits_folder_entry(&mut self, p: &RelPath) -> bool {
         let Some(t) = self.made_dirs.get(p) else {
             return false;
@@ -97,7 +97,7 @@ impl Core {
         // The peer's entry for it may be queued here (waiting for files
         // inside to go, for a lock): it still waits, however long.
         let waiting = t.elapsed() < MADE_DIR_WAIT || self.needed.contains_key(p);
-        if waiting && self.index.get(p).is_none() {
+        if waiting && self.index.get(p).is_none_or(|r| r.entry.deleted) {
             // Looked at again when the wait ends (or, past it, now and
             // then), so a folder whose entry never came is then recorded
             // and announced.
@@ -111,11 +111,17 @@ impl Core {
 
     /// The folder an install made at `p` as the engine is to see it when
     /// a peer's entry for the path comes: a folder with no write of this
-    /// node's in its history, which any peer's entry replaces (their
+    /// node's in its history (`history`: the version of the deletion
+    /// recorded there, if any), which any peer's entry replaces (their
     /// folder is taken, their deletion removes it unless it holds files
-    /// new here). `None` when no such folder is there; an error when
-    /// what is there cannot be read (not a decision: the entry waits).
-    pub(super) fn made_folder(&mut self, p: &RelPath) -> std::io::Result<Option<FileEntry>> {
+    /// new here: neither keeps a write of the folder live). `None` when no
+    /// such folder is there; an error when what is there cannot be read
+    /// (not a decision: the entry waits).
+    pub(super) fn made_folder(
+        &mut self,
+        p: &RelPath,
+        history: Option<&VersionVector>,
+    ) -> std::io::Result<Option<FileEntry>> {
         if !self.awaits_folder_entry(p) {
             return Ok(None);
         }
@@ -132,7 +138,7 @@ impl Core {
             mode: meta.mode() & tandem_common::model::SYNCED_MODE_BITS,
             hash: tandem_common::ContentHash::default(),
             blocks: Vec::new(),
-            version: Default::default(),
+            version: history.cloned().unwrap_or_default(),
             written: Default::default(),
             losers: Default::default(),
             deleted: false,

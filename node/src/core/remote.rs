@@ -361,8 +361,14 @@ impl Core {
         };
         // After the refresh: it may have indexed a local change.
         let local = match self.index.get(&remote.path) {
-            Some(r) => Some(r.entry.clone()),
-            None => self.made_folder(&remote.path)?,
+            Some(r) if !r.entry.deleted => Some(r.entry),
+            gone => {
+                let history = gone.as_ref().map(|r| &r.entry.version);
+                match self.made_folder(&remote.path, history)? {
+                    Some(made) => Some(made),
+                    None => gone.map(|r| r.entry),
+                }
+            }
         };
         let cx = engine::Context {
             disk,
