@@ -63,6 +63,8 @@ struct Side {
     /// Closed for appends when the index's sequence number was this:
     /// emptied once the store has everything up to it.
     sealed_at: Option<u64>,
+    /// Holds folders written down by [`Journal::note_made`].
+    made: bool,
 }
 
 /// The journal (see the module's documentation).
@@ -88,6 +90,7 @@ impl Journal {
                 Ok((file, len)) => {
                     side.file = Some(file);
                     side.len = len;
+                    side.made = len > 0;
                 }
                 Err(e) => tracing::warn!(
                     "cannot open {}: {e}; a crash right after a peer's change is made here may record it as a change of this node",
@@ -142,6 +145,7 @@ impl Journal {
             losers: Default::default(),
             deleted: false,
         };
+        self.sides[self.current].made = true;
         self.note(&mut folder, None);
     }
 
@@ -188,9 +192,8 @@ impl Journal {
 
     /// A batch holding every record up to `seq` goes to the store: what was
     /// written down so far is recorded in it. New entries go to the other
-    /// file if that one is empty; true when they do (what must stay written
-    /// down beyond this batch is to be written down again).
-    pub(super) fn seal(&mut self, seq: u64) -> bool {
+    /// file if that one is empty.
+    pub(super) fn seal(&mut self, seq: u64) {
         for side in &mut self.sides {
             if side.fresh {
                 side.fresh = false;
@@ -202,12 +205,14 @@ impl Journal {
         if free {
             self.current = 1 - self.current;
         }
-        free
     }
 
     /// The store holds everything up to `seq`: a file whose entries are all
-    /// recorded by then is emptied.
-    pub(super) fn saved(&mut self, seq: u64) {
+    /// recorded by then is emptied. True when that file held folders
+    /// written down by [`Journal::note_made`]: those still waiting are to
+    /// be written down again.
+    pub(super) fn saved(&mut self, seq: u64) -> bool {
+        let mut made = false;
         for side in &mut self.sides {
             let covered = side.sealed_at.is_some_and(|s| s <= seq) && !side.fresh;
             if !covered {
@@ -223,10 +228,12 @@ impl Journal {
                 Ok(()) => {
                     side.len = 0;
                     side.sealed_at = None;
+                    made |= std::mem::take(&mut side.made);
                 }
                 Err(e) => tracing::debug!("cannot empty a journal file: {e}"),
             }
         }
+        made
     }
 }
 
@@ -400,7 +407,17 @@ mod tests {
         assert!(len(1) > 0, "the start-up has not recorded e yet");
         j.started();
         j.seal(21);
-        j.saved(21);
+        assert!(j.saved(21), "the last run's file may hold folders");
         assert_eq!(len(1), 0);
+        // A file holding folders written down says so when it is emptied,
+        // once.
+        j.note_made(RelPath::new("made").unwrap());
+        j.seal(22);
+        assert!(j.saved(22));
+        j.note(&mut entry("g", 6), None);
+        j.seal(23);
+        assert!(!j.saved(23));
+        let (_j, left) = Journal::open(dir.path());
+        assert!(left.is_empty());
     }
 }

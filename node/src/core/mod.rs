@@ -1370,14 +1370,7 @@ impl Core {
             Encoded::default()
         });
         let seq = self.index.seq();
-        if self.journal.seal(seq) && self.made_dirs.len() <= MADE_DIRS_NOTED {
-            // Folders still waiting stay written down when the file that
-            // holds them is emptied (more than a few are left out: each
-            // batch would write them all again).
-            for p in self.made_dirs.keys() {
-                self.journal.note_made(p.clone());
-            }
-        }
+        self.journal.seal(seq);
         let job = saver::Job {
             dirs,
             batch: encoded,
@@ -1411,7 +1404,14 @@ impl Core {
     fn saved(&mut self, seq: u64) {
         self.saved_seq = self.saved_seq.max(seq);
         let seq = self.saved_seq;
-        self.journal.saved(seq);
+        if self.journal.saved(seq) && self.made_dirs.len() <= MADE_DIRS_NOTED {
+            // Folders still waiting stay written down when the file that
+            // held them is emptied (past a few hundred they are not: each
+            // emptying would write them all again).
+            for p in self.made_dirs.keys() {
+                self.journal.note_made(p.clone());
+            }
+        }
         self.io.seq_tx.send_if_modified(|s| {
             let changed = *s != seq;
             *s = seq;
