@@ -448,7 +448,13 @@ impl Mesh {
                         "no reply yet to a {} request to {to} sent through other nodes; sent again",
                         request.kind(),
                     );
-                    self.route_via(env.clone(), None);
+                    // Over a direct link that came up meanwhile: from now on
+                    // that link's replacement is watched, as for a first
+                    // send over it.
+                    if let Some(Some(direct)) = self.route_via(env.clone(), None) {
+                        went_on = Some(direct);
+                        quiet_until = None;
+                    }
                 }
             }
         };
@@ -712,6 +718,42 @@ mod tests {
             sent += 1;
         }
         assert_eq!(sent, 1, "sent once");
+    }
+
+    /// A question sent through another node and sent again over a direct
+    /// link that came up meanwhile: when that link is then replaced, it is
+    /// sent again over the new one (as if it had first gone out there).
+    #[tokio::test(start_paused = true)]
+    async fn a_question_asked_again_over_a_new_direct_link_follows_its_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, middle, far) = (NodeId::random(), NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let trust = Trust::new(dir.path(), vec![middle, far]);
+        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
+        let (via, mut via_rx) = LinkHandle::detached(middle, me);
+        assert!(links.register(via.clone()));
+        mesh.routes().via.insert(far, middle);
+        let asking = ask_status(&mesh, far, 8);
+        let first = posted(&mut via_rx).await;
+        // A direct link comes up; the quiet time sends it there.
+        let (direct, mut direct_rx) = LinkHandle::detached(far, me);
+        assert!(links.register(direct.clone()));
+        let again = posted(&mut direct_rx).await;
+        assert_ne!(again.id, first.id);
+        // That link is replaced before the reply: sent on the new one at
+        // once, not after another quarter of silence.
+        let at = tokio::time::Instant::now();
+        direct.closed.cancel();
+        links.unregister(&direct);
+        let (newer, mut newer_rx) = LinkHandle::detached(far, me);
+        assert!(links.register(newer.clone()));
+        let third = posted(&mut newer_rx).await;
+        assert_eq!(at.elapsed(), Duration::ZERO, "at once");
+        assert_ne!(third.id, again.id);
+        mesh.receive(far, pong(third.id, far, me));
+        let answer = asking.await.unwrap();
+        assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
+        assert!(mesh.pending().is_empty(), "nothing left waiting");
     }
 
     /// A node whose link closes for good (links to it come and go, none
