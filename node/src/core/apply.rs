@@ -96,7 +96,7 @@ impl Core {
         };
         // The peer's entry for it may be queued here (waiting for files
         // inside to go, for a lock): it still waits, however long.
-        let waiting = t.elapsed() < MADE_DIR_WAIT || self.needed.contains_key(p);
+        let waiting = self.still_awaited(p, *t);
         if waiting && self.index.get(p).is_none_or(|r| r.entry.deleted) {
             // Looked at again when the wait ends (or, past it, now and
             // then), so a folder whose entry never came is then recorded
@@ -109,18 +109,41 @@ impl Core {
         false
     }
 
+    /// Whether the peer's entry for the folder made at `p` (at `made`) is
+    /// still awaited: within its minute, or while that entry is queued
+    /// here (waiting for files inside to go) or held for a lock, however
+    /// long.
+    fn still_awaited(&self, p: &RelPath, made: Instant) -> bool {
+        made.elapsed() < MADE_DIR_WAIT || self.needed.contains_key(p) || self.held.count(p) > 0
+    }
+
+    /// The folders made for a peer's file whose peer's entry is still
+    /// awaited (see [`Core::note_made`]), at most `most` of them (`None`
+    /// past that).
+    pub(super) fn awaited_folders(&self, most: usize) -> Option<Vec<RelPath>> {
+        let awaited: Vec<RelPath> = self
+            .made_dirs
+            .iter()
+            .filter(|(p, t)| self.still_awaited(p, **t))
+            .map(|(p, _)| p.clone())
+            .take(most + 1)
+            .collect();
+        (awaited.len() <= most).then_some(awaited)
+    }
+
     /// The folder an install made at `p` as the engine is to see it when
     /// a peer's entry for the path comes: a folder with no write of this
-    /// node's in its history (`history`: the version of the deletion
-    /// recorded there, if any), which any peer's entry replaces (their
-    /// folder is taken, their deletion removes it unless it holds files
-    /// new here: neither keeps a write of the folder live). `None` when no
-    /// such folder is there; an error when what is there cannot be read
-    /// (not a decision: the entry waits).
+    /// node's in its history (`gone`: the deletion recorded there, if any,
+    /// whose history and other live writes it keeps, but not the
+    /// deletion's own write), which any peer's entry that the deletion did
+    /// not replace replaces in turn (their folder is taken, their deletion
+    /// removes it unless it holds files new here: neither keeps a write of
+    /// the folder live). `None` when no such folder is there; an error
+    /// when what is there cannot be read (not a decision: the entry waits).
     pub(super) fn made_folder(
         &mut self,
         p: &RelPath,
-        history: Option<&VersionVector>,
+        gone: Option<&FileEntry>,
     ) -> std::io::Result<Option<FileEntry>> {
         if !self.awaits_folder_entry(p) {
             return Ok(None);
@@ -138,9 +161,9 @@ impl Core {
             mode: meta.mode() & tandem_common::model::SYNCED_MODE_BITS,
             hash: tandem_common::ContentHash::default(),
             blocks: Vec::new(),
-            version: history.cloned().unwrap_or_default(),
+            version: gone.map(|g| g.version.clone()).unwrap_or_default(),
             written: Default::default(),
-            losers: Default::default(),
+            losers: gone.map(|g| g.losers.clone()).unwrap_or_default(),
             deleted: false,
         }))
     }
@@ -213,6 +236,9 @@ impl Core {
                     });
                 }
             }
+        }
+        if keep_dir.is_none() {
+            self.made_dirs.remove(&path);
         }
         self.index.record_remote(entry, None, origin);
         if let Some(mode) = keep_dir {
@@ -1194,7 +1220,8 @@ fn set_meta_checked(
         std::fs::File::options()
             .read(read)
             .write(!read)
-            .custom_flags(libc::O_NOFOLLOW)
+            // A fifo put there meanwhile must not block the core.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(full)
     };
     let f = match open(true) {

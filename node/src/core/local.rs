@@ -542,6 +542,8 @@ impl Core {
         }
         match seen {
             Seen::Absent | Seen::Other => {
+                // A folder made for a peer's file that is gone waits no more.
+                self.made_dirs.remove(p);
                 let gone = self.index.observe_missing(p);
                 for g in &gone {
                     if log {

@@ -1404,12 +1404,12 @@ impl Core {
     fn saved(&mut self, seq: u64) {
         self.saved_seq = self.saved_seq.max(seq);
         let seq = self.saved_seq;
-        if self.journal.saved(seq) && self.made_dirs.len() <= MADE_DIRS_NOTED {
+        if self.journal.saved(seq) {
             // Folders still waiting stay written down when the file that
             // held them is emptied (past a few hundred they are not: each
             // emptying would write them all again).
-            for p in self.made_dirs.keys() {
-                self.journal.note_made(p.clone());
+            for p in self.awaited_folders(MADE_DIRS_NOTED).unwrap_or_default() {
+                self.journal.note_made(p);
             }
         }
         self.io.seq_tx.send_if_modified(|s| {

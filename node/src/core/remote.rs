@@ -362,11 +362,14 @@ impl Core {
         // After the refresh: it may have indexed a local change.
         let local = match self.index.get(&remote.path) {
             Some(r) if !r.entry.deleted => Some(r.entry),
+            // An entry our deletion replaced is decided against it, folder
+            // made here or not: it wins (as before).
+            Some(r) if remote.replaced_in(&r.entry) => Some(r.entry),
             gone => {
-                let history = gone.as_ref().map(|r| &r.entry.version);
-                match self.made_folder(&remote.path, history)? {
+                let tomb = gone.map(|r| r.entry);
+                match self.made_folder(&remote.path, tomb.as_ref())? {
                     Some(made) => Some(made),
-                    None => gone.map(|r| r.entry),
+                    None => tomb,
                 }
             }
         };

@@ -863,12 +863,14 @@ impl Index {
             ours.as_ref()
                 .is_none_or(|v| e.version.compare(v) == VvOrder::After)
         };
+        // The last written down wins, unless an earlier one is newer (the
+        // later step waited or failed, and another was made over it).
         let mut best: Option<usize> = None;
         for (i, (e, _)) in noted.iter().enumerate() {
             if !shown(e) || !newer(e) {
                 continue;
             }
-            if best.is_none_or(|b| e.version.compare(&noted[b].0.version) == VvOrder::After) {
+            if best.is_none_or(|b| noted[b].0.version.compare(&e.version) != VvOrder::After) {
                 best = Some(i);
             }
         }
@@ -1256,6 +1258,18 @@ mod tests {
             Some(peer),
         )]);
         assert_eq!(ix.observe_dir(&p("g"), 0o755), Some(ChangeKind::Applied));
+        // Two concurrent entries the disk shows alike (a step written down
+        // failed, another not built on it was made): the later one.
+        let other = NodeId::random();
+        let first = peers_file(peer, &p("h"), b"same", None, 8);
+        let later = peers_file(other, &p("h"), b"same", None, 9);
+        ix.expect_applied(vec![(first, Some(peer)), (later.clone(), Some(other))]);
+        let same = hash_reader(&b"same"[..]).unwrap();
+        assert_eq!(
+            ix.observe_file(&p("h"), stat(9, 4, 10), &same),
+            Some(ChangeKind::Applied)
+        );
+        assert_eq!(ix.get(&p("h")).unwrap().entry.version, later.version);
     }
 
     #[test]
