@@ -618,8 +618,8 @@ pub struct Core {
 }
 
 /// Folders made for a peer's file and waiting for its entry (see
-/// [`Core::note_made`]) that are written down again with each batch, at
-/// most.
+/// [`Core::note_made`]) that are written down again when the journal file
+/// holding them is emptied, at most (past it, none are).
 const MADE_DIRS_NOTED: usize = 256;
 
 /// How often the tree is rescanned while some folders cannot be watched.
