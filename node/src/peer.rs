@@ -770,6 +770,54 @@ async fn relay_events(
 /// once (6 MiB), so a request waits behind a few others, not a whole sync.
 static BLOCK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// Answer buffers whose bytes were sent, kept for the next answers: a
+/// fresh 1 MiB buffer is zeroed (and often faulted in) only to be
+/// overwritten by the read, a pass over every byte sent. At most
+/// [`POOLED_ANSWERS`] are kept.
+static ANSWERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Answer buffers kept for reuse, at most (each up to a segment, 1 MiB).
+const POOLED_ANSWERS: usize = 4;
+
+/// A buffer for an answer of `len` bytes: a kept one when there is one
+/// (its old bytes are overwritten by the read).
+fn answer_buffer(len: usize) -> Vec<u8> {
+    let kept = ANSWERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut buf = kept.unwrap_or_default();
+    if buf.len() >= len {
+        buf.truncate(len);
+    } else {
+        buf.resize(len, 0);
+    }
+    buf
+}
+
+/// An answer's bytes, given back to [`ANSWERS`] once every slice of them
+/// is sent.
+struct Answer(Vec<u8>);
+
+impl AsRef<[u8]> for Answer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        if buf.capacity() > SEGMENT_BYTES {
+            return;
+        }
+        let mut kept = ANSWERS.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < POOLED_ANSWERS {
+            kept.push(buf);
+        }
+    }
+}
+
+/// The largest answer a transfer asks for at once.
+const SEGMENT_BYTES: usize = crate::transfer::SEGMENT_BLOCKS * BLOCK_SIZE as usize;
+
 /// Reads the asked blocks of our current version of `path`, checking that it
 /// is still the version `hash` and that each block still matches. A block
 /// with a base in `bases` is answered with only the chunks that differ
@@ -843,7 +891,7 @@ pub(crate) async fn serve_blocks(
     // of those has its own malloc arena, and answers freed into a dozen
     // arenas kept about 20 MiB more resident on a 1 GiB send. (A patch's
     // answer, only the changed chunks, is still made there: it is small.)
-    let mut buf = vec![0u8; total];
+    let mut buf = answer_buffer(total);
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> BlockAnswer {
         // Held by the read itself: it is not cut short if the request is.
@@ -861,7 +909,7 @@ pub(crate) async fn serve_blocks(
             }
         }
         if base_of.is_empty() {
-            let buf = bytes::Bytes::from(buf);
+            let buf = bytes::Bytes::from_owner(Answer(buf));
             let out: Vec<BlockData> = spans
                 .into_iter()
                 .map(|(i, _, at, len)| BlockData::new(i, buf.slice(at..at + len)))
@@ -1192,3 +1240,30 @@ async fn dial_once(
 
 /// How long a TLS handshake plus hello may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_buffers_are_kept_for_reuse_up_to_their_bound() {
+        for len in [10, SEGMENT_BYTES, 5, 4096] {
+            assert_eq!(answer_buffer(len).len(), len);
+        }
+        let sent: Vec<bytes::Bytes> = (0..2 * POOLED_ANSWERS)
+            .map(|_| bytes::Bytes::from_owner(Answer(answer_buffer(SEGMENT_BYTES))))
+            .collect();
+        drop(sent);
+        let kept = ANSWERS.lock().unwrap().len();
+        assert!((1..=POOLED_ANSWERS).contains(&kept), "{kept} buffers kept");
+        // Larger than a segment: not kept.
+        let big = Answer(vec![0; SEGMENT_BYTES + 1]);
+        let before = ANSWERS.lock().unwrap().len();
+        drop(big);
+        assert!(ANSWERS.lock().unwrap().len() <= before.max(POOLED_ANSWERS));
+        // A kept buffer comes back with its old bytes, cut to the length.
+        let mut b = answer_buffer(3);
+        b.copy_from_slice(b"abc");
+        assert_eq!(b.len(), 3);
+    }
+}
