@@ -449,11 +449,11 @@ impl Mesh {
                         request.kind(),
                     );
                     // Over a direct link that came up meanwhile: from now on
-                    // that link's replacement is watched, as for a first
-                    // send over it.
+                    // that link's replacement is watched too, as for a first
+                    // send over it (the quiet time goes on: that link may
+                    // close for good while the other route still works).
                     if let Some(Some(direct)) = self.route_via(env.clone(), None) {
                         went_on = Some(direct);
-                        quiet_until = None;
                     }
                 }
             }
@@ -722,7 +722,9 @@ mod tests {
 
     /// A question sent through another node and sent again over a direct
     /// link that came up meanwhile: when that link is then replaced, it is
-    /// sent again over the new one (as if it had first gone out there).
+    /// sent again over the new one at once (as if it had first gone out
+    /// there); when it closes for good, through the other node again after
+    /// the next quiet time.
     #[tokio::test(start_paused = true)]
     async fn a_question_asked_again_over_a_new_direct_link_follows_its_replacement() {
         let dir = tempfile::tempdir().unwrap();
@@ -754,6 +756,30 @@ mod tests {
         let answer = asking.await.unwrap();
         assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
         assert!(mesh.pending().is_empty(), "nothing left waiting");
+
+        // The direct link closes for good: the quiet time still sends it
+        // again, through the other node.
+        newer.closed.cancel();
+        links.unregister(&newer);
+        mesh.routes().via.insert(far, middle);
+        let asking = ask_status(&mesh, far, 8);
+        posted(&mut via_rx).await;
+        let (direct, mut direct_rx) = LinkHandle::detached(far, me);
+        assert!(links.register(direct.clone()));
+        posted(&mut direct_rx).await;
+        let at = tokio::time::Instant::now();
+        direct.closed.cancel();
+        links.unregister(&direct);
+        mesh.routes().via.insert(far, middle);
+        let last = posted(&mut via_rx).await;
+        assert_eq!(
+            at.elapsed(),
+            Duration::from_secs(2),
+            "after another quarter"
+        );
+        mesh.receive(middle, pong(last.id, far, me));
+        let answer = asking.await.unwrap();
+        assert!(matches!(answer, Ok(PeerAnswer::Pong)), "{answer:?}");
     }
 
     /// A node whose link closes for good (links to it come and go, none

@@ -780,16 +780,29 @@ static ANSWERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 const POOLED_ANSWERS: usize = 4;
 
 /// A buffer for an answer of `len` bytes: a kept one when there is one
-/// (its old bytes are overwritten by the read).
+/// (its old bytes are overwritten by the read; only what is past the
+/// length it last had is zeroed).
 fn answer_buffer(len: usize) -> Vec<u8> {
-    let kept = ANSWERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut buf = kept.unwrap_or_default();
+    reuse(&mut ANSWERS.lock().unwrap_or_else(|e| e.into_inner()), len)
+}
+
+/// [`answer_buffer`] from `kept`.
+fn reuse(kept: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut buf = kept.pop().unwrap_or_default();
     if buf.len() >= len {
         buf.truncate(len);
     } else {
         buf.resize(len, 0);
     }
     buf
+}
+
+/// Keeps `buf` in `kept` for a later answer, unless it is larger than a
+/// segment or [`POOLED_ANSWERS`] are kept already.
+fn give_back(kept: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() <= SEGMENT_BYTES && kept.len() < POOLED_ANSWERS {
+        kept.push(buf);
+    }
 }
 
 /// An answer's bytes, given back to [`ANSWERS`] once every slice of them
@@ -805,13 +818,7 @@ impl AsRef<[u8]> for Answer {
 impl Drop for Answer {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.0);
-        if buf.capacity() > SEGMENT_BYTES {
-            return;
-        }
-        let mut kept = ANSWERS.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < POOLED_ANSWERS {
-            kept.push(buf);
-        }
+        give_back(&mut ANSWERS.lock().unwrap_or_else(|e| e.into_inner()), buf);
     }
 }
 
@@ -1247,23 +1254,31 @@ mod tests {
 
     #[test]
     fn answer_buffers_are_kept_for_reuse_up_to_their_bound() {
-        for len in [10, SEGMENT_BYTES, 5, 4096] {
-            assert_eq!(answer_buffer(len).len(), len);
+        let mut kept = Vec::new();
+        let mut a = reuse(&mut kept, SEGMENT_BYTES);
+        assert_eq!(a.len(), SEGMENT_BYTES);
+        a[..3].copy_from_slice(b"old");
+        give_back(&mut kept, a);
+        // The same buffer again, cut to the length asked (its old bytes
+        // are the read's to overwrite).
+        let b = reuse(&mut kept, 5);
+        assert_eq!((b.len(), &b[..3]), (5, &b"old"[..]));
+        assert!(b.capacity() >= SEGMENT_BYTES && kept.is_empty());
+        give_back(&mut kept, b);
+        assert_eq!(reuse(&mut kept, 4096).len(), 4096, "grown again");
+        for _ in 0..2 * POOLED_ANSWERS {
+            give_back(&mut kept, vec![0; 10]);
         }
-        let sent: Vec<bytes::Bytes> = (0..2 * POOLED_ANSWERS)
-            .map(|_| bytes::Bytes::from_owner(Answer(answer_buffer(SEGMENT_BYTES))))
-            .collect();
-        drop(sent);
-        let kept = ANSWERS.lock().unwrap().len();
-        assert!((1..=POOLED_ANSWERS).contains(&kept), "{kept} buffers kept");
-        // Larger than a segment: not kept.
-        let big = Answer(vec![0; SEGMENT_BYTES + 1]);
-        let before = ANSWERS.lock().unwrap().len();
-        drop(big);
-        assert!(ANSWERS.lock().unwrap().len() <= before.max(POOLED_ANSWERS));
-        // A kept buffer comes back with its old bytes, cut to the length.
-        let mut b = answer_buffer(3);
-        b.copy_from_slice(b"abc");
-        assert_eq!(b.len(), 3);
+        assert_eq!(kept.len(), POOLED_ANSWERS, "at most this many kept");
+        kept.clear();
+        give_back(&mut kept, vec![0; SEGMENT_BYTES + 1]);
+        assert!(kept.is_empty(), "larger than a segment: not kept");
+        // Through the shared pool and `Bytes`: given back when the last
+        // slice goes.
+        let bytes = bytes::Bytes::from_owner(Answer(answer_buffer(SEGMENT_BYTES)));
+        let slice = bytes.slice(0..10);
+        drop(bytes);
+        drop(slice);
+        assert!(ANSWERS.lock().unwrap().len() <= POOLED_ANSWERS);
     }
 }
