@@ -582,6 +582,26 @@ mod tests {
         }
     }
 
+    /// A mesh of node `me` linked only to `middle`, which is the route to
+    /// `far`: the ids, the links, the mesh, and what is posted to `middle`.
+    fn through_middle() -> (
+        tempfile::TempDir,
+        [NodeId; 3],
+        Links,
+        Arc<Mesh>,
+        tokio::sync::mpsc::UnboundedReceiver<PeerMessage>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, middle, far) = (NodeId::random(), NodeId::random(), NodeId::random());
+        let links = Links::new(me);
+        let trust = Trust::new(dir.path(), vec![middle, far]);
+        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
+        let (link, rx) = LinkHandle::detached(middle, me);
+        assert!(links.register(link));
+        mesh.routes().via.insert(far, middle);
+        (dir, [me, middle, far], links, mesh, rx)
+    }
+
     /// Asks `to` for its status through `mesh`, in the background.
     fn ask_status(
         mesh: &Arc<Mesh>,
@@ -665,14 +685,7 @@ mod tests {
     /// question that changes something is never sent twice.
     #[tokio::test(start_paused = true)]
     async fn a_question_through_another_node_is_asked_again_when_unanswered() {
-        let dir = tempfile::tempdir().unwrap();
-        let (me, middle, far) = (NodeId::random(), NodeId::random(), NodeId::random());
-        let links = Links::new(me);
-        let trust = Trust::new(dir.path(), vec![middle, far]);
-        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
-        let (link, mut rx) = LinkHandle::detached(middle, me);
-        assert!(links.register(link.clone()));
-        mesh.routes().via.insert(far, middle);
+        let (_dir, [me, middle, far], _links, mesh, mut rx) = through_middle();
         let started = tokio::time::Instant::now();
         let asking = ask_status(&mesh, far, 8);
         // Lost on the way: only the asker's own clock sends it again.
@@ -727,14 +740,7 @@ mod tests {
     /// the next quiet time.
     #[tokio::test(start_paused = true)]
     async fn a_question_asked_again_over_a_new_direct_link_follows_its_replacement() {
-        let dir = tempfile::tempdir().unwrap();
-        let (me, middle, far) = (NodeId::random(), NodeId::random(), NodeId::random());
-        let links = Links::new(me);
-        let trust = Trust::new(dir.path(), vec![middle, far]);
-        let mesh = Mesh::new(me, "A".into(), links.clone(), trust);
-        let (via, mut via_rx) = LinkHandle::detached(middle, me);
-        assert!(links.register(via.clone()));
-        mesh.routes().via.insert(far, middle);
+        let (_dir, [me, middle, far], links, mesh, mut via_rx) = through_middle();
         let asking = ask_status(&mesh, far, 8);
         let first = posted(&mut via_rx).await;
         // A direct link comes up; the quiet time sends it there.
