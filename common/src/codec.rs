@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
+use crate::buffers::SEGMENTS;
+
 /// Largest frame either side accepts or sends (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -355,16 +357,72 @@ impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
             return Ok(None);
         };
         if let Some(n) = msg.body_len() {
-            let body = self.recv_raw().await?.ok_or(CodecError::Truncated)?;
-            if body.len() != n {
-                return Err(CodecError::Decode(format!(
-                    "body of {} bytes where the message announced {n}",
-                    body.len()
-                )));
-            }
-            msg.put_body(body.freeze());
+            let body = self.recv_body(n).await?;
+            msg.put_body(body);
         }
         Ok(Some(msg))
+    }
+
+    /// Receives a body frame that must be `n` bytes long. One of a length
+    /// [`SEGMENTS`] keeps is read straight into a kept buffer (see
+    /// [`crate::buffers`] for why); others through the frame decoder.
+    async fn recv_body(&mut self, n: usize) -> Result<Bytes, CodecError> {
+        let wrong = |len: usize| {
+            CodecError::Decode(format!(
+                "body of {len} bytes where the message announced {n}"
+            ))
+        };
+        if !SEGMENTS.keeps(n) {
+            let body = self.recv_raw().await?.ok_or(CodecError::Truncated)?;
+            if body.len() != n {
+                return Err(wrong(body.len()));
+            }
+            return Ok(body.freeze());
+        }
+        let mut prefix = [0u8; 4];
+        self.read_exact_raw(&mut prefix).await?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len != n {
+            return Err(wrong(len));
+        }
+        let max = self.stream.decoder().inner.max_frame_length();
+        if len > max {
+            return Err(CodecError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a frame of {len} bytes exceeds the {max}-byte limit"),
+            )));
+        }
+        let mut buf = SEGMENTS.take(len);
+        match self.read_exact_raw(&mut buf).await {
+            Ok(()) => Ok(SEGMENTS.freeze(buf)),
+            Err(e) => {
+                SEGMENTS.give_back(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills `out` with the next bytes of the stream: first those the
+    /// frame decoder has read ahead, then straight from the stream. Only
+    /// between frames (the decoder holds no part of one).
+    async fn read_exact_raw(&mut self, out: &mut [u8]) -> Result<(), CodecError> {
+        use bytes::Buf;
+        use tokio::io::AsyncReadExt;
+        let ahead = self.stream.read_buffer_mut();
+        let k = ahead.len().min(out.len());
+        out[..k].copy_from_slice(&ahead[..k]);
+        ahead.advance(k);
+        if k < out.len() {
+            self.stream
+                .get_mut()
+                .read_exact(&mut out[k..])
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => CodecError::Truncated,
+                    _ => CodecError::Io(e),
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -452,7 +510,9 @@ mod tests {
             if self.0.is_empty() {
                 return std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            buf.put_slice(&std::mem::take(&mut self.0));
+            let n = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0.drain(..n);
             std::task::Poll::Ready(Ok(()))
         }
     }
@@ -554,6 +614,96 @@ mod tests {
         .unwrap();
         let err = r.recv_msg::<PeerMessage>().await.unwrap_err();
         assert!(err.to_string().contains("announced 1000"), "{err}");
+    }
+
+    /// A message whose body is a segment: read into a kept buffer of
+    /// [`SEGMENTS`], whatever the pieces it arrives in; what follows it is
+    /// read as before; a cut, a wrong length or one above the frame limit
+    /// is refused.
+    #[tokio::test]
+    async fn segment_bodies_are_read_into_kept_buffers() {
+        use crate::proto::{BlockData, PeerMessage};
+        let seg = crate::buffers::SEGMENT_MAX;
+        let whole = Bytes::from((0..seg).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let blocks = |n: usize| {
+            vec![
+                BlockData::new(0, whole.slice(..n / 2)),
+                BlockData::new(1, whole.slice(n / 2..n)),
+            ]
+        };
+        let message = |n: usize| PeerMessage::Blocks {
+            req: 1,
+            data: Ok(blocks(n)),
+        };
+        // Two messages and a plain one, as bytes, fed in odd pieces.
+        let mut stream = Vec::new();
+        {
+            let (a, mut b) = tokio::io::duplex(4 << 20);
+            let (mut w, _) = FrameIo::new(a).split();
+            w.send_msg(message(seg)).await.unwrap();
+            w.send_msg(message(seg * 3 / 4)).await.unwrap();
+            w.send(&PeerMessage::Resume { since: 5 }).await.unwrap();
+            drop(w);
+            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut stream)
+                .await
+                .unwrap();
+        }
+        let (mut a, b) = tokio::io::duplex(1 << 10);
+        let sending = stream.clone();
+        let feeder = tokio::spawn(async move {
+            for piece in sending.chunks(4093) {
+                a.write_all(piece).await.unwrap();
+            }
+        });
+        let mut r = FrameIo::new(b);
+        for n in [seg, seg * 3 / 4] {
+            match r.recv_msg::<PeerMessage>().await.unwrap() {
+                Some(PeerMessage::Blocks { data: Ok(b), .. }) => {
+                    assert_eq!(&b[0].bytes[..], &whole[..n / 2]);
+                    assert_eq!(&b[1].bytes[..], &whole[n / 2..n]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            r.recv_msg::<PeerMessage>().await.unwrap(),
+            Some(PeerMessage::Resume { since: 5 })
+        ));
+        feeder.await.unwrap();
+        // Given back once the blocks were dropped.
+        assert!(SEGMENTS.kept() > 0);
+
+        // Cut inside the first body.
+        let mut r = FrameIo::new(CutTls(stream[..seg / 2].to_vec()));
+        let end = r.recv_msg::<PeerMessage>().await;
+        assert!(matches!(end, Err(CodecError::Truncated)), "{end:?}");
+
+        // A header announcing a segment, then a frame one byte short.
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let (mut w, _) = FrameIo::new(a).split();
+        let mut r = FrameIo::new(b);
+        let mut header = message(seg);
+        let _ = Body::take_body(&mut header);
+        w.write_frames(
+            vec![encode(&header).unwrap()],
+            Some(vec![whole.slice(..seg - 1)]),
+        )
+        .await
+        .unwrap();
+        let err = r.recv_msg::<PeerMessage>().await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("announced {seg}")),
+            "{err}"
+        );
+
+        // Above a lowered frame limit: refused before it is read.
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let (mut w, _) = FrameIo::new(a).split();
+        let mut r = FrameIo::new(b);
+        r.set_max_frame(64 << 10);
+        w.send_msg(message(seg)).await.unwrap();
+        let err = r.recv_msg::<PeerMessage>().await.unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (TLS over TCP, see [`tls`]).
 
 pub mod blocklist;
+pub mod buffers;
 pub mod codec;
 pub mod delta;
 pub mod display;

@@ -16,6 +16,10 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 pub const HISTORY: usize = 150;
 /// Every how many samples a line goes to the log (every 30 s).
 const LOG_EVERY: u32 = 15;
+/// How long the segment buffers kept for reuse
+/// ([`tandem_common::buffers::SEGMENTS`], up to 8 MiB) stay when no
+/// transfer uses them.
+const KEEP_BUFFERS_IDLE: Duration = Duration::from_secs(20);
 
 /// Counters and the latest samples.
 pub struct Metrics {
@@ -175,6 +179,9 @@ impl Metrics {
             tokio::select! {
                 _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                 _ = stop.cancelled() => return,
+            }
+            if tandem_common::buffers::SEGMENTS.release_idle(KEEP_BUFFERS_IDLE) > 0 {
+                release_memory();
             }
             let rss = rss_now(&mut sys);
             let s = self.sample(&mut prev, rss, cache());

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_common::blocklist::{self, MAX_GROUPS_PER_REQUEST};
+use tandem_common::buffers::SEGMENTS;
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::delta;
 use tandem_common::model::BLOCK_SIZE;
@@ -770,61 +771,6 @@ async fn relay_events(
 /// once (6 MiB), so a request waits behind a few others, not a whole sync.
 static BLOCK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// Answer buffers whose bytes were sent, kept for the next answers: a
-/// fresh 1 MiB buffer is zeroed (and often faulted in) only to be
-/// overwritten by the read, a pass over every byte sent. At most
-/// [`POOLED_ANSWERS`] are kept.
-static ANSWERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// Answer buffers kept for reuse, at most (each up to a segment, 1 MiB).
-const POOLED_ANSWERS: usize = 4;
-
-/// A buffer for an answer of `len` bytes: a kept one when there is one
-/// (its old bytes are overwritten by the read; only what is past the
-/// length it last had is zeroed).
-fn answer_buffer(len: usize) -> Vec<u8> {
-    reuse(&mut ANSWERS.lock().unwrap_or_else(|e| e.into_inner()), len)
-}
-
-/// [`answer_buffer`] from `kept`.
-fn reuse(kept: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
-    let mut buf = kept.pop().unwrap_or_default();
-    if buf.len() >= len {
-        buf.truncate(len);
-    } else {
-        buf.resize(len, 0);
-    }
-    buf
-}
-
-/// Keeps `buf` in `kept` for a later answer, unless it is larger than a
-/// segment or [`POOLED_ANSWERS`] are kept already.
-fn give_back(kept: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    if buf.capacity() <= SEGMENT_BYTES && kept.len() < POOLED_ANSWERS {
-        kept.push(buf);
-    }
-}
-
-/// An answer's bytes, given back to [`ANSWERS`] once every slice of them
-/// is sent.
-struct Answer(Vec<u8>);
-
-impl AsRef<[u8]> for Answer {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.0);
-        give_back(&mut ANSWERS.lock().unwrap_or_else(|e| e.into_inner()), buf);
-    }
-}
-
-/// The largest answer a transfer asks for at once.
-const SEGMENT_BYTES: usize = crate::transfer::SEGMENT_BLOCKS * BLOCK_SIZE as usize;
-
 /// Reads the asked blocks of our current version of `path`, checking that it
 /// is still the version `hash` and that each block still matches. A block
 /// with a base in `bases` is answered with only the chunks that differ
@@ -898,7 +844,7 @@ pub(crate) async fn serve_blocks(
     // of those has its own malloc arena, and answers freed into a dozen
     // arenas kept about 20 MiB more resident on a 1 GiB send. (A patch's
     // answer, only the changed chunks, is still made there: it is small.)
-    let mut buf = answer_buffer(total);
+    let mut buf = SEGMENTS.take(total);
     let disk = full.clone();
     let res = tokio::task::spawn_blocking(move || -> BlockAnswer {
         // Held by the read itself: it is not cut short if the request is.
@@ -916,7 +862,7 @@ pub(crate) async fn serve_blocks(
             }
         }
         if base_of.is_empty() {
-            let buf = bytes::Bytes::from_owner(Answer(buf));
+            let buf = SEGMENTS.freeze(buf);
             let out: Vec<BlockData> = spans
                 .into_iter()
                 .map(|(i, _, at, len)| BlockData::new(i, buf.slice(at..at + len)))
@@ -950,7 +896,7 @@ pub(crate) async fn serve_blocks(
             }
             parts.push((i, mask, from..sent.len()));
         }
-        drop(buf);
+        SEGMENTS.give_back(buf);
         let sent = bytes::Bytes::from(sent);
         Ok(parts
             .into_iter()
@@ -1247,38 +1193,3 @@ async fn dial_once(
 
 /// How long a TLS handshake plus hello may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answer_buffers_are_kept_for_reuse_up_to_their_bound() {
-        let mut kept = Vec::new();
-        let mut a = reuse(&mut kept, SEGMENT_BYTES);
-        assert_eq!(a.len(), SEGMENT_BYTES);
-        a[..3].copy_from_slice(b"old");
-        give_back(&mut kept, a);
-        // The same buffer again, cut to the length asked (its old bytes
-        // are the read's to overwrite).
-        let b = reuse(&mut kept, 5);
-        assert_eq!((b.len(), &b[..3]), (5, &b"old"[..]));
-        assert!(b.capacity() >= SEGMENT_BYTES && kept.is_empty());
-        give_back(&mut kept, b);
-        assert_eq!(reuse(&mut kept, 4096).len(), 4096, "grown again");
-        for _ in 0..2 * POOLED_ANSWERS {
-            give_back(&mut kept, vec![0; 10]);
-        }
-        assert_eq!(kept.len(), POOLED_ANSWERS, "at most this many kept");
-        kept.clear();
-        give_back(&mut kept, vec![0; SEGMENT_BYTES + 1]);
-        assert!(kept.is_empty(), "larger than a segment: not kept");
-        // Through the shared pool and `Bytes`: given back when the last
-        // slice goes.
-        let bytes = bytes::Bytes::from_owner(Answer(answer_buffer(SEGMENT_BYTES)));
-        let slice = bytes.slice(0..10);
-        drop(bytes);
-        drop(slice);
-        assert!(ANSWERS.lock().unwrap().len() <= POOLED_ANSWERS);
-    }
-}
