@@ -260,11 +260,21 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
             whole.update(data);
         }
         let f = file.clone();
+        // A segment's blocks are consecutive, sorted.
+        let span = blocks
+            .first()
+            .zip(blocks.last())
+            .map(|((first, _), (last, data))| {
+                *first as u64 * BLOCK_SIZE..*last as u64 * BLOCK_SIZE + data.len() as u64
+            });
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             for (i, data) in blocks {
                 f.write_all_at(&data, i as u64 * BLOCK_SIZE)?;
             }
             drop(held);
+            if let Some(span) = span {
+                start_writeback(&f, span);
+            }
             Ok(())
         })
         .await
@@ -306,6 +316,28 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
         from,
         took: started.elapsed(),
     })
+}
+
+/// Starts writing `range` of `f` to disk, without waiting for it: the
+/// `fsync` at the end then finds most of the file written already, instead
+/// of writing all of it while the transfer waits (4 KiB edit of a 256 MiB
+/// file, its 256 MiB copied from the old copy: 0.51 -> 0.41 s). Only a
+/// hint: if it fails, that `fsync` writes everything, and its errors count.
+fn start_writeback(f: &File, range: std::ops::Range<u64>) {
+    if range.is_empty() {
+        return;
+    }
+    let (Ok(at), Ok(len)) = (
+        i64::try_from(range.start),
+        i64::try_from(range.end - range.start),
+    ) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads the descriptor, which `f` keeps
+    // open; it does not touch memory of ours.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// The first block of the written temp file that does not match its hash
