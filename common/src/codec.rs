@@ -351,7 +351,8 @@ impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
     }
 
     /// Receives one message and, when it says one follows, its raw body
-    /// frame (see [`Body`]).
+    /// frame (see [`Body`]). Not cancel-safe, and an error may leave the
+    /// stream inside a frame: after either, the connection is closed.
     pub async fn recv_msg<T: DeserializeOwned + Body>(&mut self) -> Result<Option<T>, CodecError> {
         let Some(mut msg) = self.recv::<T>().await? else {
             return Ok(None);

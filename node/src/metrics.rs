@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tandem_common::buffers::{KEEP_IDLE, SEGMENTS};
 use tandem_common::proto::NodeSample;
 
 /// How often CPU, memory and traffic are sampled.
@@ -16,10 +17,6 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 pub const HISTORY: usize = 150;
 /// Every how many samples a line goes to the log (every 30 s).
 const LOG_EVERY: u32 = 15;
-/// How long the segment buffers kept for reuse
-/// ([`tandem_common::buffers::SEGMENTS`], up to 8 MiB) stay when no
-/// transfer uses them.
-const KEEP_BUFFERS_IDLE: Duration = Duration::from_secs(20);
 
 /// Counters and the latest samples.
 pub struct Metrics {
@@ -180,7 +177,9 @@ impl Metrics {
                 _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
-            if tandem_common::buffers::SEGMENTS.release_idle(KEEP_BUFFERS_IDLE) > 0 {
+            // The segment buffers kept for reuse (up to 8 MiB) go when no
+            // transfer has used them for a while.
+            if SEGMENTS.release_idle(KEEP_IDLE) > 0 {
                 release_memory();
             }
             let rss = rss_now(&mut sys);

@@ -1038,6 +1038,54 @@ async fn fetch_remote(
 mod tests {
     use super::*;
 
+    /// Blocks read from local files into a buffer that held other bytes
+    /// (as a kept one does): each block that is there and matches comes
+    /// back exactly; one that does not match, or whose file is missing,
+    /// does not come back at all.
+    #[test]
+    fn local_blocks_are_read_exactly_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BLOCK_SIZE as usize;
+        let a: Vec<u8> = (0..2 * bs + 100).map(|i| (i % 253) as u8).collect();
+        let b: Vec<u8> = (0..bs).map(|i| (i % 7) as u8).collect();
+        let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&pa, &a).unwrap();
+        std::fs::write(&pb, &b).unwrap();
+        let gone = dir.path().join("gone");
+        let wanted = vec![
+            (0, pa.clone(), 2),
+            (1, pa.clone(), 0),
+            (2, pb.clone(), 0),
+            (3, pa.clone(), 1),
+            (4, gone, 0),
+        ];
+        let lens = [100, bs, bs, bs, bs];
+        let hashes = [
+            ContentHash::of(&a[2 * bs..]),
+            ContentHash::of(&a[..bs]),
+            ContentHash::of(&b),
+            // Not what the file has there.
+            ContentHash::of(&b),
+            ContentHash::of(&b),
+        ];
+        let stale = vec![0xa5u8; lens.iter().sum()];
+        let got = read_local(wanted, &lens, &hashes, stale);
+        let got: Vec<(usize, Option<Vec<u8>>)> = got
+            .into_iter()
+            .map(|(i, d)| (i, d.map(|d| d.to_vec())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Some(a[2 * bs..].to_vec())),
+                (1, Some(a[..bs].to_vec())),
+                (2, Some(b.clone())),
+                (3, None),
+                (4, None),
+            ]
+        );
+    }
+
     #[test]
     fn a_patched_block_counts_only_if_it_makes_the_block() {
         let old = vec![3u8; BLOCK_SIZE as usize];

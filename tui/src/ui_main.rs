@@ -11,6 +11,7 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tandem_common::RelPath;
+use tandem_common::buffers::{KEEP_IDLE, SEGMENTS};
 use tandem_common::proto::{ApiError, ClientRequest, ClientResponse};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
@@ -125,7 +126,14 @@ async fn event_loop(
                 Some(i) => i,
                 None => continue,
             },
-            _ = tick.tick() => Incoming::Msg(Msg::Tick(now_ns())),
+            _ = tick.tick() => {
+                // A fetch's chunks came through kept buffers: let them go
+                // once no fetch has used them for a while.
+                if SEGMENTS.release_idle(KEEP_IDLE) > 0 {
+                    crate::memory::release_memory();
+                }
+                Incoming::Msg(Msg::Tick(now_ns()))
+            }
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
