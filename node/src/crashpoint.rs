@@ -23,3 +23,39 @@ pub fn reached(name: &str) {
     #[cfg(not(debug_assertions))]
     let _ = name;
 }
+
+/// Waits here while a test holds this point: with
+/// `TANDEM_HOLD_AT=NAME:FILE` in its environment, a debug build reaching
+/// the point called `NAME` creates `FILE` and waits until the test removes
+/// it (a minute at most), so the test can act inside a window it could
+/// never time from outside (a user deleting a folder right after the node
+/// made it, say). Release builds read nothing and do nothing.
+#[inline]
+pub fn held(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        static WANTED: std::sync::OnceLock<Option<(String, std::path::PathBuf)>> =
+            std::sync::OnceLock::new();
+        let wanted = WANTED.get_or_init(|| {
+            let v = std::env::var("TANDEM_HOLD_AT").ok()?;
+            let (point, file) = v.split_once(':')?;
+            Some((point.to_string(), file.into()))
+        });
+        if let Some((point, file)) = wanted
+            && point == name
+        {
+            eprintln!(
+                "hold point {name} reached: waiting for {} to go",
+                file.display()
+            );
+            if std::fs::write(file, name).is_ok() {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while file.exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}

@@ -1383,6 +1383,48 @@ fn a_crash_after_a_peers_folder_or_rename_records_it_as_the_peers() {
     }
 }
 
+/// A folder made for a peer and removed here right away, before the node
+/// recorded it (a person deleting what just appeared; chaos pair seed
+/// 327): it stays removed on both, the removal being a change made here.
+/// Before, the apply failed on the vanished folder, was retried, and made
+/// the folder again on B, and so on A. The window is held open with the
+/// hold point `folder-created` (debug builds).
+#[test]
+fn a_folder_removed_right_after_it_was_made_for_a_peer_stays_removed() {
+    if !crash_points_built() {
+        return;
+    }
+    let (a, mut b) = linked_pair(&[]);
+    let hold = b.dir().with_extension("hold");
+    b.stop();
+    b.env_mut().push((
+        "TANDEM_HOLD_AT".into(),
+        format!("folder-created:{}", hold.display()).into(),
+    ));
+    b.restart();
+    harness::wait_linked(&a, &b);
+    fs::create_dir(a.path("deep")).expect("make deep on A");
+    wait_until(SYNC_TIMEOUT, "B to make deep and hold", &[&a, &b], || {
+        hold.exists()
+    });
+    assert!(b.path("deep").is_dir(), "deep is made on B");
+    fs::remove_dir(b.path("deep")).expect("remove deep on B");
+    fs::remove_file(&hold).expect("let B go on");
+    marker(&b, &a, "after-removal.txt");
+    marker(&a, &b, "after-removal-back.txt");
+    let fail = |m: &str| harness::fail_with_logs(m, &[&a, &b]);
+    assert!(!exists(&b.path("deep")), "{}", fail("deep is back on B"));
+    wait_until(SYNC_TIMEOUT, "deep to go from A", &[&a, &b], || {
+        !exists(&a.path("deep"))
+    });
+    assert!(
+        b.log()
+            .contains("deep: removed here right after it was made for A"),
+        "{}",
+        fail("B did not take the removal for its own")
+    );
+}
+
 /// A crash inside a conflict, right after the winner was swapped in and
 /// our losing version out (`install-exchanged`; a file's loser is no
 /// longer moved out first, which left the path empty for a moment: a crash

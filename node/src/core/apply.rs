@@ -266,17 +266,43 @@ impl Core {
             self.note_made(made);
         }
         std::fs::create_dir_all(&full)?;
+        crate::crashpoint::held("folder-created");
+        // Removed here right after it was made (a person deleting what
+        // just appeared): the peer's folder was applied, and its removal
+        // is a change of ours, found by the look that follows. Retrying
+        // would make it again and undo that deletion.
+        let removed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         // A link to a folder put there meanwhile satisfies create_dir_all;
         // its target's mode must not be changed through it.
-        if !std::fs::symlink_metadata(&full)?.is_dir() {
-            return Err(std::io::Error::other(
-                "something not a folder appeared here while the folder was being made; deciding again",
-            ));
+        let set = match std::fs::symlink_metadata(&full) {
+            Ok(m) if !m.is_dir() => {
+                return Err(std::io::Error::other(
+                    "something not a folder appeared here while the folder was being made; deciding again",
+                ));
+            }
+            Ok(_) => std::fs::set_permissions(
+                &full,
+                std::fs::Permissions::from_mode(
+                    entry.mode & tandem_common::model::SYNCED_MODE_BITS,
+                ),
+            ),
+            Err(e) => Err(e),
+        };
+        match set {
+            Ok(()) => {}
+            Err(e) if removed(&e) => {
+                tracing::info!(
+                    "{}: removed here right after it was made for {}; the removal is a change of ours",
+                    entry.path,
+                    self.peer_name(peer)
+                );
+                self.pending
+                    .insert(entry.path.clone(), std::time::Instant::now());
+                self.index.record_remote(entry, None, origin);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
-        std::fs::set_permissions(
-            &full,
-            std::fs::Permissions::from_mode(entry.mode & tandem_common::model::SYNCED_MODE_BITS),
-        )?;
         crate::crashpoint::reached("folder-made");
         if local.as_ref().is_none_or(|l| l.deleted) {
             tracing::info!(
