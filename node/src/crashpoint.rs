@@ -26,10 +26,12 @@ pub fn reached(name: &str) {
 
 /// Waits here while a test holds this point: with
 /// `TANDEM_HOLD_AT=NAME:FILE` in its environment, a debug build reaching
-/// the point called `NAME` creates `FILE` and waits until the test removes
-/// it (a minute at most), so the test can act inside a window it could
-/// never time from outside (a user deleting a folder right after the node
-/// made it, say). Release builds read nothing and do nothing.
+/// the point called `NAME` the first time creates `FILE` and waits until
+/// the test removes it (a minute at most), so the test can act inside a
+/// window it could never time from outside (a user deleting a folder right
+/// after the node made it, say). Later visits go on at once (a retry must
+/// show what it does, not hold the node again). Release builds read
+/// nothing and do nothing.
 #[inline]
 pub fn held(name: &str) {
     #[cfg(debug_assertions)]
@@ -41,8 +43,10 @@ pub fn held(name: &str) {
             let (point, file) = v.split_once(':')?;
             Some((point.to_string(), file.into()))
         });
+        static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if let Some((point, file)) = wanted
             && point == name
+            && !HELD.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             eprintln!(
                 "hold point {name} reached: waiting for {} to go",

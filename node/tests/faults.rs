@@ -1395,7 +1395,8 @@ fn a_folder_removed_right_after_it_was_made_for_a_peer_stays_removed() {
         return;
     }
     let (a, mut b) = linked_pair(&[]);
-    let hold = b.dir().with_extension("hold");
+    // In B's state folder: gone with the test's folders, whatever happens.
+    let hold = b.state_dir().join("test-hold");
     b.stop();
     b.env_mut().push((
         "TANDEM_HOLD_AT".into(),
