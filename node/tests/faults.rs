@@ -1383,6 +1383,22 @@ fn a_crash_after_a_peers_folder_or_rename_records_it_as_the_peers() {
     }
 }
 
+/// Restarts `b` (linked with `a`) to hold at hold point `point` (see
+/// `TANDEM_HOLD_AT` in the README); returns the file B makes there, whose
+/// removal lets it go on. The file is in B's state folder: gone with the
+/// test's folders, whatever happens.
+fn hold_on_restart(a: &Node, b: &mut Node, point: &str) -> PathBuf {
+    let hold = b.state_dir().join("test-hold");
+    b.stop();
+    b.env_mut().push((
+        "TANDEM_HOLD_AT".into(),
+        format!("{point}:{}", hold.display()).into(),
+    ));
+    b.restart();
+    harness::wait_linked(a, b);
+    hold
+}
+
 /// A folder made for a peer and removed here right away, before the node
 /// recorded it (a person deleting what just appeared; chaos pair seed
 /// 327): it stays removed on both, the removal being a change made here.
@@ -1395,15 +1411,7 @@ fn a_folder_removed_right_after_it_was_made_for_a_peer_stays_removed() {
         return;
     }
     let (a, mut b) = linked_pair(&[]);
-    // In B's state folder: gone with the test's folders, whatever happens.
-    let hold = b.state_dir().join("test-hold");
-    b.stop();
-    b.env_mut().push((
-        "TANDEM_HOLD_AT".into(),
-        format!("folder-created:{}", hold.display()).into(),
-    ));
-    b.restart();
-    harness::wait_linked(&a, &b);
+    let hold = hold_on_restart(&a, &mut b, "folder-created");
     fs::create_dir(a.path("deep")).expect("make deep on A");
     wait_until(SYNC_TIMEOUT, "B to make deep and hold", &[&a, &b], || {
         hold.exists()
@@ -1421,6 +1429,51 @@ fn a_folder_removed_right_after_it_was_made_for_a_peer_stays_removed() {
     assert!(
         b.log()
             .contains("deep: removed here right after it was made for A"),
+        "{}",
+        fail("B did not take the removal for its own")
+    );
+}
+
+/// The same for a file renamed for a peer's rename and removed here right
+/// after (hold point `rename-moved`): the peer's rename is done, the
+/// removal is ours, and neither name comes back. Before, the failed rename
+/// was given up and the new name fetched from the peer.
+#[test]
+fn a_file_removed_right_after_it_was_renamed_for_a_peer_stays_removed() {
+    if !crash_points_built() {
+        return;
+    }
+    let (a, mut b) = linked_pair(&[]);
+    // Past what travels with the announcement: renamed, not given.
+    put(a.path("x.bin"), pattern(256 * 1024, 3));
+    wait_same_trees(&a, &b, "x.bin synced to B", SYNC_TIMEOUT);
+    let hold = hold_on_restart(&a, &mut b, "rename-moved");
+    fs::rename(a.path("x.bin"), a.path("y.bin")).expect("rename on A");
+    wait_until(
+        SYNC_TIMEOUT,
+        "B to rename x.bin and hold",
+        &[&a, &b],
+        || hold.exists(),
+    );
+    assert!(b.path("y.bin").is_file(), "y.bin is in place on B");
+    fs::remove_file(b.path("y.bin")).expect("remove y.bin on B");
+    fs::remove_file(&hold).expect("let B go on");
+    marker(&b, &a, "after-removal.txt");
+    marker(&a, &b, "after-removal-back.txt");
+    let fail = |m: &str| harness::fail_with_logs(m, &[&a, &b]);
+    wait_until(SYNC_TIMEOUT, "y.bin to go from A", &[&a, &b], || {
+        !exists(&a.path("y.bin"))
+    });
+    for (node, name) in [(&a, "x.bin"), (&b, "x.bin"), (&b, "y.bin")] {
+        assert!(
+            !exists(&node.path(name)),
+            "{}",
+            fail(&format!("{name} is back on {}", node.name()))
+        );
+    }
+    assert!(
+        b.log()
+            .contains("y.bin: removed here right after it was renamed for A"),
         "{}",
         fail("B did not take the removal for its own")
     );

@@ -213,8 +213,22 @@ impl Core {
         let made = super::apply::make_parents(&self.root, parent, &mut self.journal)?;
         self.note_made(made);
         super::apply::rename2(&from, &to, libc::RENAME_NOREPLACE)?;
+        crate::crashpoint::held("rename-moved");
         let st = match super::apply::set_meta(&to, &entry) {
-            Ok(st) => st,
+            Ok(st) => Some(st),
+            // Removed (or moved away) here right after it was renamed: the
+            // peer's rename is done, and the removal is a change of ours,
+            // found by the look that follows. (It cannot be renamed back,
+            // and rebuilding the new name would undo the removal.)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    "{}: removed here right after it was renamed for {}; the removal is a change of ours",
+                    new.path,
+                    self.peer_name(peer)
+                );
+                self.pending.insert(new.path.clone(), Instant::now());
+                None
+            }
             Err(e) => {
                 // Back where it was, so nothing looks like a rename made
                 // here; the new name is then rebuilt from the blocks.
@@ -250,8 +264,7 @@ impl Core {
             millis: started.elapsed().as_millis() as u64,
         });
         // First: its block list comes from the old name's record.
-        self.index
-            .record_remote(entry, Some(st), exact.then_some(peer));
+        self.index.record_remote(entry, st, exact.then_some(peer));
         // The old name's deletion is recorded now, before anything looks
         // at the disk there again (it would take the missing file for a
         // delete made here).
