@@ -49,7 +49,8 @@ impl fmt::Debug for NodeId {
 /// applied from the network, so no peer or client can plant a setuid file.
 pub const SYNCED_MODE_BITS: u32 = 0o777;
 
-/// A BLAKE3 hash of a file's content or of one block.
+/// A BLAKE3 hash of a file's content, or of one block of it (see
+/// [`crate::hashing::block_hash`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct ContentHash(pub [u8; 32]);
 

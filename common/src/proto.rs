@@ -26,6 +26,11 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 18: the block hashes of a file of more than one block are BLAKE3
+/// chaining values, from which the content hash is made (see
+/// [`crate::hashing`]); a list must make the entry's content hash. An older
+/// node's lists would not, so it is refused at hello
+/// (`Refusal::VersionMismatch`).
 /// 17: typed errors in answers between nodes: `PeerError` for content
 /// (`Blocks`, `Files`, `BlockList`, `PeerAnswer::Blocks`), `ApiError` for
 /// a question's answer (`Answer`, and the lock cluster's forwarded
@@ -62,7 +67,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 17;
+pub const PROTOCOL_VERSION: u32 = 18;
 
 /// Largest file whose content may travel inside an index message (the
 /// receiver installs it without asking: one crossing instead of three).

@@ -1497,7 +1497,7 @@ where
                 let len = (e2.size - off).min(bs) as usize;
                 let mut buf = vec![0u8; len];
                 f2.read_exact_at(&mut buf, off).map_err(|e| e.to_string())?;
-                if ContentHash::of(&buf) != e2.blocks[b] {
+                if tandem_common::hashing::block_hash(&buf, b, e2.size) != e2.blocks[b] {
                     return Err(String::new());
                 }
                 out.extend_from_slice(&buf);

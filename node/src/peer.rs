@@ -19,6 +19,7 @@ use tandem_common::blocklist::{self, MAX_GROUPS_PER_REQUEST};
 use tandem_common::buffers::SEGMENTS;
 use tandem_common::codec::{FrameIo, FrameReader};
 use tandem_common::delta;
+use tandem_common::hashing::block_hash;
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{
     self, BlockBase, BlockData, BlockListPart, FileData, Hello, PeerError, PeerMessage, Role,
@@ -857,7 +858,7 @@ pub(crate) async fn serve_blocks(
         for &(i, off, at, len) in &spans {
             let b = &mut buf[at..at + len];
             f.read_exact_at(b, off).map_err(unreadable)?;
-            if ContentHash::of(b) != entry.blocks[i as usize] {
+            if block_hash(b, i as usize, entry.size) != entry.blocks[i as usize] {
                 return Err(PeerError::ChangedOnDisk(path));
             }
         }

@@ -36,7 +36,14 @@ use crate::index::{LocalStat, Record};
 /// knows only schema 5 could not decode: it refuses the folder by its
 /// schema instead of calling a row corrupt. A schema-5 folder is taken as
 /// it is (its links were never indexed; the start-up scan finds them).
-const SCHEMA_VERSION: i64 = 6;
+/// 7: the block hashes of a file of more than one block are BLAKE3 chaining
+/// values (see `tandem_common::hashing`; protocol 18). A schema-6 (or 5)
+/// folder is migrated on open: the stats of such files are forgotten, so
+/// the start-up scan reads them again and records their new block lists
+/// (their versions do not change); peers' entries waiting here (`needed`,
+/// `held`) are dropped and every peer's progress is reset, so peers
+/// announce everything again, with lists of the new kind.
+const SCHEMA_VERSION: i64 = 7;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +94,20 @@ impl Store {
         match store.meta_i64("schema")? {
             None => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(SCHEMA_VERSION) => {}
-            Some(5) => store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?,
+            Some(v @ (5 | 6)) => {
+                tracing::warn!(
+                    "migrating the index database from schema {v} to {SCHEMA_VERSION}: files larger than one block are read again at start-up for their new block lists, and peers will announce everything again"
+                );
+                store.conn.execute_batch(&format!(
+                    "BEGIN;
+                     UPDATE files SET inode = NULL, size = NULL, mtime_ns = NULL, mode = NULL
+                         WHERE size > {};
+                     DELETE FROM needed; DELETE FROM held; UPDATE peers SET seq = 0;
+                     COMMIT;",
+                    tandem_common::model::BLOCK_SIZE
+                ))?;
+                store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
+            }
             Some(4) => {
                 // Locks moved to the lock cluster (STATE/raft.db) in
                 // protocol 7; the old vote's records mean nothing there.
@@ -654,6 +674,61 @@ pub(crate) mod tests {
             matches!(err, StoreError::Schema(v) if v == SCHEMA_VERSION + 1),
             "{err}"
         );
+    }
+
+    /// Schema 6 held block lists of the older kind: a file of more than
+    /// one block must be read again (its stat forgotten, its entry kept),
+    /// and what peers sent must come again.
+    #[test]
+    fn schema_6_forgets_the_stats_of_files_of_many_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let small = record("small.txt", 1, false);
+        let mut big = record("big.bin", 2, false);
+        let bs = tandem_common::model::BLOCK_SIZE;
+        big.entry.size = 3 * bs;
+        big.entry.blocks = vec![
+            ContentHash::of(b"a"),
+            ContentHash::of(b"b"),
+            ContentHash::of(b"c"),
+        ];
+        big.stat = Some(LocalStat {
+            inode: 7,
+            size: 3 * bs,
+            mtime_ns: big.entry.mtime_ns,
+            mode: 0o644,
+        });
+        let gone = record("gone.bin", 3, true);
+        let mut s = Store::open(&db).unwrap();
+        s.save(&[small.clone(), big.clone(), gone.clone()]).unwrap();
+        let peer = NodeId::random();
+        s.conn
+            .execute_batch(&format!(
+                "INSERT INTO peers(id, seq, name) VALUES (X'{}', 41, 'B');
+                 INSERT INTO needed(path, wanted) VALUES ('x', X'00');
+                 INSERT INTO held(item) VALUES (X'00');",
+                data_encoding::HEXUPPER.encode(peer.0.as_bytes())
+            ))
+            .unwrap();
+        s.set_meta("schema", &6i64.to_be_bytes()).unwrap();
+        drop(s);
+        let s = Store::open(&db).expect("schema 6 opens");
+        assert_eq!(s.meta_i64("schema").unwrap(), Some(SCHEMA_VERSION));
+        let mut got = s.load().unwrap();
+        got.sort_by_key(|a| a.seq);
+        let mut want_big = big;
+        want_big.stat = None;
+        assert_eq!(got, vec![small, want_big, gone]);
+        assert_eq!(s.peers().unwrap()[0].1, 0, "the peer's progress is reset");
+        let left: i64 = s
+            .conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM needed) + (SELECT count(*) FROM held)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "peers' waiting entries are dropped");
     }
 
     #[test]

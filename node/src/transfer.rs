@@ -28,6 +28,7 @@ use bytes::Bytes;
 use tandem_common::blocklist;
 use tandem_common::buffers::{SEGMENT_MAX, SEGMENTS};
 use tandem_common::delta;
+use tandem_common::hashing::{block_hash, root_of};
 use tandem_common::model::BLOCK_SIZE;
 use tandem_common::proto::{BlockBase, BlockData, BlockListPart, FileData, PeerError};
 use tandem_common::{ContentHash, FileEntry, NodeId, RelPath};
@@ -202,6 +203,18 @@ type SegmentResult = Result<Got, Failure>;
 
 async fn run_inner(job: Job) -> Result<Done, Failure> {
     let started = Instant::now();
+    // Every block is checked against its hash as it comes (from a peer or
+    // a local file), so the file is the version's content exactly when the
+    // list makes the content hash (see `tandem_common::hashing`).
+    if root_of(&job.entry.blocks, job.entry.size) != Some(job.entry.hash) {
+        return Err(Failure::new(
+            Cause::ContentMismatch,
+            format!(
+                "the block list of {} does not make its content hash; asking for it again",
+                job.entry.path
+            ),
+        ));
+    }
     let entry = Arc::new(job.entry);
     let tmp = job.tmp.clone();
     let size = entry.size;
@@ -220,7 +233,6 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
 
     let mut segs = segments(&job.plan);
     let mut inflight = futures::stream::FuturesOrdered::new();
-    let mut whole = blake3::Hasher::new();
     let (mut received, mut reused, mut from) = (0u64, 0u64, None);
     loop {
         while inflight.len() < WINDOW {
@@ -256,9 +268,6 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
         if peer.is_some() {
             from = peer;
         }
-        for (_, data) in &blocks {
-            whole.update(data);
-        }
         let f = file.clone();
         // A segment's blocks are consecutive, sorted.
         let span = blocks
@@ -280,23 +289,6 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot write temp file: {e}"))?;
-    }
-    let got = ContentHash(*whole.finalize().as_bytes());
-    if got != entry.hash {
-        let f = file.clone();
-        let e = entry.clone();
-        let bad = tokio::task::spawn_blocking(move || first_bad_block(&f, &e))
-            .await
-            .ok()
-            .flatten();
-        let which = bad.map_or(String::new(), |i| format!(", first wrong block {i}"));
-        return Err(Failure::new(
-            Cause::ContentMismatch,
-            format!(
-                "content hash mismatch for {} (expected {:?}, got {got:?}{which}); the file changed at the source",
-                entry.path, entry.hash
-            ),
-        ));
     }
     let (mode, mtime) = (entry.mode, entry.mtime_ns);
     let f = file.clone();
@@ -338,16 +330,6 @@ fn start_writeback(f: &File, range: std::ops::Range<u64>) {
     unsafe {
         libc::sync_file_range(f.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE);
     }
-}
-
-/// The first block of the written temp file that does not match its hash
-/// (to say what went wrong after a whole-content mismatch).
-fn first_bad_block(f: &File, entry: &FileEntry) -> Option<usize> {
-    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    (0..entry.blocks.len()).find(|&i| {
-        let b = &mut buf[..block_len(entry.size, i)];
-        f.read_exact_at(b, i as u64 * BLOCK_SIZE).is_err() || ContentHash::of(b) != entry.blocks[i]
-    })
 }
 
 /// Gives a finished temp file the version's permission bits and mtime.
@@ -600,9 +582,8 @@ fn syncfs(f: &File) -> std::io::Result<()> {
 
 /// The bytes of an answer to a block request for `asked` blocks of a file
 /// of `size` bytes, if it has exactly those blocks, in order, each of the
-/// right length. Block contents are not hashed here: the sender checked each
-/// against its hash, and the whole-content hash of the finished file catches
-/// anything else (one hashing pass instead of two).
+/// right length. Block contents are not hashed here: a fetch for a client
+/// hashes the whole content as it streams it.
 pub fn check_blocks(size: u64, asked: &[usize], got: Vec<BlockData>) -> Result<Vec<Bytes>, String> {
     let whole = vec![false; asked.len()];
     let got = check_answer(size, asked, &whole, got)?;
@@ -640,6 +621,28 @@ fn check_answer(
         .collect()
 }
 
+/// Checks each block of an answer sent whole against its hash (a block
+/// sent as chunks is checked once put together, in `assemble`).
+fn check_whole_blocks(
+    entry: &FileEntry,
+    blocks: Vec<BlockData>,
+    peer: &str,
+) -> Result<Vec<BlockData>, Failure> {
+    for b in blocks.iter().filter(|b| b.patch.is_none()) {
+        let i = b.index as usize;
+        if entry.blocks.get(i) != Some(&block_hash(&b.bytes, i, entry.size)) {
+            return Err(Failure::new(
+                Cause::ContentMismatch,
+                format!(
+                    "{peer}: block {i} of {} does not match its hash; the file changed at the source",
+                    entry.path
+                ),
+            ));
+        }
+    }
+    Ok(blocks)
+}
+
 /// A request to a peer failed: say which peer, and whether its link closed
 /// (asked of the link itself: a peer could send any kind of refusal).
 fn link_failure(link: &LinkHandle, e: PeerError) -> Failure {
@@ -673,7 +676,8 @@ where
 /// and only the groups that differ are fetched; the others are taken from
 /// `ours`. Without it, every group is fetched (a new file: the group round
 /// would only add a round trip). Each part is checked (group hashes,
-/// lengths); the whole-content hash of the built file is the final check.
+/// lengths), and the list must make the content hash (see
+/// `tandem_common::hashing`): each block is then checked against it.
 pub async fn fetch_block_list(
     links: &Links,
     peers: &[NodeId],
@@ -748,7 +752,14 @@ async fn list_from(
         }
     }
     let merged = blocklist::merge(blocks, theirs.as_deref(), ours, received)
-        .map_err(|e| format!("bad block list of {} from {peer:?}: {e}", entry.path));
+        .map_err(|e| format!("bad block list of {} from {peer:?}: {e}", entry.path))
+        .and_then(|list| match root_of(&list, entry.size) {
+            Some(h) if h == entry.hash => Ok(list),
+            _ => Err(format!(
+                "the block list of {} from {peer:?} does not make its content hash",
+                entry.path
+            )),
+        });
     Some(merged)
 }
 
@@ -808,6 +819,7 @@ fn kib(bytes: usize) -> u32 {
 /// could not be read or no longer has it.
 fn read_local(
     wanted: Vec<(usize, PathBuf, u32)>,
+    size: u64,
     lens: &[usize],
     hashes: &[ContentHash],
     mut buf: Vec<u8>,
@@ -828,7 +840,7 @@ fn read_local(
         let ok = f
             .as_ref()
             .is_ok_and(|f| f.read_exact_at(block, index as u64 * BLOCK_SIZE).is_ok())
-            && ContentHash::of(block) == *hash;
+            && block_hash(block, i, size) == *hash;
         spans.push((i, ok.then_some(at..at + len)));
         at += len;
     }
@@ -860,9 +872,11 @@ async fn fetch_segment(
             let lens: Vec<usize> = v.iter().map(|&(i, ..)| block_len(entry.size, i)).collect();
             let buf = SEGMENTS.take(lens.iter().sum());
             let hashes: Vec<ContentHash> = v.iter().map(|&(i, ..)| entry.blocks[i]).collect();
-            let read = tokio::task::spawn_blocking(move || read_local(v, &lens, &hashes, buf))
-                .await
-                .map_err(|e| e.to_string())?;
+            let size = entry.size;
+            let read =
+                tokio::task::spawn_blocking(move || read_local(v, size, &lens, &hashes, buf))
+                    .await
+                    .map_err(|e| e.to_string())?;
             for (i, data) in read {
                 match data {
                     Some(d) => {
@@ -974,7 +988,7 @@ fn assemble(entry: &FileEntry, b: BlockData, base: Option<Base>) -> Answered {
             let i = b.index as usize;
             delta::patch(&base.bytes, block_len(entry.size, i), mask, &b.bytes)
                 .ok()
-                .filter(|p| entry.blocks.get(i) == Some(&ContentHash::of(p)))
+                .filter(|p| entry.blocks.get(i) == Some(&block_hash(p, i, entry.size)))
                 .map(Bytes::from)
         }
         // Chunks of a block asked whole (refused by `check_answer` first).
@@ -1016,7 +1030,8 @@ async fn fetch_remote(
         };
         let checked = match res {
             Ok(blocks) => check_answer(entry.size, missing, &with_base, blocks)
-                .map_err(|why| Failure::from(format!("{}: {why}", link.name))),
+                .map_err(|why| Failure::from(format!("{}: {why}", link.name)))
+                .and_then(|blocks| check_whole_blocks(entry, blocks, &link.name)),
             Err(e) => Err(link_failure(&link, e)),
         };
         match checked {
@@ -1040,36 +1055,39 @@ mod tests {
 
     /// Blocks read from local files into a buffer that held other bytes
     /// (as a kept one does): each block that is there and matches comes
-    /// back exactly; one that does not match, or whose file is missing,
-    /// does not come back at all.
+    /// back exactly; one that does not match (changed, or the same bytes at
+    /// another offset: a block's hash is of its place), or whose file is
+    /// missing, does not come back at all.
     #[test]
     fn local_blocks_are_read_exactly_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let bs = BLOCK_SIZE as usize;
-        let a: Vec<u8> = (0..2 * bs + 100).map(|i| (i % 253) as u8).collect();
-        let b: Vec<u8> = (0..bs).map(|i| (i % 7) as u8).collect();
+        let want: Vec<u8> = (0..4 * bs + 100)
+            .map(|i| ((i % 253) ^ (i >> 17)) as u8)
+            .collect();
+        let size = want.len() as u64;
+        let list = tandem_common::hashing::hash_reader(&want[..])
+            .unwrap()
+            .blocks;
+        let mut changed = want.clone();
+        changed[3 * bs + 5] ^= 0xff;
         let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&pa, &a).unwrap();
-        std::fs::write(&pb, &b).unwrap();
+        std::fs::write(&pa, &want).unwrap();
+        std::fs::write(&pb, &changed).unwrap();
         let gone = dir.path().join("gone");
         let wanted = vec![
-            (0, pa.clone(), 2),
-            (1, pa.clone(), 0),
-            (2, pb.clone(), 0),
-            (3, pa.clone(), 1),
-            (4, gone, 0),
+            (0, pa.clone(), 0),
+            (4, pa.clone(), 4),
+            (1, pa.clone(), 1),
+            // Block 1's bytes for block 2.
+            (2, pa.clone(), 1),
+            (3, pb.clone(), 3),
+            (2, gone, 2),
         ];
-        let lens = [100, bs, bs, bs, bs];
-        let hashes = [
-            ContentHash::of(&a[2 * bs..]),
-            ContentHash::of(&a[..bs]),
-            ContentHash::of(&b),
-            // Not what the file has there.
-            ContentHash::of(&b),
-            ContentHash::of(&b),
-        ];
+        let lens: Vec<usize> = wanted.iter().map(|w| block_len(size, w.0)).collect();
+        let hashes: Vec<ContentHash> = wanted.iter().map(|w| list[w.0]).collect();
         let stale = vec![0xa5u8; lens.iter().sum()];
-        let got = read_local(wanted, &lens, &hashes, stale);
+        let got = read_local(wanted, size, &lens, &hashes, stale);
         let got: Vec<(usize, Option<Vec<u8>>)> = got
             .into_iter()
             .map(|(i, d)| (i, d.map(|d| d.to_vec())))
@@ -1077,11 +1095,12 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (0, Some(a[2 * bs..].to_vec())),
-                (1, Some(a[..bs].to_vec())),
-                (2, Some(b.clone())),
+                (0, Some(want[..bs].to_vec())),
+                (4, Some(want[4 * bs..].to_vec())),
+                (1, Some(want[bs..2 * bs].to_vec())),
+                (2, None),
                 (3, None),
-                (4, None),
+                (2, None),
             ]
         );
     }

@@ -818,6 +818,21 @@ impl Index {
         }
     }
 
+    /// Records the block list read from the unchanged file at `path`, where
+    /// the record holds another list for the same content: one made before
+    /// block hashes were BLAKE3 chaining values (schema 6; see the store's
+    /// migration). Same sequence number and version: the content did not
+    /// change, and peers that reset their progress are sent it again.
+    fn reblock(&mut self, path: &RelPath, stat: LocalStat, blocks: &[ContentHash]) {
+        let Some(r) = self.records.get(path) else {
+            return;
+        };
+        let mut record = r.unpack(path, &self.nodes);
+        record.entry.blocks = blocks.to_vec();
+        record.stat = Some(stat);
+        self.put(record);
+    }
+
     /// Peers' entries that the last run wrote down just before making them
     /// on disk (see `core::journal`). Until [`Index::end_applied`], a path
     /// seen to differ from its record is recorded as such an entry (the
@@ -905,7 +920,11 @@ impl Index {
             && r.mtime_ns() == stat.mtime_ns
             && r.mode() == stat.mode
         {
-            self.restat(path, stat);
+            if r.blocks() != h.blocks.as_slice() {
+                self.reblock(path, stat, &h.blocks);
+            } else {
+                self.restat(path, stat);
+            }
             return None;
         }
         let shown = |e: &FileEntry| {
@@ -1493,6 +1512,38 @@ mod tests {
         assert_eq!(ix.block_source(&big.blocks[1]), Some((p("big"), 1)));
         ix.observe_missing(&p("big"));
         assert_eq!(ix.block_source(&big.blocks[1]), None);
+    }
+
+    /// A record whose block list is of the kind schema 6 held (each block
+    /// hashed alone) takes the list read from the unchanged file: same
+    /// version and sequence number, saved again, and its blocks found by
+    /// their new hashes.
+    #[test]
+    fn an_unchanged_file_read_again_takes_its_new_block_list() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let h = hash_reader(&data[..]).unwrap();
+        let old = Hashed {
+            blocks: data
+                .chunks(tandem_common::model::BLOCK_SIZE as usize)
+                .map(ContentHash::of)
+                .collect(),
+            ..h.clone()
+        };
+        assert_ne!(old.blocks, h.blocks);
+        ix.observe_file(&p("a"), stat(1, h.size, 1), &old);
+        let before = ix.get(&p("a")).unwrap();
+        ix.take_dirty();
+        assert_eq!(ix.observe_file(&p("a"), stat(1, h.size, 1), &h), None);
+        let after = ix.get(&p("a")).unwrap();
+        assert_eq!(after.entry.blocks, h.blocks);
+        assert_eq!(
+            (after.seq, &after.entry.version),
+            (before.seq, &before.entry.version)
+        );
+        assert_eq!(ix.take_dirty(), vec![after], "saved again");
+        assert_eq!(ix.block_source(&h.blocks[1]), Some((p("a"), 1)));
+        assert_eq!(ix.block_source(&old.blocks[1]), None);
     }
 
     #[test]
