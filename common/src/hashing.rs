@@ -45,7 +45,7 @@ pub fn block_hash(data: &[u8], index: usize, size: u64) -> ContentHash {
     }
     ContentHash(
         blake3::Hasher::new()
-            .set_input_offset(index as u64 * BLOCK_SIZE)
+            .set_input_offset((index as u64).wrapping_mul(BLOCK_SIZE))
             .update(data)
             .finalize_non_root(),
     )

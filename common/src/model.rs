@@ -334,7 +334,8 @@ pub struct FileEntry {
     pub mode: u32,
     /// BLAKE3 of the whole content.
     pub hash: ContentHash,
-    /// BLAKE3 of each `BLOCK_SIZE` block, in order. Always complete in a
+    /// The hash of each `BLOCK_SIZE` block, in order (see
+    /// [`crate::hashing::block_hash`]: together they make `hash`). Always complete in a
     /// node's index and store; empty on the wire for files of more than
     /// [`INLINE_BLOCKS`](crate::blocklist::INLINE_BLOCKS) blocks, whose
     /// receivers ask for the list when they need it (see

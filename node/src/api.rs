@@ -1143,9 +1143,12 @@ where
 const CHUNK: usize = 1024 * 1024;
 
 /// Serves a fetch: the newest version, from the cache or this node's disk
-/// when it holds it, else from a peer that does. Every block sent is checked
-/// against the version's block hashes first, so a file that changes while
-/// it is being read ends the fetch with an error instead of mixing versions.
+/// when it holds it, else from a peer that does. Every block read here is
+/// checked against the version's block hashes first, so a file that changes
+/// while it is being read ends the fetch with an error instead of mixing
+/// versions; blocks from a peer are checked for their lengths, and the
+/// whole content's hash is checked as the last chunk goes (the client
+/// checks it too).
 /// The outer `Result` is the connection; the inner one goes to the client.
 async fn fetch<S>(
     w: &mut FrameWriter<S>,

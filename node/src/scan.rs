@@ -431,8 +431,8 @@ const HASH_IN_TWO_MIN: u64 = 16 << 20;
 
 /// Hashes `f` on two threads at once: the content splits in two parts at
 /// BLAKE3's left subtree (see [`tandem_common::hashing::split_point`]), and
-/// each thread reads its part once for both its block hashes and its share
-/// of the whole hash, so both hashes always describe the same bytes. A
+/// each thread reads its part once for its block hashes, from which the
+/// whole hash is made, so both always describe the same bytes. A
 /// file changed in place after hashing (say 4 KiB of 256 MiB) is read
 /// again in full to find the change; this halves that wait. The helper
 /// reads through a descriptor of its own (reopened through `/proc`), so

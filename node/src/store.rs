@@ -38,11 +38,12 @@ use crate::index::{LocalStat, Record};
 /// it is (its links were never indexed; the start-up scan finds them).
 /// 7: the block hashes of a file of more than one block are BLAKE3 chaining
 /// values (see `tandem_common::hashing`; protocol 18). A schema-6 (or 5)
-/// folder is migrated on open: the stats of such files are forgotten, so
-/// the start-up scan reads them again and records their new block lists
-/// (their versions do not change); peers' entries waiting here (`needed`,
+/// folder is migrated on open: peers' entries waiting here (`needed`,
 /// `held`) are dropped and every peer's progress is reset, so peers
-/// announce everything again, with lists of the new kind.
+/// announce everything again, with lists of the new kind. Our own records'
+/// lists of the older kind do not make their content hash: the index
+/// finds them as it loads, and the start-up scan reads those files again
+/// and records their new lists (same version; see `Index::relist`).
 const SCHEMA_VERSION: i64 = 7;
 
 /// Store failures.
@@ -100,13 +101,11 @@ impl Store {
                 );
                 store.conn.execute_batch(&format!(
                     "BEGIN;
-                     UPDATE files SET inode = NULL, size = NULL, mtime_ns = NULL, mode = NULL
-                         WHERE size > {};
                      DELETE FROM needed; DELETE FROM held; UPDATE peers SET seq = 0;
+                     INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', X'{:016X}');
                      COMMIT;",
-                    tandem_common::model::BLOCK_SIZE
+                    SCHEMA_VERSION
                 ))?;
-                store.set_meta("schema", &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(4) => {
                 // Locks moved to the lock cluster (STATE/raft.db) in
@@ -676,11 +675,11 @@ pub(crate) mod tests {
         );
     }
 
-    /// Schema 6 held block lists of the older kind: a file of more than
-    /// one block must be read again (its stat forgotten, its entry kept),
-    /// and what peers sent must come again.
+    /// Schema 6 held block lists of the older kind: what peers sent must
+    /// come again (their lists with it); our own records are kept as they
+    /// are (the index finds their lists of the older kind as it loads).
     #[test]
-    fn schema_6_forgets_the_stats_of_files_of_many_blocks() {
+    fn schema_6_drops_what_peers_sent_and_keeps_our_records() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("index.db");
         let small = record("small.txt", 1, false);
@@ -692,12 +691,6 @@ pub(crate) mod tests {
             ContentHash::of(b"b"),
             ContentHash::of(b"c"),
         ];
-        big.stat = Some(LocalStat {
-            inode: 7,
-            size: 3 * bs,
-            mtime_ns: big.entry.mtime_ns,
-            mode: 0o644,
-        });
         let gone = record("gone.bin", 3, true);
         let mut s = Store::open(&db).unwrap();
         s.save(&[small.clone(), big.clone(), gone.clone()]).unwrap();
@@ -716,9 +709,7 @@ pub(crate) mod tests {
         assert_eq!(s.meta_i64("schema").unwrap(), Some(SCHEMA_VERSION));
         let mut got = s.load().unwrap();
         got.sort_by_key(|a| a.seq);
-        let mut want_big = big;
-        want_big.stat = None;
-        assert_eq!(got, vec![small, want_big, gone]);
+        assert_eq!(got, vec![small, big, gone]);
         assert_eq!(s.peers().unwrap()[0].1, 0, "the peer's progress is reset");
         let left: i64 = s
             .conn

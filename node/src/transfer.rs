@@ -1,7 +1,10 @@
-//! Building a file from blocks: reuse local blocks where any local file has
-//! them, fetch the rest from peers, write everything into a temp file in the
-//! state folder, verify each block and the whole-content BLAKE3 hash, set
-//! permissions and mtime, and fsync. The core then renames the temp file
+//! Building a file from blocks: reuse local blocks where a local file has
+//! them at the same place (a block's hash is of its bytes and its offset),
+//! fetch the rest from peers, write everything into a temp file in the
+//! state folder, verify each block against the version's block list (which
+//! must first make the content hash, so the file is then exactly the
+//! version's content; see `tandem_common::hashing`), set permissions and
+//! mtime, and fsync. The core then renames the temp file
 //! over the target, so a half-received file is never visible under its name.
 //!
 //! A block that changed in a file we hold an older version of is asked as
@@ -108,8 +111,12 @@ pub enum Cause {
     /// The link to the peer closed under the request (often: replaced by
     /// the pair's kept link when both nodes dialed at once).
     LinkClosed,
-    /// What was built does not match the version's content hash.
+    /// A block that arrived does not match its hash (the peer sent other
+    /// bytes than its list says; its file changed under it, say).
     ContentMismatch,
+    /// The version's block list does not make its content hash (see
+    /// `tandem_common::hashing`): it is fetched again.
+    BadList,
     /// Anything else.
     Other,
 }
@@ -208,7 +215,7 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
     // list makes the content hash (see `tandem_common::hashing`).
     if root_of(&job.entry.blocks, job.entry.size) != Some(job.entry.hash) {
         return Err(Failure::new(
-            Cause::ContentMismatch,
+            Cause::BadList,
             format!(
                 "the block list of {} does not make its content hash; asking for it again",
                 job.entry.path
@@ -634,7 +641,7 @@ fn check_whole_blocks(
             return Err(Failure::new(
                 Cause::ContentMismatch,
                 format!(
-                    "{peer}: block {i} of {} does not match its hash; the file changed at the source",
+                    "{peer}: block {i} of {} does not match its hash (the peer sent other bytes than its list says)",
                     entry.path
                 ),
             ));

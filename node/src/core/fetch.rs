@@ -466,11 +466,11 @@ impl Core {
                 let Some(need) = self.needed.get_mut(&path) else {
                     return;
                 };
-                if e.cause == transfer::Cause::ContentMismatch
-                    && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len())
+                if e.cause == transfer::Cause::BadList
+                    || (e.cause == transfer::Cause::ContentMismatch
+                        && !tandem_common::blocklist::sent_inline(need.w.entry.blocks.len()))
                 {
-                    // A list that came from a peer may be what was wrong
-                    // (only some of it is checked against group hashes):
+                    // A list that came from a peer may be what was wrong:
                     // complete it again (from local content first, free).
                     need.w.entry.blocks.clear();
                 }

@@ -194,7 +194,7 @@ impl Core {
         let rec = self.index.get(p).filter(|r| !r.entry.deleted);
         let (kind, size, mtime_ns) = match seen {
             Seen::File(st) | Seen::Link(st) => {
-                if !self.index.needs_hash(p, st) {
+                if !self.index.stat_changed(p, st) {
                     return true;
                 }
                 (HeldKind::Modify, st.size, st.mtime_ns)

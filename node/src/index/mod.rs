@@ -10,10 +10,10 @@
 mod packed;
 mod sorted;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tandem_common::blocklist;
-use tandem_common::hashing::Hashed;
+use tandem_common::hashing::{Hashed, root_of};
 use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector, VvOrder};
 
@@ -95,6 +95,11 @@ impl Loader {
         ix.seq = ix.seq.max(r.seq);
         let path = r.entry.path.clone();
         self.seqs.push((r.seq, path.clone()));
+        if r.entry.is_live_file() && !makes_hash(&r.entry) {
+            // A list of the kind schema 6 held (or a damaged one): the
+            // start-up scan reads the file again (see `Index::relist`).
+            ix.relist.insert(path.clone());
+        }
         ix.add_sources(&r);
         self.packed.push((path, Packed::pack(r, &mut ix.nodes)));
     }
@@ -170,6 +175,17 @@ pub struct Index {
     /// Peers' entries the last run wrote down before making them on disk,
     /// while the start-up looks at the tree (see [`Index::expect_applied`]).
     applied: HashMap<RelPath, Vec<(FileEntry, Option<NodeId>)>>,
+    /// Live files whose stored block list does not make their content
+    /// hash: lists made before block hashes were BLAKE3 chaining values
+    /// (schema 6), or damaged. Each is read again at the next look, however
+    /// its stat stands, and takes the list read (see [`Index::observe_file`]).
+    relist: BTreeSet<RelPath>,
+}
+
+/// True when `e`'s block list makes its content hash (see
+/// `tandem_common::hashing`), as every list must.
+fn makes_hash(e: &FileEntry) -> bool {
+    root_of(&e.blocks, e.size) == Some(e.hash)
 }
 
 impl Index {
@@ -201,6 +217,7 @@ impl Index {
                 forgotten: Vec::new(),
                 changed_since_compact: 0,
                 applied: HashMap::new(),
+                relist: BTreeSet::new(),
             },
             packed: Vec::new(),
             seqs: Vec::new(),
@@ -372,6 +389,11 @@ impl Index {
     /// cleared.
     fn insert(&mut self, record: Record) {
         let path = record.entry.path.clone();
+        if !self.relist.is_empty() {
+            // A record made now has a list that makes its hash (read here,
+            // or checked by `fill_blocks`).
+            self.relist.remove(&path);
+        }
         if let Some(old) = self.records.get(&path) {
             self.by_seq.remove(&old.seq());
             if *old.hash() != record.entry.hash && self.by_content.get(old.hash()) == Some(&path) {
@@ -453,7 +475,13 @@ impl Index {
                 && r.size() == size
                 && r.blocks().len() == blocklist::block_count(size)
         };
-        let at = |p: &RelPath| self.records.get(p).filter(fits);
+        // Not a list still of the older kind (see `Index::relist`).
+        let at = |p: &RelPath| {
+            self.records
+                .get(p)
+                .filter(fits)
+                .filter(|_| self.relist.is_empty() || !self.relist.contains(p))
+        };
         at(path)
             .or_else(|| self.by_content.get(hash).and_then(at))
             .map(|r| r.blocks())
@@ -463,9 +491,12 @@ impl Index {
     /// one, from local content with the same hash. False when no local
     /// file has it (the list must be fetched).
     pub fn fill_blocks(&self, entry: &mut FileEntry) -> bool {
-        if !entry.is_live_file() || entry.blocks.len() == blocklist::block_count(entry.size) {
+        if !entry.is_live_file() || makes_hash(entry) {
             return true;
         }
+        // None, or one that cannot be this content's (a peer's error):
+        // ours for the same content, else fetched (and checked) again.
+        entry.blocks.clear();
         match self.blocks_of_content(&entry.path, &entry.hash, entry.size) {
             Some(b) => {
                 entry.blocks = b.to_vec();
@@ -683,6 +714,16 @@ impl Index {
             .map(|(p, _)| p)
     }
 
+    /// True when the file or link at `path` is not as last recorded: no
+    /// live record, or another stat (unlike [`Index::needs_hash`], a list
+    /// to make again does not count: nothing was changed on disk).
+    pub fn stat_changed(&self, path: &RelPath, stat: &LocalStat) -> bool {
+        self.records
+            .get(path)
+            .filter(|r| r.is_live_file() || r.live_link().is_some())
+            .is_none_or(|r| r.stat().as_ref() != Some(stat))
+    }
+
     /// True if a file (or link) with this stat must be (re)hashed (read).
     pub fn needs_hash<P>(&self, path: &P, stat: &LocalStat) -> bool
     where
@@ -701,7 +742,9 @@ impl Index {
     {
         let r = self.records.get(path);
         let needs_hash = match r {
-            Some(r) if r.is_live_file() || r.live_link().is_some() => r.stat().as_ref() != stat,
+            Some(r) if r.is_live_file() || r.live_link().is_some() => {
+                r.stat().as_ref() != stat || (!self.relist.is_empty() && self.relist.contains(path))
+            }
             _ => true,
         };
         SeenAt {
@@ -913,6 +956,19 @@ impl Index {
         stat: LocalStat,
         h: &Hashed,
     ) -> Option<ChangeKind> {
+        if self.relist.remove(path)
+            && let Some(r) = self.records.get(path)
+            && r.is_live_file()
+            && *r.hash() == h.hash
+            && r.size() == h.size
+            && r.stat() == Some(stat)
+        {
+            // Read again for its list only, and not changed since it was
+            // recorded (same stat): whatever the entry says of its time
+            // and mode (a file system may keep them coarser).
+            self.reblock(path, stat, &h.blocks);
+            return None;
+        }
         if let Some(r) = self.records.get(path)
             && r.is_live_file()
             && *r.hash() == h.hash
@@ -1514,36 +1570,63 @@ mod tests {
         assert_eq!(ix.block_source(&big.blocks[1]), None);
     }
 
-    /// A record whose block list is of the kind schema 6 held (each block
-    /// hashed alone) takes the list read from the unchanged file: same
-    /// version and sequence number, saved again, and its blocks found by
-    /// their new hashes.
+    /// A stored record whose block list is of the kind schema 6 held (each
+    /// block hashed alone, which does not make the content hash) is read
+    /// again at the next look, unchanged stat or not, and takes the list
+    /// read: same version and sequence number, saved again, its blocks
+    /// found by their new hashes. Its time on disk may be coarser than the
+    /// entry's (as on FAT): still no new version.
     #[test]
-    fn an_unchanged_file_read_again_takes_its_new_block_list() {
-        let mut ix = Index::new(NodeId::random(), vec![]);
+    fn a_stored_list_of_the_older_kind_is_read_again() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let h = hash_reader(&data[..]).unwrap();
-        let old = Hashed {
-            blocks: data
-                .chunks(tandem_common::model::BLOCK_SIZE as usize)
-                .map(ContentHash::of)
-                .collect(),
-            ..h.clone()
-        };
-        assert_ne!(old.blocks, h.blocks);
-        ix.observe_file(&p("a"), stat(1, h.size, 1), &old);
-        let before = ix.get(&p("a")).unwrap();
-        ix.take_dirty();
-        assert_eq!(ix.observe_file(&p("a"), stat(1, h.size, 1), &h), None);
+        let old: Vec<ContentHash> = data
+            .chunks(tandem_common::model::BLOCK_SIZE as usize)
+            .map(ContentHash::of)
+            .collect();
+        assert_ne!(old, h.blocks);
+        let on_disk = stat(5, h.size, 2_000_000_000);
+        let mut r = crate::store::tests::record("a", 7, false);
+        r.entry.size = h.size;
+        r.entry.hash = h.hash;
+        r.entry.blocks = old.clone();
+        r.entry.mtime_ns = on_disk.mtime_ns + 123;
+        r.stat = Some(on_disk);
+        let mut ix = Index::new(NodeId::random(), vec![r.clone()]);
+        assert!(
+            ix.compare_seen(&p("a"), Some(&on_disk)).needs_hash,
+            "read again"
+        );
+        assert_eq!(ix.observe_file(&p("a"), on_disk, &h), None, "no change");
         let after = ix.get(&p("a")).unwrap();
         assert_eq!(after.entry.blocks, h.blocks);
         assert_eq!(
-            (after.seq, &after.entry.version),
-            (before.seq, &before.entry.version)
+            (after.seq, &after.entry.version, after.entry.mtime_ns),
+            (r.seq, &r.entry.version, r.entry.mtime_ns)
         );
         assert_eq!(ix.take_dirty(), vec![after], "saved again");
+        assert!(!ix.compare_seen(&p("a"), Some(&on_disk)).needs_hash);
         assert_eq!(ix.block_source(&h.blocks[1]), Some((p("a"), 1)));
-        assert_eq!(ix.block_source(&old.blocks[1]), None);
+    }
+
+    /// A peer's entry whose list does not make its content hash takes ours
+    /// for the same content, or none (then it is fetched and checked).
+    #[test]
+    fn a_peers_list_that_does_not_make_the_hash_is_not_taken() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let h = hash_reader(&data[..]).unwrap();
+        let mut e = crate::store::tests::record("b", 1, false).entry;
+        e.size = h.size;
+        e.hash = h.hash;
+        e.blocks = vec![h.blocks[0]; h.blocks.len()];
+        assert!(!ix.fill_blocks(&mut e), "nothing local has it");
+        assert!(e.blocks.is_empty());
+        // Ours at the same path, for the same content.
+        ix.observe_file(&p("b"), stat(1, h.size, 1), &h);
+        e.blocks = vec![h.blocks[0]; h.blocks.len()];
+        assert!(ix.fill_blocks(&mut e));
+        assert_eq!(e.blocks, h.blocks);
     }
 
     #[test]
