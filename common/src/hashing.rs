@@ -69,6 +69,12 @@ pub fn root_of(blocks: &[ContentHash], size: u64) -> Option<ContentHash> {
     })
 }
 
+/// True when `e`'s block list makes its content hash, as every list must
+/// (see [`root_of`]).
+pub fn makes_hash(e: &crate::model::FileEntry) -> bool {
+    root_of(&e.blocks, e.size) == Some(e.hash)
+}
+
 /// The chaining values of the two halves of BLAKE3's subtree over the
 /// (at least two) blocks `blocks`, `len` bytes in all. The left half is a
 /// power of two of 1 KiB chunks, so of whole blocks.

@@ -111,8 +111,8 @@ pub enum Cause {
     /// The link to the peer closed under the request (often: replaced by
     /// the pair's kept link when both nodes dialed at once).
     LinkClosed,
-    /// A block that arrived does not match its hash (the peer sent other
-    /// bytes than its list says; its file changed under it, say).
+    /// What arrived does not match its hash: a block (the peer sent other
+    /// bytes than its list says), or a small file's whole content.
     ContentMismatch,
     /// The version's block list does not make its content hash (see
     /// `tandem_common::hashing`): it is fetched again.

@@ -485,7 +485,11 @@ impl Core {
     /// The stat and content of the file indexed at `p`, if any.
     fn indexed_content(&self, p: &RelPath) -> Option<(LocalStat, Hashed)> {
         let r = self.index.get(p)?;
-        let st = r.stat.filter(|_| r.entry.is_live_file())?;
+        // Not a list that does not make the content hash (one of the older
+        // kind, see `Index::relist`): the file is read instead.
+        let st = r
+            .stat
+            .filter(|_| r.entry.is_live_file() && tandem_common::hashing::makes_hash(&r.entry))?;
         let h = Hashed {
             size: r.entry.size,
             hash: r.entry.hash,

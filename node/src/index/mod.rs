@@ -13,7 +13,7 @@ mod sorted;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tandem_common::blocklist;
-use tandem_common::hashing::{Hashed, root_of};
+use tandem_common::hashing::{Hashed, makes_hash};
 use tandem_common::model::{Dot, Writes};
 use tandem_common::{ContentHash, EntryKind, FileEntry, NodeId, RelPath, VersionVector, VvOrder};
 
@@ -60,7 +60,8 @@ pub struct SeenAt {
     /// The record there (live or not) is a folder's.
     pub dir: bool,
     /// A file or link with the stat seen must be read: the record is not
-    /// a live file or link with that stat.
+    /// a live file or link with that stat, or its block list must be made
+    /// again (see [`Index::relist`]).
     pub needs_hash: bool,
     /// The record's sequence number (0: none).
     pub seq: u64,
@@ -97,10 +98,12 @@ impl Loader {
         self.seqs.push((r.seq, path.clone()));
         if r.entry.is_live_file() && !makes_hash(&r.entry) {
             // A list of the kind schema 6 held (or a damaged one): the
-            // start-up scan reads the file again (see `Index::relist`).
+            // start-up scan reads the file again (see `Index::relist`); its
+            // blocks are no place to read from meanwhile.
             ix.relist.insert(path.clone());
+        } else {
+            ix.add_sources(&r);
         }
-        ix.add_sources(&r);
         self.packed.push((path, Packed::pack(r, &mut ix.nodes)));
     }
 
@@ -175,17 +178,14 @@ pub struct Index {
     /// Peers' entries the last run wrote down before making them on disk,
     /// while the start-up looks at the tree (see [`Index::expect_applied`]).
     applied: HashMap<RelPath, Vec<(FileEntry, Option<NodeId>)>>,
-    /// Live files whose stored block list does not make their content
-    /// hash: lists made before block hashes were BLAKE3 chaining values
-    /// (schema 6), or damaged. Each is read again at the next look, however
-    /// its stat stands, and takes the list read (see [`Index::observe_file`]).
+    /// Live files whose block list does not make their content hash: lists
+    /// made before block hashes were BLAKE3 chaining values (schema 6 and
+    /// older), damaged ones, or none (recorded while no local file had the
+    /// content). The next look that reads such a file (the start-up scan,
+    /// unless it is locked or ignored) reads it whatever its stat, and it
+    /// takes the list read (see [`Index::observe_file`]); meanwhile its
+    /// blocks are no place to read from, and its list is not handed out.
     relist: BTreeSet<RelPath>,
-}
-
-/// True when `e`'s block list makes its content hash (see
-/// `tandem_common::hashing`), as every list must.
-fn makes_hash(e: &FileEntry) -> bool {
-    root_of(&e.blocks, e.size) == Some(e.hash)
 }
 
 impl Index {
@@ -389,9 +389,12 @@ impl Index {
     /// cleared.
     fn insert(&mut self, record: Record) {
         let path = record.entry.path.clone();
-        if !self.relist.is_empty() {
-            // A record made now has a list that makes its hash (read here,
-            // or checked by `fill_blocks`).
+        if record.entry.is_live_file() && !makes_hash(&record.entry) {
+            // Recorded without a list that makes its hash (a stored one of
+            // the older kind carried over, or none when no local file had
+            // the content): read again at the next look.
+            self.relist.insert(path.clone());
+        } else if !self.relist.is_empty() {
             self.relist.remove(&path);
         }
         if let Some(old) = self.records.get(&path) {
@@ -469,19 +472,15 @@ impl Index {
         hash: &ContentHash,
         size: u64,
     ) -> Option<&[ContentHash]> {
+        // A list that makes the content hash (not one of the older kind:
+        // see `Index::relist`).
         let fits = |r: &&Packed| {
             r.is_live_file()
                 && r.hash() == hash
                 && r.size() == size
-                && r.blocks().len() == blocklist::block_count(size)
+                && tandem_common::hashing::root_of(r.blocks(), size) == Some(*hash)
         };
-        // Not a list still of the older kind (see `Index::relist`).
-        let at = |p: &RelPath| {
-            self.records
-                .get(p)
-                .filter(fits)
-                .filter(|_| self.relist.is_empty() || !self.relist.contains(p))
-        };
+        let at = |p: &RelPath| self.records.get(p).filter(fits);
         at(path)
             .or_else(|| self.by_content.get(hash).and_then(at))
             .map(|r| r.blocks())
@@ -863,17 +862,22 @@ impl Index {
 
     /// Records the block list read from the unchanged file at `path`, where
     /// the record holds another list for the same content: one made before
-    /// block hashes were BLAKE3 chaining values (schema 6; see the store's
-    /// migration). Same sequence number and version: the content did not
-    /// change, and peers that reset their progress are sent it again.
+    /// block hashes were BLAKE3 chaining values (schema 6), or none (see
+    /// [`Index::relist`]). Same sequence number, version and origin: the
+    /// content did not change, and peers that reset their progress (as a
+    /// migration from schema 6 does) are sent it again.
     fn reblock(&mut self, path: &RelPath, stat: LocalStat, blocks: &[ContentHash]) {
         let Some(r) = self.records.get(path) else {
             return;
         };
+        let origin = r.origin();
         let mut record = r.unpack(path, &self.nodes);
         record.entry.blocks = blocks.to_vec();
         record.stat = Some(stat);
         self.put(record);
+        if let Some(p) = self.records.get_mut(path) {
+            p.set_origin(origin);
+        }
     }
 
     /// Peers' entries that the last run wrote down just before making them
@@ -1597,6 +1601,17 @@ mod tests {
             ix.compare_seen(&p("a"), Some(&on_disk)).needs_hash,
             "read again"
         );
+        assert_eq!(ix.block_source(&old[1]), None, "no place to read from");
+        assert_eq!(
+            ix.blocks_of_content(&p("a"), &h.hash, h.size),
+            None,
+            "not handed out"
+        );
+        // Announced again as it is (its old list carried over): still to
+        // be read again.
+        ix.reannounce(&p("a"));
+        assert!(ix.compare_seen(&p("a"), Some(&on_disk)).needs_hash);
+        let r = ix.get(&p("a")).unwrap();
         assert_eq!(ix.observe_file(&p("a"), on_disk, &h), None, "no change");
         let after = ix.get(&p("a")).unwrap();
         assert_eq!(after.entry.blocks, h.blocks);
@@ -1607,6 +1622,10 @@ mod tests {
         assert_eq!(ix.take_dirty(), vec![after], "saved again");
         assert!(!ix.compare_seen(&p("a"), Some(&on_disk)).needs_hash);
         assert_eq!(ix.block_source(&h.blocks[1]), Some((p("a"), 1)));
+        assert_eq!(
+            ix.blocks_of_content(&p("a"), &h.hash, h.size),
+            Some(&h.blocks[..])
+        );
     }
 
     /// A peer's entry whose list does not make its content hash takes ours
