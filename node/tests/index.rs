@@ -520,6 +520,36 @@ fn changes_while_stopped_are_found_at_restart() {
 }
 
 #[test]
+fn many_files_found_at_start_are_saved_and_unchanged_at_the_next() {
+    // More records than the store is given at once (they are then encoded
+    // and written chunk by chunk, in one transaction).
+    let mut node = Node::start("many-at-start");
+    node.stop();
+    for i in 0..2_500 {
+        put(
+            node.path(format!("d{}/f{i:04}.txt", i % 10)),
+            format!("file {i}\n"),
+        );
+    }
+    let first = node.restart();
+    if let Err(d) = diff_list_disk(&first, node.dir()) {
+        panic!(
+            "{}",
+            node.fail(&format!("first list after the restart: {d}"))
+        );
+    }
+    assert_eq!(listed_files(&first).len(), 2_500);
+    node.stop();
+    let second = node.restart();
+    assert!(
+        node.run_log().contains(" 0 changed since last run"),
+        "{}",
+        node.fail("every record found at the last start should have been saved")
+    );
+    assert_eq!(listed_files(&second), listed_files(&first));
+}
+
+#[test]
 fn index_matches_disk_after_kill9() {
     let mut node = Node::start("kill9");
     for round in 0..3 {

@@ -104,6 +104,8 @@ const LOG_EACH_LIMIT: usize = 20;
 /// How long the core waits before sending the store writer another batch
 /// after one could not be written.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Index records copied out (and encoded) together when a batch is saved.
+const RECORD_CHUNK: usize = 1024;
 /// Messages handled per pass before the core acts and commits.
 const DRAIN_LIMIT: usize = 1024;
 /// How often the whole tree is compared with the index when not told
@@ -1352,12 +1354,46 @@ impl Core {
             identities: &identities,
             held: held.as_deref(),
         };
+        let seq = self.index.seq();
+        self.journal.seal(seq);
+        // Before the writer thread starts (the start-up scan, or a slice
+        // of it) the store is written here, and many records are encoded a
+        // chunk at a time as they are written, in one transaction, instead
+        // of all held encoded at once. If that fails, they go the way of
+        // any batch below (kept and tried again).
+        if n > RECORD_CHUNK
+            && self.saver.is_none()
+            && self.unsaved.is_empty()
+            && let Some(store) = self.store.as_mut()
+        {
+            let index = &self.index;
+            let written = Encoded::of(&batch).map(|head| {
+                saver::sync_dirs(&dirs);
+                let chunks = dirty
+                    .chunks(RECORD_CHUNK)
+                    .map(|c| c.iter().filter_map(|p| index.get(p)).collect());
+                // A panic in the database layer is a failed write.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store.write_chunked(&head, chunks)
+                }))
+            });
+            match written {
+                Ok(Ok(Ok(()))) => {
+                    self.saved(seq);
+                    return;
+                }
+                Ok(Ok(Err(e))) | Err(e) => {
+                    tracing::debug!("cannot save {n} index entries chunk by chunk: {e}");
+                }
+                Ok(Err(_)) => tracing::debug!("saving {n} index entries chunk by chunk panicked"),
+            }
+        }
         // Records are copied out of the index a slice at a time: a cold
         // scan's million would otherwise all be held twice, as records and
         // encoded.
         let encoded = Encoded::of(&batch).and_then(|mut enc| {
             enc.reserve_records(n);
-            for chunk in dirty.chunks(1024) {
+            for chunk in dirty.chunks(RECORD_CHUNK) {
                 let records: Vec<crate::index::Record> =
                     chunk.iter().filter_map(|p| self.index.get(p)).collect();
                 enc.add_records(&records)?;
@@ -1369,8 +1405,6 @@ impl Core {
             tracing::error!("cannot save {n} index entries: {e}");
             Encoded::default()
         });
-        let seq = self.index.seq();
-        self.journal.seal(seq);
         let job = saver::Job {
             dirs,
             batch: encoded,

@@ -39,11 +39,7 @@ pub(super) type Backlog = VecDeque<Job>;
 pub(super) fn write_backlog(store: &mut Store, backlog: &mut Backlog) -> Option<u64> {
     let mut saved = None;
     while let Some(job) = backlog.front() {
-        for d in &job.dirs {
-            if let Ok(f) = std::fs::File::open(d) {
-                let _ = f.sync_all();
-            }
-        }
+        sync_dirs(&job.dirs);
         // A panic in the database layer is a failed write, not a dead
         // writer that would leave the core waiting for it.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -70,6 +66,16 @@ pub(super) fn write_backlog(store: &mut Store, backlog: &mut Backlog) -> Option<
         }
     }
     saved
+}
+
+/// Syncs the entries of `dirs` (before a commit that records installs in
+/// them).
+pub(super) fn sync_dirs(dirs: &[PathBuf]) {
+    for d in dirs {
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
 }
 
 /// The writer thread, and whether it is busy with a batch.
