@@ -675,6 +675,19 @@ pub(crate) mod tests {
         assert_eq!(sorted(s.load().unwrap()), vec![gone.clone(), kept.clone()]);
         assert!(s.peers().unwrap().is_empty());
 
+        // A panic while the chunks are made (caught, as the core does)
+        // leaves nothing written and the store usable.
+        let panicking = (0..2).map(|i| {
+            assert!(i == 0, "no second chunk");
+            vec![record("c/0", 3, false)]
+        });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.write_chunked(&head, panicking)
+        }));
+        assert!(caught.is_err());
+        assert_eq!(sorted(s.load().unwrap()), vec![gone.clone(), kept.clone()]);
+        assert!(s.peers().unwrap().is_empty());
+
         // Written whole: what the head forgets goes first, so a path both
         // forgotten and in a chunk keeps its record.
         let (c0, again, c1) = (

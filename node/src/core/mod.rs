@@ -1356,11 +1356,13 @@ impl Core {
         };
         let seq = self.index.seq();
         self.journal.seal(seq);
-        // Before the writer thread starts (the start-up scan, or a slice
-        // of it) the store is written here, and many records are encoded a
-        // chunk at a time as they are written, in one transaction, instead
-        // of all held encoded at once. If that fails, they go the way of
-        // any batch below (kept and tried again).
+        // While the core holds the store itself (before the writer thread
+        // starts: the start-up scan or a slice of it; the last flush after
+        // it stops; throughout if it could not be started), many records
+        // are encoded a chunk at a time as they are written, in one
+        // transaction, instead of all held encoded at once. If that fails,
+        // they go the way of any batch below: tried again at once, and
+        // kept until they are written.
         if n > RECORD_CHUNK
             && self.saver.is_none()
             && self.unsaved.is_empty()
@@ -1383,9 +1385,13 @@ impl Core {
                     return;
                 }
                 Ok(Ok(Err(e))) | Err(e) => {
-                    tracing::debug!("cannot save {n} index entries chunk by chunk: {e}");
+                    tracing::warn!(
+                        "cannot save {n} index entries chunk by chunk ({e}); trying again as one batch"
+                    );
                 }
-                Ok(Err(_)) => tracing::debug!("saving {n} index entries chunk by chunk panicked"),
+                Ok(Err(_)) => tracing::warn!(
+                    "saving {n} index entries chunk by chunk failed (panicked); trying again as one batch"
+                ),
             }
         }
         // Records are copied out of the index a slice at a time: a cold
