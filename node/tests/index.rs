@@ -521,11 +521,12 @@ fn changes_while_stopped_are_found_at_restart() {
 
 #[test]
 fn many_files_found_at_start_are_saved_and_unchanged_at_the_next() {
-    // More records than the store is given at once (they are then encoded
-    // and written chunk by chunk, in one transaction).
+    // More files than a scan reads at once (4,096), and more records than
+    // the store is given at once (they are then encoded and written chunk
+    // by chunk, in one transaction).
     let mut node = Node::start("many-at-start");
     node.stop();
-    for i in 0..2_500 {
+    for i in 0..5_000 {
         put(
             node.path(format!("d{}/f{i:04}.txt", i % 10)),
             format!("file {i}\n"),
@@ -538,7 +539,7 @@ fn many_files_found_at_start_are_saved_and_unchanged_at_the_next() {
             node.fail(&format!("first list after the restart: {d}"))
         );
     }
-    assert_eq!(listed_files(&first).len(), 2_500);
+    assert_eq!(listed_files(&first).len(), 5_000);
     node.stop();
     let second = node.restart();
     assert!(
