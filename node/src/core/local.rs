@@ -906,22 +906,22 @@ impl Core {
             let c = self.index.observe_file(&p, st, &h);
             changed += self.log_change(&p, c, log);
         }
-        // Read a chunk at a time (see HASH_CHUNK), and in slices, each
-        // recorded and saved before the next, when there are many (see
-        // SLICED_ABOVE): a cold scan of a million files would otherwise
-        // hold every record to save at once. (At start-up the store is written here; on a later scan
-        // the writer thread takes a slice while the next is read, and the
-        // rest waits for the scan's end.) Names are checked once the whole
-        // scan is recorded: between slices, a renamed file can be in the
-        // index under both names.
+        // Read HASH_CHUNK files at a time, each chunk recorded before the
+        // next is read; above SLICED_ABOVE, also saved every HASH_SLICE
+        // files: a cold scan of a million files would otherwise hold every
+        // record to save at once. (At start-up the store is written here;
+        // on a later scan the writer thread takes a slice while the next is
+        // read, and the rest waits for the scan's end.) Names are checked
+        // once the whole scan is recorded: between slices, a renamed file
+        // can be in the index under both names.
         let sliced = to_hash.len() > SLICED_ABOVE;
         let mut to_hash = to_hash.into_iter().peekable();
         let mut unsaved = 0;
         while to_hash.peek().is_some() {
-            let slice: Vec<RelPath> = to_hash.by_ref().take(HASH_CHUNK).collect();
-            unsaved += slice.len();
+            let chunk: Vec<RelPath> = to_hash.by_ref().take(HASH_CHUNK).collect();
+            unsaved += chunk.len();
             let root = &self.root;
-            let hashed: Vec<(RelPath, _)> = slice
+            let hashed: Vec<(RelPath, _)> = chunk
                 .into_par_iter()
                 .map(|p| {
                     let r = scan::hash_file(&p.to_disk(root));
@@ -994,13 +994,17 @@ impl Core {
 const HASH_SLICE: usize = 16 * 1024;
 
 /// Files read at once (in parallel) before their results are recorded:
-/// the results wait in memory meanwhile (about 150 bytes a file; 20,000
-/// files read at once held 2.9 MiB at a cold start's peak).
+/// the results wait in memory meanwhile (20,000 files read at once held a
+/// 2.2 MiB list and 0.6 MiB of block lists at a cold start's peak). A
+/// whole number of them make a [`HASH_SLICE`], so saves come where they
+/// did. Each chunk waits for its slowest file (one of 16 MiB or more is
+/// hashed on two threads).
 const HASH_CHUNK: usize = 4 * 1024;
+const _: () = assert!(HASH_SLICE.is_multiple_of(HASH_CHUNK));
 
-/// A scan reading more files than this reads them in slices and saves
-/// between them (see `reconcile`); a smaller one reads all at once and
-/// saves at the end. Slices lower the peak (1,000,000 files: 679-791 ->
+/// A scan reading more files than this saves between slices (see
+/// `reconcile`); a smaller one saves at the end. (Measured when a smaller
+/// scan also read all its files at once:) slices lower the peak (1,000,000 files: 679-791 ->
 /// 408 MiB) but leave a few MiB more resident after the scan (100,000
 /// files: 39.3-41.2 -> 41.5-45.1 MiB, two to three runs each), which
 /// below this size matters more than the peak (82 against 65 MiB).
