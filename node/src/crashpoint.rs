@@ -2,8 +2,10 @@
 //! environment, a debug build of the node kills itself with `SIGKILL` (as
 //! `kill -9` would) when it reaches the point called `NAME`, so a test can
 //! stop it inside a window a real crash could hit but a test could never
-//! time from outside (between two renames of one install, say). Release
-//! builds read nothing and do nothing.
+//! time from outside (between two renames of one install, say). Hold
+//! points (`TANDEM_HOLD_AT`) pause there instead, and fail points
+//! (`TANDEM_FAIL_AT`) make what is done there fail once. Release builds
+//! read nothing and do nothing.
 
 /// Dies here, at once and without cleanup, if the tests asked for it.
 #[inline]
@@ -62,4 +64,32 @@ pub fn held(name: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = name;
+}
+
+/// True the first time a debug build reaches the point called `NAME` with
+/// `TANDEM_FAIL_AT=NAME` in its environment: the caller then fails as if
+/// what it does there had failed, so a test can check that the failure is
+/// handled (kept and tried again, say) where a real one is rare or cannot
+/// be made from outside. Later visits do not fail. Release builds read
+/// nothing and never fail.
+#[inline]
+pub fn fails(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let wanted = WANTED.get_or_init(|| std::env::var("TANDEM_FAIL_AT").ok());
+        if wanted.as_deref() == Some(name)
+            && !FAILED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!("fail point {name} reached: failing here once (TANDEM_FAIL_AT)");
+            return true;
+        }
+        false
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
+    }
 }

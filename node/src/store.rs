@@ -67,6 +67,21 @@ pub enum StoreError {
     Schema(i64),
 }
 
+/// Begins a transaction on `conn`, first ending one a failed write left
+/// open. rusqlite rolls a dropped transaction back but ignores an error
+/// from that rollback (a busy or failing disk), and the connection then
+/// stays inside the old transaction: every later `BEGIN` would fail, so
+/// nothing would be written again until a restart.
+pub(crate) fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    if !conn.is_autocommit() {
+        tracing::warn!(
+            "a database transaction was left open (its rollback failed); rolling it back now"
+        );
+        conn.execute_batch("ROLLBACK")?;
+    }
+    conn.transaction()
+}
+
 /// `PRAGMA cache_size` of the store: a negative number is KiB (256 KiB).
 const CACHE_SIZE: i64 = -256;
 
@@ -342,7 +357,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = begin(&mut self.conn)?;
         Self::write_parts(&tx, batch)?;
         tx.commit()?;
         Ok(())
@@ -356,7 +371,7 @@ impl Store {
     where
         I: IntoIterator<Item = Vec<Record>>,
     {
-        let tx = self.conn.transaction()?;
+        let tx = begin(&mut self.conn)?;
         Self::write_parts(&tx, head)?;
         for chunk in chunks {
             Self::write_records(&tx, &chunk)?;
@@ -406,7 +421,7 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = begin(&mut self.conn)?;
         Self::write_records(&tx, records)?;
         tx.commit()?;
         Ok(())
@@ -637,6 +652,21 @@ pub(crate) mod tests {
                 mode: 0o644,
             }),
         }
+    }
+
+    #[test]
+    fn a_transaction_left_open_does_not_stop_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let mut store = Store::open(&db).unwrap();
+        // As a rollback that failed leaves it.
+        store.conn.execute_batch("BEGIN").unwrap();
+        store.save(&[record("a", 1, false)]).unwrap();
+        assert!(store.conn.is_autocommit(), "the write was committed");
+        drop(store);
+        let got = Store::open(&db).unwrap().load().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].entry.path.as_str(), "a");
     }
 
     #[test]

@@ -551,6 +551,39 @@ fn many_files_found_at_start_are_saved_and_unchanged_at_the_next() {
 }
 
 #[test]
+fn records_that_could_not_be_encoded_are_saved_at_the_next_try() {
+    // Fail points (`TANDEM_FAIL_AT`) exist in debug builds of the node only.
+    if !cfg!(debug_assertions) || std::env::var_os("TANDEM_BIN_DIR").is_some() {
+        eprintln!("skipped: fail points exist in debug builds of the node only");
+        return;
+    }
+    let mut node = Node::start("encode-fails");
+    node.stop();
+    for i in 0..20 {
+        put(node.path(format!("f{i:02}.txt")), format!("file {i}\n"));
+    }
+    // The start-up scan's batch is the first the node encodes: it fails.
+    node.env_mut()
+        .push(("TANDEM_FAIL_AT".into(), "encode-batch".into()));
+    let first = node.restart();
+    assert_eq!(listed_files(&first).len(), 20);
+    assert!(
+        node.run_log().contains("cannot encode 20 index entries"),
+        "{}",
+        node.fail("the start-up scan's batch should have failed to encode")
+    );
+    node.stop();
+    node.env_mut().retain(|(k, _)| k != "TANDEM_FAIL_AT");
+    let second = node.restart();
+    assert!(
+        node.run_log().contains(" 0 changed since last run"),
+        "{}",
+        node.fail("records whose first save failed should have been saved by a later one")
+    );
+    assert_eq!(listed_files(&second), listed_files(&first));
+}
+
+#[test]
 fn index_matches_disk_after_kill9() {
     let mut node = Node::start("kill9");
     for round in 0..3 {

@@ -1328,10 +1328,10 @@ impl Core {
             .drain()
             .filter_map(|id| self.peers.get(&id).map(|(s, n)| (id, *s, n.clone())))
             .collect();
-        let wanted: Vec<&Wanted> = self
-            .wanted_dirty
-            .drain()
-            .filter_map(|p| self.needed.get(&p).map(|n| &n.w))
+        let wanted_paths: Vec<RelPath> = self.wanted_dirty.drain().collect();
+        let wanted: Vec<&Wanted> = wanted_paths
+            .iter()
+            .filter_map(|p| self.needed.get(p).map(|n| &n.w))
             .collect();
         let unwanted = std::mem::take(&mut self.unwanted);
         let identities: Vec<tandem_common::proto::IdentityRecord> =
@@ -1398,6 +1398,12 @@ impl Core {
         // scan's million would otherwise all be held twice, as records and
         // encoded.
         let encoded = Encoded::of(&batch).and_then(|mut enc| {
+            if crate::crashpoint::fails("encode-batch") {
+                return Err(crate::store::StoreError::Corrupt {
+                    path: "the batch".into(),
+                    reason: "failed on purpose (TANDEM_FAIL_AT)".into(),
+                });
+            }
             enc.reserve_records(n);
             for chunk in dirty.chunks(RECORD_CHUNK) {
                 let records: Vec<crate::index::Record> =
@@ -1406,11 +1412,28 @@ impl Core {
             }
             Ok(enc)
         });
-        let encoded = encoded.unwrap_or_else(|e| {
-            // Keep running: the disk is the truth, and the next start re-scans.
-            tracing::error!("cannot save {n} index entries: {e}");
-            Encoded::default()
-        });
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                // Not written, so not saved: everything taken goes back to
+                // wait for the next try, as a batch the store refused does
+                // (an empty batch here would count as saved, and the
+                // journal that still holds these changes would be emptied).
+                tracing::error!(
+                    "cannot encode {n} index entries for the store: {e}; trying again in {STORE_RETRY:?} (peers are sent no newer changes until this succeeds)"
+                );
+                self.dirs_to_sync.extend(dirs);
+                self.index.restore_unsaved(forgotten, &dirty);
+                self.peers_dirty.extend(peers.iter().map(|(id, ..)| *id));
+                self.wanted_dirty.extend(wanted_paths);
+                self.unwanted.extend(unwanted);
+                self.identities_dirty
+                    .extend(identities.iter().map(|r| r.id));
+                self.held_dirty |= held.is_some();
+                self.store_retry_at = Some(Instant::now() + STORE_RETRY);
+                return;
+            }
+        };
         let job = saver::Job {
             dirs,
             batch: encoded,

@@ -1161,6 +1161,19 @@ impl Index {
         });
     }
 
+    /// Gives back what [`Index::take_forgotten`] and
+    /// [`Index::take_dirty_paths`] took when it could not be saved: the
+    /// next save takes it again (a path forgotten since is not).
+    pub fn restore_unsaved(&mut self, forgotten: Vec<RelPath>, dirty: &[RelPath]) {
+        let mut later = std::mem::replace(&mut self.forgotten, forgotten);
+        self.forgotten.append(&mut later);
+        for p in dirty {
+            if let Some(r) = self.records.get(p) {
+                self.dirty.push(r.seq());
+            }
+        }
+    }
+
     /// The records changed since the last call, for the store (copies).
     /// Sorted by path, as the store's table is.
     pub fn take_dirty(&mut self) -> Vec<Record> {

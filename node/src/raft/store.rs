@@ -356,7 +356,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(rows) => {
                 self.db
                     .run(move |conn| {
-                        let tx = conn.transaction()?;
+                        let tx = crate::store::begin(conn)?;
                         {
                             let mut stmt = tx.prepare_cached(
                                 "INSERT OR REPLACE INTO log(idx, entry) VALUES (?1, ?2)",
@@ -401,7 +401,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.db
             .run(move |conn| {
-                let tx = conn.transaction()?;
+                let tx = crate::store::begin(conn)?;
                 put_meta(&tx, "purged", &log_id)?;
                 tx.execute(
                     "DELETE FROM log WHERE idx <= ?1",
@@ -579,7 +579,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 changed.sort();
                 changed.dedup();
-                let tx = conn.transaction()?;
+                let tx = crate::store::begin(conn)?;
                 for path in &changed {
                     match s.table.get(path) {
                         Some(lock) => {
@@ -627,7 +627,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let locks: BTreeMap<RelPath, PathLock> = decode("received snapshot", &data)?;
                 let mut s = Self::lock_state(&state)?;
                 fully_synced(conn, |conn| {
-                    let tx = conn.transaction()?;
+                    let tx = crate::store::begin(conn)?;
                     tx.execute("DELETE FROM locks", [])?;
                     {
                         let mut stmt =
