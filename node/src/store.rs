@@ -60,6 +60,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A test's fail point (`TANDEM_FAIL_AT`, debug builds) made this fail.
+    #[error("failed on purpose at fail point {0} (TANDEM_FAIL_AT)")]
+    FailPoint(&'static str),
     /// The database was written by an incompatible version.
     #[error(
         "index database has schema version {0}, this build understands {SCHEMA_VERSION}; move the state folder aside to re-index"
@@ -67,18 +70,25 @@ pub enum StoreError {
     Schema(i64),
 }
 
-/// Begins a transaction on `conn`, first ending one a failed write left
-/// open. rusqlite rolls a dropped transaction back but ignores an error
-/// from that rollback (a busy or failing disk), and the connection then
-/// stays inside the old transaction: every later `BEGIN` would fail, so
-/// nothing would be written again until a restart.
-pub(crate) fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+/// Ends a transaction a failed write left open on `conn`. rusqlite rolls a
+/// dropped transaction back but ignores an error from that rollback (a
+/// busy or failing disk), and the connection then stays inside the old
+/// transaction: every later `BEGIN` would fail, and a statement outside one
+/// would join it, reporting success for a write that is never committed.
+/// So every use of a connection checks first.
+pub(crate) fn end_open_transaction(conn: &Connection) -> rusqlite::Result<()> {
     if !conn.is_autocommit() {
         tracing::warn!(
             "a database transaction was left open (its rollback failed); rolling it back now"
         );
         conn.execute_batch("ROLLBACK")?;
     }
+    Ok(())
+}
+
+/// Begins a transaction on `conn` (after [`end_open_transaction`]).
+fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    end_open_transaction(conn)?;
     conn.transaction()
 }
 
@@ -164,6 +174,13 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection, with no transaction left open on it (see
+    /// [`end_open_transaction`]).
+    fn db(&self) -> Result<&Connection, StoreError> {
+        end_open_transaction(&self.conn)?;
+        Ok(&self.conn)
+    }
+
     /// The version counter a receive-only node's withheld writes are above
     /// (see [`crate::index::Index::withhold_above`]); `None` when it is not
     /// receive-only.
@@ -176,7 +193,7 @@ impl Store {
         match c {
             Some(c) => self.set_meta("receive_only_since", &(c as i64).to_be_bytes()),
             None => {
-                self.conn
+                self.db()?
                     .execute("DELETE FROM meta WHERE key = 'receive_only_since'", [])?;
                 Ok(())
             }
@@ -185,7 +202,7 @@ impl Store {
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .conn
+            .db()?
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
@@ -198,7 +215,7 @@ impl Store {
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.db()?.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
             params![key, value],
         )?;
@@ -217,7 +234,7 @@ impl Store {
             tracing::warn!(
                 "this node's id is now {id} (from its key); peers will announce everything again"
             );
-            self.conn.execute_batch("UPDATE peers SET seq = 0")?;
+            self.db()?.execute_batch("UPDATE peers SET seq = 0")?;
         }
         self.set_meta("node_id", id.0.as_bytes())
     }
@@ -249,7 +266,7 @@ impl Store {
     /// Hands every stored record to `f`, one at a time.
     pub fn load_each(&self, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
         let mut stmt = self
-            .conn
+            .db()?
             .prepare("SELECT path, seq, entry, inode, size, mtime_ns, mode FROM files")?;
         // Rows are read in place (no copy of each path and entry blob).
         let mut rows = stmt.query([])?;
@@ -286,7 +303,7 @@ impl Store {
 
     /// Every known peer: (id, highest of its sequence numbers applied, name).
     pub fn peers(&self) -> Result<Vec<(NodeId, u64, String)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, seq, name FROM peers")?;
+        let mut stmt = self.db()?.prepare("SELECT id, seq, name FROM peers")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
@@ -305,7 +322,7 @@ impl Store {
     }
 
     fn blobs<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.db()?.prepare(sql)?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for row in rows {
@@ -329,7 +346,7 @@ impl Store {
 
     /// Remote versions this node still has to fetch.
     pub fn needed(&self) -> Result<Vec<Wanted>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT path, wanted FROM needed")?;
+        let mut stmt = self.db()?.prepare("SELECT path, wanted FROM needed")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
@@ -663,10 +680,16 @@ pub(crate) mod tests {
         store.conn.execute_batch("BEGIN").unwrap();
         store.save(&[record("a", 1, false)]).unwrap();
         assert!(store.conn.is_autocommit(), "the write was committed");
+        // A write outside a transaction must not join one left open (it
+        // would report success and be rolled back).
+        store.conn.execute_batch("BEGIN").unwrap();
+        store.set_receive_only_since(Some(5)).unwrap();
         drop(store);
-        let got = Store::open(&db).unwrap().load().unwrap();
+        let store = Store::open(&db).unwrap();
+        let got = store.load().unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].entry.path.as_str(), "a");
+        assert_eq!(store.receive_only_since().unwrap(), Some(5));
     }
 
     #[test]

@@ -1027,7 +1027,13 @@ impl Core {
         }
         self.store_retry_at = None;
         self.flush();
-        tracing::info!("index saved; core stopped");
+        if self.index.has_unsaved() || !self.unsaved.is_empty() {
+            tracing::warn!(
+                "core stopped with index changes not saved (see the errors above); the next start scans the folder again"
+            );
+        } else {
+            tracing::info!("index saved; core stopped");
+        }
     }
 
     /// How long the loop may wait for a message before something is due.
@@ -1315,6 +1321,10 @@ impl Core {
         if wait {
             return;
         }
+        // The pause is over (only a failure sets it again: the writer's
+        // report, or one below); left set, it would wake the core loop at
+        // once for ever when no writer thread answers.
+        let retrying = self.store_retry_at.take().is_some();
         // Directory entries of renamed-in files are synced before the
         // index commit: a crash after it must not find the rename undone.
         let dirs: Vec<PathBuf> = self.dirs_to_sync.drain().collect();
@@ -1399,10 +1409,7 @@ impl Core {
         // encoded.
         let encoded = Encoded::of(&batch).and_then(|mut enc| {
             if crate::crashpoint::fails("encode-batch") {
-                return Err(crate::store::StoreError::Corrupt {
-                    path: "the batch".into(),
-                    reason: "failed on purpose (TANDEM_FAIL_AT)".into(),
-                });
+                return Err(crate::store::StoreError::FailPoint("encode-batch"));
             }
             enc.reserve_records(n);
             for chunk in dirty.chunks(RECORD_CHUNK) {
@@ -1442,10 +1449,8 @@ impl Core {
         // Nothing to write and nothing left unwritten: all is saved. (A
         // failing store gets even an empty batch: the writer then tries
         // its backlog again.)
-        let idle = job.dirs.is_empty()
-            && job.batch.is_empty()
-            && self.store_retry_at.is_none()
-            && self.unsaved.is_empty();
+        let idle =
+            job.dirs.is_empty() && job.batch.is_empty() && !retrying && self.unsaved.is_empty();
         if idle {
             self.saved(seq);
         } else if let Some(s) = self.saver.as_mut() {
@@ -1459,6 +1464,9 @@ impl Core {
             self.unsaved.push_back(job);
             if let Some(seq) = saver::write_backlog(store, &mut self.unsaved) {
                 self.saved(seq);
+            }
+            if !self.unsaved.is_empty() {
+                self.store_retry_at = Some(Instant::now() + STORE_RETRY);
             }
         }
     }

@@ -1162,8 +1162,9 @@ impl Index {
     }
 
     /// Gives back what [`Index::take_forgotten`] and
-    /// [`Index::take_dirty_paths`] took when it could not be saved: the
-    /// next save takes it again (a path forgotten since is not).
+    /// [`Index::take_dirty_paths`] took when it could not be saved, for the
+    /// next save: forgotten paths ahead of any forgotten since, and the
+    /// records of the dirty paths still held.
     pub fn restore_unsaved(&mut self, forgotten: Vec<RelPath>, dirty: &[RelPath]) {
         let mut later = std::mem::replace(&mut self.forgotten, forgotten);
         self.forgotten.append(&mut later);
@@ -1172,6 +1173,11 @@ impl Index {
                 self.dirty.push(r.seq());
             }
         }
+    }
+
+    /// Whether changes wait to be taken for the store.
+    pub fn has_unsaved(&self) -> bool {
+        !self.dirty.is_empty() || !self.forgotten.is_empty()
     }
 
     /// The records changed since the last call, for the store (copies).

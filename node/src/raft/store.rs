@@ -143,8 +143,12 @@ impl Db {
         })
     }
 
+    /// The connection, with no transaction a failed write left open on it
+    /// (see [`crate::store::end_open_transaction`]).
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, RaftStoreError> {
-        self.conn.lock().map_err(|_| RaftStoreError::Poisoned)
+        let conn = self.conn.lock().map_err(|_| RaftStoreError::Poisoned)?;
+        crate::store::end_open_transaction(&conn)?;
+        Ok(conn)
     }
 
     /// Runs `f` on the connection in a blocking task.
@@ -356,7 +360,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(rows) => {
                 self.db
                     .run(move |conn| {
-                        let tx = crate::store::begin(conn)?;
+                        let tx = conn.transaction()?;
                         {
                             let mut stmt = tx.prepare_cached(
                                 "INSERT OR REPLACE INTO log(idx, entry) VALUES (?1, ?2)",
@@ -401,7 +405,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.db
             .run(move |conn| {
-                let tx = crate::store::begin(conn)?;
+                let tx = conn.transaction()?;
                 put_meta(&tx, "purged", &log_id)?;
                 tx.execute(
                     "DELETE FROM log WHERE idx <= ?1",
@@ -579,7 +583,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 changed.sort();
                 changed.dedup();
-                let tx = crate::store::begin(conn)?;
+                let tx = conn.transaction()?;
                 for path in &changed {
                     match s.table.get(path) {
                         Some(lock) => {
@@ -627,7 +631,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let locks: BTreeMap<RelPath, PathLock> = decode("received snapshot", &data)?;
                 let mut s = Self::lock_state(&state)?;
                 fully_synced(conn, |conn| {
-                    let tx = crate::store::begin(conn)?;
+                    let tx = conn.transaction()?;
                     tx.execute("DELETE FROM locks", [])?;
                     {
                         let mut stmt =
