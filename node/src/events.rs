@@ -20,8 +20,8 @@ use tokio::sync::broadcast;
 /// GUI (`EventSubBufferSize`, 1,000). A client away for longer, or during
 /// a burst (a sync of many files makes a few events per file), is told
 /// which events it missed and reloads the table, as it does after a
-/// restart of the node. It was 10,000: those events held about 2.5 MiB of
-/// each node's peak resident memory on the 20,000-file row.
+/// restart of the node. It was 10,000: 1,000 lowered each node's peak on
+/// the 20,000-file row by 2.8-4.9 MiB (bench/SYNC.md, session 29).
 pub const BACKLOG: usize = 1_000;
 /// Reporting nodes whose events are relayed (a bound against a peer that
 /// makes up names).
