@@ -26,6 +26,10 @@ use crate::path::RelPath;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
+/// 19: `PeerMessage::GetBlocks::verify`: a node sends a block of a file
+/// whose stat is still the one it hashed without hashing it again, unless
+/// the asker says its earlier try failed. An older node is refused at
+/// hello (`Refusal::VersionMismatch`).
 /// 18: the block hashes of a file of more than one block are BLAKE3
 /// chaining values, from which the content hash is made (see
 /// [`crate::hashing`]); a list must make the entry's content hash. An older
@@ -67,7 +71,7 @@ pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// the TLS handshake (it speaks plain text), and says so.
 /// 4: `FileState::Error`, `FileSummary::error`, `EventKind::ApplyFailed`,
 /// `ApplyRecovered` and `Unwatched`, `NodeStatus::warning`.
-pub const PROTOCOL_VERSION: u32 = 18;
+pub const PROTOCOL_VERSION: u32 = 19;
 
 /// Largest file whose content may travel inside an index message (the
 /// receiver installs it without asking: one crossing instead of three).
@@ -1589,6 +1593,12 @@ pub enum PeerMessage {
         /// of that block: only the chunks that differ are sent back (see
         /// [`crate::delta`]). Each names a block of `blocks`, at most once.
         bases: Vec<BlockBase>,
+        /// Check each block against its hash before sending it, whatever
+        /// the file's stat says: set when an earlier try at this file
+        /// failed (a file changed in place with its stat kept is caught by
+        /// the asker's own check, then by this one, which makes the sender
+        /// read it again).
+        verify: bool,
     },
     /// Ask for the whole content of several small files at once, so many
     /// small files cost one round trip instead of one each.

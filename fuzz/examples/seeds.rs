@@ -274,6 +274,7 @@ fn peer_list() -> Vec<(&'static str, PeerMessage)> {
                     block: 17,
                     chunks: vec![1, 2, u64::MAX],
                 }],
+                verify: true,
             },
         ),
         (

@@ -1173,7 +1173,8 @@ where
         Ok(Some(f)) => f,
         Ok(None) => {
             // Folders sync too, but only files are fetched.
-            if let Ok(Some((_, e))) = ctx.core.entry(path.clone()).await
+            if let Ok(Some(crate::core::Served { entry: e, .. })) =
+                ctx.core.entry(path.clone()).await
                 && !e.deleted
                 && e.kind == tandem_common::model::EntryKind::Dir
             {
@@ -1230,9 +1231,11 @@ where
         let want: Vec<u32> = (i..i + n).collect();
         let asked: Vec<usize> = want.iter().map(|&b| b as usize).collect();
         let got = match (&link, far) {
-            // Over the link: the blocks travel as raw frames.
+            // Over the link: the blocks travel as raw frames, each checked
+            // by the sender (what reaches the client is only checked whole,
+            // at its end, and is not tried again).
             (Some(link), _) => link
-                .get_blocks(path.clone(), file.hash, want, Vec::new())
+                .get_blocks(path.clone(), file.hash, want, Vec::new(), true)
                 .await
                 .map_err(|e| e.to_string()),
             (None, Some(node)) => far_blocks(ctx, node, path.clone(), file.hash, want).await,
@@ -1434,7 +1437,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let path = file.path.clone();
-    let Ok(Some((full, entry))) = ctx.core.entry(path.clone()).await else {
+    let Ok(Some(crate::core::Served { full, entry, .. })) = ctx.core.entry(path.clone()).await
+    else {
         return Ok(Err(ApiError::Other(format!("{path} does not exist"))));
     };
     if entry.hash != file.hash || !entry.is_live_file() {

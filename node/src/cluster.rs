@@ -190,7 +190,8 @@ impl Answerer for NodeAnswerer {
                         )))));
                     }
                     let got =
-                        crate::peer::serve_blocks(&self.core, path, hash, blocks, Vec::new()).await;
+                        crate::peer::serve_blocks(&self.core, path, hash, blocks, Vec::new(), true)
+                            .await;
                     Ok(PeerAnswer::Blocks(got.map(|b| {
                         b.into_iter()
                             .map(|b| InlineBlock {

@@ -132,13 +132,15 @@ impl LinkHandle {
     }
 
     /// Asks the peer for blocks of the version `hash` of `path`; those
-    /// with a base come back as their changed chunks only.
+    /// with a base come back as their changed chunks only. With `verify`
+    /// the peer checks every block against its hash before sending it.
     pub async fn get_blocks(
         &self,
         path: RelPath,
         hash: ContentHash,
         blocks: Vec<u32>,
         bases: Vec<BlockBase>,
+        verify: bool,
     ) -> BlockAnswer {
         let msg = |req| PeerMessage::GetBlocks {
             req,
@@ -146,6 +148,7 @@ impl LinkHandle {
             hash,
             blocks,
             bases,
+            verify,
         };
         self.request(&self.blocks, msg, || Err(PeerError::LinkClosed))
             .await

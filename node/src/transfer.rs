@@ -84,6 +84,9 @@ pub struct Job {
     /// peer is asked as a patch of the block at the same place in it, so an
     /// edit costs its changed chunks (see [`tandem_common::delta`]).
     pub base: Option<PathBuf>,
+    /// Ask peers to check each block against its hash before sending it
+    /// (an earlier try failed; see `PeerMessage::GetBlocks::verify`).
+    pub verify: bool,
 }
 
 /// A finished transfer.
@@ -251,11 +254,13 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
                 job.budget.clone(),
                 job.base.clone(),
             );
+            let verify = job.verify;
             inflight.push_back(async move {
                 let source = Source {
                     links: &links,
                     peers: &peers,
                     base: base.as_deref(),
+                    verify,
                 };
                 fetch_segment(seg, &entry, &source, &budget).await
             });
@@ -777,6 +782,8 @@ struct Source<'a> {
     peers: &'a [NodeId],
     /// Our older copy of the file (see [`Job::base`]).
     base: Option<&'a Path>,
+    /// See [`Job::verify`].
+    verify: bool,
 }
 
 /// Our older copy of one block: its bytes (possibly shorter than the
@@ -1030,7 +1037,8 @@ async fn fetch_remote(
     for peer in source.peers {
         let ask = |link: Arc<LinkHandle>| {
             let (path, idx, wire) = (entry.path.clone(), idx.clone(), wire.clone());
-            async move { link.get_blocks(path, entry.hash, idx, wire).await }
+            let verify = source.verify;
+            async move { link.get_blocks(path, entry.hash, idx, wire, verify).await }
         };
         let Some((link, res)) = ask_peer(source.links, peer, ask).await else {
             continue;

@@ -92,6 +92,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             hash: ContentHash::of(b"x"),
             blocks: (0..10_000).collect(),
             bases: vec![],
+            verify: false,
         })
         .await
         .expect("send");
@@ -101,6 +102,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             hash: ContentHash::of(b"x"),
             blocks: vec![0],
             bases: vec![],
+            verify: false,
         })
         .await
         .expect("send");
@@ -121,6 +123,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
             hash: ContentHash::of(b"hello"),
             blocks: vec![0; 64],
             bases: vec![],
+            verify: false,
         })
         .await
         .expect("send");
@@ -155,6 +158,7 @@ fn hostile_peer_messages_are_refused_and_the_node_keeps_serving() {
                 hash: ContentHash::of(b"hello"),
                 blocks: vec![0],
                 bases: bases.clone(),
+                verify: false,
             })
             .await
             .expect("send");

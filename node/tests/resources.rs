@@ -497,6 +497,7 @@ async fn ask_blocks(
             hash,
             blocks: (first..first + PER_REQUEST).collect(),
             bases: vec![],
+            verify: false,
         };
         // Small frames: they fit in the socket buffers even when the node
         // has stopped reading; an error means it has cut the link.

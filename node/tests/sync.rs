@@ -2016,6 +2016,59 @@ fn file_rewritten_while_being_sent_is_fetched_again() {
     assert_ne!(head[16..], first[16..], "b must not keep the first version");
 }
 
+/// A file changed in place with its stat kept (same inode, size, mode and
+/// mtime: `touch -r`, or a tool that restores times) looks unchanged, so
+/// the sender does not read it again and sends its blocks unchecked. The
+/// receiver's check finds them wrong, its next try asks the sender to
+/// check, and that makes the sender read the file again and send the
+/// content it holds: both end with it. (Before, the sender checked every
+/// block, refused, and looked at the file again by its stat, which had not
+/// changed: the receiver asked for ever.)
+#[test]
+fn a_file_changed_with_its_stat_kept_is_read_again_and_synced() {
+    let (mut a, mut b) = pair();
+    b.stop();
+    // Made while a is down, so a records it with the old mtime from the
+    // start.
+    a.stop();
+    let rel = "kept-stat.bin";
+    let old_time = (1_577_934_245, 0);
+    write_big(&a.path(rel), 2 * MIB, 3, None);
+    set_mtime(a.path(rel), old_time.0, old_time.1);
+    let before = fs::read(a.path(rel)).expect("read");
+    a.restart();
+    wait_indexed(&a, rel, Some(&before));
+    a.stop();
+    // One block's bytes change in place; the stat is put back as it was.
+    let meta = fs::metadata(a.path(rel)).expect("stat");
+    let mut changed = before.clone();
+    changed[MIB as usize + 100..MIB as usize + 200].fill(0xee);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(a.path(rel))
+            .expect("open for writing");
+        f.write_all_at(&changed[MIB as usize..MIB as usize + 4096], MIB)
+            .expect("write in place");
+        f.sync_all().expect("fsync");
+    }
+    set_mtime(a.path(rel), old_time.0, old_time.1);
+    let after = fs::metadata(a.path(rel)).expect("stat");
+    assert_eq!(
+        (after.ino(), after.len(), after.mtime(), after.mtime_nsec()),
+        (meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()),
+        "the stat must be as it was"
+    );
+    // a's start finds the stat it recorded, and does not read the file.
+    a.restart();
+    b.restart();
+    let nodes = [&a, &b];
+    wait_same_where(SYNC, "the changed content on both", &nodes, |t| {
+        has_content(t, rel, &changed)
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Bytes on the wire for edits and renames of large files
 

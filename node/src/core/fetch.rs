@@ -134,6 +134,9 @@ impl Core {
                 .get(&path)
                 .filter(|r| r.entry.is_live_file() && r.stat.is_some() && needs_peer)
                 .map(|_| path.to_disk(&self.root));
+            // After a failed try (say, blocks that did not match their
+            // hashes), the sender checks each block before sending it.
+            let verify = self.needed.get(&path).is_some_and(|n| n.attempts > 0);
             let job = transfer::Job {
                 entry: entry.clone(),
                 plan,
@@ -142,6 +145,7 @@ impl Core {
                 links: self.io.links.clone(),
                 budget: self.budget.clone(),
                 base,
+                verify,
             };
             self.spawn_transfer(
                 async move { vec![(path, entry.version, transfer::run(job).await)] },

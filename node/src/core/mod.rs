@@ -23,12 +23,12 @@ use tandem_common::{EntryKind, FileEntry, NodeId, RelPath, VersionVector};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::engine;
-use crate::index::{ChangeKind, Index};
+use crate::index::{ChangeKind, Index, LocalStat};
 use crate::links::{Links, MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 use crate::scan::{self, HashError, Seen};
 use crate::store::{Batch, Encoded, Store, Wanted};
 use crate::transfer::{self, BlockSource};
-use crate::watch::{Hint, WatchMsg};
+use crate::watch::WatchMsg;
 
 mod apply;
 mod fetch;
@@ -228,12 +228,12 @@ pub enum CoreMsg {
         /// this node did not know.
         reply: oneshot::Sender<usize>,
     },
-    /// Our current entries at some paths, with their disk paths, for
-    /// serving blocks and files (in the order asked).
-    Entries(
-        Vec<RelPath>,
-        oneshot::Sender<Vec<Option<(PathBuf, FileEntry)>>>,
-    ),
+    /// Our current entries at some paths, for serving blocks and files
+    /// (in the order asked).
+    Entries(Vec<RelPath>, oneshot::Sender<Vec<Option<Served>>>),
+    /// A file read to be sent did not hold what its record says: read it
+    /// again whatever its stat.
+    Reread(PathBuf),
     /// A transfer (one file) or a batch (several small files) finished:
     /// (path, version it built, outcome) per file.
     TransfersDone(
@@ -448,15 +448,12 @@ impl CoreHandle {
     }
 
     /// Our entry at `path` and where it is on disk.
-    pub async fn entry(&self, path: RelPath) -> Result<Option<(PathBuf, FileEntry)>, ApiError> {
+    pub async fn entry(&self, path: RelPath) -> Result<Option<Served>, ApiError> {
         Ok(self.entries(vec![path]).await?.pop().flatten())
     }
 
     /// Our entries at `paths` and where they are on disk, in that order.
-    pub async fn entries(
-        &self,
-        paths: Vec<RelPath>,
-    ) -> Result<Vec<Option<(PathBuf, FileEntry)>>, ApiError> {
+    pub async fn entries(&self, paths: Vec<RelPath>) -> Result<Vec<Option<Served>>, ApiError> {
         self.ask(|reply| CoreMsg::Entries(paths, reply)).await
     }
 
@@ -473,13 +470,24 @@ impl CoreHandle {
         let _ = self.tx.send(CoreMsg::Lock(m));
     }
 
-    /// Asks the core to look at a disk path again.
+    /// Tells the core that the file at a disk path did not hold what its
+    /// record says when read to be sent: it is read again (its stat may be
+    /// the one recorded, so a plain look would not read it).
     pub fn recheck(&self, full: &Path) {
-        let _ = self.tx.send(CoreMsg::Watch(WatchMsg::Paths(vec![Hint {
-            path: full.to_path_buf(),
-            settle: false,
-        }])));
+        let _ = self.tx.send(CoreMsg::Reread(full.to_path_buf()));
     }
+}
+
+/// Our record of a file, as a node sending it needs it.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Where it is on disk.
+    pub full: PathBuf,
+    /// Our current entry.
+    pub entry: FileEntry,
+    /// The stat recorded with its content, if it can be taken to stand
+    /// for that content (see [`Index::trusted_stat`]).
+    pub stat: Option<LocalStat>,
 }
 
 /// A remote version being fetched. Its entry may lack its block list (a
@@ -1276,12 +1284,24 @@ impl Core {
                         if self.ignores_indexed(&p) {
                             return None;
                         }
-                        let e = self.index.get(&p).map(|r| r.entry.clone())?;
-                        Some((p.to_disk(&self.root), e))
+                        let entry = self.index.get(&p)?.entry;
+                        let stat = self.index.trusted_stat(&p);
+                        Some(Served {
+                            full: p.to_disk(&self.root),
+                            entry,
+                            stat,
+                        })
                     })
                     .collect();
                 let _ = reply.send(r);
             }
+            CoreMsg::Reread(full) => match RelPath::from_disk(&self.root, &full) {
+                Ok(rel) => {
+                    self.index.distrust(&rel);
+                    self.pending.insert(rel, Instant::now() + QUICK);
+                }
+                Err(e) => tracing::debug!("not rereading {}: {e}", full.display()),
+            },
             CoreMsg::TransfersDone(results) => self.on_transfers_done(results),
             CoreMsg::Saved { upto, failing } => {
                 if let Some(s) = self.saver.as_mut() {

@@ -186,6 +186,12 @@ pub struct Index {
     /// takes the list read (see [`Index::observe_file`]); meanwhile its
     /// blocks are no place to read from, and its list is not handed out.
     relist: BTreeSet<RelPath>,
+    /// Live files found to hold other content than their record says while
+    /// their stat is still the one recorded (changed in place with the stat
+    /// kept, which a look cannot see; see [`Index::distrust`]). The next
+    /// look reads such a file whatever its stat, and until then it counts
+    /// as changed and its stat is not taken to stand for its content.
+    distrusted: BTreeSet<RelPath>,
 }
 
 impl Index {
@@ -218,6 +224,7 @@ impl Index {
                 changed_since_compact: 0,
                 applied: HashMap::new(),
                 relist: BTreeSet::new(),
+                distrusted: BTreeSet::new(),
             },
             packed: Vec::new(),
             seqs: Vec::new(),
@@ -389,6 +396,9 @@ impl Index {
     /// cleared.
     fn insert(&mut self, record: Record) {
         let path = record.entry.path.clone();
+        if !self.distrusted.is_empty() {
+            self.distrusted.remove(&path);
+        }
         if record.entry.is_live_file() && !makes_hash(&record.entry) {
             // Recorded without a list that makes its hash (a stored one of
             // the older kind carried over, or none when no local file had
@@ -721,6 +731,37 @@ impl Index {
             .get(path)
             .filter(|r| r.is_live_file() || r.live_link().is_some())
             .is_none_or(|r| r.stat().as_ref() != Some(stat))
+            || self.is_distrusted(path)
+    }
+
+    /// Notes that the live file at `path` was found to hold other content
+    /// than its record says (a block or file read to be sent did not match
+    /// its hash) while its stat may be the one recorded: the next look
+    /// reads it whatever its stat (see [`Index::distrusted`]).
+    pub fn distrust(&mut self, path: &RelPath) {
+        if self.records.get(path).is_some_and(|r| r.is_live_file()) {
+            self.distrusted.insert(path.clone());
+        }
+    }
+
+    fn is_distrusted<P>(&self, path: &P) -> bool
+    where
+        RelPath: std::borrow::Borrow<P>,
+        P: Ord + ?Sized,
+    {
+        !self.distrusted.is_empty() && self.distrusted.contains(path)
+    }
+
+    /// The stat recorded for the live file at `path`, when it may be taken
+    /// to stand for the recorded content: a file with this stat still
+    /// holds it, unless it was changed in place with its stat kept (a
+    /// reader that relies on this must have another check behind it). Not
+    /// for a file whose list is to be made again or that was found changed.
+    pub fn trusted_stat(&self, path: &RelPath) -> Option<LocalStat> {
+        let r = self.records.get(path).filter(|r| r.is_live_file())?;
+        let doubted =
+            (!self.relist.is_empty() && self.relist.contains(path)) || self.is_distrusted(path);
+        if doubted { None } else { r.stat() }
     }
 
     /// True if a file (or link) with this stat must be (re)hashed (read).
@@ -742,7 +783,9 @@ impl Index {
         let r = self.records.get(path);
         let needs_hash = match r {
             Some(r) if r.is_live_file() || r.live_link().is_some() => {
-                r.stat().as_ref() != stat || (!self.relist.is_empty() && self.relist.contains(path))
+                r.stat().as_ref() != stat
+                    || (!self.relist.is_empty() && self.relist.contains(path))
+                    || self.is_distrusted(path)
             }
             _ => true,
         };
@@ -960,6 +1003,10 @@ impl Index {
         stat: LocalStat,
         h: &Hashed,
     ) -> Option<ChangeKind> {
+        // Read now: what it holds is recorded below, whatever it is.
+        if !self.distrusted.is_empty() {
+            self.distrusted.remove(path);
+        }
         if self.relist.remove(path)
             && let Some(r) = self.records.get(path)
             && r.is_live_file()
@@ -1368,6 +1415,48 @@ mod tests {
             Some(ChangeKind::Applied)
         );
         assert_eq!(ix.get(&p("h")).unwrap().entry.version, later.version);
+    }
+
+    /// A file found to hold other content than its record (when read to
+    /// be sent) with its stat kept: read at the next look whatever its
+    /// stat, counted as changed, its stat not trusted; then recorded as
+    /// what it holds.
+    #[test]
+    fn a_distrusted_file_is_read_again_with_its_stat_kept() {
+        let mut ix = Index::new(NodeId::random(), vec![]);
+        let (a, b) = (p("a"), p("b"));
+        let one = hash_reader(&b"one"[..]).unwrap();
+        let two = hash_reader(&b"two"[..]).unwrap();
+        let st = stat(1, 3, 10);
+        ix.observe_file(&a, st, &one);
+        ix.observe_file(&b, stat(2, 3, 10), &one);
+        assert!(!ix.needs_hash(&a, &st));
+        assert!(!ix.stat_changed(&a, &st));
+        assert_eq!(ix.trusted_stat(&a), Some(st));
+
+        ix.distrust(&a);
+        // Only that file, and nothing that is not a live file.
+        ix.distrust(&p("nothing"));
+        assert!(ix.needs_hash(&a, &st));
+        assert!(ix.stat_changed(&a, &st));
+        assert_eq!(ix.trusted_stat(&a), None);
+        assert!(!ix.needs_hash(&b, &stat(2, 3, 10)));
+        assert!(ix.trusted_stat(&b).is_some());
+
+        // Read: the content it holds is a new version, and it is trusted
+        // again.
+        let v1 = ix.get(&a).unwrap().entry.version.clone();
+        assert_eq!(ix.observe_file(&a, st, &two), Some(ChangeKind::Modified));
+        assert_eq!(ix.get(&a).unwrap().entry.hash, two.hash);
+        assert_ne!(ix.get(&a).unwrap().entry.version, v1);
+        assert!(!ix.needs_hash(&a, &st));
+        assert_eq!(ix.trusted_stat(&a), Some(st));
+
+        // A false alarm (it holds what its record says) changes nothing.
+        ix.distrust(&b);
+        assert_eq!(ix.observe_file(&b, stat(2, 3, 10), &one), None);
+        assert!(!ix.needs_hash(&b, &stat(2, 3, 10)));
+        assert!(ix.trusted_stat(&b).is_some());
     }
 
     #[test]
