@@ -27,9 +27,10 @@ use crate::path::RelPath;
 pub const MAGIC: [u8; 8] = *b"TANDEM\r\n";
 /// Version of this protocol; bumped on any incompatible change.
 /// 19: `PeerMessage::GetBlocks::verify`: a node sends a block of a file
-/// whose stat is still the one it hashed without hashing it again, unless
-/// the asker says its earlier try failed. An older node is refused at
-/// hello (`Refusal::VersionMismatch`).
+/// whose stat is still the one it hashed (and a few seconds old) without
+/// hashing it again, unless the asker sets `verify` (after a failed try,
+/// and for a client's fetch). An older node is refused at hello
+/// (`Refusal::VersionMismatch`).
 /// 18: the block hashes of a file of more than one block are BLAKE3
 /// chaining values, from which the content hash is made (see
 /// [`crate::hashing`]); a list must make the entry's content hash. An older
@@ -1594,10 +1595,11 @@ pub enum PeerMessage {
         /// [`crate::delta`]). Each names a block of `blocks`, at most once.
         bases: Vec<BlockBase>,
         /// Check each block against its hash before sending it, whatever
-        /// the file's stat says: set when an earlier try at this file
-        /// failed (a file changed in place with its stat kept is caught by
-        /// the asker's own check, then by this one, which makes the sender
-        /// read it again).
+        /// the file's stat says. A node sets it when an earlier try at the
+        /// file failed (a file changed in place with its stat kept is
+        /// caught by the asker's own check, then by this one, which makes
+        /// the sender read it again), and for a client's fetch, which only
+        /// checks the content whole at its end.
         verify: bool,
     },
     /// Ask for the whole content of several small files at once, so many

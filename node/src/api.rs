@@ -1446,7 +1446,7 @@ where
     }
     if entry.size <= ctx.cache.capacity() {
         let key = (path.clone(), entry.hash);
-        let (f2, e2) = (full.clone(), entry.clone());
+        let (f2, e2, core) = (full.clone(), entry.clone(), ctx.core.clone());
         let res = ctx
             .cache
             .get_or_load(&key, || async move {
@@ -1454,8 +1454,12 @@ where
                     let mut data = Vec::new();
                     crate::scan::open_nofollow(&f2)
                         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| {
+                            core.look_again(&f2);
+                            e.to_string()
+                        })?;
                     if ContentHash::of(&data) != e2.hash {
+                        core.recheck(&f2, e2.hash);
                         return Err(format!("{} changed while being read; try again", e2.path));
                     }
                     Ok(bytes::Bytes::from(data))
@@ -1466,10 +1470,7 @@ where
             .await;
         let data = match res {
             Ok(d) => d,
-            Err(e) => {
-                ctx.core.recheck(&full);
-                return Ok(Err(ApiError::Other(e)));
-            }
+            Err(e) => return Ok(Err(ApiError::Other(e))),
         };
         if data.is_empty() {
             send(w, id, ClientResponse::chunk(Bytes::new(), true)).await?;
@@ -1496,16 +1497,19 @@ where
     while i < entry.blocks.len() {
         let n = (entry.blocks.len() - i).min(per_chunk);
         let (f2, e2) = (f.clone(), entry.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Bytes, String> {
+        // Fails with the read's error, or `None` when a block is not what
+        // the record says.
+        let read = tokio::task::spawn_blocking(move || -> Result<Bytes, Option<String>> {
             use std::os::unix::fs::FileExt;
             let mut out = Vec::new();
             for b in i..i + n {
                 let off = b as u64 * bs;
                 let len = (e2.size - off).min(bs) as usize;
                 let mut buf = vec![0u8; len];
-                f2.read_exact_at(&mut buf, off).map_err(|e| e.to_string())?;
+                f2.read_exact_at(&mut buf, off)
+                    .map_err(|e| Some(e.to_string()))?;
                 if tandem_common::hashing::block_hash(&buf, b, e2.size) != e2.blocks[b] {
-                    return Err(String::new());
+                    return Err(None);
                 }
                 out.extend_from_slice(&buf);
             }
@@ -1514,12 +1518,17 @@ where
         .await;
         let data = match read {
             Ok(Ok(d)) => d,
-            _ => {
-                ctx.core.recheck(&full);
+            Ok(Err(None)) => {
+                ctx.core.recheck(&full, entry.hash);
                 return Ok(Err(ApiError::Other(format!(
                     "{path} changed while being read; try again"
                 ))));
             }
+            Ok(Err(Some(e))) => {
+                ctx.core.look_again(&full);
+                return Ok(Err(ApiError::Other(format!("cannot read {path}: {e}"))));
+            }
+            Err(e) => return Ok(Err(ApiError::Other(format!("reading {path} failed: {e}")))),
         };
         i += n;
         let last = i >= entry.blocks.len();

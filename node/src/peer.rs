@@ -916,7 +916,7 @@ pub(crate) async fn serve_blocks(
     .await
     .map_err(read_failed)?;
     if let Err(PeerError::ChangedOnDisk(_)) = &res {
-        core.recheck(&full);
+        core.recheck(&full, hash);
     }
     res
 }
@@ -924,6 +924,9 @@ pub(crate) async fn serve_blocks(
 /// Files whose mtime is at most this old may still be written within the
 /// tick of the file system's coarse clock that stamped them (a few
 /// milliseconds on ext4; two seconds on FAT), leaving their stat as it was.
+/// This narrows the window, it does not close it: a write in the same tick
+/// just after the file was hashed keeps its stat for good, and is caught
+/// by the receiver's check (see [`needs_check`]).
 const RECENT: Duration = Duration::from_secs(3);
 
 /// True when the blocks about to be read from a file whose stat is `seen`
@@ -1028,7 +1031,7 @@ async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> F
                 Some(Served { full, entry: e, .. }) => match read_at_most(&full, e.size) {
                     Ok(bytes) if ContentHash::of(&bytes) == hash => Ok(FileData(bytes)),
                     Ok(_) => {
-                        changed.push(full);
+                        changed.push((full, hash));
                         Err(PeerError::ChangedOnDisk(path))
                     }
                     Err(e) => Err(PeerError::Unreadable {
@@ -1043,8 +1046,8 @@ async fn serve_files(core: &CoreHandle, files: Vec<(RelPath, ContentHash)>) -> F
     })
     .await
     .map_err(read_failed)?;
-    for full in changed {
-        core.recheck(&full);
+    for (full, hash) in changed {
+        core.recheck(&full, hash);
     }
     Ok(data)
 }
@@ -1071,7 +1074,7 @@ async fn small_contents(ctx: &PeerCtx, entries: &[(u64, FileEntry)]) -> Vec<(u32
                 Ok(bytes) if bytes.len() as u64 == size && ContentHash::of(&bytes) == hash => {
                     out.push((i, FileData(bytes)));
                 }
-                Ok(_) => changed.push(full),
+                Ok(_) => changed.push((full, hash)),
                 // Gone or unreadable: the scanner reports it; the peer asks.
                 Err(_) => {}
             }
@@ -1082,8 +1085,8 @@ async fn small_contents(ctx: &PeerCtx, entries: &[(u64, FileEntry)]) -> Vec<(u32
     let Ok((out, changed)) = read else {
         return Vec::new();
     };
-    for full in changed {
-        ctx.core.recheck(&full);
+    for (full, hash) in changed {
+        ctx.core.recheck(&full, hash);
     }
     out
 }
@@ -1239,8 +1242,8 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     /// Blocks go out unchecked only from a file whose stat is the one
-    /// recorded with its content and old enough that no write can have
-    /// kept it.
+    /// recorded with its content and older than a clock tick of the
+    /// coarsest file systems.
     #[test]
     fn blocks_are_checked_unless_the_file_is_as_recorded_and_settled() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);

@@ -646,7 +646,7 @@ fn check_whole_blocks(
             return Err(Failure::new(
                 Cause::ContentMismatch,
                 format!(
-                    "{peer}: block {i} of {} does not match its hash (the peer sent other bytes than its list says)",
+                    "{peer}: block {i} of {} does not match its hash (the file changed there, or the peer sent other bytes than its list says); asking again with the peer checking",
                     entry.path
                 ),
             ));

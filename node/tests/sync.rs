@@ -2064,7 +2064,7 @@ fn a_file_changed_with_its_stat_kept_is_read_again_and_synced() {
     a.restart();
     b.restart();
     let nodes = [&a, &b];
-    wait_same_where(SYNC, "the changed content on both", &nodes, |t| {
+    wait_same_where(RECONNECT, "the changed content on both", &nodes, |t| {
         has_content(t, rel, &changed)
     });
 }

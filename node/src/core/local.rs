@@ -486,10 +486,12 @@ impl Core {
     fn indexed_content(&self, p: &RelPath) -> Option<(LocalStat, Hashed)> {
         let r = self.index.get(p)?;
         // Not a list that does not make the content hash (one of the older
-        // kind, see `Index::relist`): the file is read instead.
-        let st = r
-            .stat
-            .filter(|_| r.entry.is_live_file() && tandem_common::hashing::makes_hash(&r.entry))?;
+        // kind, see `Index::relist`), nor a file found to hold other content
+        // (see `Index::distrust`): the file is read instead.
+        let st = self
+            .index
+            .trusted_stat(p)
+            .filter(|_| tandem_common::hashing::makes_hash(&r.entry))?;
         let h = Hashed {
             size: r.entry.size,
             hash: r.entry.hash,

@@ -231,9 +231,14 @@ pub enum CoreMsg {
     /// Our current entries at some paths, for serving blocks and files
     /// (in the order asked).
     Entries(Vec<RelPath>, oneshot::Sender<Vec<Option<Served>>>),
-    /// A file read to be sent did not hold what its record says: read it
-    /// again whatever its stat.
-    Reread(PathBuf),
+    /// A file read to be sent as content `hash` did not hold it: read it
+    /// again whatever its stat (see [`Index::distrust`]).
+    Reread {
+        /// Where it is on disk.
+        full: PathBuf,
+        /// The content it was read as.
+        hash: tandem_common::ContentHash,
+    },
     /// A transfer (one file) or a batch (several small files) finished:
     /// (path, version it built, outcome) per file.
     TransfersDone(
@@ -470,11 +475,25 @@ impl CoreHandle {
         let _ = self.tx.send(CoreMsg::Lock(m));
     }
 
-    /// Tells the core that the file at a disk path did not hold what its
-    /// record says when read to be sent: it is read again (its stat may be
-    /// the one recorded, so a plain look would not read it).
-    pub fn recheck(&self, full: &Path) {
-        let _ = self.tx.send(CoreMsg::Reread(full.to_path_buf()));
+    /// Tells the core that the file at a disk path, read to be sent as
+    /// content `hash`, did not hold it: it is read again (its stat may be
+    /// the one recorded, so a look by stat would not read it).
+    pub fn recheck(&self, full: &Path, hash: tandem_common::ContentHash) {
+        let _ = self.tx.send(CoreMsg::Reread {
+            full: full.to_path_buf(),
+            hash,
+        });
+    }
+
+    /// Asks the core to look at a disk path again (by its stat, as after a
+    /// watcher's event): a read of it for a client failed.
+    pub fn look_again(&self, full: &Path) {
+        let _ = self
+            .tx
+            .send(CoreMsg::Watch(WatchMsg::Paths(vec![crate::watch::Hint {
+                path: full.to_path_buf(),
+                settle: false,
+            }])));
     }
 }
 
@@ -1295,9 +1314,9 @@ impl Core {
                     .collect();
                 let _ = reply.send(r);
             }
-            CoreMsg::Reread(full) => match RelPath::from_disk(&self.root, &full) {
+            CoreMsg::Reread { full, hash } => match RelPath::from_disk(&self.root, &full) {
                 Ok(rel) => {
-                    self.index.distrust(&rel);
+                    self.index.distrust(&rel, &hash);
                     self.pending.insert(rel, Instant::now() + QUICK);
                 }
                 Err(e) => tracing::debug!("not rereading {}: {e}", full.display()),

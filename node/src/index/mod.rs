@@ -186,11 +186,11 @@ pub struct Index {
     /// takes the list read (see [`Index::observe_file`]); meanwhile its
     /// blocks are no place to read from, and its list is not handed out.
     relist: BTreeSet<RelPath>,
-    /// Live files found to hold other content than their record says while
-    /// their stat is still the one recorded (changed in place with the stat
-    /// kept, which a look cannot see; see [`Index::distrust`]). The next
-    /// look reads such a file whatever its stat, and until then it counts
-    /// as changed and its stat is not taken to stand for its content.
+    /// Live files found, when read to be sent, to hold other content than
+    /// their record says (see [`Index::distrust`]): maybe changed in place
+    /// with the stat kept, which a look by stat cannot see. The next look
+    /// reads such a file whatever its stat, and until then it counts as
+    /// changed and its stat is not taken to stand for its content.
     distrusted: BTreeSet<RelPath>,
 }
 
@@ -396,7 +396,16 @@ impl Index {
     /// cleared.
     fn insert(&mut self, record: Record) {
         let path = record.entry.path.clone();
-        if !self.distrusted.is_empty() {
+        // Still doubted if the record is only announced again (same content,
+        // same stat): only a read, or other content, settles it.
+        if !self.distrusted.is_empty()
+            && !self.records.get(&path).is_some_and(|old| {
+                old.is_live_file()
+                    && record.entry.is_live_file()
+                    && *old.hash() == record.entry.hash
+                    && old.stat() == record.stat
+            })
+        {
             self.distrusted.remove(&path);
         }
         if record.entry.is_live_file() && !makes_hash(&record.entry) {
@@ -724,8 +733,9 @@ impl Index {
     }
 
     /// True when the file or link at `path` is not as last recorded: no
-    /// live record, or another stat (unlike [`Index::needs_hash`], a list
-    /// to make again does not count: nothing was changed on disk).
+    /// live record, another stat, or found to hold other content (see
+    /// [`Index::distrust`]; unlike [`Index::needs_hash`], a list to make
+    /// again does not count: nothing was changed on disk).
     pub fn stat_changed(&self, path: &RelPath, stat: &LocalStat) -> bool {
         self.records
             .get(path)
@@ -734,12 +744,18 @@ impl Index {
             || self.is_distrusted(path)
     }
 
-    /// Notes that the live file at `path` was found to hold other content
-    /// than its record says (a block or file read to be sent did not match
-    /// its hash) while its stat may be the one recorded: the next look
-    /// reads it whatever its stat (see [`Index::distrusted`]).
-    pub fn distrust(&mut self, path: &RelPath) {
-        if self.records.get(path).is_some_and(|r| r.is_live_file()) {
+    /// Notes that the file at `path`, read to be sent as content `hash`,
+    /// did not hold it while its stat may be the one recorded: if that is
+    /// still the live file's recorded content, the next look reads it
+    /// whatever its stat (see [`Index::distrusted`]). A record that moved
+    /// on meanwhile (a newer version installed, an edit already read) is
+    /// left alone.
+    pub fn distrust(&mut self, path: &RelPath, hash: &ContentHash) {
+        if self
+            .records
+            .get(path)
+            .is_some_and(|r| r.is_live_file() && r.hash() == hash)
+        {
             self.distrusted.insert(path.clone());
         }
     }
@@ -862,6 +878,11 @@ impl Index {
         }
         r.set_stat(stat);
         self.dirty.push(r.seq());
+        // Taken as the recorded content: not to be read again for a doubt
+        // raised before (what it held then was dealt with by the caller).
+        if !self.distrusted.is_empty() {
+            self.distrusted.remove(path);
+        }
         true
     }
 
@@ -1434,14 +1455,20 @@ mod tests {
         assert!(!ix.stat_changed(&a, &st));
         assert_eq!(ix.trusted_stat(&a), Some(st));
 
-        ix.distrust(&a);
-        // Only that file, and nothing that is not a live file.
-        ix.distrust(&p("nothing"));
+        // Not for content the record no longer holds (it moved on since the
+        // read), nor for what is not a live file.
+        ix.distrust(&a, &two.hash);
+        ix.distrust(&p("nothing"), &one.hash);
+        assert!(!ix.needs_hash(&a, &st));
+        ix.distrust(&a, &one.hash);
         assert!(ix.needs_hash(&a, &st));
         assert!(ix.stat_changed(&a, &st));
         assert_eq!(ix.trusted_stat(&a), None);
         assert!(!ix.needs_hash(&b, &stat(2, 3, 10)));
         assert!(ix.trusted_stat(&b).is_some());
+        // Announced again unchanged: still to be read.
+        ix.reannounce(&a);
+        assert!(ix.needs_hash(&a, &st));
 
         // Read: the content it holds is a new version, and it is trusted
         // again.
@@ -1453,10 +1480,17 @@ mod tests {
         assert_eq!(ix.trusted_stat(&a), Some(st));
 
         // A false alarm (it holds what its record says) changes nothing.
-        ix.distrust(&b);
+        ix.distrust(&b, &one.hash);
         assert_eq!(ix.observe_file(&b, stat(2, 3, 10), &one), None);
         assert!(!ix.needs_hash(&b, &stat(2, 3, 10)));
         assert!(ix.trusted_stat(&b).is_some());
+
+        // Taken for the recorded content without a read (its change was
+        // kept aside): no longer doubted.
+        ix.distrust(&b, &one.hash);
+        assert!(ix.adopt_stat(&b, stat(3, 3, 10)));
+        assert!(!ix.needs_hash(&b, &stat(3, 3, 10)));
+        assert_eq!(ix.trusted_stat(&b), Some(stat(3, 3, 10)));
     }
 
     #[test]
