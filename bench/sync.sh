@@ -41,7 +41,8 @@
 #                      built with BUILD=1; taken from here even with BIN_DIR)
 #   TRANSFER_FLOOR=    case 2's floor (node/examples/transfer_floor.rs: the tree
 #                      over one TLS connection, each file made durable and renamed
-#                      into place; timed with and without BLAKE3 on both ends;
+#                      into place; timed without BLAKE3, with it on both ends,
+#                      and on the receiver only;
 #                      default target/release/examples/transfer_floor, built with
 #                      BUILD=1; the column stays empty without it)
 set -euo pipefail

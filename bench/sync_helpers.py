@@ -825,7 +825,8 @@ class Bench:
                     # connection, each file made durable and renamed into
                     # place; then again with BLAKE3 over every byte on both
                     # ends.
-                    for col, env in (("floor", "0"), ("floor_hash", "1")):
+                    for col, env in (("floor", "0"), ("floor_hash", "1"),
+                                     ("floor_hash_recv", "receiver")):
                         fd, tmp = os.path.join(base, f"{col}-r{r}"), os.path.join(base, f"{col}-tmp")
                         row[col], _ = self.time_copy(
                             ["env", f"FLOOR_HASH={env}", floor, src, fd, tmp], fd, keep)
@@ -838,7 +839,8 @@ class Bench:
                       + (f"rsync -a {fmt_s(row['rsync'])} (without the sync "
                          f"{fmt_s(row['rsync_nosync'])}), " if "rsync" in row else "")
                       + (f"transfer floor {fmt_s(row['floor'])} (with BLAKE3 on both ends "
-                         f"{fmt_s(row['floor_hash'])}), " if "floor" in row else "")
+                         f"{fmt_s(row['floor_hash'])}, on the receiver only "
+                         f"{fmt_s(row['floor_hash_recv'])}), " if "floor" in row else "")
                       + f"tandem {fmt_s(row['tandem'])} ({total / MIB / row['tandem']:.0f} MiB/s, "
                       f"{ratio:.2f}x cp); connect {fmt_s(row['connect'])}, first file "
                       f"{fmt_s(row['first'])}; A indexed in {row['a_index']}; "
@@ -858,14 +860,15 @@ class Bench:
         summary = {k: median([row.get(k) for row in rows])
                    for k in ("cp", "rsync", "tandem", "hwm_a", "hwm_b", "connect", "first",
                              "idle_a", "idle_b", "cp_nosync", "rsync_nosync", "load",
-                             "floor", "floor_hash")}
+                             "floor", "floor_hash", "floor_hash_recv")}
         summary["ratio"] = median([row["tandem"] / row["cp"] for row in rows])
         summary["all_ok"] = all(row["ok"] for row in rows)
         print(f"  median of {len(rows)}: cp -a {fmt_s(summary['cp'])}, rsync -a "
               f"{fmt_s(summary['rsync'])}, tandem {fmt_s(summary['tandem'])} "
               f"({summary['ratio']:.2f}x cp -a), "
               + (f"transfer floor {fmt_s(summary['floor'])} (with BLAKE3 "
-                 f"{fmt_s(summary['floor_hash'])}), " if summary.get("floor") else "")
+                 f"{fmt_s(summary['floor_hash'])}, on the receiver only "
+                 f"{fmt_s(summary['floor_hash_recv'])}), " if summary.get("floor") else "")
               + f"peak RSS A {fmt_bytes(summary['hwm_a'])} "
               f"B {fmt_bytes(summary['hwm_b'])}"
               + (f", idle CPU A {summary['idle_a']:.2f}% B {summary['idle_b']:.2f}%"
@@ -1251,7 +1254,8 @@ class Bench:
                 f"({m['ratio']:.2f}× cp, median of per-run ratios), peak RSS A {fmt_bytes(m['hwm_a'])} + B "
                 f"{fmt_bytes(m['hwm_b'])}"
                 + (f"; transfer floor {fmt_s(m['floor'])}, with BLAKE3 on both ends "
-                   f"{fmt_s(m['floor_hash'])}" if m.get("floor") else "")
+                   f"{fmt_s(m['floor_hash'])}, on the receiver only "
+                   f"{fmt_s(m['floor_hash_recv'])}" if m.get("floor") else "")
                 + ("" if m["all_ok"] else ", CONTENT MISMATCH") + f" | {target} |")
             if key == "20k" and m.get("idle_a") is not None:
                 lines.append(f"| idle with 20,000 files: CPU over {self.args.idle:.0f} s | — | — | "

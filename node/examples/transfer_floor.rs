@@ -18,7 +18,10 @@
 //!
 //! With `FLOOR_HASH=1` both ends also hash every byte with BLAKE3 (the
 //! sender as it reads, the receiver as it writes), as a sync by content
-//! hashes must at least once on each side.
+//! hashes must at least once on each side. With `FLOOR_HASH=receiver` only
+//! the receiver does: a sender that indexed its files hashed them then,
+//! before the transfer (a Tandem node sends the blocks of a file whose
+//! stat has not changed since without hashing them again).
 //!
 //! The two ends run in this one process, each on a thread with a runtime
 //! of its own, as two nodes on one machine would run on its two cores.
@@ -51,7 +54,11 @@ fn main() -> anyhow::Result<()> {
         PathBuf::from(&args[2]),
         PathBuf::from(&args[3]),
     );
-    let hash = std::env::var_os("FLOOR_HASH").is_some_and(|v| v == "1");
+    let (send_hash, receive_hash) = match std::env::var("FLOOR_HASH").as_deref() {
+        Ok("1") => (true, true),
+        Ok("receiver") => (false, true),
+        _ => (false, false),
+    };
     fs::create_dir_all(&tmp).with_context(|| format!("cannot make {}", tmp.display()))?;
     fs::create_dir_all(&dst).with_context(|| format!("cannot make {}", dst.display()))?;
     let (key, _) = KeyPair::load_or_create(&tmp.join("key.pem"))?;
@@ -67,14 +74,14 @@ fn main() -> anyhow::Result<()> {
             let (sock, _) = listener.accept().await?;
             sock.set_nodelay(true)?;
             let (stream, _, _) = rx_tls.accept(sock).await?;
-            receive(stream, &dst, &tmp, hash).await
+            receive(stream, &dst, &tmp, receive_hash).await
         })
     });
     let sent = runtime()?.block_on(async move {
         let sock = tokio::net::TcpStream::connect(addr).await?;
         sock.set_nodelay(true)?;
         let (stream, _) = tls.connect(sock).await?;
-        send(stream, &src, hash).await
+        send(stream, &src, send_hash).await
     })?;
     let got = receiver
         .join()
