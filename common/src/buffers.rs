@@ -16,25 +16,27 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// The largest buffer [`SEGMENTS`] keeps: a transfer's segment (eight
+/// The largest buffer [`SEGMENTS`] keeps: a transfer's segment (sixteen
 /// 128 KiB blocks).
-pub const SEGMENT_MAX: usize = 1 << 20;
+pub const SEGMENT_MAX: usize = 2 << 20;
 
 /// How long [`SEGMENTS`]' buffers are kept when nothing uses them (each
 /// process that reads or sends bodies calls [`Pool::release_idle`] with it
 /// now and then).
 pub const KEEP_IDLE: Duration = Duration::from_secs(20);
 
-/// The node-wide pool of segment buffers (half a segment to a segment),
-/// shared by the sender's answers, the receiver's bodies and the blocks a
-/// transfer copies from local files. Eight are kept at most: 8 MiB.
-pub static SEGMENTS: Pool = Pool::new(8, SEGMENT_MAX / 2, SEGMENT_MAX);
+/// The node-wide pool of segment buffers (512 KiB to a segment), shared by
+/// the sender's answers, the receiver's bodies and the blocks a transfer
+/// copies from local files. Eight are kept at most: 16 MiB. (What is in
+/// use at once is bounded by the transfers' budget in bytes, so the pool
+/// holds about what that budget's peak needed.)
+pub static SEGMENTS: Pool = Pool::new(8, SEGMENT_MAX / 4, SEGMENT_MAX);
 
 /// Buffers kept for reuse: at most `keep` of them, each of a length (when
 /// taken) and capacity (when given back) between `min_len` and `max_len`.
 /// Smaller buffers are cheap to make and are not kept: a small body must
 /// not hold a large buffer for as long as it lives. A buffer lent out may
-/// be up to `max_len / min_len` times the length asked (twice, for
+/// be up to `max_len / min_len` times the length asked (four times, for
 /// [`SEGMENTS`]), which is what bounds the memory lent out against the
 /// bytes asked for.
 pub struct Pool {

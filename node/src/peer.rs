@@ -766,8 +766,9 @@ async fn relay_events(
 }
 
 /// Block reads for peers at once, for all peers and forwarded questions
-/// together (see [`serve_blocks`]). Reading and hashing 1 MiB from the page
-/// cache takes well under a millisecond, so two keep links busy; without a
+/// together (see [`serve_blocks`]). Reading (and hashing, when needed) a
+/// 2 MiB segment from the page cache takes about a millisecond, so two
+/// keep links busy; without a
 /// bound a 1 GiB send ran a dozen reads at once, each on its own blocking
 /// thread (and malloc arena), and the sender's peak was 48-51 MiB against
 /// 39-40 with two. Each peer asks for at most its own budget of blocks at
