@@ -27,9 +27,7 @@ pub const KEEP_IDLE: Duration = Duration::from_secs(20);
 
 /// The node-wide pool of segment buffers (512 KiB to a segment), shared by
 /// the sender's answers, the receiver's bodies and the blocks a transfer
-/// copies from local files. Eight are kept at most: 16 MiB. (What is in
-/// use at once is bounded by the transfers' budget in bytes, so the pool
-/// holds about what that budget's peak needed.)
+/// copies from local files. Eight are kept at most: 16 MiB.
 pub static SEGMENTS: Pool = Pool::new(8, SEGMENT_MAX / 4, SEGMENT_MAX);
 
 /// Buffers kept for reuse: at most `keep` of them, each of a length (when

@@ -177,7 +177,7 @@ impl Metrics {
                 _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
-            // The segment buffers kept for reuse (up to 8 MiB) go when no
+            // The segment buffers kept for reuse (up to 16 MiB) go when no
             // transfer has used them for a while.
             if SEGMENTS.release_idle(KEEP_IDLE) > 0 {
                 release_memory();

@@ -12,7 +12,8 @@
 //! network (see [`tandem_common::delta`]).
 //!
 //! Memory is bounded: at most [`WINDOW`] segments of at most
-//! [`SEGMENT_BLOCKS`] blocks are in flight per transfer, and every remote
+//! [`SEGMENT_BLOCKS`] blocks, and [`WINDOW_BYTES`], are in flight per
+//! transfer, and every remote
 //! segment also takes bytes from a node-wide budget (twice its blocks while
 //! our older copy of them is held beside what arrives) until its blocks are
 //! written; blocks that were to come from a local copy and had to be asked
@@ -47,11 +48,22 @@ use crate::links::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 /// 2-7 % faster, the sender's CPU about 8 % lower (`bench/SYNC.md`,
 /// session 30).
 pub const SEGMENT_BLOCKS: usize = 16;
+/// Blocks per remote request asked as a patch of our older copy: such a
+/// segment takes twice its bytes from the node-wide budget until answered
+/// (our copy beside what arrives), and at 16 blocks one would take two
+/// thirds of it, so patched requests would no longer overlap.
+pub const PATCHED_SEGMENT_BLOCKS: usize = 8;
 // A whole segment's buffer is one the node's pool keeps.
 const _: () = assert!(SEGMENT_BLOCKS * BLOCK_SIZE as usize <= SEGMENT_MAX);
-/// Segments in flight per transfer: 4 MiB, as four of 1 MiB were (a
-/// transfer copying from local files holds them whole).
-pub const WINDOW: usize = 2;
+const _: () = assert!(PATCHED_SEGMENT_BLOCKS <= SEGMENT_BLOCKS);
+/// Segments in flight per transfer, at most: a plan that alternates
+/// between local and remote blocks makes many small segments, and these
+/// keep as many requests going as before.
+pub const WINDOW: usize = 4;
+/// Bytes of the segments in flight per transfer, at most (one segment is
+/// always let through): 4 MiB, two whole segments, as four of 1 MiB were
+/// (a transfer copying from local files holds them whole).
+pub const WINDOW_BYTES: u64 = 4 << 20;
 /// How long one block request may take before the transfer is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -164,7 +176,9 @@ enum Segment {
     Remote(Vec<usize>),
 }
 
-fn segments(plan: &[BlockSource]) -> VecDeque<Segment> {
+/// The plan's blocks in segments: runs of local or remote blocks, each of
+/// at most [`SEGMENT_BLOCKS`] blocks (remote ones at most `remote_max`).
+fn segments(plan: &[BlockSource], remote_max: usize) -> VecDeque<Segment> {
     let mut out = VecDeque::new();
     for (i, src) in plan.iter().enumerate() {
         match (src, out.back_mut()) {
@@ -176,13 +190,22 @@ fn segments(plan: &[BlockSource]) -> VecDeque<Segment> {
             (BlockSource::Local { path, index }, _) => {
                 out.push_back(Segment::Local(vec![(i, path.clone(), *index)]))
             }
-            (BlockSource::Remote, Some(Segment::Remote(v))) if v.len() < SEGMENT_BLOCKS => {
-                v.push(i)
-            }
+            (BlockSource::Remote, Some(Segment::Remote(v))) if v.len() < remote_max => v.push(i),
             (BlockSource::Remote, _) => out.push_back(Segment::Remote(vec![i])),
         }
     }
     out
+}
+
+impl Segment {
+    /// Bytes of its blocks in a file of `size` bytes.
+    fn bytes(&self, size: u64) -> u64 {
+        let len = |i: usize| block_len(size, i) as u64;
+        match self {
+            Segment::Local(v) => v.iter().map(|&(i, ..)| len(i)).sum(),
+            Segment::Remote(v) => v.iter().map(|&i| len(i)).sum(),
+        }
+    }
 }
 
 /// Runs a transfer to completion or failure. On failure the temp file is
@@ -245,12 +268,28 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
     .map_err(|e| format!("cannot create temp file {}: {e}", job.tmp.display()))?;
     let file = Arc::new(file);
 
-    let mut segs = segments(&job.plan);
+    let remote_max = if job.base.is_some() {
+        PATCHED_SEGMENT_BLOCKS
+    } else {
+        SEGMENT_BLOCKS
+    };
+    let mut segs = segments(&job.plan, remote_max);
     let mut inflight = futures::stream::FuturesOrdered::new();
+    // Bytes of each segment in flight, in order (as their results come).
+    let mut inflight_bytes: VecDeque<u64> = VecDeque::new();
     let (mut received, mut reused, mut from) = (0u64, 0u64, None);
     loop {
         while inflight.len() < WINDOW {
+            let Some(bytes) = segs.front().map(|s| s.bytes(size)) else {
+                break;
+            };
+            if !inflight_bytes.is_empty()
+                && inflight_bytes.iter().sum::<u64>() + bytes > WINDOW_BYTES
+            {
+                break;
+            }
             let Some(seg) = segs.pop_front() else { break };
+            inflight_bytes.push_back(bytes);
             let (entry, links, peers, budget, base) = (
                 entry.clone(),
                 job.links.clone(),
@@ -272,6 +311,7 @@ async fn run_inner(job: Job) -> Result<Done, Failure> {
         let Some(res): Option<SegmentResult> = futures::StreamExt::next(&mut inflight).await else {
             break;
         };
+        inflight_bytes.pop_front();
         let Got {
             blocks,
             received: got,
@@ -1122,6 +1162,56 @@ mod tests {
                 (2, None),
             ]
         );
+    }
+
+    /// Runs of local and remote blocks, cut at their most; bytes counted
+    /// with the short last block.
+    #[test]
+    fn plans_are_cut_into_segments_of_at_most_their_size() {
+        let local = |i: u32| BlockSource::Local {
+            path: PathBuf::from("/f"),
+            index: i,
+        };
+        let mut plan: Vec<BlockSource> = (0..20).map(local).collect();
+        plan.extend((0..20).map(|_| BlockSource::Remote));
+        plan.push(local(40));
+        plan.push(BlockSource::Remote);
+        let lens = |remote_max| -> Vec<(bool, usize)> {
+            segments(&plan, remote_max)
+                .iter()
+                .map(|s| match s {
+                    Segment::Local(v) => (true, v.len()),
+                    Segment::Remote(v) => (false, v.len()),
+                })
+                .collect()
+        };
+        assert_eq!(
+            lens(SEGMENT_BLOCKS),
+            vec![
+                (true, 16),
+                (true, 4),
+                (false, 16),
+                (false, 4),
+                (true, 1),
+                (false, 1)
+            ]
+        );
+        assert_eq!(
+            lens(PATCHED_SEGMENT_BLOCKS),
+            vec![
+                (true, 16),
+                (true, 4),
+                (false, 8),
+                (false, 8),
+                (false, 4),
+                (true, 1),
+                (false, 1)
+            ]
+        );
+        let size = 41 * BLOCK_SIZE + 10;
+        let segs = segments(&plan, SEGMENT_BLOCKS);
+        assert_eq!(segs[0].bytes(size), 16 * BLOCK_SIZE);
+        assert_eq!(segs[5].bytes(size), 10);
     }
 
     #[test]
