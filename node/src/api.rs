@@ -1456,7 +1456,7 @@ where
                         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
                         .map_err(|e| {
                             core.look_again(&f2);
-                            e.to_string()
+                            format!("cannot read {}: {e}", e2.path)
                         })?;
                     if ContentHash::of(&data) != e2.hash {
                         core.recheck(&f2, e2.hash);
