@@ -12,9 +12,9 @@
 //! network (see [`tandem_common::delta`]).
 //!
 //! Memory is bounded: at most [`WINDOW`] segments of at most
-//! [`SEGMENT_BLOCKS`] blocks, and [`WINDOW_BYTES`], are in flight per
-//! transfer, and every remote
-//! segment also takes bytes from a node-wide budget (twice its blocks while
+//! [`SEGMENT_BLOCKS`] blocks, and at most [`WINDOW_BYTES`], are in flight
+//! per transfer, and every remote segment also takes bytes from a
+//! node-wide budget (twice its blocks while
 //! our older copy of them is held beside what arrives) until its blocks are
 //! written; blocks that were to come from a local copy and had to be asked
 //! for take it only when it is free (see [`fetch_segment`]).
