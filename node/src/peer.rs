@@ -772,7 +772,7 @@ async fn relay_events(
 /// bound a 1 GiB send ran a dozen reads at once, each on its own blocking
 /// thread (and malloc arena), and the sender's peak was 48-51 MiB against
 /// 39-40 with two. Each peer asks for at most its own budget of blocks at
-/// once (6 MiB), so a request waits behind a few others, not a whole sync.
+/// once (8 MiB), so a request waits behind a few others, not a whole sync.
 static BLOCK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Reads the asked blocks of our current version of `path`, checking that it

@@ -68,16 +68,19 @@ const MAX_LIST_FETCHES: usize = 16;
 /// Bytes of remote blocks asked for and not yet written, across all
 /// transfers, in KiB; the sending peer holds about this much in answers
 /// waiting for the link. 1 GiB of 4 MiB files into an empty peer
-/// (`bench/sync.sh` case 2): both nodes' peak 61 MiB with 6 MiB, 67 with 8,
-/// 78 with 16 (56 with 4); 16 was about 9 % faster than 6 (hand script,
-/// five interleaved runs). 6 meets the 64 MiB both nodes may use and is
-/// still ten times a WAN link's bandwidth-delay product (100 Mbit/s ×
-/// 50 ms: 625 KB). A segment holds its share until its blocks are
-/// written, and later segments of a transfer wait to be written behind an
-/// earlier one, so a peer that stops answering stalls other transfers once
-/// its stuck ones hold the budget (each at most a window of segments, until
-/// the request times out).
-const BUDGET_KIB: usize = 6 * 1024;
+/// (`bench/sync.sh` case 2): with segments of 2 MiB, 8 MiB (four
+/// segments) was about 8 % faster than 6 (three), for about 2 MiB more at
+/// each node's peak (hand script, 8 interleaved runs each, session 31;
+/// 10 and 12 MiB no faster than 8). Both nodes' peak is then about
+/// 53 MiB, within the 64 MiB they may use (session 20, with segments of
+/// 1 MiB and more memory elsewhere: 61 MiB with 6, 67 with 8, 78 with
+/// 16). 8 is still more than ten times a WAN link's bandwidth-delay
+/// product (100 Mbit/s × 50 ms: 625 KB). A segment holds its share until
+/// its blocks are written, and later segments of a transfer wait to be
+/// written behind an earlier one, so a peer that stops answering stalls
+/// other transfers once its stuck ones hold the budget (each at most a
+/// window of segments, until the request times out).
+const BUDGET_KIB: usize = 8 * 1024;
 /// The largest segment (with our older copy of its blocks beside it) fits
 /// in the budget: a request for more permits than there are would wait for
 /// ever.
