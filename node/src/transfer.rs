@@ -50,8 +50,8 @@ use crate::links::{MAX_FILES_PER_REQUEST, SMALL_FILE_MAX};
 pub const SEGMENT_BLOCKS: usize = 16;
 /// Blocks per remote request asked as a patch of our older copy: such a
 /// segment takes twice its bytes from the node-wide budget until answered
-/// (our copy beside what arrives), and at 16 blocks one would take two
-/// thirds of it, so patched requests would no longer overlap.
+/// (our copy beside what arrives), and at 16 blocks one would take half of
+/// it (4 of 8 MiB), so fewer patched requests would overlap.
 pub const PATCHED_SEGMENT_BLOCKS: usize = 8;
 // A whole segment's buffer is one the node's pool keeps.
 const _: () = assert!(SEGMENT_BLOCKS * BLOCK_SIZE as usize <= SEGMENT_MAX);
