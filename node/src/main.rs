@@ -10,14 +10,20 @@ use tandem_node::config::{Args, Command, Config};
 /// mmapped buffer (the start-up scan's path list, a hash table) raises the
 /// trim threshold to twice its size, and every thread's arena then keeps
 /// that much free memory resident for good: 17 MB more after a cold start
-/// of 100,000 files. 4 MiB keeps transfer buffers (128 KiB blocks, batched
-/// frames) in the heap, as the dynamic thresholds would.
+/// of 100,000 files. An mmap threshold of 4 MiB keeps transfer buffers
+/// (128 KiB blocks, 2 MiB segments, batched frames) in the heap, as the
+/// dynamic thresholds would. A trim threshold of 1 MiB instead of 4 lets
+/// each arena keep less free memory at its top: the 20,000-file row's
+/// peak for both nodes 1-3 MiB lower, a node of 100,000 files 7 MiB
+/// smaller after a listing (and at its peak), their times and the 1 GiB
+/// row's unchanged within noise; the small-file receiver faults about a
+/// fifth more pages in (`bench/SYNC.md`, session 31).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
 }
 
