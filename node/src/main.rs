@@ -17,7 +17,9 @@ use tandem_node::config::{Args, Command, Config};
 /// peak for both nodes 1-3 MiB lower, a node of 100,000 files 7 MiB
 /// smaller after a listing (and at its peak), their times and the 1 GiB
 /// row's unchanged within noise; the small-file receiver faults about a
-/// fifth more pages in (`bench/SYNC.md`, session 31).
+/// fifth more pages in (`bench/SYNC.md`, session 31, where session 28's
+/// 4-5 % slower small-file row, the reason it was not taken then, did not
+/// show again).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
