@@ -71,11 +71,11 @@ const MAX_LIST_FETCHES: usize = 16;
 /// (`bench/sync.sh` case 2): with segments of 2 MiB, 8 MiB (four
 /// segments) was about 8 % faster than 6 (three), for about 2 MiB more at
 /// each node's peak (hand script, 8 interleaved runs each, session 31;
-/// 10 and 12 MiB, 4 runs each, no faster than 8). Both nodes' peak is then about
-/// 55 MiB, within the 64 MiB they may use (session 20, with segments of
-/// 1 MiB and more memory elsewhere: 61 MiB with 6, 67 with 8, 78 with
-/// 16). 8 is still more than ten times a WAN link's bandwidth-delay
-/// product (100 Mbit/s × 50 ms: 625 KB). A segment holds its share until
+/// 10 and 12 MiB, 4 runs each, not faster beyond noise). Both nodes' peak
+/// is then about 55 MiB, within the 64 MiB they may use (session 20,
+/// with segments of 1 MiB and more memory elsewhere: 61 MiB with 6, 67
+/// with 8, 78 with 16). 8 is still more than ten times a WAN link's
+/// bandwidth-delay product (100 Mbit/s × 50 ms: 625 KB). A segment holds its share until
 /// its blocks are written, and later segments of a transfer wait to be
 /// written behind an earlier one, so a peer that stops answering stalls
 /// other transfers once its stuck ones hold the budget (each at most a
