@@ -75,11 +75,11 @@ const MAX_LIST_FETCHES: usize = 16;
 /// is then about 55 MiB, within the 64 MiB they may use (session 20,
 /// with segments of 1 MiB and more memory elsewhere: 61 MiB with 6, 67
 /// with 8, 78 with 16). 8 is still more than ten times a WAN link's
-/// bandwidth-delay product (100 Mbit/s × 50 ms: 625 KB). A segment holds its share until
-/// its blocks are written, and later segments of a transfer wait to be
-/// written behind an earlier one, so a peer that stops answering stalls
-/// other transfers once its stuck ones hold the budget (each at most a
-/// window of segments, until the request times out).
+/// bandwidth-delay product (100 Mbit/s × 50 ms: 625 KB). A segment holds
+/// its share until its blocks are written, and later segments of a
+/// transfer wait to be written behind an earlier one, so a peer that stops
+/// answering stalls other transfers once its stuck ones hold the budget
+/// (each at most a window of segments, until the request times out).
 const BUDGET_KIB: usize = 8 * 1024;
 /// The largest segment (with our older copy of its blocks beside it) fits
 /// in the budget: a request for more permits than there are would wait for
